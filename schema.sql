@@ -1,0 +1,50 @@
+-- canvas-relay: the whole current schema (what migrations/ builds, in order). Read this to know the tables;
+-- change the schema by adding a numbered file to migrations/ and updating this file to match
+-- (a unit test in src/bus/sqlite/schema.rs checks the two agree). Times are unix milliseconds.
+PRAGMA user_version = 1;
+
+CREATE TABLE meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) WITHOUT ROWID;
+
+CREATE TABLE canvases (
+    canvas_id  TEXT PRIMARY KEY,
+    last_seq   INTEGER NOT NULL DEFAULT 0,
+    generation INTEGER NOT NULL DEFAULT 0,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+) WITHOUT ROWID;
+
+CREATE TABLE message_queue (
+    id              INTEGER PRIMARY KEY AUTOINCREMENT,
+    canvas_id       TEXT NOT NULL,
+    seq             INTEGER NOT NULL,
+    message_type    TEXT NOT NULL,
+    payload         TEXT NOT NULL,
+    sender          TEXT NOT NULL,
+    origin_instance TEXT NOT NULL,
+    created_at      INTEGER NOT NULL,
+    expires_at      INTEGER NOT NULL
+);
+CREATE UNIQUE INDEX idx_message_queue_canvas_seq ON message_queue (canvas_id, seq);
+CREATE INDEX idx_message_queue_expires_at ON message_queue (expires_at);
+
+CREATE TABLE canvas_watermarks (
+    id                 INTEGER PRIMARY KEY AUTOINCREMENT,
+    canvas_id          TEXT NOT NULL,
+    server_instance_id TEXT NOT NULL,
+    last_processed_id  INTEGER NOT NULL DEFAULT 0,
+    last_seq           INTEGER NOT NULL DEFAULT 0,
+    updated_at         INTEGER NOT NULL,
+    UNIQUE (canvas_id, server_instance_id)
+);
+CREATE INDEX idx_canvas_watermarks_canvas_id ON canvas_watermarks (canvas_id);
+
+CREATE TABLE instances (
+    instance_id  TEXT PRIMARY KEY,
+    pid          INTEGER NOT NULL,
+    listen       TEXT NOT NULL,
+    started_at   INTEGER NOT NULL,
+    heartbeat_at INTEGER NOT NULL
+) WITHOUT ROWID;

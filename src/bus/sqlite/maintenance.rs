@@ -1,0 +1,79 @@
+//! The periodic upkeep of the shared file, as a tokio task that queues jobs for the writer: TTL cleanup in
+//! small batches, forgetting dead instances, this instance's heartbeat, delivery watermarks and WAL
+//! checkpoints. It does no SQL itself.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{oneshot, watch};
+use tokio::time::{interval, MissedTickBehavior};
+
+use super::writer::Job;
+use super::SqliteBus;
+use crate::clock::now_ms;
+use crate::config::Config;
+use crate::hub::Hub;
+
+/// Dead instances are forgotten (with their watermarks) after this many presence timeouts.
+const FORGET_AFTER_TIMEOUTS: u32 = 60;
+
+/// Runs until `stop` changes to true.
+pub async fn run(bus: SqliteBus, hub: Arc<Hub>, config: Config, mut stop: watch::Receiver<bool>) {
+    let mut cleanup = ticker(config.cleanup_interval);
+    let mut heartbeat = ticker(config.heartbeat_interval);
+    let mut watermarks = ticker(config.watermark_interval);
+    loop {
+        let job = tokio::select! {
+            _ = stop.changed() => return,
+            _ = heartbeat.tick() => Job::Heartbeat,
+            _ = watermarks.tick() => {
+                let marks = hub.take_watermarks();
+                if marks.is_empty() { continue }
+                Job::Watermarks(marks)
+            }
+            _ = cleanup.tick() => {
+                clean_up(&bus, &config).await;
+                Job::Checkpoint
+            }
+        };
+        if bus.job(job).await.is_err() {
+            return; // the writer has stopped
+        }
+    }
+}
+
+fn ticker(period: Duration) -> tokio::time::Interval {
+    let mut ticker = interval(period);
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    ticker
+}
+
+/// Deletes expired rows one small batch (one short transaction) at a time until none are left, so the write
+/// lock is never held for long and other writers interleave between batches.
+async fn clean_up(bus: &SqliteBus, config: &Config) {
+    let mut total = 0;
+    loop {
+        let (reply, deleted) = oneshot::channel();
+        if bus.job(Job::Cleanup { limit: config.cleanup_batch, reply }).await.is_err() {
+            return;
+        }
+        match deleted.await {
+            Ok(Ok(n)) => {
+                total += n;
+                if n < config.cleanup_batch as usize {
+                    break;
+                }
+            }
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "cleanup batch failed; next round will retry");
+                break;
+            }
+            Err(_) => return,
+        }
+    }
+    if total > 0 {
+        tracing::debug!(deleted = total, "expired messages deleted");
+    }
+    let forget_before = now_ms() - (config.presence_timeout * FORGET_AFTER_TIMEOUTS).as_millis() as i64;
+    let _ = bus.job(Job::ForgetInstances { before_ms: forget_before }).await;
+}

@@ -1,0 +1,318 @@
+//! The bus on one shared SQLite file (WAL): N processes commit into `message_queue`, each learns of the
+//! others' commits through its watcher and reads from its own cursor.
+//!
+//! Threads: one writer (`writer.rs`, group commit, the only place seq is assigned) and one watcher
+//! (`watcher.rs`) per process, each with its own connection; joins and health checks use the deadpool pool
+//! on tokio's blocking threads. `maintenance.rs` schedules cleanup, heartbeats and watermarks as writer jobs.
+
+pub mod maintenance;
+pub mod queries;
+pub mod schema;
+pub mod watcher;
+pub mod writer;
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use anyhow::Context;
+use deadpool_sqlite::rusqlite::Connection;
+use deadpool_sqlite::{Hook, HookError, Pool, Runtime};
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+
+use self::schema::ConnSettings;
+use self::watcher::{Signal, Watcher};
+use self::writer::{Job, WriteRequest, Writer, WriterSettings};
+use crate::bus::{BusError, JoinRequest, Joined, Publish};
+use crate::clock::now_ms;
+use crate::config::Config;
+use crate::hub::Hub;
+use crate::metrics::Metrics;
+use crate::protocol::{CanvasId, Resume};
+
+/// State the writer, the watcher and health checks share.
+#[derive(Default)]
+pub struct Shared {
+    /// This process's read cursor: every row with a lower or equal id has been offered to the hub (or was
+    /// committed by this process and delivered directly). Only moves forward.
+    cursor: AtomicI64,
+    /// Wakes the watcher.
+    pub signal: Signal,
+    /// When the watcher last finished reading (unix ms).
+    last_poll_ms: AtomicI64,
+    /// The last storage failure and when (unix ms), cleared by the next successful commit.
+    last_error: Mutex<Option<(i64, String)>>,
+}
+
+impl Shared {
+    pub fn cursor(&self) -> i64 {
+        self.cursor.load(Ordering::Acquire)
+    }
+
+    pub fn advance_cursor(&self, id: i64) {
+        self.cursor.fetch_max(id, Ordering::AcqRel);
+    }
+
+    /// After our own commit of rows `first..=last`: if the cursor sits right before them, nothing foreign is
+    /// in between and the watcher need not read them back.
+    pub fn skip_own_rows(&self, first: i64, last: i64) {
+        let _ = self.cursor.compare_exchange(first - 1, last, Ordering::AcqRel, Ordering::Acquire);
+    }
+
+    fn polled(&self, now: i64) {
+        self.last_poll_ms.store(now, Ordering::Release);
+    }
+
+    fn write_succeeded(&self) {
+        self.last_error.lock().unwrap_or_else(|p| p.into_inner()).take();
+    }
+
+    fn write_failed(&self, now: i64, message: &str) {
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some((now, message.to_owned()));
+    }
+
+    fn read_failed(&self, now: i64, message: &str) {
+        self.write_failed(now, message);
+    }
+
+    fn last_error(&self) -> Option<(i64, String)> {
+        self.last_error.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// The SQLite bus of one process. Cheap to clone.
+#[derive(Clone)]
+pub struct SqliteBus {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// Read connections for joins and health checks.
+    pool: Pool,
+    writer: mpsc::Sender<WriteRequest>,
+    shared: Arc<Shared>,
+    hub: Arc<Hub>,
+    /// The file's random id, part of every epoch.
+    db_epoch: String,
+    ttl_ms: i64,
+    max_resume: u64,
+    presence_timeout_ms: i64,
+    writer_capacity: usize,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// What `/health` reports about the bus.
+#[derive(Debug, Clone, Serialize)]
+pub struct BusFigures {
+    #[serde(flatten)]
+    pub file: queries::FileFigures,
+    /// Messages waiting for this process's writer, and how many fit.
+    pub writer_queue_depth: usize,
+    pub writer_queue_capacity: usize,
+    /// Rows committed that this process has not read yet.
+    pub poll_lag_rows: i64,
+    /// How long since the watcher last read (ms).
+    pub last_poll_age_ms: i64,
+    /// The last storage error and its age, if one happened since the last good commit.
+    pub last_error: Option<String>,
+    pub last_error_age_ms: Option<i64>,
+}
+
+impl SqliteBus {
+    /// Opens (creating and migrating) the shared file and starts the writer and watcher threads.
+    pub async fn open(config: &Config, instance_id: &str, listen: &str, hub: Arc<Hub>, metrics: Metrics) -> anyhow::Result<Self> {
+        let settings = ConnSettings { synchronous: config.synchronous, busy_timeout: config.busy_timeout };
+        let path = config.db.clone();
+        let (writer_conn, watcher_conn, db_epoch, head) = tokio::task::spawn_blocking(move || {
+            let mut writer_conn = schema::open(&path, settings)?;
+            schema::migrate(&mut writer_conn)?;
+            let watcher_conn = schema::open(&path, settings)?;
+            let db_epoch = queries::db_epoch(&watcher_conn).context("reading the file's epoch")?;
+            let head = queries::max_id(&watcher_conn).context("reading the log head")?;
+            anyhow::Ok((writer_conn, watcher_conn, db_epoch, head))
+        })
+        .await
+        .context("opening the database")??;
+
+        let pool = deadpool_sqlite::Config::new(&config.db)
+            .builder(Runtime::Tokio1)
+            .context("configuring the read pool")?
+            .max_size(4)
+            .post_create(Hook::async_fn(move |conn, _| {
+                Box::pin(async move {
+                    conn.interact(move |conn| schema::configure(conn, settings))
+                        .await
+                        .map_err(|e| HookError::message(e.to_string()))?
+                        .map_err(HookError::Backend)
+                })
+            }))
+            .build()
+            .context("building the read pool")?;
+
+        let shared = Arc::new(Shared::default());
+        shared.advance_cursor(head);
+        let (writer_tx, writer_rx) = mpsc::channel(config.writer_queue);
+        let writer = Writer::new(
+            writer_conn,
+            hub.clone(),
+            shared.clone(),
+            metrics.clone(),
+            WriterSettings {
+                instance_id: instance_id.to_owned(),
+                listen: listen.to_owned(),
+                ttl_ms: config.message_ttl.as_millis() as i64,
+                max_batch: config.max_batch,
+                local_broadcast: config.local_broadcast,
+            },
+        );
+        let watcher = Watcher::new(watcher_conn, hub.clone(), shared.clone(), metrics, config);
+        let threads = vec![
+            std::thread::Builder::new().name("relay-writer".into()).spawn(move || writer.run(writer_rx))?,
+            std::thread::Builder::new().name("relay-watcher".into()).spawn(move || watcher.run())?,
+        ];
+        let bus = SqliteBus {
+            inner: Arc::new(Inner {
+                pool,
+                writer: writer_tx,
+                shared,
+                hub,
+                db_epoch,
+                ttl_ms: config.message_ttl.as_millis() as i64,
+                max_resume: config.max_resume,
+                presence_timeout_ms: config.presence_timeout.as_millis() as i64,
+                writer_capacity: config.writer_queue,
+                threads: Mutex::new(threads),
+            }),
+        };
+        bus.job(Job::Heartbeat).await?;
+        Ok(bus)
+    }
+
+    /// Queues a logged message for the writer. Waits when the writer queue is full (back-pressure).
+    pub async fn publish(&self, publish: Publish) -> Result<(), BusError> {
+        self.inner.writer.send(WriteRequest::Publish(publish)).await.map_err(|_| BusError::ShuttingDown)
+    }
+
+    /// Queues a maintenance job.
+    pub async fn job(&self, job: Job) -> Result<(), BusError> {
+        self.inner.writer.send(WriteRequest::Job(job)).await.map_err(|_| BusError::ShuttingDown)
+    }
+
+    /// Returns once everything queued before the call is committed.
+    pub async fn flush(&self) -> Result<(), BusError> {
+        let (done, committed) = oneshot::channel();
+        self.job(Job::Barrier(done)).await?;
+        committed.await.map_err(|_| BusError::ShuttingDown)
+    }
+
+    /// Subscribes a connection to a canvas and says where its stream starts (see `join_blocking`).
+    pub async fn join(&self, request: JoinRequest) -> Result<Joined, BusError> {
+        let inner = self.inner.clone();
+        let canvas = request.canvas.clone();
+        let conn_id = request.conn;
+        let conn = self.inner.pool.get().await.map_err(|e| BusError::Unavailable(e.to_string()))?;
+        let result = conn
+            .interact(move |conn| join_blocking(conn, &inner, request))
+            .await
+            .map_err(|e| BusError::Unavailable(e.to_string()))
+            .and_then(|r| r.map_err(|e| BusError::Unavailable(format!("reading the canvas failed: {e}"))));
+        if result.is_err() {
+            // Remove the room again if this join created it and nobody else is in it.
+            self.inner.hub.leave(&canvas, conn_id);
+        }
+        result
+    }
+
+    /// The figures behind `/health`.
+    pub async fn figures(&self) -> Result<BusFigures, BusError> {
+        let inner = self.inner.clone();
+        let conn = self.inner.pool.get().await.map_err(|e| BusError::Unavailable(e.to_string()))?;
+        let now = now_ms();
+        let live_after = now - inner.presence_timeout_ms;
+        let file = conn
+            .interact(move |conn| queries::file_figures(conn, now, live_after))
+            .await
+            .map_err(|e| BusError::Unavailable(e.to_string()))?
+            .map_err(|e| BusError::Unavailable(e.to_string()))?;
+        let shared = &self.inner.shared;
+        let depth = self.inner.writer_capacity - self.inner.writer.capacity();
+        let last_error = shared.last_error();
+        Ok(BusFigures {
+            poll_lag_rows: (file.head_id - shared.cursor()).max(0),
+            last_poll_age_ms: (now - shared.last_poll_ms.load(Ordering::Acquire)).max(0),
+            writer_queue_depth: depth,
+            writer_queue_capacity: self.inner.writer_capacity,
+            last_error_age_ms: last_error.as_ref().map(|(at, _)| now - at),
+            last_error: last_error.map(|(_, message)| message),
+            file,
+        })
+    }
+
+    /// How long messages are kept, in ms.
+    pub fn ttl_ms(&self) -> i64 {
+        self.inner.ttl_ms
+    }
+
+    /// Final stop, after every connection is gone: saves watermarks, deregisters this instance, stops the
+    /// writer (refusing anything that arrived too late) and the watcher, and waits for both threads.
+    pub async fn close(&self) {
+        let marks = self.inner.hub.take_watermarks();
+        if !marks.is_empty() {
+            let _ = self.job(Job::Watermarks(marks)).await;
+        }
+        let (done, stopped) = oneshot::channel();
+        if self.job(Job::Stop(done)).await.is_ok() {
+            let _ = stopped.await;
+        }
+        self.inner.shared.signal.stop();
+        let threads = std::mem::take(&mut *self.inner.threads.lock().unwrap_or_else(|p| p.into_inner()));
+        let _ = tokio::task::spawn_blocking(move || threads.into_iter().for_each(|t| drop(t.join()))).await;
+    }
+}
+
+/// Runs on a pool connection. The room's lock is held from before the snapshot is taken until the subscriber
+/// is in the room, so no delivery to the room can fall between what the snapshot saw and what the subscriber
+/// receives live:
+/// - a new room starts delivering after the snapshot's last seq;
+/// - the subscriber starts after the snapshot's last seq; seqs up to it come from the replay (resume) or
+///   are covered by the welcome (no resume), whether or not the room has delivered them to others yet.
+fn join_blocking(conn: &mut Connection, inner: &Inner, request: JoinRequest) -> deadpool_sqlite::rusqlite::Result<Joined> {
+    loop {
+        let room = inner.hub.room_for_join(&request.canvas);
+        let mut state = room.lock();
+        if state.is_closed() {
+            continue; // the last subscriber left between lookup and lock; take a fresh room
+        }
+        let snapshot = conn.transaction()?;
+        let head = queries::head(&snapshot, &inner.db_epoch, &request.canvas)?;
+        state.start_at(head.last_seq);
+        let (seq, resumed, replay) = match &request.resume {
+            Some(resume) => replay(&snapshot, inner, &request.canvas, resume, &head)?,
+            None => (head.last_seq, false, Vec::new()),
+        };
+        drop(snapshot);
+        state.subscribe(request.conn, head.last_seq, request.outbox);
+        return Ok(Joined { epoch: head.epoch, seq, resumed, replay });
+    }
+}
+
+/// A resume: the frames after `since` when the epoch matches and every one of them is still retained (and
+/// there are not more than `--max-resume`); otherwise a fresh start at the head.
+fn replay(
+    conn: &Connection,
+    inner: &Inner,
+    canvas: &CanvasId,
+    resume: &Resume,
+    head: &queries::Head,
+) -> deadpool_sqlite::rusqlite::Result<(u64, bool, Vec<tokio_tungstenite::tungstenite::Message>)> {
+    let fresh = Ok((head.last_seq, false, Vec::new()));
+    if resume.epoch != head.epoch || resume.since > head.last_seq || head.last_seq - resume.since > inner.max_resume {
+        return fresh;
+    }
+    let rows = queries::canvas_rows(conn, canvas, resume.since, head.last_seq, now_ms())?;
+    if rows.len() as u64 != head.last_seq - resume.since {
+        return fresh; // some rows expired: the client must reload
+    }
+    Ok((resume.since, true, rows.iter().map(queries::StoredMessage::frame).collect()))
+}

@@ -1,0 +1,139 @@
+//! Every read of the shared file, as plain functions over a connection. Writes live in `writer.rs`.
+//!
+//! Reads filter expired rows themselves (`expires_at > now`), so what a client is sent never depends on
+//! whether the cleanup task has run yet.
+
+use deadpool_sqlite::rusqlite::{params, Connection, OptionalExtension, Result};
+use serde::Serialize;
+use serde_json::value::RawValue;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::hub::Entry;
+use crate::protocol::{logged_frame, CanvasId};
+
+/// A canvas's log head: its last seq and its epoch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Head {
+    pub last_seq: u64,
+    pub epoch: String,
+}
+
+/// The epoch of a canvas: the file's random id and the canvas's reset generation. A fresh file or a reset
+/// canvas therefore never shares an epoch with the log a client saw before.
+pub fn epoch(db_epoch: &str, generation: i64) -> String {
+    format!("{db_epoch}-{generation}")
+}
+
+/// The file's random id, written by the first migration.
+pub fn db_epoch(conn: &Connection) -> Result<String> {
+    conn.query_row("SELECT value FROM meta WHERE key = 'db_epoch'", [], |row| row.get(0))
+}
+
+/// The head of a canvas; a canvas nobody wrote to yet is at seq 0, generation 0.
+pub fn head(conn: &Connection, db_epoch: &str, canvas: &CanvasId) -> Result<Head> {
+    let row: Option<(i64, i64)> = conn
+        .prepare_cached("SELECT last_seq, generation FROM canvases WHERE canvas_id = ?1")?
+        .query_row([canvas.as_str()], |row| Ok((row.get(0)?, row.get(1)?)))
+        .optional()?;
+    let (last_seq, generation) = row.unwrap_or((0, 0));
+    Ok(Head { last_seq: last_seq as u64, epoch: epoch(db_epoch, generation) })
+}
+
+/// One row of `message_queue`.
+#[derive(Debug, Clone)]
+pub struct StoredMessage {
+    pub id: i64,
+    pub canvas: String,
+    pub seq: u64,
+    pub kind: String,
+    pub payload: String,
+    pub sender: String,
+    pub created_at: i64,
+}
+
+impl StoredMessage {
+    fn from_row(row: &deadpool_sqlite::rusqlite::Row<'_>) -> Result<Self> {
+        Ok(StoredMessage {
+            id: row.get(0)?,
+            canvas: row.get(1)?,
+            seq: row.get::<_, i64>(2)? as u64,
+            kind: row.get(3)?,
+            payload: row.get(4)?,
+            sender: row.get(5)?,
+            created_at: row.get(6)?,
+        })
+    }
+
+    /// The frame other connections receive for this row.
+    pub fn frame(&self) -> Message {
+        let data = match RawValue::from_string(self.payload.clone()) {
+            Ok(data) => data,
+            Err(error) => {
+                // Only this relay writes the file, after validating the JSON; a bad payload means someone
+                // edited the file. Relay the seq with null data rather than leave a gap in every stream.
+                tracing::error!(id = self.id, %error, "stored payload is not JSON; relaying null");
+                RawValue::from_string("null".to_owned()).expect("null is valid JSON")
+            }
+        };
+        Message::text(logged_frame(&self.kind, self.seq, &self.canvas, &self.sender, &data, self.created_at))
+    }
+
+    pub fn entry(&self) -> Entry {
+        Entry { seq: self.seq, id: self.id, frame: self.frame() }
+    }
+}
+
+const COLUMNS: &str = "id, canvas_id, seq, message_type, payload, sender, created_at";
+
+/// Live rows committed after `after_id`, in commit order, at most `limit`: what the watcher reads. One range
+/// scan of the primary key, whatever the number of canvases.
+pub fn rows_after(conn: &Connection, after_id: i64, now_ms: i64, limit: u32) -> Result<Vec<StoredMessage>> {
+    let sql = format!("SELECT {COLUMNS} FROM message_queue WHERE id > ?1 AND expires_at > ?2 ORDER BY id LIMIT ?3");
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let rows = stmt.query_map(params![after_id, now_ms, limit], StoredMessage::from_row)?;
+    rows.collect()
+}
+
+/// Live rows of one canvas with `since < seq <= upto`, in seq order: a resume's replay.
+pub fn canvas_rows(conn: &Connection, canvas: &CanvasId, since: u64, upto: u64, now_ms: i64) -> Result<Vec<StoredMessage>> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM message_queue
+         WHERE canvas_id = ?1 AND seq > ?2 AND seq <= ?3 AND expires_at > ?4 ORDER BY seq"
+    );
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let rows = stmt.query_map(params![canvas.as_str(), since as i64, upto as i64, now_ms], StoredMessage::from_row)?;
+    rows.collect()
+}
+
+/// The highest row id ever assigned (0 for an empty file): where a new watcher starts.
+pub fn max_id(conn: &Connection) -> Result<i64> {
+    conn.prepare_cached("SELECT coalesce(max(id), 0) FROM message_queue")?.query_row([], |row| row.get(0))
+}
+
+/// What `/health` reports about the shared file.
+#[derive(Debug, Clone, Serialize)]
+pub struct FileFigures {
+    /// Rows in message_queue, expired or not.
+    pub queue_rows: i64,
+    /// Age of the oldest row, in ms (0 when empty): how far cleanup is behind the TTL.
+    pub oldest_row_age_ms: i64,
+    /// The highest row id: the head the watchers read up to.
+    pub head_id: i64,
+    /// Instances with a heartbeat within the presence timeout, this one included.
+    pub live_instances: i64,
+}
+
+pub fn file_figures(conn: &Connection, now_ms: i64, live_after_ms: i64) -> Result<FileFigures> {
+    let (queue_rows, oldest, head_id): (i64, Option<i64>, i64) = conn
+        .prepare_cached("SELECT count(*), min(created_at), coalesce(max(id), 0) FROM message_queue")?
+        .query_row([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?;
+    let live_instances = conn
+        .prepare_cached("SELECT count(*) FROM instances WHERE heartbeat_at > ?1")?
+        .query_row([live_after_ms], |row| row.get(0))?;
+    Ok(FileFigures {
+        queue_rows,
+        oldest_row_age_ms: oldest.map_or(0, |t| (now_ms - t).max(0)),
+        head_id,
+        live_instances,
+    })
+}

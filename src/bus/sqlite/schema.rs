@@ -1,0 +1,152 @@
+//! Opening the shared file: the PRAGMAs every connection gets, and the numbered migrations applied at start.
+//!
+//! Migrations are the files of `migrations/`, compiled in, applied in order inside one `BEGIN IMMEDIATE`
+//! transaction and tracked in `PRAGMA user_version`. Because the version is read inside the write
+//! transaction, several processes starting at once on one file apply each migration exactly once.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use deadpool_sqlite::rusqlite::{Connection, OpenFlags, TransactionBehavior};
+
+use crate::config::Synchronous;
+
+/// The migrations, in order. Append; never edit one that has shipped.
+const MIGRATIONS: &[&str] = &[include_str!("../../../migrations/0001_initial.sql")];
+
+/// Settings every connection to the file is opened with.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnSettings {
+    pub synchronous: Synchronous,
+    pub busy_timeout: Duration,
+}
+
+/// The busy timeout, process-wide: SQLite's busy handler is a plain function pointer, so it reads its limit
+/// from here. One process runs one configuration, so one value is enough.
+static BUSY_TIMEOUT_US: AtomicU64 = AtomicU64::new(5_000_000);
+
+/// Waits for another process's write lock in short steps. SQLite's built-in handler sleeps 1, 2, 5, 10 ...
+/// 100 ms between tries, which would add milliseconds to a commit that collides with another process's
+/// 100 µs transaction; we retry every 50 µs for the first millisecond, then every 500 µs.
+fn busy_handler(attempt: i32) -> bool {
+    let attempt = attempt.max(0) as u64;
+    let (step_us, waited_us) = if attempt < 20 { (50, attempt * 50) } else { (500, 1_000 + (attempt - 20) * 500) };
+    if waited_us >= BUSY_TIMEOUT_US.load(Ordering::Relaxed) {
+        return false;
+    }
+    std::thread::sleep(Duration::from_micros(step_us));
+    true
+}
+
+/// Opens a connection to the shared file with the relay's PRAGMAs.
+pub fn open(path: &Path, settings: ConnSettings) -> anyhow::Result<Connection> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags).with_context(|| format!("opening {}", path.display()))?;
+    configure(&conn, settings).with_context(|| format!("configuring {}", path.display()))?;
+    Ok(conn)
+}
+
+/// The PRAGMAs of every connection (the writer's, the watcher's and the pool's).
+pub fn configure(conn: &Connection, settings: ConnSettings) -> deadpool_sqlite::rusqlite::Result<()> {
+    BUSY_TIMEOUT_US.store(settings.busy_timeout.as_micros() as u64, Ordering::Relaxed);
+    conn.busy_handler(Some(busy_handler))?;
+    // journal_mode returns a row, so it is queried rather than executed.
+    let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(deadpool_sqlite::rusqlite::Error::InvalidParameterName(format!(
+            "journal_mode is {mode}, WAL is required (is the file on a network file system?)"
+        )));
+    }
+    let synchronous = match settings.synchronous {
+        Synchronous::Normal => "NORMAL",
+        Synchronous::Full => "FULL",
+    };
+    conn.execute_batch(&format!(
+        "PRAGMA synchronous = {synchronous};
+         PRAGMA temp_store = MEMORY;
+         PRAGMA journal_size_limit = 67108864;"
+    ))?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(())
+}
+
+/// Brings the file's schema up to date. Safe to run from several processes at once.
+pub fn migrate(conn: &mut Connection) -> anyhow::Result<u32> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).context("locking the file to migrate")?;
+    let current: u32 = tx.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+    anyhow::ensure!(
+        current as usize <= MIGRATIONS.len(),
+        "the database is at schema version {current}, newer than this binary knows ({}): upgrade canvas-relay",
+        MIGRATIONS.len()
+    );
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        tx.execute_batch(sql).with_context(|| format!("applying migration {}", index + 1))?;
+    }
+    let latest = MIGRATIONS.len() as u32;
+    tx.pragma_update(None, "user_version", latest)?;
+    tx.commit().context("committing migrations")?;
+    Ok(latest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> ConnSettings {
+        ConnSettings { synchronous: Synchronous::Normal, busy_timeout: Duration::from_secs(5) }
+    }
+
+    fn schema_of(conn: &Connection) -> Vec<(String, String)> {
+        let mut stmt = conn
+            .prepare("SELECT name, sql FROM sqlite_master WHERE sql IS NOT NULL AND name NOT LIKE 'sqlite_%' ORDER BY name")
+            .unwrap();
+        let rows = stmt.query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))).unwrap();
+        // Compare statements without comments and whitespace differences.
+        rows.map(|r| {
+            let (name, sql) = r.unwrap();
+            let sql = sql.lines().map(|l| l.split("--").next().unwrap_or("")).collect::<String>();
+            (name, sql.split_whitespace().collect::<Vec<_>>().join(" "))
+        })
+        .collect()
+    }
+
+    #[test]
+    fn migrations_build_exactly_schema_sql() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut migrated = open(&dir.path().join("m.db"), settings()).unwrap();
+        assert_eq!(migrate(&mut migrated).unwrap(), MIGRATIONS.len() as u32);
+        let reference = open(&dir.path().join("s.db"), settings()).unwrap();
+        reference.execute_batch(include_str!("../../../schema.sql")).unwrap();
+        assert_eq!(schema_of(&migrated), schema_of(&reference));
+        let version: u32 = reference.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+        assert_eq!(version, MIGRATIONS.len() as u32, "schema.sql declares the latest version");
+    }
+
+    #[test]
+    fn migrating_twice_and_concurrently_applies_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.db");
+        let handles: Vec<_> = (0..4)
+            .map(|_| {
+                let path = path.clone();
+                std::thread::spawn(move || migrate(&mut open(&path, settings()).unwrap()).unwrap())
+            })
+            .collect();
+        for h in handles {
+            assert_eq!(h.join().unwrap(), 1);
+        }
+        let conn = open(&path, settings()).unwrap();
+        let epochs: i64 = conn.query_row("SELECT count(*) FROM meta WHERE key = 'db_epoch'", [], |r| r.get(0)).unwrap();
+        assert_eq!(epochs, 1);
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = open(&dir.path().join("n.db"), settings()).unwrap();
+        conn.pragma_update(None, "user_version", 99).unwrap();
+        assert!(migrate(&mut conn).unwrap_err().to_string().contains("newer"));
+    }
+}

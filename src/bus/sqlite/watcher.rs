@@ -1,0 +1,280 @@
+//! How this process learns of commits in the shared file and reads them: a dedicated thread with its own
+//! connection checks `PRAGMA data_version` (about 3 µs; it changes when any other connection commits) every
+//! `--poll-interval`, and on a change reads every new row after the process's read cursor in one primary-key
+//! range scan, handing rows of canvases with local subscribers to their rooms.
+//!
+//! Its cost per tick is one PRAGMA whatever the number of canvases; per commit it is the rows committed.
+//! Backoff: after `--backoff-after` with no commit anywhere the interval doubles up to
+//! `--idle-poll-interval`; any commit, local publish or wake-up resets it (the peer-wakeup idea, with the
+//! file's own change counter as the wake-up). With no local canvases it sleeps at the idle interval.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use deadpool_sqlite::rusqlite::Connection;
+
+use super::{queries, Shared};
+use crate::clock::now_ms;
+use crate::hub::{Hub, Room, Settled};
+use crate::metrics::Metrics;
+use crate::protocol::CanvasId;
+
+/// Wake-ups for the watcher thread from other threads.
+#[derive(Default)]
+pub struct Signal {
+    state: Mutex<Wakeups>,
+    changed: Condvar,
+}
+
+/// What happened since the watcher last looked.
+#[derive(Default, Debug)]
+pub struct Wakeups {
+    /// Read now (a local commit is waiting for earlier rows, or local delivery is off).
+    pub read: bool,
+    /// Canvases whose rooms hold early seqs: check them for holes after reading.
+    pub settle: Vec<CanvasId>,
+    /// Local activity: reset the backoff.
+    pub active: bool,
+    pub stop: bool,
+}
+
+impl Signal {
+    fn update(&self, f: impl FnOnce(&mut Wakeups)) {
+        // std Mutex: a few field writes, never held across anything that blocks.
+        f(&mut self.state.lock().unwrap_or_else(|p| p.into_inner()));
+        self.changed.notify_one();
+    }
+
+    /// Asks for a read now, then a hole check of `settle`.
+    pub fn wake(&self, settle: Vec<CanvasId>) {
+        self.update(|w| {
+            w.read = true;
+            w.active = true;
+            w.settle.extend(settle);
+        });
+    }
+
+    /// Reports local activity (replies from other processes are likely soon).
+    pub fn poke(&self) {
+        self.update(|w| w.active = true);
+    }
+
+    pub fn stop(&self) {
+        self.update(|w| w.stop = true);
+    }
+
+    /// Waits up to `timeout` for a wake-up and takes what accumulated.
+    fn wait(&self, timeout: Duration) -> Wakeups {
+        let guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let idle = |w: &mut Wakeups| !(w.read || w.active || w.stop);
+        let (mut guard, _) = self.changed.wait_timeout_while(guard, timeout, idle).unwrap_or_else(|p| p.into_inner());
+        std::mem::take(&mut *guard)
+    }
+}
+
+/// The adaptive interval between checks.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    active: Duration,
+    idle: Duration,
+    after: Duration,
+    current: Duration,
+    last_activity: Instant,
+}
+
+impl Backoff {
+    pub fn new(active: Duration, idle: Duration, after: Duration, now: Instant) -> Self {
+        Backoff { active, idle, after, current: active, last_activity: now }
+    }
+
+    pub fn interval(&self) -> Duration {
+        self.current
+    }
+
+    /// A commit or local activity: check at the active rate again.
+    pub fn activity(&mut self, now: Instant) {
+        self.current = self.active;
+        self.last_activity = now;
+    }
+
+    /// Nothing happened this tick. Back off once quiet for long enough; at once when there is nobody to
+    /// deliver to.
+    pub fn quiet(&mut self, now: Instant, has_local_canvases: bool) {
+        if !has_local_canvases {
+            self.current = self.idle;
+        } else if now.duration_since(self.last_activity) >= self.after {
+            self.current = (self.current * 2).min(self.idle);
+        }
+    }
+}
+
+pub struct Watcher {
+    /// Its own connection: `data_version` is per connection and counts the others' commits.
+    conn: Connection,
+    hub: Arc<Hub>,
+    shared: Arc<Shared>,
+    metrics: Metrics,
+    backoff: Backoff,
+    max_rows: u32,
+}
+
+impl Watcher {
+    pub fn new(conn: Connection, hub: Arc<Hub>, shared: Arc<Shared>, metrics: Metrics, config: &crate::config::Config) -> Self {
+        let backoff = Backoff::new(config.poll_interval, config.idle_poll_interval, config.backoff_after, Instant::now());
+        Watcher { conn, hub, shared, metrics, backoff, max_rows: config.max_messages_per_poll }
+    }
+
+    pub fn run(mut self) {
+        let mut last_version = None;
+        loop {
+            let wakeups = self.shared.signal.wait(self.backoff.interval());
+            if wakeups.stop {
+                return;
+            }
+            let version = match self.data_version() {
+                Ok(version) => Some(version),
+                Err(error) => {
+                    self.failed(&error);
+                    continue;
+                }
+            };
+            let changed = version != last_version;
+            last_version = version;
+            let now = Instant::now();
+            if changed || wakeups.read {
+                if let Err(error) = self.read_new_rows(&wakeups.settle) {
+                    self.failed(&error);
+                    last_version = None; // read again on the next tick
+                    continue;
+                }
+            }
+            if changed || wakeups.read || wakeups.active {
+                self.backoff.activity(now);
+            } else {
+                self.backoff.quiet(now, !self.hub.is_empty());
+            }
+        }
+    }
+
+    fn failed(&mut self, error: &dyn std::fmt::Display) {
+        tracing::warn!(%error, "watcher could not read the shared file; retrying");
+        self.shared.read_failed(now_ms(), &error.to_string());
+        self.backoff.quiet(Instant::now(), false);
+    }
+
+    fn data_version(&self) -> deadpool_sqlite::rusqlite::Result<i64> {
+        self.conn.prepare_cached("PRAGMA data_version")?.query_row([], |row| row.get(0))
+    }
+
+    /// Reads everything after the cursor, in full batches until caught up, then checks rooms that hold early
+    /// seqs for holes that can no longer fill.
+    fn read_new_rows(&mut self, settle: &[CanvasId]) -> deadpool_sqlite::rusqlite::Result<()> {
+        let mut waiting: Vec<Arc<Room>> = settle.iter().filter_map(|c| self.hub.room(c)).collect();
+        loop {
+            // With no local canvas nothing needs delivering: move the cursor to the head without reading rows.
+            // The head is read before looking at the hub, so a room created meanwhile started from a snapshot
+            // that already includes every row the cursor skips.
+            let head = queries::max_id(&self.conn)?;
+            if self.hub.is_empty() {
+                self.shared.advance_cursor(head);
+                break;
+            }
+            let rows = queries::rows_after(&self.conn, self.shared.cursor(), now_ms(), self.max_rows)?;
+            self.metrics.polls.increment(1);
+            self.metrics.poll_rows.increment(rows.len() as u64);
+            let Some(last_id) = rows.last().map(|r| r.id) else { break };
+            self.offer(&rows, &mut waiting);
+            self.shared.advance_cursor(last_id);
+            if rows.len() < self.max_rows as usize {
+                break;
+            }
+        }
+        self.shared.polled(now_ms());
+        let read_up_to = self.shared.cursor();
+        for room in waiting {
+            if let Settled::GapSkipped { from, to } = room.lock().settle(read_up_to, &self.metrics) {
+                tracing::warn!(canvas = %room.canvas, from, to, "rows expired before this instance read them; \
+                    subscribers cut with 4009 to resume");
+            }
+        }
+        Ok(())
+    }
+
+    /// Hands rows to the rooms of their canvases; rooms left holding early seqs are collected in `waiting`.
+    fn offer(&self, rows: &[queries::StoredMessage], waiting: &mut Vec<Arc<Room>>) {
+        let mut rooms: HashMap<&str, Option<Arc<Room>>> = HashMap::new();
+        for row in rows {
+            let room = rooms.entry(row.canvas.as_str()).or_insert_with(|| {
+                CanvasId::parse(&row.canvas).ok().and_then(|canvas| self.hub.room(&canvas))
+            });
+            let Some(room) = room else { continue };
+            let entry = row.entry();
+            let mut state = room.lock();
+            state.offer(entry, &self.metrics);
+            if state.has_pending() && !waiting.iter().any(|w| Arc::ptr_eq(w, room)) {
+                waiting.push(room.clone());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn backoff_stays_active_until_quiet_long_enough_then_doubles_to_idle() {
+        let start = Instant::now();
+        let mut b = Backoff::new(MS, 16 * MS, 100 * MS, start);
+        b.quiet(start + 50 * MS, true);
+        assert_eq!(b.interval(), MS, "quiet for less than backoff_after");
+        let later = start + 100 * MS;
+        let steps: Vec<_> = (0..6)
+            .map(|_| {
+                b.quiet(later, true);
+                b.interval()
+            })
+            .collect();
+        assert_eq!(steps, [2 * MS, 4 * MS, 8 * MS, 16 * MS, 16 * MS, 16 * MS]);
+    }
+
+    #[test]
+    fn any_activity_resets_the_backoff() {
+        let start = Instant::now();
+        let mut b = Backoff::new(MS, 16 * MS, 10 * MS, start);
+        for i in 0..10 {
+            b.quiet(start + (20 + i) * MS, true);
+        }
+        assert_eq!(b.interval(), 16 * MS);
+        b.activity(start + 40 * MS);
+        assert_eq!(b.interval(), MS);
+        b.quiet(start + 45 * MS, true);
+        assert_eq!(b.interval(), MS, "the quiet spell restarts at the activity");
+    }
+
+    #[test]
+    fn no_local_canvases_means_idle_at_once() {
+        let start = Instant::now();
+        let mut b = Backoff::new(MS, 20 * MS, Duration::from_secs(10), start);
+        b.quiet(start, false);
+        assert_eq!(b.interval(), 20 * MS);
+    }
+
+    #[test]
+    fn signal_wakes_a_waiting_watcher_and_hands_over_what_accumulated() {
+        let signal = Arc::new(Signal::default());
+        let waiter = {
+            let signal = signal.clone();
+            std::thread::spawn(move || signal.wait(Duration::from_secs(30)))
+        };
+        signal.wake(vec![CanvasId::parse("c1").unwrap()]);
+        let wakeups = waiter.join().unwrap();
+        assert!(wakeups.read && wakeups.active && !wakeups.stop);
+        assert_eq!(wakeups.settle, [CanvasId::parse("c1").unwrap()]);
+        let empty = signal.wait(Duration::from_millis(1));
+        assert!(!empty.read && empty.settle.is_empty(), "taken once");
+    }
+}

@@ -1,0 +1,380 @@
+//! The one writer of this process: a dedicated thread that owns the only write connection, takes whatever
+//! publishes are waiting (group commit), assigns each canvas's next seqs inside one `BEGIN IMMEDIATE`
+//! transaction, commits, and only then lets the messages out: acks and local delivery through the hub,
+//! results to API callers. This is the only place a seq is assigned.
+//!
+//! It also runs the small maintenance writes (TTL cleanup batches, heartbeat, watermarks, checkpoints), so a
+//! process never has two of its own connections competing for the file's write lock.
+
+use std::collections::hash_map::{Entry as MapEntry, HashMap};
+use std::sync::Arc;
+use std::time::Instant;
+
+use deadpool_sqlite::rusqlite::{params, Connection, Error as SqlError, TransactionBehavior};
+use tokio::sync::{mpsc, oneshot};
+use tokio_tungstenite::tungstenite::Message;
+
+use super::Shared;
+use crate::bus::{BusError, Origin, Publish};
+use crate::hub::{AckTo, Entry, Hub, Watermark};
+use crate::metrics::Metrics;
+use crate::protocol::{error_frame, logged_frame, CanvasId, ErrorCode, FrameError};
+use crate::clock::now_ms;
+
+/// Work for the writer thread.
+#[derive(Debug)]
+pub enum WriteRequest {
+    Publish(Publish),
+    Job(Job),
+}
+
+/// Maintenance writes, run between group commits.
+#[derive(Debug)]
+pub enum Job {
+    /// Deletes up to `limit` expired rows; replies with how many went.
+    Cleanup { limit: u32, reply: oneshot::Sender<Result<usize, String>> },
+    /// Deletes instances silent since `before_ms`, and their watermarks.
+    ForgetInstances { before_ms: i64 },
+    /// Records this instance as alive now.
+    Heartbeat,
+    /// Saves how far this instance has delivered each canvas.
+    Watermarks(Vec<Watermark>),
+    /// Copies the WAL back into the database file so the -wal file stays bounded.
+    Checkpoint,
+    /// Replies once everything queued before it is committed.
+    Barrier(oneshot::Sender<()>),
+    /// Removes this instance from the instances table (clean shutdown), then stops the writer.
+    Stop(oneshot::Sender<()>),
+}
+
+/// Fixed settings of the writer.
+#[derive(Debug, Clone)]
+pub struct WriterSettings {
+    pub instance_id: String,
+    pub listen: String,
+    pub ttl_ms: i64,
+    pub max_batch: usize,
+    pub local_broadcast: bool,
+}
+
+/// Where one publish of a batch landed.
+#[derive(Debug, Clone, Copy)]
+struct Committed {
+    seq: u64,
+    id: i64,
+}
+
+pub struct Writer {
+    /// The process's only write connection.
+    conn: Connection,
+    hub: Arc<Hub>,
+    shared: Arc<Shared>,
+    metrics: Metrics,
+    settings: WriterSettings,
+}
+
+const INSERT_MESSAGE: &str = "INSERT INTO message_queue
+    (canvas_id, seq, message_type, payload, sender, origin_instance, created_at, expires_at)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
+
+/// Creates the canvas row if needed and returns its last seq, inside the caller's write transaction.
+const LOAD_HEAD: &str = "INSERT INTO canvases (canvas_id, last_seq, generation, created_at, updated_at)
+    VALUES (?1, 0, 0, ?2, ?2)
+    ON CONFLICT (canvas_id) DO UPDATE SET updated_at = excluded.updated_at
+    RETURNING last_seq";
+
+const STORE_HEAD: &str = "UPDATE canvases SET last_seq = ?2, updated_at = ?3 WHERE canvas_id = ?1";
+
+impl Writer {
+    pub fn new(conn: Connection, hub: Arc<Hub>, shared: Arc<Shared>, metrics: Metrics, settings: WriterSettings) -> Self {
+        Writer { conn, hub, shared, metrics, settings }
+    }
+
+    /// Runs until a `Stop` job or until every sender is gone.
+    pub fn run(mut self, mut requests: mpsc::Receiver<WriteRequest>) {
+        let mut publishes = Vec::with_capacity(self.settings.max_batch);
+        let mut jobs = Vec::new();
+        while let Some(first) = requests.blocking_recv() {
+            let mut next = Some(first);
+            while let Some(request) = next.take() {
+                match request {
+                    WriteRequest::Publish(p) => publishes.push(p),
+                    WriteRequest::Job(job) => jobs.push(job),
+                }
+                if publishes.len() < self.settings.max_batch {
+                    next = requests.try_recv().ok();
+                }
+            }
+            self.metrics.writer_queue_depth.set(requests.len() as f64);
+            if !publishes.is_empty() {
+                let batch = std::mem::take(&mut publishes);
+                self.commit(batch);
+            }
+            for job in jobs.drain(..) {
+                if let Job::Stop(done) = job {
+                    self.stop(&mut requests);
+                    let _ = done.send(());
+                    return;
+                }
+                self.run_job(job);
+            }
+        }
+    }
+
+    /// Commits one batch and tells everyone involved.
+    fn commit(&mut self, batch: Vec<Publish>) {
+        let started = Instant::now();
+        let now = now_ms();
+        match self.try_commit(&batch, now) {
+            Ok(committed) => {
+                self.metrics.commits.increment(1);
+                self.metrics.messages_committed.increment(batch.len() as u64);
+                self.metrics.commit_batch_size.record(batch.len() as f64);
+                self.metrics.commit_seconds.record(started.elapsed().as_secs_f64());
+                self.shared.write_succeeded();
+                self.deliver(batch, &committed, now);
+            }
+            Err(error) => {
+                self.metrics.commit_errors.increment(1);
+                let message = describe(&error);
+                tracing::error!(%error, messages = batch.len(), "commit failed; senders get `unavailable`");
+                self.shared.write_failed(now, &message);
+                refuse(batch, BusError::Unavailable(message));
+            }
+        }
+    }
+
+    /// The transaction: seqs assigned in arrival order, one canvas head read and written per canvas.
+    fn try_commit(&mut self, batch: &[Publish], now: i64) -> Result<Vec<Committed>, SqlError> {
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut heads: HashMap<&CanvasId, u64> = HashMap::new();
+        let mut committed = Vec::with_capacity(batch.len());
+        {
+            let mut load_head = tx.prepare_cached(LOAD_HEAD)?;
+            let mut insert = tx.prepare_cached(INSERT_MESSAGE)?;
+            for publish in batch {
+                let last = match heads.entry(&publish.canvas) {
+                    MapEntry::Occupied(e) => e.into_mut(),
+                    MapEntry::Vacant(e) => {
+                        let seq: i64 = load_head.query_row(params![publish.canvas.as_str(), now], |r| r.get(0))?;
+                        e.insert(seq as u64)
+                    }
+                };
+                *last += 1;
+                insert.execute(params![
+                    publish.canvas.as_str(),
+                    *last as i64,
+                    publish.kind.as_str(),
+                    publish.data.get(),
+                    publish.from.as_str(),
+                    self.settings.instance_id,
+                    now,
+                    now + self.settings.ttl_ms,
+                ])?;
+                committed.push(Committed { seq: *last, id: tx.last_insert_rowid() });
+            }
+            let mut store_head = tx.prepare_cached(STORE_HEAD)?;
+            for (canvas, last) in &heads {
+                store_head.execute(params![canvas.as_str(), *last as i64, now])?;
+            }
+        }
+        // Acks are registered before COMMIT: once committed, the watcher may read a row before we deliver it,
+        // and whichever path delivers the seq must know its sender gets the ack.
+        expect_acks(&self.hub, batch, &committed);
+        if let Err(error) = tx.commit() {
+            forget_acks(&self.hub, batch, &committed);
+            return Err(error);
+        }
+        Ok(committed)
+    }
+
+    /// After commit: move the read cursor past our own rows when nothing foreign is between, deliver to local
+    /// rooms (local short-circuit), answer API callers, and wake the watcher if a room now waits on rows
+    /// committed by another process before ours.
+    fn deliver(&self, batch: Vec<Publish>, committed: &[Committed], now: i64) {
+        if let (Some(first), Some(last)) = (committed.first(), committed.last()) {
+            self.shared.skip_own_rows(first.id, last.id);
+        }
+        let mut waiting = Vec::new();
+        for (publish, done) in batch.into_iter().zip(committed) {
+            if let Origin::Caller(reply) = publish.origin {
+                let _ = reply.send(Ok(done.seq));
+            }
+            if !self.settings.local_broadcast {
+                continue;
+            }
+            let Some(room) = self.hub.room(&publish.canvas) else { continue };
+            let frame = logged_frame(
+                publish.kind.as_str(),
+                done.seq,
+                publish.canvas.as_str(),
+                publish.from.as_str(),
+                &publish.data,
+                now,
+            );
+            let entry = Entry { seq: done.seq, id: done.id, frame: Message::text(frame) };
+            let mut state = room.lock();
+            state.offer(entry, &self.metrics);
+            if state.has_pending() && !waiting.contains(&publish.canvas) {
+                waiting.push(publish.canvas);
+            }
+        }
+        if waiting.is_empty() && self.settings.local_broadcast {
+            self.shared.signal.poke();
+        } else {
+            self.shared.signal.wake(waiting);
+        }
+    }
+
+    fn run_job(&mut self, job: Job) {
+        let now = now_ms();
+        let result = match job {
+            Job::Cleanup { limit, reply } => {
+                let deleted = self.write(|tx| {
+                    tx.prepare_cached(
+                        "DELETE FROM message_queue WHERE id IN
+                         (SELECT id FROM message_queue WHERE expires_at <= ?1 ORDER BY expires_at LIMIT ?2)",
+                    )?
+                    .execute(params![now, limit])
+                });
+                if let Ok(n) = deleted {
+                    self.metrics.cleanup_deleted.increment(n as u64);
+                }
+                let _ = reply.send(deleted.as_ref().map_err(describe).copied());
+                deleted.map(drop)
+            }
+            Job::ForgetInstances { before_ms } => self.write(|tx| {
+                tx.execute("DELETE FROM instances WHERE heartbeat_at < ?1", [before_ms])?;
+                tx.execute(
+                    "DELETE FROM canvas_watermarks
+                     WHERE server_instance_id NOT IN (SELECT instance_id FROM instances)",
+                    [],
+                )
+                .map(drop)
+            }),
+            Job::Heartbeat => {
+                let (id, listen) = (self.settings.instance_id.clone(), self.settings.listen.clone());
+                self.write(|tx| {
+                    tx.prepare_cached(
+                        "INSERT INTO instances (instance_id, pid, listen, started_at, heartbeat_at)
+                         VALUES (?1, ?2, ?3, ?4, ?4)
+                         ON CONFLICT (instance_id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at",
+                    )?
+                    .execute(params![id, std::process::id(), listen, now])
+                    .map(drop)
+                })
+            }
+            Job::Watermarks(marks) => {
+                let id = self.settings.instance_id.clone();
+                self.write(|tx| {
+                    let mut upsert = tx.prepare_cached(
+                        "INSERT INTO canvas_watermarks
+                             (canvas_id, server_instance_id, last_processed_id, last_seq, updated_at)
+                         VALUES (?1, ?2, ?3, ?4, ?5)
+                         ON CONFLICT (canvas_id, server_instance_id) DO UPDATE SET
+                             last_processed_id = excluded.last_processed_id,
+                             last_seq = excluded.last_seq, updated_at = excluded.updated_at",
+                    )?;
+                    for m in &marks {
+                        upsert.execute(params![m.canvas.as_str(), id, m.last_id, m.last_seq as i64, now])?;
+                    }
+                    Ok(())
+                })
+            }
+            Job::Checkpoint => self.checkpoint(),
+            Job::Barrier(done) => {
+                let _ = done.send(());
+                Ok(())
+            }
+            Job::Stop(_) => unreachable!("handled by run"),
+        };
+        match result {
+            Ok(()) => self.shared.write_succeeded(),
+            Err(error) => {
+                tracing::warn!(%error, "maintenance write failed");
+                self.shared.write_failed(now, &describe(&error));
+            }
+        }
+    }
+
+    /// One short write transaction.
+    fn write<T>(&mut self, f: impl FnOnce(&Connection) -> Result<T, SqlError>) -> Result<T, SqlError> {
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let value = f(&tx)?;
+        tx.commit()?;
+        Ok(value)
+    }
+
+    /// A passive checkpoint never waits for readers; it is enough to keep the WAL bounded because watchers'
+    /// read transactions are short. The result is logged when the WAL could not be fully copied back.
+    fn checkpoint(&mut self) -> Result<(), SqlError> {
+        let (busy, log, done): (i64, i64, i64) =
+            self.conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        if busy != 0 || done < log {
+            tracing::debug!(wal_frames = log, checkpointed = done, "WAL checkpoint incomplete; will retry");
+        }
+        Ok(())
+    }
+
+    /// Clean stop: refuse whatever is still queued (the server is going away), then deregister.
+    fn stop(&mut self, requests: &mut mpsc::Receiver<WriteRequest>) {
+        requests.close();
+        let mut late = Vec::new();
+        while let Ok(request) = requests.try_recv() {
+            match request {
+                WriteRequest::Publish(p) => late.push(p),
+                WriteRequest::Job(Job::Barrier(done) | Job::Stop(done)) => drop(done.send(())),
+                WriteRequest::Job(_) => {}
+            }
+        }
+        refuse(late, BusError::ShuttingDown);
+        let id = self.settings.instance_id.clone();
+        if let Err(error) = self.write(|tx| tx.execute("DELETE FROM instances WHERE instance_id = ?1", [id]).map(drop)) {
+            tracing::warn!(%error, "could not deregister this instance");
+        }
+    }
+}
+
+/// Registers who gets the ack of each seq, in the rooms of their canvases.
+fn expect_acks(hub: &Hub, batch: &[Publish], committed: &[Committed]) {
+    for (publish, done) in batch.iter().zip(committed) {
+        if let Origin::Socket { conn, reference, .. } = &publish.origin {
+            if let Some(room) = hub.room(&publish.canvas) {
+                room.lock().expect_ack(done.seq, AckTo { conn: *conn, reference: reference.clone() });
+            }
+        }
+    }
+}
+
+/// Forgets expected acks of a batch whose commit failed.
+fn forget_acks(hub: &Hub, batch: &[Publish], committed: &[Committed]) {
+    for (publish, done) in batch.iter().zip(committed) {
+        if let Some(room) = hub.room(&publish.canvas) {
+            room.lock().forget_ack(done.seq);
+        }
+    }
+}
+
+/// Tells every publisher of a batch that it was not committed.
+fn refuse(batch: Vec<Publish>, error: BusError) {
+    for publish in batch {
+        match publish.origin {
+            Origin::Caller(reply) => drop(reply.send(Err(error.clone()))),
+            Origin::Socket { reference, outbox, .. } => {
+                let frame = FrameError { code: ErrorCode::Unavailable, message: error.to_string(), reference };
+                outbox.push(Message::text(error_frame(&frame)));
+            }
+        }
+    }
+}
+
+/// A short, client-safe description of a storage error (no paths).
+fn describe(error: &SqlError) -> String {
+    match error.sqlite_error_code() {
+        Some(deadpool_sqlite::rusqlite::ErrorCode::DatabaseBusy) => "the shared database stayed locked".into(),
+        Some(deadpool_sqlite::rusqlite::ErrorCode::DiskFull) => "the disk is full".into(),
+        Some(deadpool_sqlite::rusqlite::ErrorCode::ReadOnly) => "the database is read-only".into(),
+        Some(code) => format!("database error ({code:?})"),
+        None => "database error".into(),
+    }
+}

@@ -1,0 +1,196 @@
+//! Every knob of the relay: a clap flag with an `RELAY_*` environment twin, a default that works on one
+//! laptop, and a sentence of `--help`. Nothing else in the crate reads the environment or the command line.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(name = "canvas-relay", version, about = "Realtime relay for collaborative canvas apps: \
+    several processes share one SQLite file as their message bus.")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run one relay instance. Start several on the same --db to share canvases between them.
+    Serve(Config),
+}
+
+/// How log lines are written to stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// SQLite's `synchronous` setting for the shared file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Synchronous {
+    /// Commits survive a killed process; the last commits may be lost if the machine loses power.
+    Normal,
+    /// Commits also survive power loss, at the cost of an fsync per commit batch.
+    Full,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    /// Address to listen on; port 0 picks a free port (the bound address is logged as "listening on ADDR").
+    #[arg(long, env = "RELAY_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// The SQLite file all instances share; created and migrated on start.
+    #[arg(long, env = "RELAY_DB", default_value = "./relay.db")]
+    pub db: PathBuf,
+
+    /// How often the watcher checks for other processes' commits while canvases are active (e.g. 1ms, 250us).
+    #[arg(long, env = "RELAY_POLL_INTERVAL", default_value = "1ms", value_parser = humantime::parse_duration)]
+    pub poll_interval: Duration,
+
+    /// The slowest the watcher backs off to after a quiet spell or with no local clients.
+    #[arg(long, env = "RELAY_IDLE_POLL_INTERVAL", default_value = "20ms", value_parser = humantime::parse_duration)]
+    pub idle_poll_interval: Duration,
+
+    /// How long without any commit before the watcher starts backing off from --poll-interval.
+    #[arg(long, env = "RELAY_BACKOFF_AFTER", default_value = "2s", value_parser = humantime::parse_duration)]
+    pub backoff_after: Duration,
+
+    /// How long logged messages stay in the file, and so how far back a client can resume.
+    #[arg(long, env = "RELAY_MESSAGE_TTL", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub message_ttl: Duration,
+
+    /// How often expired messages are deleted (in batches of --cleanup-batch rows).
+    #[arg(long, env = "RELAY_CLEANUP_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub cleanup_interval: Duration,
+
+    /// Rows deleted per cleanup transaction: small, so the write lock is never held for long.
+    #[arg(long, env = "RELAY_CLEANUP_BATCH", default_value_t = 1000)]
+    pub cleanup_batch: u32,
+
+    /// Most rows the watcher reads in one query; it reads again at once while a batch comes back full.
+    #[arg(long, env = "RELAY_MAX_MESSAGES_PER_POLL", default_value_t = 1000)]
+    pub max_messages_per_poll: u32,
+
+    /// Deliver this process's messages to its own clients right after commit (true), or only through the
+    /// watcher like everyone else's (false; slower, for testing the cross-process path with one process).
+    #[arg(long, env = "RELAY_LOCAL_BROADCAST", default_value_t = true, action = clap::ArgAction::Set)]
+    pub local_broadcast: bool,
+
+    /// Largest WebSocket frame or message a client may send, in bytes; larger ones close the socket with 1009.
+    #[arg(long, env = "RELAY_MAX_FRAME_SIZE", default_value_t = 64 * 1024)]
+    pub max_frame_size: usize,
+
+    /// Frames queued for one client before it counts as too slow and is closed with 4009 (it can resume).
+    #[arg(long, env = "RELAY_CLIENT_QUEUE", default_value_t = 1024)]
+    pub client_queue: usize,
+
+    /// Messages waiting for the writer before publishers wait (back-pressure).
+    #[arg(long, env = "RELAY_WRITER_QUEUE", default_value_t = 16 * 1024)]
+    pub writer_queue: usize,
+
+    /// Most messages committed in one transaction (group commit takes whatever is waiting, up to this).
+    #[arg(long, env = "RELAY_MAX_BATCH", default_value_t = 2000)]
+    pub max_batch: usize,
+
+    /// How long a write waits for another process's write lock before the client gets `unavailable`.
+    #[arg(long, env = "RELAY_BUSY_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub busy_timeout: Duration,
+
+    /// SQLite durability: normal survives killed processes; full also survives power loss.
+    #[arg(long, env = "RELAY_SYNCHRONOUS", value_enum, default_value_t = Synchronous::Normal)]
+    pub synchronous: Synchronous,
+
+    /// Most messages replayed on resume; a client further behind gets `resumed:false` and reloads.
+    #[arg(long, env = "RELAY_MAX_RESUME", default_value_t = 10_000)]
+    pub max_resume: u64,
+
+    /// How often this instance's heartbeat is written to the instances table.
+    #[arg(long, env = "RELAY_HEARTBEAT_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub heartbeat_interval: Duration,
+
+    /// An instance whose heartbeat is older than this counts as dead.
+    #[arg(long, env = "RELAY_PRESENCE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub presence_timeout: Duration,
+
+    /// How often per-canvas delivery watermarks are saved to canvas_watermarks.
+    #[arg(long, env = "RELAY_WATERMARK_INTERVAL", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub watermark_interval: Duration,
+
+    /// How often the server pings each client; a client silent for three intervals is dropped.
+    #[arg(long, env = "RELAY_PING_INTERVAL", default_value = "20s", value_parser = humantime::parse_duration)]
+    pub ping_interval: Duration,
+
+    /// How long a write to one client may block before that client is dropped.
+    #[arg(long, env = "RELAY_WRITE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub write_timeout: Duration,
+
+    /// How long shutdown waits for clients to take their last frames before closing anyway.
+    #[arg(long, env = "RELAY_SHUTDOWN_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub shutdown_timeout: Duration,
+
+    /// Log line format on stderr (the level comes from RUST_LOG, default info).
+    #[arg(long, env = "RELAY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+impl Config {
+    /// The defaults, as `canvas-relay serve` with no flags would run, on the given file.
+    pub fn with_db(db: impl Into<PathBuf>) -> Config {
+        let Command::Serve(mut config) = Cli::parse_from(["canvas-relay", "serve"]).command;
+        config.db = db.into();
+        config
+    }
+
+    /// Rejects combinations that cannot work, with a message saying which flag to change.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(!self.poll_interval.is_zero(), "--poll-interval must be above zero");
+        anyhow::ensure!(self.idle_poll_interval >= self.poll_interval, "--idle-poll-interval must be >= --poll-interval");
+        anyhow::ensure!(self.message_ttl >= Duration::from_secs(1), "--message-ttl must be at least 1s");
+        anyhow::ensure!(self.client_queue >= 16, "--client-queue must be at least 16");
+        anyhow::ensure!(self.writer_queue >= 1 && self.max_batch >= 1, "--writer-queue and --max-batch must be >= 1");
+        anyhow::ensure!(self.max_frame_size >= 1024, "--max-frame-size must be at least 1024 bytes");
+        anyhow::ensure!(self.max_messages_per_poll >= 1 && self.cleanup_batch >= 1, "batch sizes must be >= 1");
+        anyhow::ensure!(
+            self.presence_timeout > self.heartbeat_interval,
+            "--presence-timeout must be longer than --heartbeat-interval"
+        );
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serve_with_no_flags_uses_the_documented_defaults() {
+        let config = Config::with_db("./relay.db");
+        assert_eq!(config.listen, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(config.db, PathBuf::from("./relay.db"));
+        assert_eq!(config.poll_interval, Duration::from_millis(1));
+        assert!(config.local_broadcast);
+        config.validate().unwrap();
+    }
+
+    #[test]
+    fn durations_and_booleans_parse_from_flags() {
+        let cli = Cli::parse_from([
+            "canvas-relay", "serve", "--poll-interval", "250us", "--message-ttl", "2m", "--local-broadcast", "false",
+        ]);
+        let Command::Serve(config) = cli.command;
+        assert_eq!(config.poll_interval, Duration::from_micros(250));
+        assert_eq!(config.message_ttl, Duration::from_secs(120));
+        assert!(!config.local_broadcast);
+    }
+
+    #[test]
+    fn impossible_combinations_are_refused() {
+        let mut config = Config::with_db("x.db");
+        config.idle_poll_interval = Duration::from_micros(10);
+        assert!(config.validate().is_err());
+    }
+}

@@ -1,0 +1,156 @@
+//! `GET /health` (status and the figures behind it; 200 when healthy or warning, 503 when critical) and
+//! `GET /metrics` (Prometheus text). Neither needs the API key.
+//!
+//! The PRD's thresholds (1,000 / 5,000 queued messages, oldest 10 / 30 s) were written for a queue that
+//! should be nearly empty. Here rows are kept for the TTL on purpose, so queue size and age are judged
+//! against the TTL: what matters is rows this instance has not read (poll lag, the PRD's queue thresholds),
+//! rows older than the TTL plus cleanup rounds (cleanup stuck), a full writer queue, and storage errors.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+use warp::filters::BoxedFilter;
+use warp::http::StatusCode;
+use warp::reply::Response;
+use warp::{Filter, Reply};
+
+use super::with_state;
+use crate::bus::sqlite::BusFigures;
+use crate::App;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Healthy,
+    Warning,
+    Critical,
+}
+
+/// A storage error within this window makes the instance critical.
+const RECENT_ERROR_MS: i64 = 10_000;
+/// Unread rows behind the head: the PRD's queue thresholds.
+const LAG_WARNING_ROWS: i64 = 1_000;
+const LAG_CRITICAL_ROWS: i64 = 5_000;
+
+/// Judges the figures; returns the status and the reasons for anything short of healthy.
+pub fn assess(figures: &BusFigures, ttl_ms: i64, cleanup_interval_ms: i64) -> (Status, Vec<String>) {
+    let mut findings = Vec::new();
+    let mut flag = |status, reason: String| findings.push((status, reason));
+    if let (Some(error), Some(age)) = (&figures.last_error, figures.last_error_age_ms) {
+        if age < RECENT_ERROR_MS {
+            flag(Status::Critical, format!("storage error {}s ago: {error}", age / 1000));
+        }
+    }
+    let (depth, capacity) = (figures.writer_queue_depth, figures.writer_queue_capacity.max(1));
+    if depth * 10 >= capacity * 9 {
+        flag(Status::Critical, format!("writer queue {depth}/{capacity}"));
+    } else if depth * 2 >= capacity {
+        flag(Status::Warning, format!("writer queue {depth}/{capacity}"));
+    }
+    let lag = figures.poll_lag_rows;
+    if lag >= LAG_CRITICAL_ROWS {
+        flag(Status::Critical, format!("{lag} committed rows not yet read"));
+    } else if lag >= LAG_WARNING_ROWS {
+        flag(Status::Warning, format!("{lag} committed rows not yet read"));
+    }
+    let age = figures.file.oldest_row_age_ms;
+    if age > ttl_ms + 3 * cleanup_interval_ms + 30_000 {
+        flag(Status::Critical, format!("oldest row is {}s old: cleanup is not keeping up", age / 1000));
+    } else if age > ttl_ms + cleanup_interval_ms + 10_000 {
+        flag(Status::Warning, format!("oldest row is {}s old: cleanup is behind", age / 1000));
+    }
+    let status = findings.iter().map(|(s, _)| *s).max().unwrap_or(Status::Healthy);
+    (status, findings.into_iter().map(|(_, reason)| reason).collect())
+}
+
+pub fn health(app: Arc<App>) -> BoxedFilter<(Response,)> {
+    warp::path!("health").and(warp::get()).and(with_state(app)).then(health_report).boxed()
+}
+
+async fn health_report(app: Arc<App>) -> Response {
+    let (canvases, connections) = app.hub.counts();
+    let base = serde_json::json!({
+        "instance": app.instance_id.to_string(),
+        "local_canvases": canvases,
+        "local_connections": connections,
+        "message_ttl_ms": app.bus.ttl_ms(),
+    });
+    let mut body = match app.bus.figures().await {
+        Ok(figures) => {
+            let cleanup_ms = app.config.cleanup_interval.as_millis() as i64;
+            let (status, reasons) = assess(&figures, app.bus.ttl_ms(), cleanup_ms);
+            app.metrics.poll_lag_rows.set(figures.poll_lag_rows as f64);
+            let mut body = serde_json::to_value(&figures).unwrap_or_default();
+            body["status"] = serde_json::json!(status);
+            body["reasons"] = serde_json::json!(reasons);
+            body
+        }
+        Err(error) => serde_json::json!({ "status": Status::Critical, "reasons": [error.to_string()] }),
+    };
+    if let (Some(body), Some(base)) = (body.as_object_mut(), base.as_object()) {
+        body.extend(base.clone());
+    }
+    let code = if body["status"] == "critical" { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
+    warp::reply::with_status(warp::reply::json(&body), code).into_response()
+}
+
+pub fn metrics(app: Arc<App>) -> BoxedFilter<(Response,)> {
+    warp::path!("metrics").and(warp::get()).and(with_state(app)).map(render_metrics).boxed()
+}
+
+fn render_metrics(app: Arc<App>) -> Response {
+    let text = app.prometheus.as_ref().map(|handle| handle.render()).unwrap_or_default();
+    warp::reply::with_header(text, "content-type", "text/plain; version=0.0.4").into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bus::sqlite::queries::FileFigures;
+
+    fn figures() -> BusFigures {
+        BusFigures {
+            file: FileFigures { queue_rows: 60_000, oldest_row_age_ms: 59_000, head_id: 100, live_instances: 2 },
+            writer_queue_depth: 0,
+            writer_queue_capacity: 1000,
+            poll_lag_rows: 0,
+            last_poll_age_ms: 1,
+            last_error: None,
+            last_error_age_ms: None,
+        }
+    }
+
+    #[test]
+    fn a_full_log_within_the_ttl_is_healthy() {
+        assert_eq!(assess(&figures(), 60_000, 30_000), (Status::Healthy, vec![]));
+    }
+
+    #[test]
+    fn lag_and_queue_and_cleanup_raise_warnings_then_critical() {
+        let mut f = figures();
+        f.poll_lag_rows = 1_500;
+        assert_eq!(assess(&f, 60_000, 30_000).0, Status::Warning);
+        f.poll_lag_rows = 6_000;
+        assert_eq!(assess(&f, 60_000, 30_000).0, Status::Critical);
+        let mut f = figures();
+        f.writer_queue_depth = 950;
+        assert_eq!(assess(&f, 60_000, 30_000).0, Status::Critical);
+        let mut f = figures();
+        f.file.oldest_row_age_ms = 110_000;
+        assert_eq!(assess(&f, 60_000, 30_000).0, Status::Warning);
+        f.file.oldest_row_age_ms = 200_000;
+        assert_eq!(assess(&f, 60_000, 30_000).0, Status::Critical);
+    }
+
+    #[test]
+    fn a_recent_storage_error_is_critical_an_old_one_is_not() {
+        let mut f = figures();
+        f.last_error = Some("the disk is full".into());
+        f.last_error_age_ms = Some(2_000);
+        let (status, reasons) = assess(&f, 60_000, 30_000);
+        assert_eq!(status, Status::Critical);
+        assert!(reasons[0].contains("disk is full"));
+        f.last_error_age_ms = Some(60_000);
+        assert_eq!(assess(&f, 60_000, 30_000).0, Status::Healthy);
+    }
+}

@@ -1,0 +1,138 @@
+//! `GET /ws/{canvas}`: checks the request (HTTP 400 with a JSON body before any upgrade), joins the canvas,
+//! answers 101 and hands the upgraded connection to a [`Session`].
+//!
+//! The WebSocket handshake is done here rather than with `warp::ws()` so that the connection gets our
+//! `WebSocketConfig`: warp 0.4 offers no way to set tungstenite's read and write buffer sizes, whose
+//! defaults (128 KiB each) dominate the memory of an idle socket.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::WebSocketStream;
+use uuid::Uuid;
+use warp::filters::BoxedFilter;
+use warp::http::{header, HeaderMap, StatusCode};
+use warp::reply::Response;
+use warp::Filter;
+
+use super::{json_error, with_state};
+use crate::bus::JoinRequest;
+use crate::hub;
+use crate::protocol::ConnectParams;
+use crate::session::{Session, SessionParts};
+use crate::shutdown::Phase;
+use crate::App;
+
+pub fn route(app: Arc<App>) -> BoxedFilter<(Response,)> {
+    warp::path!("ws" / String)
+        .and(warp::get())
+        .and(warp::query::<HashMap<String, String>>())
+        .and(warp::header::headers_cloned())
+        .and(warp::ext::optional::<OnUpgrade>())
+        .and(with_state(app))
+        .then(connect)
+        .boxed()
+}
+
+async fn connect(
+    canvas: String,
+    query: HashMap<String, String>,
+    headers: HeaderMap,
+    on_upgrade: Option<OnUpgrade>,
+    app: Arc<App>,
+) -> Response {
+    let params = match ConnectParams::parse(&canvas, &query) {
+        Ok(params) => params,
+        Err(message) => return json_error(StatusCode::BAD_REQUEST, message),
+    };
+    let (Some(accept), Some(on_upgrade)) = (accept_key(&headers), on_upgrade) else {
+        return json_error(StatusCode::UPGRADE_REQUIRED, "expected a WebSocket upgrade request");
+    };
+    if app.shutdown.phase() != Phase::Running {
+        return json_error(StatusCode::SERVICE_UNAVAILABLE, "the server is shutting down");
+    }
+    // Counted from here, so shutdown waits for a connection that is still upgrading.
+    let reading = app.shutdown.reading.guard();
+    let alive = app.shutdown.alive.guard();
+    let conn = Uuid::new_v4();
+    let (outbox, inbox) = hub::outbox(app.config.client_queue);
+    let request =
+        JoinRequest { canvas: params.canvas.clone(), conn, resume: params.resume.clone(), outbox: outbox.clone() };
+    let joined = match app.bus.join(request).await {
+        Ok(joined) => joined,
+        Err(error) => return json_error(StatusCode::SERVICE_UNAVAILABLE, error.to_string()),
+    };
+    let parts = SessionParts { canvas: params.canvas, user: params.user, conn, outbox, inbox, reading, alive };
+    tokio::spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => {
+                let config = socket_config(app.config.max_frame_size);
+                let socket = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
+                Session::new(socket, app, parts).run(joined).await;
+            }
+            Err(error) => {
+                tracing::debug!(%error, "WebSocket upgrade failed");
+                app.hub.leave(&parts.canvas, conn);
+            }
+        }
+    });
+    switching_protocols(&accept)
+}
+
+/// Small buffers: an idle socket holds little, and the session batches writes itself.
+fn socket_config(max_frame_size: usize) -> WebSocketConfig {
+    let write_buffer = 16 * 1024;
+    WebSocketConfig::default()
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(write_buffer)
+        .max_write_buffer_size(write_buffer + 4 * max_frame_size.max(64 * 1024))
+        .max_message_size(Some(max_frame_size))
+        .max_frame_size(Some(max_frame_size))
+}
+
+/// The `Sec-WebSocket-Accept` value, if the headers ask for a version-13 WebSocket upgrade.
+fn accept_key(headers: &HeaderMap) -> Option<String> {
+    let has = |name: header::HeaderName, token: &str| {
+        headers.get_all(name).iter().filter_map(|v| v.to_str().ok()).any(|v| {
+            v.split(',').any(|part| part.trim().eq_ignore_ascii_case(token))
+        })
+    };
+    let upgrade = has(header::CONNECTION, "upgrade") && has(header::UPGRADE, "websocket");
+    let version_13 = headers.get(header::SEC_WEBSOCKET_VERSION).is_some_and(|v| v == "13");
+    let key = headers.get(header::SEC_WEBSOCKET_KEY)?;
+    (upgrade && version_13).then(|| derive_accept_key(key.as_bytes()))
+}
+
+fn switching_protocols(accept: &str) -> Response {
+    let mut response = Response::default();
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let headers = response.headers_mut();
+    headers.insert(header::CONNECTION, header::HeaderValue::from_static("upgrade"));
+    headers.insert(header::UPGRADE, header::HeaderValue::from_static("websocket"));
+    if let Ok(value) = header::HeaderValue::from_str(accept) {
+        headers.insert(header::SEC_WEBSOCKET_ACCEPT, value);
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_key_follows_rfc_6455() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONNECTION, "keep-alive, Upgrade".parse().unwrap());
+        headers.insert(header::UPGRADE, "websocket".parse().unwrap());
+        headers.insert(header::SEC_WEBSOCKET_VERSION, "13".parse().unwrap());
+        headers.insert(header::SEC_WEBSOCKET_KEY, "dGhlIHNhbXBsZSBub25jZQ==".parse().unwrap());
+        // The example of RFC 6455 section 1.3.
+        assert_eq!(accept_key(&headers).as_deref(), Some("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="));
+        headers.insert(header::SEC_WEBSOCKET_VERSION, "8".parse().unwrap());
+        assert_eq!(accept_key(&headers), None);
+    }
+}

@@ -1,0 +1,470 @@
+//! The local side of delivery: which canvases this process serves, who is subscribed to each, and the one
+//! per-canvas delivery cursor that decides what each subscriber receives and in which order.
+//!
+//! Both paths into a room go through [`Room::offer`]: the writer after its own commit (local short-circuit) and
+//! the watcher with rows other processes committed. The room fans out only the next seq; a seq that arrives
+//! early waits in `pending` until the ones before it are read. Order therefore holds by construction, whoever
+//! delivers first, and nothing is delivered twice. The hub owns no I/O: it never touches the database or a
+//! socket, only bounded queues.
+//!
+//! Locks: `Hub::rooms` then `Room::state`, never the other way round. Both are `std::sync::Mutex` held for
+//! short, non-blocking sections (no `.await`, no I/O), except that a join holds its room's lock during the
+//! snapshot read that fixes where the new subscriber starts (see `bus::sqlite::join`).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::{mpsc, Notify};
+use tokio_tungstenite::tungstenite::Message;
+use uuid::Uuid;
+
+use crate::metrics::Metrics;
+use crate::protocol::{ack_frame, CanvasId};
+
+/// Identifies one WebSocket connection.
+pub type ConnId = Uuid;
+
+/// The sending side of one client's bounded outbound queue.
+#[derive(Clone, Debug)]
+pub struct Outbox {
+    /// Frames for the client's session task, which writes them to the socket.
+    tx: mpsc::Sender<Message>,
+    /// Woken when the queue overflowed: the session closes the socket with 4009 at once.
+    kicked: Arc<Notify>,
+}
+
+/// The session's side of an [`Outbox`].
+pub struct Inbox {
+    pub rx: mpsc::Receiver<Message>,
+    pub kicked: Arc<Notify>,
+}
+
+/// A bounded outbound queue for one client.
+pub fn outbox(capacity: usize) -> (Outbox, Inbox) {
+    let (tx, rx) = mpsc::channel(capacity);
+    let kicked = Arc::new(Notify::new());
+    (Outbox { tx, kicked: kicked.clone() }, Inbox { rx, kicked })
+}
+
+impl Outbox {
+    /// Queues a frame without waiting. A full queue means the client is too slow: it is told to close
+    /// with 4009 and `false` is returned so the caller drops it from its room. This is the one place the
+    /// slow-client policy lives.
+    pub fn push(&self, frame: Message) -> bool {
+        match self.tx.try_send(frame) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.kicked.notify_one();
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+}
+
+/// Where the ack of a seq goes: the connection on this process that sent it.
+#[derive(Debug, Clone)]
+pub struct AckTo {
+    pub conn: ConnId,
+    pub reference: Option<String>,
+}
+
+/// One committed logged message, ready to fan out.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub seq: u64,
+    /// The row's `message_queue.id`, which orders all commits of the file.
+    pub id: i64,
+    /// The frame every other connection receives, serialized once.
+    pub frame: Message,
+}
+
+/// A subscriber of one room.
+#[derive(Debug)]
+struct Subscriber {
+    conn: ConnId,
+    /// The seq its welcome (and replay) ended at: it receives only seqs after this.
+    start_after: u64,
+    outbox: Outbox,
+}
+
+/// One canvas served by this process.
+pub struct Room {
+    /// Which canvas, for logs and watermarks.
+    pub canvas: CanvasId,
+    state: Mutex<RoomState>,
+}
+
+/// What a room knows; reached only through [`Room::lock`].
+pub struct RoomState {
+    /// Set when the last subscriber left and the room was removed from the hub; a join that finds a closed
+    /// room retries with a fresh one.
+    closed: bool,
+    /// Set once the joining snapshot fixed `delivered`; rows offered before that would be judged wrongly.
+    started: bool,
+    /// The last seq fanned out to subscribers.
+    delivered: u64,
+    /// The `message_queue.id` of that seq: what this instance has processed for the canvas.
+    delivered_id: i64,
+    /// Whether `delivered_id` moved since the watermark was last saved.
+    watermark_dirty: bool,
+    /// Committed seqs that arrived before a lower seq was read (a local commit ahead of other processes' rows).
+    pending: BTreeMap<u64, Entry>,
+    /// Seqs committed by this process whose sender gets an ack instead of the message.
+    acks: HashMap<u64, AckTo>,
+    subscribers: Vec<Subscriber>,
+}
+
+/// Result of checking a room for a hole that can no longer be filled.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Settled {
+    Ok,
+    /// Rows between `delivered` and the first pending seq are gone (expired before this process read them):
+    /// subscribers were cut with 4009 so they resume and reload.
+    GapSkipped { from: u64, to: u64 },
+}
+
+impl Room {
+    pub fn lock(&self) -> MutexGuard<'_, RoomState> {
+        // A panic while holding the lock would be a bug in this module; the state stays consistent between
+        // statements, so carrying on is safer than poisoning every later delivery.
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl RoomState {
+    fn new() -> Self {
+        RoomState {
+            closed: false,
+            started: false,
+            delivered: 0,
+            delivered_id: 0,
+            watermark_dirty: false,
+            pending: BTreeMap::new(),
+            acks: HashMap::new(),
+            subscribers: Vec::new(),
+        }
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed
+    }
+
+    pub fn delivered(&self) -> u64 {
+        self.delivered
+    }
+
+    /// Fixes the cursor of a room that has just been created, from the joining snapshot's last seq.
+    pub fn start_at(&mut self, last_seq: u64) {
+        if !self.started {
+            self.started = true;
+            self.delivered = last_seq;
+        }
+    }
+
+    /// Adds a subscriber that has already been sent everything up to `start_after`.
+    pub fn subscribe(&mut self, conn: ConnId, start_after: u64, outbox: Outbox) {
+        self.subscribers.push(Subscriber { conn, start_after, outbox });
+    }
+
+    /// Records that `seq` (not yet committed) was sent by a local connection: it gets the ack when the seq is
+    /// delivered, whichever path delivers it.
+    pub fn expect_ack(&mut self, seq: u64, ack: AckTo) {
+        self.acks.insert(seq, ack);
+    }
+
+    /// Forgets an expected ack whose commit failed.
+    pub fn forget_ack(&mut self, seq: u64) {
+        self.acks.remove(&seq);
+    }
+
+    /// Offers a committed message. Delivers it (and any pending successors) if it is the next seq, keeps it if
+    /// it is early, drops it if it was already delivered. Returns how many frames were queued.
+    pub fn offer(&mut self, entry: Entry, metrics: &Metrics) -> usize {
+        if !self.started || entry.seq <= self.delivered {
+            return 0;
+        }
+        if entry.seq > self.delivered + 1 {
+            self.pending.insert(entry.seq, entry);
+            return 0;
+        }
+        let mut sent = self.fan_out(entry, metrics);
+        let next_seq = |state: &Self| state.delivered + 1;
+        while self.pending.first_key_value().is_some_and(|(seq, _)| *seq == next_seq(self)) {
+            let Some((_, next)) = self.pending.pop_first() else { break };
+            sent += self.fan_out(next, metrics);
+        }
+        sent
+    }
+
+    /// Whether a seq is waiting for lower seqs to be read: the watcher should read now.
+    pub fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    /// Called by the watcher after it has read every row up to `read_up_to_id`. A pending seq whose row id is
+    /// at or below that can only be waiting for rows that no longer exist, so the hole is skipped and the
+    /// subscribers (who would otherwise see a gap) are cut with 4009 to resume.
+    pub fn settle(&mut self, read_up_to_id: i64, metrics: &Metrics) -> Settled {
+        let Some((&first, entry)) = self.pending.first_key_value() else { return Settled::Ok };
+        if entry.id > read_up_to_id {
+            return Settled::Ok;
+        }
+        let from = self.delivered + 1;
+        for sub in self.subscribers.drain(..) {
+            sub.outbox.kicked.notify_one();
+        }
+        metrics.gaps_skipped.increment(1);
+        self.delivered = first - 1;
+        self.acks.retain(|seq, _| *seq >= first);
+        let to = first - 1;
+        let entry = self.pending.remove(&first).expect("first key exists");
+        self.offer(entry, metrics);
+        Settled::GapSkipped { from, to }
+    }
+
+    /// Queues `entry` for every subscriber that has not seen it yet: the sender gets an ack, the others the
+    /// shared frame. Subscribers whose queue overflowed are dropped from the room (their session closes 4009).
+    fn fan_out(&mut self, entry: Entry, metrics: &Metrics) -> usize {
+        let ack = self.acks.remove(&entry.seq);
+        let mut sent = 0;
+        self.subscribers.retain(|sub| {
+            if entry.seq <= sub.start_after {
+                return true;
+            }
+            let frame = match &ack {
+                Some(ack) if ack.conn == sub.conn => Message::text(ack_frame(entry.seq, ack.reference.as_deref())),
+                _ => entry.frame.clone(),
+            };
+            let kept = sub.outbox.push(frame);
+            if kept {
+                sent += 1;
+            } else {
+                metrics.clients_cut_slow.increment(1);
+            }
+            kept
+        });
+        self.delivered = entry.seq;
+        self.delivered_id = entry.id;
+        self.watermark_dirty = true;
+        metrics.deliveries.increment(sent as u64);
+        sent
+    }
+
+    /// Queues an ephemeral frame (a cursor) for everyone but its sender; never blocks, never cuts: a client
+    /// whose queue is full simply misses this cursor, and the next one replaces it.
+    pub fn broadcast_ephemeral(&self, except: ConnId, frame: &Message) {
+        for sub in self.subscribers.iter().filter(|s| s.conn != except) {
+            let _ = sub.outbox.tx.try_send(frame.clone());
+        }
+    }
+}
+
+/// Every room of this process.
+#[derive(Default)]
+pub struct Hub {
+    /// Canvases with at least one local subscriber. Held only to find, insert or remove a room.
+    rooms: Mutex<HashMap<CanvasId, Arc<Room>>>,
+}
+
+/// A canvas watermark to persist: how far this instance has delivered it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Watermark {
+    pub canvas: CanvasId,
+    pub last_id: i64,
+    pub last_seq: u64,
+}
+
+impl Hub {
+    pub fn new() -> Self {
+        Hub::default()
+    }
+
+    fn rooms(&self) -> MutexGuard<'_, HashMap<CanvasId, Arc<Room>>> {
+        self.rooms.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The room of a canvas, if this process serves it.
+    pub fn room(&self, canvas: &CanvasId) -> Option<Arc<Room>> {
+        self.rooms().get(canvas).cloned()
+    }
+
+    /// The room of a canvas, created (not yet started) if absent. The caller must lock it and check
+    /// `is_closed` before subscribing.
+    pub fn room_for_join(&self, canvas: &CanvasId) -> Arc<Room> {
+        self.rooms()
+            .entry(canvas.clone())
+            .or_insert_with(|| Arc::new(Room { canvas: canvas.clone(), state: Mutex::new(RoomState::new()) }))
+            .clone()
+    }
+
+    /// Removes a connection from its room, and the room from the hub when it was the last one.
+    pub fn leave(&self, canvas: &CanvasId, conn: ConnId) {
+        let mut rooms = self.rooms();
+        let Some(room) = rooms.get(canvas).cloned() else { return };
+        let mut state = room.lock();
+        state.subscribers.retain(|s| s.conn != conn);
+        if state.subscribers.is_empty() {
+            state.closed = true;
+            rooms.remove(canvas);
+        }
+    }
+
+    /// Whether this process serves no canvas at all.
+    pub fn is_empty(&self) -> bool {
+        self.rooms().is_empty()
+    }
+
+    /// How many canvases and connections this process serves.
+    pub fn counts(&self) -> (usize, usize) {
+        let rooms: Vec<Arc<Room>> = self.rooms().values().cloned().collect();
+        let connections = rooms.iter().map(|r| r.lock().subscribers.len()).sum();
+        (rooms.len(), connections)
+    }
+
+    /// The watermarks that moved since the last call.
+    pub fn take_watermarks(&self) -> Vec<Watermark> {
+        let rooms: Vec<Arc<Room>> = self.rooms().values().cloned().collect();
+        rooms
+            .iter()
+            .filter_map(|room| {
+                let mut state = room.lock();
+                if !state.watermark_dirty {
+                    return None;
+                }
+                state.watermark_dirty = false;
+                Some(Watermark { canvas: room.canvas.clone(), last_id: state.delivered_id, last_seq: state.delivered })
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(seq: u64) -> Entry {
+        Entry { seq, id: seq as i64 * 10, frame: Message::text(format!("m{seq}")) }
+    }
+
+    fn texts(inbox: &mut Inbox) -> Vec<String> {
+        let mut out = Vec::new();
+        while let Ok(m) = inbox.rx.try_recv() {
+            out.push(m.into_text().unwrap().to_string());
+        }
+        out
+    }
+
+    fn started_room(at: u64) -> (RoomState, Inbox, Metrics) {
+        let mut state = RoomState::new();
+        state.start_at(at);
+        let (outbox, inbox) = outbox(64);
+        state.subscribe(Uuid::new_v4(), at, outbox);
+        (state, inbox, Metrics::new())
+    }
+
+    #[test]
+    fn early_seqs_wait_for_the_missing_ones_then_flow_in_order() {
+        let (mut room, mut inbox, metrics) = started_room(5);
+        room.offer(entry(8), &metrics);
+        room.offer(entry(7), &metrics);
+        assert!(texts(&mut inbox).is_empty(), "6 is missing: nothing may be delivered yet");
+        room.offer(entry(6), &metrics);
+        assert_eq!(texts(&mut inbox), ["m6", "m7", "m8"]);
+        assert_eq!(room.delivered(), 8);
+    }
+
+    #[test]
+    fn a_seq_is_delivered_once_whoever_offers_it() {
+        let (mut room, mut inbox, metrics) = started_room(0);
+        room.offer(entry(1), &metrics);
+        room.offer(entry(1), &metrics);
+        room.offer(entry(2), &metrics);
+        room.offer(entry(1), &metrics);
+        assert_eq!(texts(&mut inbox), ["m1", "m2"]);
+    }
+
+    #[test]
+    fn the_sender_gets_an_ack_and_the_others_the_message() {
+        let metrics = Metrics::new();
+        let mut room = RoomState::new();
+        room.start_at(0);
+        let (sender_box, mut sender) = outbox(8);
+        let (other_box, mut other) = outbox(8);
+        let sender_id = Uuid::new_v4();
+        room.subscribe(sender_id, 0, sender_box);
+        room.subscribe(Uuid::new_v4(), 0, other_box);
+        room.expect_ack(1, AckTo { conn: sender_id, reference: Some("r1".into()) });
+        room.offer(entry(1), &metrics);
+        assert_eq!(texts(&mut sender), [r#"{"type":"ack","seq":1,"ref":"r1"}"#]);
+        assert_eq!(texts(&mut other), ["m1"]);
+    }
+
+    #[test]
+    fn a_new_subscriber_skips_what_its_welcome_covered() {
+        let (mut room, mut first, metrics) = started_room(0);
+        let (late_box, mut late) = outbox(8);
+        room.subscribe(Uuid::new_v4(), 2, late_box);
+        for seq in 1..=3 {
+            room.offer(entry(seq), &metrics);
+        }
+        assert_eq!(texts(&mut first), ["m1", "m2", "m3"]);
+        assert_eq!(texts(&mut late), ["m3"]);
+    }
+
+    #[test]
+    fn an_unstarted_room_ignores_offers() {
+        let mut room = RoomState::new();
+        let metrics = Metrics::new();
+        assert_eq!(room.offer(entry(1), &metrics), 0);
+        room.start_at(3);
+        assert_eq!(room.delivered(), 3);
+    }
+
+    #[test]
+    fn overflow_cuts_the_slow_subscriber_and_spares_the_others() {
+        let metrics = Metrics::new();
+        let mut room = RoomState::new();
+        room.start_at(0);
+        let (slow_box, slow) = outbox(16);
+        let (fast_box, mut fast) = outbox(64);
+        room.subscribe(Uuid::new_v4(), 0, slow_box);
+        room.subscribe(Uuid::new_v4(), 0, fast_box);
+        for seq in 1..=20 {
+            room.offer(entry(seq), &metrics);
+        }
+        assert_eq!(room.subscribers.len(), 1, "the slow one is gone");
+        assert_eq!(texts(&mut fast).len(), 20);
+        // notify_one stored a permit: the session's next `notified().await` completes at once.
+        let kicked = slow.kicked.notified();
+        futures_util::pin_mut!(kicked);
+        assert!(futures_util::FutureExt::now_or_never(kicked).is_some());
+    }
+
+    #[test]
+    fn settle_skips_a_hole_that_can_no_longer_fill_and_cuts_subscribers() {
+        let (mut room, _inbox, metrics) = started_room(5);
+        room.offer(entry(9), &metrics); // id 90
+        assert_eq!(room.settle(50, &metrics), Settled::Ok, "rows up to id 50 read: 6..8 may still come");
+        assert_eq!(room.settle(90, &metrics), Settled::GapSkipped { from: 6, to: 8 });
+        assert_eq!(room.delivered(), 9);
+        assert!(room.subscribers.is_empty());
+    }
+
+    #[test]
+    fn leaving_last_closes_and_removes_the_room() {
+        let hub = Hub::new();
+        let canvas = CanvasId::parse("c1").unwrap();
+        let room = hub.room_for_join(&canvas);
+        let conn = Uuid::new_v4();
+        {
+            let mut state = room.lock();
+            state.start_at(0);
+            state.subscribe(conn, 0, outbox(16).0);
+        }
+        assert_eq!(hub.counts(), (1, 1));
+        hub.leave(&canvas, conn);
+        assert!(room.lock().is_closed());
+        assert!(hub.room(&canvas).is_none());
+    }
+}

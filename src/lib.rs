@@ -1,0 +1,99 @@
+//! canvas-relay: a realtime relay for collaborative canvas apps. Several identical processes share one
+//! SQLite file as their message bus; each relays logged messages between its WebSocket clients in per-canvas
+//! seq order, without gaps, across processes. The wire contract is `PROTOCOL.md`; the README explains the
+//! design and how to run it.
+//!
+//! [`run`] is the whole server: it opens the bus, serves HTTP and WebSockets on a bound listener, and shuts
+//! down in order when `shutdown` resolves. `main.rs` only parses flags, sets up logging and binds.
+
+pub mod bus;
+pub mod clock;
+pub mod config;
+pub mod http;
+pub mod hub;
+pub mod metrics;
+pub mod protocol;
+pub mod session;
+pub mod shutdown;
+
+/// The SQLite binding the relay uses, for tools and tests that open the shared file themselves.
+pub use deadpool_sqlite::rusqlite;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use anyhow::Context;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use crate::bus::SqliteBus;
+use crate::config::Config;
+use crate::hub::Hub;
+use crate::metrics::Metrics;
+use crate::shutdown::{Phase, Shutdown};
+
+/// What every request handler and session shares.
+pub struct App {
+    pub config: Config,
+    /// This process's identity in the instances table and in every welcome.
+    pub instance_id: Uuid,
+    pub hub: Arc<Hub>,
+    pub bus: SqliteBus,
+    pub metrics: Metrics,
+    /// Renders `/metrics`; `None` when another metrics recorder owns the process.
+    pub prometheus: Option<PrometheusHandle>,
+    pub shutdown: Shutdown,
+}
+
+/// Serves the relay on `listener` until `shutdown` resolves, then stops in order (see `shutdown.rs`):
+/// no acknowledged message is lost, and every message accepted before the signal is committed and acked.
+pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    config.validate()?;
+    let addr = listener.local_addr().context("reading the bound address")?;
+    let prometheus = metrics::install_recorder();
+    let metrics = Metrics::new();
+    let hub = Arc::new(Hub::new());
+    let instance_id = Uuid::new_v4();
+    let bus = SqliteBus::open(&config, &instance_id.to_string(), &addr.to_string(), hub.clone(), metrics.clone())
+        .await
+        .with_context(|| format!("opening the shared database {}", config.db.display()))?;
+    let app = Arc::new(App {
+        config: config.clone(),
+        instance_id,
+        hub: hub.clone(),
+        bus: bus.clone(),
+        metrics,
+        prometheus,
+        shutdown: Shutdown::default(),
+    });
+
+    let (stop_maintenance, maintenance_stopped) = watch::channel(false);
+    let maintenance = tokio::spawn(bus::sqlite::maintenance::run(bus.clone(), hub, config.clone(), maintenance_stopped));
+    let server = warp::serve(http::routes(app.clone()))
+        .incoming(listener)
+        .graceful(app.shutdown.stopped_accepting())
+        .run();
+    let server = tokio::spawn(server);
+    tracing::info!(instance = %instance_id, db = %config.db.display(), "listening on {addr}");
+
+    shutdown.await;
+    tracing::info!("shutting down: draining connections");
+    app.shutdown.enter(Phase::Draining);
+    let still_reading = app.shutdown.reading.wait_idle(config.shutdown_timeout).await;
+    if let Err(error) = bus.flush().await {
+        tracing::warn!(%error, "could not flush the writer queue");
+    }
+    app.shutdown.enter(Phase::Closing);
+    let still_open = app.shutdown.alive.wait_idle(config.shutdown_timeout).await;
+    if still_reading + still_open > 0 {
+        tracing::warn!(still_reading, still_open, "shutdown timeout reached with connections still open");
+    }
+    let _ = stop_maintenance.send(true);
+    let _ = maintenance.await;
+    bus.close().await;
+    let _ = server.await;
+    tracing::info!("stopped");
+    Ok(())
+}

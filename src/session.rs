@@ -1,0 +1,302 @@
+//! One WebSocket connection, owned by exactly one task: a `select!` over the client's frames, its bounded
+//! outbound queue, a kick (queue overflow), the ping tick and the shutdown phase. Nothing else touches the
+//! socket; everything the relay sends a client goes through its queue, so frames leave in the order the hub
+//! decided.
+//!
+//! This module turns frames into actions (publish, cursor, pong, error) and decides how a connection ends
+//! (close codes); parsing is `protocol`'s job and ordering is the hub's.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use tokio::sync::{mpsc, watch};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+
+use crate::bus::{Joined, Origin, Publish};
+use crate::clock::now_ms;
+use crate::hub::{ConnId, Inbox, Outbox};
+use crate::protocol::{
+    close, cursor_frame, error_frame, to_json, ClientFrame, ErrorCode, FrameError, LoggedMessage, Welcome, PONG_FRAME,
+};
+use crate::protocol::{CanvasId, UserId};
+use crate::shutdown::{Guard, Phase};
+use crate::App;
+
+/// Most frames written per flush, so one busy canvas cannot starve the socket's reads.
+const MAX_FRAMES_PER_FLUSH: usize = 64;
+/// Most bytes fed to the socket before a flush.
+const MAX_BYTES_PER_FLUSH: usize = 64 * 1024;
+
+/// Why a connection ended (for the log).
+#[derive(Debug)]
+enum End {
+    ClientClosed,
+    TooSlow,
+    TooLarge,
+    InvalidUtf8,
+    ShuttingDown,
+    Silent,
+    WriteStalled,
+    /// Read through `Debug` in the "connection ended" log line.
+    #[allow(dead_code)]
+    Broken(String),
+}
+
+/// One connected client.
+pub struct Session<S> {
+    socket: S,
+    app: Arc<App>,
+    canvas: CanvasId,
+    user: UserId,
+    conn: ConnId,
+    /// A clone of the queue the hub writes to: pongs and error frames join the same order.
+    outbox: Outbox,
+    inbox: Inbox,
+    phase: watch::Receiver<Phase>,
+    /// Held while this session may still read frames (and so publish); dropped when draining starts.
+    reading: Option<Guard>,
+    /// Held until the session ends.
+    _alive: Guard,
+    /// When the client last sent anything; a client silent for three ping intervals is dropped.
+    last_heard: Instant,
+}
+
+/// What a session starts with.
+pub struct SessionParts {
+    pub canvas: CanvasId,
+    pub user: UserId,
+    pub conn: ConnId,
+    pub outbox: Outbox,
+    pub inbox: Inbox,
+    pub reading: Guard,
+    pub alive: Guard,
+}
+
+impl<S> Session<S>
+where
+    S: Stream<Item = Result<Message, WsError>> + Sink<Message, Error = WsError> + Unpin,
+{
+    pub fn new(socket: S, app: Arc<App>, parts: SessionParts) -> Self {
+        let phase = app.shutdown.subscribe();
+        Session {
+            socket,
+            app,
+            canvas: parts.canvas,
+            user: parts.user,
+            conn: parts.conn,
+            outbox: parts.outbox,
+            inbox: parts.inbox,
+            phase,
+            reading: Some(parts.reading),
+            _alive: parts.alive,
+            last_heard: Instant::now(),
+        }
+    }
+
+    /// Serves the connection until it ends, then leaves the canvas.
+    pub async fn run(mut self, joined: Joined) {
+        let metrics = self.app.metrics.clone();
+        metrics.connections.increment(1.0);
+        metrics.connections_total.increment(1);
+        let end = self.serve(joined).await;
+        tracing::debug!(canvas = %self.canvas, user = %self.user, conn = %self.conn, ?end, "connection ended");
+        self.app.hub.leave(&self.canvas, self.conn);
+        metrics.connections.decrement(1.0);
+    }
+
+    async fn serve(&mut self, joined: Joined) -> End {
+        let welcome = Welcome {
+            kind: "welcome",
+            canvas: &self.canvas,
+            user: &self.user,
+            connection: self.conn.to_string(),
+            instance: self.app.instance_id.to_string(),
+            epoch: &joined.epoch,
+            seq: joined.seq,
+            resumed: joined.resumed,
+        };
+        let frames = std::iter::once(Message::text(to_json(&welcome))).chain(joined.replay);
+        if let Err(end) = self.write_all(frames).await {
+            return end;
+        }
+        let ping_every = self.app.config.ping_interval;
+        let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
+        loop {
+            let step = tokio::select! {
+                biased;
+                _ = self.inbox.kicked.notified() => Err(self.close(close::TOO_SLOW, "too slow: reconnect with since to catch up").await),
+                _ = self.phase.changed() => self.on_phase().await,
+                Some(frame) = self.inbox.rx.recv() => self.write(frame).await,
+                incoming = self.socket.next(), if self.reading.is_some() => self.on_incoming(incoming).await,
+                _ = ping.tick() => self.on_ping_tick(ping_every),
+            };
+            if let Err(end) = step {
+                return end;
+            }
+        }
+    }
+
+    async fn on_phase(&mut self) -> Result<(), End> {
+        let phase = *self.phase.borrow_and_update();
+        match phase {
+            Phase::Running => Ok(()),
+            Phase::Draining => {
+                self.reading = None;
+                Ok(())
+            }
+            Phase::Closing => {
+                let mut queued = Vec::new();
+                while let Ok(frame) = self.inbox.rx.try_recv() {
+                    queued.push(frame);
+                }
+                self.write_all(queued).await?;
+                Err(self.close(close::GOING_AWAY, "server shutting down: reconnect and resume").await)
+            }
+        }
+    }
+
+    fn on_ping_tick(&mut self, every: Duration) -> Result<(), End> {
+        if self.last_heard.elapsed() > every * 3 {
+            return Err(End::Silent);
+        }
+        self.queue(Message::Ping(Default::default()));
+        Ok(())
+    }
+
+    async fn on_incoming(&mut self, incoming: Option<Result<Message, WsError>>) -> Result<(), End> {
+        self.last_heard = Instant::now();
+        match incoming {
+            None | Some(Ok(Message::Close(_))) => {
+                // tungstenite queued the close reply; give it a moment to leave.
+                let _ = tokio::time::timeout(Duration::from_secs(1), self.socket.close()).await;
+                Err(End::ClientClosed)
+            }
+            Some(Ok(Message::Text(text))) => {
+                self.on_text(text.as_str()).await;
+                Ok(())
+            }
+            Some(Ok(Message::Binary(_))) => {
+                self.reject(FrameError::new(ErrorCode::InvalidFrame, "binary frames are not supported: send JSON text"));
+                Ok(())
+            }
+            Some(Ok(_)) => Ok(()), // WebSocket ping/pong: tungstenite answers pings itself
+            Some(Err(WsError::Capacity(_))) => {
+                let limit = self.app.config.max_frame_size;
+                Err(self.close(close::TOO_LARGE, &format!("frame larger than {limit} bytes")).await)
+            }
+            Some(Err(WsError::Utf8(_))) => {
+                Err(self.close(close::INVALID_PAYLOAD, "text frame is not valid UTF-8").await)
+            }
+            Some(Err(error)) => Err(End::Broken(error.to_string())),
+        }
+    }
+
+    async fn on_text(&mut self, text: &str) {
+        match ClientFrame::parse(text) {
+            Ok(ClientFrame::Ping) => self.queue(Message::text(PONG_FRAME)),
+            Ok(ClientFrame::Cursor { data }) => {
+                self.app.metrics.cursors_in.increment(1);
+                if let Some(room) = self.app.hub.room(&self.canvas) {
+                    let frame = Message::text(cursor_frame(self.canvas.as_str(), self.user.as_str(), &data, now_ms()));
+                    room.lock().broadcast_ephemeral(self.conn, &frame);
+                }
+            }
+            Ok(ClientFrame::Logged(message)) => self.publish(message).await,
+            Err(error) => self.reject(error),
+        }
+    }
+
+    async fn publish(&mut self, message: LoggedMessage) {
+        self.app.metrics.messages_in.increment(1);
+        let reference = message.reference.clone();
+        let publish = Publish {
+            canvas: self.canvas.clone(),
+            kind: message.kind,
+            data: message.data,
+            from: self.user.clone(),
+            origin: Origin::Socket { conn: self.conn, reference: message.reference, outbox: self.outbox.clone() },
+        };
+        if let Err(error) = self.app.bus.publish(publish).await {
+            let mut error = FrameError::new(ErrorCode::Unavailable, error.to_string());
+            error.reference = reference;
+            self.queue(Message::text(error_frame(&error)));
+        }
+    }
+
+    fn reject(&mut self, error: FrameError) {
+        self.app.metrics.frame_errors.increment(1);
+        self.queue(Message::text(error_frame(&error)));
+    }
+
+    /// Queues a frame behind whatever the hub queued; an overflow kicks this session like any other.
+    fn queue(&self, frame: Message) {
+        self.outbox.push(frame);
+    }
+
+    /// Writes one queued frame and whatever else is waiting (up to a flush's worth), then flushes. A kick or a
+    /// client that stops reading for `--write-timeout` interrupts it.
+    async fn write(&mut self, first: Message) -> Result<(), End> {
+        let limit = self.app.config.write_timeout;
+        let kicked = self.inbox.kicked.clone();
+        let written = tokio::select! {
+            result = tokio::time::timeout(limit, write_batch(&mut self.socket, first, &mut self.inbox.rx)) => result,
+            _ = kicked.notified() => {
+                return Err(self.close(close::TOO_SLOW, "too slow: reconnect with since to catch up").await)
+            }
+        };
+        match written {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) => Err(End::Broken(error.to_string())),
+            Err(_) => Err(End::WriteStalled),
+        }
+    }
+
+    async fn write_all(&mut self, frames: impl IntoIterator<Item = Message>) -> Result<(), End> {
+        let limit = self.app.config.write_timeout;
+        let mut stream = futures_util::stream::iter(frames.into_iter().map(Ok));
+        match tokio::time::timeout(limit, self.socket.send_all(&mut stream)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) => Err(End::Broken(error.to_string())),
+            Err(_) => Err(End::WriteStalled),
+        }
+    }
+
+    /// Sends a close frame (bounded by the write timeout: a client that never reads is simply dropped) and
+    /// reports how the session ended.
+    async fn close(&mut self, code: u16, reason: &str) -> End {
+        let frame = CloseFrame { code: CloseCode::from(code), reason: reason.to_owned().into() };
+        let limit = self.app.config.write_timeout;
+        let _ = tokio::time::timeout(limit, self.socket.send(Message::Close(Some(frame)))).await;
+        match code {
+            close::TOO_SLOW => {
+                self.app.metrics.clients_cut_slow.increment(1);
+                End::TooSlow
+            }
+            close::GOING_AWAY => End::ShuttingDown,
+            close::TOO_LARGE => End::TooLarge,
+            close::INVALID_PAYLOAD => End::InvalidUtf8,
+            _ => End::Broken(reason.to_owned()),
+        }
+    }
+}
+
+/// Feeds `first` and what is already queued behind it, then flushes once.
+async fn write_batch<S>(socket: &mut S, first: Message, rx: &mut mpsc::Receiver<Message>) -> Result<(), WsError>
+where
+    S: Sink<Message, Error = WsError> + Unpin,
+{
+    let mut bytes = first.len();
+    socket.feed(first).await?;
+    for _ in 1..MAX_FRAMES_PER_FLUSH {
+        if bytes >= MAX_BYTES_PER_FLUSH {
+            break;
+        }
+        let Ok(frame) = rx.try_recv() else { break };
+        bytes += frame.len();
+        socket.feed(frame).await?;
+    }
+    socket.flush().await
+}
