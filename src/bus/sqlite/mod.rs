@@ -185,7 +185,9 @@ impl SqliteBus {
                 threads: Mutex::new(threads),
             }),
         };
+        // Registered (committed) before the instance announces itself, so peers count it from the start.
         bus.job(Job::Heartbeat).await?;
+        bus.flush().await?;
         Ok(bus)
     }
 

@@ -188,13 +188,10 @@ impl Writer {
         Ok(committed)
     }
 
-    /// After commit: move the read cursor past our own rows when nothing foreign is between, deliver to local
-    /// rooms (local short-circuit), answer API callers, and wake the watcher if a room now waits on rows
+    /// After commit: deliver to local rooms (local short-circuit), answer API callers, move the read cursor
+    /// past our own rows when nothing foreign is between, and wake the watcher if a room now waits on rows
     /// committed by another process before ours.
     fn deliver(&self, batch: Vec<Publish>, committed: &[Committed], now: i64) {
-        if let (Some(first), Some(last)) = (committed.first(), committed.last()) {
-            self.shared.skip_own_rows(first.id, last.id);
-        }
         let mut waiting = Vec::new();
         for (publish, done) in batch.into_iter().zip(committed) {
             if let Origin::Caller(reply) = publish.origin {
@@ -219,7 +216,16 @@ impl Writer {
                 waiting.push(publish.canvas);
             }
         }
-        if waiting.is_empty() && self.settings.local_broadcast {
+        if !self.settings.local_broadcast {
+            self.shared.signal.wake(waiting);
+            return;
+        }
+        // Only now that every row of the batch has been offered: the cursor promises that every row at or
+        // below it has been (the watcher's hole check relies on it).
+        if let (Some(first), Some(last)) = (committed.first(), committed.last()) {
+            self.shared.skip_own_rows(first.id, last.id);
+        }
+        if waiting.is_empty() {
             self.shared.signal.poke();
         } else {
             self.shared.signal.wake(waiting);

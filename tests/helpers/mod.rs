@@ -1,0 +1,298 @@
+//! Shared setup for the integration tests: real `canvas-relay` processes on one temporary SQLite file, and a
+//! WebSocket client that speaks the wire contract. Every wait is bounded; a test that would hang fails with
+//! a message instead.
+
+#![allow(dead_code)] // each test file uses a different part of this module
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::process::{Child, Command};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// How long any single wait may take before the test fails.
+pub const WAIT: Duration = Duration::from_secs(15);
+
+/// A temporary directory holding the shared database file.
+pub struct SharedFile {
+    pub dir: tempfile::TempDir,
+    pub db: PathBuf,
+}
+
+impl SharedFile {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = dir.path().join("relay.db");
+        SharedFile { dir, db }
+    }
+
+    /// Opens the file directly, as an operator with `sqlite3` would.
+    pub fn open(&self) -> canvas_relay::rusqlite::Connection {
+        let conn = canvas_relay::rusqlite::Connection::open(&self.db).expect("open db");
+        conn.busy_timeout(Duration::from_secs(5)).unwrap();
+        conn
+    }
+
+    pub fn count(&self, sql: &str) -> i64 {
+        self.open().query_row(sql, [], |r| r.get(0)).expect(sql)
+    }
+
+    pub async fn start(&self, args: &[&str]) -> Instance {
+        Instance::start(&self.db, args).await
+    }
+}
+
+/// One running `canvas-relay serve` process.
+pub struct Instance {
+    child: Child,
+    pub addr: SocketAddr,
+    /// Everything the process wrote to stderr so far.
+    pub log: Arc<Mutex<String>>,
+}
+
+impl Instance {
+    /// Starts a process on `db` on a free port and waits for its "listening on" line.
+    pub async fn start(db: &Path, args: &[&str]) -> Instance {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_canvas-relay"))
+            .arg("serve")
+            .args(["--listen", "127.0.0.1:0", "--db"])
+            .arg(db)
+            .args(args)
+            .env("RUST_LOG", std::env::var("RELAY_TEST_LOG").unwrap_or_else(|_| "info".into()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn canvas-relay");
+        let log = Arc::new(Mutex::new(String::new()));
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let addr = tokio::time::timeout(WAIT, async {
+            while let Some(line) = lines.next_line().await.unwrap() {
+                log.lock().unwrap().push_str(&format!("{line}\n"));
+                if let Some(rest) = line.split("listening on ").nth(1) {
+                    let addr = rest.split_whitespace().next().unwrap();
+                    return addr.parse::<SocketAddr>().expect("address in the listening line");
+                }
+            }
+            panic!("canvas-relay exited before listening:\n{}", log.lock().unwrap());
+        })
+        .await
+        .expect("canvas-relay did not start in time");
+        let sink = log.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                sink.lock().unwrap().push_str(&format!("{line}\n"));
+            }
+        });
+        Instance { child, addr, log }
+    }
+
+    pub fn url(&self, path_and_query: &str) -> String {
+        format!("ws://{}{}", self.addr, path_and_query)
+    }
+
+    /// Connects `user` to `canvas` and reads the welcome.
+    pub async fn connect(&self, canvas: &str, user: &str) -> Client {
+        self.connect_path(&format!("/ws/{canvas}?user={user}")).await.expect("connect")
+    }
+
+    /// Connects with `since` + `epoch` and reads the welcome.
+    pub async fn resume(&self, canvas: &str, user: &str, since: u64, epoch: &str) -> Client {
+        self.connect_path(&format!("/ws/{canvas}?user={user}&since={since}&epoch={epoch}")).await.expect("resume")
+    }
+
+    /// Connects to any path; an HTTP refusal comes back as (status, JSON body).
+    pub async fn connect_path(&self, path_and_query: &str) -> Result<Client, (u16, Value)> {
+        let url = self.url(path_and_query);
+        match tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url)).await.expect("connect timed out") {
+            Ok((ws, _)) => {
+                let mut client = Client { ws, welcome: Value::Null };
+                let welcome = client.recv().await;
+                assert_eq!(welcome["type"], "welcome", "first frame must be the welcome");
+                client.welcome = welcome;
+                Ok(client)
+            }
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                let status = response.status().as_u16();
+                let body = response.body().as_deref().map(serde_json::from_slice).and_then(Result::ok);
+                Err((status, body.unwrap_or(Value::Null)))
+            }
+            Err(error) => panic!("connect failed: {error}"),
+        }
+    }
+
+    /// A plain HTTP GET: (status, body).
+    pub async fn get(&self, path: &str) -> (u16, String) {
+        let mut stream = TcpStream::connect(self.addr).await.expect("tcp connect");
+        let request = format!("GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", self.addr);
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut response = String::new();
+        tokio::time::timeout(WAIT, stream.read_to_string(&mut response)).await.expect("http timed out").unwrap();
+        let status = response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).expect("status line");
+        let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+        (status, dechunk(&body))
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id().expect("running") as i32
+    }
+
+    pub fn signal(&self, signal: &str) {
+        let status = std::process::Command::new("kill").args(["-s", signal, &self.pid().to_string()]).status();
+        assert!(status.expect("kill").success());
+    }
+
+    /// SIGKILL, and waits for the process to be gone.
+    pub async fn kill(&mut self) {
+        self.child.kill().await.expect("kill -9");
+    }
+
+    /// Waits for the process to exit on its own; returns its exit code.
+    pub async fn wait(&mut self) -> Option<i32> {
+        let status = tokio::time::timeout(WAIT, self.child.wait()).await.expect("process did not exit").unwrap();
+        status.code()
+    }
+
+    pub fn log_text(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Instance {
+    /// A failing test shows what the server logged.
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- canvas-relay {} log ---\n{}", self.addr, self.log_text());
+        }
+    }
+}
+
+/// Removes HTTP/1.1 chunked framing if present.
+fn dechunk(body: &str) -> String {
+    let mut out = String::new();
+    let mut rest = body;
+    loop {
+        let Some((size, after)) = rest.split_once("\r\n") else { return body.to_owned() };
+        let Ok(size) = usize::from_str_radix(size.trim(), 16) else { return body.to_owned() };
+        if size == 0 {
+            return out;
+        }
+        if after.len() < size {
+            return body.to_owned();
+        }
+        out.push_str(&after[..size]);
+        rest = after[size..].trim_start_matches("\r\n");
+    }
+}
+
+/// A WebSocket client speaking the wire contract.
+pub struct Client {
+    pub ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    pub welcome: Value,
+}
+
+/// What a client saw after its welcome, seq by seq.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Seen {
+    /// Someone else's message: (type, from, data).
+    Message { kind: String, from: String, data: Value },
+    /// The ack of one of our own messages, with its ref.
+    Ack { reference: Option<String> },
+}
+
+impl Client {
+    pub fn seq(&self) -> u64 {
+        self.welcome["seq"].as_u64().unwrap()
+    }
+
+    pub fn epoch(&self) -> String {
+        self.welcome["epoch"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn send_text(&mut self, text: impl Into<String>) {
+        self.ws.send(Message::text(text.into())).await.expect("send");
+    }
+
+    pub async fn send(&mut self, frame: Value) {
+        self.send_text(frame.to_string()).await;
+    }
+
+    /// Publishes a logged message.
+    pub async fn publish(&mut self, kind: &str, data: Value, reference: &str) {
+        self.send(json!({"type": kind, "data": data, "ref": reference})).await;
+    }
+
+    /// The next text frame as JSON (WebSocket pings and pongs are skipped).
+    pub async fn recv(&mut self) -> Value {
+        loop {
+            let frame = tokio::time::timeout(WAIT, self.ws.next()).await.expect("no frame in time");
+            match frame.expect("socket ended").expect("socket error") {
+                Message::Text(text) => return serde_json::from_str(&text).expect("server sent invalid JSON"),
+                Message::Ping(_) | Message::Pong(_) => continue,
+                other => panic!("expected a text frame, got {other:?}"),
+            }
+        }
+    }
+
+    /// Reads frames until the server closes; returns the close code and the text frames before it.
+    pub async fn recv_until_close(&mut self) -> (Option<u16>, Vec<Value>) {
+        let mut frames = Vec::new();
+        loop {
+            let frame = tokio::time::timeout(WAIT, self.ws.next()).await.expect("no close in time");
+            match frame {
+                Some(Ok(Message::Text(text))) => frames.push(serde_json::from_str(&text).unwrap()),
+                Some(Ok(Message::Close(close))) => return (close.map(|c| u16::from(c.code)), frames),
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return (None, frames),
+            }
+        }
+    }
+
+    /// Reads until seq `upto` has been seen, checking the stream is gap-free and in order from the welcome.
+    /// Frames without a seq (cursors, errors, pongs) are returned separately.
+    pub async fn read_through(&mut self, upto: u64) -> (Vec<(u64, Seen)>, Vec<Value>) {
+        let mut next = self.seq() + 1;
+        let mut seen = Vec::new();
+        let mut other = Vec::new();
+        while next <= upto {
+            let frame = self.recv().await;
+            let Some(seq) = frame["seq"].as_u64() else {
+                other.push(frame);
+                continue;
+            };
+            assert_eq!(seq, next, "gap or reorder: expected seq {next}, got {frame}");
+            let item = if frame["type"] == "ack" {
+                Seen::Ack { reference: frame["ref"].as_str().map(str::to_owned) }
+            } else {
+                Seen::Message {
+                    kind: frame["type"].as_str().unwrap().to_owned(),
+                    from: frame["from"].as_str().unwrap().to_owned(),
+                    data: frame["data"].clone(),
+                }
+            };
+            seen.push((seq, item));
+            next += 1;
+        }
+        (seen, other)
+    }
+
+    /// Sends a close frame and waits for the server's reply.
+    pub async fn close(mut self) {
+        let _ = self.ws.close(None).await;
+        let _ = tokio::time::timeout(WAIT, async { while let Some(Ok(_)) = self.ws.next().await {} }).await;
+    }
+}
+
+/// The numeric value of a close code, for assertions.
+pub fn code(code: CloseCode) -> u16 {
+    code.into()
+}

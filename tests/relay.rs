@@ -1,0 +1,163 @@
+//! Two real processes on one SQLite file: concurrent writers on both, every client's stream gap-free, in
+//! order and identical in content across instances; acks; local delivery on and off; health and metrics.
+
+mod helpers;
+
+use std::collections::BTreeMap;
+
+use helpers::{Client, Seen, SharedFile};
+use serde_json::{json, Value};
+
+const PER_CLIENT: usize = 150;
+
+/// Each client sends PER_CLIENT messages without waiting; every client must then see seqs 1..=total exactly
+/// once, in order, with its own messages as acks carrying their refs in send order, and all clients must
+/// agree on what each seq holds.
+async fn concurrent_writers_agree(args_b: &[&str]) {
+    let file = SharedFile::new();
+    let a = file.start(&[]).await;
+    let b = file.start(args_b).await;
+    let mut clients = Vec::new();
+    for (i, instance) in [&a, &a, &b, &b].into_iter().enumerate() {
+        clients.push(instance.connect("order", &format!("user{i}")).await);
+    }
+    assert!(clients.iter().all(|c| c.seq() == 0), "nobody has written yet");
+    let total = (clients.len() * PER_CLIENT) as u64;
+
+    let tasks: Vec<_> = clients
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut client)| {
+            tokio::spawn(async move {
+                for n in 0..PER_CLIENT {
+                    client.publish("stroke", json!({"client": i, "n": n}), &format!("r{n}")).await;
+                }
+                let (seen, _) = client.read_through(total).await;
+                (i, seen)
+            })
+        })
+        .collect();
+
+    let mut views: Vec<BTreeMap<u64, (String, Value)>> = Vec::new();
+    for task in tasks {
+        let (i, seen) = task.await.expect("client task");
+        let mut own = 0;
+        let mut view = BTreeMap::new();
+        for (seq, item) in seen {
+            let (from, data) = match item {
+                Seen::Ack { reference } => {
+                    assert_eq!(reference, Some(format!("r{own}")), "acks come in send order with their refs");
+                    own += 1;
+                    (format!("user{i}"), json!({"client": i, "n": own - 1}))
+                }
+                Seen::Message { kind, from, data } => {
+                    assert_eq!(kind, "stroke");
+                    assert_ne!(from, format!("user{i}"), "own messages arrive as acks, not as messages");
+                    (from, data)
+                }
+            };
+            view.insert(seq, (from, data));
+        }
+        assert_eq!(own, PER_CLIENT, "client {i} got an ack for every message");
+        views.push(view);
+    }
+    for view in &views[1..] {
+        assert_eq!(view, &views[0], "every client sees the same content at every seq");
+    }
+    // Per-sender order is preserved inside the canvas order.
+    for i in 0..4 {
+        let ns: Vec<u64> = views[0].values().filter(|(_, d)| d["client"] == i).map(|(_, d)| d["n"].as_u64().unwrap()).collect();
+        assert_eq!(ns, (0..PER_CLIENT as u64).collect::<Vec<_>>());
+    }
+    assert_eq!(file.count("SELECT count(*) FROM message_queue WHERE canvas_id = 'order'"), total as i64);
+    assert_eq!(file.count("SELECT last_seq FROM canvases WHERE canvas_id = 'order'"), total as i64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writers_on_two_instances_see_one_gap_free_order() {
+    concurrent_writers_agree(&[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_local_broadcast_the_watcher_delivers_and_acks_in_order() {
+    concurrent_writers_agree(&["--local-broadcast", "false"]).await;
+}
+
+#[tokio::test]
+async fn a_message_reaches_the_other_instance_and_the_sender_gets_its_ack() {
+    let file = SharedFile::new();
+    let (a, b) = (file.start(&[]).await, file.start(&[]).await);
+    let mut sender = a.connect("c1", "ann").await;
+    let mut local = a.connect("c1", "bob").await;
+    let mut remote = b.connect("c1", "cid").await;
+    sender.publish("object-create", json!({"id": "o1", "kind": "rect"}), "c-17").await;
+    let ack = sender.recv().await;
+    assert_eq!(ack, json!({"type": "ack", "seq": 1, "ref": "c-17"}));
+    for client in [&mut local, &mut remote] {
+        let msg = client.recv().await;
+        assert_eq!(msg["type"], "object-create");
+        assert_eq!((msg["seq"].as_u64(), msg["canvas"].as_str(), msg["from"].as_str()), (Some(1), Some("c1"), Some("ann")));
+        assert_eq!(msg["data"], json!({"id": "o1", "kind": "rect"}));
+        assert!(msg["ts"].as_i64().unwrap() > 1_600_000_000_000, "ts is unix ms");
+    }
+    let welcome = b.connect("c1", "dan").await.welcome;
+    assert_eq!((welcome["seq"].as_u64(), welcome["resumed"].as_bool()), (Some(1), Some(false)));
+    assert_eq!(welcome["epoch"], sender.epoch(), "one canvas, one epoch, whichever instance");
+    assert_ne!(welcome["instance"], sender.welcome["instance"]);
+}
+
+#[tokio::test]
+async fn canvases_are_independent_sequences() {
+    let file = SharedFile::new();
+    let a = file.start(&[]).await;
+    let mut one = a.connect("one", "u").await;
+    let mut two = a.connect("two", "u").await;
+    for _ in 0..3 {
+        one.publish("x", json!(1), "r").await;
+        assert!(one.recv().await["type"] == "ack");
+    }
+    two.publish("x", json!(1), "r").await;
+    assert_eq!(two.recv().await["seq"], 1);
+}
+
+#[tokio::test]
+async fn ping_cursor_and_pong() {
+    let file = SharedFile::new();
+    let a = file.start(&[]).await;
+    let mut ann = a.connect("c", "ann").await;
+    let mut bob = a.connect("c", "bob").await;
+    ann.send(json!({"type": "ping"})).await;
+    assert_eq!(ann.recv().await, json!({"type": "pong"}));
+    ann.send(json!({"type": "cursor", "data": {"x": 10.5, "y": 20}})).await;
+    let cursor = bob.recv().await;
+    assert_eq!((cursor["type"].as_str(), cursor["from"].as_str()), (Some("cursor"), Some("ann")));
+    assert_eq!(cursor["data"], json!({"x": 10.5, "y": 20}));
+    assert!(cursor.get("seq").is_none(), "cursors are not logged");
+}
+
+#[tokio::test]
+async fn health_and_metrics_report_the_figures() {
+    let file = SharedFile::new();
+    let (a, _b) = (file.start(&[]).await, file.start(&[]).await);
+    let mut client: Client = a.connect("h", "u").await;
+    client.publish("x", json!(null), "r").await;
+    client.recv().await;
+    let (status, body) = a.get("/health").await;
+    assert_eq!(status, 200, "{body}");
+    let health: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(health["status"], "healthy");
+    assert_eq!(health["live_instances"], 2);
+    assert_eq!(health["queue_rows"], 1);
+    assert_eq!(health["local_connections"], 1);
+    for field in ["oldest_row_age_ms", "writer_queue_depth", "poll_lag_rows", "message_ttl_ms"] {
+        assert!(health[field].is_number(), "{field} in {health}");
+    }
+    let (status, metrics) = a.get("/metrics").await;
+    assert_eq!(status, 200);
+    for name in ["relay_commits_total", "relay_messages_in_total", "relay_deliveries_total", "relay_connections"] {
+        assert!(metrics.contains(name), "{name} missing from /metrics:\n{metrics}");
+    }
+    let (status, body) = a.get("/nope").await;
+    assert_eq!(status, 404);
+    assert!(serde_json::from_str::<Value>(&body).unwrap()["error"].is_string());
+}
