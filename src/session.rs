@@ -27,6 +27,8 @@ use crate::App;
 
 /// Most frames written per flush, so one busy canvas cannot starve the socket's reads.
 const MAX_FRAMES_PER_FLUSH: usize = 64;
+/// How long a closing session waits for the client's close reply.
+const CLOSE_REPLY_WAIT: Duration = Duration::from_secs(2);
 /// Most bytes fed to the socket before a flush.
 const MAX_BYTES_PER_FLUSH: usize = 64 * 1024;
 
@@ -264,12 +266,16 @@ where
         }
     }
 
-    /// Sends a close frame (bounded by the write timeout: a client that never reads is simply dropped) and
-    /// reports how the session ended.
+    /// Sends a close frame (bounded by the write timeout: a client that never reads is simply dropped), then
+    /// reads until the client's close reply, as RFC 6455 asks: dropping a socket with unread client bytes
+    /// makes the kernel send RST, which can destroy the close frame and the last frames before it.
     async fn close(&mut self, code: u16, reason: &str) -> End {
         let frame = CloseFrame { code: CloseCode::from(code), reason: reason.to_owned().into() };
         let limit = self.app.config.write_timeout;
-        let _ = tokio::time::timeout(limit, self.socket.send(Message::Close(Some(frame)))).await;
+        if let Ok(Ok(())) = tokio::time::timeout(limit, self.socket.send(Message::Close(Some(frame)))).await {
+            let drain = async { while let Some(Ok(_)) = self.socket.next().await {} };
+            let _ = tokio::time::timeout(CLOSE_REPLY_WAIT, drain).await;
+        }
         match code {
             close::TOO_SLOW => {
                 self.app.metrics.clients_cut_slow.increment(1);

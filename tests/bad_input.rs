@@ -1,0 +1,85 @@
+//! Every bad input of the contract's "Other frames" and "Connecting" sections gets its documented answer,
+//! and other clients of the same canvas carry on unaffected.
+
+mod helpers;
+
+use futures_util::SinkExt;
+use helpers::SharedFile;
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::Message;
+
+async fn error_for(client: &mut helpers::Client, frame: &str) -> Value {
+    client.send_text(frame).await;
+    let reply = client.recv().await;
+    assert_eq!(reply["type"], "error", "reply to {frame}: {reply}");
+    assert!(reply["message"].as_str().is_some_and(|m| !m.is_empty()));
+    reply
+}
+
+#[tokio::test]
+async fn bad_frames_get_error_frames_and_the_connection_stays_open() {
+    let file = SharedFile::new();
+    let a = file.start(&[]).await;
+    let mut bad = a.connect("bad", "mallory").await;
+    let mut peer = a.connect("bad", "peer").await;
+
+    assert_eq!(error_for(&mut bad, "{not json").await["code"], "invalid_json");
+    assert_eq!(error_for(&mut bad, "[1,2,3]").await["code"], "invalid_frame");
+    assert_eq!(error_for(&mut bad, r#"{"data":1}"#).await["code"], "invalid_frame");
+    let unknown = error_for(&mut bad, r#"{"type":"Not_A_Type","ref":"x1"}"#).await;
+    assert_eq!((unknown["code"].as_str(), unknown["ref"].as_str()), (Some("unknown_type"), Some("x1")));
+    for reserved in ["ack", "welcome", "error", "reset", "user-connected", "user-disconnected", "pong"] {
+        let reply = error_for(&mut bad, &format!(r#"{{"type":"{reserved}","ref":"x2"}}"#)).await;
+        assert_eq!((reply["code"].as_str(), reply["ref"].as_str()), (Some("unknown_type"), Some("x2")), "{reserved}");
+    }
+    let no_id = error_for(&mut bad, r#"{"type":"object-create","data":{"x":1},"ref":"x3"}"#).await;
+    assert_eq!((no_id["code"].as_str(), no_id["ref"].as_str()), (Some("invalid_frame"), Some("x3")));
+    bad.ws.send(Message::binary(vec![1u8, 2, 3])).await.unwrap();
+    assert_eq!(bad.recv().await["code"], "invalid_frame");
+
+    // Still open and working, and nothing bad was logged.
+    bad.publish("note", json!("fine"), "ok").await;
+    assert_eq!(bad.recv().await, json!({"type": "ack", "seq": 1, "ref": "ok"}));
+    let msg = peer.recv().await;
+    assert_eq!((msg["seq"].as_u64(), msg["data"].as_str()), (Some(1), Some("fine")), "the peer saw only the good one");
+    assert_eq!(file.count("SELECT count(*) FROM message_queue"), 1);
+}
+
+#[tokio::test]
+async fn an_oversized_frame_closes_with_1009_and_spares_the_others() {
+    let file = SharedFile::new();
+    let a = file.start(&["--max-frame-size", "2048"]).await;
+    let mut big = a.connect("big", "mallory").await;
+    let mut peer = a.connect("big", "peer").await;
+    let mut other = a.connect("big", "other").await;
+    big.publish("note", json!("x".repeat(4000)), "huge").await;
+    let (code, _) = big.recv_until_close().await;
+    assert_eq!(code, Some(1009));
+    // A frame just under the limit is fine.
+    other.publish("note", json!("y".repeat(1900)), "near").await;
+    assert_eq!(other.recv().await["type"], "ack");
+    assert_eq!(peer.recv().await["seq"], 1, "the oversized frame was never logged");
+}
+
+#[tokio::test]
+async fn bad_connect_requests_get_http_errors_with_json_bodies() {
+    let file = SharedFile::new();
+    let a = file.start(&[]).await;
+    let cases = [
+        ("/ws/bad%20canvas?user=u", 400, "canvas"),
+        (&format!("/ws/{}?user=u", "c".repeat(129)), 400, "canvas"),
+        ("/ws/c1", 400, "user"),
+        ("/ws/c1?user=bad/user", 400, "user"),
+        ("/ws/c1?user=u&since=5", 400, "since and epoch"),
+        ("/ws/c1?user=u&since=-1&epoch=e", 400, "since"),
+    ];
+    for (path, status, mentions) in cases {
+        let Err((got, body)) = a.connect_path(path).await else { panic!("{path} should be refused") };
+        assert_eq!(got, status, "{path}");
+        let error = body["error"].as_str().unwrap_or_else(|| panic!("{path}: JSON error body, got {body}"));
+        assert!(error.contains(mentions), "{path}: {error}");
+    }
+    let (status, body) = a.get("/ws/c1?user=u").await;
+    assert_eq!(status, 426, "a plain GET is not an upgrade: {body}");
+    assert!(serde_json::from_str::<Value>(&body).unwrap()["error"].is_string());
+}

@@ -1,0 +1,120 @@
+//! How connections and processes end: a slow client is cut with 4009 and resumes without a gap; SIGTERM
+//! drains (every accepted message committed and acked, close 1001, exit 0); SIGKILL after acks loses nothing.
+
+mod helpers;
+
+use std::collections::BTreeSet;
+
+use helpers::{Seen, SharedFile};
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_cut_with_4009_resumes_and_the_others_carry_on() {
+    let file = SharedFile::new();
+    let a = file.start(&["--client-queue", "16", "--write-timeout", "30s"]).await;
+    let mut slow = a.connect("slow", "snail").await;
+    let mut fast = a.connect("slow", "hare").await;
+    let mut writer = a.connect("slow", "writer").await;
+    let epoch = writer.epoch();
+    // Enough bytes to fill the socket buffers between the server and a client that does not read.
+    let total = 1500u64;
+    let blob = "z".repeat(16 * 1024);
+    // The writer keeps at most 8 messages in flight, so only a client that stops reading can overflow.
+    let sending = tokio::spawn(async move {
+        for window in (0..total).collect::<Vec<_>>().chunks(8) {
+            for n in window {
+                writer.publish("blob", json!({"n": n, "pad": blob}), "r").await;
+            }
+            for _ in window {
+                assert_eq!(writer.recv().await["type"], "ack");
+            }
+        }
+    });
+    let (seen, _) = fast.read_through(total).await;
+    assert_eq!(seen.len() as u64, total, "the reading client got everything");
+    sending.await.unwrap();
+
+    // The slow client now reads: some messages, in order, then close 4009.
+    let (code, frames) = slow.recv_until_close().await;
+    assert_eq!(code, Some(4009));
+    let seqs: Vec<u64> = frames.iter().filter_map(|f| f["seq"].as_u64()).collect();
+    assert!((seqs.len() as u64) < total, "it was cut before the end");
+    assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>(), "what it got was gap-free");
+
+    let last = seqs.last().copied().unwrap_or(0);
+    let mut back = a.resume("slow", "snail", last, &epoch).await;
+    assert_eq!(back.welcome["resumed"], true);
+    let (rest, _) = back.read_through(total).await;
+    assert_eq!(rest.len() as u64, total - last, "resume catches up with no gap");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_commits_and_acks_everything_accepted_then_closes_1001_and_exits_0() {
+    let file = SharedFile::new();
+    let mut a = file.start(&[]).await;
+    let b = file.start(&[]).await;
+    let mut client = a.connect("drain", "ann").await;
+    let sent = 400u64;
+    for n in 0..sent {
+        client.publish("note", json!({"n": n}), &format!("{n}")).await;
+    }
+    a.signal("TERM");
+    let (code, frames) = client.recv_until_close().await;
+    assert_eq!(code, Some(1001));
+    assert_eq!(a.wait().await, Some(0), "clean exit");
+
+    let acked: BTreeSet<u64> = frames
+        .iter()
+        .filter(|f| f["type"] == "ack")
+        .map(|f| f["ref"].as_str().unwrap().parse().unwrap())
+        .collect();
+    let errors = frames.iter().filter(|f| f["type"] == "error").count();
+    assert!(!acked.is_empty());
+    let mut stored = BTreeSet::new();
+    let conn = file.open();
+    let mut stmt = conn.prepare("SELECT payload FROM message_queue WHERE canvas_id = 'drain'").unwrap();
+    for payload in stmt.query_map([], |r| r.get::<_, String>(0)).unwrap() {
+        let data: serde_json::Value = serde_json::from_str(&payload.unwrap()).unwrap();
+        stored.insert(data["n"].as_u64().unwrap());
+    }
+    assert_eq!(stored, acked, "exactly the acked messages are committed: none lost, none committed unacked");
+    assert!(acked.len() + errors <= sent as usize);
+    assert_eq!(file.count("SELECT count(*) FROM instances"), 1, "the stopped instance deregistered");
+
+    // Everything acked is readable from the surviving instance.
+    let mut reader = b.resume("drain", "bob", 0, &client.epoch()).await;
+    assert_eq!(reader.welcome["resumed"], true);
+    let (seen, _) = reader.read_through(acked.len() as u64).await;
+    assert_eq!(seen.len(), acked.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_after_acks_loses_nothing_and_its_clients_resume_on_the_survivor() {
+    let file = SharedFile::new();
+    let mut a = file.start(&[]).await;
+    let b = file.start(&[]).await;
+    let mut writer = a.connect("kill", "ann").await;
+    let mut watcher = b.connect("kill", "bob").await;
+    let epoch = writer.epoch();
+    let total = 200u64;
+    for n in 0..total {
+        writer.publish("note", json!({"n": n}), "r").await;
+    }
+    let (acks, _) = writer.read_through(total).await;
+    assert_eq!(acks.len() as u64, total);
+    a.kill().await;
+
+    let (seen, _) = watcher.read_through(total).await;
+    assert_eq!(seen.len() as u64, total, "the survivor's client got every acked message");
+    let mut resumed = b.resume("kill", "ann", 0, &epoch).await;
+    assert_eq!(resumed.welcome["resumed"], true, "the killed instance's client resumes on the survivor");
+    let (replay, _) = resumed.read_through(total).await;
+    let ns: Vec<u64> = replay
+        .iter()
+        .map(|(_, s)| match s {
+            Seen::Message { data, .. } => data["n"].as_u64().unwrap(),
+            Seen::Ack { .. } => unreachable!(),
+        })
+        .collect();
+    assert_eq!(ns, (0..total).collect::<Vec<_>>());
+}

@@ -1,0 +1,101 @@
+//! Resume (`since` + `epoch`) across instances, and TTL expiry: what is resumable, what forces a reload, and
+//! that seq survives the cleanup of every row.
+
+mod helpers;
+
+use std::time::Duration;
+
+use helpers::{Seen, SharedFile, WAIT};
+use serde_json::json;
+
+#[tokio::test]
+async fn resume_on_another_instance_replays_then_goes_live() {
+    let file = SharedFile::new();
+    let (a, b) = (file.start(&[]).await, file.start(&[]).await);
+    let mut writer = a.connect("r", "ann").await;
+    for n in 1..=5 {
+        writer.publish("note", json!({"n": n}), &format!("r{n}")).await;
+        assert_eq!(writer.recv().await["seq"], n);
+    }
+    let mut resumed = b.resume("r", "bob", 2, &writer.epoch()).await;
+    assert_eq!(resumed.welcome["resumed"], true);
+    assert_eq!(resumed.seq(), 2, "a resumed welcome starts at since");
+    assert!(resumed.welcome.get("objects").is_none(), "objects are omitted when resumed");
+    writer.publish("note", json!({"n": 6}), "r6").await;
+    let (seen, _) = resumed.read_through(6).await;
+    let ns: Vec<_> = seen
+        .iter()
+        .map(|(_, s)| match s {
+            Seen::Message { data, .. } => data["n"].as_u64().unwrap(),
+            Seen::Ack { .. } => panic!("bob sent nothing"),
+        })
+        .collect();
+    assert_eq!(ns, [3, 4, 5, 6], "replay 3..=5 then live 6, no gap, no repeat");
+}
+
+#[tokio::test]
+async fn resume_at_the_head_replays_nothing_and_goes_live() {
+    let file = SharedFile::new();
+    let a = file.start(&[]).await;
+    let mut writer = a.connect("h", "ann").await;
+    writer.publish("note", json!(1), "r").await;
+    writer.recv().await;
+    let mut resumed = a.resume("h", "bob", 1, &writer.epoch()).await;
+    assert_eq!((resumed.welcome["resumed"].as_bool(), resumed.seq()), (Some(true), 1));
+    writer.publish("note", json!(2), "r").await;
+    assert_eq!(resumed.recv().await["seq"], 2);
+}
+
+#[tokio::test]
+async fn a_wrong_epoch_or_a_future_since_means_reload() {
+    let file = SharedFile::new();
+    let a = file.start(&[]).await;
+    let mut writer = a.connect("e", "ann").await;
+    for _ in 0..3 {
+        writer.publish("note", json!(null), "r").await;
+        writer.recv().await;
+    }
+    let stale = a.resume("e", "bob", 1, "some-other-epoch").await;
+    assert_eq!((stale.welcome["resumed"].as_bool(), stale.seq()), (Some(false), 3));
+    let future = a.resume("e", "bob", 99, &writer.epoch()).await;
+    assert_eq!((future.welcome["resumed"].as_bool(), future.seq()), (Some(false), 3));
+}
+
+#[tokio::test]
+async fn a_fresh_file_has_a_new_epoch() {
+    let (one, two) = (SharedFile::new(), SharedFile::new());
+    let (a, b) = (one.start(&[]).await, two.start(&[]).await);
+    let (x, y) = (a.connect("c", "u").await, b.connect("c", "u").await);
+    assert_ne!(x.epoch(), y.epoch());
+}
+
+#[tokio::test]
+async fn expired_rows_force_a_reload_and_seq_survives_their_cleanup() {
+    let file = SharedFile::new();
+    // Cleanup rarely, so the reads' own expiry filter is what the resume sees first.
+    let a = file.start(&["--message-ttl", "1s", "--cleanup-interval", "1h"]).await;
+    let mut writer = a.connect("ttl", "ann").await;
+    for _ in 0..3 {
+        writer.publish("note", json!(null), "r").await;
+        writer.recv().await;
+    }
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    assert_eq!(file.count("SELECT count(*) FROM message_queue"), 3, "cleanup has not run yet");
+    let late = a.resume("ttl", "bob", 0, &writer.epoch()).await;
+    assert_eq!((late.welcome["resumed"].as_bool(), late.seq()), (Some(false), 3), "expired rows are not replayed");
+    drop(a);
+
+    // Now with cleanup running: the rows go, the seq stays.
+    let a = file.start(&["--message-ttl", "1s", "--cleanup-interval", "100ms"]).await;
+    tokio::time::timeout(WAIT, async {
+        while file.count("SELECT count(*) FROM message_queue") > 0 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("cleanup deleted the expired rows");
+    let mut writer = a.connect("ttl", "ann").await;
+    assert_eq!(writer.seq(), 3, "seq is kept in the canvas row, not the log");
+    writer.publish("note", json!(null), "r").await;
+    assert_eq!(writer.recv().await["seq"], 4, "seq is never reused, even after every row expired");
+}
