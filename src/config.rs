@@ -71,6 +71,12 @@ pub struct Config {
     #[arg(long, env = "RELAY_CLEANUP_BATCH", default_value_t = 1000)]
     pub cleanup_batch: u32,
 
+    /// How often committed WAL pages are copied back into the database file (keeps the -wal file bounded).
+    /// Frequent small checkpoints flush little at a time (a large flush stalls commits on ext4) and usually let
+    /// the WAL start over on its own.
+    #[arg(long, env = "RELAY_CHECKPOINT_INTERVAL", default_value = "100ms", value_parser = humantime::parse_duration)]
+    pub checkpoint_interval: Duration,
+
     /// Most rows the watcher reads in one query; it reads again at once while a batch comes back full.
     #[arg(long, env = "RELAY_MAX_MESSAGES_PER_POLL", default_value_t = 1000)]
     pub max_messages_per_poll: u32,

@@ -52,6 +52,10 @@ pub struct App {
 pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     config.validate()?;
     let addr = listener.local_addr().context("reading the bound address")?;
+    // Accepted sockets inherit TCP_NODELAY from the listener (Linux). Without it, Nagle's algorithm holds
+    // small frames back until the peer's delayed ACK: tens of milliseconds on a relay of small messages.
+    // warp offers no hook on accepted sockets, so it is set here.
+    socket2::SockRef::from(&listener).set_tcp_nodelay(true).context("setting TCP_NODELAY")?;
     let prometheus = metrics::install_recorder();
     let metrics = Metrics::new();
     let hub = Arc::new(Hub::new());

@@ -1,6 +1,6 @@
-//! The periodic upkeep of the shared file, as a tokio task that queues jobs for the writer: TTL cleanup in
-//! small batches, forgetting dead instances, this instance's heartbeat, delivery watermarks and WAL
-//! checkpoints. It does no SQL itself.
+//! The periodic upkeep of the shared file, as one tokio task: TTL cleanup in small batches, forgetting dead
+//! instances, this instance's heartbeat and delivery watermarks (all queued as writer jobs), and WAL
+//! checkpoints (on a pool connection, off the commit path). It does no SQL itself.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,6 +22,7 @@ pub async fn run(bus: SqliteBus, hub: Arc<Hub>, config: Config, mut stop: watch:
     let mut cleanup = ticker(config.cleanup_interval);
     let mut heartbeat = ticker(config.heartbeat_interval);
     let mut watermarks = ticker(config.watermark_interval);
+    let mut checkpoint = ticker(config.checkpoint_interval);
     loop {
         let job = tokio::select! {
             _ = stop.changed() => return,
@@ -31,9 +32,15 @@ pub async fn run(bus: SqliteBus, hub: Arc<Hub>, config: Config, mut stop: watch:
                 if marks.is_empty() { continue }
                 Job::Watermarks(marks)
             }
+            _ = checkpoint.tick() => {
+                if let Err(error) = bus.checkpoint().await {
+                    tracing::warn!(%error, "WAL checkpoint failed");
+                }
+                continue;
+            }
             _ = cleanup.tick() => {
                 clean_up(&bus, &config).await;
-                Job::Checkpoint
+                continue;
             }
         };
         if bus.job(job).await.is_err() {

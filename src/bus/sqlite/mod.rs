@@ -31,6 +31,14 @@ use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::protocol::{CanvasId, Resume};
 
+/// WAL size (in frames; 64 MiB at 4 KiB pages) past which a checkpoint restarts the WAL.
+const RESTART_WAL_FRAMES: i64 = 16 * 1024;
+
+/// Runs `PRAGMA wal_checkpoint(MODE)`; returns (busy, frames in the WAL).
+fn wal_checkpoint(conn: &Connection, mode: &str) -> deadpool_sqlite::rusqlite::Result<(i64, i64)> {
+    conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| Ok((r.get(0)?, r.get(1)?)))
+}
+
 /// State the writer, the watcher and health checks share.
 #[derive(Default)]
 pub struct Shared {
@@ -249,6 +257,39 @@ impl SqliteBus {
             last_error: last_error.map(|(_, message)| message),
             file,
         })
+    }
+
+    /// Keeps the -wal file bounded, off the commit path (on a pool connection). A PASSIVE checkpoint copies
+    /// committed frames into the database file without blocking anyone, but under continuous commits the WAL
+    /// is never fully copied at the moment a writer begins, so SQLite never starts it over and it grows.
+    /// When it passes `RESTART_WAL_FRAMES`, a RESTART checkpoint holds the write lock just long enough to
+    /// copy the frames since the last passive one and wait out in-flight reads (microseconds), so the next
+    /// commit writes from the start of the file again (and `journal_size_limit` trims it). Another process
+    /// checkpointing at the same moment makes this one a no-op (SQLITE_BUSY).
+    pub async fn checkpoint(&self) -> Result<(), BusError> {
+        let conn = self.inner.pool.get().await.map_err(|e| BusError::Unavailable(e.to_string()))?;
+        let result = conn
+            .interact(|conn| {
+                let started = std::time::Instant::now();
+                let (_, frames) = wal_checkpoint(conn, "PASSIVE")?;
+                let passive = started.elapsed();
+                if frames >= RESTART_WAL_FRAMES {
+                    let started = std::time::Instant::now();
+                    let (busy, frames_after) = wal_checkpoint(conn, "RESTART")?;
+                    tracing::debug!(frames, busy, frames_after, ?passive, restart = ?started.elapsed(), "WAL restart checkpoint");
+                } else {
+                    tracing::trace!(frames, ?passive, "WAL passive checkpoint");
+                }
+                Ok::<_, deadpool_sqlite::rusqlite::Error>(())
+            })
+            .await
+            .map_err(|e| BusError::Unavailable(e.to_string()))?;
+        match result {
+            Err(error) if error.sqlite_error_code() != Some(deadpool_sqlite::rusqlite::ErrorCode::DatabaseBusy) => {
+                Err(BusError::Unavailable(error.to_string()))
+            }
+            _ => Ok(()),
+        }
     }
 
     /// How long messages are kept, in ms.

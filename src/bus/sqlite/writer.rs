@@ -3,7 +3,7 @@
 //! transaction, commits, and only then lets the messages out: acks and local delivery through the hub,
 //! results to API callers. This is the only place a seq is assigned.
 //!
-//! It also runs the small maintenance writes (TTL cleanup batches, heartbeat, watermarks, checkpoints), so a
+//! It also runs the small maintenance writes (TTL cleanup batches, heartbeat, watermarks), so a
 //! process never has two of its own connections competing for the file's write lock.
 
 use std::collections::hash_map::{Entry as MapEntry, HashMap};
@@ -39,8 +39,6 @@ pub enum Job {
     Heartbeat,
     /// Saves how far this instance has delivered each canvas.
     Watermarks(Vec<Watermark>),
-    /// Copies the WAL back into the database file so the -wal file stays bounded.
-    Checkpoint,
     /// Replies once everything queued before it is committed.
     Barrier(oneshot::Sender<()>),
     /// Removes this instance from the instances table (clean shutdown), then stops the writer.
@@ -287,7 +285,6 @@ impl Writer {
                     Ok(())
                 })
             }
-            Job::Checkpoint => self.checkpoint(),
             Job::Barrier(done) => {
                 let _ = done.send(());
                 Ok(())
@@ -309,17 +306,6 @@ impl Writer {
         let value = f(&tx)?;
         tx.commit()?;
         Ok(value)
-    }
-
-    /// A passive checkpoint never waits for readers; it is enough to keep the WAL bounded because watchers'
-    /// read transactions are short. The result is logged when the WAL could not be fully copied back.
-    fn checkpoint(&mut self) -> Result<(), SqlError> {
-        let (busy, log, done): (i64, i64, i64) =
-            self.conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
-        if busy != 0 || done < log {
-            tracing::debug!(wal_frames = log, checkpointed = done, "WAL checkpoint incomplete; will retry");
-        }
-        Ok(())
     }
 
     /// Clean stop: refuse whatever is still queued (the server is going away), then deregister.
