@@ -160,6 +160,7 @@ impl SqliteBus {
 
         let shared = Arc::new(Shared::default());
         shared.advance_cursor(head);
+        shared.polled(now_ms());
         let (writer_tx, writer_rx) = mpsc::channel(config.writer_queue);
         let writer = Writer::new(
             writer_conn,

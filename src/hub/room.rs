@@ -1,66 +1,19 @@
-//! The local side of delivery: which canvases this process serves, who is subscribed to each, and the one
-//! per-canvas delivery cursor that decides what each subscriber receives and in which order.
+//! One canvas served by this process: its subscribers and the delivery cursor that decides what each receives
+//! and in which order.
 //!
-//! Both paths into a room go through [`Room::offer`]: the writer after its own commit (local short-circuit) and
-//! the watcher with rows other processes committed. The room fans out only the next seq; a seq that arrives
-//! early waits in `pending` until the ones before it are read. Order therefore holds by construction, whoever
-//! delivers first, and nothing is delivered twice. The hub owns no I/O: it never touches the database or a
-//! socket, only bounded queues.
-//!
-//! Locks: `Hub::rooms` then `Room::state`, never the other way round. Both are `std::sync::Mutex` held for
-//! short, non-blocking sections (no `.await`, no I/O), except that a join holds its room's lock during the
-//! snapshot read that fixes where the new subscriber starts (see `bus::sqlite::join`).
+//! Both paths into a room go through [`RoomState::offer`]: the writer after its own commit (local short-circuit)
+//! and the watcher with rows other processes committed. The room fans out only the next seq; a seq that
+//! arrives early waits in `pending` until the ones before it are read. Order therefore holds by construction,
+//! whoever delivers first, and nothing is delivered twice.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard};
 
-use tokio::sync::{mpsc, Notify};
 use tokio_tungstenite::tungstenite::Message;
-use uuid::Uuid;
 
+use super::{ConnId, Outbox};
 use crate::metrics::Metrics;
 use crate::protocol::{ack_frame, CanvasId};
-
-/// Identifies one WebSocket connection.
-pub type ConnId = Uuid;
-
-/// The sending side of one client's bounded outbound queue.
-#[derive(Clone, Debug)]
-pub struct Outbox {
-    /// Frames for the client's session task, which writes them to the socket.
-    tx: mpsc::Sender<Message>,
-    /// Woken when the queue overflowed: the session closes the socket with 4009 at once.
-    kicked: Arc<Notify>,
-}
-
-/// The session's side of an [`Outbox`].
-pub struct Inbox {
-    pub rx: mpsc::Receiver<Message>,
-    pub kicked: Arc<Notify>,
-}
-
-/// A bounded outbound queue for one client.
-pub fn outbox(capacity: usize) -> (Outbox, Inbox) {
-    let (tx, rx) = mpsc::channel(capacity);
-    let kicked = Arc::new(Notify::new());
-    (Outbox { tx, kicked: kicked.clone() }, Inbox { rx, kicked })
-}
-
-impl Outbox {
-    /// Queues a frame without waiting. A full queue means the client is too slow: it is told to close
-    /// with 4009 and `false` is returned so the caller drops it from its room. This is the one place the
-    /// slow-client policy lives.
-    pub fn push(&self, frame: Message) -> bool {
-        match self.tx.try_send(frame) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                self.kicked.notify_one();
-                false
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
-        }
-    }
-}
 
 /// Where the ack of a seq goes: the connection on this process that sent it.
 #[derive(Debug, Clone)]
@@ -125,6 +78,10 @@ pub enum Settled {
 }
 
 impl Room {
+    pub(super) fn new(canvas: CanvasId) -> Self {
+        Room { canvas, state: Mutex::new(RoomState::new()) }
+    }
+
     pub fn lock(&self) -> MutexGuard<'_, RoomState> {
         // A panic while holding the lock would be a bug in this module; the state stays consistent between
         // statements, so carrying on is safer than poisoning every later delivery.
@@ -133,7 +90,7 @@ impl Room {
 }
 
 impl RoomState {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         RoomState {
             closed: false,
             started: false,
@@ -197,6 +154,24 @@ impl RoomState {
         sent
     }
 
+    /// Removes a connection; returns whether the room is now empty, in which case it is closed.
+    pub(super) fn unsubscribe(&mut self, conn: ConnId) -> bool {
+        self.subscribers.retain(|s| s.conn != conn);
+        if self.subscribers.is_empty() {
+            self.closed = true;
+        }
+        self.closed
+    }
+
+    pub(super) fn subscriber_count(&self) -> usize {
+        self.subscribers.len()
+    }
+
+    /// The watermark (row id, seq) if it moved since the last call.
+    pub(super) fn take_watermark(&mut self) -> Option<(i64, u64)> {
+        std::mem::take(&mut self.watermark_dirty).then_some((self.delivered_id, self.delivered))
+    }
+
     /// Whether a seq is waiting for lower seqs to be read: the watcher should read now.
     pub fn has_pending(&self) -> bool {
         !self.pending.is_empty()
@@ -212,7 +187,7 @@ impl RoomState {
         }
         let from = self.delivered + 1;
         for sub in self.subscribers.drain(..) {
-            sub.outbox.kicked.notify_one();
+            sub.outbox.kick();
         }
         metrics.gaps_skipped.increment(1);
         self.delivered = first - 1;
@@ -255,93 +230,16 @@ impl RoomState {
     /// whose queue is full simply misses this cursor, and the next one replaces it.
     pub fn broadcast_ephemeral(&self, except: ConnId, frame: &Message) {
         for sub in self.subscribers.iter().filter(|s| s.conn != except) {
-            let _ = sub.outbox.tx.try_send(frame.clone());
+            sub.outbox.push_lossy(frame.clone());
         }
-    }
-}
-
-/// Every room of this process.
-#[derive(Default)]
-pub struct Hub {
-    /// Canvases with at least one local subscriber. Held only to find, insert or remove a room.
-    rooms: Mutex<HashMap<CanvasId, Arc<Room>>>,
-}
-
-/// A canvas watermark to persist: how far this instance has delivered it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Watermark {
-    pub canvas: CanvasId,
-    pub last_id: i64,
-    pub last_seq: u64,
-}
-
-impl Hub {
-    pub fn new() -> Self {
-        Hub::default()
-    }
-
-    fn rooms(&self) -> MutexGuard<'_, HashMap<CanvasId, Arc<Room>>> {
-        self.rooms.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    /// The room of a canvas, if this process serves it.
-    pub fn room(&self, canvas: &CanvasId) -> Option<Arc<Room>> {
-        self.rooms().get(canvas).cloned()
-    }
-
-    /// The room of a canvas, created (not yet started) if absent. The caller must lock it and check
-    /// `is_closed` before subscribing.
-    pub fn room_for_join(&self, canvas: &CanvasId) -> Arc<Room> {
-        self.rooms()
-            .entry(canvas.clone())
-            .or_insert_with(|| Arc::new(Room { canvas: canvas.clone(), state: Mutex::new(RoomState::new()) }))
-            .clone()
-    }
-
-    /// Removes a connection from its room, and the room from the hub when it was the last one.
-    pub fn leave(&self, canvas: &CanvasId, conn: ConnId) {
-        let mut rooms = self.rooms();
-        let Some(room) = rooms.get(canvas).cloned() else { return };
-        let mut state = room.lock();
-        state.subscribers.retain(|s| s.conn != conn);
-        if state.subscribers.is_empty() {
-            state.closed = true;
-            rooms.remove(canvas);
-        }
-    }
-
-    /// Whether this process serves no canvas at all.
-    pub fn is_empty(&self) -> bool {
-        self.rooms().is_empty()
-    }
-
-    /// How many canvases and connections this process serves.
-    pub fn counts(&self) -> (usize, usize) {
-        let rooms: Vec<Arc<Room>> = self.rooms().values().cloned().collect();
-        let connections = rooms.iter().map(|r| r.lock().subscribers.len()).sum();
-        (rooms.len(), connections)
-    }
-
-    /// The watermarks that moved since the last call.
-    pub fn take_watermarks(&self) -> Vec<Watermark> {
-        let rooms: Vec<Arc<Room>> = self.rooms().values().cloned().collect();
-        rooms
-            .iter()
-            .filter_map(|room| {
-                let mut state = room.lock();
-                if !state.watermark_dirty {
-                    return None;
-                }
-                state.watermark_dirty = false;
-                Some(Watermark { canvas: room.canvas.clone(), last_id: state.delivered_id, last_seq: state.delivered })
-            })
-            .collect()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hub::{outbox, Inbox};
+    use uuid::Uuid;
 
     fn entry(seq: u64) -> Entry {
         Entry { seq, id: seq as i64 * 10, frame: Message::text(format!("m{seq}")) }
@@ -362,6 +260,7 @@ mod tests {
         state.subscribe(Uuid::new_v4(), at, outbox);
         (state, inbox, Metrics::new())
     }
+
 
     #[test]
     fn early_seqs_wait_for_the_missing_ones_then_flow_in_order() {
@@ -451,20 +350,4 @@ mod tests {
         assert!(room.subscribers.is_empty());
     }
 
-    #[test]
-    fn leaving_last_closes_and_removes_the_room() {
-        let hub = Hub::new();
-        let canvas = CanvasId::parse("c1").unwrap();
-        let room = hub.room_for_join(&canvas);
-        let conn = Uuid::new_v4();
-        {
-            let mut state = room.lock();
-            state.start_at(0);
-            state.subscribe(conn, 0, outbox(16).0);
-        }
-        assert_eq!(hub.counts(), (1, 1));
-        hub.leave(&canvas, conn);
-        assert!(room.lock().is_closed());
-        assert!(hub.room(&canvas).is_none());
-    }
 }

@@ -1,0 +1,167 @@
+//! The local side of delivery: which canvases this process serves (`Hub`), who is subscribed to each and in
+//! which order they receive (`room`), and the bounded queue of each client (`Outbox`), where the slow-client
+//! policy lives. The hub owns no I/O: it never touches the database or a socket, only bounded queues.
+//!
+//! Locks: `Hub::rooms` then a room's state, never the other way round. Both are `std::sync::Mutex` held for
+//! short, non-blocking sections (no `.await`, no I/O), except that a join holds its room's lock during the
+//! snapshot read that fixes where the new subscriber starts (see `bus::sqlite::join_blocking`).
+
+mod room;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::{mpsc, Notify};
+use tokio_tungstenite::tungstenite::Message;
+use uuid::Uuid;
+
+use crate::protocol::CanvasId;
+
+pub use room::{AckTo, Entry, Room, RoomState, Settled};
+
+/// Identifies one WebSocket connection.
+pub type ConnId = Uuid;
+
+/// The sending side of one client's bounded outbound queue.
+#[derive(Clone, Debug)]
+pub struct Outbox {
+    /// Frames for the client's session task, which writes them to the socket.
+    tx: mpsc::Sender<Message>,
+    /// Woken when the queue overflowed: the session closes the socket with 4009 at once.
+    kicked: Arc<Notify>,
+}
+
+/// The session's side of an [`Outbox`].
+pub struct Inbox {
+    pub rx: mpsc::Receiver<Message>,
+    pub kicked: Arc<Notify>,
+}
+
+/// A bounded outbound queue for one client.
+pub fn outbox(capacity: usize) -> (Outbox, Inbox) {
+    let (tx, rx) = mpsc::channel(capacity);
+    let kicked = Arc::new(Notify::new());
+    (Outbox { tx, kicked: kicked.clone() }, Inbox { rx, kicked })
+}
+
+impl Outbox {
+    /// Queues a frame without waiting. A full queue means the client is too slow: it is told to close
+    /// with 4009 and `false` is returned so the caller drops it from its room. This is the one place the
+    /// slow-client policy lives.
+    pub fn push(&self, frame: Message) -> bool {
+        match self.tx.try_send(frame) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.kicked.notify_one();
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+
+    /// Queues a frame that may be dropped (a cursor): a full queue just misses it, the client is not cut.
+    pub fn push_lossy(&self, frame: Message) {
+        let _ = self.tx.try_send(frame);
+    }
+
+    /// Tells the session to close with 4009 now.
+    pub fn kick(&self) {
+        self.kicked.notify_one();
+    }
+}
+
+/// Every room of this process.
+#[derive(Default)]
+pub struct Hub {
+    /// Canvases with at least one local subscriber. Held only to find, insert or remove a room.
+    rooms: Mutex<HashMap<CanvasId, Arc<Room>>>,
+}
+
+/// A canvas watermark to persist: how far this instance has delivered it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Watermark {
+    pub canvas: CanvasId,
+    pub last_id: i64,
+    pub last_seq: u64,
+}
+
+impl Hub {
+    pub fn new() -> Self {
+        Hub::default()
+    }
+
+    fn rooms(&self) -> MutexGuard<'_, HashMap<CanvasId, Arc<Room>>> {
+        self.rooms.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The room of a canvas, if this process serves it.
+    pub fn room(&self, canvas: &CanvasId) -> Option<Arc<Room>> {
+        self.rooms().get(canvas).cloned()
+    }
+
+    /// The room of a canvas, created (not yet started) if absent. The caller must lock it and check
+    /// `is_closed` before subscribing.
+    pub fn room_for_join(&self, canvas: &CanvasId) -> Arc<Room> {
+        self.rooms()
+            .entry(canvas.clone())
+            .or_insert_with(|| Arc::new(Room::new(canvas.clone())))
+            .clone()
+    }
+
+    /// Removes a connection from its room, and the room from the hub when it was the last one.
+    pub fn leave(&self, canvas: &CanvasId, conn: ConnId) {
+        let mut rooms = self.rooms();
+        let Some(room) = rooms.get(canvas).cloned() else { return };
+        if room.lock().unsubscribe(conn) {
+            rooms.remove(canvas);
+        }
+    }
+
+    /// Whether this process serves no canvas at all.
+    pub fn is_empty(&self) -> bool {
+        self.rooms().is_empty()
+    }
+
+    /// How many canvases and connections this process serves.
+    pub fn counts(&self) -> (usize, usize) {
+        let rooms: Vec<Arc<Room>> = self.rooms().values().cloned().collect();
+        let connections = rooms.iter().map(|r| r.lock().subscriber_count()).sum();
+        (rooms.len(), connections)
+    }
+
+    /// The watermarks that moved since the last call.
+    pub fn take_watermarks(&self) -> Vec<Watermark> {
+        let rooms: Vec<Arc<Room>> = self.rooms().values().cloned().collect();
+        rooms
+            .iter()
+            .filter_map(|room| {
+                let (last_id, last_seq) = room.lock().take_watermark()?;
+                Some(Watermark { canvas: room.canvas.clone(), last_id, last_seq })
+            })
+            .collect()
+    }
+}
+
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn leaving_last_closes_and_removes_the_room() {
+        let hub = Hub::new();
+        let canvas = CanvasId::parse("c1").unwrap();
+        let room = hub.room_for_join(&canvas);
+        let conn = Uuid::new_v4();
+        {
+            let mut state = room.lock();
+            state.start_at(0);
+            state.subscribe(conn, 0, outbox(16).0);
+        }
+        assert_eq!(hub.counts(), (1, 1));
+        hub.leave(&canvas, conn);
+        assert!(room.lock().is_closed());
+        assert!(hub.room(&canvas).is_none());
+    }
+}
+

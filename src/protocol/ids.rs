@@ -1,0 +1,157 @@
+//! Ids and parameters a client puts in the connect URL: canvas and user ids, display name, resume.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use serde::Serialize;
+
+/// Why an id in a URL or query was refused: the text of the HTTP 400 body.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{what} must be {rule}")]
+pub struct InvalidId {
+    what: &'static str,
+    rule: &'static str,
+}
+
+fn check_id(s: &str, what: &'static str, rule: &'static str, extra: &[u8]) -> Result<(), InvalidId> {
+    let ok_len = (1..=128).contains(&s.len());
+    let ok_chars = s.bytes().all(|b| b.is_ascii_alphanumeric() || extra.contains(&b));
+    if ok_len && ok_chars {
+        Ok(())
+    } else {
+        Err(InvalidId { what, rule })
+    }
+}
+
+/// A canvas (room) id: 1–128 chars of `[A-Za-z0-9._:-]`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct CanvasId(String);
+
+impl CanvasId {
+    pub fn parse(s: &str) -> Result<Self, InvalidId> {
+        check_id(s, "canvas", "1-128 characters of [A-Za-z0-9._:-]", b"._:-")?;
+        Ok(CanvasId(s.to_owned()))
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for CanvasId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A user id: 1–128 chars of `[A-Za-z0-9._:@-]`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct UserId(String);
+
+impl UserId {
+    pub fn parse(s: &str) -> Result<Self, InvalidId> {
+        check_id(s, "user", "1-128 characters of [A-Za-z0-9._:@-]", b"._:@-")?;
+        Ok(UserId(s.to_owned()))
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for UserId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A resume request: the last seq the client processed and the epoch it was in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resume {
+    pub since: u64,
+    pub epoch: String,
+}
+
+/// The parameters of `GET /ws/{canvas}?user=..&name=..&since=..&epoch=..`, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectParams {
+    pub canvas: CanvasId,
+    pub user: UserId,
+    /// Display name shown in presence (at most 64 characters).
+    pub name: Option<String>,
+    pub resume: Option<Resume>,
+}
+
+/// Longest display name, in characters.
+const MAX_NAME_CHARS: usize = 64;
+/// Longest epoch a client may send back (ours are far shorter).
+const MAX_EPOCH_CHARS: usize = 128;
+
+impl ConnectParams {
+    /// Checks the path segment and query of a connect request; the error is the HTTP 400 body's text.
+    pub fn parse(canvas: &str, query: &HashMap<String, String>) -> Result<Self, String> {
+        let canvas = CanvasId::parse(canvas).map_err(|e| e.to_string())?;
+        let user = match query.get("user") {
+            Some(user) => UserId::parse(user).map_err(|e| e.to_string())?,
+            None => return Err("query parameter user is required".into()),
+        };
+        let name = query.get("name").cloned();
+        if name.as_ref().is_some_and(|n| n.chars().count() > MAX_NAME_CHARS) {
+            return Err("name must be at most 64 characters".into());
+        }
+        let resume = match (query.get("since"), query.get("epoch")) {
+            (None, None) => None,
+            (Some(since), Some(epoch)) => {
+                let since = since.parse().map_err(|_| "since must be a non-negative integer".to_owned())?;
+                if epoch.is_empty() || epoch.chars().count() > MAX_EPOCH_CHARS {
+                    return Err("epoch must be the epoch string from a welcome".into());
+                }
+                Some(Resume { since, epoch: epoch.clone() })
+            }
+            _ => return Err("resume needs both since and epoch".into()),
+        };
+        Ok(ConnectParams { canvas, user, name, resume })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn canvas_and_user_ids_follow_the_contract() {
+        assert!(CanvasId::parse("team-1.a:b_c").is_ok());
+        assert!(CanvasId::parse(&"c".repeat(128)).is_ok());
+        assert!(CanvasId::parse(&"c".repeat(129)).is_err());
+        assert!(CanvasId::parse("").is_err());
+        assert!(CanvasId::parse("a b").is_err());
+        assert!(CanvasId::parse("a@b").is_err(), "@ is for user ids only");
+        assert!(UserId::parse("ann@example.com").is_ok());
+        assert!(UserId::parse("ann/1").is_err());
+        assert!(UserId::parse("é").is_err());
+    }
+
+
+    fn query(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn connect_params_need_a_valid_canvas_and_user() {
+        let ok = ConnectParams::parse("c1", &query(&[("user", "u1"), ("name", "Ann")])).unwrap();
+        assert_eq!((ok.canvas.as_str(), ok.user.as_str(), ok.name.as_deref(), ok.resume), ("c1", "u1", Some("Ann"), None));
+        assert!(ConnectParams::parse("c 1", &query(&[("user", "u1")])).unwrap_err().contains("canvas"));
+        assert!(ConnectParams::parse("c1", &query(&[])).unwrap_err().contains("user"));
+        assert!(ConnectParams::parse("c1", &query(&[("user", "u/1")])).unwrap_err().contains("user"));
+        let long_name = "n".repeat(65);
+        assert!(ConnectParams::parse("c1", &query(&[("user", "u"), ("name", &long_name)])).is_err());
+    }
+
+    #[test]
+    fn connect_params_resume_needs_since_and_epoch() {
+        let ok = ConnectParams::parse("c1", &query(&[("user", "u"), ("since", "41"), ("epoch", "ab-0")])).unwrap();
+        assert_eq!(ok.resume, Some(Resume { since: 41, epoch: "ab-0".into() }));
+        assert!(ConnectParams::parse("c1", &query(&[("user", "u"), ("since", "41")])).is_err());
+        assert!(ConnectParams::parse("c1", &query(&[("user", "u"), ("since", "-1"), ("epoch", "e")])).is_err());
+    }
+}

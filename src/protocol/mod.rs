@@ -1,0 +1,58 @@
+//! The wire contract (`../shared/PROTOCOL.md`) as types: validated ids (`ids`), the frames a client may send
+//! (`client`), the frames the server writes (`server`), error codes and close codes.
+//!
+//! Parsing happens here and only here ("parse, don't validate"): the rest of the relay receives a
+//! [`ClientFrame`] or a [`FrameError`] that already carries the contract's error code. This module does not
+//! know about sockets, storage or delivery.
+
+mod client;
+mod ids;
+mod server;
+
+pub use client::{ClientFrame, FrameError, LoggedMessage, MsgType};
+pub use ids::{CanvasId, ConnectParams, InvalidId, Resume, UserId};
+pub use server::{ack_frame, cursor_frame, error_frame, logged_frame, to_json, Welcome, PONG_FRAME};
+
+/// Close codes of the contract's table.
+pub mod close {
+    /// The server is shutting down: reconnect (elsewhere) and resume.
+    pub const GOING_AWAY: u16 = 1001;
+    /// A text frame was not valid UTF-8 (RFC 6455 "invalid frame payload data").
+    pub const INVALID_PAYLOAD: u16 = 1007;
+    /// Policy: the token expired mid-session.
+    pub const POLICY: u16 = 1008;
+    /// A frame or message over `--max-frame-size`.
+    pub const TOO_LARGE: u16 = 1009;
+    /// Rate limit abuse: kept sending after `rate_limited` errors.
+    pub const RATE_LIMIT: u16 = 4008;
+    /// The client's outbound queue overflowed: reconnect with `since` to catch up.
+    pub const TOO_SLOW: u16 = 4009;
+}
+
+/// Types only the server may send; a client frame using one gets `unknown_type`.
+pub const RESERVED_TYPES: [&str; 8] =
+    ["welcome", "ack", "error", "pong", "cursor", "reset", "user-connected", "user-disconnected"];
+
+/// Error codes of `{"type":"error","code":...}` frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    InvalidJson,
+    InvalidFrame,
+    UnknownType,
+    TooLarge,
+    RateLimited,
+    Unavailable,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::InvalidJson => "invalid_json",
+            ErrorCode::InvalidFrame => "invalid_frame",
+            ErrorCode::UnknownType => "unknown_type",
+            ErrorCode::TooLarge => "too_large",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::Unavailable => "unavailable",
+        }
+    }
+}

@@ -1,0 +1,109 @@
+//! Frames the server writes. Each is serialized once; fan-out clones the resulting message.
+
+use serde::Serialize;
+use serde_json::value::RawValue;
+
+use super::{CanvasId, FrameError, UserId};
+
+/// `{"type":"welcome",...}`: the first frame of every connection.
+#[derive(Debug, Serialize)]
+pub struct Welcome<'a> {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub canvas: &'a CanvasId,
+    pub user: &'a UserId,
+    pub connection: String,
+    pub instance: String,
+    pub epoch: &'a str,
+    pub seq: u64,
+    pub resumed: bool,
+}
+
+/// `{"type":"ack","seq":N,"ref":"..."}`.
+pub fn ack_frame(seq: u64, reference: Option<&str>) -> String {
+    #[derive(Serialize)]
+    struct Ack<'a> {
+        #[serde(rename = "type")]
+        kind: &'static str,
+        seq: u64,
+        #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
+        reference: Option<&'a str>,
+    }
+    to_json(&Ack { kind: "ack", seq, reference })
+}
+
+/// `{"type":"error","code":...,"message":...,"ref":...}`.
+pub fn error_frame(error: &FrameError) -> String {
+    #[derive(Serialize)]
+    struct Error<'a> {
+        #[serde(rename = "type")]
+        kind: &'static str,
+        code: &'static str,
+        message: &'a str,
+        #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
+        reference: Option<&'a str>,
+    }
+    to_json(&Error {
+        kind: "error",
+        code: error.code.as_str(),
+        message: &error.message,
+        reference: error.reference.as_deref(),
+    })
+}
+
+pub const PONG_FRAME: &str = r#"{"type":"pong"}"#;
+
+/// A logged message as every other connection receives it:
+/// `{"type":T,"seq":N,"canvas":C,"from":U,"data":D,"ts":MS}`. `data` is the stored JSON text, copied verbatim.
+pub fn logged_frame(kind: &str, seq: u64, canvas: &str, from: &str, data: &RawValue, ts: i64) -> String {
+    #[derive(Serialize)]
+    struct Logged<'a> {
+        #[serde(rename = "type")]
+        kind: &'a str,
+        seq: u64,
+        canvas: &'a str,
+        from: &'a str,
+        data: &'a RawValue,
+        ts: i64,
+    }
+    to_json(&Logged { kind, seq, canvas, from, data, ts })
+}
+
+/// An ephemeral cursor frame: `{"type":"cursor","canvas":C,"from":U,"data":D,"ts":MS}`.
+pub fn cursor_frame(canvas: &str, from: &str, data: &RawValue, ts: i64) -> String {
+    #[derive(Serialize)]
+    struct Cursor<'a> {
+        #[serde(rename = "type")]
+        kind: &'static str,
+        canvas: &'a str,
+        from: &'a str,
+        data: &'a RawValue,
+        ts: i64,
+    }
+    to_json(&Cursor { kind: "cursor", canvas, from, data, ts })
+}
+
+/// Serializes a frame struct. Our frame structs hold only strings, numbers and already-valid JSON, for which
+/// serde_json cannot fail; a failure would be a bug in this module, not something input can cause.
+pub fn to_json<T: Serialize>(value: &T) -> String {
+    serde_json::to_string(value).expect("frame structs always serialize")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::ErrorCode;
+
+    #[test]
+    fn server_frames_have_the_contract_shape() {
+        assert_eq!(ack_frame(42, Some("c-17")), r#"{"type":"ack","seq":42,"ref":"c-17"}"#);
+        assert_eq!(ack_frame(7, None), r#"{"type":"ack","seq":7}"#);
+        let data = RawValue::from_string(r#"{"id":"o1"}"#.to_owned()).unwrap();
+        assert_eq!(
+            logged_frame("object-create", 3, "c1", "u1", &data, 99),
+            r#"{"type":"object-create","seq":3,"canvas":"c1","from":"u1","data":{"id":"o1"},"ts":99}"#
+        );
+        let err = FrameError::new(ErrorCode::InvalidJson, "bad").with_ref(Some("x".into()));
+        assert_eq!(error_frame(&err), r#"{"type":"error","code":"invalid_json","message":"bad","ref":"x"}"#);
+    }
+}
