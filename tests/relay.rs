@@ -161,3 +161,34 @@ async fn health_and_metrics_report_the_figures() {
     assert_eq!(status, 404);
     assert!(serde_json::from_str::<Value>(&body).unwrap()["error"].is_string());
 }
+
+#[tokio::test]
+async fn each_instance_persists_how_far_it_delivered_each_canvas() {
+    let file = SharedFile::new();
+    let (a, b) = (file.start(&["--watermark-interval", "50ms"]).await, file.start(&["--watermark-interval", "50ms"]).await);
+    let mut writer = a.connect("wm", "ann").await;
+    let mut reader = b.connect("wm", "bob").await;
+    for _ in 0..5 {
+        writer.publish("note", json!(null), "r").await;
+    }
+    writer.read_through(5).await;
+    reader.read_through(5).await;
+    let instances = [&writer, &reader].map(|c| c.welcome["instance"].as_str().unwrap().to_owned());
+    tokio::time::timeout(helpers::WAIT, async {
+        loop {
+            let done = instances.iter().all(|id| {
+                let sql = format!(
+                    "SELECT count(*) FROM canvas_watermarks
+                     WHERE canvas_id = 'wm' AND server_instance_id = '{id}' AND last_seq = 5 AND last_processed_id > 0"
+                );
+                file.count(&sql) == 1
+            });
+            if done {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("both instances saved watermark seq 5 for the canvas");
+}

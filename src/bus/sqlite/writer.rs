@@ -90,25 +90,13 @@ impl Writer {
 
     /// Runs until a `Stop` job or until every sender is gone.
     pub fn run(mut self, mut requests: mpsc::Receiver<WriteRequest>) {
-        let mut publishes = Vec::with_capacity(self.settings.max_batch);
-        let mut jobs = Vec::new();
         while let Some(first) = requests.blocking_recv() {
-            let mut next = Some(first);
-            while let Some(request) = next.take() {
-                match request {
-                    WriteRequest::Publish(p) => publishes.push(p),
-                    WriteRequest::Job(job) => jobs.push(job),
-                }
-                if publishes.len() < self.settings.max_batch {
-                    next = requests.try_recv().ok();
-                }
-            }
+            let (publishes, jobs) = take_batch(first, &mut requests, self.settings.max_batch);
             self.metrics.writer_queue_depth.set(requests.len() as f64);
             if !publishes.is_empty() {
-                let batch = std::mem::take(&mut publishes);
-                self.commit(batch);
+                self.commit(publishes);
             }
-            for job in jobs.drain(..) {
+            for job in jobs {
                 if let Job::Stop(done) = job {
                     self.stop(&mut requests);
                     let _ = done.send(());
@@ -347,6 +335,27 @@ fn forget_acks(hub: &Hub, batch: &[Publish], committed: &[Committed]) {
     }
 }
 
+/// Group commit: `first` and whatever else is already waiting, up to `max_batch` publishes (jobs ride along
+/// and run after the batch's commit). Never waits for more to arrive: a lone message commits at once.
+fn take_batch(
+    first: WriteRequest,
+    requests: &mut mpsc::Receiver<WriteRequest>,
+    max_batch: usize,
+) -> (Vec<Publish>, Vec<Job>) {
+    let (mut publishes, mut jobs) = (Vec::new(), Vec::new());
+    let mut next = Some(first);
+    while let Some(request) = next.take() {
+        match request {
+            WriteRequest::Publish(p) => publishes.push(p),
+            WriteRequest::Job(job) => jobs.push(job),
+        }
+        if publishes.len() < max_batch {
+            next = requests.try_recv().ok();
+        }
+    }
+    (publishes, jobs)
+}
+
 /// Tells every publisher of a batch that it was not committed.
 fn refuse(batch: Vec<Publish>, error: BusError) {
     for publish in batch {
@@ -368,5 +377,108 @@ fn describe(error: &SqlError) -> String {
         Some(deadpool_sqlite::rusqlite::ErrorCode::ReadOnly) => "the database is read-only".into(),
         Some(code) => format!("database error ({code:?})"),
         None => "database error".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bus::sqlite::schema::{self, ConnSettings};
+    use crate::config::Synchronous;
+    use crate::protocol::{MsgType, UserId};
+    use serde_json::value::RawValue;
+    use std::time::Duration;
+
+    fn publish(canvas: &str) -> (Publish, oneshot::Receiver<Result<u64, BusError>>) {
+        let (reply, result) = oneshot::channel();
+        let publish = Publish {
+            canvas: CanvasId::parse(canvas).unwrap(),
+            kind: MsgType::parse("note").unwrap(),
+            data: RawValue::from_string(format!(r#"{{"on":"{canvas}"}}"#)).unwrap(),
+            from: UserId::parse("u1").unwrap(),
+            origin: Origin::Caller(reply),
+        };
+        (publish, result)
+    }
+
+    fn writer(dir: &tempfile::TempDir) -> Writer {
+        let settings = ConnSettings { synchronous: Synchronous::Normal, busy_timeout: Duration::from_secs(1) };
+        let mut conn = schema::open(&dir.path().join("w.db"), settings).unwrap();
+        schema::migrate(&mut conn).unwrap();
+        let settings = WriterSettings {
+            instance_id: "i1".into(),
+            listen: "127.0.0.1:0".into(),
+            ttl_ms: 60_000,
+            max_batch: 100,
+            local_broadcast: true,
+        };
+        Writer::new(conn, Arc::new(Hub::new()), Arc::new(Shared::default()), Metrics::new(), settings)
+    }
+
+    #[test]
+    fn seqs_are_assigned_per_canvas_in_arrival_order_within_one_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut writer = writer(&dir);
+        let (batch, mut results): (Vec<_>, Vec<_>) = ["a", "b", "a", "a", "b"].iter().map(|c| publish(c)).unzip();
+        writer.commit(batch);
+        let seqs: Vec<u64> = results.iter_mut().map(|r| r.try_recv().unwrap().unwrap()).collect();
+        assert_eq!(seqs, [1, 1, 2, 3, 2]);
+        let (batch, mut results): (Vec<_>, Vec<_>) = ["b", "c"].iter().map(|c| publish(c)).unzip();
+        writer.commit(batch);
+        let seqs: Vec<u64> = results.iter_mut().map(|r| r.try_recv().unwrap().unwrap()).collect();
+        assert_eq!(seqs, [3, 1], "the next batch continues each canvas's head");
+        let heads: Vec<(String, i64)> = writer
+            .conn
+            .prepare("SELECT canvas_id, last_seq FROM canvases ORDER BY canvas_id")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(heads, [("a".into(), 3), ("b".into(), 3), ("c".into(), 1)]);
+        let ordered: bool = writer
+            .conn
+            .query_row(
+                "SELECT count(*) = 0 FROM message_queue m1 JOIN message_queue m2
+                 ON m1.canvas_id = m2.canvas_id AND m1.id < m2.id AND m1.seq > m2.seq",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert!(ordered, "row ids and seqs agree in order within each canvas");
+    }
+
+    #[test]
+    fn a_batch_takes_what_is_waiting_up_to_the_limit_and_keeps_jobs() {
+        let (tx, mut rx) = mpsc::channel(64);
+        for i in 0..7 {
+            tx.try_send(WriteRequest::Publish(publish(&format!("c{i}")).0)).unwrap();
+            if i == 1 {
+                tx.try_send(WriteRequest::Job(Job::Heartbeat)).unwrap();
+            }
+        }
+        let sizes: Vec<(usize, usize)> = std::iter::from_fn(|| {
+            let first = rx.try_recv().ok()?;
+            let (publishes, jobs) = take_batch(first, &mut rx, 3);
+            Some((publishes.len(), jobs.len()))
+        })
+        .collect();
+        assert_eq!(sizes, [(3, 1), (3, 0), (1, 0)]);
+    }
+
+    #[test]
+    fn a_failed_commit_answers_unavailable_and_assigns_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut writer = writer(&dir);
+        writer.conn.pragma_update(None, "query_only", true).unwrap();
+        let (p, mut result) = publish("a");
+        writer.commit(vec![p]);
+        assert!(matches!(result.try_recv().unwrap(), Err(BusError::Unavailable(_))));
+        assert!(writer.shared.last_error().is_some(), "health sees the failure");
+        writer.conn.pragma_update(None, "query_only", false).unwrap();
+        let (p, mut result) = publish("a");
+        writer.commit(vec![p]);
+        assert_eq!(result.try_recv().unwrap().unwrap(), 1, "the failed message took no seq");
+        assert!(writer.shared.last_error().is_none(), "a good commit clears it");
     }
 }
