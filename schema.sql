@@ -1,7 +1,7 @@
 -- canvas-relay: the whole current schema (what migrations/ builds, in order). Read this to know the tables;
 -- change the schema by adding a numbered file to migrations/ and updating this file to match
 -- (a unit test in src/bus/sqlite/schema.rs checks the two agree). Times are unix milliseconds.
-PRAGMA user_version = 1;
+PRAGMA user_version = 2;
 
 CREATE TABLE meta (
     key   TEXT PRIMARY KEY,
@@ -47,4 +47,11 @@ CREATE TABLE instances (
     listen       TEXT NOT NULL,
     started_at   INTEGER NOT NULL,
     heartbeat_at INTEGER NOT NULL
+) WITHOUT ROWID;
+
+CREATE TABLE canvas_objects (
+    canvas_id TEXT NOT NULL,
+    object_id TEXT NOT NULL,
+    data      TEXT NOT NULL,
+    PRIMARY KEY (canvas_id, object_id)
 ) WITHOUT ROWID;

@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod protocol;
 pub mod session;
 pub mod shutdown;
+pub mod state;
 
 /// The SQLite binding the relay uses, for tools and tests that open the shared file themselves.
 pub use deadpool_sqlite::rusqlite;

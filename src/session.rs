@@ -119,6 +119,7 @@ where
             epoch: &joined.epoch,
             seq: joined.seq,
             resumed: joined.resumed,
+            objects: joined.objects.as_deref(),
         };
         let frames = std::iter::once(Message::text(to_json(&welcome))).chain(joined.replay);
         if let Err(end) = self.write_all(frames).await {

@@ -58,6 +58,8 @@ pub struct Joined {
     pub resumed: bool,
     /// Frames after `seq` to send before anything live (only when resumed).
     pub replay: Vec<Message>,
+    /// The canvas state at exactly `seq`, as a JSON object keyed by object id (only when not resumed).
+    pub objects: Option<Box<RawValue>>,
 }
 
 /// Why the bus could not do what was asked; the text is safe to show to a client.
@@ -67,4 +69,7 @@ pub enum BusError {
     Unavailable(String),
     #[error("the server is shutting down")]
     ShuttingDown,
+    /// The message was refused by the canvas state (e.g. an update of an object that does not exist).
+    #[error("{0}")]
+    Refused(String),
 }

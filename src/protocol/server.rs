@@ -17,6 +17,9 @@ pub struct Welcome<'a> {
     pub epoch: &'a str,
     pub seq: u64,
     pub resumed: bool,
+    /// The canvas state at `seq`; omitted when resumed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub objects: Option<&'a RawValue>,
 }
 
 /// `{"type":"ack","seq":N,"ref":"..."}`.

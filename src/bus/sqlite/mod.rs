@@ -6,6 +6,7 @@
 //! on tokio's blocking threads. `maintenance.rs` schedules cleanup, heartbeats and watermarks as writer jobs.
 
 pub mod maintenance;
+pub mod objects;
 pub mod queries;
 pub mod schema;
 pub mod watcher;
@@ -335,10 +336,22 @@ fn join_blocking(conn: &mut Connection, inner: &Inner, request: JoinRequest) -> 
             Some(resume) => replay(&snapshot, inner, &request.canvas, resume, &head)?,
             None => (head.last_seq, false, Vec::new()),
         };
+        // The state is read in the same snapshot as the head: it is the fold of the log up to `seq` exactly.
+        let objects = match resumed {
+            true => None,
+            false => Some(objects_raw(&snapshot, &request.canvas)?),
+        };
         drop(snapshot);
         state.subscribe(request.conn, head.last_seq, request.outbox);
-        return Ok(Joined { epoch: head.epoch, seq, resumed, replay });
+        return Ok(Joined { epoch: head.epoch, seq, resumed, replay, objects });
     }
+}
+
+/// The canvas's objects as JSON, checked once here so the welcome can embed them verbatim.
+fn objects_raw(conn: &Connection, canvas: &CanvasId) -> deadpool_sqlite::rusqlite::Result<Box<serde_json::value::RawValue>> {
+    let json = objects::objects_json(conn, canvas)?;
+    serde_json::value::RawValue::from_string(json)
+        .map_err(|e| deadpool_sqlite::rusqlite::Error::ToSqlConversionFailure(Box::new(e)))
 }
 
 /// A resume: the frames after `since` when the epoch matches and every one of them is still retained (and

@@ -14,7 +14,10 @@ use deadpool_sqlite::rusqlite::{Connection, OpenFlags, TransactionBehavior};
 use crate::config::Synchronous;
 
 /// The migrations, in order. Append; never edit one that has shipped.
-const MIGRATIONS: &[&str] = &[include_str!("../../../migrations/0001_initial.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../../migrations/0001_initial.sql"),
+    include_str!("../../../migrations/0002_canvas_state.sql"),
+];
 
 /// Settings every connection to the file is opened with.
 #[derive(Debug, Clone, Copy)]
@@ -139,7 +142,7 @@ mod tests {
             })
             .collect();
         for h in handles {
-            assert_eq!(h.join().unwrap(), 1);
+            assert_eq!(h.join().unwrap(), MIGRATIONS.len() as u32);
         }
         let conn = open(&path, settings()).unwrap();
         let epochs: i64 = conn.query_row("SELECT count(*) FROM meta WHERE key = 'db_epoch'", [], |r| r.get(0)).unwrap();

@@ -14,11 +14,12 @@ use deadpool_sqlite::rusqlite::{params, Connection, Error as SqlError, Transacti
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message;
 
-use super::Shared;
+use super::{objects, Shared};
 use crate::bus::{BusError, Origin, Publish};
 use crate::hub::{AckTo, Entry, Hub, Watermark};
 use crate::metrics::Metrics;
 use crate::protocol::{error_frame, logged_frame, CanvasId, ErrorCode, FrameError};
+use crate::state::ObjectOp;
 use crate::clock::now_ms;
 
 /// Work for the writer thread.
@@ -61,6 +62,9 @@ struct Committed {
     seq: u64,
     id: i64,
 }
+
+/// What became of one publish of a committed batch: logged, or refused by the canvas state (with the reason).
+type Outcome = Result<Committed, String>;
 
 pub struct Writer {
     /// The process's only write connection.
@@ -112,13 +116,13 @@ impl Writer {
         let started = Instant::now();
         let now = now_ms();
         match self.try_commit(&batch, now) {
-            Ok(committed) => {
+            Ok(outcomes) => {
                 self.metrics.commits.increment(1);
-                self.metrics.messages_committed.increment(batch.len() as u64);
+                self.metrics.messages_committed.increment(outcomes.iter().filter(|o| o.is_ok()).count() as u64);
                 self.metrics.commit_batch_size.record(batch.len() as f64);
                 self.metrics.commit_seconds.record(started.elapsed().as_secs_f64());
                 self.shared.write_succeeded();
-                self.deliver(batch, &committed, now);
+                self.deliver(batch, &outcomes, now);
             }
             Err(error) => {
                 self.metrics.commit_errors.increment(1);
@@ -130,15 +134,23 @@ impl Writer {
         }
     }
 
-    /// The transaction: seqs assigned in arrival order, one canvas head read and written per canvas.
-    fn try_commit(&mut self, batch: &[Publish], now: i64) -> Result<Vec<Committed>, SqlError> {
+    /// The transaction: seqs assigned in arrival order, one canvas head read and written per canvas, object
+    /// ops folded into the canvas state as they are logged. An object op the state refuses (update or delete
+    /// of a missing object) is not logged and takes no seq.
+    fn try_commit(&mut self, batch: &[Publish], now: i64) -> Result<Vec<Outcome>, SqlError> {
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut heads: HashMap<&CanvasId, u64> = HashMap::new();
-        let mut committed = Vec::with_capacity(batch.len());
+        let mut outcomes = Vec::with_capacity(batch.len());
         {
             let mut load_head = tx.prepare_cached(LOAD_HEAD)?;
             let mut insert = tx.prepare_cached(INSERT_MESSAGE)?;
             for publish in batch {
+                if let Some(op) = ObjectOp::of(&publish.kind, &publish.data) {
+                    if let Err(reason) = objects::fold(&tx, &publish.canvas, &op, &publish.data)? {
+                        outcomes.push(Err(reason));
+                        continue;
+                    }
+                }
                 let last = match heads.entry(&publish.canvas) {
                     MapEntry::Occupied(e) => e.into_mut(),
                     MapEntry::Vacant(e) => {
@@ -157,7 +169,7 @@ impl Writer {
                     now,
                     now + self.settings.ttl_ms,
                 ])?;
-                committed.push(Committed { seq: *last, id: tx.last_insert_rowid() });
+                outcomes.push(Ok(Committed { seq: *last, id: tx.last_insert_rowid() }));
             }
             let mut store_head = tx.prepare_cached(STORE_HEAD)?;
             for (canvas, last) in &heads {
@@ -166,20 +178,27 @@ impl Writer {
         }
         // Acks are registered before COMMIT: once committed, the watcher may read a row before we deliver it,
         // and whichever path delivers the seq must know its sender gets the ack.
-        expect_acks(&self.hub, batch, &committed);
+        expect_acks(&self.hub, batch, &outcomes);
         if let Err(error) = tx.commit() {
-            forget_acks(&self.hub, batch, &committed);
+            forget_acks(&self.hub, batch, &outcomes);
             return Err(error);
         }
-        Ok(committed)
+        Ok(outcomes)
     }
 
     /// After commit: deliver to local rooms (local short-circuit), answer API callers, move the read cursor
     /// past our own rows when nothing foreign is between, and wake the watcher if a room now waits on rows
     /// committed by another process before ours.
-    fn deliver(&self, batch: Vec<Publish>, committed: &[Committed], now: i64) {
+    fn deliver(&self, batch: Vec<Publish>, outcomes: &[Outcome], now: i64) {
         let mut waiting = Vec::new();
-        for (publish, done) in batch.into_iter().zip(committed) {
+        for (publish, outcome) in batch.into_iter().zip(outcomes) {
+            let done = match outcome {
+                Ok(done) => done,
+                Err(reason) => {
+                    refuse_one(publish, BusError::Refused(reason.clone()), ErrorCode::InvalidFrame);
+                    continue;
+                }
+            };
             if let Origin::Caller(reply) = publish.origin {
                 let _ = reply.send(Ok(done.seq));
             }
@@ -207,8 +226,10 @@ impl Writer {
             return;
         }
         // Only now that every row of the batch has been offered: the cursor promises that every row at or
-        // below it has been (the watcher's hole check relies on it).
-        if let (Some(first), Some(last)) = (committed.first(), committed.last()) {
+        // below it has been (the watcher's hole check relies on it). The batch's rows are consecutive ids.
+        let first = outcomes.iter().find_map(|o| o.as_ref().ok());
+        let last = outcomes.iter().rev().find_map(|o| o.as_ref().ok());
+        if let (Some(first), Some(last)) = (first, last) {
             self.shared.skip_own_rows(first.id, last.id);
         }
         if waiting.is_empty() {
@@ -316,8 +337,9 @@ impl Writer {
 }
 
 /// Registers who gets the ack of each seq, in the rooms of their canvases.
-fn expect_acks(hub: &Hub, batch: &[Publish], committed: &[Committed]) {
-    for (publish, done) in batch.iter().zip(committed) {
+fn expect_acks(hub: &Hub, batch: &[Publish], outcomes: &[Outcome]) {
+    let logged = batch.iter().zip(outcomes).filter_map(|(p, o)| Some((p, o.as_ref().ok()?)));
+    for (publish, done) in logged {
         if let Origin::Socket { conn, reference, .. } = &publish.origin {
             if let Some(room) = hub.room(&publish.canvas) {
                 room.lock().expect_ack(done.seq, AckTo { conn: *conn, reference: reference.clone() });
@@ -327,8 +349,9 @@ fn expect_acks(hub: &Hub, batch: &[Publish], committed: &[Committed]) {
 }
 
 /// Forgets expected acks of a batch whose commit failed.
-fn forget_acks(hub: &Hub, batch: &[Publish], committed: &[Committed]) {
-    for (publish, done) in batch.iter().zip(committed) {
+fn forget_acks(hub: &Hub, batch: &[Publish], outcomes: &[Outcome]) {
+    let logged = batch.iter().zip(outcomes).filter_map(|(p, o)| Some((p, o.as_ref().ok()?)));
+    for (publish, done) in logged {
         if let Some(room) = hub.room(&publish.canvas) {
             room.lock().forget_ack(done.seq);
         }
@@ -359,12 +382,20 @@ fn take_batch(
 /// Tells every publisher of a batch that it was not committed.
 fn refuse(batch: Vec<Publish>, error: BusError) {
     for publish in batch {
-        match publish.origin {
-            Origin::Caller(reply) => drop(reply.send(Err(error.clone()))),
-            Origin::Socket { reference, outbox, .. } => {
-                let frame = FrameError { code: ErrorCode::Unavailable, message: error.to_string(), reference };
-                outbox.push(Message::text(error_frame(&frame)));
-            }
+        refuse_one(publish, error.clone(), ErrorCode::Unavailable);
+    }
+}
+
+/// Tells one publisher its message was not logged: an error frame for a socket, the error for a caller.
+fn refuse_one(publish: Publish, error: BusError, code: ErrorCode) {
+    match publish.origin {
+        Origin::Caller(reply) => drop(reply.send(Err(error))),
+        Origin::Socket { reference, outbox, .. } => {
+            let message = match error {
+                BusError::Refused(reason) => reason,
+                other => other.to_string(),
+            };
+            outbox.push(Message::text(error_frame(&FrameError { code, message, reference })));
         }
     }
 }

@@ -1,0 +1,145 @@
+//! Canvas state across instances: object ops fold in seq order in the transaction that logs them, so a
+//! client joining at any moment, applying what follows its welcome to `welcome.objects`, ends in the same
+//! state as a client that was there from the start. Invalid ops are refused and not logged.
+
+mod helpers;
+
+use std::collections::BTreeMap;
+
+use helpers::{Client, Seen, SharedFile};
+use serde_json::{json, Map, Value};
+
+/// The contract's fold, written independently of the server's.
+fn apply(state: &mut BTreeMap<String, Value>, kind: &str, data: &Value) {
+    let id = data["id"].as_str().expect("object ops carry an id").to_owned();
+    match kind {
+        "object-create" => drop(state.insert(id, data.clone())),
+        "object-update" => {
+            let object = state.get_mut(&id).expect("the server only relays updates of existing objects");
+            let fields: &Map<String, Value> = data.as_object().unwrap();
+            for (k, v) in fields {
+                object[k] = v.clone();
+            }
+        }
+        "object-delete" => drop(state.remove(&id).expect("the server only relays deletes of existing objects")),
+        _ => {}
+    }
+}
+
+fn welcome_state(client: &Client) -> BTreeMap<String, Value> {
+    let objects = client.welcome["objects"].as_object().expect("a fresh welcome carries objects");
+    objects.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+}
+
+/// Folds everything after the welcome up to `upto`; `own` resolves this client's acks to what it sent.
+async fn follow(client: &mut Client, upto: u64, mut state: BTreeMap<String, Value>) -> BTreeMap<String, Value> {
+    let (seen, _) = client.read_through(upto).await;
+    for (_, item) in seen {
+        match item {
+            Seen::Message { kind, data, .. } => apply(&mut state, &kind, &data),
+            Seen::Ack { .. } => panic!("readers send nothing"),
+        }
+    }
+    state
+}
+
+/// A writer doing `n` pseudo-random ops on ids o0..o7, one at a time; returns how many were acked. It
+/// signals `halfway` after half of them.
+async fn random_ops(mut client: Client, seed: u64, n: usize, halfway: tokio::sync::oneshot::Sender<()>) -> u64 {
+    let mut x = seed;
+    let mut acked = 0;
+    let mut halfway = Some(halfway);
+    for i in 0..n {
+        if i == n / 2 {
+            halfway.take().map(|h| h.send(()));
+        }
+        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let id = format!("o{}", (x >> 33) % 8);
+        let (kind, data) = match (x >> 40) % 10 {
+            0..=3 => ("object-create", json!({"id": id, "kind": "rect", "x": i, "by": seed})),
+            4..=7 => ("object-update", json!({"id": id, "x": i, "color": format!("c{}", x % 5)})),
+            _ => ("object-delete", json!({"id": id})),
+        };
+        client.publish(kind, data, &format!("op{i}")).await;
+        let reply = loop {
+            let frame = client.recv().await;
+            if frame["type"] == "ack" || frame["type"] == "error" {
+                break frame;
+            } // the other writer's ops, relayed
+        };
+        match reply["type"].as_str() {
+            Some("ack") => acked += 1,
+            Some("error") => assert!(reply["message"].as_str().unwrap().contains("does not exist"), "{reply}"),
+            _ => panic!("unexpected reply {reply}"),
+        }
+    }
+    acked
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_joiner_applying_what_follows_its_welcome_matches_a_client_there_from_the_start() {
+    let file = SharedFile::new();
+    let (a, b) = (file.start(&[]).await, file.start(&[]).await);
+    let mut early = a.connect("draw", "early").await;
+    assert_eq!(early.welcome["objects"], json!({}), "a new canvas is empty");
+
+    let (half_a, at_half) = tokio::sync::oneshot::channel();
+    let (half_b, _) = tokio::sync::oneshot::channel();
+    let writers = [
+        tokio::spawn(random_ops(a.connect("draw", "wa").await, 1, 150, half_a)),
+        tokio::spawn(random_ops(b.connect("draw", "wb").await, 2, 150, half_b)),
+    ];
+    at_half.await.unwrap();
+    let mut middle = b.connect("draw", "middle").await; // joins while both are writing
+    assert!(middle.seq() > 0, "the middle client joined a canvas with history");
+    let mut total = 0;
+    for w in writers {
+        total += w.await.unwrap();
+    }
+    let reference = follow(&mut early, total, BTreeMap::new()).await;
+    let mid_state = welcome_state(&middle);
+    let from_middle = follow(&mut middle, total, mid_state).await;
+    assert_eq!(from_middle, reference, "welcome.objects at welcome.seq plus what followed == the full fold");
+
+    let late = a.connect("draw", "late").await;
+    assert_eq!(late.seq(), total);
+    assert_eq!(welcome_state(&late), reference, "a quiet late joiner's objects are the current state");
+    assert!(!reference.is_empty(), "the random ops left something on the canvas");
+}
+
+#[tokio::test]
+async fn updates_and_deletes_of_missing_objects_are_refused_and_not_logged() {
+    let file = SharedFile::new();
+    let a = file.start(&[]).await;
+    let mut ann = a.connect("s", "ann").await;
+    let mut bob = a.connect("s", "bob").await;
+    for (kind, reference) in [("object-update", "u1"), ("object-delete", "d1")] {
+        ann.publish(kind, json!({"id": "ghost", "x": 1}), reference).await;
+        let reply = ann.recv().await;
+        assert_eq!((reply["type"].as_str(), reply["code"].as_str()), (Some("error"), Some("invalid_frame")));
+        assert_eq!(reply["ref"], reference);
+        assert!(reply["message"].as_str().unwrap().contains("ghost"));
+    }
+    ann.publish("object-create", json!({"id": "real", "x": 1}), "c1").await;
+    assert_eq!(ann.recv().await, json!({"type": "ack", "seq": 1, "ref": "c1"}), "refused ops took no seq");
+    assert_eq!(bob.recv().await["seq"], 1, "others never saw the refused ops");
+    assert_eq!(file.count("SELECT count(*) FROM message_queue"), 1);
+}
+
+#[tokio::test]
+async fn state_outlives_the_message_ttl_and_resumed_welcomes_omit_it() {
+    let file = SharedFile::new();
+    let a = file.start(&["--message-ttl", "1s", "--cleanup-interval", "100ms"]).await;
+    let mut ann = a.connect("keep", "ann").await;
+    ann.publish("object-create", json!({"id": "r1", "w": 3}), "c").await;
+    ann.recv().await;
+    ann.publish("object-update", json!({"id": "r1", "w": 4}), "u").await;
+    ann.recv().await;
+    let resumed = a.resume("keep", "bob", 1, &ann.epoch()).await;
+    assert_eq!(resumed.welcome["resumed"], true);
+    assert!(resumed.welcome.get("objects").is_none());
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let late = a.connect("keep", "cid").await;
+    assert_eq!(late.welcome["objects"], json!({"r1": {"id": "r1", "w": 4}}), "state survives the TTL");
+    assert_eq!(file.count("SELECT count(*) FROM message_queue WHERE expires_at > 0"), 0, "the log itself expired");
+}
