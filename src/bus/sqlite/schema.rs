@@ -55,8 +55,7 @@ pub fn open(path: &Path, settings: ConnSettings) -> anyhow::Result<Connection> {
 pub fn configure(conn: &Connection, settings: ConnSettings) -> deadpool_sqlite::rusqlite::Result<()> {
     BUSY_TIMEOUT_US.store(settings.busy_timeout.as_micros() as u64, Ordering::Relaxed);
     conn.busy_handler(Some(busy_handler))?;
-    // journal_mode returns a row, so it is queried rather than executed.
-    let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
+    let mode = enable_wal(conn, settings.busy_timeout)?;
     if !mode.eq_ignore_ascii_case("wal") {
         return Err(deadpool_sqlite::rusqlite::Error::InvalidParameterName(format!(
             "journal_mode is {mode}, WAL is required (is the file on a network file system?)"
@@ -77,6 +76,25 @@ pub fn configure(conn: &Connection, settings: ConnSettings) -> deadpool_sqlite::
     ))?;
     conn.set_prepared_statement_cache_capacity(64);
     Ok(())
+}
+
+/// Switches the file to WAL (a no-op once it is). On a fresh file several processes starting at once race for
+/// the exclusive lock the switch needs, and SQLite answers SQLITE_BUSY without calling the busy handler there
+/// (to avoid deadlock), so the switch is retried here, bounded by the busy timeout.
+fn enable_wal(conn: &Connection, busy_timeout: Duration) -> deadpool_sqlite::rusqlite::Result<String> {
+    let deadline = std::time::Instant::now() + busy_timeout;
+    loop {
+        // journal_mode returns a row, so it is queried rather than executed.
+        match conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get::<_, String>(0)) {
+            Err(error)
+                if error.sqlite_error_code() == Some(deadpool_sqlite::rusqlite::ErrorCode::DatabaseBusy)
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            result => return result,
+        }
+    }
 }
 
 /// Brings the file's schema up to date. Safe to run from several processes at once.
@@ -138,7 +156,7 @@ mod tests {
         let handles: Vec<_> = (0..4)
             .map(|_| {
                 let path = path.clone();
-                std::thread::spawn(move || migrate(&mut open(&path, settings()).unwrap()).unwrap())
+                std::thread::spawn(move || migrate(&mut open(&path, settings()).map_err(|e| format!("{e:#}")).unwrap()).unwrap())
             })
             .collect();
         for h in handles {
