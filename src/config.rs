@@ -43,6 +43,10 @@ pub struct Config {
     #[arg(long, env = "RELAY_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
 
+    /// Bearer key for the HTTP API (/api/v1/...). Without it the API answers 403.
+    #[arg(long, env = "RELAY_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+
     /// The SQLite file all instances share; created and migrated on start.
     #[arg(long, env = "RELAY_DB", default_value = "./relay.db")]
     pub db: PathBuf,

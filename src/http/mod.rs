@@ -1,6 +1,7 @@
 //! The HTTP surface: warp routes (one small function each, boxed at this module's edge), the JSON error
 //! shape of the contract, and the one `recover` that turns every rejection into it.
 
+mod api;
 mod health;
 mod ws;
 
@@ -19,6 +20,8 @@ pub use health::{assess, Status};
 /// Every route of the relay.
 pub fn routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
     ws::route(app.clone())
+        .or(api::routes(app.clone()))
+        .unify()
         .or(health::health(app.clone()))
         .unify()
         .or(health::metrics(app))
@@ -42,10 +45,15 @@ pub fn json_error(status: StatusCode, message: impl Into<String>) -> Response {
 /// Anything no route answered: 404 for unknown paths, 405 for known paths with the wrong method, 400 for a
 /// query string that cannot be decoded.
 async fn rejection_to_json(rejection: Rejection) -> Result<Response, Infallible> {
+    if let Some(response) = api::denied_response(&rejection) {
+        return Ok(response);
+    }
     let (status, message) = if rejection.is_not_found() {
         (StatusCode::NOT_FOUND, "no such route".to_owned())
     } else if rejection.find::<warp::reject::InvalidQuery>().is_some() {
         (StatusCode::BAD_REQUEST, "the query string could not be decoded".to_owned())
+    } else if let Some(limit) = rejection.find::<warp::reject::PayloadTooLarge>() {
+        (StatusCode::PAYLOAD_TOO_LARGE, format!("body too large: {limit}"))
     } else if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {
         (StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this route".to_owned())
     } else {

@@ -105,14 +105,29 @@ impl ClientFrame {
         match kind.as_str() {
             "ping" => Ok(ClientFrame::Ping),
             "cursor" => Ok(ClientFrame::Cursor { data }),
-            _ => {
-                let kind = MsgType::parse(&kind).map_err(|e| e.with_ref(reference.clone()))?;
-                if kind.is_object_op() {
-                    check_object_op(&data).map_err(|e| e.with_ref(reference.clone()))?;
-                }
-                Ok(ClientFrame::Logged(LoggedMessage { kind, data, reference }))
-            }
+            _ => LoggedMessage::new(&kind, data, reference).map(ClientFrame::Logged),
         }
+    }
+}
+
+impl LoggedMessage {
+    /// Checks a logged message's type and data, from a socket frame or an HTTP API body alike.
+    pub fn new(kind: &str, data: Box<RawValue>, reference: Option<String>) -> Result<Self, FrameError> {
+        let kind = MsgType::parse(kind).map_err(|e| e.with_ref(reference.clone()))?;
+        if kind.is_object_op() {
+            check_object_op(&data).map_err(|e| e.with_ref(reference.clone()))?;
+        }
+        Ok(LoggedMessage { kind, data, reference })
+    }
+
+    /// Checks the body of `POST /api/v1/canvases/{canvas}/messages`: `{"type": ..., "data": ...}`.
+    pub fn from_api_body(body: &[u8]) -> Result<Self, FrameError> {
+        let envelope: Envelope = serde_json::from_slice(body)
+            .map_err(|e| FrameError::new(ErrorCode::InvalidJson, format!("body is not a JSON object: {e}")))?;
+        let Some(kind) = envelope.kind else {
+            return Err(FrameError::new(ErrorCode::InvalidFrame, "body has no string \"type\""));
+        };
+        LoggedMessage::new(&kind, envelope.data.unwrap_or_else(null_value), None)
     }
 }
 

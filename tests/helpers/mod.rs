@@ -132,14 +132,31 @@ impl Instance {
 
     /// A plain HTTP GET: (status, body).
     pub async fn get(&self, path: &str) -> (u16, String) {
+        self.http("GET", path, None, "").await
+    }
+
+    /// An HTTP/1.1 request with an optional bearer key: (status, body).
+    pub async fn http(&self, method: &str, path: &str, key: Option<&str>, body: &str) -> (u16, String) {
         let mut stream = TcpStream::connect(self.addr).await.expect("tcp connect");
-        let request = format!("GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", self.addr);
+        let auth = key.map(|k| format!("Authorization: Bearer {k}\r\n")).unwrap_or_default();
+        let request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            self.addr,
+            body.len()
+        );
         stream.write_all(request.as_bytes()).await.unwrap();
         let mut response = String::new();
         tokio::time::timeout(WAIT, stream.read_to_string(&mut response)).await.expect("http timed out").unwrap();
         let status = response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).expect("status line");
         let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
         (status, dechunk(&body))
+    }
+
+    /// An HTTP request whose answer is JSON: (status, body).
+    pub async fn api(&self, method: &str, path: &str, key: Option<&str>, body: Value) -> (u16, Value) {
+        let body = if body.is_null() { String::new() } else { body.to_string() };
+        let (status, text) = self.http(method, path, key, &body).await;
+        (status, serde_json::from_str(&text).unwrap_or_else(|_| panic!("{method} {path}: not JSON: {text}")))
     }
 
     pub fn pid(&self) -> i32 {

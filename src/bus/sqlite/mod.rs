@@ -5,6 +5,7 @@
 //! (`watcher.rs`) per process, each with its own connection; joins and health checks use the deadpool pool
 //! on tokio's blocking threads. `maintenance.rs` schedules cleanup, heartbeats and watermarks as writer jobs.
 
+mod join;
 pub mod maintenance;
 pub mod objects;
 pub mod queries;
@@ -30,14 +31,19 @@ use crate::clock::now_ms;
 use crate::config::Config;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
-use crate::protocol::{CanvasId, Resume};
+use crate::protocol::CanvasId;
+
 
 /// WAL size (in frames; 64 MiB at 4 KiB pages) past which a checkpoint restarts the WAL.
 const RESTART_WAL_FRAMES: i64 = 16 * 1024;
 
-/// Runs `PRAGMA wal_checkpoint(MODE)`; returns (busy, frames in the WAL).
+/// Runs `PRAGMA wal_checkpoint(MODE)`; returns (busy, frames in the WAL). Another connection checkpointing at
+/// the same moment is not an error: this one simply had nothing to do (busy = 1, frames = -1).
 fn wal_checkpoint(conn: &Connection, mode: &str) -> deadpool_sqlite::rusqlite::Result<(i64, i64)> {
-    conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| Ok((r.get(0)?, r.get(1)?)))
+    match conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| Ok((r.get(0)?, r.get(1)?))) {
+        Err(error) if error.sqlite_error_code() == Some(deadpool_sqlite::rusqlite::ErrorCode::DatabaseBusy) => Ok((1, -1)),
+        other => other,
+    }
 }
 
 /// State the writer, the watcher and health checks share.
@@ -109,6 +115,22 @@ struct Inner {
     presence_timeout_ms: i64,
     writer_capacity: usize,
     threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// A page of a canvas's log: the frames (as relayed) after some seq, and where the log stands.
+#[derive(Debug, Clone)]
+pub struct CanvasLog {
+    pub epoch: String,
+    pub seq: u64,
+    pub messages: Vec<String>,
+}
+
+/// A canvas's state at its head.
+#[derive(Debug, Clone)]
+pub struct CanvasState {
+    pub epoch: String,
+    pub seq: u64,
+    pub objects: Box<serde_json::value::RawValue>,
 }
 
 /// What `/health` reports about the bus.
@@ -223,12 +245,8 @@ impl SqliteBus {
         let inner = self.inner.clone();
         let canvas = request.canvas.clone();
         let conn_id = request.conn;
-        let conn = self.inner.pool.get().await.map_err(|e| BusError::Unavailable(e.to_string()))?;
-        let result = conn
-            .interact(move |conn| join_blocking(conn, &inner, request))
-            .await
-            .map_err(|e| BusError::Unavailable(e.to_string()))
-            .and_then(|r| r.map_err(|e| BusError::Unavailable(format!("reading the canvas failed: {e}"))));
+        let result =
+            self.read(move |conn| join::join_blocking(conn, &inner.hub, &inner.db_epoch, inner.max_resume, request)).await;
         if result.is_err() {
             // Remove the room again if this join created it and nobody else is in it.
             self.inner.hub.leave(&canvas, conn_id);
@@ -236,17 +254,49 @@ impl SqliteBus {
         result
     }
 
-    /// The figures behind `/health`.
-    pub async fn figures(&self) -> Result<BusFigures, BusError> {
-        let inner = self.inner.clone();
+    /// Retained messages of a canvas after `since`, at most `limit`, in seq order, with the canvas head.
+    pub async fn messages(&self, canvas: CanvasId, since: u64, limit: u64) -> Result<CanvasLog, BusError> {
+        let db_epoch = self.inner.db_epoch.clone();
+        self.read(move |conn| {
+            let snapshot = conn.transaction()?;
+            let head = queries::head(&snapshot, &db_epoch, &canvas)?;
+            let upto = head.last_seq.min(since.saturating_add(limit));
+            let rows = queries::canvas_rows(&snapshot, &canvas, since, upto, now_ms())?;
+            let messages = rows.iter().map(|row| row.frame().into_text().map(|t| t.to_string()).unwrap_or_default());
+            Ok(CanvasLog { epoch: head.epoch, seq: head.last_seq, messages: messages.collect() })
+        })
+        .await
+    }
+
+    /// A canvas's head and objects, read in one snapshot (the objects are the state at exactly `seq`).
+    pub async fn canvas(&self, canvas: CanvasId) -> Result<CanvasState, BusError> {
+        let db_epoch = self.inner.db_epoch.clone();
+        self.read(move |conn| {
+            let snapshot = conn.transaction()?;
+            let head = queries::head(&snapshot, &db_epoch, &canvas)?;
+            let objects = join::objects_raw(&snapshot, &canvas)?;
+            Ok(CanvasState { epoch: head.epoch, seq: head.last_seq, objects })
+        })
+        .await
+    }
+
+    /// Runs a read on a pool connection.
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> deadpool_sqlite::rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, BusError> {
         let conn = self.inner.pool.get().await.map_err(|e| BusError::Unavailable(e.to_string()))?;
-        let now = now_ms();
-        let live_after = now - inner.presence_timeout_ms;
-        let file = conn
-            .interact(move |conn| queries::file_figures(conn, now, live_after))
+        conn.interact(f)
             .await
             .map_err(|e| BusError::Unavailable(e.to_string()))?
-            .map_err(|e| BusError::Unavailable(e.to_string()))?;
+            .map_err(|e| BusError::Unavailable(e.to_string()))
+    }
+
+    /// The figures behind `/health`.
+    pub async fn figures(&self) -> Result<BusFigures, BusError> {
+        let now = now_ms();
+        let live_after = now - self.inner.presence_timeout_ms;
+        let file = self.read(move |conn| queries::file_figures(conn, now, live_after)).await?;
         let shared = &self.inner.shared;
         let depth = self.inner.writer_capacity - self.inner.writer.capacity();
         let last_error = shared.last_error();
@@ -269,29 +319,16 @@ impl SqliteBus {
     /// commit writes from the start of the file again (and `journal_size_limit` trims it). Another process
     /// checkpointing at the same moment makes this one a no-op (SQLITE_BUSY).
     pub async fn checkpoint(&self) -> Result<(), BusError> {
-        let conn = self.inner.pool.get().await.map_err(|e| BusError::Unavailable(e.to_string()))?;
-        let result = conn
-            .interact(|conn| {
+        self.read(|conn| {
+            let (_, frames) = wal_checkpoint(conn, "PASSIVE")?;
+            if frames >= RESTART_WAL_FRAMES {
                 let started = std::time::Instant::now();
-                let (_, frames) = wal_checkpoint(conn, "PASSIVE")?;
-                let passive = started.elapsed();
-                if frames >= RESTART_WAL_FRAMES {
-                    let started = std::time::Instant::now();
-                    let (busy, frames_after) = wal_checkpoint(conn, "RESTART")?;
-                    tracing::debug!(frames, busy, frames_after, ?passive, restart = ?started.elapsed(), "WAL restart checkpoint");
-                } else {
-                    tracing::trace!(frames, ?passive, "WAL passive checkpoint");
-                }
-                Ok::<_, deadpool_sqlite::rusqlite::Error>(())
-            })
-            .await
-            .map_err(|e| BusError::Unavailable(e.to_string()))?;
-        match result {
-            Err(error) if error.sqlite_error_code() != Some(deadpool_sqlite::rusqlite::ErrorCode::DatabaseBusy) => {
-                Err(BusError::Unavailable(error.to_string()))
+                let (busy, frames_after) = wal_checkpoint(conn, "RESTART")?;
+                tracing::debug!(frames, busy, frames_after, took = ?started.elapsed(), "WAL restart checkpoint");
             }
-            _ => Ok(()),
-        }
+            Ok(())
+        })
+        .await
     }
 
     /// How long messages are kept, in ms.
@@ -314,62 +351,4 @@ impl SqliteBus {
         let threads = std::mem::take(&mut *self.inner.threads.lock().unwrap_or_else(|p| p.into_inner()));
         let _ = tokio::task::spawn_blocking(move || threads.into_iter().for_each(|t| drop(t.join()))).await;
     }
-}
-
-/// Runs on a pool connection. The room's lock is held from before the snapshot is taken until the subscriber
-/// is in the room, so no delivery to the room can fall between what the snapshot saw and what the subscriber
-/// receives live:
-/// - a new room starts delivering after the snapshot's last seq;
-/// - the subscriber starts after the snapshot's last seq; seqs up to it come from the replay (resume) or
-///   are covered by the welcome (no resume), whether or not the room has delivered them to others yet.
-fn join_blocking(conn: &mut Connection, inner: &Inner, request: JoinRequest) -> deadpool_sqlite::rusqlite::Result<Joined> {
-    loop {
-        let room = inner.hub.room_for_join(&request.canvas);
-        let mut state = room.lock();
-        if state.is_closed() {
-            continue; // the last subscriber left between lookup and lock; take a fresh room
-        }
-        let snapshot = conn.transaction()?;
-        let head = queries::head(&snapshot, &inner.db_epoch, &request.canvas)?;
-        state.start_at(head.last_seq);
-        let (seq, resumed, replay) = match &request.resume {
-            Some(resume) => replay(&snapshot, inner, &request.canvas, resume, &head)?,
-            None => (head.last_seq, false, Vec::new()),
-        };
-        // The state is read in the same snapshot as the head: it is the fold of the log up to `seq` exactly.
-        let objects = match resumed {
-            true => None,
-            false => Some(objects_raw(&snapshot, &request.canvas)?),
-        };
-        drop(snapshot);
-        state.subscribe(request.conn, head.last_seq, request.outbox);
-        return Ok(Joined { epoch: head.epoch, seq, resumed, replay, objects });
-    }
-}
-
-/// The canvas's objects as JSON, checked once here so the welcome can embed them verbatim.
-fn objects_raw(conn: &Connection, canvas: &CanvasId) -> deadpool_sqlite::rusqlite::Result<Box<serde_json::value::RawValue>> {
-    let json = objects::objects_json(conn, canvas)?;
-    serde_json::value::RawValue::from_string(json)
-        .map_err(|e| deadpool_sqlite::rusqlite::Error::ToSqlConversionFailure(Box::new(e)))
-}
-
-/// A resume: the frames after `since` when the epoch matches and every one of them is still retained (and
-/// there are not more than `--max-resume`); otherwise a fresh start at the head.
-fn replay(
-    conn: &Connection,
-    inner: &Inner,
-    canvas: &CanvasId,
-    resume: &Resume,
-    head: &queries::Head,
-) -> deadpool_sqlite::rusqlite::Result<(u64, bool, Vec<tokio_tungstenite::tungstenite::Message>)> {
-    let fresh = Ok((head.last_seq, false, Vec::new()));
-    if resume.epoch != head.epoch || resume.since > head.last_seq || head.last_seq - resume.since > inner.max_resume {
-        return fresh;
-    }
-    let rows = queries::canvas_rows(conn, canvas, resume.since, head.last_seq, now_ms())?;
-    if rows.len() as u64 != head.last_seq - resume.since {
-        return fresh; // some rows expired: the client must reload
-    }
-    Ok((resume.since, true, rows.iter().map(queries::StoredMessage::frame).collect()))
 }

@@ -11,12 +11,16 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use deadpool_sqlite::rusqlite::{params, Connection, Error as SqlError, TransactionBehavior};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
+
+mod jobs;
+
+pub use jobs::Job;
 
 use super::{objects, Shared};
 use crate::bus::{BusError, Origin, Publish};
-use crate::hub::{AckTo, Entry, Hub, Watermark};
+use crate::hub::{AckTo, Entry, Hub};
 use crate::metrics::Metrics;
 use crate::protocol::{error_frame, logged_frame, CanvasId, ErrorCode, FrameError};
 use crate::state::ObjectOp;
@@ -27,23 +31,6 @@ use crate::clock::now_ms;
 pub enum WriteRequest {
     Publish(Publish),
     Job(Job),
-}
-
-/// Maintenance writes, run between group commits.
-#[derive(Debug)]
-pub enum Job {
-    /// Deletes up to `limit` expired rows; replies with how many went.
-    Cleanup { limit: u32, reply: oneshot::Sender<Result<usize, String>> },
-    /// Deletes instances silent since `before_ms`, and their watermarks.
-    ForgetInstances { before_ms: i64 },
-    /// Records this instance as alive now.
-    Heartbeat,
-    /// Saves how far this instance has delivered each canvas.
-    Watermarks(Vec<Watermark>),
-    /// Replies once everything queued before it is committed.
-    Barrier(oneshot::Sender<()>),
-    /// Removes this instance from the instances table (clean shutdown), then stops the writer.
-    Stop(oneshot::Sender<()>),
 }
 
 /// Fixed settings of the writer.
@@ -239,84 +226,6 @@ impl Writer {
         }
     }
 
-    fn run_job(&mut self, job: Job) {
-        let now = now_ms();
-        let result = match job {
-            Job::Cleanup { limit, reply } => {
-                let deleted = self.write(|tx| {
-                    tx.prepare_cached(
-                        "DELETE FROM message_queue WHERE id IN
-                         (SELECT id FROM message_queue WHERE expires_at <= ?1 ORDER BY expires_at LIMIT ?2)",
-                    )?
-                    .execute(params![now, limit])
-                });
-                if let Ok(n) = deleted {
-                    self.metrics.cleanup_deleted.increment(n as u64);
-                }
-                let _ = reply.send(deleted.as_ref().map_err(describe).copied());
-                deleted.map(drop)
-            }
-            Job::ForgetInstances { before_ms } => self.write(|tx| {
-                tx.execute("DELETE FROM instances WHERE heartbeat_at < ?1", [before_ms])?;
-                tx.execute(
-                    "DELETE FROM canvas_watermarks
-                     WHERE server_instance_id NOT IN (SELECT instance_id FROM instances)",
-                    [],
-                )
-                .map(drop)
-            }),
-            Job::Heartbeat => {
-                let (id, listen) = (self.settings.instance_id.clone(), self.settings.listen.clone());
-                self.write(|tx| {
-                    tx.prepare_cached(
-                        "INSERT INTO instances (instance_id, pid, listen, started_at, heartbeat_at)
-                         VALUES (?1, ?2, ?3, ?4, ?4)
-                         ON CONFLICT (instance_id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at",
-                    )?
-                    .execute(params![id, std::process::id(), listen, now])
-                    .map(drop)
-                })
-            }
-            Job::Watermarks(marks) => {
-                let id = self.settings.instance_id.clone();
-                self.write(|tx| {
-                    let mut upsert = tx.prepare_cached(
-                        "INSERT INTO canvas_watermarks
-                             (canvas_id, server_instance_id, last_processed_id, last_seq, updated_at)
-                         VALUES (?1, ?2, ?3, ?4, ?5)
-                         ON CONFLICT (canvas_id, server_instance_id) DO UPDATE SET
-                             last_processed_id = excluded.last_processed_id,
-                             last_seq = excluded.last_seq, updated_at = excluded.updated_at",
-                    )?;
-                    for m in &marks {
-                        upsert.execute(params![m.canvas.as_str(), id, m.last_id, m.last_seq as i64, now])?;
-                    }
-                    Ok(())
-                })
-            }
-            Job::Barrier(done) => {
-                let _ = done.send(());
-                Ok(())
-            }
-            Job::Stop(_) => unreachable!("handled by run"),
-        };
-        match result {
-            Ok(()) => self.shared.write_succeeded(),
-            Err(error) => {
-                tracing::warn!(%error, "maintenance write failed");
-                self.shared.write_failed(now, &describe(&error));
-            }
-        }
-    }
-
-    /// One short write transaction.
-    fn write<T>(&mut self, f: impl FnOnce(&Connection) -> Result<T, SqlError>) -> Result<T, SqlError> {
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let value = f(&tx)?;
-        tx.commit()?;
-        Ok(value)
-    }
-
     /// Clean stop: refuse whatever is still queued (the server is going away), then deregister.
     fn stop(&mut self, requests: &mut mpsc::Receiver<WriteRequest>) {
         requests.close();
@@ -412,104 +321,4 @@ fn describe(error: &SqlError) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::bus::sqlite::schema::{self, ConnSettings};
-    use crate::config::Synchronous;
-    use crate::protocol::{MsgType, UserId};
-    use serde_json::value::RawValue;
-    use std::time::Duration;
-
-    fn publish(canvas: &str) -> (Publish, oneshot::Receiver<Result<u64, BusError>>) {
-        let (reply, result) = oneshot::channel();
-        let publish = Publish {
-            canvas: CanvasId::parse(canvas).unwrap(),
-            kind: MsgType::parse("note").unwrap(),
-            data: RawValue::from_string(format!(r#"{{"on":"{canvas}"}}"#)).unwrap(),
-            from: UserId::parse("u1").unwrap(),
-            origin: Origin::Caller(reply),
-        };
-        (publish, result)
-    }
-
-    fn writer(dir: &tempfile::TempDir) -> Writer {
-        let settings = ConnSettings { synchronous: Synchronous::Normal, busy_timeout: Duration::from_secs(1) };
-        let mut conn = schema::open(&dir.path().join("w.db"), settings).unwrap();
-        schema::migrate(&mut conn).unwrap();
-        let settings = WriterSettings {
-            instance_id: "i1".into(),
-            listen: "127.0.0.1:0".into(),
-            ttl_ms: 60_000,
-            max_batch: 100,
-            local_broadcast: true,
-        };
-        Writer::new(conn, Arc::new(Hub::new()), Arc::new(Shared::default()), Metrics::new(), settings)
-    }
-
-    #[test]
-    fn seqs_are_assigned_per_canvas_in_arrival_order_within_one_batch() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut writer = writer(&dir);
-        let (batch, mut results): (Vec<_>, Vec<_>) = ["a", "b", "a", "a", "b"].iter().map(|c| publish(c)).unzip();
-        writer.commit(batch);
-        let seqs: Vec<u64> = results.iter_mut().map(|r| r.try_recv().unwrap().unwrap()).collect();
-        assert_eq!(seqs, [1, 1, 2, 3, 2]);
-        let (batch, mut results): (Vec<_>, Vec<_>) = ["b", "c"].iter().map(|c| publish(c)).unzip();
-        writer.commit(batch);
-        let seqs: Vec<u64> = results.iter_mut().map(|r| r.try_recv().unwrap().unwrap()).collect();
-        assert_eq!(seqs, [3, 1], "the next batch continues each canvas's head");
-        let heads: Vec<(String, i64)> = writer
-            .conn
-            .prepare("SELECT canvas_id, last_seq FROM canvases ORDER BY canvas_id")
-            .unwrap()
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-            .unwrap()
-            .map(Result::unwrap)
-            .collect();
-        assert_eq!(heads, [("a".into(), 3), ("b".into(), 3), ("c".into(), 1)]);
-        let ordered: bool = writer
-            .conn
-            .query_row(
-                "SELECT count(*) = 0 FROM message_queue m1 JOIN message_queue m2
-                 ON m1.canvas_id = m2.canvas_id AND m1.id < m2.id AND m1.seq > m2.seq",
-                [],
-                |r| r.get(0),
-            )
-            .unwrap();
-        assert!(ordered, "row ids and seqs agree in order within each canvas");
-    }
-
-    #[test]
-    fn a_batch_takes_what_is_waiting_up_to_the_limit_and_keeps_jobs() {
-        let (tx, mut rx) = mpsc::channel(64);
-        for i in 0..7 {
-            tx.try_send(WriteRequest::Publish(publish(&format!("c{i}")).0)).unwrap();
-            if i == 1 {
-                tx.try_send(WriteRequest::Job(Job::Heartbeat)).unwrap();
-            }
-        }
-        let sizes: Vec<(usize, usize)> = std::iter::from_fn(|| {
-            let first = rx.try_recv().ok()?;
-            let (publishes, jobs) = take_batch(first, &mut rx, 3);
-            Some((publishes.len(), jobs.len()))
-        })
-        .collect();
-        assert_eq!(sizes, [(3, 1), (3, 0), (1, 0)]);
-    }
-
-    #[test]
-    fn a_failed_commit_answers_unavailable_and_assigns_nothing() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut writer = writer(&dir);
-        writer.conn.pragma_update(None, "query_only", true).unwrap();
-        let (p, mut result) = publish("a");
-        writer.commit(vec![p]);
-        assert!(matches!(result.try_recv().unwrap(), Err(BusError::Unavailable(_))));
-        assert!(writer.shared.last_error().is_some(), "health sees the failure");
-        writer.conn.pragma_update(None, "query_only", false).unwrap();
-        let (p, mut result) = publish("a");
-        writer.commit(vec![p]);
-        assert_eq!(result.try_recv().unwrap().unwrap(), 1, "the failed message took no seq");
-        assert!(writer.shared.last_error().is_none(), "a good commit clears it");
-    }
-}
+mod tests;

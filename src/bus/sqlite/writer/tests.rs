@@ -1,0 +1,102 @@
+//! Unit tests of the writer against a temporary file.
+
+use super::*;
+use crate::bus::sqlite::schema::{self, ConnSettings};
+use crate::config::Synchronous;
+use crate::protocol::{MsgType, UserId};
+use serde_json::value::RawValue;
+use std::time::Duration;
+use tokio::sync::oneshot;
+
+fn publish(canvas: &str) -> (Publish, oneshot::Receiver<Result<u64, BusError>>) {
+    let (reply, result) = oneshot::channel();
+    let publish = Publish {
+        canvas: CanvasId::parse(canvas).unwrap(),
+        kind: MsgType::parse("note").unwrap(),
+        data: RawValue::from_string(format!(r#"{{"on":"{canvas}"}}"#)).unwrap(),
+        from: UserId::parse("u1").unwrap(),
+        origin: Origin::Caller(reply),
+    };
+    (publish, result)
+}
+
+fn writer(dir: &tempfile::TempDir) -> Writer {
+    let settings = ConnSettings { synchronous: Synchronous::Normal, busy_timeout: Duration::from_secs(1) };
+    let mut conn = schema::open(&dir.path().join("w.db"), settings).unwrap();
+    schema::migrate(&mut conn).unwrap();
+    let settings = WriterSettings {
+        instance_id: "i1".into(),
+        listen: "127.0.0.1:0".into(),
+        ttl_ms: 60_000,
+        max_batch: 100,
+        local_broadcast: true,
+    };
+    Writer::new(conn, Arc::new(Hub::new()), Arc::new(Shared::default()), Metrics::new(), settings)
+}
+
+#[test]
+fn seqs_are_assigned_per_canvas_in_arrival_order_within_one_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut writer = writer(&dir);
+    let (batch, mut results): (Vec<_>, Vec<_>) = ["a", "b", "a", "a", "b"].iter().map(|c| publish(c)).unzip();
+    writer.commit(batch);
+    let seqs: Vec<u64> = results.iter_mut().map(|r| r.try_recv().unwrap().unwrap()).collect();
+    assert_eq!(seqs, [1, 1, 2, 3, 2]);
+    let (batch, mut results): (Vec<_>, Vec<_>) = ["b", "c"].iter().map(|c| publish(c)).unzip();
+    writer.commit(batch);
+    let seqs: Vec<u64> = results.iter_mut().map(|r| r.try_recv().unwrap().unwrap()).collect();
+    assert_eq!(seqs, [3, 1], "the next batch continues each canvas's head");
+    let heads: Vec<(String, i64)> = writer
+        .conn
+        .prepare("SELECT canvas_id, last_seq FROM canvases ORDER BY canvas_id")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(heads, [("a".into(), 3), ("b".into(), 3), ("c".into(), 1)]);
+    let ordered: bool = writer
+        .conn
+        .query_row(
+            "SELECT count(*) = 0 FROM message_queue m1 JOIN message_queue m2
+             ON m1.canvas_id = m2.canvas_id AND m1.id < m2.id AND m1.seq > m2.seq",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(ordered, "row ids and seqs agree in order within each canvas");
+}
+
+#[test]
+fn a_batch_takes_what_is_waiting_up_to_the_limit_and_keeps_jobs() {
+    let (tx, mut rx) = mpsc::channel(64);
+    for i in 0..7 {
+        tx.try_send(WriteRequest::Publish(publish(&format!("c{i}")).0)).unwrap();
+        if i == 1 {
+            tx.try_send(WriteRequest::Job(Job::Heartbeat)).unwrap();
+        }
+    }
+    let sizes: Vec<(usize, usize)> = std::iter::from_fn(|| {
+        let first = rx.try_recv().ok()?;
+        let (publishes, jobs) = take_batch(first, &mut rx, 3);
+        Some((publishes.len(), jobs.len()))
+    })
+    .collect();
+    assert_eq!(sizes, [(3, 1), (3, 0), (1, 0)]);
+}
+
+#[test]
+fn a_failed_commit_answers_unavailable_and_assigns_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut writer = writer(&dir);
+    writer.conn.pragma_update(None, "query_only", true).unwrap();
+    let (p, mut result) = publish("a");
+    writer.commit(vec![p]);
+    assert!(matches!(result.try_recv().unwrap(), Err(BusError::Unavailable(_))));
+    assert!(writer.shared.last_error().is_some(), "health sees the failure");
+    writer.conn.pragma_update(None, "query_only", false).unwrap();
+    let (p, mut result) = publish("a");
+    writer.commit(vec![p]);
+    assert_eq!(result.try_recv().unwrap().unwrap(), 1, "the failed message took no seq");
+    assert!(writer.shared.last_error().is_none(), "a good commit clears it");
+}

@@ -1,0 +1,178 @@
+//! The HTTP API's canvas routes (`/api/v1/canvases/...`): publish a logged message as user `server`, read a
+//! canvas's retained messages, read its state. Every route needs `Authorization: Bearer <--api-key>`; without
+//! a configured key the API is off and answers 403 saying how to turn it on.
+//!
+//! Server publishes go through the same writer, seq and fan-out as client messages.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde_json::value::RawValue;
+use tokio::sync::oneshot;
+use warp::filters::BoxedFilter;
+use warp::http::StatusCode;
+use warp::reply::Response;
+use warp::{Filter, Reply};
+
+use super::{json_error, with_state};
+use crate::bus::{BusError, Origin, Publish};
+use crate::protocol::{CanvasId, LoggedMessage, UserId};
+use crate::App;
+
+/// Most messages one `GET .../messages` returns, and the default.
+const MAX_PAGE: u64 = 1000;
+const DEFAULT_PAGE: u64 = 100;
+
+pub fn routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
+    let publish = warp::path!("api" / "v1" / "canvases" / String / "messages")
+        .and(warp::post())
+        .and(authorized(app.clone()))
+        .and(warp::body::content_length_limit(app.config.max_frame_size as u64))
+        .and(warp::body::bytes())
+        .then(publish)
+        .map(Reply::into_response);
+    let messages = warp::path!("api" / "v1" / "canvases" / String / "messages")
+        .and(warp::get())
+        .and(authorized(app.clone()))
+        .and(warp::query::<HashMap<String, String>>())
+        .then(messages)
+        .map(Reply::into_response);
+    let canvas = warp::path!("api" / "v1" / "canvases" / String)
+        .and(warp::get())
+        .and(authorized(app))
+        .then(canvas)
+        .map(Reply::into_response);
+    publish.or(messages).unify().or(canvas).unify().boxed()
+}
+
+/// Why a request was not let in.
+#[derive(Debug)]
+enum Denied {
+    /// No key configured: the API is off.
+    Disabled,
+    /// Missing or wrong bearer key.
+    Unauthorized,
+}
+
+impl warp::reject::Reject for Denied {}
+
+/// Passes the app on when the request carries the configured API key.
+fn authorized(app: Arc<App>) -> impl Filter<Extract = (Arc<App>,), Error = warp::Rejection> + Clone {
+    warp::header::optional::<String>("authorization").and(with_state(app)).and_then(
+        |header: Option<String>, app: Arc<App>| async move {
+            let Some(key) = app.config.api_key.as_deref() else { return Err(warp::reject::custom(Denied::Disabled)) };
+            let given = header.as_deref().and_then(|h| h.strip_prefix("Bearer ")).unwrap_or("");
+            if constant_time_eq(given.as_bytes(), key.as_bytes()) {
+                Ok(app)
+            } else {
+                Err(warp::reject::custom(Denied::Unauthorized))
+            }
+        },
+    )
+}
+
+/// The JSON answer for a denied request, for the top-level `recover`.
+pub fn denied_response(rejection: &warp::Rejection) -> Option<Response> {
+    match rejection.find::<Denied>()? {
+        Denied::Disabled => Some(json_error(
+            StatusCode::FORBIDDEN,
+            "the HTTP API is disabled: start the server with --api-key KEY (or RELAY_API_KEY) to enable it",
+        )),
+        Denied::Unauthorized => {
+            Some(json_error(StatusCode::UNAUTHORIZED, "missing or wrong API key: send Authorization: Bearer KEY"))
+        }
+    }
+}
+
+/// Compares without an early exit, so response time does not reveal how much of a guessed key was right.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
+}
+
+/// A refused API request: its status and the `{"error"}` text.
+#[derive(Debug)]
+struct ApiError(StatusCode, String);
+
+impl Reply for ApiError {
+    fn into_response(self) -> Response {
+        json_error(self.0, self.1)
+    }
+}
+
+impl From<BusError> for ApiError {
+    fn from(error: BusError) -> Self {
+        match error {
+            BusError::Refused(reason) => ApiError(StatusCode::CONFLICT, reason),
+            other => ApiError(StatusCode::SERVICE_UNAVAILABLE, other.to_string()),
+        }
+    }
+}
+
+fn bad_request(message: impl Into<String>) -> ApiError {
+    ApiError(StatusCode::BAD_REQUEST, message.into())
+}
+
+fn canvas_id(canvas: &str) -> Result<CanvasId, ApiError> {
+    CanvasId::parse(canvas).map_err(|e| bad_request(e.to_string()))
+}
+
+fn json(status: StatusCode, body: String) -> Response {
+    let mut response = warp::reply::with_status(body, status).into_response();
+    response.headers_mut().insert("content-type", warp::http::HeaderValue::from_static("application/json"));
+    response
+}
+
+/// `POST /api/v1/canvases/{canvas}/messages` `{"type","data"}` → 201 `{"seq":N}` once committed.
+async fn publish(canvas: String, app: Arc<App>, body: Bytes) -> Result<Response, ApiError> {
+    let canvas = canvas_id(&canvas)?;
+    let message = LoggedMessage::from_api_body(&body).map_err(|e| bad_request(e.message))?;
+    app.metrics.messages_in.increment(1);
+    let (reply, committed) = oneshot::channel();
+    let from = UserId::parse("server").expect("a valid user id");
+    let publish = Publish { canvas, kind: message.kind, data: message.data, from, origin: Origin::Caller(reply) };
+    app.bus.publish(publish).await?;
+    let seq = committed.await.map_err(|_| BusError::ShuttingDown)??;
+    Ok(json(StatusCode::CREATED, format!(r#"{{"seq":{seq}}}"#)))
+}
+
+/// `GET /api/v1/canvases/{canvas}/messages?since=N&limit=M` → the retained messages after N (default 0), at
+/// most M (default 100, at most 1000), in seq order, as relayed: `{"canvas","epoch","seq","messages":[...]}`
+/// where `seq` is the canvas's last seq. A client pages by passing the last message's seq as `since`.
+async fn messages(canvas: String, app: Arc<App>, query: HashMap<String, String>) -> Result<Response, ApiError> {
+    let canvas = canvas_id(&canvas)?;
+    let number = |name: &str, default: u64| match query.get(name) {
+        None => Ok(default),
+        Some(v) => v.parse::<u64>().map_err(|_| bad_request(format!("{name} must be a non-negative integer"))),
+    };
+    let (since, limit) = (number("since", 0)?, number("limit", DEFAULT_PAGE)?.clamp(1, MAX_PAGE));
+    let log = app.bus.messages(canvas.clone(), since, limit).await?;
+    let messages: Vec<Box<RawValue>> = log.messages.into_iter().filter_map(|m| RawValue::from_string(m).ok()).collect();
+    let body = serde_json::json!({ "canvas": canvas, "epoch": log.epoch, "seq": log.seq, "messages": messages });
+    Ok(json(StatusCode::OK, body.to_string()))
+}
+
+/// `GET /api/v1/canvases/{canvas}` → `{"canvas","seq","epoch","objects"}`, the objects being the state at
+/// exactly `seq`.
+async fn canvas(canvas: String, app: Arc<App>) -> Result<Response, ApiError> {
+    let canvas = canvas_id(&canvas)?;
+    let state = app.bus.canvas(canvas.clone()).await?;
+    let body = serde_json::json!({ "canvas": canvas, "seq": state.seq, "epoch": state.epoch, "objects": state.objects });
+    Ok(json(StatusCode::OK, body.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_compare_equal_only_when_identical() {
+        assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(!constant_time_eq(b"secret", b"secreT"));
+        assert!(!constant_time_eq(b"secret", b"secret2"));
+        assert!(!constant_time_eq(b"", b"x"));
+    }
+}

@@ -1,0 +1,99 @@
+//! The HTTP API's canvas routes: the key, publishing through the same writer and fan-out as clients,
+//! reading the log and the state, and the JSON errors.
+
+mod helpers;
+
+use helpers::SharedFile;
+use serde_json::json;
+
+const KEY: &str = "test-key-123";
+
+#[tokio::test]
+async fn without_a_configured_key_the_api_is_off_with_a_403_saying_how_to_enable_it() {
+    let file = SharedFile::new();
+    let a = file.start(&[]).await;
+    let (status, body) = a.api("GET", "/api/v1/canvases/c1", Some("anything"), json!(null)).await;
+    assert_eq!(status, 403);
+    assert!(body["error"].as_str().unwrap().contains("--api-key"), "{body}");
+}
+
+#[tokio::test]
+async fn a_missing_or_wrong_key_is_401() {
+    let file = SharedFile::new();
+    let a = file.start(&["--api-key", KEY]).await;
+    for key in [None, Some("wrong"), Some("test-key-12")] {
+        let (status, body) = a.api("GET", "/api/v1/canvases/c1", key, json!(null)).await;
+        assert_eq!(status, 401, "{key:?}");
+        assert!(body["error"].is_string());
+    }
+    let (status, _) = a.api("POST", "/api/v1/canvases/c1/messages", Some("wrong"), json!({"type": "x"})).await;
+    assert_eq!(status, 401);
+}
+
+#[tokio::test]
+async fn a_server_publish_is_committed_sequenced_and_relayed_on_every_instance() {
+    let file = SharedFile::new();
+    let (a, b) = (file.start(&["--api-key", KEY]).await, file.start(&["--api-key", KEY]).await);
+    let mut on_a = a.connect("c1", "ann").await;
+    let mut on_b = b.connect("c1", "bob").await;
+    let body = json!({"type": "object-create", "data": {"id": "o1", "x": 1}});
+    let (status, reply) = a.api("POST", "/api/v1/canvases/c1/messages", Some(KEY), body).await;
+    assert_eq!((status, reply), (201, json!({"seq": 1})));
+    on_a.publish("note", json!("from a client"), "r").await;
+    assert_eq!(on_a.recv().await["from"], "server");
+    assert_eq!(on_a.recv().await, json!({"type": "ack", "seq": 2, "ref": "r"}));
+    let first = on_b.recv().await;
+    assert_eq!((first["seq"].as_u64(), first["from"].as_str(), first["type"].as_str()), (Some(1), Some("server"), Some("object-create")));
+    assert_eq!(on_b.recv().await["seq"], 2);
+
+    let (status, state) = b.api("GET", "/api/v1/canvases/c1", Some(KEY), json!(null)).await;
+    assert_eq!(status, 200);
+    assert_eq!((state["seq"].as_u64(), state["epoch"].as_str()), (Some(2), Some(on_a.epoch().as_str())));
+    assert_eq!(state["objects"], json!({"o1": {"id": "o1", "x": 1}}));
+}
+
+#[tokio::test]
+async fn messages_page_through_the_retained_log_in_seq_order() {
+    let file = SharedFile::new();
+    let a = file.start(&["--api-key", KEY]).await;
+    for n in 1..=5 {
+        let (status, _) = a.api("POST", "/api/v1/canvases/log/messages", Some(KEY), json!({"type": "note", "data": n})).await;
+        assert_eq!(status, 201);
+    }
+    let (status, page) = a.api("GET", "/api/v1/canvases/log/messages?since=1&limit=2", Some(KEY), json!(null)).await;
+    assert_eq!(status, 200);
+    assert_eq!(page["seq"], 5);
+    let seqs: Vec<_> = page["messages"].as_array().unwrap().iter().map(|m| m["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, [2, 3]);
+    assert_eq!(page["messages"][0]["data"], 2);
+    let (_, rest) = a.api("GET", "/api/v1/canvases/log/messages?since=3", Some(KEY), json!(null)).await;
+    assert_eq!(rest["messages"].as_array().unwrap().len(), 2);
+    let (_, empty) = a.api("GET", "/api/v1/canvases/never-written/messages", Some(KEY), json!(null)).await;
+    assert_eq!((empty["seq"].as_u64(), empty["messages"].as_array().map(Vec::len)), (Some(0), Some(0)));
+}
+
+#[tokio::test]
+async fn bad_requests_get_json_errors_with_the_right_status() {
+    let file = SharedFile::new();
+    let a = file.start(&["--api-key", KEY, "--max-frame-size", "2048"]).await;
+    let cases = [
+        ("POST", "/api/v1/canvases/c1/messages", "not json", 400),
+        ("POST", "/api/v1/canvases/c1/messages", r#"{"data":1}"#, 400),
+        ("POST", "/api/v1/canvases/c1/messages", r#"{"type":"ack"}"#, 400),
+        ("POST", "/api/v1/canvases/c1/messages", r#"{"type":"object-create","data":{"x":1}}"#, 400),
+        ("POST", "/api/v1/canvases/bad%20id/messages", r#"{"type":"x"}"#, 400),
+        ("POST", "/api/v1/canvases/c1/messages", r#"{"type":"object-update","data":{"id":"ghost"}}"#, 409),
+        ("GET", "/api/v1/canvases/c1/messages?since=-3", "", 400),
+    ];
+    for (method, path, body, expected) in cases {
+        let (status, text) = a.http(method, path, Some(KEY), body).await;
+        assert_eq!(status, expected, "{method} {path} {body}: {text}");
+        let parsed: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert!(parsed["error"].as_str().is_some_and(|e| !e.is_empty()), "{text}");
+    }
+    let big = json!({"type": "note", "data": "x".repeat(4000)}).to_string();
+    let (status, _) = a.http("POST", "/api/v1/canvases/c1/messages", Some(KEY), &big).await;
+    assert_eq!(status, 413);
+    let (_, log) = a.api("GET", "/api/v1/canvases/c1/messages", Some(KEY), json!(null)).await;
+    assert_eq!(log["seq"], 0, "nothing bad was logged");
+}
