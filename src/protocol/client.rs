@@ -131,7 +131,8 @@ impl LoggedMessage {
     }
 }
 
-fn null_value() -> Box<RawValue> {
+/// JSON `null`, for a frame without `data` and a stored payload that cannot be read.
+pub fn null_value() -> Box<RawValue> {
     RawValue::from_string("null".to_owned()).expect("null is valid JSON")
 }
 

@@ -9,7 +9,7 @@ mod client;
 mod ids;
 mod server;
 
-pub use client::{ClientFrame, FrameError, LoggedMessage, MsgType};
+pub use client::{null_value, ClientFrame, FrameError, LoggedMessage, MsgType};
 pub use ids::{CanvasId, ConnectParams, InvalidId, Resume, UserId};
 pub use server::{ack_frame, cursor_frame, error_frame, logged_frame, to_json, Welcome, PONG_FRAME};
 

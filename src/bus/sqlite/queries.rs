@@ -9,7 +9,7 @@ use serde_json::value::RawValue;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::hub::Entry;
-use crate::protocol::{logged_frame, CanvasId};
+use crate::protocol::{logged_frame, null_value, CanvasId};
 
 /// A canvas's log head: its last seq and its epoch.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,7 +72,7 @@ impl StoredMessage {
                 // Only this relay writes the file, after validating the JSON; a bad payload means someone
                 // edited the file. Relay the seq with null data rather than leave a gap in every stream.
                 tracing::error!(id = self.id, %error, "stored payload is not JSON; relaying null");
-                RawValue::from_string("null".to_owned()).expect("null is valid JSON")
+                null_value()
             }
         };
         Message::text(logged_frame(&self.kind, self.seq, &self.canvas, &self.sender, &data, self.created_at))
