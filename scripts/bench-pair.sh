@@ -3,16 +3,24 @@
 # SQLite file (loopback ports 9101 and 9102), runs `load-test <args>` against both, and stops them.
 #   scripts/bench-pair.sh latency --duration 30s
 #   scripts/bench-pair.sh throughput --senders 10 --window 64 --duration 10s
+#   scripts/bench-pair.sh connections --count 10000     (idle sockets on the first instance; RSS per socket)
 set -euo pipefail
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 cd "$(dirname "$0")/.."
 cargo build --release --workspace --locked >&2
 dir=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null; wait 2>/dev/null; rm -rf "$dir"' EXIT
+pids=()
 for port in 9101 9102; do
   ./target/release/canvas-relay serve --listen "127.0.0.1:$port" --db "$dir/relay.db" 2>"$dir/$port.log" &
+  pids+=($!)
 done
 for port in 9101 9102; do
   for _ in $(seq 50); do grep -q "listening on" "$dir/$port.log" && break; sleep 0.1; done
 done
 scenario=$1; shift
-./target/release/load-test "$scenario" --targets 127.0.0.1:9101,127.0.0.1:9102 "$@"
+if [ "$scenario" = connections ]; then
+  ./target/release/load-test connections --target 127.0.0.1:9101 --pid "${pids[0]}" "$@"
+else
+  ./target/release/load-test "$scenario" --targets 127.0.0.1:9101,127.0.0.1:9102 "$@"
+fi

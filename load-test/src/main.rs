@@ -51,6 +51,28 @@ enum Scenario {
         #[arg(long, default_value_t = 0)]
         window: usize,
     },
+    /// Opens --count idle WebSockets to one relay and reports its resident memory per socket
+    /// (VmRSS of --pid before and after). Raise `ulimit -n` for large counts.
+    Connections(ConnectionsArgs),
+}
+
+#[derive(Args, Clone)]
+pub struct ConnectionsArgs {
+    /// The relay to connect to (host:port), loopback only.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    target: String,
+    /// The relay's process id, to read its resident memory from /proc.
+    #[arg(long)]
+    pid: u32,
+    /// Idle WebSockets to open.
+    #[arg(long, default_value_t = 1000)]
+    count: usize,
+    /// Canvases they are spread over.
+    #[arg(long, default_value_t = 100)]
+    canvases: usize,
+    /// Print JSON instead of the human summary.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args, Clone)]
@@ -76,6 +98,10 @@ pub struct Common {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let (common, report) = match cli.scenario {
+        Scenario::Connections(args) => {
+            check_target(&args.target)?;
+            return scenario::connections(&args).await;
+        }
         Scenario::Latency { common, rate, clients, canvases } => {
             check_targets(&common)?;
             let report = scenario::latency(&common, rate, clients, canvases).await?;
@@ -97,12 +123,14 @@ async fn main() -> anyhow::Result<()> {
 
 /// Load is only ever aimed at this machine.
 fn check_targets(common: &Common) -> anyhow::Result<()> {
-    for target in &common.targets {
-        let host = target.rsplit_once(':').map_or(target.as_str(), |(h, _)| h);
-        anyhow::ensure!(
-            matches!(host, "127.0.0.1" | "localhost" | "[::1]"),
-            "target {target} is not loopback: load-test only drives relays on this machine"
-        );
-    }
+    common.targets.iter().try_for_each(|target| check_target(target))
+}
+
+fn check_target(target: &str) -> anyhow::Result<()> {
+    let host = target.rsplit_once(':').map_or(target, |(h, _)| h);
+    anyhow::ensure!(
+        matches!(host, "127.0.0.1" | "localhost" | "[::1]"),
+        "target {target} is not loopback: load-test only drives relays on this machine"
+    );
     Ok(())
 }

@@ -82,3 +82,45 @@ async fn run(title: String, duration: Duration, specs: Vec<Spec>) -> anyhow::Res
     let lost = tallies.iter().map(|(canvas, t)| head[canvas.as_str()] - t.last_seq).sum();
     Ok(Report::new(title, elapsed, tallies.into_iter().map(|(_, t)| t).collect(), lost))
 }
+
+/// Opens `count` idle sockets, waits for the relay to settle, and reports its RSS growth per socket.
+pub async fn connections(args: &crate::ConnectionsArgs) -> anyhow::Result<()> {
+    let before = rss_kib(args.pid)?;
+    let mut sockets = Vec::with_capacity(args.count);
+    for i in 0..args.count {
+        let spec = Spec {
+            target: args.target.clone(),
+            instance: 0,
+            canvas: format!("idle-{}", i % args.canvases.max(1)),
+            user: format!("u{i}"),
+            pace: Pace::Every(Duration::from_secs(3600)),
+            payload: 0,
+        };
+        let (ws, _) = client::connect(&spec).await.map_err(|e| anyhow::anyhow!("socket {i}: {e} (raise ulimit -n?)"))?;
+        sockets.push(ws);
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = rss_kib(args.pid)?;
+    let per_socket = (after.saturating_sub(before)) as f64 / args.count as f64;
+    let report = serde_json::json!({
+        "scenario": "connections", "sockets": args.count, "canvases": args.canvases,
+        "rss_before_kib": before, "rss_after_kib": after, "kib_per_socket": per_socket,
+    });
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "connections: {} idle sockets on {} canvases\n  relay RSS {} KiB -> {} KiB: {:.1} KiB per socket",
+            args.count, args.canvases, before, after, per_socket
+        );
+    }
+    drop(sockets);
+    Ok(())
+}
+
+/// Resident memory of a process, from /proc/PID/status.
+fn rss_kib(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).ok_or_else(|| anyhow::anyhow!("no VmRSS for {pid}"))?;
+    Ok(line.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or(0))
+}
