@@ -5,7 +5,7 @@ mod helpers;
 
 use std::collections::BTreeSet;
 
-use helpers::{Seen, SharedFile};
+use helpers::SharedFile;
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -109,12 +109,6 @@ async fn sigkill_after_acks_loses_nothing_and_its_clients_resume_on_the_survivor
     let mut resumed = b.resume("kill", "ann", 0, &epoch).await;
     assert_eq!(resumed.welcome["resumed"], true, "the killed instance's client resumes on the survivor");
     let (replay, _) = resumed.read_through(total).await;
-    let ns: Vec<u64> = replay
-        .iter()
-        .map(|(_, s)| match s {
-            Seen::Message { data, .. } => data["n"].as_u64().unwrap(),
-            Seen::Ack { .. } => unreachable!(),
-        })
-        .collect();
+    let ns: Vec<u64> = replay.iter().map(|(_, s)| s.data()["n"].as_u64().unwrap()).collect();
     assert_eq!(ns, (0..total).collect::<Vec<_>>());
 }

@@ -5,7 +5,7 @@ mod helpers;
 
 use std::time::Duration;
 
-use helpers::{Seen, SharedFile, WAIT};
+use helpers::{SharedFile, WAIT};
 use serde_json::json;
 
 #[tokio::test]
@@ -23,13 +23,7 @@ async fn resume_on_another_instance_replays_then_goes_live() {
     assert!(resumed.welcome.get("objects").is_none(), "objects are omitted when resumed");
     writer.publish("note", json!({"n": 6}), "r6").await;
     let (seen, _) = resumed.read_through(6).await;
-    let ns: Vec<_> = seen
-        .iter()
-        .map(|(_, s)| match s {
-            Seen::Message { data, .. } => data["n"].as_u64().unwrap(),
-            Seen::Ack { .. } => panic!("bob sent nothing"),
-        })
-        .collect();
+    let ns: Vec<_> = seen.iter().map(|(_, s)| s.data()["n"].as_u64().unwrap()).collect();
     assert_eq!(ns, [3, 4, 5, 6], "replay 3..=5 then live 6, no gap, no repeat");
 }
 

@@ -226,6 +226,16 @@ pub enum Seen {
     Ack { reference: Option<String> },
 }
 
+impl Seen {
+    /// The data of someone else's message; panics on an ack (the caller expected only others' messages).
+    pub fn data(&self) -> &Value {
+        match self {
+            Seen::Message { data, .. } => data,
+            Seen::Ack { .. } => panic!("expected a message from someone else, got an ack"),
+        }
+    }
+}
+
 impl Client {
     pub fn seq(&self) -> u64 {
         self.welcome["seq"].as_u64().unwrap()
