@@ -173,12 +173,14 @@ impl Watcher {
         let mut waiting: Vec<Arc<Room>> = settle.iter().filter_map(|c| self.hub.room(c)).collect();
         loop {
             // With no local canvas nothing needs delivering: move the cursor to the head without reading rows.
-            // The head is read before looking at the hub, so a room created meanwhile started from a snapshot
-            // that already includes every row the cursor skips.
-            let head = queries::max_id(&self.conn)?;
+            // The hub is checked again after the head is read, so a room created meanwhile started from a
+            // snapshot that already includes every row the cursor skips. (With canvases, no head query at all.)
             if self.hub.is_empty() {
-                self.shared.advance_cursor(head);
-                break;
+                let head = queries::max_id(&self.conn)?;
+                if self.hub.is_empty() {
+                    self.shared.advance_cursor(head);
+                    break;
+                }
             }
             let rows = queries::rows_after(&self.conn, self.shared.cursor(), now_ms(), self.max_rows)?;
             self.metrics.polls.increment(1);
