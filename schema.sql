@@ -1,7 +1,7 @@
 -- canvas-relay: the whole current schema (what migrations/ builds, in order). Read this to know the tables;
 -- change the schema by adding a numbered file to migrations/ and updating this file to match
 -- (a unit test in src/bus/sqlite/schema.rs checks the two agree). Times are unix milliseconds.
-PRAGMA user_version = 2;
+PRAGMA user_version = 3;
 
 CREATE TABLE meta (
     key   TEXT PRIMARY KEY,
@@ -55,3 +55,12 @@ CREATE TABLE canvas_objects (
     data      TEXT NOT NULL,
     PRIMARY KEY (canvas_id, object_id)
 ) WITHOUT ROWID;
+
+CREATE TABLE cursor_batches (
+    id              INTEGER PRIMARY KEY AUTOINCREMENT,
+    canvas_id       TEXT NOT NULL,
+    origin_instance TEXT NOT NULL,
+    frames          TEXT NOT NULL,
+    expires_at      INTEGER NOT NULL
+);
+CREATE INDEX idx_cursor_batches_expires_at ON cursor_batches (expires_at);

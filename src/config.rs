@@ -130,6 +130,10 @@ pub struct Config {
     #[arg(long, env = "RELAY_WATERMARK_INTERVAL", default_value = "5s", value_parser = humantime::parse_duration)]
     pub watermark_interval: Duration,
 
+    /// How often each instance sends its users' latest cursors to the other instances (one row per canvas).
+    #[arg(long, env = "RELAY_CURSOR_BATCH", default_value = "25ms", value_parser = humantime::parse_duration)]
+    pub cursor_batch: Duration,
+
     /// How often the server pings each client; a client silent for three intervals is dropped.
     #[arg(long, env = "RELAY_PING_INTERVAL", default_value = "20s", value_parser = humantime::parse_duration)]
     pub ping_interval: Duration,

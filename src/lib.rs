@@ -9,6 +9,7 @@
 pub mod bus;
 pub mod clock;
 pub mod config;
+pub mod cursors;
 pub mod http;
 pub mod hub;
 pub mod metrics;
@@ -46,6 +47,8 @@ pub struct App {
     /// Renders `/metrics`; `None` when another metrics recorder owns the process.
     pub prometheus: Option<PrometheusHandle>,
     pub shutdown: Shutdown,
+    /// Cursors waiting for the next batch to other instances.
+    pub cursors: Arc<cursors::CursorBuffer>,
 }
 
 /// Serves the relay on `listener` until `shutdown` resolves, then stops in order (see `shutdown.rs`):
@@ -72,10 +75,17 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
         metrics,
         prometheus,
         shutdown: Shutdown::default(),
+        cursors: Arc::default(),
     });
 
     let (stop_maintenance, maintenance_stopped) = watch::channel(false);
-    let maintenance = tokio::spawn(bus::sqlite::maintenance::run(bus.clone(), hub, config.clone(), maintenance_stopped));
+    let maintenance = tokio::spawn(bus::sqlite::maintenance::run(
+        bus.clone(),
+        hub,
+        app.cursors.clone(),
+        config.clone(),
+        maintenance_stopped,
+    ));
     let server = warp::serve(http::routes(app.clone()))
         .incoming(listener)
         .graceful(app.shutdown.stopped_accepting())

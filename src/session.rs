@@ -202,10 +202,11 @@ where
             Ok(ClientFrame::Ping) => self.queue(Message::text(PONG_FRAME)),
             Ok(ClientFrame::Cursor { data }) => {
                 self.app.metrics.cursors_in.increment(1);
+                let frame = cursor_frame(self.canvas.as_str(), self.user.as_str(), &data, now_ms());
                 if let Some(room) = self.app.hub.room(&self.canvas) {
-                    let frame = Message::text(cursor_frame(self.canvas.as_str(), self.user.as_str(), &data, now_ms()));
-                    room.lock().broadcast_ephemeral(self.conn, &frame);
+                    room.lock().broadcast_ephemeral(Some(self.conn), &Message::text(frame.clone()));
                 }
+                self.app.cursors.record(&self.canvas, &self.user, frame);
             }
             Ok(ClientFrame::Logged(message)) => self.publish(message).await,
             Err(error) => self.reject(error),

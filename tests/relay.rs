@@ -192,3 +192,41 @@ async fn each_instance_persists_how_far_it_delivered_each_canvas() {
     .await
     .expect("both instances saved watermark seq 5 for the canvas");
 }
+
+#[tokio::test]
+async fn cursors_cross_instances_in_coalesced_batches() {
+    let file = SharedFile::new();
+    let a = file.start(&["--cursor-batch", "100ms"]).await;
+    let b = file.start(&["--cursor-batch", "100ms"]).await;
+    let mut ann = a.connect("cur", "ann").await;
+    let mut local = a.connect("cur", "lou").await;
+    let mut remote = b.connect("cur", "bob").await;
+
+    let started = std::time::Instant::now();
+    let sent = 500;
+    for x in 0..sent {
+        ann.send(json!({"type": "cursor", "data": {"x": x}})).await;
+    }
+    let elapsed = started.elapsed();
+    // The same-instance client gets every cursor at once, in order.
+    for x in 0..sent {
+        let frame = local.recv().await;
+        assert_eq!((frame["type"].as_str(), frame["data"]["x"].as_u64()), (Some("cursor"), Some(x)));
+    }
+    // The other instance's client gets coalesced cursors, ending with the latest.
+    let mut remote_seen = 0;
+    loop {
+        let frame = remote.recv().await;
+        assert_eq!((frame["type"].as_str(), frame["from"].as_str(), frame["canvas"].as_str()), (Some("cursor"), Some("ann"), Some("cur")));
+        remote_seen += 1;
+        if frame["data"]["x"] == sent - 1 {
+            break;
+        }
+    }
+    assert!(remote_seen < sent, "coalesced: {remote_seen} of {sent} crossed");
+    // Rows are bounded by batch intervals, not by cursors sent: one per canvas per interval.
+    let batches = file.count("SELECT count(*) FROM cursor_batches");
+    let intervals = (elapsed.as_millis() / 100) as i64 + 2;
+    assert!(batches <= intervals, "{batches} rows for {sent} cursors over {elapsed:?}");
+    assert_eq!(file.count("SELECT count(*) FROM message_queue"), 0, "cursors are never logged");
+}

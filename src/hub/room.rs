@@ -228,8 +228,8 @@ impl RoomState {
 
     /// Queues an ephemeral frame (a cursor) for everyone but its sender; never blocks, never cuts: a client
     /// whose queue is full simply misses this cursor, and the next one replaces it.
-    pub fn broadcast_ephemeral(&self, except: ConnId, frame: &Message) {
-        for sub in self.subscribers.iter().filter(|s| s.conn != except) {
+    pub fn broadcast_ephemeral(&self, except: Option<ConnId>, frame: &Message) {
+        for sub in self.subscribers.iter().filter(|s| Some(s.conn) != except) {
             sub.outbox.push_lossy(frame.clone());
         }
     }

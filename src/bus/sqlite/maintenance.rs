@@ -1,5 +1,6 @@
 //! The periodic upkeep of the shared file, as one tokio task: TTL cleanup in small batches, forgetting dead
-//! instances, this instance's heartbeat and delivery watermarks (all queued as writer jobs), and WAL
+//! instances, this instance's heartbeat, delivery watermarks and cursor batches (all queued as writer jobs),
+//! and WAL
 //! checkpoints (on a pool connection, off the commit path). It does no SQL itself.
 
 use std::sync::Arc;
@@ -12,21 +13,34 @@ use super::writer::Job;
 use super::SqliteBus;
 use crate::clock::now_ms;
 use crate::config::Config;
+use crate::cursors::CursorBuffer;
 use crate::hub::Hub;
 
 /// Dead instances are forgotten (with their watermarks) after this many presence timeouts.
 const FORGET_AFTER_TIMEOUTS: u32 = 60;
 
 /// Runs until `stop` changes to true.
-pub async fn run(bus: SqliteBus, hub: Arc<Hub>, config: Config, mut stop: watch::Receiver<bool>) {
+pub async fn run(
+    bus: SqliteBus,
+    hub: Arc<Hub>,
+    cursors: Arc<CursorBuffer>,
+    config: Config,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut cleanup = ticker(config.cleanup_interval);
     let mut heartbeat = ticker(config.heartbeat_interval);
     let mut watermarks = ticker(config.watermark_interval);
     let mut checkpoint = ticker(config.checkpoint_interval);
+    let mut cursor_batch = ticker(config.cursor_batch);
     loop {
         let job = tokio::select! {
             _ = stop.changed() => return,
             _ = heartbeat.tick() => Job::Heartbeat,
+            _ = cursor_batch.tick() => {
+                let batches = cursors.take();
+                if batches.is_empty() { continue }
+                Job::Cursors(batches)
+            }
             _ = watermarks.tick() => {
                 let marks = hub.take_watermarks();
                 if marks.is_empty() { continue }

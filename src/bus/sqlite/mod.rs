@@ -198,7 +198,8 @@ impl SqliteBus {
                 local_broadcast: config.local_broadcast,
             },
         );
-        let watcher = Watcher::new(watcher_conn, hub.clone(), shared.clone(), metrics, config);
+        let watcher = Watcher::new(watcher_conn, hub.clone(), shared.clone(), metrics, config, instance_id.to_owned())
+            .context("starting the watcher")?;
         let threads = vec![
             std::thread::Builder::new().name("relay-writer".into()).spawn(move || writer.run(writer_rx))?,
             std::thread::Builder::new().name("relay-watcher".into()).spawn(move || watcher.run())?,

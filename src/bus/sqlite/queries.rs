@@ -105,6 +105,24 @@ pub fn canvas_rows(conn: &Connection, canvas: &CanvasId, since: u64, upto: u64, 
     rows.collect()
 }
 
+/// One cursor batch another instance wrote: its id, canvas and frames (a JSON array text).
+pub type CursorRow = (i64, String, String);
+
+/// Live cursor batches after `after_id` written by instances other than `own`, in id order, at most `limit`.
+pub fn cursor_batches_after(conn: &Connection, after_id: i64, own: &str, now_ms: i64, limit: u32) -> Result<Vec<CursorRow>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, canvas_id, frames FROM cursor_batches
+         WHERE id > ?1 AND origin_instance != ?2 AND expires_at > ?3 ORDER BY id LIMIT ?4",
+    )?;
+    let rows = stmt.query_map(params![after_id, own, now_ms, limit], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+    rows.collect()
+}
+
+/// The highest cursor batch id (0 when none): where a watcher's cursor-batch cursor starts or skips to.
+pub fn max_cursor_batch_id(conn: &Connection) -> Result<i64> {
+    conn.prepare_cached("SELECT coalesce(max(id), 0) FROM cursor_batches")?.query_row([], |row| row.get(0))
+}
+
 /// The highest row id ever assigned (0 for an empty file): where a new watcher starts.
 pub fn max_id(conn: &Connection) -> Result<i64> {
     conn.prepare_cached("SELECT coalesce(max(id), 0) FROM message_queue")?.query_row([], |row| row.get(0))

@@ -17,6 +17,7 @@ use crate::config::Synchronous;
 const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/0001_initial.sql"),
     include_str!("../../../migrations/0002_canvas_state.sql"),
+    include_str!("../../../migrations/0003_cursor_batches.sql"),
 ];
 
 /// Settings every connection to the file is opened with.

@@ -13,6 +13,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use deadpool_sqlite::rusqlite::Connection;
+use tokio_tungstenite::tungstenite::Message;
 
 use super::{queries, Shared};
 use crate::clock::now_ms;
@@ -117,12 +118,25 @@ pub struct Watcher {
     metrics: Metrics,
     backoff: Backoff,
     max_rows: u32,
+    /// This instance's id: its own cursor batches were delivered locally already.
+    instance_id: String,
+    /// The last cursor batch read. Only this thread uses it; cursors need no cross-thread promise.
+    cursor_batches_read: i64,
 }
 
 impl Watcher {
-    pub fn new(conn: Connection, hub: Arc<Hub>, shared: Arc<Shared>, metrics: Metrics, config: &crate::config::Config) -> Self {
+    pub fn new(
+        conn: Connection,
+        hub: Arc<Hub>,
+        shared: Arc<Shared>,
+        metrics: Metrics,
+        config: &crate::config::Config,
+        instance_id: String,
+    ) -> deadpool_sqlite::rusqlite::Result<Self> {
         let backoff = Backoff::new(config.poll_interval, config.idle_poll_interval, config.backoff_after, Instant::now());
-        Watcher { conn, hub, shared, metrics, backoff, max_rows: config.max_messages_per_poll }
+        let cursor_batches_read = queries::max_cursor_batch_id(&conn)?;
+        let max_rows = config.max_messages_per_poll;
+        Ok(Watcher { conn, hub, shared, metrics, backoff, max_rows, instance_id, cursor_batches_read })
     }
 
     pub fn run(mut self) {
@@ -179,6 +193,7 @@ impl Watcher {
                 let head = queries::max_id(&self.conn)?;
                 if self.hub.is_empty() {
                     self.shared.advance_cursor(head);
+                    self.cursor_batches_read = queries::max_cursor_batch_id(&self.conn)?;
                     break;
                 }
             }
@@ -193,6 +208,7 @@ impl Watcher {
             }
         }
         self.shared.polled(now_ms());
+        self.relay_cursors()?;
         let read_up_to = self.shared.cursor();
         for room in waiting {
             if let Settled::GapSkipped { from, to } = room.lock().settle(read_up_to, &self.metrics) {
@@ -201,6 +217,33 @@ impl Watcher {
             }
         }
         Ok(())
+    }
+
+    /// Relays other instances' cursor batches to local clients of their canvases. Lossy by design: a client
+    /// whose queue is full misses a cursor, and the next batch carries a newer one.
+    fn relay_cursors(&mut self) -> deadpool_sqlite::rusqlite::Result<()> {
+        loop {
+            let rows = queries::cursor_batches_after(
+                &self.conn,
+                self.cursor_batches_read,
+                &self.instance_id,
+                now_ms(),
+                self.max_rows,
+            )?;
+            let Some((last, _, _)) = rows.last() else { return Ok(()) };
+            self.cursor_batches_read = *last;
+            for (_, canvas, frames) in &rows {
+                let Some(room) = CanvasId::parse(canvas).ok().and_then(|c| self.hub.room(&c)) else { continue };
+                let Ok(frames) = serde_json::from_str::<Vec<Box<serde_json::value::RawValue>>>(frames) else { continue };
+                let room = room.lock();
+                for frame in frames {
+                    room.broadcast_ephemeral(None, &Message::text(frame.get()));
+                }
+            }
+            if rows.len() < self.max_rows as usize {
+                return Ok(());
+            }
+        }
     }
 
     /// Hands rows to the rooms of their canvases; rooms left holding early seqs are collected in `waiting`.

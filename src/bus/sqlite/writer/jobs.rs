@@ -1,5 +1,5 @@
 //! The writer's maintenance jobs: TTL cleanup batches, forgetting dead instances, heartbeats, watermarks,
-//! and the barrier shutdown uses. Each is one short write transaction on the writer's connection, run between
+//! cursor batches for other instances, and the barrier shutdown uses. Each is one short write transaction on the writer's connection, run between
 //! group commits, so a process never has two of its own connections competing for the write lock.
 
 use deadpool_sqlite::rusqlite::{params, Connection, Error as SqlError, TransactionBehavior};
@@ -7,15 +7,21 @@ use tokio::sync::oneshot;
 
 use super::{describe, Writer};
 use crate::clock::now_ms;
+use crate::cursors::CursorBatch;
 use crate::hub::Watermark;
+
+/// How long a cursor batch is kept: long enough for every watcher to read it, short enough to stay small.
+const CURSOR_TTL_MS: i64 = 10_000;
 
 /// Maintenance writes, run between group commits.
 #[derive(Debug)]
 pub enum Job {
     /// Deletes up to `limit` expired rows; replies with how many went.
     Cleanup { limit: u32, reply: oneshot::Sender<Result<usize, String>> },
-    /// Deletes instances silent since `before_ms`, and their watermarks.
+    /// Deletes instances silent since `before_ms` with their watermarks, and expired cursor batches.
     ForgetInstances { before_ms: i64 },
+    /// Writes one cursor batch per canvas for the other instances.
+    Cursors(Vec<CursorBatch>),
     /// Records this instance as alive now.
     Heartbeat,
     /// Saves how far this instance has delivered each canvas.
@@ -46,6 +52,7 @@ impl Writer {
             }
             Job::ForgetInstances { before_ms } => self.write(|tx| {
                 tx.execute("DELETE FROM instances WHERE heartbeat_at < ?1", [before_ms])?;
+                tx.execute("DELETE FROM cursor_batches WHERE expires_at <= ?1", [now])?;
                 tx.execute(
                     "DELETE FROM canvas_watermarks
                      WHERE server_instance_id NOT IN (SELECT instance_id FROM instances)",
@@ -53,6 +60,19 @@ impl Writer {
                 )
                 .map(drop)
             }),
+            Job::Cursors(batches) => {
+                let id = self.settings.instance_id.clone();
+                self.write(|tx| {
+                    let mut insert = tx.prepare_cached(
+                        "INSERT INTO cursor_batches (canvas_id, origin_instance, frames, expires_at)
+                         VALUES (?1, ?2, ?3, ?4)",
+                    )?;
+                    for batch in &batches {
+                        insert.execute(params![batch.canvas.as_str(), id, batch.frames, now + CURSOR_TTL_MS])?;
+                    }
+                    Ok(())
+                })
+            }
             Job::Heartbeat => {
                 let (id, listen) = (self.settings.instance_id.clone(), self.settings.listen.clone());
                 self.write(|tx| {
