@@ -12,7 +12,9 @@ dir=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null; wait 2>/dev/null; rm -rf "$dir"' EXIT
 pids=()
 for port in 9101 9102; do
-  ./target/release/canvas-relay serve --listen "127.0.0.1:$port" --db "$dir/relay.db" 2>"$dir/$port.log" &
+  # --rate-limit 0: the load generator's senders exceed a browser's rate on purpose; this measures the relay.
+  ./target/release/canvas-relay serve --listen "127.0.0.1:$port" --db "$dir/relay.db" --rate-limit 0 \
+    2>"$dir/$port.log" &
   pids+=($!)
 done
 for port in 9101 9102; do

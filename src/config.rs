@@ -130,6 +130,16 @@ pub struct Config {
     #[arg(long, env = "RELAY_WATERMARK_INTERVAL", default_value = "5s", value_parser = humantime::parse_duration)]
     pub watermark_interval: Duration,
 
+    /// Logged messages per second one connection may send (0 = no limit); over it they are refused with
+    /// `rate_limited`. Cursors are not counted (they are coalesced instead).
+    #[arg(long, env = "RELAY_RATE_LIMIT", default_value_t = 200)]
+    pub rate_limit: u32,
+
+    /// Messages a connection may send at once above the rate; refusing this many in a row without one
+    /// accepted message closes it with 4008.
+    #[arg(long, env = "RELAY_RATE_BURST", default_value_t = 400)]
+    pub rate_burst: u32,
+
     /// How often each instance sends its users' latest cursors to the other instances (one row per canvas).
     #[arg(long, env = "RELAY_CURSOR_BATCH", default_value = "25ms", value_parser = humantime::parse_duration)]
     pub cursor_batch: Duration,

@@ -14,6 +14,7 @@ pub mod http;
 pub mod hub;
 pub mod metrics;
 pub mod protocol;
+pub mod ratelimit;
 pub mod session;
 pub mod shutdown;
 pub mod state;

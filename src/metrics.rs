@@ -42,6 +42,8 @@ pub struct Metrics {
     pub connections_total: Counter,
     /// Clients closed with 4009 because their queue overflowed.
     pub clients_cut_slow: Counter,
+    /// Clients closed with 4008 for sending on after rate_limited errors.
+    pub clients_cut_rate: Counter,
     /// Holes skipped because rows expired before this process read them.
     pub gaps_skipped: Counter,
     /// Error frames sent to clients for bad frames.
@@ -94,6 +96,7 @@ impl Metrics {
             connections: gauge!("relay_connections"),
             connections_total: counter!("relay_connections_total"),
             clients_cut_slow: counter!("relay_clients_cut_slow_total"),
+            clients_cut_rate: counter!("relay_clients_cut_rate_total"),
             gaps_skipped: counter!("relay_gaps_skipped_total"),
             frame_errors: counter!("relay_frame_errors_total"),
             cleanup_deleted: counter!("relay_cleanup_deleted_total"),

@@ -22,6 +22,7 @@ use crate::protocol::{
     close, cursor_frame, error_frame, to_json, ClientFrame, ErrorCode, FrameError, LoggedMessage, Welcome, PONG_FRAME,
 };
 use crate::protocol::{CanvasId, UserId};
+use crate::ratelimit::{RateLimit, Verdict};
 use crate::shutdown::{Guard, Phase};
 use crate::App;
 
@@ -39,6 +40,7 @@ enum End {
     TooSlow,
     TooLarge,
     InvalidUtf8,
+    RateLimited,
     ShuttingDown,
     Silent,
     WriteStalled,
@@ -64,6 +66,8 @@ pub struct Session<S> {
     _alive: Guard,
     /// When the client last sent anything; a client silent for three ping intervals is dropped.
     last_heard: Instant,
+    /// The connection's allowance of logged messages.
+    rate_limit: RateLimit,
 }
 
 /// What a session starts with.
@@ -83,6 +87,7 @@ where
 {
     pub fn new(socket: S, app: Arc<App>, parts: SessionParts) -> Self {
         let phase = app.shutdown.subscribe();
+        let rate_limit = RateLimit::new(app.config.rate_limit, app.config.rate_burst, Instant::now());
         Session {
             socket,
             app,
@@ -95,6 +100,7 @@ where
             reading: Some(parts.reading),
             _alive: parts.alive,
             last_heard: Instant::now(),
+            rate_limit,
         }
     }
 
@@ -177,10 +183,7 @@ where
                 let _ = tokio::time::timeout(Duration::from_secs(1), self.socket.close()).await;
                 Err(End::ClientClosed)
             }
-            Some(Ok(Message::Text(text))) => {
-                self.on_text(text.as_str()).await;
-                Ok(())
-            }
+            Some(Ok(Message::Text(text))) => self.on_text(text.as_str()).await,
             Some(Ok(Message::Binary(_))) => {
                 self.reject(FrameError::new(ErrorCode::InvalidFrame, "binary frames are not supported: send JSON text"));
                 Ok(())
@@ -197,7 +200,7 @@ where
         }
     }
 
-    async fn on_text(&mut self, text: &str) {
+    async fn on_text(&mut self, text: &str) -> Result<(), End> {
         match ClientFrame::parse(text) {
             Ok(ClientFrame::Ping) => self.queue(Message::text(PONG_FRAME)),
             Ok(ClientFrame::Cursor { data }) => {
@@ -208,12 +211,26 @@ where
                 }
                 self.app.cursors.record(&self.canvas, &self.user, frame);
             }
-            Ok(ClientFrame::Logged(message)) => self.publish(message).await,
+            Ok(ClientFrame::Logged(message)) => return self.publish(message).await,
             Err(error) => self.reject(error),
         }
+        Ok(())
     }
 
-    async fn publish(&mut self, message: LoggedMessage) {
+    /// Publishes a logged message, within the connection's rate limit.
+    async fn publish(&mut self, message: LoggedMessage) -> Result<(), End> {
+        match self.rate_limit.check(Instant::now()) {
+            Verdict::Accept => {}
+            Verdict::Refuse => {
+                let error = FrameError::new(ErrorCode::RateLimited, self.rate_limit.describe());
+                self.reject(error.with_ref(message.reference));
+                return Ok(());
+            }
+            Verdict::Close => {
+                self.app.metrics.clients_cut_rate.increment(1);
+                return Err(self.close(close::RATE_LIMIT, "kept sending after rate_limited errors").await);
+            }
+        }
         self.app.metrics.messages_in.increment(1);
         let reference = message.reference.clone();
         let publish = Publish {
@@ -224,10 +241,10 @@ where
             origin: Origin::Socket { conn: self.conn, reference: message.reference, outbox: self.outbox.clone() },
         };
         if let Err(error) = self.app.bus.publish(publish).await {
-            let mut error = FrameError::new(ErrorCode::Unavailable, error.to_string());
-            error.reference = reference;
+            let error = FrameError::new(ErrorCode::Unavailable, error.to_string()).with_ref(reference);
             self.queue(Message::text(error_frame(&error)));
         }
+        Ok(())
     }
 
     fn reject(&mut self, error: FrameError) {
@@ -286,6 +303,7 @@ where
             close::GOING_AWAY => End::ShuttingDown,
             close::TOO_LARGE => End::TooLarge,
             close::INVALID_PAYLOAD => End::InvalidUtf8,
+            close::RATE_LIMIT => End::RateLimited,
             _ => End::Broken(reason.to_owned()),
         }
     }

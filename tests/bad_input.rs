@@ -83,3 +83,31 @@ async fn bad_connect_requests_get_http_errors_with_json_bodies() {
     assert_eq!(status, 426, "a plain GET is not an upgrade: {body}");
     assert!(serde_json::from_str::<Value>(&body).unwrap()["error"].is_string());
 }
+
+#[tokio::test]
+async fn a_client_over_its_rate_gets_rate_limited_then_4008_if_it_keeps_going() {
+    let file = SharedFile::new();
+    // One message a second, bursts of 5: the refill is negligible over this test.
+    let a = file.start(&["--rate-limit", "1", "--rate-burst", "5"]).await;
+    let mut flood = a.connect("rl", "flood").await;
+    let mut peer = a.connect("rl", "peer").await;
+    for n in 0..5 {
+        flood.publish("note", json!(n), &format!("ok{n}")).await;
+        assert_eq!(flood.recv().await["type"], "ack");
+    }
+    flood.publish("note", json!("too many"), "over1").await;
+    let refused = flood.recv().await;
+    assert_eq!((refused["code"].as_str(), refused["ref"].as_str()), (Some("rate_limited"), Some("over1")));
+    flood.send(json!({"type": "cursor", "data": {"x": 1}})).await; // cursors are not limited
+    for n in 2..=4 {
+        flood.publish("note", json!(n), &format!("over{n}")).await;
+        assert_eq!(flood.recv().await["code"], "rate_limited");
+    }
+    flood.publish("note", json!("fifth refusal"), "over5").await;
+    let (code, _) = flood.recv_until_close().await;
+    assert_eq!(code, Some(4008), "a burst's worth of refusals in a row closes the connection");
+    let (seen, _) = peer.read_through(5).await;
+    assert_eq!(seen.len(), 5, "the peer saw exactly the accepted messages");
+    assert_eq!(peer.recv().await["type"], "cursor", "then the cursor, sent after them");
+    assert_eq!(file.count("SELECT count(*) FROM message_queue"), 5, "refused messages were not logged");
+}

@@ -11,7 +11,8 @@ use serde_json::json;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_stops_reading_is_cut_with_4009_resumes_and_the_others_carry_on() {
     let file = SharedFile::new();
-    let a = file.start(&["--client-queue", "16", "--write-timeout", "30s"]).await;
+    // No rate limit: this test floods on purpose, from a client the limiter would otherwise slow down.
+    let a = file.start(&["--client-queue", "16", "--write-timeout", "30s", "--rate-limit", "0"]).await;
     let mut slow = a.connect("slow", "snail").await;
     let mut fast = a.connect("slow", "hare").await;
     let mut writer = a.connect("slow", "writer").await;
@@ -51,7 +52,7 @@ async fn a_client_that_stops_reading_is_cut_with_4009_resumes_and_the_others_car
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_commits_and_acks_everything_accepted_then_closes_1001_and_exits_0() {
     let file = SharedFile::new();
-    let mut a = file.start(&[]).await;
+    let mut a = file.start(&["--rate-limit", "0"]).await;
     let b = file.start(&[]).await;
     let mut client = a.connect("drain", "ann").await;
     let sent = 400u64;

@@ -68,7 +68,7 @@ impl FrameError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         FrameError { code, message: message.into(), reference: None }
     }
-    pub(crate) fn with_ref(mut self, reference: Option<String>) -> Self {
+    pub fn with_ref(mut self, reference: Option<String>) -> Self {
         self.reference = reference;
         self
     }
