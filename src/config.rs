@@ -47,6 +47,11 @@ pub struct Config {
     #[arg(long, env = "RELAY_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
 
+    /// HS256 secret for client tokens: with it, connections need `token` (a JWT whose `sub` is the user).
+    /// Without it the `user` query parameter is trusted as given: for trusted networks only.
+    #[arg(long, env = "RELAY_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+
     /// The SQLite file all instances share; created and migrated on start.
     #[arg(long, env = "RELAY_DB", default_value = "./relay.db")]
     pub db: PathBuf,

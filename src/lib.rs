@@ -6,6 +6,7 @@
 //! [`run`] is the whole server: it opens the bus, serves HTTP and WebSockets on a bound listener, and shuts
 //! down in order when `shutdown` resolves. `main.rs` only parses flags, sets up logging and binds.
 
+pub mod auth;
 pub mod bus;
 pub mod clock;
 pub mod config;
@@ -48,6 +49,8 @@ pub struct App {
     /// Renders `/metrics`; `None` when another metrics recorder owns the process.
     pub prometheus: Option<PrometheusHandle>,
     pub shutdown: Shutdown,
+    /// Checks client tokens when `--jwt-secret` is set.
+    pub verifier: Option<auth::Verifier>,
     /// Cursors waiting for the next batch to other instances.
     pub cursors: Arc<cursors::CursorBuffer>,
 }
@@ -77,6 +80,7 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
         prometheus,
         shutdown: Shutdown::default(),
         cursors: Arc::default(),
+        verifier: config.jwt_secret.as_deref().map(auth::Verifier::new),
     });
 
     let (stop_maintenance, maintenance_stopped) = watch::channel(false);

@@ -6,11 +6,13 @@
 //! This module turns frames into actions (publish, cursor, pong, error) and decides how a connection ends
 //! (close codes); parsing is `protocol`'s job and ordering is the hub's.
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use tokio::sync::{mpsc, watch};
+use tokio::time::Sleep;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
@@ -41,6 +43,7 @@ enum End {
     TooLarge,
     InvalidUtf8,
     RateLimited,
+    TokenExpired,
     ShuttingDown,
     Silent,
     WriteStalled,
@@ -68,12 +71,16 @@ pub struct Session<S> {
     last_heard: Instant,
     /// The connection's allowance of logged messages.
     rate_limit: RateLimit,
+    /// Fires when the client's token expires (never without a token): the session closes with 1008.
+    token_expiry: Pin<Box<Sleep>>,
 }
 
 /// What a session starts with.
 pub struct SessionParts {
     pub canvas: CanvasId,
     pub user: UserId,
+    /// When the client's token expires (unix seconds), if it came with one.
+    pub expires_at: Option<u64>,
     pub conn: ConnId,
     pub outbox: Outbox,
     pub inbox: Inbox,
@@ -88,6 +95,7 @@ where
     pub fn new(socket: S, app: Arc<App>, parts: SessionParts) -> Self {
         let phase = app.shutdown.subscribe();
         let rate_limit = RateLimit::new(app.config.rate_limit, app.config.rate_burst, Instant::now());
+        let token_expiry = Box::pin(tokio::time::sleep_until(expiry_deadline(parts.expires_at)));
         Session {
             socket,
             app,
@@ -101,6 +109,7 @@ where
             _alive: parts.alive,
             last_heard: Instant::now(),
             rate_limit,
+            token_expiry,
         }
     }
 
@@ -138,6 +147,7 @@ where
                 biased;
                 _ = self.inbox.kicked.notified() => Err(self.close(close::TOO_SLOW, "too slow: reconnect with since to catch up").await),
                 _ = self.phase.changed() => self.on_phase().await,
+                _ = &mut self.token_expiry => Err(self.close(close::POLICY, "token expired").await),
                 Some(frame) = self.inbox.rx.recv() => self.write(frame).await,
                 incoming = self.socket.next(), if self.reading.is_some() => self.on_incoming(incoming).await,
                 _ = ping.tick() => self.on_ping_tick(ping_every),
@@ -304,8 +314,18 @@ where
             close::TOO_LARGE => End::TooLarge,
             close::INVALID_PAYLOAD => End::InvalidUtf8,
             close::RATE_LIMIT => End::RateLimited,
+            close::POLICY => End::TokenExpired,
             _ => End::Broken(reason.to_owned()),
         }
+    }
+}
+
+/// The instant a token expiring at `expires_at` (unix seconds) runs out; far in the future without a token.
+fn expiry_deadline(expires_at: Option<u64>) -> tokio::time::Instant {
+    let now = tokio::time::Instant::now();
+    match expires_at {
+        Some(at) => now + Duration::from_millis((at as i64 * 1000 - now_ms()).max(0) as u64),
+        None => now + Duration::from_secs(100 * 365 * 24 * 3600),
     }
 }
 

@@ -45,9 +45,18 @@ async fn connect(
     on_upgrade: Option<OnUpgrade>,
     app: Arc<App>,
 ) -> Response {
-    let params = match ConnectParams::parse(&canvas, &query) {
+    let params = match ConnectParams::parse(&canvas, &query, app.verifier.is_some()) {
         Ok(params) => params,
         Err(message) => return json_error(StatusCode::BAD_REQUEST, message),
+    };
+    // Who the client is: the token's `sub` when auth is on, else the `user` parameter parse required.
+    let (user, expires_at) = match (&app.verifier, params.user.clone()) {
+        (Some(verifier), _) => match verifier.verify(params.token.as_deref(), &params.canvas) {
+            Ok(identity) => (identity.user, Some(identity.expires_at)),
+            Err(message) => return json_error(StatusCode::UNAUTHORIZED, message),
+        },
+        (None, Some(user)) => (user, None),
+        (None, None) => return json_error(StatusCode::BAD_REQUEST, "query parameter user is required"),
     };
     let (Some(accept), Some(on_upgrade)) = (accept_key(&headers), on_upgrade) else {
         return json_error(StatusCode::UPGRADE_REQUIRED, "expected a WebSocket upgrade request");
@@ -66,7 +75,7 @@ async fn connect(
         Ok(joined) => joined,
         Err(error) => return json_error(StatusCode::SERVICE_UNAVAILABLE, error.to_string()),
     };
-    let parts = SessionParts { canvas: params.canvas, user: params.user, conn, outbox, inbox, reading, alive };
+    let parts = SessionParts { canvas: params.canvas, user, expires_at, conn, outbox, inbox, reading, alive };
     tokio::spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => {

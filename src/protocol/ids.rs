@@ -76,7 +76,10 @@ pub struct Resume {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConnectParams {
     pub canvas: CanvasId,
-    pub user: UserId,
+    /// The `user` parameter; `None` when the user comes from a token instead.
+    pub user: Option<UserId>,
+    /// The `token` parameter, verified by `auth` when the server has a JWT secret.
+    pub token: Option<String>,
     /// Display name shown in presence (at most 64 characters).
     pub name: Option<String>,
     pub resume: Option<Resume>,
@@ -88,13 +91,16 @@ const MAX_NAME_CHARS: usize = 64;
 const MAX_EPOCH_CHARS: usize = 128;
 
 impl ConnectParams {
-    /// Checks the path segment and query of a connect request; the error is the HTTP 400 body's text.
-    pub fn parse(canvas: &str, query: &HashMap<String, String>) -> Result<Self, String> {
+    /// Checks the path segment and query of a connect request; the error is the HTTP 400 body's text. With
+    /// `user_from_token` (auth on) the `user` parameter is ignored; otherwise it is required.
+    pub fn parse(canvas: &str, query: &HashMap<String, String>, user_from_token: bool) -> Result<Self, String> {
         let canvas = CanvasId::parse(canvas).map_err(|e| e.to_string())?;
-        let user = match query.get("user") {
-            Some(user) => UserId::parse(user).map_err(|e| e.to_string())?,
-            None => return Err("query parameter user is required".into()),
+        let user = match (user_from_token, query.get("user")) {
+            (true, _) => None,
+            (false, Some(user)) => Some(UserId::parse(user).map_err(|e| e.to_string())?),
+            (false, None) => return Err("query parameter user is required".into()),
         };
+        let token = query.get("token").cloned();
         let name = query.get("name").cloned();
         if name.as_ref().is_some_and(|n| n.chars().count() > MAX_NAME_CHARS) {
             return Err("name must be at most 64 characters".into());
@@ -110,7 +116,7 @@ impl ConnectParams {
             }
             _ => return Err("resume needs both since and epoch".into()),
         };
-        Ok(ConnectParams { canvas, user, name, resume })
+        Ok(ConnectParams { canvas, user, token, name, resume })
     }
 }
 
@@ -138,20 +144,26 @@ mod tests {
 
     #[test]
     fn connect_params_need_a_valid_canvas_and_user() {
-        let ok = ConnectParams::parse("c1", &query(&[("user", "u1"), ("name", "Ann")])).unwrap();
-        assert_eq!((ok.canvas.as_str(), ok.user.as_str(), ok.name.as_deref(), ok.resume), ("c1", "u1", Some("Ann"), None));
-        assert!(ConnectParams::parse("c 1", &query(&[("user", "u1")])).unwrap_err().contains("canvas"));
-        assert!(ConnectParams::parse("c1", &query(&[])).unwrap_err().contains("user"));
-        assert!(ConnectParams::parse("c1", &query(&[("user", "u/1")])).unwrap_err().contains("user"));
+        let ok = ConnectParams::parse("c1", &query(&[("user", "u1"), ("name", "Ann")]), false).unwrap();
+        assert_eq!((ok.canvas.as_str(), ok.user.as_ref().map(UserId::as_str), ok.name.as_deref(), ok.resume), ("c1", Some("u1"), Some("Ann"), None));
+        assert!(ConnectParams::parse("c 1", &query(&[("user", "u1")]), false).unwrap_err().contains("canvas"));
+        assert!(ConnectParams::parse("c1", &query(&[]), false).unwrap_err().contains("user"));
+        assert!(ConnectParams::parse("c1", &query(&[("user", "u/1")]), false).unwrap_err().contains("user"));
         let long_name = "n".repeat(65);
-        assert!(ConnectParams::parse("c1", &query(&[("user", "u"), ("name", &long_name)])).is_err());
+        assert!(ConnectParams::parse("c1", &query(&[("user", "u"), ("name", &long_name)]), false).is_err());
+    }
+
+    #[test]
+    fn with_auth_on_the_user_parameter_is_ignored_and_the_token_kept() {
+        let params = ConnectParams::parse("c1", &query(&[("user", "not valid!"), ("token", "t.k.n")]), true).unwrap();
+        assert_eq!((params.user, params.token.as_deref()), (None, Some("t.k.n")));
     }
 
     #[test]
     fn connect_params_resume_needs_since_and_epoch() {
-        let ok = ConnectParams::parse("c1", &query(&[("user", "u"), ("since", "41"), ("epoch", "ab-0")])).unwrap();
+        let ok = ConnectParams::parse("c1", &query(&[("user", "u"), ("since", "41"), ("epoch", "ab-0")]), false).unwrap();
         assert_eq!(ok.resume, Some(Resume { since: 41, epoch: "ab-0".into() }));
-        assert!(ConnectParams::parse("c1", &query(&[("user", "u"), ("since", "41")])).is_err());
-        assert!(ConnectParams::parse("c1", &query(&[("user", "u"), ("since", "-1"), ("epoch", "e")])).is_err());
+        assert!(ConnectParams::parse("c1", &query(&[("user", "u"), ("since", "41")]), false).is_err());
+        assert!(ConnectParams::parse("c1", &query(&[("user", "u"), ("since", "-1"), ("epoch", "e")]), false).is_err());
     }
 }
