@@ -1,7 +1,7 @@
 -- canvas-relay: the whole current schema (what migrations/ builds, in order). Read this to know the tables;
 -- change the schema by adding a numbered file to migrations/ and updating this file to match
 -- (a unit test in src/bus/sqlite/schema.rs checks the two agree). Times are unix milliseconds.
-PRAGMA user_version = 3;
+PRAGMA user_version = 4;
 
 CREATE TABLE meta (
     key   TEXT PRIMARY KEY,
@@ -25,7 +25,8 @@ CREATE TABLE message_queue (
     sender          TEXT NOT NULL,
     origin_instance TEXT NOT NULL,
     created_at      INTEGER NOT NULL,
-    expires_at      INTEGER NOT NULL
+    expires_at      INTEGER NOT NULL,
+    generation      INTEGER NOT NULL DEFAULT 0
 );
 CREATE UNIQUE INDEX idx_message_queue_canvas_seq ON message_queue (canvas_id, seq);
 CREATE INDEX idx_message_queue_expires_at ON message_queue (expires_at);
@@ -64,3 +65,24 @@ CREATE TABLE cursor_batches (
     expires_at      INTEGER NOT NULL
 );
 CREATE INDEX idx_cursor_batches_expires_at ON cursor_batches (expires_at);
+
+CREATE TABLE connections (
+    conn_id      TEXT PRIMARY KEY,
+    instance_id  TEXT NOT NULL,
+    canvas_id    TEXT NOT NULL,
+    user_id      TEXT NOT NULL,
+    name         TEXT,
+    connected_at INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX idx_connections_canvas_user ON connections (canvas_id, user_id);
+CREATE INDEX idx_connections_user ON connections (user_id);
+CREATE INDEX idx_connections_instance ON connections (instance_id);
+
+CREATE TABLE user_messages (
+    id              INTEGER PRIMARY KEY AUTOINCREMENT,
+    user_id         TEXT NOT NULL,
+    origin_instance TEXT NOT NULL,
+    frame           TEXT NOT NULL,
+    expires_at      INTEGER NOT NULL
+);
+CREATE INDEX idx_user_messages_expires_at ON user_messages (expires_at);

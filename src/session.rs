@@ -58,6 +58,8 @@ pub struct Session<S> {
     app: Arc<App>,
     canvas: CanvasId,
     user: UserId,
+    /// The display name given at connect, shown in presence.
+    name: Option<String>,
     conn: ConnId,
     /// A clone of the queue the hub writes to: pongs and error frames join the same order.
     outbox: Outbox,
@@ -79,6 +81,7 @@ pub struct Session<S> {
 pub struct SessionParts {
     pub canvas: CanvasId,
     pub user: UserId,
+    pub name: Option<String>,
     /// When the client's token expires (unix seconds), if it came with one.
     pub expires_at: Option<u64>,
     pub conn: ConnId,
@@ -101,6 +104,7 @@ where
             app,
             canvas: parts.canvas,
             user: parts.user,
+            name: parts.name,
             conn: parts.conn,
             outbox: parts.outbox,
             inbox: parts.inbox,
@@ -120,7 +124,8 @@ where
         metrics.connections_total.increment(1);
         let end = self.serve(joined).await;
         tracing::debug!(canvas = %self.canvas, user = %self.user, conn = %self.conn, ?end, "connection ended");
-        self.app.hub.leave(&self.canvas, self.conn);
+        let (canvas, user, name) = (self.canvas.clone(), self.user.clone(), self.name.take());
+        self.app.bus.leave(canvas, self.conn, user, name).await;
         metrics.connections.decrement(1.0);
     }
 
@@ -134,6 +139,7 @@ where
             epoch: &joined.epoch,
             seq: joined.seq,
             resumed: joined.resumed,
+            presence: &joined.presence,
             objects: joined.objects.as_deref(),
         };
         let frames = std::iter::once(Message::text(to_json(&welcome))).chain(joined.replay);

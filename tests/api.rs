@@ -36,20 +36,24 @@ async fn a_server_publish_is_committed_sequenced_and_relayed_on_every_instance()
     let (a, b) = (file.start(&["--api-key", KEY]).await, file.start(&["--api-key", KEY]).await);
     let mut on_a = a.connect("c1", "ann").await;
     let mut on_b = b.connect("c1", "bob").await;
+    // Presence logged seqs 1 and 2 (ann, then bob connected); ann sees bob arrive.
+    assert_eq!((on_b.seq(), on_a.recv().await["type"].as_str()), (2, Some("user-connected")));
     let body = json!({"type": "object-create", "data": {"id": "o1", "x": 1}});
     let (status, reply) = a.api("POST", "/api/v1/canvases/c1/messages", Some(KEY), body).await;
-    assert_eq!((status, reply), (201, json!({"seq": 1})));
+    assert_eq!((status, reply), (201, json!({"seq": 3})));
     on_a.publish("note", json!("from a client"), "r").await;
     assert_eq!(on_a.recv().await["from"], "server");
-    assert_eq!(on_a.recv().await, json!({"type": "ack", "seq": 2, "ref": "r"}));
+    assert_eq!(on_a.recv().await, json!({"type": "ack", "seq": 4, "ref": "r"}));
     let first = on_b.recv().await;
-    assert_eq!((first["seq"].as_u64(), first["from"].as_str(), first["type"].as_str()), (Some(1), Some("server"), Some("object-create")));
-    assert_eq!(on_b.recv().await["seq"], 2);
+    assert_eq!((first["seq"].as_u64(), first["from"].as_str(), first["type"].as_str()), (Some(3), Some("server"), Some("object-create")));
+    assert_eq!(on_b.recv().await["seq"], 4);
 
     let (status, state) = b.api("GET", "/api/v1/canvases/c1", Some(KEY), json!(null)).await;
     assert_eq!(status, 200);
-    assert_eq!((state["seq"].as_u64(), state["epoch"].as_str()), (Some(2), Some(on_a.epoch().as_str())));
+    assert_eq!((state["seq"].as_u64(), state["epoch"].as_str()), (Some(4), Some(on_a.epoch().as_str())));
     assert_eq!(state["objects"], json!({"o1": {"id": "o1", "x": 1}}));
+    let presence = json!([{"user": "ann", "connections": 1}, {"user": "bob", "connections": 1}]);
+    assert_eq!(state["presence"], presence);
 }
 
 #[tokio::test]
@@ -84,6 +88,10 @@ async fn bad_requests_get_json_errors_with_the_right_status() {
         ("POST", "/api/v1/canvases/bad%20id/messages", r#"{"type":"x"}"#, 400),
         ("POST", "/api/v1/canvases/c1/messages", r#"{"type":"object-update","data":{"id":"ghost"}}"#, 409),
         ("GET", "/api/v1/canvases/c1/messages?since=-3", "", 400),
+        ("DELETE", "/api/v1/canvases/bad%20id", "", 400),
+        ("POST", "/api/v1/users/bad%2Fuser/messages", r#"{"type":"x"}"#, 400),
+        ("POST", "/api/v1/users/u1/messages", r#"{"type":"welcome"}"#, 400),
+        ("GET", "/api/v1/users/bad%20user", "", 400),
     ];
     for (method, path, body, expected) in cases {
         let (status, text) = a.http(method, path, Some(KEY), body).await;
@@ -96,4 +104,69 @@ async fn bad_requests_get_json_errors_with_the_right_status() {
     assert_eq!(status, 413);
     let (_, log) = a.api("GET", "/api/v1/canvases/c1/messages", Some(KEY), json!(null)).await;
     assert_eq!(log["seq"], 0, "nothing bad was logged");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_resets_a_canvas_to_a_new_epoch_on_every_instance() {
+    let file = SharedFile::new();
+    let (a, b) = (file.start(&["--api-key", KEY]).await, file.start(&["--api-key", KEY]).await);
+    let mut ann = a.connect("wipe", "ann").await;
+    let mut bob = b.connect("wipe", "bob").await;
+    ann.skip_presence(bob.seq()).await;
+    ann.publish("object-create", json!({"id": "o1"}), "c").await;
+    assert_eq!(ann.recv().await["type"], "ack");
+    assert_eq!(bob.recv().await["type"], "object-create");
+    let old_epoch = ann.epoch();
+
+    let (status, reset) = b.api("DELETE", "/api/v1/canvases/wipe", Some(KEY), json!(null)).await;
+    assert_eq!(status, 200, "{reset}");
+    let epoch = reset["epoch"].as_str().unwrap().to_owned();
+    assert_ne!(epoch, old_epoch);
+    assert_eq!(reset, json!({"canvas": "wipe", "epoch": epoch, "seq": 0}));
+    // Published at once, possibly before ann's instance has read the reset: its seq 1 of the new epoch
+    // must still come after the reset frame, as an ack.
+    ann.publish("note", json!("first of the new epoch"), "n").await;
+    let expected_reset = json!({"type": "reset", "canvas": "wipe", "epoch": epoch, "seq": 0});
+    assert_eq!(ann.recv().await, expected_reset);
+    assert_eq!(ann.recv().await, json!({"type": "ack", "seq": 1, "ref": "n"}));
+    assert_eq!(bob.recv().await, expected_reset);
+    let first = bob.recv().await;
+    assert_eq!((first["seq"].as_u64(), first["data"].as_str()), (Some(1), Some("first of the new epoch")));
+
+    let (_, state) = a.api("GET", "/api/v1/canvases/wipe", Some(KEY), json!(null)).await;
+    assert_eq!((state["epoch"].as_str(), state["seq"].as_u64()), (Some(epoch.as_str()), Some(1)));
+    assert_eq!(state["objects"], json!({}), "the objects went with the log");
+    assert_eq!(state["presence"].as_array().map(Vec::len), Some(2), "presence is not reset");
+    let (_, log) = a.api("GET", "/api/v1/canvases/wipe/messages", Some(KEY), json!(null)).await;
+    assert_eq!(log["messages"].as_array().map(Vec::len), Some(1), "only the new epoch's message");
+
+    let stale = a.resume("wipe", "cid", 3, &old_epoch).await;
+    assert_eq!((stale.welcome["resumed"].as_bool(), stale.epoch()), (Some(false), epoch.clone()), "the old epoch cannot resume");
+    let (status, again) = a.api("DELETE", "/api/v1/canvases/never-used", Some(KEY), json!(null)).await;
+    assert_eq!((status, again["seq"].as_u64()), (200, Some(0)), "resetting an unused canvas is fine");
+}
+
+#[tokio::test]
+async fn a_user_message_reaches_every_connection_of_the_user_on_every_instance() {
+    let file = SharedFile::new();
+    let (a, b) = (file.start(&["--api-key", KEY]).await, file.start(&["--api-key", KEY]).await);
+    let mut tabs = [a.connect("c1", "ann").await, b.connect("c2", "ann").await, b.connect("c1", "ann").await];
+    let mut bob = a.connect("c1", "bob").await;
+    for tab in tabs.iter_mut() {
+        let upto = if tab.welcome["canvas"] == "c1" { bob.seq() } else { tab.seq() };
+        tab.skip_presence(upto).await;
+    }
+    let body = json!({"type": "notice", "data": {"text": "saved"}});
+    let (status, reply) = b.api("POST", "/api/v1/users/ann/messages", Some(KEY), body).await;
+    assert_eq!((status, reply), (202, json!({"connections": 3})));
+    for tab in tabs.iter_mut() {
+        let got = tab.recv().await;
+        assert_eq!((got["type"].as_str(), got["to"].as_str(), got["from"].as_str()), (Some("notice"), Some("ann"), Some("server")));
+        assert_eq!(got["data"], json!({"text": "saved"}));
+        assert!(got.get("seq").is_none() && got["ts"].is_i64(), "not logged: no seq");
+    }
+    bob.send(json!({"type": "ping"})).await;
+    assert_eq!(bob.recv().await, json!({"type": "pong"}), "bob got nothing");
+    let (status, reply) = a.api("POST", "/api/v1/users/nobody/messages", Some(KEY), json!({"type": "notice"})).await;
+    assert_eq!((status, reply), (202, json!({"connections": 0})));
 }

@@ -25,6 +25,7 @@ async fn the_user_is_the_tokens_sub_and_the_user_parameter_is_ignored() {
     let mut ann = a.connect_path(&format!("/ws/c1?user=mallory&token={t}")).await.expect("a good token connects");
     assert_eq!(ann.welcome["user"], "ann@example.com");
     let mut bob = a.connect_path(&format!("/ws/c1?token={}", token(json!({"sub": "bob", "exp": now_s() + 3600})))).await.unwrap();
+    assert_eq!(ann.recv().await["data"], json!({"user": "bob"}), "bob's user-connected");
     ann.publish("note", json!(1), "r").await;
     assert_eq!(ann.recv().await["type"], "ack");
     assert_eq!(bob.recv().await["from"], "ann@example.com");

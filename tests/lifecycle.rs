@@ -16,37 +16,56 @@ async fn a_client_that_stops_reading_is_cut_with_4009_resumes_and_the_others_car
     let mut slow = a.connect("slow", "snail").await;
     let mut fast = a.connect("slow", "hare").await;
     let mut writer = a.connect("slow", "writer").await;
+    fast.skip_presence(writer.seq()).await;
     let epoch = writer.epoch();
     // Enough bytes to fill the socket buffers between the server and a client that does not read.
     let total = 1500u64;
     let blob = "z".repeat(16 * 1024);
     // The writer keeps at most 8 messages in flight, so only a client that stops reading can overflow.
     let sending = tokio::spawn(async move {
+        let mut last_ack = 0;
         for window in (0..total).collect::<Vec<_>>().chunks(8) {
             for n in window {
                 writer.publish("blob", json!({"n": n, "pad": blob}), "r").await;
             }
             for _ in window {
-                assert_eq!(writer.recv().await["type"], "ack");
+                // Snail's leaving (when it is cut) is logged among the blobs.
+                let frame = loop {
+                    let frame = writer.recv().await;
+                    if frame["type"] != "user-disconnected" {
+                        break frame;
+                    }
+                };
+                assert_eq!(frame["type"], "ack");
+                last_ack = frame["seq"].as_u64().unwrap();
             }
         }
+        last_ack
     });
-    let (seen, _) = fast.read_through(total).await;
-    assert_eq!(seen.len() as u64, total, "the reading client got everything");
-    sending.await.unwrap();
+    // The reading client gets every blob, gap-free, while they are sent.
+    let (mut blobs, mut next) = (0, fast.seq() + 1);
+    while blobs < total {
+        let frame = fast.recv().await;
+        let Some(seq) = frame["seq"].as_u64() else { continue };
+        assert_eq!(seq, next, "gap or reorder");
+        next += 1;
+        blobs += u64::from(frame["type"] == "blob");
+    }
+    let last_ack = sending.await.unwrap();
 
     // The slow client now reads: some messages, in order, then close 4009.
     let (code, frames) = slow.recv_until_close().await;
     assert_eq!(code, Some(4009));
     let seqs: Vec<u64> = frames.iter().filter_map(|f| f["seq"].as_u64()).collect();
     assert!((seqs.len() as u64) < total, "it was cut before the end");
-    assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>(), "what it got was gap-free");
+    let first = slow.seq() + 1;
+    assert_eq!(seqs, (first..first + seqs.len() as u64).collect::<Vec<_>>(), "what it got was gap-free");
 
-    let last = seqs.last().copied().unwrap_or(0);
+    let last = seqs.last().copied().unwrap_or(slow.seq());
     let mut back = a.resume("slow", "snail", last, &epoch).await;
     assert_eq!(back.welcome["resumed"], true);
-    let (rest, _) = back.read_through(total).await;
-    assert_eq!(rest.len() as u64, total - last, "resume catches up with no gap");
+    let (rest, _) = back.read_through(last_ack).await;
+    assert_eq!(rest.len() as u64, last_ack - last, "resume catches up with no gap");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -73,7 +92,8 @@ async fn sigterm_commits_and_acks_everything_accepted_then_closes_1001_and_exits
     assert!(!acked.is_empty());
     let mut stored = BTreeSet::new();
     let conn = file.open();
-    let mut stmt = conn.prepare("SELECT payload FROM message_queue WHERE canvas_id = 'drain'").unwrap();
+    let mut stmt =
+        conn.prepare("SELECT payload FROM message_queue WHERE canvas_id = 'drain' AND message_type = 'note'").unwrap();
     for payload in stmt.query_map([], |r| r.get::<_, String>(0)).unwrap() {
         let data: serde_json::Value = serde_json::from_str(&payload.unwrap()).unwrap();
         stored.insert(data["n"].as_u64().unwrap());
@@ -85,8 +105,10 @@ async fn sigterm_commits_and_acks_everything_accepted_then_closes_1001_and_exits
     // Everything acked is readable from the surviving instance.
     let mut reader = b.resume("drain", "bob", 0, &client.epoch()).await;
     assert_eq!(reader.welcome["resumed"], true);
-    let (seen, _) = reader.read_through(acked.len() as u64).await;
-    assert_eq!(seen.len(), acked.len());
+    // Seq 1 is ann's user-connected; the notes follow it.
+    let (seen, _) = reader.read_through(1 + acked.len() as u64).await;
+    assert_eq!(seen[0].1.kind(), "user-connected");
+    assert!(seen[1..].iter().all(|(_, m)| m.kind() == "note"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -96,20 +118,21 @@ async fn sigkill_after_acks_loses_nothing_and_its_clients_resume_on_the_survivor
     let b = file.start(&[]).await;
     let mut writer = a.connect("kill", "ann").await;
     let mut watcher = b.connect("kill", "bob").await;
-    let epoch = writer.epoch();
+    writer.skip_presence(watcher.seq()).await;
+    let (epoch, base) = (writer.epoch(), writer.seq());
     let total = 200u64;
     for n in 0..total {
         writer.publish("note", json!({"n": n}), "r").await;
     }
-    let (acks, _) = writer.read_through(total).await;
+    let (acks, _) = writer.read_through(base + total).await;
     assert_eq!(acks.len() as u64, total);
     a.kill().await;
 
-    let (seen, _) = watcher.read_through(total).await;
+    let (seen, _) = watcher.read_through(base + total).await;
     assert_eq!(seen.len() as u64, total, "the survivor's client got every acked message");
-    let mut resumed = b.resume("kill", "ann", 0, &epoch).await;
+    let mut resumed = b.resume("kill", "ann", base, &epoch).await;
     assert_eq!(resumed.welcome["resumed"], true, "the killed instance's client resumes on the survivor");
-    let (replay, _) = resumed.read_through(total).await;
+    let (replay, _) = resumed.read_through(base + total).await;
     let ns: Vec<u64> = replay.iter().map(|(_, s)| s.data()["n"].as_u64().unwrap()).collect();
     assert_eq!(ns, (0..total).collect::<Vec<_>>());
 }

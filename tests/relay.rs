@@ -10,8 +10,8 @@ use serde_json::{json, Value};
 
 const PER_CLIENT: usize = 150;
 
-/// Each client sends PER_CLIENT messages without waiting; every client must then see seqs 1..=total exactly
-/// once, in order, with its own messages as acks carrying their refs in send order, and all clients must
+/// Each client sends PER_CLIENT messages without waiting; every client must then see every seq after the
+/// clients' presence exactly once, in order, with its own messages as acks carrying their refs in send order, and all clients must
 /// agree on what each seq holds.
 async fn concurrent_writers_agree(args_b: &[&str]) {
     let file = SharedFile::new();
@@ -21,8 +21,12 @@ async fn concurrent_writers_agree(args_b: &[&str]) {
     for (i, instance) in [&a, &a, &b, &b].into_iter().enumerate() {
         clients.push(instance.connect("order", &format!("user{i}")).await);
     }
-    assert!(clients.iter().all(|c| c.seq() == 0), "nobody has written yet");
-    let total = (clients.len() * PER_CLIENT) as u64;
+    let joined: Vec<u64> = clients.iter().map(Client::seq).collect();
+    assert_eq!(joined, [1, 2, 3, 4], "each join logged one user-connected, and each welcome includes its own");
+    for client in &mut clients {
+        client.skip_presence(4).await;
+    }
+    let total = 4 + (clients.len() * PER_CLIENT) as u64;
 
     let tasks: Vec<_> = clients
         .into_iter()
@@ -69,8 +73,10 @@ async fn concurrent_writers_agree(args_b: &[&str]) {
         let ns: Vec<u64> = views[0].values().filter(|(_, d)| d["client"] == i).map(|(_, d)| d["n"].as_u64().unwrap()).collect();
         assert_eq!(ns, (0..PER_CLIENT as u64).collect::<Vec<_>>());
     }
-    assert_eq!(file.count("SELECT count(*) FROM message_queue WHERE canvas_id = 'order'"), total as i64);
-    assert_eq!(file.count("SELECT last_seq FROM canvases WHERE canvas_id = 'order'"), total as i64);
+    let strokes = "SELECT count(*) FROM message_queue WHERE canvas_id = 'order' AND message_type = 'stroke'";
+    assert_eq!(file.count(strokes), 4 * PER_CLIENT as i64);
+    // (Leaving clients log user-disconnected after it.)
+    assert_eq!(file.count("SELECT max(seq) FROM message_queue WHERE message_type = 'stroke'"), total as i64);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -90,18 +96,20 @@ async fn a_message_reaches_the_other_instance_and_the_sender_gets_its_ack() {
     let mut sender = a.connect("c1", "ann").await;
     let mut local = a.connect("c1", "bob").await;
     let mut remote = b.connect("c1", "cid").await;
+    sender.skip_presence(3).await;
+    local.skip_presence(3).await;
     sender.publish("object-create", json!({"id": "o1", "kind": "rect"}), "c-17").await;
     let ack = sender.recv().await;
-    assert_eq!(ack, json!({"type": "ack", "seq": 1, "ref": "c-17"}));
+    assert_eq!(ack, json!({"type": "ack", "seq": 4, "ref": "c-17"}));
     for client in [&mut local, &mut remote] {
         let msg = client.recv().await;
         assert_eq!(msg["type"], "object-create");
-        assert_eq!((msg["seq"].as_u64(), msg["canvas"].as_str(), msg["from"].as_str()), (Some(1), Some("c1"), Some("ann")));
+        assert_eq!((msg["seq"].as_u64(), msg["canvas"].as_str(), msg["from"].as_str()), (Some(4), Some("c1"), Some("ann")));
         assert_eq!(msg["data"], json!({"id": "o1", "kind": "rect"}));
         assert!(msg["ts"].as_i64().unwrap() > 1_600_000_000_000, "ts is unix ms");
     }
     let welcome = b.connect("c1", "dan").await.welcome;
-    assert_eq!((welcome["seq"].as_u64(), welcome["resumed"].as_bool()), (Some(1), Some(false)));
+    assert_eq!((welcome["seq"].as_u64(), welcome["resumed"].as_bool()), (Some(5), Some(false)), "after dan's user-connected");
     assert_eq!(welcome["epoch"], sender.epoch(), "one canvas, one epoch, whichever instance");
     assert_ne!(welcome["instance"], sender.welcome["instance"]);
 }
@@ -112,12 +120,12 @@ async fn canvases_are_independent_sequences() {
     let a = file.start(&[]).await;
     let mut one = a.connect("one", "u").await;
     let mut two = a.connect("two", "u").await;
-    for _ in 0..3 {
+    for seq in 2..=4 {
         one.publish("x", json!(1), "r").await;
-        assert!(one.recv().await["type"] == "ack");
+        assert_eq!(one.recv().await["seq"], seq, "after u's user-connected at seq 1");
     }
     two.publish("x", json!(1), "r").await;
-    assert_eq!(two.recv().await["seq"], 1);
+    assert_eq!(two.recv().await["seq"], 2, "canvas two has its own user-connected at 1, then this");
 }
 
 #[tokio::test]
@@ -126,6 +134,7 @@ async fn ping_cursor_and_pong() {
     let a = file.start(&[]).await;
     let mut ann = a.connect("c", "ann").await;
     let mut bob = a.connect("c", "bob").await;
+    ann.skip_presence(bob.seq()).await;
     ann.send(json!({"type": "ping"})).await;
     assert_eq!(ann.recv().await, json!({"type": "pong"}));
     ann.send(json!({"type": "cursor", "data": {"x": 10.5, "y": 20}})).await;
@@ -147,7 +156,7 @@ async fn health_and_metrics_report_the_figures() {
     let health: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(health["status"], "healthy");
     assert_eq!(health["live_instances"], 2);
-    assert_eq!(health["queue_rows"], 1);
+    assert_eq!(health["queue_rows"], 2, "u's user-connected and its message");
     assert_eq!(health["local_connections"], 1);
     for field in ["oldest_row_age_ms", "writer_queue_depth", "poll_lag_rows", "message_ttl_ms"] {
         assert!(health[field].is_number(), "{field} in {health}");
@@ -168,18 +177,19 @@ async fn each_instance_persists_how_far_it_delivered_each_canvas() {
     let (a, b) = (file.start(&["--watermark-interval", "50ms"]).await, file.start(&["--watermark-interval", "50ms"]).await);
     let mut writer = a.connect("wm", "ann").await;
     let mut reader = b.connect("wm", "bob").await;
+    writer.skip_presence(2).await;
     for _ in 0..5 {
         writer.publish("note", json!(null), "r").await;
     }
-    writer.read_through(5).await;
-    reader.read_through(5).await;
+    writer.read_through(7).await;
+    reader.read_through(7).await;
     let instances = [&writer, &reader].map(|c| c.welcome["instance"].as_str().unwrap().to_owned());
     tokio::time::timeout(helpers::WAIT, async {
         loop {
             let done = instances.iter().all(|id| {
                 let sql = format!(
                     "SELECT count(*) FROM canvas_watermarks
-                     WHERE canvas_id = 'wm' AND server_instance_id = '{id}' AND last_seq = 5 AND last_processed_id > 0"
+                     WHERE canvas_id = 'wm' AND server_instance_id = '{id}' AND last_seq = 7 AND last_processed_id > 0"
                 );
                 file.count(&sql) == 1
             });
@@ -190,7 +200,7 @@ async fn each_instance_persists_how_far_it_delivered_each_canvas() {
         }
     })
     .await
-    .expect("both instances saved watermark seq 5 for the canvas");
+    .expect("both instances saved watermark seq 7 for the canvas");
 }
 
 #[tokio::test]
@@ -201,6 +211,7 @@ async fn cursors_cross_instances_in_coalesced_batches() {
     let mut ann = a.connect("cur", "ann").await;
     let mut local = a.connect("cur", "lou").await;
     let mut remote = b.connect("cur", "bob").await;
+    local.skip_presence(remote.seq()).await;
 
     let started = std::time::Instant::now();
     let sent = 500;
@@ -228,5 +239,6 @@ async fn cursors_cross_instances_in_coalesced_batches() {
     let batches = file.count("SELECT count(*) FROM cursor_batches");
     let intervals = (elapsed.as_millis() / 100) as i64 + 2;
     assert!(batches <= intervals, "{batches} rows for {sent} cursors over {elapsed:?}");
-    assert_eq!(file.count("SELECT count(*) FROM message_queue"), 0, "cursors are never logged");
+    let logged = "SELECT count(*) FROM message_queue WHERE message_type NOT LIKE 'user-%'";
+    assert_eq!(file.count(logged), 0, "cursors are never logged");
 }

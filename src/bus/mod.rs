@@ -12,7 +12,7 @@ use tokio::sync::oneshot;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::hub::{ConnId, Outbox};
-use crate::protocol::{CanvasId, MsgType, Resume, UserId};
+use crate::protocol::{presence_data, CanvasId, MsgType, Resume, UserId};
 
 pub use sqlite::SqliteBus;
 
@@ -36,6 +36,31 @@ pub enum Origin {
     Socket { conn: ConnId, reference: Option<String>, outbox: Outbox },
     /// A caller awaiting the committed seq (the HTTP API).
     Caller(oneshot::Sender<Result<u64, BusError>>),
+    /// A connection opening (`user-connected`) or closing (`user-disconnected`): registered in or removed from
+    /// the shared connection list in the same transaction, and logged only when it is the user's first or
+    /// last connection to the canvas across instances. `done`, if any, learns when that is committed.
+    Presence { conn: ConnId, name: Option<String>, done: Option<oneshot::Sender<Result<(), BusError>>> },
+}
+
+impl Publish {
+    /// The presence change of connection `conn` of `user` on `canvas`: connected, or disconnected.
+    pub fn presence(
+        connected: bool,
+        canvas: CanvasId,
+        user: UserId,
+        name: Option<String>,
+        conn: ConnId,
+        done: Option<oneshot::Sender<Result<(), BusError>>>,
+    ) -> Self {
+        let kind = MsgType::reserved(if connected { "user-connected" } else { "user-disconnected" });
+        let data = presence_data(user.as_str(), name.as_deref());
+        Publish { canvas, kind, data, from: user, origin: Origin::Presence { conn, name, done } }
+    }
+
+    /// Whether this registers a connection (as opposed to removing one or logging a message).
+    pub fn is_connect(&self) -> bool {
+        matches!(self.origin, Origin::Presence { .. }) && self.kind.as_str() == "user-connected"
+    }
 }
 
 /// A connection asking to join a canvas.
@@ -43,6 +68,9 @@ pub enum Origin {
 pub struct JoinRequest {
     pub canvas: CanvasId,
     pub conn: ConnId,
+    pub user: UserId,
+    /// The display name shown in presence.
+    pub name: Option<String>,
     /// `since` + `epoch` from the query string, when the client is resuming.
     pub resume: Option<Resume>,
     /// Where live messages after the welcome go.
@@ -60,6 +88,8 @@ pub struct Joined {
     pub replay: Vec<Message>,
     /// The canvas state at exactly `seq`, as a JSON object keyed by object id (only when not resumed).
     pub objects: Option<Box<RawValue>>,
+    /// Who is on the canvas at `seq`, as the welcome's JSON array.
+    pub presence: Box<RawValue>,
 }
 
 /// Why the bus could not do what was asked; the text is safe to show to a client.

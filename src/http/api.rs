@@ -1,6 +1,7 @@
 //! The HTTP API's canvas routes (`/api/v1/canvases/...`): publish a logged message as user `server`, read a
-//! canvas's retained messages, read its state. Every route needs `Authorization: Bearer <--api-key>`; without
-//! a configured key the API is off and answers 403 saying how to turn it on.
+//! canvas's retained messages, read its state and presence, reset it. Every API route (these and
+//! `users.rs`) needs `Authorization: Bearer <--api-key>`; without a configured key the API is off and
+//! answers 403 saying how to turn it on.
 //!
 //! Server publishes go through the same writer, seq and fan-out as client messages.
 
@@ -40,10 +41,15 @@ pub fn routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
         .map(Reply::into_response);
     let canvas = warp::path!("api" / "v1" / "canvases" / String)
         .and(warp::get())
-        .and(authorized(app))
+        .and(authorized(app.clone()))
         .then(canvas)
         .map(Reply::into_response);
-    publish.or(messages).unify().or(canvas).unify().boxed()
+    let reset = warp::path!("api" / "v1" / "canvases" / String)
+        .and(warp::delete())
+        .and(authorized(app))
+        .then(reset)
+        .map(Reply::into_response);
+    publish.or(messages).unify().or(canvas).unify().or(reset).unify().boxed()
 }
 
 /// Why a request was not let in.
@@ -58,7 +64,7 @@ enum Denied {
 impl warp::reject::Reject for Denied {}
 
 /// Passes the app on when the request carries the configured API key.
-fn authorized(app: Arc<App>) -> impl Filter<Extract = (Arc<App>,), Error = warp::Rejection> + Clone {
+pub(super) fn authorized(app: Arc<App>) -> impl Filter<Extract = (Arc<App>,), Error = warp::Rejection> + Clone {
     warp::header::optional::<String>("authorization").and(with_state(app)).and_then(
         |header: Option<String>, app: Arc<App>| async move {
             let Some(key) = app.config.api_key.as_deref() else { return Err(warp::reject::custom(Denied::Disabled)) };
@@ -95,7 +101,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 /// A refused API request: its status and the `{"error"}` text.
 #[derive(Debug)]
-struct ApiError(StatusCode, String);
+pub(super) struct ApiError(pub StatusCode, pub String);
 
 impl Reply for ApiError {
     fn into_response(self) -> Response {
@@ -112,7 +118,7 @@ impl From<BusError> for ApiError {
     }
 }
 
-fn bad_request(message: impl Into<String>) -> ApiError {
+pub(super) fn bad_request(message: impl Into<String>) -> ApiError {
     ApiError(StatusCode::BAD_REQUEST, message.into())
 }
 
@@ -120,7 +126,7 @@ fn canvas_id(canvas: &str) -> Result<CanvasId, ApiError> {
     CanvasId::parse(canvas).map_err(|e| bad_request(e.to_string()))
 }
 
-fn json(status: StatusCode, body: String) -> Response {
+pub(super) fn json(status: StatusCode, body: String) -> Response {
     let mut response = warp::reply::with_status(body, status).into_response();
     response.headers_mut().insert("content-type", warp::http::HeaderValue::from_static("application/json"));
     response
@@ -155,12 +161,25 @@ async fn messages(canvas: String, app: Arc<App>, query: HashMap<String, String>)
     Ok(json(StatusCode::OK, body.to_string()))
 }
 
-/// `GET /api/v1/canvases/{canvas}` → `{"canvas","seq","epoch","objects"}`, the objects being the state at
-/// exactly `seq`.
+/// `GET /api/v1/canvases/{canvas}` → `{"canvas","seq","epoch","objects","presence"}`, objects and presence
+/// being the state at exactly `seq`.
 async fn canvas(canvas: String, app: Arc<App>) -> Result<Response, ApiError> {
     let canvas = canvas_id(&canvas)?;
     let state = app.bus.canvas(canvas.clone()).await?;
-    let body = serde_json::json!({ "canvas": canvas, "seq": state.seq, "epoch": state.epoch, "objects": state.objects });
+    let body = serde_json::json!({
+        "canvas": canvas, "seq": state.seq, "epoch": state.epoch, "objects": state.objects, "presence": state.presence,
+    });
+    Ok(json(StatusCode::OK, body.to_string()))
+}
+
+/// `DELETE /api/v1/canvases/{canvas}` → 200 `{"canvas","epoch","seq":0}`: the log and objects are gone, the
+/// canvas goes on in a new epoch from seq 0, and every connected client, on every instance, gets
+/// `{"type":"reset","canvas","epoch","seq":0}`. Presence is unaffected. Resetting a canvas nobody wrote to
+/// still starts a new epoch.
+async fn reset(canvas: String, app: Arc<App>) -> Result<Response, ApiError> {
+    let canvas = canvas_id(&canvas)?;
+    let epoch = app.bus.reset(canvas.clone()).await?;
+    let body = serde_json::json!({ "canvas": canvas, "epoch": epoch, "seq": 0 });
     Ok(json(StatusCode::OK, body.to_string()))
 }
 

@@ -3,6 +3,7 @@
 
 mod api;
 mod health;
+mod users;
 mod ws;
 
 use std::convert::Infallible;
@@ -21,6 +22,8 @@ pub use health::{assess, Status};
 pub fn routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
     ws::route(app.clone())
         .or(api::routes(app.clone()))
+        .unify()
+        .or(users::routes(app.clone()))
         .unify()
         .or(health::health(app.clone()))
         .unify()

@@ -69,13 +69,20 @@ async fn connect(
     let alive = app.shutdown.alive.guard();
     let conn = Uuid::new_v4();
     let (outbox, inbox) = hub::outbox(app.config.client_queue);
-    let request =
-        JoinRequest { canvas: params.canvas.clone(), conn, resume: params.resume.clone(), outbox: outbox.clone() };
+    let request = JoinRequest {
+        canvas: params.canvas.clone(),
+        conn,
+        user: user.clone(),
+        name: params.name.clone(),
+        resume: params.resume.clone(),
+        outbox: outbox.clone(),
+    };
     let joined = match app.bus.join(request).await {
         Ok(joined) => joined,
         Err(error) => return json_error(StatusCode::SERVICE_UNAVAILABLE, error.to_string()),
     };
-    let parts = SessionParts { canvas: params.canvas, user, expires_at, conn, outbox, inbox, reading, alive };
+    let parts =
+        SessionParts { canvas: params.canvas, user, name: params.name, expires_at, conn, outbox, inbox, reading, alive };
     tokio::spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => {
@@ -85,7 +92,7 @@ async fn connect(
             }
             Err(error) => {
                 tracing::debug!(%error, "WebSocket upgrade failed");
-                app.hub.leave(&parts.canvas, conn);
+                app.bus.leave(parts.canvas, conn, parts.user, parts.name).await;
             }
         }
     });

@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use crate::protocol::CanvasId;
 
-pub use room::{AckTo, Entry, Room, RoomState, Settled};
+pub use room::{AckTo, Entry, Room, RoomState, Settled, Subscriber};
 
 /// Identifies one WebSocket connection.
 pub type ConnId = Uuid;
@@ -129,6 +129,12 @@ impl Hub {
         (rooms.len(), connections)
     }
 
+    /// Queues a frame for every local connection of `user`, on every canvas; returns how many.
+    pub fn send_to_user(&self, user: &str, frame: &Message) -> usize {
+        let rooms: Vec<Arc<Room>> = self.rooms().values().cloned().collect();
+        rooms.iter().map(|room| room.lock().send_to_user(user, frame)).sum()
+    }
+
     /// The watermarks that moved since the last call.
     pub fn take_watermarks(&self) -> Vec<Watermark> {
         let rooms: Vec<Arc<Room>> = self.rooms().values().cloned().collect();
@@ -146,6 +152,7 @@ impl Hub {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::UserId;
 
     #[test]
     fn leaving_last_closes_and_removes_the_room() {
@@ -155,13 +162,32 @@ mod tests {
         let conn = Uuid::new_v4();
         {
             let mut state = room.lock();
-            state.start_at(0);
-            state.subscribe(conn, 0, outbox(16).0);
+            state.start_at(0, 0);
+            let user = UserId::parse("u1").unwrap();
+            state.subscribe(Subscriber { conn, user, generation: 0, start_after: 0, outbox: outbox(16).0 });
         }
         assert_eq!(hub.counts(), (1, 1));
         hub.leave(&canvas, conn);
         assert!(room.lock().is_closed());
         assert!(hub.room(&canvas).is_none());
+    }
+
+    #[test]
+    fn a_user_message_reaches_every_connection_of_the_user_and_nobody_else() {
+        let hub = Hub::new();
+        let mut inboxes = Vec::new();
+        for (canvas, user) in [("c1", "ann"), ("c2", "ann"), ("c2", "bob")] {
+            let room = hub.room_for_join(&CanvasId::parse(canvas).unwrap());
+            let (outbox, inbox) = outbox(4);
+            let mut state = room.lock();
+            state.start_at(0, 0);
+            let user = UserId::parse(user).unwrap();
+            state.subscribe(Subscriber { conn: Uuid::new_v4(), user, generation: 0, start_after: 0, outbox });
+            inboxes.push(inbox);
+        }
+        assert_eq!(hub.send_to_user("ann", &Message::text("hi")), 2);
+        let received: Vec<bool> = inboxes.iter_mut().map(|i| i.rx.try_recv().is_ok()).collect();
+        assert_eq!(received, [true, true, false]);
     }
 }
 

@@ -5,6 +5,10 @@
 //! and the watcher with rows other processes committed. The room fans out only the next seq; a seq that
 //! arrives early waits in `pending` until the ones before it are read. Order therefore holds by construction,
 //! whoever delivers first, and nothing is delivered twice.
+//!
+//! A canvas reset (DELETE through the API) starts a new generation: its `reset` marker (seq 0) is the first
+//! row of the new generation, and the room, its subscribers and expected acks all carry the generation they
+//! are in, so a new generation's seq 1 is never mistaken for the old one's.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard};
@@ -13,7 +17,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use super::{ConnId, Outbox};
 use crate::metrics::Metrics;
-use crate::protocol::{ack_frame, CanvasId};
+use crate::protocol::{ack_frame, CanvasId, UserId};
 
 /// Where the ack of a seq goes: the connection on this process that sent it.
 #[derive(Debug, Clone)]
@@ -22,10 +26,12 @@ pub struct AckTo {
     pub reference: Option<String>,
 }
 
-/// One committed logged message, ready to fan out.
+/// One committed logged message, ready to fan out; seq 0 is a generation's `reset` marker.
 #[derive(Debug, Clone)]
 pub struct Entry {
     pub seq: u64,
+    /// The canvas generation it was logged in (bumped by each reset).
+    pub generation: u64,
     /// The row's `message_queue.id`, which orders all commits of the file.
     pub id: i64,
     /// The frame every other connection receives, serialized once.
@@ -34,11 +40,14 @@ pub struct Entry {
 
 /// A subscriber of one room.
 #[derive(Debug)]
-struct Subscriber {
-    conn: ConnId,
+pub struct Subscriber {
+    pub conn: ConnId,
+    pub user: UserId,
+    /// The generation its welcome was in.
+    pub generation: u64,
     /// The seq its welcome (and replay) ended at: it receives only seqs after this.
-    start_after: u64,
-    outbox: Outbox,
+    pub start_after: u64,
+    pub outbox: Outbox,
 }
 
 /// One canvas served by this process.
@@ -55,6 +64,8 @@ pub struct RoomState {
     closed: bool,
     /// Set once the joining snapshot fixed `delivered`; rows offered before that would be judged wrongly.
     started: bool,
+    /// The canvas generation being delivered.
+    generation: u64,
     /// The last seq fanned out to subscribers.
     delivered: u64,
     /// The `message_queue.id` of that seq: what this instance has processed for the canvas.
@@ -63,8 +74,8 @@ pub struct RoomState {
     watermark_dirty: bool,
     /// Committed seqs that arrived before a lower seq was read (a local commit ahead of other processes' rows).
     pending: BTreeMap<u64, Entry>,
-    /// Seqs committed by this process whose sender gets an ack instead of the message.
-    acks: HashMap<u64, AckTo>,
+    /// (generation, seq) committed by this process whose sender gets an ack instead of the message.
+    acks: HashMap<(u64, u64), AckTo>,
     subscribers: Vec<Subscriber>,
 }
 
@@ -94,6 +105,7 @@ impl RoomState {
         RoomState {
             closed: false,
             started: false,
+            generation: 0,
             delivered: 0,
             delivered_id: 0,
             watermark_dirty: false,
@@ -111,34 +123,47 @@ impl RoomState {
         self.delivered
     }
 
-    /// Fixes the cursor of a room that has just been created, from the joining snapshot's last seq.
-    pub fn start_at(&mut self, last_seq: u64) {
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Fixes the cursor of a room that has just been created, from the joining snapshot's head.
+    pub fn start_at(&mut self, last_seq: u64, generation: u64) {
         if !self.started {
             self.started = true;
             self.delivered = last_seq;
+            self.generation = generation;
         }
     }
 
-    /// Adds a subscriber that has already been sent everything up to `start_after`.
-    pub fn subscribe(&mut self, conn: ConnId, start_after: u64, outbox: Outbox) {
-        self.subscribers.push(Subscriber { conn, start_after, outbox });
+    /// Adds a subscriber that has already been sent everything up to its `start_after`.
+    pub fn subscribe(&mut self, subscriber: Subscriber) {
+        self.subscribers.push(subscriber);
     }
 
-    /// Records that `seq` (not yet committed) was sent by a local connection: it gets the ack when the seq is
-    /// delivered, whichever path delivers it.
-    pub fn expect_ack(&mut self, seq: u64, ack: AckTo) {
-        self.acks.insert(seq, ack);
+    /// Records that `seq` of `generation` (not yet committed) was sent by a local connection: it gets the ack
+    /// when the seq is delivered, whichever path delivers it.
+    pub fn expect_ack(&mut self, generation: u64, seq: u64, ack: AckTo) {
+        self.acks.insert((generation, seq), ack);
     }
 
     /// Forgets an expected ack whose commit failed.
-    pub fn forget_ack(&mut self, seq: u64) {
-        self.acks.remove(&seq);
+    pub fn forget_ack(&mut self, generation: u64, seq: u64) {
+        self.acks.remove(&(generation, seq));
     }
 
     /// Offers a committed message. Delivers it (and any pending successors) if it is the next seq, keeps it if
-    /// it is early, drops it if it was already delivered. Returns how many frames were queued.
+    /// it is early, drops it if it was already delivered. A newer generation starts with its reset marker;
+    /// its other rows are dropped until the marker arrives (the watcher reads rows in commit order, so it
+    /// always offers the marker first and then offers them again). Returns how many frames were queued.
     pub fn offer(&mut self, entry: Entry, metrics: &Metrics) -> usize {
-        if !self.started || entry.seq <= self.delivered {
+        if !self.started || entry.generation < self.generation {
+            return 0;
+        }
+        if entry.generation > self.generation {
+            return if entry.seq == 0 { self.reset(entry) } else { 0 };
+        }
+        if entry.seq <= self.delivered {
             return 0;
         }
         if entry.seq > self.delivered + 1 {
@@ -191,20 +216,62 @@ impl RoomState {
         }
         metrics.gaps_skipped.increment(1);
         self.delivered = first - 1;
-        self.acks.retain(|seq, _| *seq >= first);
+        self.acks.retain(|(_, seq), _| *seq >= first);
         let to = first - 1;
         let entry = self.pending.remove(&first).expect("first key exists");
         self.offer(entry, metrics);
         Settled::GapSkipped { from, to }
     }
 
+    /// A new generation begins (the canvas was reset): subscribers still in an older one get the marker's
+    /// `reset` frame and start over at seq 0; subscribers who joined in the new generation already started
+    /// from its state. Acks of older generations are dropped: their messages were deleted by the reset.
+    fn reset(&mut self, marker: Entry) -> usize {
+        self.generation = marker.generation;
+        self.delivered = 0;
+        self.delivered_id = marker.id;
+        self.pending.clear();
+        let generation = self.generation;
+        self.acks.retain(|(g, _), _| *g >= generation);
+        let mut sent = 0;
+        self.subscribers.retain_mut(|sub| {
+            if sub.generation >= generation {
+                return true;
+            }
+            sub.generation = generation;
+            sub.start_after = 0;
+            sent += 1;
+            sub.outbox.push(marker.frame.clone())
+        });
+        sent
+    }
+
+    /// Called by the watcher with a row of a newer generation whose reset marker it never saw (the marker
+    /// expired before this process read it): subscribers of older generations are cut with 4009 (their resume
+    /// fails on the epoch, so they reload) and the room continues in the new generation.
+    pub fn skip_lost_reset(&mut self, entry: Entry, metrics: &Metrics) {
+        let generation = entry.generation;
+        self.subscribers.retain(|sub| {
+            if sub.generation < generation {
+                sub.outbox.kick();
+            }
+            sub.generation >= generation
+        });
+        self.generation = generation;
+        self.delivered = entry.seq - 1;
+        self.pending.clear();
+        self.acks.retain(|(g, _), _| *g >= generation);
+        metrics.gaps_skipped.increment(1);
+        self.offer(entry, metrics);
+    }
+
     /// Queues `entry` for every subscriber that has not seen it yet: the sender gets an ack, the others the
     /// shared frame. Subscribers whose queue overflowed are dropped from the room (their session closes 4009).
     fn fan_out(&mut self, entry: Entry, metrics: &Metrics) -> usize {
-        let ack = self.acks.remove(&entry.seq);
+        let ack = self.acks.remove(&(entry.generation, entry.seq));
         let mut sent = 0;
         self.subscribers.retain(|sub| {
-            if entry.seq <= sub.start_after {
+            if entry.seq <= sub.start_after || sub.generation != entry.generation {
                 return true;
             }
             let frame = match &ack {
@@ -233,6 +300,16 @@ impl RoomState {
             sub.outbox.push_lossy(frame.clone());
         }
     }
+
+    /// Queues a frame for every subscriber who is `user`; returns how many. An overflowing queue cuts its
+    /// client (4009) like any other frame would.
+    pub fn send_to_user(&self, user: &str, frame: &Message) -> usize {
+        let mut sent = 0;
+        for sub in self.subscribers.iter().filter(|s| s.user.as_str() == user) {
+            sent += usize::from(sub.outbox.push(frame.clone()));
+        }
+        sent
+    }
 }
 
 #[cfg(test)]
@@ -242,7 +319,11 @@ mod tests {
     use uuid::Uuid;
 
     fn entry(seq: u64) -> Entry {
-        Entry { seq, id: seq as i64 * 10, frame: Message::text(format!("m{seq}")) }
+        Entry { seq, generation: 0, id: seq as i64 * 10, frame: Message::text(format!("m{seq}")) }
+    }
+
+    fn subscriber(conn: ConnId, start_after: u64, outbox: Outbox) -> Subscriber {
+        Subscriber { conn, user: UserId::parse("u").unwrap(), generation: 0, start_after, outbox }
     }
 
     fn texts(inbox: &mut Inbox) -> Vec<String> {
@@ -255,9 +336,9 @@ mod tests {
 
     fn started_room(at: u64) -> (RoomState, Inbox, Metrics) {
         let mut state = RoomState::new();
-        state.start_at(at);
+        state.start_at(at, 0);
         let (outbox, inbox) = outbox(64);
-        state.subscribe(Uuid::new_v4(), at, outbox);
+        state.subscribe(subscriber(Uuid::new_v4(), at, outbox));
         (state, inbox, Metrics::new())
     }
 
@@ -287,13 +368,13 @@ mod tests {
     fn the_sender_gets_an_ack_and_the_others_the_message() {
         let metrics = Metrics::new();
         let mut room = RoomState::new();
-        room.start_at(0);
+        room.start_at(0, 0);
         let (sender_box, mut sender) = outbox(8);
         let (other_box, mut other) = outbox(8);
         let sender_id = Uuid::new_v4();
-        room.subscribe(sender_id, 0, sender_box);
-        room.subscribe(Uuid::new_v4(), 0, other_box);
-        room.expect_ack(1, AckTo { conn: sender_id, reference: Some("r1".into()) });
+        room.subscribe(subscriber(sender_id, 0, sender_box));
+        room.subscribe(subscriber(Uuid::new_v4(), 0, other_box));
+        room.expect_ack(0, 1, AckTo { conn: sender_id, reference: Some("r1".into()) });
         room.offer(entry(1), &metrics);
         assert_eq!(texts(&mut sender), [r#"{"type":"ack","seq":1,"ref":"r1"}"#]);
         assert_eq!(texts(&mut other), ["m1"]);
@@ -303,7 +384,7 @@ mod tests {
     fn a_new_subscriber_skips_what_its_welcome_covered() {
         let (mut room, mut first, metrics) = started_room(0);
         let (late_box, mut late) = outbox(8);
-        room.subscribe(Uuid::new_v4(), 2, late_box);
+        room.subscribe(subscriber(Uuid::new_v4(), 2, late_box));
         for seq in 1..=3 {
             room.offer(entry(seq), &metrics);
         }
@@ -316,7 +397,7 @@ mod tests {
         let mut room = RoomState::new();
         let metrics = Metrics::new();
         assert_eq!(room.offer(entry(1), &metrics), 0);
-        room.start_at(3);
+        room.start_at(3, 0);
         assert_eq!(room.delivered(), 3);
     }
 
@@ -324,11 +405,11 @@ mod tests {
     fn overflow_cuts_the_slow_subscriber_and_spares_the_others() {
         let metrics = Metrics::new();
         let mut room = RoomState::new();
-        room.start_at(0);
+        room.start_at(0, 0);
         let (slow_box, slow) = outbox(16);
         let (fast_box, mut fast) = outbox(64);
-        room.subscribe(Uuid::new_v4(), 0, slow_box);
-        room.subscribe(Uuid::new_v4(), 0, fast_box);
+        room.subscribe(subscriber(Uuid::new_v4(), 0, slow_box));
+        room.subscribe(subscriber(Uuid::new_v4(), 0, fast_box));
         for seq in 1..=20 {
             room.offer(entry(seq), &metrics);
         }
@@ -348,6 +429,43 @@ mod tests {
         assert_eq!(room.settle(90, &metrics), Settled::GapSkipped { from: 6, to: 8 });
         assert_eq!(room.delivered(), 9);
         assert!(room.subscribers.is_empty());
+    }
+
+    fn in_generation(mut entry: Entry, generation: u64) -> Entry {
+        entry.generation = generation;
+        entry
+    }
+
+    #[test]
+    fn a_reset_marker_starts_the_new_generation_and_its_seq_1_is_not_taken_for_the_old_one() {
+        let (mut room, mut inbox, metrics) = started_room(0);
+        room.offer(entry(1), &metrics);
+        room.expect_ack(1, 1, AckTo { conn: Uuid::new_v4(), reference: None });
+        // The new generation's seq 2 arrives before its marker (a local commit): dropped, the watcher offers
+        // it again after the marker.
+        room.offer(in_generation(entry(2), 1), &metrics);
+        assert_eq!(texts(&mut inbox), ["m1"]);
+        let marker = Entry { seq: 0, generation: 1, id: 50, frame: Message::text("reset") };
+        room.offer(marker, &metrics);
+        room.offer(entry(2), &metrics); // old generation: ignored
+        room.offer(in_generation(entry(1), 1), &metrics);
+        room.offer(in_generation(entry(2), 1), &metrics);
+        assert_eq!(texts(&mut inbox), ["reset", "m1", "m2"]);
+        assert_eq!((room.generation(), room.delivered()), (1, 2));
+        assert!(room.acks.is_empty(), "the ack of generation 1 seq 1 went to its (absent) sender");
+    }
+
+    #[test]
+    fn a_subscriber_who_joined_in_the_new_generation_gets_no_reset_and_no_old_rows() {
+        let (mut room, mut old, metrics) = started_room(4);
+        let (new_box, mut new) = outbox(8);
+        room.subscribe(Subscriber { generation: 1, ..subscriber(Uuid::new_v4(), 1, new_box) });
+        room.offer(entry(5), &metrics);
+        room.offer(Entry { seq: 0, generation: 1, id: 60, frame: Message::text("reset") }, &metrics);
+        room.offer(in_generation(entry(1), 1), &metrics);
+        room.offer(in_generation(entry(2), 1), &metrics);
+        assert_eq!(texts(&mut old), ["m5", "reset", "m1", "m2"]);
+        assert_eq!(texts(&mut new), ["m2"]);
     }
 
 }

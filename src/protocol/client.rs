@@ -30,6 +30,11 @@ impl MsgType {
         }
         Ok(MsgType(s.to_owned()))
     }
+    /// A type the server itself logs (`user-connected`, `user-disconnected`, `reset`); clients may not send it.
+    pub fn reserved(kind: &'static str) -> Self {
+        debug_assert!(RESERVED_TYPES.contains(&kind), "{kind} is not a reserved type");
+        MsgType(kind.to_owned())
+    }
     pub fn as_str(&self) -> &str {
         &self.0
     }

@@ -11,7 +11,10 @@ mod server;
 
 pub use client::{null_value, ClientFrame, FrameError, LoggedMessage, MsgType};
 pub use ids::{CanvasId, ConnectParams, InvalidId, Resume, UserId};
-pub use server::{ack_frame, cursor_frame, error_frame, logged_frame, to_json, Welcome, PONG_FRAME};
+pub use server::{
+    ack_frame, cursor_frame, error_frame, logged_frame, presence_data, reset_frame, to_json, user_frame, Welcome,
+    PONG_FRAME,
+};
 
 /// Close codes of the contract's table.
 pub mod close {

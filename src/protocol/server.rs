@@ -17,6 +17,8 @@ pub struct Welcome<'a> {
     pub epoch: &'a str,
     pub seq: u64,
     pub resumed: bool,
+    /// Who is on the canvas at `seq`, across instances.
+    pub presence: &'a RawValue,
     /// The canvas state at `seq`; omitted when resumed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub objects: Option<&'a RawValue>,
@@ -84,6 +86,44 @@ pub fn cursor_frame(canvas: &str, from: &str, data: &RawValue, ts: i64) -> Strin
         ts: i64,
     }
     to_json(&Cursor { kind: "cursor", canvas, from, data, ts })
+}
+
+/// `{"type":"reset","canvas":C,"epoch":E,"seq":0}`: the canvas was reset; the stream goes on in epoch `E`.
+pub fn reset_frame(canvas: &str, epoch: &str) -> String {
+    #[derive(Serialize)]
+    struct Reset<'a> {
+        #[serde(rename = "type")]
+        kind: &'static str,
+        canvas: &'a str,
+        epoch: &'a str,
+        seq: u64,
+    }
+    to_json(&Reset { kind: "reset", canvas, epoch, seq: 0 })
+}
+
+/// A message for one user through the API: `{"type":T,"from":"server","to":U,"data":D,"ts":MS}` (no seq).
+pub fn user_frame(kind: &str, to: &str, data: &RawValue, ts: i64) -> String {
+    #[derive(Serialize)]
+    struct ToUser<'a> {
+        #[serde(rename = "type")]
+        kind: &'a str,
+        from: &'static str,
+        to: &'a str,
+        data: &'a RawValue,
+        ts: i64,
+    }
+    to_json(&ToUser { kind, from: "server", to, data, ts })
+}
+
+/// The `data` of `user-connected` / `user-disconnected`: `{"user":U,"name":N}` (`name` only when given).
+pub fn presence_data(user: &str, name: Option<&str>) -> Box<RawValue> {
+    #[derive(Serialize)]
+    struct Presence<'a> {
+        user: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        name: Option<&'a str>,
+    }
+    RawValue::from_string(to_json(&Presence { user, name })).expect("serde_json writes valid JSON")
 }
 
 /// Serializes a frame struct. Our frame structs hold only strings, numbers and already-valid JSON, for which

@@ -227,6 +227,14 @@ pub enum Seen {
 }
 
 impl Seen {
+    /// The type of someone else's message; `"ack"` for an ack.
+    pub fn kind(&self) -> &str {
+        match self {
+            Seen::Message { kind, .. } => kind,
+            Seen::Ack { .. } => "ack",
+        }
+    }
+
     /// The data of someone else's message; panics on an ack (the caller expected only others' messages).
     pub fn data(&self) -> &Value {
         match self {
@@ -310,6 +318,18 @@ impl Client {
             next += 1;
         }
         (seen, other)
+    }
+
+    /// Reads the presence messages (others joining or leaving) up to seq `upto`, gap-free; panics on anything
+    /// else. For tests that connect several clients before the part they look at.
+    pub async fn skip_presence(&mut self, upto: u64) {
+        let (seen, other) = self.read_through(upto).await;
+        for (seq, item) in seen {
+            let Seen::Message { kind, .. } = item else { panic!("seq {seq}: expected presence, got an ack") };
+            assert!(kind.starts_with("user-"), "seq {seq}: expected presence, got {kind}");
+        }
+        assert!(other.is_empty(), "unexpected frames: {other:?}");
+        self.welcome["seq"] = upto.into();
     }
 
     /// Sends a close frame and waits for the server's reply.

@@ -1,14 +1,14 @@
 //! Joining a canvas: where a new connection's stream starts, its replay when resuming, and the canvas state
-//! its welcome carries, all read in one snapshot taken under the room's lock.
+//! and presence its welcome carries, all read in one snapshot taken under the room's lock.
 
 use deadpool_sqlite::rusqlite::{Connection, Result};
 use serde_json::value::RawValue;
 use tokio_tungstenite::tungstenite::Message;
 
-use super::{objects, queries};
+use super::{objects, presence, queries};
 use crate::bus::{JoinRequest, Joined};
 use crate::clock::now_ms;
-use crate::hub::Hub;
+use crate::hub::{Hub, Subscriber};
 use crate::protocol::{CanvasId, Resume};
 
 /// Runs on a pool connection. The room's lock is held from before the snapshot is taken until the subscriber
@@ -32,7 +32,7 @@ pub(super) fn join_blocking(
         }
         let snapshot = conn.transaction()?;
         let head = queries::head(&snapshot, db_epoch, &request.canvas)?;
-        state.start_at(head.last_seq);
+        state.start_at(head.last_seq, head.generation);
         let (seq, resumed, replay) = match &request.resume {
             Some(resume) => replay(&snapshot, max_resume, &request.canvas, resume, &head)?,
             None => (head.last_seq, false, Vec::new()),
@@ -42,9 +42,16 @@ pub(super) fn join_blocking(
             true => None,
             false => Some(objects_raw(&snapshot, &request.canvas)?),
         };
+        let presence = presence::on_canvas_json(&snapshot, &request.canvas)?;
         drop(snapshot);
-        state.subscribe(request.conn, head.last_seq, request.outbox);
-        return Ok(Joined { epoch: head.epoch, seq, resumed, replay, objects });
+        state.subscribe(Subscriber {
+            conn: request.conn,
+            user: request.user,
+            generation: head.generation,
+            start_after: head.last_seq,
+            outbox: request.outbox,
+        });
+        return Ok(Joined { epoch: head.epoch, seq, resumed, replay, objects, presence });
     }
 }
 

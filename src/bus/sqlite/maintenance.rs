@@ -1,7 +1,7 @@
 //! The periodic upkeep of the shared file, as one tokio task: TTL cleanup in small batches, forgetting dead
 //! instances, this instance's heartbeat, delivery watermarks and cursor batches (all queued as writer jobs),
-//! and WAL
-//! checkpoints (on a pool connection, off the commit path). It does no SQL itself.
+//! expiring the presence of dead instances (every heartbeat), and WAL checkpoints (on a pool connection, off
+//! the commit path). It does no SQL itself.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,7 +35,12 @@ pub async fn run(
     loop {
         let job = tokio::select! {
             _ = stop.changed() => return,
-            _ = heartbeat.tick() => Job::Heartbeat,
+            _ = heartbeat.tick() => {
+                if let Err(error) = bus.expire_dead_connections().await {
+                    tracing::warn!(%error, "could not expire the connections of dead instances");
+                }
+                Job::Heartbeat
+            }
             _ = cursor_batch.tick() => {
                 let batches = cursors.take();
                 if batches.is_empty() { continue }

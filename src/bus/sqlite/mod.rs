@@ -8,7 +8,9 @@
 mod join;
 pub mod maintenance;
 pub mod objects;
+pub mod presence;
 pub mod queries;
+mod reads;
 pub mod schema;
 pub mod watcher;
 pub mod writer;
@@ -27,12 +29,13 @@ use self::schema::ConnSettings;
 use self::watcher::{Signal, Watcher};
 use self::writer::{Job, WriteRequest, Writer, WriterSettings};
 use crate::bus::{BusError, JoinRequest, Joined, Publish};
+use crate::hub::ConnId;
+use crate::protocol::UserId;
 use crate::clock::now_ms;
 use crate::config::Config;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::protocol::CanvasId;
-
 
 /// WAL size (in frames; 64 MiB at 4 KiB pages) past which a checkpoint restarts the WAL.
 const RESTART_WAL_FRAMES: i64 = 16 * 1024;
@@ -113,25 +116,15 @@ struct Inner {
     ttl_ms: i64,
     max_resume: u64,
     presence_timeout_ms: i64,
+    /// An instance silent for longer than this is dead: the presence timeout less one heartbeat interval, so
+    /// a survivor checking every heartbeat interval expires it within the presence timeout of its death.
+    dead_after_ms: i64,
+    instance_id: String,
     writer_capacity: usize,
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
-/// A page of a canvas's log: the frames (as relayed) after some seq, and where the log stands.
-#[derive(Debug, Clone)]
-pub struct CanvasLog {
-    pub epoch: String,
-    pub seq: u64,
-    pub messages: Vec<String>,
-}
-
-/// A canvas's state at its head.
-#[derive(Debug, Clone)]
-pub struct CanvasState {
-    pub epoch: String,
-    pub seq: u64,
-    pub objects: Box<serde_json::value::RawValue>,
-}
+pub use reads::{CanvasLog, CanvasState};
 
 /// What `/health` reports about the bus.
 #[derive(Debug, Clone, Serialize)]
@@ -193,6 +186,7 @@ impl SqliteBus {
             WriterSettings {
                 instance_id: instance_id.to_owned(),
                 listen: listen.to_owned(),
+                db_epoch: db_epoch.clone(),
                 ttl_ms: config.message_ttl.as_millis() as i64,
                 max_batch: config.max_batch,
                 local_broadcast: config.local_broadcast,
@@ -214,6 +208,8 @@ impl SqliteBus {
                 ttl_ms: config.message_ttl.as_millis() as i64,
                 max_resume: config.max_resume,
                 presence_timeout_ms: config.presence_timeout.as_millis() as i64,
+                dead_after_ms: config.presence_timeout.saturating_sub(config.heartbeat_interval).as_millis() as i64,
+                instance_id: instance_id.to_owned(),
                 writer_capacity: config.writer_queue,
                 threads: Mutex::new(threads),
             }),
@@ -241,48 +237,48 @@ impl SqliteBus {
         committed.await.map_err(|_| BusError::ShuttingDown)
     }
 
-    /// Subscribes a connection to a canvas and says where its stream starts (see `join_blocking`).
+    /// Registers a connection in presence (logging `user-connected` if it is the user's first on the canvas),
+    /// then subscribes it and says where its stream starts (see `join_blocking`). The registration commits
+    /// first, so the welcome's seq and presence include it.
     pub async fn join(&self, request: JoinRequest) -> Result<Joined, BusError> {
+        let (canvas, conn, user, name) = (request.canvas.clone(), request.conn, request.user.clone(), request.name.clone());
+        let (done, registered) = oneshot::channel();
+        self.publish(Publish::presence(true, canvas.clone(), user.clone(), name.clone(), conn, Some(done))).await?;
+        registered.await.map_err(|_| BusError::ShuttingDown)??;
         let inner = self.inner.clone();
-        let canvas = request.canvas.clone();
-        let conn_id = request.conn;
         let result =
-            self.read(move |conn| join::join_blocking(conn, &inner.hub, &inner.db_epoch, inner.max_resume, request)).await;
+            self.read(move |c| join::join_blocking(c, &inner.hub, &inner.db_epoch, inner.max_resume, request)).await;
         if result.is_err() {
-            // Remove the room again if this join created it and nobody else is in it.
-            self.inner.hub.leave(&canvas, conn_id);
+            self.leave(canvas, conn, user, name).await;
         }
         result
     }
 
-    /// Retained messages of a canvas after `since`, at most `limit`, in seq order, with the canvas head.
-    pub async fn messages(&self, canvas: CanvasId, since: u64, limit: u64) -> Result<CanvasLog, BusError> {
-        let db_epoch = self.inner.db_epoch.clone();
-        self.read(move |conn| {
-            let snapshot = conn.transaction()?;
-            let head = queries::head(&snapshot, &db_epoch, &canvas)?;
-            let upto = head.last_seq.min(since.saturating_add(limit));
-            let rows = queries::canvas_rows(&snapshot, &canvas, since, upto, now_ms())?;
-            let messages = rows.iter().map(|row| row.frame().into_text().map(|t| t.to_string()).unwrap_or_default());
-            Ok(CanvasLog { epoch: head.epoch, seq: head.last_seq, messages: messages.collect() })
-        })
-        .await
+    /// A connection is gone: out of its room at once, out of presence (logging `user-disconnected` if it was
+    /// the user's last on the canvas) when the writer gets to it. If the writer has already stopped, the row
+    /// stays until a survivor expires it with this instance.
+    pub async fn leave(&self, canvas: CanvasId, conn: ConnId, user: UserId, name: Option<String>) {
+        self.inner.hub.leave(&canvas, conn);
+        let _ = self.publish(Publish::presence(false, canvas, user, name, conn, None)).await;
     }
 
-    /// A canvas's head and objects, read in one snapshot (the objects are the state at exactly `seq`).
-    pub async fn canvas(&self, canvas: CanvasId) -> Result<CanvasState, BusError> {
-        let db_epoch = self.inner.db_epoch.clone();
-        self.read(move |conn| {
-            let snapshot = conn.transaction()?;
-            let head = queries::head(&snapshot, &db_epoch, &canvas)?;
-            let objects = join::objects_raw(&snapshot, &canvas)?;
-            Ok(CanvasState { epoch: head.epoch, seq: head.last_seq, objects })
-        })
-        .await
+    /// Disconnects, in presence, every connection of instances that stopped heartbeating (or stopped cleanly
+    /// with connections left over). Several survivors may do this at once: each disconnect is logged once.
+    pub async fn expire_dead_connections(&self) -> Result<usize, BusError> {
+        let (own, dead_before) = (self.inner.instance_id.clone(), now_ms() - self.inner.dead_after_ms);
+        let orphans = self.read(move |conn| presence::dead_connections(conn, &own, dead_before)).await?;
+        for orphan in &orphans {
+            let (canvas, user, name) = (orphan.canvas.clone(), orphan.user.clone(), orphan.name.clone());
+            self.publish(Publish::presence(false, canvas, user, name, orphan.conn, None)).await?;
+        }
+        if !orphans.is_empty() {
+            tracing::info!(connections = orphans.len(), "expiring connections of instances that stopped heartbeating");
+        }
+        Ok(orphans.len())
     }
 
     /// Runs a read on a pool connection.
-    async fn read<T: Send + 'static>(
+    pub(super) async fn read<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Connection) -> deadpool_sqlite::rusqlite::Result<T> + Send + 'static,
     ) -> Result<T, BusError> {

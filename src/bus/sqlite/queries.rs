@@ -9,12 +9,13 @@ use serde_json::value::RawValue;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::hub::Entry;
-use crate::protocol::{logged_frame, null_value, CanvasId};
+use crate::protocol::{logged_frame, null_value, reset_frame, CanvasId};
 
 /// A canvas's log head: its last seq and its epoch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Head {
     pub last_seq: u64,
+    pub generation: u64,
     pub epoch: String,
 }
 
@@ -36,7 +37,7 @@ pub fn head(conn: &Connection, db_epoch: &str, canvas: &CanvasId) -> Result<Head
         .query_row([canvas.as_str()], |row| Ok((row.get(0)?, row.get(1)?)))
         .optional()?;
     let (last_seq, generation) = row.unwrap_or((0, 0));
-    Ok(Head { last_seq: last_seq as u64, epoch: epoch(db_epoch, generation) })
+    Ok(Head { last_seq: last_seq as u64, generation: generation as u64, epoch: epoch(db_epoch, generation) })
 }
 
 /// One row of `message_queue`.
@@ -49,6 +50,7 @@ pub struct StoredMessage {
     pub payload: String,
     pub sender: String,
     pub created_at: i64,
+    pub generation: u64,
 }
 
 impl StoredMessage {
@@ -61,11 +63,20 @@ impl StoredMessage {
             payload: row.get(4)?,
             sender: row.get(5)?,
             created_at: row.get(6)?,
+            generation: row.get::<_, i64>(7)? as u64,
         })
     }
 
     /// The frame other connections receive for this row.
     pub fn frame(&self) -> Message {
+        if self.seq == 0 {
+            // A generation's reset marker; its data is {"epoch": ...}.
+            let epoch = serde_json::from_str::<serde_json::Value>(&self.payload)
+                .ok()
+                .and_then(|data| data.get("epoch")?.as_str().map(str::to_owned))
+                .unwrap_or_default();
+            return Message::text(reset_frame(&self.canvas, &epoch));
+        }
         let data = match RawValue::from_string(self.payload.clone()) {
             Ok(data) => data,
             Err(error) => {
@@ -79,11 +90,11 @@ impl StoredMessage {
     }
 
     pub fn entry(&self) -> Entry {
-        Entry { seq: self.seq, id: self.id, frame: self.frame() }
+        Entry { seq: self.seq, generation: self.generation, id: self.id, frame: self.frame() }
     }
 }
 
-const COLUMNS: &str = "id, canvas_id, seq, message_type, payload, sender, created_at";
+const COLUMNS: &str = "id, canvas_id, seq, message_type, payload, sender, created_at, generation";
 
 /// Live rows committed after `after_id`, in commit order, at most `limit`: what the watcher reads. One range
 /// scan of the primary key, whatever the number of canvases.
@@ -121,6 +132,24 @@ pub fn cursor_batches_after(conn: &Connection, after_id: i64, own: &str, now_ms:
 /// The highest cursor batch id (0 when none): where a watcher's cursor-batch cursor starts or skips to.
 pub fn max_cursor_batch_id(conn: &Connection) -> Result<i64> {
     conn.prepare_cached("SELECT coalesce(max(id), 0) FROM cursor_batches")?.query_row([], |row| row.get(0))
+}
+
+/// One user message another instance wrote: its id, user and frame.
+pub type UserMessageRow = (i64, String, String);
+
+/// Live user messages after `after_id` written by instances other than `own`, in id order, at most `limit`.
+pub fn user_messages_after(conn: &Connection, after_id: i64, own: &str, now_ms: i64, limit: u32) -> Result<Vec<UserMessageRow>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, user_id, frame FROM user_messages
+         WHERE id > ?1 AND origin_instance != ?2 AND expires_at > ?3 ORDER BY id LIMIT ?4",
+    )?;
+    let rows = stmt.query_map(params![after_id, own, now_ms, limit], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+    rows.collect()
+}
+
+/// The highest user message id (0 when none).
+pub fn max_user_message_id(conn: &Connection) -> Result<i64> {
+    conn.prepare_cached("SELECT coalesce(max(id), 0) FROM user_messages")?.query_row([], |row| row.get(0))
 }
 
 /// The highest row id ever assigned (0 for an empty file): where a new watcher starts.

@@ -18,6 +18,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/0001_initial.sql"),
     include_str!("../../../migrations/0002_canvas_state.sql"),
     include_str!("../../../migrations/0003_cursor_batches.sql"),
+    include_str!("../../../migrations/0004_presence_resets_users.sql"),
 ];
 
 /// Settings every connection to the file is opened with.
@@ -129,11 +130,12 @@ mod tests {
             .prepare("SELECT name, sql FROM sqlite_master WHERE sql IS NOT NULL AND name NOT LIKE 'sqlite_%' ORDER BY name")
             .unwrap();
         let rows = stmt.query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))).unwrap();
-        // Compare statements without comments and whitespace differences.
+        // Compare statements without comments and whitespace differences (ALTER TABLE ADD COLUMN appends
+        // ", column" on a new line, which normalizes to " , column").
         rows.map(|r| {
             let (name, sql) = r.unwrap();
             let sql = sql.lines().map(|l| l.split("--").next().unwrap_or("")).collect::<String>();
-            (name, sql.split_whitespace().collect::<Vec<_>>().join(" "))
+            (name, sql.split_whitespace().collect::<Vec<_>>().join(" ").replace(" ,", ","))
         })
         .collect()
     }

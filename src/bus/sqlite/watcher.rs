@@ -122,6 +122,8 @@ pub struct Watcher {
     instance_id: String,
     /// The last cursor batch read. Only this thread uses it; cursors need no cross-thread promise.
     cursor_batches_read: i64,
+    /// The last user message read, likewise.
+    user_messages_read: i64,
 }
 
 impl Watcher {
@@ -135,8 +137,9 @@ impl Watcher {
     ) -> deadpool_sqlite::rusqlite::Result<Self> {
         let backoff = Backoff::new(config.poll_interval, config.idle_poll_interval, config.backoff_after, Instant::now());
         let cursor_batches_read = queries::max_cursor_batch_id(&conn)?;
+        let user_messages_read = queries::max_user_message_id(&conn)?;
         let max_rows = config.max_messages_per_poll;
-        Ok(Watcher { conn, hub, shared, metrics, backoff, max_rows, instance_id, cursor_batches_read })
+        Ok(Watcher { conn, hub, shared, metrics, backoff, max_rows, instance_id, cursor_batches_read, user_messages_read })
     }
 
     pub fn run(mut self) {
@@ -194,6 +197,7 @@ impl Watcher {
                 if self.hub.is_empty() {
                     self.shared.advance_cursor(head);
                     self.cursor_batches_read = queries::max_cursor_batch_id(&self.conn)?;
+                    self.user_messages_read = queries::max_user_message_id(&self.conn)?;
                     break;
                 }
             }
@@ -209,6 +213,7 @@ impl Watcher {
         }
         self.shared.polled(now_ms());
         self.relay_cursors()?;
+        self.relay_user_messages()?;
         let read_up_to = self.shared.cursor();
         for room in waiting {
             if let Settled::GapSkipped { from, to } = room.lock().settle(read_up_to, &self.metrics) {
@@ -222,28 +227,26 @@ impl Watcher {
     /// Relays other instances' cursor batches to local clients of their canvases. Lossy by design: a client
     /// whose queue is full misses a cursor, and the next batch carries a newer one.
     fn relay_cursors(&mut self) -> deadpool_sqlite::rusqlite::Result<()> {
-        loop {
-            let rows = queries::cursor_batches_after(
-                &self.conn,
-                self.cursor_batches_read,
-                &self.instance_id,
-                now_ms(),
-                self.max_rows,
-            )?;
-            let Some((last, _, _)) = rows.last() else { return Ok(()) };
-            self.cursor_batches_read = *last;
-            for (_, canvas, frames) in &rows {
-                let Some(room) = CanvasId::parse(canvas).ok().and_then(|c| self.hub.room(&c)) else { continue };
-                let Ok(frames) = serde_json::from_str::<Vec<Box<serde_json::value::RawValue>>>(frames) else { continue };
-                let room = room.lock();
-                for frame in frames {
-                    room.broadcast_ephemeral(None, &Message::text(frame.get()));
-                }
+        let (hub, max_rows) = (&self.hub, self.max_rows);
+        let fetch = |after| queries::cursor_batches_after(&self.conn, after, &self.instance_id, now_ms(), max_rows);
+        relay(&mut self.cursor_batches_read, max_rows, fetch, |canvas, frames| {
+            let Some(room) = CanvasId::parse(canvas).ok().and_then(|c| hub.room(&c)) else { return };
+            let Ok(frames) = serde_json::from_str::<Vec<Box<serde_json::value::RawValue>>>(frames) else { return };
+            let room = room.lock();
+            for frame in frames {
+                room.broadcast_ephemeral(None, &Message::text(frame.get()));
             }
-            if rows.len() < self.max_rows as usize {
-                return Ok(());
-            }
-        }
+        })
+    }
+
+    /// Relays user messages (`POST /api/v1/users/{user}/messages` on another instance) to this process's
+    /// connections of their user.
+    fn relay_user_messages(&mut self) -> deadpool_sqlite::rusqlite::Result<()> {
+        let (hub, max_rows) = (&self.hub, self.max_rows);
+        let fetch = |after| queries::user_messages_after(&self.conn, after, &self.instance_id, now_ms(), max_rows);
+        relay(&mut self.user_messages_read, max_rows, fetch, |user, frame| {
+            hub.send_to_user(user, &Message::text(frame));
+        })
     }
 
     /// Hands rows to the rooms of their canvases; rooms left holding early seqs are collected in `waiting`.
@@ -256,10 +259,38 @@ impl Watcher {
             let Some(room) = room else { continue };
             let entry = row.entry();
             let mut state = room.lock();
+            if entry.generation > state.generation() && entry.seq != 0 {
+                // Rows are read in commit order, so the generation's reset marker came first unless it expired
+                // before this process read it.
+                tracing::warn!(canvas = %room.canvas, "a canvas reset expired before this instance read it");
+                state.skip_lost_reset(entry, &self.metrics);
+                continue;
+            }
             state.offer(entry, &self.metrics);
             if state.has_pending() && !waiting.iter().any(|w| Arc::ptr_eq(w, room)) {
                 waiting.push(room.clone());
             }
+        }
+    }
+}
+
+/// Reads ephemeral rows other instances wrote (id, key, text) after `read`, a page of `max_rows` at a time,
+/// hands each to `each`, and moves `read` past them.
+fn relay(
+    read: &mut i64,
+    max_rows: u32,
+    fetch: impl Fn(i64) -> deadpool_sqlite::rusqlite::Result<Vec<(i64, String, String)>>,
+    mut each: impl FnMut(&str, &str),
+) -> deadpool_sqlite::rusqlite::Result<()> {
+    loop {
+        let rows = fetch(*read)?;
+        let Some((last, _, _)) = rows.last() else { return Ok(()) };
+        *read = *last;
+        for (_, key, text) in &rows {
+            each(key, text);
+        }
+        if rows.len() < max_rows as usize {
+            return Ok(());
         }
     }
 }

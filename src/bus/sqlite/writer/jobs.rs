@@ -1,14 +1,19 @@
-//! The writer's maintenance jobs: TTL cleanup batches, forgetting dead instances, heartbeats, watermarks,
-//! cursor batches for other instances, and the barrier shutdown uses. Each is one short write transaction on the writer's connection, run between
-//! group commits, so a process never has two of its own connections competing for the write lock.
+//! The writer's jobs besides group commits: canvas resets and user messages (for the HTTP API), TTL cleanup
+//! batches, forgetting dead instances, heartbeats, watermarks, cursor batches for other instances, and the
+//! barrier shutdown uses. Each is one short write transaction on the writer's connection, run between group
+//! commits, so a process never has two of its own connections competing for the write lock.
 
 use deadpool_sqlite::rusqlite::{params, Connection, Error as SqlError, TransactionBehavior};
 use tokio::sync::oneshot;
+use tokio_tungstenite::tungstenite::Message;
 
 use super::{describe, Writer};
+use crate::bus::sqlite::{presence, queries};
+use crate::bus::BusError;
 use crate::clock::now_ms;
 use crate::cursors::CursorBatch;
-use crate::hub::Watermark;
+use crate::hub::{Entry, Watermark};
+use crate::protocol::{reset_frame, CanvasId, UserId};
 
 /// How long a cursor batch is kept: long enough for every watcher to read it, short enough to stay small.
 const CURSOR_TTL_MS: i64 = 10_000;
@@ -16,6 +21,12 @@ const CURSOR_TTL_MS: i64 = 10_000;
 /// Maintenance writes, run between group commits.
 #[derive(Debug)]
 pub enum Job {
+    /// Drops a canvas's log and state and starts its next generation (epoch) at seq 0; replies with the new
+    /// epoch.
+    Reset { canvas: CanvasId, reply: oneshot::Sender<Result<String, BusError>> },
+    /// Delivers `frame` to every connection of `user`: at once to this process's, through `user_messages` to
+    /// the others'. Replies with how many connections the user has across instances.
+    SendToUser { user: UserId, frame: String, reply: oneshot::Sender<Result<u64, BusError>> },
     /// Deletes up to `limit` expired rows; replies with how many went.
     Cleanup { limit: u32, reply: oneshot::Sender<Result<usize, String>> },
     /// Deletes instances silent since `before_ms` with their watermarks, and expired cursor batches.
@@ -36,6 +47,37 @@ impl Writer {
     pub(super) fn run_job(&mut self, job: Job) {
         let now = now_ms();
         let result = match job {
+            Job::Reset { canvas, reply } => {
+                let settings = self.settings.clone();
+                let result = self.write(|tx| reset(tx, &canvas, &settings, now));
+                if let Ok((generation, id)) = &result {
+                    self.deliver_reset(&canvas, *generation, *id);
+                }
+                let epoch = match &result {
+                    Ok((generation, _)) => Ok(queries::epoch(&settings.db_epoch, *generation as i64)),
+                    Err(error) => Err(BusError::Unavailable(describe(error))),
+                };
+                let _ = reply.send(epoch);
+                result.map(drop)
+            }
+            Job::SendToUser { user, frame, reply } => {
+                let (id, expires_at) = (self.settings.instance_id.clone(), now + self.settings.ttl_ms);
+                let counted = self.write(|tx| {
+                    let (all, elsewhere) = presence::user_connection_counts(tx, &user, &id)?;
+                    if elsewhere > 0 {
+                        tx.prepare_cached(
+                            "INSERT INTO user_messages (user_id, origin_instance, frame, expires_at) VALUES (?1, ?2, ?3, ?4)",
+                        )?
+                        .execute(params![user.as_str(), id, frame, expires_at])?;
+                    }
+                    Ok(all)
+                });
+                if counted.is_ok() {
+                    self.hub.send_to_user(user.as_str(), &Message::text(frame));
+                }
+                let _ = reply.send(counted.as_ref().copied().map_err(|error| BusError::Unavailable(describe(error))));
+                counted.map(drop)
+            }
             Job::Cleanup { limit, reply } => {
                 let deleted = self.write(|tx| {
                     tx.prepare_cached(
@@ -53,6 +95,7 @@ impl Writer {
             Job::ForgetInstances { before_ms } => self.write(|tx| {
                 tx.execute("DELETE FROM instances WHERE heartbeat_at < ?1", [before_ms])?;
                 tx.execute("DELETE FROM cursor_batches WHERE expires_at <= ?1", [now])?;
+                tx.execute("DELETE FROM user_messages WHERE expires_at <= ?1", [now])?;
                 tx.execute(
                     "DELETE FROM canvas_watermarks
                      WHERE server_instance_id NOT IN (SELECT instance_id FROM instances)",
@@ -117,6 +160,20 @@ impl Writer {
         }
     }
 
+    /// After a reset committed: the marker goes to the local room (unless local delivery is off; then the
+    /// watcher brings it), and the read cursor moves past it when nothing foreign is in between.
+    fn deliver_reset(&self, canvas: &CanvasId, generation: u64, id: i64) {
+        if self.settings.local_broadcast {
+            if let Some(room) = self.hub.room(canvas) {
+                let epoch = queries::epoch(&self.settings.db_epoch, generation as i64);
+                let frame = Message::text(reset_frame(canvas.as_str(), &epoch));
+                room.lock().offer(Entry { seq: 0, generation, id, frame }, &self.metrics);
+            }
+            self.shared.skip_own_rows(id, id);
+        }
+        self.shared.signal.poke();
+    }
+
     /// One short write transaction.
     pub(super) fn write<T>(&mut self, f: impl FnOnce(&Connection) -> Result<T, SqlError>) -> Result<T, SqlError> {
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -124,4 +181,39 @@ impl Writer {
         tx.commit()?;
         Ok(value)
     }
+}
+
+/// The reset transaction: bumps the canvas's generation (creating the canvas row if it had none, so even a
+/// canvas nobody wrote to gets a new epoch), deletes its rows and objects, and logs the new generation's
+/// `reset` marker at seq 0, which watchers relay as the `reset` frame. Returns (generation, marker row id).
+fn reset(
+    tx: &Connection,
+    canvas: &CanvasId,
+    settings: &super::WriterSettings,
+    now: i64,
+) -> Result<(u64, i64), SqlError> {
+    let generation: i64 = tx
+        .prepare_cached(
+            "INSERT INTO canvases (canvas_id, last_seq, generation, created_at, updated_at) VALUES (?1, 0, 1, ?2, ?2)
+             ON CONFLICT (canvas_id) DO UPDATE
+                 SET generation = generation + 1, last_seq = 0, updated_at = excluded.updated_at
+             RETURNING generation",
+        )?
+        .query_row(params![canvas.as_str(), now], |r| r.get(0))?;
+    tx.prepare_cached("DELETE FROM message_queue WHERE canvas_id = ?1")?.execute([canvas.as_str()])?;
+    tx.prepare_cached("DELETE FROM canvas_objects WHERE canvas_id = ?1")?.execute([canvas.as_str()])?;
+    let epoch = queries::epoch(&settings.db_epoch, generation);
+    let data = serde_json::json!({ "epoch": epoch }).to_string();
+    tx.prepare_cached(super::INSERT_MESSAGE)?.execute(params![
+        canvas.as_str(),
+        0,
+        "reset",
+        data,
+        "server",
+        settings.instance_id,
+        now,
+        now + settings.ttl_ms,
+        generation,
+    ])?;
+    Ok((generation as u64, tx.last_insert_rowid()))
 }

@@ -18,7 +18,7 @@ mod jobs;
 
 pub use jobs::Job;
 
-use super::{objects, Shared};
+use super::{objects, presence, Shared};
 use crate::bus::{BusError, Origin, Publish};
 use crate::hub::{AckTo, Entry, Hub};
 use crate::metrics::Metrics;
@@ -38,6 +38,8 @@ pub enum WriteRequest {
 pub struct WriterSettings {
     pub instance_id: String,
     pub listen: String,
+    /// The file's random id: epochs are `{db_epoch}-{generation}`.
+    pub db_epoch: String,
     pub ttl_ms: i64,
     pub max_batch: usize,
     pub local_broadcast: bool,
@@ -47,11 +49,28 @@ pub struct WriterSettings {
 #[derive(Debug, Clone, Copy)]
 struct Committed {
     seq: u64,
+    generation: u64,
     id: i64,
 }
 
-/// What became of one publish of a committed batch: logged, or refused by the canvas state (with the reason).
-type Outcome = Result<Committed, String>;
+/// What became of one publish of a committed batch.
+#[derive(Debug, Clone)]
+enum Outcome {
+    Logged(Committed),
+    /// Refused by the canvas state, with the reason (e.g. an update of an object that does not exist).
+    Refused(String),
+    /// A presence change that was not the user's first or last connection: recorded, nothing to log.
+    Unlogged,
+}
+
+impl Outcome {
+    fn logged(&self) -> Option<&Committed> {
+        match self {
+            Outcome::Logged(done) => Some(done),
+            _ => None,
+        }
+    }
+}
 
 pub struct Writer {
     /// The process's only write connection.
@@ -63,14 +82,15 @@ pub struct Writer {
 }
 
 const INSERT_MESSAGE: &str = "INSERT INTO message_queue
-    (canvas_id, seq, message_type, payload, sender, origin_instance, created_at, expires_at)
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
+    (canvas_id, seq, message_type, payload, sender, origin_instance, created_at, expires_at, generation)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
 
-/// Creates the canvas row if needed and returns its last seq, inside the caller's write transaction.
+/// Creates the canvas row if needed and returns its last seq and generation, inside the caller's write
+/// transaction.
 const LOAD_HEAD: &str = "INSERT INTO canvases (canvas_id, last_seq, generation, created_at, updated_at)
     VALUES (?1, 0, 0, ?2, ?2)
     ON CONFLICT (canvas_id) DO UPDATE SET updated_at = excluded.updated_at
-    RETURNING last_seq";
+    RETURNING last_seq, generation";
 
 const STORE_HEAD: &str = "UPDATE canvases SET last_seq = ?2, updated_at = ?3 WHERE canvas_id = ?1";
 
@@ -105,7 +125,7 @@ impl Writer {
         match self.try_commit(&batch, now) {
             Ok(outcomes) => {
                 self.metrics.commits.increment(1);
-                self.metrics.messages_committed.increment(outcomes.iter().filter(|o| o.is_ok()).count() as u64);
+                self.metrics.messages_committed.increment(outcomes.iter().filter(|o| o.logged().is_some()).count() as u64);
                 self.metrics.commit_batch_size.record(batch.len() as f64);
                 self.metrics.commit_seconds.record(started.elapsed().as_secs_f64());
                 self.shared.write_succeeded();
@@ -122,27 +142,40 @@ impl Writer {
     }
 
     /// The transaction: seqs assigned in arrival order, one canvas head read and written per canvas, object
-    /// ops folded into the canvas state as they are logged. An object op the state refuses (update or delete
-    /// of a missing object) is not logged and takes no seq.
+    /// ops folded into the canvas state and presence changes into the connection list as they are logged. An
+    /// object op the state refuses (update or delete of a missing object) is not logged and takes no seq;
+    /// neither does a presence change that is not the user's first or last connection to the canvas.
     fn try_commit(&mut self, batch: &[Publish], now: i64) -> Result<Vec<Outcome>, SqlError> {
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let mut heads: HashMap<&CanvasId, u64> = HashMap::new();
+        let mut heads: HashMap<&CanvasId, (u64, u64)> = HashMap::new();
         let mut outcomes = Vec::with_capacity(batch.len());
         {
             let mut load_head = tx.prepare_cached(LOAD_HEAD)?;
             let mut insert = tx.prepare_cached(INSERT_MESSAGE)?;
             for publish in batch {
-                if let Some(op) = ObjectOp::of(&publish.kind, &publish.data) {
-                    if let Err(reason) = objects::fold(&tx, &publish.canvas, &op, &publish.data)? {
-                        outcomes.push(Err(reason));
+                if let Origin::Presence { conn, name, .. } = &publish.origin {
+                    let (canvas, user) = (&publish.canvas, &publish.from);
+                    let log = match publish.is_connect() {
+                        true => presence::connect(&tx, *conn, &self.settings.instance_id, canvas, user, name.as_deref(), now)?,
+                        false => presence::disconnect(&tx, *conn, canvas, user)?,
+                    };
+                    if !log {
+                        outcomes.push(Outcome::Unlogged);
                         continue;
                     }
                 }
-                let last = match heads.entry(&publish.canvas) {
+                if let Some(op) = ObjectOp::of(&publish.kind, &publish.data) {
+                    if let Err(reason) = objects::fold(&tx, &publish.canvas, &op, &publish.data)? {
+                        outcomes.push(Outcome::Refused(reason));
+                        continue;
+                    }
+                }
+                let (last, generation) = match heads.entry(&publish.canvas) {
                     MapEntry::Occupied(e) => e.into_mut(),
                     MapEntry::Vacant(e) => {
-                        let seq: i64 = load_head.query_row(params![publish.canvas.as_str(), now], |r| r.get(0))?;
-                        e.insert(seq as u64)
+                        let head: (i64, i64) =
+                            load_head.query_row(params![publish.canvas.as_str(), now], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                        e.insert((head.0 as u64, head.1 as u64))
                     }
                 };
                 *last += 1;
@@ -155,11 +188,12 @@ impl Writer {
                     self.settings.instance_id,
                     now,
                     now + self.settings.ttl_ms,
+                    *generation as i64,
                 ])?;
-                outcomes.push(Ok(Committed { seq: *last, id: tx.last_insert_rowid() }));
+                outcomes.push(Outcome::Logged(Committed { seq: *last, generation: *generation, id: tx.last_insert_rowid() }));
             }
             let mut store_head = tx.prepare_cached(STORE_HEAD)?;
-            for (canvas, last) in &heads {
+            for (canvas, (last, _)) in &heads {
                 store_head.execute(params![canvas.as_str(), *last as i64, now])?;
             }
         }
@@ -180,14 +214,22 @@ impl Writer {
         let mut waiting = Vec::new();
         for (publish, outcome) in batch.into_iter().zip(outcomes) {
             let done = match outcome {
-                Ok(done) => done,
-                Err(reason) => {
+                Outcome::Logged(done) => done,
+                Outcome::Refused(reason) => {
                     refuse_one(publish, BusError::Refused(reason.clone()), ErrorCode::InvalidFrame);
                     continue;
                 }
+                Outcome::Unlogged => {
+                    if let Origin::Presence { done: Some(done), .. } = publish.origin {
+                        let _ = done.send(Ok(()));
+                    }
+                    continue;
+                }
             };
-            if let Origin::Caller(reply) = publish.origin {
-                let _ = reply.send(Ok(done.seq));
+            match publish.origin {
+                Origin::Caller(reply) => drop(reply.send(Ok(done.seq))),
+                Origin::Presence { done: Some(done), .. } => drop(done.send(Ok(()))),
+                _ => {}
             }
             if !self.settings.local_broadcast {
                 continue;
@@ -201,7 +243,7 @@ impl Writer {
                 &publish.data,
                 now,
             );
-            let entry = Entry { seq: done.seq, id: done.id, frame: Message::text(frame) };
+            let entry = Entry { seq: done.seq, generation: done.generation, id: done.id, frame: Message::text(frame) };
             let mut state = room.lock();
             state.offer(entry, &self.metrics);
             if state.has_pending() && !waiting.contains(&publish.canvas) {
@@ -214,8 +256,8 @@ impl Writer {
         }
         // Only now that every row of the batch has been offered: the cursor promises that every row at or
         // below it has been (the watcher's hole check relies on it). The batch's rows are consecutive ids.
-        let first = outcomes.iter().find_map(|o| o.as_ref().ok());
-        let last = outcomes.iter().rev().find_map(|o| o.as_ref().ok());
+        let first = outcomes.iter().find_map(Outcome::logged);
+        let last = outcomes.iter().rev().find_map(Outcome::logged);
         if let (Some(first), Some(last)) = (first, last) {
             self.shared.skip_own_rows(first.id, last.id);
         }
@@ -247,11 +289,12 @@ impl Writer {
 
 /// Registers who gets the ack of each seq, in the rooms of their canvases.
 fn expect_acks(hub: &Hub, batch: &[Publish], outcomes: &[Outcome]) {
-    let logged = batch.iter().zip(outcomes).filter_map(|(p, o)| Some((p, o.as_ref().ok()?)));
+    let logged = batch.iter().zip(outcomes).filter_map(|(p, o)| Some((p, o.logged()?)));
     for (publish, done) in logged {
         if let Origin::Socket { conn, reference, .. } = &publish.origin {
             if let Some(room) = hub.room(&publish.canvas) {
-                room.lock().expect_ack(done.seq, AckTo { conn: *conn, reference: reference.clone() });
+                let ack = AckTo { conn: *conn, reference: reference.clone() };
+                room.lock().expect_ack(done.generation, done.seq, ack);
             }
         }
     }
@@ -259,10 +302,10 @@ fn expect_acks(hub: &Hub, batch: &[Publish], outcomes: &[Outcome]) {
 
 /// Forgets expected acks of a batch whose commit failed.
 fn forget_acks(hub: &Hub, batch: &[Publish], outcomes: &[Outcome]) {
-    let logged = batch.iter().zip(outcomes).filter_map(|(p, o)| Some((p, o.as_ref().ok()?)));
+    let logged = batch.iter().zip(outcomes).filter_map(|(p, o)| Some((p, o.logged()?)));
     for (publish, done) in logged {
         if let Some(room) = hub.room(&publish.canvas) {
-            room.lock().forget_ack(done.seq);
+            room.lock().forget_ack(done.generation, done.seq);
         }
     }
 }
@@ -299,6 +342,11 @@ fn refuse(batch: Vec<Publish>, error: BusError) {
 fn refuse_one(publish: Publish, error: BusError, code: ErrorCode) {
     match publish.origin {
         Origin::Caller(reply) => drop(reply.send(Err(error))),
+        Origin::Presence { done, .. } => {
+            if let Some(done) = done {
+                let _ = done.send(Err(error));
+            }
+        }
         Origin::Socket { reference, outbox, .. } => {
             let message = match error {
                 BusError::Refused(reason) => reason,

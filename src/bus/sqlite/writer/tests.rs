@@ -27,6 +27,7 @@ fn writer(dir: &tempfile::TempDir) -> Writer {
     let settings = WriterSettings {
         instance_id: "i1".into(),
         listen: "127.0.0.1:0".into(),
+        db_epoch: "e".into(),
         ttl_ms: 60_000,
         max_batch: 100,
         local_broadcast: true,

@@ -1,0 +1,92 @@
+//! Presence across instances: `user-connected` / `user-disconnected` for a user's first and last connection
+//! to a canvas, counted over every instance; `welcome.presence`; the users API; and a SIGKILLed instance's
+//! users expired by the survivors, each exactly once.
+
+mod helpers;
+
+use helpers::{Client, SharedFile};
+use serde_json::{json, Value};
+
+const KEY: &str = "presence-key";
+
+/// The next logged frame, skipping cursors and the like.
+async fn next_logged(client: &mut Client) -> Value {
+    loop {
+        let frame = client.recv().await;
+        if frame["seq"].is_u64() {
+            return frame;
+        }
+    }
+}
+
+#[tokio::test]
+async fn two_tabs_of_one_user_on_two_instances_are_one_user_with_two_connections() {
+    let file = SharedFile::new();
+    let (a, b) = (file.start(&["--api-key", KEY]).await, file.start(&["--api-key", KEY]).await);
+    let mut bob = b.connect("p", "bob").await;
+    assert_eq!(bob.welcome["presence"], json!([{"user": "bob", "connections": 1}]), "the welcome includes oneself");
+
+    let tab1 = a.connect_path("/ws/p?user=ann&name=Ann").await.unwrap();
+    let joined = next_logged(&mut bob).await;
+    assert_eq!((joined["type"].as_str(), joined["from"].as_str()), (Some("user-connected"), Some("ann")));
+    assert_eq!(joined["data"], json!({"user": "ann", "name": "Ann"}));
+    assert_eq!(joined["seq"].as_u64(), Some(tab1.seq()), "the joiner's welcome seq includes its own arrival");
+
+    let tab2 = b.connect_path("/ws/p?user=ann&name=Ann").await.unwrap();
+    assert_eq!(tab2.seq(), tab1.seq(), "a second tab logs nothing");
+    let presence = json!([{"user": "ann", "name": "Ann", "connections": 2}, {"user": "bob", "connections": 1}]);
+    assert_eq!(tab2.welcome["presence"], presence);
+    let (_, state) = a.api("GET", "/api/v1/canvases/p", Some(KEY), json!(null)).await;
+    assert_eq!(state["presence"], presence, "the API agrees, from either instance");
+
+    let (_, user) = b.api("GET", "/api/v1/users/ann", Some(KEY), json!(null)).await;
+    assert_eq!(user, json!({"user": "ann", "connected": true, "connections": 2, "canvases": ["p"]}));
+    let (_, users) = b.api("GET", "/api/v1/users", Some(KEY), json!(null)).await;
+    let listed: Vec<(&str, u64)> =
+        users["users"].as_array().unwrap().iter().map(|u| (u["user"].as_str().unwrap(), u["connections"].as_u64().unwrap())).collect();
+    assert_eq!(listed, [("ann", 2), ("bob", 1)]);
+
+    tab1.close().await;
+    // Closing one of two tabs logs nothing: the next logged frame bob sees is his own ack.
+    bob.publish("note", json!("after tab1"), "n1").await;
+    assert_eq!(next_logged(&mut bob).await["type"], "ack");
+    tab2.close().await;
+    let left = next_logged(&mut bob).await;
+    assert_eq!((left["type"].as_str(), left["data"].clone()), (Some("user-disconnected"), json!({"user": "ann", "name": "Ann"})));
+    let (_, user) = a.api("GET", "/api/v1/users/ann", Some(KEY), json!(null)).await;
+    assert_eq!(user, json!({"user": "ann", "connected": false, "connections": 0, "canvases": []}));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_instances_users_are_expired_by_the_survivors_exactly_once() {
+    let file = SharedFile::new();
+    let fast = ["--presence-timeout", "1500ms", "--heartbeat-interval", "100ms"];
+    let mut a = file.start(&fast).await;
+    let (b, c) = (file.start(&fast).await, file.start(&fast).await);
+    let mut bob = b.connect("k", "bob").await;
+    let mut cid = c.connect("k", "cid").await;
+    let _ann = a.connect("k", "ann").await;
+    let _ann_elsewhere = a.connect("other", "ann").await;
+    let _dan = a.connect("k", "dan").await;
+    let mut dan_on_c = c.connect("k", "dan").await; // dan stays: one tab survives
+    bob.skip_presence(dan_on_c.seq()).await;
+    cid.skip_presence(dan_on_c.seq()).await;
+
+    a.kill().await;
+    // Within the presence timeout, every surviving client sees ann leave k (dan keeps his tab on c).
+    for client in [&mut bob, &mut cid, &mut dan_on_c] {
+        let frame = next_logged(client).await;
+        assert_eq!((frame["type"].as_str(), frame["data"]["user"].as_str()), (Some("user-disconnected"), Some("ann")));
+    }
+    // Let both survivors run their expiry a few more times, then mark the stream: no second disconnect
+    // may come before the mark, on any client.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    dan_on_c.publish("note", json!("mark"), "m").await;
+    assert_eq!(next_logged(&mut dan_on_c).await["type"], "ack");
+    for client in [&mut bob, &mut cid] {
+        assert_eq!(next_logged(client).await["data"], "mark", "one disconnect, then the mark");
+    }
+    let logged = "SELECT count(*) FROM message_queue WHERE message_type = 'user-disconnected'";
+    assert_eq!(file.count(logged), 2, "ann on k and ann on other, each once");
+    assert_eq!(file.count("SELECT count(*) FROM connections"), 3, "bob, cid and dan's tab on c remain");
+}
