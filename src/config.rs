@@ -28,6 +28,16 @@ pub enum LogFormat {
     Json,
 }
 
+/// Where the relay keeps its log, state and presence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BusKind {
+    /// The shared SQLite file of --db: any number of processes, durable.
+    Sqlite,
+    /// A private in-memory SQLite database: one process, no file, everything lost at exit. Same protocol;
+    /// for tests and single-node demos.
+    Memory,
+}
+
 /// SQLite's `synchronous` setting for the shared file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Synchronous {
@@ -55,6 +65,10 @@ pub struct Config {
     /// The SQLite file all instances share; created and migrated on start.
     #[arg(long, env = "RELAY_DB", default_value = "./relay.db")]
     pub db: PathBuf,
+
+    /// `sqlite`: share --db with other instances. `memory`: one process, no file, state lost at exit.
+    #[arg(long, env = "RELAY_BUS", value_enum, default_value_t = BusKind::Sqlite)]
+    pub bus: BusKind,
 
     /// How often the watcher checks for other processes' commits while canvases are active (e.g. 1ms, 250us).
     #[arg(long, env = "RELAY_POLL_INTERVAL", default_value = "1ms", value_parser = humantime::parse_duration)]
@@ -184,8 +198,12 @@ impl Config {
         anyhow::ensure!(self.max_frame_size >= 1024, "--max-frame-size must be at least 1024 bytes");
         anyhow::ensure!(self.max_messages_per_poll >= 1 && self.cleanup_batch >= 1, "batch sizes must be >= 1");
         anyhow::ensure!(
-            self.presence_timeout > self.heartbeat_interval,
-            "--presence-timeout must be longer than --heartbeat-interval"
+            self.presence_timeout >= self.heartbeat_interval * 3,
+            "--presence-timeout must be at least three --heartbeat-interval"
+        );
+        anyhow::ensure!(
+            self.bus == BusKind::Sqlite || self.local_broadcast,
+            "--bus memory has no other process to deliver through: keep --local-broadcast on"
         );
         Ok(())
     }
@@ -221,5 +239,11 @@ mod tests {
         let mut config = Config::with_db("x.db");
         config.idle_poll_interval = Duration::from_micros(10);
         assert!(config.validate().is_err());
+        let mut config = Config::with_db("x.db");
+        config.presence_timeout = config.heartbeat_interval * 2;
+        assert!(config.validate().unwrap_err().to_string().contains("--presence-timeout"));
+        let mut config = Config::with_db("x.db");
+        (config.bus, config.local_broadcast) = (BusKind::Memory, false);
+        assert!(config.validate().unwrap_err().to_string().contains("--local-broadcast"));
     }
 }

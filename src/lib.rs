@@ -33,7 +33,7 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::bus::SqliteBus;
-use crate::config::Config;
+use crate::config::{BusKind, Config};
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::shutdown::{Phase, Shutdown};
@@ -68,9 +68,13 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
     let metrics = Metrics::new();
     let hub = Arc::new(Hub::new());
     let instance_id = Uuid::new_v4();
+    let storage = match config.bus {
+        BusKind::Sqlite => config.db.display().to_string(),
+        BusKind::Memory => "memory (one process, lost at exit)".to_owned(),
+    };
     let bus = SqliteBus::open(&config, &instance_id.to_string(), &addr.to_string(), hub.clone(), metrics.clone())
         .await
-        .with_context(|| format!("opening the shared database {}", config.db.display()))?;
+        .with_context(|| format!("opening the database {storage}"))?;
     let app = Arc::new(App {
         config: config.clone(),
         instance_id,
@@ -96,7 +100,7 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
         .graceful(app.shutdown.stopped_accepting())
         .run();
     let server = tokio::spawn(server);
-    tracing::info!(instance = %instance_id, db = %config.db.display(), "listening on {addr}");
+    tracing::info!(instance = %instance_id, db = %storage, "listening on {addr}");
 
     shutdown.await;
     tracing::info!("shutting down: draining connections");

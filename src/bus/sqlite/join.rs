@@ -17,20 +17,33 @@ use crate::protocol::{CanvasId, Resume};
 /// - a new room starts delivering after the snapshot's last seq;
 /// - the subscriber starts after the snapshot's last seq; seqs up to it come from the replay (resume) or
 ///   are covered by the welcome (no resume), whether or not the room has delivered them to others yet.
+///
+/// With `readers_block_writer` (`--bus memory`: no WAL) the order is reversed: the writer waits for room
+/// locks while it holds its write lock, and in rollback-journal mode a new read lock waits for that write
+/// lock, so taking the room's lock first could stall both. The read lock is taken first instead; nothing can
+/// commit while it is held, so every row the room delivers after that was seen by the snapshot (and is at or
+/// below the new subscriber's start), which is the same guarantee.
 pub(super) fn join_blocking(
     conn: &mut Connection,
     hub: &Hub,
     db_epoch: &str,
     max_resume: u64,
+    readers_block_writer: bool,
     request: JoinRequest,
 ) -> Result<Joined> {
     loop {
         let room = hub.room_for_join(&request.canvas);
-        let mut state = room.lock();
+        let (mut state, snapshot) = match readers_block_writer {
+            false => (room.lock(), conn.transaction()?),
+            true => {
+                let snapshot = conn.transaction()?;
+                snapshot.query_row("SELECT count(*) FROM meta", [], |_| Ok(()))?; // takes the read lock now
+                (room.lock(), snapshot)
+            }
+        };
         if state.is_closed() {
             continue; // the last subscriber left between lookup and lock; take a fresh room
         }
-        let snapshot = conn.transaction()?;
         let head = queries::head(&snapshot, db_epoch, &request.canvas)?;
         state.start_at(head.last_seq, head.generation);
         let (seq, resumed, replay) = match &request.resume {

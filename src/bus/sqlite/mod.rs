@@ -15,6 +15,7 @@ pub mod schema;
 pub mod watcher;
 pub mod writer;
 
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -32,7 +33,7 @@ use crate::bus::{BusError, JoinRequest, Joined, Publish};
 use crate::hub::ConnId;
 use crate::protocol::UserId;
 use crate::clock::now_ms;
-use crate::config::Config;
+use crate::config::{BusKind, Config};
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::protocol::CanvasId;
@@ -115,6 +116,8 @@ struct Inner {
     db_epoch: String,
     ttl_ms: i64,
     max_resume: u64,
+    /// `--bus memory`: readers block the writer (no WAL), which changes a join's lock order.
+    memory: bool,
     presence_timeout_ms: i64,
     /// An instance silent for longer than this is dead: the presence timeout less one heartbeat interval, so
     /// a survivor checking every heartbeat interval expires it within the presence timeout of its death.
@@ -146,8 +149,13 @@ pub struct BusFigures {
 impl SqliteBus {
     /// Opens (creating and migrating) the shared file and starts the writer and watcher threads.
     pub async fn open(config: &Config, instance_id: &str, listen: &str, hub: Arc<Hub>, metrics: Metrics) -> anyhow::Result<Self> {
-        let settings = ConnSettings { synchronous: config.synchronous, busy_timeout: config.busy_timeout };
-        let path = config.db.clone();
+        let memory = config.bus == BusKind::Memory;
+        let settings = ConnSettings { synchronous: config.synchronous, busy_timeout: config.busy_timeout, memory };
+        let path = match memory {
+            true => PathBuf::from(schema::memory_uri(instance_id)),
+            false => config.db.clone(),
+        };
+        let pool_path = path.clone();
         let (writer_conn, watcher_conn, db_epoch, head) = tokio::task::spawn_blocking(move || {
             let mut writer_conn = schema::open(&path, settings)?;
             schema::migrate(&mut writer_conn)?;
@@ -159,7 +167,7 @@ impl SqliteBus {
         .await
         .context("opening the database")??;
 
-        let pool = deadpool_sqlite::Config::new(&config.db)
+        let pool = deadpool_sqlite::Config::new(pool_path)
             .builder(Runtime::Tokio1)
             .context("configuring the read pool")?
             .max_size(4)
@@ -207,6 +215,7 @@ impl SqliteBus {
                 db_epoch,
                 ttl_ms: config.message_ttl.as_millis() as i64,
                 max_resume: config.max_resume,
+                memory,
                 presence_timeout_ms: config.presence_timeout.as_millis() as i64,
                 dead_after_ms: config.presence_timeout.saturating_sub(config.heartbeat_interval).as_millis() as i64,
                 instance_id: instance_id.to_owned(),
@@ -247,7 +256,8 @@ impl SqliteBus {
         registered.await.map_err(|_| BusError::ShuttingDown)??;
         let inner = self.inner.clone();
         let result =
-            self.read(move |c| join::join_blocking(c, &inner.hub, &inner.db_epoch, inner.max_resume, request)).await;
+            self.read(move |c| join::join_blocking(c, &inner.hub, &inner.db_epoch, inner.max_resume, inner.memory, request))
+                .await;
         if result.is_err() {
             self.leave(canvas, conn, user, name).await;
         }

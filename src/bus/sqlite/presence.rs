@@ -158,6 +158,7 @@ mod tests {
         let settings = schema::ConnSettings {
             synchronous: crate::config::Synchronous::Normal,
             busy_timeout: std::time::Duration::from_secs(1),
+            memory: false,
         };
         let mut conn = schema::open(&dir.path().join("p.db"), settings).unwrap();
         schema::migrate(&mut conn).unwrap();

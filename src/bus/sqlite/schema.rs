@@ -26,6 +26,14 @@ const MIGRATIONS: &[&str] = &[
 pub struct ConnSettings {
     pub synchronous: Synchronous,
     pub busy_timeout: Duration,
+    /// An in-memory database (`--bus memory`): SQLite's memdb VFS, which has no WAL (see `configure`).
+    pub memory: bool,
+}
+
+/// The name of a private in-memory database: SQLite's memdb VFS shares a database whose name starts with
+/// `/` between the connections of one process, for as long as one of them is open.
+pub fn memory_uri(name: &str) -> String {
+    format!("file:/canvas-relay-{name}?vfs=memdb")
 }
 
 /// The busy timeout, process-wide: SQLite's busy handler is a plain function pointer, so it reads its limit
@@ -47,7 +55,10 @@ fn busy_handler(attempt: i32) -> bool {
 
 /// Opens a connection to the shared file with the relay's PRAGMAs.
 pub fn open(path: &Path, settings: ConnSettings) -> anyhow::Result<Connection> {
-    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_CREATE
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        | OpenFlags::SQLITE_OPEN_URI;
     let conn = Connection::open_with_flags(path, flags).with_context(|| format!("opening {}", path.display()))?;
     configure(&conn, settings).with_context(|| format!("configuring {}", path.display()))?;
     Ok(conn)
@@ -57,6 +68,13 @@ pub fn open(path: &Path, settings: ConnSettings) -> anyhow::Result<Connection> {
 pub fn configure(conn: &Connection, settings: ConnSettings) -> deadpool_sqlite::rusqlite::Result<()> {
     BUSY_TIMEOUT_US.store(settings.busy_timeout.as_micros() as u64, Ordering::Relaxed);
     conn.busy_handler(Some(busy_handler))?;
+    conn.set_prepared_statement_cache_capacity(64);
+    if settings.memory {
+        // memdb keeps its rollback journal in memory and has no WAL: readers hold off the writer's commit
+        // for the length of their read (`join_blocking` orders its locks for this), and there is nothing to
+        // checkpoint or sync.
+        return Ok(());
+    }
     let mode = enable_wal(conn, settings.busy_timeout)?;
     if !mode.eq_ignore_ascii_case("wal") {
         return Err(deadpool_sqlite::rusqlite::Error::InvalidParameterName(format!(
@@ -76,7 +94,6 @@ pub fn configure(conn: &Connection, settings: ConnSettings) -> deadpool_sqlite::
          PRAGMA wal_autocheckpoint = 0;
          PRAGMA journal_size_limit = 67108864;"
     ))?;
-    conn.set_prepared_statement_cache_capacity(64);
     Ok(())
 }
 
@@ -122,7 +139,7 @@ mod tests {
     use super::*;
 
     fn settings() -> ConnSettings {
-        ConnSettings { synchronous: Synchronous::Normal, busy_timeout: Duration::from_secs(5) }
+        ConnSettings { synchronous: Synchronous::Normal, busy_timeout: Duration::from_secs(5), memory: false }
     }
 
     fn schema_of(conn: &Connection) -> Vec<(String, String)> {

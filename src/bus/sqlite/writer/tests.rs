@@ -21,7 +21,7 @@ fn publish(canvas: &str) -> (Publish, oneshot::Receiver<Result<u64, BusError>>) 
 }
 
 fn writer(dir: &tempfile::TempDir) -> Writer {
-    let settings = ConnSettings { synchronous: Synchronous::Normal, busy_timeout: Duration::from_secs(1) };
+    let settings = ConnSettings { synchronous: Synchronous::Normal, busy_timeout: Duration::from_secs(1), memory: false };
     let mut conn = schema::open(&dir.path().join("w.db"), settings).unwrap();
     schema::migrate(&mut conn).unwrap();
     let settings = WriterSettings {
