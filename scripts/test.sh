@@ -6,9 +6,14 @@ cd "$(dirname "$0")/.."
 
 need_apt=()
 command -v cc >/dev/null 2>&1 || need_apt+=(build-essential)   # bundled SQLite is compiled from C
+[ -x /usr/sbin/nginx ] || command -v nginx >/dev/null 2>&1 || need_apt+=(nginx-light)   # tests/nginx.rs
 if [ ${#need_apt[@]} -gt 0 ]; then
   apt-get update -qq
-  apt-get install -y -qq "${need_apt[@]}"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
+  # Debian starts the packaged nginx as a service on port 80; the tests run their own.
+  if [[ " ${need_apt[*]} " == *" nginx-light "* ]]; then
+    service nginx stop >/dev/null 2>&1 || nginx -s stop >/dev/null 2>&1 || true
+  fi
 fi
 if ! command -v cargo >/dev/null 2>&1; then
   echo "cargo is required (https://rustup.rs); this machine has none" >&2

@@ -1,11 +1,15 @@
 //! One load client: connects, publishes on a schedule or a window, and records what it receives: acks (ack
 //! latency), others' messages (end-to-end latency from the send time in the payload), and seq continuity.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
+use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::time::MissedTickBehavior;
 use tokio_tungstenite::tungstenite::Message;
@@ -17,6 +21,8 @@ pub enum Pace {
     Every(Duration),
     /// Keep this many unacked messages in flight.
     Window(usize),
+    /// Send nothing: only receive.
+    Listen,
 }
 
 /// What one client saw.
@@ -52,6 +58,8 @@ pub struct Spec {
     pub user: String,
     pub pace: Pace,
     pub payload: usize,
+    /// Counts every message this client sends or receives, for the progress bar.
+    pub progress: Arc<AtomicU64>,
 }
 
 /// Connects and returns the socket after the welcome, and the welcome's seq.
@@ -81,8 +89,16 @@ async fn next_json(ws: &mut Socket) -> anyhow::Result<Option<Value>> {
 const QUIET: Duration = Duration::from_millis(500);
 
 /// Runs the client: sends until `stop_sending`, then receives until it is quiet (see `QUIET`) or
-/// `drain_until` passes. Loss is judged afterwards against the highest seq any client of the canvas saw.
-pub async fn run(spec: Spec, mut ws: Socket, welcome_seq: u64, stop_sending: Instant, drain_until: Instant) -> anyhow::Result<Tally> {
+/// `drain_until` passes. Loss is judged afterwards against the highest seq any client of the canvas saw, so
+/// the socket is handed back still open: a client leaving early would log a `user-disconnected` that the
+/// others see and it does not.
+pub async fn run(
+    spec: Spec,
+    mut ws: Socket,
+    welcome_seq: u64,
+    stop_sending: Instant,
+    drain_until: Instant,
+) -> anyhow::Result<(Tally, Socket)> {
     let mut tally = Tally {
         sent: 0,
         acked: 0,
@@ -122,13 +138,19 @@ pub async fn run(spec: Spec, mut ws: Socket, welcome_seq: u64, stop_sending: Ins
             _ = check.tick() => {
                 let settled = !sending && in_flight.is_empty() && last_frame.elapsed() >= QUIET;
                 if settled || Instant::now() > drain_until {
-                    return Ok(tally);
+                    return Ok((tally, ws));
                 }
             }
-            frame = next_json(&mut ws) => {
-                let Some(frame) = frame? else { anyhow::bail!("server closed the connection") };
+            frame = ws.next() => {
+                let text = match frame {
+                    Some(Ok(Message::Text(text))) => text,
+                    Some(Ok(Message::Close(_))) | None => anyhow::bail!("server closed the connection"),
+                    Some(Ok(_)) => continue,
+                    Some(Err(error)) => return Err(error.into()),
+                };
                 last_frame = Instant::now();
-                receive(&frame, &spec, &mut in_flight, &mut tally);
+                receive(&text, &spec, &mut in_flight, &mut tally)?;
+                spec.progress.fetch_add(1, Ordering::Relaxed);
             }
         }
     }
@@ -151,30 +173,58 @@ async fn send(
     in_flight.insert(*next_ref, Instant::now());
     tally.sent += 1;
     ws.send(Message::text(frame.to_string())).await?;
+    spec.progress.fetch_add(1, Ordering::Relaxed);
     Ok(())
 }
 
-fn receive(frame: &Value, spec: &Spec, in_flight: &mut HashMap<u64, Instant>, tally: &mut Tally) {
-    if let Some(seq) = frame["seq"].as_u64() {
+/// The fields of a server frame the tally needs, borrowed from the text (the padding is skipped, not copied):
+/// at hundreds of thousands of deliveries a second, parsing into a `Value` would measure the load generator.
+#[derive(Deserialize)]
+struct Frame<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    seq: Option<u64>,
+    #[serde(rename = "ref", borrow)]
+    reference: Option<Cow<'a, str>>,
+    data: Option<Payload>,
+}
+
+/// Our own messages' data: send time (unix µs) and the sender's instance index.
+#[derive(Deserialize)]
+struct Payload {
+    t: Option<u64>,
+    i: Option<u64>,
+}
+
+fn receive(text: &str, spec: &Spec, in_flight: &mut HashMap<u64, Instant>, tally: &mut Tally) -> anyhow::Result<()> {
+    // Presence data is an object without t/i, cursors and pongs have no seq: all fit `Frame`.
+    let frame: Frame = match serde_json::from_str(text) {
+        Ok(frame) => frame,
+        Err(_) => {
+            let value: Value = serde_json::from_str(text)?;
+            anyhow::bail!("unexpected frame {value}")
+        }
+    };
+    if let Some(seq) = frame.seq {
         if seq != tally.last_seq + 1 {
             tally.gaps += 1;
         }
         tally.last_seq = tally.last_seq.max(seq);
     }
-    match frame["type"].as_str() {
-        Some("ack") => {
-            let sent = frame["ref"].as_str().and_then(|r| r.parse().ok()).and_then(|r: u64| in_flight.remove(&r));
+    match frame.kind.as_ref() {
+        "ack" => {
+            let sent = frame.reference.and_then(|r| r.parse().ok()).and_then(|r: u64| in_flight.remove(&r));
             if let Some(sent) = sent {
                 tally.acked += 1;
                 let _ = tally.ack_us.record(sent.elapsed().as_micros().max(1) as u64);
             }
         }
-        Some("error") => tally.errors += 1,
-        Some("stroke") => {
+        "error" => tally.errors += 1,
+        "stroke" => {
             tally.delivered += 1;
-            let sent_at = frame["data"]["t"].as_u64().unwrap_or(0);
-            let latency = unix_us().saturating_sub(sent_at).max(1);
-            if frame["data"]["i"].as_u64() == Some(spec.instance as u64) {
+            let data = frame.data.unwrap_or(Payload { t: None, i: None });
+            let latency = unix_us().saturating_sub(data.t.unwrap_or(0)).max(1);
+            if data.i == Some(spec.instance as u64) {
                 let _ = tally.e2e_local_us.record(latency);
             } else {
                 tally.delivered_cross += 1;
@@ -183,4 +233,5 @@ fn receive(frame: &Value, spec: &Spec, in_flight: &mut HashMap<u64, Instant>, ta
         }
         _ => {}
     }
+    Ok(())
 }

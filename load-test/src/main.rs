@@ -51,9 +51,48 @@ enum Scenario {
         #[arg(long, default_value_t = 0)]
         window: usize,
     },
+    /// One canvas, many receivers: --senders send flat out (--window in flight each) and every message
+    /// reaches all --receivers, spread over the targets. Reports deliveries per second.
+    Fanout {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long, default_value_t = 200)]
+        receivers: usize,
+        #[arg(long, default_value_t = 2)]
+        senders: usize,
+        #[arg(long, default_value_t = 32)]
+        window: usize,
+    },
+    /// --canvases canvases with one silent client each, spread over the targets: each relay's CPU (from
+    /// /proc of --pids) and watcher polls per second (from its /metrics) while nothing happens. The PRD's
+    /// polling test is `--canvases 50 --duration 60s`.
+    Idle(IdleArgs),
     /// Opens --count idle WebSockets to one relay and reports its resident memory per socket
     /// (VmRSS of --pid before and after). Raise `ulimit -n` for large counts.
     Connections(ConnectionsArgs),
+}
+
+#[derive(Args, Clone)]
+pub struct IdleArgs {
+    /// Comma-separated relay addresses (host:port), loopback only.
+    #[arg(long, value_delimiter = ',', default_value = "127.0.0.1:8080")]
+    targets: Vec<String>,
+    /// The relays' process ids, in the order of --targets.
+    #[arg(long, value_delimiter = ',', required = true)]
+    pids: Vec<u32>,
+    #[arg(long, default_value_t = 1000)]
+    canvases: usize,
+    /// How long to measure.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// How long to wait after connecting before measuring (the watchers back off after --backoff-after).
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    settle: Duration,
+    #[arg(long, default_value = "load")]
+    prefix: String,
+    /// Print JSON instead of the human summary.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args, Clone)]
@@ -101,6 +140,15 @@ async fn main() -> anyhow::Result<()> {
         Scenario::Connections(args) => {
             check_target(&args.target)?;
             return scenario::connections(&args).await;
+        }
+        Scenario::Idle(args) => {
+            args.targets.iter().try_for_each(|target| check_target(target))?;
+            return scenario::idle(&args).await;
+        }
+        Scenario::Fanout { common, receivers, senders, window } => {
+            check_targets(&common)?;
+            let report = scenario::fanout(&common, receivers, senders, window).await?;
+            (common, report)
         }
         Scenario::Latency { common, rate, clients, canvases } => {
             check_targets(&common)?;

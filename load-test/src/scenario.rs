@@ -1,7 +1,11 @@
 //! The scenarios: who connects where, at what pace, and how the results add up.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::client::{self, Pace, Spec, Tally};
 use crate::report::Report;
@@ -10,22 +14,32 @@ use crate::Common;
 /// How long after sending stops clients may take to receive the rest.
 const DRAIN: Duration = Duration::from_secs(10);
 
+/// A client spec on target `i % targets` (so consecutive clients alternate instances).
+fn spec(common: &Common, i: usize, canvas: String, user: String, pace: Pace, progress: &Arc<AtomicU64>) -> Spec {
+    Spec {
+        target: common.targets[i % common.targets.len()].clone(),
+        instance: i % common.targets.len(),
+        canvas,
+        user,
+        pace,
+        payload: common.payload,
+        progress: progress.clone(),
+    }
+}
+
 pub async fn latency(common: &Common, rate: u32, clients: usize, canvases: usize) -> anyhow::Result<Report> {
     anyhow::ensure!(rate > 0 && clients > 0 && canvases > 0, "rate, clients and canvases must be above zero");
     let period = Duration::from_secs_f64(clients as f64 / rate as f64);
+    let progress = Arc::default();
     let specs = (0..clients)
-        .map(|i| Spec {
-            target: common.targets[i % common.targets.len()].clone(),
-            instance: i % common.targets.len(),
+        .map(|i| {
             // Consecutive clients alternate targets, so each canvas has clients on every instance.
-            canvas: format!("{}-lat-{}", common.prefix, (i / common.targets.len()) % canvases),
-            user: format!("u{i}"),
-            pace: Pace::Every(period),
-            payload: common.payload,
+            let canvas = format!("{}-lat-{}", common.prefix, (i / common.targets.len()) % canvases);
+            spec(common, i, canvas, format!("u{i}"), Pace::Every(period), &progress)
         })
         .collect();
     let title = format!("latency: {rate} msg/s, {clients} clients on {canvases} canvases over {} instances", common.targets.len());
-    run(title, common.duration, specs).await
+    run(title, common.duration, specs, progress).await
 }
 
 pub async fn throughput(common: &Common, senders: usize, rate_per_sender: u32, window: usize) -> anyhow::Result<Report> {
@@ -36,23 +50,35 @@ pub async fn throughput(common: &Common, senders: usize, rate_per_sender: u32, w
     } else {
         Pace::Window(window)
     };
-    let specs = (0..senders)
-        .map(|i| Spec {
-            target: common.targets[i % common.targets.len()].clone(),
-            instance: i % common.targets.len(),
-            canvas: format!("{}-tp-{i}", common.prefix),
-            user: format!("s{i}"),
-            pace,
-            payload: common.payload,
-        })
-        .collect();
+    let progress = Arc::default();
+    let specs =
+        (0..senders).map(|i| spec(common, i, format!("{}-tp-{i}", common.prefix), format!("s{i}"), pace, &progress)).collect();
     let mode = if window == 0 { format!("{rate_per_sender} msg/s each") } else { format!("flat out, window {window}") };
     let title = format!("throughput: {senders} senders ({mode}) over {} instances", common.targets.len());
-    run(title, common.duration, specs).await
+    run(title, common.duration, specs, progress).await
+}
+
+/// One canvas, `receivers` listening clients spread over the targets, `senders` sending flat out with
+/// `window` messages in flight each: how many deliveries a second the relays sustain.
+pub async fn fanout(common: &Common, receivers: usize, senders: usize, window: usize) -> anyhow::Result<Report> {
+    anyhow::ensure!(receivers > 0 && senders > 0 && window > 0, "receivers, senders and window must be above zero");
+    let canvas = format!("{}-fan", common.prefix);
+    let progress = Arc::default();
+    let specs = (0..senders + receivers)
+        .map(|i| {
+            let (user, pace) = if i < senders { (format!("s{i}"), Pace::Window(window)) } else { (format!("r{i}"), Pace::Listen) };
+            spec(common, i, canvas.clone(), user, pace, &progress)
+        })
+        .collect();
+    let title = format!(
+        "fanout: {senders} senders (window {window}) to {receivers} receivers on one canvas over {} instances",
+        common.targets.len()
+    );
+    run(title, common.duration, specs, progress).await
 }
 
 /// Connects everyone first (so nobody misses the start), then runs all clients to the end.
-async fn run(title: String, duration: Duration, specs: Vec<Spec>) -> anyhow::Result<Report> {
+async fn run(title: String, duration: Duration, specs: Vec<Spec>, progress: Arc<AtomicU64>) -> anyhow::Result<Report> {
     let mut connected = Vec::with_capacity(specs.len());
     for spec in specs {
         let (ws, seq) = client::connect(&spec).await?;
@@ -61,6 +87,7 @@ async fn run(title: String, duration: Duration, specs: Vec<Spec>) -> anyhow::Res
     let started = Instant::now();
     let stop_sending = started + duration;
     let drain_until = stop_sending + DRAIN;
+    let bar = progress_bar(duration, progress);
     let tasks: Vec<_> = connected
         .into_iter()
         .map(|(spec, ws, seq)| {
@@ -69,9 +96,13 @@ async fn run(title: String, duration: Duration, specs: Vec<Spec>) -> anyhow::Res
         })
         .collect();
     let mut tallies: Vec<(String, Tally)> = Vec::new();
+    let mut sockets = Vec::new(); // closed only once every client is done (see `client::run`)
     for (canvas, task) in tasks {
-        tallies.push((canvas, task.await??));
+        let (tally, socket) = task.await??;
+        tallies.push((canvas, tally));
+        sockets.push(socket);
     }
+    bar.abort();
     let elapsed = started.elapsed().min(duration);
     // A client that ends below the highest seq seen on its canvas lost the rest.
     let mut head: HashMap<&str, u64> = HashMap::new();
@@ -83,22 +114,39 @@ async fn run(title: String, duration: Duration, specs: Vec<Spec>) -> anyhow::Res
     Ok(Report::new(title, elapsed, tallies.into_iter().map(|(_, t)| t).collect(), lost))
 }
 
+/// A bar over the run's duration with the message count and rate, on stderr when it is a terminal
+/// (indicatif draws nothing otherwise). Runs until the returned task is aborted.
+fn progress_bar(duration: Duration, progress: Arc<AtomicU64>) -> tokio::task::JoinHandle<()> {
+    let bar = ProgressBar::new(duration.as_secs().max(1));
+    bar.set_style(
+        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} s  {msg}")
+            .expect("a valid template")
+            .progress_chars("=> "),
+    );
+    tokio::spawn(async move {
+        let started = Instant::now();
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        let mut last = (started, 0);
+        loop {
+            tick.tick().await;
+            let now = Instant::now();
+            let count = progress.load(Ordering::Relaxed);
+            let rate = (count - last.1) as f64 / now.duration_since(last.0).as_secs_f64().max(1e-3);
+            last = (now, count);
+            bar.set_position(now.duration_since(started).as_secs().min(duration.as_secs()));
+            bar.set_message(format!("{count} frames, {rate:.0}/s"));
+            if now.duration_since(started) > duration + DRAIN {
+                bar.finish_and_clear();
+                return;
+            }
+        }
+    })
+}
+
 /// Opens `count` idle sockets, waits for the relay to settle, and reports its RSS growth per socket.
 pub async fn connections(args: &crate::ConnectionsArgs) -> anyhow::Result<()> {
     let before = rss_kib(args.pid)?;
-    let mut sockets = Vec::with_capacity(args.count);
-    for i in 0..args.count {
-        let spec = Spec {
-            target: args.target.clone(),
-            instance: 0,
-            canvas: format!("idle-{}", i % args.canvases.max(1)),
-            user: format!("u{i}"),
-            pace: Pace::Every(Duration::from_secs(3600)),
-            payload: 0,
-        };
-        let (ws, _) = client::connect(&spec).await.map_err(|e| anyhow::anyhow!("socket {i}: {e} (raise ulimit -n?)"))?;
-        sockets.push(ws);
-    }
+    let sockets = open_idle(std::slice::from_ref(&args.target), args.count, args.canvases, "idle").await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let after = rss_kib(args.pid)?;
     let per_socket = (after.saturating_sub(before)) as f64 / args.count as f64;
@@ -118,9 +166,110 @@ pub async fn connections(args: &crate::ConnectionsArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `canvases` canvases with one silent client each, spread over the targets, for `duration`: the relays'
+/// CPU (from /proc of each pid) and watcher polls per second (from their /metrics).
+pub async fn idle(args: &crate::IdleArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(args.pids.len() == args.targets.len(), "give one --pids entry per --targets entry, in order");
+    let sockets = open_idle(&args.targets, args.canvases, args.canvases, &format!("{}-idle", args.prefix)).await?;
+    // Let the watchers back off (--backoff-after defaults to 2 s) before measuring.
+    tokio::time::sleep(args.settle).await;
+    let before: Vec<(u64, f64)> = read_all(args).await?;
+    let started = Instant::now();
+    let bar = progress_bar(args.duration, Arc::default());
+    tokio::time::sleep(args.duration).await;
+    bar.abort();
+    let after: Vec<(u64, f64)> = read_all(args).await?;
+    let seconds = started.elapsed().as_secs_f64();
+    let instances: Vec<serde_json::Value> = args
+        .targets
+        .iter()
+        .zip(before.iter().zip(&after))
+        .map(|(target, ((cpu0, polls0), (cpu1, polls1)))| {
+            let cpu_percent = (cpu1 - cpu0) as f64 / CLOCK_TICKS_PER_S / seconds * 100.0;
+            serde_json::json!({"target": target, "cpu_percent_of_a_core": cpu_percent, "polls_per_s": (polls1 - polls0) / seconds})
+        })
+        .collect();
+    let report = serde_json::json!({
+        "scenario": "idle", "canvases": args.canvases, "seconds": seconds, "instances": instances,
+    });
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!("idle: {} canvases with one silent client each, {:.0} s", args.canvases, seconds);
+        for i in &instances {
+            println!(
+                "  {}: CPU {:.2}% of a core, {:.0} polls/s",
+                i["target"].as_str().unwrap_or(""),
+                i["cpu_percent_of_a_core"].as_f64().unwrap_or(0.0),
+                i["polls_per_s"].as_f64().unwrap_or(0.0)
+            );
+        }
+    }
+    drop(sockets);
+    Ok(())
+}
+
+/// Linux reports process CPU time in USER_HZ ticks, 100 per second on every mainstream configuration.
+const CLOCK_TICKS_PER_S: f64 = 100.0;
+
+/// (CPU ticks, polls so far) of every relay of an idle run.
+async fn read_all(args: &crate::IdleArgs) -> anyhow::Result<Vec<(u64, f64)>> {
+    let mut out = Vec::new();
+    for (pid, target) in args.pids.iter().zip(&args.targets) {
+        out.push((cpu_ticks(*pid)?, metric(target, "relay_polls_total").await?));
+    }
+    Ok(out)
+}
+
+/// Opens `count` silent clients over `canvases` canvases, round-robin over the targets.
+async fn open_idle(targets: &[String], count: usize, canvases: usize, prefix: &str) -> anyhow::Result<Vec<client::Socket>> {
+    let mut sockets = Vec::with_capacity(count);
+    let progress = Arc::default();
+    for i in 0..count {
+        let spec = Spec {
+            target: targets[i % targets.len()].clone(),
+            instance: i % targets.len(),
+            canvas: format!("{prefix}-{}", i % canvases.max(1)),
+            user: format!("u{i}"),
+            pace: Pace::Listen,
+            payload: 0,
+            progress: Arc::clone(&progress),
+        };
+        let (ws, _) = client::connect(&spec).await.map_err(|e| anyhow::anyhow!("socket {i}: {e} (raise ulimit -n?)"))?;
+        sockets.push(ws);
+    }
+    Ok(sockets)
+}
+
 /// Resident memory of a process, from /proc/PID/status.
 fn rss_kib(pid: u32) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let line = status.lines().find(|l| l.starts_with("VmRSS:")).ok_or_else(|| anyhow::anyhow!("no VmRSS for {pid}"))?;
     Ok(line.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or(0))
+}
+
+/// User plus system CPU time of a process so far, in clock ticks (fields 14 and 15 of /proc/PID/stat,
+/// counted after the parenthesised command name, which may contain spaces).
+fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let field = |n: usize| fields.get(n).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    Ok(field(11) + field(12)) // utime and stime: the 14th and 15th fields overall
+}
+
+/// One counter from a relay's Prometheus /metrics (0 when absent), over a plain HTTP/1.1 request.
+async fn metric(target: &str, name: &str) -> anyhow::Result<f64> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(target).await?;
+    let request = format!("GET /metrics HTTP/1.1\r\nHost: {target}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await?;
+    let mut body = String::new();
+    stream.read_to_string(&mut body).await?;
+    let value = body
+        .lines()
+        .find(|line| line.starts_with(name) && line[name.len()..].starts_with([' ', '{']))
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|v| v.parse().ok());
+    Ok(value.unwrap_or(0.0))
 }

@@ -112,22 +112,7 @@ impl Instance {
 
     /// Connects to any path; an HTTP refusal comes back as (status, JSON body).
     pub async fn connect_path(&self, path_and_query: &str) -> Result<Client, (u16, Value)> {
-        let url = self.url(path_and_query);
-        match tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url)).await.expect("connect timed out") {
-            Ok((ws, _)) => {
-                let mut client = Client { ws, welcome: Value::Null };
-                let welcome = client.recv().await;
-                assert_eq!(welcome["type"], "welcome", "first frame must be the welcome");
-                client.welcome = welcome;
-                Ok(client)
-            }
-            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
-                let status = response.status().as_u16();
-                let body = response.body().as_deref().map(serde_json::from_slice).and_then(Result::ok);
-                Err((status, body.unwrap_or(Value::Null)))
-            }
-            Err(error) => panic!("connect failed: {error}"),
-        }
+        Client::connect_url(self.url(path_and_query)).await
     }
 
     /// A plain HTTP GET: (status, body).
@@ -245,6 +230,25 @@ impl Seen {
 }
 
 impl Client {
+    /// Connects to a WebSocket URL and reads the welcome; an HTTP refusal comes back as (status, JSON body).
+    pub async fn connect_url(url: String) -> Result<Client, (u16, Value)> {
+        match tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url)).await.expect("connect timed out") {
+            Ok((ws, _)) => {
+                let mut client = Client { ws, welcome: Value::Null };
+                let welcome = client.recv().await;
+                assert_eq!(welcome["type"], "welcome", "first frame must be the welcome");
+                client.welcome = welcome;
+                Ok(client)
+            }
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                let status = response.status().as_u16();
+                let body = response.body().as_deref().map(serde_json::from_slice).and_then(Result::ok);
+                Err((status, body.unwrap_or(Value::Null)))
+            }
+            Err(error) => panic!("connect failed: {error}"),
+        }
+    }
+
     pub fn seq(&self) -> u64 {
         self.welcome["seq"].as_u64().unwrap()
     }
