@@ -3,7 +3,10 @@
 # SQLite file (loopback ports 9101 and 9102), runs `load-test <args>` against both, and stops them.
 #   scripts/bench-pair.sh latency --duration 30s
 #   scripts/bench-pair.sh throughput --senders 10 --window 64 --duration 10s
+#   scripts/bench-pair.sh fanout --duration 10s
+#   scripts/bench-pair.sh idle --canvases 1000 --duration 30s   (CPU and polls/s of both instances)
 #   scripts/bench-pair.sh connections --count 10000     (idle sockets on the first instance; RSS per socket)
+# Set VIA_NGINX=1 to put nginx (nginx.conf) in front and aim the load at it instead.
 set -euo pipefail
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 cd "$(dirname "$0")/.."
@@ -20,9 +23,23 @@ done
 for port in 9101 9102; do
   for _ in $(seq 50); do grep -q "listening on" "$dir/$port.log" && break; sleep 0.1; done
 done
-scenario=$1; shift
-if [ "$scenario" = connections ]; then
-  ./target/release/load-test connections --target 127.0.0.1:9101 --pid "${pids[0]}" "$@"
-else
-  ./target/release/load-test "$scenario" --targets 127.0.0.1:9101,127.0.0.1:9102 "$@"
+targets=127.0.0.1:9101,127.0.0.1:9102
+if [ "${VIA_NGINX:-0}" = 1 ]; then
+  mkdir -p "$dir/nginx/tmp"
+  servers="        server 127.0.0.1:9101 max_fails=1 fail_timeout=5s;\n        server 127.0.0.1:9102 max_fails=1 fail_timeout=5s;\n"
+  awk -v servers="$servers" -v listen="        listen 127.0.0.1:9100 backlog=4096;" '
+    /# BEGIN instances/ { print; printf "%s", servers; skip = 1; next }
+    /# BEGIN listen/    { print; print listen; skip = 1; next }
+    /# END /            { skip = 0 }
+    !skip
+  ' nginx.conf > "$dir/nginx/nginx.conf"
+  nginx -p "$dir/nginx" -c "$dir/nginx/nginx.conf" -g 'daemon off;' &
+  sleep 0.5
+  targets=127.0.0.1:9100
 fi
+scenario=$1; shift
+case "$scenario" in
+  connections) ./target/release/load-test connections --target 127.0.0.1:9101 --pid "${pids[0]}" "$@" ;;
+  idle) ./target/release/load-test idle --targets 127.0.0.1:9101,127.0.0.1:9102 --pids "${pids[0]},${pids[1]}" "$@" ;;
+  *) ./target/release/load-test "$scenario" --targets "$targets" "$@" ;;
+esac
