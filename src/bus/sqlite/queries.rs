@@ -116,40 +116,49 @@ pub fn canvas_rows(conn: &Connection, canvas: &CanvasId, since: u64, upto: u64, 
     rows.collect()
 }
 
-/// One cursor batch another instance wrote: its id, canvas and frames (a JSON array text).
-pub type CursorRow = (i64, String, String);
+/// Rows an instance writes for the others to relay and forget, each `(id, key, text)`: cursor batches (keyed
+/// by canvas, the text a JSON array of frames) and user messages (keyed by user, the text one frame).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Relayed {
+    CursorBatches,
+    UserMessages,
+}
 
-/// Live cursor batches after `after_id` written by instances other than `own`, in id order, at most `limit`.
-pub fn cursor_batches_after(conn: &Connection, after_id: i64, own: &str, now_ms: i64, limit: u32) -> Result<Vec<CursorRow>> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT id, canvas_id, frames FROM cursor_batches
-         WHERE id > ?1 AND origin_instance != ?2 AND expires_at > ?3 ORDER BY id LIMIT ?4",
-    )?;
+impl Relayed {
+    /// (the rows after an id, written by others and still live; the highest id)
+    fn sql(self) -> (&'static str, &'static str) {
+        match self {
+            Relayed::CursorBatches => (
+                "SELECT id, canvas_id, frames FROM cursor_batches
+                 WHERE id > ?1 AND origin_instance != ?2 AND expires_at > ?3 ORDER BY id LIMIT ?4",
+                "SELECT coalesce(max(id), 0) FROM cursor_batches",
+            ),
+            Relayed::UserMessages => (
+                "SELECT id, user_id, frame FROM user_messages
+                 WHERE id > ?1 AND origin_instance != ?2 AND expires_at > ?3 ORDER BY id LIMIT ?4",
+                "SELECT coalesce(max(id), 0) FROM user_messages",
+            ),
+        }
+    }
+}
+
+/// Live `kind` rows after `after_id` written by instances other than `own`, in id order, at most `limit`.
+pub fn relayed_after(
+    conn: &Connection,
+    kind: Relayed,
+    after_id: i64,
+    own: &str,
+    now_ms: i64,
+    limit: u32,
+) -> Result<Vec<(i64, String, String)>> {
+    let mut stmt = conn.prepare_cached(kind.sql().0)?;
     let rows = stmt.query_map(params![after_id, own, now_ms, limit], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
     rows.collect()
 }
 
-/// The highest cursor batch id (0 when none): where a watcher's cursor-batch cursor starts or skips to.
-pub fn max_cursor_batch_id(conn: &Connection) -> Result<i64> {
-    conn.prepare_cached("SELECT coalesce(max(id), 0) FROM cursor_batches")?.query_row([], |row| row.get(0))
-}
-
-/// One user message another instance wrote: its id, user and frame.
-pub type UserMessageRow = (i64, String, String);
-
-/// Live user messages after `after_id` written by instances other than `own`, in id order, at most `limit`.
-pub fn user_messages_after(conn: &Connection, after_id: i64, own: &str, now_ms: i64, limit: u32) -> Result<Vec<UserMessageRow>> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT id, user_id, frame FROM user_messages
-         WHERE id > ?1 AND origin_instance != ?2 AND expires_at > ?3 ORDER BY id LIMIT ?4",
-    )?;
-    let rows = stmt.query_map(params![after_id, own, now_ms, limit], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
-    rows.collect()
-}
-
-/// The highest user message id (0 when none).
-pub fn max_user_message_id(conn: &Connection) -> Result<i64> {
-    conn.prepare_cached("SELECT coalesce(max(id), 0) FROM user_messages")?.query_row([], |row| row.get(0))
+/// The highest `kind` row id (0 when none): where a watcher starts, or skips to.
+pub fn max_relayed_id(conn: &Connection, kind: Relayed) -> Result<i64> {
+    conn.prepare_cached(kind.sql().1)?.query_row([], |row| row.get(0))
 }
 
 /// The highest row id ever assigned (0 for an empty file): where a new watcher starts.

@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 use deadpool_sqlite::rusqlite::Connection;
 use tokio_tungstenite::tungstenite::Message;
 
-use super::{queries, Shared};
+use super::queries::{self, Relayed};
+use super::Shared;
 use crate::clock::now_ms;
 use crate::hub::{Hub, Room, Settled};
 use crate::metrics::Metrics;
@@ -136,8 +137,8 @@ impl Watcher {
         instance_id: String,
     ) -> deadpool_sqlite::rusqlite::Result<Self> {
         let backoff = Backoff::new(config.poll_interval, config.idle_poll_interval, config.backoff_after, Instant::now());
-        let cursor_batches_read = queries::max_cursor_batch_id(&conn)?;
-        let user_messages_read = queries::max_user_message_id(&conn)?;
+        let cursor_batches_read = queries::max_relayed_id(&conn, Relayed::CursorBatches)?;
+        let user_messages_read = queries::max_relayed_id(&conn, Relayed::UserMessages)?;
         let max_rows = config.max_messages_per_poll;
         Ok(Watcher { conn, hub, shared, metrics, backoff, max_rows, instance_id, cursor_batches_read, user_messages_read })
     }
@@ -196,8 +197,8 @@ impl Watcher {
                 let head = queries::max_id(&self.conn)?;
                 if self.hub.is_empty() {
                     self.shared.advance_cursor(head);
-                    self.cursor_batches_read = queries::max_cursor_batch_id(&self.conn)?;
-                    self.user_messages_read = queries::max_user_message_id(&self.conn)?;
+                    self.cursor_batches_read = queries::max_relayed_id(&self.conn, Relayed::CursorBatches)?;
+                    self.user_messages_read = queries::max_relayed_id(&self.conn, Relayed::UserMessages)?;
                     break;
                 }
             }
@@ -228,7 +229,9 @@ impl Watcher {
     /// whose queue is full misses a cursor, and the next batch carries a newer one.
     fn relay_cursors(&mut self) -> deadpool_sqlite::rusqlite::Result<()> {
         let (hub, max_rows) = (&self.hub, self.max_rows);
-        let fetch = |after| queries::cursor_batches_after(&self.conn, after, &self.instance_id, now_ms(), max_rows);
+        let fetch = |after| {
+            queries::relayed_after(&self.conn, Relayed::CursorBatches, after, &self.instance_id, now_ms(), max_rows)
+        };
         relay(&mut self.cursor_batches_read, max_rows, fetch, |canvas, frames| {
             let Some(room) = CanvasId::parse(canvas).ok().and_then(|c| hub.room(&c)) else { return };
             let Ok(frames) = serde_json::from_str::<Vec<Box<serde_json::value::RawValue>>>(frames) else { return };
@@ -243,7 +246,9 @@ impl Watcher {
     /// connections of their user.
     fn relay_user_messages(&mut self) -> deadpool_sqlite::rusqlite::Result<()> {
         let (hub, max_rows) = (&self.hub, self.max_rows);
-        let fetch = |after| queries::user_messages_after(&self.conn, after, &self.instance_id, now_ms(), max_rows);
+        let fetch = |after| {
+            queries::relayed_after(&self.conn, Relayed::UserMessages, after, &self.instance_id, now_ms(), max_rows)
+        };
         relay(&mut self.user_messages_read, max_rows, fetch, |user, frame| {
             hub.send_to_user(user, &Message::text(frame));
         })
