@@ -5,12 +5,12 @@
 //! (`watcher.rs`) per process, each with its own connection; joins and health checks use the deadpool pool
 //! on tokio's blocking threads. `maintenance.rs` schedules cleanup, heartbeats and watermarks as writer jobs.
 
+mod api;
 mod join;
 pub mod maintenance;
 pub mod objects;
 pub mod presence;
 pub mod queries;
-mod reads;
 pub mod schema;
 pub mod watcher;
 pub mod writer;
@@ -127,7 +127,7 @@ struct Inner {
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
-pub use reads::{CanvasLog, CanvasState};
+pub use api::{CanvasLog, CanvasState};
 
 /// What `/health` reports about the bus.
 #[derive(Debug, Clone, Serialize)]
