@@ -26,13 +26,7 @@ done
 targets=127.0.0.1:9101,127.0.0.1:9102
 if [ "${VIA_NGINX:-0}" = 1 ]; then
   mkdir -p "$dir/nginx/tmp"
-  servers="        server 127.0.0.1:9101 max_fails=1 fail_timeout=5s;\n        server 127.0.0.1:9102 max_fails=1 fail_timeout=5s;\n"
-  awk -v servers="$servers" -v listen="        listen 127.0.0.1:9100 backlog=4096;" '
-    /# BEGIN instances/ { print; printf "%s", servers; skip = 1; next }
-    /# BEGIN listen/    { print; print listen; skip = 1; next }
-    /# END /            { skip = 0 }
-    !skip
-  ' nginx.conf > "$dir/nginx/nginx.conf"
+  scripts/nginx-conf.sh 127.0.0.1:9100 127.0.0.1:9101 127.0.0.1:9102 > "$dir/nginx/nginx.conf"
   nginx -p "$dir/nginx" -c "$dir/nginx/nginx.conf" -g 'daemon off;' &
   sleep 0.5
   targets=127.0.0.1:9100

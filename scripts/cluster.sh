@@ -34,12 +34,12 @@ stop() {
 }
 trap stop INT TERM EXIT
 
-servers=""
+addrs=()
 for i in $(seq 0 $((instances - 1))); do
   p=$((first + i))
   ./target/release/canvas-relay serve --listen "127.0.0.1:$p" --db "$db" "$@" 2>"$dir/instance-$p.log" &
   pids+=($!)
-  servers+="        server 127.0.0.1:$p max_fails=1 fail_timeout=5s;\n"
+  addrs+=("127.0.0.1:$p")
 done
 for i in $(seq 0 $((instances - 1))); do
   log="$dir/instance-$((first + i)).log"
@@ -47,13 +47,7 @@ for i in $(seq 0 $((instances - 1))); do
   grep -q "listening on" "$log" || { cat "$log" >&2; exit 1; }
 done
 
-# nginx.conf with this cluster's instances and port between its BEGIN/END markers.
-awk -v servers="$servers" -v listen="        listen 127.0.0.1:$port backlog=4096;" '
-  /# BEGIN instances/ { print; printf "%s", servers; skip = 1; next }
-  /# BEGIN listen/    { print; print listen; skip = 1; next }
-  /# END /            { skip = 0 }
-  !skip
-' nginx.conf > "$dir/nginx/nginx.conf"
+scripts/nginx-conf.sh "127.0.0.1:$port" "${addrs[@]}" > "$dir/nginx/nginx.conf"
 nginx -p "$dir/nginx" -c "$dir/nginx/nginx.conf" -g 'daemon off;' &
 pids+=($!)
 sleep 0.3

@@ -1,6 +1,6 @@
-//! Two instances behind a real nginx running the repository's `nginx.conf` (upstream rewritten to the test's
-//! instances, the way `scripts/cluster.sh` does): a short `load-test latency` run through it with no loss and
-//! no gap, and fail-over: the instance serving a client is killed, the client reconnects through nginx to
+//! Two instances behind a real nginx running the repository's `nginx.conf` (rendered for the test's instances
+//! by `scripts/nginx-conf.sh`, as `scripts/cluster.sh` does): a short `load-test latency` run through it with
+//! no loss and no gap, and fail-over: the instance serving a client is killed, the client reconnects through nginx to
 //! the survivor and resumes with no gap. Needs `nginx` (the test command installs it).
 
 mod helpers;
@@ -26,7 +26,7 @@ impl Nginx {
         let prefix = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(prefix.path().join("tmp")).unwrap();
         let addr = free_port();
-        let conf = render(include_str!("../nginx.conf"), instances, addr);
+        let conf = render(instances, addr);
         let conf_path = prefix.path().join("nginx.conf");
         std::fs::write(&conf_path, conf).unwrap();
         let child = Command::new(nginx_binary())
@@ -74,30 +74,18 @@ fn free_port() -> SocketAddr {
     listener.local_addr().unwrap()
 }
 
-/// `nginx.conf` with the lines between its BEGIN/END markers replaced: our instances, our listen address.
-fn render(conf: &str, instances: &[SocketAddr], listen: SocketAddr) -> String {
-    let mut out = String::new();
-    let mut skipping = false;
-    for line in conf.lines() {
-        if line.contains("# END ") {
-            skipping = false;
-        }
-        if skipping {
-            continue;
-        }
-        out.push_str(line);
-        out.push('\n');
-        if line.contains("# BEGIN instances") {
-            for addr in instances {
-                out.push_str(&format!("        server {addr} max_fails=1 fail_timeout=5s;\n"));
-            }
-            skipping = true;
-        } else if line.contains("# BEGIN listen") {
-            out.push_str(&format!("        listen {listen};\n"));
-            skipping = true;
-        }
-    }
-    out
+/// `nginx.conf` for our instances and listen address, rendered by `scripts/nginx-conf.sh` (as the cluster
+/// script does).
+fn render(instances: &[SocketAddr], listen: SocketAddr) -> String {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/nginx-conf.sh");
+    let output = std::process::Command::new("bash")
+        .arg(script)
+        .arg(listen.to_string())
+        .args(instances.iter().map(SocketAddr::to_string))
+        .output()
+        .expect("run scripts/nginx-conf.sh");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8(output.stdout).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
