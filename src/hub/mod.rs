@@ -1,74 +1,27 @@
 //! The local side of delivery: which canvases this process serves (`Hub`), who is subscribed to each and in
-//! which order they receive (`room`), and the bounded queue of each client (`Outbox`), where the slow-client
+//! which order they receive (`room`), and the bounded queue of each client (`outbox`), where the slow-client
 //! policy lives. The hub owns no I/O: it never touches the database or a socket, only bounded queues.
 //!
 //! Locks: `Hub::rooms` then a room's state, never the other way round. Both are `std::sync::Mutex` held for
 //! short, non-blocking sections (no `.await`, no I/O), except that a join holds its room's lock during the
 //! snapshot read that fixes where the new subscriber starts (see `bus::sqlite::join_blocking`).
 
+mod outbox;
 mod room;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use tokio::sync::{mpsc, Notify};
 use tokio_tungstenite::tungstenite::Message;
 use uuid::Uuid;
 
 use crate::protocol::CanvasId;
 
+pub use outbox::{outbox, Inbox, Outbox};
 pub use room::{AckTo, Entry, Room, RoomState, Settled, Subscriber};
 
 /// Identifies one WebSocket connection.
 pub type ConnId = Uuid;
-
-/// The sending side of one client's bounded outbound queue.
-#[derive(Clone, Debug)]
-pub struct Outbox {
-    /// Frames for the client's session task, which writes them to the socket.
-    tx: mpsc::Sender<Message>,
-    /// Woken when the queue overflowed: the session closes the socket with 4009 at once.
-    kicked: Arc<Notify>,
-}
-
-/// The session's side of an [`Outbox`].
-pub struct Inbox {
-    pub rx: mpsc::Receiver<Message>,
-    pub kicked: Arc<Notify>,
-}
-
-/// A bounded outbound queue for one client.
-pub fn outbox(capacity: usize) -> (Outbox, Inbox) {
-    let (tx, rx) = mpsc::channel(capacity);
-    let kicked = Arc::new(Notify::new());
-    (Outbox { tx, kicked: kicked.clone() }, Inbox { rx, kicked })
-}
-
-impl Outbox {
-    /// Queues a frame without waiting. A full queue means the client is too slow: it is told to close
-    /// with 4009 and `false` is returned so the caller drops it from its room. This is the one place the
-    /// slow-client policy lives.
-    pub fn push(&self, frame: Message) -> bool {
-        match self.tx.try_send(frame) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                self.kicked.notify_one();
-                false
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
-        }
-    }
-
-    /// Queues a frame that may be dropped (a cursor): a full queue just misses it, the client is not cut.
-    pub fn push_lossy(&self, frame: Message) {
-        let _ = self.tx.try_send(frame);
-    }
-
-    /// Tells the session to close with 4009 now.
-    pub fn kick(&self) {
-        self.kicked.notify_one();
-    }
-}
 
 /// Every room of this process.
 #[derive(Default)]
@@ -186,7 +139,7 @@ mod tests {
             inboxes.push(inbox);
         }
         assert_eq!(hub.send_to_user("ann", &Message::text("hi")), 2);
-        let received: Vec<bool> = inboxes.iter_mut().map(|i| i.rx.try_recv().is_ok()).collect();
+        let received: Vec<bool> = inboxes.iter_mut().map(|i| i.try_recv().is_some()).collect();
         assert_eq!(received, [true, true, false]);
     }
 }
