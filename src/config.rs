@@ -78,7 +78,7 @@ pub struct Config {
     #[arg(long, env = "RELAY_IDLE_POLL_INTERVAL", default_value = "20ms", value_parser = humantime::parse_duration)]
     pub idle_poll_interval: Duration,
 
-    /// How long without any commit before the watcher starts backing off from --poll-interval.
+    /// How long without traffic (messages, cursors, user messages) before the watcher backs off from --poll-interval.
     #[arg(long, env = "RELAY_BACKOFF_AFTER", default_value = "2s", value_parser = humantime::parse_duration)]
     pub backoff_after: Duration,
 

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::time::Sleep;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -151,10 +151,10 @@ where
         loop {
             let step = tokio::select! {
                 biased;
-                _ = self.inbox.kicked.notified() => Err(self.close(close::TOO_SLOW, "too slow: reconnect with since to catch up").await),
+                _ = self.inbox.kicked() => Err(self.close(close::TOO_SLOW, "too slow: reconnect with since to catch up").await),
                 _ = self.phase.changed() => self.on_phase().await,
                 _ = &mut self.token_expiry => Err(self.close(close::POLICY, "token expired").await),
-                Some(frame) = self.inbox.rx.recv() => self.write(frame).await,
+                frame = self.inbox.recv() => self.write(frame).await,
                 incoming = self.socket.next(), if self.reading.is_some() => self.on_incoming(incoming).await,
                 _ = ping.tick() => self.on_ping_tick(ping_every),
             };
@@ -174,7 +174,7 @@ where
             }
             Phase::Closing => {
                 let mut queued = Vec::new();
-                while let Ok(frame) = self.inbox.rx.try_recv() {
+                while let Some(frame) = self.inbox.try_recv() {
                     queued.push(frame);
                 }
                 self.write_all(queued).await?;
@@ -277,10 +277,9 @@ where
     /// client that stops reading for `--write-timeout` interrupts it.
     async fn write(&mut self, first: Message) -> Result<(), End> {
         let limit = self.app.config.write_timeout;
-        let kicked = self.inbox.kicked.clone();
         let written = tokio::select! {
-            result = tokio::time::timeout(limit, write_batch(&mut self.socket, first, &mut self.inbox.rx)) => result,
-            _ = kicked.notified() => {
+            result = tokio::time::timeout(limit, write_batch(&mut self.socket, first, &self.inbox)) => result,
+            _ = self.inbox.kicked() => {
                 return Err(self.close(close::TOO_SLOW, "too slow: reconnect with since to catch up").await)
             }
         };
@@ -336,7 +335,7 @@ fn expiry_deadline(expires_at: Option<u64>) -> tokio::time::Instant {
 }
 
 /// Feeds `first` and what is already queued behind it, then flushes once.
-async fn write_batch<S>(socket: &mut S, first: Message, rx: &mut mpsc::Receiver<Message>) -> Result<(), WsError>
+async fn write_batch<S>(socket: &mut S, first: Message, inbox: &Inbox) -> Result<(), WsError>
 where
     S: Sink<Message, Error = WsError> + Unpin,
 {
@@ -346,7 +345,7 @@ where
         if bytes >= MAX_BYTES_PER_FLUSH {
             break;
         }
-        let Ok(frame) = rx.try_recv() else { break };
+        let Some(frame) = inbox.try_recv() else { break };
         bytes += frame.len();
         socket.feed(frame).await?;
     }

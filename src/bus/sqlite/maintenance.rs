@@ -32,6 +32,9 @@ pub async fn run(
     let mut watermarks = ticker(config.watermark_interval);
     let mut checkpoint = ticker(config.checkpoint_interval);
     let mut cursor_batch = ticker(config.cursor_batch);
+    // Each instance checkpoints what it wrote: every commit to the file is some live instance's, so an
+    // instance that wrote nothing since its last checkpoint has nothing to copy and skips the tick.
+    let mut checkpointed_writes = None;
     loop {
         let job = tokio::select! {
             _ = stop.changed() => return,
@@ -52,8 +55,11 @@ pub async fn run(
                 Job::Watermarks(marks)
             }
             _ = checkpoint.tick() => {
-                if let Err(error) = bus.checkpoint().await {
-                    tracing::warn!(%error, "WAL checkpoint failed");
+                let writes = bus.writes();
+                if checkpointed_writes == Some(writes) { continue }
+                match bus.checkpoint().await {
+                    Ok(()) => checkpointed_writes = Some(writes),
+                    Err(error) => tracing::warn!(%error, "WAL checkpoint failed"),
                 }
                 continue;
             }

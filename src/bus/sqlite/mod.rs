@@ -16,7 +16,7 @@ pub mod watcher;
 pub mod writer;
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
@@ -62,6 +62,8 @@ pub struct Shared {
     last_poll_ms: AtomicI64,
     /// The last storage failure and when (unix ms), cleared by the next successful commit.
     last_error: Mutex<Option<(i64, String)>>,
+    /// Successful writer transactions so far: a checkpoint is due only after one.
+    writes: AtomicU64,
 }
 
 impl Shared {
@@ -84,6 +86,7 @@ impl Shared {
     }
 
     fn write_succeeded(&self) {
+        self.writes.fetch_add(1, Ordering::Relaxed);
         self.last_error.lock().unwrap_or_else(|p| p.into_inner()).take();
     }
 
@@ -325,6 +328,11 @@ impl SqliteBus {
     /// copy the frames since the last passive one and wait out in-flight reads (microseconds), so the next
     /// commit writes from the start of the file again (and `journal_size_limit` trims it). Another process
     /// checkpointing at the same moment makes this one a no-op (SQLITE_BUSY).
+    /// How many transactions this process's writer has committed; see [`SqliteBus::checkpoint`].
+    pub fn writes(&self) -> u64 {
+        self.inner.shared.writes.load(Ordering::Relaxed)
+    }
+
     pub async fn checkpoint(&self) -> Result<(), BusError> {
         self.read(|conn| {
             let (_, frames) = wal_checkpoint(conn, "PASSIVE")?;

@@ -4,9 +4,10 @@
 //! range scan, handing rows of canvases with local subscribers to their rooms.
 //!
 //! Its cost per tick is one PRAGMA whatever the number of canvases; per commit it is the rows committed.
-//! Backoff: after `--backoff-after` with no commit anywhere the interval doubles up to
-//! `--idle-poll-interval`; any commit, local publish or wake-up resets it (the peer-wakeup idea, with the
-//! file's own change counter as the wake-up). With no local canvases it sleeps at the idle interval.
+//! Backoff: after `--backoff-after` without traffic the interval doubles up to `--idle-poll-interval`; a
+//! commit that brought messages, cursors or user messages, a local publish or a wake-up resets it (the
+//! peer-wakeup idea, with the file's own change counter as the wake-up). Commits that carry no traffic (every
+//! instance's heartbeat) are read but do not reset it. With no local canvases it sleeps at the idle interval.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Condvar, Mutex};
@@ -159,15 +160,21 @@ impl Watcher {
             };
             let changed = version != last_version;
             last_version = version;
-            let now = Instant::now();
+            let mut found = false;
             if changed || wakeups.read {
-                if let Err(error) = self.read_new_rows(&wakeups.settle) {
-                    self.failed(&error);
-                    last_version = None; // read again on the next tick
-                    continue;
+                match self.read_new_rows(&wakeups.settle) {
+                    Ok(read) => found = read,
+                    Err(error) => {
+                        self.failed(&error);
+                        last_version = None; // read again on the next tick
+                        continue;
+                    }
                 }
             }
-            if changed || wakeups.read || wakeups.active {
+            // Only traffic keeps the fast rate: the file also changes with every instance's heartbeat, and
+            // treating those commits as activity would keep an idle relay polling every millisecond.
+            let now = Instant::now();
+            if found || wakeups.read || wakeups.active {
                 self.backoff.activity(now);
             } else {
                 self.backoff.quiet(now, !self.hub.is_empty());
@@ -186,9 +193,10 @@ impl Watcher {
     }
 
     /// Reads everything after the cursor, in full batches until caught up, then checks rooms that hold early
-    /// seqs for holes that can no longer fill.
-    fn read_new_rows(&mut self, settle: &[CanvasId]) -> deadpool_sqlite::rusqlite::Result<()> {
+    /// seqs for holes that can no longer fill. Returns whether it found any message, cursor or user message.
+    fn read_new_rows(&mut self, settle: &[CanvasId]) -> deadpool_sqlite::rusqlite::Result<bool> {
         let mut waiting: Vec<Arc<Room>> = settle.iter().filter_map(|c| self.hub.room(c)).collect();
+        let mut found = false;
         loop {
             // With no local canvas nothing needs delivering: move the cursor to the head without reading rows.
             // The hub is checked again after the head is read, so a room created meanwhile started from a
@@ -206,6 +214,7 @@ impl Watcher {
             self.metrics.polls.increment(1);
             self.metrics.poll_rows.increment(rows.len() as u64);
             let Some(last_id) = rows.last().map(|r| r.id) else { break };
+            found = true;
             self.offer(&rows, &mut waiting);
             self.shared.advance_cursor(last_id);
             if rows.len() < self.max_rows as usize {
@@ -213,8 +222,8 @@ impl Watcher {
             }
         }
         self.shared.polled(now_ms());
-        self.relay_cursors()?;
-        self.relay_user_messages()?;
+        found |= self.relay_cursors()?;
+        found |= self.relay_user_messages()?;
         let read_up_to = self.shared.cursor();
         for room in waiting {
             if let Settled::GapSkipped { from, to } = room.lock().settle(read_up_to, &self.metrics) {
@@ -222,12 +231,12 @@ impl Watcher {
                     subscribers cut with 4009 to resume");
             }
         }
-        Ok(())
+        Ok(found)
     }
 
     /// Relays other instances' cursor batches to local clients of their canvases. Lossy by design: a client
-    /// whose queue is full misses a cursor, and the next batch carries a newer one.
-    fn relay_cursors(&mut self) -> deadpool_sqlite::rusqlite::Result<()> {
+    /// whose queue is full misses a cursor, and the next batch carries a newer one. Returns whether any came.
+    fn relay_cursors(&mut self) -> deadpool_sqlite::rusqlite::Result<bool> {
         let (hub, max_rows) = (&self.hub, self.max_rows);
         let fetch = |after| {
             queries::relayed_after(&self.conn, Relayed::CursorBatches, after, &self.instance_id, now_ms(), max_rows)
@@ -243,8 +252,8 @@ impl Watcher {
     }
 
     /// Relays user messages (`POST /api/v1/users/{user}/messages` on another instance) to this process's
-    /// connections of their user.
-    fn relay_user_messages(&mut self) -> deadpool_sqlite::rusqlite::Result<()> {
+    /// connections of their user. Returns whether any came.
+    fn relay_user_messages(&mut self) -> deadpool_sqlite::rusqlite::Result<bool> {
         let (hub, max_rows) = (&self.hub, self.max_rows);
         let fetch = |after| {
             queries::relayed_after(&self.conn, Relayed::UserMessages, after, &self.instance_id, now_ms(), max_rows)
@@ -280,22 +289,24 @@ impl Watcher {
 }
 
 /// Reads ephemeral rows other instances wrote (id, key, text) after `read`, a page of `max_rows` at a time,
-/// hands each to `each`, and moves `read` past them.
+/// hands each to `each`, and moves `read` past them. Returns whether there were any.
 fn relay(
     read: &mut i64,
     max_rows: u32,
     fetch: impl Fn(i64) -> deadpool_sqlite::rusqlite::Result<Vec<(i64, String, String)>>,
     mut each: impl FnMut(&str, &str),
-) -> deadpool_sqlite::rusqlite::Result<()> {
+) -> deadpool_sqlite::rusqlite::Result<bool> {
+    let mut found = false;
     loop {
         let rows = fetch(*read)?;
-        let Some((last, _, _)) = rows.last() else { return Ok(()) };
+        let Some((last, _, _)) = rows.last() else { return Ok(found) };
+        found = true;
         *read = *last;
         for (_, key, text) in &rows {
             each(key, text);
         }
         if rows.len() < max_rows as usize {
-            return Ok(());
+            return Ok(found);
         }
     }
 }
