@@ -1,7 +1,7 @@
 -- canvas-relay: the whole current schema (what migrations/ builds, in order). Read this to know the tables;
 -- change the schema by adding a numbered file to migrations/ and updating this file to match
 -- (a unit test in src/bus/sqlite/schema.rs checks the two agree). Times are unix milliseconds.
-PRAGMA user_version = 4;
+PRAGMA user_version = 5;
 
 CREATE TABLE meta (
     key   TEXT PRIMARY KEY,
@@ -47,8 +47,9 @@ CREATE TABLE instances (
     pid          INTEGER NOT NULL,
     listen       TEXT NOT NULL,
     started_at   INTEGER NOT NULL,
-    heartbeat_at INTEGER NOT NULL
-) WITHOUT ROWID;
+    heartbeat_at INTEGER NOT NULL,
+    -- where its watcher takes wake-up datagrams (loopback UDP), or NULL
+    wake_addr    TEXT) WITHOUT ROWID;
 
 CREATE TABLE canvas_objects (
     canvas_id TEXT NOT NULL,

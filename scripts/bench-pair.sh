@@ -6,11 +6,16 @@
 #   scripts/bench-pair.sh fanout --duration 10s
 #   scripts/bench-pair.sh idle --canvases 1000 --duration 30s   (CPU and polls/s of both instances)
 #   scripts/bench-pair.sh connections --count 10000     (idle sockets on the first instance; RSS per socket)
-# Set VIA_NGINX=1 to put nginx (nginx.conf) in front and aim the load at it instead.
+# Set VIA_NGINX=1 to put nginx (nginx.conf) in front and aim the load at it instead. RELAY_* variables reach
+# both instances (e.g. RELAY_WORKER_THREADS=2, RELAY_PEER_WAKEUP=false).
 set -euo pipefail
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 cd "$(dirname "$0")/.."
 cargo build --release --workspace --locked >&2
+# Two instances share the host's cores, as scripts/cluster.sh sets them up: cores ÷ 2 workers each. The
+# generator gets GEN_WORKERS tokio workers (default 2).
+per_instance=$(( $(nproc) / 2 ))
+export RELAY_WORKER_THREADS=${RELAY_WORKER_THREADS:-$(( per_instance > 0 ? per_instance : 1 ))}
 dir=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null; wait 2>/dev/null; rm -rf "$dir"' EXIT
 pids=()
@@ -35,5 +40,5 @@ scenario=$1; shift
 case "$scenario" in
   connections) ./target/release/load-test connections --target 127.0.0.1:9101 --pid "${pids[0]}" "$@" ;;
   idle) ./target/release/load-test idle --targets 127.0.0.1:9101,127.0.0.1:9102 --pids "${pids[0]},${pids[1]}" "$@" ;;
-  *) ./target/release/load-test "$scenario" --targets "$targets" "$@" ;;
+  *) env TOKIO_WORKER_THREADS="${GEN_WORKERS:-2}" ./target/release/load-test "$scenario" --targets "$targets" "$@" ;;
 esac

@@ -20,6 +20,9 @@ while [ $# -gt 0 ]; do
 done
 command -v nginx >/dev/null || { echo "nginx is required: apt-get install nginx" >&2; exit 1; }
 
+# The instances share the host's cores: each gets cores ÷ instances worker threads unless told otherwise.
+per_instance=$(( $(nproc) / instances ))
+export RELAY_WORKER_THREADS=${RELAY_WORKER_THREADS:-$(( per_instance > 0 ? per_instance : 1 ))}
 cargo build --release --locked -p canvas-relay >&2
 dir=$(mktemp -d /tmp/canvas-relay-cluster.XXXXXX)
 mkdir -p "$dir/nginx/tmp"

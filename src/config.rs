@@ -53,6 +53,12 @@ pub struct Config {
     #[arg(long, env = "RELAY_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
 
+    /// Threads serving sockets and HTTP (tokio workers); one per core by default. With several instances on
+    /// one host, give each cores ÷ instances (the cluster and benchmark scripts do): workers beyond the cores
+    /// only add wake-ups between threads, which cost latency.
+    #[arg(long, env = "RELAY_WORKER_THREADS")]
+    pub worker_threads: Option<usize>,
+
     /// Bearer key for the HTTP API (/api/v1/...). Without it the API answers 403.
     #[arg(long, env = "RELAY_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
@@ -108,6 +114,11 @@ pub struct Config {
     /// watcher like everyone else's (false; slower, for testing the cross-process path with one process).
     #[arg(long, env = "RELAY_LOCAL_BROADCAST", default_value_t = true, action = clap::ArgAction::Set)]
     pub local_broadcast: bool,
+
+    /// Ring other instances' doorbells (loopback UDP) after each commit so they read at once, and listen for
+    /// theirs; polling stays on as the fallback. Turn off when instances cannot reach each other's loopback.
+    #[arg(long, env = "RELAY_PEER_WAKEUP", default_value_t = true, action = clap::ArgAction::Set)]
+    pub peer_wakeup: bool,
 
     /// Largest WebSocket frame or message a client may send, in bytes; larger ones close the socket with 1009.
     #[arg(long, env = "RELAY_MAX_FRAME_SIZE", default_value_t = 64 * 1024)]
@@ -190,6 +201,7 @@ impl Config {
 
     /// Rejects combinations that cannot work, with a message saying which flag to change.
     pub fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.worker_threads != Some(0), "--worker-threads must be at least 1");
         anyhow::ensure!(!self.poll_interval.is_zero(), "--poll-interval must be above zero");
         anyhow::ensure!(self.idle_poll_interval >= self.poll_interval, "--idle-poll-interval must be >= --poll-interval");
         anyhow::ensure!(self.message_ttl >= Duration::from_secs(1), "--message-ttl must be at least 1s");
@@ -245,5 +257,8 @@ mod tests {
         let mut config = Config::with_db("x.db");
         (config.bus, config.local_broadcast) = (BusKind::Memory, false);
         assert!(config.validate().unwrap_err().to_string().contains("--local-broadcast"));
+        let mut config = Config::with_db("x.db");
+        config.worker_threads = Some(0);
+        assert!(config.validate().unwrap_err().to_string().contains("--worker-threads"));
     }
 }

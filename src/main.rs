@@ -12,7 +12,11 @@ use canvas_relay::config::{Cli, Command, Config, LogFormat};
 fn main() -> ExitCode {
     let Command::Serve(config) = Cli::parse().command;
     init_logging(config.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(threads) = config.worker_threads {
+        builder.worker_threads(threads.max(1));
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
             tracing::error!(%error, "could not start the async runtime");

@@ -114,6 +114,28 @@ async fn a_message_reaches_the_other_instance_and_the_sender_gets_its_ack() {
     assert_ne!(welcome["instance"], sender.welcome["instance"]);
 }
 
+/// With polling all but off (one check a minute), messages still reach the other instance at once: the
+/// writer rings the peer's doorbell after each commit. Run with `--peer-wakeup false` this test waits for a
+/// poll and fails on the helpers' timeout.
+#[tokio::test]
+async fn a_rung_peer_delivers_without_waiting_for_its_poll() {
+    let file = SharedFile::new();
+    let args = ["--poll-interval", "60s", "--idle-poll-interval", "60s", "--heartbeat-interval", "100ms"];
+    let (a, b) = (file.start(&args).await, file.start(&args).await);
+    // Both registered before `start` returned; each learns the other's doorbell at its next heartbeat.
+    assert_eq!(file.count("SELECT count(*) FROM instances"), 2);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let mut remote = b.connect("c1", "bob").await;
+    let mut sender = a.connect("c1", "ann").await;
+    sender.publish("stroke", json!({"n": 1}), "r1").await;
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        let frame = remote.recv().await;
+        got.push((frame["type"].as_str().unwrap().to_owned(), frame["seq"].as_u64().unwrap()));
+    }
+    assert_eq!(got, [("user-connected".to_owned(), 2), ("stroke".to_owned(), 3)]);
+}
+
 #[tokio::test]
 async fn canvases_are_independent_sequences() {
     let file = SharedFile::new();

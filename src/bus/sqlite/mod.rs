@@ -6,6 +6,7 @@
 //! on tokio's blocking threads. `maintenance.rs` schedules cleanup, heartbeats and watermarks as writer jobs.
 
 mod api;
+mod doorbell;
 mod join;
 pub mod maintenance;
 pub mod objects;
@@ -27,6 +28,7 @@ use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
 use self::schema::ConnSettings;
+use self::doorbell::Doorbell;
 use self::watcher::{Signal, Watcher};
 use self::writer::{Job, WriteRequest, Writer, WriterSettings};
 use crate::bus::{BusError, JoinRequest, Joined, Publish};
@@ -121,6 +123,7 @@ struct Inner {
     max_resume: u64,
     /// `--bus memory`: readers block the writer (no WAL), which changes a join's lock order.
     memory: bool,
+    doorbell: Option<Doorbell>,
     presence_timeout_ms: i64,
     /// An instance silent for longer than this is dead: the presence timeout less one heartbeat interval, so
     /// a survivor checking every heartbeat interval expires it within the presence timeout of its death.
@@ -189,6 +192,11 @@ impl SqliteBus {
         shared.advance_cursor(head);
         shared.polled(now_ms());
         let (writer_tx, writer_rx) = mpsc::channel(config.writer_queue);
+        // A private in-memory file has no peers to ring.
+        let doorbell = match config.peer_wakeup && !memory {
+            true => Some(Doorbell::bind().context("binding the peer wake-up socket on 127.0.0.1")?),
+            false => None,
+        };
         let writer = Writer::new(
             writer_conn,
             hub.clone(),
@@ -201,14 +209,19 @@ impl SqliteBus {
                 ttl_ms: config.message_ttl.as_millis() as i64,
                 max_batch: config.max_batch,
                 local_broadcast: config.local_broadcast,
+                peer_timeout_ms: config.presence_timeout.as_millis() as i64,
             },
+            doorbell.clone(),
         );
         let watcher = Watcher::new(watcher_conn, hub.clone(), shared.clone(), metrics, config, instance_id.to_owned())
             .context("starting the watcher")?;
-        let threads = vec![
+        let mut threads = vec![
             std::thread::Builder::new().name("relay-writer".into()).spawn(move || writer.run(writer_rx))?,
             std::thread::Builder::new().name("relay-watcher".into()).spawn(move || watcher.run())?,
         ];
+        if let Some(doorbell) = &doorbell {
+            threads.push(doorbell.listen(shared.clone())?);
+        }
         let bus = SqliteBus {
             inner: Arc::new(Inner {
                 pool,
@@ -223,6 +236,7 @@ impl SqliteBus {
                 dead_after_ms: config.presence_timeout.saturating_sub(config.heartbeat_interval).as_millis() as i64,
                 instance_id: instance_id.to_owned(),
                 writer_capacity: config.writer_queue,
+                doorbell,
                 threads: Mutex::new(threads),
             }),
         };
@@ -363,6 +377,9 @@ impl SqliteBus {
             let _ = stopped.await;
         }
         self.inner.shared.signal.stop();
+        if let Some(doorbell) = &self.inner.doorbell {
+            doorbell.ring_self();
+        }
         let threads = std::mem::take(&mut *self.inner.threads.lock().unwrap_or_else(|p| p.into_inner()));
         let _ = tokio::task::spawn_blocking(move || threads.into_iter().for_each(|t| drop(t.join()))).await;
     }

@@ -185,7 +185,8 @@ mod tests {
     fn only_connections_of_dead_or_missing_instances_are_orphans() {
         let (_dir, conn) = file();
         conn.execute_batch(
-            "INSERT INTO instances VALUES ('alive', 1, 'x', 0, 1000), ('dead', 2, 'y', 0, 10), ('me', 3, 'z', 0, 5)",
+            "INSERT INTO instances (instance_id, pid, listen, started_at, heartbeat_at)
+             VALUES ('alive', 1, 'x', 0, 1000), ('dead', 2, 'y', 0, 10), ('me', 3, 'z', 0, 5)",
         )
         .unwrap();
         let (c1, u) = (CanvasId::parse("c1").unwrap(), UserId::parse("u").unwrap());

@@ -166,6 +166,16 @@ pub fn max_id(conn: &Connection) -> Result<i64> {
     conn.prepare_cached("SELECT coalesce(max(id), 0) FROM message_queue")?.query_row([], |row| row.get(0))
 }
 
+/// The doorbells of the other instances with a heartbeat since `alive_since_ms` (addresses that do not parse
+/// are skipped: a newer version may write another form).
+pub fn peer_doorbells(conn: &Connection, instance_id: &str, alive_since_ms: i64) -> Result<Vec<std::net::SocketAddr>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT wake_addr FROM instances WHERE instance_id != ?1 AND heartbeat_at >= ?2 AND wake_addr IS NOT NULL",
+    )?;
+    let addrs = stmt.query_map(params![instance_id, alive_since_ms], |row| row.get::<_, String>(0))?;
+    Ok(addrs.filter_map(|addr| addr.ok()?.parse().ok()).collect())
+}
+
 /// What `/health` reports about the shared file.
 #[derive(Debug, Clone, Serialize)]
 pub struct FileFigures {

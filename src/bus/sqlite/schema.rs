@@ -19,6 +19,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/0002_canvas_state.sql"),
     include_str!("../../../migrations/0003_cursor_batches.sql"),
     include_str!("../../../migrations/0004_presence_resets_users.sql"),
+    include_str!("../../../migrations/0005_peer_wakeups.sql"),
 ];
 
 /// Settings every connection to the file is opened with.

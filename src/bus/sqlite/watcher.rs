@@ -39,6 +39,8 @@ pub struct Wakeups {
     pub settle: Vec<CanvasId>,
     /// Local activity: reset the backoff.
     pub active: bool,
+    /// A peer rang the doorbell: it committed something, check now.
+    pub rung: bool,
     pub stop: bool,
 }
 
@@ -63,16 +65,28 @@ impl Signal {
         self.update(|w| w.active = true);
     }
 
+    /// A peer's ring (see `doorbell`). Returns false once the watcher is stopped.
+    pub fn ring(&self) -> bool {
+        let mut stopped = false;
+        self.update(|w| {
+            w.rung = true;
+            stopped = w.stop;
+        });
+        !stopped
+    }
+
     pub fn stop(&self) {
         self.update(|w| w.stop = true);
     }
 
     /// Waits up to `timeout` for a wake-up and takes what accumulated.
-    fn wait(&self, timeout: Duration) -> Wakeups {
+    pub(super) fn wait(&self, timeout: Duration) -> Wakeups {
         let guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let idle = |w: &mut Wakeups| !(w.read || w.active || w.stop);
+        let idle = |w: &mut Wakeups| !(w.read || w.active || w.rung || w.stop);
         let (mut guard, _) = self.changed.wait_timeout_while(guard, timeout, idle).unwrap_or_else(|p| p.into_inner());
-        std::mem::take(&mut *guard)
+        let taken = std::mem::take(&mut *guard);
+        guard.stop = taken.stop; // stays set: the doorbell's thread reads it too
+        taken
     }
 }
 

@@ -43,9 +43,17 @@ pub enum Job {
     Stop(oneshot::Sender<()>),
 }
 
+impl Job {
+    /// Whether other instances have something to deliver once it committed.
+    fn wakes_peers(&self) -> bool {
+        matches!(self, Job::Reset { .. } | Job::SendToUser { .. } | Job::Cursors(_))
+    }
+}
+
 impl Writer {
     pub(super) fn run_job(&mut self, job: Job) {
         let now = now_ms();
+        let wakes_peers = job.wakes_peers();
         let result = match job {
             Job::Reset { canvas, reply } => {
                 let settings = self.settings.clone();
@@ -118,15 +126,19 @@ impl Writer {
             }
             Job::Heartbeat => {
                 let (id, listen) = (self.settings.instance_id.clone(), self.settings.listen.clone());
-                self.write(|tx| {
+                let wake_addr = self.doorbell.as_ref().map(|d| d.addr().to_string());
+                let alive_since = now - self.settings.peer_timeout_ms;
+                let peers = self.write(|tx| {
                     tx.prepare_cached(
-                        "INSERT INTO instances (instance_id, pid, listen, started_at, heartbeat_at)
-                         VALUES (?1, ?2, ?3, ?4, ?4)
-                         ON CONFLICT (instance_id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at",
+                        "INSERT INTO instances (instance_id, pid, listen, started_at, heartbeat_at, wake_addr)
+                         VALUES (?1, ?2, ?3, ?4, ?4, ?5)
+                         ON CONFLICT (instance_id) DO UPDATE
+                         SET heartbeat_at = excluded.heartbeat_at, wake_addr = excluded.wake_addr",
                     )?
-                    .execute(params![id, std::process::id(), listen, now])
-                    .map(drop)
-                })
+                    .execute(params![id, std::process::id(), listen, now, wake_addr])?;
+                    queries::peer_doorbells(tx, &id, alive_since)
+                });
+                peers.map(|peers| self.peers = peers)
             }
             Job::Watermarks(marks) => {
                 let id = self.settings.instance_id.clone();
@@ -152,7 +164,12 @@ impl Writer {
             Job::Stop(_) => unreachable!("handled by run"),
         };
         match result {
-            Ok(()) => self.shared.write_succeeded(),
+            Ok(()) => {
+                self.shared.write_succeeded();
+                if wakes_peers {
+                    self.ring_peers();
+                }
+            }
             Err(error) => {
                 tracing::warn!(%error, "maintenance write failed");
                 self.shared.write_failed(now, &describe(&error));

@@ -7,6 +7,7 @@
 //! process never has two of its own connections competing for the file's write lock.
 
 use std::collections::hash_map::{Entry as MapEntry, HashMap};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -18,6 +19,7 @@ mod jobs;
 
 pub use jobs::Job;
 
+use super::doorbell::Doorbell;
 use super::{objects, presence, Shared};
 use crate::bus::{BusError, Origin, Publish};
 use crate::hub::{AckTo, Entry, Hub};
@@ -43,6 +45,8 @@ pub struct WriterSettings {
     pub ttl_ms: i64,
     pub max_batch: usize,
     pub local_broadcast: bool,
+    /// Peers whose heartbeat is older than this are not rung.
+    pub peer_timeout_ms: i64,
 }
 
 /// Where one publish of a batch landed.
@@ -79,6 +83,10 @@ pub struct Writer {
     shared: Arc<Shared>,
     metrics: Metrics,
     settings: WriterSettings,
+    /// Rings the peers after commits they must deliver; `None` with `--peer-wakeup false`.
+    doorbell: Option<Doorbell>,
+    /// The doorbells of live peers, refreshed with every heartbeat.
+    peers: Vec<SocketAddr>,
 }
 
 const INSERT_MESSAGE: &str = "INSERT INTO message_queue
@@ -95,8 +103,22 @@ const LOAD_HEAD: &str = "INSERT INTO canvases (canvas_id, last_seq, generation, 
 const STORE_HEAD: &str = "UPDATE canvases SET last_seq = ?2, updated_at = ?3 WHERE canvas_id = ?1";
 
 impl Writer {
-    pub fn new(conn: Connection, hub: Arc<Hub>, shared: Arc<Shared>, metrics: Metrics, settings: WriterSettings) -> Self {
-        Writer { conn, hub, shared, metrics, settings }
+    pub fn new(
+        conn: Connection,
+        hub: Arc<Hub>,
+        shared: Arc<Shared>,
+        metrics: Metrics,
+        settings: WriterSettings,
+        doorbell: Option<Doorbell>,
+    ) -> Self {
+        Writer { conn, hub, shared, metrics, settings, doorbell, peers: Vec::new() }
+    }
+
+    /// Tells the other instances to read now (see `doorbell`).
+    fn ring_peers(&self) {
+        if let Some(doorbell) = &self.doorbell {
+            doorbell.ring(&self.peers);
+        }
     }
 
     /// Runs until a `Stop` job or until every sender is gone.
@@ -129,7 +151,13 @@ impl Writer {
                 self.metrics.commit_batch_size.record(batch.len() as f64);
                 self.metrics.commit_seconds.record(started.elapsed().as_secs_f64());
                 self.shared.write_succeeded();
+                let rings = outcomes.iter().any(|o| o.logged().is_some());
                 self.deliver(batch, &outcomes, now);
+                // After the local fan-out: on a busy host the woken peer can take this core, and the local
+                // clients are the ones waiting for an ack.
+                if rings {
+                    self.ring_peers();
+                }
             }
             Err(error) => {
                 self.metrics.commit_errors.increment(1);

@@ -31,8 +31,9 @@ fn writer(dir: &tempfile::TempDir) -> Writer {
         ttl_ms: 60_000,
         max_batch: 100,
         local_broadcast: true,
+        peer_timeout_ms: 10_000,
     };
-    Writer::new(conn, Arc::new(Hub::new()), Arc::new(Shared::default()), Metrics::new(), settings)
+    Writer::new(conn, Arc::new(Hub::new()), Arc::new(Shared::default()), Metrics::new(), settings, None)
 }
 
 #[test]
@@ -100,4 +101,34 @@ fn a_failed_commit_answers_unavailable_and_assigns_nothing() {
     writer.commit(vec![p]);
     assert_eq!(result.try_recv().unwrap().unwrap(), 1, "the failed message took no seq");
     assert!(writer.shared.last_error().is_none(), "a good commit clears it");
+}
+
+#[test]
+fn a_commit_rings_live_peers_found_at_the_heartbeat_and_not_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut writer = writer(&dir);
+    writer.doorbell = Some(Doorbell::bind().unwrap());
+    let peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    peer.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let now = now_ms();
+    for (id, heartbeat_at, addr) in [("live", now, peer.local_addr().unwrap().to_string()), ("dead", 0, "127.0.0.1:9".into())] {
+        writer
+            .conn
+            .execute(
+                "INSERT INTO instances (instance_id, pid, listen, started_at, heartbeat_at, wake_addr)
+                 VALUES (?1, 1, '', 0, ?2, ?3)",
+                params![id, heartbeat_at, addr],
+            )
+            .unwrap();
+    }
+    writer.run_job(Job::Heartbeat);
+    assert_eq!(writer.peers, [peer.local_addr().unwrap()], "only the live peer, never this instance");
+    let own: Option<String> =
+        writer.conn.query_row("SELECT wake_addr FROM instances WHERE instance_id = 'i1'", [], |r| r.get(0)).unwrap();
+    assert_eq!(own, Some(writer.doorbell.as_ref().unwrap().addr().to_string()), "registered for the peers");
+    let (p, mut result) = publish("a");
+    writer.commit(vec![p]);
+    assert_eq!(result.try_recv().unwrap().unwrap(), 1);
+    let mut buf = [0u8; 16];
+    assert_eq!(peer.recv(&mut buf).unwrap(), 1, "the peer was rung");
 }
