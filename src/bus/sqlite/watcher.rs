@@ -176,7 +176,7 @@ impl Watcher {
             last_version = version;
             let mut found = false;
             if changed || wakeups.read {
-                match self.read_new_rows(&wakeups.settle) {
+                match self.read_in_one_snapshot(&wakeups.settle) {
                     Ok(read) => found = read,
                     Err(error) => {
                         self.failed(&error);
@@ -204,6 +204,16 @@ impl Watcher {
 
     fn data_version(&self) -> deadpool_sqlite::rusqlite::Result<i64> {
         self.conn.prepare_cached("PRAGMA data_version")?.query_row([], |row| row.get(0))
+    }
+
+    /// [`Watcher::read_new_rows`] in one read transaction: its three queries take the file's read lock once.
+    fn read_in_one_snapshot(&mut self, settle: &[CanvasId]) -> deadpool_sqlite::rusqlite::Result<bool> {
+        self.conn.prepare_cached("BEGIN")?.execute([])?;
+        let read = self.read_new_rows(settle);
+        let end = self.conn.prepare_cached(if read.is_ok() { "COMMIT" } else { "ROLLBACK" })?.execute([]);
+        let found = read?;
+        end?;
+        Ok(found)
     }
 
     /// Reads everything after the cursor, in full batches until caught up, then checks rooms that hold early

@@ -88,11 +88,12 @@ impl Writer {
             }
             Job::Cleanup { limit, reply } => {
                 let deleted = self.write(|tx| {
-                    tx.prepare_cached(
+                    // The limit is part of the SQL: a bound LIMIT makes SQLite prepare the statement every run.
+                    tx.prepare_cached(&format!(
                         "DELETE FROM message_queue WHERE id IN
-                         (SELECT id FROM message_queue WHERE expires_at <= ?1 ORDER BY expires_at LIMIT ?2)",
-                    )?
-                    .execute(params![now, limit])
+                         (SELECT id FROM message_queue WHERE expires_at <= ?1 ORDER BY expires_at LIMIT {limit})"
+                    ))?
+                    .execute(params![now])
                 });
                 if let Ok(n) = deleted {
                     self.metrics.cleanup_deleted.increment(n as u64);

@@ -67,6 +67,11 @@ fn seqs_are_assigned_per_canvas_in_arrival_order_within_one_batch() {
         )
         .unwrap();
     assert!(ordered, "row ids and seqs agree in order within each canvas");
+    for sql in [INSERT_MESSAGE, LOAD_HEAD, STORE_HEAD] {
+        let stmt = writer.conn.prepare_cached(sql).unwrap();
+        let reprepared = stmt.get_status(deadpool_sqlite::rusqlite::StatementStatus::RePrepare);
+        assert_eq!(reprepared, 0, "the commit path's statements are prepared once: {sql}");
+    }
 }
 
 #[test]
