@@ -230,7 +230,7 @@ mod tests {
     fn the_watchers_queries_are_prepared_once() {
         let dir = tempfile::tempdir().unwrap();
         let settings = ConnSettings { synchronous: Synchronous::Normal, busy_timeout: std::time::Duration::from_secs(1), memory: false };
-        let mut writer = schema::open(&dir.path().join("q.db"), settings.clone()).unwrap();
+        let mut writer = schema::open(&dir.path().join("q.db"), settings).unwrap();
         schema::migrate(&mut writer).unwrap();
         let watcher = schema::open(&dir.path().join("q.db"), settings).unwrap();
         for n in 1..=5 {
