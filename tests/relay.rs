@@ -193,6 +193,25 @@ async fn health_and_metrics_report_the_figures() {
     assert!(serde_json::from_str::<Value>(&body).unwrap()["error"].is_string());
 }
 
+/// The canvas app is compiled in: the page at `/`, its files under `/app/`, a JSON 404 for anything else there.
+/// (What it does in a browser is `tests/browser.rs`.)
+#[tokio::test]
+async fn the_canvas_app_is_served_from_the_binary() {
+    let file = SharedFile::new();
+    let a = file.start(&[]).await;
+    let (status, page) = a.get("/?canvas=team-1&name=Ann").await;
+    assert_eq!(status, 200);
+    assert!(page.contains(r#"<script type="module" src="/app/app.js">"#), "{page}");
+    for (path, marker) in [("/app/app.js", "new CanvasSession"), ("/app/relay-client.js", "resumed"), ("/app/style.css", "#board")] {
+        let (status, body) = a.get(path).await;
+        assert_eq!(status, 200, "{path}");
+        assert!(body.contains(marker), "{path} without {marker}");
+    }
+    let (status, body) = a.get("/app/secret.env").await;
+    assert_eq!(status, 404);
+    assert!(serde_json::from_str::<Value>(&body).unwrap()["error"].as_str().unwrap().contains("secret.env"));
+}
+
 #[tokio::test]
 async fn each_instance_persists_how_far_it_delivered_each_canvas() {
     let file = SharedFile::new();

@@ -4,6 +4,7 @@
 mod api;
 mod health;
 mod users;
+mod web;
 mod ws;
 
 use std::convert::Infallible;
@@ -28,6 +29,8 @@ pub fn routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
         .or(health::health(app.clone()))
         .unify()
         .or(health::metrics(app))
+        .unify()
+        .or(web::routes())
         .unify()
         .recover(rejection_to_json)
         .unify()
