@@ -38,6 +38,8 @@ if [ "${VIA_NGINX:-0}" = 1 ]; then
 fi
 scenario=$1; shift
 case "$scenario" in
+  # Always direct: they measure each instance's own process (RSS per socket opened to it; CPU and the
+  # polls its /metrics counts).
   connections) ./target/release/load-test connections --target 127.0.0.1:9101 --pid "${pids[0]}" "$@" ;;
   idle) ./target/release/load-test idle --targets 127.0.0.1:9101,127.0.0.1:9102 --pids "${pids[0]},${pids[1]}" "$@" ;;
   *) env TOKIO_WORKER_THREADS="${GEN_WORKERS:-2}" ./target/release/load-test "$scenario" --targets "$targets" "$@" ;;

@@ -7,6 +7,9 @@ cd "$(dirname "$0")/.."
 need_apt=()
 command -v cc >/dev/null 2>&1 || need_apt+=(build-essential)   # bundled SQLite is compiled from C
 [ -x /usr/sbin/nginx ] || command -v nginx >/dev/null 2>&1 || need_apt+=(nginx-light)   # tests/nginx.rs
+[ -x "${CHROMIUM:-/usr/bin/chromium}" ] || need_apt+=(chromium)                       # tests/browser.rs
+command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
+command -v npm >/dev/null 2>&1 || need_apt+=(npm)
 if [ ${#need_apt[@]} -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
@@ -18,6 +21,11 @@ fi
 if ! command -v cargo >/dev/null 2>&1; then
   echo "cargo is required (https://rustup.rs); this machine has none" >&2
   exit 1
+fi
+
+# playwright-core drives the Debian Chromium above; it downloads no browser of its own.
+if [ ! -d tests/browser/node_modules/playwright-core ] || [ tests/browser/package-lock.json -nt tests/browser/node_modules ]; then
+  npm ci --prefix tests/browser --no-audit --no-fund
 fi
 
 cargo build --workspace --locked --all-targets

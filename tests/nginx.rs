@@ -1,6 +1,6 @@
 //! Two instances behind a real nginx running the repository's `nginx.conf` (rendered for the test's instances
 //! by `scripts/nginx-conf.sh`, as `scripts/cluster.sh` does): a short `load-test latency` run through it with
-//! no loss and no gap, and fail-over: the instance serving a client is killed, the client reconnects through nginx to
+//! no loss and no gap (and the canvas app served through it), and fail-over: the instance serving a client is killed, the client reconnects through nginx to
 //! the survivor and resumes with no gap. Needs `nginx` (the test command installs it).
 
 mod helpers;
@@ -106,6 +106,13 @@ async fn a_latency_run_through_nginx_loses_nothing_and_sees_no_gap() {
     assert_eq!((report["gaps"].as_u64(), report["lost"].as_u64(), report["errors"].as_u64()), (Some(0), Some(0), Some(0)), "{report}");
     assert_eq!(report["acked"], report["sent"], "{report}");
     assert!(report["delivered"].as_u64().unwrap() > 0, "{report}");
+    // The canvas app comes through the same address.
+    let (status, page) = helpers::http(nginx.addr, "GET", "/?canvas=team-1&name=Ann", None, "").await;
+    assert_eq!(status, 200);
+    assert!(page.contains(r#"<svg id="board""#), "{page}");
+    let (status, script) = helpers::http(nginx.addr, "GET", "/app/relay-client.js", None, "").await;
+    assert_eq!(status, 200);
+    assert!(script.contains("export class CanvasSession"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

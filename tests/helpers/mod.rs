@@ -122,19 +122,7 @@ impl Instance {
 
     /// An HTTP/1.1 request with an optional bearer key: (status, body).
     pub async fn http(&self, method: &str, path: &str, key: Option<&str>, body: &str) -> (u16, String) {
-        let mut stream = TcpStream::connect(self.addr).await.expect("tcp connect");
-        let auth = key.map(|k| format!("Authorization: Bearer {k}\r\n")).unwrap_or_default();
-        let request = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            self.addr,
-            body.len()
-        );
-        stream.write_all(request.as_bytes()).await.unwrap();
-        let mut response = String::new();
-        tokio::time::timeout(WAIT, stream.read_to_string(&mut response)).await.expect("http timed out").unwrap();
-        let status = response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).expect("status line");
-        let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
-        (status, dechunk(&body))
+        http(self.addr, method, path, key, body).await
     }
 
     /// An HTTP request whose answer is JSON: (status, body).
@@ -346,4 +334,20 @@ impl Client {
 /// The numeric value of a close code, for assertions.
 pub fn code(code: CloseCode) -> u16 {
     code.into()
+}
+
+/// An HTTP/1.1 request to any address (an instance, or nginx in front of them): (status, body).
+pub async fn http(addr: SocketAddr, method: &str, path: &str, key: Option<&str>, body: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).await.expect("tcp connect");
+    let auth = key.map(|k| format!("Authorization: Bearer {k}\r\n")).unwrap_or_default();
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    tokio::time::timeout(WAIT, stream.read_to_string(&mut response)).await.expect("http timed out").unwrap();
+    let status = response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).expect("status line");
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    (status, dechunk(&body))
 }
