@@ -55,6 +55,7 @@ nginx -p "$dir/nginx" -c "$dir/nginx/nginx.conf" -g 'daemon off;' &
 pids+=($!)
 sleep 0.3
 echo "canvas-relay cluster: $instances instances on $db behind nginx" >&2
+echo "  canvas app: http://127.0.0.1:$port/?canvas=team-1&name=Ann" >&2
 echo "  clients: ws://127.0.0.1:$port/ws/{canvas}?user={user}   (API and /health through the same address)" >&2
 echo "  Ctrl-C to stop" >&2
 wait
