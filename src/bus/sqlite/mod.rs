@@ -13,6 +13,7 @@ pub mod objects;
 pub mod presence;
 pub mod queries;
 pub mod schema;
+mod signal;
 pub mod watcher;
 pub mod writer;
 
@@ -29,7 +30,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use self::schema::ConnSettings;
 use self::doorbell::Doorbell;
-use self::watcher::{Signal, Watcher};
+use self::signal::Signal;
+use self::watcher::Watcher;
 use self::writer::{Job, WriteRequest, Writer, WriterSettings};
 use crate::bus::{BusError, JoinRequest, Joined, Publish};
 use crate::hub::ConnId;
