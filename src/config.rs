@@ -47,6 +47,31 @@ pub enum Synchronous {
     Full,
 }
 
+/// A secret from the command line or the environment (API key, JWT secret): its `Debug` never shows it, so no
+/// log line or panic message can leak it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Secret(s.to_owned()))
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret([redacted])")
+    }
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct Config {
     /// Address to listen on; port 0 picks a free port (the bound address is logged as "listening on ADDR").
@@ -61,12 +86,19 @@ pub struct Config {
 
     /// Bearer key for the HTTP API (/api/v1/...). Without it the API answers 403.
     #[arg(long, env = "RELAY_API_KEY", hide_env_values = true)]
-    pub api_key: Option<String>,
+    pub api_key: Option<Secret>,
 
     /// HS256 secret for client tokens: with it, connections need `token` (a JWT whose `sub` is the user).
     /// Without it the `user` query parameter is trusted as given: for trusted networks only.
     #[arg(long, env = "RELAY_JWT_SECRET", hide_env_values = true)]
-    pub jwt_secret: Option<String>,
+    pub jwt_secret: Option<Secret>,
+
+    /// Browser origins allowed to open WebSockets, comma-separated (e.g. `https://app.example.com`): an
+    /// upgrade whose `Origin` is neither listed nor this server's own gets 403, which stops other sites from
+    /// connecting as a visitor (cross-site WebSocket hijacking). Unset: any origin. Clients that send no
+    /// `Origin` (not browsers) are unaffected.
+    #[arg(long, env = "RELAY_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Option<Vec<String>>,
 
     /// The SQLite file all instances share; created and migrated on start.
     #[arg(long, env = "RELAY_DB", default_value = "./relay.db")]
@@ -244,6 +276,19 @@ mod tests {
         assert_eq!(config.poll_interval, Duration::from_micros(250));
         assert_eq!(config.message_ttl, Duration::from_secs(120));
         assert!(!config.local_broadcast);
+    }
+
+    #[test]
+    fn secrets_never_show_in_debug_output_and_origins_split_on_commas() {
+        let cli = Cli::parse_from([
+            "canvas-relay", "serve", "--api-key", "k-4f9a", "--jwt-secret", "s-77c1",
+            "--allowed-origins", "https://a.example,http://localhost:3000",
+        ]);
+        let Command::Serve(config) = cli.command;
+        assert_eq!(config.api_key.as_ref().map(Secret::expose), Some("k-4f9a"));
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("k-4f9a") && !shown.contains("s-77c1"), "{shown}");
+        assert_eq!(config.allowed_origins.unwrap(), ["https://a.example", "http://localhost:3000"]);
     }
 
     #[test]

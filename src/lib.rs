@@ -84,7 +84,7 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
         prometheus,
         shutdown: Shutdown::default(),
         cursors: Arc::default(),
-        verifier: config.jwt_secret.as_deref().map(auth::Verifier::new),
+        verifier: config.jwt_secret.as_ref().map(|secret| auth::Verifier::new(secret.expose())),
     });
 
     let (stop_maintenance, maintenance_stopped) = watch::channel(false);

@@ -1,9 +1,10 @@
 //! Client auth with `--jwt-secret`: the user comes from the token, bad tokens are refused before the
-//! upgrade with 401, and a session closes with 1008 when its token expires.
+//! upgrade with 401, and a session closes with 1008 when its token expires. And `--allowed-origins`: a page on
+//! another site gets 403 before the upgrade.
 
 mod helpers;
 
-use helpers::SharedFile;
+use helpers::{Client, SharedFile};
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
 
@@ -73,4 +74,19 @@ async fn without_a_secret_the_user_parameter_is_trusted_and_tokens_are_ignored()
     let a = file.start(&[]).await;
     let client = a.connect_path("/ws/c1?user=ann&token=whatever").await.unwrap();
     assert_eq!(client.welcome["user"], "ann");
+}
+
+#[tokio::test]
+async fn with_allowed_origins_another_sites_page_is_refused_before_the_upgrade() {
+    let file = SharedFile::new();
+    let a = file.start(&["--allowed-origins", "https://app.example,https://admin.example"]).await;
+    let url = a.url("/ws/c1?user=ann");
+    let (status, body) = Client::connect_with_origin(url.clone(), Some("https://evil.example")).await.err().unwrap();
+    assert_eq!(status, 403);
+    assert!(body["error"].as_str().unwrap().contains("--allowed-origins"), "{body}");
+    assert_eq!(file.count("SELECT count(*) FROM connections"), 0, "the refusal joined nothing");
+    for origin in [Some("https://admin.example"), Some(&format!("http://{}", a.addr) as &str), None] {
+        let client = Client::connect_with_origin(url.clone(), origin).await;
+        assert!(client.is_ok(), "{origin:?} is listed, the server's own page, or not a browser");
+    }
 }

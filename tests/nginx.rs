@@ -91,7 +91,8 @@ fn render(instances: &[SocketAddr], listen: SocketAddr) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_latency_run_through_nginx_loses_nothing_and_sees_no_gap() {
     let file = SharedFile::new();
-    let (a, b) = (file.start(&["--rate-limit", "0"]).await, file.start(&["--rate-limit", "0"]).await);
+    let args = ["--rate-limit", "0", "--allowed-origins", "https://app.example"];
+    let (a, b) = (file.start(&args).await, file.start(&args).await);
     let nginx = Nginx::start(&[a.addr, b.addr]).await;
     let load_test = Path::new(env!("CARGO_BIN_EXE_canvas-relay")).with_file_name("load-test");
     assert!(load_test.exists(), "build the workspace first (cargo build --workspace): {}", load_test.display());
@@ -113,6 +114,10 @@ async fn a_latency_run_through_nginx_loses_nothing_and_sees_no_gap() {
     let (status, script) = helpers::http(nginx.addr, "GET", "/app/relay-client.js", None, "").await;
     assert_eq!(status, 200);
     assert!(script.contains("export class CanvasSession"));
+    // nginx passes the Host with its port, so the app's own origin through nginx passes --allowed-origins.
+    let url = format!("ws://{}/ws/o?user=ann", nginx.addr);
+    assert!(Client::connect_with_origin(url.clone(), Some(&format!("http://{}", nginx.addr))).await.is_ok());
+    assert_eq!(Client::connect_with_origin(url, Some("https://evil.example")).await.err().unwrap().0, 403);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -67,7 +67,7 @@ impl warp::reject::Reject for Denied {}
 pub(super) fn authorized(app: Arc<App>) -> impl Filter<Extract = (Arc<App>,), Error = warp::Rejection> + Clone {
     warp::header::optional::<String>("authorization").and(with_state(app)).and_then(
         |header: Option<String>, app: Arc<App>| async move {
-            let Some(key) = app.config.api_key.as_deref() else { return Err(warp::reject::custom(Denied::Disabled)) };
+            let Some(key) = app.config.api_key.as_ref().map(|k| k.expose()) else { return Err(warp::reject::custom(Denied::Disabled)) };
             let given = header.as_deref().and_then(|h| h.strip_prefix("Bearer ")).unwrap_or("");
             if constant_time_eq(given.as_bytes(), key.as_bytes()) {
                 Ok(app)

@@ -45,6 +45,9 @@ async fn connect(
     on_upgrade: Option<OnUpgrade>,
     app: Arc<App>,
 ) -> Response {
+    if !origin_allowed(&headers, app.config.allowed_origins.as_deref()) {
+        return json_error(StatusCode::FORBIDDEN, "WebSockets from this page's origin are not allowed here (--allowed-origins)");
+    }
     let params = match ConnectParams::parse(&canvas, &query, app.verifier.is_some()) {
         Ok(params) => params,
         Err(message) => return json_error(StatusCode::BAD_REQUEST, message),
@@ -110,6 +113,18 @@ fn socket_config(max_frame_size: usize) -> WebSocketConfig {
         .max_frame_size(Some(max_frame_size))
 }
 
+/// Whether the page that opens this WebSocket may: always without `--allowed-origins` or without an `Origin`
+/// header (only browsers send one, and they always do); otherwise when the origin is this server's own (its
+/// `Host`: the built-in canvas app) or listed. An `Origin` that is not text is refused.
+fn origin_allowed(headers: &HeaderMap, allowed: Option<&[String]>) -> bool {
+    let (Some(allowed), Some(origin)) = (allowed, headers.get(header::ORIGIN)) else { return true };
+    let Ok(origin) = origin.to_str() else { return false };
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    let origin_host = origin.strip_prefix("http://").or_else(|| origin.strip_prefix("https://"));
+    let same_origin = matches!((origin_host, host), (Some(o), Some(h)) if o.eq_ignore_ascii_case(h));
+    same_origin || allowed.iter().any(|a| a.trim_end_matches('/').eq_ignore_ascii_case(origin))
+}
+
 /// The `Sec-WebSocket-Accept` value, if the headers ask for a version-13 WebSocket upgrade.
 fn accept_key(headers: &HeaderMap) -> Option<String> {
     let has = |name: header::HeaderName, token: &str| {
@@ -150,5 +165,26 @@ mod tests {
         assert_eq!(accept_key(&headers).as_deref(), Some("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="));
         headers.insert(header::SEC_WEBSOCKET_VERSION, "8".parse().unwrap());
         assert_eq!(accept_key(&headers), None);
+    }
+
+    #[test]
+    fn origins_are_checked_only_when_a_list_is_given() {
+        let request = |origin: Option<&str>| {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::HOST, "relay.example:8080".parse().unwrap());
+            if let Some(origin) = origin {
+                headers.insert(header::ORIGIN, origin.parse().unwrap());
+            }
+            headers
+        };
+        let list = ["https://app.example".to_owned(), "http://localhost:3000/".to_owned()];
+        assert!(origin_allowed(&request(Some("https://evil.example")), None), "no list: anyone");
+        assert!(origin_allowed(&request(None), Some(&list)), "no Origin: not a browser");
+        assert!(origin_allowed(&request(Some("https://app.example")), Some(&list)));
+        assert!(origin_allowed(&request(Some("http://localhost:3000")), Some(&list)), "a trailing / in the list");
+        assert!(origin_allowed(&request(Some("http://relay.example:8080")), Some(&list)), "the server's own page");
+        assert!(!origin_allowed(&request(Some("https://evil.example")), Some(&list)));
+        assert!(!origin_allowed(&request(Some("https://app.example.evil.example")), Some(&list)));
+        assert!(!origin_allowed(&request(Some("null")), Some(&list)), "sandboxed frames and files");
     }
 }

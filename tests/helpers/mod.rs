@@ -220,7 +220,17 @@ impl Seen {
 impl Client {
     /// Connects to a WebSocket URL and reads the welcome; an HTTP refusal comes back as (status, JSON body).
     pub async fn connect_url(url: String) -> Result<Client, (u16, Value)> {
-        match tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url)).await.expect("connect timed out") {
+        Client::connect_with_origin(url, None).await
+    }
+
+    /// [`Client::connect_url`], sending an `Origin` header as a browser page on that origin would.
+    pub async fn connect_with_origin(url: String, origin: Option<&str>) -> Result<Client, (u16, Value)> {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut request = url.into_client_request().expect("a WebSocket URL");
+        if let Some(origin) = origin {
+            request.headers_mut().insert("origin", origin.parse().expect("an origin header value"));
+        }
+        match tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(request)).await.expect("connect timed out") {
             Ok((ws, _)) => {
                 let mut client = Client { ws, welcome: Value::Null };
                 let welcome = client.recv().await;
