@@ -23,7 +23,7 @@ command -v nginx >/dev/null || { echo "nginx is required: apt-get install nginx"
 # The instances share the host's cores: each gets cores ÷ instances worker threads unless told otherwise.
 per_instance=$(( $(nproc) / instances ))
 export RELAY_WORKER_THREADS=${RELAY_WORKER_THREADS:-$(( per_instance > 0 ? per_instance : 1 ))}
-cargo build --release --locked -p canvas-relay >&2
+cargo build --release --workspace --locked >&2   # as bench-pair.sh: the same feature set, no rebuild between them
 dir=$(mktemp -d /tmp/canvas-relay-cluster.XXXXXX)
 mkdir -p "$dir/nginx/tmp"
 pids=()
