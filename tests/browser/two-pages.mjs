@@ -57,7 +57,6 @@ async function openPage(relay, user, name) {
   return page;
 }
 
-const statusOf = (page) => page.locator("#status").getAttribute("data-status");
 const waitFor = (page, fn, arg) => page.waitForFunction(fn, arg, { timeout: STEP_TIMEOUT_MS });
 
 async function waitForStatus(page, status) {

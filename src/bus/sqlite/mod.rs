@@ -337,6 +337,11 @@ impl SqliteBus {
         })
     }
 
+    /// How many transactions this process's writer has committed; see [`SqliteBus::checkpoint`].
+    pub fn writes(&self) -> u64 {
+        self.inner.shared.writes.load(Ordering::Relaxed)
+    }
+
     /// Keeps the -wal file bounded, off the commit path (on a pool connection). A PASSIVE checkpoint copies
     /// committed frames into the database file without blocking anyone, but under continuous commits the WAL
     /// is never fully copied at the moment a writer begins, so SQLite never starts it over and it grows.
@@ -344,11 +349,6 @@ impl SqliteBus {
     /// copy the frames since the last passive one and wait out in-flight reads (microseconds), so the next
     /// commit writes from the start of the file again (and `journal_size_limit` trims it). Another process
     /// checkpointing at the same moment makes this one a no-op (SQLITE_BUSY).
-    /// How many transactions this process's writer has committed; see [`SqliteBus::checkpoint`].
-    pub fn writes(&self) -> u64 {
-        self.inner.shared.writes.load(Ordering::Relaxed)
-    }
-
     pub async fn checkpoint(&self) -> Result<(), BusError> {
         self.read(|conn| {
             let (_, frames) = wal_checkpoint(conn, "PASSIVE")?;

@@ -215,7 +215,6 @@ pub fn file_figures(conn: &Connection, now_ms: i64, live_after_ms: i64) -> Resul
     })
 }
 
-
 #[cfg(test)]
 mod tests {
     use deadpool_sqlite::rusqlite::StatementStatus;
