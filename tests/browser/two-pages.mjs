@@ -168,7 +168,8 @@ async function main() {
       await drag(b, await onBoard(b, 40, 300), await onBoard(b, 140, 380));
       await drag(b, await onBoard(b, 300, 250), await onBoard(b, 400, 200));
       await waitForConfirmed(b, id, 360, 170);
-      if ((await canvasOf(b)) === null || JSON.parse(await canvasOf(b)).length !== 2) throw new Error("B lost a rectangle");
+      // The drag's trailing update may still be in flight: wait for its ack rather than sample once.
+      await waitFor(b, () => window.canvasRelay.session.pending.size === 0 && window.canvasRelay.session.confirmed.size === 2);
     });
     await step("A's instance restarts on its port; A resumes with no reload and no gap", async () => {
       await startRelay(relayA.addr);
