@@ -152,6 +152,19 @@ pub struct Config {
     #[arg(long, env = "RELAY_PEER_WAKEUP", default_value_t = true, action = clap::ArgAction::Set)]
     pub peer_wakeup: bool,
 
+    /// Most WebSocket connections this instance holds; past it, an upgrade request gets HTTP 503.
+    #[arg(long, env = "RELAY_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
+
+    /// Most WebSocket connections one user may hold on this instance; past it, HTTP 429.
+    #[arg(long, env = "RELAY_MAX_CONNECTIONS_PER_USER", default_value_t = 100)]
+    pub max_connections_per_user: usize,
+
+    /// How long a client may take to send its HTTP request headers before the connection is closed
+    /// (slowloris protection).
+    #[arg(long, env = "RELAY_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub handshake_timeout: Duration,
+
     /// Largest WebSocket frame or message a client may send, in bytes; larger ones close the socket with 1009.
     #[arg(long, env = "RELAY_MAX_FRAME_SIZE", default_value_t = 64 * 1024)]
     pub max_frame_size: usize,
@@ -239,6 +252,11 @@ impl Config {
         anyhow::ensure!(self.message_ttl >= Duration::from_secs(1), "--message-ttl must be at least 1s");
         anyhow::ensure!(self.client_queue >= 16, "--client-queue must be at least 16");
         anyhow::ensure!(self.writer_queue >= 1 && self.max_batch >= 1, "--writer-queue and --max-batch must be >= 1");
+        anyhow::ensure!(
+            self.max_connections >= 1 && self.max_connections_per_user >= 1,
+            "--max-connections and --max-connections-per-user must be at least 1"
+        );
+        anyhow::ensure!(!self.handshake_timeout.is_zero(), "--handshake-timeout must be above zero");
         anyhow::ensure!(self.max_frame_size >= 1024, "--max-frame-size must be at least 1024 bytes");
         anyhow::ensure!(self.max_messages_per_poll >= 1 && self.cleanup_batch >= 1, "batch sizes must be >= 1");
         anyhow::ensure!(

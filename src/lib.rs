@@ -6,6 +6,7 @@
 //! [`run`] is the whole server: it opens the bus, serves HTTP and WebSockets on a bound listener, and shuts
 //! down in order when `shutdown` resolves. `main.rs` only parses flags, sets up logging and binds.
 
+pub mod admission;
 pub mod auth;
 pub mod bus;
 pub mod clock;
@@ -53,6 +54,8 @@ pub struct App {
     pub verifier: Option<auth::Verifier>,
     /// Cursors waiting for the next batch to other instances.
     pub cursors: Arc<cursors::CursorBuffer>,
+    /// The connection limits (`--max-connections`, `--max-connections-per-user`).
+    pub admission: Arc<admission::Admission>,
 }
 
 /// Serves the relay on `listener` until `shutdown` resolves, then stops in order (see `shutdown.rs`):
@@ -60,10 +63,6 @@ pub struct App {
 pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     config.validate()?;
     let addr = listener.local_addr().context("reading the bound address")?;
-    // Accepted sockets inherit TCP_NODELAY from the listener (Linux). Without it, Nagle's algorithm holds
-    // small frames back until the peer's delayed ACK: tens of milliseconds on a relay of small messages.
-    // warp offers no hook on accepted sockets, so it is set here.
-    socket2::SockRef::from(&listener).set_tcp_nodelay(true).context("setting TCP_NODELAY")?;
     let prometheus = metrics::install_recorder();
     let metrics = Metrics::new();
     let hub = Arc::new(Hub::new());
@@ -84,6 +83,7 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
         prometheus,
         shutdown: Shutdown::default(),
         cursors: Arc::default(),
+        admission: admission::Admission::new(config.max_connections, config.max_connections_per_user),
         verifier: config.jwt_secret.as_ref().map(|secret| auth::Verifier::new(secret.expose())),
     });
 
@@ -95,10 +95,12 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
         config.clone(),
         maintenance_stopped,
     ));
-    let server = warp::serve(http::routes(app.clone()))
-        .incoming(listener)
-        .graceful(app.shutdown.stopped_accepting())
-        .run();
+    let server = http::server::serve(
+        listener,
+        http::routes(app.clone()),
+        config.handshake_timeout,
+        app.shutdown.stopped_accepting(),
+    );
     let server = tokio::spawn(server);
     tracing::info!(instance = %instance_id, db = %storage, "listening on {addr}");
 

@@ -17,6 +17,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
+use crate::admission::Ticket;
 use crate::bus::{Joined, Origin, Publish};
 use crate::clock::now_ms;
 use crate::hub::{ConnId, Inbox, Outbox};
@@ -69,6 +70,8 @@ pub struct Session<S> {
     reading: Option<Guard>,
     /// Held until the session ends.
     _alive: Guard,
+    /// This connection's place in the instance's connection limits, given back when the session ends.
+    _admitted: Ticket,
     /// When the client last sent anything; a client silent for three ping intervals is dropped.
     last_heard: Instant,
     /// The connection's allowance of logged messages.
@@ -89,6 +92,7 @@ pub struct SessionParts {
     pub inbox: Inbox,
     pub reading: Guard,
     pub alive: Guard,
+    pub admitted: Ticket,
 }
 
 impl<S> Session<S>
@@ -111,6 +115,7 @@ where
             phase,
             reading: Some(parts.reading),
             _alive: parts.alive,
+            _admitted: parts.admitted,
             last_heard: Instant::now(),
             rate_limit,
             token_expiry,

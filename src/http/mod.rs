@@ -3,6 +3,7 @@
 
 mod api;
 mod health;
+pub mod server;
 mod users;
 mod web;
 mod ws;

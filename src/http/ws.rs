@@ -20,6 +20,7 @@ use warp::reply::Response;
 use warp::Filter;
 
 use super::{json_error, with_state};
+use crate::admission::Refusal;
 use crate::bus::JoinRequest;
 use crate::hub;
 use crate::protocol::ConnectParams;
@@ -67,6 +68,11 @@ async fn connect(
     if app.shutdown.phase() != Phase::Running {
         return json_error(StatusCode::SERVICE_UNAVAILABLE, "the server is shutting down");
     }
+    let admitted = match app.admission.admit(&user) {
+        Ok(ticket) => ticket,
+        Err(refusal @ Refusal::Full(_)) => return json_error(StatusCode::SERVICE_UNAVAILABLE, refusal.to_string()),
+        Err(refusal @ Refusal::UserFull(_)) => return json_error(StatusCode::TOO_MANY_REQUESTS, refusal.to_string()),
+    };
     // Counted from here, so shutdown waits for a connection that is still upgrading.
     let reading = app.shutdown.reading.guard();
     let alive = app.shutdown.alive.guard();
@@ -85,7 +91,7 @@ async fn connect(
         Err(error) => return json_error(StatusCode::SERVICE_UNAVAILABLE, error.to_string()),
     };
     let parts =
-        SessionParts { canvas: params.canvas, user, name: params.name, expires_at, conn, outbox, inbox, reading, alive };
+        SessionParts { canvas: params.canvas, user, name: params.name, expires_at, conn, outbox, inbox, reading, alive, admitted };
     tokio::spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => {

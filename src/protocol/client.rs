@@ -9,6 +9,9 @@ use super::{ErrorCode, RESERVED_TYPES};
 const MAX_REF_CHARS: usize = 64;
 /// Longest object id in an object op, in characters.
 const MAX_OBJECT_ID_CHARS: usize = 128;
+/// Deepest nesting of arrays and objects in `data`. Other clients parse what they receive, often with a
+/// limit (serde_json stops at 128 levels, and a welcome nests canvas objects two levels down).
+pub const MAX_DATA_DEPTH: u32 = 64;
 
 /// The type of a logged message: `[a-z][a-z0-9-]{0,31}` and not reserved for the server.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -107,6 +110,7 @@ impl ClientFrame {
             return Err(FrameError::new(ErrorCode::InvalidFrame, "frame has no string \"type\"").with_ref(reference));
         };
         let data = envelope.data.unwrap_or_else(null_value);
+        check_readable(&data).map_err(|e| e.with_ref(reference.clone()))?;
         match kind.as_str() {
             "ping" => Ok(ClientFrame::Ping),
             "cursor" => Ok(ClientFrame::Cursor { data }),
@@ -132,13 +136,93 @@ impl LoggedMessage {
         let Some(kind) = envelope.kind else {
             return Err(FrameError::new(ErrorCode::InvalidFrame, "body has no string \"type\""));
         };
-        LoggedMessage::new(&kind, envelope.data.unwrap_or_else(null_value), None)
+        let data = envelope.data.unwrap_or_else(null_value);
+        check_readable(&data)?;
+        LoggedMessage::new(&kind, data, None)
     }
 }
 
 /// JSON `null`, for a frame without `data` and a stored payload that cannot be read.
 pub fn null_value() -> Box<RawValue> {
     RawValue::from_string("null".to_owned()).expect("null is valid JSON")
+}
+
+/// Refuses `data` that is valid JSON but that other clients' parsers would choke on: nesting deeper than
+/// [`MAX_DATA_DEPTH`], or a number beyond the range of a double (`1e400`). One pass over the text, nothing
+/// kept. Both are `invalid_json`, as a strict parser on the client would call them.
+fn check_readable(data: &RawValue) -> Result<(), FrameError> {
+    let mut parser = serde_json::Deserializer::from_str(data.get());
+    serde::de::DeserializeSeed::deserialize(Walk { depth_left: MAX_DATA_DEPTH }, &mut parser)
+        .map_err(|e| FrameError::new(ErrorCode::InvalidJson, format!("data cannot be relayed: {e}")))
+}
+
+/// A JSON value walked and forgotten, at most `depth_left` arrays or objects deep.
+#[derive(Clone, Copy)]
+struct Walk {
+    depth_left: u32,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Walk {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Walk {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(f, "a JSON value nested at most {MAX_DATA_DEPTH} levels deep")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let inner = self.deeper::<A::Error>()?;
+        while seq.next_element_seed(inner)?.is_some() {}
+        Ok(())
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let inner = self.deeper::<A::Error>()?;
+        while map.next_key::<serde::de::IgnoredAny>()?.is_some() {
+            map.next_value_seed(inner)?;
+        }
+        Ok(())
+    }
+}
+
+impl Walk {
+    fn deeper<E: serde::de::Error>(self) -> Result<Walk, E> {
+        match self.depth_left {
+            0 => Err(E::custom(format_args!("nested deeper than {MAX_DATA_DEPTH} levels"))),
+            n => Ok(Walk { depth_left: n - 1 }),
+        }
+    }
 }
 
 /// Object ops carry an object with a string `id` (the key of the canvas state).
@@ -226,6 +310,25 @@ mod tests {
             assert_eq!(err.reference.as_deref(), Some("r"));
         }
         assert!(ClientFrame::parse(r#"{"type":"object-delete","data":{"id":"o1"}}"#).is_ok());
+    }
+
+    #[test]
+    fn data_other_parsers_cannot_read_is_invalid_json_with_ref() {
+        let nested = |depth: usize| format!("{}1{}", "[".repeat(depth), "]".repeat(depth));
+        assert!(ClientFrame::parse(&format!(r#"{{"type":"x","data":{}}}"#, nested(64))).is_ok());
+        let deep = r#"{"a":{"b":{"c":"#.to_owned() + &nested(62) + "}}}";
+        let err = parse_err(&format!(r#"{{"type":"x","data":{deep},"ref":"r9"}}"#));
+        assert_eq!((err.code, err.reference.as_deref()), (ErrorCode::InvalidJson, Some("r9")));
+        assert!(err.message.contains("deeper than 64"), "{}", err.message);
+        for number in ["1e400", "-1e400", "1e309"] {
+            let err = parse_err(&format!(r#"{{"type":"cursor","data":{{"x":{number}}}}}"#));
+            assert_eq!(err.code, ErrorCode::InvalidJson, "{number}");
+        }
+        for number in ["123456789012345678901234567890", "1e308", "-0.0", "5e-324"] {
+            assert!(ClientFrame::parse(&format!(r#"{{"type":"x","data":[{number}]}}"#)).is_ok(), "{number}");
+        }
+        let body = format!(r#"{{"type":"x","data":{}}}"#, nested(65));
+        assert_eq!(LoggedMessage::from_api_body(body.as_bytes()).unwrap_err().code, ErrorCode::InvalidJson);
     }
 
     #[test]
