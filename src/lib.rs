@@ -30,7 +30,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 use uuid::Uuid;
 
 use crate::bus::SqliteBus;
@@ -88,12 +88,14 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
     });
 
     let (stop_maintenance, maintenance_stopped) = watch::channel(false);
+    let (fatal, failed) = oneshot::channel();
     let maintenance = tokio::spawn(bus::sqlite::maintenance::run(
         bus.clone(),
         hub,
         app.cursors.clone(),
         config.clone(),
         maintenance_stopped,
+        fatal,
     ));
     let server = http::server::serve(
         listener,
@@ -104,7 +106,14 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
     let server = tokio::spawn(server);
     tracing::info!(instance = %instance_id, db = %storage, "listening on {addr}");
 
-    shutdown.await;
+    // Stops on the caller's signal, or when the instance cannot go on (then `run` returns the reason).
+    let failure = tokio::select! {
+        () = shutdown => None,
+        Ok(reason) = failed => Some(reason),
+    };
+    if let Some(reason) = &failure {
+        tracing::error!("{reason}");
+    }
     tracing::info!("shutting down: draining connections");
     app.shutdown.enter(Phase::Draining);
     let still_reading = app.shutdown.reading.wait_idle(config.shutdown_timeout).await;
@@ -121,5 +130,8 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
     bus.close().await;
     let _ = server.await;
     tracing::info!("stopped");
-    Ok(())
+    match failure {
+        Some(reason) => Err(anyhow::anyhow!(reason)),
+        None => Ok(()),
+    }
 }

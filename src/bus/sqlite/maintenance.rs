@@ -1,7 +1,8 @@
 //! The periodic upkeep of the shared file, as one tokio task: TTL cleanup in small batches, forgetting dead
 //! instances, this instance's heartbeat, delivery watermarks and cursor batches (all queued as writer jobs),
-//! expiring the presence of dead instances (every heartbeat), and WAL checkpoints (on a pool connection, off
-//! the commit path). It does no SQL itself.
+//! expiring the presence of dead instances (every heartbeat), WAL checkpoints (on a pool connection, off
+//! the commit path), and noticing that the database file was replaced (every heartbeat). It does no SQL
+//! itself.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,6 +10,7 @@ use std::time::Duration;
 use tokio::sync::{oneshot, watch};
 use tokio::time::{interval, MissedTickBehavior};
 
+use super::identity::Found;
 use super::writer::Job;
 use super::SqliteBus;
 use crate::clock::now_ms;
@@ -19,14 +21,16 @@ use crate::hub::Hub;
 /// Dead instances are forgotten (with their watermarks) after this many presence timeouts.
 const FORGET_AFTER_TIMEOUTS: u32 = 60;
 
-/// Runs until `stop` changes to true.
+/// Runs until `stop` changes to true. Sends on `fatal` why the instance must stop, if it must.
 pub async fn run(
     bus: SqliteBus,
     hub: Arc<Hub>,
     cursors: Arc<CursorBuffer>,
     config: Config,
     mut stop: watch::Receiver<bool>,
+    fatal: oneshot::Sender<String>,
 ) {
+    let mut fatal = Some(fatal);
     let mut cleanup = ticker(config.cleanup_interval);
     let mut heartbeat = ticker(config.heartbeat_interval);
     let mut watermarks = ticker(config.watermark_interval);
@@ -39,6 +43,18 @@ pub async fn run(
         let job = tokio::select! {
             _ = stop.changed() => return,
             _ = heartbeat.tick() => {
+                if bus.file_found() == Found::Other {
+                    // The log position, epochs and presence of this process belong to the old file: only a
+                    // fresh start can join the new one. (A deleted file only makes commits fail until the
+                    // file is back; see `identity.rs`.)
+                    let reason = format!(
+                        "the database file {} was replaced by another file; stopping so that a restart opens it",
+                        config.db.display()
+                    );
+                    if let Some(fatal) = fatal.take() {
+                        let _ = fatal.send(reason);
+                    }
+                }
                 if let Err(error) = bus.expire_dead_connections().await {
                     tracing::warn!(%error, "could not expire the connections of dead instances");
                 }

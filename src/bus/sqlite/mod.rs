@@ -7,6 +7,7 @@
 
 mod api;
 mod doorbell;
+pub mod identity;
 mod join;
 pub mod maintenance;
 pub mod objects;
@@ -30,6 +31,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use self::schema::ConnSettings;
 use self::doorbell::Doorbell;
+use self::identity::{FileIdentity, Found};
 use self::signal::Signal;
 use self::watcher::Watcher;
 use self::writer::{Job, WriteRequest, Writer, WriterSettings};
@@ -133,6 +135,8 @@ struct Inner {
     instance_id: String,
     writer_capacity: usize,
     threads: Mutex<Vec<JoinHandle<()>>>,
+    /// The file opened, to tell whether it was replaced; `None` for `--bus memory`.
+    file: Option<FileIdentity>,
 }
 
 pub use api::{CanvasLog, CanvasState};
@@ -164,13 +168,17 @@ impl SqliteBus {
             false => config.db.clone(),
         };
         let pool_path = path.clone();
-        let (writer_conn, watcher_conn, db_epoch, head) = tokio::task::spawn_blocking(move || {
+        let (writer_conn, watcher_conn, db_epoch, head, file) = tokio::task::spawn_blocking(move || {
             let mut writer_conn = schema::open(&path, settings)?;
             schema::migrate(&mut writer_conn)?;
+            let file = match memory {
+                true => None,
+                false => Some(FileIdentity::of(&path).context("reading the database file's identity")?),
+            };
             let watcher_conn = schema::open(&path, settings)?;
             let db_epoch = queries::db_epoch(&watcher_conn).context("reading the file's epoch")?;
             let head = queries::max_id(&watcher_conn).context("reading the log head")?;
-            anyhow::Ok((writer_conn, watcher_conn, db_epoch, head))
+            anyhow::Ok((writer_conn, watcher_conn, db_epoch, head, file))
         })
         .await
         .context("opening the database")??;
@@ -214,6 +222,7 @@ impl SqliteBus {
                 peer_timeout_ms: config.presence_timeout.as_millis() as i64,
             },
             doorbell.clone(),
+            file.clone(),
         );
         let watcher = Watcher::new(watcher_conn, hub.clone(), shared.clone(), metrics, config, instance_id.to_owned())
             .context("starting the watcher")?;
@@ -240,6 +249,7 @@ impl SqliteBus {
                 writer_capacity: config.writer_queue,
                 doorbell,
                 threads: Mutex::new(threads),
+                file,
             }),
         };
         // Registered (committed) before the instance announces itself, so peers count it from the start.
@@ -337,6 +347,11 @@ impl SqliteBus {
         })
     }
 
+    /// What the database path names now: the opened file, nothing, or another file (see `identity.rs`).
+    pub fn file_found(&self) -> Found {
+        self.inner.file.as_ref().map_or(Found::Same, FileIdentity::check)
+    }
+
     /// How many transactions this process's writer has committed; see [`SqliteBus::checkpoint`].
     pub fn writes(&self) -> u64 {
         self.inner.shared.writes.load(Ordering::Relaxed)
@@ -384,5 +399,9 @@ impl SqliteBus {
         }
         let threads = std::mem::take(&mut *self.inner.threads.lock().unwrap_or_else(|p| p.into_inner()));
         let _ = tokio::task::spawn_blocking(move || threads.into_iter().for_each(|t| drop(t.join()))).await;
+        self.inner.pool.close();
+        if let Some(file) = self.inner.file.as_ref().filter(|file| file.check() == Found::Other) {
+            file.remove_stale_companions();
+        }
     }
 }

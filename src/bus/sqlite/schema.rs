@@ -60,9 +60,37 @@ pub fn open(path: &Path, settings: ConnSettings) -> anyhow::Result<Connection> {
         | OpenFlags::SQLITE_OPEN_CREATE
         | OpenFlags::SQLITE_OPEN_NO_MUTEX
         | OpenFlags::SQLITE_OPEN_URI;
-    let conn = Connection::open_with_flags(path, flags).with_context(|| format!("opening {}", path.display()))?;
-    configure(&conn, settings).with_context(|| format!("configuring {}", path.display()))?;
-    Ok(conn)
+    let opened = Connection::open_with_flags(path, flags)
+        .with_context(|| format!("opening {}", path.display()))
+        .and_then(|conn| configure(&conn, settings).map(|()| conn).with_context(|| format!("configuring {}", path.display())));
+    // SQLite says only "unable to open database file" when it cannot create the -wal or -shm file.
+    match (opened, settings.memory) {
+        (Err(error), false) => Err(match unwritable(path) {
+            Some(why) => error.context(why),
+            None => error,
+        }),
+        (opened, _) => opened,
+    }
+}
+
+/// Why the relay cannot write at `path`, if that is what is wrong: it writes the file and, in WAL mode,
+/// `-wal` and `-shm` files beside it. Probes by opening the file for appending (nothing is written) and by
+/// creating and removing a file in its directory.
+fn unwritable(path: &Path) -> Option<String> {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let probe = dir.join(".canvas-relay-write-probe");
+    let failed = match path.exists() {
+        true => std::fs::OpenOptions::new().append(true).open(path).err(),
+        false => None,
+    };
+    let failed = failed.or_else(|| std::fs::File::create(&probe).err());
+    let _ = std::fs::remove_file(&probe);
+    let why = match failed?.kind() {
+        std::io::ErrorKind::ReadOnlyFilesystem => "the file system is read-only",
+        std::io::ErrorKind::PermissionDenied => "no permission to write there",
+        _ => return None,
+    };
+    Some(format!("{} is not writable ({why}): the relay writes it and its -wal and -shm files beside it", path.display()))
 }
 
 /// The PRAGMAs of every connection (the writer's, the watcher's and the pool's).

@@ -159,8 +159,9 @@ impl Writer {
                 })
             }
             Job::Barrier(done) => {
+                // Not a write: says nothing about the file's health either way.
                 let _ = done.send(());
-                Ok(())
+                return;
             }
             Job::Stop(_) => unreachable!("handled by run"),
         };
@@ -196,6 +197,7 @@ impl Writer {
     pub(super) fn write<T>(&mut self, f: impl FnOnce(&Connection) -> Result<T, SqlError>) -> Result<T, SqlError> {
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let value = f(&tx)?;
+        super::same_file(&self.file)?;
         tx.commit()?;
         Ok(value)
     }

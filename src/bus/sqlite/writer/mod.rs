@@ -20,6 +20,7 @@ mod jobs;
 pub use jobs::Job;
 
 use super::doorbell::Doorbell;
+use super::identity::FileIdentity;
 use super::{objects, presence, Shared};
 use crate::bus::{BusError, Origin, Publish};
 use crate::hub::{AckTo, Entry, Hub};
@@ -87,6 +88,8 @@ pub struct Writer {
     doorbell: Option<Doorbell>,
     /// The doorbells of live peers, refreshed with every heartbeat.
     peers: Vec<SocketAddr>,
+    /// The file this writer opened, checked before every commit; `None` for `--bus memory`.
+    file: Option<FileIdentity>,
 }
 
 const INSERT_MESSAGE: &str = "INSERT INTO message_queue
@@ -110,8 +113,9 @@ impl Writer {
         metrics: Metrics,
         settings: WriterSettings,
         doorbell: Option<Doorbell>,
+        file: Option<FileIdentity>,
     ) -> Self {
-        Writer { conn, hub, shared, metrics, settings, doorbell, peers: Vec::new() }
+        Writer { conn, hub, shared, metrics, settings, doorbell, peers: Vec::new(), file }
     }
 
     /// Tells the other instances to read now (see `doorbell`).
@@ -225,6 +229,7 @@ impl Writer {
                 store_head.execute(params![canvas.as_str(), *last as i64, now])?;
             }
         }
+        same_file(&self.file)?;
         // Acks are registered before COMMIT: once committed, the watcher may read a row before we deliver it,
         // and whichever path delivers the seq must know its sender gets the ack.
         expect_acks(&self.hub, batch, &outcomes);
@@ -315,6 +320,12 @@ impl Writer {
     }
 }
 
+/// Refuses to commit into a file that is no longer the shared one (see `identity.rs`). A free function so
+/// that it can run while the writer's connection is borrowed by the open transaction.
+fn same_file(file: &Option<FileIdentity>) -> Result<(), SqlError> {
+    file.as_ref().map_or(Ok(()), FileIdentity::ensure_same)
+}
+
 /// Registers who gets the ack of each seq, in the rooms of their canvases.
 fn expect_acks(hub: &Hub, batch: &[Publish], outcomes: &[Outcome]) {
     let logged = batch.iter().zip(outcomes).filter_map(|(p, o)| Some((p, o.logged()?)));
@@ -387,6 +398,11 @@ fn refuse_one(publish: Publish, error: BusError, code: ErrorCode) {
 
 /// A short, client-safe description of a storage error (no paths).
 fn describe(error: &SqlError) -> String {
+    if let SqlError::SqliteFailure(failure, _) = error {
+        if failure.extended_code == deadpool_sqlite::rusqlite::ffi::SQLITE_READONLY_DBMOVED {
+            return "the database file was deleted or replaced".into();
+        }
+    }
     match error.sqlite_error_code() {
         Some(deadpool_sqlite::rusqlite::ErrorCode::DatabaseBusy) => "the shared database stayed locked".into(),
         Some(deadpool_sqlite::rusqlite::ErrorCode::DiskFull) => "the disk is full".into(),

@@ -33,7 +33,7 @@ fn writer(dir: &tempfile::TempDir) -> Writer {
         local_broadcast: true,
         peer_timeout_ms: 10_000,
     };
-    Writer::new(conn, Arc::new(Hub::new()), Arc::new(Shared::default()), Metrics::new(), settings, None)
+    Writer::new(conn, Arc::new(Hub::new()), Arc::new(Shared::default()), Metrics::new(), settings, None, None)
 }
 
 #[test]
