@@ -21,6 +21,9 @@ pub mod session;
 pub mod shutdown;
 pub mod state;
 
+#[cfg(test)]
+mod fuzz;
+
 /// The SQLite binding the relay uses, for tools and tests that open the shared file themselves.
 pub use deadpool_sqlite::rusqlite;
 

@@ -74,6 +74,17 @@ mod tests {
     }
 
     #[test]
+    fn update_keeps_every_number_exactly() {
+        // Found by fuzz::fold: without serde_json's float_roundtrip the merged state said ...153e-187 where
+        // the relayed message said ...154e-187 (a late joiner's state differed from the live clients').
+        let patch = raw(r#"{"id":"a","x":4.061360003766153e-187,"big":123456789012345678,"neg":-0.1}"#);
+        let merged: Value = serde_json::from_str(&merge(r#"{"id":"a"}"#, &patch).unwrap()).unwrap();
+        let sent: Value = serde_json::from_str(patch.get()).unwrap();
+        assert_eq!(merged, sent);
+        assert_eq!(merged["x"].as_f64(), Some(4.061360003766153e-187));
+    }
+
+    #[test]
     fn update_merges_top_level_fields_only() {
         let merged = merge(r#"{"id":"o1","x":1,"style":{"fill":"red","w":2}}"#, &raw(r#"{"id":"o1","x":5,"style":{"fill":"blue"},"y":null}"#)).unwrap();
         let merged: Value = serde_json::from_str(&merged).unwrap();
