@@ -7,7 +7,7 @@ use deadpool_sqlite::rusqlite::{params, Connection, Error as SqlError, Transacti
 use tokio::sync::oneshot;
 use tokio_tungstenite::tungstenite::Message;
 
-use super::{describe, Writer};
+use super::{describe, same_file, Writer};
 use crate::bus::sqlite::{presence, queries};
 use crate::bus::BusError;
 use crate::clock::now_ms;
@@ -197,7 +197,7 @@ impl Writer {
     pub(super) fn write<T>(&mut self, f: impl FnOnce(&Connection) -> Result<T, SqlError>) -> Result<T, SqlError> {
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let value = f(&tx)?;
-        super::same_file(&self.file)?;
+        same_file(&self.file)?;
         tx.commit()?;
         Ok(value)
     }

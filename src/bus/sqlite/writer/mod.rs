@@ -16,8 +16,11 @@ use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
 mod jobs;
+mod refusal;
 
 pub use jobs::Job;
+
+use refusal::{describe, refuse, refuse_one, same_file};
 
 use super::doorbell::Doorbell;
 use super::identity::FileIdentity;
@@ -25,7 +28,7 @@ use super::{objects, presence, Shared};
 use crate::bus::{BusError, Origin, Publish};
 use crate::hub::{AckTo, Entry, Hub};
 use crate::metrics::Metrics;
-use crate::protocol::{error_frame, logged_frame, CanvasId, ErrorCode, FrameError};
+use crate::protocol::{logged_frame, CanvasId, ErrorCode};
 use crate::state::ObjectOp;
 use crate::clock::now_ms;
 
@@ -320,12 +323,6 @@ impl Writer {
     }
 }
 
-/// Refuses to commit into a file that is no longer the shared one (see `identity.rs`). A free function so
-/// that it can run while the writer's connection is borrowed by the open transaction.
-fn same_file(file: &Option<FileIdentity>) -> Result<(), SqlError> {
-    file.as_ref().map_or(Ok(()), FileIdentity::ensure_same)
-}
-
 /// Registers who gets the ack of each seq, in the rooms of their canvases.
 fn expect_acks(hub: &Hub, batch: &[Publish], outcomes: &[Outcome]) {
     let logged = batch.iter().zip(outcomes).filter_map(|(p, o)| Some((p, o.logged()?)));
@@ -368,48 +365,6 @@ fn take_batch(
         }
     }
     (publishes, jobs)
-}
-
-/// Tells every publisher of a batch that it was not committed.
-fn refuse(batch: Vec<Publish>, error: BusError) {
-    for publish in batch {
-        refuse_one(publish, error.clone(), ErrorCode::Unavailable);
-    }
-}
-
-/// Tells one publisher its message was not logged: an error frame for a socket, the error for a caller.
-fn refuse_one(publish: Publish, error: BusError, code: ErrorCode) {
-    match publish.origin {
-        Origin::Caller(reply) => drop(reply.send(Err(error))),
-        Origin::Presence { done, .. } => {
-            if let Some(done) = done {
-                let _ = done.send(Err(error));
-            }
-        }
-        Origin::Socket { reference, outbox, .. } => {
-            let message = match error {
-                BusError::Refused(reason) => reason,
-                other => other.to_string(),
-            };
-            outbox.push(Message::text(error_frame(&FrameError { code, message, reference })));
-        }
-    }
-}
-
-/// A short, client-safe description of a storage error (no paths).
-fn describe(error: &SqlError) -> String {
-    if let SqlError::SqliteFailure(failure, _) = error {
-        if failure.extended_code == deadpool_sqlite::rusqlite::ffi::SQLITE_READONLY_DBMOVED {
-            return "the database file was deleted or replaced".into();
-        }
-    }
-    match error.sqlite_error_code() {
-        Some(deadpool_sqlite::rusqlite::ErrorCode::DatabaseBusy) => "the shared database stayed locked".into(),
-        Some(deadpool_sqlite::rusqlite::ErrorCode::DiskFull) => "the disk is full".into(),
-        Some(deadpool_sqlite::rusqlite::ErrorCode::ReadOnly) => "the database is read-only".into(),
-        Some(code) => format!("database error ({code:?})"),
-        None => "database error".into(),
-    }
 }
 
 #[cfg(test)]
