@@ -8,6 +8,7 @@ need_apt=()
 command -v cc >/dev/null 2>&1 || need_apt+=(build-essential)   # bundled SQLite is compiled from C
 [ -x /usr/sbin/nginx ] || command -v nginx >/dev/null 2>&1 || need_apt+=(nginx-light)   # tests/nginx.rs
 [ -x "${CHROMIUM:-/usr/bin/chromium}" ] || need_apt+=(chromium)                       # tests/browser.rs
+command -v chattr >/dev/null 2>&1 || need_apt+=(e2fsprogs)                           # tests/storage.rs
 command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
 command -v npm >/dev/null 2>&1 || need_apt+=(npm)
 if [ ${#need_apt[@]} -gt 0 ]; then

@@ -3,8 +3,9 @@
 //! acks for what could not be committed, `/health` says critical, the process neither dies nor spins, and
 //! it carries on by itself when the fault clears; nothing acked is lost.
 //!
-//! The disk-full and read-only cases mount a small tmpfs, which needs root (as in CI). Elsewhere set
-//! `RELAY_SKIP_MOUNT_TESTS=1` to skip those two instead of failing them.
+//! The disk-full and read-only cases mount a small tmpfs or set the immutable attribute (`chattr +i`, on
+//! the target directory's ext4), which need root (as in CI). Elsewhere set `RELAY_SKIP_MOUNT_TESTS=1` to
+//! skip those three instead of failing them.
 
 mod helpers;
 
@@ -125,6 +126,39 @@ async fn a_full_disk_refuses_with_unavailable_goes_critical_and_recovers_when_sp
     let logged = logged_refs(&db);
     assert_eq!(logged, acked, "exactly the acked messages are in the file, in order");
     assert!(refused.iter().all(|r| !logged.contains(r)));
+}
+
+/// Sets or clears the immutable attribute: even an open descriptor can no longer write the file.
+fn immutable(paths: &[PathBuf], on: bool) {
+    let status = std::process::Command::new("chattr").arg(if on { "+i" } else { "-i" }).args(paths).status();
+    assert!(
+        status.is_ok_and(|s| s.success()),
+        "chattr needs root and a file system with attributes (ext4); set RELAY_SKIP_MOUNT_TESTS=1 to skip this test"
+    );
+}
+
+#[tokio::test]
+async fn a_database_made_read_only_under_a_running_instance_refuses_then_recovers() {
+    if std::env::var_os("RELAY_SKIP_MOUNT_TESTS").is_some() {
+        return eprintln!("skipped: RELAY_SKIP_MOUNT_TESTS is set");
+    }
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let db = dir.path().join("relay.db");
+    let a = Instance::start(&db, &[]).await;
+    let mut client = a.connect("frozen", "writer").await;
+    assert_eq!(publish(&mut client, "before", json!({"ref": "before"})).await["type"], "ack");
+
+    let files = [db.clone(), dir.path().join("relay.db-wal")];
+    immutable(&files, true);
+    let refused = publish(&mut client, "frozen", json!({"ref": "frozen"})).await;
+    let report = health(&a).await;
+    immutable(&files, false);
+    assert_eq!(refused["code"], "unavailable", "{refused}");
+    assert_eq!(report.0, 503, "{}", report.1);
+
+    assert_eq!(publish(&mut client, "after", json!({"ref": "after"})).await["type"], "ack");
+    assert_eq!(health(&a).await.0, 200);
+    assert_eq!(logged_refs(&db), ["before", "after"]);
 }
 
 #[tokio::test]
