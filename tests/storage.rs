@@ -43,7 +43,8 @@ impl Tmpfs {
     }
 
     fn remount(&self, mode: &str) {
-        let status = std::process::Command::new("mount").args(["-o", &format!("remount,{mode}")]).arg(self.path()).status();
+        let remount = format!("remount,{mode}");
+        let status = std::process::Command::new("mount").args(["-o", &remount]).arg(self.path()).status();
         assert!(status.unwrap().success(), "remount {mode}");
     }
 }
@@ -68,9 +69,11 @@ async fn publish(client: &mut Client, reference: &str, data: Value) -> Value {
 /// The refs of the logged notes in the file at `db`.
 fn logged_refs(db: &Path) -> Vec<String> {
     let conn = canvas_relay::rusqlite::Connection::open(db).unwrap();
-    let mut statement = conn.prepare("SELECT payload FROM message_queue WHERE message_type = 'note' ORDER BY seq").unwrap();
-    let rows = statement.query_map([], |r| r.get::<_, String>(0)).unwrap();
-    rows.map(|payload| serde_json::from_str::<Value>(&payload.unwrap()).unwrap()["ref"].as_str().unwrap().to_owned()).collect()
+    let sql = "SELECT payload FROM message_queue WHERE message_type = 'note' ORDER BY seq";
+    let mut statement = conn.prepare(sql).unwrap();
+    let payloads = statement.query_map([], |r| r.get::<_, String>(0)).unwrap();
+    let refs = payloads.map(|p| serde_json::from_str::<Value>(&p.unwrap()).unwrap()["ref"].as_str().unwrap().to_owned());
+    refs.collect()
 }
 
 /// CPU time the process has used so far, in clock ticks (user + system).
@@ -88,7 +91,11 @@ async fn health(instance: &Instance) -> (u16, Value) {
 async fn a_full_disk_refuses_with_unavailable_goes_critical_and_recovers_when_space_returns() {
     let Some(fs) = Tmpfs::mount("8m") else { return };
     let db = fs.path().join("relay.db");
-    let a = Instance::start(&db, &["--rate-limit", "100000", "--rate-burst", "100000"]).await;
+    // No background writes (heartbeats, watermarks, cleanup): one that squeezed into space freed by a
+    // rolled-back commit would clear the error before `/health` is asked.
+    let quiet =
+        ["--heartbeat-interval", "1h", "--presence-timeout", "3h", "--watermark-interval", "1h", "--cleanup-interval", "1h"];
+    let a = Instance::start(&db, &[&["--rate-limit", "100000", "--rate-burst", "100000"][..], &quiet].concat()).await;
     let mut client = a.connect("full", "writer").await;
     assert_eq!(publish(&mut client, "before", json!({"ref": "before"})).await["type"], "ack");
 
@@ -111,13 +118,11 @@ async fn a_full_disk_refuses_with_unavailable_goes_critical_and_recovers_when_sp
     let (status, report) = health(&a).await;
     assert_eq!((status, report["status"].as_str()), (503, Some("critical")), "{report}");
     assert!(report["reasons"][0].as_str().unwrap().contains("storage error"), "{report}");
-    // Still full: still refused, and the process waits rather than spins.
+    // The process waits rather than spins. (Whether the next message fits is up to SQLite: the refused
+    // commit's WAL frames were allocated before the disk ran out, and the next commit reuses them.)
     let before = cpu_ticks(a.pid());
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(cpu_ticks(a.pid()) - before < 100, "more than half a core while idle on a full disk");
-    let answer = publish(&mut client, "still-full", json!({"ref": "still-full", "pad": "x".repeat(2000)})).await;
-    assert_eq!(answer["code"], "unavailable", "{answer}");
-    refused.push("still-full".into());
 
     std::fs::remove_file(fs.path().join("filler")).unwrap();
     assert_eq!(publish(&mut client, "after", json!({"ref": "after"})).await["type"], "ack");

@@ -90,8 +90,8 @@ async fn connect(
         Ok(joined) => joined,
         Err(error) => return json_error(StatusCode::SERVICE_UNAVAILABLE, error.to_string()),
     };
-    let parts =
-        SessionParts { canvas: params.canvas, user, name: params.name, expires_at, conn, outbox, inbox, reading, alive, admitted };
+    let (canvas, name) = (params.canvas, params.name);
+    let parts = SessionParts { canvas, user, name, expires_at, conn, outbox, inbox, reading, alive, admitted };
     tokio::spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => {
