@@ -54,6 +54,7 @@ impl Writer {
     pub(super) fn run_job(&mut self, job: Job) {
         let now = now_ms();
         let wakes_peers = job.wakes_peers();
+        let changes_before = self.conn.total_changes();
         let result = match job {
             Job::Reset { canvas, reply } => {
                 let settings = self.settings.clone();
@@ -167,7 +168,11 @@ impl Writer {
         };
         match result {
             Ok(()) => {
-                self.shared.write_succeeded();
+                // A transaction that changed no row wrote nothing to disk, so it proves nothing about a
+                // storage error (a DELETE of no rows commits fine on a full or read-only disk).
+                if self.conn.total_changes() > changes_before {
+                    self.shared.write_succeeded();
+                }
                 if wakes_peers {
                     self.ring_peers();
                 }

@@ -137,3 +137,17 @@ fn a_commit_rings_live_peers_found_at_the_heartbeat_and_not_itself() {
     let mut buf = [0u8; 16];
     assert_eq!(peer.recv(&mut buf).unwrap(), 1, "the peer was rung");
 }
+
+#[test]
+fn only_a_job_that_wrote_clears_the_last_storage_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut writer = writer(&dir);
+    writer.shared.write_failed(1, "the disk is full");
+    // Nothing to forget: the transaction commits without writing a page, which proves nothing.
+    writer.run_job(Job::ForgetInstances { before_ms: 0 });
+    let (done, _) = oneshot::channel();
+    writer.run_job(Job::Barrier(done));
+    assert_eq!(writer.shared.last_error().map(|(_, e)| e).as_deref(), Some("the disk is full"));
+    writer.run_job(Job::Heartbeat);
+    assert_eq!(writer.shared.last_error(), None, "a heartbeat wrote its row: the storage works again");
+}
