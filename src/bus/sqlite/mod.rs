@@ -14,12 +14,13 @@ pub mod objects;
 pub mod presence;
 pub mod queries;
 pub mod schema;
+mod shared;
 mod signal;
 pub mod watcher;
 pub mod writer;
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
@@ -32,7 +33,7 @@ use tokio::sync::{mpsc, oneshot};
 use self::schema::ConnSettings;
 use self::doorbell::Doorbell;
 use self::identity::{FileIdentity, Found};
-use self::signal::Signal;
+pub use self::shared::Shared;
 use self::watcher::Watcher;
 use self::writer::{Job, WriteRequest, Writer, WriterSettings};
 use crate::bus::{BusError, JoinRequest, Joined, Publish};
@@ -53,59 +54,6 @@ fn wal_checkpoint(conn: &Connection, mode: &str) -> deadpool_sqlite::rusqlite::R
     match conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| Ok((r.get(0)?, r.get(1)?))) {
         Err(error) if error.sqlite_error_code() == Some(deadpool_sqlite::rusqlite::ErrorCode::DatabaseBusy) => Ok((1, -1)),
         other => other,
-    }
-}
-
-/// State the writer, the watcher and health checks share.
-#[derive(Default)]
-pub struct Shared {
-    /// This process's read cursor: every row with a lower or equal id has been offered to the hub (or was
-    /// committed by this process and delivered directly). Only moves forward.
-    cursor: AtomicI64,
-    /// Wakes the watcher.
-    pub signal: Signal,
-    /// When the watcher last finished reading (unix ms).
-    last_poll_ms: AtomicI64,
-    /// The last storage failure and when (unix ms), cleared by the next successful commit.
-    last_error: Mutex<Option<(i64, String)>>,
-    /// Successful writer transactions so far: a checkpoint is due only after one.
-    writes: AtomicU64,
-}
-
-impl Shared {
-    pub fn cursor(&self) -> i64 {
-        self.cursor.load(Ordering::Acquire)
-    }
-
-    pub fn advance_cursor(&self, id: i64) {
-        self.cursor.fetch_max(id, Ordering::AcqRel);
-    }
-
-    /// After our own commit of rows `first..=last`: if the cursor sits right before them, nothing foreign is
-    /// in between and the watcher need not read them back.
-    pub fn skip_own_rows(&self, first: i64, last: i64) {
-        let _ = self.cursor.compare_exchange(first - 1, last, Ordering::AcqRel, Ordering::Acquire);
-    }
-
-    fn polled(&self, now: i64) {
-        self.last_poll_ms.store(now, Ordering::Release);
-    }
-
-    fn write_succeeded(&self) {
-        self.writes.fetch_add(1, Ordering::Relaxed);
-        self.last_error.lock().unwrap_or_else(|p| p.into_inner()).take();
-    }
-
-    fn write_failed(&self, now: i64, message: &str) {
-        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some((now, message.to_owned()));
-    }
-
-    fn read_failed(&self, now: i64, message: &str) {
-        self.write_failed(now, message);
-    }
-
-    fn last_error(&self) -> Option<(i64, String)> {
-        self.last_error.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }
 
