@@ -240,7 +240,7 @@ async fn a_read_only_file_system_stops_the_start_with_a_clear_error() {
     assert_eq!(publish(&mut client, "ok", json!({"ref": "ok"})).await["type"], "ack");
 }
 
-async fn start_and_wait(db: &PathBuf) -> std::process::Output {
+async fn start_and_wait(db: &Path) -> std::process::Output {
     tokio::process::Command::new(env!("CARGO_BIN_EXE_canvas-relay"))
         .args(["serve", "--listen", "127.0.0.1:0", "--db"])
         .arg(db)
