@@ -28,14 +28,49 @@ pub enum LogFormat {
     Json,
 }
 
-/// Where the relay keeps its log, state and presence.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+/// Where the relay keeps its log, state and presence (`--bus`).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BusKind {
-    /// The shared SQLite file of --db: any number of processes, durable.
+    /// `sqlite`: the shared SQLite file of --db: any number of processes on one host, durable.
     Sqlite,
-    /// A private in-memory SQLite database: one process, no file, everything lost at exit. Same protocol;
-    /// for tests and single-node demos.
+    /// `memory`: a private in-memory SQLite database: one process, no file, everything lost at exit. Same
+    /// protocol; for tests and single-node demos.
     Memory,
+    /// `redis://HOST:PORT/DB`: Redis Streams, for instances on several hosts; durability is Redis's own
+    /// persistence (see the README).
+    Redis(String),
+}
+
+impl BusKind {
+    /// Parses `--bus`: `sqlite`, `memory` or a `redis://` URL.
+    pub fn parse(value: &str) -> Result<Self, String> {
+        match value {
+            "sqlite" => Ok(BusKind::Sqlite),
+            "memory" => Ok(BusKind::Memory),
+            url if url.starts_with("redis://") || url.starts_with("redis+unix://") => {
+                redis::parse_redis_url(url).ok_or_else(|| format!("{url:?} is not a valid Redis URL"))?;
+                Ok(BusKind::Redis(url.to_owned()))
+            }
+            other => Err(format!("{other:?}: expected sqlite, memory or redis://HOST:PORT/DB")),
+        }
+    }
+
+    /// What the logs say about where the relay keeps its data (no password).
+    pub fn describe(&self, db: &std::path::Path) -> String {
+        match self {
+            BusKind::Sqlite => db.display().to_string(),
+            BusKind::Memory => "memory (one process, lost at exit)".to_owned(),
+            BusKind::Redis(url) => match redis::parse_redis_url(url) {
+                Some(mut parsed) => {
+                    if parsed.password().is_some() {
+                        let _ = parsed.set_password(Some("***"));
+                    }
+                    parsed.to_string()
+                }
+                None => "redis".to_owned(),
+            },
+        }
+    }
 }
 
 /// SQLite's `synchronous` setting for the shared file.
@@ -104,8 +139,9 @@ pub struct Config {
     #[arg(long, env = "RELAY_DB", default_value = "./relay.db")]
     pub db: PathBuf,
 
-    /// `sqlite`: share --db with other instances. `memory`: one process, no file, state lost at exit.
-    #[arg(long, env = "RELAY_BUS", value_enum, default_value_t = BusKind::Sqlite)]
+    /// `sqlite`: share --db with other instances on this host. `memory`: one process, no file, state lost at
+    /// exit. `redis://HOST:PORT/DB`: share a Redis server with instances on any host (Redis Streams).
+    #[arg(long, env = "RELAY_BUS", default_value = "sqlite", value_parser = BusKind::parse)]
     pub bus: BusKind,
 
     /// How often the watcher checks for other processes' commits while canvases are active (e.g. 1ms, 250us).
@@ -264,7 +300,7 @@ impl Config {
             "--presence-timeout must be at least three --heartbeat-interval"
         );
         anyhow::ensure!(
-            self.bus == BusKind::Sqlite || self.local_broadcast,
+            self.bus != BusKind::Memory || self.local_broadcast,
             "--bus memory has no other process to deliver through: keep --local-broadcast on"
         );
         Ok(())
@@ -323,5 +359,19 @@ mod tests {
         let mut config = Config::with_db("x.db");
         config.worker_threads = Some(0);
         assert!(config.validate().unwrap_err().to_string().contains("--worker-threads"));
+    }
+
+    #[test]
+    fn the_bus_is_sqlite_memory_or_a_redis_url_and_logs_never_show_its_password() {
+        let parse = |value: &str| {
+            let Command::Serve(config) = Cli::try_parse_from(["canvas-relay", "serve", "--bus", value])?.command;
+            Ok::<_, clap::Error>(config.bus)
+        };
+        assert_eq!(parse("memory").unwrap(), BusKind::Memory);
+        assert_eq!(parse("redis://127.0.0.1:6379/2").unwrap(), BusKind::Redis("redis://127.0.0.1:6379/2".into()));
+        assert!(parse("postgres://x").unwrap_err().to_string().contains("expected sqlite, memory or redis"));
+        let bus = BusKind::parse("redis://:hunter2@10.0.0.5:6379/1").unwrap();
+        let shown = bus.describe(std::path::Path::new("x.db"));
+        assert!(shown.contains("10.0.0.5") && !shown.contains("hunter2"), "{shown}");
     }
 }

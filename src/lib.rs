@@ -36,8 +36,8 @@ use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 use uuid::Uuid;
 
-use crate::bus::SqliteBus;
-use crate::config::{BusKind, Config};
+use crate::bus::Bus;
+use crate::config::Config;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::shutdown::{Phase, Shutdown};
@@ -48,7 +48,7 @@ pub struct App {
     /// This process's identity in the instances table and in every welcome.
     pub instance_id: Uuid,
     pub hub: Arc<Hub>,
-    pub bus: SqliteBus,
+    pub bus: Bus,
     pub metrics: Metrics,
     /// Renders `/metrics`; `None` when another metrics recorder owns the process.
     pub prometheus: Option<PrometheusHandle>,
@@ -70,11 +70,8 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
     let metrics = Metrics::new();
     let hub = Arc::new(Hub::new());
     let instance_id = Uuid::new_v4();
-    let storage = match config.bus {
-        BusKind::Sqlite => config.db.display().to_string(),
-        BusKind::Memory => "memory (one process, lost at exit)".to_owned(),
-    };
-    let bus = SqliteBus::open(&config, &instance_id.to_string(), &addr.to_string(), hub.clone(), metrics.clone())
+    let storage = config.bus.describe(&config.db);
+    let bus = Bus::open(&config, &instance_id.to_string(), &addr.to_string(), hub.clone(), metrics.clone())
         .await
         .with_context(|| format!("opening the database {storage}"))?;
     let app = Arc::new(App {
@@ -92,14 +89,7 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
 
     let (stop_maintenance, maintenance_stopped) = watch::channel(false);
     let (fatal, failed) = oneshot::channel();
-    let maintenance = tokio::spawn(bus::sqlite::maintenance::run(
-        bus.clone(),
-        hub,
-        app.cursors.clone(),
-        config.clone(),
-        maintenance_stopped,
-        fatal,
-    ));
+    let maintenance = bus.maintain(hub, app.cursors.clone(), config.clone(), maintenance_stopped, fatal);
     let server = http::server::serve(
         listener,
         http::routes(app.clone()),

@@ -2,19 +2,136 @@
 //! message is published and committed (seq assigned, ack after commit), a connection joins a canvas (welcome
 //! position, resume replay), and committed messages reach every process's [`crate::hub::Hub`].
 //!
-//! Today the only bus is the shared SQLite file ([`sqlite::SqliteBus`]). The types here are the seam the
-//! in-memory and Redis buses (later issues) plug into, so sessions and routes never name SQLite.
+//! Two buses implement it: the shared SQLite file ([`sqlite::SqliteBus`], also `--bus memory`) and Redis
+//! Streams ([`redis::RedisBus`]). [`Bus`] is chosen once at start; sessions, routes and the hub only ever
+//! call it, so the protocol, connection and fan-out code is the same whichever stores the log.
 
+pub mod redis;
 pub mod sqlite;
+pub mod views;
+
+use std::sync::Arc;
 
 use serde_json::value::RawValue;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
+use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::hub::{ConnId, Outbox};
-use crate::protocol::{presence_data, CanvasId, MsgType, Resume, UserId};
+use crate::config::{BusKind, Config};
+use crate::cursors::CursorBuffer;
+use crate::hub::{ConnId, Hub, Outbox};
+use crate::metrics::Metrics;
+use crate::protocol::{error_frame, presence_data, CanvasId, ErrorCode, FrameError, MsgType, Resume, UserId};
 
+pub use redis::RedisBus;
 pub use sqlite::SqliteBus;
+pub use views::{BusFigures, CanvasLog, CanvasState, Present, UserPresence};
+
+/// The bus of this process. Cheap to clone.
+#[derive(Clone)]
+pub enum Bus {
+    /// `--bus sqlite` (the default) and `--bus memory`.
+    Sqlite(SqliteBus),
+    /// `--bus redis://...`.
+    Redis(RedisBus),
+}
+
+/// Calls the same method on whichever bus this is.
+macro_rules! on_bus {
+    ($bus:expr, $inner:ident => $call:expr) => {
+        match $bus {
+            Bus::Sqlite($inner) => $call,
+            Bus::Redis($inner) => $call,
+        }
+    };
+}
+
+impl Bus {
+    /// Opens the bus `--bus` names and starts its threads or tasks.
+    pub async fn open(config: &Config, instance_id: &str, listen: &str, hub: Arc<Hub>, metrics: Metrics) -> anyhow::Result<Bus> {
+        Ok(match &config.bus {
+            BusKind::Sqlite | BusKind::Memory => Bus::Sqlite(SqliteBus::open(config, instance_id, listen, hub, metrics).await?),
+            BusKind::Redis(url) => Bus::Redis(RedisBus::open(url, config, instance_id, hub, metrics).await?),
+        })
+    }
+
+    /// Starts the bus's periodic upkeep (heartbeats, expiring dead instances' presence, cursor batches, and
+    /// whatever its storage needs), until `stop` turns true. It sends on `fatal` why the instance cannot go
+    /// on, if it cannot.
+    pub fn maintain(
+        &self,
+        hub: Arc<Hub>,
+        cursors: Arc<CursorBuffer>,
+        config: Config,
+        stop: watch::Receiver<bool>,
+        fatal: oneshot::Sender<String>,
+    ) -> JoinHandle<()> {
+        match self {
+            Bus::Sqlite(bus) => tokio::spawn(sqlite::maintenance::run(bus.clone(), hub, cursors, config, stop, fatal)),
+            Bus::Redis(bus) => tokio::spawn(redis::maintenance::run(bus.clone(), cursors, config, stop)),
+        }
+    }
+
+    /// Queues a logged message (or presence change) for commit. Waits when the writer queue is full.
+    pub async fn publish(&self, publish: Publish) -> Result<(), BusError> {
+        on_bus!(self, bus => bus.publish(publish).await)
+    }
+
+    /// Registers a connection in presence, subscribes it and says where its stream starts.
+    pub async fn join(&self, request: JoinRequest) -> Result<Joined, BusError> {
+        on_bus!(self, bus => bus.join(request).await)
+    }
+
+    /// A connection is gone: out of its room at once, out of presence when the writer gets to it.
+    pub async fn leave(&self, canvas: CanvasId, conn: ConnId, user: UserId, name: Option<String>) {
+        on_bus!(self, bus => bus.leave(canvas, conn, user, name).await)
+    }
+
+    /// Returns once everything queued before the call is committed (or refused).
+    pub async fn flush(&self) -> Result<(), BusError> {
+        on_bus!(self, bus => bus.flush().await)
+    }
+
+    /// Final stop, after every connection is gone.
+    pub async fn close(&self) {
+        on_bus!(self, bus => bus.close().await)
+    }
+
+    /// The figures behind `/health`; an error means the storage cannot be reached.
+    pub async fn figures(&self) -> Result<BusFigures, BusError> {
+        on_bus!(self, bus => bus.figures().await)
+    }
+
+    /// How long messages are kept, in ms.
+    pub fn ttl_ms(&self) -> i64 {
+        on_bus!(self, bus => bus.ttl_ms())
+    }
+
+    /// Retained messages of a canvas after `since`, at most `limit`, in seq order, with the canvas head.
+    pub async fn messages(&self, canvas: CanvasId, since: u64, limit: u64) -> Result<CanvasLog, BusError> {
+        on_bus!(self, bus => bus.messages(canvas, since, limit).await)
+    }
+
+    /// A canvas's head, objects and presence, read at one point of its log.
+    pub async fn canvas(&self, canvas: CanvasId) -> Result<CanvasState, BusError> {
+        on_bus!(self, bus => bus.canvas(canvas).await)
+    }
+
+    /// Connected users across instances (all, or only `user`), with their connections and canvases.
+    pub async fn users(&self, only: Option<UserId>) -> Result<Vec<UserPresence>, BusError> {
+        on_bus!(self, bus => bus.users(only).await)
+    }
+
+    /// Drops a canvas's log and state; it starts a new epoch at seq 0. Returns the new epoch.
+    pub async fn reset(&self, canvas: CanvasId) -> Result<String, BusError> {
+        on_bus!(self, bus => bus.reset(canvas).await)
+    }
+
+    /// Sends a frame to every connection of `user` on every instance; returns how many connections it has.
+    pub async fn send_to_user(&self, user: UserId, frame: String) -> Result<u64, BusError> {
+        on_bus!(self, bus => bus.send_to_user(user, frame).await)
+    }
+}
 
 /// A logged message on its way to the writer.
 #[derive(Debug)]
@@ -60,6 +177,33 @@ impl Publish {
     /// Whether this registers a connection (as opposed to removing one or logging a message).
     pub fn is_connect(&self) -> bool {
         matches!(self.origin, Origin::Presence { .. }) && self.kind.as_str() == "user-connected"
+    }
+
+    /// Tells the publisher its message was not logged: an error frame with `code` for a socket, the error
+    /// for an API caller or a presence change's waiter.
+    pub fn refuse(self, error: BusError, code: ErrorCode) {
+        match self.origin {
+            Origin::Caller(reply) => drop(reply.send(Err(error))),
+            Origin::Presence { done, .. } => {
+                if let Some(done) = done {
+                    let _ = done.send(Err(error));
+                }
+            }
+            Origin::Socket { reference, outbox, .. } => {
+                let message = match error {
+                    BusError::Refused(reason) => reason,
+                    other => other.to_string(),
+                };
+                outbox.push(Message::text(error_frame(&FrameError { code, message, reference })));
+            }
+        }
+    }
+}
+
+/// Tells every publisher of a batch that it was not committed (`unavailable`).
+pub fn refuse_all(batch: Vec<Publish>, error: BusError) {
+    for publish in batch {
+        publish.refuse(error.clone(), ErrorCode::Unavailable);
     }
 }
 

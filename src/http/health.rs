@@ -15,7 +15,7 @@ use warp::reply::Response;
 use warp::{Filter, Reply};
 
 use super::with_state;
-use crate::bus::sqlite::BusFigures;
+use crate::bus::BusFigures;
 use crate::App;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -53,7 +53,7 @@ pub fn assess(figures: &BusFigures, ttl_ms: i64, cleanup_interval_ms: i64) -> (S
     } else if lag >= LAG_WARNING_ROWS {
         flag(Status::Warning, format!("{lag} committed rows not yet read"));
     }
-    let age = figures.file.oldest_row_age_ms;
+    let age = figures.oldest_row_age_ms().unwrap_or(0);
     if age > ttl_ms + 3 * cleanup_interval_ms + 30_000 {
         flag(Status::Critical, format!("oldest row is {}s old: cleanup is not keeping up", age / 1000));
     } else if age > ttl_ms + cleanup_interval_ms + 10_000 {
@@ -107,10 +107,16 @@ fn render_metrics(app: Arc<App>) -> Response {
 mod tests {
     use super::*;
     use crate::bus::sqlite::queries::FileFigures;
+    use crate::bus::views::StorageFigures;
+
+    fn file_figures() -> FileFigures {
+        FileFigures { queue_rows: 60_000, oldest_row_age_ms: 59_000, head_id: 100, live_instances: 2 }
+    }
 
     fn figures() -> BusFigures {
         BusFigures {
-            file: FileFigures { queue_rows: 60_000, oldest_row_age_ms: 59_000, head_id: 100, live_instances: 2 },
+            bus: "sqlite",
+            storage: StorageFigures::File(file_figures()),
             writer_queue_depth: 0,
             writer_queue_capacity: 1000,
             poll_lag_rows: 0,
@@ -135,11 +141,13 @@ mod tests {
         let mut f = figures();
         f.writer_queue_depth = 950;
         assert_eq!(assess(&f, 60_000, 30_000).0, Status::Critical);
-        let mut f = figures();
-        f.file.oldest_row_age_ms = 110_000;
-        assert_eq!(assess(&f, 60_000, 30_000).0, Status::Warning);
-        f.file.oldest_row_age_ms = 200_000;
-        assert_eq!(assess(&f, 60_000, 30_000).0, Status::Critical);
+        let aged = |age| {
+            let mut f = figures();
+            f.storage = StorageFigures::File(FileFigures { oldest_row_age_ms: age, ..file_figures() });
+            f
+        };
+        assert_eq!(assess(&aged(110_000), 60_000, 30_000).0, Status::Warning);
+        assert_eq!(assess(&aged(200_000), 60_000, 30_000).0, Status::Critical);
     }
 
     #[test]

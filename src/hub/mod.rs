@@ -70,6 +70,19 @@ impl Hub {
         }
     }
 
+    /// Cuts every local connection (4009) and forgets every room, because the log they follow is gone (the
+    /// storage lost data: see the Redis bus's epoch). Each client resumes, which fails on the epoch, and
+    /// reloads. Returns how many connections were cut.
+    pub fn drop_all_rooms(&self) -> usize {
+        let rooms: Vec<Arc<Room>> = self.rooms().drain().map(|(_, room)| room).collect();
+        rooms.iter().map(|room| room.lock().close_and_cut_all()).sum()
+    }
+
+    /// Every room this process serves, to read for.
+    pub fn all_rooms(&self) -> Vec<Arc<Room>> {
+        self.rooms().values().cloned().collect()
+    }
+
     /// Whether this process serves no canvas at all.
     pub fn is_empty(&self) -> bool {
         self.rooms().is_empty()

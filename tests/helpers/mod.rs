@@ -2,7 +2,11 @@
 //! WebSocket client that speaks the wire contract. Every wait is bounded; a test that would hang fails with
 //! a message instead.
 
-#![allow(dead_code)] // each test file uses a different part of this module
+#![allow(dead_code, unused_imports)] // each test file uses a different part of this module
+
+mod redis_server;
+
+pub use redis_server::{RedisServer, Store};
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -57,15 +61,33 @@ pub struct Instance {
     pub addr: SocketAddr,
     /// Everything the process wrote to stderr so far.
     pub log: Arc<Mutex<String>>,
+    /// Its own working directory, when it shares nothing with the others but Redis.
+    _workdir: Option<tempfile::TempDir>,
 }
 
 impl Instance {
     /// Starts a process on `db` on a free port and waits for its "listening on" line.
     pub async fn start(db: &Path, args: &[&str]) -> Instance {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_canvas-relay"))
+        Instance::spawn(&[std::ffi::OsStr::new("--db"), db.as_os_str()], None, args).await
+    }
+
+    /// Starts a process on the Redis bus at `url`, in a working directory of its own (its `--db` is a file
+    /// there that the Redis bus never opens).
+    pub async fn start_on_redis(url: &str, args: &[&str]) -> Instance {
+        let workdir = tempfile::tempdir().expect("temp dir");
+        let bus = ["--bus", url, "--db", "relay.db"].map(std::ffi::OsStr::new);
+        Instance::spawn(&bus, Some(workdir), args).await
+    }
+
+    async fn spawn(storage: &[&std::ffi::OsStr], workdir: Option<tempfile::TempDir>, args: &[&str]) -> Instance {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_canvas-relay"));
+        if let Some(dir) = &workdir {
+            command.current_dir(dir.path());
+        }
+        let mut child = command
             .arg("serve")
-            .args(["--listen", "127.0.0.1:0", "--db"])
-            .arg(db)
+            .args(["--listen", "127.0.0.1:0"])
+            .args(storage)
             .args(args)
             .env("RUST_LOG", std::env::var("RELAY_TEST_LOG").unwrap_or_else(|_| "info".into()))
             .stdout(Stdio::null())
@@ -93,7 +115,7 @@ impl Instance {
                 sink.lock().unwrap().push_str(&format!("{line}\n"));
             }
         });
-        Instance { child, addr, log }
+        Instance { child, addr, log, _workdir: workdir }
     }
 
     pub fn url(&self, path_and_query: &str) -> String {

@@ -2,31 +2,13 @@
 //! on a pool connection), the connected users, and the two API writes that are writer jobs rather than
 //! logged messages: resetting a canvas and messaging a user.
 
-use serde_json::value::RawValue;
 use tokio::sync::oneshot;
 
 use super::writer::Job;
 use super::{join, presence, queries, SqliteBus};
-use crate::bus::BusError;
+use crate::bus::{BusError, CanvasLog, CanvasState, UserPresence};
 use crate::clock::now_ms;
 use crate::protocol::{CanvasId, UserId};
-
-/// A page of a canvas's log: the frames (as relayed) after some seq, and where the log stands.
-#[derive(Debug, Clone)]
-pub struct CanvasLog {
-    pub epoch: String,
-    pub seq: u64,
-    pub messages: Vec<String>,
-}
-
-/// A canvas at its head: objects and presence as of exactly `seq`.
-#[derive(Debug, Clone)]
-pub struct CanvasState {
-    pub epoch: String,
-    pub seq: u64,
-    pub objects: Box<RawValue>,
-    pub presence: Vec<presence::Present>,
-}
 
 impl SqliteBus {
     /// Retained messages of a canvas after `since`, at most `limit`, in seq order, with the canvas head.
@@ -57,7 +39,7 @@ impl SqliteBus {
     }
 
     /// Connected users across instances (all, or only `user`), with their connections and canvases.
-    pub async fn users(&self, only: Option<UserId>) -> Result<Vec<presence::UserPresence>, BusError> {
+    pub async fn users(&self, only: Option<UserId>) -> Result<Vec<UserPresence>, BusError> {
         self.read(move |conn| presence::users(conn, only.as_ref())).await
     }
 

@@ -27,7 +27,6 @@ use std::thread::JoinHandle;
 use anyhow::Context;
 use deadpool_sqlite::rusqlite::Connection;
 use deadpool_sqlite::{Hook, HookError, Pool, Runtime};
-use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
 use self::schema::ConnSettings;
@@ -36,7 +35,8 @@ use self::identity::{FileIdentity, Found};
 pub use self::shared::Shared;
 use self::watcher::Watcher;
 use self::writer::{Job, WriteRequest, Writer, WriterSettings};
-use crate::bus::{BusError, JoinRequest, Joined, Publish};
+use crate::bus::views::StorageFigures;
+use crate::bus::{BusError, BusFigures, JoinRequest, Joined, Publish};
 use crate::hub::ConnId;
 use crate::protocol::UserId;
 use crate::clock::now_ms;
@@ -85,25 +85,6 @@ struct Inner {
     threads: Mutex<Vec<JoinHandle<()>>>,
     /// The file opened, to tell whether it was replaced; `None` for `--bus memory`.
     file: Option<FileIdentity>,
-}
-
-pub use api::{CanvasLog, CanvasState};
-
-/// What `/health` reports about the bus.
-#[derive(Debug, Clone, Serialize)]
-pub struct BusFigures {
-    #[serde(flatten)]
-    pub file: queries::FileFigures,
-    /// Messages waiting for this process's writer, and how many fit.
-    pub writer_queue_depth: usize,
-    pub writer_queue_capacity: usize,
-    /// Rows committed that this process has not read yet.
-    pub poll_lag_rows: i64,
-    /// How long since the watcher last read (ms).
-    pub last_poll_age_ms: i64,
-    /// The last storage error and its age, if one happened since the last good commit.
-    pub last_error: Option<String>,
-    pub last_error_age_ms: Option<i64>,
 }
 
 impl SqliteBus {
@@ -283,15 +264,17 @@ impl SqliteBus {
         let file = self.read(move |conn| queries::file_figures(conn, now, live_after)).await?;
         let shared = &self.inner.shared;
         let depth = self.inner.writer_capacity - self.inner.writer.capacity();
+        let head_id = file.head_id;
         let last_error = shared.last_error();
         Ok(BusFigures {
-            poll_lag_rows: (file.head_id - shared.cursor()).max(0),
+            bus: if self.inner.memory { "memory" } else { "sqlite" },
+            poll_lag_rows: (head_id - shared.cursor()).max(0),
             last_poll_age_ms: (now - shared.last_poll_ms.load(Ordering::Acquire)).max(0),
             writer_queue_depth: depth,
             writer_queue_capacity: self.inner.writer_capacity,
             last_error_age_ms: last_error.as_ref().map(|(at, _)| now - at),
             last_error: last_error.map(|(_, message)| message),
-            file,
+            storage: StorageFigures::File(file),
         })
     }
 

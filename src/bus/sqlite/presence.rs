@@ -8,21 +8,11 @@
 //! delete it, so several survivors racing over the same dead instance log each disconnect exactly once.
 
 use deadpool_sqlite::rusqlite::{params, Connection, Result};
-use serde::Serialize;
 use serde_json::value::RawValue;
 
+use crate::bus::{Present, UserPresence};
 use crate::hub::ConnId;
 use crate::protocol::{to_json, CanvasId, UserId};
-
-/// One user on a canvas, as `welcome.presence` and `GET /api/v1/canvases/{canvas}` list it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Present {
-    pub user: String,
-    /// The display name of the user's most recent connection, when it gave one.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-    pub connections: u64,
-}
 
 /// Registers a connection; returns whether it is the user's first on the canvas (log `user-connected`).
 pub fn connect(
@@ -72,15 +62,6 @@ pub fn on_canvas(conn: &Connection, canvas: &CanvasId) -> Result<Vec<Present>> {
 pub fn on_canvas_json(conn: &Connection, canvas: &CanvasId) -> Result<Box<RawValue>> {
     let json = to_json(&on_canvas(conn, canvas)?);
     Ok(RawValue::from_string(json).expect("serde_json writes valid JSON"))
-}
-
-/// A connected user across instances, as the users API reports it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct UserPresence {
-    pub user: String,
-    pub connections: u64,
-    /// The canvases the user is on, sorted.
-    pub canvases: Vec<String>,
 }
 
 /// Every connected user, or only `user`, with their connections and canvases.

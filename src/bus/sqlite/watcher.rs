@@ -228,16 +228,13 @@ impl Watcher {
                 CanvasId::parse(&row.canvas).ok().and_then(|canvas| self.hub.room(&canvas))
             });
             let Some(room) = room else { continue };
-            let entry = row.entry();
             let mut state = room.lock();
-            if entry.generation > state.generation() && entry.seq != 0 {
-                // Rows are read in commit order, so the generation's reset marker came first unless it expired
-                // before this process read it.
+            // Rows are read in commit order, so a generation's reset marker comes first unless it expired
+            // before this process read it.
+            if state.offer_stored(row.entry(), &self.metrics) {
                 tracing::warn!(canvas = %room.canvas, "a canvas reset expired before this instance read it");
-                state.skip_lost_reset(entry, &self.metrics);
                 continue;
             }
-            state.offer(entry, &self.metrics);
             if state.has_pending() && !waiting.iter().any(|w| Arc::ptr_eq(w, room)) {
                 waiting.push(room.clone());
             }

@@ -119,6 +119,10 @@ impl RoomState {
         self.closed
     }
 
+    pub fn is_started(&self) -> bool {
+        self.started
+    }
+
     pub fn delivered(&self) -> u64 {
         self.delivered
     }
@@ -127,13 +131,16 @@ impl RoomState {
         self.generation
     }
 
-    /// Fixes the cursor of a room that has just been created, from the joining snapshot's head.
-    pub fn start_at(&mut self, last_seq: u64, generation: u64) {
-        if !self.started {
-            self.started = true;
-            self.delivered = last_seq;
-            self.generation = generation;
+    /// Fixes the cursor of a room that has just been created, from the joining snapshot's head. Returns
+    /// whether it did (false: the room was already delivering).
+    pub fn start_at(&mut self, last_seq: u64, generation: u64) -> bool {
+        if self.started {
+            return false;
         }
+        self.started = true;
+        self.delivered = last_seq;
+        self.generation = generation;
+        true
     }
 
     /// Adds a subscriber that has already been sent everything up to its `start_after`.
@@ -145,6 +152,16 @@ impl RoomState {
     /// when the seq is delivered, whichever path delivers it.
     pub fn expect_ack(&mut self, generation: u64, seq: u64, ack: AckTo) {
         self.acks.insert((generation, seq), ack);
+    }
+
+    /// [`expect_ack`](Self::expect_ack) for a seq that may reach the room by two paths (the Redis bus's
+    /// publish reply and its stream reader): registered only while the seq is still to be delivered, so the
+    /// later of the two leaves nothing behind.
+    pub fn expect_ack_unless_delivered(&mut self, generation: u64, seq: u64, ack: AckTo) {
+        let delivered = generation < self.generation || (generation == self.generation && seq <= self.delivered);
+        if !delivered {
+            self.expect_ack(generation, seq, ack);
+        }
     }
 
     /// Forgets an expected ack whose commit failed.
@@ -177,6 +194,29 @@ impl RoomState {
             sent += self.fan_out(next, metrics);
         }
         sent
+    }
+
+    /// Offers a message read back from storage, in the canvas's log order. Like [`offer`](Self::offer), except
+    /// that a message of a newer generation that is not its reset marker means the marker was lost (it
+    /// expired before this process read it): see [`skip_lost_reset`](Self::skip_lost_reset). Returns whether
+    /// that happened.
+    pub fn offer_stored(&mut self, entry: Entry, metrics: &Metrics) -> bool {
+        if self.started && entry.generation > self.generation && entry.seq != 0 {
+            self.skip_lost_reset(entry, metrics);
+            return true;
+        }
+        self.offer(entry, metrics);
+        false
+    }
+
+    /// Ends the room: every subscriber is cut with 4009 (it resumes, and reloads if its epoch is gone).
+    pub(super) fn close_and_cut_all(&mut self) -> usize {
+        let cut = self.subscribers.len();
+        for sub in self.subscribers.drain(..) {
+            sub.outbox.kick();
+        }
+        self.closed = true;
+        cut
     }
 
     /// Removes a connection; returns whether the room is now empty, in which case it is closed.

@@ -20,12 +20,12 @@ mod refusal;
 
 pub use jobs::Job;
 
-use refusal::{describe, refuse, refuse_one, same_file};
+use refusal::{describe, same_file};
 
 use super::doorbell::Doorbell;
 use super::identity::FileIdentity;
 use super::{objects, presence, Shared};
-use crate::bus::{BusError, Origin, Publish};
+use crate::bus::{refuse_all, BusError, Origin, Publish};
 use crate::hub::{AckTo, Entry, Hub};
 use crate::metrics::Metrics;
 use crate::protocol::{logged_frame, CanvasId, ErrorCode};
@@ -171,7 +171,7 @@ impl Writer {
                 let message = describe(&error);
                 tracing::error!(%error, messages = batch.len(), "commit failed; senders get `unavailable`");
                 self.shared.write_failed(now, &message);
-                refuse(batch, BusError::Unavailable(message));
+                refuse_all(batch, BusError::Unavailable(message));
             }
         }
     }
@@ -252,7 +252,7 @@ impl Writer {
             let done = match outcome {
                 Outcome::Logged(done) => done,
                 Outcome::Refused(reason) => {
-                    refuse_one(publish, BusError::Refused(reason.clone()), ErrorCode::InvalidFrame);
+                    publish.refuse(BusError::Refused(reason.clone()), ErrorCode::InvalidFrame);
                     continue;
                 }
                 Outcome::Unlogged => {
@@ -315,7 +315,7 @@ impl Writer {
                 WriteRequest::Job(_) => {}
             }
         }
-        refuse(late, BusError::ShuttingDown);
+        refuse_all(late, BusError::ShuttingDown);
         let id = self.settings.instance_id.clone();
         if let Err(error) = self.write(|tx| tx.execute("DELETE FROM instances WHERE instance_id = ?1", [id]).map(drop)) {
             tracing::warn!(%error, "could not deregister this instance");

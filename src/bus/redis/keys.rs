@@ -1,0 +1,24 @@
+//! Key names, as `lua/common.lua` spells them.
+
+use crate::protocol::CanvasId;
+
+/// The store's random id, part of every canvas epoch.
+pub const EPOCH: &str = "relay:epoch";
+/// Every user message of the last TTL, for every instance.
+pub const USER_MESSAGES: &str = "relay:user-messages";
+
+pub fn log(canvas: &CanvasId) -> String {
+    format!("relay:{{{}}}:log", canvas.as_str())
+}
+
+pub fn cursors(canvas: &CanvasId) -> String {
+    format!("relay:{{{}}}:cursors", canvas.as_str())
+}
+
+/// An instance's wake-up stream: a join that adds a canvas writes to it to end the reader's blocked XREAD.
+pub fn wake(instance: &str) -> String {
+    format!("relay:i:{instance}:wake")
+}
+
+/// instance id → last heartbeat (unix ms on Redis's clock; 0 once it stopped).
+pub const INSTANCES: &str = "relay:instances";

@@ -1,0 +1,8 @@
+-- Forgets a dead instance once every one of its connections has been disconnected.
+-- ARGV: instance. Returns: its connections left (canvas, user and name of each, keyed by connection id).
+
+local conns = redis.call('HGETALL', 'relay:i:' .. ARGV[1] .. ':conns')
+if #conns == 0 then
+  redis.call('HDEL', 'relay:instances', ARGV[1])
+end
+return conns

@@ -1,0 +1,37 @@
+//! The Lua scripts that make every multi-key change atomic on the Redis side (`lua/`), each prefixed with
+//! `common.lua`. `Script` sends EVALSHA and loads the script on NOSCRIPT, so a restarted Redis costs one
+//! extra round trip per script, not an error.
+
+use std::sync::LazyLock;
+
+use redis::Script;
+
+const COMMON: &str = include_str!("lua/common.lua");
+
+macro_rules! scripts {
+    ($($(#[$doc:meta])* $name:ident = $file:literal;)*) => {$(
+        $(#[$doc])*
+        pub static $name: LazyLock<Script> = LazyLock::new(|| Script::new(&format!("{COMMON}\n{}", include_str!($file))));
+    )*};
+}
+
+scripts! {
+    /// Commits a batch: seqs, stream appends, TTL trimming, object fold and presence.
+    PUBLISH = "lua/publish.lua";
+    /// A canvas's head, objects, presence and resume replay at one point of its log.
+    SNAPSHOT = "lua/snapshot.lua";
+    /// A page of a canvas's retained log.
+    MESSAGES = "lua/messages.lua";
+    /// A canvas reset: new generation, log and objects dropped, reset marker appended.
+    RESET = "lua/reset.lua";
+    /// An instance's heartbeat, the store's epoch and write count, and the dead instances.
+    HEARTBEAT = "lua/heartbeat.lua";
+    /// A new store epoch after Redis lost writes.
+    ROTATE = "lua/rotate.lua";
+    /// A user message for every instance.
+    TO_USER = "lua/to_user.lua";
+    /// Connected users across instances.
+    USERS = "lua/users.lua";
+    /// The connections a dead instance left, and forgetting it once there are none.
+    FORGET = "lua/forget.lua";
+}

@@ -1,0 +1,84 @@
+//! What the publisher, the stream reader, maintenance and `/health` share about this process's view of Redis.
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use crate::hub::{ConnId, Hub};
+use crate::protocol::{CanvasId, UserId};
+
+/// A disconnect Redis did not take (it was down): retried every heartbeat until it is, so presence does not
+/// keep a connection that is gone.
+#[derive(Debug, Clone)]
+pub struct Leaving {
+    pub canvas: CanvasId,
+    pub user: UserId,
+    pub name: Option<String>,
+    pub conn: ConnId,
+}
+
+#[derive(Default)]
+pub struct Shared {
+    /// The store's epoch as this process last saw it; `None` before the first reply.
+    epoch: Mutex<Option<String>>,
+    /// The highest write count of the store this process has seen: a lower one later means Redis lost writes.
+    pub writes_seen: AtomicU64,
+    /// The last Redis error (unix ms, client-safe text), until a commit succeeds.
+    last_error: Mutex<Option<(i64, String)>>,
+    /// When the stream reader last got a reply (unix ms).
+    pub last_read_ms: AtomicI64,
+    /// Instances with a recent heartbeat, as of this process's last heartbeat.
+    pub live_instances: AtomicI64,
+    pub leaving: Mutex<Vec<Leaving>>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Shared {
+    /// The store epoch, once known.
+    pub fn epoch(&self) -> Option<String> {
+        lock(&self.epoch).clone()
+    }
+
+    /// Records the store epoch a reply carried. If it is not the one this process served from, the log every
+    /// local client follows is gone (Redis lost its data, or it was rotated after a rollback): every local
+    /// connection is cut to resume, which fails on the epoch, so each reloads.
+    pub fn observe_epoch(&self, epoch: &str, hub: &Hub) {
+        let mut known = lock(&self.epoch);
+        match known.as_deref() {
+            Some(current) if current == epoch => {}
+            None => *known = Some(epoch.to_owned()),
+            Some(current) => {
+                let cut = hub.drop_all_rooms();
+                tracing::warn!(old = current, new = epoch, connections = cut,
+                    "the Redis store has a new epoch (it lost data): local clients cut to reload");
+                *known = Some(epoch.to_owned());
+            }
+        }
+    }
+
+    pub fn saw_writes(&self, writes: u64) {
+        self.writes_seen.fetch_max(writes, Ordering::AcqRel);
+    }
+
+    pub fn failed(&self, now: i64, message: &str) {
+        *lock(&self.last_error) = Some((now, message.to_owned()));
+    }
+
+    pub fn succeeded(&self) {
+        *lock(&self.last_error) = None;
+    }
+
+    pub fn last_error(&self) -> Option<(i64, String)> {
+        lock(&self.last_error).clone()
+    }
+
+    pub fn retry_later(&self, leaving: Leaving) {
+        lock(&self.leaving).push(leaving);
+    }
+
+    pub fn take_leaving(&self) -> Vec<Leaving> {
+        std::mem::take(&mut *lock(&self.leaving))
+    }
+}

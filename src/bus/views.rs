@@ -1,0 +1,79 @@
+//! What the bus reports, whichever bus it is: a canvas's log page and state for the HTTP API, who is
+//! connected, and the figures behind `/health`.
+
+use serde::Serialize;
+use serde_json::value::RawValue;
+
+/// A page of a canvas's log: the frames (as relayed) after some seq, and where the log stands.
+#[derive(Debug, Clone)]
+pub struct CanvasLog {
+    pub epoch: String,
+    pub seq: u64,
+    pub messages: Vec<String>,
+}
+
+/// A canvas at its head: objects and presence as of exactly `seq`.
+#[derive(Debug, Clone)]
+pub struct CanvasState {
+    pub epoch: String,
+    pub seq: u64,
+    pub objects: Box<RawValue>,
+    pub presence: Vec<Present>,
+}
+
+/// One user on a canvas, as `welcome.presence` and `GET /api/v1/canvases/{canvas}` list it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Present {
+    pub user: String,
+    /// The display name of the user's most recent connection, when it gave one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub connections: u64,
+}
+
+/// A connected user across instances, as the users API reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UserPresence {
+    pub user: String,
+    pub connections: u64,
+    /// The canvases the user is on, sorted.
+    pub canvases: Vec<String>,
+}
+
+/// What `/health` reports about the bus.
+#[derive(Debug, Clone, Serialize)]
+pub struct BusFigures {
+    /// `sqlite`, `memory` or `redis`.
+    pub bus: &'static str,
+    #[serde(flatten)]
+    pub storage: StorageFigures,
+    /// Messages waiting for this process's writer, and how many fit.
+    pub writer_queue_depth: usize,
+    pub writer_queue_capacity: usize,
+    /// Messages committed that this process has not read yet (SQLite; Redis reads each canvas's stream
+    /// from its own position, so 0 there).
+    pub poll_lag_rows: i64,
+    /// How long since the watcher (SQLite) or the stream reader (Redis) last read (ms).
+    pub last_poll_age_ms: i64,
+    /// The last storage error and its age, if one happened since the last good commit.
+    pub last_error: Option<String>,
+    pub last_error_age_ms: Option<i64>,
+}
+
+/// The figures only one kind of storage has.
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum StorageFigures {
+    File(crate::bus::sqlite::queries::FileFigures),
+    Redis(crate::bus::redis::RedisFigures),
+}
+
+impl BusFigures {
+    /// The age of the oldest retained message (ms), where storage keeps one log to clean up.
+    pub fn oldest_row_age_ms(&self) -> Option<i64> {
+        match &self.storage {
+            StorageFigures::File(file) => Some(file.oldest_row_age_ms),
+            StorageFigures::Redis(_) => None,
+        }
+    }
+}

@@ -1,0 +1,110 @@
+//! A real `redis-server` for the Redis-bus tests: its own port on 127.0.0.1 and its own directory, with the
+//! persistence a test asks for, and a [`Store`] that runs the same scenario on the SQLite file or on Redis.
+//!
+//! `redis-server` must be installed (the test command installs it); `RELAY_SKIP_REDIS_TESTS=1` skips these
+//! tests on a machine without it, and says so.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::process::{Child, Command};
+
+use super::{Instance, SharedFile, WAIT};
+
+/// Where the instances of a scenario keep their data.
+pub enum Store {
+    File(SharedFile),
+    Redis(RedisServer),
+}
+
+impl Store {
+    pub fn sqlite() -> Store {
+        Store::File(SharedFile::new())
+    }
+
+    /// A fresh Redis server with AOF persistence (`appendfsync always`); `None` when Redis tests are skipped.
+    pub async fn redis() -> Option<Store> {
+        Some(Store::Redis(RedisServer::start(true).await?))
+    }
+
+    /// Starts an instance on this store.
+    pub async fn start(&self, args: &[&str]) -> Instance {
+        match self {
+            Store::File(file) => file.start(args).await,
+            Store::Redis(redis) => Instance::start_on_redis(&redis.url(), args).await,
+        }
+    }
+
+    /// The shared file, to check rows directly; `None` on Redis (checked through the protocol only).
+    pub fn shared_file(&self) -> Option<&SharedFile> {
+        match self {
+            Store::File(file) => Some(file),
+            Store::Redis(_) => None,
+        }
+    }
+}
+
+/// A `redis-server` process on a free loopback port.
+pub struct RedisServer {
+    dir: tempfile::TempDir,
+    pub port: u16,
+    persistent: bool,
+    child: Option<Child>,
+}
+
+impl RedisServer {
+    /// Starts one; with `persistent`, every write is in the AOF (fsynced) before Redis replies.
+    pub async fn start(persistent: bool) -> Option<RedisServer> {
+        if std::env::var("RELAY_SKIP_REDIS_TESTS").is_ok_and(|v| v == "1") {
+            eprintln!("RELAY_SKIP_REDIS_TESTS=1: skipping a Redis-bus test");
+            return None;
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut server = RedisServer { dir: tempfile::tempdir().unwrap(), port, persistent, child: None };
+        server.spawn().await;
+        Some(server)
+    }
+
+    async fn spawn(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+            .args(["--appendonly", if self.persistent { "yes" } else { "no" }, "--appendfsync", "always"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("redis-server is not installed: run the README's test command, or set RELAY_SKIP_REDIS_TESTS=1");
+        self.child = Some(child);
+        tokio::time::timeout(WAIT, async {
+            while redis::Client::open(self.url()).unwrap().get_multiplexed_async_connection().await.is_err() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .expect("redis-server did not start");
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// SIGKILL: Redis gets no chance to save anything beyond what its persistence already wrote.
+    pub async fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().await.expect("kill redis-server");
+        }
+    }
+
+    /// Starts it again on the same port and directory (so with the same AOF, when persistent).
+    pub async fn restart(&mut self) {
+        self.kill().await;
+        self.spawn().await;
+    }
+
+    /// A connection for checks the protocol cannot make.
+    pub async fn connection(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.url()).unwrap().get_multiplexed_async_connection().await.expect("connect to Redis")
+    }
+}
