@@ -9,6 +9,7 @@ command -v cc >/dev/null 2>&1 || need_apt+=(build-essential)   # bundled SQLite 
 [ -x /usr/sbin/nginx ] || command -v nginx >/dev/null 2>&1 || need_apt+=(nginx-light)   # tests/nginx.rs
 [ -x "${CHROMIUM:-/usr/bin/chromium}" ] || need_apt+=(chromium)                       # tests/browser.rs
 command -v chattr >/dev/null 2>&1 || need_apt+=(e2fsprogs)                           # tests/storage.rs
+command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)                  # the Redis-bus tests
 command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
 command -v npm >/dev/null 2>&1 || need_apt+=(npm)
 if [ ${#need_apt[@]} -gt 0 ]; then
@@ -17,6 +18,10 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   # Debian starts the packaged nginx as a service on port 80; the tests run their own.
   if [[ " ${need_apt[*]} " == *" nginx-light "* ]]; then
     service nginx stop >/dev/null 2>&1 || nginx -s stop >/dev/null 2>&1 || true
+  fi
+  # Likewise the packaged redis-server on 6379: each Redis test starts its own on a free loopback port.
+  if [[ " ${need_apt[*]} " == *" redis-server "* ]]; then
+    service redis-server stop >/dev/null 2>&1 || true
   fi
 fi
 if ! command -v cargo >/dev/null 2>&1; then

@@ -1,9 +1,10 @@
 //! The HTTP API's canvas routes: the key, publishing through the same writer and fan-out as clients,
 //! reading the log and the state, and the JSON errors.
 
+#[macro_use]
 mod helpers;
 
-use helpers::SharedFile;
+use helpers::{SharedFile, Store};
 use serde_json::json;
 
 const KEY: &str = "test-key-123";
@@ -30,9 +31,9 @@ async fn a_missing_or_wrong_key_is_401() {
     assert_eq!(status, 401);
 }
 
-#[tokio::test]
-async fn a_server_publish_is_committed_sequenced_and_relayed_on_every_instance() {
-    let file = SharedFile::new();
+on_both_buses!(a_server_publish_is_committed_sequenced_and_relayed_on_every_instance);
+async fn a_server_publish_is_committed_sequenced_and_relayed_on_every_instance(store: Store) {
+    let file = &store;
     let (a, b) = (file.start(&["--api-key", KEY]).await, file.start(&["--api-key", KEY]).await);
     let mut on_a = a.connect("c1", "ann").await;
     let mut on_b = b.connect("c1", "bob").await;
@@ -56,9 +57,9 @@ async fn a_server_publish_is_committed_sequenced_and_relayed_on_every_instance()
     assert_eq!(state["presence"], presence);
 }
 
-#[tokio::test]
-async fn messages_page_through_the_retained_log_in_seq_order() {
-    let file = SharedFile::new();
+on_both_buses!(messages_page_through_the_retained_log_in_seq_order);
+async fn messages_page_through_the_retained_log_in_seq_order(store: Store) {
+    let file = &store;
     let a = file.start(&["--api-key", KEY]).await;
     for n in 1..=5 {
         let (status, _) = a.api("POST", "/api/v1/canvases/log/messages", Some(KEY), json!({"type": "note", "data": n})).await;
@@ -76,9 +77,9 @@ async fn messages_page_through_the_retained_log_in_seq_order() {
     assert_eq!((empty["seq"].as_u64(), empty["messages"].as_array().map(Vec::len)), (Some(0), Some(0)));
 }
 
-#[tokio::test]
-async fn bad_requests_get_json_errors_with_the_right_status() {
-    let file = SharedFile::new();
+on_both_buses!(bad_requests_get_json_errors_with_the_right_status);
+async fn bad_requests_get_json_errors_with_the_right_status(store: Store) {
+    let file = &store;
     let a = file.start(&["--api-key", KEY, "--max-frame-size", "2048"]).await;
     let cases = [
         ("POST", "/api/v1/canvases/c1/messages", "not json", 400),
@@ -106,9 +107,9 @@ async fn bad_requests_get_json_errors_with_the_right_status() {
     assert_eq!(log["seq"], 0, "nothing bad was logged");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn delete_resets_a_canvas_to_a_new_epoch_on_every_instance() {
-    let file = SharedFile::new();
+on_both_buses!(delete_resets_a_canvas_to_a_new_epoch_on_every_instance);
+async fn delete_resets_a_canvas_to_a_new_epoch_on_every_instance(store: Store) {
+    let file = &store;
     let (a, b) = (file.start(&["--api-key", KEY]).await, file.start(&["--api-key", KEY]).await);
     let mut ann = a.connect("wipe", "ann").await;
     let mut bob = b.connect("wipe", "bob").await;
@@ -146,9 +147,9 @@ async fn delete_resets_a_canvas_to_a_new_epoch_on_every_instance() {
     assert_eq!((status, again["seq"].as_u64()), (200, Some(0)), "resetting an unused canvas is fine");
 }
 
-#[tokio::test]
-async fn a_user_message_reaches_every_connection_of_the_user_on_every_instance() {
-    let file = SharedFile::new();
+on_both_buses!(a_user_message_reaches_every_connection_of_the_user_on_every_instance);
+async fn a_user_message_reaches_every_connection_of_the_user_on_every_instance(store: Store) {
+    let file = &store;
     let (a, b) = (file.start(&["--api-key", KEY]).await, file.start(&["--api-key", KEY]).await);
     let mut tabs = [a.connect("c1", "ann").await, b.connect("c2", "ann").await, b.connect("c1", "ann").await];
     let mut bob = a.connect("c1", "bob").await;

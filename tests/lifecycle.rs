@@ -1,16 +1,17 @@
 //! How connections and processes end: a slow client is cut with 4009 and resumes without a gap; SIGTERM
 //! drains (every accepted message committed and acked, close 1001, exit 0); SIGKILL after acks loses nothing.
 
+#[macro_use]
 mod helpers;
 
 use std::collections::BTreeSet;
 
-use helpers::SharedFile;
+use helpers::{SharedFile, Store};
 use serde_json::json;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_client_that_stops_reading_is_cut_with_4009_resumes_and_the_others_carry_on() {
-    let file = SharedFile::new();
+on_both_buses!(a_client_that_stops_reading_is_cut_with_4009_resumes_and_the_others_carry_on);
+async fn a_client_that_stops_reading_is_cut_with_4009_resumes_and_the_others_carry_on(store: Store) {
+    let file = &store;
     // No rate limit: this test floods on purpose, from a client the limiter would otherwise slow down.
     let a = file.start(&["--client-queue", "16", "--write-timeout", "30s", "--rate-limit", "0"]).await;
     let mut slow = a.connect("slow", "snail").await;
@@ -111,9 +112,9 @@ async fn sigterm_commits_and_acks_everything_accepted_then_closes_1001_and_exits
     assert!(seen[1..].iter().all(|(_, m)| m.kind() == "note"));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigkill_after_acks_loses_nothing_and_its_clients_resume_on_the_survivor() {
-    let file = SharedFile::new();
+on_both_buses!(sigkill_after_acks_loses_nothing_and_its_clients_resume_on_the_survivor);
+async fn sigkill_after_acks_loses_nothing_and_its_clients_resume_on_the_survivor(store: Store) {
+    let file = &store;
     let mut a = file.start(&[]).await;
     let b = file.start(&[]).await;
     let mut writer = a.connect("kill", "ann").await;

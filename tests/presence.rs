@@ -2,9 +2,10 @@
 //! to a canvas, counted over every instance; `welcome.presence`; the users API; and a SIGKILLed instance's
 //! users expired by the survivors, each exactly once.
 
+#[macro_use]
 mod helpers;
 
-use helpers::{Client, SharedFile};
+use helpers::{Client, Store};
 use serde_json::{json, Value};
 
 const KEY: &str = "presence-key";
@@ -19,9 +20,9 @@ async fn next_logged(client: &mut Client) -> Value {
     }
 }
 
-#[tokio::test]
-async fn two_tabs_of_one_user_on_two_instances_are_one_user_with_two_connections() {
-    let file = SharedFile::new();
+on_both_buses!(two_tabs_of_one_user_on_two_instances_are_one_user_with_two_connections);
+async fn two_tabs_of_one_user_on_two_instances_are_one_user_with_two_connections(store: Store) {
+    let file = &store;
     let (a, b) = (file.start(&["--api-key", KEY]).await, file.start(&["--api-key", KEY]).await);
     let mut bob = b.connect("p", "bob").await;
     assert_eq!(bob.welcome["presence"], json!([{"user": "bob", "connections": 1}]), "the welcome includes oneself");
@@ -57,9 +58,9 @@ async fn two_tabs_of_one_user_on_two_instances_are_one_user_with_two_connections
     assert_eq!(user, json!({"user": "ann", "connected": false, "connections": 0, "canvases": []}));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_killed_instances_users_are_expired_by_the_survivors_exactly_once() {
-    let file = SharedFile::new();
+on_both_buses!(a_killed_instances_users_are_expired_by_the_survivors_exactly_once);
+async fn a_killed_instances_users_are_expired_by_the_survivors_exactly_once(store: Store) {
+    let file = &store;
     let fast = ["--presence-timeout", "1500ms", "--heartbeat-interval", "100ms"];
     let mut a = file.start(&fast).await;
     let (b, c) = (file.start(&fast).await, file.start(&fast).await);
@@ -86,7 +87,8 @@ async fn a_killed_instances_users_are_expired_by_the_survivors_exactly_once() {
     for client in [&mut bob, &mut cid] {
         assert_eq!(next_logged(client).await["data"], "mark", "one disconnect, then the mark");
     }
-    let logged = "SELECT count(*) FROM message_queue WHERE message_type = 'user-disconnected'";
-    assert_eq!(file.count(logged), 2, "ann on k and ann on other, each once");
-    assert_eq!(file.count("SELECT count(*) FROM connections"), 3, "bob, cid and dan's tab on c remain");
+    let logged = [file.logged("k").await, file.logged("other").await].concat();
+    let disconnects = logged.iter().filter(|t| *t == "user-disconnected").count();
+    assert_eq!(disconnects, 2, "ann on k and ann on other, each once");
+    assert_eq!(file.connections().await, 3, "bob, cid and dan's tab on c remain");
 }

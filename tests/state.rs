@@ -2,11 +2,12 @@
 //! client joining at any moment, applying what follows its welcome to `welcome.objects`, ends in the same
 //! state as a client that was there from the start. Invalid ops are refused and not logged.
 
+#[macro_use]
 mod helpers;
 
 use std::collections::BTreeMap;
 
-use helpers::{Client, Seen, SharedFile};
+use helpers::{Client, Seen, Store};
 use serde_json::{json, Map, Value};
 
 /// The contract's fold, written independently of the server's. Other types (presence) leave it alone.
@@ -79,9 +80,9 @@ async fn random_ops(mut client: Client, seed: u64, n: usize, halfway: tokio::syn
     (acked, client)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_late_joiner_applying_what_follows_its_welcome_matches_a_client_there_from_the_start() {
-    let file = SharedFile::new();
+on_both_buses!(a_late_joiner_applying_what_follows_its_welcome_matches_a_client_there_from_the_start);
+async fn a_late_joiner_applying_what_follows_its_welcome_matches_a_client_there_from_the_start(store: Store) {
+    let file = &store;
     let (a, b) = (file.start(&[]).await, file.start(&[]).await);
     let mut early = a.connect("draw", "early").await;
     assert_eq!(early.welcome["objects"], json!({}), "a new canvas is empty");
@@ -101,7 +102,7 @@ async fn a_late_joiner_applying_what_follows_its_welcome_matches_a_client_there_
         assert!(acked > 0);
         connected.push(client);
     }
-    let head = file.count("SELECT last_seq FROM canvases WHERE canvas_id = 'draw'") as u64;
+    let head = file.head("draw").await;
     let reference = follow(&mut early, head, BTreeMap::new()).await;
     let mid_state = welcome_state(&middle);
     let from_middle = follow(&mut middle, head, mid_state).await;
@@ -113,9 +114,9 @@ async fn a_late_joiner_applying_what_follows_its_welcome_matches_a_client_there_
     assert!(!reference.is_empty(), "the random ops left something on the canvas");
 }
 
-#[tokio::test]
-async fn updates_and_deletes_of_missing_objects_are_refused_and_not_logged() {
-    let file = SharedFile::new();
+on_both_buses!(updates_and_deletes_of_missing_objects_are_refused_and_not_logged);
+async fn updates_and_deletes_of_missing_objects_are_refused_and_not_logged(store: Store) {
+    let file = &store;
     let a = file.start(&[]).await;
     let mut ann = a.connect("s", "ann").await;
     let mut bob = a.connect("s", "bob").await;
@@ -130,12 +131,12 @@ async fn updates_and_deletes_of_missing_objects_are_refused_and_not_logged() {
     ann.publish("object-create", json!({"id": "real", "x": 1}), "c1").await;
     assert_eq!(ann.recv().await, json!({"type": "ack", "seq": 3, "ref": "c1"}), "refused ops took no seq");
     assert_eq!(bob.recv().await["seq"], 3, "others never saw the refused ops");
-    assert_eq!(file.count("SELECT count(*) FROM message_queue WHERE message_type LIKE 'object-%'"), 1);
+    assert_eq!(file.logged("s").await.iter().filter(|t| t.starts_with("object-")).count(), 1);
 }
 
-#[tokio::test]
-async fn state_outlives_the_message_ttl_and_resumed_welcomes_omit_it() {
-    let file = SharedFile::new();
+on_both_buses!(state_outlives_the_message_ttl_and_resumed_welcomes_omit_it);
+async fn state_outlives_the_message_ttl_and_resumed_welcomes_omit_it(store: Store) {
+    let file = &store;
     let a = file.start(&["--message-ttl", "1s", "--cleanup-interval", "100ms"]).await;
     let mut ann = a.connect("keep", "ann").await;
     ann.publish("object-create", json!({"id": "r1", "w": 3}), "c").await;
@@ -148,6 +149,5 @@ async fn state_outlives_the_message_ttl_and_resumed_welcomes_omit_it() {
     tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
     let late = a.connect("keep", "cid").await;
     assert_eq!(late.welcome["objects"], json!({"r1": {"id": "r1", "w": 4}}), "state survives the TTL");
-    let ops = "SELECT count(*) FROM message_queue WHERE message_type LIKE 'object-%'";
-    assert_eq!(file.count(ops), 0, "the log itself expired");
+    assert!(file.logged("keep").await.iter().all(|t| !t.starts_with("object-")), "the log itself expired");
 }

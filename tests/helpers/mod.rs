@@ -383,3 +383,24 @@ pub async fn http(addr: SocketAddr, method: &str, path: &str, key: Option<&str>,
     let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
     (status, dechunk(&body))
 }
+
+/// Runs the scenario `async fn $name(store: Store)` as two tests, `$name::sqlite` (one shared file) and
+/// `$name::redis` (a real redis-server; instances that share nothing else).
+#[macro_export]
+macro_rules! on_both_buses {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$name(super::helpers::Store::sqlite()).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn redis() {
+                if let Some(store) = super::helpers::Store::redis().await {
+                    super::$name(store).await
+                }
+            }
+        }
+    )*};
+}

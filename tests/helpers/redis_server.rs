@@ -35,6 +35,59 @@ impl Store {
         }
     }
 
+    /// The types of a canvas's retained messages in seq order, read from storage directly (expired ones
+    /// included until storage drops them).
+    pub async fn logged(&self, canvas: &str) -> Vec<String> {
+        match self {
+            Store::File(file) => {
+                let conn = file.open();
+                let mut stmt = conn.prepare("SELECT message_type FROM message_queue WHERE canvas_id = ?1 ORDER BY id").unwrap();
+                stmt.query_map([canvas], |r| r.get(0)).unwrap().map(Result::unwrap).collect()
+            }
+            Store::Redis(redis) => {
+                let entries: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+                    .arg(format!("relay:{{{canvas}}}:log"))
+                    .arg("-")
+                    .arg("+")
+                    .query_async(&mut redis.connection().await)
+                    .await
+                    .unwrap();
+                entries.ids.iter().map(|e| e.get::<String>("t").unwrap()).collect()
+            }
+        }
+    }
+
+    /// A canvas's last seq, read from storage directly.
+    pub async fn head(&self, canvas: &str) -> u64 {
+        match self {
+            Store::File(file) => {
+                let sql = format!("SELECT coalesce(max(last_seq), 0) FROM canvases WHERE canvas_id = '{canvas}'");
+                file.count(&sql) as u64
+            }
+            Store::Redis(redis) => {
+                let seq: Option<u64> = redis::cmd("HGET")
+                    .arg(format!("relay:{{{canvas}}}:head"))
+                    .arg("seq")
+                    .query_async(&mut redis.connection().await)
+                    .await
+                    .unwrap();
+                seq.unwrap_or(0)
+            }
+        }
+    }
+
+    /// Open connections across instances, as presence storage holds them.
+    pub async fn connections(&self) -> i64 {
+        match self {
+            Store::File(file) => file.count("SELECT count(*) FROM connections"),
+            Store::Redis(redis) => {
+                let users: std::collections::HashMap<String, i64> =
+                    redis::cmd("HGETALL").arg("relay:users").query_async(&mut redis.connection().await).await.unwrap();
+                users.values().sum()
+            }
+        }
+    }
+
     /// The shared file, to check rows directly; `None` on Redis (checked through the protocol only).
     pub fn shared_file(&self) -> Option<&SharedFile> {
         match self {

@@ -73,8 +73,8 @@ impl RedisBus {
             .await
             .map_err(unavailable)?;
         let malformed = || BusError::Unavailable("Redis: unexpected heartbeat reply".into());
-        let [epoch, writes, _now, live, dead] = items::<5>(&reply).ok_or_else(malformed)?;
-        let (Some(mut epoch), Some(writes), Some(live)) = (string(epoch), uint(writes), uint(live)) else {
+        let [epoch, writes, dead] = items::<3>(&reply).ok_or_else(malformed)?;
+        let (Some(mut epoch), Some(writes)) = (string(epoch), uint(writes)) else {
             return Err(malformed());
         };
         if writes < seen_before {
@@ -90,7 +90,6 @@ impl RedisBus {
         }
         shared.observe_epoch(&epoch, &self.inner.hub);
         shared.saw_writes(writes);
-        shared.live_instances.store(live as i64, Ordering::Relaxed);
         let dead: Vec<String> = array(dead).unwrap_or_default().iter().filter_map(string).collect();
         for instance in dead.iter().filter(|i| **i != self.inner.instance_id) {
             self.expire_instance(instance).await?;

@@ -56,11 +56,11 @@ const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// What `/health` reports about Redis.
 #[derive(Debug, Clone, Serialize)]
 pub struct RedisFigures {
-    /// Round trip of a PING just now (ms).
+    /// Round trip of the health read just now (ms).
     pub redis_ping_ms: f64,
     /// The store's epoch (part of every canvas epoch).
     pub store_epoch: Option<String>,
-    /// Instances with a heartbeat within the presence timeout, as of this instance's last heartbeat.
+    /// Instances with a heartbeat within the presence timeout, this one included.
     pub live_instances: i64,
 }
 
@@ -81,6 +81,7 @@ struct Inner {
     max_resume: u64,
     /// An instance silent for longer than this is dead (as on SQLite: presence timeout less a heartbeat).
     dead_after_ms: i64,
+    presence_timeout_ms: i64,
     writer_capacity: usize,
     stop_reader: watch::Sender<bool>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
@@ -91,12 +92,15 @@ impl RedisBus {
     /// publisher and the stream reader.
     pub async fn open(url: &str, config: &Config, instance_id: &str, hub: Arc<Hub>, metrics: Metrics) -> anyhow::Result<Self> {
         let client = Client::open(url).context("parsing the Redis URL")?;
+        // A command waits for the manager's reconnection attempt, so the attempt is short (two retries, 50
+        // then 100 ms): while Redis is down a commit fails within ~150 ms and its senders get `unavailable`
+        // instead of waiting for an ack; the next command (at the latest the next heartbeat) tries again.
         let manager = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(RESPONSE_TIMEOUT))
             .set_response_timeout(Some(RESPONSE_TIMEOUT))
             .set_min_delay(Duration::from_millis(50))
-            .set_max_delay(Duration::from_secs(5))
-            .set_number_of_retries(usize::MAX);
+            .set_max_delay(Duration::from_secs(1))
+            .set_number_of_retries(2);
         let conn = tokio::time::timeout(RESPONSE_TIMEOUT * 2, client.get_connection_manager_with_config(manager))
             .await
             .context("connecting to Redis timed out")?
@@ -132,6 +136,7 @@ impl RedisBus {
                 ttl_ms: config.message_ttl.as_millis() as i64,
                 max_resume: config.max_resume,
                 dead_after_ms: config.presence_timeout.saturating_sub(config.heartbeat_interval).as_millis() as i64,
+                presence_timeout_ms: config.presence_timeout.as_millis() as i64,
                 writer_capacity: config.writer_queue,
                 stop_reader,
                 tasks: Mutex::new(Vec::new()),
@@ -250,11 +255,17 @@ impl RedisBus {
         let _ = self.publish(Publish::presence(false, canvas, user, name, conn, None)).await;
     }
 
-    /// The figures behind `/health`; an error when Redis does not answer a PING.
+    /// The figures behind `/health`; an error when Redis does not answer.
     pub async fn figures(&self) -> Result<BusFigures, BusError> {
         let started = Instant::now();
-        redis::cmd("PING").exec_async(&mut self.conn()).await.map_err(unavailable)?;
+        let (beats, (secs, micros)): (Vec<i64>, (i64, i64)) = redis::pipe()
+            .hvals(keys::INSTANCES)
+            .cmd("TIME")
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
         let ping = started.elapsed();
+        let live_after = secs * 1000 + micros / 1000 - self.inner.presence_timeout_ms;
         let now = now_ms();
         let shared = &self.inner.shared;
         let last_error = shared.last_error();
@@ -263,7 +274,7 @@ impl RedisBus {
             storage: StorageFigures::Redis(RedisFigures {
                 redis_ping_ms: ping.as_secs_f64() * 1000.0,
                 store_epoch: shared.epoch(),
-                live_instances: shared.live_instances.load(Ordering::Relaxed),
+                live_instances: beats.iter().filter(|beat| **beat > live_after).count() as i64,
             }),
             writer_queue_depth: self.inner.writer_capacity - self.inner.publisher.capacity(),
             writer_queue_capacity: self.inner.writer_capacity,

@@ -26,8 +26,6 @@ pub struct Shared {
     last_error: Mutex<Option<(i64, String)>>,
     /// When the stream reader last got a reply (unix ms).
     pub last_read_ms: AtomicI64,
-    /// Instances with a recent heartbeat, as of this process's last heartbeat.
-    pub live_instances: AtomicI64,
     pub leaving: Mutex<Vec<Leaving>>,
 }
 
