@@ -8,6 +8,8 @@
 #   scripts/bench-pair.sh connections --count 10000     (idle sockets on the first instance; RSS per socket)
 # Set VIA_NGINX=1 to put nginx (nginx.conf) in front and aim the load at it instead. RELAY_* variables reach
 # both instances (e.g. RELAY_WORKER_THREADS=2, RELAY_PEER_WAKEUP=false).
+# Set BUS=redis to run both instances on a fresh redis-server (port 9109, AOF on, appendfsync REDIS_FSYNC,
+# default everysec) instead of the SQLite file.
 set -euo pipefail
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 cd "$(dirname "$0")/.."
@@ -19,9 +21,16 @@ export RELAY_WORKER_THREADS=${RELAY_WORKER_THREADS:-$(( per_instance > 0 ? per_i
 dir=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null; wait 2>/dev/null; rm -rf "$dir"' EXIT
 pids=()
+storage=(--db "$dir/relay.db")
+if [ "${BUS:-sqlite}" = redis ]; then
+  redis-server --port 9109 --bind 127.0.0.1 --dir "$dir" --save "" --appendonly yes \
+    --appendfsync "${REDIS_FSYNC:-everysec}" >"$dir/redis.log" 2>&1 &
+  for _ in $(seq 50); do redis-cli -p 9109 ping >/dev/null 2>&1 && break; sleep 0.1; done
+  storage=(--bus redis://127.0.0.1:9109/0)
+fi
 for port in 9101 9102; do
   # --rate-limit 0: the load generator's senders exceed a browser's rate on purpose; this measures the relay.
-  ./target/release/canvas-relay serve --listen "127.0.0.1:$port" --db "$dir/relay.db" --rate-limit 0 \
+  ./target/release/canvas-relay serve --listen "127.0.0.1:$port" "${storage[@]}" --rate-limit 0 \
     2>"$dir/$port.log" &
   pids+=($!)
 done
