@@ -193,3 +193,27 @@ fn objects_json(reply: &Value) -> Option<Box<RawValue>> {
     json.push('}');
     RawValue::from_string(json).ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bulk(s: &str) -> Value {
+        Value::BulkString(s.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn objects_are_assembled_from_their_fields_json_text_exactly() {
+        let object = |id: &str, fields: &[(&str, &str)]| {
+            let fields = fields.iter().flat_map(|(k, v)| [bulk(k), bulk(v)]).collect();
+            [bulk(id), Value::Array(fields)]
+        };
+        let reply = Value::Array(
+            [object("b", &[("id", "\"b\""), ("x", "1.0000000000000002e-187")]), object("a\"q", &[("id", "\"a\\\"q\""), ("tags", "[]")])]
+                .concat(),
+        );
+        let json = objects_json(&reply).unwrap();
+        assert_eq!(json.get(), r#"{"a\"q":{"id":"a\"q","tags":[]},"b":{"id":"b","x":1.0000000000000002e-187}}"#);
+        assert_eq!(objects_json(&Value::Array(vec![])).unwrap().get(), "{}");
+    }
+}

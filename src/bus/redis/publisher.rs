@@ -235,3 +235,34 @@ fn parse(reply: &Value, expected: usize) -> Option<(String, u64, i64, Vec<Outcom
         .collect::<Option<Vec<_>>>()?;
     Some((text(epoch)?.to_owned(), int(writes)? as u64, int(now)?, outcomes))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bulk(s: &str) -> Value {
+        Value::BulkString(s.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn a_reply_maps_to_one_outcome_per_publish_or_to_nothing() {
+        let reply = Value::Array(vec![
+            bulk("store"),
+            Value::Int(9),
+            Value::Int(1700),
+            Value::Int(12),
+            Value::Int(3),
+            Value::Int(-1),
+            Value::Int(0),
+            Value::Int(0),
+            Value::Int(0),
+        ]);
+        let (epoch, writes, now, outcomes) = parse(&reply, 3).unwrap();
+        assert_eq!((epoch.as_str(), writes, now), ("store", 9, 1700));
+        assert!(matches!(outcomes[0], Outcome::Logged { seq: 12, generation: 3 }));
+        assert!(matches!(outcomes[1], Outcome::Refused));
+        assert!(matches!(outcomes[2], Outcome::Unlogged));
+        assert!(parse(&reply, 2).is_none(), "a reply for another batch size is refused, not misread");
+        assert!(parse(&Value::Nil, 0).is_none());
+    }
+}
