@@ -65,9 +65,12 @@ impl Reader {
     /// Runs until `stop` turns true, reconnecting with backoff whenever Redis fails.
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
         let mut backoff = BACKOFF.0;
+        // Kept across reconnects: user messages sent while the reader was away are still delivered (within
+        // the TTL); logs need no position of their own.
+        let mut positions = None;
         loop {
             let error = tokio::select! {
-                result = self.serve() => match result {
+                result = self.serve(&mut positions) => match result {
                     Ok(()) => return,
                     Err(error) => error,
                 },
@@ -83,8 +86,9 @@ impl Reader {
         }
     }
 
-    /// One connection's life: position at Redis's clock, check the epoch, then read until an error.
-    async fn serve(&self) -> redis::RedisResult<()> {
+    /// One connection's life: check the epoch, take positions from Redis's clock the first time, then read
+    /// until an error.
+    async fn serve(&self, positions: &mut Option<Positions>) -> redis::RedisResult<()> {
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(2)))
             .set_response_timeout(Some(BLOCK + Duration::from_secs(3)));
@@ -96,14 +100,14 @@ impl Reader {
             self.shared.observe_epoch(&epoch, &self.hub);
         }
         tracing::info!("Redis stream reader connected");
-        let mut positions = Positions {
+        let positions = positions.get_or_insert_with(|| Positions {
             wake: "0".into(),
             user_messages: format!("{redis_now}-0"),
             cursors: HashMap::new(),
             clock_offset_ms: redis_now - now_ms(),
-        };
+        });
         loop {
-            self.read_once(&mut conn, &mut positions).await?;
+            self.read_once(&mut conn, positions).await?;
         }
     }
 
