@@ -77,14 +77,27 @@ impl Bus {
         on_bus!(self, bus => bus.publish(publish).await)
     }
 
-    /// Registers a connection in presence, subscribes it and says where its stream starts.
+    /// Registers a connection in presence (logging `user-connected` if it is the user's first on the canvas),
+    /// then subscribes it and says where its stream starts. The registration commits first, so the
+    /// welcome's seq and presence include it; a join that fails after it leaves again.
     pub async fn join(&self, request: JoinRequest) -> Result<Joined, BusError> {
-        on_bus!(self, bus => bus.join(request).await)
+        let (canvas, conn, user, name) = (request.canvas.clone(), request.conn, request.user.clone(), request.name.clone());
+        let (done, registered) = oneshot::channel();
+        self.publish(Publish::presence(true, canvas.clone(), user.clone(), name.clone(), conn, Some(done))).await?;
+        registered.await.map_err(|_| BusError::ShuttingDown)??;
+        let result = on_bus!(self, bus => bus.subscribe(request).await);
+        if result.is_err() {
+            self.leave(canvas, conn, user, name).await;
+        }
+        result
     }
 
-    /// A connection is gone: out of its room at once, out of presence when the writer gets to it.
+    /// A connection is gone: out of its room at once, out of presence (logging `user-disconnected` if it was
+    /// the user's last on the canvas) when the writer gets to it. If the writer has already stopped, or the
+    /// storage does not take it, survivors (or a later retry) remove it.
     pub async fn leave(&self, canvas: CanvasId, conn: ConnId, user: UserId, name: Option<String>) {
-        on_bus!(self, bus => bus.leave(canvas, conn, user, name).await)
+        on_bus!(self, bus => bus.hub().leave(&canvas, conn));
+        let _ = self.publish(Publish::presence(false, canvas, user, name, conn, None)).await;
     }
 
     /// Returns once everything queued before the call is committed (or refused).

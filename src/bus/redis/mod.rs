@@ -46,9 +46,9 @@ use crate::bus::views::StorageFigures;
 use crate::bus::{BusError, BusFigures, JoinRequest, Joined, Publish};
 use crate::clock::now_ms;
 use crate::config::Config;
-use crate::hub::{ConnId, Hub, Subscriber};
+use crate::hub::{Hub, Subscriber};
 use crate::metrics::Metrics;
-use crate::protocol::{CanvasId, UserId};
+use crate::protocol::CanvasId;
 
 /// How long one Redis command may take before it counts as a failure.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -170,25 +170,11 @@ impl RedisBus {
         committed.await.map_err(|_| BusError::ShuttingDown)
     }
 
-    /// Registers the connection in presence (logging `user-connected` if it is the user's first on the
-    /// canvas), then subscribes it (see [`RedisBus::subscribe`]).
-    pub async fn join(&self, request: JoinRequest) -> Result<Joined, BusError> {
-        let (canvas, conn, user, name) = (request.canvas.clone(), request.conn, request.user.clone(), request.name.clone());
-        let (done, registered) = oneshot::channel();
-        self.publish(Publish::presence(true, canvas.clone(), user.clone(), name.clone(), conn, Some(done))).await?;
-        registered.await.map_err(|_| BusError::ShuttingDown)??;
-        let result = self.subscribe(request).await;
-        if result.is_err() {
-            self.leave(canvas, conn, user, name).await;
-        }
-        result
-    }
-
-    /// Where the new connection's stream starts. The snapshot is read first (a Redis round trip cannot hold
+    /// Subscribes a connection whose presence is registered, and says where its stream starts. The snapshot is read first (a Redis round trip cannot hold
     /// the room's lock); then, under the lock: a room that has delivered past the snapshot makes the joiner
     /// start after what it delivered, and those entries are read and sent before anything live, so the
     /// client still sees every seq after its welcome once, in order. A reset between the two retries.
-    async fn subscribe(&self, request: JoinRequest) -> Result<Joined, BusError> {
+    pub async fn subscribe(&self, request: JoinRequest) -> Result<Joined, BusError> {
         let hub = &self.inner.hub;
         loop {
             let snap = self.snapshot(&request.canvas, request.resume.as_ref(), true).await?;
@@ -248,11 +234,9 @@ impl RedisBus {
         }
     }
 
-    /// A connection is gone: out of its room at once, out of presence when the publisher gets to it (or, if
-    /// Redis is down, at a later heartbeat).
-    pub async fn leave(&self, canvas: CanvasId, conn: ConnId, user: UserId, name: Option<String>) {
-        self.inner.hub.leave(&canvas, conn);
-        let _ = self.publish(Publish::presence(false, canvas, user, name, conn, None)).await;
+    /// This process's rooms.
+    pub fn hub(&self) -> &Hub {
+        &self.inner.hub
     }
 
     /// The figures behind `/health`; an error when Redis does not answer.

@@ -37,13 +37,10 @@ use self::watcher::Watcher;
 use self::writer::{Job, WriteRequest, Writer, WriterSettings};
 use crate::bus::views::StorageFigures;
 use crate::bus::{BusError, BusFigures, JoinRequest, Joined, Publish};
-use crate::hub::ConnId;
-use crate::protocol::UserId;
 use crate::clock::now_ms;
 use crate::config::{BusKind, Config};
 use crate::hub::Hub;
 use crate::metrics::Metrics;
-use crate::protocol::CanvasId;
 
 /// WAL size (in frames; 64 MiB at 4 KiB pages) past which a checkpoint restarts the WAL.
 const RESTART_WAL_FRAMES: i64 = 16 * 1024;
@@ -204,30 +201,17 @@ impl SqliteBus {
         committed.await.map_err(|_| BusError::ShuttingDown)
     }
 
-    /// Registers a connection in presence (logging `user-connected` if it is the user's first on the canvas),
-    /// then subscribes it and says where its stream starts (see `join_blocking`). The registration commits
-    /// first, so the welcome's seq and presence include it.
-    pub async fn join(&self, request: JoinRequest) -> Result<Joined, BusError> {
-        let (canvas, conn, user, name) = (request.canvas.clone(), request.conn, request.user.clone(), request.name.clone());
-        let (done, registered) = oneshot::channel();
-        self.publish(Publish::presence(true, canvas.clone(), user.clone(), name.clone(), conn, Some(done))).await?;
-        registered.await.map_err(|_| BusError::ShuttingDown)??;
+    /// Subscribes a connection whose presence is registered, and says where its stream starts (see
+    /// `join_blocking`).
+    pub async fn subscribe(&self, request: JoinRequest) -> Result<Joined, BusError> {
         let inner = self.inner.clone();
-        let result =
-            self.read(move |c| join::join_blocking(c, &inner.hub, &inner.db_epoch, inner.max_resume, inner.memory, request))
-                .await;
-        if result.is_err() {
-            self.leave(canvas, conn, user, name).await;
-        }
-        result
+        self.read(move |c| join::join_blocking(c, &inner.hub, &inner.db_epoch, inner.max_resume, inner.memory, request))
+            .await
     }
 
-    /// A connection is gone: out of its room at once, out of presence (logging `user-disconnected` if it was
-    /// the user's last on the canvas) when the writer gets to it. If the writer has already stopped, the row
-    /// stays until a survivor expires it with this instance.
-    pub async fn leave(&self, canvas: CanvasId, conn: ConnId, user: UserId, name: Option<String>) {
-        self.inner.hub.leave(&canvas, conn);
-        let _ = self.publish(Publish::presence(false, canvas, user, name, conn, None)).await;
+    /// This process's rooms.
+    pub fn hub(&self) -> &Hub {
+        &self.inner.hub
     }
 
     /// Disconnects, in presence, every connection of instances that stopped heartbeating (or stopped cleanly
