@@ -252,7 +252,7 @@ impl RedisBus {
         let live_after = secs * 1000 + micros / 1000 - self.inner.presence_timeout_ms;
         let now = now_ms();
         let shared = &self.inner.shared;
-        let last_error = shared.last_error();
+        let (last_error, last_error_age_ms) = shared.last_error.report(now);
         Ok(BusFigures {
             bus: "redis",
             storage: StorageFigures::Redis(RedisFigures {
@@ -264,8 +264,8 @@ impl RedisBus {
             writer_queue_capacity: self.inner.writer_capacity,
             poll_lag_rows: 0,
             last_poll_age_ms: (now - shared.last_read_ms.load(Ordering::Acquire)).max(0),
-            last_error_age_ms: last_error.as_ref().map(|(at, _)| now - at),
-            last_error: last_error.map(|(_, message)| message),
+            last_error,
+            last_error_age_ms,
         })
     }
 

@@ -106,7 +106,7 @@ impl Publisher {
             Ok((epoch, writes, now, outcomes)) => {
                 self.shared.observe_epoch(&epoch, &self.hub);
                 self.shared.saw_writes(writes);
-                self.shared.succeeded();
+                self.shared.last_error.clear();
                 self.metrics.commits.increment(1);
                 let logged = outcomes.iter().filter(|o| matches!(o, Outcome::Logged { .. })).count();
                 self.metrics.messages_committed.increment(logged as u64);
@@ -118,7 +118,7 @@ impl Publisher {
                 self.metrics.commit_errors.increment(1);
                 tracing::error!(%error, messages = batch.len(), "Redis commit failed; senders get `unavailable`");
                 let message = format!("Redis: {error}");
-                self.shared.failed(now_ms(), &message);
+                self.shared.last_error.set(now_ms(), &message);
                 for publish in &batch {
                     if let (Origin::Presence { conn, name, .. }, false) = (&publish.origin, publish.is_connect()) {
                         let (canvas, user) = (publish.canvas.clone(), publish.from.clone());

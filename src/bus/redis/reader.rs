@@ -77,7 +77,7 @@ impl Reader {
                 _ = stop.changed() => return,
             };
             tracing::warn!(%error, retry_in = ?backoff, "Redis stream reader failed; reconnecting");
-            self.shared.failed(now_ms(), &format!("Redis: {error}"));
+            self.shared.last_error.set(now_ms(), &format!("Redis: {error}"));
             tokio::select! {
                 () = tokio::time::sleep(backoff) => {}
                 _ = stop.changed() => return,

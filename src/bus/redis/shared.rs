@@ -3,6 +3,7 @@
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Mutex;
 
+use crate::bus::views::LastError;
 use crate::hub::{ConnId, Hub};
 use crate::protocol::{CanvasId, UserId};
 
@@ -22,8 +23,8 @@ pub struct Shared {
     epoch: Mutex<Option<String>>,
     /// The highest write count of the store this process has seen: a lower one later means Redis lost writes.
     pub writes_seen: AtomicU64,
-    /// The last Redis error (unix ms, client-safe text), until a commit succeeds.
-    last_error: Mutex<Option<(i64, String)>>,
+    /// The last Redis error, until a commit succeeds.
+    pub last_error: LastError,
     /// When the stream reader last got a reply (unix ms).
     pub last_read_ms: AtomicI64,
     pub leaving: Mutex<Vec<Leaving>>,
@@ -58,18 +59,6 @@ impl Shared {
 
     pub fn saw_writes(&self, writes: u64) {
         self.writes_seen.fetch_max(writes, Ordering::AcqRel);
-    }
-
-    pub fn failed(&self, now: i64, message: &str) {
-        *lock(&self.last_error) = Some((now, message.to_owned()));
-    }
-
-    pub fn succeeded(&self) {
-        *lock(&self.last_error) = None;
-    }
-
-    pub fn last_error(&self) -> Option<(i64, String)> {
-        lock(&self.last_error).clone()
     }
 
     pub fn retry_later(&self, leaving: Leaving) {

@@ -249,15 +249,15 @@ impl SqliteBus {
         let shared = &self.inner.shared;
         let depth = self.inner.writer_capacity - self.inner.writer.capacity();
         let head_id = file.head_id;
-        let last_error = shared.last_error();
+        let (last_error, last_error_age_ms) = shared.last_error.report(now);
         Ok(BusFigures {
             bus: if self.inner.memory { "memory" } else { "sqlite" },
             poll_lag_rows: (head_id - shared.cursor()).max(0),
             last_poll_age_ms: (now - shared.last_poll_ms.load(Ordering::Acquire)).max(0),
             writer_queue_depth: depth,
             writer_queue_capacity: self.inner.writer_capacity,
-            last_error_age_ms: last_error.as_ref().map(|(at, _)| now - at),
-            last_error: last_error.map(|(_, message)| message),
+            last_error,
+            last_error_age_ms,
             storage: StorageFigures::File(file),
         })
     }

@@ -2,9 +2,9 @@
 //! wake-up signal, when the watcher last read, the last storage error, and how many writes committed.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::Mutex;
 
 use super::signal::Signal;
+use crate::bus::views::LastError;
 
 /// State the writer, the watcher and health checks share.
 #[derive(Default)]
@@ -17,7 +17,7 @@ pub struct Shared {
     /// When the watcher last finished reading (unix ms).
     pub(super) last_poll_ms: AtomicI64,
     /// The last storage failure and when (unix ms), cleared by the next successful commit.
-    pub(super) last_error: Mutex<Option<(i64, String)>>,
+    pub(super) last_error: LastError,
     /// Successful writer transactions so far: a checkpoint is due only after one.
     pub(super) writes: AtomicU64,
 }
@@ -43,18 +43,14 @@ impl Shared {
 
     pub(super) fn write_succeeded(&self) {
         self.writes.fetch_add(1, Ordering::Relaxed);
-        self.last_error.lock().unwrap_or_else(|p| p.into_inner()).take();
+        self.last_error.clear();
     }
 
     pub(super) fn write_failed(&self, now: i64, message: &str) {
-        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some((now, message.to_owned()));
+        self.last_error.set(now, message);
     }
 
     pub(super) fn read_failed(&self, now: i64, message: &str) {
         self.write_failed(now, message);
-    }
-
-    pub(super) fn last_error(&self) -> Option<(i64, String)> {
-        self.last_error.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }

@@ -100,12 +100,12 @@ fn a_failed_commit_answers_unavailable_and_assigns_nothing() {
     let (p, mut result) = publish("a");
     writer.commit(vec![p]);
     assert!(matches!(result.try_recv().unwrap(), Err(BusError::Unavailable(_))));
-    assert!(writer.shared.last_error().is_some(), "health sees the failure");
+    assert!(writer.shared.last_error.get().is_some(), "health sees the failure");
     writer.conn.pragma_update(None, "query_only", false).unwrap();
     let (p, mut result) = publish("a");
     writer.commit(vec![p]);
     assert_eq!(result.try_recv().unwrap().unwrap(), 1, "the failed message took no seq");
-    assert!(writer.shared.last_error().is_none(), "a good commit clears it");
+    assert!(writer.shared.last_error.get().is_none(), "a good commit clears it");
 }
 
 #[test]
@@ -147,7 +147,7 @@ fn only_a_job_that_wrote_clears_the_last_storage_error() {
     writer.run_job(Job::ForgetInstances { before_ms: 0 });
     let (done, _) = oneshot::channel();
     writer.run_job(Job::Barrier(done));
-    assert_eq!(writer.shared.last_error().map(|(_, e)| e).as_deref(), Some("the disk is full"));
+    assert_eq!(writer.shared.last_error.get().map(|(_, e)| e).as_deref(), Some("the disk is full"));
     writer.run_job(Job::Heartbeat);
-    assert_eq!(writer.shared.last_error(), None, "a heartbeat wrote its row: the storage works again");
+    assert_eq!(writer.shared.last_error.get(), None, "a heartbeat wrote its row: the storage works again");
 }
