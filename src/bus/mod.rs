@@ -19,7 +19,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::config::{BusKind, Config};
 use crate::cursors::CursorBuffer;
-use crate::hub::{ConnId, Hub, Outbox};
+use crate::hub::{AckTo, ConnId, Hub, Outbox};
 use crate::metrics::Metrics;
 use crate::protocol::{error_frame, presence_data, CanvasId, ErrorCode, FrameError, MsgType, Resume, UserId};
 
@@ -209,6 +209,27 @@ impl Publish {
                 };
                 outbox.push(Message::text(error_frame(&FrameError { code, message, reference })));
             }
+        }
+    }
+}
+
+impl Origin {
+    /// Tells whoever waits that the publish is committed, logged at `seq` or (a presence change that was not
+    /// the user's first or last) recorded without a seq. Returns who gets the ack, for a socket's message:
+    /// its ack goes out through the room, at its seq's place in the stream.
+    pub fn committed(self, seq: Option<u64>) -> Option<AckTo> {
+        match self {
+            Origin::Caller(reply) => {
+                let _ = reply.send(seq.ok_or_else(|| BusError::Refused("not logged".into())));
+                None
+            }
+            Origin::Presence { done, .. } => {
+                if let Some(done) = done {
+                    let _ = done.send(Ok(()));
+                }
+                None
+            }
+            Origin::Socket { conn, reference, .. } => Some(AckTo { conn, reference }),
         }
     }
 }

@@ -20,7 +20,7 @@ use super::scripts::PUBLISH;
 use super::shared::{Leaving, Shared};
 use crate::bus::{refuse_all, BusError, Origin, Publish};
 use crate::clock::now_ms;
-use crate::hub::{AckTo, Entry, Hub};
+use crate::hub::{Entry, Hub};
 use crate::metrics::Metrics;
 use crate::protocol::{logged_frame, ErrorCode};
 use crate::state::{self, ObjectOp};
@@ -143,25 +143,11 @@ impl Publisher {
                     continue;
                 }
                 Outcome::Unlogged => {
-                    if let Origin::Presence { done: Some(done), .. } = publish.origin {
-                        let _ = done.send(Ok(()));
-                    }
+                    publish.origin.committed(None);
                     continue;
                 }
             };
-            let ack = match publish.origin {
-                Origin::Caller(reply) => {
-                    let _ = reply.send(Ok(seq));
-                    None
-                }
-                Origin::Presence { done, .. } => {
-                    if let Some(done) = done {
-                        let _ = done.send(Ok(()));
-                    }
-                    None
-                }
-                Origin::Socket { conn, reference, .. } => Some(AckTo { conn, reference }),
-            };
+            let ack = publish.origin.committed(Some(seq));
             if !self.local_broadcast {
                 continue;
             }

@@ -256,17 +256,12 @@ impl Writer {
                     continue;
                 }
                 Outcome::Unlogged => {
-                    if let Origin::Presence { done: Some(done), .. } = publish.origin {
-                        let _ = done.send(Ok(()));
-                    }
+                    publish.origin.committed(None);
                     continue;
                 }
             };
-            match publish.origin {
-                Origin::Caller(reply) => drop(reply.send(Ok(done.seq))),
-                Origin::Presence { done: Some(done), .. } => drop(done.send(Ok(()))),
-                _ => {}
-            }
+            // A socket's ack was registered in its room before COMMIT (see `try_commit`).
+            publish.origin.committed(Some(done.seq));
             if !self.settings.local_broadcast {
                 continue;
             }
