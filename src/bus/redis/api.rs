@@ -9,7 +9,8 @@ use tokio_tungstenite::tungstenite::Message;
 
 use super::entry::{array, pairs, LogEntry};
 use super::scripts::{MESSAGES, RESET, SNAPSHOT, TO_USER, USERS};
-use super::{items, string, uint, unavailable, RedisBus};
+use super::entry::{items, string, uint};
+use super::{unavailable, RedisBus};
 use crate::bus::{BusError, CanvasLog, CanvasState, Present, UserPresence};
 use crate::protocol::{to_json, CanvasId, Resume, UserId};
 

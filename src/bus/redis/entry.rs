@@ -41,6 +41,26 @@ pub(super) fn pairs(value: &Value) -> Option<Vec<(&str, &str)>> {
     items.chunks_exact(2).map(|pair| Some((text(&pair[0])?, text(&pair[1])?))).collect()
 }
 
+/// Reads `[a, b, ...]` of exactly N items.
+pub(super) fn items<const N: usize>(value: &Value) -> Option<&[Value; N]> {
+    array(value)?.try_into().ok()
+}
+
+/// A non-negative integer.
+pub(super) fn uint(value: &Value) -> Option<u64> {
+    int(value).map(|n| n.max(0) as u64)
+}
+
+/// A string, owned.
+pub(super) fn string(value: &Value) -> Option<String> {
+    text(value).map(str::to_owned)
+}
+
+/// The value of `name` among a stream entry's fields.
+pub(super) fn field<'a>(fields: &[(&'a str, &'a str)], name: &str) -> Option<&'a str> {
+    fields.iter().find(|(f, _)| *f == name).map(|(_, v)| *v)
+}
+
 /// Where an entry sits in its canvas's log, as one number that grows across resets: the room's `id`.
 pub fn order(generation: u64, seq: u64) -> i64 {
     (((generation + 1) << 40) | seq) as i64
@@ -101,7 +121,11 @@ impl LogEntry {
 
     /// Parses a list of entries, skipping (and reporting) any that do not parse.
     pub fn parse_all(value: &Value) -> Vec<LogEntry> {
-        let entries = array(value).unwrap_or_default();
+        LogEntry::parse_each(array(value).unwrap_or_default())
+    }
+
+    /// [`LogEntry::parse_all`] of the entries themselves.
+    pub fn parse_each(entries: &[Value]) -> Vec<LogEntry> {
         entries
             .iter()
             .filter_map(|value| {

@@ -38,7 +38,7 @@ use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 use uuid::Uuid;
 
-use self::entry::{array, int, stream_id, text, LogEntry};
+use self::entry::{stream_id, LogEntry};
 use self::publisher::{Publisher, Request};
 use self::reader::Reader;
 use self::shared::Shared;
@@ -326,19 +326,4 @@ fn place(hub: &Hub, request: &JoinRequest, snap: &api::Snapshot) -> Option<(u64,
 /// A Redis failure as clients see it.
 fn unavailable(error: redis::RedisError) -> BusError {
     BusError::Unavailable(format!("Redis: {error}"))
-}
-
-/// Reads `[a, b, ...]` of exactly N items.
-fn items<const N: usize>(value: &Value) -> Option<&[Value; N]> {
-    array(value)?.try_into().ok()
-}
-
-/// `int` of an item that must be there.
-fn uint(value: &Value) -> Option<u64> {
-    int(value).map(|n| n.max(0) as u64)
-}
-
-/// `text` of an item that must be there, owned.
-fn string(value: &Value) -> Option<String> {
-    text(value).map(str::to_owned)
 }

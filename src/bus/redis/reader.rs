@@ -17,7 +17,7 @@ use redis::{AsyncConnectionConfig, Client, Value};
 use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::Message;
 
-use super::entry::{array, pairs, stream_id, text, LogEntry};
+use super::entry::{array, field, order, pairs, stream_id, text, LogEntry};
 use super::keys;
 use super::shared::Shared;
 use crate::clock::now_ms;
@@ -169,8 +169,8 @@ impl Reader {
     /// Hands a canvas's entries to its room, in log order, then checks for a hole the read proved permanent.
     fn offer(&self, room: &Room, entries: &[Value]) {
         let Some(epoch) = self.shared.epoch() else { return };
-        let entries: Vec<LogEntry> = entries.iter().filter_map(LogEntry::parse).collect();
-        let Some(last) = entries.last().map(|e| super::entry::order(e.generation, e.seq)) else { return };
+        let entries = LogEntry::parse_each(entries);
+        let Some(last) = entries.last().map(|e| order(e.generation, e.seq)) else { return };
         let mut state = room.lock();
         for stored in &entries {
             if let Some(ack) = stored.ack_on(&self.instance_id) {
@@ -195,11 +195,10 @@ impl Reader {
             let Some([id, fields]) = array(entry) else { continue };
             let ms = text(id).and_then(|id| id.split('-').next()?.parse::<i64>().ok()).unwrap_or(0);
             let Some(fields) = pairs(fields) else { continue };
-            let field = |name: &str| fields.iter().find(|(f, _)| *f == name).map(|(_, v)| *v);
-            if field("i") == Some(self.instance_id.as_str()) || ms < oldest {
+            if field(&fields, "i") == Some(self.instance_id.as_str()) || ms < oldest {
                 continue;
             }
-            if let (Some(user), Some(frame)) = (field("u"), field("d")) {
+            if let (Some(user), Some(frame)) = (field(&fields, "u"), field(&fields, "d")) {
                 self.hub.send_to_user(user, &Message::text(frame));
             }
         }
@@ -211,11 +210,10 @@ impl Reader {
         for entry in entries {
             let Some([_, fields]) = array(entry) else { continue };
             let Some(fields) = pairs(fields) else { continue };
-            let field = |name: &str| fields.iter().find(|(f, _)| *f == name).map(|(_, v)| *v);
-            if field("i") == Some(self.instance_id.as_str()) {
+            if field(&fields, "i") == Some(self.instance_id.as_str()) {
                 continue;
             }
-            let Some(frames) = field("d") else { continue };
+            let Some(frames) = field(&fields, "d") else { continue };
             let Ok(frames) = serde_json::from_str::<Vec<Box<serde_json::value::RawValue>>>(frames) else { continue };
             let state = room.lock();
             for frame in frames {
