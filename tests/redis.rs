@@ -174,3 +174,22 @@ async fn a_redis_restored_from_an_older_snapshot_is_caught_and_every_client_relo
     assert_ne!(back.epoch(), epoch, "a new store epoch, so seq 3 of the old one is never taken for the new 3");
     assert!(a.log_text().contains("Redis lost writes"), "{}", a.log_text());
 }
+
+/// A busy canvas's stream never expires whole, so its front is trimmed as it grows: entries past the TTL
+/// go, the rest and the head stay.
+#[tokio::test]
+async fn entries_past_the_ttl_are_trimmed_from_a_stream_that_keeps_growing() {
+    let Some(store) = helpers::Store::redis().await else { return };
+    let a = store.start(&["--message-ttl", "1s"]).await;
+    let mut ann = a.connect("trim", "ann").await; // seq 1
+    for n in 2..=5 {
+        if n >= 4 {
+            tokio::time::sleep(Duration::from_millis(600)).await;
+        }
+        ann.publish("note", json!(n), "n").await;
+        assert_eq!(ann.recv().await["seq"], n);
+    }
+    // Seqs 1-3 are 1.2 s old when 5 is appended; 4 is 0.6 s old.
+    assert_eq!(store.logged("trim").await, ["note", "note"], "seqs 4 and 5 remain");
+    assert_eq!(store.head("trim").await, 5);
+}

@@ -173,6 +173,9 @@ impl Reader {
         let Some(last) = entries.last().map(|e| order(e.generation, e.seq)) else { return };
         let mut state = room.lock();
         for stored in &entries {
+            if stored.generation == state.generation() && stored.seq <= state.delivered() {
+                continue; // delivered already (this process's own commits, mostly): no frame to build
+            }
             if let Some(ack) = stored.ack_on(&self.instance_id) {
                 state.expect_ack_unless_delivered(stored.generation, stored.seq, ack);
             }

@@ -15,24 +15,30 @@ local epoch = store_epoch(ARGV[3])
 local now = now_ms()
 local out = { epoch, redis.call('INCR', 'relay:writes'), now }
 
--- Drops entries older than the TTL from the front of a stream (a few per append keeps pace with appends).
+-- Drops the entries older than the TTL from the front of a stream, 128 at a time; the common case (the
+-- oldest entry is still fresh) costs one XRANGE of one entry.
 local function trim(log)
   local cutoff = now - ttl
-  local oldest = redis.call('XRANGE', log, '-', '+', 'COUNT', 1)[1]
-  if not oldest or tonumber(oldest[2][2]) > cutoff then
-    return
-  end
-  local entries = redis.call('XRANGE', log, '-', '+', 'COUNT', 128)
-  for _, entry in ipairs(entries) do
-    if tonumber(entry[2][2]) > cutoff then
-      redis.call('XTRIM', log, 'MINID', entry[1])
+  while true do
+    local oldest = redis.call('XRANGE', log, '-', '+', 'COUNT', 1)[1]
+    if not oldest or tonumber(oldest[2][2]) > cutoff then
       return
     end
-  end
-  for _, entry in ipairs(entries) do
-    redis.call('XDEL', log, entry[1])
+    local entries = redis.call('XRANGE', log, '-', '+', 'COUNT', 128)
+    for _, entry in ipairs(entries) do
+      if tonumber(entry[2][2]) > cutoff then
+        redis.call('XTRIM', log, 'MINID', entry[1])
+        return
+      end
+    end
+    for _, entry in ipairs(entries) do
+      redis.call('XDEL', log, entry[1])
+    end
   end
 end
+
+-- Streams appended to by this batch: trimmed and given the TTL once each, after the batch.
+local appended = {}
 
 local function append(canvas, kind, from, data, conn, ref)
   local seq = redis.call('HINCRBY', canvas_key(canvas, 'head'), 'seq', 1)
@@ -40,8 +46,7 @@ local function append(canvas, kind, from, data, conn, ref)
   local log = canvas_key(canvas, 'log')
   redis.call('XADD', log, entry_id(gen, seq), 'ts', now, 's', seq, 't', kind, 'f', from, 'd', data,
     'i', instance, 'c', conn, 'r', ref)
-  trim(log)
-  redis.call('PEXPIRE', log, ttl)
+  appended[log] = true
   out[#out + 1] = seq
   out[#out + 1] = gen
 end
@@ -138,5 +143,9 @@ while i <= #ARGV do
   else
     return redis.error_reply('unknown op ' .. op)
   end
+end
+for log in pairs(appended) do
+  trim(log)
+  redis.call('PEXPIRE', log, ttl)
 end
 return out
