@@ -6,6 +6,7 @@
 
 mod client;
 mod report;
+mod rss;
 mod scenario;
 
 use std::time::Duration;

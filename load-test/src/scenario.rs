@@ -9,6 +9,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::client::{self, Pace, Spec, Tally};
 use crate::report::Report;
+use crate::rss::rss_kib;
 use crate::Common;
 
 /// How long after sending stops clients may take to receive the rest.
@@ -239,13 +240,6 @@ async fn open_idle(targets: &[String], count: usize, canvases: usize, prefix: &s
         sockets.push(ws);
     }
     Ok(sockets)
-}
-
-/// Resident memory of a process, from /proc/PID/status.
-fn rss_kib(pid: u32) -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).ok_or_else(|| anyhow::anyhow!("no VmRSS for {pid}"))?;
-    Ok(line.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or(0))
 }
 
 /// User plus system CPU time of a process so far, in clock ticks (fields 14 and 15 of /proc/PID/stat,
