@@ -11,6 +11,7 @@ use futures_util::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use tokio::sync::watch;
 use tokio::time::MissedTickBehavior;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -85,19 +86,33 @@ async fn next_json(ws: &mut Socket) -> anyhow::Result<Option<Value>> {
     Ok(None)
 }
 
+/// When a client stops sending, and the latest it may drain until.
+#[derive(Clone)]
+pub struct Stop(watch::Receiver<(Instant, Instant)>);
+
+impl Stop {
+    /// Stops sending at `stop_sending` and draining at `drain_until`.
+    pub fn at(stop_sending: Instant, drain_until: Instant) -> Stop {
+        Stop(watch::channel((stop_sending, drain_until)).1)
+    }
+
+    fn times(&self) -> (Instant, Instant) {
+        *self.0.borrow()
+    }
+}
+
 /// After sending stops and every ack is in, a client this quiet for this long has everything.
 const QUIET: Duration = Duration::from_millis(500);
 
-/// Runs the client: sends until `stop_sending`, then receives until it is quiet (see `QUIET`) or
-/// `drain_until` passes. Loss is judged afterwards against the highest seq any client of the canvas saw, so
+/// Runs the client: sends until `stop`'s first time, then receives until it is quiet (see `QUIET`) or its
+/// second time passes. Loss is judged afterwards against the highest seq any client of the canvas saw, so
 /// the socket is handed back still open: a client leaving early would log a `user-disconnected` that the
 /// others see and it does not.
 pub async fn run(
     spec: Spec,
     mut ws: Socket,
     welcome_seq: u64,
-    stop_sending: Instant,
-    drain_until: Instant,
+    stop: Stop,
 ) -> anyhow::Result<(Tally, Socket)> {
     let mut tally = Tally {
         sent: 0,
@@ -123,6 +138,7 @@ pub async fn run(
     let mut check = tokio::time::interval(Duration::from_millis(20));
     let mut last_frame = Instant::now();
     loop {
+        let (stop_sending, drain_until) = stop.times();
         let sending = Instant::now() < stop_sending;
         let want = match spec.pace {
             Pace::Window(w) if sending => w.saturating_sub(in_flight.len()),

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::client::{self, Pace, Spec, Tally};
+use crate::client::{self, Pace, Spec, Stop, Tally};
 use crate::report::Report;
 use crate::rss::rss_kib;
 use crate::Common;
@@ -80,31 +80,50 @@ pub async fn fanout(common: &Common, receivers: usize, senders: usize, window: u
 
 /// Connects everyone first (so nobody misses the start), then runs all clients to the end.
 async fn run(title: String, duration: Duration, specs: Vec<Spec>, progress: Arc<AtomicU64>) -> anyhow::Result<Report> {
+    let connected = connect_all(specs).await?;
+    let started = Instant::now();
+    let stop_sending = started + duration;
+    let bar = progress_bar(duration, progress);
+    let tasks = spawn_all(connected, Stop::at(stop_sending, stop_sending + DRAIN));
+    let tallies = collect(tasks).await?;
+    bar.abort();
+    Ok(add_up(title, started.elapsed().min(duration), tallies))
+}
+
+type ClientTask = tokio::task::JoinHandle<anyhow::Result<(Tally, client::Socket)>>;
+
+async fn connect_all(specs: Vec<Spec>) -> anyhow::Result<Vec<(Spec, client::Socket, u64)>> {
     let mut connected = Vec::with_capacity(specs.len());
     for spec in specs {
         let (ws, seq) = client::connect(&spec).await?;
         connected.push((spec, ws, seq));
     }
-    let started = Instant::now();
-    let stop_sending = started + duration;
-    let drain_until = stop_sending + DRAIN;
-    let bar = progress_bar(duration, progress);
-    let tasks: Vec<_> = connected
+    Ok(connected)
+}
+
+fn spawn_all(connected: Vec<(Spec, client::Socket, u64)>, stop: Stop) -> Vec<(String, ClientTask)> {
+    connected
         .into_iter()
         .map(|(spec, ws, seq)| {
             let canvas = spec.canvas.clone();
-            (canvas, tokio::spawn(client::run(spec, ws, seq, stop_sending, drain_until)))
+            (canvas, tokio::spawn(client::run(spec, ws, seq, stop.clone())))
         })
-        .collect();
-    let mut tallies: Vec<(String, Tally)> = Vec::new();
-    let mut sockets = Vec::new(); // closed only once every client is done (see `client::run`)
+        .collect()
+}
+
+/// Waits for every client; their sockets close only once all are done (see `client::run`).
+async fn collect(tasks: Vec<(String, ClientTask)>) -> anyhow::Result<Vec<(String, Tally)>> {
+    let mut tallies = Vec::with_capacity(tasks.len());
+    let mut sockets = Vec::with_capacity(tasks.len());
     for (canvas, task) in tasks {
         let (tally, socket) = task.await??;
         tallies.push((canvas, tally));
         sockets.push(socket);
     }
-    bar.abort();
-    let elapsed = started.elapsed().min(duration);
+    Ok(tallies)
+}
+
+fn add_up(title: String, elapsed: Duration, tallies: Vec<(String, Tally)>) -> Report {
     // A client that ends below the highest seq seen on its canvas lost the rest.
     let mut head: HashMap<&str, u64> = HashMap::new();
     for (canvas, tally) in &tallies {
@@ -112,7 +131,7 @@ async fn run(title: String, duration: Duration, specs: Vec<Spec>, progress: Arc<
         *seq = (*seq).max(tally.last_seq);
     }
     let lost = tallies.iter().map(|(canvas, t)| head[canvas.as_str()] - t.last_seq).sum();
-    Ok(Report::new(title, elapsed, tallies.into_iter().map(|(_, t)| t).collect(), lost))
+    Report::new(title, elapsed, tallies.into_iter().map(|(_, t)| t).collect(), lost)
 }
 
 /// A bar over the run's duration with the message count and rate, on stderr when it is a terminal
