@@ -86,7 +86,8 @@ async fn next_json(ws: &mut Socket) -> anyhow::Result<Option<Value>> {
     Ok(None)
 }
 
-/// When a client stops sending, and the latest it may drain until.
+/// When a client stops sending, and the latest it may drain until. Fixed up front for the timed scenarios;
+/// set from outside for background load that lasts as long as another measurement (`join`).
 #[derive(Clone)]
 pub struct Stop(watch::Receiver<(Instant, Instant)>);
 
@@ -94,6 +95,14 @@ impl Stop {
     /// Stops sending at `stop_sending` and draining at `drain_until`.
     pub fn at(stop_sending: Instant, drain_until: Instant) -> Stop {
         Stop(watch::channel((stop_sending, drain_until)).1)
+    }
+
+    /// Runs until told: `sender.send((stop_sending, drain_until))` sets the times.
+    pub fn later() -> (watch::Sender<(Instant, Instant)>, Stop) {
+        // A year is "never" for a load test, and far from Instant's overflow.
+        let never = Instant::now() + Duration::from_secs(365 * 24 * 3600);
+        let (sender, receiver) = watch::channel((never, never));
+        (sender, Stop(receiver))
     }
 
     fn times(&self) -> (Instant, Instant) {

@@ -1,13 +1,16 @@
 //! `load-test`: drives canvas-relay instances with many real WebSocket clients speaking the wire contract,
 //! checks every client's seq stream for gaps, and reports counts and latency percentiles.
 //!
-//! Bounded by construction: every scenario runs for `--duration` plus a short drain, with a fixed number of
-//! clients, and only against loopback targets.
+//! Bounded by construction: every scenario runs for `--duration` plus a short drain (`join`: for its fill and
+//! its joins, each under a timeout), with a fixed number of clients, and only against loopback targets.
 
 mod client;
+mod fill;
+mod join;
 mod report;
 mod rss;
 mod scenario;
+mod welcome;
 
 use std::time::Duration;
 
@@ -71,6 +74,38 @@ enum Scenario {
     /// Opens --count idle WebSockets to one relay and reports its resident memory per socket
     /// (VmRSS of --pid before and after). Raise `ulimit -n` for large counts.
     Connections(ConnectionsArgs),
+    /// Joining a big canvas: fills one canvas with --objects objects, then times --joins lone joins and a
+    /// storm of --storm simultaneous ones (to the whole welcome, object count checked), with latency load
+    /// on another canvas throughout and, given --pids, each relay's RSS peak. --duration is not used: the
+    /// background load lasts as long as the joins do.
+    Join(JoinArgs),
+}
+
+#[derive(Args, Clone)]
+pub struct JoinArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Objects the canvas is filled with.
+    #[arg(long, default_value_t = 100_000)]
+    objects: usize,
+    /// About how many bytes of JSON each object is.
+    #[arg(long, default_value_t = 100)]
+    object_bytes: usize,
+    /// Lone joins, one after another, alternating targets.
+    #[arg(long, default_value_t = 5)]
+    joins: usize,
+    /// Joiners that start connecting at the same instant, spread over the targets.
+    #[arg(long, default_value_t = 50)]
+    storm: usize,
+    /// Logged messages per second of latency load on another canvas while the scenario runs (0 = none).
+    #[arg(long, default_value_t = 1000)]
+    background_rate: u32,
+    /// Clients of that load, alternating targets.
+    #[arg(long, default_value_t = 10)]
+    background_clients: usize,
+    /// The relays' process ids, in the order of --targets, to sample their RSS every 10 ms (optional).
+    #[arg(long, value_delimiter = ',')]
+    pids: Vec<u32>,
 }
 
 #[derive(Args, Clone)]
@@ -145,6 +180,10 @@ async fn main() -> anyhow::Result<()> {
         Scenario::Idle(args) => {
             args.targets.iter().try_for_each(|target| check_target(target))?;
             return scenario::idle(&args).await;
+        }
+        Scenario::Join(args) => {
+            check_targets(&args.common)?;
+            return join::join(&args).await;
         }
         Scenario::Fanout { common, receivers, senders, window } => {
             check_targets(&common)?;

@@ -114,3 +114,33 @@ fn percentiles(h: &Histogram<u64>) -> Value {
         "count": h.len(),
     })
 }
+
+/// The nearest-rank `q` quantile of ascending `sorted` samples (0 when there are none): exact for the few
+/// samples of a join or flood run, where a histogram would only round.
+pub fn nearest_rank(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = (q * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// `report`'s human summary indented by `indent` spaces, to nest it under another scenario's.
+pub fn indented(report: &Report, indent: usize) -> String {
+    let pad = " ".repeat(indent);
+    report.human().lines().map(|line| format!("{pad}{line}\n")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::nearest_rank;
+
+    #[test]
+    fn nearest_rank_picks_a_sample() {
+        let samples = [1.0, 2.0, 3.0, 4.0];
+        assert_eq!(nearest_rank(&samples, 0.5), 2.0);
+        assert_eq!(nearest_rank(&samples, 0.99), 4.0);
+        assert_eq!(nearest_rank(&samples, 0.0), 1.0);
+        assert_eq!(nearest_rank(&[], 0.5), 0.0);
+    }
+}

@@ -90,6 +90,44 @@ async fn run(title: String, duration: Duration, specs: Vec<Spec>, progress: Arc<
     Ok(add_up(title, started.elapsed().min(duration), tallies))
 }
 
+/// Latency load on its own canvas that runs until `finish`: what the traffic around another measurement
+/// (`join`) sees meanwhile.
+pub struct Background {
+    /// The report's title.
+    title: String,
+    /// When sending began: the report's rate is over the time until `finish`.
+    started: Instant,
+    /// Sets the clients' stop times.
+    stop: tokio::sync::watch::Sender<(Instant, Instant)>,
+    /// The running clients, by canvas.
+    tasks: Vec<(String, ClientTask)>,
+}
+
+/// The latency scenario's load (`rate` msg/s in all from `clients` clients alternating over the targets) on
+/// one canvas, started now and running until `Background::finish`.
+pub async fn background(common: &Common, rate: u32, clients: usize) -> anyhow::Result<Background> {
+    anyhow::ensure!(rate > 0 && clients > 0, "background rate and clients must be above zero");
+    let period = Duration::from_secs_f64(clients as f64 / rate as f64);
+    let progress = Arc::default();
+    let canvas = format!("{}-bg", common.prefix);
+    let specs = (0..clients).map(|i| spec(common, i, canvas.clone(), format!("bg{i}"), Pace::Every(period), &progress)).collect();
+    let connected = connect_all(specs).await?;
+    let (stop, until) = Stop::later();
+    let title = format!("background latency: {rate} msg/s, {clients} clients on one canvas over {} instances", common.targets.len());
+    Ok(Background { title, started: Instant::now(), stop, tasks: spawn_all(connected, until) })
+}
+
+impl Background {
+    /// Stops sending now, lets the clients drain, and adds up what they saw.
+    pub async fn finish(self) -> anyhow::Result<Report> {
+        let now = Instant::now();
+        // Every client holds a receiver, so the send cannot fail while any task runs.
+        let _ = self.stop.send((now, now + DRAIN));
+        let tallies = collect(self.tasks).await?;
+        Ok(add_up(self.title, now.duration_since(self.started), tallies))
+    }
+}
+
 type ClientTask = tokio::task::JoinHandle<anyhow::Result<(Tally, client::Socket)>>;
 
 async fn connect_all(specs: Vec<Spec>) -> anyhow::Result<Vec<(Spec, client::Socket, u64)>> {
