@@ -6,6 +6,7 @@
 
 mod client;
 mod fill;
+mod flood;
 mod join;
 mod report;
 mod rss;
@@ -14,7 +15,7 @@ mod welcome;
 
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Parser)]
 #[command(name = "load-test", about = "Measure canvas-relay through real WebSockets")]
@@ -79,6 +80,10 @@ enum Scenario {
     /// on another canvas throughout and, given --pids, each relay's RSS peak. --duration is not used: the
     /// background load lasts as long as the joins do.
     Join(JoinArgs),
+    /// Cursors must never crowd out logged messages: one client floods cursors for --duration, another
+    /// sends a logged note every --every, and a slow reader reports how late the notes reach it, whether
+    /// it was cut, and whether the latest cursor reached it.
+    Flood(FloodArgs),
 }
 
 #[derive(Args, Clone)]
@@ -106,6 +111,29 @@ pub struct JoinArgs {
     /// The relays' process ids, in the order of --targets, to sample their RSS every 10 ms (optional).
     #[arg(long, value_delimiter = ',')]
     pids: Vec<u32>,
+}
+
+#[derive(Args, Clone)]
+pub struct FloodArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Where the slow reader connects: the flooder's instance (first target) or the other (second).
+    #[arg(long, value_enum, default_value = "first")]
+    reader_on: ReaderOn,
+    /// Frames per second the slow reader reads at most.
+    #[arg(long, default_value_t = 200)]
+    reader_fps: u32,
+    /// How often the publisher sends a logged message.
+    #[arg(long, default_value = "500ms", value_parser = humantime::parse_duration)]
+    every: Duration,
+}
+
+/// Which target the flood's reader uses.
+#[derive(Clone, Copy, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReaderOn {
+    First,
+    Second,
 }
 
 #[derive(Args, Clone)]
@@ -184,6 +212,10 @@ async fn main() -> anyhow::Result<()> {
         Scenario::Join(args) => {
             check_targets(&args.common)?;
             return join::join(&args).await;
+        }
+        Scenario::Flood(args) => {
+            check_targets(&args.common)?;
+            return flood::flood(&args).await;
         }
         Scenario::Fanout { common, receivers, senders, window } => {
             check_targets(&common)?;
