@@ -6,6 +6,10 @@
 #   scripts/bench-pair.sh fanout --duration 10s
 #   scripts/bench-pair.sh idle --canvases 1000 --duration 30s   (CPU and polls/s of both instances)
 #   scripts/bench-pair.sh connections --count 10000     (idle sockets on the first instance; RSS per socket)
+#   scripts/bench-pair.sh join --objects 100000 --storm 50   (fill a canvas, time lone joins and a join storm;
+#                                                             each instance's RSS peak; latency load alongside)
+#   scripts/bench-pair.sh flood --duration 10s --reader-on second   (cursor flood vs a slow reader: are
+#                                                             logged notes delayed, is the latest cursor delivered)
 # Set VIA_NGINX=1 to put nginx (nginx.conf) in front and aim the load at it instead. RELAY_* variables reach
 # both instances (e.g. RELAY_WORKER_THREADS=2, RELAY_PEER_WAKEUP=false).
 # Set BUS=redis to run both instances on a fresh redis-server (port 9109, AOF on, appendfsync REDIS_FSYNC,
@@ -51,5 +55,8 @@ case "$scenario" in
   # polls its /metrics counts).
   connections) ./target/release/load-test connections --target 127.0.0.1:9101 --pid "${pids[0]}" "$@" ;;
   idle) ./target/release/load-test idle --targets 127.0.0.1:9101,127.0.0.1:9102 --pids "${pids[0]},${pids[1]}" "$@" ;;
+  # Direct too: each instance's RSS is sampled by pid, in --targets order.
+  join) env TOKIO_WORKER_THREADS="${GEN_WORKERS:-2}" ./target/release/load-test join \
+          --targets 127.0.0.1:9101,127.0.0.1:9102 --pids "${pids[0]},${pids[1]}" "$@" ;;
   *) env TOKIO_WORKER_THREADS="${GEN_WORKERS:-2}" ./target/release/load-test "$scenario" --targets "$targets" "$@" ;;
 esac
