@@ -7,6 +7,12 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+mod bus;
+mod secret;
+
+pub use bus::BusKind;
+pub use secret::Secret;
+
 #[derive(Debug, Parser)]
 #[command(name = "canvas-relay", version, about = "Realtime relay for collaborative canvas apps: \
     several processes share one SQLite file as their message bus.")]
@@ -28,51 +34,6 @@ pub enum LogFormat {
     Json,
 }
 
-/// Where the relay keeps its log, state and presence (`--bus`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum BusKind {
-    /// `sqlite`: the shared SQLite file of --db: any number of processes on one host, durable.
-    Sqlite,
-    /// `memory`: a private in-memory SQLite database: one process, no file, everything lost at exit. Same
-    /// protocol; for tests and single-node demos.
-    Memory,
-    /// `redis://HOST:PORT/DB`: Redis Streams, for instances on several hosts; durability is Redis's own
-    /// persistence (see the README).
-    Redis(String),
-}
-
-impl BusKind {
-    /// Parses `--bus`: `sqlite`, `memory` or a `redis://` URL.
-    pub fn parse(value: &str) -> Result<Self, String> {
-        match value {
-            "sqlite" => Ok(BusKind::Sqlite),
-            "memory" => Ok(BusKind::Memory),
-            url if url.starts_with("redis://") || url.starts_with("redis+unix://") => {
-                redis::parse_redis_url(url).ok_or_else(|| format!("{url:?} is not a valid Redis URL"))?;
-                Ok(BusKind::Redis(url.to_owned()))
-            }
-            other => Err(format!("{other:?}: expected sqlite, memory or redis://HOST:PORT/DB")),
-        }
-    }
-
-    /// What the logs say about where the relay keeps its data (no password).
-    pub fn describe(&self, db: &std::path::Path) -> String {
-        match self {
-            BusKind::Sqlite => db.display().to_string(),
-            BusKind::Memory => "memory (one process, lost at exit)".to_owned(),
-            BusKind::Redis(url) => match redis::parse_redis_url(url) {
-                Some(mut parsed) => {
-                    if parsed.password().is_some() {
-                        let _ = parsed.set_password(Some("***"));
-                    }
-                    parsed.to_string()
-                }
-                None => "redis".to_owned(),
-            },
-        }
-    }
-}
-
 /// SQLite's `synchronous` setting for the shared file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Synchronous {
@@ -80,31 +41,6 @@ pub enum Synchronous {
     Normal,
     /// Commits also survive power loss, at the cost of an fsync per commit batch.
     Full,
-}
-
-/// A secret from the command line or the environment (API key, JWT secret): its `Debug` never shows it, so no
-/// log line or panic message can leak it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::str::FromStr for Secret {
-    type Err = std::convert::Infallible;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ok(Secret(s.to_owned()))
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret([redacted])")
-    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -308,70 +244,4 @@ impl Config {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn serve_with_no_flags_uses_the_documented_defaults() {
-        let config = Config::with_db("./relay.db");
-        assert_eq!(config.listen, "127.0.0.1:8080".parse().unwrap());
-        assert_eq!(config.db, PathBuf::from("./relay.db"));
-        assert_eq!(config.poll_interval, Duration::from_millis(1));
-        assert!(config.local_broadcast);
-        config.validate().unwrap();
-    }
-
-    #[test]
-    fn durations_and_booleans_parse_from_flags() {
-        let cli = Cli::parse_from([
-            "canvas-relay", "serve", "--poll-interval", "250us", "--message-ttl", "2m", "--local-broadcast", "false",
-        ]);
-        let Command::Serve(config) = cli.command;
-        assert_eq!(config.poll_interval, Duration::from_micros(250));
-        assert_eq!(config.message_ttl, Duration::from_secs(120));
-        assert!(!config.local_broadcast);
-    }
-
-    #[test]
-    fn secrets_never_show_in_debug_output_and_origins_split_on_commas() {
-        let cli = Cli::parse_from([
-            "canvas-relay", "serve", "--api-key", "k-4f9a", "--jwt-secret", "s-77c1",
-            "--allowed-origins", "https://a.example,http://localhost:3000",
-        ]);
-        let Command::Serve(config) = cli.command;
-        assert_eq!(config.api_key.as_ref().map(Secret::expose), Some("k-4f9a"));
-        let shown = format!("{config:?}");
-        assert!(!shown.contains("k-4f9a") && !shown.contains("s-77c1"), "{shown}");
-        assert_eq!(config.allowed_origins.unwrap(), ["https://a.example", "http://localhost:3000"]);
-    }
-
-    #[test]
-    fn impossible_combinations_are_refused() {
-        let mut config = Config::with_db("x.db");
-        config.idle_poll_interval = Duration::from_micros(10);
-        assert!(config.validate().is_err());
-        let mut config = Config::with_db("x.db");
-        config.presence_timeout = config.heartbeat_interval * 2;
-        assert!(config.validate().unwrap_err().to_string().contains("--presence-timeout"));
-        let mut config = Config::with_db("x.db");
-        (config.bus, config.local_broadcast) = (BusKind::Memory, false);
-        assert!(config.validate().unwrap_err().to_string().contains("--local-broadcast"));
-        let mut config = Config::with_db("x.db");
-        config.worker_threads = Some(0);
-        assert!(config.validate().unwrap_err().to_string().contains("--worker-threads"));
-    }
-
-    #[test]
-    fn the_bus_is_sqlite_memory_or_a_redis_url_and_logs_never_show_its_password() {
-        let parse = |value: &str| {
-            let Command::Serve(config) = Cli::try_parse_from(["canvas-relay", "serve", "--bus", value])?.command;
-            Ok::<_, clap::Error>(config.bus)
-        };
-        assert_eq!(parse("memory").unwrap(), BusKind::Memory);
-        assert_eq!(parse("redis://127.0.0.1:6379/2").unwrap(), BusKind::Redis("redis://127.0.0.1:6379/2".into()));
-        assert!(parse("postgres://x").unwrap_err().to_string().contains("expected sqlite, memory or redis"));
-        let bus = BusKind::parse("redis://:hunter2@10.0.0.5:6379/1").unwrap();
-        let shown = bus.describe(std::path::Path::new("x.db"));
-        assert!(shown.contains("10.0.0.5") && !shown.contains("hunter2"), "{shown}");
-    }
-}
+mod tests;
