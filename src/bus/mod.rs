@@ -51,7 +51,7 @@ impl Bus {
     pub async fn open(config: &Config, instance_id: &str, listen: &str, hub: Arc<Hub>, metrics: Metrics) -> anyhow::Result<Bus> {
         Ok(match &config.bus {
             BusKind::Sqlite | BusKind::Memory => Bus::Sqlite(SqliteBus::open(config, instance_id, listen, hub, metrics).await?),
-            BusKind::Redis(url) => Bus::Redis(RedisBus::open(url, config, instance_id, hub, metrics).await?),
+            BusKind::Redis(url) => Bus::Redis(RedisBus::open(url.expose(), config, instance_id, hub, metrics).await?),
         })
     }
 

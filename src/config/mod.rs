@@ -10,7 +10,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 mod bus;
 mod secret;
 
-pub use bus::BusKind;
+pub use bus::{BusKind, RedisUrl};
 pub use secret::Secret;
 
 #[derive(Debug, Parser)]
@@ -77,7 +77,8 @@ pub struct Config {
 
     /// `sqlite`: share --db with other instances on this host. `memory`: one process, no file, state lost at
     /// exit. `redis://HOST:PORT/DB`: share a Redis server with instances on any host (Redis Streams).
-    #[arg(long, env = "RELAY_BUS", default_value = "sqlite", value_parser = BusKind::parse)]
+    // `hide_env_values`: the URL may hold a password, which `--help` would otherwise print.
+    #[arg(long, env = "RELAY_BUS", hide_env_values = true, default_value = "sqlite", value_parser = bus::BusParser)]
     pub bus: BusKind,
 
     /// How often the watcher checks for other processes' commits while canvases are active (e.g. 1ms, 250us).

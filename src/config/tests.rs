@@ -59,9 +59,22 @@ fn the_bus_is_sqlite_memory_or_a_redis_url_and_logs_never_show_its_password() {
         Ok::<_, clap::Error>(config.bus)
     };
     assert_eq!(parse("memory").unwrap(), BusKind::Memory);
-    assert_eq!(parse("redis://127.0.0.1:6379/2").unwrap(), BusKind::Redis("redis://127.0.0.1:6379/2".into()));
+    assert_eq!(parse("redis://127.0.0.1:6379/2").unwrap(), BusKind::parse("redis://127.0.0.1:6379/2").unwrap());
+    let BusKind::Redis(url) = parse("redis://127.0.0.1:6379/2").unwrap() else { panic!("not redis") };
+    assert_eq!(url.expose(), "redis://127.0.0.1:6379/2");
     assert!(parse("postgres://x").unwrap_err().to_string().contains("expected sqlite, memory or redis"));
     let bus = BusKind::parse("redis://:hunter2@10.0.0.5:6379/1").unwrap();
     let shown = bus.describe(std::path::Path::new("x.db"));
     assert!(shown.contains("10.0.0.5") && !shown.contains("hunter2"), "{shown}");
+}
+
+#[test]
+fn a_config_with_a_redis_password_never_shows_it_in_debug_or_parse_errors() {
+    let cli = Cli::parse_from(["canvas-relay", "serve", "--bus", "redis://:hunter2@10.0.0.5:6379/1"]);
+    let Command::Serve(config) = cli.command;
+    let shown = format!("{config:?}");
+    assert!(shown.contains("redis://:***@10.0.0.5:6379/1") && !shown.contains("hunter2"), "{shown}");
+    let refused = Cli::try_parse_from(["canvas-relay", "serve", "--bus", "redis://:hunter2@10.0.0.5:x/1"]).unwrap_err();
+    let shown = refused.to_string();
+    assert!(shown.contains("--bus") && shown.contains("not a valid Redis URL") && !shown.contains("hunter2"), "{shown}");
 }

@@ -1,0 +1,48 @@
+//! What the `canvas-relay` binary tells an operator before it serves: `--help` and start-up errors never show
+//! a Redis password, whether it came from `--bus` or `RELAY_BUS`.
+
+mod helpers;
+
+use std::process::Stdio;
+
+use helpers::WAIT;
+use tokio::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_canvas-relay");
+
+/// Runs the binary to completion and returns (exit code, stdout + stderr).
+async fn run(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let output = Command::new(BIN)
+        .args(args)
+        .envs(env.iter().copied())
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(WAIT, output).await.expect("canvas-relay did not exit in time").expect("run canvas-relay");
+    let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    (output.status.code(), text)
+}
+
+#[tokio::test]
+async fn help_does_not_show_the_redis_url_from_the_environment() {
+    let (code, help) = run(&["serve", "--help"], &[("RELAY_BUS", "redis://:hunter2@10.0.0.5:6379/1")]).await;
+    assert_eq!(code, Some(0), "{help}");
+    assert!(help.contains("RELAY_BUS") && !help.contains("hunter2"), "{help}");
+}
+
+#[tokio::test]
+async fn a_refused_or_unreachable_redis_url_is_reported_without_its_password() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = dir.path().join("relay.db");
+    let db = db.to_str().expect("utf-8 path");
+    // Not a URL: clap refuses it, naming the flag.
+    let (code, text) = run(&["serve", "--db", db, "--bus", "redis://:hunter2@10.0.0.5:notaport/1"], &[]).await;
+    assert_eq!(code, Some(2), "{text}");
+    assert!(text.contains("--bus") && text.contains("not a valid Redis URL") && !text.contains("hunter2"), "{text}");
+    // A URL nobody answers on (port 1 of loopback): the start-up error names the store, not the password.
+    let bus = [("RELAY_BUS", "redis://:hunter2@127.0.0.1:1/0")];
+    let (code, text) = run(&["serve", "--db", db, "--listen", "127.0.0.1:0"], &bus).await;
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("redis://:***@127.0.0.1:1/0") && !text.contains("hunter2"), "{text}");
+}
