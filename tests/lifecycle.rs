@@ -13,7 +13,8 @@ on_both_buses!(a_client_that_stops_reading_is_cut_with_4009_resumes_and_the_othe
 async fn a_client_that_stops_reading_is_cut_with_4009_resumes_and_the_others_carry_on(store: Store) {
     let file = &store;
     // No rate limit: this test floods on purpose, from a client the limiter would otherwise slow down.
-    let a = file.start(&["--client-queue", "16", "--write-timeout", "30s", "--rate-limit", "0"]).await;
+    // --max-in-flight: at most --client-queue / 2, so this client's own acks always fit its queue.
+    let a = file.start(&["--client-queue", "16", "--max-in-flight", "8", "--write-timeout", "30s", "--rate-limit", "0"]).await;
     let mut slow = a.connect("slow", "snail").await;
     let mut fast = a.connect("slow", "hare").await;
     let mut writer = a.connect("slow", "writer").await;

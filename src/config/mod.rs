@@ -204,6 +204,31 @@ pub struct Config {
     #[arg(long, env = "RELAY_SHUTDOWN_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
     pub shutdown_timeout: Duration,
 
+    /// Largest state of one canvas, in bytes of the JSON of `welcome.objects`: an object op that would pass it
+    /// is refused with `canvas_full` (at least 1024).
+    #[arg(long, env = "RELAY_MAX_CANVAS_STATE", value_name = "BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub max_canvas_state: usize,
+
+    /// Cursors per second one connection relays (0 = no limit): the excess is coalesced, the latest delivered at
+    /// the next slot, never refused.
+    #[arg(long, env = "RELAY_MAX_CURSOR_RATE", value_name = "N", default_value_t = 60)]
+    pub max_cursor_rate: u32,
+
+    /// How long a publish (socket message, API publish, or a join's presence registration) may wait for the
+    /// store before it gets `unavailable` / HTTP 503.
+    #[arg(long, env = "RELAY_PUBLISH_TIMEOUT", value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub publish_timeout: Duration,
+
+    /// Bytes of logged frames queued for one client before it counts as too slow and is closed with 4009
+    /// (--client-queue still bounds the frames; at least 64 KiB).
+    #[arg(long, env = "RELAY_CLIENT_QUEUE_BYTES", value_name = "BYTES", default_value_t = 4 * 1024 * 1024)]
+    pub client_queue_bytes: usize,
+
+    /// Publishes of one connection waiting for the store; past it the session stops reading that socket (TCP
+    /// back-pressure) until some are committed (1 to --client-queue / 2, so all their acks fit its queue).
+    #[arg(long, env = "RELAY_MAX_IN_FLIGHT", value_name = "N", default_value_t = 256)]
+    pub max_in_flight: usize,
+
     /// Log line format on stderr (the level comes from RUST_LOG, default info).
     #[arg(long, env = "RELAY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -219,17 +244,26 @@ impl Config {
 
     /// Rejects combinations that cannot work, with a message saying which flag to change.
     pub fn validate(&self) -> anyhow::Result<()> {
+        for (flag, value) in self.periods_and_deadlines() {
+            anyhow::ensure!(!value.is_zero(), "{flag} must be above zero");
+        }
         anyhow::ensure!(self.worker_threads != Some(0), "--worker-threads must be at least 1");
-        anyhow::ensure!(!self.poll_interval.is_zero(), "--poll-interval must be above zero");
         anyhow::ensure!(self.idle_poll_interval >= self.poll_interval, "--idle-poll-interval must be >= --poll-interval");
         anyhow::ensure!(self.message_ttl >= Duration::from_secs(1), "--message-ttl must be at least 1s");
         anyhow::ensure!(self.client_queue >= 16, "--client-queue must be at least 16");
+        anyhow::ensure!(self.client_queue_bytes >= 64 * 1024, "--client-queue-bytes must be at least 65536 (64 KiB)");
+        anyhow::ensure!(
+            (1..=self.client_queue / 2).contains(&self.max_in_flight),
+            "--max-in-flight must be between 1 and --client-queue / 2 (here {}), so that the acks of every message in \
+             flight fit the client's queue: lower --max-in-flight or raise --client-queue",
+            self.client_queue / 2
+        );
+        anyhow::ensure!(self.max_canvas_state >= 1024, "--max-canvas-state must be at least 1024 bytes");
         anyhow::ensure!(self.writer_queue >= 1 && self.max_batch >= 1, "--writer-queue and --max-batch must be >= 1");
         anyhow::ensure!(
             self.max_connections >= 1 && self.max_connections_per_user >= 1,
             "--max-connections and --max-connections-per-user must be at least 1"
         );
-        anyhow::ensure!(!self.handshake_timeout.is_zero(), "--handshake-timeout must be above zero");
         anyhow::ensure!(self.max_frame_size >= 1024, "--max-frame-size must be at least 1024 bytes");
         anyhow::ensure!(self.max_messages_per_poll >= 1 && self.cleanup_batch >= 1, "batch sizes must be >= 1");
         anyhow::ensure!(
@@ -241,6 +275,27 @@ impl Config {
             "--bus memory has no other process to deliver through: keep --local-broadcast on"
         );
         Ok(())
+    }
+
+    /// Every duration used as a tokio interval's period (zero panics) or as a deadline (zero fails everything
+    /// at once), with its flag.
+    fn periods_and_deadlines(&self) -> [(&'static str, Duration); 14] {
+        [
+            ("--poll-interval", self.poll_interval),
+            ("--idle-poll-interval", self.idle_poll_interval),
+            ("--cleanup-interval", self.cleanup_interval),
+            ("--checkpoint-interval", self.checkpoint_interval),
+            ("--heartbeat-interval", self.heartbeat_interval),
+            ("--presence-timeout", self.presence_timeout),
+            ("--watermark-interval", self.watermark_interval),
+            ("--cursor-batch", self.cursor_batch),
+            ("--ping-interval", self.ping_interval),
+            ("--handshake-timeout", self.handshake_timeout),
+            ("--busy-timeout", self.busy_timeout),
+            ("--write-timeout", self.write_timeout),
+            ("--shutdown-timeout", self.shutdown_timeout),
+            ("--publish-timeout", self.publish_timeout),
+        ]
     }
 }
 

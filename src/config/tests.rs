@@ -78,3 +78,38 @@ fn a_config_with_a_redis_password_never_shows_it_in_debug_or_parse_errors() {
     let shown = refused.to_string();
     assert!(shown.contains("--bus") && shown.contains("not a valid Redis URL") && !shown.contains("hunter2"), "{shown}");
 }
+
+#[test]
+fn the_new_limits_have_their_documented_defaults_and_bounds() {
+    let config = Config::with_db("x.db");
+    assert_eq!(config.max_canvas_state, 64 * 1024 * 1024);
+    assert_eq!(config.max_cursor_rate, 60);
+    assert_eq!(config.publish_timeout, Duration::from_secs(10));
+    assert_eq!(config.client_queue_bytes, 4 * 1024 * 1024);
+    assert_eq!(config.max_in_flight, 256);
+    let refusal = |args: &[&str]| {
+        let Command::Serve(config) = Cli::parse_from(["canvas-relay", "serve"].iter().chain(args)).command;
+        config.validate().map_err(|e| e.to_string())
+    };
+    assert!(refusal(&["--max-canvas-state", "1023"]).unwrap_err().contains("--max-canvas-state"));
+    assert!(refusal(&["--max-canvas-state", "1024", "--max-cursor-rate", "0"]).is_ok());
+    assert!(refusal(&["--client-queue-bytes", "65535"]).unwrap_err().contains("--client-queue-bytes"));
+    assert!(refusal(&["--max-in-flight", "0"]).unwrap_err().contains("--max-in-flight"));
+    let too_many = refusal(&["--client-queue", "100", "--max-in-flight", "51"]).unwrap_err();
+    assert!(too_many.contains("--max-in-flight") && too_many.contains("--client-queue / 2 (here 50)"), "{too_many}");
+    assert!(refusal(&["--client-queue", "100", "--max-in-flight", "50"]).is_ok());
+}
+
+#[test]
+fn every_zero_period_or_deadline_is_refused_naming_its_flag() {
+    let flags = [
+        "--ping-interval", "--heartbeat-interval", "--presence-timeout", "--cursor-batch", "--watermark-interval",
+        "--checkpoint-interval", "--cleanup-interval", "--write-timeout", "--shutdown-timeout", "--handshake-timeout",
+        "--publish-timeout", "--poll-interval", "--idle-poll-interval", "--busy-timeout",
+    ];
+    for flag in flags {
+        let Command::Serve(config) = Cli::parse_from(["canvas-relay", "serve", flag, "0"]).command;
+        let refused = config.validate().expect_err(flag).to_string();
+        assert_eq!(refused, format!("{flag} must be above zero"));
+    }
+}
