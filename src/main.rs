@@ -3,14 +3,13 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
 use canvas_relay::config::{Cli, Command, Config, LogFormat};
 
 fn main() -> ExitCode {
-    let Command::Serve(config) = Cli::parse().command;
+    let Command::Serve(config) = Cli::parse_resolved().command;
     init_logging(config.log_format);
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if let Some(threads) = config.worker_threads {

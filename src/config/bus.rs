@@ -27,7 +27,9 @@ impl BusKind {
         match value {
             "sqlite" => Ok(BusKind::Sqlite),
             "memory" => Ok(BusKind::Memory),
-            url if url.starts_with("redis://") || url.starts_with("redis+unix://") => RedisUrl::parse(url).map(BusKind::Redis),
+            url if url.starts_with("redis://") || url.starts_with("redis+unix://") => {
+                RedisUrl::parse(url).map(BusKind::Redis)
+            }
             other => Err(format!("{}: expected sqlite, memory or redis://HOST:PORT/DB", redact_unparsed(other))),
         }
     }

@@ -1,18 +1,23 @@
 //! Every knob of the relay: a clap flag with an `RELAY_*` environment twin, a default that works on one
 //! laptop, and a sentence of `--help`. Nothing else in the crate reads the environment or the command line.
 
+use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 mod bus;
+mod profile;
 mod secret;
 
 pub use bus::{BusKind, RedisUrl};
+pub use profile::{Profile, Tuning};
 pub use secret::Secret;
 
+/// The command line. Parse it with [`Cli::parse_resolved`] (or [`Cli::try_parse_resolved_from`]), not the derived
+/// `Cli::parse`: only those give the knobs of `--profile` the profile's values.
 #[derive(Debug, Parser)]
 #[command(name = "canvas-relay", version, about = "Realtime relay for collaborative canvas apps: \
     several processes share one SQLite file as their message bus.")]
@@ -25,6 +30,29 @@ pub struct Cli {
 pub enum Command {
     /// Run one relay instance. Start several on the same --db to share canvases between them.
     Serve(Config),
+}
+
+impl Cli {
+    /// Parses the process's arguments and `RELAY_*` variables, then applies `--profile` to every knob left at
+    /// its default. On a bad flag it prints clap's message and exits, as `Cli::parse` does.
+    pub fn parse_resolved() -> Cli {
+        Cli::try_parse_resolved_from(std::env::args_os()).unwrap_or_else(|error| error.exit())
+    }
+
+    /// [`Cli::parse_resolved`] on `args` (the first is the program's name); the `RELAY_*` variables still count.
+    pub fn try_parse_resolved_from<I, T>(args: I) -> Result<Cli, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString> + Clone,
+    {
+        let matches = Cli::command().try_get_matches_from(args)?;
+        let mut cli = Cli::from_arg_matches(&matches).map_err(|error| error.format(&mut Cli::command()))?;
+        let Command::Serve(config) = &mut cli.command;
+        if let Some(serve) = matches.subcommand_matches("serve") {
+            profile::apply(config, serve);
+        }
+        Ok(cli)
+    }
 }
 
 /// How log lines are written to stderr.
@@ -81,15 +109,23 @@ pub struct Config {
     #[arg(long, env = "RELAY_BUS", hide_env_values = true, default_value = "sqlite", value_parser = bus::BusParser)]
     pub bus: BusKind,
 
+    /// Tuning profile: sets the poll intervals, backoff, batch sizes, cursor batch and checkpoint interval
+    /// together (flags given explicitly win).
+    #[arg(long, env = "RELAY_PROFILE", value_enum, default_value_t = Profile::Balanced, long_help = profile::long_help())]
+    pub profile: Profile,
+
     /// How often the watcher checks for other processes' commits while canvases are active (e.g. 1ms, 250us).
+    /// --profile sets it unless given.
     #[arg(long, env = "RELAY_POLL_INTERVAL", default_value = "1ms", value_parser = humantime::parse_duration)]
     pub poll_interval: Duration,
 
-    /// The slowest the watcher backs off to after a quiet spell or with no local clients.
+    /// The slowest the watcher backs off to after a quiet spell or with no local clients; --profile sets it
+    /// unless given.
     #[arg(long, env = "RELAY_IDLE_POLL_INTERVAL", default_value = "20ms", value_parser = humantime::parse_duration)]
     pub idle_poll_interval: Duration,
 
     /// How long without traffic (messages, cursors, user messages) before the watcher backs off from --poll-interval.
+    /// --profile sets it unless given.
     #[arg(long, env = "RELAY_BACKOFF_AFTER", default_value = "2s", value_parser = humantime::parse_duration)]
     pub backoff_after: Duration,
 
@@ -107,11 +143,12 @@ pub struct Config {
 
     /// How often committed WAL pages are copied back into the database file (keeps the -wal file bounded).
     /// Frequent small checkpoints flush little at a time (a large flush stalls commits on ext4) and usually let
-    /// the WAL start over on its own.
+    /// the WAL start over on its own. --profile sets it unless given.
     #[arg(long, env = "RELAY_CHECKPOINT_INTERVAL", default_value = "100ms", value_parser = humantime::parse_duration)]
     pub checkpoint_interval: Duration,
 
     /// Most rows the watcher reads in one query; it reads again at once while a batch comes back full.
+    /// --profile sets it unless given.
     #[arg(long, env = "RELAY_MAX_MESSAGES_PER_POLL", default_value_t = 1000)]
     pub max_messages_per_poll: u32,
 
@@ -151,6 +188,7 @@ pub struct Config {
     pub writer_queue: usize,
 
     /// Most messages committed in one transaction (group commit takes whatever is waiting, up to this).
+    /// --profile sets it unless given.
     #[arg(long, env = "RELAY_MAX_BATCH", default_value_t = 2000)]
     pub max_batch: usize,
 
@@ -189,6 +227,7 @@ pub struct Config {
     pub rate_burst: u32,
 
     /// How often each instance sends its users' latest cursors to the other instances (one row per canvas).
+    /// --profile sets it unless given.
     #[arg(long, env = "RELAY_CURSOR_BATCH", default_value = "25ms", value_parser = humantime::parse_duration)]
     pub cursor_batch: Duration,
 
@@ -235,9 +274,11 @@ pub struct Config {
 }
 
 impl Config {
-    /// The defaults, as `canvas-relay serve` with no flags would run, on the given file.
+    /// The defaults, as `canvas-relay serve` with no flags would run (with the `RELAY_*` variables that are
+    /// set), on the given file.
     pub fn with_db(db: impl Into<PathBuf>) -> Config {
-        let Command::Serve(mut config) = Cli::parse_from(["canvas-relay", "serve"]).command;
+        let cli = Cli::try_parse_resolved_from(["canvas-relay", "serve"]).unwrap_or_else(|error| error.exit());
+        let Command::Serve(mut config) = cli.command;
         config.db = db.into();
         config
     }
@@ -248,7 +289,13 @@ impl Config {
             anyhow::ensure!(!value.is_zero(), "{flag} must be above zero");
         }
         anyhow::ensure!(self.worker_threads != Some(0), "--worker-threads must be at least 1");
-        anyhow::ensure!(self.idle_poll_interval >= self.poll_interval, "--idle-poll-interval must be >= --poll-interval");
+        anyhow::ensure!(
+            self.idle_poll_interval >= self.poll_interval,
+            "--idle-poll-interval ({}) must be >= --poll-interval ({}); --profile {} sets both unless they are given",
+            humantime::format_duration(self.idle_poll_interval),
+            humantime::format_duration(self.poll_interval),
+            self.profile.name()
+        );
         anyhow::ensure!(self.message_ttl >= Duration::from_secs(1), "--message-ttl must be at least 1s");
         anyhow::ensure!(self.client_queue >= 16, "--client-queue must be at least 16");
         anyhow::ensure!(self.client_queue_bytes >= 64 * 1024, "--client-queue-bytes must be at least 65536 (64 KiB)");

@@ -2,6 +2,11 @@
 
 use super::*;
 
+/// The command line as `main` parses it.
+fn parse<T: Into<OsString> + Clone>(args: impl IntoIterator<Item = T>) -> Cli {
+    Cli::try_parse_resolved_from(args).unwrap()
+}
+
 #[test]
 fn serve_with_no_flags_uses_the_documented_defaults() {
     let config = Config::with_db("./relay.db");
@@ -14,7 +19,7 @@ fn serve_with_no_flags_uses_the_documented_defaults() {
 
 #[test]
 fn durations_and_booleans_parse_from_flags() {
-    let cli = Cli::parse_from([
+    let cli = parse([
         "canvas-relay", "serve", "--poll-interval", "250us", "--message-ttl", "2m", "--local-broadcast", "false",
     ]);
     let Command::Serve(config) = cli.command;
@@ -25,7 +30,7 @@ fn durations_and_booleans_parse_from_flags() {
 
 #[test]
 fn secrets_never_show_in_debug_output_and_origins_split_on_commas() {
-    let cli = Cli::parse_from([
+    let cli = parse([
         "canvas-relay", "serve", "--api-key", "k-4f9a", "--jwt-secret", "s-77c1",
         "--allowed-origins", "https://a.example,http://localhost:3000",
     ]);
@@ -55,7 +60,7 @@ fn impossible_combinations_are_refused() {
 #[test]
 fn the_bus_is_sqlite_memory_or_a_redis_url_and_logs_never_show_its_password() {
     let parse = |value: &str| {
-        let Command::Serve(config) = Cli::try_parse_from(["canvas-relay", "serve", "--bus", value])?.command;
+        let Command::Serve(config) = Cli::try_parse_resolved_from(["canvas-relay", "serve", "--bus", value])?.command;
         Ok::<_, clap::Error>(config.bus)
     };
     assert_eq!(parse("memory").unwrap(), BusKind::Memory);
@@ -70,13 +75,14 @@ fn the_bus_is_sqlite_memory_or_a_redis_url_and_logs_never_show_its_password() {
 
 #[test]
 fn a_config_with_a_redis_password_never_shows_it_in_debug_or_parse_errors() {
-    let cli = Cli::parse_from(["canvas-relay", "serve", "--bus", "redis://:hunter2@10.0.0.5:6379/1"]);
+    let cli = parse(["canvas-relay", "serve", "--bus", "redis://:hunter2@10.0.0.5:6379/1"]);
     let Command::Serve(config) = cli.command;
     let shown = format!("{config:?}");
     assert!(shown.contains("redis://:***@10.0.0.5:6379/1") && !shown.contains("hunter2"), "{shown}");
-    let refused = Cli::try_parse_from(["canvas-relay", "serve", "--bus", "redis://:hunter2@10.0.0.5:x/1"]).unwrap_err();
-    let shown = refused.to_string();
-    assert!(shown.contains("--bus") && shown.contains("not a valid Redis URL") && !shown.contains("hunter2"), "{shown}");
+    let refused = Cli::try_parse_resolved_from(["canvas-relay", "serve", "--bus", "redis://:hunter2@10.0.0.5:x/1"]);
+    let shown = refused.unwrap_err().to_string();
+    assert!(shown.contains("--bus") && shown.contains("not a valid Redis URL"), "{shown}");
+    assert!(!shown.contains("hunter2"), "{shown}");
 }
 
 #[test]
@@ -88,7 +94,7 @@ fn the_new_limits_have_their_documented_defaults_and_bounds() {
     assert_eq!(config.client_queue_bytes, 4 * 1024 * 1024);
     assert_eq!(config.max_in_flight, 256);
     let refusal = |args: &[&str]| {
-        let Command::Serve(config) = Cli::parse_from(["canvas-relay", "serve"].iter().chain(args)).command;
+        let Command::Serve(config) = parse(["canvas-relay", "serve"].iter().chain(args)).command;
         config.validate().map_err(|e| e.to_string())
     };
     assert!(refusal(&["--max-canvas-state", "1023"]).unwrap_err().contains("--max-canvas-state"));
@@ -108,7 +114,7 @@ fn every_zero_period_or_deadline_is_refused_naming_its_flag() {
         "--publish-timeout", "--poll-interval", "--idle-poll-interval", "--busy-timeout",
     ];
     for flag in flags {
-        let Command::Serve(config) = Cli::parse_from(["canvas-relay", "serve", flag, "0"]).command;
+        let Command::Serve(config) = parse(["canvas-relay", "serve", flag, "0"]).command;
         let refused = config.validate().expect_err(flag).to_string();
         assert_eq!(refused, format!("{flag} must be above zero"));
     }
