@@ -65,6 +65,7 @@ pub struct App {
 /// no acknowledged message is lost, and every message accepted before the signal is committed and acked.
 pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     config.validate()?;
+    config::open_files::warn_if_low(config.max_connections);
     let addr = listener.local_addr().context("reading the bound address")?;
     let prometheus = metrics::install_recorder();
     let metrics = Metrics::new();

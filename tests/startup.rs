@@ -1,11 +1,12 @@
 //! What the `canvas-relay` binary tells an operator before it serves: `--help` and start-up errors never show
-//! a Redis password, whether it came from `--bus` or `RELAY_BUS`.
+//! a Redis password, whether it came from `--bus` or `RELAY_BUS`; an open-file limit too low for
+//! `--max-connections` is warned about.
 
 mod helpers;
 
 use std::process::Stdio;
 
-use helpers::WAIT;
+use helpers::{Instance, SharedFile, WAIT};
 use tokio::process::Command;
 
 const BIN: &str = env!("CARGO_BIN_EXE_canvas-relay");
@@ -19,7 +20,8 @@ async fn run(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
         .stdin(Stdio::null())
         .kill_on_drop(true)
         .output();
-    let output = tokio::time::timeout(WAIT, output).await.expect("canvas-relay did not exit in time").expect("run canvas-relay");
+    let output = tokio::time::timeout(WAIT, output).await.expect("canvas-relay did not exit in time");
+    let output = output.expect("run canvas-relay");
     let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
     (output.status.code(), text)
 }
@@ -45,4 +47,20 @@ async fn a_refused_or_unreachable_redis_url_is_reported_without_its_password() {
     let (code, text) = run(&["serve", "--db", db, "--listen", "127.0.0.1:0"], &bus).await;
     assert_eq!(code, Some(1), "{text}");
     assert!(text.contains("redis://:***@127.0.0.1:1/0") && !text.contains("hunter2"), "{text}");
+}
+
+#[tokio::test]
+async fn an_open_file_limit_below_max_connections_is_warned_about_and_a_sufficient_one_is_not() {
+    let file = SharedFile::new();
+    let low = Instance::start_with_open_file_limit(&file.db, 256, &["--max-connections", "10000"]).await;
+    let log = low.log_text();
+    assert!(
+        log.contains(
+            "the open-file limit (ulimit -n) is 256, below --max-connections 10000 plus 64 for files and the store: \
+             connections past ~192 will fail to be accepted"
+        ),
+        "{log}"
+    );
+    let enough = Instance::start_with_open_file_limit(&file.db, 256, &["--max-connections", "192"]).await;
+    assert!(!enough.log_text().contains("open-file limit"), "{}", enough.log_text());
 }

@@ -23,6 +23,9 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+/// The relay binary Cargo built for these tests.
+const RELAY: &str = env!("CARGO_BIN_EXE_canvas-relay");
+
 /// How long any single wait may take before the test fails.
 pub const WAIT: Duration = Duration::from_secs(15);
 
@@ -68,7 +71,15 @@ pub struct Instance {
 impl Instance {
     /// Starts a process on `db` on a free port and waits for its "listening on" line.
     pub async fn start(db: &Path, args: &[&str]) -> Instance {
-        Instance::spawn(&[std::ffi::OsStr::new("--db"), db.as_os_str()], None, args).await
+        Instance::spawn(Command::new(RELAY), &[std::ffi::OsStr::new("--db"), db.as_os_str()], None, args).await
+    }
+
+    /// Like [`Instance::start`], under a soft open-file limit (`ulimit -n`) of `limit`, set by a shell that
+    /// then execs the relay.
+    pub async fn start_with_open_file_limit(db: &Path, limit: u32, args: &[&str]) -> Instance {
+        let mut command = Command::new("sh");
+        command.args(["-c", &format!("ulimit -S -n {limit} && exec \"$0\" \"$@\""), RELAY]);
+        Instance::spawn(command, &[std::ffi::OsStr::new("--db"), db.as_os_str()], None, args).await
     }
 
     /// Starts a process on the Redis bus at `url`, in a working directory of its own (its `--db` is a file
@@ -76,11 +87,16 @@ impl Instance {
     pub async fn start_on_redis(url: &str, args: &[&str]) -> Instance {
         let workdir = tempfile::tempdir().expect("temp dir");
         let bus = ["--bus", url, "--db", "relay.db"].map(std::ffi::OsStr::new);
-        Instance::spawn(&bus, Some(workdir), args).await
+        Instance::spawn(Command::new(RELAY), &bus, Some(workdir), args).await
     }
 
-    async fn spawn(storage: &[&std::ffi::OsStr], workdir: Option<tempfile::TempDir>, args: &[&str]) -> Instance {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_canvas-relay"));
+    /// Runs `command` (the relay, or a shell that execs it) with `serve` and the arguments.
+    async fn spawn(
+        mut command: Command,
+        storage: &[&std::ffi::OsStr],
+        workdir: Option<tempfile::TempDir>,
+        args: &[&str],
+    ) -> Instance {
         if let Some(dir) = &workdir {
             command.current_dir(dir.path());
         }
