@@ -1,7 +1,7 @@
 -- canvas-relay: the whole current schema (what migrations/ builds, in order). Read this to know the tables;
 -- change the schema by adding a numbered file to migrations/ and updating this file to match
 -- (a unit test in src/bus/sqlite/schema.rs checks the two agree). Times are unix milliseconds.
-PRAGMA user_version = 5;
+PRAGMA user_version = 6;
 
 CREATE TABLE meta (
     key   TEXT PRIMARY KEY,
@@ -13,8 +13,13 @@ CREATE TABLE canvases (
     last_seq   INTEGER NOT NULL DEFAULT 0,
     generation INTEGER NOT NULL DEFAULT 0,
     created_at INTEGER NOT NULL,
-    updated_at INTEGER NOT NULL
+    updated_at INTEGER NOT NULL,
+    -- bytes of the objects' JSON (id, colon, data, separator per object): checked against --max-canvas-state
+    state_bytes INTEGER NOT NULL DEFAULT 0,
+    -- seq of the last message that changed the objects: the state's version (shared by joiners)
+    state_seq INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;
+CREATE INDEX idx_canvases_updated_at ON canvases (updated_at);
 
 CREATE TABLE message_queue (
     id              INTEGER PRIMARY KEY AUTOINCREMENT,

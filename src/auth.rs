@@ -71,6 +71,9 @@ impl Verifier {
             })?
             .claims;
         let user = UserId::parse(&claims.sub).map_err(|_| "the token's sub is not a valid user id".to_owned())?;
+        if user.is_server() {
+            return Err(crate::protocol::RESERVED_USER.to_owned());
+        }
         if !claims.canvases.as_ref().map_or(true, |scope| scope.covers(canvas)) {
             return Err(format!("the token does not cover canvas {canvas}"));
         }
@@ -121,6 +124,10 @@ mod tests {
         assert!(v.verify(Some(&no_exp), &c).is_err());
         let bad_sub = token(json!({"sub": "a b", "exp": in_an_hour()}), Algorithm::HS256, SECRET);
         assert!(v.verify(Some(&bad_sub), &c).is_err());
+        let server = token(json!({"sub": "server", "exp": in_an_hour()}), Algorithm::HS256, SECRET);
+        assert!(v.verify(Some(&server), &c).unwrap_err().contains("reserved"), "nobody signs in as the API");
+        let far = token(json!({"sub": "ann", "exp": u64::MAX}), Algorithm::HS256, SECRET);
+        assert_eq!(v.verify(Some(&far), &c).unwrap().expires_at, u64::MAX, "any expiry is taken as given");
         // alg "none": header {"alg":"none"}, claims, empty signature.
         let none = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.eyJzdWIiOiJhbm4iLCJleHAiOjQxMDI0NDQ4MDB9.";
         assert!(v.verify(Some(none), &c).is_err());

@@ -1,21 +1,24 @@
-//! Cursors for other instances: the latest cursor frame of each user on each canvas, coalesced between
-//! batches. Local clients get every cursor at once (through the hub); other instances get what is here every
-//! `--cursor-batch`, one batch per canvas, so a client sending 1,000 cursors a second costs at most one row
-//! per canvas per batch interval.
+//! Cursors for other instances: the latest cursor frame of each connection on each canvas, coalesced between
+//! batches. Local clients get each cursor at once (through the hub, paced by `--max-cursor-rate`); other
+//! instances get what is here every `--cursor-batch`, one batch per canvas, so a flood of cursors costs at
+//! most one row per canvas per batch interval. A batch is a JSON object from the sending connection's id to
+//! its frame: the receiving instance coalesces per sender again, in each reader's queue.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use crate::protocol::{CanvasId, UserId};
+use crate::hub::ConnId;
+use crate::protocol::{to_json, CanvasId};
 
 /// Coalesced cursors waiting for the next batch.
 #[derive(Default)]
 pub struct CursorBuffer {
-    /// canvas → user → latest cursor frame (JSON text). std Mutex: inserts and one swap, nothing blocking.
-    latest: Mutex<HashMap<CanvasId, HashMap<UserId, String>>>,
+    /// canvas → sending connection → latest cursor frame (JSON text). std Mutex: inserts and one swap,
+    /// nothing blocking.
+    latest: Mutex<HashMap<CanvasId, HashMap<ConnId, String>>>,
 }
 
-/// One canvas's batch: its cursor frames as a JSON array text.
+/// One canvas's batch: `{"<connection>": frame, ...}` as JSON text.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CursorBatch {
     pub canvas: CanvasId,
@@ -23,10 +26,10 @@ pub struct CursorBatch {
 }
 
 impl CursorBuffer {
-    /// Keeps `frame` as `user`'s latest cursor on `canvas`, replacing any earlier one not yet sent.
-    pub fn record(&self, canvas: &CanvasId, user: &UserId, frame: String) {
+    /// Keeps `frame` as connection `from`'s latest cursor on `canvas`, replacing any earlier one not yet sent.
+    pub fn record(&self, canvas: &CanvasId, from: ConnId, frame: String) {
         let mut latest = self.latest.lock().unwrap_or_else(|p| p.into_inner());
-        latest.entry(canvas.clone()).or_default().insert(user.clone(), frame);
+        latest.entry(canvas.clone()).or_default().insert(from, frame);
     }
 
     /// Takes everything recorded since the last call, one batch per canvas.
@@ -34,12 +37,22 @@ impl CursorBuffer {
         let latest = std::mem::take(&mut *self.latest.lock().unwrap_or_else(|p| p.into_inner()));
         latest
             .into_iter()
-            .map(|(canvas, users)| {
-                let frames = format!("[{}]", users.into_values().collect::<Vec<_>>().join(","));
-                CursorBatch { canvas, frames }
+            .map(|(canvas, senders)| {
+                let entries: Vec<String> =
+                    senders.into_iter().map(|(from, frame)| format!("{}:{frame}", to_json(&from.to_string()))).collect();
+                CursorBatch { canvas, frames: format!("{{{}}}", entries.join(",")) }
             })
             .collect()
     }
+}
+
+/// The frames of a batch another instance wrote, each with its sending connection; nothing for a batch that
+/// does not parse (cursors are best effort: a newer version may write another form).
+pub fn parse_batch(frames: &str) -> Vec<(ConnId, Box<serde_json::value::RawValue>)> {
+    let Ok(senders) = serde_json::from_str::<HashMap<String, Box<serde_json::value::RawValue>>>(frames) else {
+        return Vec::new();
+    };
+    senders.into_iter().filter_map(|(from, frame)| Some((from.parse().ok()?, frame))).collect()
 }
 
 #[cfg(test)]
@@ -47,22 +60,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_the_latest_cursor_per_user_and_canvas_is_batched() {
+    fn only_the_latest_cursor_per_connection_and_canvas_is_batched() {
         let buffer = CursorBuffer::default();
         let (c1, c2) = (CanvasId::parse("c1").unwrap(), CanvasId::parse("c2").unwrap());
-        let (ann, bob) = (UserId::parse("ann").unwrap(), UserId::parse("bob").unwrap());
+        let (tab1, tab2) = (ConnId::new_v4(), ConnId::new_v4());
         for x in 0..1000 {
-            buffer.record(&c1, &ann, format!(r#"{{"x":{x}}}"#));
+            buffer.record(&c1, tab1, format!(r#"{{"x":{x}}}"#));
         }
-        buffer.record(&c1, &bob, r#"{"x":"b"}"#.into());
-        buffer.record(&c2, &ann, r#"{"x":"c2"}"#.into());
+        buffer.record(&c1, tab2, r#"{"x":"b"}"#.into());
+        buffer.record(&c2, tab1, r#"{"x":"c2"}"#.into());
         let mut batches = buffer.take();
         batches.sort_by(|a, b| a.canvas.cmp(&b.canvas));
         assert_eq!(batches.len(), 2, "one batch per canvas");
-        let frames: Vec<serde_json::Value> = serde_json::from_str(&batches[0].frames).unwrap();
-        assert_eq!(frames.len(), 2, "one frame per user");
-        assert!(frames.contains(&serde_json::json!({"x": 999})), "the latest of ann's 1,000");
-        assert_eq!(batches[1].frames, r#"[{"x":"c2"}]"#);
+        let frames = parse_batch(&batches[0].frames);
+        assert_eq!(frames.len(), 2, "one frame per connection, even of one user");
+        let first: Vec<&str> = frames.iter().filter(|(from, _)| *from == tab1).map(|(_, f)| f.get()).collect();
+        assert_eq!(first, [r#"{"x":999}"#], "the latest of tab1's 1,000");
+        assert_eq!(parse_batch(&batches[1].frames).len(), 1);
         assert!(buffer.take().is_empty(), "taken once");
+        assert!(parse_batch("[1,2]").is_empty(), "a batch of another form is skipped");
     }
 }

@@ -90,7 +90,7 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
 
     let (stop_maintenance, maintenance_stopped) = watch::channel(false);
     let (fatal, failed) = oneshot::channel();
-    let maintenance = bus.maintain(hub, app.cursors.clone(), config.clone(), maintenance_stopped, fatal);
+    let maintenance = bus.maintain(app.cursors.clone(), config.clone(), maintenance_stopped, fatal);
     let server = http::server::serve(
         listener,
         http::routes(app.clone()),

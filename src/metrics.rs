@@ -4,9 +4,17 @@
 //! atomic add, not a registry lookup. The `metrics` crate and its Prometheus exporter do the bookkeeping
 //! and the text format; nothing here formats Prometheus output by hand.
 
-use std::sync::OnceLock;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use metrics::{counter, gauge, histogram, Counter, Gauge, Histogram};
+
+use crate::hub::Cut;
+use crate::protocol::CanvasId;
+
+/// Canvases that get a `canvas` label of their own; later ones are counted under `canvas="other"`, so a
+/// relay serving millions of canvases does not grow millions of series.
+const MAX_LABELLED_CANVASES: usize = 1000;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 /// Handles to every metric; cheap to clone (each is an `Arc`).
@@ -40,8 +48,28 @@ pub struct Metrics {
     pub connections: Gauge,
     /// WebSocket connections accepted since start.
     pub connections_total: Counter,
-    /// Clients closed with 4009 because their queue overflowed.
+    /// Clients closed with 4009 because their queue overflowed (also in `relay_clients_cut_total`).
     pub clients_cut_slow: Counter,
+    /// Clients closed with 4009, by reason (slow, gap, epoch).
+    clients_cut: [Counter; 3],
+    /// Ephemeral frames (cursors) a slow reader missed: replaced by a newer one of the same sender, or dropped.
+    pub ephemeral_missed: Counter,
+    /// Canvas states joiners got: read with their snapshot (small), shared from the cache, or read whole
+    /// for the cache (a big state nobody had serialized at that version).
+    pub join_state_inline: Counter,
+    pub join_state_cached: Counter,
+    pub join_state_built: Counter,
+    /// Idle, empty canvases deleted (their next use starts a new epoch).
+    pub canvases_dropped: Counter,
+    /// Doorbells (wake-ups) this instance rang after commits its peers must deliver, and ones it received.
+    pub doorbells_rung: Counter,
+    pub doorbells_received: Counter,
+    /// Other instances alive at the last heartbeat.
+    pub peer_instances: Gauge,
+    /// Seconds from another instance's commit (its timestamp) to this instance reading it.
+    pub peer_delivery_seconds: Histogram,
+    /// The canvases that have a label of their own in the per-canvas series.
+    labelled: Arc<Mutex<HashSet<CanvasId>>>,
     /// Clients closed with 4008 for sending on after rate_limited errors.
     pub clients_cut_rate: Counter,
     /// Holes skipped because rows expired before this process read them.
@@ -70,6 +98,12 @@ pub fn install_recorder() -> Option<PrometheusHandle> {
                         &[0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 1.0],
                     )
                 })
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full("relay_peer_delivery_seconds".into()),
+                        &[0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0, 5.0],
+                    )
+                })
                 .ok()?;
             builder.install_recorder().ok()
         })
@@ -96,10 +130,57 @@ impl Metrics {
             connections: gauge!("relay_connections"),
             connections_total: counter!("relay_connections_total"),
             clients_cut_slow: counter!("relay_clients_cut_slow_total"),
+            clients_cut: [Cut::Slow, Cut::Gap, Cut::Epoch].map(|reason| counter!("relay_clients_cut_total", "reason" => reason.as_str())),
+            ephemeral_missed: counter!("relay_ephemeral_missed_total"),
+            canvases_dropped: counter!("relay_canvases_dropped_total"),
+            join_state_inline: counter!("relay_join_states_total", "source" => "inline"),
+            join_state_cached: counter!("relay_join_states_total", "source" => "cache"),
+            join_state_built: counter!("relay_join_states_total", "source" => "built"),
+            doorbells_rung: counter!("relay_doorbells_rung_total"),
+            doorbells_received: counter!("relay_doorbells_received_total"),
+            peer_instances: gauge!("relay_peer_instances"),
+            peer_delivery_seconds: histogram!("relay_peer_delivery_seconds"),
+            labelled: Arc::default(),
             clients_cut_rate: counter!("relay_clients_cut_rate_total"),
             gaps_skipped: counter!("relay_gaps_skipped_total"),
             frame_errors: counter!("relay_frame_errors_total"),
             cleanup_deleted: counter!("relay_cleanup_deleted_total"),
+        }
+    }
+}
+
+impl Metrics {
+    /// A client was cut with 4009: counted once, under its reason, in all and for its canvas.
+    pub fn cut(&self, canvas: &CanvasId, reason: Cut) {
+        let index = match reason {
+            Cut::Slow => 0,
+            Cut::Gap => 1,
+            Cut::Epoch => 2,
+        };
+        self.clients_cut[index].increment(1);
+        if reason == Cut::Slow {
+            self.clients_cut_slow.increment(1);
+        }
+        let canvas = self.label(canvas);
+        counter!("relay_canvas_cuts_total", "canvas" => canvas, "reason" => reason.as_str()).increment(1);
+    }
+
+    /// Receivers of a canvas missed `missed` ephemeral frames (see `ephemeral_missed`).
+    pub fn ephemeral_missed(&self, canvas: &CanvasId, missed: u64) {
+        if missed == 0 {
+            return;
+        }
+        self.ephemeral_missed.increment(missed);
+        counter!("relay_canvas_outbox_drops_total", "canvas" => self.label(canvas), "lane" => "ephemeral").increment(missed);
+    }
+
+    /// The `canvas` label of a per-canvas series: its id for the first canvases, `other` after that.
+    fn label(&self, canvas: &CanvasId) -> String {
+        let mut labelled = self.labelled.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if labelled.contains(canvas) || (labelled.len() < MAX_LABELLED_CANVASES && labelled.insert(canvas.clone())) {
+            canvas.as_str().to_owned()
+        } else {
+            "other".to_owned()
         }
     }
 }

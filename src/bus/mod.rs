@@ -6,14 +6,19 @@
 //! Streams ([`redis::RedisBus`]). [`Bus`] is chosen once at start; sessions, routes and the hub only ever
 //! call it, so the protocol, connection and fan-out code is the same whichever stores the log.
 
+pub mod join;
 pub mod redis;
 pub mod sqlite;
+pub mod state_cache;
 pub mod views;
+pub mod workers;
 
 use std::sync::Arc;
+use std::time::Duration;
 
+use bytes::Bytes;
 use serde_json::value::RawValue;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{oneshot, watch, OwnedSemaphorePermit};
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -23,25 +28,54 @@ use crate::hub::{AckTo, ConnId, Hub, Outbox};
 use crate::metrics::Metrics;
 use crate::protocol::{error_frame, presence_data, CanvasId, ErrorCode, FrameError, MsgType, Resume, UserId};
 
+pub use join::{JoinRequest, Joined, Membership, ReadObjects, Replay, Snapshot};
 pub use redis::RedisBus;
 pub use sqlite::SqliteBus;
+pub use state_cache::StateCache;
 pub use views::{BusFigures, CanvasLog, CanvasState, Present, UserPresence};
 
-/// The bus of this process. Cheap to clone.
+/// The bus of this process: the store `--bus` chose, and what every store shares. Cheap to clone.
 #[derive(Clone)]
-pub enum Bus {
+pub struct Bus {
+    store: Store,
+    common: Arc<Common>,
+}
+
+/// The store behind the bus.
+#[derive(Clone)]
+enum Store {
     /// `--bus sqlite` (the default) and `--bus memory`.
     Sqlite(SqliteBus),
     /// `--bus redis://...`.
     Redis(RedisBus),
 }
 
-/// Calls the same method on whichever bus this is.
-macro_rules! on_bus {
+/// What the bus keeps whatever the store.
+struct Common {
+    hub: Arc<Hub>,
+    metrics: Metrics,
+    /// Big canvas states, serialized once per version and shared by joiners.
+    states: StateCache,
+    /// How long a publish or a join's registration may wait for the store (`--publish-timeout`).
+    publish_timeout: Duration,
+}
+
+impl std::fmt::Debug for Bus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let store = match &self.store {
+            Store::Sqlite(_) => "sqlite",
+            Store::Redis(_) => "redis",
+        };
+        f.debug_struct("Bus").field("store", &store).finish_non_exhaustive()
+    }
+}
+
+/// Calls the same method on whichever store this is.
+macro_rules! on_store {
     ($bus:expr, $inner:ident => $call:expr) => {
-        match $bus {
-            Bus::Sqlite($inner) => $call,
-            Bus::Redis($inner) => $call,
+        match &$bus.store {
+            Store::Sqlite($inner) => $call,
+            Store::Redis($inner) => $call,
         }
     };
 }
@@ -49,10 +83,16 @@ macro_rules! on_bus {
 impl Bus {
     /// Opens the bus `--bus` names and starts its threads or tasks.
     pub async fn open(config: &Config, instance_id: &str, listen: &str, hub: Arc<Hub>, metrics: Metrics) -> anyhow::Result<Bus> {
-        Ok(match &config.bus {
-            BusKind::Sqlite | BusKind::Memory => Bus::Sqlite(SqliteBus::open(config, instance_id, listen, hub, metrics).await?),
-            BusKind::Redis(url) => Bus::Redis(RedisBus::open(url.expose(), config, instance_id, hub, metrics).await?),
-        })
+        let store = match &config.bus {
+            BusKind::Sqlite | BusKind::Memory => {
+                Store::Sqlite(SqliteBus::open(config, instance_id, listen, hub.clone(), metrics.clone()).await?)
+            }
+            BusKind::Redis(url) => Store::Redis(RedisBus::open(url.expose(), config, instance_id, hub.clone(), metrics.clone()).await?),
+        };
+        // Two of the biggest states fit, and at least 256 MiB: enough for the canvases joined right now.
+        let budget = config.max_canvas_state.saturating_mul(2).max(256 << 20);
+        let common = Common { hub, metrics, states: StateCache::new(budget), publish_timeout: config.publish_timeout };
+        Ok(Bus { store, common: Arc::new(common) })
     }
 
     /// Starts the bus's periodic upkeep (heartbeats, expiring dead instances' presence, cursor batches, and
@@ -60,89 +100,120 @@ impl Bus {
     /// on, if it cannot.
     pub fn maintain(
         &self,
-        hub: Arc<Hub>,
         cursors: Arc<CursorBuffer>,
         config: Config,
         stop: watch::Receiver<bool>,
         fatal: oneshot::Sender<String>,
     ) -> JoinHandle<()> {
-        match self {
-            Bus::Sqlite(bus) => tokio::spawn(sqlite::maintenance::run(bus.clone(), hub, cursors, config, stop, fatal)),
-            Bus::Redis(bus) => tokio::spawn(redis::maintenance::run(bus.clone(), cursors, config, stop)),
+        let hub = self.common.hub.clone();
+        match &self.store {
+            Store::Sqlite(bus) => tokio::spawn(sqlite::maintenance::run(bus.clone(), hub, cursors, config, stop, fatal)),
+            Store::Redis(bus) => tokio::spawn(redis::maintenance::run(bus.clone(), cursors, config, stop, fatal)),
         }
     }
 
-    /// Queues a logged message (or presence change) for commit. Waits when the writer queue is full.
+    /// This process's rooms.
+    pub fn hub(&self) -> &Hub {
+        &self.common.hub
+    }
+
+    pub(crate) fn metrics(&self) -> &Metrics {
+        &self.common.metrics
+    }
+
+    pub(crate) fn state_cache(&self) -> &StateCache {
+        &self.common.states
+    }
+
+    pub fn publish_timeout(&self) -> Duration {
+        self.common.publish_timeout
+    }
+
+    /// Queues a logged message (or a connection's leaving) for commit, behind what is already queued. Waits
+    /// when the queue is full.
     pub async fn publish(&self, publish: Publish) -> Result<(), BusError> {
-        on_bus!(self, bus => bus.publish(publish).await)
+        on_store!(self, store => store.publish(publish, false).await)
     }
 
-    /// Registers a connection in presence (logging `user-connected` if it is the user's first on the canvas),
-    /// then subscribes it and says where its stream starts. The registration commits first, so the
-    /// welcome's seq and presence include it; a join that fails after it leaves again.
-    pub async fn join(&self, request: JoinRequest) -> Result<Joined, BusError> {
-        let (canvas, conn, user, name) = (request.canvas.clone(), request.conn, request.user.clone(), request.name.clone());
-        let (done, registered) = oneshot::channel();
-        self.publish(Publish::presence(true, canvas.clone(), user.clone(), name.clone(), conn, Some(done))).await?;
-        registered.await.map_err(|_| BusError::ShuttingDown)??;
-        let result = on_bus!(self, bus => bus.subscribe(request).await);
-        if result.is_err() {
-            self.leave(canvas, conn, user, name).await;
+    /// Queues a publish ahead of the queued messages: a join's registration and dead instances' expiry,
+    /// which must not wait behind a backlog of messages (see the writer's two lanes).
+    pub async fn publish_urgent(&self, publish: Publish) -> Result<(), BusError> {
+        on_store!(self, store => store.publish(publish, true).await)
+    }
+
+    /// A canvas at its head: epoch, seq, state version, presence, the resume check and (as `read` says) its
+    /// objects, all at one point of its log.
+    pub async fn snapshot(&self, canvas: &CanvasId, resume: Option<&Resume>, read: ReadObjects) -> Result<Snapshot, BusError> {
+        on_store!(self, store => store.snapshot(canvas, resume, read).await)
+    }
+
+    /// The frames of seqs `after + 1 ..= upto` of one generation of a canvas, in order; fewer when some expired.
+    pub async fn replay_page(&self, canvas: &CanvasId, generation: u64, after: u64, upto: u64) -> Result<Vec<Message>, BusError> {
+        on_store!(self, store => store.replay_page(canvas, generation, after, upto).await)
+    }
+
+    /// A room was just started by a join: the store's reader may need to include it.
+    async fn room_started(&self, canvas: &CanvasId) {
+        if let Store::Redis(store) = &self.store {
+            store.wake_reader(canvas).await;
         }
-        result
     }
 
     /// A connection is gone: out of its room at once, out of presence (logging `user-disconnected` if it was
-    /// the user's last on the canvas) when the writer gets to it. If the writer has already stopped, or the
-    /// storage does not take it, survivors (or a later retry) remove it.
+    /// the user's last on the canvas) when the writer gets to it, after the connection's own messages. If
+    /// the writer has already stopped, or the storage does not take it, survivors (or a later retry) remove it.
     pub async fn leave(&self, canvas: CanvasId, conn: ConnId, user: UserId, name: Option<String>) {
-        on_bus!(self, bus => bus.hub().leave(&canvas, conn));
+        self.hub().leave(&canvas, conn);
         let _ = self.publish(Publish::presence(false, canvas, user, name, conn, None)).await;
     }
 
     /// Returns once everything queued before the call is committed (or refused).
     pub async fn flush(&self) -> Result<(), BusError> {
-        on_bus!(self, bus => bus.flush().await)
+        on_store!(self, store => store.flush().await)
     }
 
     /// Final stop, after every connection is gone.
     pub async fn close(&self) {
-        on_bus!(self, bus => bus.close().await)
+        on_store!(self, store => store.close().await)
     }
 
     /// The figures behind `/health`; an error means the storage cannot be reached.
     pub async fn figures(&self) -> Result<BusFigures, BusError> {
-        on_bus!(self, bus => bus.figures().await)
+        on_store!(self, store => store.figures().await)
     }
 
     /// How long messages are kept, in ms.
     pub fn ttl_ms(&self) -> i64 {
-        on_bus!(self, bus => bus.ttl_ms())
+        on_store!(self, store => store.ttl_ms())
     }
 
     /// Retained messages of a canvas after `since`, at most `limit`, in seq order, with the canvas head.
     pub async fn messages(&self, canvas: CanvasId, since: u64, limit: u64) -> Result<CanvasLog, BusError> {
-        on_bus!(self, bus => bus.messages(canvas, since, limit).await)
+        on_store!(self, store => store.messages(canvas, since, limit).await)
     }
 
     /// A canvas's head, objects and presence, read at one point of its log.
     pub async fn canvas(&self, canvas: CanvasId) -> Result<CanvasState, BusError> {
-        on_bus!(self, bus => bus.canvas(canvas).await)
+        let snapshot = self.snapshot(&canvas, None, ReadObjects::always()).await?;
+        let objects = snapshot.objects.unwrap_or_else(|| Bytes::from_static(b"{}"));
+        Ok(CanvasState { epoch: snapshot.epoch, seq: snapshot.seq, objects, presence: snapshot.presence })
     }
 
     /// Connected users across instances (all, or only `user`), with their connections and canvases.
     pub async fn users(&self, only: Option<UserId>) -> Result<Vec<UserPresence>, BusError> {
-        on_bus!(self, bus => bus.users(only).await)
+        on_store!(self, store => store.users(only).await)
     }
 
     /// Drops a canvas's log and state; it starts a new epoch at seq 0. Returns the new epoch.
     pub async fn reset(&self, canvas: CanvasId) -> Result<String, BusError> {
-        on_bus!(self, bus => bus.reset(canvas).await)
+        let epoch = on_store!(self, store => store.reset(canvas.clone()).await)?;
+        self.state_cache().forget(&canvas);
+        Ok(epoch)
     }
 
     /// Sends a frame to every connection of `user` on every instance; returns how many connections it has.
     pub async fn send_to_user(&self, user: UserId, frame: String) -> Result<u64, BusError> {
-        on_bus!(self, bus => bus.send_to_user(user, frame).await)
+        on_store!(self, store => store.send_to_user(user, frame).await)
     }
 }
 
@@ -163,7 +234,9 @@ pub struct Publish {
 pub enum Origin {
     /// A client socket on this process: gets its ack through its room, in seq order, or an `unavailable`
     /// error frame in its outbox if the commit failed.
-    Socket { conn: ConnId, reference: Option<String>, outbox: Outbox },
+    /// `in_flight` is one of the connection's `--max-in-flight` permits, given back when the publish is
+    /// answered (or dropped): a connection with none left stops reading its socket.
+    Socket { conn: ConnId, reference: Option<String>, outbox: Outbox, in_flight: OwnedSemaphorePermit },
     /// A caller awaiting the committed seq (the HTTP API).
     Caller(oneshot::Sender<Result<u64, BusError>>),
     /// A connection opening (`user-connected`) or closing (`user-disconnected`): registered in or removed from
@@ -192,9 +265,10 @@ impl Publish {
         matches!(self.origin, Origin::Presence { .. }) && self.kind.as_str() == "user-connected"
     }
 
-    /// Tells the publisher its message was not logged: an error frame with `code` for a socket, the error
-    /// for an API caller or a presence change's waiter.
-    pub fn refuse(self, error: BusError, code: ErrorCode) {
+    /// Tells the publisher its message was not logged: an error frame with the error's code for a socket,
+    /// the error for an API caller or a presence change's waiter.
+    pub fn refuse(self, error: BusError) {
+        let code = error.code();
         match self.origin {
             Origin::Caller(reply) => drop(reply.send(Err(error))),
             Origin::Presence { done, .. } => {
@@ -204,7 +278,7 @@ impl Publish {
             }
             Origin::Socket { reference, outbox, .. } => {
                 let message = match error {
-                    BusError::Refused(reason) => reason,
+                    BusError::Refused(reason) | BusError::CanvasFull(reason) => reason,
                     other => other.to_string(),
                 };
                 outbox.push(Message::text(error_frame(&FrameError { code, message, reference })));
@@ -237,37 +311,8 @@ impl Origin {
 /// Tells every publisher of a batch that it was not committed (`unavailable`).
 pub fn refuse_all(batch: Vec<Publish>, error: BusError) {
     for publish in batch {
-        publish.refuse(error.clone(), ErrorCode::Unavailable);
+        publish.refuse(error.clone());
     }
-}
-
-/// A connection asking to join a canvas.
-#[derive(Debug)]
-pub struct JoinRequest {
-    pub canvas: CanvasId,
-    pub conn: ConnId,
-    pub user: UserId,
-    /// The display name shown in presence.
-    pub name: Option<String>,
-    /// `since` + `epoch` from the query string, when the client is resuming.
-    pub resume: Option<Resume>,
-    /// Where live messages after the welcome go.
-    pub outbox: Outbox,
-}
-
-/// Where a joined connection's stream starts.
-#[derive(Debug)]
-pub struct Joined {
-    pub epoch: String,
-    /// The welcome's `seq`: the client next receives `seq + 1`.
-    pub seq: u64,
-    pub resumed: bool,
-    /// Frames after `seq` to send before anything live (only when resumed).
-    pub replay: Vec<Message>,
-    /// The canvas state at exactly `seq`, as a JSON object keyed by object id (only when not resumed).
-    pub objects: Option<Box<RawValue>>,
-    /// Who is on the canvas at `seq`, as the welcome's JSON array.
-    pub presence: Box<RawValue>,
 }
 
 /// Why the bus could not do what was asked; the text is safe to show to a client.
@@ -280,4 +325,18 @@ pub enum BusError {
     /// The message was refused by the canvas state (e.g. an update of an object that does not exist).
     #[error("{0}")]
     Refused(String),
+    /// The op would take the canvas state past `--max-canvas-state`.
+    #[error("{0}")]
+    CanvasFull(String),
+}
+
+impl BusError {
+    /// The error code a client's socket gets for it.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            BusError::Refused(_) => ErrorCode::InvalidFrame,
+            BusError::CanvasFull(_) => ErrorCode::CanvasFull,
+            BusError::Unavailable(_) | BusError::ShuttingDown => ErrorCode::Unavailable,
+        }
+    }
 }

@@ -19,8 +19,10 @@ pub struct CanvasLog {
 pub struct CanvasState {
     pub epoch: String,
     pub seq: u64,
-    pub objects: Box<RawValue>,
-    pub presence: Vec<Present>,
+    /// The objects as one JSON object.
+    pub objects: bytes::Bytes,
+    /// Who is on the canvas, as a JSON array of [`Present`].
+    pub presence: Box<RawValue>,
 }
 
 /// One user on a canvas, as `welcome.presence` and `GET /api/v1/canvases/{canvas}` list it.
@@ -57,6 +59,11 @@ pub struct BusFigures {
     pub poll_lag_rows: i64,
     /// How long since the watcher (SQLite) or the stream reader (Redis) last read (ms).
     pub last_poll_age_ms: i64,
+    /// Other instances with a recent heartbeat.
+    pub peer_instances: i64,
+    /// How long the oldest commit this instance has not read yet has waited (ms); `None` when it has read
+    /// everything it serves.
+    pub oldest_unread_age_ms: Option<i64>,
     /// The last storage error and its age, if one happened since the last good commit.
     pub last_error: Option<String>,
     pub last_error_age_ms: Option<i64>,

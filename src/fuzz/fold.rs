@@ -1,6 +1,7 @@
 //! The canvas-state fold in SQLite (`objects::fold`, what the writer runs) against a model of the contract
 //! (a map: create sets, update merges top-level fields, delete removes; update or delete of a missing id
-//! is refused): for any sequence of ops, both refuse the same ops and end in the same state.
+//! is refused): for any sequence of ops, both refuse the same ops and end in the same state, and the byte
+//! count the writer keeps (checked against `--max-canvas-state`) is exactly the size of the state's JSON.
 
 use std::collections::BTreeMap;
 
@@ -49,8 +50,9 @@ fn apply_model(model: &mut BTreeMap<String, Map<String, Value>>, op: &Op) -> Res
     Ok(())
 }
 
-/// The real thing: the frame parsed as a client's, then folded by the writer's code.
-fn apply_sqlite(conn: &Connection, canvas: &CanvasId, op: &Op) -> Result<(), ()> {
+/// The real thing: the frame parsed as a client's, then folded by the writer's code. Ok(how the state's
+/// bytes moved) when applied.
+fn apply_sqlite(conn: &Connection, canvas: &CanvasId, op: &Op) -> Result<i64, ()> {
     let (kind, id, mut data) = match op {
         Op::Create(id, f) => ("object-create", id, f.clone()),
         Op::Update(id, f) => ("object-update", id, f.clone()),
@@ -71,10 +73,15 @@ proptest! {
         schema::migrate(&mut conn).unwrap();
         let canvas = CanvasId::parse("fuzz").unwrap();
         let mut model = BTreeMap::new();
+        let mut bytes = 0;
         for op in &ops {
-            prop_assert_eq!(apply_sqlite(&conn, &canvas, op), apply_model(&mut model, op), "{:?}", op);
+            let applied = apply_sqlite(&conn, &canvas, op);
+            prop_assert_eq!(applied.map(drop), apply_model(&mut model, op), "{:?}", op);
+            bytes += applied.unwrap_or(0);
         }
-        let stored: Value = serde_json::from_str(&objects::objects_json(&conn, &canvas).unwrap()).unwrap();
+        let json = objects::objects_json(&conn, &canvas, 0).unwrap();
+        prop_assert_eq!((bytes + 1).max(2) as usize, json.len(), "the kept byte count is the JSON's size");
+        let stored: Value = serde_json::from_slice(&json).unwrap();
         let expected: Map<String, Value> = model.into_iter().map(|(id, object)| (id, Value::Object(object))).collect();
         prop_assert_eq!(stored, Value::Object(expected));
     }

@@ -113,6 +113,7 @@ impl From<BusError> for ApiError {
     fn from(error: BusError) -> Self {
         match error {
             BusError::Refused(reason) => ApiError(StatusCode::CONFLICT, reason),
+            BusError::CanvasFull(reason) => ApiError(StatusCode::PAYLOAD_TOO_LARGE, reason),
             other => ApiError(StatusCode::SERVICE_UNAVAILABLE, other.to_string()),
         }
     }
@@ -138,10 +139,17 @@ async fn publish(canvas: String, app: Arc<App>, body: Bytes) -> Result<Response,
     let message = LoggedMessage::from_api_body(&body).map_err(|e| bad_request(e.message))?;
     app.metrics.messages_in.increment(1);
     let (reply, committed) = oneshot::channel();
-    let from = UserId::parse("server").expect("a valid user id");
+    let from = UserId::server();
     let publish = Publish { canvas, kind: message.kind, data: message.data, from, origin: Origin::Caller(reply) };
-    app.bus.publish(publish).await?;
-    let seq = committed.await.map_err(|_| BusError::ShuttingDown)??;
+    // Bounded: a store that does not answer within --publish-timeout gets 503 (the message may still be
+    // logged later; the answer says so).
+    let commit = async {
+        app.bus.publish(publish).await?;
+        committed.await.map_err(|_| BusError::ShuttingDown)?
+    };
+    let seq = tokio::time::timeout(app.bus.publish_timeout(), commit).await.map_err(|_| {
+        BusError::Unavailable("the store did not answer within --publish-timeout; the message may still be logged".into())
+    })??;
     Ok(json(StatusCode::CREATED, format!(r#"{{"seq":{seq}}}"#)))
 }
 
@@ -166,10 +174,12 @@ async fn messages(canvas: String, app: Arc<App>, query: HashMap<String, String>)
 async fn canvas(canvas: String, app: Arc<App>) -> Result<Response, ApiError> {
     let canvas = canvas_id(&canvas)?;
     let state = app.bus.canvas(canvas.clone()).await?;
-    let body = serde_json::json!({
-        "canvas": canvas, "seq": state.seq, "epoch": state.epoch, "objects": state.objects, "presence": state.presence,
-    });
-    Ok(json(StatusCode::OK, body.to_string()))
+    // The objects are already JSON (up to --max-canvas-state): spliced in, not parsed and written again.
+    let objects = std::str::from_utf8(&state.objects).map_err(|_| BusError::Unavailable("stored state is not UTF-8".into()))?;
+    let head = serde_json::json!({ "canvas": canvas, "seq": state.seq, "epoch": state.epoch, "presence": state.presence });
+    let head = head.to_string();
+    let body = format!("{},\"objects\":{objects}}}", &head[..head.len() - 1]);
+    Ok(json(StatusCode::OK, body))
 }
 
 /// `DELETE /api/v1/canvases/{canvas}` → 200 `{"canvas","epoch","seq":0}`: the log and objects are gone, the

@@ -121,6 +121,8 @@ mod tests {
             writer_queue_capacity: 1000,
             poll_lag_rows: 0,
             last_poll_age_ms: 1,
+            peer_instances: 1,
+            oldest_unread_age_ms: None,
             last_error: None,
             last_error_age_ms: None,
         }

@@ -77,7 +77,8 @@ async fn connect(
     let reading = app.shutdown.reading.guard();
     let alive = app.shutdown.alive.guard();
     let conn = Uuid::new_v4();
-    let (outbox, inbox) = hub::outbox(app.config.client_queue);
+    let bounds = hub::Bounds { frames: app.config.client_queue, bytes: app.config.client_queue_bytes };
+    let (outbox, inbox) = hub::outbox(bounds);
     let request = JoinRequest {
         canvas: params.canvas.clone(),
         conn,
@@ -86,12 +87,12 @@ async fn connect(
         resume: params.resume.clone(),
         outbox: outbox.clone(),
     };
+    // If the client hangs up while this waits, the join is dropped and leaves presence again by itself.
     let joined = match app.bus.join(request).await {
         Ok(joined) => joined,
         Err(error) => return json_error(StatusCode::SERVICE_UNAVAILABLE, error.to_string()),
     };
-    let (canvas, name) = (params.canvas, params.name);
-    let parts = SessionParts { canvas, user, name, expires_at, conn, outbox, inbox, reading, alive, admitted };
+    let parts = SessionParts { canvas: params.canvas, user, expires_at, conn, outbox, inbox, reading, alive, admitted };
     tokio::spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => {
@@ -99,16 +100,16 @@ async fn connect(
                 let socket = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
                 Session::new(socket, app, parts).run(joined).await;
             }
-            Err(error) => {
-                tracing::debug!(%error, "WebSocket upgrade failed");
-                app.bus.leave(parts.canvas, conn, parts.user, parts.name).await;
-            }
+            // Dropping `joined` leaves the room and presence (see `Membership`).
+            Err(error) => tracing::debug!(%error, "WebSocket upgrade failed"),
         }
     });
     switching_protocols(&accept)
 }
 
-/// Small buffers: an idle socket holds little, and the session batches writes itself.
+/// Small buffers: an idle socket holds little, and the session batches writes itself. The write buffer's
+/// bound fits a flush of frames plus one frame of the largest client message relayed; a big welcome goes out
+/// in fragments that fit it too (`session::welcome`).
 fn socket_config(max_frame_size: usize) -> WebSocketConfig {
     let write_buffer = 16 * 1024;
     WebSocketConfig::default()

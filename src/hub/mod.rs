@@ -3,8 +3,8 @@
 //! policy lives. The hub owns no I/O: it never touches the database or a socket, only bounded queues.
 //!
 //! Locks: `Hub::rooms` then a room's state, never the other way round. Both are `std::sync::Mutex` held for
-//! short, non-blocking sections (no `.await`, no I/O), except that a join holds its room's lock during the
-//! snapshot read that fixes where the new subscriber starts (see `bus::sqlite::join_blocking`).
+//! short, non-blocking sections (no `.await`, no I/O). A join reads its snapshot with no lock held and
+//! only then places the subscriber (see `bus::join`).
 
 mod outbox;
 mod room;
@@ -15,9 +15,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tokio_tungstenite::tungstenite::Message;
 use uuid::Uuid;
 
-use crate::protocol::CanvasId;
+use crate::protocol::{CanvasId, UserId};
 
-pub use outbox::{outbox, Inbox, Outbox};
+pub use outbox::{outbox, Bounds, Cut, Ephemeral, Inbox, Outbox};
 pub use room::{AckTo, Entry, Room, RoomState, Settled, Subscriber};
 
 /// Identifies one WebSocket connection.
@@ -52,22 +52,42 @@ impl Hub {
         self.rooms().get(canvas).cloned()
     }
 
-    /// The room of a canvas, created (not yet started) if absent. The caller must lock it and check
-    /// `is_closed` before subscribing.
+    /// The room of a canvas, created (not yet started) if absent or closed. The caller must lock it and
+    /// check `is_closed` before subscribing.
     pub fn room_for_join(&self, canvas: &CanvasId) -> Arc<Room> {
-        self.rooms()
-            .entry(canvas.clone())
-            .or_insert_with(|| Arc::new(Room::new(canvas.clone())))
-            .clone()
+        let mut rooms = self.rooms();
+        if let Some(room) = rooms.get(canvas).filter(|room| !room.lock().is_closed()) {
+            return room.clone();
+        }
+        let room = Arc::new(Room::new(canvas.clone()));
+        rooms.insert(canvas.clone(), room.clone());
+        room
     }
 
-    /// Removes a connection from its room, and the room from the hub when it was the last one.
+    /// Removes a connection from its room, and the room from the hub when it was the last one. The rooms
+    /// lock is not held while this waits for the room's: every lookup (the writer's among them) would wait
+    /// behind the room's fan-out too.
     pub fn leave(&self, canvas: &CanvasId, conn: ConnId) {
-        let mut rooms = self.rooms();
-        let Some(room) = rooms.get(canvas).cloned() else { return };
+        let Some(room) = self.room(canvas) else { return };
         if room.lock().unsubscribe(conn) {
-            rooms.remove(canvas);
+            let mut rooms = self.rooms();
+            // Only the closed room itself: a join may have put a fresh one in its place meanwhile.
+            if rooms.get(canvas).is_some_and(|current| Arc::ptr_eq(current, &room)) {
+                rooms.remove(canvas);
+            }
         }
+    }
+
+    /// Every local connection with what presence needs to register it again: (canvas, connection, user,
+    /// name). For an instance whose connections were expired by others while its heartbeat was late.
+    pub fn members(&self) -> Vec<(CanvasId, ConnId, UserId, Option<String>)> {
+        let rooms: Vec<Arc<Room>> = self.rooms().values().cloned().collect();
+        let mut members = Vec::new();
+        for room in rooms {
+            let state = room.lock();
+            members.extend(state.members().map(|(conn, user, name)| (room.canvas.clone(), conn, user.clone(), name.map(str::to_owned))));
+        }
+        members
     }
 
     /// Cuts every local connection (4009) and forgets every room, because the log they follow is gone (the
@@ -118,7 +138,11 @@ impl Hub {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::UserId;
+    use crate::metrics::Metrics;
+
+    fn bounds(frames: usize) -> Bounds {
+        Bounds { frames, bytes: 1 << 20 }
+    }
 
     #[test]
     fn leaving_last_closes_and_removes_the_room() {
@@ -128,9 +152,10 @@ mod tests {
         let conn = Uuid::new_v4();
         {
             let mut state = room.lock();
-            state.start_at(0, 0);
+            state.start_at(0, 0, &Metrics::new());
             let user = UserId::parse("u1").unwrap();
-            state.subscribe(Subscriber { conn, user, generation: 0, start_after: 0, outbox: outbox(16).0 });
+            let outbox = outbox(bounds(16)).0;
+            state.subscribe(Subscriber { conn, user, name: None, generation: 0, start_after: 0, outbox });
         }
         assert_eq!(hub.counts(), (1, 1));
         hub.leave(&canvas, conn);
@@ -144,15 +169,15 @@ mod tests {
         let mut inboxes = Vec::new();
         for (canvas, user) in [("c1", "ann"), ("c2", "ann"), ("c2", "bob")] {
             let room = hub.room_for_join(&CanvasId::parse(canvas).unwrap());
-            let (outbox, inbox) = outbox(4);
+            let (outbox, inbox) = outbox(bounds(4));
             let mut state = room.lock();
-            state.start_at(0, 0);
+            state.start_at(0, 0, &Metrics::new());
             let user = UserId::parse(user).unwrap();
-            state.subscribe(Subscriber { conn: Uuid::new_v4(), user, generation: 0, start_after: 0, outbox });
+            state.subscribe(Subscriber { conn: Uuid::new_v4(), user, name: None, generation: 0, start_after: 0, outbox });
             inboxes.push(inbox);
         }
         assert_eq!(hub.send_to_user("ann", &Message::text("hi")), 2);
-        let received: Vec<bool> = inboxes.iter_mut().map(|i| i.try_recv().is_some()).collect();
+        let received: Vec<bool> = inboxes.iter_mut().map(|i| !i.take_all().is_empty()).collect();
         assert_eq!(received, [true, true, false]);
     }
 }

@@ -1,9 +1,18 @@
-//! One client's bounded outbound queue. The hub's side ([`Outbox`]) pushes without ever waiting; the session's
-//! side ([`Inbox`]) awaits frames and writes them to the socket.
+//! One client's outbound queue, in two lanes. The hub's side ([`Outbox`]) pushes without ever waiting; the
+//! session's side ([`Inbox`]) takes what is queued a flush at a time and writes it to the socket.
 //!
-//! A `VecDeque` behind a mutex rather than a tokio `mpsc` channel, for memory: an idle socket should hold
-//! almost nothing, but a channel keeps the blocks it grew into during a burst (every join on a busy canvas
-//! reaches every socket already there). This queue gives its buffer back whenever the session drains it.
+//! - The **logged lane** holds what must arrive, in order: messages, acks, errors, pongs, resets, user
+//!   messages. It is bounded by frames and by bytes; a push past either bound means the client reads too
+//!   slowly, and it is cut with 4009 (it resumes to catch up). This is the one place that decides it.
+//! - The **ephemeral lane** holds at most one frame per sending connection (cursors today, presence state
+//!   later): a newer frame from the same sender replaces the one still waiting, so a flood of cursors costs a
+//!   slow reader one pending frame per sender, never a backlog, and never a cut.
+//!
+//! A flush takes logged frames first (up to its budget), then the waiting ephemeral frames: a cursor never
+//! sits in front of a logged frame, and waits behind at most one flush of them.
+//!
+//! `VecDeque`s behind a mutex rather than a tokio channel, for memory: an idle socket should hold almost
+//! nothing, and these give their buffers back whenever the session drains them.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -11,10 +20,46 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::Message;
 
-/// A drained queue keeps a buffer this big; a larger one is released.
-const KEEP_CAPACITY: usize = 8;
+use super::ConnId;
 
-/// The sending side of one client's bounded outbound queue.
+/// A drained lane keeps a buffer this big; a larger one is released.
+const KEEP_CAPACITY: usize = 8;
+/// What one queued frame costs besides its text (the `Message`, its refcount and the queue slot), counted
+/// against the byte bound so that many tiny frames cannot hide behind it.
+const FRAME_OVERHEAD: usize = 64;
+/// Most senders whose ephemeral frames wait at once; past it a new sender's frame is dropped (the next one
+/// from that sender gets through once the reader drains).
+const MAX_EPHEMERAL_SENDERS: usize = 1024;
+
+/// Why a client is cut with 4009. Kept apart in the metrics: only `Slow` is the client's doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cut {
+    /// Its logged lane overflowed: it reads too slowly.
+    Slow,
+    /// Rows it would have needed expired before this instance read them (a hole in the stream).
+    Gap,
+    /// The log it follows is gone: a canvas reset whose marker expired unread, or a store with a new epoch.
+    Epoch,
+}
+
+impl Cut {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Cut::Slow => "slow",
+            Cut::Gap => "gap",
+            Cut::Epoch => "epoch",
+        }
+    }
+}
+
+/// How big one client's logged lane may grow.
+#[derive(Debug, Clone, Copy)]
+pub struct Bounds {
+    pub frames: usize,
+    pub bytes: usize,
+}
+
+/// The sending side of one client's queue.
 #[derive(Clone, Debug)]
 pub struct Outbox {
     shared: Arc<Shared>,
@@ -29,112 +74,175 @@ pub struct Inbox {
 #[derive(Debug)]
 struct Shared {
     queue: Mutex<Queue>,
-    capacity: usize,
+    bounds: Bounds,
     /// Woken when a frame is queued into an empty queue.
     ready: Notify,
-    /// Woken when the queue overflowed: the session closes the socket with 4009 at once.
+    /// Woken when the client must be cut with 4009 (the reason is in `Queue::cut`).
     kicked: Notify,
 }
 
 #[derive(Debug, Default)]
 struct Queue {
-    frames: VecDeque<Message>,
+    logged: VecDeque<Message>,
+    /// Bytes of `logged`, overhead included.
+    logged_bytes: usize,
+    /// The latest waiting frame of each sender, in the order the senders first queued one.
+    ephemeral: VecDeque<(ConnId, Message)>,
+    /// Why the client is being cut, once it is; the first reason wins.
+    cut: Option<Cut>,
     /// The session is gone.
     closed: bool,
 }
 
-/// A bounded outbound queue for one client.
-pub fn outbox(capacity: usize) -> (Outbox, Inbox) {
+impl Queue {
+    fn is_empty(&self) -> bool {
+        self.logged.is_empty() && self.ephemeral.is_empty()
+    }
+}
+
+/// A two-lane queue for one client.
+pub fn outbox(bounds: Bounds) -> (Outbox, Inbox) {
     let shared = Arc::new(Shared {
         queue: Mutex::new(Queue::default()),
-        capacity: capacity.max(1),
+        bounds: Bounds { frames: bounds.frames.max(1), bytes: bounds.bytes.max(1) },
         ready: Notify::new(),
         kicked: Notify::new(),
     });
     (Outbox { shared: shared.clone() }, Inbox { shared })
 }
 
-/// What became of a pushed frame.
-enum Pushed {
+/// What became of an ephemeral frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ephemeral {
+    /// Waiting to be written.
     Queued,
-    Full,
-    Closed,
+    /// It replaced an older frame of the same sender that had not been written yet.
+    Coalesced,
+    /// Not kept: the client is gone, or too many senders are waiting.
+    Dropped,
 }
 
 impl Shared {
     fn queue(&self) -> MutexGuard<'_, Queue> {
+        // Every section below leaves the queue consistent between statements: carrying on after a panic
+        // elsewhere is safer than poisoning every later push.
         self.queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn push(&self, frame: Message) -> Pushed {
-        let mut queue = self.queue();
-        if queue.closed {
-            return Pushed::Closed;
+    fn kick(&self, queue: &mut Queue, reason: Cut) {
+        if queue.cut.is_none() {
+            queue.cut = Some(reason);
         }
-        if queue.frames.len() >= self.capacity {
-            return Pushed::Full;
-        }
-        let was_empty = queue.frames.is_empty();
-        queue.frames.push_back(frame);
-        drop(queue);
-        if was_empty {
-            self.ready.notify_one();
-        }
-        Pushed::Queued
+        self.kicked.notify_one();
     }
 }
 
 impl Outbox {
-    /// Queues a frame without waiting. A full queue means the client is too slow: it is told to close
-    /// with 4009 and `false` is returned so the caller drops it from its room. This is the one place the
-    /// slow-client policy lives.
+    /// Queues a frame on the logged lane without waiting. Past either bound the client is too slow: it is
+    /// cut (4009) and `false` is returned so the caller drops it from its room. `false` also when the client
+    /// is gone.
     pub fn push(&self, frame: Message) -> bool {
-        match self.shared.push(frame) {
-            Pushed::Queued => true,
-            Pushed::Full => {
-                self.shared.kicked.notify_one();
-                false
-            }
-            Pushed::Closed => false,
+        let mut queue = self.shared.queue();
+        if queue.closed || queue.cut.is_some() {
+            return false;
         }
+        let cost = frame.len() + FRAME_OVERHEAD;
+        let bounds = self.shared.bounds;
+        if queue.logged.len() >= bounds.frames || queue.logged_bytes + cost > bounds.bytes {
+            self.shared.kick(&mut queue, Cut::Slow);
+            return false;
+        }
+        let was_empty = queue.is_empty();
+        queue.logged.push_back(frame);
+        queue.logged_bytes += cost;
+        drop(queue);
+        if was_empty {
+            self.shared.ready.notify_one();
+        }
+        true
     }
 
-    /// Queues a frame that may be dropped (a cursor): a full queue just misses it, the client is not cut.
-    pub fn push_lossy(&self, frame: Message) {
-        self.shared.push(frame);
+    /// Queues `sender`'s latest ephemeral frame, replacing the one of that sender still waiting. Never cuts.
+    pub fn push_ephemeral(&self, sender: ConnId, frame: Message) -> Ephemeral {
+        let mut queue = self.shared.queue();
+        if queue.closed || queue.cut.is_some() {
+            return Ephemeral::Dropped;
+        }
+        if let Some((_, waiting)) = queue.ephemeral.iter_mut().find(|(from, _)| *from == sender) {
+            *waiting = frame;
+            return Ephemeral::Coalesced;
+        }
+        if queue.ephemeral.len() >= MAX_EPHEMERAL_SENDERS {
+            return Ephemeral::Dropped;
+        }
+        let was_empty = queue.is_empty();
+        queue.ephemeral.push_back((sender, frame));
+        drop(queue);
+        if was_empty {
+            self.shared.ready.notify_one();
+        }
+        Ephemeral::Queued
     }
 
-    /// Tells the session to close with 4009 now.
-    pub fn kick(&self) {
-        self.shared.kicked.notify_one();
+    /// Tells the session to close with 4009 now, for `reason`.
+    pub fn kick(&self, reason: Cut) {
+        let mut queue = self.shared.queue();
+        self.shared.kick(&mut queue, reason);
     }
 }
 
 impl Inbox {
-    /// The next queued frame, waiting for one if the queue is empty.
-    pub async fn recv(&self) -> Message {
+    /// Waits until something is queued (returns at once if something is).
+    pub async fn ready(&self) {
         loop {
-            if let Some(frame) = self.try_recv() {
-                return frame;
+            // Created before the check: a push in between stores a permit, so this cannot miss it.
+            let notified = self.shared.ready.notified();
+            if !self.shared.queue().is_empty() {
+                return;
             }
-            // A push between `try_recv` and here stored a permit, so this cannot miss it.
-            self.shared.ready.notified().await;
+            notified.await;
         }
     }
 
-    /// The next queued frame, if any. Draining the queue releases a buffer grown by a burst.
-    pub fn try_recv(&self) -> Option<Message> {
+    /// One flush's worth: logged frames in order, up to `max_frames` and (past the first) `max_bytes`, then
+    /// every waiting ephemeral frame. Draining a lane releases a buffer grown by a burst.
+    pub fn take_flush(&self, max_frames: usize, max_bytes: usize) -> Vec<Message> {
         let mut queue = self.shared.queue();
-        let frame = queue.frames.pop_front();
-        if queue.frames.is_empty() && queue.frames.capacity() > KEEP_CAPACITY {
-            queue.frames = VecDeque::new();
+        let mut frames = Vec::new();
+        let mut bytes = 0;
+        while frames.len() < max_frames && (frames.is_empty() || bytes < max_bytes) {
+            let Some(frame) = queue.logged.pop_front() else { break };
+            bytes += frame.len();
+            queue.logged_bytes -= frame.len() + FRAME_OVERHEAD;
+            frames.push(frame);
         }
-        frame
+        frames.extend(queue.ephemeral.drain(..).map(|(_, frame)| frame));
+        shrink(&mut queue.logged);
+        shrink(&mut queue.ephemeral);
+        frames
     }
 
-    /// Completes when the hub asked for this client to be cut (its queue overflowed).
-    pub async fn kicked(&self) {
-        self.shared.kicked.notified().await
+    /// Everything queued, logged lane first (shutdown writes it all before closing).
+    pub fn take_all(&self) -> Vec<Message> {
+        self.take_flush(usize::MAX, usize::MAX)
+    }
+
+    /// Completes when the client must be cut with 4009, with the reason.
+    pub async fn kicked(&self) -> Cut {
+        loop {
+            let notified = self.shared.kicked.notified();
+            if let Some(reason) = self.shared.queue().cut {
+                return reason;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// Gives back the buffer of a drained lane that a burst grew.
+fn shrink<T>(lane: &mut VecDeque<T>) {
+    if lane.is_empty() && lane.capacity() > KEEP_CAPACITY {
+        *lane = VecDeque::new();
     }
 }
 
@@ -142,56 +250,10 @@ impl Drop for Inbox {
     fn drop(&mut self) {
         let mut queue = self.shared.queue();
         queue.closed = true;
-        queue.frames = VecDeque::new();
+        queue.logged = VecDeque::new();
+        queue.ephemeral = VecDeque::new();
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use futures_util::FutureExt;
-
-    use super::*;
-
-    #[test]
-    fn a_full_queue_kicks_and_a_lossy_push_does_not() {
-        let (outbox, inbox) = outbox(2);
-        assert!(outbox.push(Message::text("1")));
-        outbox.push_lossy(Message::text("2"));
-        outbox.push_lossy(Message::text("dropped"));
-        assert!(inbox.kicked().now_or_never().is_none(), "a lossy overflow does not cut the client");
-        assert!(!outbox.push(Message::text("3")));
-        assert!(inbox.kicked().now_or_never().is_some());
-        assert_eq!(inbox.try_recv(), Some(Message::text("1")));
-        assert_eq!(inbox.try_recv(), Some(Message::text("2")));
-        assert_eq!(inbox.try_recv(), None);
-    }
-
-    #[test]
-    fn draining_releases_the_buffer_a_burst_grew() {
-        let (outbox, inbox) = outbox(1000);
-        for i in 0..500 {
-            assert!(outbox.push(Message::text(i.to_string())));
-        }
-        assert!(inbox.shared.queue().frames.capacity() >= 500);
-        while inbox.try_recv().is_some() {}
-        assert!(inbox.shared.queue().frames.capacity() <= KEEP_CAPACITY);
-    }
-
-    #[tokio::test]
-    async fn recv_wakes_on_a_push_from_another_task() {
-        let (outbox, inbox) = outbox(4);
-        let pusher = tokio::spawn(async move {
-            tokio::task::yield_now().await;
-            outbox.push(Message::text("late"))
-        });
-        assert_eq!(inbox.recv().await, Message::text("late"));
-        assert!(pusher.await.unwrap());
-    }
-
-    #[test]
-    fn pushes_after_the_session_is_gone_report_it() {
-        let (outbox, inbox) = outbox(4);
-        drop(inbox);
-        assert!(!outbox.push(Message::text("x")));
-    }
-}
+mod tests;

@@ -44,6 +44,9 @@ impl fmt::Display for CanvasId {
     }
 }
 
+/// The user id of messages the HTTP API publishes.
+pub const SERVER_USER: &str = "server";
+
 /// A user id: 1–128 chars of `[A-Za-z0-9._:@-]`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(transparent)]
@@ -53,6 +56,17 @@ impl UserId {
     pub fn parse(s: &str) -> Result<Self, InvalidId> {
         check_id(s, "user", "1-128 characters of [A-Za-z0-9._:@-]", b"._:@-")?;
         Ok(UserId(s.to_owned()))
+    }
+
+    /// The user the HTTP API publishes as (`from: "server"`). No client may connect as it, with or without
+    /// a token: its messages would pass for the server's.
+    pub fn server() -> Self {
+        UserId(SERVER_USER.to_owned())
+    }
+
+    /// Whether this is the API's own user.
+    pub fn is_server(&self) -> bool {
+        self.0 == SERVER_USER
     }
     pub fn as_str(&self) -> &str {
         &self.0
@@ -85,6 +99,9 @@ pub struct ConnectParams {
     pub resume: Option<Resume>,
 }
 
+/// The refusal of a client that claims to be the API's own user.
+pub const RESERVED_USER: &str = "user id \"server\" is reserved for the HTTP API";
+
 /// Longest display name, in characters.
 const MAX_NAME_CHARS: usize = 64;
 /// Longest epoch a client may send back (ours are far shorter).
@@ -97,7 +114,10 @@ impl ConnectParams {
         let canvas = CanvasId::parse(canvas).map_err(|e| e.to_string())?;
         let user = match (user_from_token, query.get("user")) {
             (true, _) => None,
-            (false, Some(user)) => Some(UserId::parse(user).map_err(|e| e.to_string())?),
+            (false, Some(user)) => match UserId::parse(user).map_err(|e| e.to_string())? {
+                user if user.is_server() => return Err(RESERVED_USER.into()),
+                user => Some(user),
+            },
             (false, None) => return Err("query parameter user is required".into()),
         };
         let token = query.get("token").cloned();
@@ -151,6 +171,13 @@ mod tests {
         assert!(ConnectParams::parse("c1", &query(&[("user", "u/1")]), false).unwrap_err().contains("user"));
         let long_name = "n".repeat(65);
         assert!(ConnectParams::parse("c1", &query(&[("user", "u"), ("name", &long_name)]), false).is_err());
+    }
+
+    #[test]
+    fn no_client_may_connect_as_the_apis_own_user() {
+        let refused = ConnectParams::parse("c1", &query(&[("user", "server")]), false).unwrap_err();
+        assert!(refused.contains("reserved"), "{refused}");
+        assert!(ConnectParams::parse("c1", &query(&[("user", "server-1")]), false).is_ok());
     }
 
     #[test]

@@ -10,7 +10,7 @@ mod ids;
 mod server;
 
 pub use client::{null_value, ClientFrame, FrameError, LoggedMessage, MsgType};
-pub use ids::{CanvasId, ConnectParams, InvalidId, Resume, UserId};
+pub use ids::{CanvasId, ConnectParams, InvalidId, Resume, UserId, RESERVED_USER, SERVER_USER};
 pub use server::{
     ack_frame, cursor_frame, error_frame, logged_frame, presence_data, reset_frame, to_json, user_frame, Welcome,
     PONG_FRAME,
@@ -45,6 +45,8 @@ pub enum ErrorCode {
     TooLarge,
     RateLimited,
     Unavailable,
+    /// An object op would take the canvas state past `--max-canvas-state` (v1.1).
+    CanvasFull,
 }
 
 impl ErrorCode {
@@ -56,6 +58,7 @@ impl ErrorCode {
             ErrorCode::TooLarge => "too_large",
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::Unavailable => "unavailable",
+            ErrorCode::CanvasFull => "canvas_full",
         }
     }
 }

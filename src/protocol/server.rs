@@ -19,9 +19,8 @@ pub struct Welcome<'a> {
     pub resumed: bool,
     /// Who is on the canvas at `seq`, across instances.
     pub presence: &'a RawValue,
-    /// The canvas state at `seq`; omitted when resumed.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub objects: Option<&'a RawValue>,
+    // `objects` (the canvas state at `seq`, omitted when resumed) is appended by `session::welcome`, which
+    // sends a big state in fragments from a copy shared by every joiner rather than serializing it here.
 }
 
 /// `{"type":"ack","seq":N,"ref":"..."}`.
@@ -74,18 +73,20 @@ pub fn logged_frame(kind: &str, seq: u64, canvas: &str, from: &str, data: &RawVa
     to_json(&Logged { kind, seq, canvas, from, data, ts })
 }
 
-/// An ephemeral cursor frame: `{"type":"cursor","canvas":C,"from":U,"data":D,"ts":MS}`.
-pub fn cursor_frame(canvas: &str, from: &str, data: &RawValue, ts: i64) -> String {
+/// An ephemeral cursor frame: `{"type":"cursor","canvas":C,"from":U,"connection":ID,"data":D,"ts":MS}`
+/// (`connection` tells two tabs of one user apart; v1.1).
+pub fn cursor_frame(canvas: &str, from: &str, connection: &str, data: &RawValue, ts: i64) -> String {
     #[derive(Serialize)]
     struct Cursor<'a> {
         #[serde(rename = "type")]
         kind: &'static str,
         canvas: &'a str,
         from: &'a str,
+        connection: &'a str,
         data: &'a RawValue,
         ts: i64,
     }
-    to_json(&Cursor { kind: "cursor", canvas, from, data, ts })
+    to_json(&Cursor { kind: "cursor", canvas, from, connection, data, ts })
 }
 
 /// `{"type":"reset","canvas":C,"epoch":E,"seq":0}`: the canvas was reset; the stream goes on in epoch `E`.

@@ -11,6 +11,11 @@ pub fn log(canvas: &CanvasId) -> String {
     format!("relay:{{{}}}:log", canvas.as_str())
 }
 
+/// A canvas's objects: object id → its whole JSON text.
+pub fn objects(canvas: &CanvasId) -> String {
+    format!("relay:{{{}}}:objects", canvas.as_str())
+}
+
 pub fn cursors(canvas: &CanvasId) -> String {
     format!("relay:{{{}}}:cursors", canvas.as_str())
 }
@@ -19,6 +24,9 @@ pub fn cursors(canvas: &CanvasId) -> String {
 pub fn wake(instance: &str) -> String {
     format!("relay:i:{instance}:wake")
 }
+
+/// The layout of the keys (see `RedisBus::migrate`); absent before layout 2.
+pub const FORMAT: &str = "relay:format";
 
 /// instance id → last heartbeat (unix ms on Redis's clock; 0 once it stopped).
 pub const INSTANCES: &str = "relay:instances";

@@ -1,13 +1,17 @@
-//! The periodic upkeep of the Redis bus, as one tokio task: this instance's heartbeat (which also checks
-//! that Redis kept its writes), expiring the presence of dead instances, retrying disconnects Redis did not
-//! take, and relaying cursor batches. Expiry of old messages needs no task: `publish.lua` trims each stream
-//! as it appends, and an idle canvas's stream expires whole (PEXPIRE of the TTL).
+//! The periodic upkeep of the Redis bus, as two loops that never wait for each other: this instance's
+//! heartbeat (which also checks that Redis kept its writes, expires the presence of dead instances, retries
+//! disconnects Redis did not take, registers again this instance's connections after a late heartbeat, and
+//! stops the instance if its publisher or reader task ended), and cursor batches. Expiry of old messages
+//! needs no task: `publish.lua` trims each stream as it appends, and an idle canvas's stream expires whole
+//! (PEXPIRE of the TTL).
 
+use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use redis::Value;
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 use tokio::time::{interval, MissedTickBehavior};
 use uuid::Uuid;
 
@@ -24,36 +28,75 @@ use crate::protocol::{CanvasId, UserId};
 /// How long a canvas's cursor stream outlives its last batch.
 const CURSOR_STREAM_TTL_MS: u64 = 60_000;
 
-/// Runs until `stop` changes to true.
-pub async fn run(bus: RedisBus, cursors: Arc<CursorBuffer>, config: Config, mut stop: watch::Receiver<bool>) {
-    let mut heartbeat = interval(config.heartbeat_interval);
-    let mut cursor_batch = interval(config.cursor_batch);
-    heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    cursor_batch.set_missed_tick_behavior(MissedTickBehavior::Delay);
+/// Runs until `stop` changes to true. Sends on `fatal` why the instance cannot go on, if it cannot.
+pub async fn run(bus: RedisBus, cursors: Arc<CursorBuffer>, config: Config, stop: watch::Receiver<bool>, fatal: oneshot::Sender<String>) {
+    tokio::join!(heartbeats(&bus, &config, stop.clone(), fatal), cursor_batches(&bus, &cursors, config.cursor_batch, stop));
+}
+
+fn ticker(period: Duration) -> tokio::time::Interval {
+    let mut ticks = interval(period);
+    ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    ticks
+}
+
+async fn heartbeats(bus: &RedisBus, config: &Config, mut stop: watch::Receiver<bool>, fatal: oneshot::Sender<String>) {
+    let mut fatal = Some(fatal);
+    let mut ticks = ticker(config.heartbeat_interval);
+    let mut last_beat = Instant::now();
+    let mut restore_until: Option<Instant> = None;
+    // Others expire an instance silent for the presence timeout less one heartbeat; half of that is late
+    // enough to check, for a while, that none of ours were taken.
+    let late_after = config.presence_timeout.saturating_sub(config.heartbeat_interval) / 2;
     loop {
         tokio::select! {
             _ = stop.changed() => return,
-            _ = heartbeat.tick() => {
-                if let Err(error) = bus.heartbeat().await {
-                    tracing::warn!(%error, "Redis heartbeat failed");
+            _ = ticks.tick() => {}
+        }
+        if let Some(worker) = bus.stopped_worker() {
+            if let Some(fatal) = fatal.take() {
+                let _ = fatal.send(format!("the {worker} task stopped unexpectedly; stopping so that a restart brings it back"));
+            }
+            continue;
+        }
+        match bus.heartbeat().await {
+            Ok(()) => {
+                let since_last = last_beat.elapsed();
+                last_beat = Instant::now();
+                if since_last > late_after {
+                    tracing::warn!(?since_last, "a heartbeat was late; checking this instance's presence");
+                    restore_until = Some(last_beat + config.presence_timeout);
                 }
             }
-            _ = cursor_batch.tick() => {
-                let batches = cursors.take();
-                if batches.is_empty() {
-                    continue;
-                }
-                let mut pipe = redis::pipe();
-                for batch in &batches {
-                    let key = keys::cursors(&batch.canvas);
-                    pipe.cmd("XADD").arg(&key).arg("MAXLEN").arg("~").arg(64).arg("*")
-                        .arg("i").arg(&bus.inner.instance_id).arg("d").arg(&batch.frames).ignore();
-                    pipe.pexpire(&key, CURSOR_STREAM_TTL_MS as i64).ignore();
-                }
-                if let Err(error) = pipe.exec_async(&mut bus.conn()).await {
-                    tracing::debug!(%error, "cursor batch not sent (cursors are best effort)");
-                }
+            Err(error) => tracing::warn!(%error, "Redis heartbeat failed"),
+        }
+        if restore_until.is_some_and(|until| Instant::now() < until) {
+            if let Err(error) = bus.restore_presence().await {
+                tracing::warn!(%error, "could not check this instance's presence");
             }
+        }
+    }
+}
+
+async fn cursor_batches(bus: &RedisBus, cursors: &CursorBuffer, period: Duration, mut stop: watch::Receiver<bool>) {
+    let mut ticks = ticker(period);
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = ticks.tick() => {}
+        }
+        let batches = cursors.take();
+        if batches.is_empty() {
+            continue;
+        }
+        let mut pipe = redis::pipe();
+        for batch in &batches {
+            let key = keys::cursors(&batch.canvas);
+            pipe.cmd("XADD").arg(&key).arg("MAXLEN").arg("~").arg(64).arg("*")
+                .arg("i").arg(&bus.inner.instance_id).arg("d").arg(&batch.frames).ignore();
+            pipe.pexpire(&key, CURSOR_STREAM_TTL_MS as i64).ignore();
+        }
+        if let Err(error) = pipe.exec_async(&mut bus.conn()).await {
+            tracing::debug!(%error, "cursor batch not sent (cursors are best effort)");
         }
     }
 }
@@ -74,7 +117,7 @@ impl RedisBus {
             .await
             .map_err(unavailable)?;
         let malformed = || BusError::Unavailable("Redis: unexpected heartbeat reply".into());
-        let [epoch, writes, dead] = items::<3>(&reply).ok_or_else(malformed)?;
+        let [epoch, writes, dead, live] = items::<4>(&reply).ok_or_else(malformed)?;
         let (Some(mut epoch), Some(writes)) = (string(epoch), uint(writes)) else {
             return Err(malformed());
         };
@@ -92,12 +135,45 @@ impl RedisBus {
         shared.observe_epoch(&epoch, &self.inner.hub);
         shared.saw_writes(writes);
         let dead: Vec<String> = array(dead).unwrap_or_default().iter().filter_map(string).collect();
+        self.inner.metrics.peer_instances.set(uint(live).unwrap_or(1).saturating_sub(1) as f64);
         for instance in dead.iter().filter(|i| **i != self.inner.instance_id) {
             self.expire_instance(instance).await?;
         }
         for leaving in shared.take_leaving() {
             let Leaving { canvas, user, name, conn } = leaving;
-            self.publish(Publish::presence(false, canvas, user, name, conn, None)).await?;
+            self.publish(Publish::presence(false, canvas, user, name, conn, None), false).await?;
+        }
+        Ok(())
+    }
+
+    /// Registers again every local connection that is missing from Redis (survivors took this instance for
+    /// dead while its heartbeat was late), logging `user-connected` where it is the user's first again. A
+    /// connection that left meanwhile is removed again once that commits.
+    async fn restore_presence(&self) -> Result<(), BusError> {
+        let registered: Vec<String> = redis::cmd("HKEYS")
+            .arg(format!("relay:i:{}:conns", self.inner.instance_id))
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        let registered: HashSet<Uuid> = registered.iter().filter_map(|conn| conn.parse().ok()).collect();
+        let hub = &self.inner.hub;
+        let missing: Vec<_> = hub.members().into_iter().filter(|(_, conn, _, _)| !registered.contains(conn)).collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        tracing::warn!(connections = missing.len(), "this instance's connections were expired by others; registering them again");
+        let mut waits = Vec::new();
+        for (canvas, conn, user, name) in &missing {
+            let (done, committed) = oneshot::channel();
+            self.publish(Publish::presence(true, canvas.clone(), user.clone(), name.clone(), *conn, Some(done)), true).await?;
+            waits.push(committed);
+        }
+        for committed in waits {
+            let _ = committed.await;
+        }
+        let still_here: HashSet<Uuid> = hub.members().into_iter().map(|(_, conn, _, _)| conn).collect();
+        for (canvas, conn, user, name) in missing.into_iter().filter(|(_, conn, _, _)| !still_here.contains(conn)) {
+            self.publish(Publish::presence(false, canvas, user, name, conn, None), false).await?;
         }
         Ok(())
     }
@@ -117,7 +193,7 @@ impl RedisBus {
                 continue;
             };
             let name = super::entry::optional(name).map(str::to_owned);
-            self.publish(Publish::presence(false, canvas, user, name, conn, None)).await?;
+            self.publish(Publish::presence(false, canvas, user, name, conn, None), true).await?;
         }
         Ok(())
     }

@@ -7,8 +7,9 @@
 //! - **Delivery without polling.** Each process blocks in one XREAD over the streams of the canvases it
 //!   has clients on (`reader.rs`), from where each room has delivered; its own commits reach its clients at
 //!   once (`publisher.rs`), and rooms order both paths as on SQLite.
-//! - **Joins and resume.** `snapshot.lua` reads head, objects, presence and the resume replay atomically;
-//!   entries a room delivered after that snapshot are sent to the joiner before anything live.
+//! - **Joins and resume.** `snapshot.lua` reads head, state version, presence and the resume check
+//!   atomically; a big state is read beside it with one HGETALL of the canvas's `objects` hash (each object's
+//!   whole JSON text), never object by object. The join itself is `bus::join`'s, as on SQLite.
 //! - **Redis down.** Commits fail with `unavailable` (no ack), `/health` is critical, the connection
 //!   manager and the reader reconnect with backoff, and rooms read on from where they were.
 //! - **Redis lost data.** The store's epoch (`relay:epoch`) is part of every canvas epoch. A Redis that
@@ -26,32 +27,37 @@ mod scripts;
 mod shared;
 
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Client, Value};
+use redis::{AsyncCommands, Client, Value};
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, watch};
-use tokio::task::JoinHandle;
-use tokio_tungstenite::tungstenite::Message;
 use uuid::Uuid;
 
 use self::entry::{stream_id, LogEntry};
-use self::publisher::{Publisher, Request};
+use self::publisher::{Lanes, Publisher, Request};
 use self::reader::Reader;
 use self::shared::Shared;
 use crate::bus::views::StorageFigures;
-use crate::bus::{BusError, BusFigures, JoinRequest, Joined, Publish};
+use crate::bus::workers::Workers;
+use crate::bus::{BusError, BusFigures, Publish};
 use crate::clock::now_ms;
 use crate::config::Config;
-use crate::hub::{Hub, Subscriber};
+use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::protocol::CanvasId;
 
 /// How long one Redis command may take before it counts as a failure.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a read of a canvas may take: a big state is megabytes, and a storm of joins reads it at once.
+const STATE_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Publishes that may wait in the urgent lane (registrations of joins, dead instances' expiry).
+const URGENT_CAPACITY: usize = 4096;
+/// The key layout this binary writes (`relay:format`); see [`RedisBus::migrate`].
+const FORMAT: u32 = 2;
 
 /// What `/health` reports about Redis.
 #[derive(Debug, Clone, Serialize)]
@@ -73,9 +79,15 @@ pub struct RedisBus {
 struct Inner {
     /// Commands and scripts; reconnects by itself with backoff.
     conn: ConnectionManager,
+    /// Reads of canvases for joins, replays and the API, apart from `conn`: a slow read of a big state
+    /// (megabytes) never holds up a commit's reply or times it out.
+    state_conn: ConnectionManager,
+    /// The publisher's urgent lane and its queue.
+    urgent: mpsc::Sender<Request>,
     publisher: mpsc::Sender<Request>,
     shared: Arc<Shared>,
     hub: Arc<Hub>,
+    metrics: Metrics,
     instance_id: String,
     ttl_ms: i64,
     max_resume: u64,
@@ -84,7 +96,8 @@ struct Inner {
     presence_timeout_ms: i64,
     writer_capacity: usize,
     stop_reader: watch::Sender<bool>,
-    tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// The publisher and reader tasks.
+    workers: Workers,
 }
 
 impl RedisBus {
@@ -95,18 +108,21 @@ impl RedisBus {
         // A command waits for the manager's reconnection attempt, so the attempt is short (two retries, 50
         // then 100 ms): while Redis is down a commit fails within ~150 ms and its senders get `unavailable`
         // instead of waiting for an ack; the next command (at the latest the next heartbeat) tries again.
-        let manager = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(RESPONSE_TIMEOUT))
-            .set_response_timeout(Some(RESPONSE_TIMEOUT))
-            .set_min_delay(Duration::from_millis(50))
-            .set_max_delay(Duration::from_secs(1))
-            .set_number_of_retries(2);
-        let conn = tokio::time::timeout(RESPONSE_TIMEOUT * 2, client.get_connection_manager_with_config(manager))
-            .await
-            .context("connecting to Redis timed out")?
-            .context("connecting to Redis")?;
+        let manager = |timeout| {
+            ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(RESPONSE_TIMEOUT))
+                .set_response_timeout(Some(timeout))
+                .set_min_delay(Duration::from_millis(50))
+                .set_max_delay(Duration::from_secs(1))
+                .set_number_of_retries(2)
+        };
+        let connect = |timeout| tokio::time::timeout(RESPONSE_TIMEOUT * 2, client.get_connection_manager_with_config(manager(timeout)));
+        let conn = connect(RESPONSE_TIMEOUT).await.context("connecting to Redis timed out")?.context("connecting to Redis")?;
+        let state_conn = connect(STATE_READ_TIMEOUT).await.context("connecting to Redis timed out")?.context("connecting to Redis")?;
+        Self::migrate(&mut conn.clone()).await?;
         let shared = Arc::new(Shared::default());
-        let (publisher_tx, publisher_rx) = mpsc::channel(config.writer_queue);
+        let (urgent_tx, urgent) = mpsc::channel(URGENT_CAPACITY);
+        let (publisher_tx, queue) = mpsc::channel(config.writer_queue);
         let (stop_reader, reader_stopped) = watch::channel(false);
         let publisher = Publisher {
             conn: conn.clone(),
@@ -116,22 +132,29 @@ impl RedisBus {
             instance_id: instance_id.to_owned(),
             ttl_ms: config.message_ttl.as_millis() as i64,
             max_batch: config.max_batch,
+            max_canvas_state: config.max_canvas_state,
             local_broadcast: config.local_broadcast,
+            // Batch numbers are unique to this process: the instance id is new at every start.
+            next_batch: 1,
+            unresolved: None,
         };
         let reader = Reader {
             client,
             hub: hub.clone(),
             shared: shared.clone(),
-            metrics,
+            metrics: metrics.clone(),
             instance_id: instance_id.to_owned(),
             ttl_ms: config.message_ttl.as_millis() as i64,
         };
         let bus = RedisBus {
             inner: Arc::new(Inner {
                 conn,
+                state_conn,
+                urgent: urgent_tx,
                 publisher: publisher_tx,
                 shared,
                 hub,
+                metrics,
                 instance_id: instance_id.to_owned(),
                 ttl_ms: config.message_ttl.as_millis() as i64,
                 max_resume: config.max_resume,
@@ -139,18 +162,51 @@ impl RedisBus {
                 presence_timeout_ms: config.presence_timeout.as_millis() as i64,
                 writer_capacity: config.writer_queue,
                 stop_reader,
-                tasks: Mutex::new(Vec::new()),
+                workers: Workers::default(),
             }),
         };
         // Registered before the instance announces itself, so peers count it from the start.
         bus.heartbeat().await.map_err(|e| anyhow::anyhow!("registering with Redis: {e}"))?;
-        let tasks = vec![tokio::spawn(publisher.run(publisher_rx)), tokio::spawn(reader.run(reader_stopped))];
-        *bus.inner.tasks.lock().unwrap_or_else(|p| p.into_inner()) = tasks;
+        bus.inner.workers.task("publisher", tokio::spawn(publisher.run(Lanes { urgent, queue })));
+        bus.inner.workers.task("stream reader", tokio::spawn(reader.run(reader_stopped)));
         Ok(bus)
+    }
+
+    /// Brings the keys to this binary's layout (`relay:format`). Layout 1 (the first Redis bus) kept objects
+    /// as field hashes only: each canvas gets its `objects` hash, state size and version (`migrate.lua`).
+    /// Instances of another layout must not run against the same Redis: stop them all, then start this one.
+    async fn migrate(conn: &mut ConnectionManager) -> anyhow::Result<()> {
+        let format: Option<u32> = redis::cmd("GET").arg(keys::FORMAT).query_async(conn).await.context("reading the key layout")?;
+        match format {
+            Some(FORMAT) => return Ok(()),
+            Some(newer) if newer > FORMAT => anyhow::bail!("Redis holds key layout {newer}, newer than this binary knows ({FORMAT}): upgrade canvas-relay"),
+            _ => {}
+        }
+        let mut heads: Vec<String> = Vec::new();
+        let mut iter: redis::AsyncIter<String> = conn.scan_match("relay:{*}:head").await.context("listing canvases")?;
+        while let Some(key) = iter.next_item().await {
+            heads.push(key.context("listing canvases")?);
+        }
+        drop(iter);
+        let mut converted = 0;
+        for head in &heads {
+            let Some(canvas) = head.strip_prefix("relay:{").and_then(|k| k.strip_suffix("}:head")) else { continue };
+            let objects: u64 = scripts::MIGRATE.arg(canvas).invoke_async(conn).await.context("converting a canvas")?;
+            converted += objects;
+        }
+        let () = redis::cmd("SET").arg(keys::FORMAT).arg(FORMAT).query_async(conn).await.context("recording the key layout")?;
+        if !heads.is_empty() {
+            tracing::info!(canvases = heads.len(), objects = converted, "Redis keys converted to layout {FORMAT}");
+        }
+        Ok(())
     }
 
     fn conn(&self) -> ConnectionManager {
         self.inner.conn.clone()
+    }
+
+    fn state_conn(&self) -> ConnectionManager {
+        self.inner.state_conn.clone()
     }
 
     /// A fresh id, offered to a script in case the store has no epoch yet (see `store_epoch` in the Lua).
@@ -158,9 +214,11 @@ impl RedisBus {
         Uuid::new_v4().to_string()
     }
 
-    /// Queues a logged message for the publisher. Waits when its queue is full (back-pressure).
-    pub async fn publish(&self, publish: Publish) -> Result<(), BusError> {
-        self.inner.publisher.send(Request::Publish(publish)).await.map_err(|_| BusError::ShuttingDown)
+    /// Queues a logged message for the publisher, on its queue or (`urgent`) ahead of it. Waits when that
+    /// lane is full (back-pressure).
+    pub async fn publish(&self, publish: Publish, urgent: bool) -> Result<(), BusError> {
+        let lane = if urgent { &self.inner.urgent } else { &self.inner.publisher };
+        lane.send(Request::Publish(publish)).await.map_err(|_| BusError::ShuttingDown)
     }
 
     /// Returns once everything queued before the call is committed or refused.
@@ -170,68 +228,26 @@ impl RedisBus {
         committed.await.map_err(|_| BusError::ShuttingDown)
     }
 
-    /// Subscribes a connection whose presence is registered, and says where its stream starts. The snapshot is read first (a Redis round trip cannot hold
-    /// the room's lock); then, under the lock: a room that has delivered past the snapshot makes the joiner
-    /// start after what it delivered, and those entries are read and sent before anything live, so the
-    /// client still sees every seq after its welcome once, in order. A reset between the two retries.
-    pub async fn subscribe(&self, request: JoinRequest) -> Result<Joined, BusError> {
-        let hub = &self.inner.hub;
-        loop {
-            let snap = self.snapshot(&request.canvas, request.resume.as_ref(), true).await?;
-            self.inner.shared.observe_epoch(&snap.store_epoch, hub);
-            let Some((delivered, created)) = place(hub, &request, &snap) else { continue };
-            if created {
-                self.wake_reader().await;
-            }
-            let presence = snap.presence_json();
-            let mut replay = snap.replay;
-            if delivered > snap.seq {
-                match self.entries(&request.canvas, snap.generation, snap.seq, delivered).await {
-                    Ok(frames) if frames.len() as u64 == delivered - snap.seq => replay.extend(frames),
-                    Ok(_) => {
-                        hub.leave(&request.canvas, request.conn);
-                        return Err(BusError::Unavailable("the canvas moved on while joining: retry".into()));
-                    }
-                    Err(error) => {
-                        hub.leave(&request.canvas, request.conn);
-                        return Err(error);
-                    }
-                }
-            }
-            let epoch = format!("{}-{}", snap.store_epoch, snap.generation);
-            let seq = if snap.resumed { request.resume.as_ref().map_or(snap.seq, |r| r.since) } else { snap.seq };
-            return Ok(Joined { epoch, seq, resumed: snap.resumed, replay, objects: snap.objects, presence });
-        }
-    }
-
-    /// The frames of seqs `after + 1 ..= upto` of one generation of a canvas.
-    async fn entries(&self, canvas: &CanvasId, generation: u64, after: u64, upto: u64) -> Result<Vec<Message>, BusError> {
-        let reply: Value = redis::cmd("XRANGE")
-            .arg(keys::log(canvas))
-            .arg(stream_id(generation, after + 1))
-            .arg(stream_id(generation, upto))
-            .query_async(&mut self.conn())
-            .await
-            .map_err(unavailable)?;
-        let epoch = self.inner.shared.epoch().unwrap_or_default();
-        Ok(LogEntry::parse_all(&reply).iter().map(|e| e.frame(canvas.as_str(), &epoch)).collect())
-    }
-
     /// Ends the reader's blocked XREAD so that its next one includes a canvas that just got a room.
-    async fn wake_reader(&self) {
+    pub async fn wake_reader(&self, canvas: &CanvasId) {
         let wake = redis::cmd("XADD")
             .arg(keys::wake(&self.inner.instance_id))
             .arg("MAXLEN")
             .arg(1)
             .arg("*")
             .arg("w")
-            .arg(1)
+            .arg(canvas.as_str())
             .exec_async(&mut self.conn())
             .await;
         if let Err(error) = wake {
             // The reader then picks the canvas up when its read times out (or reconnects).
             tracing::warn!(%error, "could not wake the stream reader");
         }
+    }
+
+    /// The publisher or reader task that has ended, if one has: the instance cannot go on.
+    pub fn stopped_worker(&self) -> Option<&'static str> {
+        self.inner.workers.stopped()
     }
 
     /// This process's rooms.
@@ -249,7 +265,10 @@ impl RedisBus {
             .await
             .map_err(unavailable)?;
         let ping = started.elapsed();
-        let live_after = secs * 1000 + micros / 1000 - self.inner.presence_timeout_ms;
+        let redis_now = secs * 1000 + micros / 1000;
+        let live_after = redis_now - self.inner.presence_timeout_ms;
+        let live_instances = beats.iter().filter(|beat| **beat > live_after).count() as i64;
+        let oldest_unread = self.oldest_unread().await?;
         let now = now_ms();
         let shared = &self.inner.shared;
         let (last_error, last_error_age_ms) = shared.last_error.report(now);
@@ -258,15 +277,36 @@ impl RedisBus {
             storage: StorageFigures::Redis(RedisFigures {
                 redis_ping_ms: ping.as_secs_f64() * 1000.0,
                 store_epoch: shared.epoch(),
-                live_instances: beats.iter().filter(|beat| **beat > live_after).count() as i64,
+                live_instances,
             }),
             writer_queue_depth: self.inner.writer_capacity - self.inner.publisher.capacity(),
             writer_queue_capacity: self.inner.writer_capacity,
             poll_lag_rows: 0,
             last_poll_age_ms: (now - shared.last_read_ms.load(Ordering::Acquire)).max(0),
+            peer_instances: (live_instances - 1).max(0),
+            oldest_unread_age_ms: oldest_unread.map(|ts| (redis_now - ts).max(0)),
             last_error,
             last_error_age_ms,
         })
+    }
+
+    /// When the oldest entry a local room has not delivered yet was committed (Redis's clock, ms): one
+    /// XRANGE of one entry per local canvas (the first thousand), in one round trip.
+    async fn oldest_unread(&self) -> Result<Option<i64>, BusError> {
+        let rooms = self.inner.hub.all_rooms();
+        let mut pipe = redis::pipe();
+        for room in rooms.iter().take(1000) {
+            let (generation, delivered) = {
+                let state = room.lock();
+                (state.generation(), state.delivered())
+            };
+            pipe.cmd("XRANGE").arg(keys::log(&room.canvas)).arg(format!("({}", stream_id(generation, delivered))).arg("+").arg("COUNT").arg(1);
+        }
+        if rooms.is_empty() {
+            return Ok(None);
+        }
+        let replies: Vec<Value> = pipe.query_async(&mut self.conn()).await.map_err(unavailable)?;
+        Ok(replies.iter().filter_map(|reply| LogEntry::parse_all(reply).first().map(|entry| entry.ts)).min())
     }
 
     /// How long messages are kept, in ms.
@@ -283,10 +323,7 @@ impl RedisBus {
             let _ = stopped.await;
         }
         let _ = self.inner.stop_reader.send(true);
-        let tasks = std::mem::take(&mut *self.inner.tasks.lock().unwrap_or_else(|p| p.into_inner()));
-        for task in tasks {
-            let _ = task.await;
-        }
+        self.inner.workers.join_all().await;
         let mut pipe = redis::pipe();
         pipe.hset(keys::INSTANCES, &self.inner.instance_id, 0).ignore();
         pipe.del(keys::wake(&self.inner.instance_id)).ignore();
@@ -294,33 +331,6 @@ impl RedisBus {
             tracing::warn!(%error, "could not deregister this instance from Redis");
         }
     }
-}
-
-/// Subscribes the joiner to its room under the room's lock; returns the seq it starts after and whether the
-/// room was created by this join, or `None` to read the snapshot again (a room that was closed meanwhile, or
-/// a reset the room delivered after the snapshot).
-fn place(hub: &Hub, request: &JoinRequest, snap: &api::Snapshot) -> Option<(u64, bool)> {
-    let room = hub.room_for_join(&request.canvas);
-    let mut state = room.lock();
-    if state.is_closed() {
-        return None; // the last subscriber left between lookup and lock
-    }
-    let created = state.start_at(snap.seq, snap.generation);
-    if state.generation() > snap.generation {
-        return None;
-    }
-    let delivered = match state.generation() == snap.generation {
-        true => state.delivered().max(snap.seq),
-        false => snap.seq, // the room has yet to read the reset marker; it will start over at 0
-    };
-    state.subscribe(Subscriber {
-        conn: request.conn,
-        user: request.user.clone(),
-        generation: snap.generation,
-        start_after: delivered,
-        outbox: request.outbox.clone(),
-    });
-    Some((delivered, created))
 }
 
 /// A Redis failure as clients see it.

@@ -1,29 +1,39 @@
-//! The one publisher task of this process: takes whatever publishes are waiting (group commit), commits them
-//! in one `publish.lua` call (seqs, stream appends, object fold and presence, atomically on the Redis side),
-//! and only then lets them out: acks and local delivery through the hub, results to API callers. As with
-//! the SQLite writer, an ack means Redis applied the message (see the README on what Redis persistence
-//! makes of that).
+//! The one publisher task of this process: takes whatever publishes are waiting (group commit; the urgent
+//! lane first, as on SQLite), commits them in one `publish.lua` call (seqs, stream appends, object fold and
+//! presence, atomically on the Redis side), and only then lets them out: acks and local delivery through
+//! the hub, results to API callers. As with the SQLite writer, an ack means Redis applied the message (see
+//! the README on what Redis persistence makes of that).
+//!
+//! **No answer is not "no".** A batch whose reply never came (a timeout, a dropped connection) may have
+//! been applied. It stays *unresolved* and is sent again, unchanged, until Redis answers: batches are
+//! numbered per instance and the script keeps the reply of the last one, so a second send is answered with
+//! the first's outcome instead of logging anything twice. Its publishers wait for that answer; batches that
+//! come meanwhile are refused with `unavailable` without being sent (so nothing overtakes the unresolved
+//! one), as is a batch Redis answered with an error or that could not be sent at all.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use redis::aio::ConnectionManager;
-use redis::Value;
+use redis::{ErrorKind, RedisError, Value};
 use serde_json::value::RawValue;
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message;
 use uuid::Uuid;
 
-use super::entry::{array, encode_optional, int, order, text};
+use super::entry::{array, encode_optional, int, text};
 use super::scripts::PUBLISH;
 use super::shared::{Leaving, Shared};
 use crate::bus::{refuse_all, BusError, Origin, Publish};
 use crate::clock::now_ms;
 use crate::hub::{Entry, Hub};
 use crate::metrics::Metrics;
-use crate::protocol::{logged_frame, ErrorCode};
+use crate::protocol::{logged_frame, to_json};
 use crate::state::{self, ObjectOp};
+
+/// Backoff between sends of a batch whose reply did not come: from the first to the last, doubling.
+const RESEND: (Duration, Duration) = (Duration::from_millis(50), Duration::from_secs(1));
 
 /// Work for the publisher.
 #[derive(Debug)]
@@ -43,21 +53,54 @@ pub struct Publisher {
     pub instance_id: String,
     pub ttl_ms: i64,
     pub max_batch: usize,
+    pub max_canvas_state: usize,
     pub local_broadcast: bool,
+    /// The number of this instance's next batch (see the module doc).
+    pub next_batch: u64,
+    /// A batch sent whose reply never came, sent again until Redis answers it.
+    pub unresolved: Option<Unresolved>,
+}
+
+/// A batch Redis may or may not have applied.
+pub struct Unresolved {
+    invocation: redis::ScriptInvocation<'static>,
+    batch: Vec<Publish>,
+    started: Instant,
+    /// When to send it again, and the wait after that.
+    retry_at: tokio::time::Instant,
+    backoff: Duration,
+}
+
+/// The publisher's two inbound lanes: the urgent one (joins' registrations, dead instances' expiry) is
+/// always taken first.
+pub struct Lanes {
+    pub urgent: mpsc::Receiver<Request>,
+    pub queue: mpsc::Receiver<Request>,
 }
 
 /// What the script did with one publish.
 enum Outcome {
     Logged { seq: u64, generation: u64 },
-    /// Refused by the canvas state (an update or delete of a missing object).
-    Refused,
+    /// Refused by the canvas state (an update or delete of a missing object, or past the size limit).
+    Refused(BusError),
     /// A presence change that is not the user's first or last connection: recorded, nothing logged.
     Unlogged,
 }
 
 impl Publisher {
-    pub async fn run(mut self, mut requests: mpsc::Receiver<Request>) {
-        while let Some(first) = requests.recv().await {
+    pub async fn run(mut self, mut lanes: Lanes) {
+        loop {
+            let retry_at = self.unresolved.as_ref().map(|u| u.retry_at);
+            let first = tokio::select! {
+                biased;
+                () = tokio::time::sleep_until(retry_at.unwrap_or_else(tokio::time::Instant::now)), if retry_at.is_some() => {
+                    self.resolve().await;
+                    continue;
+                }
+                Some(request) = lanes.urgent.recv() => request,
+                Some(request) = lanes.queue.recv() => request,
+                else => return,
+            };
             let mut batch = Vec::new();
             let mut next = Some(first);
             while let Some(request) = next.take() {
@@ -69,65 +112,119 @@ impl Publisher {
                     }
                     Request::Stop(done) => {
                         self.commit(batch).await;
-                        requests.close();
-                        let mut late = Vec::new();
-                        while let Ok(request) = requests.try_recv() {
-                            match request {
-                                Request::Publish(publish) => late.push(publish),
-                                Request::Barrier(done) | Request::Stop(done) => drop(done.send(())),
-                            }
-                        }
-                        refuse_all(late, BusError::ShuttingDown);
+                        self.stop(&mut lanes).await;
                         let _ = done.send(());
                         return;
                     }
                 }
-                if batch.len() < self.max_batch {
-                    next = requests.try_recv().ok();
+                next = lanes.urgent.try_recv().ok();
+                if next.is_none() && batch.len() < self.max_batch {
+                    next = lanes.queue.try_recv().ok();
                 }
             }
-            self.metrics.writer_queue_depth.set(requests.len() as f64);
+            self.metrics.writer_queue_depth.set((lanes.urgent.len() + lanes.queue.len()) as f64);
             self.commit(batch).await;
         }
+    }
+
+    /// Refuses whatever is still queued (the server is going away). A batch still unresolved gets one last
+    /// try; if Redis does not answer it, its senders hear nothing (as if this instance had been killed).
+    async fn stop(&mut self, lanes: &mut Lanes) {
+        self.resolve().await;
+        if let Some(unresolved) = self.unresolved.take() {
+            tracing::warn!(messages = unresolved.batch.len(), "stopping with a batch Redis never answered");
+        }
+        lanes.urgent.close();
+        lanes.queue.close();
+        let mut late = Vec::new();
+        while let Ok(request) = lanes.urgent.try_recv().or_else(|_| lanes.queue.try_recv()) {
+            match request {
+                Request::Publish(publish) => late.push(publish),
+                Request::Barrier(done) | Request::Stop(done) => drop(done.send(())),
+            }
+        }
+        refuse_all(late, BusError::ShuttingDown);
     }
 
     async fn commit(&mut self, batch: Vec<Publish>) {
         if batch.is_empty() {
             return;
         }
-        let started = Instant::now();
+        if self.unresolved.is_some() {
+            self.resolve().await;
+        }
+        if self.unresolved.is_some() {
+            let error = "Redis has not answered an earlier batch yet".to_owned();
+            return self.refuse(batch, error);
+        }
+        let number = self.next_batch;
+        self.next_batch += 1;
         let mut invocation = PUBLISH.prepare_invoke();
-        invocation.arg(self.ttl_ms).arg(&self.instance_id).arg(Uuid::new_v4().to_string());
+        invocation.arg(self.ttl_ms).arg(&self.instance_id).arg(Uuid::new_v4().to_string()).arg(number).arg(self.max_canvas_state);
         for publish in &batch {
             encode(publish, &mut invocation);
         }
-        let reply = invocation.invoke_async::<Value>(&mut self.conn).await;
-        match reply.map_err(|e| e.to_string()).and_then(|reply| parse(&reply, batch.len()).ok_or_else(|| format!("unexpected reply {reply:?}"))) {
-            Ok((epoch, writes, now, outcomes)) => {
-                self.shared.observe_epoch(&epoch, &self.hub);
-                self.shared.saw_writes(writes);
-                self.shared.last_error.clear();
-                self.metrics.commits.increment(1);
-                let logged = outcomes.iter().filter(|o| matches!(o, Outcome::Logged { .. })).count();
-                self.metrics.messages_committed.increment(logged as u64);
-                self.metrics.commit_batch_size.record(batch.len() as f64);
-                self.metrics.commit_seconds.record(started.elapsed().as_secs_f64());
-                self.deliver(batch, outcomes, now);
-            }
+        let started = Instant::now();
+        match invocation.invoke_async::<Value>(&mut self.conn).await {
+            Ok(reply) => self.finish(batch, &reply, started),
+            Err(error) if answered(&error) || error.is_connection_refusal() => self.refuse(batch, error.to_string()),
             Err(error) => {
-                self.metrics.commit_errors.increment(1);
-                tracing::error!(%error, messages = batch.len(), "Redis commit failed; senders get `unavailable`");
-                let message = format!("Redis: {error}");
-                self.shared.last_error.set(now_ms(), &message);
-                for publish in &batch {
-                    if let (Origin::Presence { conn, name, .. }, false) = (&publish.origin, publish.is_connect()) {
-                        let (canvas, user) = (publish.canvas.clone(), publish.from.clone());
-                        self.shared.retry_later(Leaving { canvas, user, name: name.clone(), conn: *conn });
-                    }
-                }
-                refuse_all(batch, BusError::Unavailable(message));
+                tracing::warn!(%error, messages = batch.len(), "no answer to a batch Redis may have applied; sending it again");
+                self.shared.last_error.set(now_ms(), &format!("Redis: {error}"));
+                let retry_at = tokio::time::Instant::now() + RESEND.0;
+                self.unresolved = Some(Unresolved { invocation, batch, started, retry_at, backoff: RESEND.0 });
             }
         }
+    }
+
+    /// Sends the unresolved batch again; its publishers hear the outcome once Redis answers.
+    async fn resolve(&mut self) {
+        let Some(mut unresolved) = self.unresolved.take() else { return };
+        match unresolved.invocation.invoke_async::<Value>(&mut self.conn).await {
+            Ok(reply) => {
+                tracing::info!(messages = unresolved.batch.len(), "Redis answered a batch sent again");
+                self.finish(unresolved.batch, &reply, unresolved.started);
+            }
+            Err(error) => {
+                // Even an error reply proves nothing here (a script refused for want of memory is refused
+                // before it could find its batch already applied): only a reply resolves it.
+                self.shared.last_error.set(now_ms(), &format!("Redis: {error}"));
+                unresolved.backoff = (unresolved.backoff * 2).min(RESEND.1);
+                unresolved.retry_at = tokio::time::Instant::now() + unresolved.backoff;
+                self.unresolved = Some(unresolved);
+            }
+        }
+    }
+
+    /// A batch Redis applied: the reply's outcomes go to its publishers and local rooms.
+    fn finish(&mut self, batch: Vec<Publish>, reply: &Value, started: Instant) {
+        let Some((epoch, writes, now, outcomes)) = parse(reply, &batch) else {
+            return self.refuse(batch, format!("unexpected reply {reply:?}"));
+        };
+        self.shared.observe_epoch(&epoch, &self.hub);
+        self.shared.saw_writes(writes);
+        self.shared.last_error.clear();
+        self.metrics.commits.increment(1);
+        let logged = outcomes.iter().filter(|o| matches!(o, Outcome::Logged { .. })).count();
+        self.metrics.messages_committed.increment(logged as u64);
+        self.metrics.commit_batch_size.record(batch.len() as f64);
+        self.metrics.commit_seconds.record(started.elapsed().as_secs_f64());
+        self.deliver(batch, outcomes, now);
+    }
+
+    /// A batch Redis did not apply: `unavailable` to its publishers; its disconnects are retried later.
+    fn refuse(&mut self, batch: Vec<Publish>, error: String) {
+        self.metrics.commit_errors.increment(1);
+        tracing::error!(%error, messages = batch.len(), "Redis did not take a batch; senders get `unavailable`");
+        let message = format!("Redis: {error}");
+        self.shared.last_error.set(now_ms(), &message);
+        for publish in &batch {
+            if let (Origin::Presence { conn, name, .. }, false) = (&publish.origin, publish.is_connect()) {
+                let (canvas, user) = (publish.canvas.clone(), publish.from.clone());
+                self.shared.retry_later(Leaving { canvas, user, name: name.clone(), conn: *conn });
+            }
+        }
+        refuse_all(batch, BusError::Unavailable(message));
     }
 
     /// After the commit: answer each publisher and deliver to local rooms at once (local short-circuit). The
@@ -137,9 +234,8 @@ impl Publisher {
         for (publish, outcome) in batch.into_iter().zip(outcomes) {
             let (seq, generation) = match outcome {
                 Outcome::Logged { seq, generation } => (seq, generation),
-                Outcome::Refused => {
-                    let id = ObjectOp::of(&publish.kind, &publish.data).map(|op| op.id().to_owned()).unwrap_or_default();
-                    publish.refuse(BusError::Refused(state::missing(&id)), ErrorCode::InvalidFrame);
+                Outcome::Refused(error) => {
+                    publish.refuse(error);
                     continue;
                 }
                 Outcome::Unlogged => {
@@ -158,9 +254,15 @@ impl Publisher {
             if let Some(ack) = ack {
                 state.expect_ack_unless_delivered(generation, seq, ack);
             }
-            state.offer(Entry { seq, generation, id: order(generation, seq), frame }, &self.metrics);
+            state.offer(Entry { seq, generation, id: seq as i64, frame }, &self.metrics);
         }
     }
+}
+
+/// Whether Redis itself answered with this error (nothing was applied: the script checks its arguments
+/// before writing and is refused whole when Redis is out of memory), as opposed to no answer at all.
+fn answered(error: &RedisError) -> bool {
+    matches!(error.kind(), ErrorKind::Server(_) | ErrorKind::Extension)
 }
 
 /// Adds one publish's arguments (see the header of `publish.lua`).
@@ -180,8 +282,8 @@ fn encode(publish: &Publish, invocation: &mut redis::ScriptInvocation<'_>) {
         Some(ObjectOp::Delete { id }) => ("delete", id.as_str()),
         None => (op, ""),
     };
-    // An object's top-level fields, each as the exact JSON text it arrived as (a later duplicate key wins,
-    // as in the SQLite fold). Deletes need none.
+    // An object's top-level fields, each name as JSON and each value as the exact JSON text it arrived as
+    // (a later duplicate key wins, as in the SQLite fold). Deletes need none.
     let fields: BTreeMap<String, &RawValue> = match op {
         "create" | "update" => serde_json::from_str(publish.data.get()).unwrap_or_default(),
         _ => BTreeMap::new(),
@@ -196,24 +298,32 @@ fn encode(publish: &Publish, invocation: &mut redis::ScriptInvocation<'_>) {
         .arg(reference)
         .arg(name)
         .arg(id)
+        .arg(to_json(&id).len())
         .arg(fields.len());
     for (field, value) in fields {
-        invocation.arg(field).arg(value.get());
+        invocation.arg(to_json(&field)).arg(value.get());
     }
 }
 
-/// `{ epoch, writes, now, seq, generation, ... }`.
-fn parse(reply: &Value, expected: usize) -> Option<(String, u64, i64, Vec<Outcome>)> {
+/// `{ epoch, writes, now, seq, generation, ... }`, one outcome per publish of `batch`.
+fn parse(reply: &Value, batch: &[Publish]) -> Option<(String, u64, i64, Vec<Outcome>)> {
     let items = array(reply)?;
     let [epoch, writes, now, results @ ..] = items else { return None };
-    if results.len() != expected * 2 {
+    if results.len() != batch.len() * 2 {
         return None;
     }
     let outcomes = results
         .chunks_exact(2)
-        .map(|pair| {
+        .zip(batch)
+        .map(|(pair, publish)| {
             Some(match int(&pair[0])? {
-                -1 => Outcome::Refused,
+                -1 => {
+                    let id = ObjectOp::of(&publish.kind, &publish.data).map(|op| op.id().to_owned()).unwrap_or_default();
+                    Outcome::Refused(BusError::Refused(state::missing(&id)))
+                }
+                -2 => Outcome::Refused(BusError::CanvasFull(
+                    "the canvas state would be over its limit (--max-canvas-state)".into(),
+                )),
                 0 => Outcome::Unlogged,
                 seq => Outcome::Logged { seq: seq as u64, generation: int(&pair[1])? as u64 },
             })
@@ -225,30 +335,51 @@ fn parse(reply: &Value, expected: usize) -> Option<(String, u64, i64, Vec<Outcom
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::{CanvasId, MsgType, UserId};
 
     fn bulk(s: &str) -> Value {
         Value::BulkString(s.as_bytes().to_vec())
     }
 
+    fn publish(kind: &str, data: &str) -> Publish {
+        Publish {
+            canvas: CanvasId::parse("c").unwrap(),
+            kind: MsgType::parse(kind).unwrap(),
+            data: RawValue::from_string(data.into()).unwrap(),
+            from: UserId::parse("u").unwrap(),
+            origin: Origin::Caller(oneshot::channel().0),
+        }
+    }
+
     #[test]
     fn a_reply_maps_to_one_outcome_per_publish_or_to_nothing() {
-        let reply = Value::Array(vec![
-            bulk("store"),
-            Value::Int(9),
-            Value::Int(1700),
-            Value::Int(12),
-            Value::Int(3),
-            Value::Int(-1),
-            Value::Int(0),
-            Value::Int(0),
-            Value::Int(0),
-        ]);
-        let (epoch, writes, now, outcomes) = parse(&reply, 3).unwrap();
+        let reply = Value::Array(
+            [bulk("store"), Value::Int(9), Value::Int(1700), Value::Int(12), Value::Int(3), Value::Int(-1), Value::Int(0)]
+                .into_iter()
+                .chain([Value::Int(-2), Value::Int(0), Value::Int(0), Value::Int(0)])
+                .collect(),
+        );
+        let batch = [
+            publish("note", "1"),
+            publish("object-update", r#"{"id":"gone"}"#),
+            publish("object-create", r#"{"id":"big"}"#),
+            publish("note", "2"),
+        ];
+        let (epoch, writes, now, outcomes) = parse(&reply, &batch).unwrap();
         assert_eq!((epoch.as_str(), writes, now), ("store", 9, 1700));
         assert!(matches!(outcomes[0], Outcome::Logged { seq: 12, generation: 3 }));
-        assert!(matches!(outcomes[1], Outcome::Refused));
-        assert!(matches!(outcomes[2], Outcome::Unlogged));
-        assert!(parse(&reply, 2).is_none(), "a reply for another batch size is refused, not misread");
-        assert!(parse(&Value::Nil, 0).is_none());
+        assert!(matches!(&outcomes[1], Outcome::Refused(BusError::Refused(reason)) if reason.contains("gone")));
+        assert!(matches!(outcomes[2], Outcome::Refused(BusError::CanvasFull(_))));
+        assert!(matches!(outcomes[3], Outcome::Unlogged));
+        assert!(parse(&reply, &batch[..2]).is_none(), "a reply for another batch size is refused, not misread");
+        assert!(parse(&Value::Nil, &[]).is_none());
+    }
+
+    #[test]
+    fn a_replayed_reply_of_texts_reads_like_the_first() {
+        let reply = Value::Array(["store", "9", "1700", "12", "3"].map(bulk).to_vec());
+        let (_, writes, _, outcomes) = parse(&reply, &[publish("note", "1")]).unwrap();
+        assert_eq!(writes, 9);
+        assert!(matches!(outcomes[0], Outcome::Logged { seq: 12, generation: 3 }));
     }
 }

@@ -17,7 +17,7 @@ use redis::{AsyncConnectionConfig, Client, Value};
 use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::Message;
 
-use super::entry::{array, field, order, pairs, stream_id, text, LogEntry};
+use super::entry::{array, field, pairs, stream_id, text, LogEntry};
 use super::keys;
 use super::shared::Shared;
 use crate::clock::now_ms;
@@ -170,9 +170,14 @@ impl Reader {
     fn offer(&self, room: &Room, entries: &[Value]) {
         let Some(epoch) = self.shared.epoch() else { return };
         let entries = LogEntry::parse_each(entries);
-        let Some(last) = entries.last().map(|e| order(e.generation, e.seq)) else { return };
+        let Some(last) = entries.last().map(|e| (e.generation, e.seq)) else { return };
+        let now = now_ms();
         let mut state = room.lock();
         for stored in &entries {
+            if stored.instance != self.instance_id {
+                // Redis's clock stamped it; the histogram is only as good as the hosts' clocks agree.
+                self.metrics.peer_delivery_seconds.record((now - stored.ts).max(0) as f64 / 1000.0);
+            }
             if stored.generation == state.generation() && stored.seq <= state.delivered() {
                 continue; // delivered already (this process's own commits, mostly): no frame to build
             }
@@ -185,7 +190,11 @@ impl Reader {
         }
         // Entries come in log order from the room's position: a seq still waiting in the room at or below
         // the last one read can only be waiting for entries that expired before they were read.
-        if let Settled::GapSkipped { from, to } = state.settle(last, &self.metrics) {
+        let (last_generation, last_seq) = last;
+        if last_generation != state.generation() {
+            return;
+        }
+        if let Settled::GapSkipped { from, to } = state.settle(last_seq as i64, &self.metrics) {
             tracing::warn!(canvas = %room.canvas, from, to, "entries expired before this instance read them; \
                 subscribers cut with 4009 to resume");
         }
@@ -217,11 +226,13 @@ impl Reader {
                 continue;
             }
             let Some(frames) = field(&fields, "d") else { continue };
-            let Ok(frames) = serde_json::from_str::<Vec<Box<serde_json::value::RawValue>>>(frames) else { continue };
             let state = room.lock();
-            for frame in frames {
-                state.broadcast_ephemeral(None, &Message::text(frame.get()));
-            }
+            let missed: u64 = crate::cursors::parse_batch(frames)
+                .into_iter()
+                .map(|(from, frame)| state.broadcast_ephemeral(from, &Message::text(frame.get()), &self.metrics))
+                .sum();
+            drop(state);
+            self.metrics.ephemeral_missed(canvas, missed);
         }
     }
 }

@@ -1,6 +1,9 @@
 //! The Lua scripts that make every multi-key change atomic on the Redis side (`lua/`), each prefixed with
 //! `common.lua`. `Script` sends EVALSHA and loads the script on NOSCRIPT, so a restarted Redis costs one
 //! extra round trip per script, not an error.
+//!
+//! Every script starts with a `#!lua` shebang (Redis 7 script flags, none set): Redis then refuses a script
+//! whole while out of memory instead of letting it fail at a write part way (scripts are not rolled back).
 
 use std::sync::LazyLock;
 
@@ -8,17 +11,22 @@ use redis::Script;
 
 const COMMON: &str = include_str!("lua/common.lua");
 
+/// A script's full text: the shebang, the shared helpers, then the script itself.
+fn source(script: &str) -> String {
+    format!("#!lua\n{COMMON}\n{script}")
+}
+
 macro_rules! scripts {
     ($($(#[$doc:meta])* $name:ident = $file:literal;)*) => {$(
         $(#[$doc])*
-        pub static $name: LazyLock<Script> = LazyLock::new(|| Script::new(&format!("{COMMON}\n{}", include_str!($file))));
+        pub static $name: LazyLock<Script> = LazyLock::new(|| Script::new(&source(include_str!($file))));
     )*};
 }
 
 scripts! {
     /// Commits a batch: seqs, stream appends, TTL trimming, object fold and presence.
     PUBLISH = "lua/publish.lua";
-    /// A canvas's head, objects, presence and resume replay at one point of its log.
+    /// A canvas's head, state version, presence and resume check at one point of its log (objects if small).
     SNAPSHOT = "lua/snapshot.lua";
     /// A page of a canvas's retained log.
     MESSAGES = "lua/messages.lua";
@@ -34,4 +42,10 @@ scripts! {
     USERS = "lua/users.lua";
     /// The connections a dead instance left, and forgetting it once there are none.
     FORGET = "lua/forget.lua";
+    /// One canvas from the store's first layout to the current one.
+    MIGRATE = "lua/migrate.lua";
 }
+
+/// `snapshot.lua`'s text, for the MULTI that reads a big state beside it (a pipeline cannot fall back from
+/// EVALSHA to EVAL the way `Script` does, so it sends the text).
+pub static SNAPSHOT_SOURCE: LazyLock<String> = LazyLock::new(|| source(include_str!("lua/snapshot.lua")));

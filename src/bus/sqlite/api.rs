@@ -1,12 +1,12 @@
-//! What the HTTP API asks of the bus: a canvas's retained messages and its state (each read in one snapshot
-//! on a pool connection), the connected users, and the two API writes that are writer jobs rather than
+//! What the HTTP API asks of the bus: a canvas's retained messages (read in one snapshot on a pool
+//! connection), the connected users, and the two API writes that are writer jobs rather than
 //! logged messages: resetting a canvas and messaging a user.
 
 use tokio::sync::oneshot;
 
 use super::writer::Job;
-use super::{join, presence, queries, SqliteBus};
-use crate::bus::{BusError, CanvasLog, CanvasState, UserPresence};
+use super::{presence, queries, SqliteBus};
+use crate::bus::{BusError, CanvasLog, UserPresence};
 use crate::clock::now_ms;
 use crate::protocol::{CanvasId, UserId};
 
@@ -21,19 +21,6 @@ impl SqliteBus {
             let rows = queries::canvas_rows(&snapshot, &canvas, since, upto, now_ms())?;
             let messages = rows.iter().map(|row| row.frame().into_text().map(|t| t.to_string()).unwrap_or_default());
             Ok(CanvasLog { epoch: head.epoch, seq: head.last_seq, messages: messages.collect() })
-        })
-        .await
-    }
-
-    /// A canvas's head, objects and presence, read in one snapshot.
-    pub async fn canvas(&self, canvas: CanvasId) -> Result<CanvasState, BusError> {
-        let db_epoch = self.inner.db_epoch.clone();
-        self.read(move |conn| {
-            let snapshot = conn.transaction()?;
-            let head = queries::head(&snapshot, &db_epoch, &canvas)?;
-            let objects = join::objects_raw(&snapshot, &canvas)?;
-            let presence = presence::on_canvas(&snapshot, &canvas)?;
-            Ok(CanvasState { epoch: head.epoch, seq: head.last_seq, objects, presence })
         })
         .await
     }

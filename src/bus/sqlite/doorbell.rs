@@ -35,23 +35,22 @@ impl Doorbell {
         self.addr
     }
 
-    /// Rings every peer. A peer that just went away (or a full receive buffer, which means it has plenty to
-    /// read already) is not an error worth anything.
-    pub fn ring(&self, peers: &[SocketAddr]) {
-        for peer in peers {
-            let _ = self.socket.send_to(&[1], peer);
-        }
+    /// Rings every peer; returns how many rings left. A peer that just went away (or a full receive buffer,
+    /// which means it has plenty to read already) is not an error worth anything.
+    pub fn ring(&self, peers: &[SocketAddr]) -> usize {
+        peers.iter().filter(|peer| self.socket.send_to(&[1], peer).is_ok()).count()
     }
 
     /// Starts the thread that turns rings into watcher wake-ups. It ends when the watcher is stopped and
     /// [`Doorbell::ring_self`] unblocks it.
-    pub fn listen(&self, shared: Arc<Shared>) -> io::Result<JoinHandle<()>> {
+    pub fn listen(&self, shared: Arc<Shared>, received: metrics::Counter) -> io::Result<JoinHandle<()>> {
         let socket = self.socket.clone();
         std::thread::Builder::new().name("relay-doorbell".into()).spawn(move || {
             let mut buf = [0u8; 16];
             loop {
                 match socket.recv(&mut buf) {
                     Ok(_) => {
+                        received.increment(1);
                         if !shared.signal.ring() {
                             return;
                         }
@@ -70,7 +69,7 @@ impl Doorbell {
 
     /// Unblocks the listening thread (after the watcher was told to stop).
     pub fn ring_self(&self) {
-        self.ring(&[self.addr]);
+        let _ = self.ring(&[self.addr]);
     }
 }
 
@@ -84,8 +83,8 @@ mod tests {
     fn a_ring_wakes_the_watcher_and_stop_ends_the_listener() {
         let shared = Arc::new(Shared::default());
         let (ours, peer) = (Doorbell::bind().unwrap(), Doorbell::bind().unwrap());
-        let listener = ours.listen(shared.clone()).unwrap();
-        peer.ring(&[ours.addr()]);
+        let listener = ours.listen(shared.clone(), metrics::Counter::noop()).unwrap();
+        assert_eq!(peer.ring(&[ours.addr()]), 1);
         let woken = shared.signal.wait(Duration::from_secs(10));
         assert!(woken.rung, "the datagram reached the watcher's signal");
         shared.signal.stop();

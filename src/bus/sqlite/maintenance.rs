@@ -1,11 +1,12 @@
-//! The periodic upkeep of the shared file, as one tokio task: TTL cleanup in small batches, forgetting dead
-//! instances, this instance's heartbeat, delivery watermarks and cursor batches (all queued as writer jobs),
-//! expiring the presence of dead instances (every heartbeat), WAL checkpoints (on a pool connection, off
-//! the commit path), and noticing that the database file was replaced (every heartbeat). It does no SQL
-//! itself.
+//! The periodic upkeep of the shared file, as independent loops so that none waits for another: the
+//! heartbeat (with dead instances' expiry, restoring this instance's presence after a late heartbeat, and
+//! the checks that stop a broken instance), cursor batches, watermarks, WAL checkpoints (on a pool
+//! connection, off the commit path) and cleanup (expired rows, then idle empty canvases, in small batches).
+//! Writes are writer jobs; heartbeats and cursor batches take the writer's urgent lane, so neither a publish
+//! backlog nor a long cleanup can make this instance look dead to the others. It does no SQL itself.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{oneshot, watch};
 use tokio::time::{interval, MissedTickBehavior};
@@ -13,6 +14,7 @@ use tokio::time::{interval, MissedTickBehavior};
 use super::identity::Found;
 use super::writer::Job;
 use super::SqliteBus;
+use crate::bus::Publish;
 use crate::clock::now_ms;
 use crate::config::Config;
 use crate::cursors::CursorBuffer;
@@ -27,101 +29,197 @@ pub async fn run(
     hub: Arc<Hub>,
     cursors: Arc<CursorBuffer>,
     config: Config,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
     fatal: oneshot::Sender<String>,
 ) {
-    let mut fatal = Some(fatal);
-    let mut cleanup = ticker(config.cleanup_interval);
-    let mut heartbeat = ticker(config.heartbeat_interval);
-    let mut watermarks = ticker(config.watermark_interval);
-    let mut checkpoint = ticker(config.checkpoint_interval);
-    let mut cursor_batch = ticker(config.cursor_batch);
-    // Each instance checkpoints what it wrote: every commit to the file is some live instance's, so an
-    // instance that wrote nothing since its last checkpoint has nothing to copy and skips the tick.
-    let mut checkpointed_writes = None;
+    let (bus, hub, cursors, config) = (&bus, &hub, &cursors, &config);
+    tokio::join!(
+        heartbeats(bus, hub, config, stop.clone(), fatal),
+        every(config.cursor_batch, stop.clone(), move || async move {
+            let batches = cursors.take();
+            if !batches.is_empty() {
+                let _ = bus.job(Job::Cursors(batches)).await;
+            }
+        }),
+        every(config.watermark_interval, stop.clone(), move || async move {
+            let marks = hub.take_watermarks();
+            if !marks.is_empty() {
+                let _ = bus.job(Job::Watermarks(marks)).await;
+            }
+        }),
+        checkpoints(bus, config.checkpoint_interval, stop.clone()),
+        every(config.cleanup_interval, stop, move || clean_up(bus, config)),
+    );
+}
+
+/// Calls `work` every `period` (skipping ticks it overran) until `stop` turns true.
+async fn every<F, Fut>(period: Duration, mut stop: watch::Receiver<bool>, mut work: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let mut ticks = ticker(period);
     loop {
-        let job = tokio::select! {
+        tokio::select! {
             _ = stop.changed() => return,
-            _ = heartbeat.tick() => {
-                if bus.file_found() == Found::Other {
-                    // The log position, epochs and presence of this process belong to the old file: only a
-                    // fresh start can join the new one. (A deleted file only makes commits fail until the
-                    // file is back; see `identity.rs`.)
-                    let reason = format!(
-                        "the database file {} was replaced by another file; stopping so that a restart opens it",
-                        config.db.display()
-                    );
-                    if let Some(fatal) = fatal.take() {
-                        let _ = fatal.send(reason);
-                    }
-                }
-                if let Err(error) = bus.expire_dead_connections().await {
-                    tracing::warn!(%error, "could not expire the connections of dead instances");
-                }
-                Job::Heartbeat
+            _ = ticks.tick() => {}
+        }
+        tokio::select! {
+            _ = stop.changed() => return,
+            () = work() => {}
+        }
+    }
+}
+
+/// This instance's heartbeat, and what is checked with it: a writer, watcher or doorbell thread that ended,
+/// or a database file replaced under the instance, stops it (`fatal`); connections of dead instances are
+/// expired; and after a heartbeat late enough that others may have expired this instance's connections,
+/// those are registered again.
+async fn heartbeats(bus: &SqliteBus, hub: &Hub, config: &Config, mut stop: watch::Receiver<bool>, fatal: oneshot::Sender<String>) {
+    let mut fatal = Some(fatal);
+    let mut ticks = ticker(config.heartbeat_interval);
+    let mut last_beat = Instant::now();
+    let mut restore_until: Option<Instant> = None;
+    // Others expire an instance silent for the presence timeout less one heartbeat; half of that is late
+    // enough to check, for a while, that none of ours were taken.
+    let late_after = config.presence_timeout.saturating_sub(config.heartbeat_interval) / 2;
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = ticks.tick() => {}
+        }
+        if let Some(reason) = stop_reason(bus, config) {
+            if let Some(fatal) = fatal.take() {
+                let _ = fatal.send(reason);
             }
-            _ = cursor_batch.tick() => {
-                let batches = cursors.take();
-                if batches.is_empty() { continue }
-                Job::Cursors(batches)
-            }
-            _ = watermarks.tick() => {
-                let marks = hub.take_watermarks();
-                if marks.is_empty() { continue }
-                Job::Watermarks(marks)
-            }
-            _ = checkpoint.tick() => {
-                let writes = bus.writes();
-                if checkpointed_writes == Some(writes) { continue }
-                match bus.checkpoint().await {
-                    Ok(()) => checkpointed_writes = Some(writes),
-                    Err(error) => tracing::warn!(%error, "WAL checkpoint failed"),
-                }
-                continue;
-            }
-            _ = cleanup.tick() => {
-                clean_up(&bus, &config).await;
-                continue;
-            }
-        };
-        if bus.job(job).await.is_err() {
+            continue;
+        }
+        let (done, committed) = oneshot::channel();
+        if bus.job(Job::Heartbeat(Some(done))).await.is_err() {
             return; // the writer has stopped
+        }
+        if committed.await == Ok(true) {
+            let since_last = last_beat.elapsed();
+            last_beat = Instant::now();
+            if since_last > late_after {
+                tracing::warn!(?since_last, "a heartbeat was late; checking this instance's presence");
+                restore_until = Some(last_beat + config.presence_timeout);
+            }
+        }
+        if restore_until.is_some_and(|until| Instant::now() < until) {
+            if let Err(error) = bus.restore_presence(hub).await {
+                tracing::warn!(%error, "could not check this instance's presence");
+            }
+        }
+        if let Err(error) = bus.expire_dead_connections().await {
+            tracing::warn!(%error, "could not expire the connections of dead instances");
         }
     }
 }
 
 fn ticker(period: Duration) -> tokio::time::Interval {
-    let mut ticker = interval(period);
-    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    ticker
+    let mut ticks = interval(period);
+    ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    ticks
 }
 
-/// Deletes expired rows one small batch (one short transaction) at a time until none are left, so the write
-/// lock is never held for long and other writers interleave between batches.
+/// Why the instance must stop now, if it must.
+fn stop_reason(bus: &SqliteBus, config: &Config) -> Option<String> {
+    if let Some(worker) = bus.stopped_worker() {
+        return Some(format!("the {worker} thread stopped unexpectedly; stopping so that a restart brings it back"));
+    }
+    // The log position, epochs and presence of this process belong to the old file: only a fresh start can
+    // join the new one. (A deleted file only makes commits fail until the file is back; see `identity.rs`.)
+    (bus.file_found() == Found::Other).then(|| {
+        format!("the database file {} was replaced by another file; stopping so that a restart opens it", config.db.display())
+    })
+}
+
+/// Checkpoints what this instance wrote. Every commit to the file is some live instance's, so an instance
+/// that wrote nothing since its last checkpoint has nothing to copy and skips the tick.
+async fn checkpoints(bus: &SqliteBus, period: Duration, mut stop: watch::Receiver<bool>) {
+    let mut ticks = ticker(period);
+    let mut checkpointed_writes = None;
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = ticks.tick() => {}
+        }
+        let writes = bus.writes();
+        if checkpointed_writes == Some(writes) {
+            continue;
+        }
+        match bus.checkpoint().await {
+            Ok(()) => checkpointed_writes = Some(writes),
+            Err(error) => tracing::warn!(%error, "WAL checkpoint failed"),
+        }
+    }
+}
+
+/// Deletes expired rows, then idle empty canvases, one small batch (one short transaction) at a time until
+/// none are left, so the write lock is never held for long and other writers interleave between batches.
 async fn clean_up(bus: &SqliteBus, config: &Config) {
+    let limit = config.cleanup_batch;
+    let rows = batches(|reply| Job::Cleanup { limit, reply }, bus, limit).await;
+    // Idle for the TTL (every row expired) and a cleanup round more, so the rows are gone too.
+    let idle_before = now_ms() - (config.message_ttl + config.cleanup_interval).as_millis() as i64;
+    let canvases = batches(|reply| Job::DropIdleCanvases { idle_before, limit, reply }, bus, limit).await;
+    if rows + canvases > 0 {
+        tracing::debug!(rows, canvases, "expired messages and idle canvases deleted");
+    }
+    let forget_before = now_ms() - (config.presence_timeout * FORGET_AFTER_TIMEOUTS).as_millis() as i64;
+    let _ = bus.job(Job::ForgetInstances { before_ms: forget_before }).await;
+}
+
+/// Runs a deleting job until a batch comes back short; returns how many went in all.
+async fn batches(job: impl Fn(oneshot::Sender<Result<usize, String>>) -> Job, bus: &SqliteBus, limit: u32) -> usize {
     let mut total = 0;
     loop {
         let (reply, deleted) = oneshot::channel();
-        if bus.job(Job::Cleanup { limit: config.cleanup_batch, reply }).await.is_err() {
-            return;
+        if bus.job(job(reply)).await.is_err() {
+            return total;
         }
         match deleted.await {
             Ok(Ok(n)) => {
                 total += n;
-                if n < config.cleanup_batch as usize {
-                    break;
+                if n < limit as usize {
+                    return total;
                 }
             }
             Ok(Err(error)) => {
                 tracing::warn!(%error, "cleanup batch failed; next round will retry");
-                break;
+                return total;
             }
-            Err(_) => return,
+            Err(_) => return total,
         }
     }
-    if total > 0 {
-        tracing::debug!(deleted = total, "expired messages deleted");
+}
+
+impl SqliteBus {
+    /// Registers again every local connection that is missing from the shared connection list (survivors
+    /// took this instance for dead while its heartbeat was late), logging `user-connected` where it is the
+    /// user's first again. A connection that left meanwhile is removed again once that commits.
+    async fn restore_presence(&self, hub: &Hub) -> Result<(), crate::bus::BusError> {
+        let own = self.inner.instance_id.clone();
+        let registered = self.read(move |conn| super::presence::instance_connections(conn, &own)).await?;
+        let missing: Vec<_> = hub.members().into_iter().filter(|(_, conn, _, _)| !registered.contains(conn)).collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        tracing::warn!(connections = missing.len(), "this instance's connections were expired by others; registering them again");
+        let mut waits = Vec::new();
+        for (canvas, conn, user, name) in &missing {
+            let (done, committed) = oneshot::channel();
+            self.publish(Publish::presence(true, canvas.clone(), user.clone(), name.clone(), *conn, Some(done)), true).await?;
+            waits.push(committed);
+        }
+        for committed in waits {
+            let _ = committed.await;
+        }
+        let still_here: std::collections::HashSet<_> = hub.members().into_iter().map(|(_, conn, _, _)| conn).collect();
+        for (canvas, conn, user, name) in missing.into_iter().filter(|(_, conn, _, _)| !still_here.contains(conn)) {
+            self.publish(Publish::presence(false, canvas, user, name, conn, None), false).await?;
+        }
+        Ok(())
     }
-    let forget_before = now_ms() - (config.presence_timeout * FORGET_AFTER_TIMEOUTS).as_millis() as i64;
-    let _ = bus.job(Job::ForgetInstances { before_ms: forget_before }).await;
 }

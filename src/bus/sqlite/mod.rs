@@ -1,7 +1,7 @@
 //! The bus on one shared SQLite file (WAL): N processes commit into `message_queue`, each learns of the
 //! others' commits through its watcher and reads from its own cursor.
 //!
-//! Threads: one writer (`writer.rs`, group commit, the only place seq is assigned) and one watcher
+//! Threads: one writer (`writer/`, group commit, the only place seq is assigned) and one watcher
 //! (`watcher.rs`) per process, each with its own connection; joins and health checks use the deadpool pool
 //! on tokio's blocking threads. `maintenance.rs` schedules cleanup, heartbeats and watermarks as writer jobs.
 
@@ -21,26 +21,33 @@ pub mod writer;
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use deadpool_sqlite::rusqlite::Connection;
-use deadpool_sqlite::{Hook, HookError, Pool, Runtime};
-use tokio::sync::{mpsc, oneshot};
+use deadpool_sqlite::{Hook, HookError, Pool, Runtime, Timeouts};
+use tokio::sync::oneshot;
+use tokio_tungstenite::tungstenite::Message;
 
 use self::schema::ConnSettings;
 use self::doorbell::Doorbell;
 use self::identity::{FileIdentity, Found};
 pub use self::shared::Shared;
 use self::watcher::Watcher;
-use self::writer::{Job, WriteRequest, Writer, WriterSettings};
+use self::writer::{Job, LaneSenders, WriteRequest, Writer, WriterSettings};
 use crate::bus::views::StorageFigures;
-use crate::bus::{BusError, BusFigures, JoinRequest, Joined, Publish};
+use crate::bus::workers::Workers;
+use crate::bus::{BusError, BusFigures, Publish, ReadObjects, Snapshot};
 use crate::clock::now_ms;
 use crate::config::{BusKind, Config};
 use crate::hub::Hub;
 use crate::metrics::Metrics;
+use crate::protocol::{CanvasId, Resume};
+
+/// How long a read waits for a free pool connection before it fails with `unavailable` (a storm of joins
+/// of big canvases can hold all of them for a while; nothing waits forever).
+const POOL_WAIT: Duration = Duration::from_secs(5);
 
 /// WAL size (in frames; 64 MiB at 4 KiB pages) past which a checkpoint restarts the WAL.
 const RESTART_WAL_FRAMES: i64 = 16 * 1024;
@@ -63,7 +70,8 @@ pub struct SqliteBus {
 struct Inner {
     /// Read connections for joins and health checks.
     pool: Pool,
-    writer: mpsc::Sender<WriteRequest>,
+    /// The writer's two lanes: the queue of messages and the urgent lane (see `writer/lanes.rs`).
+    writer: LaneSenders,
     shared: Arc<Shared>,
     hub: Arc<Hub>,
     /// The file's random id, part of every epoch.
@@ -79,7 +87,8 @@ struct Inner {
     dead_after_ms: i64,
     instance_id: String,
     writer_capacity: usize,
-    threads: Mutex<Vec<JoinHandle<()>>>,
+    /// The writer, watcher and doorbell threads.
+    workers: Workers,
     /// The file opened, to tell whether it was replaced; `None` for `--bus memory`.
     file: Option<FileIdentity>,
 }
@@ -113,6 +122,7 @@ impl SqliteBus {
             .builder(Runtime::Tokio1)
             .context("configuring the read pool")?
             .max_size(4)
+            .timeouts(Timeouts { wait: Some(POOL_WAIT), create: Some(POOL_WAIT), recycle: Some(POOL_WAIT) })
             .post_create(Hook::async_fn(move |conn, _| {
                 Box::pin(async move {
                     conn.interact(move |conn| schema::configure(conn, settings))
@@ -127,7 +137,7 @@ impl SqliteBus {
         let shared = Arc::new(Shared::default());
         shared.advance_cursor(head);
         shared.polled(now_ms());
-        let (writer_tx, writer_rx) = mpsc::channel(config.writer_queue);
+        let (writer_tx, writer_rx) = writer::lanes(config.writer_queue).context("starting the writer's lanes")?;
         // A private in-memory file has no peers to ring.
         let doorbell = match config.peer_wakeup && !memory {
             true => Some(Doorbell::bind().context("binding the peer wake-up socket on 127.0.0.1")?),
@@ -144,20 +154,20 @@ impl SqliteBus {
                 db_epoch: db_epoch.clone(),
                 ttl_ms: config.message_ttl.as_millis() as i64,
                 max_batch: config.max_batch,
+                max_canvas_state: config.max_canvas_state,
                 local_broadcast: config.local_broadcast,
                 peer_timeout_ms: config.presence_timeout.as_millis() as i64,
             },
             doorbell.clone(),
             file.clone(),
         );
-        let watcher = Watcher::new(watcher_conn, hub.clone(), shared.clone(), metrics, config, instance_id.to_owned())
+        let watcher = Watcher::new(watcher_conn, hub.clone(), shared.clone(), metrics.clone(), config, instance_id.to_owned())
             .context("starting the watcher")?;
-        let mut threads = vec![
-            std::thread::Builder::new().name("relay-writer".into()).spawn(move || writer.run(writer_rx))?,
-            std::thread::Builder::new().name("relay-watcher".into()).spawn(move || watcher.run())?,
-        ];
+        let workers = Workers::default();
+        workers.thread("writer", std::thread::Builder::new().name("relay-writer".into()).spawn(move || writer.run(writer_rx))?);
+        workers.thread("watcher", std::thread::Builder::new().name("relay-watcher".into()).spawn(move || watcher.run())?);
         if let Some(doorbell) = &doorbell {
-            threads.push(doorbell.listen(shared.clone())?);
+            workers.helper_thread("doorbell", doorbell.listen(shared.clone(), metrics.doorbells_received.clone())?);
         }
         let bus = SqliteBus {
             inner: Arc::new(Inner {
@@ -174,24 +184,27 @@ impl SqliteBus {
                 instance_id: instance_id.to_owned(),
                 writer_capacity: config.writer_queue,
                 doorbell,
-                threads: Mutex::new(threads),
+                workers,
                 file,
             }),
         };
         // Registered (committed) before the instance announces itself, so peers count it from the start.
-        bus.job(Job::Heartbeat).await?;
+        bus.job(Job::Heartbeat(None)).await?;
         bus.flush().await?;
         Ok(bus)
     }
 
-    /// Queues a logged message for the writer. Waits when the writer queue is full (back-pressure).
-    pub async fn publish(&self, publish: Publish) -> Result<(), BusError> {
-        self.inner.writer.send(WriteRequest::Publish(publish)).await.map_err(|_| BusError::ShuttingDown)
+    /// Queues a logged message for the writer, on its queue or (`urgent`) ahead of it. Waits when that lane
+    /// is full (back-pressure).
+    pub async fn publish(&self, publish: Publish, urgent: bool) -> Result<(), BusError> {
+        self.inner.writer.send(WriteRequest::Publish(publish), urgent).await
     }
 
-    /// Queues a maintenance job.
+    /// Queues a maintenance job: the ones that must not wait behind messages (heartbeats, cursor batches) on
+    /// the urgent lane, the others behind what is queued.
     pub async fn job(&self, job: Job) -> Result<(), BusError> {
-        self.inner.writer.send(WriteRequest::Job(job)).await.map_err(|_| BusError::ShuttingDown)
+        let urgent = job.is_urgent();
+        self.inner.writer.send(WriteRequest::Job(job), urgent).await
     }
 
     /// Returns once everything queued before the call is committed.
@@ -201,12 +214,21 @@ impl SqliteBus {
         committed.await.map_err(|_| BusError::ShuttingDown)
     }
 
-    /// Subscribes a connection whose presence is registered, and says where its stream starts (see
-    /// `join_blocking`).
-    pub async fn subscribe(&self, request: JoinRequest) -> Result<Joined, BusError> {
-        let inner = self.inner.clone();
-        self.read(move |c| join::join_blocking(c, &inner.hub, &inner.db_epoch, inner.max_resume, inner.memory, request))
-            .await
+    /// A canvas at its head, read in one transaction on a pool connection (see `join.rs`).
+    pub async fn snapshot(&self, canvas: &CanvasId, resume: Option<&Resume>, read: ReadObjects) -> Result<Snapshot, BusError> {
+        let (inner, canvas, resume) = (self.inner.clone(), canvas.clone(), resume.cloned());
+        self.read(move |conn| join::snapshot(conn, &inner.db_epoch, inner.max_resume, &canvas, resume.as_ref(), &read)).await
+    }
+
+    /// The frames of seqs `after + 1 ..= upto` of one generation of a canvas (fewer when some expired).
+    pub async fn replay_page(&self, canvas: &CanvasId, generation: u64, after: u64, upto: u64) -> Result<Vec<Message>, BusError> {
+        let canvas = canvas.clone();
+        self.read(move |conn| join::replay_page(conn, &canvas, generation, after, upto)).await
+    }
+
+    /// The writer, watcher or doorbell thread that has ended, if one has: the instance cannot go on.
+    pub fn stopped_worker(&self) -> Option<&'static str> {
+        self.inner.workers.stopped()
     }
 
     /// This process's rooms.
@@ -221,7 +243,7 @@ impl SqliteBus {
         let orphans = self.read(move |conn| presence::dead_connections(conn, &own, dead_before)).await?;
         for orphan in &orphans {
             let (canvas, user, name) = (orphan.canvas.clone(), orphan.user.clone(), orphan.name.clone());
-            self.publish(Publish::presence(false, canvas, user, name, orphan.conn, None)).await?;
+            self.publish(Publish::presence(false, canvas, user, name, orphan.conn, None), true).await?;
         }
         if !orphans.is_empty() {
             tracing::info!(connections = orphans.len(), "expiring connections of instances that stopped heartbeating");
@@ -245,16 +267,19 @@ impl SqliteBus {
     pub async fn figures(&self) -> Result<BusFigures, BusError> {
         let now = now_ms();
         let live_after = now - self.inner.presence_timeout_ms;
-        let file = self.read(move |conn| queries::file_figures(conn, now, live_after)).await?;
         let shared = &self.inner.shared;
-        let depth = self.inner.writer_capacity - self.inner.writer.capacity();
+        let cursor = shared.cursor();
+        let (file, unread_at) =
+            self.read(move |conn| Ok((queries::file_figures(conn, now, live_after)?, queries::first_unread_at(conn, cursor)?))).await?;
         let head_id = file.head_id;
         let (last_error, last_error_age_ms) = shared.last_error.report(now);
         Ok(BusFigures {
             bus: if self.inner.memory { "memory" } else { "sqlite" },
-            poll_lag_rows: (head_id - shared.cursor()).max(0),
+            poll_lag_rows: (head_id - cursor).max(0),
             last_poll_age_ms: (now - shared.last_poll_ms.load(Ordering::Acquire)).max(0),
-            writer_queue_depth: depth,
+            peer_instances: (file.live_instances - 1).max(0),
+            oldest_unread_age_ms: unread_at.map(|at| (now - at).max(0)),
+            writer_queue_depth: self.inner.writer.queue_depth(),
             writer_queue_capacity: self.inner.writer_capacity,
             last_error,
             last_error_age_ms,
@@ -312,8 +337,7 @@ impl SqliteBus {
         if let Some(doorbell) = &self.inner.doorbell {
             doorbell.ring_self();
         }
-        let threads = std::mem::take(&mut *self.inner.threads.lock().unwrap_or_else(|p| p.into_inner()));
-        let _ = tokio::task::spawn_blocking(move || threads.into_iter().for_each(|t| drop(t.join()))).await;
+        self.inner.workers.join_all().await;
         self.inner.pool.close();
         if let Some(file) = self.inner.file.as_ref().filter(|file| file.check() == Found::Other) {
             file.remove_stale_companions();

@@ -1,63 +1,102 @@
-//! Canvas state in the shared file (`canvas_objects`): folding one object op inside the writer's
-//! transaction, and reading a canvas's objects inside a join's snapshot.
+//! Canvas state in the shared file (`canvas_objects`): planning and applying one object op inside the
+//! writer's transaction (with what it does to the state's size), and reading a canvas's objects as the JSON
+//! a welcome carries.
 
+use bytes::Bytes;
 use deadpool_sqlite::rusqlite::{params, Connection, OptionalExtension, Result};
 use serde_json::value::RawValue;
 
-use crate::protocol::CanvasId;
+use crate::protocol::{to_json, CanvasId};
 use crate::state::{self, ObjectOp};
 
-/// Applies `op` with `data` to the canvas's state. `Ok(Err(reason))` when the op is refused (update or
+/// What an accepted object op will do, before it is done: the writer checks the size first.
+#[derive(Debug)]
+pub struct Change {
+    /// How the state's byte count moves (see [`entry_bytes`]).
+    pub delta: i64,
+    write: Write,
+}
+
+#[derive(Debug)]
+enum Write {
+    /// The object's new JSON text (an update's merged text; `None`: the op's data as it arrived).
+    Set(Option<String>),
+    Remove,
+}
+
+/// The bytes one object takes in the objects' JSON: its quoted id, a colon, its data and the comma or closing
+/// brace after it. The whole JSON is the sum of these plus the opening brace.
+pub fn entry_bytes(id: &str, data_len: usize) -> i64 {
+    (to_json(&id).len() + data_len + 2) as i64
+}
+
+/// Works out `op` with `data` against the canvas's state. `Ok(Err(reason))` when the op is refused (update or
 /// delete of a missing object): the caller must then not log the message.
-pub fn fold(conn: &Connection, canvas: &CanvasId, op: &ObjectOp, data: &RawValue) -> Result<Result<(), String>> {
-    let canvas = canvas.as_str();
-    match op {
-        ObjectOp::Create { id } => {
+pub fn plan(conn: &Connection, canvas: &CanvasId, op: &ObjectOp, data: &RawValue) -> Result<Result<Change, String>> {
+    let stored: Option<String> = conn
+        .prepare_cached("SELECT data FROM canvas_objects WHERE canvas_id = ?1 AND object_id = ?2")?
+        .query_row(params![canvas.as_str(), op.id()], |r| r.get(0))
+        .optional()?;
+    let id = op.id();
+    let before = stored.as_ref().map_or(0, |stored| entry_bytes(id, stored.len()));
+    Ok(match (op, stored) {
+        (ObjectOp::Create { .. }, _) => Ok(Change { delta: entry_bytes(id, data.get().len()) - before, write: Write::Set(None) }),
+        (ObjectOp::Update { .. }, Some(stored)) => match state::merge(&stored, data) {
+            Ok(merged) => Ok(Change { delta: entry_bytes(id, merged.len()) - before, write: Write::Set(Some(merged)) }),
+            Err(error) => Err(format!("object {id:?} could not be updated: {error}")),
+        },
+        (ObjectOp::Delete { .. }, Some(_)) => Ok(Change { delta: -before, write: Write::Remove }),
+        (ObjectOp::Update { .. } | ObjectOp::Delete { .. }, None) => Err(state::missing(id)),
+    })
+}
+
+/// Applies a planned change.
+pub fn apply(conn: &Connection, canvas: &CanvasId, op: &ObjectOp, data: &RawValue, change: Change) -> Result<()> {
+    let (canvas, id) = (canvas.as_str(), op.id());
+    match change.write {
+        Write::Set(text) => {
             conn.prepare_cached(
                 "INSERT INTO canvas_objects (canvas_id, object_id, data) VALUES (?1, ?2, ?3)
                  ON CONFLICT (canvas_id, object_id) DO UPDATE SET data = excluded.data",
             )?
-            .execute(params![canvas, id, data.get()])?;
+            .execute(params![canvas, id, text.as_deref().unwrap_or(data.get())])?;
         }
-        ObjectOp::Update { id } => {
-            let stored: Option<String> = conn
-                .prepare_cached("SELECT data FROM canvas_objects WHERE canvas_id = ?1 AND object_id = ?2")?
-                .query_row(params![canvas, id], |r| r.get(0))
-                .optional()?;
-            let Some(stored) = stored else { return Ok(Err(state::missing(id))) };
-            let merged = match state::merge(&stored, data) {
-                Ok(merged) => merged,
-                Err(error) => return Ok(Err(format!("object {id:?} could not be updated: {error}"))),
-            };
-            conn.prepare_cached("UPDATE canvas_objects SET data = ?3 WHERE canvas_id = ?1 AND object_id = ?2")?
-                .execute(params![canvas, id, merged])?;
-        }
-        ObjectOp::Delete { id } => {
-            let removed = conn
-                .prepare_cached("DELETE FROM canvas_objects WHERE canvas_id = ?1 AND object_id = ?2")?
-                .execute(params![canvas, id])?;
-            if removed == 0 {
-                return Ok(Err(state::missing(id)));
-            }
+        Write::Remove => {
+            conn.prepare_cached("DELETE FROM canvas_objects WHERE canvas_id = ?1 AND object_id = ?2")?.execute(params![canvas, id])?;
         }
     }
-    Ok(Ok(()))
+    Ok(())
 }
 
-/// The canvas's objects as one JSON object text, `{"id": object, ...}`, at the caller's snapshot.
-pub fn objects_json(conn: &Connection, canvas: &CanvasId) -> Result<String> {
+/// Plans and applies `op` at once (what the writer does when the size is no concern); returns how the
+/// state's byte count moved, or why the op was refused.
+pub fn fold(conn: &Connection, canvas: &CanvasId, op: &ObjectOp, data: &RawValue) -> Result<Result<i64, String>> {
+    Ok(match plan(conn, canvas, op, data)? {
+        Ok(change) => {
+            let delta = change.delta;
+            apply(conn, canvas, op, data, change)?;
+            Ok(delta)
+        }
+        Err(reason) => Err(reason),
+    })
+}
+
+/// The canvas's objects as one JSON object, `{"id": object, ...}` in id order, at the caller's snapshot.
+/// `size_hint` (the canvas's state bytes) sizes the buffer once.
+pub fn objects_json(conn: &Connection, canvas: &CanvasId, size_hint: usize) -> Result<Bytes> {
     let mut stmt = conn.prepare_cached("SELECT object_id, data FROM canvas_objects WHERE canvas_id = ?1 ORDER BY object_id")?;
     let mut rows = stmt.query([canvas.as_str()])?;
-    let mut json = String::from("{");
+    let mut json = Vec::with_capacity(size_hint + 2);
+    json.push(b'{');
     while let Some(row) = rows.next()? {
         if json.len() > 1 {
-            json.push(',');
+            json.push(b',');
         }
-        let id: String = row.get(0)?;
-        json.push_str(&serde_json::to_string(&id).unwrap_or_default());
-        json.push(':');
-        json.push_str(row.get_ref(1)?.as_str()?);
+        let id: &str = row.get_ref(0)?.as_str()?;
+        json.extend_from_slice(to_json(&id).as_bytes());
+        json.push(b':');
+        json.extend_from_slice(row.get_ref(1)?.as_bytes()?);
     }
-    json.push('}');
-    Ok(json)
+    json.push(b'}');
+    Ok(Bytes::from(json))
 }

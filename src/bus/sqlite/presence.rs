@@ -95,6 +95,19 @@ pub fn user_connection_counts(conn: &Connection, user: &UserId, own: &str) -> Re
     Ok((all as u64, elsewhere as u64))
 }
 
+/// The connections registered for `instance`: what survivors have not expired of it.
+pub fn instance_connections(conn: &Connection, instance: &str) -> Result<std::collections::HashSet<ConnId>> {
+    let mut stmt = conn.prepare_cached("SELECT conn_id FROM connections WHERE instance_id = ?1")?;
+    let rows = stmt.query_map([instance], |r| r.get::<_, String>(0))?;
+    let mut conns = std::collections::HashSet::new();
+    for row in rows {
+        if let Ok(conn) = row?.parse() {
+            conns.insert(conn);
+        }
+    }
+    Ok(conns)
+}
+
 /// A connection of a dead instance, to be disconnected by a survivor.
 #[derive(Debug, Clone)]
 pub struct Orphan {

@@ -11,12 +11,16 @@ use tokio_tungstenite::tungstenite::Message;
 use crate::hub::Entry;
 use crate::protocol::{logged_frame, null_value, reset_frame, CanvasId};
 
-/// A canvas's log head: its last seq and its epoch.
+/// A canvas's log head: its last seq, its epoch, and where its state stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Head {
     pub last_seq: u64,
     pub generation: u64,
     pub epoch: String,
+    /// The seq of the last message that changed the objects (the state's version).
+    pub state_seq: u64,
+    /// Bytes of the objects' JSON less its opening brace (see `objects::entry_bytes`).
+    pub state_bytes: u64,
 }
 
 /// The epoch of a canvas: the file's random id and the canvas's reset generation. A fresh file or a reset
@@ -32,12 +36,18 @@ pub fn db_epoch(conn: &Connection) -> Result<String> {
 
 /// The head of a canvas; a canvas nobody wrote to yet is at seq 0, generation 0.
 pub fn head(conn: &Connection, db_epoch: &str, canvas: &CanvasId) -> Result<Head> {
-    let row: Option<(i64, i64)> = conn
-        .prepare_cached("SELECT last_seq, generation FROM canvases WHERE canvas_id = ?1")?
-        .query_row([canvas.as_str()], |row| Ok((row.get(0)?, row.get(1)?)))
+    let row: Option<(i64, i64, i64, i64)> = conn
+        .prepare_cached("SELECT last_seq, generation, state_seq, state_bytes FROM canvases WHERE canvas_id = ?1")?
+        .query_row([canvas.as_str()], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)))
         .optional()?;
-    let (last_seq, generation) = row.unwrap_or((0, 0));
-    Ok(Head { last_seq: last_seq as u64, generation: generation as u64, epoch: epoch(db_epoch, generation) })
+    let (last_seq, generation, state_seq, state_bytes) = row.unwrap_or((0, 0, 0, 0));
+    Ok(Head {
+        last_seq: last_seq as u64,
+        generation: generation as u64,
+        epoch: epoch(db_epoch, generation),
+        state_seq: state_seq as u64,
+        state_bytes: state_bytes.max(0) as u64,
+    })
 }
 
 /// One row of `message_queue`.
@@ -51,6 +61,8 @@ pub struct StoredMessage {
     pub sender: String,
     pub created_at: i64,
     pub generation: u64,
+    /// The instance that committed it.
+    pub origin: String,
 }
 
 impl StoredMessage {
@@ -64,6 +76,7 @@ impl StoredMessage {
             sender: row.get(5)?,
             created_at: row.get(6)?,
             generation: row.get::<_, i64>(7)? as u64,
+            origin: row.get(8)?,
         })
     }
 
@@ -94,7 +107,7 @@ impl StoredMessage {
     }
 }
 
-const COLUMNS: &str = "id, canvas_id, seq, message_type, payload, sender, created_at, generation";
+const COLUMNS: &str = "id, canvas_id, seq, message_type, payload, sender, created_at, generation, origin_instance";
 
 /// Live rows committed after `after_id`, in commit order, at most `limit`: what the watcher reads. One range
 /// scan of the primary key, whatever the number of canvases.
@@ -111,15 +124,28 @@ fn rows_after_sql(limit: u32) -> String {
     format!("SELECT {COLUMNS} FROM message_queue WHERE id > ?1 AND expires_at > ?2 ORDER BY id LIMIT {limit}")
 }
 
-/// Live rows of one canvas with `since < seq <= upto`, in seq order: a resume's replay.
+/// Live rows of one canvas with `since < seq <= upto`, in seq order: a page of the API's log, or of a
+/// joiner's replay. Seqs past `i64::MAX` (no canvas has them) select nothing.
 pub fn canvas_rows(conn: &Connection, canvas: &CanvasId, since: u64, upto: u64, now_ms: i64) -> Result<Vec<StoredMessage>> {
+    let (Ok(since), Ok(upto)) = (i64::try_from(since), i64::try_from(upto)) else { return Ok(Vec::new()) };
     let sql = format!(
         "SELECT {COLUMNS} FROM message_queue
          WHERE canvas_id = ?1 AND seq > ?2 AND seq <= ?3 AND expires_at > ?4 ORDER BY seq"
     );
     let mut stmt = conn.prepare_cached(&sql)?;
-    let rows = stmt.query_map(params![canvas.as_str(), since as i64, upto as i64, now_ms], StoredMessage::from_row)?;
+    let rows = stmt.query_map(params![canvas.as_str(), since, upto, now_ms], StoredMessage::from_row)?;
     rows.collect()
+}
+
+/// How many live rows one canvas has with `since < seq <= upto`: whether a resume's replay is all there.
+pub fn count_rows(conn: &Connection, canvas: &CanvasId, since: u64, upto: u64, now_ms: i64) -> Result<u64> {
+    let (Ok(since), Ok(upto)) = (i64::try_from(since), i64::try_from(upto)) else { return Ok(0) };
+    let count: i64 = conn
+        .prepare_cached(
+            "SELECT count(*) FROM message_queue WHERE canvas_id = ?1 AND seq > ?2 AND seq <= ?3 AND expires_at > ?4",
+        )?
+        .query_row(params![canvas.as_str(), since, upto, now_ms], |row| row.get(0))?;
+    Ok(count as u64)
 }
 
 /// Rows an instance writes for the others to relay and forget, each `(id, key, text)`: cursor batches (keyed
@@ -198,6 +224,14 @@ pub struct FileFigures {
     pub head_id: i64,
     /// Instances with a heartbeat within the presence timeout, this one included.
     pub live_instances: i64,
+}
+
+/// When the first row after `after_id` was committed (unix ms), if there is one: the oldest commit a watcher
+/// at that cursor has not read.
+pub fn first_unread_at(conn: &Connection, after_id: i64) -> Result<Option<i64>> {
+    conn.prepare_cached("SELECT created_at FROM message_queue WHERE id > ?1 ORDER BY id LIMIT 1")?
+        .query_row([after_id], |row| row.get(0))
+        .optional()
 }
 
 pub fn file_figures(conn: &Connection, now_ms: i64, live_after_ms: i64) -> Result<FileFigures> {

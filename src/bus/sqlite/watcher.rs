@@ -198,13 +198,16 @@ impl Watcher {
         let fetch = |after| {
             queries::relayed_after(&self.conn, Relayed::CursorBatches, after, &self.instance_id, now_ms(), max_rows)
         };
+        let metrics = &self.metrics;
         relay(&mut self.cursor_batches_read, max_rows, fetch, |canvas, frames| {
             let Some(room) = CanvasId::parse(canvas).ok().and_then(|c| hub.room(&c)) else { return };
-            let Ok(frames) = serde_json::from_str::<Vec<Box<serde_json::value::RawValue>>>(frames) else { return };
-            let room = room.lock();
-            for frame in frames {
-                room.broadcast_ephemeral(None, &Message::text(frame.get()));
-            }
+            let state = room.lock();
+            let missed: u64 = crate::cursors::parse_batch(frames)
+                .into_iter()
+                .map(|(from, frame)| state.broadcast_ephemeral(from, &Message::text(frame.get()), metrics))
+                .sum();
+            drop(state);
+            metrics.ephemeral_missed(&room.canvas, missed);
         })
     }
 
@@ -221,9 +224,14 @@ impl Watcher {
     }
 
     /// Hands rows to the rooms of their canvases; rooms left holding early seqs are collected in `waiting`.
+    /// Rows other instances committed are timed from their commit to now (the peer-delivery histogram).
     fn offer(&self, rows: &[queries::StoredMessage], waiting: &mut Vec<Arc<Room>>) {
         let mut rooms: HashMap<&str, Option<Arc<Room>>> = HashMap::new();
+        let now = now_ms();
         for row in rows {
+            if row.origin != self.instance_id {
+                self.metrics.peer_delivery_seconds.record((now - row.created_at).max(0) as f64 / 1000.0);
+            }
             let room = rooms.entry(row.canvas.as_str()).or_insert_with(|| {
                 CanvasId::parse(&row.canvas).ok().and_then(|canvas| self.hub.room(&canvas))
             });

@@ -15,9 +15,13 @@ use std::sync::{Mutex, MutexGuard};
 
 use tokio_tungstenite::tungstenite::Message;
 
+use super::outbox::{Cut, Ephemeral};
 use super::{ConnId, Outbox};
 use crate::metrics::Metrics;
 use crate::protocol::{ack_frame, CanvasId, UserId};
+
+/// Most offers an unstarted room keeps while its first join reads the snapshot.
+const MAX_EARLY: usize = 100_000;
 
 /// Where the ack of a seq goes: the connection on this process that sent it.
 #[derive(Debug, Clone)]
@@ -43,6 +47,8 @@ pub struct Entry {
 pub struct Subscriber {
     pub conn: ConnId,
     pub user: UserId,
+    /// The display name it connected with: what presence shows, should it have to be registered again.
+    pub name: Option<String>,
     /// The generation its welcome was in.
     pub generation: u64,
     /// The seq its welcome (and replay) ended at: it receives only seqs after this.
@@ -62,8 +68,12 @@ pub struct RoomState {
     /// Set when the last subscriber left and the room was removed from the hub; a join that finds a closed
     /// room retries with a fresh one.
     closed: bool,
-    /// Set once the joining snapshot fixed `delivered`; rows offered before that would be judged wrongly.
+    /// Set once the first joiner's snapshot fixed `delivered`. Until then offers are kept in `early`, in
+    /// arrival order, and judged once the start is known: the join reads its snapshot without this room's
+    /// lock, so whatever is committed meanwhile must not be lost.
     started: bool,
+    /// Offers that arrived before the start, with whether they were read back from storage.
+    early: Vec<(Entry, bool)>,
     /// The canvas generation being delivered.
     generation: u64,
     /// The last seq fanned out to subscribers.
@@ -105,6 +115,7 @@ impl RoomState {
         RoomState {
             closed: false,
             started: false,
+            early: Vec::new(),
             generation: 0,
             delivered: 0,
             delivered_id: 0,
@@ -131,16 +142,34 @@ impl RoomState {
         self.generation
     }
 
-    /// Fixes the cursor of a room that has just been created, from the joining snapshot's head. Returns
+    /// Fixes the cursor of a room that has just been created, from the joining snapshot's head, then takes
+    /// in what was offered meanwhile (what the snapshot already covered is dropped as delivered). Returns
     /// whether it did (false: the room was already delivering).
-    pub fn start_at(&mut self, last_seq: u64, generation: u64) -> bool {
+    pub fn start_at(&mut self, last_seq: u64, generation: u64, metrics: &Metrics) -> bool {
         if self.started {
             return false;
         }
         self.started = true;
         self.delivered = last_seq;
         self.generation = generation;
+        for (entry, stored) in std::mem::take(&mut self.early) {
+            match stored {
+                true => drop(self.offer_stored(entry, metrics)),
+                false => drop(self.offer(entry, metrics)),
+            }
+        }
         true
+    }
+
+    /// Keeps an offer made before the start. Past `MAX_EARLY` something is badly stuck: the room closes
+    /// (no subscriber has it yet) and the join in progress retries with a fresh one.
+    fn keep_early(&mut self, entry: Entry, stored: bool) {
+        if self.early.len() >= MAX_EARLY {
+            self.early = Vec::new();
+            self.closed = true;
+            return;
+        }
+        self.early.push((entry, stored));
     }
 
     /// Adds a subscriber that has already been sent everything up to its `start_after`.
@@ -174,7 +203,11 @@ impl RoomState {
     /// its other rows are dropped until the marker arrives (the watcher reads rows in commit order, so it
     /// always offers the marker first and then offers them again). Returns how many frames were queued.
     pub fn offer(&mut self, entry: Entry, metrics: &Metrics) -> usize {
-        if !self.started || entry.generation < self.generation {
+        if !self.started {
+            self.keep_early(entry, false);
+            return 0;
+        }
+        if entry.generation < self.generation {
             return 0;
         }
         if entry.generation > self.generation {
@@ -201,7 +234,11 @@ impl RoomState {
     /// expired before this process read it): see [`skip_lost_reset`](Self::skip_lost_reset). Returns whether
     /// that happened.
     pub fn offer_stored(&mut self, entry: Entry, metrics: &Metrics) -> bool {
-        if self.started && entry.generation > self.generation && entry.seq != 0 {
+        if !self.started {
+            self.keep_early(entry, true);
+            return false;
+        }
+        if entry.generation > self.generation && entry.seq != 0 {
             self.skip_lost_reset(entry, metrics);
             return true;
         }
@@ -213,7 +250,7 @@ impl RoomState {
     pub(super) fn close_and_cut_all(&mut self) -> usize {
         let cut = self.subscribers.len();
         for sub in self.subscribers.drain(..) {
-            sub.outbox.kick();
+            sub.outbox.kick(Cut::Epoch);
         }
         self.closed = true;
         cut
@@ -247,12 +284,15 @@ impl RoomState {
     /// subscribers (who would otherwise see a gap) are cut with 4009 to resume.
     pub fn settle(&mut self, read_up_to_id: i64, metrics: &Metrics) -> Settled {
         let Some((&first, entry)) = self.pending.first_key_value() else { return Settled::Ok };
+        if !self.started {
+            return Settled::Ok;
+        }
         if entry.id > read_up_to_id {
             return Settled::Ok;
         }
         let from = self.delivered + 1;
         for sub in self.subscribers.drain(..) {
-            sub.outbox.kick();
+            sub.outbox.kick(Cut::Gap);
         }
         metrics.gaps_skipped.increment(1);
         self.delivered = first - 1;
@@ -293,7 +333,7 @@ impl RoomState {
         let generation = entry.generation;
         self.subscribers.retain(|sub| {
             if sub.generation < generation {
-                sub.outbox.kick();
+                sub.outbox.kick(Cut::Epoch);
             }
             sub.generation >= generation
         });
@@ -318,12 +358,9 @@ impl RoomState {
                 Some(ack) if ack.conn == sub.conn => Message::text(ack_frame(entry.seq, ack.reference.as_deref())),
                 _ => entry.frame.clone(),
             };
+            // A full queue cuts the client (its session counts it); it leaves the room here.
             let kept = sub.outbox.push(frame);
-            if kept {
-                sent += 1;
-            } else {
-                metrics.clients_cut_slow.increment(1);
-            }
+            sent += usize::from(kept);
             kept
         });
         self.delivered = entry.seq;
@@ -333,12 +370,24 @@ impl RoomState {
         sent
     }
 
-    /// Queues an ephemeral frame (a cursor) for everyone but its sender; never blocks, never cuts: a client
-    /// whose queue is full simply misses this cursor, and the next one replaces it.
-    pub fn broadcast_ephemeral(&self, except: Option<ConnId>, frame: &Message) {
-        for sub in self.subscribers.iter().filter(|s| Some(s.conn) != except) {
-            sub.outbox.push_lossy(frame.clone());
+    /// Queues `sender`'s ephemeral frame (a cursor) for everyone but the sender, on their ephemeral lane:
+    /// never blocks, never cuts. A frame of the same sender still waiting for a slow reader is replaced.
+    /// Returns how many receivers had one replaced or dropped (the metric of the caller's canvas).
+    pub fn broadcast_ephemeral(&self, sender: ConnId, frame: &Message, metrics: &Metrics) -> u64 {
+        let (mut queued, mut missed) = (0, 0);
+        for sub in self.subscribers.iter().filter(|s| s.conn != sender) {
+            match sub.outbox.push_ephemeral(sender, frame.clone()) {
+                Ephemeral::Queued => queued += 1,
+                Ephemeral::Coalesced | Ephemeral::Dropped => missed += 1,
+            }
         }
+        metrics.deliveries.increment(queued);
+        missed
+    }
+
+    /// Every subscriber, as presence would register it: (connection, user, name).
+    pub fn members(&self) -> impl Iterator<Item = (ConnId, &UserId, Option<&str>)> {
+        self.subscribers.iter().map(|s| (s.conn, &s.user, s.name.as_deref()))
     }
 
     /// Queues a frame for every subscriber who is `user`; returns how many. An overflowing queue cuts its

@@ -1,7 +1,7 @@
 //! Unit tests of a room's ordering, acks, generations and slow-client policy.
 
 use super::*;
-use crate::hub::{outbox, Inbox};
+use crate::hub::{outbox, Bounds, Cut, Inbox};
 use uuid::Uuid;
 
 fn entry(seq: u64) -> Entry {
@@ -9,21 +9,21 @@ fn entry(seq: u64) -> Entry {
 }
 
 fn subscriber(conn: ConnId, start_after: u64, outbox: Outbox) -> Subscriber {
-    Subscriber { conn, user: UserId::parse("u").unwrap(), generation: 0, start_after, outbox }
+    Subscriber { conn, user: UserId::parse("u").unwrap(), name: None, generation: 0, start_after, outbox }
 }
 
 fn texts(inbox: &mut Inbox) -> Vec<String> {
-    let mut out = Vec::new();
-    while let Some(m) = inbox.try_recv() {
-        out.push(m.into_text().unwrap().to_string());
-    }
-    out
+    inbox.take_all().into_iter().map(|m| m.into_text().unwrap().to_string()).collect()
+}
+
+fn queue(frames: usize) -> (Outbox, Inbox) {
+    outbox(Bounds { frames, bytes: 1 << 20 })
 }
 
 fn started_room(at: u64) -> (RoomState, Inbox, Metrics) {
     let mut state = RoomState::new();
-    state.start_at(at, 0);
-    let (outbox, inbox) = outbox(64);
+    state.start_at(at, 0, &Metrics::new());
+    let (outbox, inbox) = queue(64);
     state.subscribe(subscriber(Uuid::new_v4(), at, outbox));
     (state, inbox, Metrics::new())
 }
@@ -54,9 +54,9 @@ fn a_seq_is_delivered_once_whoever_offers_it() {
 fn the_sender_gets_an_ack_and_the_others_the_message() {
     let metrics = Metrics::new();
     let mut room = RoomState::new();
-    room.start_at(0, 0);
-    let (sender_box, mut sender) = outbox(8);
-    let (other_box, mut other) = outbox(8);
+    room.start_at(0, 0, &metrics);
+    let (sender_box, mut sender) = queue(8);
+    let (other_box, mut other) = queue(8);
     let sender_id = Uuid::new_v4();
     room.subscribe(subscriber(sender_id, 0, sender_box));
     room.subscribe(subscriber(Uuid::new_v4(), 0, other_box));
@@ -69,7 +69,7 @@ fn the_sender_gets_an_ack_and_the_others_the_message() {
 #[test]
 fn a_new_subscriber_skips_what_its_welcome_covered() {
     let (mut room, mut first, metrics) = started_room(0);
-    let (late_box, mut late) = outbox(8);
+    let (late_box, mut late) = queue(8);
     room.subscribe(subscriber(Uuid::new_v4(), 2, late_box));
     for seq in 1..=3 {
         room.offer(entry(seq), &metrics);
@@ -79,21 +79,40 @@ fn a_new_subscriber_skips_what_its_welcome_covered() {
 }
 
 #[test]
-fn an_unstarted_room_ignores_offers() {
+fn an_unstarted_room_keeps_offers_until_its_start_then_drops_what_the_snapshot_covered() {
     let mut room = RoomState::new();
     let metrics = Metrics::new();
-    assert_eq!(room.offer(entry(1), &metrics), 0);
-    room.start_at(3, 0);
-    assert_eq!(room.delivered(), 3);
+    for seq in [2, 3, 5, 4] {
+        assert_eq!(room.offer(entry(seq), &metrics), 0);
+    }
+    assert!(!room.has_pending());
+    room.start_at(3, 0, &metrics);
+    let (outbox, mut inbox) = queue(8);
+    room.subscribe(subscriber(Uuid::new_v4(), 3, outbox));
+    assert_eq!(room.delivered(), 5, "4 and 5 came in while the snapshot at 3 was read");
+    assert!(texts(&mut inbox).is_empty(), "delivered before the subscriber came: its snapshot covers them");
+    room.offer(entry(6), &metrics);
+    assert_eq!(texts(&mut inbox), ["m6"]);
+}
+
+#[test]
+fn a_room_whose_start_never_comes_closes_rather_than_grow_without_bound() {
+    let mut room = RoomState::new();
+    let metrics = Metrics::new();
+    for seq in 1..=MAX_EARLY as u64 + 1 {
+        room.offer(entry(seq), &metrics);
+    }
+    assert!(room.is_closed());
+    assert!(room.early.is_empty());
 }
 
 #[test]
 fn overflow_cuts_the_slow_subscriber_and_spares_the_others() {
     let metrics = Metrics::new();
     let mut room = RoomState::new();
-    room.start_at(0, 0);
-    let (slow_box, slow) = outbox(16);
-    let (fast_box, mut fast) = outbox(64);
+    room.start_at(0, 0, &metrics);
+    let (slow_box, slow) = queue(16);
+    let (fast_box, mut fast) = queue(64);
     room.subscribe(subscriber(Uuid::new_v4(), 0, slow_box));
     room.subscribe(subscriber(Uuid::new_v4(), 0, fast_box));
     for seq in 1..=20 {
@@ -102,17 +121,18 @@ fn overflow_cuts_the_slow_subscriber_and_spares_the_others() {
     assert_eq!(room.subscribers.len(), 1, "the slow one is gone");
     assert_eq!(texts(&mut fast).len(), 20);
     // notify_one stored a permit: the session's next wait for a kick completes at once.
-    assert!(futures_util::FutureExt::now_or_never(slow.kicked()).is_some());
+    assert_eq!(futures_util::FutureExt::now_or_never(slow.kicked()), Some(Cut::Slow));
 }
 
 #[test]
 fn settle_skips_a_hole_that_can_no_longer_fill_and_cuts_subscribers() {
-    let (mut room, _inbox, metrics) = started_room(5);
+    let (mut room, inbox, metrics) = started_room(5);
     room.offer(entry(9), &metrics); // id 90
     assert_eq!(room.settle(50, &metrics), Settled::Ok, "rows up to id 50 read: 6..8 may still come");
     assert_eq!(room.settle(90, &metrics), Settled::GapSkipped { from: 6, to: 8 });
     assert_eq!(room.delivered(), 9);
     assert!(room.subscribers.is_empty());
+    assert_eq!(futures_util::FutureExt::now_or_never(inbox.kicked()), Some(Cut::Gap), "cut for the gap, not as slow");
 }
 
 fn in_generation(mut entry: Entry, generation: u64) -> Entry {
@@ -142,7 +162,7 @@ fn a_reset_marker_starts_the_new_generation_and_its_seq_1_is_not_taken_for_the_o
 #[test]
 fn a_subscriber_who_joined_in_the_new_generation_gets_no_reset_and_no_old_rows() {
     let (mut room, mut old, metrics) = started_room(4);
-    let (new_box, mut new) = outbox(8);
+    let (new_box, mut new) = queue(8);
     room.subscribe(Subscriber { generation: 1, ..subscriber(Uuid::new_v4(), 1, new_box) });
     room.offer(entry(5), &metrics);
     room.offer(Entry { seq: 0, generation: 1, id: 60, frame: Message::text("reset") }, &metrics);

@@ -35,3 +35,48 @@ end
 local function entry_id(gen, seq)
   return string.format('%d-%d', gen + 1, seq)
 end
+
+-- The objects of canvas C: `objects` maps each object id to its whole JSON text (what a welcome carries, read
+-- in one HGETALL), `o:<id>` maps each of its top-level fields (JSON-quoted) to the field's JSON text (what an
+-- update merges into, without a JSON parser in Lua).
+local function object_key(canvas, id)
+  return canvas_key(canvas, 'o:' .. id)
+end
+
+-- The head of a canvas about to be written, created in a new generation if it has none: every new canvas and
+-- every reset takes its generation from one counter, so a canvas that expired when idle and is created again
+-- never reuses an epoch.
+local function ensure_head(canvas)
+  local key = canvas_key(canvas, 'head')
+  if redis.call('EXISTS', key) == 0 then
+    redis.call('HSET', key, 'seq', 0, 'gen', redis.call('INCR', 'relay:generations'), 'bytes', 0, 'oseq', 0)
+  end
+  return key
+end
+
+-- A canvas with neither objects nor connections expires when idle (its log expires with the TTL before its
+-- head does); one with either is kept.
+local function keep_or_expire(canvas, ttl)
+  local key = canvas_key(canvas, 'head')
+  if redis.call('HLEN', canvas_key(canvas, 'objects')) == 0 and redis.call('HLEN', canvas_key(canvas, 'conns')) == 0 then
+    redis.call('PEXPIRE', key, 2 * ttl)
+  else
+    redis.call('PERSIST', key)
+  end
+end
+
+-- The JSON text of an object from its fields (a flat {field as JSON, value as JSON, ...} list).
+local function object_text(fields)
+  local parts = {}
+  for k = 1, #fields, 2 do
+    parts[#parts + 1] = fields[k] .. ':' .. fields[k + 1]
+  end
+  return '{' .. table.concat(parts, ',') .. '}'
+end
+
+-- HSET of a flat {field, value, ...} list, in chunks that stay within Lua's stack.
+local function hset_all(key, fields)
+  for first = 1, #fields, 256 do
+    redis.call('HSET', key, unpack(fields, first, math.min(first + 255, #fields)))
+  end
+end

@@ -1,16 +1,48 @@
 -- Commits a batch of logged messages and presence changes, atomically and in order: the only place a seq is
 -- assigned. For each message: fold object ops into the canvas state (refusing updates and deletes of missing
--- objects), record presence changes (logging only a user's first connect and last disconnect on the canvas),
--- take the canvas's next seq, append to its stream, trim what the TTL expired.
+-- objects, and ops that would take the state past its size limit), record presence changes (logging only a
+-- user's first connect and last disconnect on the canvas), take the canvas's next seq, append to its stream,
+-- trim what the TTL expired.
 --
--- ARGV: ttl_ms, instance, epoch candidate, then per message 10 fields and its object fields:
---   op (log|create|update|delete|connect|disconnect), canvas, type, from, data, conn, ref, name, object id,
---   n, then n (field, raw JSON value) pairs of the object's top-level fields.
---   ref and name are '' for none, else '=' followed by the value.
+-- All or nothing: every argument is checked before the first write, and the script declares flags (the
+-- shebang the loader puts first), so Redis refuses it whole when out of memory rather than fail a write half
+-- way. Idempotent per batch: the instance numbers its batches and the reply of the last one is kept, so a
+-- batch sent again after its reply was lost is answered, not applied twice.
+--
+-- ARGV: ttl_ms, instance, epoch candidate, batch number, max state bytes, then per message 11 fields and its
+--   object fields: op (log|create|update|delete|connect|disconnect), canvas, type, from, data, conn, ref,
+--   name, object id, length of the object id as JSON, n, then n (field as JSON, value as JSON) pairs of the
+--   object's top-level fields. ref and name are '' for none, else '=' followed by the value.
 -- Returns: { epoch, writes, now, then per message seq and generation }; seq -1 = refused (missing object),
---   0 = recorded, nothing logged (a presence change that is not the user's first or last).
+--   -2 = refused (state too big), 0 = recorded, nothing logged (a presence change not the user's first/last).
 
-local ttl, instance = tonumber(ARGV[1]), ARGV[2]
+local ttl, instance, batch, max_bytes = tonumber(ARGV[1]), ARGV[2], ARGV[4], tonumber(ARGV[5])
+local marker = 'relay:i:' .. instance .. ':batch'
+local last = redis.call('GET', marker)
+if last then
+  local number, reply = string.match(last, '^(%S+) (.*)$')
+  if number == batch then
+    local out = {}
+    for item in string.gmatch(reply, '%S+') do
+      out[#out + 1] = item
+    end
+    return out
+  end
+end
+
+-- Check every message before writing anything.
+local ops = { log = true, create = true, update = true, delete = true, connect = true, disconnect = true }
+local messages = {}
+local i = 6
+while i <= #ARGV do
+  local n = tonumber(ARGV[i + 10])
+  if not ops[ARGV[i]] or not n or not tonumber(ARGV[i + 9]) or i + 10 + 2 * n > #ARGV then
+    return redis.error_reply('malformed batch at argument ' .. i)
+  end
+  messages[#messages + 1] = i
+  i = i + 11 + 2 * n
+end
+
 local epoch = store_epoch(ARGV[3])
 local now = now_ms()
 local out = { epoch, redis.call('INCR', 'relay:writes'), now }
@@ -37,16 +69,19 @@ local function trim(log)
   end
 end
 
--- Streams appended to by this batch: trimmed and given the TTL once each, after the batch.
+-- Canvases appended to by this batch: trimmed, given the TTL and their expiry once each, after the batch.
 local appended = {}
 
-local function append(canvas, kind, from, data, conn, ref)
-  local seq = redis.call('HINCRBY', canvas_key(canvas, 'head'), 'seq', 1)
-  local _, gen = head(canvas)
-  local log = canvas_key(canvas, 'log')
-  redis.call('XADD', log, entry_id(gen, seq), 'ts', now, 's', seq, 't', kind, 'f', from, 'd', data,
-    'i', instance, 'c', conn, 'r', ref)
-  appended[log] = true
+local function append(canvas, kind, from, data, conn, ref, object_op)
+  local head = ensure_head(canvas)
+  local seq = redis.call('HINCRBY', head, 'seq', 1)
+  local gen = tonumber(redis.call('HGET', head, 'gen'))
+  if object_op then
+    redis.call('HSET', head, 'oseq', seq)
+  end
+  redis.call('XADD', canvas_key(canvas, 'log'), entry_id(gen, seq), 'ts', now, 's', seq, 't', kind, 'f', from,
+    'd', data, 'i', instance, 'c', conn, 'r', ref)
+  appended[canvas] = true
   out[#out + 1] = seq
   out[#out + 1] = gen
 end
@@ -56,16 +91,36 @@ local function skip(seq)
   out[#out + 1] = 0
 end
 
--- Sets an object's fields from ARGV[at..] (n pairs), in chunks that stay within Lua's stack.
-local function set_fields(key, at, n)
-  for first = 0, n - 1, 64 do
-    local args = {}
-    for k = first, math.min(first + 63, n - 1) do
-      args[#args + 1] = ARGV[at + 2 * k]
-      args[#args + 1] = ARGV[at + 2 * k + 1]
-    end
-    redis.call('HSET', key, unpack(args))
+-- The fields of ARGV[at..] (n pairs) over `base` (a flat list), later values replacing earlier ones.
+local function overlay(base, at, n)
+  local fields, index = {}, {}
+  for k = 1, #base, 2 do
+    index[base[k]] = #fields + 1
+    fields[#fields + 1] = base[k]
+    fields[#fields + 1] = base[k + 1]
   end
+  for k = 0, n - 1 do
+    local field, value = ARGV[at + 2 * k], ARGV[at + 2 * k + 1]
+    if index[field] then
+      fields[index[field] + 1] = value
+    else
+      index[field] = #fields + 1
+      fields[#fields + 1] = field
+      fields[#fields + 1] = value
+    end
+  end
+  return fields
+end
+
+-- Whether the state may grow by `delta` bytes; records the growth if so.
+local function fits(canvas, delta)
+  local head = ensure_head(canvas)
+  local bytes = tonumber(redis.call('HGET', head, 'bytes') or '0')
+  if delta > 0 and bytes + delta + 1 > max_bytes then
+    return false
+  end
+  redis.call('HINCRBY', head, 'bytes', delta)
+  return true
 end
 
 -- HINCRBY -1 that removes the field at zero; returns whether it did.
@@ -77,34 +132,52 @@ local function decrement(key, field)
   return false
 end
 
-local i = 4
-while i <= #ARGV do
-  local op, canvas, kind, from, data = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
-  local conn, ref, name, id, n = ARGV[i + 5], ARGV[i + 6], ARGV[i + 7], ARGV[i + 8], tonumber(ARGV[i + 9])
-  local fields = i + 10
-  i = fields + 2 * n
-  local object = canvas_key(canvas, 'o:' .. id)
-  local ids = canvas_key(canvas, 'ids')
+for _, at in ipairs(messages) do
+  local op, canvas, kind, from, data = ARGV[at], ARGV[at + 1], ARGV[at + 2], ARGV[at + 3], ARGV[at + 4]
+  local conn, ref, name, id = ARGV[at + 5], ARGV[at + 6], ARGV[at + 7], ARGV[at + 8]
+  local id_len, n, pairs_at = tonumber(ARGV[at + 9]), tonumber(ARGV[at + 10]), at + 11
+  local objects = canvas_key(canvas, 'objects')
+  local exists, stored = false, 0
+  if op == 'create' or op == 'update' or op == 'delete' then
+    exists = redis.call('HEXISTS', objects, id) == 1
+    stored = redis.call('HSTRLEN', objects, id)
+  end
   if op == 'log' then
-    append(canvas, kind, from, data, conn, ref)
+    append(canvas, kind, from, data, conn, ref, false)
   elseif op == 'create' then
-    redis.call('DEL', object)
-    redis.call('SADD', ids, id)
-    set_fields(object, fields, n)
-    append(canvas, kind, from, data, conn, ref)
+    local before = exists and (id_len + stored + 2) or 0
+    if not fits(canvas, id_len + #data + 2 - before) then
+      skip(-2)
+    else
+      local key = object_key(canvas, id)
+      redis.call('DEL', key)
+      hset_all(key, overlay({}, pairs_at, n))
+      redis.call('HSET', objects, id, data)
+      append(canvas, kind, from, data, conn, ref, true)
+    end
   elseif op == 'update' then
-    if redis.call('SISMEMBER', ids, id) == 0 then
+    if not exists then
       skip(-1)
     else
-      set_fields(object, fields, n)
-      append(canvas, kind, from, data, conn, ref)
+      local key = object_key(canvas, id)
+      local fields = overlay(redis.call('HGETALL', key), pairs_at, n)
+      local text = object_text(fields)
+      if not fits(canvas, #text - stored) then
+        skip(-2)
+      else
+        hset_all(key, fields)
+        redis.call('HSET', objects, id, text)
+        append(canvas, kind, from, data, conn, ref, true)
+      end
     end
   elseif op == 'delete' then
-    if redis.call('SREM', ids, id) == 0 then
+    if not exists then
       skip(-1)
     else
-      redis.call('DEL', object)
-      append(canvas, kind, from, data, conn, ref)
+      fits(canvas, -(id_len + stored + 2))
+      redis.call('DEL', object_key(canvas, id))
+      redis.call('HDEL', objects, id)
+      append(canvas, kind, from, data, conn, ref, true)
     end
   elseif op == 'connect' then
     if redis.call('HSETNX', canvas_key(canvas, 'conns'), conn, instance) == 0 then
@@ -119,12 +192,13 @@ while i <= #ARGV do
       redis.call('HINCRBY', 'relay:u:' .. from, canvas, 1)
       redis.call('HINCRBY', 'relay:users', from, 1)
       if redis.call('HINCRBY', canvas_key(canvas, 'users'), from, 1) == 1 then
-        append(canvas, kind, from, data, conn, ref)
+        append(canvas, kind, from, data, '', '', false) -- presence: nobody gets an ack for it
       else
         skip(0)
+        appended[canvas] = true
       end
     end
-  elseif op == 'disconnect' then
+  else -- disconnect
     local owner = redis.call('HGET', canvas_key(canvas, 'conns'), conn)
     if not owner then
       skip(0) -- already removed (by a survivor that took this instance for dead)
@@ -135,17 +209,19 @@ while i <= #ARGV do
       decrement('relay:users', from)
       if decrement(canvas_key(canvas, 'users'), from) then
         redis.call('HDEL', canvas_key(canvas, 'names'), from)
-        append(canvas, kind, from, data, conn, ref)
+        append(canvas, kind, from, data, '', '', false) -- presence: nobody gets an ack for it
       else
         skip(0)
+        appended[canvas] = true
       end
     end
-  else
-    return redis.error_reply('unknown op ' .. op)
   end
 end
-for log in pairs(appended) do
+for canvas in pairs(appended) do
+  local log = canvas_key(canvas, 'log')
   trim(log)
   redis.call('PEXPIRE', log, ttl)
+  keep_or_expire(canvas, ttl)
 end
+redis.call('SET', marker, batch .. ' ' .. table.concat(out, ' '))
 return out

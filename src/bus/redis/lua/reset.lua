@@ -1,19 +1,22 @@
--- Resets a canvas: a new generation at seq 0, its log and objects dropped, and the generation's reset
--- marker (seq 0) as the first entry of its new stream, which tells every instance's readers.
+-- Resets a canvas: a new generation (from the shared counter) at seq 0, its log and objects dropped, and the
+-- generation's reset marker (seq 0) as the first entry of its new stream, which tells every instance's
+-- readers.
 -- ARGV: canvas, epoch candidate, ttl_ms, instance
 -- Returns: { epoch, generation }
 
 local canvas, ttl = ARGV[1], tonumber(ARGV[3])
 local epoch = store_epoch(ARGV[2])
-local gen = redis.call('HINCRBY', canvas_key(canvas, 'head'), 'gen', 1)
-redis.call('HSET', canvas_key(canvas, 'head'), 'seq', 0)
-for _, id in ipairs(redis.call('SMEMBERS', canvas_key(canvas, 'ids'))) do
-  redis.call('DEL', canvas_key(canvas, 'o:' .. id))
+local objects = canvas_key(canvas, 'objects')
+for _, id in ipairs(redis.call('HKEYS', objects)) do
+  redis.call('DEL', object_key(canvas, id))
 end
-redis.call('DEL', canvas_key(canvas, 'ids'), canvas_key(canvas, 'log'))
+local gen = redis.call('INCR', 'relay:generations')
+redis.call('HSET', canvas_key(canvas, 'head'), 'seq', 0, 'gen', gen, 'bytes', 0, 'oseq', 0)
 local log = canvas_key(canvas, 'log')
+redis.call('DEL', objects, log)
 redis.call('XADD', log, entry_id(gen, 0), 'ts', now_ms(), 's', 0, 't', 'reset', 'f', 'server', 'd', 'null',
   'i', ARGV[4], 'c', '', 'r', '')
 redis.call('PEXPIRE', log, ttl)
+keep_or_expire(canvas, ttl)
 redis.call('INCR', 'relay:writes')
 return { epoch, gen }

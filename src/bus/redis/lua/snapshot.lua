@@ -1,42 +1,39 @@
 -- A canvas at one point of its log, read atomically: what a join's welcome carries and what the canvas API
--- reports. With a resume whose epoch matches, the retained entries after `since` (only if every one of them
--- is still there and there are at most max_resume).
+-- reports. With a resume whose epoch matches, whether every entry after `since` is still retained (the
+-- entries themselves are read after, a page at a time). The objects only when asked for and small: a big
+-- state is read with one HGETALL in a MULTI beside this script (see `RedisBus::snapshot`), never folded
+-- through a Lua table.
 --
--- ARGV: canvas, epoch candidate, resume epoch ('' for none), since, max_resume, ttl_ms, want objects (1/0)
--- Returns: { epoch, generation, seq, resumed (1/0), replay entries, {user, count, ...}, {user, name, ...},
---   {object id, {field, value, ...}, ...} }
+-- ARGV: canvas, epoch candidate, resume epoch ('' for none), since, max_resume, ttl_ms, cached state
+--   ('<canvas epoch>:<version>' the caller holds, so do not read it, or ''), inline limit (bytes; objects are
+--   read only if their JSON is at most this big)
+-- Returns: { epoch, generation, seq, state version, state bytes, resumed (1/0), {user, count, ...},
+--   {user, name, ...}, {object id, object JSON, ...} or {}, objects read (1/0) }
 
 local canvas = ARGV[1]
 local epoch = store_epoch(ARGV[2])
-local seq, gen = head(canvas)
-local resumed, replay = 0, {}
+local head = redis.call('HMGET', canvas_key(canvas, 'head'), 'seq', 'gen', 'oseq', 'bytes')
+local seq, gen = tonumber(head[1] or '0'), tonumber(head[2] or '0')
+local version, bytes = tonumber(head[3] or '0'), tonumber(head[4] or '0')
+local resumed = 0
 if ARGV[3] ~= '' and ARGV[3] == epoch .. '-' .. gen then
   local since = tonumber(ARGV[4])
   if since <= seq and seq - since <= tonumber(ARGV[5]) then
-    local cutoff = now_ms() - tonumber(ARGV[6])
-    if since < seq then
-      replay = redis.call('XRANGE', canvas_key(canvas, 'log'), entry_id(gen, since + 1), entry_id(gen, seq))
-    end
     resumed = 1
-    if #replay ~= seq - since then
-      resumed = 0
-    end
-    for _, entry in ipairs(replay) do
-      if tonumber(entry[2][2]) <= cutoff then
+    if since < seq then
+      -- Entries leave a stream from its front only (trimmed, or the whole stream expiring), and in seq
+      -- order, so the one after `since` being there and fresh means all after it are.
+      local first = redis.call('XRANGE', canvas_key(canvas, 'log'), entry_id(gen, since + 1), entry_id(gen, since + 1))[1]
+      if not first or tonumber(first[2][2]) <= now_ms() - tonumber(ARGV[6]) then
         resumed = 0
       end
     end
-    if resumed == 0 then
-      replay = {}
-    end
   end
 end
-local objects = {}
-if resumed == 0 and ARGV[7] == '1' then
-  for _, id in ipairs(redis.call('SMEMBERS', canvas_key(canvas, 'ids'))) do
-    objects[#objects + 1] = id
-    objects[#objects + 1] = redis.call('HGETALL', canvas_key(canvas, 'o:' .. id))
-  end
+local objects, read = {}, 0
+local held = epoch .. '-' .. gen .. ':' .. version
+if resumed == 0 and ARGV[7] ~= held and bytes + 1 <= tonumber(ARGV[8]) then
+  objects, read = redis.call('HGETALL', canvas_key(canvas, 'objects')), 1
 end
-return { epoch, gen, seq, resumed, replay, redis.call('HGETALL', canvas_key(canvas, 'users')),
-  redis.call('HGETALL', canvas_key(canvas, 'names')), objects }
+return { epoch, gen, seq, version, bytes, resumed, redis.call('HGETALL', canvas_key(canvas, 'users')),
+  redis.call('HGETALL', canvas_key(canvas, 'names')), objects, read }

@@ -29,12 +29,16 @@ pub enum Job {
     SendToUser { user: UserId, frame: String, reply: oneshot::Sender<Result<u64, BusError>> },
     /// Deletes up to `limit` expired rows; replies with how many went.
     Cleanup { limit: u32, reply: oneshot::Sender<Result<usize, String>> },
+    /// Deletes up to `limit` canvases that hold nothing: no objects, no connection, and no message since
+    /// `idle_before` (so every row of theirs has expired). A canvas created again gets a new epoch (see
+    /// `next_generation`). Without this, anyone could fill the file by connecting to ever new names.
+    DropIdleCanvases { idle_before: i64, limit: u32, reply: oneshot::Sender<Result<usize, String>> },
     /// Deletes instances silent since `before_ms` with their watermarks, and expired cursor batches.
     ForgetInstances { before_ms: i64 },
     /// Writes one cursor batch per canvas for the other instances.
     Cursors(Vec<CursorBatch>),
-    /// Records this instance as alive now.
-    Heartbeat,
+    /// Records this instance as alive now (and refreshes the peers to ring); `done` learns whether it committed.
+    Heartbeat(Option<oneshot::Sender<bool>>),
     /// Saves how far this instance has delivered each canvas.
     Watermarks(Vec<Watermark>),
     /// Replies once everything queued before it is committed.
@@ -44,6 +48,12 @@ pub enum Job {
 }
 
 impl Job {
+    /// Whether it goes ahead of the queued messages: a late heartbeat gets this instance's users expired by
+    /// the others, and cursors must never wait behind logged messages.
+    pub fn is_urgent(&self) -> bool {
+        matches!(self, Job::Heartbeat(_) | Job::Cursors(_))
+    }
+
     /// Whether other instances have something to deliver once it committed.
     fn wakes_peers(&self) -> bool {
         matches!(self, Job::Reset { .. } | Job::SendToUser { .. } | Job::Cursors(_))
@@ -102,6 +112,14 @@ impl Writer {
                 let _ = reply.send(deleted.as_ref().map_err(describe).copied());
                 deleted.map(drop)
             }
+            Job::DropIdleCanvases { idle_before, limit, reply } => {
+                let dropped = self.write(|tx| drop_idle_canvases(tx, idle_before, limit));
+                if let Ok(n) = dropped {
+                    self.metrics.canvases_dropped.increment(n as u64);
+                }
+                let _ = reply.send(dropped.as_ref().map_err(describe).copied());
+                dropped.map(drop)
+            }
             Job::ForgetInstances { before_ms } => self.write(|tx| {
                 tx.execute("DELETE FROM instances WHERE heartbeat_at < ?1", [before_ms])?;
                 tx.execute("DELETE FROM cursor_batches WHERE expires_at <= ?1", [now])?;
@@ -126,7 +144,7 @@ impl Writer {
                     Ok(())
                 })
             }
-            Job::Heartbeat => {
+            Job::Heartbeat(done) => {
                 let (id, listen) = (self.settings.instance_id.clone(), self.settings.listen.clone());
                 let wake_addr = self.doorbell.as_ref().map(|d| d.addr().to_string());
                 let alive_since = now - self.settings.peer_timeout_ms;
@@ -140,7 +158,13 @@ impl Writer {
                     .execute(params![id, std::process::id(), listen, now, wake_addr])?;
                     queries::peer_doorbells(tx, &id, alive_since)
                 });
-                peers.map(|peers| self.peers = peers)
+                if let Some(done) = done {
+                    let _ = done.send(peers.is_ok());
+                }
+                peers.map(|peers| {
+                    self.metrics.peer_instances.set(peers.len() as f64);
+                    self.peers = peers;
+                })
             }
             Job::Watermarks(marks) => {
                 let id = self.settings.instance_id.clone();
@@ -217,14 +241,13 @@ fn reset(
     settings: &super::WriterSettings,
     now: i64,
 ) -> Result<(u64, i64), SqlError> {
-    let generation: i64 = tx
-        .prepare_cached(
-            "INSERT INTO canvases (canvas_id, last_seq, generation, created_at, updated_at) VALUES (?1, 0, 1, ?2, ?2)
-             ON CONFLICT (canvas_id) DO UPDATE
-                 SET generation = generation + 1, last_seq = 0, updated_at = excluded.updated_at
-             RETURNING generation",
-        )?
-        .query_row(params![canvas.as_str(), now], |r| r.get(0))?;
+    let generation = super::next_generation(tx)? as i64;
+    tx.prepare_cached(
+        "INSERT INTO canvases (canvas_id, last_seq, generation, created_at, updated_at) VALUES (?1, 0, ?2, ?3, ?3)
+         ON CONFLICT (canvas_id) DO UPDATE SET generation = excluded.generation, last_seq = 0,
+             updated_at = excluded.updated_at, state_bytes = 0, state_seq = 0",
+    )?
+    .execute(params![canvas.as_str(), generation, now])?;
     tx.prepare_cached("DELETE FROM message_queue WHERE canvas_id = ?1")?.execute([canvas.as_str()])?;
     tx.prepare_cached("DELETE FROM canvas_objects WHERE canvas_id = ?1")?.execute([canvas.as_str()])?;
     let epoch = queries::epoch(&settings.db_epoch, generation);
@@ -241,4 +264,25 @@ fn reset(
         generation,
     ])?;
     Ok((generation as u64, tx.last_insert_rowid()))
+}
+
+/// Deletes up to `limit` canvases idle since `idle_before` that hold no objects and no connection, with their
+/// (expired) rows and watermarks. Returns how many went.
+fn drop_idle_canvases(tx: &Connection, idle_before: i64, limit: u32) -> Result<usize, SqlError> {
+    // The limit is part of the SQL: a bound LIMIT makes SQLite prepare the statement every run.
+    let ids: Vec<String> = tx
+        .prepare_cached(&format!(
+            "SELECT c.canvas_id FROM canvases c WHERE c.updated_at < ?1
+               AND NOT EXISTS (SELECT 1 FROM canvas_objects o WHERE o.canvas_id = c.canvas_id)
+               AND NOT EXISTS (SELECT 1 FROM connections k WHERE k.canvas_id = c.canvas_id)
+             LIMIT {limit}"
+        ))?
+        .query_map([idle_before], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    for id in &ids {
+        tx.prepare_cached("DELETE FROM message_queue WHERE canvas_id = ?1")?.execute([id])?;
+        tx.prepare_cached("DELETE FROM canvas_watermarks WHERE canvas_id = ?1")?.execute([id])?;
+        tx.prepare_cached("DELETE FROM canvases WHERE canvas_id = ?1")?.execute([id])?;
+    }
+    Ok(ids.len())
 }

@@ -11,14 +11,15 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use deadpool_sqlite::rusqlite::{params, Connection, Error as SqlError, TransactionBehavior};
-use tokio::sync::mpsc;
+use deadpool_sqlite::rusqlite::{params, Connection, Error as SqlError, OptionalExtension, TransactionBehavior};
 use tokio_tungstenite::tungstenite::Message;
 
 mod jobs;
+mod lanes;
 mod refusal;
 
 pub use jobs::Job;
+pub use lanes::{lanes, LaneSenders, Lanes};
 
 use refusal::{describe, same_file};
 
@@ -26,11 +27,11 @@ use super::doorbell::Doorbell;
 use super::identity::FileIdentity;
 use super::{objects, presence, Shared};
 use crate::bus::{refuse_all, BusError, Origin, Publish};
+use crate::clock::now_ms;
 use crate::hub::{AckTo, Entry, Hub};
 use crate::metrics::Metrics;
-use crate::protocol::{logged_frame, CanvasId, ErrorCode};
+use crate::protocol::{logged_frame, CanvasId};
 use crate::state::ObjectOp;
-use crate::clock::now_ms;
 
 /// Work for the writer thread.
 #[derive(Debug)]
@@ -48,6 +49,8 @@ pub struct WriterSettings {
     pub db_epoch: String,
     pub ttl_ms: i64,
     pub max_batch: usize,
+    /// `--max-canvas-state`: an object op that would take a canvas's state past it is refused.
+    pub max_canvas_state: usize,
     pub local_broadcast: bool,
     /// Peers whose heartbeat is older than this are not rung.
     pub peer_timeout_ms: i64,
@@ -65,8 +68,8 @@ struct Committed {
 #[derive(Debug, Clone)]
 enum Outcome {
     Logged(Committed),
-    /// Refused by the canvas state, with the reason (e.g. an update of an object that does not exist).
-    Refused(String),
+    /// Refused by the canvas state: an update of an object that does not exist, or past the size limit.
+    Refused(BusError),
     /// A presence change that was not the user's first or last connection: recorded, nothing to log.
     Unlogged,
 }
@@ -99,14 +102,51 @@ const INSERT_MESSAGE: &str = "INSERT INTO message_queue
     (canvas_id, seq, message_type, payload, sender, origin_instance, created_at, expires_at, generation)
     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
 
-/// Creates the canvas row if needed and returns its last seq and generation, inside the caller's write
-/// transaction.
-const LOAD_HEAD: &str = "INSERT INTO canvases (canvas_id, last_seq, generation, created_at, updated_at)
-    VALUES (?1, 0, 0, ?2, ?2)
-    ON CONFLICT (canvas_id) DO UPDATE SET updated_at = excluded.updated_at
-    RETURNING last_seq, generation";
+const LOAD_HEAD: &str = "SELECT last_seq, generation, state_bytes, state_seq FROM canvases WHERE canvas_id = ?1";
 
-const STORE_HEAD: &str = "UPDATE canvases SET last_seq = ?2, updated_at = ?3 WHERE canvas_id = ?1";
+const CREATE_HEAD: &str = "INSERT INTO canvases (canvas_id, last_seq, generation, created_at, updated_at)
+    VALUES (?1, 0, ?2, ?3, ?3)";
+
+const STORE_HEAD: &str =
+    "UPDATE canvases SET last_seq = ?2, updated_at = ?3, state_bytes = ?4, state_seq = ?5 WHERE canvas_id = ?1";
+
+/// A canvas's head as a batch moves it.
+#[derive(Debug, Clone, Copy)]
+struct Head {
+    last: u64,
+    generation: u64,
+    /// See `objects::entry_bytes`: the objects' JSON is this plus its opening brace.
+    state_bytes: i64,
+    /// The seq of the last message that changed the objects.
+    state_seq: u64,
+}
+
+/// Takes the next generation from the file's counter: every new canvas and every reset gets one never used
+/// before by any canvas, so a canvas deleted when idle and created again starts a new epoch.
+pub(super) fn next_generation(tx: &Connection) -> Result<u64, SqlError> {
+    let generation: i64 = tx
+        .prepare_cached(
+            "UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'last_generation'
+             RETURNING CAST(value AS INTEGER)",
+        )?
+        .query_row([], |r| r.get(0))?;
+    Ok(generation as u64)
+}
+
+/// A canvas's head inside the caller's write transaction, creating the canvas (in a new generation) if it
+/// has none.
+fn load_head(tx: &Connection, canvas: &CanvasId, now: i64) -> Result<Head, SqlError> {
+    let row: Option<(i64, i64, i64, i64)> = tx
+        .prepare_cached(LOAD_HEAD)?
+        .query_row([canvas.as_str()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .optional()?;
+    if let Some((last, generation, state_bytes, state_seq)) = row {
+        return Ok(Head { last: last as u64, generation: generation as u64, state_bytes, state_seq: state_seq as u64 });
+    }
+    let generation = next_generation(tx)?;
+    tx.prepare_cached(CREATE_HEAD)?.execute(params![canvas.as_str(), generation as i64, now])?;
+    Ok(Head { last: 0, generation, state_bytes: 0, state_seq: 0 })
+}
 
 impl Writer {
     pub fn new(
@@ -124,21 +164,21 @@ impl Writer {
     /// Tells the other instances to read now (see `doorbell`).
     fn ring_peers(&self) {
         if let Some(doorbell) = &self.doorbell {
-            doorbell.ring(&self.peers);
+            self.metrics.doorbells_rung.increment(doorbell.ring(&self.peers) as u64);
         }
     }
 
-    /// Runs until a `Stop` job or until every sender is gone.
-    pub fn run(mut self, mut requests: mpsc::Receiver<WriteRequest>) {
-        while let Some(first) = requests.blocking_recv() {
-            let (publishes, jobs) = take_batch(first, &mut requests, self.settings.max_batch);
-            self.metrics.writer_queue_depth.set(requests.len() as f64);
+    /// Runs until a `Stop` job or until every sender is gone. Each round takes what waits in the urgent lane,
+    /// then up to `--max-batch` publishes from the queue (see `lanes.rs`).
+    pub fn run(mut self, mut lanes: Lanes) {
+        while let Some((publishes, jobs)) = lanes.next_batch(self.settings.max_batch) {
+            self.metrics.writer_queue_depth.set(lanes.depth() as f64);
             if !publishes.is_empty() {
                 self.commit(publishes);
             }
             for job in jobs {
                 if let Job::Stop(done) = job {
-                    self.stop(&mut requests);
+                    self.stop(&mut lanes);
                     let _ = done.send(());
                     return;
                 }
@@ -178,14 +218,14 @@ impl Writer {
 
     /// The transaction: seqs assigned in arrival order, one canvas head read and written per canvas, object
     /// ops folded into the canvas state and presence changes into the connection list as they are logged. An
-    /// object op the state refuses (update or delete of a missing object) is not logged and takes no seq;
-    /// neither does a presence change that is not the user's first or last connection to the canvas.
+    /// object op the state refuses (update or delete of a missing object, or one that would take the state
+    /// past `--max-canvas-state`) is not logged and takes no seq; neither does a presence change that is not
+    /// the user's first or last connection to the canvas.
     fn try_commit(&mut self, batch: &[Publish], now: i64) -> Result<Vec<Outcome>, SqlError> {
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let mut heads: HashMap<&CanvasId, (u64, u64)> = HashMap::new();
+        let mut heads: HashMap<&CanvasId, Head> = HashMap::new();
         let mut outcomes = Vec::with_capacity(batch.len());
         {
-            let mut load_head = tx.prepare_cached(LOAD_HEAD)?;
             let mut insert = tx.prepare_cached(INSERT_MESSAGE)?;
             for publish in batch {
                 if let Origin::Presence { conn, name, .. } = &publish.origin {
@@ -199,37 +239,50 @@ impl Writer {
                         continue;
                     }
                 }
-                if let Some(op) = ObjectOp::of(&publish.kind, &publish.data) {
-                    if let Err(reason) = objects::fold(&tx, &publish.canvas, &op, &publish.data)? {
-                        outcomes.push(Outcome::Refused(reason));
+                let head = match heads.entry(&publish.canvas) {
+                    MapEntry::Occupied(e) => e.into_mut(),
+                    MapEntry::Vacant(e) => e.insert(load_head(&tx, &publish.canvas, now)?),
+                };
+                let op = ObjectOp::of(&publish.kind, &publish.data);
+                if let Some(op) = &op {
+                    let change = match objects::plan(&tx, &publish.canvas, op, &publish.data)? {
+                        Ok(change) => change,
+                        Err(reason) => {
+                            outcomes.push(Outcome::Refused(BusError::Refused(reason)));
+                            continue;
+                        }
+                    };
+                    let size = head.state_bytes + change.delta + 1;
+                    if change.delta > 0 && size > self.settings.max_canvas_state as i64 {
+                        let limit = self.settings.max_canvas_state;
+                        let reason = format!("the canvas state would be {size} bytes, over its limit of {limit} (--max-canvas-state)");
+                        outcomes.push(Outcome::Refused(BusError::CanvasFull(reason)));
                         continue;
                     }
+                    head.state_bytes += change.delta;
+                    objects::apply(&tx, &publish.canvas, op, &publish.data, change)?;
                 }
-                let (last, generation) = match heads.entry(&publish.canvas) {
-                    MapEntry::Occupied(e) => e.into_mut(),
-                    MapEntry::Vacant(e) => {
-                        let head: (i64, i64) =
-                            load_head.query_row(params![publish.canvas.as_str(), now], |r| Ok((r.get(0)?, r.get(1)?)))?;
-                        e.insert((head.0 as u64, head.1 as u64))
-                    }
-                };
-                *last += 1;
+                head.last += 1;
+                if op.is_some() {
+                    head.state_seq = head.last;
+                }
                 insert.execute(params![
                     publish.canvas.as_str(),
-                    *last as i64,
+                    head.last as i64,
                     publish.kind.as_str(),
                     publish.data.get(),
                     publish.from.as_str(),
                     self.settings.instance_id,
                     now,
                     now + self.settings.ttl_ms,
-                    *generation as i64,
+                    head.generation as i64,
                 ])?;
-                outcomes.push(Outcome::Logged(Committed { seq: *last, generation: *generation, id: tx.last_insert_rowid() }));
+                let id = tx.last_insert_rowid();
+                outcomes.push(Outcome::Logged(Committed { seq: head.last, generation: head.generation, id }));
             }
             let mut store_head = tx.prepare_cached(STORE_HEAD)?;
-            for (canvas, (last, _)) in &heads {
-                store_head.execute(params![canvas.as_str(), *last as i64, now])?;
+            for (canvas, head) in &heads {
+                store_head.execute(params![canvas.as_str(), head.last as i64, now, head.state_bytes, head.state_seq as i64])?;
             }
         }
         same_file(&self.file)?;
@@ -251,8 +304,8 @@ impl Writer {
         for (publish, outcome) in batch.into_iter().zip(outcomes) {
             let done = match outcome {
                 Outcome::Logged(done) => done,
-                Outcome::Refused(reason) => {
-                    publish.refuse(BusError::Refused(reason.clone()), ErrorCode::InvalidFrame);
+                Outcome::Refused(error) => {
+                    publish.refuse(error.clone());
                     continue;
                 }
                 Outcome::Unlogged => {
@@ -300,10 +353,9 @@ impl Writer {
     }
 
     /// Clean stop: refuse whatever is still queued (the server is going away), then deregister.
-    fn stop(&mut self, requests: &mut mpsc::Receiver<WriteRequest>) {
-        requests.close();
+    fn stop(&mut self, lanes: &mut Lanes) {
         let mut late = Vec::new();
-        while let Ok(request) = requests.try_recv() {
+        for request in lanes.close() {
             match request {
                 WriteRequest::Publish(p) => late.push(p),
                 WriteRequest::Job(Job::Barrier(done) | Job::Stop(done)) => drop(done.send(())),
@@ -339,27 +391,6 @@ fn forget_acks(hub: &Hub, batch: &[Publish], outcomes: &[Outcome]) {
             room.lock().forget_ack(done.generation, done.seq);
         }
     }
-}
-
-/// Group commit: `first` and whatever else is already waiting, up to `max_batch` publishes (jobs ride along
-/// and run after the batch's commit). Never waits for more to arrive: a lone message commits at once.
-fn take_batch(
-    first: WriteRequest,
-    requests: &mut mpsc::Receiver<WriteRequest>,
-    max_batch: usize,
-) -> (Vec<Publish>, Vec<Job>) {
-    let (mut publishes, mut jobs) = (Vec::new(), Vec::new());
-    let mut next = Some(first);
-    while let Some(request) = next.take() {
-        match request {
-            WriteRequest::Publish(p) => publishes.push(p),
-            WriteRequest::Job(job) => jobs.push(job),
-        }
-        if publishes.len() < max_batch {
-            next = requests.try_recv().ok();
-        }
-    }
-    (publishes, jobs)
 }
 
 #[cfg(test)]

@@ -30,6 +30,7 @@ fn writer(dir: &tempfile::TempDir) -> Writer {
         db_epoch: "e".into(),
         ttl_ms: 60_000,
         max_batch: 100,
+        max_canvas_state: 64 << 20,
         local_broadcast: true,
         peer_timeout_ms: 10_000,
     };
@@ -75,21 +76,25 @@ fn seqs_are_assigned_per_canvas_in_arrival_order_within_one_batch() {
 }
 
 #[test]
-fn a_batch_takes_what_is_waiting_up_to_the_limit_and_keeps_jobs() {
-    let (tx, mut rx) = mpsc::channel(64);
-    for i in 0..7 {
-        tx.try_send(WriteRequest::Publish(publish(&format!("c{i}")).0)).unwrap();
-        if i == 1 {
-            tx.try_send(WriteRequest::Job(Job::Heartbeat)).unwrap();
+fn a_round_takes_every_urgent_request_first_then_queued_publishes_up_to_the_limit() {
+    let (senders, mut lanes) = lanes(64).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    runtime.block_on(async {
+        for i in 0..7 {
+            senders.send(WriteRequest::Publish(publish(&format!("c{i}")).0), false).await.unwrap();
         }
-    }
-    let sizes: Vec<(usize, usize)> = std::iter::from_fn(|| {
-        let first = rx.try_recv().ok()?;
-        let (publishes, jobs) = take_batch(first, &mut rx, 3);
-        Some((publishes.len(), jobs.len()))
-    })
-    .collect();
-    assert_eq!(sizes, [(3, 1), (3, 0), (1, 0)]);
+        senders.send(WriteRequest::Job(Job::Heartbeat(None)), true).await.unwrap();
+        senders.send(WriteRequest::Publish(publish("urgent").0), true).await.unwrap();
+    });
+    let (publishes, jobs) = lanes.next_batch(3).unwrap();
+    let canvases: Vec<&str> = publishes.iter().map(|p| p.canvas.as_str()).collect();
+    assert_eq!(canvases, ["urgent", "c0", "c1"], "the urgent lane first, then the queue up to the batch limit");
+    assert!(matches!(jobs.as_slice(), [Job::Heartbeat(None)]));
+    let sizes: Vec<usize> = (0..2).map(|_| lanes.next_batch(3).unwrap().0.len()).collect();
+    assert_eq!(sizes, [3, 2]);
+    assert_eq!(lanes.depth(), 0);
+    drop(senders);
+    assert!(lanes.next_batch(3).is_none(), "every sender gone: the writer stops");
 }
 
 #[test]
@@ -126,7 +131,7 @@ fn a_commit_rings_live_peers_found_at_the_heartbeat_and_not_itself() {
             )
             .unwrap();
     }
-    writer.run_job(Job::Heartbeat);
+    writer.run_job(Job::Heartbeat(None));
     assert_eq!(writer.peers, [peer.local_addr().unwrap()], "only the live peer, never this instance");
     let own: Option<String> =
         writer.conn.query_row("SELECT wake_addr FROM instances WHERE instance_id = 'i1'", [], |r| r.get(0)).unwrap();
@@ -148,6 +153,6 @@ fn only_a_job_that_wrote_clears_the_last_storage_error() {
     let (done, _) = oneshot::channel();
     writer.run_job(Job::Barrier(done));
     assert_eq!(writer.shared.last_error.get().map(|(_, e)| e).as_deref(), Some("the disk is full"));
-    writer.run_job(Job::Heartbeat);
+    writer.run_job(Job::Heartbeat(None));
     assert_eq!(writer.shared.last_error.get(), None, "a heartbeat wrote its row: the storage works again");
 }

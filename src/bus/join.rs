@@ -1,0 +1,318 @@
+//! Joining a canvas, the same on every bus: register the connection in presence, read a snapshot of the
+//! canvas with no lock held, then place the subscriber in its room under the room's lock for a moment.
+//!
+//! No lock a writer needs is held while storage is read. The room is created (unstarted) before the
+//! snapshot, so it keeps every commit offered meanwhile; placing the subscriber then decides where its
+//! stream starts:
+//! - after the snapshot's head, when the room has delivered less than that (what the room delivers up to
+//!   the head, the subscriber skips: its welcome covers it);
+//! - after what the room has delivered, when that is more: the seqs between the snapshot and that point are
+//!   read back from the log and sent after the welcome, before anything live ([`Replay`]).
+//!
+//! Either way the client sees every seq after its welcome exactly once, in order. The canvas state in the
+//! welcome comes from the [`StateCache`] when a joiner already serialized the same version.
+
+use bytes::Bytes;
+use serde_json::value::RawValue;
+
+use super::state_cache::{StateKey, INLINE_LIMIT};
+use super::{Bus, BusError, Publish};
+use crate::hub::{ConnId, Outbox, Subscriber};
+use crate::protocol::{CanvasId, Resume, UserId};
+
+/// How many times a join reads its snapshot again when the room moved under it (closed, or reset past it).
+const MAX_ATTEMPTS: usize = 20;
+
+/// A connection asking to join a canvas.
+#[derive(Debug)]
+pub struct JoinRequest {
+    pub canvas: CanvasId,
+    pub conn: ConnId,
+    pub user: UserId,
+    /// The display name shown in presence.
+    pub name: Option<String>,
+    /// `since` + `epoch` from the query string, when the client is resuming.
+    pub resume: Option<Resume>,
+    /// Where live messages after the welcome go.
+    pub outbox: Outbox,
+}
+
+/// A canvas read at one point of its log, with no lock held (see [`Bus::snapshot`]).
+#[derive(Debug)]
+pub struct Snapshot {
+    pub epoch: String,
+    pub generation: u64,
+    /// The canvas's last seq at the snapshot.
+    pub seq: u64,
+    /// The seq of the last message that changed the objects: the state's version (see `state_cache`).
+    pub version: u64,
+    /// Who is on the canvas at `seq`, as the welcome's JSON array.
+    pub presence: Box<RawValue>,
+    /// A resume was asked for and every seq after its `since` is still retained.
+    pub resumed: bool,
+    /// The objects at `seq` as one JSON object, when they were read (see [`ReadObjects`]).
+    pub objects: Option<Bytes>,
+}
+
+impl Snapshot {
+    pub fn key(&self) -> StateKey {
+        StateKey { epoch: self.epoch.clone(), version: self.version }
+    }
+}
+
+/// When a snapshot reads the objects (never on a successful resume).
+#[derive(Debug, Clone)]
+pub struct ReadObjects {
+    /// Not when the canvas is still at this version: the caller has that state already.
+    pub unless: Option<StateKey>,
+    /// Not when the state is bigger than this many bytes: the caller builds big states once, for everyone.
+    pub up_to: usize,
+}
+
+impl ReadObjects {
+    /// Read them whatever their size.
+    pub fn always() -> Self {
+        ReadObjects { unless: None, up_to: usize::MAX }
+    }
+}
+
+/// Seqs a new subscriber is sent after its welcome and before anything live, read back from the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Replay {
+    pub generation: u64,
+    pub after: u64,
+    pub upto: u64,
+}
+
+/// Where a joined connection's stream starts.
+#[derive(Debug)]
+pub struct Joined {
+    pub epoch: String,
+    /// The welcome's `seq`: the client next receives `seq + 1`.
+    pub seq: u64,
+    pub resumed: bool,
+    /// Frames after `seq` to send before anything live (the resume's replay, and what the room delivered
+    /// while the snapshot was read).
+    pub replay: Option<Replay>,
+    /// The canvas state at exactly `seq` (only when not resumed), shared with other joiners.
+    pub objects: Option<Bytes>,
+    /// Who is on the canvas at `seq`, as the welcome's JSON array.
+    pub presence: Box<RawValue>,
+    /// This connection's place in presence; leaving (or dropping it) takes it out.
+    pub membership: Membership,
+}
+
+/// A connection registered in presence. Whoever holds it must [`leave`](Membership::leave); if it is dropped
+/// instead (the client hung up during the upgrade, the join was cancelled, the session panicked), the leave
+/// is spawned, so a connection row never outlives its connection.
+#[derive(Debug)]
+pub struct Membership {
+    bus: Option<Bus>,
+    pub canvas: CanvasId,
+    pub conn: ConnId,
+    pub user: UserId,
+    pub name: Option<String>,
+}
+
+impl Membership {
+    /// Leaves the room and presence now.
+    pub async fn leave(mut self) {
+        if let Some(bus) = self.bus.take() {
+            bus.leave(self.canvas.clone(), self.conn, self.user.clone(), self.name.clone()).await;
+        }
+    }
+}
+
+impl Drop for Membership {
+    fn drop(&mut self) {
+        let Some(bus) = self.bus.take() else { return };
+        let (canvas, conn, user, name) = (self.canvas.clone(), self.conn, self.user.clone(), self.name.clone());
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn(async move { bus.leave(canvas, conn, user, name).await })),
+            // No runtime left (the process is exiting): survivors expire the row with this instance.
+            Err(_) => tracing::debug!(%conn, "connection dropped without a runtime to leave presence"),
+        }
+    }
+}
+
+impl Bus {
+    /// Registers a connection in presence (logging `user-connected` if it is the user's first on the
+    /// canvas), then reads the canvas and subscribes the connection. The registration commits first, so the
+    /// welcome's seq and presence include it; a join that fails or is dropped after it leaves again.
+    pub async fn join(&self, request: JoinRequest) -> Result<Joined, BusError> {
+        let membership = Membership {
+            bus: Some(self.clone()),
+            canvas: request.canvas.clone(),
+            conn: request.conn,
+            user: request.user.clone(),
+            name: request.name.clone(),
+        };
+        let (done, registered) = tokio::sync::oneshot::channel();
+        let register = Publish::presence(true, request.canvas.clone(), request.user.clone(), request.name.clone(), request.conn, Some(done));
+        self.publish_urgent(register).await?;
+        match tokio::time::timeout(self.publish_timeout(), registered).await {
+            Ok(Ok(registered)) => registered?,
+            Ok(Err(_)) => return Err(BusError::ShuttingDown),
+            Err(_) => return Err(BusError::Unavailable("presence registration timed out".into())),
+        }
+        for _ in 0..MAX_ATTEMPTS {
+            let snapshot = self.snapshot_with_state(&request).await?;
+            if let Some(joined) = self.place(&request, snapshot).await {
+                return Ok(Joined { membership, ..joined });
+            }
+        }
+        Err(BusError::Unavailable("the canvas kept changing while joining: retry".into()))
+    }
+
+    /// A snapshot for the joiner, with the objects (from the cache when the canvas is at a cached version).
+    async fn snapshot_with_state(&self, request: &JoinRequest) -> Result<Snapshot, BusError> {
+        let cache = self.state_cache();
+        let read = ReadObjects { unless: cache.key(&request.canvas), up_to: INLINE_LIMIT };
+        let metrics = self.metrics();
+        let mut snapshot = self.snapshot(&request.canvas, request.resume.as_ref(), read).await?;
+        if snapshot.resumed {
+            return Ok(snapshot);
+        }
+        if snapshot.objects.is_some() {
+            metrics.join_state_inline.increment(1);
+            return Ok(snapshot);
+        }
+        if let Some(objects) = cache.get(&request.canvas, &snapshot.key()) {
+            metrics.join_state_cached.increment(1);
+            snapshot.objects = Some(objects);
+            return Ok(snapshot);
+        }
+        // A big state nobody cached at this version: one joiner reads it, the others wait and share it.
+        let building = cache.build_lock(&request.canvas);
+        let _building = building.lock().await;
+        if let Some(objects) = cache.get(&request.canvas, &snapshot.key()) {
+            metrics.join_state_cached.increment(1);
+            snapshot.objects = Some(objects);
+            return Ok(snapshot);
+        }
+        metrics.join_state_built.increment(1);
+        let full = self.snapshot(&request.canvas, None, ReadObjects::always()).await?;
+        if let Some(objects) = full.objects.as_ref().filter(|objects| objects.len() > INLINE_LIMIT) {
+            cache.insert(&request.canvas, full.key(), objects.clone());
+        }
+        Ok(full)
+    }
+
+    /// Subscribes the joiner under its room's lock; `None` to read the snapshot again (the room closed
+    /// meanwhile, or delivered a reset past the snapshot).
+    async fn place(&self, request: &JoinRequest, snapshot: Snapshot) -> Option<Joined> {
+        let room = self.hub().room_for_join(&request.canvas);
+        let (start_after, created) = {
+            let mut state = room.lock();
+            if state.is_closed() {
+                return None;
+            }
+            let created = state.start_at(snapshot.seq, snapshot.generation, self.metrics());
+            if state.generation() > snapshot.generation {
+                return None;
+            }
+            let start_after = match state.generation() == snapshot.generation {
+                true => state.delivered().max(snapshot.seq),
+                false => snapshot.seq, // the room has yet to deliver the reset: it starts over at 0
+            };
+            state.subscribe(Subscriber {
+                conn: request.conn,
+                user: request.user.clone(),
+                name: request.name.clone(),
+                generation: snapshot.generation,
+                start_after,
+                outbox: request.outbox.clone(),
+            });
+            (start_after, created)
+        };
+        if created {
+            self.room_started(&request.canvas).await;
+        }
+        let seq = match (snapshot.resumed, &request.resume) {
+            (true, Some(resume)) => resume.since,
+            _ => snapshot.seq,
+        };
+        let replay = (start_after > seq).then_some(Replay { generation: snapshot.generation, after: seq, upto: start_after });
+        let objects = if snapshot.resumed { None } else { snapshot.objects };
+        Some(Joined {
+            epoch: snapshot.epoch,
+            seq,
+            resumed: snapshot.resumed,
+            replay,
+            objects,
+            presence: snapshot.presence,
+            membership: Membership { bus: None, canvas: request.canvas.clone(), conn: request.conn, user: request.user.clone(), name: None },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::config::{BusKind, Config};
+    use crate::hub::{outbox, Bounds, Hub};
+    use crate::metrics::Metrics;
+
+    async fn memory_bus() -> Bus {
+        let mut config = Config::with_db("unused.db");
+        config.bus = BusKind::Memory;
+        let id = uuid::Uuid::new_v4().to_string();
+        Bus::open(&config, &id, "127.0.0.1:0", Arc::new(Hub::new()), Metrics::new()).await.unwrap()
+    }
+
+    fn request(user: &str) -> JoinRequest {
+        JoinRequest {
+            canvas: CanvasId::parse("c").unwrap(),
+            conn: uuid::Uuid::new_v4(),
+            user: UserId::parse(user).unwrap(),
+            name: None,
+            resume: None,
+            outbox: outbox(Bounds { frames: 64, bytes: 1 << 20 }).0,
+        }
+    }
+
+    async fn connections(bus: &Bus) -> u64 {
+        bus.users(None).await.unwrap().iter().map(|u| u.connections).sum()
+    }
+
+    async fn eventually_none(bus: &Bus) {
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while connections(bus).await != 0 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("the connection left presence");
+    }
+
+    /// A client hanging up while its join reads the canvas drops the join: its registration must not stay.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_join_dropped_after_its_registration_leaves_presence() {
+        let bus = memory_bus().await;
+        let mut join = Box::pin(bus.join(request("ann")));
+        // Dropped as soon as the registration shows (or, if the join won the race, the joined connection).
+        tokio::select! {
+            joined = &mut join => drop(joined.unwrap()),
+            () = async { while connections(&bus).await == 0 { tokio::task::yield_now().await } } => {}
+        }
+        drop(join);
+        eventually_none(&bus).await;
+        bus.close().await;
+    }
+
+    /// A session that ends without leaving (a panic) drops its membership: that leaves.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_joined_connection_dropped_without_leaving_leaves_presence() {
+        let bus = memory_bus().await;
+        let joined = bus.join(request("bob")).await.unwrap();
+        assert_eq!(connections(&bus).await, 1);
+        assert_eq!(bus.hub().counts(), (1, 1));
+        drop(joined);
+        eventually_none(&bus).await;
+        assert_eq!(bus.hub().counts(), (0, 0), "out of its room too");
+        bus.close().await;
+    }
+}

@@ -1,0 +1,35 @@
+-- Brings one canvas from the first layout of this store (an `ids` set, and field hashes keyed by plain field
+-- names) to the current one (the `objects` hash of whole JSON texts, field hashes keyed by JSON-quoted
+-- names, the state's bytes and version in the head), and the generation counter past its generation. Safe to
+-- run twice: a canvas without an `ids` set is left as it is.
+-- ARGV: canvas. Returns: how many objects were converted.
+
+local canvas = ARGV[1]
+local head = canvas_key(canvas, 'head')
+local gen = tonumber(redis.call('HGET', head, 'gen') or '0')
+if gen > tonumber(redis.call('GET', 'relay:generations') or '0') then
+  redis.call('SET', 'relay:generations', gen)
+end
+local ids_key = canvas_key(canvas, 'ids')
+if redis.call('EXISTS', ids_key) == 0 then
+  return 0
+end
+local ids = redis.call('SMEMBERS', ids_key)
+local bytes = 0
+for _, id in ipairs(ids) do
+  local key = object_key(canvas, id)
+  local plain = redis.call('HGETALL', key)
+  local fields = {}
+  for k = 1, #plain, 2 do
+    fields[#fields + 1] = cjson.encode(plain[k])
+    fields[#fields + 1] = plain[k + 1]
+  end
+  redis.call('DEL', key)
+  hset_all(key, fields)
+  local text = object_text(fields)
+  redis.call('HSET', canvas_key(canvas, 'objects'), id, text)
+  bytes = bytes + #cjson.encode(id) + #text + 2
+end
+redis.call('DEL', ids_key)
+redis.call('HSET', head, 'bytes', bytes, 'oseq', redis.call('HGET', head, 'seq') or 0)
+return #ids

@@ -1,0 +1,117 @@
+//! Unit tests of a client's two-lane queue: the bounds of the logged lane, coalescing on the ephemeral lane,
+//! flush order, and the reasons a client is cut.
+
+use futures_util::FutureExt;
+use uuid::Uuid;
+
+use super::*;
+
+fn bounds(frames: usize) -> Bounds {
+    Bounds { frames, bytes: 1 << 20 }
+}
+
+fn texts(frames: Vec<Message>) -> Vec<String> {
+    frames.into_iter().map(|m| m.into_text().unwrap().to_string()).collect()
+}
+
+#[test]
+fn a_full_logged_lane_cuts_the_client_as_slow_and_ephemeral_frames_never_do() {
+    let (outbox, inbox) = outbox(bounds(2));
+    let sender = Uuid::new_v4();
+    assert!(outbox.push(Message::text("1")));
+    assert!(outbox.push(Message::text("2")));
+    for x in 0..100 {
+        outbox.push_ephemeral(sender, Message::text(format!("c{x}")));
+    }
+    assert!(inbox.kicked().now_or_never().is_none(), "ephemeral frames never cut");
+    assert!(!outbox.push(Message::text("3")));
+    assert_eq!(inbox.kicked().now_or_never(), Some(Cut::Slow));
+    assert!(!outbox.push(Message::text("4")), "a client being cut takes nothing more");
+}
+
+#[test]
+fn the_logged_lane_is_bounded_by_bytes_too() {
+    let (outbox, inbox) = outbox(Bounds { frames: 1000, bytes: 1000 });
+    assert!(outbox.push(Message::text("x".repeat(800))));
+    assert!(!outbox.push(Message::text("x".repeat(200))), "800 + 200 + overhead is past 1000 bytes");
+    assert_eq!(inbox.kicked().now_or_never(), Some(Cut::Slow));
+}
+
+#[test]
+fn draining_frees_room_in_both_bounds() {
+    let (outbox, inbox) = outbox(Bounds { frames: 2, bytes: 1000 });
+    for _ in 0..10 {
+        assert!(outbox.push(Message::text("x".repeat(400))));
+        assert_eq!(inbox.take_flush(64, 64 * 1024).len(), 1);
+    }
+}
+
+#[test]
+fn only_the_latest_ephemeral_frame_of_each_sender_waits() {
+    let (outbox, inbox) = outbox(bounds(8));
+    let (ann, bob) = (Uuid::new_v4(), Uuid::new_v4());
+    assert_eq!(outbox.push_ephemeral(ann, Message::text("a1")), Ephemeral::Queued);
+    assert_eq!(outbox.push_ephemeral(bob, Message::text("b1")), Ephemeral::Queued);
+    assert_eq!(outbox.push_ephemeral(ann, Message::text("a2")), Ephemeral::Coalesced);
+    assert_eq!(texts(inbox.take_flush(64, 1 << 16)), ["a2", "b1"]);
+}
+
+#[test]
+fn a_flush_takes_logged_frames_first_then_the_ephemeral_ones() {
+    let (outbox, inbox) = outbox(bounds(100));
+    let ann = Uuid::new_v4();
+    outbox.push_ephemeral(ann, Message::text("cursor"));
+    for n in 0..5 {
+        outbox.push(Message::text(format!("m{n}")));
+    }
+    assert_eq!(texts(inbox.take_flush(3, 1 << 16)), ["m0", "m1", "m2", "cursor"], "a cursor is never ahead of a message");
+    assert_eq!(texts(inbox.take_flush(3, 1 << 16)), ["m3", "m4"]);
+}
+
+#[test]
+fn a_flush_stops_at_its_byte_budget_but_always_takes_one_frame() {
+    let (outbox, inbox) = outbox(bounds(100));
+    outbox.push(Message::text("x".repeat(100)));
+    outbox.push(Message::text("y"));
+    assert_eq!(inbox.take_flush(64, 10).len(), 1);
+    assert_eq!(inbox.take_flush(64, 10).len(), 1);
+}
+
+#[test]
+fn draining_releases_the_buffer_a_burst_grew() {
+    let (outbox, inbox) = outbox(bounds(1000));
+    for i in 0..500 {
+        assert!(outbox.push(Message::text(i.to_string())));
+    }
+    assert!(inbox.shared.queue().logged.capacity() >= 500);
+    while !inbox.take_flush(64, 1 << 16).is_empty() {}
+    assert!(inbox.shared.queue().logged.capacity() <= KEEP_CAPACITY);
+}
+
+#[tokio::test]
+async fn ready_wakes_on_a_push_from_another_task() {
+    let (outbox, inbox) = outbox(bounds(4));
+    let pusher = tokio::spawn(async move {
+        tokio::task::yield_now().await;
+        outbox.push_ephemeral(Uuid::new_v4(), Message::text("late"))
+    });
+    inbox.ready().await;
+    assert_eq!(texts(inbox.take_all()), ["late"]);
+    assert_eq!(pusher.await.unwrap(), Ephemeral::Queued);
+}
+
+#[test]
+fn the_first_reason_to_cut_is_the_one_reported() {
+    let (outbox, inbox) = outbox(bounds(4));
+    outbox.kick(Cut::Gap);
+    outbox.kick(Cut::Slow);
+    assert_eq!(inbox.kicked().now_or_never(), Some(Cut::Gap));
+}
+
+#[test]
+fn pushes_after_the_session_is_gone_report_it() {
+    let (outbox, inbox) = outbox(bounds(4));
+    drop(inbox);
+    assert!(!outbox.push(Message::text("x")));
+    assert_eq!(outbox.push_ephemeral(Uuid::new_v4(), Message::text("c")), Ephemeral::Dropped);
+}

@@ -1,0 +1,113 @@
+//! One connection's cursors, paced to `--max-cursor-rate`: a cursor that comes sooner than the rate allows
+//! is held (a newer one replaces it) and relayed when its slot comes, so the excess is coalesced, never
+//! refused, and the latest cursor is always relayed. Relayed means: to this instance's other connections of
+//! the canvas at once (their ephemeral lane), and into the next batch for the other instances.
+
+use std::time::Duration;
+
+use serde_json::value::RawValue;
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::clock::now_ms;
+use crate::hub::ConnId;
+use crate::protocol::{cursor_frame, CanvasId, UserId};
+use crate::App;
+
+/// The pacing state of one connection's cursors.
+pub struct CursorPace {
+    /// The least time between two relayed cursors; `None` without a limit.
+    every: Option<Duration>,
+    /// When the next cursor may go.
+    next_at: Instant,
+    /// The latest cursor that came too soon, waiting for `next_at`.
+    held: Option<Box<RawValue>>,
+}
+
+impl CursorPace {
+    pub fn new(per_second: u32) -> Self {
+        let every = (per_second > 0).then(|| Duration::from_secs(1) / per_second);
+        CursorPace { every, next_at: Instant::now(), held: None }
+    }
+
+    /// Whether a cursor is held for its slot.
+    pub fn holding(&self) -> bool {
+        self.held.is_some()
+    }
+
+    /// When the held cursor may go.
+    pub fn release_at(&self) -> Instant {
+        self.next_at
+    }
+
+    /// A cursor from the client at `now`: returned to relay now if its slot has come, else held in place of
+    /// any held one.
+    pub fn offer(&mut self, data: Box<RawValue>, now: Instant) -> Option<Box<RawValue>> {
+        if self.every.is_some() && now < self.next_at {
+            self.held = Some(data);
+            return None;
+        }
+        self.take_slot(now);
+        Some(data)
+    }
+
+    /// The held cursor, now that its slot has come.
+    pub fn release(&mut self, now: Instant) -> Option<Box<RawValue>> {
+        let data = self.held.take()?;
+        self.take_slot(now);
+        Some(data)
+    }
+
+    fn take_slot(&mut self, now: Instant) {
+        if let Some(every) = self.every {
+            self.next_at = now.max(self.next_at) + every;
+        }
+    }
+}
+
+/// Relays one cursor: to the canvas's other local connections at once, to other instances in the next batch.
+pub fn relay(data: &RawValue, app: &App, canvas: &CanvasId, user: &UserId, conn: ConnId) {
+    let frame = cursor_frame(canvas.as_str(), user.as_str(), &conn.to_string(), data, now_ms());
+    if let Some(room) = app.hub.room(canvas) {
+        let missed = room.lock().broadcast_ephemeral(conn, &Message::text(frame.clone()), &app.metrics);
+        app.metrics.ephemeral_missed(canvas, missed);
+    }
+    app.cursors.record(canvas, conn, frame);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cursor(x: u32) -> Box<RawValue> {
+        RawValue::from_string(format!(r#"{{"x":{x}}}"#)).unwrap()
+    }
+
+    #[test]
+    fn a_flood_is_relayed_at_the_rate_and_its_latest_cursor_always_goes() {
+        let start = Instant::now();
+        let mut pace = CursorPace::new(10);
+        let mut relayed = Vec::new();
+        // 1,000 cursors a second for one second, with the held one released whenever its slot comes.
+        for ms in 0..1000u64 {
+            let now = start + Duration::from_millis(ms);
+            if pace.holding() && now >= pace.release_at() {
+                relayed.extend(pace.release(now));
+            }
+            relayed.extend(pace.offer(cursor(ms as u32), now));
+        }
+        let end = start + Duration::from_secs(2);
+        relayed.extend(pace.release(end));
+        assert!((10..=12).contains(&relayed.len()), "{} relayed: about the rate, not the flood", relayed.len());
+        assert_eq!(relayed.last().unwrap().get(), r#"{"x":999}"#, "the latest is never lost");
+        assert!(!pace.holding());
+    }
+
+    #[test]
+    fn without_a_limit_every_cursor_goes_at_once() {
+        let start = Instant::now();
+        let mut pace = CursorPace::new(0);
+        assert!((0..100).all(|x| pace.offer(cursor(x), start).is_some()));
+        assert!(!pace.holding());
+    }
+}

@@ -1,0 +1,448 @@
+//! One WebSocket connection, owned by exactly one task: a `select!` over the client's frames, its outbound
+//! queue, a cut (4009), the ping tick, the shutdown phase, a publish waiting for the store and a held cursor.
+//! Nothing else touches the socket; everything the relay sends a client goes through its queue, so frames
+//! leave in the order the hub decided.
+//!
+//! This module turns frames into actions (publish, cursor, pong, error) and decides how a connection ends
+//! (close codes); parsing is `protocol`'s job, ordering the hub's, and the first frames `welcome.rs`'s.
+//!
+//! **Back-pressure.** A connection has at most `--max-in-flight` publishes waiting for the store. While one
+//! waits for room (in-flight permits or the writer's queue), the session stops reading the socket, so the
+//! client's sends block in TCP, but it keeps writing its queue: acks keep flowing and the client is never
+//! cut for the server's slowness. 4009 is only for a client that does not read.
+
+mod cursors;
+mod welcome;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use tokio::sync::{watch, Semaphore};
+use tokio::time::Sleep;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+
+use self::cursors::CursorPace;
+use crate::admission::Ticket;
+use crate::bus::{BusError, Joined, Origin, Publish, Replay};
+use crate::clock::now_ms;
+use crate::hub::{ConnId, Cut, Inbox, Outbox};
+use crate::protocol::{close, error_frame, ClientFrame, FrameError, LoggedMessage, Welcome, PONG_FRAME};
+use crate::protocol::{CanvasId, ErrorCode, UserId};
+use crate::ratelimit::{RateLimit, Verdict};
+use crate::shutdown::{Guard, Phase};
+use crate::App;
+
+/// Most frames written per flush, so one busy canvas cannot starve the socket's reads.
+const MAX_FRAMES_PER_FLUSH: usize = 64;
+/// How long a closing session waits for the client's close reply.
+const CLOSE_REPLY_WAIT: Duration = Duration::from_secs(2);
+/// Most bytes of logged frames fed to the socket before a flush.
+const MAX_BYTES_PER_FLUSH: usize = 64 * 1024;
+
+/// Why a connection ended (for the log).
+#[derive(Debug)]
+enum End {
+    ClientClosed,
+    /// Read through `Debug` in the "connection ended" log line.
+    #[allow(dead_code)]
+    Cut(Cut),
+    TooLarge,
+    InvalidUtf8,
+    RateLimited,
+    TokenExpired,
+    ShuttingDown,
+    Silent,
+    WriteStalled,
+    /// Read through `Debug` in the "connection ended" log line.
+    #[allow(dead_code)]
+    Broken(String),
+}
+
+/// A publish waiting for an in-flight permit and a place in the writer's queue.
+type Stalled = Pin<Box<dyn Future<Output = (Option<String>, Result<(), BusError>)> + Send>>;
+
+/// One connected client.
+pub struct Session<S> {
+    socket: S,
+    app: Arc<App>,
+    canvas: CanvasId,
+    user: UserId,
+    conn: ConnId,
+    /// A clone of the queue the hub writes to: pongs and error frames join the same order.
+    outbox: Outbox,
+    inbox: Inbox,
+    phase: watch::Receiver<Phase>,
+    /// Held while this session may still read frames (and so publish); dropped when draining starts and no
+    /// publish is still waiting to be queued.
+    reading: Option<Guard>,
+    /// Shutdown started: stop reading once nothing is stalled.
+    draining: bool,
+    /// Held until the session ends.
+    _alive: Guard,
+    /// This connection's place in the instance's connection limits, given back when the session ends.
+    _admitted: Ticket,
+    /// When the client last sent anything; a client silent for three ping intervals is dropped.
+    last_heard: Instant,
+    /// The connection's allowance of logged messages.
+    rate_limit: RateLimit,
+    /// Fires when the client's token expires (never without a token): the session closes with 1008.
+    token_expiry: Pin<Box<Sleep>>,
+    /// `--max-in-flight` permits: one per publish not yet answered by the store.
+    in_flight: Arc<Semaphore>,
+    /// The publish waiting for the store, if any: the socket is not read meanwhile.
+    stalled: Option<Stalled>,
+    /// This connection's cursors, paced to `--max-cursor-rate`.
+    cursors: CursorPace,
+}
+
+/// What a session starts with.
+pub struct SessionParts {
+    pub canvas: CanvasId,
+    pub user: UserId,
+    /// When the client's token expires (unix seconds), if it came with one.
+    pub expires_at: Option<u64>,
+    pub conn: ConnId,
+    pub outbox: Outbox,
+    pub inbox: Inbox,
+    pub reading: Guard,
+    pub alive: Guard,
+    pub admitted: Ticket,
+}
+
+impl<S> Session<S>
+where
+    S: Stream<Item = Result<Message, WsError>> + Sink<Message, Error = WsError> + Unpin,
+{
+    pub fn new(socket: S, app: Arc<App>, parts: SessionParts) -> Self {
+        let phase = app.shutdown.subscribe();
+        let rate_limit = RateLimit::new(app.config.rate_limit, app.config.rate_burst, Instant::now());
+        let token_expiry = Box::pin(tokio::time::sleep_until(expiry_deadline(parts.expires_at, now_ms())));
+        let in_flight = Arc::new(Semaphore::new(app.config.max_in_flight));
+        let cursors = CursorPace::new(app.config.max_cursor_rate);
+        Session {
+            socket,
+            app,
+            canvas: parts.canvas,
+            user: parts.user,
+            conn: parts.conn,
+            outbox: parts.outbox,
+            inbox: parts.inbox,
+            phase,
+            reading: Some(parts.reading),
+            draining: false,
+            _alive: parts.alive,
+            _admitted: parts.admitted,
+            last_heard: Instant::now(),
+            rate_limit,
+            token_expiry,
+            in_flight,
+            stalled: None,
+            cursors,
+        }
+    }
+
+    /// Serves the connection until it ends, then leaves the canvas.
+    pub async fn run(mut self, mut joined: Joined) {
+        let metrics = self.app.metrics.clone();
+        metrics.connections.increment(1.0);
+        metrics.connections_total.increment(1);
+        let end = self.serve(&mut joined).await;
+        tracing::debug!(canvas = %self.canvas, user = %self.user, conn = %self.conn, ?end, "connection ended");
+        joined.membership.leave().await;
+        metrics.connections.decrement(1.0);
+    }
+
+    async fn serve(&mut self, joined: &mut Joined) -> End {
+        let welcome = Welcome {
+            kind: "welcome",
+            canvas: &self.canvas,
+            user: &self.user,
+            connection: self.conn.to_string(),
+            instance: self.app.instance_id.to_string(),
+            epoch: &joined.epoch,
+            seq: joined.seq,
+            resumed: joined.resumed,
+            presence: &joined.presence,
+        };
+        let frames = welcome::welcome_frames(&welcome, joined.objects.take());
+        if let Err(end) = self.write_all(frames).await {
+            return end;
+        }
+        if let Some(replay) = joined.replay {
+            if let Err(end) = self.replay(replay).await {
+                return end;
+            }
+        }
+        let ping_every = self.app.config.ping_interval;
+        let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
+        loop {
+            let (reading, stalled) = (self.reading.is_some() && self.stalled.is_none(), self.stalled.is_some());
+            let step = tokio::select! {
+                biased;
+                reason = self.inbox.kicked() => Err(self.cut(reason).await),
+                _ = self.phase.changed() => self.on_phase().await,
+                _ = &mut self.token_expiry => Err(self.close(close::POLICY, "token expired").await),
+                (reference, queued) = wait_stalled(&mut self.stalled), if stalled => {
+                    self.stalled = None;
+                    self.on_queued(reference, queued);
+                    Ok(())
+                }
+                () = self.inbox.ready() => self.write().await,
+                incoming = self.socket.next(), if reading => self.on_incoming(incoming).await,
+                _ = ping.tick() => self.on_ping_tick(ping_every),
+                () = tokio::time::sleep_until(self.cursors.release_at()), if self.cursors.holding() => {
+                    if let Some(data) = self.cursors.release(tokio::time::Instant::now()) {
+                        cursors::relay(&data, &self.app, &self.canvas, &self.user, self.conn);
+                    }
+                    Ok(())
+                }
+            };
+            if let Err(end) = step {
+                return end;
+            }
+        }
+    }
+
+    /// Sends the seqs after the welcome that come before anything live, a page at a time from the log. A
+    /// page that comes back short (rows expired meanwhile) cuts the client: it resumes, and reloads.
+    async fn replay(&mut self, replay: Replay) -> Result<(), End> {
+        let mut after = replay.after;
+        while after < replay.upto {
+            let upto = (after + welcome::REPLAY_PAGE).min(replay.upto);
+            let page = self.app.bus.replay_page(&self.canvas, replay.generation, after, upto).await;
+            match page {
+                Ok(page) if page.len() as u64 == upto - after => self.write_all(page).await?,
+                Ok(_) | Err(_) => return Err(self.cut(Cut::Gap).await),
+            }
+            after = upto;
+        }
+        Ok(())
+    }
+
+    async fn on_phase(&mut self) -> Result<(), End> {
+        let phase = *self.phase.borrow_and_update();
+        match phase {
+            Phase::Running => Ok(()),
+            Phase::Draining => {
+                self.draining = true;
+                self.stop_reading_if_draining();
+                Ok(())
+            }
+            Phase::Closing => {
+                let queued = self.inbox.take_all();
+                self.write_all(queued).await?;
+                Err(self.close(close::GOING_AWAY, "server shutting down: reconnect and resume").await)
+            }
+        }
+    }
+
+    /// Shutdown waits for sessions to stop reading before it flushes the writer: a publish still waiting to
+    /// be queued keeps this one reading until it is.
+    fn stop_reading_if_draining(&mut self) {
+        if self.draining && self.stalled.is_none() {
+            self.reading = None;
+        }
+    }
+
+    fn on_ping_tick(&mut self, every: Duration) -> Result<(), End> {
+        // While a publish is stalled the socket is not read on purpose: its silence is ours, not the client's.
+        if self.stalled.is_none() && self.last_heard.elapsed() > every * 3 {
+            return Err(End::Silent);
+        }
+        self.queue(Message::Ping(Default::default()));
+        Ok(())
+    }
+
+    async fn on_incoming(&mut self, incoming: Option<Result<Message, WsError>>) -> Result<(), End> {
+        self.last_heard = Instant::now();
+        match incoming {
+            None | Some(Ok(Message::Close(_))) => {
+                // tungstenite queued the close reply; give it a moment to leave.
+                let _ = tokio::time::timeout(Duration::from_secs(1), self.socket.close()).await;
+                Err(End::ClientClosed)
+            }
+            Some(Ok(Message::Text(text))) => self.on_text(text.as_str()).await,
+            Some(Ok(Message::Binary(_))) => {
+                self.reject(FrameError::new(ErrorCode::InvalidFrame, "binary frames are not supported: send JSON text"));
+                Ok(())
+            }
+            Some(Ok(_)) => Ok(()), // WebSocket ping/pong: tungstenite answers pings itself
+            Some(Err(WsError::Capacity(_))) => {
+                let limit = self.app.config.max_frame_size;
+                Err(self.close(close::TOO_LARGE, &format!("frame larger than {limit} bytes")).await)
+            }
+            Some(Err(WsError::Utf8(_))) => Err(self.close(close::INVALID_PAYLOAD, "text frame is not valid UTF-8").await),
+            Some(Err(error)) => Err(End::Broken(error.to_string())),
+        }
+    }
+
+    async fn on_text(&mut self, text: &str) -> Result<(), End> {
+        match ClientFrame::parse(text) {
+            Ok(ClientFrame::Ping) => self.queue(Message::text(PONG_FRAME)),
+            Ok(ClientFrame::Cursor { data }) => {
+                self.app.metrics.cursors_in.increment(1);
+                if let Some(data) = self.cursors.offer(data, tokio::time::Instant::now()) {
+                    cursors::relay(&data, &self.app, &self.canvas, &self.user, self.conn);
+                }
+            }
+            Ok(ClientFrame::Logged(message)) => return self.publish(message).await,
+            Err(error) => self.reject(error),
+        }
+        Ok(())
+    }
+
+    /// Publishes a logged message, within the connection's rate limit. It is handed to the store in the
+    /// select loop (`stalled`), so that waiting for room never stops this session from writing.
+    async fn publish(&mut self, message: LoggedMessage) -> Result<(), End> {
+        match self.rate_limit.check(Instant::now()) {
+            Verdict::Accept => {}
+            Verdict::Refuse => {
+                let error = FrameError::new(ErrorCode::RateLimited, self.rate_limit.describe());
+                self.reject(error.with_ref(message.reference));
+                return Ok(());
+            }
+            Verdict::Close => {
+                self.app.metrics.clients_cut_rate.increment(1);
+                return Err(self.close(close::RATE_LIMIT, "kept sending after rate_limited errors").await);
+            }
+        }
+        self.app.metrics.messages_in.increment(1);
+        let (bus, in_flight, limit) = (self.app.bus.clone(), self.in_flight.clone(), self.app.bus.publish_timeout());
+        let (canvas, from, conn, outbox) = (self.canvas.clone(), self.user.clone(), self.conn, self.outbox.clone());
+        self.stalled = Some(Box::pin(async move {
+            let reference = message.reference.clone();
+            let queue = async {
+                let in_flight = in_flight.acquire_owned().await.map_err(|_| BusError::ShuttingDown)?;
+                let origin = Origin::Socket { conn, reference: message.reference, outbox, in_flight };
+                bus.publish(Publish { canvas, kind: message.kind, data: message.data, from, origin }).await
+            };
+            let queued = tokio::time::timeout(limit, queue).await.unwrap_or_else(|_| {
+                Err(BusError::Unavailable("the store did not take the message within --publish-timeout".into()))
+            });
+            (reference, queued)
+        }));
+        Ok(())
+    }
+
+    /// A stalled publish was queued, or given up: in that case the client hears why.
+    fn on_queued(&mut self, reference: Option<String>, queued: Result<(), BusError>) {
+        self.last_heard = Instant::now();
+        if let Err(error) = queued {
+            let error = FrameError::new(error.code(), error.to_string()).with_ref(reference);
+            self.queue(Message::text(error_frame(&error)));
+        }
+        self.stop_reading_if_draining();
+    }
+
+    fn reject(&mut self, error: FrameError) {
+        self.app.metrics.frame_errors.increment(1);
+        self.queue(Message::text(error_frame(&error)));
+    }
+
+    /// Queues a frame behind whatever the hub queued; an overflow cuts this session like any other.
+    fn queue(&self, frame: Message) {
+        self.outbox.push(frame);
+    }
+
+    /// Writes one flush's worth of the queue (logged frames first, then cursors), then flushes. A cut or a
+    /// client that stops reading for `--write-timeout` interrupts it.
+    async fn write(&mut self) -> Result<(), End> {
+        let frames = self.inbox.take_flush(MAX_FRAMES_PER_FLUSH, MAX_BYTES_PER_FLUSH);
+        if frames.is_empty() {
+            return Ok(());
+        }
+        let limit = self.app.config.write_timeout;
+        let mut frames = futures_util::stream::iter(frames.into_iter().map(Ok));
+        let written = tokio::select! {
+            result = tokio::time::timeout(limit, self.socket.send_all(&mut frames)) => result,
+            reason = self.inbox.kicked() => return Err(self.cut(reason).await),
+        };
+        match written {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) => Err(End::Broken(error.to_string())),
+            Err(_) => Err(End::WriteStalled),
+        }
+    }
+
+    async fn write_all(&mut self, frames: impl IntoIterator<Item = Message>) -> Result<(), End> {
+        let limit = self.app.config.write_timeout;
+        let mut stream = futures_util::stream::iter(frames.into_iter().map(Ok));
+        match tokio::time::timeout(limit, self.socket.send_all(&mut stream)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) => Err(End::Broken(error.to_string())),
+            Err(_) => Err(End::WriteStalled),
+        }
+    }
+
+    /// Cuts the client with 4009 (it resumes to catch up), counted under its reason.
+    async fn cut(&mut self, reason: Cut) -> End {
+        self.app.metrics.cut(&self.canvas, reason);
+        let message = match reason {
+            Cut::Slow => "too slow: reconnect with since to catch up",
+            Cut::Gap => "messages expired before they could be sent: reconnect with since",
+            Cut::Epoch => "the canvas's log was replaced: reconnect with since (it will reload)",
+        };
+        self.close(close::TOO_SLOW, message).await;
+        End::Cut(reason)
+    }
+
+    /// Sends a close frame (bounded by the write timeout: a client that never reads is simply dropped), then
+    /// reads until the client's close reply, as RFC 6455 asks: dropping a socket with unread client bytes
+    /// makes the kernel send RST, which can destroy the close frame and the last frames before it.
+    async fn close(&mut self, code: u16, reason: &str) -> End {
+        let frame = CloseFrame { code: CloseCode::from(code), reason: reason.to_owned().into() };
+        let limit = self.app.config.write_timeout;
+        if let Ok(Ok(())) = tokio::time::timeout(limit, self.socket.send(Message::Close(Some(frame)))).await {
+            let drain = async { while let Some(Ok(_)) = self.socket.next().await {} };
+            let _ = tokio::time::timeout(CLOSE_REPLY_WAIT, drain).await;
+        }
+        match code {
+            close::GOING_AWAY => End::ShuttingDown,
+            close::TOO_LARGE => End::TooLarge,
+            close::INVALID_PAYLOAD => End::InvalidUtf8,
+            close::RATE_LIMIT => End::RateLimited,
+            close::POLICY => End::TokenExpired,
+            _ => End::Broken(reason.to_owned()),
+        }
+    }
+}
+
+/// The stalled publish's outcome (the select loop polls this only while there is one).
+async fn wait_stalled(stalled: &mut Option<Stalled>) -> (Option<String>, Result<(), BusError>) {
+    match stalled {
+        Some(publish) => publish.await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The instant a token expiring at `expires_at` (unix seconds) runs out, at `now` (unix ms); far in the
+/// future without a token, or for an expiry too far away to represent (a token may say any number).
+fn expiry_deadline(expires_at: Option<u64>, now: i64) -> tokio::time::Instant {
+    let start = tokio::time::Instant::now();
+    let far = start + Duration::from_secs(100 * 365 * 24 * 3600);
+    let Some(at) = expires_at else { return far };
+    let left_ms = at.saturating_mul(1000).saturating_sub(now.max(0) as u64);
+    start.checked_add(Duration::from_millis(left_ms)).map_or(far, |deadline| deadline.min(far))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_expiry_of_any_size_gives_a_deadline_without_overflow() {
+        let now = 1_700_000_000_000;
+        let start = tokio::time::Instant::now();
+        let soon = expiry_deadline(Some(1_700_000_010), now);
+        assert!(soon >= start + Duration::from_secs(9) && soon <= start + Duration::from_secs(11));
+        assert!(expiry_deadline(Some(1), now) <= tokio::time::Instant::now(), "already expired: now");
+        for huge in [9_300_000_000_000_000, u64::MAX] {
+            assert!(expiry_deadline(Some(huge), now) > start + Duration::from_secs(50 * 365 * 24 * 3600));
+        }
+    }
+}
