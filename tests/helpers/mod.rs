@@ -4,9 +4,11 @@
 
 #![allow(dead_code, unused_imports)] // each test file uses a different part of this module
 
+mod proxy;
 mod redis_server;
 
-pub use redis_server::{RedisServer, Store};
+pub use proxy::LossyProxy;
+pub use redis_server::{RedisServer, Stall, Store};
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -193,6 +195,15 @@ impl Instance {
     pub fn log_text(&self) -> String {
         self.log.lock().unwrap().clone()
     }
+
+    /// One series of `/metrics`, named with its labels as Prometheus prints them (e.g.
+    /// `relay_clients_cut_total{reason="slow"}`); 0 when it is not there yet.
+    pub async fn metric(&self, series: &str) -> f64 {
+        let (_, text) = self.get("/metrics").await;
+        text.lines()
+            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+            .unwrap_or(0.0)
+    }
 }
 
 impl Drop for Instance {
@@ -370,6 +381,30 @@ impl Client {
         }
         assert!(other.is_empty(), "unexpected frames: {other:?}");
         self.welcome["seq"] = upto.into();
+    }
+
+    /// Creates `count` objects `{"id": "<prefix><n>", "n": n, "pad": <pad bytes>}`, keeping up to 256 unacked,
+    /// and waits for every ack (other frames are skipped). Returns the last seq acked.
+    pub async fn create_objects(&mut self, prefix: &str, count: usize, pad: usize) -> u64 {
+        let padding = "p".repeat(pad);
+        let (mut sent, mut acked, mut last) = (0, 0, 0);
+        while acked < count {
+            while sent < count && sent - acked < 256 {
+                let data = json!({"id": format!("{prefix}{sent}"), "n": sent, "pad": padding});
+                self.send(json!({"type": "object-create", "data": data, "ref": format!("c{sent}")})).await;
+                sent += 1;
+            }
+            let frame = self.recv().await;
+            match frame["type"].as_str() {
+                Some("ack") => {
+                    acked += 1;
+                    last = frame["seq"].as_u64().unwrap();
+                }
+                Some("error") => panic!("creating objects: {frame}"),
+                _ => {}
+            }
+        }
+        last
     }
 
     /// Sends a close frame and waits for the server's reply.

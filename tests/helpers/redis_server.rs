@@ -76,6 +76,17 @@ impl Store {
         }
     }
 
+    /// Canvases the storage keeps a head for.
+    pub async fn canvases(&self) -> usize {
+        match self {
+            Store::File(file) => file.count("SELECT count(*) FROM canvases") as usize,
+            Store::Redis(redis) => {
+                let heads: Vec<String> = redis::cmd("KEYS").arg("relay:{*}:head").query_async(&mut redis.connection().await).await.unwrap();
+                heads.len()
+            }
+        }
+    }
+
     /// Open connections across instances, as presence storage holds them.
     pub async fn connections(&self) -> i64 {
         match self {
@@ -88,11 +99,42 @@ impl Store {
         }
     }
 
+    /// Makes the storage stop answering writes until the returned guard is dropped: the file's write lock
+    /// held by another connection, or Redis stopped (SIGSTOP).
+    pub fn stall(&self) -> Stall<'_> {
+        match self {
+            Store::File(file) => {
+                let conn = file.open();
+                conn.execute_batch("BEGIN EXCLUSIVE").expect("taking the write lock");
+                Stall::File(conn)
+            }
+            Store::Redis(redis) => {
+                redis.pause();
+                Stall::Redis(redis)
+            }
+        }
+    }
+
     /// The shared file, to check rows directly; `None` on Redis (checked through the protocol only).
     pub fn shared_file(&self) -> Option<&SharedFile> {
         match self {
             Store::File(file) => Some(file),
             Store::Redis(_) => None,
+        }
+    }
+}
+
+/// Storage made to stop answering (see [`Store::stall`]); answers again when dropped.
+pub enum Stall<'a> {
+    File(canvas_relay::rusqlite::Connection),
+    Redis(&'a RedisServer),
+}
+
+impl Drop for Stall<'_> {
+    fn drop(&mut self) {
+        match self {
+            Stall::File(conn) => drop(conn.execute_batch("ROLLBACK")),
+            Stall::Redis(redis) => redis.resume(),
         }
     }
 }
@@ -148,6 +190,22 @@ impl RedisServer {
         if let Some(mut child) = self.child.take() {
             child.kill().await.expect("kill redis-server");
         }
+    }
+
+    /// SIGSTOP: Redis keeps its connections but answers nothing until [`RedisServer::resume`].
+    pub fn pause(&self) {
+        self.signal("STOP");
+    }
+
+    /// SIGCONT after [`RedisServer::pause`].
+    pub fn resume(&self) {
+        self.signal("CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().and_then(Child::id).expect("redis-server is running");
+        let status = std::process::Command::new("kill").args(["-s", signal, &pid.to_string()]).status();
+        assert!(status.expect("kill").success());
     }
 
     /// Starts it again on the same port and directory (so with the same AOF, when persistent).
