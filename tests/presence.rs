@@ -92,3 +92,77 @@ async fn a_killed_instances_users_are_expired_by_the_survivors_exactly_once(stor
     assert_eq!(disconnects, 2, "ann on k and ann on other, each once");
     assert_eq!(file.connections().await, 3, "bob, cid and dan's tab on c remain");
 }
+
+on_both_buses!(an_instance_whose_users_were_expired_while_it_stalled_registers_them_again);
+async fn an_instance_whose_users_were_expired_while_it_stalled_registers_them_again(store: Store) {
+    let fast = ["--presence-timeout", "1s", "--heartbeat-interval", "100ms", "--api-key", KEY];
+    let (a, b) = (store.start(&fast).await, store.start(&fast).await);
+    let mut bob = b.connect("stall", "bob").await;
+    let ann = a.connect_path("/ws/stall?user=ann&name=Ann").await.unwrap();
+    bob.skip_presence(ann.seq()).await;
+    // A stops for longer than the presence timeout: b takes it for dead and expires ann.
+    a.signal("STOP");
+    let left = next_logged(&mut bob).await;
+    assert_eq!((left["type"].as_str(), left["from"].as_str()), (Some("user-disconnected"), Some("ann")));
+    a.signal("CONT");
+    // A's next heartbeat is late: it finds ann's connection gone and registers it again.
+    let back = next_logged(&mut bob).await;
+    assert_eq!((back["type"].as_str(), back["data"].clone()), (Some("user-connected"), json!({"user": "ann", "name": "Ann"})));
+    let (_, user) = b.api("GET", "/api/v1/users/ann", Some(KEY), json!(null)).await;
+    assert_eq!(user["connections"], 1, "{user}");
+    assert!(a.log_text().contains("registering them again"), "{}", a.log_text());
+    // Ann's connection is the same one and still works (it saw itself leave and come back, in order).
+    let mut ann = ann;
+    ann.publish("note", json!("still here"), "n").await;
+    let seen: Vec<Value> = [next_logged(&mut ann).await, next_logged(&mut ann).await, next_logged(&mut ann).await].into();
+    let kinds: Vec<&str> = seen.iter().map(|f| f["type"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["user-disconnected", "user-connected", "ack"]);
+}
+
+on_both_buses!(heartbeats_and_expiry_keep_up_under_a_flat_out_load);
+/// Under flat-out publishing, with cleanup deleting thousands of expired rows a round, no live user is
+/// expired: heartbeats and expiry do not wait behind publishes, cleanup or checkpoints.
+/// `RELAY_STARVATION_SECS` sets how long (default 15; the recorded run is 60 with `load-test`).
+async fn heartbeats_and_expiry_keep_up_under_a_flat_out_load(store: Store) {
+    let seconds: u64 = std::env::var("RELAY_STARVATION_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(15);
+    let args = ["--presence-timeout", "3s", "--rate-limit", "0", "--message-ttl", "2s", "--cleanup-interval", "200ms", "--api-key", KEY];
+    let (a, b) = (store.start(&args).await, store.start(&args).await);
+    let watchers = [a.connect("watched", "ann").await, b.connect("watched", "bob").await];
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
+    let senders: Vec<_> = (0..4)
+        .map(|n| {
+            let url = [&a, &b][n % 2].url(&format!("/ws/load-{n}?user=sender{n}"));
+            tokio::spawn(async move {
+                use futures_util::{SinkExt, StreamExt};
+                let client = Client::connect_url(url).await.unwrap();
+                let (mut sink, mut stream) = client.ws.split();
+                let mut in_flight = 0;
+                let mut acked = 0u64;
+                while std::time::Instant::now() < deadline || in_flight > 0 {
+                    while in_flight < 128 && std::time::Instant::now() < deadline {
+                        let frame = json!({"type": "note", "data": {"pad": "x".repeat(64)}, "ref": "r"});
+                        sink.send(tokio_tungstenite::tungstenite::Message::text(frame.to_string())).await.unwrap();
+                        in_flight += 1;
+                    }
+                    let Some(Ok(frame)) = stream.next().await else { panic!("sender {n} was cut") };
+                    if frame.to_text().unwrap_or("").contains("\"ack\"") {
+                        in_flight -= 1;
+                        acked += 1;
+                    }
+                }
+                acked
+            })
+        })
+        .collect();
+    let mut acked = 0;
+    for sender in senders {
+        acked += sender.await.unwrap();
+    }
+    assert!(acked > 0);
+    let (_, users) = a.api("GET", "/api/v1/users", Some(KEY), json!(null)).await;
+    let present: Vec<&str> = users["users"].as_array().unwrap().iter().filter_map(|u| u["user"].as_str()).collect();
+    assert!(present.contains(&"ann") && present.contains(&"bob"), "{present:?} after {acked} messages");
+    let logged = store.logged("watched").await;
+    assert!(!logged.contains(&"user-disconnected".to_owned()), "a live user was expired: {logged:?}");
+    drop(watchers);
+}
