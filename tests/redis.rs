@@ -9,7 +9,7 @@ mod helpers;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use helpers::{Client, Instance, RedisServer, WAIT};
+use helpers::{Client, Instance, LossyProxy, RedisServer, WAIT};
 use serde_json::{json, Value};
 
 const FAST: [&str; 4] = ["--heartbeat-interval", "100ms", "--presence-timeout", "1s"];
@@ -192,4 +192,94 @@ async fn entries_past_the_ttl_are_trimmed_from_a_stream_that_keeps_growing() {
     // Seqs 1-3 are 1.2 s old when 5 is appended; 4 is 0.6 s old.
     assert_eq!(store.logged("trim").await, ["note", "note"], "seqs 4 and 5 remain");
     assert_eq!(store.head("trim").await, 5);
+}
+
+/// The reply to a batch is lost after Redis applied it (a timeout, a network cut). The relay used to answer
+/// `unavailable` and then ack the same message when its reader saw it, so a client that retried logged it
+/// twice. Now the batch is sent again until Redis answers, and Redis answers with the first outcome.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_whose_reply_was_lost_is_acked_once_and_logged_once() {
+    let Some(redis) = RedisServer::start(true).await else { return };
+    let proxy = LossyProxy::start(redis.port).await;
+    let a = Instance::start_on_redis(&proxy.url(), &[]).await;
+    let mut ann = a.connect("lost", "ann").await;
+    proxy.lose_reply_to("CUT-HERE");
+    ann.publish("note", json!("CUT-HERE"), "r1").await;
+    let answer = loop {
+        let frame = ann.recv().await;
+        if frame["ref"] == "r1" {
+            break frame;
+        }
+    };
+    assert_eq!(answer["type"], "ack", "not `unavailable`: the message was logged ({answer})");
+    assert_eq!(proxy.replies_lost(), 1, "the fault happened");
+    ann.publish("note", json!("after"), "r2").await;
+    let next = ann.recv().await;
+    assert_eq!((next["type"].as_str(), next["seq"].as_u64()), (Some("ack"), Some(answer["seq"].as_u64().unwrap() + 1)), "no second ack, no gap");
+    let log: redis::streams::StreamRangeReply =
+        redis::cmd("XRANGE").arg("relay:{lost}:log").arg("-").arg("+").query_async(&mut redis.connection().await).await.unwrap();
+    let cut = log.ids.iter().filter(|e| e.get::<String>("d").as_deref() == Some("\"CUT-HERE\"")).count();
+    assert_eq!(cut, 1, "logged once");
+}
+
+/// `publish.lua` checks a whole batch before it writes: a malformed message anywhere fails the batch with
+/// nothing applied (Redis does not roll a script back). And the same batch sent twice is applied once.
+#[tokio::test]
+async fn a_batch_is_applied_whole_or_not_at_all_and_at_most_once() {
+    let Some(redis) = RedisServer::start(false).await else { return };
+    let script = format!(
+        "#!lua\n{}\n{}",
+        include_str!("../src/bus/redis/lua/common.lua"),
+        include_str!("../src/bus/redis/lua/publish.lua")
+    );
+    let message = |canvas: &str, data: &str| ["log", canvas, "note", "u", data, "", "", "", "", "0", "0"].map(str::to_owned);
+    let run = |batch: u32, messages: Vec<[String; 11]>| {
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(&script).arg(0).arg(60_000).arg("i1").arg("epoch").arg(batch).arg(1 << 20);
+        for message in messages {
+            cmd.arg(&message[..]);
+        }
+        cmd
+    };
+    let mut conn = redis.connection().await;
+    let mut bad = message("c2", "2");
+    bad[0] = "bogus".into();
+    let refused: redis::RedisResult<redis::Value> = run(1, vec![message("c1", "1"), bad]).query_async(&mut conn).await;
+    assert!(refused.is_err());
+    let head: Option<u64> = redis::cmd("HGET").arg("relay:{c1}:head").arg("seq").query_async(&mut conn).await.unwrap();
+    assert_eq!(head, None, "the good first message was not applied either");
+
+    let first: Vec<String> = run(2, vec![message("c1", "1")]).query_async(&mut conn).await.unwrap();
+    let again: Vec<String> = run(2, vec![message("c1", "1")]).query_async(&mut conn).await.unwrap();
+    assert_eq!(first[3..], again[3..], "the same outcome (seq, generation)");
+    let length: u64 = redis::cmd("XLEN").arg("relay:{c1}:log").query_async(&mut conn).await.unwrap();
+    assert_eq!(length, 1, "applied once");
+}
+
+/// A Redis written by the first Redis bus (objects as field hashes only, an `ids` set) is converted at start:
+/// joiners get the same state, and updates merge into it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_of_the_first_layout_is_converted_at_start() {
+    let Some(redis) = RedisServer::start(false).await else { return };
+    let mut conn = redis.connection().await;
+    let () = redis::pipe()
+        .cmd("SET").arg("relay:epoch").arg("old-store").ignore()
+        .cmd("HSET").arg("relay:{v1}:head").arg("seq").arg(3).arg("gen").arg(4).ignore()
+        .cmd("SADD").arg("relay:{v1}:ids").arg("o1").arg("o/2").ignore()
+        .cmd("HSET").arg("relay:{v1}:o:o1").arg("id").arg("\"o1\"").arg("x").arg("1.5e-300").ignore()
+        .cmd("HSET").arg("relay:{v1}:o:o/2").arg("id").arg("\"o/2\"").arg("tags").arg("[]").ignore()
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let a = Instance::start_on_redis(&redis.url(), &[]).await;
+    let mut ann = a.connect("v1", "ann").await;
+    assert_eq!(ann.epoch(), "old-store-4", "the epoch is kept: clients resume across the upgrade");
+    let expected = json!({"o1": {"id": "o1", "x": 1.5e-300}, "o/2": {"id": "o/2", "tags": []}});
+    assert_eq!(ann.welcome["objects"], expected);
+    ann.publish("object-update", json!({"id": "o1", "y": 2}), "u").await;
+    assert_eq!(ann.recv().await["type"], "ack");
+    let bob = a.connect("v1", "bob").await;
+    assert_eq!(bob.welcome["objects"]["o1"], json!({"id": "o1", "x": 1.5e-300, "y": 2}));
+    let format: String = redis::cmd("GET").arg("relay:format").query_async(&mut conn).await.unwrap();
+    assert_eq!(format, "2");
 }
