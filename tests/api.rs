@@ -75,6 +75,11 @@ async fn messages_page_through_the_retained_log_in_seq_order(store: Store) {
     assert_eq!(rest["messages"].as_array().unwrap().len(), 2);
     let (_, empty) = a.api("GET", "/api/v1/canvases/never-written/messages", Some(KEY), json!(null)).await;
     assert_eq!((empty["seq"].as_u64(), empty["messages"].as_array().map(Vec::len)), (Some(0), Some(0)));
+    // A `since` past i64::MAX once wrapped negative and returned the whole log, ignoring the limit.
+    for since in [u64::MAX, 1 << 63] {
+        let (status, page) = a.api("GET", &format!("/api/v1/canvases/log/messages?since={since}&limit=1"), Some(KEY), json!(null)).await;
+        assert_eq!((status, page["messages"].as_array().map(Vec::len)), (200, Some(0)), "since={since}: {page}");
+    }
 }
 
 on_both_buses!(bad_requests_get_json_errors_with_the_right_status);

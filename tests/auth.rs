@@ -48,11 +48,25 @@ async fn missing_invalid_expired_or_out_of_scope_tokens_get_401_before_the_upgra
         ("/ws/c1?token=garbage".to_owned(), "not valid"),
         (format!("/ws/c1?token={}", token(json!({"sub": "ann", "exp": now_s() - 60}))), "expired"),
         (format!("/ws/c1?token={}", token(json!({"sub": "ann", "exp": now_s() + 3600, "canvases": ["c2"]}))), "c1"),
+        (format!("/ws/c1?token={}", token(json!({"sub": "server", "exp": now_s() + 3600}))), "reserved"),
     ];
     for (path, mentions) in cases {
         let Err((status, body)) = a.connect_path(&path).await else { panic!("{path} should be refused") };
         assert_eq!(status, 401, "{path}");
         assert!(body["error"].as_str().unwrap().contains(mentions), "{path}: {body}");
+    }
+}
+
+#[tokio::test]
+async fn a_token_whose_expiry_is_beyond_any_clock_is_taken_without_overflow() {
+    let file = SharedFile::new();
+    let a = file.start(&["--jwt-secret", SECRET]).await;
+    // exp * 1000 overflowed an i64 and the session took the token for expired at once (close 1008).
+    for exp in [9_300_000_000_000_000u64, u64::MAX] {
+        let mut client = a.connect_path(&format!("/ws/c1?token={}", token(json!({"sub": "ann", "exp": exp})))).await.unwrap();
+        client.publish("note", json!(exp.to_string()), "n").await;
+        assert_eq!(client.recv().await["type"], "ack", "the session lives on");
+        client.close().await;
     }
 }
 

@@ -80,6 +80,8 @@ async fn bad_connect_requests_get_http_errors_with_json_bodies() {
         ("/ws/c1?user=bad/user", 400, "user"),
         ("/ws/c1?user=u&since=5", 400, "since and epoch"),
         ("/ws/c1?user=u&since=-1&epoch=e", 400, "since"),
+        // Messages from `server` are the HTTP API's: no client may pass for it.
+        ("/ws/c1?user=server", 400, "reserved"),
     ];
     for (path, status, mentions) in cases {
         let Err((got, body)) = a.connect_path(path).await else { panic!("{path} should be refused") };

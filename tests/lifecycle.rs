@@ -63,6 +63,10 @@ async fn a_client_that_stops_reading_is_cut_with_4009_resumes_and_the_others_car
     let first = slow.seq() + 1;
     assert_eq!(seqs, (first..first + seqs.len() as u64).collect::<Vec<_>>(), "what it got was gap-free");
 
+    // Counted once, as slow (it was counted twice, and gaps and new epochs were counted as slow too).
+    assert_eq!(a.metric(r#"relay_clients_cut_total{reason="slow"}"#).await, 1.0);
+    assert_eq!(a.metric("relay_clients_cut_slow_total").await, 1.0);
+    assert_eq!(a.metric(r#"relay_canvas_cuts_total{canvas="slow",reason="slow"}"#).await, 1.0);
     let last = seqs.last().copied().unwrap_or(slow.seq());
     let mut back = a.resume("slow", "snail", last, &epoch).await;
     assert_eq!(back.welcome["resumed"], true);
