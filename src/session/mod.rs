@@ -12,9 +12,9 @@
 //! cut for the server's slowness. 4009 is only for a client that does not read.
 
 mod cursors;
+mod publish;
 mod welcome;
 
-use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,13 +27,14 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use self::cursors::CursorPace;
+use self::publish::{wait_stalled, Stalled};
 use crate::admission::Ticket;
-use crate::bus::{BusError, Joined, Origin, Publish, Replay};
+use crate::bus::{Joined, Replay};
 use crate::clock::now_ms;
 use crate::hub::{ConnId, Cut, Inbox, Outbox};
-use crate::protocol::{close, error_frame, ClientFrame, FrameError, LoggedMessage, Welcome, PONG_FRAME};
+use crate::protocol::{close, error_frame, ClientFrame, FrameError, Welcome, PONG_FRAME};
 use crate::protocol::{CanvasId, ErrorCode, UserId};
-use crate::ratelimit::{RateLimit, Verdict};
+use crate::ratelimit::RateLimit;
 use crate::shutdown::{Guard, Phase};
 use crate::App;
 
@@ -62,9 +63,6 @@ enum End {
     #[allow(dead_code)]
     Broken(String),
 }
-
-/// A publish waiting for an in-flight permit and a place in the writer's queue.
-type Stalled = Pin<Box<dyn Future<Output = (Option<String>, Result<(), BusError>)> + Send>>;
 
 /// One connected client.
 pub struct Session<S> {
@@ -296,49 +294,6 @@ where
         Ok(())
     }
 
-    /// Publishes a logged message, within the connection's rate limit. It is handed to the store in the
-    /// select loop (`stalled`), so that waiting for room never stops this session from writing.
-    async fn publish(&mut self, message: LoggedMessage) -> Result<(), End> {
-        match self.rate_limit.check(Instant::now()) {
-            Verdict::Accept => {}
-            Verdict::Refuse => {
-                let error = FrameError::new(ErrorCode::RateLimited, self.rate_limit.describe());
-                self.reject(error.with_ref(message.reference));
-                return Ok(());
-            }
-            Verdict::Close => {
-                self.app.metrics.clients_cut_rate.increment(1);
-                return Err(self.close(close::RATE_LIMIT, "kept sending after rate_limited errors").await);
-            }
-        }
-        self.app.metrics.messages_in.increment(1);
-        let (bus, in_flight, limit) = (self.app.bus.clone(), self.in_flight.clone(), self.app.bus.publish_timeout());
-        let (canvas, from, conn, outbox) = (self.canvas.clone(), self.user.clone(), self.conn, self.outbox.clone());
-        self.stalled = Some(Box::pin(async move {
-            let reference = message.reference.clone();
-            let queue = async {
-                let in_flight = in_flight.acquire_owned().await.map_err(|_| BusError::ShuttingDown)?;
-                let origin = Origin::Socket { conn, reference: message.reference, outbox, in_flight };
-                bus.publish(Publish { canvas, kind: message.kind, data: message.data, from, origin }).await
-            };
-            let queued = tokio::time::timeout(limit, queue).await.unwrap_or_else(|_| {
-                Err(BusError::Unavailable("the store did not take the message within --publish-timeout".into()))
-            });
-            (reference, queued)
-        }));
-        Ok(())
-    }
-
-    /// A stalled publish was queued, or given up: in that case the client hears why.
-    fn on_queued(&mut self, reference: Option<String>, queued: Result<(), BusError>) {
-        self.last_heard = Instant::now();
-        if let Err(error) = queued {
-            let error = FrameError::new(error.code(), error.to_string()).with_ref(reference);
-            self.queue(Message::text(error_frame(&error)));
-        }
-        self.stop_reading_if_draining();
-    }
-
     fn reject(&mut self, error: FrameError) {
         self.app.metrics.frame_errors.increment(1);
         self.queue(Message::text(error_frame(&error)));
@@ -409,14 +364,6 @@ where
             close::POLICY => End::TokenExpired,
             _ => End::Broken(reason.to_owned()),
         }
-    }
-}
-
-/// The stalled publish's outcome (the select loop polls this only while there is one).
-async fn wait_stalled(stalled: &mut Option<Stalled>) -> (Option<String>, Result<(), BusError>) {
-    match stalled {
-        Some(publish) => publish.await,
-        None => std::future::pending().await,
     }
 }
 

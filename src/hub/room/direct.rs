@@ -1,0 +1,42 @@
+//! Frames a room sends outside the log's order: ephemeral ones (cursors), which go to each receiver's
+//! coalescing lane, and user messages; and the room's members as presence would register them.
+
+use tokio_tungstenite::tungstenite::Message;
+
+use super::RoomState;
+use crate::hub::outbox::Ephemeral;
+use crate::hub::ConnId;
+use crate::metrics::Metrics;
+use crate::protocol::UserId;
+
+impl RoomState {
+    /// Queues `sender`'s ephemeral frame (a cursor) for everyone but the sender, on their ephemeral lane:
+    /// never blocks, never cuts. A frame of the same sender still waiting for a slow reader is replaced.
+    /// Returns how many receivers had one replaced or dropped (the metric of the caller's canvas).
+    pub fn broadcast_ephemeral(&self, sender: ConnId, frame: &Message, metrics: &Metrics) -> u64 {
+        let (mut queued, mut missed) = (0, 0);
+        for sub in self.subscribers.iter().filter(|s| s.conn != sender) {
+            match sub.outbox.push_ephemeral(sender, frame.clone()) {
+                Ephemeral::Queued => queued += 1,
+                Ephemeral::Coalesced | Ephemeral::Dropped => missed += 1,
+            }
+        }
+        metrics.deliveries.increment(queued);
+        missed
+    }
+
+    /// Every subscriber, as presence would register it: (connection, user, name).
+    pub fn members(&self) -> impl Iterator<Item = (ConnId, &UserId, Option<&str>)> {
+        self.subscribers.iter().map(|s| (s.conn, &s.user, s.name.as_deref()))
+    }
+
+    /// Queues a frame for every subscriber who is `user`; returns how many. An overflowing queue cuts its
+    /// client (4009) like any other frame would.
+    pub fn send_to_user(&self, user: &str, frame: &Message) -> usize {
+        let mut sent = 0;
+        for sub in self.subscribers.iter().filter(|s| s.user.as_str() == user) {
+            sent += usize::from(sub.outbox.push(frame.clone()));
+        }
+        sent
+    }
+}

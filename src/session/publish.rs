@@ -1,0 +1,75 @@
+//! A session's logged messages on their way to the store: the rate limit, then a publish that waits for an
+//! in-flight permit and a place in the writer's queue while the session goes on writing (see the back-
+//! pressure paragraph of `session/mod.rs`), bounded by `--publish-timeout`.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Instant;
+
+use futures_util::{Sink, Stream};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+
+use super::{End, Session};
+use crate::bus::{BusError, Origin, Publish};
+use crate::protocol::{close, error_frame, ErrorCode, FrameError, LoggedMessage};
+use crate::ratelimit::Verdict;
+
+/// A publish waiting for an in-flight permit and a place in the writer's queue.
+pub(super) type Stalled = Pin<Box<dyn Future<Output = (Option<String>, Result<(), BusError>)> + Send>>;
+
+impl<S> Session<S>
+where
+    S: Stream<Item = Result<Message, WsError>> + Sink<Message, Error = WsError> + Unpin,
+{
+    /// Publishes a logged message, within the connection's rate limit. It is handed to the store in the
+    /// select loop (`stalled`), so that waiting for room never stops this session from writing.
+    pub(super) async fn publish(&mut self, message: LoggedMessage) -> Result<(), End> {
+        match self.rate_limit.check(Instant::now()) {
+            Verdict::Accept => {}
+            Verdict::Refuse => {
+                let error = FrameError::new(ErrorCode::RateLimited, self.rate_limit.describe());
+                self.reject(error.with_ref(message.reference));
+                return Ok(());
+            }
+            Verdict::Close => {
+                self.app.metrics.clients_cut_rate.increment(1);
+                return Err(self.close(close::RATE_LIMIT, "kept sending after rate_limited errors").await);
+            }
+        }
+        self.app.metrics.messages_in.increment(1);
+        let (bus, in_flight, limit) = (self.app.bus.clone(), self.in_flight.clone(), self.app.bus.publish_timeout());
+        let (canvas, from, conn, outbox) = (self.canvas.clone(), self.user.clone(), self.conn, self.outbox.clone());
+        self.stalled = Some(Box::pin(async move {
+            let reference = message.reference.clone();
+            let queue = async {
+                let in_flight = in_flight.acquire_owned().await.map_err(|_| BusError::ShuttingDown)?;
+                let origin = Origin::Socket { conn, reference: message.reference, outbox, in_flight };
+                bus.publish(Publish { canvas, kind: message.kind, data: message.data, from, origin }).await
+            };
+            let queued = tokio::time::timeout(limit, queue).await.unwrap_or_else(|_| {
+                Err(BusError::Unavailable("the store did not take the message within --publish-timeout".into()))
+            });
+            (reference, queued)
+        }));
+        Ok(())
+    }
+
+    /// A stalled publish was queued, or given up: in that case the client hears why.
+    pub(super) fn on_queued(&mut self, reference: Option<String>, queued: Result<(), BusError>) {
+        self.last_heard = Instant::now();
+        if let Err(error) = queued {
+            let error = FrameError::new(error.code(), error.to_string()).with_ref(reference);
+            self.queue(Message::text(error_frame(&error)));
+        }
+        self.stop_reading_if_draining();
+    }
+}
+
+/// The stalled publish's outcome (the select loop polls this only while there is one).
+pub(super) async fn wait_stalled(stalled: &mut Option<Stalled>) -> (Option<String>, Result<(), BusError>) {
+    match stalled {
+        Some(publish) => publish.await,
+        None => std::future::pending().await,
+    }
+}
+
