@@ -297,3 +297,37 @@ async fn cursors_cross_instances_in_coalesced_batches(store: Store) {
     }
     assert!(file.logged("cur").await.iter().all(|t| t.starts_with("user-")), "cursors are never logged");
 }
+
+on_both_buses!(first_joiners_of_a_canvas_busy_elsewhere_see_every_seq_after_their_welcome);
+/// Each join here is the first on its instance (a new room) while the other instance changes the canvas
+/// without pause, so every join reads the whole state (a new version each time) while commits land:
+/// whatever is committed while the joiner reads must reach it, gap-free.
+async fn first_joiners_of_a_canvas_busy_elsewhere_see_every_seq_after_their_welcome(store: Store) {
+    let a = store.start(&["--rate-limit", "0"]).await;
+    let b = store.start(&[]).await;
+    let mut writer = a.connect("busy", "writer").await;
+    writer.create_objects("o", 5_000, 100).await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stopping = stop.clone();
+    let writing = tokio::spawn(async move {
+        let mut n = 0u64;
+        while !stopping.load(std::sync::atomic::Ordering::Relaxed) {
+            writer.publish("object-update", json!({"id": "o0", "n": n}), "w").await;
+            loop {
+                if writer.recv().await["type"] == "ack" {
+                    break;
+                }
+            }
+            n += 1;
+        }
+        n
+    });
+    for round in 0..30 {
+        let mut joiner = b.connect("busy", &format!("joiner{round}")).await;
+        let upto = joiner.seq() + 20;
+        joiner.read_through(upto).await; // panics on a gap or a cut
+        joiner.close().await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(writing.await.unwrap() > 0);
+}

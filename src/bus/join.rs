@@ -17,7 +17,7 @@ use serde_json::value::RawValue;
 
 use super::state_cache::{StateKey, INLINE_LIMIT};
 use super::{Bus, BusError, Publish};
-use crate::hub::{ConnId, Outbox, Subscriber};
+use crate::hub::{ConnId, Outbox, Room, Subscriber};
 use crate::protocol::{CanvasId, Resume, UserId};
 
 /// How many times a join reads its snapshot again when the room moved under it (closed, or reset past it).
@@ -156,8 +156,17 @@ impl Bus {
             Err(_) => return Err(BusError::Unavailable("presence registration timed out".into())),
         }
         for _ in 0..MAX_ATTEMPTS {
-            let snapshot = self.snapshot_with_state(&request).await?;
-            if let Some(joined) = self.place(&request, snapshot).await {
+            // The room first: from now on it keeps whatever is committed for the canvas, so nothing falls
+            // between what the snapshot saw and what the room delivers.
+            let room = self.hub().room_for_join(&request.canvas);
+            let snapshot = match self.snapshot_with_state(&request).await {
+                Ok(snapshot) => snapshot,
+                Err(error) => {
+                    self.hub().abandon(&request.canvas, &room);
+                    return Err(error);
+                }
+            };
+            if let Some(joined) = self.place(&room, &request, snapshot).await {
                 return Ok(Joined { membership, ..joined });
             }
         }
@@ -200,8 +209,7 @@ impl Bus {
 
     /// Subscribes the joiner under its room's lock; `None` to read the snapshot again (the room closed
     /// meanwhile, or delivered a reset past the snapshot).
-    async fn place(&self, request: &JoinRequest, snapshot: Snapshot) -> Option<Joined> {
-        let room = self.hub().room_for_join(&request.canvas);
+    async fn place(&self, room: &Room, request: &JoinRequest, snapshot: Snapshot) -> Option<Joined> {
         let (start_after, created) = {
             let mut state = room.lock();
             if state.is_closed() {

@@ -78,6 +78,18 @@ impl Hub {
         }
     }
 
+    /// A join that created `room` and failed before starting it: the room is closed and removed, unless a
+    /// joiner started it meanwhile (a joiner still reading its snapshot for it will find it closed and retry).
+    pub fn abandon(&self, canvas: &CanvasId, room: &Arc<Room>) {
+        if !room.lock().close_if_unstarted() {
+            return;
+        }
+        let mut rooms = self.rooms();
+        if rooms.get(canvas).is_some_and(|current| Arc::ptr_eq(current, room)) {
+            rooms.remove(canvas);
+        }
+    }
+
     /// Every local connection with what presence needs to register it again: (canvas, connection, user,
     /// name). For an instance whose connections were expired by others while its heartbeat was late.
     pub fn members(&self) -> Vec<(CanvasId, ConnId, UserId, Option<String>)> {

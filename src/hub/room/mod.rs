@@ -256,6 +256,16 @@ impl RoomState {
         cut
     }
 
+    /// Closes a room nobody started (its first join failed); returns whether it did.
+    pub(super) fn close_if_unstarted(&mut self) -> bool {
+        if self.started || !self.subscribers.is_empty() {
+            return false;
+        }
+        self.early = Vec::new();
+        self.closed = true;
+        true
+    }
+
     /// Removes a connection; returns whether the room is now empty, in which case it is closed.
     pub(super) fn unsubscribe(&mut self, conn: ConnId) -> bool {
         self.subscribers.retain(|s| s.conn != conn);
