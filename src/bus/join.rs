@@ -311,6 +311,21 @@ mod tests {
         bus.close().await;
     }
 
+    /// A join reads its snapshot with no room lock held: a room busy (or slow) for as long as it likes does
+    /// not hold up the read, and the read holds up nothing that needs the room.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_snapshot_takes_no_room_lock() {
+        let bus = memory_bus().await;
+        let canvas = CanvasId::parse("c").unwrap();
+        drop(bus.join(request("ann")).await.unwrap());
+        let room = bus.hub().room_for_join(&canvas);
+        let held = room.lock();
+        let read = tokio::time::timeout(Duration::from_secs(10), bus.snapshot(&canvas, None, ReadObjects::always())).await;
+        drop(held);
+        assert!(read.expect("read while the room's lock was held").is_ok());
+        bus.close().await;
+    }
+
     /// A session that ends without leaving (a panic) drops its membership: that leaves.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_joined_connection_dropped_without_leaving_leaves_presence() {

@@ -175,6 +175,33 @@ mod tests {
         assert!(hub.room(&canvas).is_none());
     }
 
+    /// A leave waits for its room's lock (to unsubscribe) without holding the rooms lock: every other
+    /// lookup, the writer's among them (inside its write transaction), goes on meanwhile.
+    #[test]
+    fn a_leave_waiting_for_a_rooms_lock_holds_up_no_lookup() {
+        let hub = Arc::new(Hub::new());
+        let (busy, other) = (CanvasId::parse("busy").unwrap(), CanvasId::parse("other").unwrap());
+        for canvas in [&busy, &other] {
+            hub.room_for_join(canvas).lock().start_at(0, 0, &Metrics::new());
+        }
+        let room = hub.room(&busy).unwrap();
+        let held = room.lock(); // as a long section on the room would
+        let leaving = std::thread::spawn({
+            let (hub, busy) = (hub.clone(), busy.clone());
+            move || hub.leave(&busy, Uuid::new_v4())
+        });
+        std::thread::sleep(std::time::Duration::from_millis(50)); // the leave is now waiting for `held`
+        let (found, done) = std::sync::mpsc::channel();
+        std::thread::spawn({
+            let hub = hub.clone();
+            move || drop(found.send(hub.room(&other).is_some()))
+        });
+        let looked_up = done.recv_timeout(std::time::Duration::from_secs(10));
+        drop(held);
+        leaving.join().unwrap();
+        assert_eq!(looked_up, Ok(true), "a lookup of another room did not wait for the leave");
+    }
+
     #[test]
     fn a_user_message_reaches_every_connection_of_the_user_and_nobody_else() {
         let hub = Hub::new();
