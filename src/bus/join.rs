@@ -38,7 +38,7 @@ pub struct JoinRequest {
 }
 
 /// A canvas read at one point of its log, with no lock held (see [`Bus::snapshot`]).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Snapshot {
     pub epoch: String,
     pub generation: u64,
@@ -108,6 +108,9 @@ pub struct Joined {
 #[derive(Debug)]
 pub struct Membership {
     bus: Option<Bus>,
+    /// The join returned: the connection may have sent messages, and its leave must come after them (the
+    /// writer's queue). Before that, it leaves on the urgent lane, after its registration.
+    joined: bool,
     pub canvas: CanvasId,
     pub conn: ConnId,
     pub user: UserId,
@@ -118,7 +121,7 @@ impl Membership {
     /// Leaves the room and presence now.
     pub async fn leave(mut self) {
         if let Some(bus) = self.bus.take() {
-            bus.leave(self.canvas.clone(), self.conn, self.user.clone(), self.name.clone()).await;
+            bus.leave(self.canvas.clone(), self.conn, self.user.clone(), self.name.clone(), false).await;
         }
     }
 }
@@ -127,8 +130,9 @@ impl Drop for Membership {
     fn drop(&mut self) {
         let Some(bus) = self.bus.take() else { return };
         let (canvas, conn, user, name) = (self.canvas.clone(), self.conn, self.user.clone(), self.name.clone());
+        let urgent = !self.joined;
         match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => drop(runtime.spawn(async move { bus.leave(canvas, conn, user, name).await })),
+            Ok(runtime) => drop(runtime.spawn(async move { bus.leave(canvas, conn, user, name, urgent).await })),
             // No runtime left (the process is exiting): survivors expire the row with this instance.
             Err(_) => tracing::debug!(%conn, "connection dropped without a runtime to leave presence"),
         }
@@ -140,8 +144,9 @@ impl Bus {
     /// canvas), then reads the canvas and subscribes the connection. The registration commits first, so the
     /// welcome's seq and presence include it; a join that fails or is dropped after it leaves again.
     pub async fn join(&self, request: JoinRequest) -> Result<Joined, BusError> {
-        let membership = Membership {
+        let mut membership = Membership {
             bus: Some(self.clone()),
+            joined: false,
             canvas: request.canvas.clone(),
             conn: request.conn,
             user: request.user.clone(),
@@ -155,11 +160,12 @@ impl Bus {
             Ok(Err(_)) => return Err(BusError::ShuttingDown),
             Err(_) => return Err(BusError::Unavailable("presence registration timed out".into())),
         }
+        let registered_at = std::time::Instant::now();
         for _ in 0..MAX_ATTEMPTS {
             // The room first: from now on it keeps whatever is committed for the canvas, so nothing falls
             // between what the snapshot saw and what the room delivers.
             let room = self.hub().room_for_join(&request.canvas);
-            let snapshot = match self.snapshot_with_state(&request).await {
+            let snapshot = match self.snapshot_with_state(&request, registered_at).await {
                 Ok(snapshot) => snapshot,
                 Err(error) => {
                     self.hub().abandon(&request.canvas, &room);
@@ -167,6 +173,7 @@ impl Bus {
                 }
             };
             if let Some(joined) = self.place(&room, &request, snapshot).await {
+                membership.joined = true;
                 return Ok(Joined { membership, ..joined });
             }
         }
@@ -174,7 +181,8 @@ impl Bus {
     }
 
     /// A snapshot for the joiner, with the objects (from the cache when the canvas is at a cached version).
-    async fn snapshot_with_state(&self, request: &JoinRequest) -> Result<Snapshot, BusError> {
+    /// `registered_at`: when the joiner's registration had committed; any snapshot read after includes it.
+    async fn snapshot_with_state(&self, request: &JoinRequest, registered_at: std::time::Instant) -> Result<Snapshot, BusError> {
         let cache = self.state_cache();
         let read = ReadObjects { unless: cache.key(&request.canvas), up_to: INLINE_LIMIT };
         let metrics = self.metrics();
@@ -199,10 +207,15 @@ impl Bus {
             snapshot.objects = Some(objects);
             return Ok(snapshot);
         }
+        if let Some(built) = cache.read_since(&request.canvas, registered_at) {
+            metrics.join_state_cached.increment(1);
+            return Ok(built);
+        }
         metrics.join_state_built.increment(1);
+        let read_at = std::time::Instant::now();
         let full = self.snapshot(&request.canvas, None, ReadObjects::always()).await?;
-        if let Some(objects) = full.objects.as_ref().filter(|objects| objects.len() > INLINE_LIMIT) {
-            cache.insert(&request.canvas, full.key(), objects.clone());
+        if full.objects.as_ref().is_some_and(|objects| objects.len() > INLINE_LIMIT) {
+            cache.insert(&request.canvas, full.clone(), read_at);
         }
         Ok(full)
     }
@@ -249,7 +262,14 @@ impl Bus {
             replay,
             objects,
             presence: snapshot.presence,
-            membership: Membership { bus: None, canvas: request.canvas.clone(), conn: request.conn, user: request.user.clone(), name: None },
+            membership: Membership {
+                bus: None,
+                joined: true,
+                canvas: request.canvas.clone(),
+                conn: request.conn,
+                user: request.user.clone(),
+                name: None,
+            },
         })
     }
 }

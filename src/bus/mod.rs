@@ -160,11 +160,13 @@ impl Bus {
     }
 
     /// A connection is gone: out of its room at once, out of presence (logging `user-disconnected` if it was
-    /// the user's last on the canvas) when the writer gets to it, after the connection's own messages. If
-    /// the writer has already stopped, or the storage does not take it, survivors (or a later retry) remove it.
-    pub async fn leave(&self, canvas: CanvasId, conn: ConnId, user: UserId, name: Option<String>) {
+    /// the user's last on the canvas) when the writer gets to it: after the connection's own messages, or
+    /// (`urgent`, for a join that never returned) right after its registration. If the writer has already
+    /// stopped, or the storage does not take it, survivors (or a later retry) remove it.
+    pub async fn leave(&self, canvas: CanvasId, conn: ConnId, user: UserId, name: Option<String>, urgent: bool) {
         self.hub().leave(&canvas, conn);
-        let _ = self.publish(Publish::presence(false, canvas, user, name, conn, None)).await;
+        let leave = Publish::presence(false, canvas, user, name, conn, None);
+        let _ = if urgent { self.publish_urgent(leave).await } else { self.publish(leave).await };
     }
 
     /// Returns once everything queued before the call is committed (or refused).
@@ -242,7 +244,11 @@ pub enum Origin {
     /// A connection opening (`user-connected`) or closing (`user-disconnected`): registered in or removed from
     /// the shared connection list in the same transaction, and logged only when it is the user's first or
     /// last connection to the canvas across instances. `done`, if any, learns when that is committed.
-    Presence { conn: ConnId, name: Option<String>, done: Option<oneshot::Sender<Result<(), BusError>>> },
+    ///
+    /// `expiry` marks a survivor's removal of a dead instance's connection: it applies only if the owner is
+    /// still silent for that many ms when the removal commits (it may have come back and registered the
+    /// connection again meanwhile).
+    Presence { conn: ConnId, name: Option<String>, done: Option<oneshot::Sender<Result<(), BusError>>>, expiry: Option<i64> },
 }
 
 impl Publish {
@@ -257,7 +263,17 @@ impl Publish {
     ) -> Self {
         let kind = MsgType::reserved(if connected { "user-connected" } else { "user-disconnected" });
         let data = presence_data(user.as_str(), name.as_deref());
-        Publish { canvas, kind, data, from: user, origin: Origin::Presence { conn, name, done } }
+        Publish { canvas, kind, data, from: user, origin: Origin::Presence { conn, name, done, expiry: None } }
+    }
+
+    /// A survivor's removal of connection `conn`, left by an instance silent for `dead_after_ms`: applied only
+    /// if its owner is still that silent when it commits.
+    pub fn expiry(canvas: CanvasId, user: UserId, name: Option<String>, conn: ConnId, dead_after_ms: i64) -> Self {
+        let mut publish = Publish::presence(false, canvas, user, name, conn, None);
+        if let Origin::Presence { expiry, .. } = &mut publish.origin {
+            *expiry = Some(dead_after_ms);
+        }
+        publish
     }
 
     /// Whether this registers a connection (as opposed to removing one or logging a message).

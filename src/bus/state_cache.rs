@@ -9,7 +9,10 @@
 //!
 //! Only states bigger than [`INLINE_LIMIT`] are cached; smaller ones are cheaper to read with the snapshot.
 //! Building a missing one is single-flight per canvas ([`StateCache::build_lock`]): the first joiner reads
-//! it, the others wait and take it. The cache holds at most `budget` bytes; the least recently used go first.
+//! it, the others wait and take it: the same version if theirs still is, or else the whole snapshot the
+//! builder read, when it was read after their own registration committed (so it includes them), even on a
+//! canvas that changes all the time. The cache holds at most `budget` bytes; the least recently used go
+//! first.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -17,6 +20,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
+use crate::bus::Snapshot;
 use crate::protocol::CanvasId;
 
 /// States at most this big are read with each join's snapshot rather than cached.
@@ -41,9 +45,18 @@ pub struct StateCache {
 
 struct Cached {
     key: StateKey,
-    objects: Bytes,
+    /// The snapshot the state was read with (objects included): whole, for joiners that waited for it.
+    snapshot: Snapshot,
+    /// When that snapshot's read began: it includes everything committed before.
+    read_at: Instant,
     /// For eviction: the least recently used entry goes first.
     used: Instant,
+}
+
+impl Cached {
+    fn size(&self) -> usize {
+        self.snapshot.objects.as_ref().map_or(0, Bytes::len)
+    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -66,21 +79,30 @@ impl StateCache {
         let mut entries = lock(&self.entries);
         let cached = entries.get_mut(canvas).filter(|cached| cached.key == *key)?;
         cached.used = Instant::now();
-        Some(cached.objects.clone())
+        cached.snapshot.objects.clone()
     }
 
-    /// Keeps `objects` as the state of `canvas` at `key` (replacing an older one), then evicts the least
-    /// recently used others while over budget.
-    pub fn insert(&self, canvas: &CanvasId, key: StateKey, objects: Bytes) {
+    /// The whole snapshot cached for `canvas` if its read began after `since`.
+    pub fn read_since(&self, canvas: &CanvasId, since: Instant) -> Option<Snapshot> {
         let mut entries = lock(&self.entries);
-        entries.insert(canvas.clone(), Cached { key, objects, used: Instant::now() });
-        let mut total: usize = entries.values().map(|cached| cached.objects.len()).sum();
+        let cached = entries.get_mut(canvas).filter(|cached| cached.read_at > since)?;
+        cached.used = Instant::now();
+        Some(cached.snapshot.clone())
+    }
+
+    /// Keeps `snapshot` (objects included, read from `read_at`) as the state of its canvas (replacing an
+    /// older one), then evicts the least recently used others while over budget.
+    pub fn insert(&self, canvas: &CanvasId, snapshot: Snapshot, read_at: Instant) {
+        let mut entries = lock(&self.entries);
+        let key = snapshot.key();
+        entries.insert(canvas.clone(), Cached { key, snapshot, read_at, used: Instant::now() });
+        let mut total: usize = entries.values().map(Cached::size).sum();
         while total > self.budget && entries.len() > 1 {
             let oldest = entries
                 .iter()
                 .filter(|(id, _)| *id != canvas)
                 .min_by_key(|(_, cached)| cached.used)
-                .map(|(id, cached)| (id.clone(), cached.objects.len()));
+                .map(|(id, cached)| (id.clone(), cached.size()));
             let Some((id, size)) = oldest else { break };
             entries.remove(&id);
             total -= size;
@@ -114,10 +136,22 @@ mod tests {
         StateKey { epoch: "e-1".into(), version }
     }
 
+    fn snapshot(version: u64, objects: Vec<u8>) -> Snapshot {
+        Snapshot {
+            epoch: "e-1".into(),
+            generation: 1,
+            seq: version + 3,
+            version,
+            presence: serde_json::value::RawValue::from_string("[]".into()).unwrap(),
+            resumed: false,
+            objects: Some(Bytes::from(objects)),
+        }
+    }
+
     #[test]
     fn a_state_is_found_only_at_its_exact_version() {
         let cache = StateCache::new(1 << 20);
-        cache.insert(&canvas("c"), key(7), Bytes::from_static(b"{}"));
+        cache.insert(&canvas("c"), snapshot(7, b"{}".to_vec()), Instant::now());
         assert!(cache.get(&canvas("c"), &key(7)).is_some());
         assert!(cache.get(&canvas("c"), &key(8)).is_none());
         assert!(cache.get(&canvas("c"), &StateKey { epoch: "e-2".into(), version: 7 }).is_none(), "another epoch");
@@ -129,14 +163,24 @@ mod tests {
     #[test]
     fn past_the_budget_the_least_recently_used_state_goes() {
         let cache = StateCache::new(250);
-        let state = || Bytes::from(vec![b' '; 100]);
-        cache.insert(&canvas("a"), key(1), state());
-        cache.insert(&canvas("b"), key(1), state());
+        let state = || snapshot(1, vec![b' '; 100]);
+        cache.insert(&canvas("a"), state(), Instant::now());
+        cache.insert(&canvas("b"), state(), Instant::now());
         cache.get(&canvas("a"), &key(1));
-        cache.insert(&canvas("c"), key(1), state());
+        cache.insert(&canvas("c"), state(), Instant::now());
         assert!(cache.key(&canvas("a")).is_some());
         assert!(cache.key(&canvas("b")).is_none(), "b was used least recently");
         assert!(cache.key(&canvas("c")).is_some(), "the newest always stays");
+    }
+
+    #[test]
+    fn a_waiter_takes_the_builders_whole_snapshot_only_if_it_was_read_after_the_waiter_registered() {
+        let cache = StateCache::new(1 << 20);
+        let registered = Instant::now();
+        cache.insert(&canvas("c"), snapshot(9, b"{}".to_vec()), registered - std::time::Duration::from_millis(1));
+        assert!(cache.read_since(&canvas("c"), registered).is_none(), "read before: it may miss the waiter");
+        cache.insert(&canvas("c"), snapshot(10, b"{}".to_vec()), Instant::now());
+        assert_eq!(cache.read_since(&canvas("c"), registered).map(|s| s.version), Some(10));
     }
 
     #[tokio::test]

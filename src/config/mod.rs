@@ -301,6 +301,10 @@ impl Config {
         anyhow::ensure!(self.client_queue >= 16, "--client-queue must be at least 16");
         anyhow::ensure!(self.client_queue_bytes >= 64 * 1024, "--client-queue-bytes must be at least 65536 (64 KiB)");
         anyhow::ensure!(
+            self.client_queue_bytes >= 2 * self.max_frame_size,
+            "--client-queue-bytes must hold two of the largest messages: at least 2 × --max-frame-size"
+        );
+        anyhow::ensure!(
             (1..=self.client_queue / 2).contains(&self.max_in_flight),
             "--max-in-flight must be between 1 and --client-queue / 2 (here {}), so that the acks of every message in \
              flight fit the client's queue: lower --max-in-flight or raise --client-queue",

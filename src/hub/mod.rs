@@ -194,7 +194,9 @@ mod tests {
         let (found, done) = std::sync::mpsc::channel();
         std::thread::spawn({
             let hub = hub.clone();
-            move || drop(found.send(hub.room(&other).is_some()))
+            move || {
+                let _ = found.send(hub.room(&other).is_some());
+            }
         });
         let looked_up = done.recv_timeout(std::time::Duration::from_secs(10));
         drop(held);

@@ -27,9 +27,10 @@ const KEEP_CAPACITY: usize = 8;
 /// What one queued frame costs besides its text (the `Message`, its refcount and the queue slot), counted
 /// against the byte bound so that many tiny frames cannot hide behind it.
 const FRAME_OVERHEAD: usize = 64;
-/// Most senders whose ephemeral frames wait at once; past it a new sender's frame is dropped (the next one
-/// from that sender gets through once the reader drains).
+/// Most senders whose ephemeral frames wait at once, and most bytes they take; past either a frame is
+/// dropped (the next one from that sender gets through once the reader drains).
 const MAX_EPHEMERAL_SENDERS: usize = 1024;
+const MAX_EPHEMERAL_BYTES: usize = 256 * 1024;
 
 /// Why a client is cut with 4009. Kept apart in the metrics: only `Slow` is the client's doing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,6 +89,8 @@ struct Queue {
     logged_bytes: usize,
     /// The latest waiting frame of each sender, in the order the senders first queued one.
     ephemeral: VecDeque<(ConnId, Message)>,
+    /// Bytes of `ephemeral`, overhead included.
+    ephemeral_bytes: usize,
     /// Why the client is being cut, once it is; the first reason wins.
     cut: Option<Cut>,
     /// The session is gone.
@@ -168,14 +171,21 @@ impl Outbox {
         if queue.closed || queue.cut.is_some() {
             return Ephemeral::Dropped;
         }
-        if let Some((_, waiting)) = queue.ephemeral.iter_mut().find(|(from, _)| *from == sender) {
-            *waiting = frame;
+        let cost = frame.len() + FRAME_OVERHEAD;
+        if let Some(at) = queue.ephemeral.iter().position(|(from, _)| *from == sender) {
+            let old = queue.ephemeral[at].1.len() + FRAME_OVERHEAD;
+            if queue.ephemeral_bytes - old + cost > MAX_EPHEMERAL_BYTES {
+                return Ephemeral::Dropped;
+            }
+            queue.ephemeral_bytes = queue.ephemeral_bytes - old + cost;
+            queue.ephemeral[at].1 = frame;
             return Ephemeral::Coalesced;
         }
-        if queue.ephemeral.len() >= MAX_EPHEMERAL_SENDERS {
+        if queue.ephemeral.len() >= MAX_EPHEMERAL_SENDERS || queue.ephemeral_bytes + cost > MAX_EPHEMERAL_BYTES {
             return Ephemeral::Dropped;
         }
         let was_empty = queue.is_empty();
+        queue.ephemeral_bytes += cost;
         queue.ephemeral.push_back((sender, frame));
         drop(queue);
         if was_empty {
@@ -205,7 +215,8 @@ impl Inbox {
     }
 
     /// One flush's worth: logged frames in order, up to `max_frames` and (past the first) `max_bytes`, then
-    /// every waiting ephemeral frame. Draining a lane releases a buffer grown by a burst.
+    /// waiting ephemeral frames within what is left of the bytes (at least one when no logged frame was
+    /// taken). Draining a lane releases a buffer grown by a burst.
     pub fn take_flush(&self, max_frames: usize, max_bytes: usize) -> Vec<Message> {
         let mut queue = self.shared.queue();
         let mut frames = Vec::new();
@@ -216,7 +227,12 @@ impl Inbox {
             queue.logged_bytes -= frame.len() + FRAME_OVERHEAD;
             frames.push(frame);
         }
-        frames.extend(queue.ephemeral.drain(..).map(|(_, frame)| frame));
+        while frames.is_empty() || bytes < max_bytes {
+            let Some((_, frame)) = queue.ephemeral.pop_front() else { break };
+            bytes += frame.len();
+            queue.ephemeral_bytes -= frame.len() + FRAME_OVERHEAD;
+            frames.push(frame);
+        }
         shrink(&mut queue.logged);
         shrink(&mut queue.ephemeral);
         frames
@@ -252,6 +268,7 @@ impl Drop for Inbox {
         queue.closed = true;
         queue.logged = VecDeque::new();
         queue.ephemeral = VecDeque::new();
+        queue.ephemeral_bytes = 0;
     }
 }
 

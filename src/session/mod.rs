@@ -117,7 +117,9 @@ where
     S: Stream<Item = Result<Message, WsError>> + Sink<Message, Error = WsError> + Unpin,
 {
     pub fn new(socket: S, app: Arc<App>, parts: SessionParts) -> Self {
-        let phase = app.shutdown.subscribe();
+        let mut phase = app.shutdown.subscribe();
+        // A session that starts after shutdown began must see the phase it starts in.
+        phase.mark_changed();
         let rate_limit = RateLimit::new(app.config.rate_limit, app.config.rate_burst, Instant::now());
         let token_expiry = Box::pin(tokio::time::sleep_until(expiry_deadline(parts.expires_at, now_ms())));
         let in_flight = Arc::new(Semaphore::new(app.config.max_in_flight));
@@ -180,8 +182,9 @@ where
         let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
         loop {
             let (reading, stalled) = (self.reading.is_some() && self.stalled.is_none(), self.stalled.is_some());
+            // Not biased: under a constant stream of frames to write, reads, pings and held cursors still get
+            // their turn.
             let step = tokio::select! {
-                biased;
                 reason = self.inbox.kicked() => Err(self.cut(reason).await),
                 _ = self.phase.changed() => self.on_phase().await,
                 _ = &mut self.token_expiry => Err(self.close(close::POLICY, "token expired").await),
@@ -324,10 +327,18 @@ where
         }
     }
 
+    /// Writes frames in order, then flushes. `--write-timeout` bounds each frame (a welcome fragment is one),
+    /// not the whole: a 64 MiB welcome to a slow but reading client takes as long as it takes.
     async fn write_all(&mut self, frames: impl IntoIterator<Item = Message>) -> Result<(), End> {
         let limit = self.app.config.write_timeout;
-        let mut stream = futures_util::stream::iter(frames.into_iter().map(Ok));
-        match tokio::time::timeout(limit, self.socket.send_all(&mut stream)).await {
+        for frame in frames {
+            match tokio::time::timeout(limit, self.socket.feed(frame)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => return Err(End::Broken(error.to_string())),
+                Err(_) => return Err(End::WriteStalled),
+            }
+        }
+        match tokio::time::timeout(limit, self.socket.flush()).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(error)) => Err(End::Broken(error.to_string())),
             Err(_) => Err(End::WriteStalled),

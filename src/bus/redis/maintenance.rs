@@ -43,9 +43,8 @@ async fn heartbeats(bus: &RedisBus, config: &Config, mut stop: watch::Receiver<b
     let mut fatal = Some(fatal);
     let mut ticks = ticker(config.heartbeat_interval);
     let mut last_beat = Instant::now();
-    let mut restore_until: Option<Instant> = None;
-    // Others expire an instance silent for the presence timeout less one heartbeat; half of that is late
-    // enough to check, for a while, that none of ours were taken.
+    // Others expire an instance silent for the presence timeout less one heartbeat: half of that is late
+    // enough to say so in the log.
     let late_after = config.presence_timeout.saturating_sub(config.heartbeat_interval) / 2;
     loop {
         tokio::select! {
@@ -63,16 +62,15 @@ async fn heartbeats(bus: &RedisBus, config: &Config, mut stop: watch::Receiver<b
                 let since_last = last_beat.elapsed();
                 last_beat = Instant::now();
                 if since_last > late_after {
-                    tracing::warn!(?since_last, "a heartbeat was late; checking this instance's presence");
-                    restore_until = Some(last_beat + config.presence_timeout);
+                    tracing::warn!(?since_last, "a heartbeat was late: others may have expired this instance's connections");
+                }
+                // Only after a heartbeat that went through: it checked the store's epoch, so the connections
+                // restored are of the log the store holds (after a store that lost its data, none are).
+                if let Err(error) = bus.restore_presence().await {
+                    tracing::warn!(%error, "could not check this instance's presence");
                 }
             }
             Err(error) => tracing::warn!(%error, "Redis heartbeat failed"),
-        }
-        if restore_until.is_some_and(|until| Instant::now() < until) {
-            if let Err(error) = bus.restore_presence().await {
-                tracing::warn!(%error, "could not check this instance's presence");
-            }
         }
     }
 }
@@ -150,6 +148,16 @@ impl RedisBus {
     /// dead while its heartbeat was late), logging `user-connected` where it is the user's first again. A
     /// connection that left meanwhile is removed again once that commits.
     async fn restore_presence(&self) -> Result<(), BusError> {
+        // Every heartbeat, one count: the list is read only when entries are missing.
+        let (_, local) = self.inner.hub.counts();
+        let count: u64 = redis::cmd("HLEN")
+            .arg(format!("relay:i:{}:conns", self.inner.instance_id))
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        if count >= local as u64 {
+            return Ok(());
+        }
         let registered: Vec<String> = redis::cmd("HKEYS")
             .arg(format!("relay:i:{}:conns", self.inner.instance_id))
             .query_async(&mut self.conn())
@@ -193,7 +201,7 @@ impl RedisBus {
                 continue;
             };
             let name = super::entry::optional(name).map(str::to_owned);
-            self.publish(Publish::presence(false, canvas, user, name, conn, None), true).await?;
+            self.publish(Publish::expiry(canvas, user, name, conn, self.inner.dead_after_ms), true).await?;
         }
         Ok(())
     }

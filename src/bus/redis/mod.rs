@@ -295,14 +295,19 @@ impl RedisBus {
     async fn oldest_unread(&self) -> Result<Option<i64>, BusError> {
         let rooms = self.inner.hub.all_rooms();
         let mut pipe = redis::pipe();
+        let mut asked = 0;
         for room in rooms.iter().take(1000) {
             let (generation, delivered) = {
                 let state = room.lock();
+                if !state.is_started() {
+                    continue; // its join is still placing it
+                }
                 (state.generation(), state.delivered())
             };
             pipe.cmd("XRANGE").arg(keys::log(&room.canvas)).arg(format!("({}", stream_id(generation, delivered))).arg("+").arg("COUNT").arg(1);
+            asked += 1;
         }
-        if rooms.is_empty() {
+        if asked == 0 {
             return Ok(None);
         }
         let replies: Vec<Value> = pipe.query_async(&mut self.conn()).await.map_err(unavailable)?;

@@ -269,9 +269,13 @@ fn answered(error: &RedisError) -> bool {
 fn encode(publish: &Publish, invocation: &mut redis::ScriptInvocation<'_>) {
     let object = ObjectOp::of(&publish.kind, &publish.data);
     let (op, conn, reference, name) = match &publish.origin {
-        Origin::Presence { conn, name, .. } => {
-            let op = if publish.is_connect() { "connect" } else { "disconnect" };
-            (op, conn.to_string(), String::new(), encode_optional(name.as_deref()))
+        Origin::Presence { conn, name, expiry, .. } => {
+            let (op, dead_after) = match (publish.is_connect(), expiry) {
+                (true, _) => ("connect", String::new()),
+                (false, None) => ("disconnect", String::new()),
+                (false, Some(dead_after)) => ("expire", dead_after.to_string()),
+            };
+            (op, conn.to_string(), dead_after, encode_optional(name.as_deref()))
         }
         Origin::Socket { conn, reference, .. } => ("log", conn.to_string(), encode_optional(reference.as_deref()), String::new()),
         Origin::Caller(_) => ("log", String::new(), String::new(), String::new()),

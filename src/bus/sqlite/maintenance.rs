@@ -79,9 +79,8 @@ async fn heartbeats(bus: &SqliteBus, hub: &Hub, config: &Config, mut stop: watch
     let mut fatal = Some(fatal);
     let mut ticks = ticker(config.heartbeat_interval);
     let mut last_beat = Instant::now();
-    let mut restore_until: Option<Instant> = None;
-    // Others expire an instance silent for the presence timeout less one heartbeat; half of that is late
-    // enough to check, for a while, that none of ours were taken.
+    // Others expire an instance silent for the presence timeout less one heartbeat: half of that is late
+    // enough to say so in the log.
     let late_after = config.presence_timeout.saturating_sub(config.heartbeat_interval) / 2;
     loop {
         tokio::select! {
@@ -102,11 +101,8 @@ async fn heartbeats(bus: &SqliteBus, hub: &Hub, config: &Config, mut stop: watch
             let since_last = last_beat.elapsed();
             last_beat = Instant::now();
             if since_last > late_after {
-                tracing::warn!(?since_last, "a heartbeat was late; checking this instance's presence");
-                restore_until = Some(last_beat + config.presence_timeout);
+                tracing::warn!(?since_last, "a heartbeat was late: others may have expired this instance's connections");
             }
-        }
-        if restore_until.is_some_and(|until| Instant::now() < until) {
             if let Err(error) = bus.restore_presence(hub).await {
                 tracing::warn!(%error, "could not check this instance's presence");
             }
@@ -201,6 +197,15 @@ impl SqliteBus {
     /// user's first again. A connection that left meanwhile is removed again once that commits.
     async fn restore_presence(&self, hub: &Hub) -> Result<(), crate::bus::BusError> {
         let own = self.inner.instance_id.clone();
+        // Every heartbeat, one count: the list is read only when rows are missing.
+        let (_, local) = hub.counts();
+        let count = self.read({
+            let own = own.clone();
+            move |conn| super::presence::instance_connection_count(conn, &own)
+        });
+        if count.await? >= local as u64 {
+            return Ok(());
+        }
         let registered = self.read(move |conn| super::presence::instance_connections(conn, &own)).await?;
         let missing: Vec<_> = hub.members().into_iter().filter(|(_, conn, _, _)| !registered.contains(conn)).collect();
         if missing.is_empty() {

@@ -243,7 +243,7 @@ impl SqliteBus {
         let orphans = self.read(move |conn| presence::dead_connections(conn, &own, dead_before)).await?;
         for orphan in &orphans {
             let (canvas, user, name) = (orphan.canvas.clone(), orphan.user.clone(), orphan.name.clone());
-            self.publish(Publish::presence(false, canvas, user, name, orphan.conn, None), true).await?;
+            self.publish(Publish::expiry(canvas, user, name, orphan.conn, self.inner.dead_after_ms), true).await?;
         }
         if !orphans.is_empty() {
             tracing::info!(connections = orphans.len(), "expiring connections of instances that stopped heartbeating");
@@ -301,15 +301,17 @@ impl SqliteBus {
     /// committed frames into the database file without blocking anyone, but under continuous commits the WAL
     /// is never fully copied at the moment a writer begins, so SQLite never starts it over and it grows.
     /// When it passes `RESTART_WAL_FRAMES`, a RESTART checkpoint holds the write lock just long enough to
-    /// copy the frames since the last passive one and wait out in-flight reads (microseconds), so the next
-    /// commit writes from the start of the file again (and `journal_size_limit` trims it). Another process
-    /// checkpointing at the same moment makes this one a no-op (SQLITE_BUSY).
+    /// copy the frames since the last passive one, so the next commit writes from the start of the file again
+    /// (and `journal_size_limit` trims it). It does not wait: a reader still on an older snapshot (a join
+    /// reading a big state), or another process checkpointing, makes it a no-op until the next tick, rather
+    /// than hold every writer behind that read.
     pub async fn checkpoint(&self) -> Result<(), BusError> {
         self.read(|conn| {
             let (_, frames) = wal_checkpoint(conn, "PASSIVE")?;
             if frames >= RESTART_WAL_FRAMES {
+                // RESTART holds the write lock while it waits for readers: never behind a long read.
                 let started = std::time::Instant::now();
-                let (busy, frames_after) = wal_checkpoint(conn, "RESTART")?;
+                let (busy, frames_after) = schema::without_waiting(conn, |conn| wal_checkpoint(conn, "RESTART"))??;
                 tracing::debug!(frames, busy, frames_after, took = ?started.elapsed(), "WAL restart checkpoint");
             }
             Ok(())

@@ -40,6 +40,18 @@ pub fn disconnect(conn: &Connection, id: ConnId, canvas: &CanvasId, user: &UserI
     Ok(deleted == 1 && user_connections(conn, canvas, user)? == 0)
 }
 
+/// A survivor's removal of a dead instance's connection: like [`disconnect`], but only if the owner's last
+/// heartbeat is still before `dead_before` (it may have come back and registered the connection again).
+pub fn expire(conn: &Connection, id: ConnId, canvas: &CanvasId, user: &UserId, dead_before: i64) -> Result<bool> {
+    let deleted = conn
+        .prepare_cached(
+            "DELETE FROM connections WHERE conn_id = ?1
+             AND instance_id NOT IN (SELECT instance_id FROM instances WHERE heartbeat_at >= ?2)",
+        )?
+        .execute(params![id.to_string(), dead_before])?;
+    Ok(deleted == 1 && user_connections(conn, canvas, user)? == 0)
+}
+
 fn user_connections(conn: &Connection, canvas: &CanvasId, user: &UserId) -> Result<i64> {
     conn.prepare_cached("SELECT count(*) FROM connections WHERE canvas_id = ?1 AND user_id = ?2")?
         .query_row(params![canvas.as_str(), user.as_str()], |r| r.get(0))
@@ -93,6 +105,14 @@ pub fn user_connection_counts(conn: &Connection, user: &UserId, own: &str) -> Re
         )?
         .query_row(params![user.as_str(), own], |r| Ok((r.get(0)?, r.get(1)?)))?;
     Ok((all as u64, elsewhere as u64))
+}
+
+/// How many connections are registered for `instance`.
+pub fn instance_connection_count(conn: &Connection, instance: &str) -> Result<u64> {
+    let count: i64 = conn
+        .prepare_cached("SELECT count(*) FROM connections WHERE instance_id = ?1")?
+        .query_row([instance], |r| r.get(0))?;
+    Ok(count as u64)
 }
 
 /// The connections registered for `instance`: what survivors have not expired of it.
@@ -173,6 +193,18 @@ mod tests {
         assert!(disconnect(&conn, tab2, &c1, &ann).unwrap());
         assert!(!disconnect(&conn, tab2, &c1, &ann).unwrap(), "a second removal logs nothing");
         assert!(on_canvas(&conn, &c1).unwrap().is_empty());
+    }
+
+    #[test]
+    fn an_expiry_spares_a_connection_whose_instance_came_back() {
+        let (_dir, conn) = file();
+        conn.execute_batch("INSERT INTO instances (instance_id, pid, listen, started_at, heartbeat_at) VALUES ('back', 1, 'x', 0, 1000)").unwrap();
+        let (c1, u) = (CanvasId::parse("c1").unwrap(), UserId::parse("u").unwrap());
+        let id = Uuid::new_v4();
+        connect(&conn, id, "back", &c1, &u, None, 1).unwrap();
+        assert!(!expire(&conn, id, &c1, &u, 500).unwrap(), "its heartbeat (1000) is after the dead line (500)");
+        assert_eq!(on_canvas(&conn, &c1).unwrap().len(), 1);
+        assert!(expire(&conn, id, &c1, &u, 2000).unwrap(), "still silent: removed, and the user's last");
     }
 
     #[test]

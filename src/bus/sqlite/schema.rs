@@ -55,6 +55,16 @@ fn busy_handler(attempt: i32) -> bool {
     true
 }
 
+/// Runs `f` on `conn` with no busy waiting: a lock another connection holds fails at once with
+/// SQLITE_BUSY instead of being waited for. For work that holds the write lock while it waits for readers
+/// (a RESTART checkpoint), so that a long read (a big join's) never makes every writer wait behind it.
+pub fn without_waiting<T>(conn: &Connection, f: impl FnOnce(&Connection) -> T) -> deadpool_sqlite::rusqlite::Result<T> {
+    conn.busy_timeout(Duration::ZERO)?;
+    let result = f(conn);
+    conn.busy_handler(Some(busy_handler))?;
+    Ok(result)
+}
+
 /// Opens a connection to the shared file with the relay's PRAGMAs.
 pub fn open(path: &Path, settings: ConnSettings) -> anyhow::Result<Connection> {
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE

@@ -115,3 +115,16 @@ fn pushes_after_the_session_is_gone_report_it() {
     assert!(!outbox.push(Message::text("x")));
     assert_eq!(outbox.push_ephemeral(Uuid::new_v4(), Message::text("c")), Ephemeral::Dropped);
 }
+
+#[test]
+fn waiting_ephemeral_frames_are_bounded_by_bytes_too() {
+    let (outbox, inbox) = outbox(bounds(8));
+    let big = "c".repeat(60 * 1024);
+    let pushed: Vec<Ephemeral> = (0..6).map(|_| outbox.push_ephemeral(Uuid::new_v4(), Message::text(big.clone()))).collect();
+    assert_eq!(&pushed[..4], [Ephemeral::Queued; 4]);
+    assert_eq!(pushed[5], Ephemeral::Dropped, "past 256 KiB of waiting cursors");
+    assert!(inbox.kicked().now_or_never().is_none());
+    let first = inbox.take_flush(64, 64 * 1024);
+    assert_eq!(first.len(), 2, "a flush takes ephemeral frames within its bytes too");
+    assert_eq!(outbox.push_ephemeral(Uuid::new_v4(), Message::text(big)), Ephemeral::Queued, "room again");
+}

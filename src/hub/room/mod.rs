@@ -20,8 +20,9 @@ use super::{ConnId, Outbox};
 use crate::metrics::Metrics;
 use crate::protocol::{ack_frame, CanvasId, UserId};
 
-/// Most offers an unstarted room keeps while its first join reads the snapshot.
+/// Most offers, and bytes of them, an unstarted room keeps while its first join reads the snapshot.
 const MAX_EARLY: usize = 100_000;
+const MAX_EARLY_BYTES: usize = 64 << 20;
 
 /// Where the ack of a seq goes: the connection on this process that sent it.
 #[derive(Debug, Clone)]
@@ -72,8 +73,11 @@ pub struct RoomState {
     /// arrival order, and judged once the start is known: the join reads its snapshot without this room's
     /// lock, so whatever is committed meanwhile must not be lost.
     started: bool,
-    /// Offers that arrived before the start, with whether they were read back from storage.
-    early: Vec<(Entry, bool)>,
+    /// Offers that arrived before the start, by (generation, seq) (the writer and the watcher may both
+    /// offer one), with whether one was read back from storage.
+    early: BTreeMap<(u64, u64), (Entry, bool)>,
+    /// Bytes of the frames in `early`.
+    early_bytes: usize,
     /// The canvas generation being delivered.
     generation: u64,
     /// The last seq fanned out to subscribers.
@@ -115,7 +119,8 @@ impl RoomState {
         RoomState {
             closed: false,
             started: false,
-            early: Vec::new(),
+            early: BTreeMap::new(),
+            early_bytes: 0,
             generation: 0,
             delivered: 0,
             delivered_id: 0,
@@ -152,7 +157,8 @@ impl RoomState {
         self.started = true;
         self.delivered = last_seq;
         self.generation = generation;
-        for (entry, stored) in std::mem::take(&mut self.early) {
+        self.early_bytes = 0;
+        for (entry, stored) in std::mem::take(&mut self.early).into_values() {
             match stored {
                 true => drop(self.offer_stored(entry, metrics)),
                 false => drop(self.offer(entry, metrics)),
@@ -161,15 +167,24 @@ impl RoomState {
         true
     }
 
-    /// Keeps an offer made before the start. Past `MAX_EARLY` something is badly stuck: the room closes
-    /// (no subscriber has it yet) and the join in progress retries with a fresh one.
+    /// Keeps an offer made before the start. Past `MAX_EARLY` offers or `MAX_EARLY_BYTES` something is badly
+    /// stuck: the room closes (no subscriber has it yet) and the join in progress retries with a fresh one.
     fn keep_early(&mut self, entry: Entry, stored: bool) {
-        if self.early.len() >= MAX_EARLY {
-            self.early = Vec::new();
+        if self.closed {
+            return;
+        }
+        if let Some((_, was_stored)) = self.early.get_mut(&(entry.generation, entry.seq)) {
+            *was_stored |= stored;
+            return;
+        }
+        if self.early.len() >= MAX_EARLY || self.early_bytes + entry.frame.len() > MAX_EARLY_BYTES {
+            self.early = BTreeMap::new();
+            self.early_bytes = 0;
             self.closed = true;
             return;
         }
-        self.early.push((entry, stored));
+        self.early_bytes += entry.frame.len();
+        self.early.insert((entry.generation, entry.seq), (entry, stored));
     }
 
     /// Adds a subscriber that has already been sent everything up to its `start_after`.
@@ -261,15 +276,18 @@ impl RoomState {
         if self.started || !self.subscribers.is_empty() {
             return false;
         }
-        self.early = Vec::new();
+        self.early = BTreeMap::new();
+        self.early_bytes = 0;
         self.closed = true;
         true
     }
 
     /// Removes a connection; returns whether the room is now empty, in which case it is closed.
     pub(super) fn unsubscribe(&mut self, conn: ConnId) -> bool {
+        let before = self.subscribers.len();
         self.subscribers.retain(|s| s.conn != conn);
-        if self.subscribers.is_empty() {
+        // Only a leave that emptied the room closes it: an empty room may be one a join is about to start.
+        if self.subscribers.len() < before && self.subscribers.is_empty() {
             self.closed = true;
         }
         self.closed
@@ -320,6 +338,7 @@ impl RoomState {
         self.generation = marker.generation;
         self.delivered = 0;
         self.delivered_id = marker.id;
+        self.watermark_dirty = true;
         self.pending.clear();
         let generation = self.generation;
         self.acks.retain(|(g, _), _| *g >= generation);

@@ -96,6 +96,17 @@ fn an_unstarted_room_keeps_offers_until_its_start_then_drops_what_the_snapshot_c
 }
 
 #[test]
+fn an_offer_made_twice_before_the_start_is_kept_once() {
+    let mut room = RoomState::new();
+    let metrics = Metrics::new();
+    room.offer(entry(4), &metrics);
+    room.offer_stored(entry(4), &metrics);
+    assert_eq!(room.early.len(), 1);
+    room.start_at(3, 0, &metrics);
+    assert_eq!(room.delivered(), 4);
+}
+
+#[test]
 fn a_room_whose_start_never_comes_closes_rather_than_grow_without_bound() {
     let mut room = RoomState::new();
     let metrics = Metrics::new();

@@ -4,6 +4,6 @@
 local conns = redis.call('HGETALL', 'relay:i:' .. ARGV[1] .. ':conns')
 if #conns == 0 then
   redis.call('HDEL', 'relay:instances', ARGV[1])
-  redis.call('DEL', 'relay:i:' .. ARGV[1] .. ':wake')
+  redis.call('DEL', 'relay:i:' .. ARGV[1] .. ':wake', 'relay:i:' .. ARGV[1] .. ':batch')
 end
 return conns

@@ -10,9 +10,11 @@
 -- batch sent again after its reply was lost is answered, not applied twice.
 --
 -- ARGV: ttl_ms, instance, epoch candidate, batch number, max state bytes, then per message 11 fields and its
---   object fields: op (log|create|update|delete|connect|disconnect), canvas, type, from, data, conn, ref,
---   name, object id, length of the object id as JSON, n, then n (field as JSON, value as JSON) pairs of the
---   object's top-level fields. ref and name are '' for none, else '=' followed by the value.
+--   object fields: op (log|create|update|delete|connect|disconnect|expire), canvas, type, from, data, conn,
+--   ref, name, object id, length of the object id as JSON, n, then n (field as JSON, value as JSON) pairs of
+--   the object's top-level fields. ref and name are '' for none, else '=' followed by the value. `expire` is
+--   a survivor's disconnect of a dead instance's connection, applied only if the owner's heartbeat is still
+--   older than `ref` ms (it may have come back and registered the connection again).
 -- Returns: { epoch, writes, now, then per message seq and generation }; seq -1 = refused (missing object),
 --   -2 = refused (state too big), 0 = recorded, nothing logged (a presence change not the user's first/last).
 
@@ -28,15 +30,22 @@ if last then
     end
     return out
   end
+  if tonumber(number) and tonumber(batch) and tonumber(number) > tonumber(batch) then
+    return redis.error_reply('stale batch ' .. batch .. ' (last applied ' .. number .. ')')
+  end
 end
 
 -- Check every message before writing anything.
-local ops = { log = true, create = true, update = true, delete = true, connect = true, disconnect = true }
+local ops = { log = true, create = true, update = true, delete = true, connect = true, disconnect = true, expire = true }
 local messages = {}
 local i = 6
+if not ttl or not max_bytes or not tonumber(batch) then
+  return redis.error_reply('malformed batch header')
+end
 while i <= #ARGV do
   local n = tonumber(ARGV[i + 10])
-  if not ops[ARGV[i]] or not n or not tonumber(ARGV[i + 9]) or i + 10 + 2 * n > #ARGV then
+  local bad_expire = ARGV[i] == 'expire' and not tonumber(ARGV[i + 6])
+  if not ops[ARGV[i]] or bad_expire or not n or not tonumber(ARGV[i + 9]) or i + 10 + 2 * n > #ARGV then
     return redis.error_reply('malformed batch at argument ' .. i)
   end
   messages[#messages + 1] = i
@@ -148,6 +157,7 @@ for _, at in ipairs(messages) do
     local before = exists and (id_len + stored + 2) or 0
     if not fits(canvas, id_len + #data + 2 - before) then
       skip(-2)
+      appended[canvas] = true -- a head made for nothing expires like any idle one
     else
       local key = object_key(canvas, id)
       redis.call('DEL', key)
@@ -198,10 +208,14 @@ for _, at in ipairs(messages) do
         appended[canvas] = true
       end
     end
-  else -- disconnect
+  else -- disconnect, expire
     local owner = redis.call('HGET', canvas_key(canvas, 'conns'), conn)
-    if not owner then
-      skip(0) -- already removed (by a survivor that took this instance for dead)
+    local back = false
+    if owner and op == 'expire' then
+      back = tonumber(redis.call('HGET', 'relay:instances', owner) or '0') > now - tonumber(ref)
+    end
+    if not owner or back then
+      skip(0) -- already removed (by a survivor that took this instance for dead), or its instance is back
     else
       redis.call('HDEL', canvas_key(canvas, 'conns'), conn)
       redis.call('HDEL', 'relay:i:' .. owner .. ':conns', conn)

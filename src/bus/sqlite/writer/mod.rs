@@ -228,11 +228,12 @@ impl Writer {
         {
             let mut insert = tx.prepare_cached(INSERT_MESSAGE)?;
             for publish in batch {
-                if let Origin::Presence { conn, name, .. } = &publish.origin {
+                if let Origin::Presence { conn, name, expiry, .. } = &publish.origin {
                     let (canvas, user) = (&publish.canvas, &publish.from);
-                    let log = match publish.is_connect() {
-                        true => presence::connect(&tx, *conn, &self.settings.instance_id, canvas, user, name.as_deref(), now)?,
-                        false => presence::disconnect(&tx, *conn, canvas, user)?,
+                    let log = match (publish.is_connect(), expiry) {
+                        (true, _) => presence::connect(&tx, *conn, &self.settings.instance_id, canvas, user, name.as_deref(), now)?,
+                        (false, None) => presence::disconnect(&tx, *conn, canvas, user)?,
+                        (false, Some(dead_after)) => presence::expire(&tx, *conn, canvas, user, now - dead_after)?,
                     };
                     if !log {
                         outcomes.push(Outcome::Unlogged);
@@ -301,6 +302,11 @@ impl Writer {
     /// committed by another process before ours.
     fn deliver(&self, batch: Vec<Publish>, outcomes: &[Outcome], now: i64) {
         let mut waiting = Vec::new();
+        // A row in a newer generation than its room's, without the room having seen that generation's reset
+        // marker (a canvas dropped when idle and created again while this instance served it): the room
+        // cannot take it from here. The watcher reads it back in commit order and moves the room on
+        // (`offer_stored`), so the cursor must not skip it.
+        let mut read_back = false;
         for (publish, outcome) in batch.into_iter().zip(outcomes) {
             let done = match outcome {
                 Outcome::Logged(done) => done,
@@ -329,8 +335,10 @@ impl Writer {
             );
             let entry = Entry { seq: done.seq, generation: done.generation, id: done.id, frame: Message::text(frame) };
             let mut state = room.lock();
+            let unseen_generation = state.is_started() && done.generation > state.generation() && done.seq != 0;
+            read_back |= unseen_generation;
             state.offer(entry, &self.metrics);
-            if state.has_pending() && !waiting.contains(&publish.canvas) {
+            if (unseen_generation || state.has_pending()) && !waiting.contains(&publish.canvas) {
                 waiting.push(publish.canvas);
             }
         }
@@ -342,7 +350,7 @@ impl Writer {
         // below it has been (the watcher's hole check relies on it). The batch's rows are consecutive ids.
         let first = outcomes.iter().find_map(Outcome::logged);
         let last = outcomes.iter().rev().find_map(Outcome::logged);
-        if let (Some(first), Some(last)) = (first, last) {
+        if let (Some(first), Some(last), false) = (first, last, read_back) {
             self.shared.skip_own_rows(first.id, last.id);
         }
         if waiting.is_empty() {

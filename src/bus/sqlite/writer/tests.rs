@@ -156,3 +156,22 @@ fn only_a_job_that_wrote_clears_the_last_storage_error() {
     writer.run_job(Job::Heartbeat(None));
     assert_eq!(writer.shared.last_error.get(), None, "a heartbeat wrote its row: the storage works again");
 }
+
+/// A canvas created again (in a new generation, without a reset marker) while a room of this instance still
+/// follows its old generation: the room cannot take the row from the writer, so the read cursor must not
+/// skip it; the watcher reads it back and moves the room on.
+#[test]
+fn a_row_of_a_generation_its_room_never_saw_is_left_for_the_watcher() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut writer = writer(&dir);
+    let canvas = CanvasId::parse("again").unwrap();
+    writer.hub.room_for_join(&canvas).lock().start_at(7, 0, &Metrics::new());
+    let cursor = writer.shared.cursor();
+    let (p, mut result) = publish("again");
+    writer.commit(vec![p]);
+    assert_eq!(result.try_recv().unwrap().unwrap(), 1);
+    assert_eq!(writer.shared.cursor(), cursor, "the row stays for the watcher to read");
+    let (p, _) = publish("elsewhere");
+    writer.commit(vec![p]);
+    assert!(writer.shared.cursor() == cursor, "nothing foreign may be skipped over it either");
+}
