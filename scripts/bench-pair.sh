@@ -12,6 +12,7 @@
 #                                                             logged notes delayed, is the latest cursor delivered)
 # Set VIA_NGINX=1 to put nginx (nginx.conf) in front and aim the load at it instead. RELAY_* variables reach
 # both instances (e.g. RELAY_WORKER_THREADS=2, RELAY_PEER_WAKEUP=false).
+# ALONGSIDE="SCENARIO ARGS" [ALONGSIDE_DELAY=S] runs a second scenario in its own process meanwhile (below).
 # Set BUS=redis to run both instances on a fresh redis-server (port 9109, AOF on, appendfsync REDIS_FSYNC,
 # default everysec) instead of the SQLite file.
 set -euo pipefail
@@ -49,6 +50,16 @@ if [ "${VIA_NGINX:-0}" = 1 ]; then
   sleep 0.5
   targets=127.0.0.1:9100
 fi
+# ALONGSIDE="latency --duration 20s" runs a second load-test scenario in its own process at the same time
+# (prefix "side"; ALONGSIDE_DELAY seconds after the main one starts, default 0), e.g. latency on another
+# canvas while a join storm runs, so that the figure of the one is not the other's generator competing
+# inside one process. Its report follows the main one's.
+if [ -n "${ALONGSIDE:-}" ]; then
+  # shellcheck disable=SC2086 # ALONGSIDE is a list of arguments
+  (sleep "${ALONGSIDE_DELAY:-0}"; exec env TOKIO_WORKER_THREADS=1 ./target/release/load-test $ALONGSIDE \
+    --targets "$targets" --prefix side) >"$dir/alongside.txt" 2>&1 &
+  alongside=$!
+fi
 scenario=$1; shift
 case "$scenario" in
   # Always direct: they measure each instance's own process (RSS per socket opened to it; CPU and the
@@ -60,3 +71,8 @@ case "$scenario" in
           --targets 127.0.0.1:9101,127.0.0.1:9102 --pids "${pids[0]},${pids[1]}" "$@" ;;
   *) env TOKIO_WORKER_THREADS="${GEN_WORKERS:-2}" ./target/release/load-test "$scenario" --targets "$targets" "$@" ;;
 esac
+if [ -n "${ALONGSIDE:-}" ]; then
+  wait "$alongside" || true
+  echo "--- alongside: $ALONGSIDE"
+  cat "$dir/alongside.txt"
+fi

@@ -151,3 +151,47 @@ async fn state_outlives_the_message_ttl_and_resumed_welcomes_omit_it(store: Stor
     assert_eq!(late.welcome["objects"], json!({"r1": {"id": "r1", "w": 4}}), "state survives the TTL");
     assert!(file.logged("keep").await.iter().all(|t| !t.starts_with("object-")), "the log itself expired");
 }
+
+on_both_buses!(joiners_of_a_big_canvas_that_keeps_changing_get_the_state_at_exactly_their_welcome);
+/// The same check on a state too big to read inline (so it is read whole, and on Redis scanned in chunks and
+/// caught up with the log) while another instance keeps changing it: every joiner's welcome plus what
+/// follows equals the full fold.
+async fn joiners_of_a_big_canvas_that_keeps_changing_get_the_state_at_exactly_their_welcome(store: Store) {
+    let (a, b) = (store.start(&["--rate-limit", "0"]).await, store.start(&[]).await);
+    let mut early = a.connect("big", "early").await;
+    let mut filler = a.connect("big", "filler").await;
+    filler.create_objects("o", 3_000, 60).await;
+    let (half, at_half) = tokio::sync::oneshot::channel();
+    let writer = tokio::spawn(async move {
+        let mut half = Some(half);
+        let mut x: u64 = 7;
+        for i in 0..300u64 {
+            if i == 50 {
+                half.take().map(|h| h.send(()));
+            }
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let id = format!("o{}", (x >> 33) % 3_000);
+            let (kind, data) = match i % 3 {
+                0 => ("object-update", json!({"id": id, "v": i})),
+                1 => ("object-create", json!({"id": format!("n{i}"), "v": i})),
+                _ => ("object-delete", json!({"id": id})),
+            };
+            filler.publish(kind, data, &format!("w{i}")).await;
+            while !matches!(filler.recv().await["type"].as_str(), Some("ack" | "error")) {}
+        }
+        filler
+    });
+    at_half.await.unwrap();
+    let mut joiners = Vec::new();
+    for n in 0..4 {
+        joiners.push(b.connect("big", &format!("joiner{n}")).await);
+    }
+    let filler = writer.await.unwrap();
+    let head = store.head("big").await;
+    let reference = follow(&mut early, head, BTreeMap::new()).await;
+    for mut joiner in joiners {
+        let state = welcome_state(&joiner);
+        assert_eq!(follow(&mut joiner, head, state).await, reference, "joined at seq {}", joiner.seq());
+    }
+    drop(filler);
+}

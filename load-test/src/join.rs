@@ -85,6 +85,7 @@ pub async fn join(args: &JoinArgs) -> anyhow::Result<()> {
         rate => Some(scenario::background(&args.common, rate, args.background_clients).await?),
     };
     let filled = fill::fill(filler.socket, args.objects, args.object_bytes).await;
+    tokio::time::sleep(args.pause).await;
     let before_joins = sampler.as_ref().map(Sampler::reset);
     let lone = lone_joins(targets, &canvas, args.joins, filled.acked).await;
     if let Some(sampler) = &sampler {

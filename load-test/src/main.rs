@@ -108,6 +108,10 @@ pub struct JoinArgs {
     /// Clients of that load, alternating targets.
     #[arg(long, default_value_t = 10)]
     background_clients: usize,
+    /// A pause between the fill and the first join, e.g. for a latency run in another process (see
+    /// `ALONGSIDE` in scripts/bench-pair.sh) to cover the joins and not the fill.
+    #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+    pause: Duration,
     /// The relays' process ids, in the order of --targets, to sample their RSS every 10 ms (optional).
     #[arg(long, value_delimiter = ',')]
     pids: Vec<u32>,

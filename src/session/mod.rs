@@ -328,14 +328,21 @@ where
     }
 
     /// Writes frames in order, then flushes. `--write-timeout` bounds each frame (a welcome fragment is one),
-    /// not the whole: a 64 MiB welcome to a slow but reading client takes as long as it takes.
+    /// not the whole: a 64 MiB welcome to a slow but reading client takes as long as it takes. After each
+    /// fragment of a big welcome the task yields: a storm of joiners each being sent megabytes takes turns
+    /// with every other session on the worker, a fragment at a time, instead of holding it for a whole
+    /// scheduling budget (128 writes) each while other canvases' small frames wait.
     async fn write_all(&mut self, frames: impl IntoIterator<Item = Message>) -> Result<(), End> {
         let limit = self.app.config.write_timeout;
         for frame in frames {
+            let fragment = matches!(frame, Message::Frame(_));
             match tokio::time::timeout(limit, self.socket.feed(frame)).await {
                 Ok(Ok(())) => {}
                 Ok(Err(error)) => return Err(End::Broken(error.to_string())),
                 Err(_) => return Err(End::WriteStalled),
+            }
+            if fragment {
+                tokio::task::yield_now().await;
             }
         }
         match tokio::time::timeout(limit, self.socket.flush()).await {

@@ -25,6 +25,7 @@ mod publisher;
 mod reader;
 mod scripts;
 mod shared;
+mod state;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -336,6 +337,11 @@ impl RedisBus {
             tracing::warn!(%error, "could not deregister this instance from Redis");
         }
     }
+}
+
+/// A reply of a shape this relay's scripts never send.
+fn malformed(what: &str) -> BusError {
+    BusError::Unavailable(format!("Redis: unexpected reply to {what}"))
 }
 
 /// A Redis failure as clients see it.

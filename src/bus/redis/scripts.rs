@@ -28,6 +28,8 @@ scripts! {
     PUBLISH = "lua/publish.lua";
     /// A canvas's head, state version, presence and resume check at one point of its log (objects if small).
     SNAPSHOT = "lua/snapshot.lua";
+    /// The end of a state read that scanned the objects: what changed since, with the head and presence.
+    STATE_TAIL = "lua/state_tail.lua";
     /// A page of a canvas's retained log.
     MESSAGES = "lua/messages.lua";
     /// A canvas reset: new generation, log and objects dropped, reset marker appended.

@@ -81,15 +81,19 @@ end
 -- Canvases appended to by this batch: trimmed, given the TTL and their expiry once each, after the batch.
 local appended = {}
 
-local function append(canvas, kind, from, data, conn, ref, object_op)
+-- Appends one message; `object` is the id of the object an object op changed (kept in the entry's `o`
+-- field, which a state read catching up after a scan uses: see `state_tail.lua`).
+local function append(canvas, kind, from, data, conn, ref, object)
   local head = ensure_head(canvas)
   local seq = redis.call('HINCRBY', head, 'seq', 1)
   local gen = tonumber(redis.call('HGET', head, 'gen'))
-  if object_op then
+  local fields = { 'ts', now, 's', seq, 't', kind, 'f', from, 'd', data, 'i', instance, 'c', conn, 'r', ref }
+  if object then
     redis.call('HSET', head, 'oseq', seq)
+    fields[#fields + 1] = 'o'
+    fields[#fields + 1] = object
   end
-  redis.call('XADD', canvas_key(canvas, 'log'), entry_id(gen, seq), 'ts', now, 's', seq, 't', kind, 'f', from,
-    'd', data, 'i', instance, 'c', conn, 'r', ref)
+  redis.call('XADD', canvas_key(canvas, 'log'), entry_id(gen, seq), unpack(fields))
   appended[canvas] = true
   out[#out + 1] = seq
   out[#out + 1] = gen
@@ -152,7 +156,7 @@ for _, at in ipairs(messages) do
     stored = redis.call('HSTRLEN', objects, id)
   end
   if op == 'log' then
-    append(canvas, kind, from, data, conn, ref, false)
+    append(canvas, kind, from, data, conn, ref, nil)
   elseif op == 'create' then
     local before = exists and (id_len + stored + 2) or 0
     if not fits(canvas, id_len + #data + 2 - before) then
@@ -163,7 +167,7 @@ for _, at in ipairs(messages) do
       redis.call('DEL', key)
       hset_all(key, overlay({}, pairs_at, n))
       redis.call('HSET', objects, id, data)
-      append(canvas, kind, from, data, conn, ref, true)
+      append(canvas, kind, from, data, conn, ref, id)
     end
   elseif op == 'update' then
     if not exists then
@@ -177,7 +181,7 @@ for _, at in ipairs(messages) do
       else
         hset_all(key, fields)
         redis.call('HSET', objects, id, text)
-        append(canvas, kind, from, data, conn, ref, true)
+        append(canvas, kind, from, data, conn, ref, id)
       end
     end
   elseif op == 'delete' then
@@ -187,7 +191,7 @@ for _, at in ipairs(messages) do
       fits(canvas, -(id_len + stored + 2))
       redis.call('DEL', object_key(canvas, id))
       redis.call('HDEL', objects, id)
-      append(canvas, kind, from, data, conn, ref, true)
+      append(canvas, kind, from, data, conn, ref, id)
     end
   elseif op == 'connect' then
     if redis.call('HSETNX', canvas_key(canvas, 'conns'), conn, instance) == 0 then
@@ -202,7 +206,7 @@ for _, at in ipairs(messages) do
       redis.call('HINCRBY', 'relay:u:' .. from, canvas, 1)
       redis.call('HINCRBY', 'relay:users', from, 1)
       if redis.call('HINCRBY', canvas_key(canvas, 'users'), from, 1) == 1 then
-        append(canvas, kind, from, data, '', '', false) -- presence: nobody gets an ack for it
+        append(canvas, kind, from, data, '', '', nil) -- presence: nobody gets an ack for it
       else
         skip(0)
         appended[canvas] = true
@@ -223,7 +227,7 @@ for _, at in ipairs(messages) do
       decrement('relay:users', from)
       if decrement(canvas_key(canvas, 'users'), from) then
         redis.call('HDEL', canvas_key(canvas, 'names'), from)
-        append(canvas, kind, from, data, '', '', false) -- presence: nobody gets an ack for it
+        append(canvas, kind, from, data, '', '', nil) -- presence: nobody gets an ack for it
       else
         skip(0)
         appended[canvas] = true
