@@ -19,6 +19,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures_util::future::BoxFuture;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use tokio::sync::{watch, Semaphore};
 use tokio::time::Sleep;
@@ -114,7 +115,7 @@ pub struct SessionParts {
 
 impl<S> Session<S>
 where
-    S: Stream<Item = Result<Message, WsError>> + Sink<Message, Error = WsError> + Unpin,
+    S: Stream<Item = Result<Message, WsError>> + Sink<Message, Error = WsError> + Unpin + Send,
 {
     pub fn new(socket: S, app: Arc<App>, parts: SessionParts) -> Self {
         let mut phase = app.shutdown.subscribe();
@@ -148,13 +149,13 @@ where
 
     /// Serves the connection until it ends, then leaves the canvas.
     pub async fn run(mut self, mut joined: Joined) {
-        let metrics = self.app.metrics.clone();
-        metrics.connections.increment(1.0);
-        metrics.connections_total.increment(1);
+        self.app.metrics.connections.increment(1.0);
+        self.app.metrics.connections_total.increment(1);
         let end = self.serve(&mut joined).await;
         tracing::debug!(canvas = %self.canvas, user = %self.user, conn = %self.conn, ?end, "connection ended");
-        joined.membership.leave().await;
-        metrics.connections.decrement(1.0);
+        // Boxed: it runs once, at the end, and its future would otherwise be part of every session's task.
+        Box::pin(joined.membership.leave()).await;
+        self.app.metrics.connections.decrement(1.0);
     }
 
     async fn serve(&mut self, joined: &mut Joined) -> End {
@@ -170,11 +171,16 @@ where
             presence: &joined.presence,
         };
         let frames = welcome::welcome_frames(&welcome, joined.objects.take());
+        // What only the welcome needed goes now: a session lives for hours, and the presence list of a busy
+        // canvas is kilobytes (the state, shared, went with `take`).
+        joined.presence = crate::protocol::null_value();
+        joined.epoch = String::new();
         if let Err(end) = self.write_all(frames).await {
             return end;
         }
         if let Some(replay) = joined.replay {
-            if let Err(end) = self.replay(replay).await {
+            // Boxed: once per session at most, and reading from the store makes a big future.
+            if let Err(end) = Box::pin(self.replay(replay)).await {
                 return end;
             }
         }
@@ -332,7 +338,18 @@ where
     /// fragment of a big welcome the task yields: a storm of joiners each being sent megabytes takes turns
     /// with every other session on the worker, a fragment at a time, instead of holding it for a whole
     /// scheduling budget (128 writes) each while other canvases' small frames wait.
-    async fn write_all(&mut self, frames: impl IntoIterator<Item = Message>) -> Result<(), End> {
+    ///
+    /// Boxed, like [`Session::close`]: used at the start and the end of a session, its future would
+    /// otherwise make every idle session's task that much bigger.
+    fn write_all<I>(&mut self, frames: I) -> BoxFuture<'_, Result<(), End>>
+    where
+        I: IntoIterator<Item = Message> + Send + 'static,
+        I::IntoIter: Send,
+    {
+        Box::pin(self.write_all_now(frames))
+    }
+
+    async fn write_all_now(&mut self, frames: impl IntoIterator<Item = Message>) -> Result<(), End> {
         let limit = self.app.config.write_timeout;
         for frame in frames {
             let fragment = matches!(frame, Message::Frame(_));
@@ -367,7 +384,15 @@ where
     /// Sends a close frame (bounded by the write timeout: a client that never reads is simply dropped), then
     /// reads until the client's close reply, as RFC 6455 asks: dropping a socket with unread client bytes
     /// makes the kernel send RST, which can destroy the close frame and the last frames before it.
-    async fn close(&mut self, code: u16, reason: &str) -> End {
+    ///
+    /// Boxed: rare, and its future (a bounded send, then a bounded drain) would otherwise be part of every
+    /// idle session's task.
+    fn close(&mut self, code: u16, reason: &str) -> BoxFuture<'_, End> {
+        let reason = reason.to_owned();
+        Box::pin(async move { self.close_now(code, &reason).await })
+    }
+
+    async fn close_now(&mut self, code: u16, reason: &str) -> End {
         let frame = CloseFrame { code: CloseCode::from(code), reason: reason.to_owned().into() };
         let limit = self.app.config.write_timeout;
         if let Ok(Ok(())) = tokio::time::timeout(limit, self.socket.send(Message::Close(Some(frame)))).await {

@@ -19,7 +19,7 @@ pub(super) type Stalled = Pin<Box<dyn Future<Output = (Option<String>, Result<()
 
 impl<S> Session<S>
 where
-    S: Stream<Item = Result<Message, WsError>> + Sink<Message, Error = WsError> + Unpin,
+    S: Stream<Item = Result<Message, WsError>> + Sink<Message, Error = WsError> + Unpin + Send,
 {
     /// Publishes a logged message, within the connection's rate limit. It is handed to the store in the
     /// select loop (`stalled`), so that waiting for room never stops this session from writing.
