@@ -135,6 +135,11 @@ impl Bus {
         on_store!(self, store => store.publish(publish, false).await)
     }
 
+    /// Queues a logged message if there is room now; gives it back if the queue is full.
+    pub fn try_publish(&self, publish: Publish) -> Result<(), TryPublish> {
+        on_store!(self, store => store.try_publish(publish))
+    }
+
     /// Queues a publish ahead of the queued messages: a join's registration and dead instances' expiry,
     /// which must not wait behind a backlog of messages (see the writer's two lanes).
     pub async fn publish_urgent(&self, publish: Publish) -> Result<(), BusError> {
@@ -251,7 +256,22 @@ pub enum Origin {
     Presence { conn: ConnId, name: Option<String>, done: Option<oneshot::Sender<Result<(), BusError>>>, expiry: Option<i64> },
 }
 
+/// Why [`Bus::try_publish`] did not queue a publish.
+#[derive(Debug)]
+pub enum TryPublish {
+    /// The queue is full: here it is back, to wait for room.
+    Full(Publish),
+    /// The bus is stopping.
+    Closed,
+}
+
 impl Publish {
+    /// A socket's publish given back (the queue was full) as the message it was, to send again when there
+    /// is room; its in-flight permit is released.
+    pub fn into_message(self, reference: Option<String>) -> crate::protocol::LoggedMessage {
+        crate::protocol::LoggedMessage { kind: self.kind, data: self.data, reference }
+    }
+
     /// The presence change of connection `conn` of `user` on `canvas`: connected, or disconnected.
     pub fn presence(
         connected: bool,

@@ -10,7 +10,7 @@ use futures_util::{Sink, Stream};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use super::{End, Session};
-use crate::bus::{BusError, Origin, Publish};
+use crate::bus::{BusError, Origin, Publish, TryPublish};
 use crate::protocol::{close, error_frame, ErrorCode, FrameError, LoggedMessage};
 use crate::ratelimit::Verdict;
 
@@ -37,8 +37,27 @@ where
             }
         }
         self.app.metrics.messages_in.increment(1);
-        let (bus, in_flight, limit) = (self.app.bus.clone(), self.in_flight.clone(), self.app.bus.publish_timeout());
+        // The usual case: a permit free and room in the queue, taken at once without a future or a turn of
+        // the select loop.
+        let message = match self.in_flight.clone().try_acquire_owned() {
+            Ok(in_flight) => {
+                let reference = message.reference.clone();
+                let origin = Origin::Socket { conn: self.conn, reference: message.reference, outbox: self.outbox.clone(), in_flight };
+                let (canvas, from) = (self.canvas.clone(), self.user.clone());
+                let publish = Publish { canvas, kind: message.kind, data: message.data, from, origin };
+                match self.app.bus.try_publish(publish) {
+                    Ok(()) => return Ok(()),
+                    Err(TryPublish::Closed) => {
+                        self.on_queued(reference, Err(BusError::ShuttingDown));
+                        return Ok(());
+                    }
+                    Err(TryPublish::Full(publish)) => publish.into_message(reference),
+                }
+            }
+            Err(_) => message,
+        };
         let (canvas, from, conn, outbox) = (self.canvas.clone(), self.user.clone(), self.conn, self.outbox.clone());
+        let (bus, in_flight, limit) = (self.app.bus.clone(), self.in_flight.clone(), self.app.bus.publish_timeout());
         self.stalled = Some(Box::pin(async move {
             let reference = message.reference.clone();
             let queue = async {

@@ -222,6 +222,16 @@ impl RedisBus {
         lane.send(Request::Publish(publish)).await.map_err(|_| BusError::ShuttingDown)
     }
 
+    /// Queues a logged message if the publisher's queue has room now; gives it back if not.
+    pub fn try_publish(&self, publish: Publish) -> Result<(), crate::bus::TryPublish> {
+        use tokio::sync::mpsc::error::TrySendError;
+        match self.inner.publisher.try_send(Request::Publish(publish)) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(Request::Publish(publish))) => Err(crate::bus::TryPublish::Full(publish)),
+            Err(_) => Err(crate::bus::TryPublish::Closed),
+        }
+    }
+
     /// Returns once everything queued before the call is committed or refused.
     pub async fn flush(&self) -> Result<(), BusError> {
         let (done, committed) = oneshot::channel();

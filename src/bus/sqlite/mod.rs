@@ -200,6 +200,11 @@ impl SqliteBus {
         self.inner.writer.send(WriteRequest::Publish(publish), urgent).await
     }
 
+    /// Queues a logged message if the writer's queue has room now.
+    pub fn try_publish(&self, publish: Publish) -> Result<(), crate::bus::TryPublish> {
+        self.inner.writer.try_send(publish)
+    }
+
     /// Queues a maintenance job: the ones that must not wait behind messages (heartbeats, cursor batches) on
     /// the urgent lane, the others behind what is queued.
     pub async fn job(&self, job: Job) -> Result<(), BusError> {

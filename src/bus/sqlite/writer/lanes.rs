@@ -46,6 +46,16 @@ impl LaneSenders {
         lane.send(request).await.map_err(|_| BusError::ShuttingDown)
     }
 
+    /// Queues a publish on the queue if it has room now; gives it back if not.
+    pub fn try_send(&self, publish: Publish) -> Result<(), crate::bus::TryPublish> {
+        use tokio::sync::mpsc::error::TrySendError;
+        match self.queue.try_send(WriteRequest::Publish(publish)) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(WriteRequest::Publish(publish))) => Err(crate::bus::TryPublish::Full(publish)),
+            Err(_) => Err(crate::bus::TryPublish::Closed),
+        }
+    }
+
     /// Requests waiting in the queue (the urgent lane is never deep).
     pub fn queue_depth(&self) -> usize {
         self.queue_capacity - self.queue.capacity()
