@@ -35,6 +35,9 @@ pub struct Tally {
     pub delivered_cross: u64,
     pub gaps: u64,
     pub errors: u64,
+    /// `user-disconnected` frames about this client's own user while it was connected: the relay took a live
+    /// user for gone (each load client is the only connection of its user).
+    pub expired: u64,
     /// The last seq seen on its canvas.
     pub last_seq: u64,
     pub ack_us: Histogram<u64>,
@@ -130,6 +133,7 @@ pub async fn run(
         delivered_cross: 0,
         gaps: 0,
         errors: 0,
+        expired: 0,
         last_seq: welcome_seq,
         ack_us: histogram(),
         e2e_cross_us: histogram(),
@@ -211,6 +215,8 @@ struct Frame<'a> {
     seq: Option<u64>,
     #[serde(rename = "ref", borrow)]
     reference: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    from: Option<Cow<'a, str>>,
     data: Option<Payload>,
 }
 
@@ -245,6 +251,7 @@ fn receive(text: &str, spec: &Spec, in_flight: &mut HashMap<u64, Instant>, tally
             }
         }
         "error" => tally.errors += 1,
+        "user-disconnected" if frame.from.as_deref() == Some(spec.user.as_str()) => tally.expired += 1,
         "stroke" => {
             tally.delivered += 1;
             let data = frame.data.unwrap_or(Payload { t: None, i: None });

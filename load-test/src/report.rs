@@ -18,6 +18,7 @@ pub struct Report {
     gaps: u64,
     lost: u64,
     errors: u64,
+    expired: u64,
     ack_us: Histogram<u64>,
     e2e_cross_us: Histogram<u64>,
     e2e_local_us: Histogram<u64>,
@@ -35,6 +36,7 @@ impl Report {
             gaps: 0,
             lost,
             errors: 0,
+            expired: 0,
             ack_us: histogram(),
             e2e_cross_us: histogram(),
             e2e_local_us: histogram(),
@@ -46,6 +48,7 @@ impl Report {
             r.delivered_cross += t.delivered_cross;
             r.gaps += t.gaps;
             r.errors += t.errors;
+            r.expired += t.expired;
             let _ = r.ack_us.add(&t.ack_us);
             let _ = r.e2e_cross_us.add(&t.e2e_cross_us);
             let _ = r.e2e_local_us.add(&t.e2e_local_us);
@@ -64,6 +67,7 @@ impl Report {
             "sent": self.sent, "acked": self.acked, "delivered": self.delivered,
             "delivered_cross_instance": self.delivered_cross,
             "gaps": self.gaps, "lost": self.lost, "errors": self.errors,
+            "live_users_expired": self.expired,
             "acked_per_second": self.per_second(self.acked),
             "deliveries_per_second": self.per_second(self.delivered),
             "ack_ms": percentiles(&self.ack_us),
@@ -85,7 +89,7 @@ impl Report {
             )
         };
         format!(
-            "{}\n  {:.1}s: sent {} acked {} ({:.0}/s), delivered {} ({:.0}/s, {} cross-instance)\n  gaps {}  lost {}  errors {}\n{}{}{}",
+            "{}\n  {:.1}s: sent {} acked {} ({:.0}/s), delivered {} ({:.0}/s, {} cross-instance)\n  gaps {}  lost {}  errors {}  live users expired {}\n{}{}{}",
             self.title,
             self.elapsed.as_secs_f64(),
             self.sent,
@@ -97,6 +101,7 @@ impl Report {
             self.gaps,
             self.lost,
             self.errors,
+            self.expired,
             line("ack", &self.ack_us),
             line("end-to-end cross", &self.e2e_cross_us),
             line("end-to-end same", &self.e2e_local_us),
