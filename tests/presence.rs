@@ -132,7 +132,24 @@ async fn heartbeats_and_expiry_keep_up_under_a_flat_out_load(store: Store) {
         "--cleanup-batch", "100", "--api-key", KEY,
     ];
     let (a, b) = (store.start(&args).await, store.start(&args).await);
-    let watchers = [a.connect("watched", "ann").await, b.connect("watched", "bob").await];
+    // The watchers keep reading until the load ends: reading answers the server's pings, and a client silent
+    // for three ping intervals (60 s by default) is rightly dropped.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let watchers: Vec<_> = [a.connect("watched", "ann").await, b.connect("watched", "bob").await]
+        .into_iter()
+        .map(|mut client| {
+            let mut stopped = stopped.clone();
+            tokio::spawn(async move {
+                use futures_util::StreamExt;
+                loop {
+                    tokio::select! {
+                        _ = stopped.changed() => return client,
+                        frame = client.ws.next() => assert!(matches!(frame, Some(Ok(_))), "a watcher was dropped: {frame:?}"),
+                    }
+                }
+            })
+        })
+        .collect();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
     let senders: Vec<_> = (0..8)
         .map(|n| {
@@ -164,10 +181,15 @@ async fn heartbeats_and_expiry_keep_up_under_a_flat_out_load(store: Store) {
         acked += sender.await.unwrap();
     }
     assert!(acked > 0);
+    stop.send(true).unwrap();
+    let mut watching = Vec::new();
+    for watcher in watchers {
+        watching.push(watcher.await.unwrap());
+    }
     let (_, users) = a.api("GET", "/api/v1/users", Some(KEY), json!(null)).await;
     let present: Vec<&str> = users["users"].as_array().unwrap().iter().filter_map(|u| u["user"].as_str()).collect();
     assert!(present.contains(&"ann") && present.contains(&"bob"), "{present:?} after {acked} messages");
     let logged = store.logged("watched").await;
     assert!(!logged.contains(&"user-disconnected".to_owned()), "a live user was expired: {logged:?}");
-    drop(watchers);
+    drop(watching);
 }
