@@ -206,6 +206,45 @@ async fn health_and_metrics_report_the_figures(store: Store) {
     assert!(serde_json::from_str::<Value>(&body).unwrap()["error"].is_string());
 }
 
+on_both_buses!(metrics_and_health_show_the_peers_their_wake_ups_and_the_delay_of_their_commits);
+/// What the wake-up design asked `/metrics` and `/health` to show: live peers, doorbells rung and received
+/// (SQLite; Redis wakes its readers itself), and how long after another instance's commit this one read it.
+async fn metrics_and_health_show_the_peers_their_wake_ups_and_the_delay_of_their_commits(store: Store) {
+    let args = ["--heartbeat-interval", "100ms"];
+    let (a, b) = (store.start(&args).await, store.start(&args).await);
+    let mut remote = b.connect("peers", "bob").await;
+    let mut sender = a.connect("peers", "ann").await;
+    // Each instance learns of the other (and of its doorbell) at a heartbeat: send until both count the other
+    // as a peer, b has read one of a's commits and, on SQLite, a has rung b for one.
+    let sqlite = store.shared_file().is_some();
+    let caught_up = async {
+        for n in 0.. {
+            sender.publish("stroke", json!({"n": n}), &format!("r{n}")).await;
+            while remote.recv().await["type"] != "stroke" {}
+            let read = b.metric("relay_peer_delivery_seconds_count").await;
+            let rung = a.metric("relay_doorbells_rung_total").await;
+            let peers = [a.metric("relay_peer_instances").await, b.metric("relay_peer_instances").await];
+            if read > 0.0 && (!sqlite || rung > 0.0) && peers == [1.0, 1.0] {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    };
+    tokio::time::timeout(helpers::WAIT, caught_up).await.expect("both saw the other, b read a's commits (and a rang b)");
+    for instance in [&a, &b] {
+        let (_, health) = instance.get("/health").await;
+        let health: Value = serde_json::from_str(&health).unwrap();
+        assert_eq!(health["peer_instances"], 1, "{health}");
+        assert!(health.as_object().unwrap().contains_key("oldest_unread_age_ms"), "{health}");
+    }
+    // Every delivery b read from a was timed, in the histogram's buckets.
+    let (_, metrics) = b.get("/metrics").await;
+    assert!(metrics.contains("relay_peer_delivery_seconds_bucket{le=\"0.001\"}"), "{metrics}");
+    if sqlite {
+        assert!(b.metric("relay_doorbells_received_total").await > 0.0, "b heard a's doorbell");
+    }
+}
+
 /// The canvas app is compiled in: the page at `/`, its files under `/app/`, a JSON 404 for anything else there.
 /// (What it does in a browser is `tests/browser.rs`.)
 #[tokio::test]
