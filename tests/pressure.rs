@@ -131,3 +131,37 @@ async fn a_cursor_flood_neither_cuts_a_slow_reader_nor_delays_its_logged_message
     assert_eq!(cut, 0.0, "nobody was cut");
     drop(Client::connect_url(a.url("/ws/flood?user=check")).await.expect("the instance still serves"));
 }
+
+on_both_buses!(cursors_a_reader_does_not_take_are_replaced_counted_for_its_canvas_and_never_cut_it);
+/// With pacing off, a sender's cursors outrun a reader that reads nothing: once its socket is full, each new
+/// cursor replaces the one still waiting for it. The misses are counted, under the canvas, and the reader is
+/// not cut; when it reads again, the flood's latest cursor is there.
+async fn cursors_a_reader_does_not_take_are_replaced_counted_for_its_canvas_and_never_cut_it(store: Store) {
+    let a = store.start(&["--max-cursor-rate", "0"]).await;
+    let mut reader = a.connect("drops", "reader").await;
+    let flooder = a.connect("drops", "flooder").await;
+    reader.skip_presence(flooder.seq()).await;
+    let (mut sink, _stream) = flooder.ws.split();
+    // 4,000 cursors of 16 KB: 64 MB, far past what the sockets between them buffer.
+    let pad = "x".repeat(16 * 1024);
+    const LAST: u64 = 3_999;
+    for x in 0..=LAST {
+        sink.send(Message::text(json!({"type": "cursor", "data": {"x": x, "pad": pad}}).to_string())).await.unwrap();
+    }
+    loop {
+        let frame = reader.recv().await;
+        assert_eq!(frame["type"], "cursor", "{frame}");
+        if frame["data"]["x"] == LAST {
+            break;
+        }
+    }
+    // The latest arrived, so every cursor has been handled: the counts are final.
+    let (_, metrics) = a.get("/metrics").await;
+    let value = |series: &str| -> f64 {
+        metrics.lines().find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok()).unwrap_or(0.0)
+    };
+    let missed = value(r#"relay_canvas_outbox_drops_total{canvas="drops",lane="ephemeral"}"#);
+    assert!(missed > 0.0, "a reader that read nothing missed no cursor");
+    assert_eq!(value("relay_ephemeral_missed_total"), missed, "all of them on this canvas");
+    assert_eq!(a.metric(r#"relay_clients_cut_total{reason="slow"}"#).await, 0.0);
+}
