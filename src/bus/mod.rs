@@ -351,6 +351,36 @@ pub fn refuse_all(batch: Vec<Publish>, error: BusError) {
     }
 }
 
+/// Registers again this instance's connections that the store lost (survivors took the instance for dead
+/// while its heartbeat was late), through `publish` (the store's own, `urgent` as its second argument):
+/// `user-connected` is logged where it is the user's first again. A connection that left while its
+/// registration was on its way is removed again once that commits.
+pub async fn register_again<F, Fut>(hub: &Hub, registered: &std::collections::HashSet<ConnId>, publish: F) -> Result<(), BusError>
+where
+    F: Fn(Publish, bool) -> Fut,
+    Fut: std::future::Future<Output = Result<(), BusError>>,
+{
+    let missing: Vec<_> = hub.members().into_iter().filter(|(_, conn, _, _)| !registered.contains(conn)).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    tracing::warn!(connections = missing.len(), "this instance's connections were expired by others; registering them again");
+    let mut waits = Vec::new();
+    for (canvas, conn, user, name) in &missing {
+        let (done, committed) = oneshot::channel();
+        publish(Publish::presence(true, canvas.clone(), user.clone(), name.clone(), *conn, Some(done)), true).await?;
+        waits.push(committed);
+    }
+    for committed in waits {
+        let _ = committed.await;
+    }
+    let still_here: std::collections::HashSet<ConnId> = hub.members().into_iter().map(|(_, conn, _, _)| conn).collect();
+    for (canvas, conn, user, name) in missing.into_iter().filter(|(_, conn, _, _)| !still_here.contains(conn)) {
+        publish(Publish::presence(false, canvas, user, name, conn, None), false).await?;
+    }
+    Ok(())
+}
+
 /// Why the bus could not do what was asked; the text is safe to show to a client.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum BusError {

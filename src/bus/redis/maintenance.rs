@@ -144,9 +144,7 @@ impl RedisBus {
         Ok(())
     }
 
-    /// Registers again every local connection that is missing from Redis (survivors took this instance for
-    /// dead while its heartbeat was late), logging `user-connected` where it is the user's first again. A
-    /// connection that left meanwhile is removed again once that commits.
+    /// Registers again every local connection that is missing from Redis ([`crate::bus::register_again`]).
     async fn restore_presence(&self) -> Result<(), BusError> {
         // Every heartbeat, one count: the list is read only when entries are missing.
         let (_, local) = self.inner.hub.counts();
@@ -164,26 +162,7 @@ impl RedisBus {
             .await
             .map_err(unavailable)?;
         let registered: HashSet<Uuid> = registered.iter().filter_map(|conn| conn.parse().ok()).collect();
-        let hub = &self.inner.hub;
-        let missing: Vec<_> = hub.members().into_iter().filter(|(_, conn, _, _)| !registered.contains(conn)).collect();
-        if missing.is_empty() {
-            return Ok(());
-        }
-        tracing::warn!(connections = missing.len(), "this instance's connections were expired by others; registering them again");
-        let mut waits = Vec::new();
-        for (canvas, conn, user, name) in &missing {
-            let (done, committed) = oneshot::channel();
-            self.publish(Publish::presence(true, canvas.clone(), user.clone(), name.clone(), *conn, Some(done)), true).await?;
-            waits.push(committed);
-        }
-        for committed in waits {
-            let _ = committed.await;
-        }
-        let still_here: HashSet<Uuid> = hub.members().into_iter().map(|(_, conn, _, _)| conn).collect();
-        for (canvas, conn, user, name) in missing.into_iter().filter(|(_, conn, _, _)| !still_here.contains(conn)) {
-            self.publish(Publish::presence(false, canvas, user, name, conn, None), false).await?;
-        }
-        Ok(())
+        crate::bus::register_again(&self.inner.hub, &registered, |publish, urgent| self.publish(publish, urgent)).await
     }
 
     /// Publishes the disconnect of every connection a dead instance left; it is forgotten once none are

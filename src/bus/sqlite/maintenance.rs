@@ -14,7 +14,6 @@ use tokio::time::{interval, MissedTickBehavior};
 use super::identity::Found;
 use super::writer::Job;
 use super::SqliteBus;
-use crate::bus::Publish;
 use crate::clock::now_ms;
 use crate::config::Config;
 use crate::cursors::CursorBuffer;
@@ -192,9 +191,8 @@ async fn batches(job: impl Fn(oneshot::Sender<Result<usize, String>>) -> Job, bu
 }
 
 impl SqliteBus {
-    /// Registers again every local connection that is missing from the shared connection list (survivors
-    /// took this instance for dead while its heartbeat was late), logging `user-connected` where it is the
-    /// user's first again. A connection that left meanwhile is removed again once that commits.
+    /// Registers again every local connection that is missing from the shared connection list
+    /// ([`crate::bus::register_again`]).
     async fn restore_presence(&self, hub: &Hub) -> Result<(), crate::bus::BusError> {
         let own = self.inner.instance_id.clone();
         // Every heartbeat, one count: the list is read only when rows are missing.
@@ -207,24 +205,6 @@ impl SqliteBus {
             return Ok(());
         }
         let registered = self.read(move |conn| super::presence::instance_connections(conn, &own)).await?;
-        let missing: Vec<_> = hub.members().into_iter().filter(|(_, conn, _, _)| !registered.contains(conn)).collect();
-        if missing.is_empty() {
-            return Ok(());
-        }
-        tracing::warn!(connections = missing.len(), "this instance's connections were expired by others; registering them again");
-        let mut waits = Vec::new();
-        for (canvas, conn, user, name) in &missing {
-            let (done, committed) = oneshot::channel();
-            self.publish(Publish::presence(true, canvas.clone(), user.clone(), name.clone(), *conn, Some(done)), true).await?;
-            waits.push(committed);
-        }
-        for committed in waits {
-            let _ = committed.await;
-        }
-        let still_here: std::collections::HashSet<_> = hub.members().into_iter().map(|(_, conn, _, _)| conn).collect();
-        for (canvas, conn, user, name) in missing.into_iter().filter(|(_, conn, _, _)| !still_here.contains(conn)) {
-            self.publish(Publish::presence(false, canvas, user, name, conn, None), false).await?;
-        }
-        Ok(())
+        crate::bus::register_again(hub, &registered, |publish, urgent| self.publish(publish, urgent)).await
     }
 }
