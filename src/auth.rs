@@ -106,7 +106,10 @@ mod tests {
         let v = Verifier::new(SECRET);
         let exp = in_an_hour();
         let t = token(json!({"sub": "ann", "exp": exp}), Algorithm::HS256, SECRET);
-        assert_eq!(v.verify(Some(&t), &canvas("c1")).unwrap(), Identity { user: UserId::parse("ann").unwrap(), expires_at: exp });
+        assert_eq!(
+            v.verify(Some(&t), &canvas("c1")).unwrap(),
+            Identity { user: UserId::parse("ann").unwrap(), expires_at: exp }
+        );
     }
 
     #[test]
@@ -136,7 +139,8 @@ mod tests {
     #[test]
     fn the_canvases_claim_scopes_the_token() {
         let v = Verifier::new(SECRET);
-        let scoped = token(json!({"sub": "ann", "exp": in_an_hour(), "canvases": ["c1", "c2"]}), Algorithm::HS256, SECRET);
+        let scoped =
+            token(json!({"sub": "ann", "exp": in_an_hour(), "canvases": ["c1", "c2"]}), Algorithm::HS256, SECRET);
         assert!(v.verify(Some(&scoped), &canvas("c2")).is_ok());
         assert!(v.verify(Some(&scoped), &canvas("c3")).unwrap_err().contains("c3"));
         let star = token(json!({"sub": "ann", "exp": in_an_hour(), "canvases": "*"}), Algorithm::HS256, SECRET);

@@ -38,8 +38,10 @@ impl CursorBuffer {
         latest
             .into_iter()
             .map(|(canvas, senders)| {
-                let entries: Vec<String> =
-                    senders.into_iter().map(|(from, frame)| format!("{}:{frame}", to_json(&from.to_string()))).collect();
+                let entries: Vec<String> = senders
+                    .into_iter()
+                    .map(|(from, frame)| format!("{}:{frame}", to_json(&from.to_string())))
+                    .collect();
                 CursorBatch { canvas, frames: format!("{{{}}}", entries.join(",")) }
             })
             .collect()

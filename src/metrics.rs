@@ -130,7 +130,8 @@ impl Metrics {
             connections: gauge!("relay_connections"),
             connections_total: counter!("relay_connections_total"),
             clients_cut_slow: counter!("relay_clients_cut_slow_total"),
-            clients_cut: [Cut::Slow, Cut::Gap, Cut::Epoch].map(|reason| counter!("relay_clients_cut_total", "reason" => reason.as_str())),
+            clients_cut: [Cut::Slow, Cut::Gap, Cut::Epoch]
+                .map(|reason| counter!("relay_clients_cut_total", "reason" => reason.as_str())),
             ephemeral_missed: counter!("relay_ephemeral_missed_total"),
             canvases_dropped: counter!("relay_canvases_dropped_total"),
             join_state_inline: counter!("relay_join_states_total", "source" => "inline"),
@@ -171,7 +172,8 @@ impl Metrics {
             return;
         }
         self.ephemeral_missed.increment(missed);
-        counter!("relay_canvas_outbox_drops_total", "canvas" => self.label(canvas), "lane" => "ephemeral").increment(missed);
+        counter!("relay_canvas_outbox_drops_total", "canvas" => self.label(canvas), "lane" => "ephemeral")
+            .increment(missed);
     }
 
     /// The `canvas` label of a per-canvas series: its id for the first canvases, `other` after that.

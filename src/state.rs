@@ -86,7 +86,11 @@ mod tests {
 
     #[test]
     fn update_merges_top_level_fields_only() {
-        let merged = merge(r#"{"id":"o1","x":1,"style":{"fill":"red","w":2}}"#, &raw(r#"{"id":"o1","x":5,"style":{"fill":"blue"},"y":null}"#)).unwrap();
+        let merged = merge(
+            r#"{"id":"o1","x":1,"style":{"fill":"red","w":2}}"#,
+            &raw(r#"{"id":"o1","x":5,"style":{"fill":"blue"},"y":null}"#),
+        )
+        .unwrap();
         let merged: Value = serde_json::from_str(&merged).unwrap();
         assert_eq!(merged, serde_json::json!({"id":"o1","x":5,"style":{"fill":"blue"},"y":null}));
     }

@@ -46,7 +46,10 @@ async fn a_server_publish_is_committed_sequenced_and_relayed_on_every_instance(s
     assert_eq!(on_a.recv().await["from"], "server");
     assert_eq!(on_a.recv().await, json!({"type": "ack", "seq": 4, "ref": "r"}));
     let first = on_b.recv().await;
-    assert_eq!((first["seq"].as_u64(), first["from"].as_str(), first["type"].as_str()), (Some(3), Some("server"), Some("object-create")));
+    assert_eq!(
+        (first["seq"].as_u64(), first["from"].as_str(), first["type"].as_str()),
+        (Some(3), Some("server"), Some("object-create"))
+    );
     assert_eq!(on_b.recv().await["seq"], 4);
 
     let (status, state) = b.api("GET", "/api/v1/canvases/c1", Some(KEY), json!(null)).await;
@@ -62,7 +65,8 @@ async fn messages_page_through_the_retained_log_in_seq_order(store: Store) {
     let file = &store;
     let a = file.start(&["--api-key", KEY]).await;
     for n in 1..=5 {
-        let (status, _) = a.api("POST", "/api/v1/canvases/log/messages", Some(KEY), json!({"type": "note", "data": n})).await;
+        let (status, _) =
+            a.api("POST", "/api/v1/canvases/log/messages", Some(KEY), json!({"type": "note", "data": n})).await;
         assert_eq!(status, 201);
     }
     let (status, page) = a.api("GET", "/api/v1/canvases/log/messages?since=1&limit=2", Some(KEY), json!(null)).await;
@@ -77,7 +81,8 @@ async fn messages_page_through_the_retained_log_in_seq_order(store: Store) {
     assert_eq!((empty["seq"].as_u64(), empty["messages"].as_array().map(Vec::len)), (Some(0), Some(0)));
     // A `since` past i64::MAX once wrapped negative and returned the whole log, ignoring the limit.
     for since in [u64::MAX, 1 << 63] {
-        let (status, page) = a.api("GET", &format!("/api/v1/canvases/log/messages?since={since}&limit=1"), Some(KEY), json!(null)).await;
+        let (status, page) =
+            a.api("GET", &format!("/api/v1/canvases/log/messages?since={since}&limit=1"), Some(KEY), json!(null)).await;
         assert_eq!((status, page["messages"].as_array().map(Vec::len)), (200, Some(0)), "since={since}: {page}");
     }
 }
@@ -147,7 +152,11 @@ async fn delete_resets_a_canvas_to_a_new_epoch_on_every_instance(store: Store) {
     assert_eq!(log["messages"].as_array().map(Vec::len), Some(1), "only the new epoch's message");
 
     let stale = a.resume("wipe", "cid", 3, &old_epoch).await;
-    assert_eq!((stale.welcome["resumed"].as_bool(), stale.epoch()), (Some(false), epoch.clone()), "the old epoch cannot resume");
+    assert_eq!(
+        (stale.welcome["resumed"].as_bool(), stale.epoch()),
+        (Some(false), epoch.clone()),
+        "the old epoch cannot resume"
+    );
     let (status, again) = a.api("DELETE", "/api/v1/canvases/never-used", Some(KEY), json!(null)).await;
     assert_eq!((status, again["seq"].as_u64()), (200, Some(0)), "resetting an unused canvas is fine");
 }
@@ -167,7 +176,10 @@ async fn a_user_message_reaches_every_connection_of_the_user_on_every_instance(s
     assert_eq!((status, reply), (202, json!({"connections": 3})));
     for tab in tabs.iter_mut() {
         let got = tab.recv().await;
-        assert_eq!((got["type"].as_str(), got["to"].as_str(), got["from"].as_str()), (Some("notice"), Some("ann"), Some("server")));
+        assert_eq!(
+            (got["type"].as_str(), got["to"].as_str(), got["from"].as_str()),
+            (Some("notice"), Some("ann"), Some("server"))
+        );
         assert_eq!(got["data"], json!({"text": "saved"}));
         assert!(got.get("seq").is_none() && got["ts"].is_i64(), "not logged: no seq");
     }

@@ -25,7 +25,8 @@ async fn the_user_is_the_tokens_sub_and_the_user_parameter_is_ignored() {
     let t = token(json!({"sub": "ann@example.com", "exp": now_s() + 3600, "canvases": ["c1"]}));
     let mut ann = a.connect_path(&format!("/ws/c1?user=mallory&token={t}")).await.expect("a good token connects");
     assert_eq!(ann.welcome["user"], "ann@example.com");
-    let mut bob = a.connect_path(&format!("/ws/c1?token={}", token(json!({"sub": "bob", "exp": now_s() + 3600})))).await.unwrap();
+    let mut bob =
+        a.connect_path(&format!("/ws/c1?token={}", token(json!({"sub": "bob", "exp": now_s() + 3600})))).await.unwrap();
     assert_eq!(ann.recv().await["data"], json!({"user": "bob"}), "bob's user-connected");
     ann.publish("note", json!(1), "r").await;
     assert_eq!(ann.recv().await["type"], "ack");
@@ -63,7 +64,8 @@ async fn a_token_whose_expiry_is_beyond_any_clock_is_taken_without_overflow() {
     let a = file.start(&["--jwt-secret", SECRET]).await;
     // exp * 1000 overflowed an i64 and the session took the token for expired at once (close 1008).
     for exp in [9_300_000_000_000_000u64, u64::MAX] {
-        let mut client = a.connect_path(&format!("/ws/c1?token={}", token(json!({"sub": "ann", "exp": exp})))).await.unwrap();
+        let mut client =
+            a.connect_path(&format!("/ws/c1?token={}", token(json!({"sub": "ann", "exp": exp})))).await.unwrap();
         client.publish("note", json!(exp.to_string()), "n").await;
         assert_eq!(client.recv().await["type"], "ack", "the session lives on");
         client.close().await;

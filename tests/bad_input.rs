@@ -43,7 +43,11 @@ async fn bad_frames_get_error_frames_and_the_connection_stays_open() {
     bad.publish("note", json!("fine"), "ok").await;
     assert_eq!(bad.recv().await, json!({"type": "ack", "seq": next, "ref": "ok"}));
     let msg = peer.recv().await;
-    assert_eq!((msg["seq"].as_u64(), msg["data"].as_str()), (Some(next), Some("fine")), "the peer saw only the good one");
+    assert_eq!(
+        (msg["seq"].as_u64(), msg["data"].as_str()),
+        (Some(next), Some("fine")),
+        "the peer saw only the good one"
+    );
     assert_eq!(file.count("SELECT count(*) FROM message_queue WHERE message_type = 'note'"), 1);
 }
 
@@ -120,5 +124,9 @@ async fn a_client_over_its_rate_gets_rate_limited_then_4008_if_it_keeps_going() 
     let (seen, _) = peer.read_through(peer.seq() + 5).await;
     assert!(seen.iter().all(|(_, m)| m.data().is_number()), "the peer saw exactly the accepted messages");
     assert_eq!(peer.recv().await["type"], "cursor", "then the cursor, sent after them");
-    assert_eq!(file.count("SELECT count(*) FROM message_queue WHERE message_type = 'note'"), 5, "refused messages were not logged");
+    assert_eq!(
+        file.count("SELECT count(*) FROM message_queue WHERE message_type = 'note'"),
+        5,
+        "refused messages were not logged"
+    );
 }

@@ -141,11 +141,7 @@ async fn a_join_reading_a_big_state_with_a_leave_and_a_publish_meanwhile() {
     tokio::time::sleep(Duration::from_millis(20)).await;
     let leaving = tokio::spawn(leaver.close());
     other.publish("note", json!(1), "n").await;
-    tokio::time::timeout(WAIT, async {
-        while other.recv().await["type"] != "ack" {}
-    })
-    .await
-    .expect("acked");
+    tokio::time::timeout(WAIT, async { while other.recv().await["type"] != "ack" {} }).await.expect("acked");
     leaving.await.unwrap();
     assert_eq!(joining.await.unwrap(), Some(300_000));
 }

@@ -169,8 +169,12 @@ async fn client(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acked_messages_survive_random_sigkills_and_presence_converges() {
-    let (rounds, clients, rate, period_ms) =
-        (setting("CHAOS_ROUNDS", 4), setting("CHAOS_CLIENTS", 6), setting("CHAOS_RATE", 20), setting("CHAOS_PERIOD_MS", 1500));
+    let (rounds, clients, rate, period_ms) = (
+        setting("CHAOS_ROUNDS", 4),
+        setting("CHAOS_CLIENTS", 6),
+        setting("CHAOS_RATE", 20),
+        setting("CHAOS_PERIOD_MS", 1500),
+    );
     let seed = setting("CHAOS_SEED", 0x5eed_cafe);
     let mut rng = Rng(seed);
     let file = SharedFile::new();
@@ -205,7 +209,8 @@ async fn acked_messages_survive_random_sigkills_and_presence_converges() {
     let expected: Vec<Value> = (0..clients).map(|i| json!([format!("u{i}"), 1])).collect();
     let converged = tokio::time::timeout(WAIT * 2, async {
         loop {
-            let (_, state) = instances[0].api("GET", &format!("/api/v1/canvases/{CANVAS}"), Some(KEY), Value::Null).await;
+            let (_, state) =
+                instances[0].api("GET", &format!("/api/v1/canvases/{CANVAS}"), Some(KEY), Value::Null).await;
             let mut present: Vec<Value> =
                 state["presence"].as_array().unwrap().iter().map(|p| json!([p["user"], p["connections"]])).collect();
             present.sort_by_key(|p| p[0].as_str().unwrap()[1..].parse::<u64>().unwrap());
@@ -237,15 +242,22 @@ async fn acked_messages_survive_random_sigkills_and_presence_converges() {
     // The file is the truth: every client's view equals it, seq by seq, and every acked message is in it once.
     let conn = file.open();
     let mut rows: BTreeMap<u64, (String, Value)> = BTreeMap::new();
-    let mut statement = conn.prepare("SELECT seq, sender, payload FROM message_queue WHERE canvas_id = ?1 AND seq <= ?2").unwrap();
+    let mut statement =
+        conn.prepare("SELECT seq, sender, payload FROM message_queue WHERE canvas_id = ?1 AND seq <= ?2").unwrap();
     // (Past the head are the disconnects of the clients leaving just now.)
-    let found = statement.query_map(canvas_relay::rusqlite::params![CANVAS, head as i64], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)));
+    let found = statement.query_map(canvas_relay::rusqlite::params![CANVAS, head as i64], |r| {
+        Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?))
+    });
     for row in found.unwrap() {
         let (seq, sender, payload) = row.unwrap();
         rows.insert(seq as u64, (sender, serde_json::from_str(&payload).unwrap()));
     }
     let missing: Vec<u64> = (1..=head).filter(|seq| !rows.contains_key(seq)).take(10).collect();
-    assert!(missing.is_empty() && rows.len() as u64 == head, "the log up to {head} has {} rows, missing {missing:?}", rows.len());
+    assert!(
+        missing.is_empty() && rows.len() as u64 == head,
+        "the log up to {head} has {} rows, missing {missing:?}",
+        rows.len()
+    );
     let mut refs = HashMap::new();
     for (seq, (_, data)) in &rows {
         if let Some(reference) = data["ref"].as_str() {

@@ -35,7 +35,8 @@ async fn four_instances_writing_flat_out_never_surface_a_busy_file() {
     let logged = "SELECT count(*) FROM message_queue WHERE canvas_id LIKE 'busy%' \
                   AND message_type NOT IN ('user-connected', 'user-disconnected')";
     assert_eq!(file.count(logged), acked, "the file holds every acked message, once");
-    let per_canvas_gapless = "SELECT count(*) = 0 FROM (SELECT canvas_id, max(seq) - min(seq) + 1 AS span, count(*) AS n \
+    let per_canvas_gapless =
+        "SELECT count(*) = 0 FROM (SELECT canvas_id, max(seq) - min(seq) + 1 AS span, count(*) AS n \
                               FROM message_queue GROUP BY canvas_id) WHERE span != n";
     assert_eq!(file.count(per_canvas_gapless), 1, "each canvas's seqs are consecutive");
     for (i, instance) in instances.iter().enumerate() {

@@ -108,7 +108,8 @@ async fn a_connection_flood_past_max_connections_gets_503_before_the_upgrade() {
         open.push(a.connect("flood", &format!("u{i}")).await);
     }
     for i in 0..200 {
-        let (status, body) = a.connect_path(&format!("/ws/flood?user=late{i}")).await.err().expect("admitted past the limit");
+        let (status, body) =
+            a.connect_path(&format!("/ws/flood?user=late{i}")).await.err().expect("admitted past the limit");
         assert_eq!(status, 503, "{body}");
         assert!(body["error"].as_str().unwrap().contains("--max-connections"), "{body}");
     }

@@ -14,7 +14,9 @@ async fn a_client_that_stops_reading_is_cut_with_4009_resumes_and_the_others_car
     let file = &store;
     // No rate limit: this test floods on purpose, from a client the limiter would otherwise slow down.
     // --max-in-flight: at most --client-queue / 2, so this client's own acks always fit its queue.
-    let a = file.start(&["--client-queue", "16", "--max-in-flight", "8", "--write-timeout", "30s", "--rate-limit", "0"]).await;
+    let a = file
+        .start(&["--client-queue", "16", "--max-in-flight", "8", "--write-timeout", "30s", "--rate-limit", "0"])
+        .await;
     let mut slow = a.connect("slow", "snail").await;
     let mut fast = a.connect("slow", "hare").await;
     let mut writer = a.connect("slow", "writer").await;
@@ -91,11 +93,8 @@ async fn sigterm_commits_and_acks_everything_accepted_then_closes_1001_and_exits
     assert_eq!(code, Some(1001));
     assert_eq!(a.wait().await, Some(0), "clean exit");
 
-    let acked: BTreeSet<u64> = frames
-        .iter()
-        .filter(|f| f["type"] == "ack")
-        .map(|f| f["ref"].as_str().unwrap().parse().unwrap())
-        .collect();
+    let acked: BTreeSet<u64> =
+        frames.iter().filter(|f| f["type"] == "ack").map(|f| f["ref"].as_str().unwrap().parse().unwrap()).collect();
     let errors = frames.iter().filter(|f| f["type"] == "error").count();
     assert!(!acked.is_empty());
     let mut stored = BTreeSet::new();

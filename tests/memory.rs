@@ -60,14 +60,18 @@ async fn resume_state_presence_reset_and_user_messages_work_as_on_a_file() {
 
     let mut late = a.connect("m", "bob").await;
     assert_eq!(late.welcome["objects"], json!({"o1": {"id": "o1", "w": 2}}));
-    assert_eq!(late.welcome["presence"], json!([{"user": "ann", "name": "Ann", "connections": 1}, {"user": "bob", "connections": 1}]));
+    assert_eq!(
+        late.welcome["presence"],
+        json!([{"user": "ann", "name": "Ann", "connections": 1}, {"user": "bob", "connections": 1}])
+    );
     let mut resumed = a.resume("m", "cid", 1, &ann.epoch()).await;
     assert_eq!(resumed.welcome["resumed"], true);
     let (replay, _) = resumed.read_through(5).await;
     let kinds: Vec<&str> = replay.iter().map(|(_, s)| s.kind()).collect();
     assert_eq!(kinds, ["object-create", "object-update", "user-connected", "user-connected"]);
 
-    let (status, sent) = a.api("POST", "/api/v1/users/ann/messages", Some(KEY), json!({"type": "notice", "data": 1})).await;
+    let (status, sent) =
+        a.api("POST", "/api/v1/users/ann/messages", Some(KEY), json!({"type": "notice", "data": 1})).await;
     assert_eq!((status, sent), (202, json!({"connections": 1})));
     for arrival in ["bob", "cid"] {
         assert_eq!(ann.recv().await["data"]["user"], arrival);
@@ -81,6 +85,10 @@ async fn resume_state_presence_reset_and_user_messages_work_as_on_a_file() {
     late.close().await;
     assert_eq!(resumed.recv().await["type"], "reset");
     let left = resumed.recv().await;
-    assert_eq!((left["seq"].as_u64(), left["type"].as_str()), (Some(1), Some("user-disconnected")), "the new epoch's seq 1");
+    assert_eq!(
+        (left["seq"].as_u64(), left["type"].as_str()),
+        (Some(1), Some("user-disconnected")),
+        "the new epoch's seq 1"
+    );
     assert!(!file.db.exists(), "memory mode writes no file");
 }

@@ -66,7 +66,11 @@ impl Drop for Nginx {
 
 fn nginx_binary() -> PathBuf {
     let sbin = Path::new("/usr/sbin/nginx");
-    if sbin.exists() { sbin.to_owned() } else { PathBuf::from("nginx") }
+    if sbin.exists() {
+        sbin.to_owned()
+    } else {
+        PathBuf::from("nginx")
+    }
 }
 
 fn free_port() -> SocketAddr {
@@ -104,7 +108,11 @@ async fn a_latency_run_through_nginx_loses_nothing_and_sees_no_gap() {
         .unwrap();
     assert!(output.status.success(), "load-test failed: {}", String::from_utf8_lossy(&output.stderr));
     let report: Value = serde_json::from_slice(&output.stdout).unwrap();
-    assert_eq!((report["gaps"].as_u64(), report["lost"].as_u64(), report["errors"].as_u64()), (Some(0), Some(0), Some(0)), "{report}");
+    assert_eq!(
+        (report["gaps"].as_u64(), report["lost"].as_u64(), report["errors"].as_u64()),
+        (Some(0), Some(0), Some(0)),
+        "{report}"
+    );
     assert_eq!(report["acked"], report["sent"], "{report}");
     assert!(report["delivered"].as_u64().unwrap() > 0, "{report}");
     // The canvas app comes through the same address.
@@ -150,6 +158,7 @@ async fn when_an_instance_dies_its_clients_resume_through_nginx_on_another_with_
     let (acks, _) = bob.read_through(last + 11).await;
     let head = acks.last().unwrap().0;
     let (seen, _) = back.read_through(head).await;
-    let ns: Vec<u64> = seen.iter().filter(|(_, s)| s.kind() == "note").map(|(_, s)| s.data()["n"].as_u64().unwrap()).collect();
+    let ns: Vec<u64> =
+        seen.iter().filter(|(_, s)| s.kind() == "note").map(|(_, s)| s.data()["n"].as_u64().unwrap()).collect();
     assert_eq!(ns, (20..=30).collect::<Vec<_>>(), "replay then live, every message once, in order");
 }

@@ -43,8 +43,12 @@ async fn two_tabs_of_one_user_on_two_instances_are_one_user_with_two_connections
     let (_, user) = b.api("GET", "/api/v1/users/ann", Some(KEY), json!(null)).await;
     assert_eq!(user, json!({"user": "ann", "connected": true, "connections": 2, "canvases": ["p"]}));
     let (_, users) = b.api("GET", "/api/v1/users", Some(KEY), json!(null)).await;
-    let listed: Vec<(&str, u64)> =
-        users["users"].as_array().unwrap().iter().map(|u| (u["user"].as_str().unwrap(), u["connections"].as_u64().unwrap())).collect();
+    let listed: Vec<(&str, u64)> = users["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| (u["user"].as_str().unwrap(), u["connections"].as_u64().unwrap()))
+        .collect();
     assert_eq!(listed, [("ann", 2), ("bob", 1)]);
 
     tab1.close().await;
@@ -53,7 +57,10 @@ async fn two_tabs_of_one_user_on_two_instances_are_one_user_with_two_connections
     assert_eq!(next_logged(&mut bob).await["type"], "ack");
     tab2.close().await;
     let left = next_logged(&mut bob).await;
-    assert_eq!((left["type"].as_str(), left["data"].clone()), (Some("user-disconnected"), json!({"user": "ann", "name": "Ann"})));
+    assert_eq!(
+        (left["type"].as_str(), left["data"].clone()),
+        (Some("user-disconnected"), json!({"user": "ann", "name": "Ann"}))
+    );
     let (_, user) = a.api("GET", "/api/v1/users/ann", Some(KEY), json!(null)).await;
     assert_eq!(user, json!({"user": "ann", "connected": false, "connections": 0, "canvases": []}));
 }
@@ -107,14 +114,18 @@ async fn an_instance_whose_users_were_expired_while_it_stalled_registers_them_ag
     a.signal("CONT");
     // A's next heartbeat is late: it finds ann's connection gone and registers it again.
     let back = next_logged(&mut bob).await;
-    assert_eq!((back["type"].as_str(), back["data"].clone()), (Some("user-connected"), json!({"user": "ann", "name": "Ann"})));
+    assert_eq!(
+        (back["type"].as_str(), back["data"].clone()),
+        (Some("user-connected"), json!({"user": "ann", "name": "Ann"}))
+    );
     let (_, user) = b.api("GET", "/api/v1/users/ann", Some(KEY), json!(null)).await;
     assert_eq!(user["connections"], 1, "{user}");
     assert!(a.log_text().contains("registering them again"), "{}", a.log_text());
     // Ann's connection is the same one and still works (it saw itself leave and come back, in order).
     let mut ann = ann;
     ann.publish("note", json!("still here"), "n").await;
-    let seen: Vec<Value> = [next_logged(&mut ann).await, next_logged(&mut ann).await, next_logged(&mut ann).await].into();
+    let seen: Vec<Value> =
+        [next_logged(&mut ann).await, next_logged(&mut ann).await, next_logged(&mut ann).await].into();
     let kinds: Vec<&str> = seen.iter().map(|f| f["type"].as_str().unwrap()).collect();
     assert_eq!(kinds, ["user-disconnected", "user-connected", "ack"]);
 }
@@ -128,8 +139,18 @@ on_both_buses!(heartbeats_and_expiry_keep_up_under_a_flat_out_load);
 async fn heartbeats_and_expiry_keep_up_under_a_flat_out_load(store: Store) {
     let seconds: u64 = std::env::var("RELAY_STARVATION_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(15);
     let args = [
-        "--presence-timeout", "3s", "--rate-limit", "0", "--message-ttl", "2s", "--cleanup-interval", "200ms",
-        "--cleanup-batch", "100", "--api-key", KEY,
+        "--presence-timeout",
+        "3s",
+        "--rate-limit",
+        "0",
+        "--message-ttl",
+        "2s",
+        "--cleanup-interval",
+        "200ms",
+        "--cleanup-batch",
+        "100",
+        "--api-key",
+        KEY,
     ];
     let (a, b) = (store.start(&args).await, store.start(&args).await);
     // The watchers keep reading until the load ends: reading answers the server's pings, and a client silent

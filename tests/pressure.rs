@@ -32,7 +32,9 @@ on_both_buses!(a_sender_faster_than_the_store_is_acked_in_full_and_never_cut);
 async fn a_sender_faster_than_the_store_is_acked_in_full_and_never_cut(store: Store) {
     // A small client queue and writer queue: a group commit of this one client's messages used to push more
     // acks at once than its queue holds, and the server cut it with 4009 for its own slowness.
-    let a = store.start(&["--rate-limit", "0", "--client-queue", "64", "--writer-queue", "64", "--max-in-flight", "32"]).await;
+    let a = store
+        .start(&["--rate-limit", "0", "--client-queue", "64", "--writer-queue", "64", "--max-in-flight", "32"])
+        .await;
     let client = a.connect("flat", "fast").await;
     let first = client.seq() + 1;
     let (mut sink, mut stream) = client.ws.split();
@@ -46,7 +48,11 @@ async fn a_sender_faster_than_the_store_is_acked_in_full_and_never_cut(store: St
     });
     for n in 0..COUNT {
         let frame = next_json(&mut stream).await;
-        assert_eq!((frame["type"].as_str(), frame["ref"].as_str()), (Some("ack"), Some(n.to_string().as_str())), "{frame}");
+        assert_eq!(
+            (frame["type"].as_str(), frame["ref"].as_str()),
+            (Some("ack"), Some(n.to_string().as_str())),
+            "{frame}"
+        );
         assert_eq!(frame["seq"], first + n, "acked in order, gap-free");
     }
     drop(sending.await.unwrap());
@@ -127,7 +133,8 @@ async fn a_cursor_flood_neither_cuts_a_slow_reader_nor_delays_its_logged_message
             }
         }
     }
-    let cut = a.metric(r#"relay_clients_cut_total{reason="slow"}"#).await + b.metric(r#"relay_clients_cut_total{reason="slow"}"#).await;
+    let cut = a.metric(r#"relay_clients_cut_total{reason="slow"}"#).await
+        + b.metric(r#"relay_clients_cut_total{reason="slow"}"#).await;
     assert_eq!(cut, 0.0, "nobody was cut");
     drop(Client::connect_url(a.url("/ws/flood?user=check")).await.expect("the instance still serves"));
 }
@@ -158,7 +165,10 @@ async fn cursors_a_reader_does_not_take_are_replaced_counted_for_its_canvas_and_
     // The latest arrived, so every cursor has been handled: the counts are final.
     let (_, metrics) = a.get("/metrics").await;
     let value = |series: &str| -> f64 {
-        metrics.lines().find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok()).unwrap_or(0.0)
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+            .unwrap_or(0.0)
     };
     let missed = value(r#"relay_canvas_outbox_drops_total{canvas="drops",lane="ephemeral"}"#);
     assert!(missed > 0.0, "a reader that read nothing missed no cursor");

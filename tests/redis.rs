@@ -17,7 +17,11 @@ const FAST: [&str; 4] = ["--heartbeat-interval", "100ms", "--presence-timeout", 
 /// Sends `count` notes one at a time, each until acked (an `unavailable` error means: not logged, send
 /// again). Checks that every seq after the welcome arrives once, in order. Returns (n, acked seq) and the
 /// client's view, seq → frame, and how many sends were refused.
-async fn send_until_acked(mut client: Client, me: usize, count: usize) -> (Vec<(usize, u64)>, BTreeMap<u64, Value>, Client, usize) {
+async fn send_until_acked(
+    mut client: Client,
+    me: usize,
+    count: usize,
+) -> (Vec<(usize, u64)>, BTreeMap<u64, Value>, Client, usize) {
     let mut next = client.seq() + 1;
     let (mut acked, mut view, mut attempt, mut refused) = (Vec::new(), BTreeMap::new(), 0, 0);
     for n in 0..count {
@@ -70,7 +74,8 @@ async fn wait_for_health(instance: &Instance, status: u16) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_restart_during_traffic_loses_no_acked_message_and_no_client_sees_a_gap() {
     let Some(mut redis) = RedisServer::start(true).await else { return };
-    let (a, b) = (Instance::start_on_redis(&redis.url(), &FAST).await, Instance::start_on_redis(&redis.url(), &FAST).await);
+    let (a, b) =
+        (Instance::start_on_redis(&redis.url(), &FAST).await, Instance::start_on_redis(&redis.url(), &FAST).await);
     let mut clients = Vec::new();
     for (i, instance) in [&a, &a, &b, &b].into_iter().enumerate() {
         clients.push(instance.connect("live", &format!("user{i}")).await);
@@ -80,7 +85,8 @@ async fn a_redis_restart_during_traffic_loses_no_acked_message_and_no_client_see
         client.skip_presence(last_join).await;
     }
     const COUNT: usize = 100;
-    let tasks: Vec<_> = clients.into_iter().enumerate().map(|(i, c)| tokio::spawn(send_until_acked(c, i, COUNT))).collect();
+    let tasks: Vec<_> =
+        clients.into_iter().enumerate().map(|(i, c)| tokio::spawn(send_until_acked(c, i, COUNT))).collect();
 
     tokio::time::sleep(Duration::from_millis(300)).await;
     redis.kill().await;
@@ -125,7 +131,11 @@ async fn a_redis_restart_during_traffic_loses_no_acked_message_and_no_client_see
         .collect();
     for (i, acked, view) in &views {
         for (n, seq) in acked {
-            assert_eq!(stored.get(seq), Some(&json!({"client": i, "n": n})), "acked message lost or moved at seq {seq}");
+            assert_eq!(
+                stored.get(seq),
+                Some(&json!({"client": i, "n": n})),
+                "acked message lost or moved at seq {seq}"
+            );
         }
         assert_eq!(view.keys().next_back(), Some(&head), "client {i} followed to the head");
         assert_eq!(view.len() as u64, head - last_join, "client {i} saw every seq after its joins once");
@@ -215,9 +225,18 @@ async fn a_batch_whose_reply_was_lost_is_acked_once_and_logged_once() {
     assert_eq!(proxy.replies_lost(), 1, "the fault happened");
     ann.publish("note", json!("after"), "r2").await;
     let next = ann.recv().await;
-    assert_eq!((next["type"].as_str(), next["seq"].as_u64()), (Some("ack"), Some(answer["seq"].as_u64().unwrap() + 1)), "no second ack, no gap");
-    let log: redis::streams::StreamRangeReply =
-        redis::cmd("XRANGE").arg("relay:{lost}:log").arg("-").arg("+").query_async(&mut redis.connection().await).await.unwrap();
+    assert_eq!(
+        (next["type"].as_str(), next["seq"].as_u64()),
+        (Some("ack"), Some(answer["seq"].as_u64().unwrap() + 1)),
+        "no second ack, no gap"
+    );
+    let log: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+        .arg("relay:{lost}:log")
+        .arg("-")
+        .arg("+")
+        .query_async(&mut redis.connection().await)
+        .await
+        .unwrap();
     let cut = log.ids.iter().filter(|e| e.get::<String>("d").as_deref() == Some("\"CUT-HERE\"")).count();
     assert_eq!(cut, 1, "logged once");
 }
@@ -232,7 +251,8 @@ async fn a_batch_is_applied_whole_or_not_at_all_and_at_most_once() {
         include_str!("../src/bus/redis/lua/common.lua"),
         include_str!("../src/bus/redis/lua/publish.lua")
     );
-    let message = |canvas: &str, data: &str| ["log", canvas, "note", "u", data, "", "", "", "", "0", "0"].map(str::to_owned);
+    let message =
+        |canvas: &str, data: &str| ["log", canvas, "note", "u", data, "", "", "", "", "0", "0"].map(str::to_owned);
     let run = |batch: u32, messages: Vec<[String; 11]>| {
         let mut cmd = redis::cmd("EVAL");
         cmd.arg(&script).arg(0).arg(60_000).arg("i1").arg("epoch").arg(batch).arg(1 << 20);
@@ -263,11 +283,36 @@ async fn a_store_of_the_first_layout_is_converted_at_start() {
     let Some(redis) = RedisServer::start(false).await else { return };
     let mut conn = redis.connection().await;
     let () = redis::pipe()
-        .cmd("SET").arg("relay:epoch").arg("old-store").ignore()
-        .cmd("HSET").arg("relay:{v1}:head").arg("seq").arg(3).arg("gen").arg(4).ignore()
-        .cmd("SADD").arg("relay:{v1}:ids").arg("o1").arg("o/2").ignore()
-        .cmd("HSET").arg("relay:{v1}:o:o1").arg("id").arg("\"o1\"").arg("x").arg("1.5e-300").ignore()
-        .cmd("HSET").arg("relay:{v1}:o:o/2").arg("id").arg("\"o/2\"").arg("tags").arg("[]").ignore()
+        .cmd("SET")
+        .arg("relay:epoch")
+        .arg("old-store")
+        .ignore()
+        .cmd("HSET")
+        .arg("relay:{v1}:head")
+        .arg("seq")
+        .arg(3)
+        .arg("gen")
+        .arg(4)
+        .ignore()
+        .cmd("SADD")
+        .arg("relay:{v1}:ids")
+        .arg("o1")
+        .arg("o/2")
+        .ignore()
+        .cmd("HSET")
+        .arg("relay:{v1}:o:o1")
+        .arg("id")
+        .arg("\"o1\"")
+        .arg("x")
+        .arg("1.5e-300")
+        .ignore()
+        .cmd("HSET")
+        .arg("relay:{v1}:o:o/2")
+        .arg("id")
+        .arg("\"o/2\"")
+        .arg("tags")
+        .arg("[]")
+        .ignore()
         .query_async(&mut conn)
         .await
         .unwrap();

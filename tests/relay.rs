@@ -71,13 +71,18 @@ async fn concurrent_writers_agree(store: Store, args_b: &[&str]) {
     }
     // Per-sender order is preserved inside the canvas order.
     for i in 0..4 {
-        let ns: Vec<u64> = views[0].values().filter(|(_, d)| d["client"] == i).map(|(_, d)| d["n"].as_u64().unwrap()).collect();
+        let ns: Vec<u64> =
+            views[0].values().filter(|(_, d)| d["client"] == i).map(|(_, d)| d["n"].as_u64().unwrap()).collect();
         assert_eq!(ns, (0..PER_CLIENT as u64).collect::<Vec<_>>());
     }
     let logged = file.logged("order").await;
     assert_eq!(logged.iter().filter(|t| *t == "stroke").count(), 4 * PER_CLIENT, "stored once each");
     // (Leaving clients log user-disconnected after it.)
-    assert_eq!(logged.iter().rposition(|t| t == "stroke"), Some(total as usize - 1), "the last stroke is at seq {total}");
+    assert_eq!(
+        logged.iter().rposition(|t| t == "stroke"),
+        Some(total as usize - 1),
+        "the last stroke is at seq {total}"
+    );
 }
 
 on_both_buses!(concurrent_writers_on_two_instances_see_one_gap_free_order);
@@ -106,12 +111,19 @@ async fn a_message_reaches_the_other_instance_and_the_sender_gets_its_ack(store:
     for client in [&mut local, &mut remote] {
         let msg = client.recv().await;
         assert_eq!(msg["type"], "object-create");
-        assert_eq!((msg["seq"].as_u64(), msg["canvas"].as_str(), msg["from"].as_str()), (Some(4), Some("c1"), Some("ann")));
+        assert_eq!(
+            (msg["seq"].as_u64(), msg["canvas"].as_str(), msg["from"].as_str()),
+            (Some(4), Some("c1"), Some("ann"))
+        );
         assert_eq!(msg["data"], json!({"id": "o1", "kind": "rect"}));
         assert!(msg["ts"].as_i64().unwrap() > 1_600_000_000_000, "ts is unix ms");
     }
     let welcome = b.connect("c1", "dan").await.welcome;
-    assert_eq!((welcome["seq"].as_u64(), welcome["resumed"].as_bool()), (Some(5), Some(false)), "after dan's user-connected");
+    assert_eq!(
+        (welcome["seq"].as_u64(), welcome["resumed"].as_bool()),
+        (Some(5), Some(false)),
+        "after dan's user-connected"
+    );
     assert_eq!(welcome["epoch"], sender.epoch(), "one canvas, one epoch, whichever instance");
     assert_ne!(welcome["instance"], sender.welcome["instance"]);
 }
@@ -230,7 +242,9 @@ async fn metrics_and_health_show_the_peers_their_wake_ups_and_the_delay_of_their
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
     };
-    tokio::time::timeout(helpers::WAIT, caught_up).await.expect("both saw the other, b read a's commits (and a rang b)");
+    tokio::time::timeout(helpers::WAIT, caught_up)
+        .await
+        .expect("both saw the other, b read a's commits (and a rang b)");
     for instance in [&a, &b] {
         let (_, health) = instance.get("/health").await;
         let health: Value = serde_json::from_str(&health).unwrap();
@@ -254,7 +268,9 @@ async fn the_canvas_app_is_served_from_the_binary() {
     let (status, page) = a.get("/?canvas=team-1&name=Ann").await;
     assert_eq!(status, 200);
     assert!(page.contains(r#"<script type="module" src="/app/app.js">"#), "{page}");
-    for (path, marker) in [("/app/app.js", "new CanvasSession"), ("/app/relay-client.js", "resumed"), ("/app/style.css", "#board")] {
+    for (path, marker) in
+        [("/app/app.js", "new CanvasSession"), ("/app/relay-client.js", "resumed"), ("/app/style.css", "#board")]
+    {
         let (status, body) = a.get(path).await;
         assert_eq!(status, 200, "{path}");
         assert!(body.contains(marker), "{path} without {marker}");
@@ -267,7 +283,8 @@ async fn the_canvas_app_is_served_from_the_binary() {
 #[tokio::test]
 async fn each_instance_persists_how_far_it_delivered_each_canvas() {
     let file = SharedFile::new();
-    let (a, b) = (file.start(&["--watermark-interval", "50ms"]).await, file.start(&["--watermark-interval", "50ms"]).await);
+    let (a, b) =
+        (file.start(&["--watermark-interval", "50ms"]).await, file.start(&["--watermark-interval", "50ms"]).await);
     let mut writer = a.connect("wm", "ann").await;
     let mut reader = b.connect("wm", "bob").await;
     writer.skip_presence(2).await;
@@ -318,7 +335,10 @@ async fn cursors_cross_instances_in_coalesced_batches(store: Store) {
         let mut seen = Vec::new();
         loop {
             let frame = client.recv().await;
-            assert_eq!((frame["type"].as_str(), frame["from"].as_str(), frame["canvas"].as_str()), (Some("cursor"), Some("ann"), Some("cur")));
+            assert_eq!(
+                (frame["type"].as_str(), frame["from"].as_str(), frame["canvas"].as_str()),
+                (Some("cursor"), Some("ann"), Some("cur"))
+            );
             assert_eq!(frame["connection"], ann.welcome["connection"], "cursors say which connection moved");
             seen.push(frame["data"]["x"].as_u64().unwrap());
             if seen.last() == Some(&(sent - 1)) {

@@ -28,7 +28,8 @@ async fn resume_on_another_instance_replays_then_goes_live(store: Store) {
     let (seen, _) = resumed.read_through(8).await;
     let kinds: Vec<&str> = seen.iter().map(|(_, s)| s.kind()).collect();
     assert_eq!(kinds, ["note", "note", "note", "user-connected", "note"]);
-    let ns: Vec<_> = seen.iter().filter(|(_, s)| s.kind() == "note").map(|(_, s)| s.data()["n"].as_u64().unwrap()).collect();
+    let ns: Vec<_> =
+        seen.iter().filter(|(_, s)| s.kind() == "note").map(|(_, s)| s.data()["n"].as_u64().unwrap()).collect();
     assert_eq!(ns, [3, 4, 5, 6]);
 }
 

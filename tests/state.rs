@@ -49,7 +49,12 @@ async fn follow(client: &mut Client, upto: u64, mut state: BTreeMap<String, Valu
 
 /// A writer doing `n` pseudo-random ops on ids o0..o7, one at a time; returns how many were acked, and the
 /// client (still connected, so its leaving is not logged yet). It signals `halfway` after half of them.
-async fn random_ops(mut client: Client, seed: u64, n: usize, halfway: tokio::sync::oneshot::Sender<()>) -> (u64, Client) {
+async fn random_ops(
+    mut client: Client,
+    seed: u64,
+    n: usize,
+    halfway: tokio::sync::oneshot::Sender<()>,
+) -> (u64, Client) {
     let mut x = seed;
     let mut acked = 0;
     let mut halfway = Some(halfway);

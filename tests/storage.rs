@@ -72,7 +72,8 @@ fn logged_refs(db: &Path) -> Vec<String> {
     let sql = "SELECT payload FROM message_queue WHERE message_type = 'note' ORDER BY seq";
     let mut statement = conn.prepare(sql).unwrap();
     let payloads = statement.query_map([], |r| r.get::<_, String>(0)).unwrap();
-    let refs = payloads.map(|p| serde_json::from_str::<Value>(&p.unwrap()).unwrap()["ref"].as_str().unwrap().to_owned());
+    let refs =
+        payloads.map(|p| serde_json::from_str::<Value>(&p.unwrap()).unwrap()["ref"].as_str().unwrap().to_owned());
     refs.collect()
 }
 
@@ -93,8 +94,16 @@ async fn a_full_disk_refuses_with_unavailable_goes_critical_and_recovers_when_sp
     let db = fs.path().join("relay.db");
     // No background writes (heartbeats, watermarks, cleanup): one that squeezed into space freed by a
     // rolled-back commit would clear the error before `/health` is asked.
-    let quiet =
-        ["--heartbeat-interval", "1h", "--presence-timeout", "3h", "--watermark-interval", "1h", "--cleanup-interval", "1h"];
+    let quiet = [
+        "--heartbeat-interval",
+        "1h",
+        "--presence-timeout",
+        "3h",
+        "--watermark-interval",
+        "1h",
+        "--cleanup-interval",
+        "1h",
+    ];
     let a = Instance::start(&db, &[&["--rate-limit", "100000", "--rate-burst", "100000"][..], &quiet].concat()).await;
     let mut client = a.connect("full", "writer").await;
     assert_eq!(publish(&mut client, "before", json!({"ref": "before"})).await["type"], "ack");

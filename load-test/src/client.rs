@@ -120,12 +120,7 @@ const QUIET: Duration = Duration::from_millis(500);
 /// second time passes. Loss is judged afterwards against the highest seq any client of the canvas saw, so
 /// the socket is handed back still open: a client leaving early would log a `user-disconnected` that the
 /// others see and it does not.
-pub async fn run(
-    spec: Spec,
-    mut ws: Socket,
-    welcome_seq: u64,
-    stop: Stop,
-) -> anyhow::Result<(Tally, Socket)> {
+pub async fn run(spec: Spec, mut ws: Socket, welcome_seq: u64, stop: Stop) -> anyhow::Result<(Tally, Socket)> {
     let mut tally = Tally {
         sent: 0,
         acked: 0,

@@ -58,7 +58,8 @@ pub async fn fill(mut socket: Socket, objects: usize, object_bytes: usize) -> Fi
             Ok(Some(Ok(Message::Text(text)))) => text,
             Ok(Some(Ok(Message::Close(frame)))) => {
                 let code = frame.map_or("no code".to_string(), |f| u16::from(f.code).to_string());
-                filled.stopped = Some(format!("relay closed the connection ({code}) with {} ops unanswered", in_flight.len()));
+                filled.stopped =
+                    Some(format!("relay closed the connection ({code}) with {} ops unanswered", in_flight.len()));
                 break;
             }
             Ok(Some(Ok(_))) => continue,
@@ -71,7 +72,8 @@ pub async fn fill(mut socket: Socket, objects: usize, object_bytes: usize) -> Fi
                 break;
             }
             Err(_) => {
-                filled.stopped = Some(format!("no answer for {} s with {} ops in flight", STALL.as_secs(), in_flight.len()));
+                filled.stopped =
+                    Some(format!("no answer for {} s with {} ops in flight", STALL.as_secs(), in_flight.len()));
                 break;
             }
         };

@@ -168,7 +168,8 @@ async fn read_slowly(mut socket: Socket, fps: u32, flood: (Instant, Instant), un
             Ok(Some(Ok(Message::Text(text)))) => text,
             Ok(Some(Ok(Message::Close(frame)))) => {
                 read.close_code = frame.map(|f| u16::from(f.code));
-                read.closed = Some(read.close_code.map_or("a close without a code".into(), |code| format!("close code {code}")));
+                read.closed =
+                    Some(read.close_code.map_or("a close without a code".into(), |code| format!("close code {code}")));
                 break;
             }
             Ok(Some(Ok(_))) => continue, // ping, pong, binary: not the relay's frames
@@ -276,7 +277,12 @@ fn human(o: &Value) -> String {
         num(&o["seconds"]), f["target"].as_str().unwrap_or(""), r["target"].as_str().unwrap_or(""),
         r["on"].as_str().unwrap_or(""), r["max_fps"], p["every_ms"], p["target"].as_str().unwrap_or(""),
     );
-    out += &format!("  flooder: {} cursors sent ({:.0}/s), last x {}\n", f["cursors_sent"], num(&f["per_second"]), f["last_x"]);
+    out += &format!(
+        "  flooder: {} cursors sent ({:.0}/s), last x {}\n",
+        f["cursors_sent"],
+        num(&f["per_second"]),
+        f["last_x"]
+    );
     if let Some(failed) = f["failed"].as_str() {
         out += &format!("    flooder stopped: {failed}\n");
     }
@@ -284,8 +290,10 @@ fn human(o: &Value) -> String {
     if l["received"] != 0 {
         out += &format!(
             "; latency p50 {:.1} ms, max {:.1} ms; frames read between two: p50 {}, max {}",
-            num(&l["latency_ms"]["p50"]), num(&l["latency_ms"]["max"]),
-            num(&l["frames_between"]["p50"]), num(&l["frames_between"]["max"]),
+            num(&l["latency_ms"]["p50"]),
+            num(&l["latency_ms"]["max"]),
+            num(&l["frames_between"]["p50"]),
+            num(&l["frames_between"]["max"]),
         );
     }
     out += "\n";
@@ -299,10 +307,17 @@ fn human(o: &Value) -> String {
     };
     out += &format!(
         "  reader: {} frames read in {:.1} s, {} cursors ({:.0}/s during the flood); closed: {closed}\n",
-        r["frames"], num(&r["seconds"]), r["cursors"], num(&r["cursors_per_second_in_flood"]),
+        r["frames"],
+        num(&r["seconds"]),
+        r["cursors"],
+        num(&r["cursors_per_second_in_flood"]),
     );
     let yes = if o["latest_delivered"].as_bool() == Some(true) { "yes" } else { "no" };
     let x = |v: &Value| if v.is_null() { "none".to_string() } else { v.to_string() };
-    out += &format!("  latest delivered: {yes} (last cursor read x={}, last sent x={})\n", x(&r["last_x"]), x(&f["last_x"]));
+    out += &format!(
+        "  latest delivered: {yes} (last cursor read x={}, last sent x={})\n",
+        x(&r["last_x"]),
+        x(&f["last_x"])
+    );
     out
 }

@@ -71,10 +71,15 @@ struct Memory {
 /// Runs the scenario and prints its report; an error only when it cannot start (see the module doc).
 pub async fn join(args: &JoinArgs) -> anyhow::Result<()> {
     let targets = &args.common.targets;
-    anyhow::ensure!(args.pids.is_empty() || args.pids.len() == targets.len(), "give one --pids entry per --targets entry, in order");
+    anyhow::ensure!(
+        args.pids.is_empty() || args.pids.len() == targets.len(),
+        "give one --pids entry per --targets entry, in order"
+    );
     let sampler = if args.pids.is_empty() { None } else { Some(Sampler::start(&args.pids)?) };
     let canvas = format!("{}-join", args.common.prefix);
-    let filler = welcome::open(&targets[0], &canvas, "filler").await.map_err(|e| anyhow::anyhow!("the filler could not join: {e}"))?;
+    let filler = welcome::open(&targets[0], &canvas, "filler")
+        .await
+        .map_err(|e| anyhow::anyhow!("the filler could not join: {e}"))?;
     anyhow::ensure!(
         filler.objects == 0,
         "canvas {canvas} already has {} objects: use another --prefix or a fresh database",
@@ -139,7 +144,8 @@ async fn storm(targets: &[String], canvas: &str, count: usize, expected: usize) 
     let mut joins = Joins::default();
     let mut sockets = Vec::new();
     for task in tasks {
-        let result = task.await.unwrap_or_else(|e| Err(welcome::JoinFailure::Dropped(format!("joiner task failed: {e}"))));
+        let result =
+            task.await.unwrap_or_else(|e| Err(welcome::JoinFailure::Dropped(format!("joiner task failed: {e}"))));
         sockets.extend(joins.add(result).map(|joined| joined.socket));
     }
     futures_util::future::join_all(sockets.into_iter().map(welcome::close)).await;

@@ -39,11 +39,19 @@ pub async fn latency(common: &Common, rate: u32, clients: usize, canvases: usize
             spec(common, i, canvas, format!("u{i}"), Pace::Every(period), &progress)
         })
         .collect();
-    let title = format!("latency: {rate} msg/s, {clients} clients on {canvases} canvases over {} instances", common.targets.len());
+    let title = format!(
+        "latency: {rate} msg/s, {clients} clients on {canvases} canvases over {} instances",
+        common.targets.len()
+    );
     run(title, common.duration, specs, progress).await
 }
 
-pub async fn throughput(common: &Common, senders: usize, rate_per_sender: u32, window: usize) -> anyhow::Result<Report> {
+pub async fn throughput(
+    common: &Common,
+    senders: usize,
+    rate_per_sender: u32,
+    window: usize,
+) -> anyhow::Result<Report> {
     anyhow::ensure!(senders > 0, "senders must be above zero");
     let pace = if window == 0 {
         anyhow::ensure!(rate_per_sender > 0, "rate-per-sender must be above zero");
@@ -52,8 +60,9 @@ pub async fn throughput(common: &Common, senders: usize, rate_per_sender: u32, w
         Pace::Window(window)
     };
     let progress = Arc::default();
-    let specs =
-        (0..senders).map(|i| spec(common, i, format!("{}-tp-{i}", common.prefix), format!("s{i}"), pace, &progress)).collect();
+    let specs = (0..senders)
+        .map(|i| spec(common, i, format!("{}-tp-{i}", common.prefix), format!("s{i}"), pace, &progress))
+        .collect();
     let mode = if window == 0 { format!("{rate_per_sender} msg/s each") } else { format!("flat out, window {window}") };
     let title = format!("throughput: {senders} senders ({mode}) over {} instances", common.targets.len());
     run(title, common.duration, specs, progress).await
@@ -67,7 +76,8 @@ pub async fn fanout(common: &Common, receivers: usize, senders: usize, window: u
     let progress = Arc::default();
     let specs = (0..senders + receivers)
         .map(|i| {
-            let (user, pace) = if i < senders { (format!("s{i}"), Pace::Window(window)) } else { (format!("r{i}"), Pace::Listen) };
+            let (user, pace) =
+                if i < senders { (format!("s{i}"), Pace::Window(window)) } else { (format!("r{i}"), Pace::Listen) };
             spec(common, i, canvas.clone(), user, pace, &progress)
         })
         .collect();
@@ -110,10 +120,15 @@ pub async fn background(common: &Common, rate: u32, clients: usize) -> anyhow::R
     let period = Duration::from_secs_f64(clients as f64 / rate as f64);
     let progress = Arc::default();
     let canvas = format!("{}-bg", common.prefix);
-    let specs = (0..clients).map(|i| spec(common, i, canvas.clone(), format!("bg{i}"), Pace::Every(period), &progress)).collect();
+    let specs = (0..clients)
+        .map(|i| spec(common, i, canvas.clone(), format!("bg{i}"), Pace::Every(period), &progress))
+        .collect();
     let connected = connect_all(specs).await?;
     let (stop, until) = Stop::later();
-    let title = format!("background latency: {rate} msg/s, {clients} clients on one canvas over {} instances", common.targets.len());
+    let title = format!(
+        "background latency: {rate} msg/s, {clients} clients on one canvas over {} instances",
+        common.targets.len()
+    );
     Ok(Background { title, started: Instant::now(), stop, tasks: spawn_all(connected, until) })
 }
 
@@ -280,7 +295,12 @@ async fn read_all(args: &crate::IdleArgs) -> anyhow::Result<Vec<(u64, f64)>> {
 }
 
 /// Opens `count` silent clients over `canvases` canvases, round-robin over the targets.
-async fn open_idle(targets: &[String], count: usize, canvases: usize, prefix: &str) -> anyhow::Result<Vec<client::Socket>> {
+async fn open_idle(
+    targets: &[String],
+    count: usize,
+    canvases: usize,
+    prefix: &str,
+) -> anyhow::Result<Vec<client::Socket>> {
     let mut sockets = Vec::with_capacity(count);
     let progress = Arc::default();
     for i in 0..count {
@@ -293,7 +313,8 @@ async fn open_idle(targets: &[String], count: usize, canvases: usize, prefix: &s
             payload: 0,
             progress: Arc::clone(&progress),
         };
-        let (ws, _) = client::connect(&spec).await.map_err(|e| anyhow::anyhow!("socket {i}: {e} (raise ulimit -n?)"))?;
+        let (ws, _) =
+            client::connect(&spec).await.map_err(|e| anyhow::anyhow!("socket {i}: {e} (raise ulimit -n?)"))?;
         sockets.push(ws);
     }
     Ok(sockets)

@@ -102,12 +102,12 @@ pub async fn close(mut socket: Socket) {
 /// Connects and returns the first text message, whole.
 async fn welcome_text(target: &str, canvas: &str, user: &str) -> Result<(Socket, Utf8Bytes), JoinFailure> {
     let url = format!("ws://{target}/ws/{canvas}?user={user}");
-    let (mut socket, _) = tokio_tungstenite::connect_async_with_config(&url, Some(big_config()), true)
-        .await
-        .map_err(|error| match error {
+    let (mut socket, _) = tokio_tungstenite::connect_async_with_config(&url, Some(big_config()), true).await.map_err(
+        |error| match error {
             WsError::Http(response) => JoinFailure::Http(response.status().as_u16()),
             other => JoinFailure::Dropped(format!("connect: {other}")),
-        })?;
+        },
+    )?;
     loop {
         match socket.next().await {
             Some(Ok(Message::Text(text))) => return Ok((socket, text)),
@@ -132,7 +132,8 @@ fn count_objects(text: &str) -> Result<usize, JoinFailure> {
         kind: String,
         objects: Option<Entries>,
     }
-    let welcome: Welcome = serde_json::from_str(text).map_err(|e| JoinFailure::NotWelcome(format!("unparsable: {e}")))?;
+    let welcome: Welcome =
+        serde_json::from_str(text).map_err(|e| JoinFailure::NotWelcome(format!("unparsable: {e}")))?;
     if welcome.kind != "welcome" {
         return Err(JoinFailure::NotWelcome(format!("type {:?}", welcome.kind)));
     }

@@ -153,7 +153,14 @@ impl Bus {
             name: request.name.clone(),
         };
         let (done, registered) = tokio::sync::oneshot::channel();
-        let register = Publish::presence(true, request.canvas.clone(), request.user.clone(), request.name.clone(), request.conn, Some(done));
+        let register = Publish::presence(
+            true,
+            request.canvas.clone(),
+            request.user.clone(),
+            request.name.clone(),
+            request.conn,
+            Some(done),
+        );
         self.publish_urgent(register).await?;
         match tokio::time::timeout(self.publish_timeout(), registered).await {
             Ok(Ok(registered)) => registered?,
@@ -182,7 +189,11 @@ impl Bus {
 
     /// A snapshot for the joiner, with the objects (from the cache when the canvas is at a cached version).
     /// `registered_at`: when the joiner's registration had committed; any snapshot read after includes it.
-    async fn snapshot_with_state(&self, request: &JoinRequest, registered_at: std::time::Instant) -> Result<Snapshot, BusError> {
+    async fn snapshot_with_state(
+        &self,
+        request: &JoinRequest,
+        registered_at: std::time::Instant,
+    ) -> Result<Snapshot, BusError> {
         let cache = self.state_cache();
         let read = ReadObjects { unless: cache.key(&request.canvas), up_to: INLINE_LIMIT };
         let metrics = self.metrics();
@@ -253,7 +264,8 @@ impl Bus {
             (true, Some(resume)) => resume.since,
             _ => snapshot.seq,
         };
-        let replay = (start_after > seq).then_some(Replay { generation: snapshot.generation, after: seq, upto: start_after });
+        let replay =
+            (start_after > seq).then_some(Replay { generation: snapshot.generation, after: seq, upto: start_after });
         let objects = if snapshot.resumed { None } else { snapshot.objects };
         Some(Joined {
             epoch: snapshot.epoch,
@@ -340,7 +352,8 @@ mod tests {
         drop(bus.join(request("ann")).await.unwrap());
         let room = bus.hub().room_for_join(&canvas);
         let held = room.lock();
-        let read = tokio::time::timeout(Duration::from_secs(10), bus.snapshot(&canvas, None, ReadObjects::always())).await;
+        let read =
+            tokio::time::timeout(Duration::from_secs(10), bus.snapshot(&canvas, None, ReadObjects::always())).await;
         drop(held);
         assert!(read.expect("read while the room's lock was held").is_ok());
         bus.close().await;

@@ -82,12 +82,20 @@ macro_rules! on_store {
 
 impl Bus {
     /// Opens the bus `--bus` names and starts its threads or tasks.
-    pub async fn open(config: &Config, instance_id: &str, listen: &str, hub: Arc<Hub>, metrics: Metrics) -> anyhow::Result<Bus> {
+    pub async fn open(
+        config: &Config,
+        instance_id: &str,
+        listen: &str,
+        hub: Arc<Hub>,
+        metrics: Metrics,
+    ) -> anyhow::Result<Bus> {
         let store = match &config.bus {
             BusKind::Sqlite | BusKind::Memory => {
                 Store::Sqlite(SqliteBus::open(config, instance_id, listen, hub.clone(), metrics.clone()).await?)
             }
-            BusKind::Redis(url) => Store::Redis(RedisBus::open(url.expose(), config, instance_id, hub.clone(), metrics.clone()).await?),
+            BusKind::Redis(url) => {
+                Store::Redis(RedisBus::open(url.expose(), config, instance_id, hub.clone(), metrics.clone()).await?)
+            }
         };
         // Two of the biggest states fit, and at least 256 MiB: enough for the canvases joined right now.
         let budget = config.max_canvas_state.saturating_mul(2).max(256 << 20);
@@ -107,7 +115,9 @@ impl Bus {
     ) -> JoinHandle<()> {
         let hub = self.common.hub.clone();
         match &self.store {
-            Store::Sqlite(bus) => tokio::spawn(sqlite::maintenance::run(bus.clone(), hub, cursors, config, stop, fatal)),
+            Store::Sqlite(bus) => {
+                tokio::spawn(sqlite::maintenance::run(bus.clone(), hub, cursors, config, stop, fatal))
+            }
             Store::Redis(bus) => tokio::spawn(redis::maintenance::run(bus.clone(), cursors, config, stop, fatal)),
         }
     }
@@ -148,12 +158,23 @@ impl Bus {
 
     /// A canvas at its head: epoch, seq, state version, presence, the resume check and (as `read` says) its
     /// objects, all at one point of its log.
-    pub async fn snapshot(&self, canvas: &CanvasId, resume: Option<&Resume>, read: ReadObjects) -> Result<Snapshot, BusError> {
+    pub async fn snapshot(
+        &self,
+        canvas: &CanvasId,
+        resume: Option<&Resume>,
+        read: ReadObjects,
+    ) -> Result<Snapshot, BusError> {
         on_store!(self, store => store.snapshot(canvas, resume, read).await)
     }
 
     /// The frames of seqs `after + 1 ..= upto` of one generation of a canvas, in order; fewer when some expired.
-    pub async fn replay_page(&self, canvas: &CanvasId, generation: u64, after: u64, upto: u64) -> Result<Vec<Message>, BusError> {
+    pub async fn replay_page(
+        &self,
+        canvas: &CanvasId,
+        generation: u64,
+        after: u64,
+        upto: u64,
+    ) -> Result<Vec<Message>, BusError> {
         on_store!(self, store => store.replay_page(canvas, generation, after, upto).await)
     }
 
@@ -253,7 +274,12 @@ pub enum Origin {
     /// `expiry` marks a survivor's removal of a dead instance's connection: it applies only if the owner is
     /// still silent for that many ms when the removal commits (it may have come back and registered the
     /// connection again meanwhile).
-    Presence { conn: ConnId, name: Option<String>, done: Option<oneshot::Sender<Result<(), BusError>>>, expiry: Option<i64> },
+    Presence {
+        conn: ConnId,
+        name: Option<String>,
+        done: Option<oneshot::Sender<Result<(), BusError>>>,
+        expiry: Option<i64>,
+    },
 }
 
 /// Why [`Bus::try_publish`] did not queue a publish.
@@ -355,7 +381,11 @@ pub fn refuse_all(batch: Vec<Publish>, error: BusError) {
 /// while its heartbeat was late), through `publish` (the store's own, `urgent` as its second argument):
 /// `user-connected` is logged where it is the user's first again. A connection that left while its
 /// registration was on its way is removed again once that commits.
-pub async fn register_again<F, Fut>(hub: &Hub, registered: &std::collections::HashSet<ConnId>, publish: F) -> Result<(), BusError>
+pub async fn register_again<F, Fut>(
+    hub: &Hub,
+    registered: &std::collections::HashSet<ConnId>,
+    publish: F,
+) -> Result<(), BusError>
 where
     F: Fn(Publish, bool) -> Fut,
     Fut: std::future::Future<Output = Result<(), BusError>>,
@@ -364,7 +394,10 @@ where
     if missing.is_empty() {
         return Ok(());
     }
-    tracing::warn!(connections = missing.len(), "this instance's connections were expired by others; registering them again");
+    tracing::warn!(
+        connections = missing.len(),
+        "this instance's connections were expired by others; registering them again"
+    );
     let mut waits = Vec::new();
     for (canvas, conn, user, name) in &missing {
         let (done, committed) = oneshot::channel();

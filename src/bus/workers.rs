@@ -79,9 +79,12 @@ mod tests {
     async fn a_worker_that_ended_is_named_until_the_workers_are_joined() {
         let workers = Workers::default();
         let (stop, stopped) = std::sync::mpsc::channel::<()>();
-        workers.thread("steady", std::thread::spawn(move || {
-            let _ = stopped.recv();
-        }));
+        workers.thread(
+            "steady",
+            std::thread::spawn(move || {
+                let _ = stopped.recv();
+            }),
+        );
         workers.task("idle", tokio::spawn(std::future::pending()));
         assert_eq!(workers.stopped(), None);
         workers.thread("failing", std::thread::spawn(|| panic!("a bug")));

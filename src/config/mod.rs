@@ -20,8 +20,12 @@ pub use secret::Secret;
 /// The command line. Parse it with [`Cli::parse_resolved`] (or [`Cli::try_parse_resolved_from`]), not the derived
 /// `Cli::parse`: only those give the knobs of `--profile` the profile's values.
 #[derive(Debug, Parser)]
-#[command(name = "canvas-relay", version, about = "Realtime relay for collaborative canvas apps: \
-    several processes share one SQLite file as their message bus.")]
+#[command(
+    name = "canvas-relay",
+    version,
+    about = "Realtime relay for collaborative canvas apps: \
+    several processes share one SQLite file as their message bus."
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

@@ -108,7 +108,13 @@ impl Tuning {
     pub fn flags(&self) -> [(&'static str, String); 7] {
         // Destructured, so a knob added to Tuning cannot be left out here.
         let Tuning {
-            poll_interval, idle_poll_interval, backoff_after, max_batch, max_messages_per_poll, cursor_batch, checkpoint_interval,
+            poll_interval,
+            idle_poll_interval,
+            backoff_after,
+            max_batch,
+            max_messages_per_poll,
+            cursor_batch,
+            checkpoint_interval,
         } = *self;
         let duration = |d: Duration| humantime::format_duration(d).to_string();
         [
@@ -138,7 +144,13 @@ pub fn long_help() -> String {
 pub fn apply(config: &mut Config, matches: &ArgMatches) {
     // Destructured, so a knob added to Tuning cannot be left out here.
     let Tuning {
-        poll_interval, idle_poll_interval, backoff_after, max_batch, max_messages_per_poll, cursor_batch, checkpoint_interval,
+        poll_interval,
+        idle_poll_interval,
+        backoff_after,
+        max_batch,
+        max_messages_per_poll,
+        cursor_batch,
+        checkpoint_interval,
     } = config.profile.tuning();
     let defaulted = |id: &str| matches.value_source(id) == Some(ValueSource::DefaultValue);
     // The argument id of a derived flag is its field's name.
@@ -150,7 +162,13 @@ pub fn apply(config: &mut Config, matches: &ArgMatches) {
         };
     }
     unless_given!(
-        poll_interval, idle_poll_interval, backoff_after, max_batch, max_messages_per_poll, cursor_batch, checkpoint_interval
+        poll_interval,
+        idle_poll_interval,
+        backoff_after,
+        max_batch,
+        max_messages_per_poll,
+        cursor_batch,
+        checkpoint_interval
     );
 }
 

@@ -20,7 +20,14 @@ fn serve_with_no_flags_uses_the_documented_defaults() {
 #[test]
 fn durations_and_booleans_parse_from_flags() {
     let cli = parse([
-        "canvas-relay", "serve", "--poll-interval", "250us", "--message-ttl", "2m", "--local-broadcast", "false",
+        "canvas-relay",
+        "serve",
+        "--poll-interval",
+        "250us",
+        "--message-ttl",
+        "2m",
+        "--local-broadcast",
+        "false",
     ]);
     let Command::Serve(config) = cli.command;
     assert_eq!(config.poll_interval, Duration::from_micros(250));
@@ -31,8 +38,14 @@ fn durations_and_booleans_parse_from_flags() {
 #[test]
 fn secrets_never_show_in_debug_output_and_origins_split_on_commas() {
     let cli = parse([
-        "canvas-relay", "serve", "--api-key", "k-4f9a", "--jwt-secret", "s-77c1",
-        "--allowed-origins", "https://a.example,http://localhost:3000",
+        "canvas-relay",
+        "serve",
+        "--api-key",
+        "k-4f9a",
+        "--jwt-secret",
+        "s-77c1",
+        "--allowed-origins",
+        "https://a.example,http://localhost:3000",
     ]);
     let Command::Serve(config) = cli.command;
     assert_eq!(config.api_key.as_ref().map(Secret::expose), Some("k-4f9a"));
@@ -109,9 +122,20 @@ fn the_new_limits_have_their_documented_defaults_and_bounds() {
 #[test]
 fn every_zero_period_or_deadline_is_refused_naming_its_flag() {
     let flags = [
-        "--ping-interval", "--heartbeat-interval", "--presence-timeout", "--cursor-batch", "--watermark-interval",
-        "--checkpoint-interval", "--cleanup-interval", "--write-timeout", "--shutdown-timeout", "--handshake-timeout",
-        "--publish-timeout", "--poll-interval", "--idle-poll-interval", "--busy-timeout",
+        "--ping-interval",
+        "--heartbeat-interval",
+        "--presence-timeout",
+        "--cursor-batch",
+        "--watermark-interval",
+        "--checkpoint-interval",
+        "--cleanup-interval",
+        "--write-timeout",
+        "--shutdown-timeout",
+        "--handshake-timeout",
+        "--publish-timeout",
+        "--poll-interval",
+        "--idle-poll-interval",
+        "--busy-timeout",
     ];
     for flag in flags {
         let Command::Serve(config) = parse(["canvas-relay", "serve", flag, "0"]).command;

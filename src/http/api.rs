@@ -67,7 +67,9 @@ impl warp::reject::Reject for Denied {}
 pub(super) fn authorized(app: Arc<App>) -> impl Filter<Extract = (Arc<App>,), Error = warp::Rejection> + Clone {
     warp::header::optional::<String>("authorization").and(with_state(app)).and_then(
         |header: Option<String>, app: Arc<App>| async move {
-            let Some(key) = app.config.api_key.as_ref().map(|k| k.expose()) else { return Err(warp::reject::custom(Denied::Disabled)) };
+            let Some(key) = app.config.api_key.as_ref().map(|k| k.expose()) else {
+                return Err(warp::reject::custom(Denied::Disabled));
+            };
             let given = header.as_deref().and_then(|h| h.strip_prefix("Bearer ")).unwrap_or("");
             if constant_time_eq(given.as_bytes(), key.as_bytes()) {
                 Ok(app)
@@ -148,7 +150,9 @@ async fn publish(canvas: String, app: Arc<App>, body: Bytes) -> Result<Response,
         committed.await.map_err(|_| BusError::ShuttingDown)?
     };
     let seq = tokio::time::timeout(app.bus.publish_timeout(), commit).await.map_err(|_| {
-        BusError::Unavailable("the store did not answer within --publish-timeout; the message may still be logged".into())
+        BusError::Unavailable(
+            "the store did not answer within --publish-timeout; the message may still be logged".into(),
+        )
     })??;
     Ok(json(StatusCode::CREATED, format!(r#"{{"seq":{seq}}}"#)))
 }
@@ -175,8 +179,10 @@ async fn canvas(canvas: String, app: Arc<App>) -> Result<Response, ApiError> {
     let canvas = canvas_id(&canvas)?;
     let state = app.bus.canvas(canvas.clone()).await?;
     // The objects are already JSON (up to --max-canvas-state): spliced in, not parsed and written again.
-    let objects = std::str::from_utf8(&state.objects).map_err(|_| BusError::Unavailable("stored state is not UTF-8".into()))?;
-    let head = serde_json::json!({ "canvas": canvas, "seq": state.seq, "epoch": state.epoch, "presence": state.presence });
+    let objects =
+        std::str::from_utf8(&state.objects).map_err(|_| BusError::Unavailable("stored state is not UTF-8".into()))?;
+    let head =
+        serde_json::json!({ "canvas": canvas, "seq": state.seq, "epoch": state.epoch, "presence": state.presence });
     let head = head.to_string();
     let body = format!("{},\"objects\":{objects}}}", &head[..head.len() - 1]);
     Ok(json(StatusCode::OK, body))

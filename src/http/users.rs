@@ -28,7 +28,8 @@ pub fn routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
         .and(authorized(app.clone()))
         .then(user)
         .map(Reply::into_response);
-    let users = warp::path!("api" / "v1" / "users").and(warp::get()).and(authorized(app)).then(users).map(Reply::into_response);
+    let users =
+        warp::path!("api" / "v1" / "users").and(warp::get()).and(authorized(app)).then(users).map(Reply::into_response);
     send.or(user).unify().or(users).unify().boxed()
 }
 

@@ -49,7 +49,10 @@ async fn connect(
     app: Arc<App>,
 ) -> Response {
     if !origin_allowed(&headers, app.config.allowed_origins.as_deref()) {
-        return json_error(StatusCode::FORBIDDEN, "WebSockets from this page's origin are not allowed here (--allowed-origins)");
+        return json_error(
+            StatusCode::FORBIDDEN,
+            "WebSockets from this page's origin are not allowed here (--allowed-origins)",
+        );
     }
     let params = match ConnectParams::parse(&canvas, &query, app.verifier.is_some()) {
         Ok(params) => params,
@@ -158,9 +161,11 @@ fn origin_allowed(headers: &HeaderMap, allowed: Option<&[String]>) -> bool {
 /// The `Sec-WebSocket-Accept` value, if the headers ask for a version-13 WebSocket upgrade.
 fn accept_key(headers: &HeaderMap) -> Option<String> {
     let has = |name: header::HeaderName, token: &str| {
-        headers.get_all(name).iter().filter_map(|v| v.to_str().ok()).any(|v| {
-            v.split(',').any(|part| part.trim().eq_ignore_ascii_case(token))
-        })
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.split(',').any(|part| part.trim().eq_ignore_ascii_case(token)))
     };
     let upgrade = has(header::CONNECTION, "upgrade") && has(header::UPGRADE, "websocket");
     let version_13 = headers.get(header::SEC_WEBSOCKET_VERSION).is_some_and(|v| v == "13");

@@ -97,7 +97,11 @@ impl Hub {
         let mut members = Vec::new();
         for room in rooms {
             let state = room.lock();
-            members.extend(state.members().map(|(conn, user, name)| (room.canvas.clone(), conn, user.clone(), name.map(str::to_owned))));
+            members.extend(
+                state
+                    .members()
+                    .map(|(conn, user, name)| (room.canvas.clone(), conn, user.clone(), name.map(str::to_owned))),
+            );
         }
         members
     }
@@ -145,7 +149,6 @@ impl Hub {
             .collect()
     }
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -214,7 +217,14 @@ mod tests {
             let mut state = room.lock();
             state.start_at(0, 0, &Metrics::new());
             let user = UserId::parse(user).unwrap();
-            state.subscribe(Subscriber { conn: Uuid::new_v4(), user, name: None, generation: 0, start_after: 0, outbox });
+            state.subscribe(Subscriber {
+                conn: Uuid::new_v4(),
+                user,
+                name: None,
+                generation: 0,
+                start_after: 0,
+                outbox,
+            });
             inboxes.push(inbox);
         }
         assert_eq!(hub.send_to_user("ann", &Message::text("hi")), 2);
@@ -222,4 +232,3 @@ mod tests {
         assert_eq!(received, [true, true, false]);
     }
 }
-

@@ -250,7 +250,6 @@ mod tests {
         ClientFrame::parse(text).expect_err("should be refused")
     }
 
-
     #[test]
     fn logged_message_keeps_data_text_and_ref() {
         let frame = ClientFrame::parse(r#"{"type":"object-update","data":{"id":"o1","x":5},"ref":"c-17"}"#).unwrap();

@@ -157,7 +157,6 @@ mod tests {
         assert!(UserId::parse("é").is_err());
     }
 
-
     fn query(pairs: &[(&str, &str)]) -> HashMap<String, String> {
         pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
@@ -165,7 +164,10 @@ mod tests {
     #[test]
     fn connect_params_need_a_valid_canvas_and_user() {
         let ok = ConnectParams::parse("c1", &query(&[("user", "u1"), ("name", "Ann")]), false).unwrap();
-        assert_eq!((ok.canvas.as_str(), ok.user.as_ref().map(UserId::as_str), ok.name.as_deref(), ok.resume), ("c1", Some("u1"), Some("Ann"), None));
+        assert_eq!(
+            (ok.canvas.as_str(), ok.user.as_ref().map(UserId::as_str), ok.name.as_deref(), ok.resume),
+            ("c1", Some("u1"), Some("Ann"), None)
+        );
         assert!(ConnectParams::parse("c 1", &query(&[("user", "u1")]), false).unwrap_err().contains("canvas"));
         assert!(ConnectParams::parse("c1", &query(&[]), false).unwrap_err().contains("user"));
         assert!(ConnectParams::parse("c1", &query(&[("user", "u/1")]), false).unwrap_err().contains("user"));
@@ -188,7 +190,8 @@ mod tests {
 
     #[test]
     fn connect_params_resume_needs_since_and_epoch() {
-        let ok = ConnectParams::parse("c1", &query(&[("user", "u"), ("since", "41"), ("epoch", "ab-0")]), false).unwrap();
+        let ok =
+            ConnectParams::parse("c1", &query(&[("user", "u"), ("since", "41"), ("epoch", "ab-0")]), false).unwrap();
         assert_eq!(ok.resume, Some(Resume { since: 41, epoch: "ab-0".into() }));
         assert!(ConnectParams::parse("c1", &query(&[("user", "u"), ("since", "41")]), false).is_err());
         assert!(ConnectParams::parse("c1", &query(&[("user", "u"), ("since", "-1"), ("epoch", "e")]), false).is_err());

@@ -275,7 +275,10 @@ where
             }
             Some(Ok(Message::Text(text))) => self.on_text(text.as_str()).await,
             Some(Ok(Message::Binary(_))) => {
-                self.reject(FrameError::new(ErrorCode::InvalidFrame, "binary frames are not supported: send JSON text"));
+                self.reject(FrameError::new(
+                    ErrorCode::InvalidFrame,
+                    "binary frames are not supported: send JSON text",
+                ));
                 Ok(())
             }
             Some(Ok(_)) => Ok(()), // WebSocket ping/pong: tungstenite answers pings itself
@@ -283,7 +286,9 @@ where
                 let limit = self.app.config.max_frame_size;
                 Err(self.close(close::TOO_LARGE, &format!("frame larger than {limit} bytes")).await)
             }
-            Some(Err(WsError::Utf8(_))) => Err(self.close(close::INVALID_PAYLOAD, "text frame is not valid UTF-8").await),
+            Some(Err(WsError::Utf8(_))) => {
+                Err(self.close(close::INVALID_PAYLOAD, "text frame is not valid UTF-8").await)
+            }
             Some(Err(error)) => Err(End::Broken(error.to_string())),
         }
     }

@@ -42,7 +42,12 @@ where
         let message = match self.in_flight.clone().try_acquire_owned() {
             Ok(in_flight) => {
                 let reference = message.reference.clone();
-                let origin = Origin::Socket { conn: self.conn, reference: message.reference, outbox: self.outbox.clone(), in_flight };
+                let origin = Origin::Socket {
+                    conn: self.conn,
+                    reference: message.reference,
+                    outbox: self.outbox.clone(),
+                    in_flight,
+                };
                 let (canvas, from) = (self.canvas.clone(), self.user.clone());
                 let publish = Publish { canvas, kind: message.kind, data: message.data, from, origin };
                 match self.app.bus.try_publish(publish) {
@@ -91,4 +96,3 @@ pub(super) async fn wait_stalled(stalled: &mut Option<Stalled>) -> (Option<Strin
         None => std::future::pending().await,
     }
 }
-

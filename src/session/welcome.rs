@@ -94,7 +94,10 @@ mod tests {
 
     #[test]
     fn a_big_welcome_is_one_message_in_fragments_that_never_split_a_character() {
-        let objects: String = (0..20_000).map(|i| format!(r#""o{i}":{{"id":"o{i}","t":"žluťoučký kůň {i}"}}"#)).collect::<Vec<_>>().join(",");
+        let objects: String = (0..20_000)
+            .map(|i| format!(r#""o{i}":{{"id":"o{i}","t":"žluťoučký kůň {i}"}}"#))
+            .collect::<Vec<_>>()
+            .join(",");
         let objects = Bytes::from(format!("{{{objects}}}"));
         let (frames, welcome) = welcome_of(Some(objects.clone()));
         assert!(frames.len() > 3);

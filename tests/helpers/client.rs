@@ -189,4 +189,3 @@ impl Client {
         let _ = tokio::time::timeout(WAIT, async { while let Some(Ok(_)) = self.ws.next().await {} }).await;
     }
 }
-

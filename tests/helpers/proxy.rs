@@ -60,7 +60,8 @@ async fn pump(client: TcpStream, server: TcpStream, armed: Arc<Mutex<Option<Stri
             };
             let marked = {
                 let mut armed = armed.lock().unwrap();
-                let hit = armed.as_ref().is_some_and(|marker| buf[..n].windows(marker.len()).any(|w| w == marker.as_bytes()));
+                let hit =
+                    armed.as_ref().is_some_and(|marker| buf[..n].windows(marker.len()).any(|w| w == marker.as_bytes()));
                 if hit {
                     *armed = None;
                 }

@@ -41,7 +41,8 @@ impl Store {
         match self {
             Store::File(file) => {
                 let conn = file.open();
-                let mut stmt = conn.prepare("SELECT message_type FROM message_queue WHERE canvas_id = ?1 ORDER BY id").unwrap();
+                let mut stmt =
+                    conn.prepare("SELECT message_type FROM message_queue WHERE canvas_id = ?1 ORDER BY id").unwrap();
                 stmt.query_map([canvas], |r| r.get(0)).unwrap().map(Result::unwrap).collect()
             }
             Store::Redis(redis) => {
@@ -81,7 +82,8 @@ impl Store {
         match self {
             Store::File(file) => file.count("SELECT count(*) FROM canvases") as usize,
             Store::Redis(redis) => {
-                let heads: Vec<String> = redis::cmd("KEYS").arg("relay:{*}:head").query_async(&mut redis.connection().await).await.unwrap();
+                let heads: Vec<String> =
+                    redis::cmd("KEYS").arg("relay:{*}:head").query_async(&mut redis.connection().await).await.unwrap();
                 heads.len()
             }
         }

@@ -12,7 +12,13 @@ use crate::protocol::{CanvasId, UserId};
 
 impl RedisBus {
     /// The frames of seqs `after + 1 ..= upto` of one generation of a canvas, as its stream still holds them.
-    pub async fn replay_page(&self, canvas: &CanvasId, generation: u64, after: u64, upto: u64) -> Result<Vec<Message>, BusError> {
+    pub async fn replay_page(
+        &self,
+        canvas: &CanvasId,
+        generation: u64,
+        after: u64,
+        upto: u64,
+    ) -> Result<Vec<Message>, BusError> {
         let mut range = redis::cmd("XRANGE");
         range.arg(keys::log(canvas)).arg(stream_id(generation, after + 1)).arg(stream_id(generation, upto));
         let reply: Value = self
@@ -82,7 +88,9 @@ impl RedisBus {
             .await
             .map_err(unavailable)?;
         let [epoch, generation] = items::<2>(&reply).ok_or_else(|| malformed("a reset"))?;
-        let (Some(epoch), Some(generation)) = (string(epoch), uint(generation)) else { return Err(malformed("a reset")) };
+        let (Some(epoch), Some(generation)) = (string(epoch), uint(generation)) else {
+            return Err(malformed("a reset"));
+        };
         self.inner.shared.observe_epoch(&epoch, &self.inner.hub);
         Ok(format!("{epoch}-{generation}"))
     }
@@ -102,4 +110,3 @@ impl RedisBus {
         Ok(connections)
     }
 }
-

@@ -148,7 +148,12 @@ impl LogEntry {
     /// The room entry: its `id` is the seq, since a room compares ids only within its generation (Redis's
     /// stream ids already order generations, and generations come from a counter that only grows).
     pub fn entry(&self, canvas: &str, store_epoch: &str) -> Entry {
-        Entry { seq: self.seq, generation: self.generation, id: self.seq as i64, frame: self.frame(canvas, store_epoch) }
+        Entry {
+            seq: self.seq,
+            generation: self.generation,
+            id: self.seq as i64,
+            frame: self.frame(canvas, store_epoch),
+        }
     }
 
     /// Who gets the ack instead of the message, if a connection of `instance` sent it.
@@ -182,12 +187,16 @@ mod tests {
     #[test]
     fn an_entry_parses_back_to_its_frame_and_ack() {
         let conn = Uuid::new_v4().to_string();
-        let fields = ["ts", "1700", "s", "42", "t", "stroke", "f", "ann", "d", "{\"x\":1}", "i", "me", "c", &conn, "r", "=c-1"];
+        let fields =
+            ["ts", "1700", "s", "42", "t", "stroke", "f", "ann", "d", "{\"x\":1}", "i", "me", "c", &conn, "r", "=c-1"];
         let value = Value::Array(vec![bulk("3-42"), Value::Array(fields.iter().map(|f| bulk(f)).collect())]);
         let entry = LogEntry::parse(&value).unwrap();
         assert_eq!((entry.generation, entry.seq, entry.ts), (2, 42, 1700));
         let frame: serde_json::Value = serde_json::from_str(entry.frame("c1", "e").to_text().unwrap()).unwrap();
-        assert_eq!(frame, serde_json::json!({"type":"stroke","seq":42,"canvas":"c1","from":"ann","data":{"x":1},"ts":1700}));
+        assert_eq!(
+            frame,
+            serde_json::json!({"type":"stroke","seq":42,"canvas":"c1","from":"ann","data":{"x":1},"ts":1700})
+        );
         assert_eq!(entry.ack_on("me").unwrap().reference.as_deref(), Some("c-1"));
         assert!(entry.ack_on("another instance").is_none());
         assert_eq!(entry.entry("c1", "e").id, 42);

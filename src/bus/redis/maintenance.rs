@@ -16,9 +16,9 @@ use tokio::time::{interval, MissedTickBehavior};
 use uuid::Uuid;
 
 use super::entry::{array, pairs};
+use super::entry::{items, string, uint};
 use super::scripts::{FORGET, HEARTBEAT, ROTATE};
 use super::shared::Leaving;
-use super::entry::{items, string, uint};
 use super::{keys, unavailable, RedisBus};
 use crate::bus::{BusError, Publish};
 use crate::config::Config;
@@ -29,8 +29,17 @@ use crate::protocol::{CanvasId, UserId};
 const CURSOR_STREAM_TTL_MS: u64 = 60_000;
 
 /// Runs until `stop` changes to true. Sends on `fatal` why the instance cannot go on, if it cannot.
-pub async fn run(bus: RedisBus, cursors: Arc<CursorBuffer>, config: Config, stop: watch::Receiver<bool>, fatal: oneshot::Sender<String>) {
-    tokio::join!(heartbeats(&bus, &config, stop.clone(), fatal), cursor_batches(&bus, &cursors, config.cursor_batch, stop));
+pub async fn run(
+    bus: RedisBus,
+    cursors: Arc<CursorBuffer>,
+    config: Config,
+    stop: watch::Receiver<bool>,
+    fatal: oneshot::Sender<String>,
+) {
+    tokio::join!(
+        heartbeats(&bus, &config, stop.clone(), fatal),
+        cursor_batches(&bus, &cursors, config.cursor_batch, stop)
+    );
 }
 
 fn ticker(period: Duration) -> tokio::time::Interval {
@@ -53,7 +62,8 @@ async fn heartbeats(bus: &RedisBus, config: &Config, mut stop: watch::Receiver<b
         }
         if let Some(worker) = bus.stopped_worker() {
             if let Some(fatal) = fatal.take() {
-                let _ = fatal.send(format!("the {worker} task stopped unexpectedly; stopping so that a restart brings it back"));
+                let _ = fatal
+                    .send(format!("the {worker} task stopped unexpectedly; stopping so that a restart brings it back"));
             }
             continue;
         }
@@ -62,7 +72,10 @@ async fn heartbeats(bus: &RedisBus, config: &Config, mut stop: watch::Receiver<b
                 let since_last = last_beat.elapsed();
                 last_beat = Instant::now();
                 if since_last > late_after {
-                    tracing::warn!(?since_last, "a heartbeat was late: others may have expired this instance's connections");
+                    tracing::warn!(
+                        ?since_last,
+                        "a heartbeat was late: others may have expired this instance's connections"
+                    );
                 }
                 // Only after a heartbeat that went through: it checked the store's epoch, so the connections
                 // restored are of the log the store holds (after a store that lost its data, none are).
@@ -89,8 +102,17 @@ async fn cursor_batches(bus: &RedisBus, cursors: &CursorBuffer, period: Duration
         let mut pipe = redis::pipe();
         for batch in &batches {
             let key = keys::cursors(&batch.canvas);
-            pipe.cmd("XADD").arg(&key).arg("MAXLEN").arg("~").arg(64).arg("*")
-                .arg("i").arg(&bus.inner.instance_id).arg("d").arg(&batch.frames).ignore();
+            pipe.cmd("XADD")
+                .arg(&key)
+                .arg("MAXLEN")
+                .arg("~")
+                .arg(64)
+                .arg("*")
+                .arg("i")
+                .arg(&bus.inner.instance_id)
+                .arg("d")
+                .arg(&batch.frames)
+                .ignore();
             pipe.pexpire(&key, CURSOR_STREAM_TTL_MS as i64).ignore();
         }
         if let Err(error) = pipe.exec_async(&mut bus.conn()).await {
@@ -120,8 +142,12 @@ impl RedisBus {
             return Err(malformed());
         };
         if writes < seen_before {
-            tracing::error!(writes, seen_before, "Redis lost writes this instance saw (restarted from an older \
-                snapshot?): starting a new store epoch so that no client trusts a reused seq");
+            tracing::error!(
+                writes,
+                seen_before,
+                "Redis lost writes this instance saw (restarted from an older \
+                snapshot?): starting a new store epoch so that no client trusts a reused seq"
+            );
             epoch = ROTATE
                 .arg(&epoch)
                 .arg(Uuid::new_v4().to_string())
@@ -176,7 +202,9 @@ impl RedisBus {
         for (conn, place) in conns {
             let mut parts = place.splitn(3, '\n');
             let (Some(canvas), Some(user), Some(name)) = (parts.next(), parts.next(), parts.next()) else { continue };
-            let (Ok(conn), Ok(canvas), Ok(user)) = (Uuid::parse_str(conn), CanvasId::parse(canvas), UserId::parse(user)) else {
+            let (Ok(conn), Ok(canvas), Ok(user)) =
+                (Uuid::parse_str(conn), CanvasId::parse(canvas), UserId::parse(user))
+            else {
                 continue;
             };
             let name = super::entry::optional(name).map(str::to_owned);

@@ -104,7 +104,13 @@ struct Inner {
 impl RedisBus {
     /// Connects (failing if Redis cannot be reached at start), registers this instance and starts the
     /// publisher and the stream reader.
-    pub async fn open(url: &str, config: &Config, instance_id: &str, hub: Arc<Hub>, metrics: Metrics) -> anyhow::Result<Self> {
+    pub async fn open(
+        url: &str,
+        config: &Config,
+        instance_id: &str,
+        hub: Arc<Hub>,
+        metrics: Metrics,
+    ) -> anyhow::Result<Self> {
         let client = Client::open(url).context("parsing the Redis URL")?;
         // A command waits for the manager's reconnection attempt, so the attempt is short (two retries, 50
         // then 100 ms): while Redis is down a commit fails within ~150 ms and its senders get `unavailable`
@@ -117,9 +123,15 @@ impl RedisBus {
                 .set_max_delay(Duration::from_secs(1))
                 .set_number_of_retries(2)
         };
-        let connect = |timeout| tokio::time::timeout(RESPONSE_TIMEOUT * 2, client.get_connection_manager_with_config(manager(timeout)));
-        let conn = connect(RESPONSE_TIMEOUT).await.context("connecting to Redis timed out")?.context("connecting to Redis")?;
-        let state_conn = connect(STATE_READ_TIMEOUT).await.context("connecting to Redis timed out")?.context("connecting to Redis")?;
+        let connect = |timeout| {
+            tokio::time::timeout(RESPONSE_TIMEOUT * 2, client.get_connection_manager_with_config(manager(timeout)))
+        };
+        let conn =
+            connect(RESPONSE_TIMEOUT).await.context("connecting to Redis timed out")?.context("connecting to Redis")?;
+        let state_conn = connect(STATE_READ_TIMEOUT)
+            .await
+            .context("connecting to Redis timed out")?
+            .context("connecting to Redis")?;
         Self::migrate(&mut conn.clone()).await?;
         let shared = Arc::new(Shared::default());
         let (urgent_tx, urgent) = mpsc::channel(URGENT_CAPACITY);
@@ -177,10 +189,13 @@ impl RedisBus {
     /// as field hashes only: each canvas gets its `objects` hash, state size and version (`migrate.lua`).
     /// Instances of another layout must not run against the same Redis: stop them all, then start this one.
     async fn migrate(conn: &mut ConnectionManager) -> anyhow::Result<()> {
-        let format: Option<u32> = redis::cmd("GET").arg(keys::FORMAT).query_async(conn).await.context("reading the key layout")?;
+        let format: Option<u32> =
+            redis::cmd("GET").arg(keys::FORMAT).query_async(conn).await.context("reading the key layout")?;
         match format {
             Some(FORMAT) => return Ok(()),
-            Some(newer) if newer > FORMAT => anyhow::bail!("Redis holds key layout {newer}, newer than this binary knows ({FORMAT}): upgrade canvas-relay"),
+            Some(newer) if newer > FORMAT => anyhow::bail!(
+                "Redis holds key layout {newer}, newer than this binary knows ({FORMAT}): upgrade canvas-relay"
+            ),
             _ => {}
         }
         let mut heads: Vec<String> = Vec::new();
@@ -195,7 +210,12 @@ impl RedisBus {
             let objects: u64 = scripts::MIGRATE.arg(canvas).invoke_async(conn).await.context("converting a canvas")?;
             converted += objects;
         }
-        let () = redis::cmd("SET").arg(keys::FORMAT).arg(FORMAT).query_async(conn).await.context("recording the key layout")?;
+        let () = redis::cmd("SET")
+            .arg(keys::FORMAT)
+            .arg(FORMAT)
+            .query_async(conn)
+            .await
+            .context("recording the key layout")?;
         if !heads.is_empty() {
             tracing::info!(canvases = heads.len(), objects = converted, "Redis keys converted to layout {FORMAT}");
         }
@@ -315,7 +335,12 @@ impl RedisBus {
                 }
                 (state.generation(), state.delivered())
             };
-            pipe.cmd("XRANGE").arg(keys::log(&room.canvas)).arg(format!("({}", stream_id(generation, delivered))).arg("+").arg("COUNT").arg(1);
+            pipe.cmd("XRANGE")
+                .arg(keys::log(&room.canvas))
+                .arg(format!("({}", stream_id(generation, delivered)))
+                .arg("+")
+                .arg("COUNT")
+                .arg(1);
             asked += 1;
         }
         if asked == 0 {

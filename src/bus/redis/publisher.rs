@@ -80,7 +80,10 @@ pub struct Lanes {
 
 /// What the script did with one publish.
 enum Outcome {
-    Logged { seq: u64, generation: u64 },
+    Logged {
+        seq: u64,
+        generation: u64,
+    },
     /// Refused by the canvas state (an update or delete of a missing object, or past the size limit).
     Refused(BusError),
     /// A presence change that is not the user's first or last connection: recorded, nothing logged.
@@ -160,7 +163,12 @@ impl Publisher {
         let number = self.next_batch;
         self.next_batch += 1;
         let mut invocation = PUBLISH.prepare_invoke();
-        invocation.arg(self.ttl_ms).arg(&self.instance_id).arg(Uuid::new_v4().to_string()).arg(number).arg(self.max_canvas_state);
+        invocation
+            .arg(self.ttl_ms)
+            .arg(&self.instance_id)
+            .arg(Uuid::new_v4().to_string())
+            .arg(number)
+            .arg(self.max_canvas_state);
         for publish in &batch {
             encode(publish, &mut invocation);
         }
@@ -277,7 +285,9 @@ fn encode(publish: &Publish, invocation: &mut redis::ScriptInvocation<'_>) {
             };
             (op, conn.to_string(), dead_after, encode_optional(name.as_deref()))
         }
-        Origin::Socket { conn, reference, .. } => ("log", conn.to_string(), encode_optional(reference.as_deref()), String::new()),
+        Origin::Socket { conn, reference, .. } => {
+            ("log", conn.to_string(), encode_optional(reference.as_deref()), String::new())
+        }
         Origin::Caller(_) => ("log", String::new(), String::new(), String::new()),
     };
     let (op, id) = match &object {
@@ -322,7 +332,8 @@ fn parse(reply: &Value, batch: &[Publish]) -> Option<(String, u64, i64, Vec<Outc
         .map(|(pair, publish)| {
             Some(match int(&pair[0])? {
                 -1 => {
-                    let id = ObjectOp::of(&publish.kind, &publish.data).map(|op| op.id().to_owned()).unwrap_or_default();
+                    let id =
+                        ObjectOp::of(&publish.kind, &publish.data).map(|op| op.id().to_owned()).unwrap_or_default();
                     Outcome::Refused(BusError::Refused(state::missing(&id)))
                 }
                 -2 => Outcome::Refused(BusError::CanvasFull(
@@ -358,10 +369,18 @@ mod tests {
     #[test]
     fn a_reply_maps_to_one_outcome_per_publish_or_to_nothing() {
         let reply = Value::Array(
-            [bulk("store"), Value::Int(9), Value::Int(1700), Value::Int(12), Value::Int(3), Value::Int(-1), Value::Int(0)]
-                .into_iter()
-                .chain([Value::Int(-2), Value::Int(0), Value::Int(0), Value::Int(0)])
-                .collect(),
+            [
+                bulk("store"),
+                Value::Int(9),
+                Value::Int(1700),
+                Value::Int(12),
+                Value::Int(3),
+                Value::Int(-1),
+                Value::Int(0),
+            ]
+            .into_iter()
+            .chain([Value::Int(-2), Value::Int(0), Value::Int(0), Value::Int(0)])
+            .collect(),
         );
         let batch = [
             publish("note", "1"),

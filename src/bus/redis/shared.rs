@@ -50,8 +50,12 @@ impl Shared {
             None => *known = Some(epoch.to_owned()),
             Some(current) => {
                 let cut = hub.drop_all_rooms();
-                tracing::warn!(old = current, new = epoch, connections = cut,
-                    "the Redis store has a new epoch (it lost data): local clients cut to reload");
+                tracing::warn!(
+                    old = current,
+                    new = epoch,
+                    connections = cut,
+                    "the Redis store has a new epoch (it lost data): local clients cut to reload"
+                );
                 *known = Some(epoch.to_owned());
             }
         }

@@ -49,12 +49,16 @@ impl Head {
     }
 }
 
-
 impl RedisBus {
     /// A canvas at its head, read atomically on the state connection. Objects small enough for the caller
     /// come back from the script; a caller that wants them whatever their size gets them from
     /// [`RedisBus::whole_state`], which never holds Redis for the whole state.
-    pub async fn snapshot(&self, canvas: &CanvasId, resume: Option<&Resume>, read: ReadObjects) -> Result<Snapshot, BusError> {
+    pub async fn snapshot(
+        &self,
+        canvas: &CanvasId,
+        resume: Option<&Resume>,
+        read: ReadObjects,
+    ) -> Result<Snapshot, BusError> {
         match read.up_to {
             usize::MAX => self.whole_state(canvas).await,
             _ => self.script_snapshot(canvas, resume, read).await,
@@ -62,7 +66,12 @@ impl RedisBus {
     }
 
     /// `snapshot.lua`: head, presence, resume check, and the objects if at most `read.up_to` bytes.
-    async fn script_snapshot(&self, canvas: &CanvasId, resume: Option<&Resume>, read: ReadObjects) -> Result<Snapshot, BusError> {
+    async fn script_snapshot(
+        &self,
+        canvas: &CanvasId,
+        resume: Option<&Resume>,
+        read: ReadObjects,
+    ) -> Result<Snapshot, BusError> {
         let (resume_epoch, since) = resume.map_or((String::new(), 0), |r| (r.epoch.clone(), r.since));
         let cached = read.unless.as_ref().map_or(String::new(), |key| format!("{}:{}", key.epoch, key.version));
         let args = [
@@ -102,11 +111,18 @@ impl RedisBus {
                 .read_twice(|mut conn| {
                     let (generation, seq) = (start.generation, start.seq);
                     async move {
-                        STATE_TAIL.arg(canvas.as_str()).arg(Self::candidate()).arg(generation).arg(seq).invoke_async(&mut conn).await
+                        STATE_TAIL
+                            .arg(canvas.as_str())
+                            .arg(Self::candidate())
+                            .arg(generation)
+                            .arg(seq)
+                            .invoke_async(&mut conn)
+                            .await
                     }
                 })
                 .await?;
-            let status = array(&reply).and_then(|items| text(items.first()?)).ok_or_else(|| malformed("a state read"))?;
+            let status =
+                array(&reply).and_then(|items| text(items.first()?)).ok_or_else(|| malformed("a state read"))?;
             match status {
                 "moved" => continue,
                 "legacy" => break,
@@ -141,7 +157,15 @@ impl RedisBus {
             let key = &key;
             self.read_twice(move |mut conn| {
                 let cursor = cursor.clone();
-                async move { redis::cmd("HSCAN").arg(key).arg(cursor).arg("COUNT").arg(SCAN_COUNT).query_async::<Value>(&mut conn).await }
+                async move {
+                    redis::cmd("HSCAN")
+                        .arg(key)
+                        .arg(cursor)
+                        .arg("COUNT")
+                        .arg(SCAN_COUNT)
+                        .query_async::<Value>(&mut conn)
+                        .await
+                }
             })
         };
         let mut objects = HashMap::new();
@@ -149,14 +173,18 @@ impl RedisBus {
         loop {
             // Taken apart by value: the strings move into the map, nothing is copied per object.
             let Value::Array(parts) = reply else { return Err(malformed("a state scan")) };
-            let [next, Value::Array(chunk)] = <[Value; 2]>::try_from(parts).map_err(|_| malformed("a state scan"))? else {
+            let [next, Value::Array(chunk)] = <[Value; 2]>::try_from(parts).map_err(|_| malformed("a state scan"))?
+            else {
                 return Err(malformed("a state scan"));
             };
             let cursor = string(&next).ok_or_else(|| malformed("a state scan"))?;
             let take = || {
                 let mut chunk = chunk.into_iter().map(owned_text);
                 while let (Some(id), Some(object)) = (chunk.next(), chunk.next()) {
-                    objects.insert(id.ok_or_else(|| malformed("a state scan"))?, object.ok_or_else(|| malformed("a state scan"))?);
+                    objects.insert(
+                        id.ok_or_else(|| malformed("a state scan"))?,
+                        object.ok_or_else(|| malformed("a state scan"))?,
+                    );
                 }
                 Ok::<(), BusError>(())
             };
@@ -190,7 +218,8 @@ impl RedisBus {
             .await?;
         let (head, _) = parse_snapshot(replies.first().ok_or_else(|| malformed("a snapshot"))?)?;
         self.inner.shared.observe_epoch(&head.store_epoch, &self.inner.hub);
-        let objects = pairs(replies.get(1).ok_or_else(|| malformed("a state read"))?).ok_or_else(|| malformed("a state read"))?;
+        let objects =
+            pairs(replies.get(1).ok_or_else(|| malformed("a state read"))?).ok_or_else(|| malformed("a state read"))?;
         Ok(head.into_snapshot(Some(objects_json(objects))))
     }
 
@@ -202,7 +231,9 @@ impl RedisBus {
         Fut: std::future::Future<Output = redis::RedisResult<T>>,
     {
         match read(self.state_conn()).await {
-            Err(error) if error.is_io_error() || error.is_connection_dropped() => read(self.state_conn()).await.map_err(unavailable),
+            Err(error) if error.is_io_error() || error.is_connection_dropped() => {
+                read(self.state_conn()).await.map_err(unavailable)
+            }
             result => result.map_err(unavailable),
         }
     }
@@ -274,7 +305,12 @@ mod tests {
 
     #[test]
     fn objects_are_assembled_from_their_stored_json_texts_exactly() {
-        let reply = Value::Array(vec![bulk("b"), bulk(r#"{"id":"b","x":1.0000000000000002e-187}"#), bulk("a\"q"), bulk(r#"{"id":"a\"q","tags":[]}"#)]);
+        let reply = Value::Array(vec![
+            bulk("b"),
+            bulk(r#"{"id":"b","x":1.0000000000000002e-187}"#),
+            bulk("a\"q"),
+            bulk(r#"{"id":"a\"q","tags":[]}"#),
+        ]);
         let json = objects_json(pairs(&reply).unwrap());
         let parsed: serde_json::Value = serde_json::from_slice(&json).unwrap();
         assert_eq!(parsed["b"]["x"].as_f64(), Some(1.0000000000000002e-187));

@@ -87,7 +87,9 @@ impl FileIdentity {
         for companion in self.companions.iter().filter(|c| c.check() == Found::Same) {
             match std::fs::remove_file(&companion.path) {
                 Ok(()) => tracing::info!(path = %companion.path.display(), "removed the replaced file's companion"),
-                Err(error) => tracing::warn!(%error, path = %companion.path.display(), "could not remove a stale companion"),
+                Err(error) => {
+                    tracing::warn!(%error, path = %companion.path.display(), "could not remove a stale companion")
+                }
             }
         }
     }

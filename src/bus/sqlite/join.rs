@@ -47,7 +47,13 @@ pub(super) fn snapshot(
 
 /// Whether a resume can replay: the epoch matches and every seq after `since` is still retained (and there
 /// are not more than `--max-resume`). The rows themselves are read later, a page at a time.
-fn can_replay(conn: &Connection, max_resume: u64, canvas: &CanvasId, resume: &Resume, head: &queries::Head) -> Result<bool> {
+fn can_replay(
+    conn: &Connection,
+    max_resume: u64,
+    canvas: &CanvasId,
+    resume: &Resume,
+    head: &queries::Head,
+) -> Result<bool> {
     if resume.epoch != head.epoch || resume.since > head.last_seq || head.last_seq - resume.since > max_resume {
         return Ok(false);
     }
@@ -56,7 +62,13 @@ fn can_replay(conn: &Connection, max_resume: u64, canvas: &CanvasId, resume: &Re
 }
 
 /// The frames of seqs `after + 1 ..= upto` of `generation`, in order; fewer when some expired meanwhile.
-pub(super) fn replay_page(conn: &mut Connection, canvas: &CanvasId, generation: u64, after: u64, upto: u64) -> Result<Vec<Message>> {
+pub(super) fn replay_page(
+    conn: &mut Connection,
+    canvas: &CanvasId,
+    generation: u64,
+    after: u64,
+    upto: u64,
+) -> Result<Vec<Message>> {
     let rows = queries::canvas_rows(conn, canvas, after, upto, now_ms())?;
     Ok(rows.iter().take_while(|row| row.generation == generation).map(queries::StoredMessage::frame).collect())
 }

@@ -74,7 +74,13 @@ where
 /// or a database file replaced under the instance, stops it (`fatal`); connections of dead instances are
 /// expired; and after a heartbeat late enough that others may have expired this instance's connections,
 /// those are registered again.
-async fn heartbeats(bus: &SqliteBus, hub: &Hub, config: &Config, mut stop: watch::Receiver<bool>, fatal: oneshot::Sender<String>) {
+async fn heartbeats(
+    bus: &SqliteBus,
+    hub: &Hub,
+    config: &Config,
+    mut stop: watch::Receiver<bool>,
+    fatal: oneshot::Sender<String>,
+) {
     let mut fatal = Some(fatal);
     let mut ticks = ticker(config.heartbeat_interval);
     let mut last_beat = Instant::now();
@@ -100,7 +106,10 @@ async fn heartbeats(bus: &SqliteBus, hub: &Hub, config: &Config, mut stop: watch
             let since_last = last_beat.elapsed();
             last_beat = Instant::now();
             if since_last > late_after {
-                tracing::warn!(?since_last, "a heartbeat was late: others may have expired this instance's connections");
+                tracing::warn!(
+                    ?since_last,
+                    "a heartbeat was late: others may have expired this instance's connections"
+                );
             }
             if let Err(error) = bus.restore_presence(hub).await {
                 tracing::warn!(%error, "could not check this instance's presence");
@@ -126,7 +135,10 @@ fn stop_reason(bus: &SqliteBus, config: &Config) -> Option<String> {
     // The log position, epochs and presence of this process belong to the old file: only a fresh start can
     // join the new one. (A deleted file only makes commits fail until the file is back; see `identity.rs`.)
     (bus.file_found() == Found::Other).then(|| {
-        format!("the database file {} was replaced by another file; stopping so that a restart opens it", config.db.display())
+        format!(
+            "the database file {} was replaced by another file; stopping so that a restart opens it",
+            config.db.display()
+        )
     })
 }
 

@@ -30,9 +30,9 @@ use deadpool_sqlite::{Hook, HookError, Pool, Runtime, Timeouts};
 use tokio::sync::oneshot;
 use tokio_tungstenite::tungstenite::Message;
 
-use self::schema::ConnSettings;
 use self::doorbell::Doorbell;
 use self::identity::{FileIdentity, Found};
+use self::schema::ConnSettings;
 pub use self::shared::Shared;
 use self::watcher::Watcher;
 use self::writer::{Job, LaneSenders, WriteRequest, Writer, WriterSettings};
@@ -56,7 +56,9 @@ const RESTART_WAL_FRAMES: i64 = 16 * 1024;
 /// the same moment is not an error: this one simply had nothing to do (busy = 1, frames = -1).
 fn wal_checkpoint(conn: &Connection, mode: &str) -> deadpool_sqlite::rusqlite::Result<(i64, i64)> {
     match conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| Ok((r.get(0)?, r.get(1)?))) {
-        Err(error) if error.sqlite_error_code() == Some(deadpool_sqlite::rusqlite::ErrorCode::DatabaseBusy) => Ok((1, -1)),
+        Err(error) if error.sqlite_error_code() == Some(deadpool_sqlite::rusqlite::ErrorCode::DatabaseBusy) => {
+            Ok((1, -1))
+        }
         other => other,
     }
 }
@@ -95,7 +97,13 @@ struct Inner {
 
 impl SqliteBus {
     /// Opens (creating and migrating) the shared file and starts the writer and watcher threads.
-    pub async fn open(config: &Config, instance_id: &str, listen: &str, hub: Arc<Hub>, metrics: Metrics) -> anyhow::Result<Self> {
+    pub async fn open(
+        config: &Config,
+        instance_id: &str,
+        listen: &str,
+        hub: Arc<Hub>,
+        metrics: Metrics,
+    ) -> anyhow::Result<Self> {
         let memory = config.bus == BusKind::Memory;
         let settings = ConnSettings { synchronous: config.synchronous, busy_timeout: config.busy_timeout, memory };
         let path = match memory {
@@ -161,11 +169,16 @@ impl SqliteBus {
             doorbell.clone(),
             file.clone(),
         );
-        let watcher = Watcher::new(watcher_conn, hub.clone(), shared.clone(), metrics.clone(), config, instance_id.to_owned())
-            .context("starting the watcher")?;
+        let watcher =
+            Watcher::new(watcher_conn, hub.clone(), shared.clone(), metrics.clone(), config, instance_id.to_owned())
+                .context("starting the watcher")?;
         let workers = Workers::default();
-        workers.thread("writer", std::thread::Builder::new().name("relay-writer".into()).spawn(move || writer.run(writer_rx))?);
-        workers.thread("watcher", std::thread::Builder::new().name("relay-watcher".into()).spawn(move || watcher.run())?);
+        workers.thread(
+            "writer",
+            std::thread::Builder::new().name("relay-writer".into()).spawn(move || writer.run(writer_rx))?,
+        );
+        workers
+            .thread("watcher", std::thread::Builder::new().name("relay-watcher".into()).spawn(move || watcher.run())?);
         if let Some(doorbell) = &doorbell {
             workers.helper_thread("doorbell", doorbell.listen(shared.clone(), metrics.doorbells_received.clone())?);
         }
@@ -220,13 +233,25 @@ impl SqliteBus {
     }
 
     /// A canvas at its head, read in one transaction on a pool connection (see `join.rs`).
-    pub async fn snapshot(&self, canvas: &CanvasId, resume: Option<&Resume>, read: ReadObjects) -> Result<Snapshot, BusError> {
+    pub async fn snapshot(
+        &self,
+        canvas: &CanvasId,
+        resume: Option<&Resume>,
+        read: ReadObjects,
+    ) -> Result<Snapshot, BusError> {
         let (inner, canvas, resume) = (self.inner.clone(), canvas.clone(), resume.cloned());
-        self.read(move |conn| join::snapshot(conn, &inner.db_epoch, inner.max_resume, &canvas, resume.as_ref(), &read)).await
+        self.read(move |conn| join::snapshot(conn, &inner.db_epoch, inner.max_resume, &canvas, resume.as_ref(), &read))
+            .await
     }
 
     /// The frames of seqs `after + 1 ..= upto` of one generation of a canvas (fewer when some expired).
-    pub async fn replay_page(&self, canvas: &CanvasId, generation: u64, after: u64, upto: u64) -> Result<Vec<Message>, BusError> {
+    pub async fn replay_page(
+        &self,
+        canvas: &CanvasId,
+        generation: u64,
+        after: u64,
+        upto: u64,
+    ) -> Result<Vec<Message>, BusError> {
         let canvas = canvas.clone();
         self.read(move |conn| join::replay_page(conn, &canvas, generation, after, upto)).await
     }
@@ -274,8 +299,11 @@ impl SqliteBus {
         let live_after = now - self.inner.presence_timeout_ms;
         let shared = &self.inner.shared;
         let cursor = shared.cursor();
-        let (file, unread_at) =
-            self.read(move |conn| Ok((queries::file_figures(conn, now, live_after)?, queries::first_unread_at(conn, cursor)?))).await?;
+        let (file, unread_at) = self
+            .read(move |conn| {
+                Ok((queries::file_figures(conn, now, live_after)?, queries::first_unread_at(conn, cursor)?))
+            })
+            .await?;
         let head_id = file.head_id;
         let (last_error, last_error_age_ms) = shared.last_error.report(now);
         Ok(BusFigures {

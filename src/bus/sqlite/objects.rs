@@ -40,7 +40,9 @@ pub fn plan(conn: &Connection, canvas: &CanvasId, op: &ObjectOp, data: &RawValue
     let id = op.id();
     let before = stored.as_ref().map_or(0, |stored| entry_bytes(id, stored.len()));
     Ok(match (op, stored) {
-        (ObjectOp::Create { .. }, _) => Ok(Change { delta: entry_bytes(id, data.get().len()) - before, write: Write::Set(None) }),
+        (ObjectOp::Create { .. }, _) => {
+            Ok(Change { delta: entry_bytes(id, data.get().len()) - before, write: Write::Set(None) })
+        }
         (ObjectOp::Update { .. }, Some(stored)) => match state::merge(&stored, data) {
             Ok(merged) => Ok(Change { delta: entry_bytes(id, merged.len()) - before, write: Write::Set(Some(merged)) }),
             Err(error) => Err(format!("object {id:?} could not be updated: {error}")),
@@ -62,7 +64,8 @@ pub fn apply(conn: &Connection, canvas: &CanvasId, op: &ObjectOp, data: &RawValu
             .execute(params![canvas, id, text.as_deref().unwrap_or(data.get())])?;
         }
         Write::Remove => {
-            conn.prepare_cached("DELETE FROM canvas_objects WHERE canvas_id = ?1 AND object_id = ?2")?.execute(params![canvas, id])?;
+            conn.prepare_cached("DELETE FROM canvas_objects WHERE canvas_id = ?1 AND object_id = ?2")?
+                .execute(params![canvas, id])?;
         }
     }
     Ok(())
@@ -84,7 +87,8 @@ pub fn fold(conn: &Connection, canvas: &CanvasId, op: &ObjectOp, data: &RawValue
 /// The canvas's objects as one JSON object, `{"id": object, ...}` in id order, at the caller's snapshot.
 /// `size_hint` (the canvas's state bytes) sizes the buffer once.
 pub fn objects_json(conn: &Connection, canvas: &CanvasId, size_hint: usize) -> Result<Bytes> {
-    let mut stmt = conn.prepare_cached("SELECT object_id, data FROM canvas_objects WHERE canvas_id = ?1 ORDER BY object_id")?;
+    let mut stmt =
+        conn.prepare_cached("SELECT object_id, data FROM canvas_objects WHERE canvas_id = ?1 ORDER BY object_id")?;
     let mut rows = stmt.query([canvas.as_str()])?;
     let mut json = Vec::with_capacity(size_hint + 2);
     json.push(b'{');

@@ -100,9 +100,7 @@ pub fn users(conn: &Connection, only: Option<&UserId>) -> Result<Vec<UserPresenc
 /// How many connections `user` has in all, and how many of them on instances other than `own`.
 pub fn user_connection_counts(conn: &Connection, user: &UserId, own: &str) -> Result<(u64, u64)> {
     let (all, elsewhere): (i64, i64) = conn
-        .prepare_cached(
-            "SELECT count(*), coalesce(sum(instance_id != ?2), 0) FROM connections WHERE user_id = ?1",
-        )?
+        .prepare_cached("SELECT count(*), coalesce(sum(instance_id != ?2), 0) FROM connections WHERE user_id = ?1")?
         .query_row(params![user.as_str(), own], |r| Ok((r.get(0)?, r.get(1)?)))?;
     Ok((all as u64, elsewhere as u64))
 }
@@ -222,7 +220,12 @@ mod tests {
         let orphans = dead_connections(&conn, "me", 500).unwrap();
         let owners: Vec<String> = orphans
             .iter()
-            .map(|o| conn.query_row("SELECT instance_id FROM connections WHERE conn_id = ?1", [o.conn.to_string()], |r| r.get(0)).unwrap())
+            .map(|o| {
+                conn.query_row("SELECT instance_id FROM connections WHERE conn_id = ?1", [o.conn.to_string()], |r| {
+                    r.get(0)
+                })
+                .unwrap()
+            })
             .collect();
         assert_eq!(owners.len(), 2);
         assert!(owners.contains(&"dead".to_owned()) && owners.contains(&"gone".to_owned()));
@@ -235,7 +238,8 @@ mod tests {
         for (canvas, instance) in [("c2", "i1"), ("c1", "i2"), ("c1", "i1")] {
             connect(&conn, Uuid::new_v4(), instance, &CanvasId::parse(canvas).unwrap(), &ann, None, 1).unwrap();
         }
-        connect(&conn, Uuid::new_v4(), "i1", &CanvasId::parse("c1").unwrap(), &UserId::parse("bob").unwrap(), None, 1).unwrap();
+        connect(&conn, Uuid::new_v4(), "i1", &CanvasId::parse("c1").unwrap(), &UserId::parse("bob").unwrap(), None, 1)
+            .unwrap();
         let all = users(&conn, None).unwrap();
         assert_eq!(all.iter().map(|u| (u.user.as_str(), u.connections)).collect::<Vec<_>>(), [("ann", 3), ("bob", 1)]);
         assert_eq!(all[0].canvases, ["c1", "c2"]);

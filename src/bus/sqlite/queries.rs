@@ -126,7 +126,13 @@ fn rows_after_sql(limit: u32) -> String {
 
 /// Live rows of one canvas with `since < seq <= upto`, in seq order: a page of the API's log, or of a
 /// joiner's replay. Seqs past `i64::MAX` (no canvas has them) select nothing.
-pub fn canvas_rows(conn: &Connection, canvas: &CanvasId, since: u64, upto: u64, now_ms: i64) -> Result<Vec<StoredMessage>> {
+pub fn canvas_rows(
+    conn: &Connection,
+    canvas: &CanvasId,
+    since: u64,
+    upto: u64,
+    now_ms: i64,
+) -> Result<Vec<StoredMessage>> {
     let (Ok(since), Ok(upto)) = (i64::try_from(since), i64::try_from(upto)) else { return Ok(Vec::new()) };
     let sql = format!(
         "SELECT {COLUMNS} FROM message_queue
@@ -262,7 +268,11 @@ mod tests {
     #[test]
     fn the_watchers_queries_are_prepared_once() {
         let dir = tempfile::tempdir().unwrap();
-        let settings = ConnSettings { synchronous: Synchronous::Normal, busy_timeout: std::time::Duration::from_secs(1), memory: false };
+        let settings = ConnSettings {
+            synchronous: Synchronous::Normal,
+            busy_timeout: std::time::Duration::from_secs(1),
+            memory: false,
+        };
         let mut writer = schema::open(&dir.path().join("q.db"), settings).unwrap();
         schema::migrate(&mut writer).unwrap();
         let watcher = schema::open(&dir.path().join("q.db"), settings).unwrap();

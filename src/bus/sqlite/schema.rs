@@ -71,9 +71,10 @@ pub fn open(path: &Path, settings: ConnSettings) -> anyhow::Result<Connection> {
         | OpenFlags::SQLITE_OPEN_CREATE
         | OpenFlags::SQLITE_OPEN_NO_MUTEX
         | OpenFlags::SQLITE_OPEN_URI;
-    let opened = Connection::open_with_flags(path, flags)
-        .with_context(|| format!("opening {}", path.display()))
-        .and_then(|conn| configure(&conn, settings).map(|()| conn).with_context(|| format!("configuring {}", path.display())));
+    let opened =
+        Connection::open_with_flags(path, flags).with_context(|| format!("opening {}", path.display())).and_then(
+            |conn| configure(&conn, settings).map(|()| conn).with_context(|| format!("configuring {}", path.display())),
+        );
     // SQLite says only "unable to open database file" when it cannot create the -wal or -shm file.
     match (opened, settings.memory) {
         (Err(error), false) => Err(match unwritable(path) {
@@ -101,7 +102,10 @@ fn unwritable(path: &Path) -> Option<String> {
         std::io::ErrorKind::PermissionDenied => "no permission to write there",
         _ => return None,
     };
-    Some(format!("{} is not writable ({why}): the relay writes it and its -wal and -shm files beside it", path.display()))
+    Some(format!(
+        "{} is not writable ({why}): the relay writes it and its -wal and -shm files beside it",
+        path.display()
+    ))
 }
 
 /// The PRAGMAs of every connection (the writer's, the watcher's and the pool's).
@@ -184,7 +188,9 @@ mod tests {
 
     fn schema_of(conn: &Connection) -> Vec<(String, String)> {
         let mut stmt = conn
-            .prepare("SELECT name, sql FROM sqlite_master WHERE sql IS NOT NULL AND name NOT LIKE 'sqlite_%' ORDER BY name")
+            .prepare(
+                "SELECT name, sql FROM sqlite_master WHERE sql IS NOT NULL AND name NOT LIKE 'sqlite_%' ORDER BY name",
+            )
             .unwrap();
         let rows = stmt.query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))).unwrap();
         // Compare statements without comments and whitespace differences (ALTER TABLE ADD COLUMN appends
@@ -216,7 +222,9 @@ mod tests {
         let handles: Vec<_> = (0..4)
             .map(|_| {
                 let path = path.clone();
-                std::thread::spawn(move || migrate(&mut open(&path, settings()).map_err(|e| format!("{e:#}")).unwrap()).unwrap())
+                std::thread::spawn(move || {
+                    migrate(&mut open(&path, settings()).map_err(|e| format!("{e:#}")).unwrap()).unwrap()
+                })
             })
             .collect();
         for h in handles {

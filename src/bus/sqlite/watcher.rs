@@ -84,11 +84,22 @@ impl Watcher {
         config: &crate::config::Config,
         instance_id: String,
     ) -> deadpool_sqlite::rusqlite::Result<Self> {
-        let backoff = Backoff::new(config.poll_interval, config.idle_poll_interval, config.backoff_after, Instant::now());
+        let backoff =
+            Backoff::new(config.poll_interval, config.idle_poll_interval, config.backoff_after, Instant::now());
         let cursor_batches_read = queries::max_relayed_id(&conn, Relayed::CursorBatches)?;
         let user_messages_read = queries::max_relayed_id(&conn, Relayed::UserMessages)?;
         let max_rows = config.max_messages_per_poll;
-        Ok(Watcher { conn, hub, shared, metrics, backoff, max_rows, instance_id, cursor_batches_read, user_messages_read })
+        Ok(Watcher {
+            conn,
+            hub,
+            shared,
+            metrics,
+            backoff,
+            max_rows,
+            instance_id,
+            cursor_batches_read,
+            user_messages_read,
+        })
     }
 
     pub fn run(mut self) {
@@ -232,9 +243,9 @@ impl Watcher {
             if row.origin != self.instance_id {
                 self.metrics.peer_delivery_seconds.record((now - row.created_at).max(0) as f64 / 1000.0);
             }
-            let room = rooms.entry(row.canvas.as_str()).or_insert_with(|| {
-                CanvasId::parse(&row.canvas).ok().and_then(|canvas| self.hub.room(&canvas))
-            });
+            let room = rooms
+                .entry(row.canvas.as_str())
+                .or_insert_with(|| CanvasId::parse(&row.canvas).ok().and_then(|canvas| self.hub.room(&canvas)));
             let Some(room) = room else { continue };
             let mut state = room.lock();
             // Rows are read in commit order, so a generation's reset marker comes first unless it expired

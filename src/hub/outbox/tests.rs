@@ -64,7 +64,11 @@ fn a_flush_takes_logged_frames_first_then_the_ephemeral_ones() {
     for n in 0..5 {
         outbox.push(Message::text(format!("m{n}")));
     }
-    assert_eq!(texts(inbox.take_flush(3, 1 << 16)), ["m0", "m1", "m2", "cursor"], "a cursor is never ahead of a message");
+    assert_eq!(
+        texts(inbox.take_flush(3, 1 << 16)),
+        ["m0", "m1", "m2", "cursor"],
+        "a cursor is never ahead of a message"
+    );
     assert_eq!(texts(inbox.take_flush(3, 1 << 16)), ["m3", "m4"]);
 }
 
@@ -120,7 +124,8 @@ fn pushes_after_the_session_is_gone_report_it() {
 fn waiting_ephemeral_frames_are_bounded_by_bytes_too() {
     let (outbox, inbox) = outbox(bounds(8));
     let big = "c".repeat(60 * 1024);
-    let pushed: Vec<Ephemeral> = (0..6).map(|_| outbox.push_ephemeral(Uuid::new_v4(), Message::text(big.clone()))).collect();
+    let pushed: Vec<Ephemeral> =
+        (0..6).map(|_| outbox.push_ephemeral(Uuid::new_v4(), Message::text(big.clone()))).collect();
     assert_eq!(&pushed[..4], [Ephemeral::Queued; 4]);
     assert_eq!(pushed[5], Ephemeral::Dropped, "past 256 KiB of waiting cursors");
     assert!(inbox.kicked().now_or_never().is_none());

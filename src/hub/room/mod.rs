@@ -99,7 +99,10 @@ pub enum Settled {
     Ok,
     /// Rows between `delivered` and the first pending seq are gone (expired before this process read them):
     /// subscribers were cut with 4009 so they resume and reload.
-    GapSkipped { from: u64, to: u64 },
+    GapSkipped {
+        from: u64,
+        to: u64,
+    },
 }
 
 impl Room {

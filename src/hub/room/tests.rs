@@ -28,7 +28,6 @@ fn started_room(at: u64) -> (RoomState, Inbox, Metrics) {
     (state, inbox, Metrics::new())
 }
 
-
 #[test]
 fn early_seqs_wait_for_the_missing_ones_then_flow_in_order() {
     let (mut room, mut inbox, metrics) = started_room(5);

@@ -194,7 +194,9 @@ impl Writer {
         match self.try_commit(&batch, now) {
             Ok(outcomes) => {
                 self.metrics.commits.increment(1);
-                self.metrics.messages_committed.increment(outcomes.iter().filter(|o| o.logged().is_some()).count() as u64);
+                self.metrics
+                    .messages_committed
+                    .increment(outcomes.iter().filter(|o| o.logged().is_some()).count() as u64);
                 self.metrics.commit_batch_size.record(batch.len() as f64);
                 self.metrics.commit_seconds.record(started.elapsed().as_secs_f64());
                 self.shared.write_succeeded();
@@ -231,7 +233,15 @@ impl Writer {
                 if let Origin::Presence { conn, name, expiry, .. } = &publish.origin {
                     let (canvas, user) = (&publish.canvas, &publish.from);
                     let log = match (publish.is_connect(), expiry) {
-                        (true, _) => presence::connect(&tx, *conn, &self.settings.instance_id, canvas, user, name.as_deref(), now)?,
+                        (true, _) => presence::connect(
+                            &tx,
+                            *conn,
+                            &self.settings.instance_id,
+                            canvas,
+                            user,
+                            name.as_deref(),
+                            now,
+                        )?,
                         (false, None) => presence::disconnect(&tx, *conn, canvas, user)?,
                         (false, Some(dead_after)) => presence::expire(&tx, *conn, canvas, user, now - dead_after)?,
                     };
@@ -256,7 +266,9 @@ impl Writer {
                     let size = head.state_bytes + change.delta + 1;
                     if change.delta > 0 && size > self.settings.max_canvas_state as i64 {
                         let limit = self.settings.max_canvas_state;
-                        let reason = format!("the canvas state would be {size} bytes, over its limit of {limit} (--max-canvas-state)");
+                        let reason = format!(
+                            "the canvas state would be {size} bytes, over its limit of {limit} (--max-canvas-state)"
+                        );
                         outcomes.push(Outcome::Refused(BusError::CanvasFull(reason)));
                         continue;
                     }
@@ -283,7 +295,13 @@ impl Writer {
             }
             let mut store_head = tx.prepare_cached(STORE_HEAD)?;
             for (canvas, head) in &heads {
-                store_head.execute(params![canvas.as_str(), head.last as i64, now, head.state_bytes, head.state_seq as i64])?;
+                store_head.execute(params![
+                    canvas.as_str(),
+                    head.last as i64,
+                    now,
+                    head.state_bytes,
+                    head.state_seq as i64
+                ])?;
             }
         }
         same_file(&self.file)?;
@@ -372,7 +390,8 @@ impl Writer {
         }
         refuse_all(late, BusError::ShuttingDown);
         let id = self.settings.instance_id.clone();
-        if let Err(error) = self.write(|tx| tx.execute("DELETE FROM instances WHERE instance_id = ?1", [id]).map(drop)) {
+        if let Err(error) = self.write(|tx| tx.execute("DELETE FROM instances WHERE instance_id = ?1", [id]).map(drop))
+        {
             tracing::warn!(%error, "could not deregister this instance");
         }
     }

@@ -21,7 +21,8 @@ fn publish(canvas: &str) -> (Publish, oneshot::Receiver<Result<u64, BusError>>) 
 }
 
 fn writer(dir: &tempfile::TempDir) -> Writer {
-    let settings = ConnSettings { synchronous: Synchronous::Normal, busy_timeout: Duration::from_secs(1), memory: false };
+    let settings =
+        ConnSettings { synchronous: Synchronous::Normal, busy_timeout: Duration::from_secs(1), memory: false };
     let mut conn = schema::open(&dir.path().join("w.db"), settings).unwrap();
     schema::migrate(&mut conn).unwrap();
     let settings = WriterSettings {
@@ -121,7 +122,9 @@ fn a_commit_rings_live_peers_found_at_the_heartbeat_and_not_itself() {
     let peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     peer.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let now = now_ms();
-    for (id, heartbeat_at, addr) in [("live", now, peer.local_addr().unwrap().to_string()), ("dead", 0, "127.0.0.1:9".into())] {
+    for (id, heartbeat_at, addr) in
+        [("live", now, peer.local_addr().unwrap().to_string()), ("dead", 0, "127.0.0.1:9".into())]
+    {
         writer
             .conn
             .execute(
