@@ -34,5 +34,17 @@ if [ ! -d tests/browser/node_modules/playwright-core ] || [ tests/browser/packag
   npm ci --prefix tests/browser --no-audit --no-fund
 fi
 
+# The code is kept formatted (rustfmt.toml) and free of clippy warnings; both are checked before the tests.
+for component in fmt clippy; do
+  if ! cargo "$component" --version >/dev/null 2>&1; then
+    rustup component add "$([ "$component" = fmt ] && echo rustfmt || echo clippy)" >&2 || {
+      echo "cargo $component is required (rustup component add rustfmt clippy)" >&2
+      exit 1
+    }
+  fi
+done
+cargo fmt --all --check
+cargo clippy --workspace --locked --all-targets -- -D warnings
+
 cargo build --workspace --locked --all-targets
 cargo test --workspace --locked

@@ -285,8 +285,9 @@ pub enum Origin {
 /// Why [`Bus::try_publish`] did not queue a publish.
 #[derive(Debug)]
 pub enum TryPublish {
-    /// The queue is full: here it is back, to wait for room.
-    Full(Publish),
+    /// The queue is full: here it is back, to wait for room (boxed: this is the slow path, and it keeps
+    /// `Result<(), TryPublish>` small on the fast one).
+    Full(Box<Publish>),
     /// The bus is stopping.
     Closed,
 }

@@ -56,7 +56,7 @@ where
                         self.on_queued(reference, Err(BusError::ShuttingDown));
                         return Ok(());
                     }
-                    Err(TryPublish::Full(publish)) => publish.into_message(reference),
+                    Err(TryPublish::Full(publish)) => (*publish).into_message(reference),
                 }
             }
             Err(_) => message,

@@ -247,7 +247,7 @@ impl RedisBus {
         use tokio::sync::mpsc::error::TrySendError;
         match self.inner.publisher.try_send(Request::Publish(publish)) {
             Ok(()) => Ok(()),
-            Err(TrySendError::Full(Request::Publish(publish))) => Err(crate::bus::TryPublish::Full(publish)),
+            Err(TrySendError::Full(Request::Publish(publish))) => Err(crate::bus::TryPublish::Full(Box::new(publish))),
             Err(_) => Err(crate::bus::TryPublish::Closed),
         }
     }

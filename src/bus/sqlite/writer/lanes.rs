@@ -51,7 +51,9 @@ impl LaneSenders {
         use tokio::sync::mpsc::error::TrySendError;
         match self.queue.try_send(WriteRequest::Publish(publish)) {
             Ok(()) => Ok(()),
-            Err(TrySendError::Full(WriteRequest::Publish(publish))) => Err(crate::bus::TryPublish::Full(publish)),
+            Err(TrySendError::Full(WriteRequest::Publish(publish))) => {
+                Err(crate::bus::TryPublish::Full(Box::new(publish)))
+            }
             Err(_) => Err(crate::bus::TryPublish::Closed),
         }
     }
