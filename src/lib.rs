@@ -6,20 +6,20 @@
 //! [`run`] is the whole server: it opens the bus, serves HTTP and WebSockets on a bound listener, and shuts
 //! down in order when `shutdown` resolves. `main.rs` only parses flags, sets up logging and binds.
 
-pub mod admission;
-pub mod auth;
-pub mod bus;
-pub mod clock;
+mod admission;
+mod auth;
+mod bus;
+mod clock;
 pub mod config;
-pub mod cursors;
-pub mod http;
-pub mod hub;
-pub mod metrics;
-pub mod protocol;
-pub mod ratelimit;
-pub mod session;
-pub mod shutdown;
-pub mod state;
+mod cursors;
+mod http;
+mod hub;
+mod metrics;
+mod protocol;
+mod ratelimit;
+mod session;
+mod shutdown;
+mod state;
 
 #[cfg(test)]
 mod fuzz;

@@ -28,7 +28,7 @@ use crate::hub::{AckTo, ConnId, Hub, Outbox};
 use crate::metrics::Metrics;
 use crate::protocol::{error_frame, presence_data, CanvasId, ErrorCode, FrameError, MsgType, Resume, UserId};
 
-pub use join::{JoinRequest, Joined, Membership, ReadObjects, Replay, Snapshot};
+pub use join::{JoinRequest, Joined, ReadObjects, Replay, Snapshot};
 pub use redis::RedisBus;
 pub use sqlite::SqliteBus;
 pub use state_cache::StateCache;

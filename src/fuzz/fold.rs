@@ -1,4 +1,4 @@
-//! The canvas-state fold in SQLite (`objects::fold`, what the writer runs) against a model of the contract
+//! The canvas-state fold in SQLite (`objects::fold`: the `plan` and `apply` the writer runs) against a model of the contract
 //! (a map: create sets, update merges top-level fields, delete removes; update or delete of a missing id
 //! is refused): for any sequence of ops, both refuse the same ops and end in the same state, and the byte
 //! count the writer keeps (checked against `--max-canvas-state`) is exactly the size of the state's JSON.

@@ -18,8 +18,6 @@ use warp::{Filter, Rejection, Reply};
 
 use crate::App;
 
-pub use health::{assess, Status};
-
 /// Every route of the relay.
 pub fn routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
     ws::route(app.clone())

@@ -17,8 +17,8 @@ use uuid::Uuid;
 
 use crate::protocol::{CanvasId, UserId};
 
-pub use outbox::{outbox, Bounds, Cut, Ephemeral, Inbox, Outbox};
-pub use room::{AckTo, Entry, Room, RoomState, Settled, Subscriber};
+pub use outbox::{outbox, Bounds, Cut, Inbox, Outbox};
+pub use room::{AckTo, Entry, Room, Settled, Subscriber};
 
 /// Identifies one WebSocket connection.
 pub type ConnId = Uuid;

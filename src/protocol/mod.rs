@@ -10,7 +10,7 @@ mod ids;
 mod server;
 
 pub use client::{null_value, ClientFrame, FrameError, LoggedMessage, MsgType};
-pub use ids::{CanvasId, ConnectParams, InvalidId, Resume, UserId, RESERVED_USER, SERVER_USER};
+pub use ids::{CanvasId, ConnectParams, Resume, UserId, RESERVED_USER};
 pub use server::{
     ack_frame, cursor_frame, error_frame, logged_frame, presence_data, reset_frame, to_json, user_frame, Welcome,
     PONG_FRAME,

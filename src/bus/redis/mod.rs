@@ -281,11 +281,6 @@ impl RedisBus {
         self.inner.workers.stopped()
     }
 
-    /// This process's rooms.
-    pub fn hub(&self) -> &Hub {
-        &self.inner.hub
-    }
-
     /// The figures behind `/health`; an error when Redis does not answer.
     pub async fn figures(&self) -> Result<BusFigures, BusError> {
         let started = Instant::now();

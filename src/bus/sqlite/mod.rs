@@ -261,11 +261,6 @@ impl SqliteBus {
         self.inner.workers.stopped()
     }
 
-    /// This process's rooms.
-    pub fn hub(&self) -> &Hub {
-        &self.inner.hub
-    }
-
     /// Disconnects, in presence, every connection of instances that stopped heartbeating (or stopped cleanly
     /// with connections left over). Several survivors may do this at once: each disconnect is logged once.
     pub async fn expire_dead_connections(&self) -> Result<usize, BusError> {
