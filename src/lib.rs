@@ -33,7 +33,8 @@ use std::sync::Arc;
 use anyhow::Context;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::bus::Bus;
@@ -88,9 +89,9 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
         verifier: config.jwt_secret.as_ref().map(|secret| auth::Verifier::new(secret.expose())),
     });
 
-    let (stop_maintenance, maintenance_stopped) = watch::channel(false);
+    let stop_maintenance = CancellationToken::new();
     let (fatal, failed) = oneshot::channel();
-    let maintenance = bus.maintain(app.cursors.clone(), config.clone(), maintenance_stopped, fatal);
+    let maintenance = bus.maintain(app.cursors.clone(), config.clone(), stop_maintenance.clone(), fatal);
     let server = http::server::serve(
         listener,
         http::routes(app.clone()),
@@ -110,16 +111,16 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
     }
     tracing::info!("shutting down: draining connections");
     app.shutdown.enter(Phase::Draining);
-    let still_reading = app.shutdown.reading.wait_idle(config.shutdown_timeout).await;
+    let still_reading = shutdown::wait_idle(&app.shutdown.reading, config.shutdown_timeout).await;
     if let Err(error) = bus.flush().await {
         tracing::warn!(%error, "could not flush the writer queue");
     }
     app.shutdown.enter(Phase::Closing);
-    let still_open = app.shutdown.alive.wait_idle(config.shutdown_timeout).await;
+    let still_open = shutdown::wait_idle(&app.shutdown.alive, config.shutdown_timeout).await;
     if still_reading + still_open > 0 {
         tracing::warn!(still_reading, still_open, "shutdown timeout reached with connections still open");
     }
-    let _ = stop_maintenance.send(true);
+    stop_maintenance.cancel();
     let _ = maintenance.await;
     bus.close().await;
     let _ = server.await;

@@ -9,11 +9,10 @@
 //!
 //! `lib::run` drives the phases; sessions only watch them. Waits are bounded by `--shutdown-timeout`.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{watch, Notify};
+use tokio::sync::watch;
+use tokio_util::task::task_tracker::{TaskTracker, TaskTrackerToken};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Phase {
@@ -22,63 +21,29 @@ pub enum Phase {
     Closing,
 }
 
-/// Counts live guards and wakes waiters when the count reaches zero.
-#[derive(Default)]
-pub struct Tracker {
-    count: AtomicUsize,
-    zero: Notify,
-}
+/// Held while some work is in progress (a token of a [`TaskTracker`]); dropping it counts it done.
+pub type Guard = TaskTrackerToken;
 
-/// Held while some work is in progress; dropping it counts it done.
-pub struct Guard(Arc<Tracker>);
-
-impl Tracker {
-    pub fn guard(self: &Arc<Self>) -> Guard {
-        self.count.fetch_add(1, Ordering::AcqRel);
-        Guard(self.clone())
-    }
-
-    pub fn count(&self) -> usize {
-        self.count.load(Ordering::Acquire)
-    }
-
-    /// Waits until no guard is held, or `limit` passes; returns how many were still held.
-    pub async fn wait_idle(&self, limit: Duration) -> usize {
-        let idle = async {
-            loop {
-                // Created before the check: notify_waiters reaches it even if it is not polled yet.
-                let notified = self.zero.notified();
-                if self.count() == 0 {
-                    return;
-                }
-                notified.await;
-            }
-        };
-        let _ = tokio::time::timeout(limit, idle).await;
-        self.count()
-    }
-}
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        if self.0.count.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.0.zero.notify_waiters();
-        }
-    }
+/// Waits until no guard of `tracker` is held, or `limit` passes; returns how many were still held. A guard
+/// taken meanwhile (a handshake that was already under way) is waited for too.
+pub async fn wait_idle(tracker: &TaskTracker, limit: Duration) -> usize {
+    tracker.close();
+    let _ = tokio::time::timeout(limit, tracker.wait()).await;
+    tracker.len()
 }
 
 /// The shutdown state every session watches.
 pub struct Shutdown {
     phase: watch::Sender<Phase>,
     /// Sessions still reading client frames.
-    pub reading: Arc<Tracker>,
+    pub reading: TaskTracker,
     /// Sessions still open.
-    pub alive: Arc<Tracker>,
+    pub alive: TaskTracker,
 }
 
 impl Default for Shutdown {
     fn default() -> Self {
-        Shutdown { phase: watch::Sender::new(Phase::Running), reading: Arc::default(), alive: Arc::default() }
+        Shutdown { phase: watch::Sender::new(Phase::Running), reading: TaskTracker::new(), alive: TaskTracker::new() }
     }
 }
 
@@ -110,11 +75,11 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn wait_idle_returns_when_the_last_guard_drops() {
-        let tracker = Arc::new(Tracker::default());
-        let guards = vec![tracker.guard(), tracker.guard()];
+        let tracker = TaskTracker::new();
+        let guards = vec![tracker.token(), tracker.token()];
         let waiter = tokio::spawn({
             let tracker = tracker.clone();
-            async move { tracker.wait_idle(Duration::from_secs(60)).await }
+            async move { wait_idle(&tracker, Duration::from_secs(60)).await }
         });
         tokio::task::yield_now().await;
         drop(guards);
@@ -123,8 +88,8 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn wait_idle_gives_up_after_the_limit_and_reports_stragglers() {
-        let tracker = Arc::new(Tracker::default());
-        let _held = tracker.guard();
-        assert_eq!(tracker.wait_idle(Duration::from_secs(5)).await, 1);
+        let tracker = TaskTracker::new();
+        let _held = tracker.token();
+        assert_eq!(wait_idle(&tracker, Duration::from_secs(5)).await, 1);
     }
 }

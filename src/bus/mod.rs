@@ -18,9 +18,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use serde_json::value::RawValue;
-use tokio::sync::{oneshot, watch, OwnedSemaphorePermit};
+use tokio::sync::{oneshot, OwnedSemaphorePermit};
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::{BusKind, Config};
 use crate::cursors::CursorBuffer;
@@ -104,13 +105,13 @@ impl Bus {
     }
 
     /// Starts the bus's periodic upkeep (heartbeats, expiring dead instances' presence, cursor batches, and
-    /// whatever its storage needs), until `stop` turns true. It sends on `fatal` why the instance cannot go
+    /// whatever its storage needs), until `stop` is cancelled. It sends on `fatal` why the instance cannot go
     /// on, if it cannot.
     pub fn maintain(
         &self,
         cursors: Arc<CursorBuffer>,
         config: Config,
-        stop: watch::Receiver<bool>,
+        stop: CancellationToken,
         fatal: oneshot::Sender<String>,
     ) -> JoinHandle<()> {
         let hub = self.common.hub.clone();

@@ -13,7 +13,8 @@ use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use warp::filters::BoxedFilter;
 use warp::reply::Response;
 
@@ -29,8 +30,8 @@ pub async fn serve(
     header_timeout: Duration,
     stop: impl Future<Output = ()>,
 ) {
-    // Each connection task holds a receiver: `closed()` on the sender is "every connection has finished".
-    let (stopping, stop_seen) = watch::channel(false);
+    // Every connection's task is tracked, so that stopping can wait for the requests in progress.
+    let (connections, stopping) = (TaskTracker::new(), CancellationToken::new());
     let mut stop = std::pin::pin!(stop);
     loop {
         let socket = tokio::select! {
@@ -51,8 +52,8 @@ pub async fn serve(
             tracing::debug!(%error, "could not set TCP_NODELAY");
         }
         let service = TowerToHyperService::new(warp::service(routes.clone()));
-        let mut stop_seen = stop_seen.clone();
-        tokio::spawn(async move {
+        let stopping = stopping.clone();
+        connections.spawn(async move {
             let connection = http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(header_timeout)
@@ -61,7 +62,7 @@ pub async fn serve(
             let mut connection = std::pin::pin!(connection);
             let ended = tokio::select! {
                 ended = connection.as_mut() => ended,
-                _ = async { drop(stop_seen.wait_for(|stop| *stop).await) } => {
+                () = stopping.cancelled() => {
                     // Finish the request in progress, then close; an upgraded WebSocket is no longer ours.
                     connection.as_mut().graceful_shutdown();
                     connection.await
@@ -73,9 +74,10 @@ pub async fn serve(
             }
         });
     }
-    drop((listener, stop_seen));
-    let _ = stopping.send(true);
-    stopping.closed().await;
+    drop(listener);
+    stopping.cancel();
+    connections.close();
+    connections.wait().await;
 }
 
 /// Accept errors that concern only the connection being accepted.

@@ -79,8 +79,8 @@ async fn connect(
         Err(refusal @ Refusal::UserFull(_)) => return json_error(StatusCode::TOO_MANY_REQUESTS, refusal.to_string()),
     };
     // Counted from here, so shutdown waits for a connection that is still upgrading.
-    let reading = app.shutdown.reading.guard();
-    let alive = app.shutdown.alive.guard();
+    let reading = app.shutdown.reading.token();
+    let alive = app.shutdown.alive.token();
     let conn = Uuid::new_v4();
     let bounds = hub::Bounds { frames: app.config.client_queue, bytes: app.config.client_queue_bytes };
     let (outbox, inbox) = hub::outbox(bounds);

@@ -11,8 +11,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use redis::Value;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::oneshot;
 use tokio::time::{interval, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::entry::{array, pairs};
@@ -28,12 +29,12 @@ use crate::protocol::{CanvasId, UserId};
 /// How long a canvas's cursor stream outlives its last batch.
 const CURSOR_STREAM_TTL_MS: u64 = 60_000;
 
-/// Runs until `stop` changes to true. Sends on `fatal` why the instance cannot go on, if it cannot.
+/// Runs until `stop` is cancelled. Sends on `fatal` why the instance cannot go on, if it cannot.
 pub async fn run(
     bus: RedisBus,
     cursors: Arc<CursorBuffer>,
     config: Config,
-    stop: watch::Receiver<bool>,
+    stop: CancellationToken,
     fatal: oneshot::Sender<String>,
 ) {
     tokio::join!(
@@ -48,7 +49,7 @@ fn ticker(period: Duration) -> tokio::time::Interval {
     ticks
 }
 
-async fn heartbeats(bus: &RedisBus, config: &Config, mut stop: watch::Receiver<bool>, fatal: oneshot::Sender<String>) {
+async fn heartbeats(bus: &RedisBus, config: &Config, stop: CancellationToken, fatal: oneshot::Sender<String>) {
     let mut fatal = Some(fatal);
     let mut ticks = ticker(config.heartbeat_interval);
     let mut last_beat = Instant::now();
@@ -57,7 +58,7 @@ async fn heartbeats(bus: &RedisBus, config: &Config, mut stop: watch::Receiver<b
     let late_after = config.presence_timeout.saturating_sub(config.heartbeat_interval) / 2;
     loop {
         tokio::select! {
-            _ = stop.changed() => return,
+            () = stop.cancelled() => return,
             _ = ticks.tick() => {}
         }
         if let Some(worker) = bus.stopped_worker() {
@@ -88,11 +89,11 @@ async fn heartbeats(bus: &RedisBus, config: &Config, mut stop: watch::Receiver<b
     }
 }
 
-async fn cursor_batches(bus: &RedisBus, cursors: &CursorBuffer, period: Duration, mut stop: watch::Receiver<bool>) {
+async fn cursor_batches(bus: &RedisBus, cursors: &CursorBuffer, period: Duration, stop: CancellationToken) {
     let mut ticks = ticker(period);
     loop {
         tokio::select! {
-            _ = stop.changed() => return,
+            () = stop.cancelled() => return,
             _ = ticks.tick() => {}
         }
         let batches = cursors.take();

@@ -35,7 +35,8 @@ use anyhow::Context;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Client, Value};
 use serde::Serialize;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use self::entry::{stream_id, LogEntry};
@@ -96,7 +97,7 @@ struct Inner {
     dead_after_ms: i64,
     presence_timeout_ms: i64,
     writer_capacity: usize,
-    stop_reader: watch::Sender<bool>,
+    stop_reader: CancellationToken,
     /// The publisher and reader tasks.
     workers: Workers,
 }
@@ -136,7 +137,7 @@ impl RedisBus {
         let shared = Arc::new(Shared::default());
         let (urgent_tx, urgent) = mpsc::channel(URGENT_CAPACITY);
         let (publisher_tx, queue) = mpsc::channel(config.writer_queue);
-        let (stop_reader, reader_stopped) = watch::channel(false);
+        let stop_reader = CancellationToken::new();
         let publisher = Publisher {
             conn: conn.clone(),
             hub: hub.clone(),
@@ -181,7 +182,7 @@ impl RedisBus {
         // Registered before the instance announces itself, so peers count it from the start.
         bus.heartbeat().await.map_err(|e| anyhow::anyhow!("registering with Redis: {e}"))?;
         bus.inner.workers.task("publisher", tokio::spawn(publisher.run(Lanes { urgent, queue })));
-        bus.inner.workers.task("stream reader", tokio::spawn(reader.run(reader_stopped)));
+        bus.inner.workers.task("stream reader", tokio::spawn(reader.run(bus.inner.stop_reader.clone())));
         Ok(bus)
     }
 
@@ -358,7 +359,7 @@ impl RedisBus {
         if self.inner.publisher.send(Request::Stop(done)).await.is_ok() {
             let _ = stopped.await;
         }
-        let _ = self.inner.stop_reader.send(true);
+        self.inner.stop_reader.cancel();
         self.inner.workers.join_all().await;
         let mut pipe = redis::pipe();
         pipe.hset(keys::INSTANCES, &self.inner.instance_id, 0).ignore();

@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Client, Value};
-use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_util::sync::CancellationToken;
 
 use super::entry::{array, field, pairs, stream_id, text, LogEntry};
 use super::keys;
@@ -62,8 +62,8 @@ struct Positions {
 }
 
 impl Reader {
-    /// Runs until `stop` turns true, reconnecting with backoff whenever Redis fails.
-    pub async fn run(self, mut stop: watch::Receiver<bool>) {
+    /// Runs until `stop` is cancelled, reconnecting with backoff whenever Redis fails.
+    pub async fn run(self, stop: CancellationToken) {
         let mut backoff = BACKOFF.0;
         // Kept across reconnects: user messages sent while the reader was away are still delivered (within
         // the TTL); logs need no position of their own.
@@ -74,13 +74,13 @@ impl Reader {
                     Ok(()) => return,
                     Err(error) => error,
                 },
-                _ = stop.changed() => return,
+                () = stop.cancelled() => return,
             };
             tracing::warn!(%error, retry_in = ?backoff, "Redis stream reader failed; reconnecting");
             self.shared.last_error.set(now_ms(), &format!("Redis: {error}"));
             tokio::select! {
                 () = tokio::time::sleep(backoff) => {}
-                _ = stop.changed() => return,
+                () = stop.cancelled() => return,
             }
             backoff = (backoff * 2).min(BACKOFF.1);
         }

@@ -8,8 +8,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{oneshot, watch};
+use tokio::sync::oneshot;
 use tokio::time::{interval, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
 
 use super::identity::Found;
 use super::writer::Job;
@@ -22,13 +23,13 @@ use crate::hub::Hub;
 /// Dead instances are forgotten (with their watermarks) after this many presence timeouts.
 const FORGET_AFTER_TIMEOUTS: u32 = 60;
 
-/// Runs until `stop` changes to true. Sends on `fatal` why the instance must stop, if it must.
+/// Runs until `stop` is cancelled. Sends on `fatal` why the instance must stop, if it must.
 pub async fn run(
     bus: SqliteBus,
     hub: Arc<Hub>,
     cursors: Arc<CursorBuffer>,
     config: Config,
-    stop: watch::Receiver<bool>,
+    stop: CancellationToken,
     fatal: oneshot::Sender<String>,
 ) {
     let (bus, hub, cursors, config) = (&bus, &hub, &cursors, &config);
@@ -51,8 +52,8 @@ pub async fn run(
     );
 }
 
-/// Calls `work` every `period` (skipping ticks it overran) until `stop` turns true.
-async fn every<F, Fut>(period: Duration, mut stop: watch::Receiver<bool>, mut work: F)
+/// Calls `work` every `period` (skipping ticks it overran) until `stop` is cancelled.
+async fn every<F, Fut>(period: Duration, stop: CancellationToken, mut work: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = ()>,
@@ -60,11 +61,11 @@ where
     let mut ticks = ticker(period);
     loop {
         tokio::select! {
-            _ = stop.changed() => return,
+            () = stop.cancelled() => return,
             _ = ticks.tick() => {}
         }
         tokio::select! {
-            _ = stop.changed() => return,
+            () = stop.cancelled() => return,
             () = work() => {}
         }
     }
@@ -78,7 +79,7 @@ async fn heartbeats(
     bus: &SqliteBus,
     hub: &Hub,
     config: &Config,
-    mut stop: watch::Receiver<bool>,
+    stop: CancellationToken,
     fatal: oneshot::Sender<String>,
 ) {
     let mut fatal = Some(fatal);
@@ -89,7 +90,7 @@ async fn heartbeats(
     let late_after = config.presence_timeout.saturating_sub(config.heartbeat_interval) / 2;
     loop {
         tokio::select! {
-            _ = stop.changed() => return,
+            () = stop.cancelled() => return,
             _ = ticks.tick() => {}
         }
         if let Some(reason) = stop_reason(bus, config) {
@@ -144,12 +145,12 @@ fn stop_reason(bus: &SqliteBus, config: &Config) -> Option<String> {
 
 /// Checkpoints what this instance wrote. Every commit to the file is some live instance's, so an instance
 /// that wrote nothing since its last checkpoint has nothing to copy and skips the tick.
-async fn checkpoints(bus: &SqliteBus, period: Duration, mut stop: watch::Receiver<bool>) {
+async fn checkpoints(bus: &SqliteBus, period: Duration, stop: CancellationToken) {
     let mut ticks = ticker(period);
     let mut checkpointed_writes = None;
     loop {
         tokio::select! {
-            _ = stop.changed() => return,
+            () = stop.cancelled() => return,
             _ = ticks.tick() => {}
         }
         let writes = bus.writes();
