@@ -15,11 +15,11 @@ mod cursors;
 mod http;
 mod hub;
 mod metrics;
+mod object_ops;
 mod protocol;
 mod ratelimit;
 mod session;
 mod shutdown;
-mod state;
 
 #[cfg(test)]
 mod fuzz;

@@ -7,6 +7,7 @@
 //! call it, so the protocol, connection and fan-out code is the same whichever stores the log.
 
 pub mod join;
+pub mod last_error;
 pub mod redis;
 pub mod sqlite;
 pub mod state_cache;
@@ -276,6 +277,8 @@ pub enum Origin {
     /// still silent for that many ms when the removal commits (it may have come back and registered the
     /// connection again meanwhile).
     Presence {
+        /// Opening (`user-connected`) rather than closing.
+        connected: bool,
         conn: ConnId,
         name: Option<String>,
         done: Option<oneshot::Sender<Result<(), BusError>>>,
@@ -311,7 +314,13 @@ impl Publish {
     ) -> Self {
         let kind = MsgType::reserved(if connected { "user-connected" } else { "user-disconnected" });
         let data = presence_data(user.as_str(), name.as_deref());
-        Publish { canvas, kind, data, from: user, origin: Origin::Presence { conn, name, done, expiry: None } }
+        Publish {
+            canvas,
+            kind,
+            data,
+            from: user,
+            origin: Origin::Presence { connected, conn, name, done, expiry: None },
+        }
     }
 
     /// A survivor's removal of connection `conn`, left by an instance silent for `dead_after_ms`: applied only
@@ -326,7 +335,7 @@ impl Publish {
 
     /// Whether this registers a connection (as opposed to removing one or logging a message).
     pub fn is_connect(&self) -> bool {
-        matches!(self.origin, Origin::Presence { .. }) && self.kind.as_str() == "user-connected"
+        matches!(self.origin, Origin::Presence { connected: true, .. })
     }
 
     /// Tells the publisher its message was not logged: an error frame with the error's code for a socket,

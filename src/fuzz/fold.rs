@@ -11,9 +11,9 @@ use serde_json::{json, Map, Value};
 
 use super::json_value;
 use crate::bus::sqlite::{objects, schema};
+use crate::object_ops::ObjectOp;
 use crate::protocol::{CanvasId, ClientFrame};
 use crate::rusqlite::Connection;
-use crate::state::ObjectOp;
 
 #[derive(Debug, Clone)]
 enum Op {

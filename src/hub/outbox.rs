@@ -63,17 +63,18 @@ pub struct Bounds {
 /// The sending side of one client's queue.
 #[derive(Clone, Debug)]
 pub struct Outbox {
-    shared: Arc<Shared>,
+    channel: Arc<Channel>,
 }
 
 /// The session's side of an [`Outbox`]. Dropping it closes the queue: pushes then report the client gone.
 #[derive(Debug)]
 pub struct Inbox {
-    shared: Arc<Shared>,
+    channel: Arc<Channel>,
 }
 
+/// What the two ends of one client's queue share.
 #[derive(Debug)]
-struct Shared {
+struct Channel {
     queue: Mutex<Queue>,
     bounds: Bounds,
     /// Woken when a frame is queued into an empty queue.
@@ -105,13 +106,13 @@ impl Queue {
 
 /// A two-lane queue for one client.
 pub fn outbox(bounds: Bounds) -> (Outbox, Inbox) {
-    let shared = Arc::new(Shared {
+    let channel = Arc::new(Channel {
         queue: Mutex::new(Queue::default()),
         bounds: Bounds { frames: bounds.frames.max(1), bytes: bounds.bytes.max(1) },
         ready: Notify::new(),
         kicked: Notify::new(),
     });
-    (Outbox { shared: shared.clone() }, Inbox { shared })
+    (Outbox { channel: channel.clone() }, Inbox { channel })
 }
 
 /// What became of an ephemeral frame.
@@ -125,7 +126,7 @@ pub enum Ephemeral {
     Dropped,
 }
 
-impl Shared {
+impl Channel {
     fn queue(&self) -> MutexGuard<'_, Queue> {
         // Every section below leaves the queue consistent between statements: carrying on after a panic
         // elsewhere is safer than poisoning every later push.
@@ -145,14 +146,14 @@ impl Outbox {
     /// cut (4009) and `false` is returned so the caller drops it from its room. `false` also when the client
     /// is gone.
     pub fn push(&self, frame: Message) -> bool {
-        let mut queue = self.shared.queue();
+        let mut queue = self.channel.queue();
         if queue.closed || queue.cut.is_some() {
             return false;
         }
         let cost = frame.len() + FRAME_OVERHEAD;
-        let bounds = self.shared.bounds;
+        let bounds = self.channel.bounds;
         if queue.logged.len() >= bounds.frames || queue.logged_bytes + cost > bounds.bytes {
-            self.shared.kick(&mut queue, Cut::Slow);
+            self.channel.kick(&mut queue, Cut::Slow);
             return false;
         }
         let was_empty = queue.is_empty();
@@ -160,14 +161,14 @@ impl Outbox {
         queue.logged_bytes += cost;
         drop(queue);
         if was_empty {
-            self.shared.ready.notify_one();
+            self.channel.ready.notify_one();
         }
         true
     }
 
     /// Queues `sender`'s latest ephemeral frame, replacing the one of that sender still waiting. Never cuts.
     pub fn push_ephemeral(&self, sender: ConnId, frame: Message) -> Ephemeral {
-        let mut queue = self.shared.queue();
+        let mut queue = self.channel.queue();
         if queue.closed || queue.cut.is_some() {
             return Ephemeral::Dropped;
         }
@@ -189,15 +190,15 @@ impl Outbox {
         queue.ephemeral.push_back((sender, frame));
         drop(queue);
         if was_empty {
-            self.shared.ready.notify_one();
+            self.channel.ready.notify_one();
         }
         Ephemeral::Queued
     }
 
     /// Tells the session to close with 4009 now, for `reason`.
     pub fn kick(&self, reason: Cut) {
-        let mut queue = self.shared.queue();
-        self.shared.kick(&mut queue, reason);
+        let mut queue = self.channel.queue();
+        self.channel.kick(&mut queue, reason);
     }
 }
 
@@ -206,8 +207,8 @@ impl Inbox {
     pub async fn ready(&self) {
         loop {
             // Created before the check: a push in between stores a permit, so this cannot miss it.
-            let notified = self.shared.ready.notified();
-            if !self.shared.queue().is_empty() {
+            let notified = self.channel.ready.notified();
+            if !self.channel.queue().is_empty() {
                 return;
             }
             notified.await;
@@ -218,7 +219,7 @@ impl Inbox {
     /// waiting ephemeral frames within what is left of the bytes (at least one when no logged frame was
     /// taken). Draining a lane releases a buffer grown by a burst.
     pub fn take_flush(&self, max_frames: usize, max_bytes: usize) -> Vec<Message> {
-        let mut queue = self.shared.queue();
+        let mut queue = self.channel.queue();
         let mut frames = Vec::new();
         let mut bytes = 0;
         while frames.len() < max_frames && (frames.is_empty() || bytes < max_bytes) {
@@ -246,8 +247,8 @@ impl Inbox {
     /// Completes when the client must be cut with 4009, with the reason.
     pub async fn kicked(&self) -> Cut {
         loop {
-            let notified = self.shared.kicked.notified();
-            if let Some(reason) = self.shared.queue().cut {
+            let notified = self.channel.kicked.notified();
+            if let Some(reason) = self.channel.queue().cut {
                 return reason;
             }
             notified.await;
@@ -264,7 +265,7 @@ fn shrink<T>(lane: &mut VecDeque<T>) {
 
 impl Drop for Inbox {
     fn drop(&mut self) {
-        let mut queue = self.shared.queue();
+        let mut queue = self.channel.queue();
         queue.closed = true;
         queue.logged = VecDeque::new();
         queue.ephemeral = VecDeque::new();

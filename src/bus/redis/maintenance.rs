@@ -18,8 +18,8 @@ use uuid::Uuid;
 
 use super::entry::{array, pairs};
 use super::entry::{items, string, uint};
+use super::link::Leaving;
 use super::scripts::{FORGET, HEARTBEAT, ROTATE};
-use super::shared::Leaving;
 use super::{keys, unavailable, RedisBus};
 use crate::bus::{BusError, Publish};
 use crate::config::Config;
@@ -128,8 +128,8 @@ impl RedisBus {
     /// tail), so seqs would be handed out again; the store gets a new epoch and every client reloads. Then
     /// expires the connections of dead instances and retries disconnects Redis did not take.
     pub(super) async fn heartbeat(&self) -> Result<(), BusError> {
-        let shared = &self.inner.shared;
-        let seen_before = shared.writes_seen.load(Ordering::Acquire);
+        let link = &self.inner.link;
+        let seen_before = link.writes_seen.load(Ordering::Acquire);
         let reply: Value = HEARTBEAT
             .arg(&self.inner.instance_id)
             .arg(Self::candidate())
@@ -155,16 +155,16 @@ impl RedisBus {
                 .invoke_async(&mut self.conn())
                 .await
                 .map_err(unavailable)?;
-            shared.writes_seen.store(writes, Ordering::Release);
+            link.writes_seen.store(writes, Ordering::Release);
         }
-        shared.observe_epoch(&epoch, &self.inner.hub);
-        shared.saw_writes(writes);
+        link.observe_epoch(&epoch, &self.inner.hub);
+        link.saw_writes(writes);
         let dead: Vec<String> = array(dead).unwrap_or_default().iter().filter_map(string).collect();
         self.inner.metrics.peer_instances.set(uint(live).unwrap_or(1).saturating_sub(1) as f64);
         for instance in dead.iter().filter(|i| **i != self.inner.instance_id) {
             self.expire_instance(instance).await?;
         }
-        for leaving in shared.take_leaving() {
+        for leaving in link.take_leaving() {
             let Leaving { canvas, user, name, conn } = leaving;
             self.publish(Publish::presence(false, canvas, user, name, conn, None), false).await?;
         }

@@ -17,14 +17,14 @@
 //!   count going backwards and given a new one (`maintenance.rs`). Either way every client is cut and
 //!   reloads rather than trust reused seqs.
 
-mod api;
 mod entry;
 mod keys;
+mod link;
 pub mod maintenance;
+mod operations;
 mod publisher;
 mod reader;
 mod scripts;
-mod shared;
 mod state;
 
 use std::sync::atomic::Ordering;
@@ -40,9 +40,9 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use self::entry::{stream_id, LogEntry};
+use self::link::Link;
 use self::publisher::{Lanes, Publisher, Request};
 use self::reader::Reader;
-use self::shared::Shared;
 use crate::bus::views::StorageFigures;
 use crate::bus::workers::Workers;
 use crate::bus::{BusError, BusFigures, Publish};
@@ -87,7 +87,7 @@ struct Inner {
     /// The publisher's urgent lane and its queue.
     urgent: mpsc::Sender<Request>,
     publisher: mpsc::Sender<Request>,
-    shared: Arc<Shared>,
+    link: Arc<Link>,
     hub: Arc<Hub>,
     metrics: Metrics,
     instance_id: String,
@@ -134,14 +134,14 @@ impl RedisBus {
             .context("connecting to Redis timed out")?
             .context("connecting to Redis")?;
         Self::migrate(&mut conn.clone()).await?;
-        let shared = Arc::new(Shared::default());
+        let link = Arc::new(Link::default());
         let (urgent_tx, urgent) = mpsc::channel(URGENT_CAPACITY);
         let (publisher_tx, queue) = mpsc::channel(config.writer_queue);
         let stop_reader = CancellationToken::new();
         let publisher = Publisher {
             conn: conn.clone(),
             hub: hub.clone(),
-            shared: shared.clone(),
+            link: link.clone(),
             metrics: metrics.clone(),
             instance_id: instance_id.to_owned(),
             ttl_ms: config.message_ttl.as_millis() as i64,
@@ -155,7 +155,7 @@ impl RedisBus {
         let reader = Reader {
             client,
             hub: hub.clone(),
-            shared: shared.clone(),
+            link: link.clone(),
             metrics: metrics.clone(),
             instance_id: instance_id.to_owned(),
             ttl_ms: config.message_ttl.as_millis() as i64,
@@ -166,7 +166,7 @@ impl RedisBus {
                 state_conn,
                 urgent: urgent_tx,
                 publisher: publisher_tx,
-                shared,
+                link,
                 hub,
                 metrics,
                 instance_id: instance_id.to_owned(),
@@ -297,19 +297,19 @@ impl RedisBus {
         let live_instances = beats.iter().filter(|beat| **beat > live_after).count() as i64;
         let oldest_unread = self.oldest_unread().await?;
         let now = now_ms();
-        let shared = &self.inner.shared;
-        let (last_error, last_error_age_ms) = shared.last_error.report(now);
+        let link = &self.inner.link;
+        let (last_error, last_error_age_ms) = link.last_error.report(now);
         Ok(BusFigures {
             bus: "redis",
             storage: StorageFigures::Redis(RedisFigures {
                 redis_ping_ms: ping.as_secs_f64() * 1000.0,
-                store_epoch: shared.epoch(),
+                store_epoch: link.epoch(),
                 live_instances,
             }),
             writer_queue_depth: self.inner.writer_capacity - self.inner.publisher.capacity(),
             writer_queue_capacity: self.inner.writer_capacity,
             poll_lag_rows: 0,
-            last_poll_age_ms: (now - shared.last_read_ms.load(Ordering::Acquire)).max(0),
+            last_poll_age_ms: (now - link.last_read_ms.load(Ordering::Acquire)).max(0),
             peer_instances: (live_instances - 1).max(0),
             oldest_unread_age_ms: oldest_unread.map(|ts| (redis_now - ts).max(0)),
             last_error,

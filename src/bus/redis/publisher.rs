@@ -23,14 +23,14 @@ use tokio_tungstenite::tungstenite::Message;
 use uuid::Uuid;
 
 use super::entry::{array, encode_optional, int, text};
+use super::link::{Leaving, Link};
 use super::scripts::PUBLISH;
-use super::shared::{Leaving, Shared};
 use crate::bus::{refuse_all, BusError, Origin, Publish};
 use crate::clock::now_ms;
 use crate::hub::{Entry, Hub};
 use crate::metrics::Metrics;
+use crate::object_ops::{self, ObjectOp};
 use crate::protocol::{logged_frame, to_json};
-use crate::state::{self, ObjectOp};
 
 /// Backoff between sends of a batch whose reply did not come: from the first to the last, doubling.
 const RESEND: (Duration, Duration) = (Duration::from_millis(50), Duration::from_secs(1));
@@ -48,7 +48,7 @@ pub enum Request {
 pub struct Publisher {
     pub conn: ConnectionManager,
     pub hub: Arc<Hub>,
-    pub shared: Arc<Shared>,
+    pub link: Arc<Link>,
     pub metrics: Metrics,
     pub instance_id: String,
     pub ttl_ms: i64,
@@ -178,7 +178,7 @@ impl Publisher {
             Err(error) if answered(&error) || error.is_connection_refusal() => self.refuse(batch, error.to_string()),
             Err(error) => {
                 tracing::warn!(%error, messages = batch.len(), "no answer to a batch Redis may have applied; sending it again");
-                self.shared.last_error.set(now_ms(), &format!("Redis: {error}"));
+                self.link.last_error.set(now_ms(), &format!("Redis: {error}"));
                 let retry_at = tokio::time::Instant::now() + RESEND.0;
                 self.unresolved = Some(Unresolved { invocation, batch, started, retry_at, backoff: RESEND.0 });
             }
@@ -196,7 +196,7 @@ impl Publisher {
             Err(error) => {
                 // Even an error reply proves nothing here (a script refused for want of memory is refused
                 // before it could find its batch already applied): only a reply resolves it.
-                self.shared.last_error.set(now_ms(), &format!("Redis: {error}"));
+                self.link.last_error.set(now_ms(), &format!("Redis: {error}"));
                 unresolved.backoff = (unresolved.backoff * 2).min(RESEND.1);
                 unresolved.retry_at = tokio::time::Instant::now() + unresolved.backoff;
                 self.unresolved = Some(unresolved);
@@ -209,9 +209,9 @@ impl Publisher {
         let Some((epoch, writes, now, outcomes)) = parse(reply, &batch) else {
             return self.refuse(batch, format!("unexpected reply {reply:?}"));
         };
-        self.shared.observe_epoch(&epoch, &self.hub);
-        self.shared.saw_writes(writes);
-        self.shared.last_error.clear();
+        self.link.observe_epoch(&epoch, &self.hub);
+        self.link.saw_writes(writes);
+        self.link.last_error.clear();
         self.metrics.commits.increment(1);
         let logged = outcomes.iter().filter(|o| matches!(o, Outcome::Logged { .. })).count();
         self.metrics.messages_committed.increment(logged as u64);
@@ -225,11 +225,11 @@ impl Publisher {
         self.metrics.commit_errors.increment(1);
         tracing::error!(%error, messages = batch.len(), "Redis did not take a batch; senders get `unavailable`");
         let message = format!("Redis: {error}");
-        self.shared.last_error.set(now_ms(), &message);
+        self.link.last_error.set(now_ms(), &message);
         for publish in &batch {
             if let (Origin::Presence { conn, name, .. }, false) = (&publish.origin, publish.is_connect()) {
                 let (canvas, user) = (publish.canvas.clone(), publish.from.clone());
-                self.shared.retry_later(Leaving { canvas, user, name: name.clone(), conn: *conn });
+                self.link.retry_later(Leaving { canvas, user, name: name.clone(), conn: *conn });
             }
         }
         refuse_all(batch, BusError::Unavailable(message));
@@ -334,7 +334,7 @@ fn parse(reply: &Value, batch: &[Publish]) -> Option<(String, u64, i64, Vec<Outc
                 -1 => {
                     let id =
                         ObjectOp::of(&publish.kind, &publish.data).map(|op| op.id().to_owned()).unwrap_or_default();
-                    Outcome::Refused(BusError::Refused(state::missing(&id)))
+                    Outcome::Refused(BusError::Refused(object_ops::missing(&id)))
                 }
                 -2 => Outcome::Refused(BusError::CanvasFull(
                     "the canvas state would be over its limit (--max-canvas-state)".into(),

@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::entry::{array, field, pairs, stream_id, text, LogEntry};
 use super::keys;
-use super::shared::Shared;
+use super::link::Link;
 use crate::clock::now_ms;
 use crate::hub::{Hub, Room, Settled};
 use crate::metrics::Metrics;
@@ -37,7 +37,7 @@ const CURSOR_LOOKBACK_MS: i64 = 1_000;
 pub struct Reader {
     pub client: Client,
     pub hub: Arc<Hub>,
-    pub shared: Arc<Shared>,
+    pub link: Arc<Link>,
     pub metrics: Metrics,
     pub instance_id: String,
     /// Refuse user messages older than this (the TTL).
@@ -77,7 +77,7 @@ impl Reader {
                 () = stop.cancelled() => return,
             };
             tracing::warn!(%error, retry_in = ?backoff, "Redis stream reader failed; reconnecting");
-            self.shared.last_error.set(now_ms(), &format!("Redis: {error}"));
+            self.link.last_error.set(now_ms(), &format!("Redis: {error}"));
             tokio::select! {
                 () = tokio::time::sleep(backoff) => {}
                 () = stop.cancelled() => return,
@@ -97,7 +97,7 @@ impl Reader {
         let redis_now = secs * 1000 + micros / 1000;
         let epoch: Option<String> = redis::cmd("GET").arg(keys::EPOCH).query_async(&mut conn).await?;
         if let Some(epoch) = epoch {
-            self.shared.observe_epoch(&epoch, &self.hub);
+            self.link.observe_epoch(&epoch, &self.hub);
         }
         tracing::info!("Redis stream reader connected");
         let positions = positions.get_or_insert_with(|| Positions {
@@ -140,7 +140,7 @@ impl Reader {
             cmd.arg(from);
         }
         let reply: Value = cmd.query_async(conn).await?;
-        self.shared.last_read_ms.store(now_ms(), std::sync::atomic::Ordering::Release);
+        self.link.last_read_ms.store(now_ms(), std::sync::atomic::Ordering::Release);
         self.metrics.polls.increment(1);
         let by_key: HashMap<&str, &Stream> = streams.iter().map(|(key, _, stream)| (key.as_str(), stream)).collect();
         for item in array(&reply).unwrap_or_default() {
@@ -168,7 +168,7 @@ impl Reader {
 
     /// Hands a canvas's entries to its room, in log order, then checks for a hole the read proved permanent.
     fn offer(&self, room: &Room, entries: &[Value]) {
-        let Some(epoch) = self.shared.epoch() else { return };
+        let Some(epoch) = self.link.epoch() else { return };
         let entries = LogEntry::parse_each(entries);
         let Some(last) = entries.last().map(|e| (e.generation, e.seq)) else { return };
         let now = now_ms();

@@ -91,7 +91,7 @@ impl RedisBus {
             })
             .await?;
         let (head, inline_objects) = parse_snapshot(&reply)?;
-        self.inner.shared.observe_epoch(&head.store_epoch, &self.inner.hub);
+        self.inner.link.observe_epoch(&head.store_epoch, &self.inner.hub);
         let objects = match (head.resumed, inline_objects) {
             (false, Some(objects)) => Some(objects_json(pairs(objects).ok_or_else(|| malformed("a state read"))?)),
             _ => None,
@@ -130,7 +130,7 @@ impl RedisBus {
             }
             let rest = Value::Array(array(&reply).unwrap_or_default()[1..].to_vec());
             let (head, changed) = parse_snapshot(&rest)?;
-            self.inner.shared.observe_epoch(&head.store_epoch, &self.inner.hub);
+            self.inner.link.observe_epoch(&head.store_epoch, &self.inner.hub);
             for pair in array(changed.ok_or_else(|| malformed("a state read"))?).unwrap_or_default().chunks_exact(2) {
                 let id = text(&pair[0]).ok_or_else(|| malformed("a state read"))?.to_owned();
                 match text(&pair[1]) {
@@ -217,7 +217,7 @@ impl RedisBus {
             })
             .await?;
         let (head, _) = parse_snapshot(replies.first().ok_or_else(|| malformed("a snapshot"))?)?;
-        self.inner.shared.observe_epoch(&head.store_epoch, &self.inner.hub);
+        self.inner.link.observe_epoch(&head.store_epoch, &self.inner.hub);
         let objects =
             pairs(replies.get(1).ok_or_else(|| malformed("a state read"))?).ok_or_else(|| malformed("a state read"))?;
         Ok(head.into_snapshot(Some(objects_json(objects))))

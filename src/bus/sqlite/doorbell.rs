@@ -13,7 +13,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use super::Shared;
+use super::Progress;
 
 /// This instance's doorbell: the socket peers ring, and from which it rings theirs. Cheap to clone.
 #[derive(Clone, Debug)]
@@ -43,7 +43,7 @@ impl Doorbell {
 
     /// Starts the thread that turns rings into watcher wake-ups. It ends when the watcher is stopped and
     /// [`Doorbell::ring_self`] unblocks it.
-    pub fn listen(&self, shared: Arc<Shared>, received: metrics::Counter) -> io::Result<JoinHandle<()>> {
+    pub fn listen(&self, progress: Arc<Progress>, received: metrics::Counter) -> io::Result<JoinHandle<()>> {
         let socket = self.socket.clone();
         std::thread::Builder::new().name("relay-doorbell".into()).spawn(move || {
             let mut buf = [0u8; 16];
@@ -51,7 +51,7 @@ impl Doorbell {
                 match socket.recv(&mut buf) {
                     Ok(_) => {
                         received.increment(1);
-                        if !shared.signal.ring() {
+                        if !progress.signal.ring() {
                             return;
                         }
                     }
@@ -81,14 +81,14 @@ mod tests {
 
     #[test]
     fn a_ring_wakes_the_watcher_and_stop_ends_the_listener() {
-        let shared = Arc::new(Shared::default());
+        let progress = Arc::new(Progress::default());
         let (ours, peer) = (Doorbell::bind().unwrap(), Doorbell::bind().unwrap());
-        let listener = ours.listen(shared.clone(), metrics::Counter::noop()).unwrap();
+        let listener = ours.listen(progress.clone(), metrics::Counter::noop()).unwrap();
         assert_eq!(peer.ring(&[ours.addr()]), 1);
-        let woken = shared.signal.wait(Duration::from_secs(10));
+        let woken = progress.signal.wait(Duration::from_secs(10));
         assert!(woken.rung, "the datagram reached the watcher's signal");
-        shared.signal.stop();
-        assert!(shared.signal.wait(Duration::ZERO).stop, "the watcher takes the stop");
+        progress.signal.stop();
+        assert!(progress.signal.wait(Duration::ZERO).stop, "the watcher takes the stop");
         ours.ring_self();
         listener.join().unwrap();
     }

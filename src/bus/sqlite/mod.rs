@@ -5,16 +5,16 @@
 //! (`watcher.rs`) per process, each with its own connection; joins and health checks use the deadpool pool
 //! on tokio's blocking threads. `maintenance.rs` schedules cleanup, heartbeats and watermarks as writer jobs.
 
-mod api;
 mod doorbell;
 pub mod identity;
 mod join;
 pub mod maintenance;
 pub mod objects;
+mod operations;
 pub mod presence;
+mod progress;
 pub mod queries;
 pub mod schema;
-mod shared;
 mod signal;
 pub mod watcher;
 pub mod writer;
@@ -32,8 +32,8 @@ use tokio_tungstenite::tungstenite::Message;
 
 use self::doorbell::Doorbell;
 use self::identity::{FileIdentity, Found};
+pub use self::progress::Progress;
 use self::schema::ConnSettings;
-pub use self::shared::Shared;
 use self::watcher::Watcher;
 use self::writer::{Job, LaneSenders, WriteRequest, Writer, WriterSettings};
 use crate::bus::views::StorageFigures;
@@ -74,7 +74,7 @@ struct Inner {
     pool: Pool,
     /// The writer's two lanes: the queue of messages and the urgent lane (see `writer/lanes.rs`).
     writer: LaneSenders,
-    shared: Arc<Shared>,
+    progress: Arc<Progress>,
     hub: Arc<Hub>,
     /// The file's random id, part of every epoch.
     db_epoch: String,
@@ -142,9 +142,9 @@ impl SqliteBus {
             .build()
             .context("building the read pool")?;
 
-        let shared = Arc::new(Shared::default());
-        shared.advance_cursor(head);
-        shared.polled(now_ms());
+        let progress = Arc::new(Progress::default());
+        progress.advance_cursor(head);
+        progress.polled(now_ms());
         let (writer_tx, writer_rx) = writer::lanes(config.writer_queue).context("starting the writer's lanes")?;
         // A private in-memory file has no peers to ring.
         let doorbell = match config.peer_wakeup && !memory {
@@ -154,7 +154,7 @@ impl SqliteBus {
         let writer = Writer::new(
             writer_conn,
             hub.clone(),
-            shared.clone(),
+            progress.clone(),
             metrics.clone(),
             WriterSettings {
                 instance_id: instance_id.to_owned(),
@@ -170,7 +170,7 @@ impl SqliteBus {
             file.clone(),
         );
         let watcher =
-            Watcher::new(watcher_conn, hub.clone(), shared.clone(), metrics.clone(), config, instance_id.to_owned())
+            Watcher::new(watcher_conn, hub.clone(), progress.clone(), metrics.clone(), config, instance_id.to_owned())
                 .context("starting the watcher")?;
         let workers = Workers::default();
         workers.thread(
@@ -180,13 +180,13 @@ impl SqliteBus {
         workers
             .thread("watcher", std::thread::Builder::new().name("relay-watcher".into()).spawn(move || watcher.run())?);
         if let Some(doorbell) = &doorbell {
-            workers.helper_thread("doorbell", doorbell.listen(shared.clone(), metrics.doorbells_received.clone())?);
+            workers.helper_thread("doorbell", doorbell.listen(progress.clone(), metrics.doorbells_received.clone())?);
         }
         let bus = SqliteBus {
             inner: Arc::new(Inner {
                 pool,
                 writer: writer_tx,
-                shared,
+                progress,
                 hub,
                 db_epoch,
                 ttl_ms: config.message_ttl.as_millis() as i64,
@@ -292,19 +292,19 @@ impl SqliteBus {
     pub async fn figures(&self) -> Result<BusFigures, BusError> {
         let now = now_ms();
         let live_after = now - self.inner.presence_timeout_ms;
-        let shared = &self.inner.shared;
-        let cursor = shared.cursor();
+        let progress = &self.inner.progress;
+        let cursor = progress.cursor();
         let (file, unread_at) = self
             .read(move |conn| {
                 Ok((queries::file_figures(conn, now, live_after)?, queries::first_unread_at(conn, cursor)?))
             })
             .await?;
         let head_id = file.head_id;
-        let (last_error, last_error_age_ms) = shared.last_error.report(now);
+        let (last_error, last_error_age_ms) = progress.last_error.report(now);
         Ok(BusFigures {
             bus: if self.inner.memory { "memory" } else { "sqlite" },
             poll_lag_rows: (head_id - cursor).max(0),
-            last_poll_age_ms: (now - shared.last_poll_ms.load(Ordering::Acquire)).max(0),
+            last_poll_age_ms: (now - progress.last_poll_ms.load(Ordering::Acquire)).max(0),
             peer_instances: (file.live_instances - 1).max(0),
             oldest_unread_age_ms: unread_at.map(|at| (now - at).max(0)),
             writer_queue_depth: self.inner.writer.queue_depth(),
@@ -322,7 +322,7 @@ impl SqliteBus {
 
     /// How many transactions this process's writer has committed; see [`SqliteBus::checkpoint`].
     pub fn writes(&self) -> u64 {
-        self.inner.shared.writes.load(Ordering::Relaxed)
+        self.inner.progress.writes.load(Ordering::Relaxed)
     }
 
     /// Keeps the -wal file bounded, off the commit path (on a pool connection). A PASSIVE checkpoint copies
@@ -363,7 +363,7 @@ impl SqliteBus {
         if self.job(Job::Stop(done)).await.is_ok() {
             let _ = stopped.await;
         }
-        self.inner.shared.signal.stop();
+        self.inner.progress.signal.stop();
         if let Some(doorbell) = &self.inner.doorbell {
             doorbell.ring_self();
         }

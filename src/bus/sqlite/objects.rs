@@ -6,8 +6,8 @@ use bytes::Bytes;
 use deadpool_sqlite::rusqlite::{params, Connection, OptionalExtension, Result};
 use serde_json::value::RawValue;
 
+use crate::object_ops::{self, ObjectOp};
 use crate::protocol::{to_json, CanvasId};
-use crate::state::{self, ObjectOp};
 
 /// What an accepted object op will do, before it is done: the writer checks the size first.
 #[derive(Debug)]
@@ -43,12 +43,12 @@ pub fn plan(conn: &Connection, canvas: &CanvasId, op: &ObjectOp, data: &RawValue
         (ObjectOp::Create { .. }, _) => {
             Ok(Change { delta: entry_bytes(id, data.get().len()) - before, write: Write::Set(None) })
         }
-        (ObjectOp::Update { .. }, Some(stored)) => match state::merge(&stored, data) {
+        (ObjectOp::Update { .. }, Some(stored)) => match object_ops::merge(&stored, data) {
             Ok(merged) => Ok(Change { delta: entry_bytes(id, merged.len()) - before, write: Write::Set(Some(merged)) }),
             Err(error) => Err(format!("object {id:?} could not be updated: {error}")),
         },
         (ObjectOp::Delete { .. }, Some(_)) => Ok(Change { delta: -before, write: Write::Remove }),
-        (ObjectOp::Update { .. } | ObjectOp::Delete { .. }, None) => Err(state::missing(id)),
+        (ObjectOp::Update { .. } | ObjectOp::Delete { .. }, None) => Err(object_ops::missing(id)),
     })
 }
 

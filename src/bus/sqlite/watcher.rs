@@ -17,7 +17,7 @@ use deadpool_sqlite::rusqlite::Connection;
 use tokio_tungstenite::tungstenite::Message;
 
 use super::queries::{self, Relayed};
-use super::Shared;
+use super::Progress;
 use crate::clock::now_ms;
 use crate::hub::{Hub, Room, Settled};
 use crate::metrics::Metrics;
@@ -63,7 +63,7 @@ pub struct Watcher {
     /// Its own connection: `data_version` is per connection and counts the others' commits.
     conn: Connection,
     hub: Arc<Hub>,
-    shared: Arc<Shared>,
+    progress: Arc<Progress>,
     metrics: Metrics,
     backoff: Backoff,
     max_rows: u32,
@@ -79,7 +79,7 @@ impl Watcher {
     pub fn new(
         conn: Connection,
         hub: Arc<Hub>,
-        shared: Arc<Shared>,
+        progress: Arc<Progress>,
         metrics: Metrics,
         config: &crate::config::Config,
         instance_id: String,
@@ -92,7 +92,7 @@ impl Watcher {
         Ok(Watcher {
             conn,
             hub,
-            shared,
+            progress,
             metrics,
             backoff,
             max_rows,
@@ -105,7 +105,7 @@ impl Watcher {
     pub fn run(mut self) {
         let mut last_version = None;
         loop {
-            let wakeups = self.shared.signal.wait(self.backoff.interval());
+            let wakeups = self.progress.signal.wait(self.backoff.interval());
             if wakeups.stop {
                 return;
             }
@@ -141,8 +141,8 @@ impl Watcher {
     }
 
     fn failed(&mut self, error: &dyn std::fmt::Display) {
-        tracing::warn!(%error, "watcher could not read the shared file; retrying");
-        self.shared.read_failed(now_ms(), &error.to_string());
+        tracing::warn!(%error, "watcher could not read the progress file; retrying");
+        self.progress.read_failed(now_ms(), &error.to_string());
         self.backoff.quiet(Instant::now(), false);
     }
 
@@ -172,27 +172,27 @@ impl Watcher {
             if self.hub.is_empty() {
                 let head = queries::max_id(&self.conn)?;
                 if self.hub.is_empty() {
-                    self.shared.advance_cursor(head);
+                    self.progress.advance_cursor(head);
                     self.cursor_batches_read = queries::max_relayed_id(&self.conn, Relayed::CursorBatches)?;
                     self.user_messages_read = queries::max_relayed_id(&self.conn, Relayed::UserMessages)?;
                     break;
                 }
             }
-            let rows = queries::rows_after(&self.conn, self.shared.cursor(), now_ms(), self.max_rows)?;
+            let rows = queries::rows_after(&self.conn, self.progress.cursor(), now_ms(), self.max_rows)?;
             self.metrics.polls.increment(1);
             self.metrics.poll_rows.increment(rows.len() as u64);
             let Some(last_id) = rows.last().map(|r| r.id) else { break };
             found = true;
             self.offer(&rows, &mut waiting);
-            self.shared.advance_cursor(last_id);
+            self.progress.advance_cursor(last_id);
             if rows.len() < self.max_rows as usize {
                 break;
             }
         }
-        self.shared.polled(now_ms());
+        self.progress.polled(now_ms());
         found |= self.relay_cursors()?;
         found |= self.relay_user_messages()?;
-        let read_up_to = self.shared.cursor();
+        let read_up_to = self.progress.cursor();
         for room in waiting {
             if let Settled::GapSkipped { from, to } = room.lock().settle(read_up_to, &self.metrics) {
                 tracing::warn!(canvas = %room.canvas, from, to, "rows expired before this instance read them; \

@@ -87,9 +87,9 @@ fn draining_releases_the_buffer_a_burst_grew() {
     for i in 0..500 {
         assert!(outbox.push(Message::text(i.to_string())));
     }
-    assert!(inbox.shared.queue().logged.capacity() >= 500);
+    assert!(inbox.channel.queue().logged.capacity() >= 500);
     while !inbox.take_flush(64, 1 << 16).is_empty() {}
-    assert!(inbox.shared.queue().logged.capacity() <= KEEP_CAPACITY);
+    assert!(inbox.channel.queue().logged.capacity() <= KEEP_CAPACITY);
 }
 
 #[tokio::test]

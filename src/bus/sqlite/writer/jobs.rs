@@ -195,7 +195,7 @@ impl Writer {
                 // A transaction that changed no row wrote nothing to disk, so it proves nothing about a
                 // storage error (a DELETE of no rows commits fine on a full or read-only disk).
                 if self.conn.total_changes() > changes_before {
-                    self.shared.write_succeeded();
+                    self.progress.write_succeeded();
                 }
                 if wakes_peers {
                     self.ring_peers();
@@ -203,7 +203,7 @@ impl Writer {
             }
             Err(error) => {
                 tracing::warn!(%error, "maintenance write failed");
-                self.shared.write_failed(now, &describe(&error));
+                self.progress.write_failed(now, &describe(&error));
             }
         }
     }
@@ -217,9 +217,9 @@ impl Writer {
                 let frame = Message::text(reset_frame(canvas.as_str(), &epoch));
                 room.lock().offer(Entry { seq: 0, generation, id, frame }, &self.metrics);
             }
-            self.shared.skip_own_rows(id, id);
+            self.progress.skip_own_rows(id, id);
         }
-        self.shared.signal.poke();
+        self.progress.signal.poke();
     }
 
     /// One short write transaction.

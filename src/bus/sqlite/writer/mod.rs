@@ -25,13 +25,13 @@ use refusal::{describe, same_file};
 
 use super::doorbell::Doorbell;
 use super::identity::FileIdentity;
-use super::{objects, presence, Shared};
+use super::{objects, presence, Progress};
 use crate::bus::{refuse_all, BusError, Origin, Publish};
 use crate::clock::now_ms;
 use crate::hub::{AckTo, Entry, Hub};
 use crate::metrics::Metrics;
+use crate::object_ops::ObjectOp;
 use crate::protocol::{logged_frame, CanvasId};
-use crate::state::ObjectOp;
 
 /// Work for the writer thread.
 #[derive(Debug)]
@@ -87,7 +87,7 @@ pub struct Writer {
     /// The process's only write connection.
     conn: Connection,
     hub: Arc<Hub>,
-    shared: Arc<Shared>,
+    progress: Arc<Progress>,
     metrics: Metrics,
     settings: WriterSettings,
     /// Rings the peers after commits they must deliver; `None` with `--peer-wakeup false`.
@@ -152,13 +152,13 @@ impl Writer {
     pub fn new(
         conn: Connection,
         hub: Arc<Hub>,
-        shared: Arc<Shared>,
+        progress: Arc<Progress>,
         metrics: Metrics,
         settings: WriterSettings,
         doorbell: Option<Doorbell>,
         file: Option<FileIdentity>,
     ) -> Self {
-        Writer { conn, hub, shared, metrics, settings, doorbell, peers: Vec::new(), file }
+        Writer { conn, hub, progress, metrics, settings, doorbell, peers: Vec::new(), file }
     }
 
     /// Tells the other instances to read now (see `doorbell`).
@@ -199,7 +199,7 @@ impl Writer {
                     .increment(outcomes.iter().filter(|o| o.logged().is_some()).count() as u64);
                 self.metrics.commit_batch_size.record(batch.len() as f64);
                 self.metrics.commit_seconds.record(started.elapsed().as_secs_f64());
-                self.shared.write_succeeded();
+                self.progress.write_succeeded();
                 let rings = outcomes.iter().any(|o| o.logged().is_some());
                 self.deliver(batch, &outcomes, now);
                 // After the local fan-out: on a busy host the woken peer can take this core, and the local
@@ -212,7 +212,7 @@ impl Writer {
                 self.metrics.commit_errors.increment(1);
                 let message = describe(&error);
                 tracing::error!(%error, messages = batch.len(), "commit failed; senders get `unavailable`");
-                self.shared.write_failed(now, &message);
+                self.progress.write_failed(now, &message);
                 refuse_all(batch, BusError::Unavailable(message));
             }
         }
@@ -361,7 +361,7 @@ impl Writer {
             }
         }
         if !self.settings.local_broadcast {
-            self.shared.signal.wake(waiting);
+            self.progress.signal.wake(waiting);
             return;
         }
         // Only now that every row of the batch has been offered: the cursor promises that every row at or
@@ -369,12 +369,12 @@ impl Writer {
         let first = outcomes.iter().find_map(Outcome::logged);
         let last = outcomes.iter().rev().find_map(Outcome::logged);
         if let (Some(first), Some(last), false) = (first, last, read_back) {
-            self.shared.skip_own_rows(first.id, last.id);
+            self.progress.skip_own_rows(first.id, last.id);
         }
         if waiting.is_empty() {
-            self.shared.signal.poke();
+            self.progress.signal.poke();
         } else {
-            self.shared.signal.wake(waiting);
+            self.progress.signal.wake(waiting);
         }
     }
 

@@ -19,7 +19,7 @@ pub(super) fn describe(error: &SqlError) -> String {
         }
     }
     match error.sqlite_error_code() {
-        Some(deadpool_sqlite::rusqlite::ErrorCode::DatabaseBusy) => "the shared database stayed locked".into(),
+        Some(deadpool_sqlite::rusqlite::ErrorCode::DatabaseBusy) => "the progress database stayed locked".into(),
         Some(deadpool_sqlite::rusqlite::ErrorCode::DiskFull) => "the disk is full".into(),
         Some(deadpool_sqlite::rusqlite::ErrorCode::ReadOnly) => "the database is read-only".into(),
         Some(code) => format!("database error ({code:?})"),

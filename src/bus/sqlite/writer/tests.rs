@@ -35,7 +35,7 @@ fn writer(dir: &tempfile::TempDir) -> Writer {
         local_broadcast: true,
         peer_timeout_ms: 10_000,
     };
-    Writer::new(conn, Arc::new(Hub::new()), Arc::new(Shared::default()), Metrics::new(), settings, None, None)
+    Writer::new(conn, Arc::new(Hub::new()), Arc::new(Progress::default()), Metrics::new(), settings, None, None)
 }
 
 #[test]
@@ -106,12 +106,12 @@ fn a_failed_commit_answers_unavailable_and_assigns_nothing() {
     let (p, mut result) = publish("a");
     writer.commit(vec![p]);
     assert!(matches!(result.try_recv().unwrap(), Err(BusError::Unavailable(_))));
-    assert!(writer.shared.last_error.get().is_some(), "health sees the failure");
+    assert!(writer.progress.last_error.get().is_some(), "health sees the failure");
     writer.conn.pragma_update(None, "query_only", false).unwrap();
     let (p, mut result) = publish("a");
     writer.commit(vec![p]);
     assert_eq!(result.try_recv().unwrap().unwrap(), 1, "the failed message took no seq");
-    assert!(writer.shared.last_error.get().is_none(), "a good commit clears it");
+    assert!(writer.progress.last_error.get().is_none(), "a good commit clears it");
 }
 
 #[test]
@@ -150,14 +150,14 @@ fn a_commit_rings_live_peers_found_at_the_heartbeat_and_not_itself() {
 fn only_a_job_that_wrote_clears_the_last_storage_error() {
     let dir = tempfile::tempdir().unwrap();
     let mut writer = writer(&dir);
-    writer.shared.write_failed(1, "the disk is full");
+    writer.progress.write_failed(1, "the disk is full");
     // Nothing to forget: the transaction commits without writing a page, which proves nothing.
     writer.run_job(Job::ForgetInstances { before_ms: 0 });
     let (done, _) = oneshot::channel();
     writer.run_job(Job::Barrier(done));
-    assert_eq!(writer.shared.last_error.get().map(|(_, e)| e).as_deref(), Some("the disk is full"));
+    assert_eq!(writer.progress.last_error.get().map(|(_, e)| e).as_deref(), Some("the disk is full"));
     writer.run_job(Job::Heartbeat(None));
-    assert_eq!(writer.shared.last_error.get(), None, "a heartbeat wrote its row: the storage works again");
+    assert_eq!(writer.progress.last_error.get(), None, "a heartbeat wrote its row: the storage works again");
 }
 
 /// A canvas created again (in a new generation, without a reset marker) while a room of this instance still
@@ -169,12 +169,12 @@ fn a_row_of_a_generation_its_room_never_saw_is_left_for_the_watcher() {
     let mut writer = writer(&dir);
     let canvas = CanvasId::parse("again").unwrap();
     writer.hub.room_for_join(&canvas).lock().start_at(7, 0, &Metrics::new());
-    let cursor = writer.shared.cursor();
+    let cursor = writer.progress.cursor();
     let (p, mut result) = publish("again");
     writer.commit(vec![p]);
     assert_eq!(result.try_recv().unwrap().unwrap(), 1);
-    assert_eq!(writer.shared.cursor(), cursor, "the row stays for the watcher to read");
+    assert_eq!(writer.progress.cursor(), cursor, "the row stays for the watcher to read");
     let (p, _) = publish("elsewhere");
     writer.commit(vec![p]);
-    assert!(writer.shared.cursor() == cursor, "nothing foreign may be skipped over it either");
+    assert!(writer.progress.cursor() == cursor, "nothing foreign may be skipped over it either");
 }

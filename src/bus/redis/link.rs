@@ -3,7 +3,7 @@
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Mutex;
 
-use crate::bus::views::LastError;
+use crate::bus::last_error::LastError;
 use crate::hub::{ConnId, Hub};
 use crate::protocol::{CanvasId, UserId};
 
@@ -17,8 +17,9 @@ pub struct Leaving {
     pub conn: ConnId,
 }
 
+/// This process's link to Redis, as its publisher, stream reader, maintenance and `/health` see it.
 #[derive(Default)]
-pub struct Shared {
+pub struct Link {
     /// The store's epoch as this process last saw it; `None` before the first reply.
     epoch: Mutex<Option<String>>,
     /// The highest write count of the store this process has seen: a lower one later means Redis lost writes.
@@ -34,7 +35,7 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-impl Shared {
+impl Link {
     /// The store epoch, once known.
     pub fn epoch(&self) -> Option<String> {
         lock(&self.epoch).clone()

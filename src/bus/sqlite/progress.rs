@@ -4,11 +4,11 @@
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use super::signal::Signal;
-use crate::bus::views::LastError;
+use crate::bus::last_error::LastError;
 
-/// State the writer, the watcher and health checks share.
+/// Where this process is in the shared file, as its writer, watcher and health checks see it.
 #[derive(Default)]
-pub struct Shared {
+pub struct Progress {
     /// This process's read cursor: every row with a lower or equal id has been offered to the hub (or was
     /// committed by this process and delivered directly). Only moves forward.
     cursor: AtomicI64,
@@ -22,7 +22,7 @@ pub struct Shared {
     pub(super) writes: AtomicU64,
 }
 
-impl Shared {
+impl Progress {
     pub fn cursor(&self) -> i64 {
         self.cursor.load(Ordering::Acquire)
     }

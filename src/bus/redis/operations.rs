@@ -27,7 +27,7 @@ impl RedisBus {
                 async move { range.query_async(&mut conn).await }
             })
             .await?;
-        let epoch = self.inner.shared.epoch().unwrap_or_default();
+        let epoch = self.inner.link.epoch().unwrap_or_default();
         Ok(LogEntry::parse_all(&reply).iter().map(|e| e.frame(canvas.as_str(), &epoch)).collect())
     }
 
@@ -91,7 +91,7 @@ impl RedisBus {
         let (Some(epoch), Some(generation)) = (string(epoch), uint(generation)) else {
             return Err(malformed("a reset"));
         };
-        self.inner.shared.observe_epoch(&epoch, &self.inner.hub);
+        self.inner.link.observe_epoch(&epoch, &self.inner.hub);
         Ok(format!("{epoch}-{generation}"))
     }
 
