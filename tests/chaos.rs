@@ -1,13 +1,15 @@
-//! Chaos under load: 3 instances on one file, clients on all of them publishing at a steady rate, and every
-//! few seconds a random instance is killed with SIGKILL and started again. Clients reconnect to any live
-//! instance and resume from the last seq they saw. At the end every client's view must be gap-free from its
-//! first welcome to the head, agree with the file row by row, contain every acked message exactly once at
-//! its acked seq, and presence must show exactly the connected clients.
+//! Chaos under load: 3 instances on one store (the SQLite file, or a Redis server), clients on all of them
+//! publishing at a steady rate, and every few seconds a random instance is killed with SIGKILL and started
+//! again. Clients reconnect to any live instance and resume from the last seq they saw. At the end every
+//! client's view must be gap-free from its first welcome to the head, agree with the stored log entry by
+//! entry, contain every acked message exactly once at its acked seq, and presence must show exactly the
+//! connected clients.
 //!
 //! The suite runs a short form. The longer run whose results `docs/CHAOS.md` records:
 //!
 //! ```text
-//! CHAOS_ROUNDS=60 CHAOS_CLIENTS=12 cargo test --release --test chaos -- --nocapture
+//! CHAOS_ROUNDS=60 CHAOS_CLIENTS=12 cargo test --release --test chaos -- --nocapture   # both buses
+//! CHAOS_ROUNDS=60 CHAOS_CLIENTS=12 cargo test --release --test chaos redis -- --nocapture   # one
 //! ```
 //!
 //! `CHAOS_SEED` replays a run's choices of victims and instances (printed in the report).
@@ -21,15 +23,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use helpers::{SharedFile, WAIT};
+use helpers::{Store, WAIT};
 use serde_json::{json, Value};
 use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::Message;
 
 const CANVAS: &str = "chaos";
 const KEY: &str = "chaos-key";
-/// Short heartbeats so dead instances' connections expire quickly; a TTL longer than any run, so the file
-/// still holds every row at the end.
+/// Short heartbeats so dead instances' connections expire quickly; a TTL longer than any run, so the store
+/// still holds every message at the end.
 const ARGS: &[&str] =
     &["--api-key", KEY, "--heartbeat-interval", "300ms", "--presence-timeout", "1500ms", "--message-ttl", "1h"];
 
@@ -167,8 +169,9 @@ async fn client(
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn acked_messages_survive_random_sigkills_and_presence_converges() {
+on_both_buses!(acked_messages_survive_random_sigkills_and_presence_converges);
+
+async fn acked_messages_survive_random_sigkills_and_presence_converges(store: Store) {
     let (rounds, clients, rate, period_ms) = (
         setting("CHAOS_ROUNDS", 4),
         setting("CHAOS_CLIENTS", 6),
@@ -177,10 +180,9 @@ async fn acked_messages_survive_random_sigkills_and_presence_converges() {
     );
     let seed = setting("CHAOS_SEED", 0x5eed_cafe);
     let mut rng = Rng(seed);
-    let file = SharedFile::new();
     let mut instances = Vec::new();
     for _ in 0..3 {
-        instances.push(file.start(ARGS).await);
+        instances.push(store.start(ARGS).await);
     }
     let cluster = Arc::new(Cluster::default());
     *cluster.live.lock().unwrap() = instances.iter().map(|i| i.addr).collect();
@@ -199,7 +201,7 @@ async fn acked_messages_survive_random_sigkills_and_presence_converges() {
         cluster.live.lock().unwrap().retain(|a| *a != instances[victim].addr);
         instances[victim].kill().await;
         tokio::time::sleep(Duration::from_millis(200)).await;
-        instances[victim] = file.start(ARGS).await;
+        instances[victim] = store.start(ARGS).await;
         cluster.live.lock().unwrap().push(instances[victim].addr);
     }
     tokio::time::sleep(Duration::from_millis(period_ms)).await;
@@ -223,11 +225,10 @@ async fn acked_messages_survive_random_sigkills_and_presence_converges() {
     .await;
     converged.expect("presence did not converge to the connected clients");
     // Messages sent just before the stop may still be committing: the head is where the log stays put.
-    let head_now = || file.count(&format!("SELECT last_seq FROM canvases WHERE canvas_id = '{CANVAS}'")) as u64;
-    let mut head = head_now();
+    let mut head = store.head(CANVAS).await;
     loop {
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let again = head_now();
+        let again = store.head(CANVAS).await;
         if again == head {
             break;
         }
@@ -239,23 +240,18 @@ async fn acked_messages_survive_random_sigkills_and_presence_converges() {
         views.push(tokio::time::timeout(WAIT * 2, task).await.expect("a client did not reach the head").unwrap());
     }
 
-    // The file is the truth: every client's view equals it, seq by seq, and every acked message is in it once.
-    let conn = file.open();
-    let mut rows: BTreeMap<u64, (String, Value)> = BTreeMap::new();
-    let mut statement =
-        conn.prepare("SELECT seq, sender, payload FROM message_queue WHERE canvas_id = ?1 AND seq <= ?2").unwrap();
+    // The store is the truth: every client's view equals it, seq by seq, and every acked message is in it once.
     // (Past the head are the disconnects of the clients leaving just now.)
-    let found = statement.query_map(canvas_relay::rusqlite::params![CANVAS, head as i64], |r| {
-        Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?))
-    });
-    for row in found.unwrap() {
-        let (seq, sender, payload) = row.unwrap();
-        rows.insert(seq as u64, (sender, serde_json::from_str(&payload).unwrap()));
-    }
+    let rows: BTreeMap<u64, (String, Value)> = store
+        .log(CANVAS, head)
+        .await
+        .into_iter()
+        .map(|(seq, (sender, data))| (seq, (sender, serde_json::from_str(&data).unwrap())))
+        .collect();
     let missing: Vec<u64> = (1..=head).filter(|seq| !rows.contains_key(seq)).take(10).collect();
     assert!(
         missing.is_empty() && rows.len() as u64 == head,
-        "the log up to {head} has {} rows, missing {missing:?}",
+        "the log up to {head} has {} entries, missing {missing:?}",
         rows.len()
     );
     let mut refs = HashMap::new();
@@ -272,11 +268,11 @@ async fn acked_messages_survive_random_sigkills_and_presence_converges() {
         assert_eq!(upto_head.clone().count() as u64, head - view.first, "{} has a hole in its view", view.user);
         for (seq, (from, data)) in upto_head {
             let (sender, payload) = &rows[seq];
-            assert_eq!(from, sender, "seq {seq}: {} saw another sender than the file has", view.user);
-            assert_eq!(data, payload, "seq {seq}: {} saw other data than the file has", view.user);
+            assert_eq!(from, sender, "seq {seq}: {} saw another sender than the store has", view.user);
+            assert_eq!(data, payload, "seq {seq}: {} saw other data than the store has", view.user);
         }
         for (reference, seq) in view.acked.iter().filter(|(_, seq)| **seq <= head) {
-            assert_eq!(refs.get(reference), Some(seq), "{reference} was acked at {seq} but is not there in the file");
+            assert_eq!(refs.get(reference), Some(seq), "{reference} was acked at {seq} but is not there in the store");
         }
         acked += view.acked.len();
         viewed += view.seen.len();
@@ -284,9 +280,10 @@ async fn acked_messages_survive_random_sigkills_and_presence_converges() {
     let sent = cluster.sent.load(Ordering::Relaxed);
     let logged = refs.len();
     println!(
-        "chaos: seed {seed:#x}, {rounds} SIGKILL rounds, {clients} clients at {rate}/s: {sent} sent, {acked} acked, \
+        "chaos on {}: seed {seed:#x}, {rounds} SIGKILL rounds, {clients} clients at {rate}/s: {sent} sent, {acked} acked, \
          {logged} logged ({} logged whose ack died with its instance, {} never logged: in flight to a killed \
-         instance, never acked), {} reconnects, head seq {head}, {viewed} deliveries checked against the file",
+         instance, never acked), {} reconnects, head seq {head}, {viewed} deliveries checked against the store",
+        store.name(),
         logged - acked,
         sent as usize - logged,
         cluster.reconnects.load(Ordering::Relaxed),

@@ -27,6 +27,14 @@ impl Store {
         Some(Store::Redis(RedisServer::start(true).await?))
     }
 
+    /// Which store this is, for reports.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Store::File(_) => "SQLite file",
+            Store::Redis(_) => "Redis",
+        }
+    }
+
     /// Starts an instance on this store.
     pub async fn start(&self, args: &[&str]) -> Instance {
         match self {
@@ -54,6 +62,41 @@ impl Store {
                     .await
                     .unwrap();
                 entries.ids.iter().map(|e| e.get::<String>("t").unwrap()).collect()
+            }
+        }
+    }
+
+    /// A canvas's logged messages up to seq `up_to`, read from storage directly: seq -> (sender, data as JSON
+    /// text).
+    pub async fn log(&self, canvas: &str, up_to: u64) -> std::collections::BTreeMap<u64, (String, String)> {
+        match self {
+            Store::File(file) => {
+                let conn = file.open();
+                let mut stmt = conn
+                    .prepare("SELECT seq, sender, payload FROM message_queue WHERE canvas_id = ?1 AND seq <= ?2")
+                    .unwrap();
+                let rows = stmt.query_map(canvas_relay::rusqlite::params![canvas, up_to as i64], |r| {
+                    Ok((r.get::<_, i64>(0)? as u64, (r.get::<_, String>(1)?, r.get::<_, String>(2)?)))
+                });
+                rows.unwrap().map(Result::unwrap).collect()
+            }
+            Store::Redis(redis) => {
+                let entries: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+                    .arg(format!("relay:{{{canvas}}}:log"))
+                    .arg("-")
+                    .arg("+")
+                    .query_async(&mut redis.connection().await)
+                    .await
+                    .unwrap();
+                let field = |entry: &redis::streams::StreamId, name: &str| {
+                    entry.get::<String>(name).unwrap_or_else(|| panic!("entry {} has no field {name}", entry.id))
+                };
+                entries
+                    .ids
+                    .iter()
+                    .map(|entry| (field(entry, "s").parse().unwrap(), (field(entry, "f"), field(entry, "d"))))
+                    .filter(|(seq, _)| *seq <= up_to)
+                    .collect()
             }
         }
     }
