@@ -90,6 +90,8 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
     });
 
     let stop_maintenance = CancellationToken::new();
+    // Stops the upkeep if `run` itself is dropped (a caller's timeout or select), as well as at the end.
+    let _stop_on_drop = stop_maintenance.clone().drop_guard();
     let (fatal, failed) = oneshot::channel();
     let maintenance = bus.maintain(app.cursors.clone(), config.clone(), stop_maintenance.clone(), fatal);
     let server = http::server::serve(

@@ -25,7 +25,9 @@ pub enum Phase {
 pub type Guard = TaskTrackerToken;
 
 /// Waits until no guard of `tracker` is held, or `limit` passes; returns how many were still held. A guard
-/// taken meanwhile (a handshake that was already under way) is waited for too.
+/// taken while others are still held is waited for too; one taken once none is held is not, so a new
+/// connection takes its guards before it checks the phase (`http/ws.rs`): either shutdown waits for it or it
+/// sees shutdown and is refused.
 pub async fn wait_idle(tracker: &TaskTracker, limit: Duration) -> usize {
     tracker.close();
     let _ = tokio::time::timeout(limit, tracker.wait()).await;

@@ -294,6 +294,16 @@ impl Config {
             anyhow::ensure!(!value.is_zero(), "{flag} must be above zero");
         }
         anyhow::ensure!(self.worker_threads != Some(0), "--worker-threads must be at least 1");
+        // An empty key would let in every request that sends none (`RELAY_API_KEY=` in an environment file reads
+        // as "off" but meant "anyone"); an empty HS256 secret lets anyone sign tokens.
+        for (flag, variable, secret) in
+            [("--api-key", "RELAY_API_KEY", &self.api_key), ("--jwt-secret", "RELAY_JWT_SECRET", &self.jwt_secret)]
+        {
+            anyhow::ensure!(
+                !matches!(secret, Some(secret) if secret.expose().is_empty()),
+                "{flag} is empty: give it a value, or leave both it and {variable} unset to turn it off"
+            );
+        }
         anyhow::ensure!(
             self.idle_poll_interval >= self.poll_interval,
             "--idle-poll-interval ({}) must be >= --poll-interval ({}); --profile {} sets both unless they are given",

@@ -55,6 +55,17 @@ fn secrets_never_show_in_debug_output_and_origins_split_on_commas() {
 }
 
 #[test]
+fn an_empty_api_key_or_jwt_secret_is_refused_rather_than_taken_as_a_key() {
+    for (flag, variable) in [("--api-key", "RELAY_API_KEY"), ("--jwt-secret", "RELAY_JWT_SECRET")] {
+        let Command::Serve(config) = parse(["canvas-relay", "serve", flag, ""]).command;
+        let refused = config.validate().expect_err(flag).to_string();
+        assert!(refused.contains(flag) && refused.contains(variable), "{refused}");
+        let Command::Serve(config) = parse(["canvas-relay", "serve", flag, "k"]).command;
+        config.validate().unwrap();
+    }
+}
+
+#[test]
 fn impossible_combinations_are_refused() {
     let mut config = Config::with_db("x.db");
     config.idle_poll_interval = Duration::from_micros(10);

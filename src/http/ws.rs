@@ -70,6 +70,10 @@ async fn connect(
     let (Some(accept), Some(on_upgrade)) = (accept_key(&headers), on_upgrade) else {
         return json_error(StatusCode::UPGRADE_REQUIRED, "expected a WebSocket upgrade request");
     };
+    // Counted before the phase is checked: shutdown either sees this connection (and waits for it while it
+    // upgrades) or this connection sees shutdown (and is refused); never neither.
+    let reading = app.shutdown.reading.token();
+    let alive = app.shutdown.alive.token();
     if app.shutdown.phase() != Phase::Running {
         return json_error(StatusCode::SERVICE_UNAVAILABLE, "the server is shutting down");
     }
@@ -78,9 +82,6 @@ async fn connect(
         Err(refusal @ Refusal::Full(_)) => return json_error(StatusCode::SERVICE_UNAVAILABLE, refusal.to_string()),
         Err(refusal @ Refusal::UserFull(_)) => return json_error(StatusCode::TOO_MANY_REQUESTS, refusal.to_string()),
     };
-    // Counted from here, so shutdown waits for a connection that is still upgrading.
-    let reading = app.shutdown.reading.token();
-    let alive = app.shutdown.alive.token();
     let conn = Uuid::new_v4();
     let bounds = hub::Bounds { frames: app.config.client_queue, bytes: app.config.client_queue_bytes };
     let (outbox, inbox) = hub::outbox(bounds);

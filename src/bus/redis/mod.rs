@@ -36,7 +36,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Client, Value};
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, DropGuard};
 use uuid::Uuid;
 
 use self::entry::{stream_id, LogEntry};
@@ -98,6 +98,8 @@ struct Inner {
     presence_timeout_ms: i64,
     writer_capacity: usize,
     stop_reader: CancellationToken,
+    /// Stops the reader when the bus is dropped without `close` too.
+    _reader_stops_on_drop: DropGuard,
     /// The publisher and reader tasks.
     workers: Workers,
 }
@@ -175,6 +177,7 @@ impl RedisBus {
                 dead_after_ms: config.presence_timeout.saturating_sub(config.heartbeat_interval).as_millis() as i64,
                 presence_timeout_ms: config.presence_timeout.as_millis() as i64,
                 writer_capacity: config.writer_queue,
+                _reader_stops_on_drop: stop_reader.clone().drop_guard(),
                 stop_reader,
                 workers: Workers::default(),
             }),
