@@ -66,8 +66,8 @@ impl Store {
         }
     }
 
-    /// A canvas's logged messages up to seq `up_to`, read from storage directly: seq -> (sender, data as JSON
-    /// text).
+    /// A canvas's logged messages from seq 1 to `up_to`, read from storage directly: seq -> (sender, data as
+    /// JSON text). For a canvas never reset (a reset's marker and earlier generations are not told apart).
     pub async fn log(&self, canvas: &str, up_to: u64) -> std::collections::BTreeMap<u64, (String, String)> {
         match self {
             Store::File(file) => {
@@ -95,7 +95,7 @@ impl Store {
                     .ids
                     .iter()
                     .map(|entry| (field(entry, "s").parse().unwrap(), (field(entry, "f"), field(entry, "d"))))
-                    .filter(|(seq, _)| *seq <= up_to)
+                    .filter(|(seq, _)| (1..=up_to).contains(seq))
                     .collect()
             }
         }
