@@ -19,18 +19,13 @@ pub enum ObjectOp {
 }
 
 impl ObjectOp {
-    /// The op a logged message performs, if it is an object op. The protocol already checked that object
-    /// ops carry an object with a string `id`; anything else yields `None`.
-    pub fn of(kind: &MsgType, data: &RawValue) -> Option<ObjectOp> {
-        #[derive(serde::Deserialize)]
-        struct WithId {
-            id: String,
-        }
-        let id = || serde_json::from_str::<WithId>(data.get()).ok().map(|o| o.id);
+    /// The op of a message of type `kind` on object `id`; `None` when `kind` is not an object op. The
+    /// protocol reads `id` from `data` once, when it checks the frame (`LoggedMessage::object`).
+    pub fn new(kind: &MsgType, id: String) -> Option<ObjectOp> {
         match kind.as_str() {
-            "object-create" => Some(ObjectOp::Create { id: id()? }),
-            "object-update" => Some(ObjectOp::Update { id: id()? }),
-            "object-delete" => Some(ObjectOp::Delete { id: id()? }),
+            "object-create" => Some(ObjectOp::Create { id }),
+            "object-update" => Some(ObjectOp::Update { id }),
+            "object-delete" => Some(ObjectOp::Delete { id }),
             _ => None,
         }
     }
@@ -67,10 +62,10 @@ mod tests {
     #[test]
     fn ops_are_recognised_with_their_ids() {
         let create = MsgType::parse("object-create").unwrap();
-        assert_eq!(ObjectOp::of(&create, &raw(r#"{"id":"o1","x":1}"#)), Some(ObjectOp::Create { id: "o1".into() }));
+        assert_eq!(ObjectOp::new(&create, "o1".into()), Some(ObjectOp::Create { id: "o1".into() }));
         let delete = MsgType::parse("object-delete").unwrap();
-        assert_eq!(ObjectOp::of(&delete, &raw(r#"{"id":"o2"}"#)).unwrap().id(), "o2");
-        assert_eq!(ObjectOp::of(&MsgType::parse("chat").unwrap(), &raw(r#"{"id":"o1"}"#)), None);
+        assert_eq!(ObjectOp::new(&delete, "o2".into()).unwrap().id(), "o2");
+        assert_eq!(ObjectOp::new(&MsgType::parse("chat").unwrap(), "o1".into()), None);
     }
 
     #[test]

@@ -28,7 +28,10 @@ use crate::config::{BusKind, Config};
 use crate::cursors::CursorBuffer;
 use crate::hub::{AckTo, ConnId, Hub, Outbox};
 use crate::metrics::Metrics;
-use crate::protocol::{error_frame, presence_data, CanvasId, ErrorCode, FrameError, MsgType, Resume, UserId};
+use crate::object_ops::ObjectOp;
+use crate::protocol::{
+    error_frame, presence_data, CanvasId, ErrorCode, FrameError, LoggedMessage, MsgType, Resume, UserId,
+};
 
 pub use join::{JoinRequest, Joined, ReadObjects, Replay, Snapshot};
 pub use redis::RedisBus;
@@ -256,6 +259,8 @@ pub struct Publish {
     pub data: Box<RawValue>,
     /// The sending user, relayed as `from`.
     pub from: UserId,
+    /// The object op it performs, if it is one (read from `data` once, when the frame was checked).
+    pub object: Option<ObjectOp>,
     pub origin: Origin,
 }
 
@@ -299,8 +304,13 @@ pub enum TryPublish {
 impl Publish {
     /// A socket's publish given back (the queue was full) as the message it was, to send again when there
     /// is room; its in-flight permit is released.
-    pub fn into_message(self, reference: Option<String>) -> crate::protocol::LoggedMessage {
-        crate::protocol::LoggedMessage { kind: self.kind, data: self.data, reference }
+    pub fn into_message(self, reference: Option<String>) -> LoggedMessage {
+        LoggedMessage { kind: self.kind, data: self.data, reference, object: self.object }
+    }
+
+    /// A logged message from `from` on its way to `canvas`.
+    pub fn message(canvas: CanvasId, message: LoggedMessage, from: UserId, origin: Origin) -> Self {
+        Publish { canvas, kind: message.kind, data: message.data, from, object: message.object, origin }
     }
 
     /// The presence change of connection `conn` of `user` on `canvas`: connected, or disconnected.
@@ -319,6 +329,7 @@ impl Publish {
             kind,
             data,
             from: user,
+            object: None,
             origin: Origin::Presence { connected, conn, name, done, expiry: None },
         }
     }

@@ -11,7 +11,6 @@ use serde_json::{json, Map, Value};
 
 use super::json_value;
 use crate::bus::sqlite::{objects, schema};
-use crate::object_ops::ObjectOp;
 use crate::protocol::{CanvasId, ClientFrame};
 use crate::rusqlite::Connection;
 
@@ -61,7 +60,7 @@ fn apply_sqlite(conn: &Connection, canvas: &CanvasId, op: &Op) -> Result<i64, ()
     data.insert("id".into(), json!(id));
     let text = json!({"type": kind, "data": data}).to_string();
     let Ok(ClientFrame::Logged(message)) = ClientFrame::parse(&text) else { panic!("a valid op was refused: {text}") };
-    let parsed = ObjectOp::of(&message.kind, &message.data).expect("an object op");
+    let parsed = message.object.expect("an object op");
     let data: &RawValue = &message.data;
     objects::fold(conn, canvas, &parsed, data).expect("no SQLite error").map_err(drop)
 }

@@ -142,7 +142,7 @@ async fn publish(canvas: String, app: Arc<App>, body: Bytes) -> Result<Response,
     app.metrics.messages_in.increment(1);
     let (reply, committed) = oneshot::channel();
     let from = UserId::server();
-    let publish = Publish { canvas, kind: message.kind, data: message.data, from, origin: Origin::Caller(reply) };
+    let publish = Publish::message(canvas, message, from, Origin::Caller(reply));
     // Bounded: a store that does not answer within --publish-timeout gets 503 (the message may still be
     // logged later; the answer says so).
     let commit = async {

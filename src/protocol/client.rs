@@ -3,6 +3,8 @@
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use crate::object_ops::ObjectOp;
+
 use super::{ErrorCode, RESERVED_TYPES};
 
 /// Longest `ref` a client may attach, in characters.
@@ -62,6 +64,8 @@ pub struct LoggedMessage {
     pub data: Box<RawValue>,
     /// The client's `ref`, echoed in the ack.
     pub reference: Option<String>,
+    /// The object op it performs, if it is one, with the id read from `data` when the frame was checked.
+    pub object: Option<ObjectOp>,
 }
 
 /// A bad frame: the error frame the client gets, with the `ref` of the frame when it had one.
@@ -123,10 +127,11 @@ impl LoggedMessage {
     /// Checks a logged message's type and data, from a socket frame or an HTTP API body alike.
     pub fn new(kind: &str, data: Box<RawValue>, reference: Option<String>) -> Result<Self, FrameError> {
         let kind = MsgType::parse(kind).map_err(|e| e.with_ref(reference.clone()))?;
-        if kind.is_object_op() {
-            check_object_op(&data).map_err(|e| e.with_ref(reference.clone()))?;
-        }
-        Ok(LoggedMessage { kind, data, reference })
+        let object = match kind.is_object_op() {
+            true => Some(object_op(&kind, &data).map_err(|e| e.with_ref(reference.clone()))?),
+            false => None,
+        };
+        Ok(LoggedMessage { kind, data, reference, object })
     }
 
     /// Checks the body of `POST /api/v1/canvases/{canvas}/messages`: `{"type": ..., "data": ...}`.
@@ -225,8 +230,8 @@ impl Walk {
     }
 }
 
-/// Object ops carry an object with a string `id` (the key of the canvas state).
-fn check_object_op(data: &RawValue) -> Result<(), FrameError> {
+/// Object ops carry an object with a string `id` (the key of the canvas state): the op, with that id.
+fn object_op(kind: &MsgType, data: &RawValue) -> Result<ObjectOp, FrameError> {
     #[derive(Deserialize)]
     struct ObjectRef {
         id: Option<serde_json::Value>,
@@ -237,7 +242,9 @@ fn check_object_op(data: &RawValue) -> Result<(), FrameError> {
     }
     let object: ObjectRef = serde_json::from_str(data.get()).map_err(|_| bad())?;
     match object.id {
-        Some(serde_json::Value::String(id)) if (1..=MAX_OBJECT_ID_CHARS).contains(&id.chars().count()) => Ok(()),
+        Some(serde_json::Value::String(id)) if (1..=MAX_OBJECT_ID_CHARS).contains(&id.chars().count()) => {
+            ObjectOp::new(kind, id).ok_or_else(bad)
+        }
         _ => Err(bad()),
     }
 }
@@ -257,6 +264,21 @@ mod tests {
         assert_eq!(msg.kind.as_str(), "object-update");
         assert_eq!(msg.data.get(), r#"{"id":"o1","x":5}"#);
         assert_eq!(msg.reference.as_deref(), Some("c-17"));
+    }
+
+    #[test]
+    fn an_object_op_carries_the_id_read_when_it_was_checked_and_other_messages_none() {
+        let ClientFrame::Logged(msg) = ClientFrame::parse(r#"{"type":"object-delete","data":{"id":"o2"}}"#).unwrap()
+        else {
+            panic!("expected a logged message")
+        };
+        assert_eq!(msg.object, Some(ObjectOp::Delete { id: "o2".into() }));
+        let ClientFrame::Logged(msg) = ClientFrame::parse(r#"{"type":"note","data":{"id":"o2"}}"#).unwrap() else {
+            panic!("expected a logged message")
+        };
+        assert_eq!(msg.object, None);
+        let api = LoggedMessage::from_api_body(br#"{"type":"object-create","data":{"id":"o3","x":1}}"#).unwrap();
+        assert_eq!(api.object, Some(ObjectOp::Create { id: "o3".into() }));
     }
 
     #[test]

@@ -44,12 +44,11 @@ where
                 let reference = message.reference.clone();
                 let origin = Origin::Socket {
                     conn: self.conn,
-                    reference: message.reference,
+                    reference: message.reference.clone(),
                     outbox: self.outbox.clone(),
                     in_flight,
                 };
-                let (canvas, from) = (self.canvas.clone(), self.user.clone());
-                let publish = Publish { canvas, kind: message.kind, data: message.data, from, origin };
+                let publish = Publish::message(self.canvas.clone(), message, self.user.clone(), origin);
                 match self.app.bus.try_publish(publish) {
                     Ok(()) => return Ok(()),
                     Err(TryPublish::Closed) => {
@@ -67,8 +66,8 @@ where
             let reference = message.reference.clone();
             let queue = async {
                 let in_flight = in_flight.acquire_owned().await.map_err(|_| BusError::ShuttingDown)?;
-                let origin = Origin::Socket { conn, reference: message.reference, outbox, in_flight };
-                bus.publish(Publish { canvas, kind: message.kind, data: message.data, from, origin }).await
+                let origin = Origin::Socket { conn, reference: message.reference.clone(), outbox, in_flight };
+                bus.publish(Publish::message(canvas, message, from, origin)).await
             };
             let queued = tokio::time::timeout(limit, queue).await.unwrap_or_else(|_| {
                 Err(BusError::Unavailable("the store did not take the message within --publish-timeout".into()))

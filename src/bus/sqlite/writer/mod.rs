@@ -30,7 +30,6 @@ use crate::bus::{refuse_all, BusError, Origin, Publish};
 use crate::clock::now_ms;
 use crate::hub::{AckTo, Entry, Hub};
 use crate::metrics::Metrics;
-use crate::object_ops::ObjectOp;
 use crate::protocol::{logged_frame, CanvasId};
 
 /// Work for the writer thread.
@@ -254,8 +253,8 @@ impl Writer {
                     MapEntry::Occupied(e) => e.into_mut(),
                     MapEntry::Vacant(e) => e.insert(load_head(&tx, &publish.canvas, now)?),
                 };
-                let op = ObjectOp::of(&publish.kind, &publish.data);
-                if let Some(op) = &op {
+                let op = publish.object.as_ref();
+                if let Some(op) = op {
                     let change = match objects::plan(&tx, &publish.canvas, op, &publish.data)? {
                         Ok(change) => change,
                         Err(reason) => {

@@ -15,6 +15,7 @@ fn publish(canvas: &str) -> (Publish, oneshot::Receiver<Result<u64, BusError>>) 
         kind: MsgType::parse("note").unwrap(),
         data: RawValue::from_string(format!(r#"{{"on":"{canvas}"}}"#)).unwrap(),
         from: UserId::parse("u1").unwrap(),
+        object: None,
         origin: Origin::Caller(reply),
     };
     (publish, result)
