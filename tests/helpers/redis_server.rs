@@ -53,16 +53,7 @@ impl Store {
                     conn.prepare("SELECT message_type FROM message_queue WHERE canvas_id = ?1 ORDER BY id").unwrap();
                 stmt.query_map([canvas], |r| r.get(0)).unwrap().map(Result::unwrap).collect()
             }
-            Store::Redis(redis) => {
-                let entries: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-                    .arg(format!("relay:{{{canvas}}}:log"))
-                    .arg("-")
-                    .arg("+")
-                    .query_async(&mut redis.connection().await)
-                    .await
-                    .unwrap();
-                entries.ids.iter().map(|e| e.get::<String>("t").unwrap()).collect()
-            }
+            Store::Redis(redis) => redis.log(canvas).await.iter().map(|e| e.get::<String>("t").unwrap()).collect(),
         }
     }
 
@@ -81,18 +72,11 @@ impl Store {
                 rows.unwrap().map(Result::unwrap).collect()
             }
             Store::Redis(redis) => {
-                let entries: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-                    .arg(format!("relay:{{{canvas}}}:log"))
-                    .arg("-")
-                    .arg("+")
-                    .query_async(&mut redis.connection().await)
-                    .await
-                    .unwrap();
+                let entries = redis.log(canvas).await;
                 let field = |entry: &redis::streams::StreamId, name: &str| {
                     entry.get::<String>(name).unwrap_or_else(|| panic!("entry {} has no field {name}", entry.id))
                 };
                 entries
-                    .ids
                     .iter()
                     .map(|entry| (field(entry, "s").parse().unwrap(), (field(entry, "f"), field(entry, "d"))))
                     .filter(|(seq, _)| (1..=up_to).contains(seq))
@@ -260,6 +244,18 @@ impl RedisServer {
     }
 
     /// A connection for checks the protocol cannot make.
+    /// Every entry of a canvas's log stream, oldest first.
+    pub async fn log(&self, canvas: &str) -> Vec<redis::streams::StreamId> {
+        let entries: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+            .arg(format!("relay:{{{canvas}}}:log"))
+            .arg("-")
+            .arg("+")
+            .query_async(&mut self.connection().await)
+            .await
+            .unwrap();
+        entries.ids
+    }
+
     pub async fn connection(&self) -> redis::aio::MultiplexedConnection {
         redis::Client::open(self.url()).unwrap().get_multiplexed_async_connection().await.expect("connect to Redis")
     }
