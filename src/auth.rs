@@ -53,6 +53,24 @@ impl Scope {
     }
 }
 
+/// Why a token was refused: the text of the HTTP 401 body.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("a token query parameter is required")]
+    Missing,
+    #[error("the token has expired")]
+    Expired,
+    /// Forged, malformed, another algorithm than HS256, or without `sub` or `exp`.
+    #[error("the token is not valid")]
+    Invalid,
+    #[error("the token's sub is not a valid user id")]
+    BadSubject,
+    #[error("{}", crate::protocol::RESERVED_USER)]
+    ReservedUser,
+    #[error("the token does not cover canvas {0}")]
+    OutOfScope(CanvasId),
+}
+
 impl Verifier {
     pub fn new(secret: &str) -> Self {
         let mut validation = Validation::new(Algorithm::HS256);
@@ -61,21 +79,21 @@ impl Verifier {
         Verifier { key: DecodingKey::from_secret(secret.as_bytes()), validation }
     }
 
-    /// Verifies `token` for `canvas`; the error is the text of the 401 body.
-    pub fn verify(&self, token: Option<&str>, canvas: &CanvasId) -> Result<Identity, String> {
-        let token = token.ok_or("a token query parameter is required")?;
+    /// Verifies `token` for `canvas`.
+    pub fn verify(&self, token: Option<&str>, canvas: &CanvasId) -> Result<Identity, AuthError> {
+        let token = token.ok_or(AuthError::Missing)?;
         let claims = decode::<Claims>(token, &self.key, &self.validation)
             .map_err(|e| match e.kind() {
-                jsonwebtoken::errors::ErrorKind::ExpiredSignature => "the token has expired".to_owned(),
-                _ => "the token is not valid".to_owned(),
+                jsonwebtoken::errors::ErrorKind::ExpiredSignature => AuthError::Expired,
+                _ => AuthError::Invalid,
             })?
             .claims;
-        let user = UserId::parse(&claims.sub).map_err(|_| "the token's sub is not a valid user id".to_owned())?;
+        let user = UserId::parse(&claims.sub).map_err(|_| AuthError::BadSubject)?;
         if user.is_server() {
-            return Err(crate::protocol::RESERVED_USER.to_owned());
+            return Err(AuthError::ReservedUser);
         }
         if !claims.canvases.as_ref().map_or(true, |scope| scope.covers(canvas)) {
-            return Err(format!("the token does not cover canvas {canvas}"));
+            return Err(AuthError::OutOfScope(canvas.clone()));
         }
         Ok(Identity { user, expires_at: claims.exp })
     }
@@ -116,24 +134,24 @@ mod tests {
     fn missing_forged_expired_or_other_algorithm_tokens_are_refused() {
         let v = Verifier::new(SECRET);
         let c = canvas("c1");
-        assert!(v.verify(None, &c).unwrap_err().contains("required"));
+        assert_eq!(v.verify(None, &c), Err(AuthError::Missing));
         let forged = token(json!({"sub": "ann", "exp": in_an_hour()}), Algorithm::HS256, "other");
-        assert!(v.verify(Some(&forged), &c).is_err());
+        assert_eq!(v.verify(Some(&forged), &c), Err(AuthError::Invalid));
         let expired = token(json!({"sub": "ann", "exp": in_an_hour() - 7200}), Algorithm::HS256, SECRET);
-        assert!(v.verify(Some(&expired), &c).unwrap_err().contains("expired"));
+        assert_eq!(v.verify(Some(&expired), &c), Err(AuthError::Expired));
         let hs512 = token(json!({"sub": "ann", "exp": in_an_hour()}), Algorithm::HS512, SECRET);
-        assert!(v.verify(Some(&hs512), &c).is_err(), "only HS256");
+        assert_eq!(v.verify(Some(&hs512), &c), Err(AuthError::Invalid), "only HS256");
         let no_exp = token(json!({"sub": "ann"}), Algorithm::HS256, SECRET);
-        assert!(v.verify(Some(&no_exp), &c).is_err());
+        assert_eq!(v.verify(Some(&no_exp), &c), Err(AuthError::Invalid));
         let bad_sub = token(json!({"sub": "a b", "exp": in_an_hour()}), Algorithm::HS256, SECRET);
-        assert!(v.verify(Some(&bad_sub), &c).is_err());
+        assert_eq!(v.verify(Some(&bad_sub), &c), Err(AuthError::BadSubject));
         let server = token(json!({"sub": "server", "exp": in_an_hour()}), Algorithm::HS256, SECRET);
-        assert!(v.verify(Some(&server), &c).unwrap_err().contains("reserved"), "nobody signs in as the API");
+        assert_eq!(v.verify(Some(&server), &c), Err(AuthError::ReservedUser), "nobody signs in as the API");
         let far = token(json!({"sub": "ann", "exp": u64::MAX}), Algorithm::HS256, SECRET);
         assert_eq!(v.verify(Some(&far), &c).unwrap().expires_at, u64::MAX, "any expiry is taken as given");
         // alg "none": header {"alg":"none"}, claims, empty signature.
         let none = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.eyJzdWIiOiJhbm4iLCJleHAiOjQxMDI0NDQ4MDB9.";
-        assert!(v.verify(Some(none), &c).is_err());
+        assert_eq!(v.verify(Some(none), &c), Err(AuthError::Invalid));
     }
 
     #[test]
@@ -142,7 +160,9 @@ mod tests {
         let scoped =
             token(json!({"sub": "ann", "exp": in_an_hour(), "canvases": ["c1", "c2"]}), Algorithm::HS256, SECRET);
         assert!(v.verify(Some(&scoped), &canvas("c2")).is_ok());
-        assert!(v.verify(Some(&scoped), &canvas("c3")).unwrap_err().contains("c3"));
+        let refused = v.verify(Some(&scoped), &canvas("c3")).unwrap_err();
+        assert_eq!(refused, AuthError::OutOfScope(canvas("c3")));
+        assert_eq!(refused.to_string(), "the token does not cover canvas c3");
         let star = token(json!({"sub": "ann", "exp": in_an_hour(), "canvases": "*"}), Algorithm::HS256, SECRET);
         assert!(v.verify(Some(&star), &canvas("any")).is_ok());
     }

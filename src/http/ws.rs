@@ -56,13 +56,13 @@ async fn connect(
     }
     let params = match ConnectParams::parse(&canvas, &query, app.verifier.is_some()) {
         Ok(params) => params,
-        Err(message) => return json_error(StatusCode::BAD_REQUEST, message),
+        Err(error) => return json_error(StatusCode::BAD_REQUEST, error.to_string()),
     };
     // Who the client is: the token's `sub` when auth is on, else the `user` parameter parse required.
     let (user, expires_at) = match (&app.verifier, params.user.clone()) {
         (Some(verifier), _) => match verifier.verify(params.token.as_deref(), &params.canvas) {
             Ok(identity) => (identity.user, Some(identity.expires_at)),
-            Err(message) => return json_error(StatusCode::UNAUTHORIZED, message),
+            Err(error) => return json_error(StatusCode::UNAUTHORIZED, error.to_string()),
         },
         (None, Some(user)) => (user, None),
         (None, None) => return json_error(StatusCode::BAD_REQUEST, "query parameter user is required"),

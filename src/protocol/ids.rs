@@ -102,39 +102,58 @@ pub struct ConnectParams {
 /// The refusal of a client that claims to be the API's own user.
 pub const RESERVED_USER: &str = "user id \"server\" is reserved for the HTTP API";
 
+/// Why a connect request's path or query was refused: the text of the HTTP 400 body.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParamError {
+    #[error(transparent)]
+    Id(#[from] InvalidId),
+    #[error("{}", RESERVED_USER)]
+    ReservedUser,
+    #[error("query parameter user is required")]
+    MissingUser,
+    #[error("name must be at most {MAX_NAME_CHARS} characters")]
+    NameTooLong,
+    #[error("since must be a non-negative integer")]
+    BadSince,
+    #[error("epoch must be the epoch string from a welcome")]
+    BadEpoch,
+    #[error("resume needs both since and epoch")]
+    HalfResume,
+}
+
 /// Longest display name, in characters.
 const MAX_NAME_CHARS: usize = 64;
 /// Longest epoch a client may send back (ours are far shorter).
 const MAX_EPOCH_CHARS: usize = 128;
 
 impl ConnectParams {
-    /// Checks the path segment and query of a connect request; the error is the HTTP 400 body's text. With
-    /// `user_from_token` (auth on) the `user` parameter is ignored; otherwise it is required.
-    pub fn parse(canvas: &str, query: &HashMap<String, String>, user_from_token: bool) -> Result<Self, String> {
-        let canvas = CanvasId::parse(canvas).map_err(|e| e.to_string())?;
+    /// Checks the path segment and query of a connect request. With `user_from_token` (auth on) the `user`
+    /// parameter is ignored; otherwise it is required.
+    pub fn parse(canvas: &str, query: &HashMap<String, String>, user_from_token: bool) -> Result<Self, ParamError> {
+        let canvas = CanvasId::parse(canvas)?;
         let user = match (user_from_token, query.get("user")) {
             (true, _) => None,
-            (false, Some(user)) => match UserId::parse(user).map_err(|e| e.to_string())? {
-                user if user.is_server() => return Err(RESERVED_USER.into()),
+            (false, Some(user)) => match UserId::parse(user)? {
+                user if user.is_server() => return Err(ParamError::ReservedUser),
                 user => Some(user),
             },
-            (false, None) => return Err("query parameter user is required".into()),
+            (false, None) => return Err(ParamError::MissingUser),
         };
         let token = query.get("token").cloned();
         let name = query.get("name").cloned();
         if name.as_ref().is_some_and(|n| n.chars().count() > MAX_NAME_CHARS) {
-            return Err("name must be at most 64 characters".into());
+            return Err(ParamError::NameTooLong);
         }
         let resume = match (query.get("since"), query.get("epoch")) {
             (None, None) => None,
             (Some(since), Some(epoch)) => {
-                let since = since.parse().map_err(|_| "since must be a non-negative integer".to_owned())?;
+                let since = since.parse().map_err(|_| ParamError::BadSince)?;
                 if epoch.is_empty() || epoch.chars().count() > MAX_EPOCH_CHARS {
-                    return Err("epoch must be the epoch string from a welcome".into());
+                    return Err(ParamError::BadEpoch);
                 }
                 Some(Resume { since, epoch: epoch.clone() })
             }
-            _ => return Err("resume needs both since and epoch".into()),
+            _ => return Err(ParamError::HalfResume),
         };
         Ok(ConnectParams { canvas, user, token, name, resume })
     }
@@ -168,17 +187,21 @@ mod tests {
             (ok.canvas.as_str(), ok.user.as_ref().map(UserId::as_str), ok.name.as_deref(), ok.resume),
             ("c1", Some("u1"), Some("Ann"), None)
         );
-        assert!(ConnectParams::parse("c 1", &query(&[("user", "u1")]), false).unwrap_err().contains("canvas"));
-        assert!(ConnectParams::parse("c1", &query(&[]), false).unwrap_err().contains("user"));
-        assert!(ConnectParams::parse("c1", &query(&[("user", "u/1")]), false).unwrap_err().contains("user"));
+        let refused = ConnectParams::parse("c 1", &query(&[("user", "u1")]), false).unwrap_err();
+        assert_eq!(refused.to_string(), "canvas must be 1-128 characters of [A-Za-z0-9._:-]");
+        assert_eq!(ConnectParams::parse("c1", &query(&[]), false).unwrap_err(), ParamError::MissingUser);
+        let refused = ConnectParams::parse("c1", &query(&[("user", "u/1")]), false).unwrap_err();
+        assert!(matches!(refused, ParamError::Id(_)) && refused.to_string().starts_with("user must be"), "{refused}");
         let long_name = "n".repeat(65);
-        assert!(ConnectParams::parse("c1", &query(&[("user", "u"), ("name", &long_name)]), false).is_err());
+        let refused = ConnectParams::parse("c1", &query(&[("user", "u"), ("name", &long_name)]), false).unwrap_err();
+        assert_eq!(refused.to_string(), "name must be at most 64 characters");
     }
 
     #[test]
     fn no_client_may_connect_as_the_apis_own_user() {
         let refused = ConnectParams::parse("c1", &query(&[("user", "server")]), false).unwrap_err();
-        assert!(refused.contains("reserved"), "{refused}");
+        assert_eq!(refused, ParamError::ReservedUser);
+        assert_eq!(refused.to_string(), RESERVED_USER);
         assert!(ConnectParams::parse("c1", &query(&[("user", "server-1")]), false).is_ok());
     }
 
@@ -193,7 +216,9 @@ mod tests {
         let ok =
             ConnectParams::parse("c1", &query(&[("user", "u"), ("since", "41"), ("epoch", "ab-0")]), false).unwrap();
         assert_eq!(ok.resume, Some(Resume { since: 41, epoch: "ab-0".into() }));
-        assert!(ConnectParams::parse("c1", &query(&[("user", "u"), ("since", "41")]), false).is_err());
-        assert!(ConnectParams::parse("c1", &query(&[("user", "u"), ("since", "-1"), ("epoch", "e")]), false).is_err());
+        let half = ConnectParams::parse("c1", &query(&[("user", "u"), ("since", "41")]), false);
+        assert_eq!(half.unwrap_err(), ParamError::HalfResume);
+        let negative = ConnectParams::parse("c1", &query(&[("user", "u"), ("since", "-1"), ("epoch", "e")]), false);
+        assert_eq!(negative.unwrap_err(), ParamError::BadSince);
     }
 }
