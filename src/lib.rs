@@ -94,6 +94,7 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
     let _stop_on_drop = stop_maintenance.clone().drop_guard();
     let (fatal, failed) = oneshot::channel();
     let maintenance = bus.maintain(app.cursors.clone(), config.clone(), stop_maintenance.clone(), fatal);
+    let upkeep = app.prometheus.clone().map(|handle| tokio::spawn(metrics::upkeep(handle, stop_maintenance.clone())));
     let server = http::server::serve(
         listener,
         http::routes(app.clone()),
@@ -124,6 +125,9 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
     }
     stop_maintenance.cancel();
     let _ = maintenance.await;
+    if let Some(upkeep) = upkeep {
+        let _ = upkeep.await;
+    }
     bus.close().await;
     let _ = server.await;
     tracing::info!("stopped");

@@ -82,7 +82,25 @@ pub struct Metrics {
 
 static RECORDER: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
-/// Installs the process-wide Prometheus recorder (once) and returns the handle `/metrics` renders.
+/// How often the recorder's upkeep runs (the exporter's own default when it runs its own listener).
+const UPKEEP_PERIOD: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Drains the histograms' pending samples into their buckets every few seconds until `stop`. Without it the
+/// samples pile up until the next scrape of `/metrics`: an instance nobody scrapes grew by about 1 MB a second
+/// at 60,000 messages a second (every commit and every row read from a peer records a sample).
+pub async fn upkeep(handle: PrometheusHandle, stop: tokio_util::sync::CancellationToken) {
+    let mut ticks = tokio::time::interval(UPKEEP_PERIOD);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = ticks.tick() => handle.run_upkeep(),
+        }
+    }
+}
+
+/// Installs the process-wide Prometheus recorder (once) and returns the handle `/metrics` renders; its
+/// upkeep is [`upkeep`]'s to run.
 /// `None` if another recorder was installed first, e.g. by an embedding application.
 pub fn install_recorder() -> Option<PrometheusHandle> {
     RECORDER
