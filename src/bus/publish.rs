@@ -1,0 +1,160 @@
+//! A logged message on its way to the store ([`Publish`]), who waits for its outcome ([`Origin`]), and how
+//! that outcome is told: an ack through the sender's room, an error frame, a caller's reply.
+
+use serde_json::value::RawValue;
+use tokio::sync::{oneshot, OwnedSemaphorePermit};
+use tokio_tungstenite::tungstenite::Message;
+
+use super::BusError;
+use crate::hub::{AckTo, ConnId, Outbox};
+use crate::object_ops::ObjectOp;
+use crate::protocol::{error_frame, presence_data, CanvasId, FrameError, LoggedMessage, MsgType, UserId};
+
+/// A logged message on its way to the writer.
+#[derive(Debug)]
+pub struct Publish {
+    pub canvas: CanvasId,
+    pub kind: MsgType,
+    /// The message's `data`, stored and relayed as the JSON text it arrived as.
+    pub data: Box<RawValue>,
+    /// The sending user, relayed as `from`.
+    pub from: UserId,
+    /// The object op it performs, if it is one (read from `data` once, when the frame was checked).
+    pub object: Option<ObjectOp>,
+    pub origin: Origin,
+}
+
+/// Who waits for a publish's outcome.
+#[derive(Debug)]
+pub enum Origin {
+    /// A client socket on this process: gets its ack through its room, in seq order, or an `unavailable`
+    /// error frame in its outbox if the commit failed.
+    /// `in_flight` is one of the connection's `--max-in-flight` permits, given back when the publish is
+    /// answered (or dropped): a connection with none left stops reading its socket.
+    Socket { conn: ConnId, reference: Option<String>, outbox: Outbox, in_flight: OwnedSemaphorePermit },
+    /// A caller awaiting the committed seq (the HTTP API).
+    Caller(oneshot::Sender<Result<u64, BusError>>),
+    /// A connection opening (`user-connected`) or closing (`user-disconnected`): registered in or removed from
+    /// the shared connection list in the same transaction, and logged only when it is the user's first or
+    /// last connection to the canvas across instances. `done`, if any, learns when that is committed.
+    ///
+    /// `expiry` marks a survivor's removal of a dead instance's connection: it applies only if the owner is
+    /// still silent for that many ms when the removal commits (it may have come back and registered the
+    /// connection again meanwhile).
+    Presence {
+        /// Opening (`user-connected`) rather than closing.
+        connected: bool,
+        conn: ConnId,
+        name: Option<String>,
+        done: Option<oneshot::Sender<Result<(), BusError>>>,
+        expiry: Option<i64>,
+    },
+}
+
+/// Why [`Bus::try_publish`] did not queue a publish.
+#[derive(Debug)]
+pub enum TryPublish {
+    /// The queue is full: here it is back, to wait for room (boxed: this is the slow path, and it keeps
+    /// `Result<(), TryPublish>` small on the fast one).
+    Full(Box<Publish>),
+    /// The bus is stopping.
+    Closed,
+}
+
+impl Publish {
+    /// A socket's publish given back (the queue was full) as the message it was, to send again when there
+    /// is room; its in-flight permit is released.
+    pub fn into_message(self, reference: Option<String>) -> LoggedMessage {
+        LoggedMessage { kind: self.kind, data: self.data, reference, object: self.object }
+    }
+
+    /// A logged message from `from` on its way to `canvas`.
+    pub fn message(canvas: CanvasId, message: LoggedMessage, from: UserId, origin: Origin) -> Self {
+        Publish { canvas, kind: message.kind, data: message.data, from, object: message.object, origin }
+    }
+
+    /// The presence change of connection `conn` of `user` on `canvas`: connected, or disconnected.
+    pub fn presence(
+        connected: bool,
+        canvas: CanvasId,
+        user: UserId,
+        name: Option<String>,
+        conn: ConnId,
+        done: Option<oneshot::Sender<Result<(), BusError>>>,
+    ) -> Self {
+        let kind = MsgType::reserved(if connected { "user-connected" } else { "user-disconnected" });
+        let data = presence_data(user.as_str(), name.as_deref());
+        Publish {
+            canvas,
+            kind,
+            data,
+            from: user,
+            object: None,
+            origin: Origin::Presence { connected, conn, name, done, expiry: None },
+        }
+    }
+
+    /// A survivor's removal of connection `conn`, left by an instance silent for `dead_after_ms`: applied only
+    /// if its owner is still that silent when it commits.
+    pub fn expiry(canvas: CanvasId, user: UserId, name: Option<String>, conn: ConnId, dead_after_ms: i64) -> Self {
+        let mut publish = Publish::presence(false, canvas, user, name, conn, None);
+        if let Origin::Presence { expiry, .. } = &mut publish.origin {
+            *expiry = Some(dead_after_ms);
+        }
+        publish
+    }
+
+    /// Whether this registers a connection (as opposed to removing one or logging a message).
+    pub fn is_connect(&self) -> bool {
+        matches!(self.origin, Origin::Presence { connected: true, .. })
+    }
+
+    /// Tells the publisher its message was not logged: an error frame with the error's code for a socket,
+    /// the error for an API caller or a presence change's waiter.
+    pub fn refuse(self, error: BusError) {
+        let code = error.code();
+        match self.origin {
+            Origin::Caller(reply) => drop(reply.send(Err(error))),
+            Origin::Presence { done, .. } => {
+                if let Some(done) = done {
+                    let _ = done.send(Err(error));
+                }
+            }
+            Origin::Socket { reference, outbox, .. } => {
+                let message = match error {
+                    BusError::Refused(reason) | BusError::CanvasFull(reason) => reason,
+                    other => other.to_string(),
+                };
+                outbox.push(Message::text(error_frame(&FrameError { code, message, reference })));
+            }
+        }
+    }
+}
+
+impl Origin {
+    /// Tells whoever waits that the publish is committed, logged at `seq` or (a presence change that was not
+    /// the user's first or last) recorded without a seq. Returns who gets the ack, for a socket's message:
+    /// its ack goes out through the room, at its seq's place in the stream.
+    pub fn committed(self, seq: Option<u64>) -> Option<AckTo> {
+        match self {
+            Origin::Caller(reply) => {
+                let _ = reply.send(seq.ok_or_else(|| BusError::Refused("not logged".into())));
+                None
+            }
+            Origin::Presence { done, .. } => {
+                if let Some(done) = done {
+                    let _ = done.send(Ok(()));
+                }
+                None
+            }
+            Origin::Socket { conn, reference, .. } => Some(AckTo { conn, reference }),
+        }
+    }
+}
+
+/// Tells every publisher of a batch that it was not committed (`unavailable`).
+pub fn refuse_all(batch: Vec<Publish>, error: BusError) {
+    for publish in batch {
+        publish.refuse(error.clone());
+    }
+}
