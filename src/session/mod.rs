@@ -4,7 +4,8 @@
 //! leave in the order the hub decided.
 //!
 //! This module turns frames into actions (publish, cursor, pong, error) and decides how a connection ends
-//! (close codes); parsing is `protocol`'s job, ordering the hub's, and the first frames `welcome.rs`'s.
+//! (close codes); parsing is `protocol`'s job, ordering the hub's, the first frames `welcome.rs`'s, and writing to the
+//! socket and closing it `write.rs`'s.
 //!
 //! **Back-pressure.** A connection has at most `--max-in-flight` publishes waiting for the store. While one
 //! waits for room (in-flight permits or the writer's queue), the session stops reading the socket, so the
@@ -14,17 +15,15 @@
 mod cursors;
 mod publish;
 mod welcome;
+mod write;
 
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_util::future::BoxFuture;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use tokio::sync::{watch, Semaphore};
 use tokio::time::Sleep;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use self::cursors::CursorPace;
@@ -38,13 +37,6 @@ use crate::protocol::{CanvasId, ErrorCode, UserId};
 use crate::ratelimit::RateLimit;
 use crate::shutdown::{Guard, Phase};
 use crate::App;
-
-/// Most frames written per flush, so one busy canvas cannot starve the socket's reads.
-const MAX_FRAMES_PER_FLUSH: usize = 64;
-/// How long a closing session waits for the client's close reply.
-const CLOSE_REPLY_WAIT: Duration = Duration::from_secs(2);
-/// Most bytes of logged frames fed to the socket before a flush.
-const MAX_BYTES_PER_FLUSH: usize = 64 * 1024;
 
 /// Why a connection ended (for the log).
 #[derive(Debug)]
@@ -316,102 +308,6 @@ where
     /// Queues a frame behind whatever the hub queued; an overflow cuts this session like any other.
     fn queue(&self, frame: Message) {
         self.outbox.push(frame);
-    }
-
-    /// Writes one flush's worth of the queue (logged frames first, then cursors), then flushes. A cut or a
-    /// client that stops reading for `--write-timeout` interrupts it.
-    async fn write(&mut self) -> Result<(), End> {
-        let frames = self.inbox.take_flush(MAX_FRAMES_PER_FLUSH, MAX_BYTES_PER_FLUSH);
-        if frames.is_empty() {
-            return Ok(());
-        }
-        let limit = self.app.config.write_timeout;
-        let mut frames = futures_util::stream::iter(frames.into_iter().map(Ok));
-        let written = tokio::select! {
-            result = tokio::time::timeout(limit, self.socket.send_all(&mut frames)) => result,
-            reason = self.inbox.kicked() => return Err(self.cut(reason).await),
-        };
-        match written {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(error)) => Err(End::Broken(error.to_string())),
-            Err(_) => Err(End::WriteStalled),
-        }
-    }
-
-    /// Writes frames in order, then flushes. `--write-timeout` bounds each frame (a welcome fragment is one),
-    /// not the whole: a 64 MiB welcome to a slow but reading client takes as long as it takes. After each
-    /// fragment of a big welcome the task yields: a storm of joiners each being sent megabytes takes turns
-    /// with every other session on the worker, a fragment at a time, instead of holding it for a whole
-    /// scheduling budget (128 writes) each while other canvases' small frames wait.
-    ///
-    /// Boxed, like [`Session::close`]: used at the start and the end of a session, its future would
-    /// otherwise make every idle session's task that much bigger.
-    fn write_all<I>(&mut self, frames: I) -> BoxFuture<'_, Result<(), End>>
-    where
-        I: IntoIterator<Item = Message> + Send + 'static,
-        I::IntoIter: Send,
-    {
-        Box::pin(self.write_all_now(frames))
-    }
-
-    async fn write_all_now(&mut self, frames: impl IntoIterator<Item = Message>) -> Result<(), End> {
-        let limit = self.app.config.write_timeout;
-        for frame in frames {
-            let fragment = matches!(frame, Message::Frame(_));
-            match tokio::time::timeout(limit, self.socket.feed(frame)).await {
-                Ok(Ok(())) => {}
-                Ok(Err(error)) => return Err(End::Broken(error.to_string())),
-                Err(_) => return Err(End::WriteStalled),
-            }
-            if fragment {
-                tokio::task::yield_now().await;
-            }
-        }
-        match tokio::time::timeout(limit, self.socket.flush()).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(error)) => Err(End::Broken(error.to_string())),
-            Err(_) => Err(End::WriteStalled),
-        }
-    }
-
-    /// Cuts the client with 4009 (it resumes to catch up), counted under its reason.
-    async fn cut(&mut self, reason: Cut) -> End {
-        self.app.metrics.cut(&self.canvas, reason);
-        let message = match reason {
-            Cut::Slow => "too slow: reconnect with since to catch up",
-            Cut::Gap => "messages expired before they could be sent: reconnect with since",
-            Cut::Epoch => "the canvas's log was replaced: reconnect with since (it will reload)",
-        };
-        self.close(close::TOO_SLOW, message).await;
-        End::Cut(reason)
-    }
-
-    /// Sends a close frame (bounded by the write timeout: a client that never reads is simply dropped), then
-    /// reads until the client's close reply, as RFC 6455 asks: dropping a socket with unread client bytes
-    /// makes the kernel send RST, which can destroy the close frame and the last frames before it.
-    ///
-    /// Boxed: rare, and its future (a bounded send, then a bounded drain) would otherwise be part of every
-    /// idle session's task.
-    fn close(&mut self, code: u16, reason: &str) -> BoxFuture<'_, End> {
-        let reason = reason.to_owned();
-        Box::pin(async move { self.close_now(code, &reason).await })
-    }
-
-    async fn close_now(&mut self, code: u16, reason: &str) -> End {
-        let frame = CloseFrame { code: CloseCode::from(code), reason: reason.to_owned().into() };
-        let limit = self.app.config.write_timeout;
-        if let Ok(Ok(())) = tokio::time::timeout(limit, self.socket.send(Message::Close(Some(frame)))).await {
-            let drain = async { while let Some(Ok(_)) = self.socket.next().await {} };
-            let _ = tokio::time::timeout(CLOSE_REPLY_WAIT, drain).await;
-        }
-        match code {
-            close::GOING_AWAY => End::ShuttingDown,
-            close::TOO_LARGE => End::TooLarge,
-            close::INVALID_PAYLOAD => End::InvalidUtf8,
-            close::RATE_LIMIT => End::RateLimited,
-            close::POLICY => End::TokenExpired,
-            _ => End::Broken(reason.to_owned()),
-        }
     }
 }
 
