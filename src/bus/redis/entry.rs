@@ -176,13 +176,15 @@ pub fn optional(encoded: &str) -> Option<&str> {
     encoded.strip_prefix('=')
 }
 
+/// A bulk string reply, as Redis sends text: for the tests of reply parsing.
+#[cfg(test)]
+pub(super) fn bulk(s: &str) -> Value {
+    Value::BulkString(s.as_bytes().to_vec())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn bulk(s: &str) -> Value {
-        Value::BulkString(s.as_bytes().to_vec())
-    }
 
     #[test]
     fn an_entry_parses_back_to_its_frame_and_ack() {

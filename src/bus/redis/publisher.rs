@@ -348,11 +348,8 @@ fn parse(reply: &Value, batch: &[Publish]) -> Option<(String, u64, i64, Vec<Outc
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bus::redis::entry::bulk;
     use crate::protocol::{CanvasId, LoggedMessage, UserId};
-
-    fn bulk(s: &str) -> Value {
-        Value::BulkString(s.as_bytes().to_vec())
-    }
 
     /// A publish as the API makes one: checked by the protocol (object ops carry their id).
     fn publish(kind: &str, data: &str) -> Publish {

@@ -298,10 +298,7 @@ fn objects_json(objects: Vec<(&str, &str)>) -> Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn bulk(s: &str) -> Value {
-        Value::BulkString(s.as_bytes().to_vec())
-    }
+    use crate::bus::redis::entry::bulk;
 
     #[test]
     fn objects_are_assembled_from_their_stored_json_texts_exactly() {
