@@ -23,7 +23,7 @@ where
 {
     /// Publishes a logged message, within the connection's rate limit. It is handed to the store in the
     /// select loop (`stalled`), so that waiting for room never stops this session from writing.
-    pub(super) async fn publish(&mut self, message: LoggedMessage) -> Result<(), End> {
+    pub(super) async fn publish(&mut self, mut message: LoggedMessage) -> Result<(), End> {
         match self.rate_limit.check(Instant::now()) {
             Verdict::Accept => {}
             Verdict::Refuse => {
@@ -39,12 +39,12 @@ where
         self.app.metrics.messages_in.increment(1);
         // The usual case: a permit free and room in the queue, taken at once without a future or a turn of
         // the select loop.
-        let message = match self.in_flight.clone().try_acquire_owned() {
+        let mut message = match self.in_flight.clone().try_acquire_owned() {
             Ok(in_flight) => {
                 let reference = message.reference.clone();
                 let origin = Origin::Socket {
                     conn: self.conn,
-                    reference: message.reference.clone(),
+                    reference: message.reference.take(),
                     outbox: self.outbox.clone(),
                     in_flight,
                 };
@@ -66,7 +66,7 @@ where
             let reference = message.reference.clone();
             let queue = async {
                 let in_flight = in_flight.acquire_owned().await.map_err(|_| BusError::ShuttingDown)?;
-                let origin = Origin::Socket { conn, reference: message.reference.clone(), outbox, in_flight };
+                let origin = Origin::Socket { conn, reference: message.reference.take(), outbox, in_flight };
                 bus.publish(Publish::message(canvas, message, from, origin)).await
             };
             let queued = tokio::time::timeout(limit, queue).await.unwrap_or_else(|_| {
