@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use tokio::time::error::Elapsed;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
@@ -37,11 +38,7 @@ where
             result = tokio::time::timeout(limit, self.socket.send_all(&mut frames)) => result,
             reason = self.inbox.kicked() => return Err(self.cut(reason).await),
         };
-        match written {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(error)) => Err(End::Broken(error.to_string())),
-            Err(_) => Err(End::WriteStalled),
-        }
+        outcome(written)
     }
 
     /// Writes frames in order, then flushes. `--write-timeout` bounds each frame (a welcome fragment is one),
@@ -64,20 +61,12 @@ where
         let limit = self.app.config.write_timeout;
         for frame in frames {
             let fragment = matches!(frame, Message::Frame(_));
-            match tokio::time::timeout(limit, self.socket.feed(frame)).await {
-                Ok(Ok(())) => {}
-                Ok(Err(error)) => return Err(End::Broken(error.to_string())),
-                Err(_) => return Err(End::WriteStalled),
-            }
+            outcome(tokio::time::timeout(limit, self.socket.feed(frame)).await)?;
             if fragment {
                 tokio::task::yield_now().await;
             }
         }
-        match tokio::time::timeout(limit, self.socket.flush()).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(error)) => Err(End::Broken(error.to_string())),
-            Err(_) => Err(End::WriteStalled),
-        }
+        outcome(tokio::time::timeout(limit, self.socket.flush()).await)
     }
 
     /// Cuts the client with 4009 (it resumes to catch up), counted under its reason.
@@ -118,5 +107,14 @@ where
             close::POLICY => End::TokenExpired,
             _ => End::Broken(reason.to_owned()),
         }
+    }
+}
+
+/// How a socket write bounded by `--write-timeout` ended, as the session's end if it failed.
+fn outcome(written: Result<Result<(), WsError>, Elapsed>) -> Result<(), End> {
+    match written {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(error)) => Err(End::Broken(error.to_string())),
+        Err(_) => Err(End::WriteStalled),
     }
 }
