@@ -16,6 +16,7 @@ mod http;
 mod hub;
 mod metrics;
 mod object_ops;
+mod periodic;
 mod protocol;
 mod ratelimit;
 mod session;

@@ -89,14 +89,11 @@ const UPKEEP_PERIOD: std::time::Duration = std::time::Duration::from_secs(5);
 /// samples pile up until the next scrape of `/metrics`: an instance nobody scrapes grew by about 1 MB a second
 /// at 60,000 messages a second (every commit and every row read from a peer records a sample).
 pub async fn upkeep(handle: PrometheusHandle, stop: tokio_util::sync::CancellationToken) {
-    let mut ticks = tokio::time::interval(UPKEEP_PERIOD);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            () = stop.cancelled() => return,
-            _ = ticks.tick() => handle.run_upkeep(),
-        }
-    }
+    crate::periodic::every(UPKEEP_PERIOD, stop, || {
+        handle.run_upkeep();
+        std::future::ready(())
+    })
+    .await
 }
 
 /// Installs the process-wide Prometheus recorder (once) and returns the handle `/metrics` renders; its

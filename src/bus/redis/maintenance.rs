@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 
 use redis::Value;
 use tokio::sync::oneshot;
-use tokio::time::{interval, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -24,6 +23,7 @@ use super::{keys, unavailable, RedisBus};
 use crate::bus::{BusError, Publish};
 use crate::config::Config;
 use crate::cursors::CursorBuffer;
+use crate::periodic::ticker;
 use crate::protocol::{CanvasId, UserId};
 
 /// How long a canvas's cursor stream outlives its last batch.
@@ -41,12 +41,6 @@ pub async fn run(
         heartbeats(&bus, &config, stop.clone(), fatal),
         cursor_batches(&bus, &cursors, config.cursor_batch, stop)
     );
-}
-
-fn ticker(period: Duration) -> tokio::time::Interval {
-    let mut ticks = interval(period);
-    ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    ticks
 }
 
 async fn heartbeats(bus: &RedisBus, config: &Config, stop: CancellationToken, fatal: oneshot::Sender<String>) {

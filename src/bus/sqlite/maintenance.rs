@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
-use tokio::time::{interval, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
 use super::identity::Found;
@@ -19,6 +18,7 @@ use crate::clock::now_ms;
 use crate::config::Config;
 use crate::cursors::CursorBuffer;
 use crate::hub::Hub;
+use crate::periodic::{every, ticker};
 
 /// Dead instances are forgotten (with their watermarks) after this many presence timeouts.
 const FORGET_AFTER_TIMEOUTS: u32 = 60;
@@ -50,25 +50,6 @@ pub async fn run(
         checkpoints(bus, config.checkpoint_interval, stop.clone()),
         every(config.cleanup_interval, stop, move || clean_up(bus, config)),
     );
-}
-
-/// Calls `work` every `period` (skipping ticks it overran) until `stop` is cancelled.
-async fn every<F, Fut>(period: Duration, stop: CancellationToken, mut work: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = ()>,
-{
-    let mut ticks = ticker(period);
-    loop {
-        tokio::select! {
-            () = stop.cancelled() => return,
-            _ = ticks.tick() => {}
-        }
-        tokio::select! {
-            () = stop.cancelled() => return,
-            () = work() => {}
-        }
-    }
 }
 
 /// This instance's heartbeat, and what is checked with it: a writer, watcher or doorbell thread that ended,
@@ -120,12 +101,6 @@ async fn heartbeats(
             tracing::warn!(%error, "could not expire the connections of dead instances");
         }
     }
-}
-
-fn ticker(period: Duration) -> tokio::time::Interval {
-    let mut ticks = interval(period);
-    ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    ticks
 }
 
 /// Why the instance must stop now, if it must.
