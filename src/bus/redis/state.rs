@@ -9,7 +9,7 @@ use bytes::Bytes;
 use redis::Value;
 use serde_json::value::RawValue;
 
-use super::entry::{array, items, pairs, string, text, uint};
+use super::entry::{array, pairs, string, text, uint};
 use super::scripts::{SNAPSHOT, SNAPSHOT_SOURCE, STATE_TAIL};
 use super::{keys, malformed, unavailable, RedisBus};
 use crate::bus::{BusError, Present, ReadObjects, Snapshot};
@@ -90,7 +90,7 @@ impl RedisBus {
                 async move { SNAPSHOT.arg(&args[..]).invoke_async(&mut conn).await }
             })
             .await?;
-        let (head, inline_objects) = parse_snapshot(&reply)?;
+        let (head, inline_objects) = parse_snapshot(array(&reply).unwrap_or_default())?;
         self.inner.link.observe_epoch(&head.store_epoch, &self.inner.hub);
         let objects = match (head.resumed, inline_objects) {
             (false, Some(objects)) => Some(objects_json(pairs(objects).ok_or_else(|| malformed("a state read"))?)),
@@ -128,8 +128,8 @@ impl RedisBus {
                 "legacy" => break,
                 _ => {}
             }
-            let rest = Value::Array(array(&reply).unwrap_or_default()[1..].to_vec());
-            let (head, changed) = parse_snapshot(&rest)?;
+            // The status is first (checked above, so there is one); the snapshot's fields follow it.
+            let (head, changed) = parse_snapshot(&array(&reply).unwrap_or_default()[1..])?;
             self.inner.link.observe_epoch(&head.store_epoch, &self.inner.hub);
             for pair in array(changed.ok_or_else(|| malformed("a state read"))?).unwrap_or_default().chunks_exact(2) {
                 let id = text(&pair[0]).ok_or_else(|| malformed("a state read"))?.to_owned();
@@ -216,7 +216,8 @@ impl RedisBus {
                 async move { pipe.query_async(&mut conn).await }
             })
             .await?;
-        let (head, _) = parse_snapshot(replies.first().ok_or_else(|| malformed("a snapshot"))?)?;
+        let (head, _) =
+            parse_snapshot(array(replies.first().ok_or_else(|| malformed("a snapshot"))?).unwrap_or_default())?;
         self.inner.link.observe_epoch(&head.store_epoch, &self.inner.hub);
         let objects =
             pairs(replies.get(1).ok_or_else(|| malformed("a state read"))?).ok_or_else(|| malformed("a state read"))?;
@@ -240,9 +241,10 @@ impl RedisBus {
 }
 
 /// `snapshot.lua`'s reply: the head and presence, and the objects reply if the script read them.
-fn parse_snapshot(reply: &Value) -> Result<(Head, Option<&Value>), BusError> {
+fn parse_snapshot(reply: &[Value]) -> Result<(Head, Option<&Value>), BusError> {
     let parse = || {
-        let [epoch, generation, seq, version, _bytes, resumed, users, names, objects, read] = items::<10>(reply)?;
+        let [epoch, generation, seq, version, _bytes, resumed, users, names, objects, read]: &[Value; 10] =
+            reply.try_into().ok()?;
         let (store_epoch, generation) = (string(epoch)?, uint(generation)?);
         let names: BTreeMap<&str, &str> = pairs(names)?.into_iter().collect();
         let mut presence: Vec<Present> = pairs(users)?
