@@ -44,7 +44,6 @@ pub struct StateCache {
 }
 
 struct Cached {
-    key: StateKey,
     /// The snapshot the state was read with (objects included): whole, for joiners that waited for it.
     snapshot: Snapshot,
     /// When that snapshot's read began: it includes everything committed before.
@@ -71,13 +70,15 @@ impl StateCache {
     /// The key of what is cached for `canvas`, if anything: a snapshot can skip reading the objects when the
     /// canvas is still at that version.
     pub fn key(&self, canvas: &CanvasId) -> Option<StateKey> {
-        lock(&self.entries).get(canvas).map(|cached| cached.key.clone())
+        lock(&self.entries).get(canvas).map(|cached| cached.snapshot.key())
     }
 
     /// The cached state of `canvas` if it is exactly `key`.
     pub fn get(&self, canvas: &CanvasId, key: &StateKey) -> Option<Bytes> {
         let mut entries = lock(&self.entries);
-        let cached = entries.get_mut(canvas).filter(|cached| cached.key == *key)?;
+        let cached = entries
+            .get_mut(canvas)
+            .filter(|cached| cached.snapshot.version == key.version && cached.snapshot.epoch == key.epoch)?;
         cached.used = Instant::now();
         cached.snapshot.objects.clone()
     }
@@ -94,8 +95,7 @@ impl StateCache {
     /// older one), then evicts the least recently used others while over budget.
     pub fn insert(&self, canvas: &CanvasId, snapshot: Snapshot, read_at: Instant) {
         let mut entries = lock(&self.entries);
-        let key = snapshot.key();
-        entries.insert(canvas.clone(), Cached { key, snapshot, read_at, used: Instant::now() });
+        entries.insert(canvas.clone(), Cached { snapshot, read_at, used: Instant::now() });
         let mut total: usize = entries.values().map(Cached::size).sum();
         while total > self.budget && entries.len() > 1 {
             let oldest = entries
