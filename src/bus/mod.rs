@@ -31,7 +31,7 @@ use crate::metrics::Metrics;
 use crate::protocol::{CanvasId, ErrorCode, Resume, UserId};
 
 pub use join::{JoinRequest, Joined, ReadObjects, Replay, Snapshot};
-pub use publish::{refuse_all, Origin, Publish, TryPublish};
+pub use publish::{refuse_all, Origin, PresenceChange, Publish, TryPublish};
 pub use redis::RedisBus;
 pub use sqlite::SqliteBus;
 pub use state_cache::StateCache;

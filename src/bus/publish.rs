@@ -37,18 +37,24 @@ pub enum Origin {
     /// A connection opening (`user-connected`) or closing (`user-disconnected`): registered in or removed from
     /// the shared connection list in the same transaction, and logged only when it is the user's first or
     /// last connection to the canvas across instances. `done`, if any, learns when that is committed.
-    ///
-    /// `expiry` marks a survivor's removal of a dead instance's connection: it applies only if the owner is
-    /// still silent for that many ms when the removal commits (it may have come back and registered the
-    /// connection again meanwhile).
     Presence {
-        /// Opening (`user-connected`) rather than closing.
-        connected: bool,
+        change: PresenceChange,
         conn: ConnId,
         name: Option<String>,
         done: Option<oneshot::Sender<Result<(), BusError>>>,
-        expiry: Option<i64>,
     },
+}
+
+/// What a presence publish does to its connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PresenceChange {
+    /// Registers it (`user-connected` when it is the user's first).
+    Connect,
+    /// Removes it (`user-disconnected` when it was the user's last).
+    Disconnect,
+    /// A survivor's removal of a dead instance's connection: applied only if the owner is still silent for
+    /// `dead_after_ms` when the removal commits (it may have come back and registered it again meanwhile).
+    Expire { dead_after_ms: i64 },
 }
 
 /// Why [`Bus::try_publish`] did not queue a publish.
@@ -82,31 +88,35 @@ impl Publish {
         conn: ConnId,
         done: Option<oneshot::Sender<Result<(), BusError>>>,
     ) -> Self {
-        let kind = MsgType::reserved(if connected { "user-connected" } else { "user-disconnected" });
-        let data = presence_data(user.as_str(), name.as_deref());
-        Publish {
-            canvas,
-            kind,
-            data,
-            from: user,
-            object: None,
-            origin: Origin::Presence { connected, conn, name, done, expiry: None },
-        }
+        let change = if connected { PresenceChange::Connect } else { PresenceChange::Disconnect };
+        Publish::presence_change(change, canvas, user, name, conn, done)
     }
 
     /// A survivor's removal of connection `conn`, left by an instance silent for `dead_after_ms`: applied only
     /// if its owner is still that silent when it commits.
     pub fn expiry(canvas: CanvasId, user: UserId, name: Option<String>, conn: ConnId, dead_after_ms: i64) -> Self {
-        let mut publish = Publish::presence(false, canvas, user, name, conn, None);
-        if let Origin::Presence { expiry, .. } = &mut publish.origin {
-            *expiry = Some(dead_after_ms);
-        }
-        publish
+        Publish::presence_change(PresenceChange::Expire { dead_after_ms }, canvas, user, name, conn, None)
+    }
+
+    fn presence_change(
+        change: PresenceChange,
+        canvas: CanvasId,
+        user: UserId,
+        name: Option<String>,
+        conn: ConnId,
+        done: Option<oneshot::Sender<Result<(), BusError>>>,
+    ) -> Self {
+        let kind = MsgType::reserved(match change {
+            PresenceChange::Connect => "user-connected",
+            PresenceChange::Disconnect | PresenceChange::Expire { .. } => "user-disconnected",
+        });
+        let data = presence_data(user.as_str(), name.as_deref());
+        Publish { canvas, kind, data, from: user, object: None, origin: Origin::Presence { change, conn, name, done } }
     }
 
     /// Whether this registers a connection (as opposed to removing one or logging a message).
     pub fn is_connect(&self) -> bool {
-        matches!(self.origin, Origin::Presence { connected: true, .. })
+        matches!(self.origin, Origin::Presence { change: PresenceChange::Connect, .. })
     }
 
     /// Tells the publisher its message was not logged: an error frame with the error's code for a socket,

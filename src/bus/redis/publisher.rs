@@ -25,7 +25,7 @@ use uuid::Uuid;
 use super::entry::{array, encode_optional, int, text};
 use super::link::{Leaving, Link};
 use super::scripts::PUBLISH;
-use crate::bus::{refuse_all, BusError, Origin, Publish};
+use crate::bus::{refuse_all, BusError, Origin, PresenceChange, Publish};
 use crate::clock::now_ms;
 use crate::hub::{Entry, Hub};
 use crate::metrics::Metrics;
@@ -276,11 +276,11 @@ fn answered(error: &RedisError) -> bool {
 /// Adds one publish's arguments (see the header of `publish.lua`).
 fn encode(publish: &Publish, invocation: &mut redis::ScriptInvocation<'_>) {
     let (op, conn, reference, name) = match &publish.origin {
-        Origin::Presence { conn, name, expiry, .. } => {
-            let (op, dead_after) = match (publish.is_connect(), expiry) {
-                (true, _) => ("connect", String::new()),
-                (false, None) => ("disconnect", String::new()),
-                (false, Some(dead_after)) => ("expire", dead_after.to_string()),
+        Origin::Presence { change, conn, name, .. } => {
+            let (op, dead_after) = match change {
+                PresenceChange::Connect => ("connect", String::new()),
+                PresenceChange::Disconnect => ("disconnect", String::new()),
+                PresenceChange::Expire { dead_after_ms } => ("expire", dead_after_ms.to_string()),
             };
             (op, conn.to_string(), dead_after, encode_optional(name.as_deref()))
         }

@@ -26,7 +26,7 @@ use refusal::{describe, same_file};
 use super::doorbell::Doorbell;
 use super::identity::FileIdentity;
 use super::{objects, presence, Progress};
-use crate::bus::{refuse_all, BusError, Origin, Publish};
+use crate::bus::{refuse_all, BusError, Origin, PresenceChange, Publish};
 use crate::clock::now_ms;
 use crate::hub::{AckTo, Entry, Hub};
 use crate::metrics::Metrics;
@@ -229,10 +229,10 @@ impl Writer {
         {
             let mut insert = tx.prepare_cached(INSERT_MESSAGE)?;
             for publish in batch {
-                if let Origin::Presence { conn, name, expiry, .. } = &publish.origin {
+                if let Origin::Presence { change, conn, name, .. } = &publish.origin {
                     let (canvas, user) = (&publish.canvas, &publish.from);
-                    let log = match (publish.is_connect(), expiry) {
-                        (true, _) => presence::connect(
+                    let log = match *change {
+                        PresenceChange::Connect => presence::connect(
                             &tx,
                             *conn,
                             &self.settings.instance_id,
@@ -241,8 +241,10 @@ impl Writer {
                             name.as_deref(),
                             now,
                         )?,
-                        (false, None) => presence::disconnect(&tx, *conn, canvas, user)?,
-                        (false, Some(dead_after)) => presence::expire(&tx, *conn, canvas, user, now - dead_after)?,
+                        PresenceChange::Disconnect => presence::disconnect(&tx, *conn, canvas, user)?,
+                        PresenceChange::Expire { dead_after_ms } => {
+                            presence::expire(&tx, *conn, canvas, user, now - dead_after_ms)?
+                        }
                     };
                     if !log {
                         outcomes.push(Outcome::Unlogged);
