@@ -256,12 +256,18 @@ impl RoomState {
             self.keep_early(entry, true);
             return false;
         }
-        if entry.generation > self.generation && entry.seq != 0 {
+        if self.awaits_reset(&entry) {
             self.skip_lost_reset(entry, metrics);
             return true;
         }
         self.offer(entry, metrics);
         false
+    }
+
+    /// Whether `entry` belongs to a newer generation whose reset marker this started room has not had: offered
+    /// live, it is dropped until the marker arrives; read back from storage, the marker was lost.
+    pub fn awaits_reset(&self, entry: &Entry) -> bool {
+        self.started && entry.generation > self.generation && entry.seq != 0
     }
 
     /// Ends the room: every subscriber is cut with 4009 (it resumes, and reloads if its epoch is gone).

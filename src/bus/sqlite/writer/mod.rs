@@ -354,7 +354,7 @@ impl Writer {
             );
             let entry = Entry { seq: done.seq, generation: done.generation, id: done.id, frame: Message::text(frame) };
             let mut state = room.lock();
-            let unseen_generation = state.is_started() && done.generation > state.generation() && done.seq != 0;
+            let unseen_generation = state.awaits_reset(&entry);
             read_back |= unseen_generation;
             state.offer(entry, &self.metrics);
             if (unseen_generation || state.has_pending()) && !waiting.contains(&publish.canvas) {
