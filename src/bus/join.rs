@@ -16,7 +16,7 @@ use bytes::Bytes;
 use serde_json::value::RawValue;
 
 use super::state_cache::{StateKey, INLINE_LIMIT};
-use super::{Bus, BusError, Publish};
+use super::{Bus, BusError, PresenceChange, Publish};
 use crate::hub::{ConnId, Outbox, Room, Subscriber};
 use crate::protocol::{CanvasId, Resume, UserId};
 
@@ -154,7 +154,7 @@ impl Bus {
         };
         let (done, registered) = tokio::sync::oneshot::channel();
         let register = Publish::presence(
-            true,
+            PresenceChange::Connect,
             request.canvas.clone(),
             request.user.clone(),
             request.name.clone(),

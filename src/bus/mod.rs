@@ -194,7 +194,7 @@ impl Bus {
     /// stopped, or the storage does not take it, survivors (or a later retry) remove it.
     pub async fn leave(&self, canvas: CanvasId, conn: ConnId, user: UserId, name: Option<String>, urgent: bool) {
         self.hub().leave(&canvas, conn);
-        let leave = Publish::presence(false, canvas, user, name, conn, None);
+        let leave = Publish::presence(PresenceChange::Disconnect, canvas, user, name, conn, None);
         let _ = if urgent { self.publish_urgent(leave).await } else { self.publish(leave).await };
     }
 
@@ -272,7 +272,11 @@ where
     let mut waits = Vec::new();
     for (canvas, conn, user, name) in &missing {
         let (done, committed) = oneshot::channel();
-        publish(Publish::presence(true, canvas.clone(), user.clone(), name.clone(), *conn, Some(done)), true).await?;
+        publish(
+            Publish::presence(PresenceChange::Connect, canvas.clone(), user.clone(), name.clone(), *conn, Some(done)),
+            true,
+        )
+        .await?;
         waits.push(committed);
     }
     for committed in waits {
@@ -280,7 +284,7 @@ where
     }
     let still_here: std::collections::HashSet<ConnId> = hub.members().into_iter().map(|(_, conn, _, _)| conn).collect();
     for (canvas, conn, user, name) in missing.into_iter().filter(|(_, conn, _, _)| !still_here.contains(conn)) {
-        publish(Publish::presence(false, canvas, user, name, conn, None), false).await?;
+        publish(Publish::presence(PresenceChange::Disconnect, canvas, user, name, conn, None), false).await?;
     }
     Ok(())
 }

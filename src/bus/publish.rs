@@ -79,26 +79,14 @@ impl Publish {
         Publish { canvas, kind: message.kind, data: message.data, from, object: message.object, origin }
     }
 
-    /// The presence change of connection `conn` of `user` on `canvas`: connected, or disconnected.
-    pub fn presence(
-        connected: bool,
-        canvas: CanvasId,
-        user: UserId,
-        name: Option<String>,
-        conn: ConnId,
-        done: Option<oneshot::Sender<Result<(), BusError>>>,
-    ) -> Self {
-        let change = if connected { PresenceChange::Connect } else { PresenceChange::Disconnect };
-        Publish::presence_change(change, canvas, user, name, conn, done)
-    }
-
     /// A survivor's removal of connection `conn`, left by an instance silent for `dead_after_ms`: applied only
     /// if its owner is still that silent when it commits.
     pub fn expiry(canvas: CanvasId, user: UserId, name: Option<String>, conn: ConnId, dead_after_ms: i64) -> Self {
-        Publish::presence_change(PresenceChange::Expire { dead_after_ms }, canvas, user, name, conn, None)
+        Publish::presence(PresenceChange::Expire { dead_after_ms }, canvas, user, name, conn, None)
     }
 
-    fn presence_change(
+    /// The presence change of connection `conn` of `user` on `canvas`.
+    pub fn presence(
         change: PresenceChange,
         canvas: CanvasId,
         user: UserId,

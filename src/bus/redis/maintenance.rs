@@ -20,7 +20,7 @@ use super::entry::{items, string, uint};
 use super::link::Leaving;
 use super::scripts::{FORGET, HEARTBEAT, ROTATE};
 use super::{keys, unavailable, RedisBus};
-use crate::bus::{BusError, Publish};
+use crate::bus::{BusError, PresenceChange, Publish};
 use crate::config::Config;
 use crate::cursors::CursorBuffer;
 use crate::periodic::ticker;
@@ -160,7 +160,7 @@ impl RedisBus {
         }
         for leaving in link.take_leaving() {
             let Leaving { canvas, user, name, conn } = leaving;
-            self.publish(Publish::presence(false, canvas, user, name, conn, None), false).await?;
+            self.publish(Publish::presence(PresenceChange::Disconnect, canvas, user, name, conn, None), false).await?;
         }
         Ok(())
     }
