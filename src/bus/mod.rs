@@ -6,6 +6,7 @@
 //! Streams ([`redis::RedisBus`]). [`Bus`] is chosen once at start; sessions, routes and the hub only ever
 //! call it, so the protocol, connection and fan-out code is the same whichever stores the log.
 
+pub mod committed;
 pub mod join;
 pub mod last_error;
 pub mod publish;

@@ -6,7 +6,7 @@ use tokio::sync::{oneshot, OwnedSemaphorePermit};
 use tokio_tungstenite::tungstenite::Message;
 
 use super::BusError;
-use crate::hub::{AckTo, ConnId, Outbox};
+use crate::hub::{ConnId, Outbox};
 use crate::object_ops::ObjectOp;
 use crate::protocol::{error_frame, presence_data, CanvasId, FrameError, LoggedMessage, MsgType, UserId};
 
@@ -131,21 +131,19 @@ impl Publish {
 
 impl Origin {
     /// Tells whoever waits that the publish is committed, logged at `seq` or (a presence change that was not
-    /// the user's first or last) recorded without a seq. Returns who gets the ack, for a socket's message:
-    /// its ack goes out through the room, at its seq's place in the stream.
-    pub fn committed(self, seq: Option<u64>) -> Option<AckTo> {
+    /// the user's first or last) recorded without a seq. A socket's ack goes out through its room instead,
+    /// at its seq's place in the stream (see `committed::expect_acks`).
+    pub fn committed(self, seq: Option<u64>) {
         match self {
             Origin::Caller(reply) => {
                 let _ = reply.send(seq.ok_or_else(|| BusError::Refused("not logged".into())));
-                None
             }
             Origin::Presence { done, .. } => {
                 if let Some(done) = done {
                     let _ = done.send(Ok(()));
                 }
-                None
             }
-            Origin::Socket { conn, reference, .. } => Some(AckTo { conn, reference }),
+            Origin::Socket { .. } => {}
         }
     }
 }

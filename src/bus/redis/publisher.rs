@@ -19,18 +19,18 @@ use redis::aio::ConnectionManager;
 use redis::{ErrorKind, RedisError, Value};
 use serde_json::value::RawValue;
 use tokio::sync::{mpsc, oneshot};
-use tokio_tungstenite::tungstenite::Message;
 use uuid::Uuid;
 
 use super::entry::{array, encode_optional, int, text};
 use super::link::{Leaving, Link};
 use super::scripts::PUBLISH;
+use crate::bus::committed::{self, Logged, Outcome};
 use crate::bus::{refuse_all, BusError, Origin, PresenceChange, Publish};
 use crate::clock::now_ms;
-use crate::hub::{Entry, Hub};
+use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::object_ops::{self, ObjectOp};
-use crate::protocol::{logged_frame, to_json};
+use crate::protocol::to_json;
 
 /// Backoff between sends of a batch whose reply did not come: from the first to the last, doubling.
 const RESEND: (Duration, Duration) = (Duration::from_millis(50), Duration::from_secs(1));
@@ -76,18 +76,6 @@ pub struct Unresolved {
 pub struct Lanes {
     pub urgent: mpsc::Receiver<Request>,
     pub queue: mpsc::Receiver<Request>,
-}
-
-/// What the script did with one publish.
-enum Outcome {
-    Logged {
-        seq: u64,
-        generation: u64,
-    },
-    /// Refused by the canvas state (an update or delete of a missing object, or past the size limit).
-    Refused(BusError),
-    /// A presence change that is not the user's first or last connection: recorded, nothing logged.
-    Unlogged,
 }
 
 impl Publisher {
@@ -212,12 +200,10 @@ impl Publisher {
         self.link.observe_epoch(&epoch, &self.hub);
         self.link.saw_writes(writes);
         self.link.last_error.clear();
-        self.metrics.commits.increment(1);
-        let logged = outcomes.iter().filter(|o| matches!(o, Outcome::Logged { .. })).count();
-        self.metrics.messages_committed.increment(logged as u64);
-        self.metrics.commit_batch_size.record(batch.len() as f64);
-        self.metrics.commit_seconds.record(started.elapsed().as_secs_f64());
-        self.deliver(batch, outcomes, now);
+        committed::record(&self.metrics, &outcomes, started);
+        // The stream reader may have delivered some of these seqs already: then it acked them from the entry.
+        committed::expect_acks(&self.hub, &batch, &outcomes);
+        committed::deliver(&self.hub, &self.metrics, batch, outcomes, now, self.local_broadcast);
     }
 
     /// A batch Redis did not apply: `unavailable` to its publishers; its disconnects are retried later.
@@ -233,37 +219,6 @@ impl Publisher {
             }
         }
         refuse_all(batch, BusError::Unavailable(message));
-    }
-
-    /// After the commit: answer each publisher and deliver to local rooms at once (local short-circuit). The
-    /// stream reader reads the same entries too; whichever path reaches a room first delivers, and the ack
-    /// goes to the sender either way.
-    fn deliver(&self, batch: Vec<Publish>, outcomes: Vec<Outcome>, now: i64) {
-        for (publish, outcome) in batch.into_iter().zip(outcomes) {
-            let (seq, generation) = match outcome {
-                Outcome::Logged { seq, generation } => (seq, generation),
-                Outcome::Refused(error) => {
-                    publish.refuse(error);
-                    continue;
-                }
-                Outcome::Unlogged => {
-                    publish.origin.committed(None);
-                    continue;
-                }
-            };
-            let ack = publish.origin.committed(Some(seq));
-            if !self.local_broadcast {
-                continue;
-            }
-            let Some(room) = self.hub.room(&publish.canvas) else { continue };
-            let (kind, canvas, from) = (publish.kind.as_str(), publish.canvas.as_str(), publish.from.as_str());
-            let frame = Message::text(logged_frame(kind, seq, canvas, from, &publish.data, now));
-            let mut state = room.lock();
-            if let Some(ack) = ack {
-                state.expect_ack_unless_delivered(generation, seq, ack);
-            }
-            state.offer(Entry { seq, generation, id: seq as i64, frame }, &self.metrics);
-        }
     }
 }
 
@@ -338,7 +293,7 @@ fn parse(reply: &Value, batch: &[Publish]) -> Option<(String, u64, i64, Vec<Outc
                     "the canvas state would be over its limit (--max-canvas-state)".into(),
                 )),
                 0 => Outcome::Unlogged,
-                seq => Outcome::Logged { seq: seq as u64, generation: int(&pair[1])? as u64 },
+                seq => Outcome::Logged(Logged { seq: seq as u64, generation: int(&pair[1])? as u64, id: seq }),
             })
         })
         .collect::<Option<Vec<_>>>()?;
@@ -382,7 +337,7 @@ mod tests {
         ];
         let (epoch, writes, now, outcomes) = parse(&reply, &batch).unwrap();
         assert_eq!((epoch.as_str(), writes, now), ("store", 9, 1700));
-        assert!(matches!(outcomes[0], Outcome::Logged { seq: 12, generation: 3 }));
+        assert!(matches!(outcomes[0], Outcome::Logged(Logged { seq: 12, generation: 3, id: 12 })));
         assert!(matches!(&outcomes[1], Outcome::Refused(BusError::Refused(reason)) if reason.contains("gone")));
         assert!(matches!(outcomes[2], Outcome::Refused(BusError::CanvasFull(_))));
         assert!(matches!(outcomes[3], Outcome::Unlogged));
@@ -395,6 +350,6 @@ mod tests {
         let reply = Value::Array(["store", "9", "1700", "12", "3"].map(bulk).to_vec());
         let (_, writes, _, outcomes) = parse(&reply, &[publish("note", "1")]).unwrap();
         assert_eq!(writes, 9);
-        assert!(matches!(outcomes[0], Outcome::Logged { seq: 12, generation: 3 }));
+        assert!(matches!(outcomes[0], Outcome::Logged(Logged { seq: 12, generation: 3, id: 12 })));
     }
 }

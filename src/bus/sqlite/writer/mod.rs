@@ -12,7 +12,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use deadpool_sqlite::rusqlite::{params, Connection, Error as SqlError, OptionalExtension, TransactionBehavior};
-use tokio_tungstenite::tungstenite::Message;
 
 mod jobs;
 mod lanes;
@@ -26,11 +25,12 @@ use refusal::{describe, same_file};
 use super::doorbell::Doorbell;
 use super::identity::FileIdentity;
 use super::{objects, presence, Progress};
+use crate::bus::committed::{self, Logged, Outcome};
 use crate::bus::{refuse_all, BusError, Origin, PresenceChange, Publish};
 use crate::clock::now_ms;
-use crate::hub::{AckTo, Entry, Hub};
+use crate::hub::Hub;
 use crate::metrics::Metrics;
-use crate::protocol::{logged_frame, CanvasId};
+use crate::protocol::CanvasId;
 
 /// Work for the writer thread.
 #[derive(Debug)]
@@ -53,33 +53,6 @@ pub struct WriterSettings {
     pub local_broadcast: bool,
     /// Peers whose heartbeat is older than this are not rung.
     pub peer_timeout_ms: i64,
-}
-
-/// Where one publish of a batch landed.
-#[derive(Debug, Clone, Copy)]
-struct Committed {
-    seq: u64,
-    generation: u64,
-    id: i64,
-}
-
-/// What became of one publish of a committed batch.
-#[derive(Debug, Clone)]
-enum Outcome {
-    Logged(Committed),
-    /// Refused by the canvas state: an update of an object that does not exist, or past the size limit.
-    Refused(BusError),
-    /// A presence change that was not the user's first or last connection: recorded, nothing to log.
-    Unlogged,
-}
-
-impl Outcome {
-    fn logged(&self) -> Option<&Committed> {
-        match self {
-            Outcome::Logged(done) => Some(done),
-            _ => None,
-        }
-    }
 }
 
 pub struct Writer {
@@ -192,15 +165,10 @@ impl Writer {
         let now = now_ms();
         match self.try_commit(&batch, now) {
             Ok(outcomes) => {
-                self.metrics.commits.increment(1);
-                self.metrics
-                    .messages_committed
-                    .increment(outcomes.iter().filter(|o| o.logged().is_some()).count() as u64);
-                self.metrics.commit_batch_size.record(batch.len() as f64);
-                self.metrics.commit_seconds.record(started.elapsed().as_secs_f64());
+                committed::record(&self.metrics, &outcomes, started);
                 self.progress.write_succeeded();
                 let rings = outcomes.iter().any(|o| o.logged().is_some());
-                self.deliver(batch, &outcomes, now);
+                self.deliver(batch, outcomes, now);
                 // After the local fan-out: on a busy host the woken peer can take this core, and the local
                 // clients are the ones waiting for an ack.
                 if rings {
@@ -292,7 +260,7 @@ impl Writer {
                     head.generation as i64,
                 ])?;
                 let id = tx.last_insert_rowid();
-                outcomes.push(Outcome::Logged(Committed { seq: head.last, generation: head.generation, id }));
+                outcomes.push(Outcome::Logged(Logged { seq: head.last, generation: head.generation, id }));
             }
             let mut store_head = tx.prepare_cached(STORE_HEAD)?;
             for (canvas, head) in &heads {
@@ -308,74 +276,34 @@ impl Writer {
         same_file(&self.file)?;
         // Acks are registered before COMMIT: once committed, the watcher may read a row before we deliver it,
         // and whichever path delivers the seq must know its sender gets the ack.
-        expect_acks(&self.hub, batch, &outcomes);
+        committed::expect_acks(&self.hub, batch, &outcomes);
         if let Err(error) = tx.commit() {
-            forget_acks(&self.hub, batch, &outcomes);
+            committed::forget_acks(&self.hub, batch, &outcomes);
             return Err(error);
         }
         Ok(outcomes)
     }
 
-    /// After commit: deliver to local rooms (local short-circuit), answer API callers, move the read cursor
-    /// past our own rows when nothing foreign is between, and wake the watcher if a room now waits on rows
-    /// committed by another process before ours.
-    fn deliver(&self, batch: Vec<Publish>, outcomes: &[Outcome], now: i64) {
-        let mut waiting = Vec::new();
-        // A row in a newer generation than its room's, without the room having seen that generation's reset
-        // marker (a canvas dropped when idle and created again while this instance served it): the room
-        // cannot take it from here. The watcher reads it back in commit order and moves the room on
-        // (`offer_stored`), so the cursor must not skip it.
-        let mut read_back = false;
-        for (publish, outcome) in batch.into_iter().zip(outcomes) {
-            let done = match outcome {
-                Outcome::Logged(done) => done,
-                Outcome::Refused(error) => {
-                    publish.refuse(error.clone());
-                    continue;
-                }
-                Outcome::Unlogged => {
-                    publish.origin.committed(None);
-                    continue;
-                }
-            };
-            // A socket's ack was registered in its room before COMMIT (see `try_commit`).
-            publish.origin.committed(Some(done.seq));
-            if !self.settings.local_broadcast {
-                continue;
-            }
-            let Some(room) = self.hub.room(&publish.canvas) else { continue };
-            let frame = logged_frame(
-                publish.kind.as_str(),
-                done.seq,
-                publish.canvas.as_str(),
-                publish.from.as_str(),
-                &publish.data,
-                now,
-            );
-            let entry = Entry { seq: done.seq, generation: done.generation, id: done.id, frame: Message::text(frame) };
-            let mut state = room.lock();
-            let unseen_generation = state.awaits_reset(&entry);
-            read_back |= unseen_generation;
-            state.offer(entry, &self.metrics);
-            if (unseen_generation || state.has_pending()) && !waiting.contains(&publish.canvas) {
-                waiting.push(publish.canvas);
-            }
-        }
+    /// After commit: answer the publishers and deliver to local rooms (see `bus::committed`), then move the
+    /// read cursor past our own rows when nothing foreign is between, and wake the watcher if a room now
+    /// waits on rows committed by another process before ours.
+    fn deliver(&self, batch: Vec<Publish>, outcomes: Vec<Outcome>, now: i64) {
+        let hub = &self.hub;
+        let delivered = committed::deliver(hub, &self.metrics, batch, outcomes, now, self.settings.local_broadcast);
         if !self.settings.local_broadcast {
-            self.progress.signal.wake(waiting);
+            self.progress.signal.wake(delivered.waiting);
             return;
         }
         // Only now that every row of the batch has been offered: the cursor promises that every row at or
-        // below it has been (the watcher's hole check relies on it). The batch's rows are consecutive ids.
-        let first = outcomes.iter().find_map(Outcome::logged);
-        let last = outcomes.iter().rev().find_map(Outcome::logged);
-        if let (Some(first), Some(last), false) = (first, last, read_back) {
-            self.progress.skip_own_rows(first.id, last.id);
+        // below it has been (the watcher's hole check relies on it). The batch's rows are consecutive ids. A
+        // row the room could not take (`read_back`) must be read back, so the cursor must not skip it.
+        if let (Some((first, last)), false) = (delivered.ids, delivered.read_back) {
+            self.progress.skip_own_rows(first, last);
         }
-        if waiting.is_empty() {
+        if delivered.waiting.is_empty() {
             self.progress.signal.poke();
         } else {
-            self.progress.signal.wake(waiting);
+            self.progress.signal.wake(delivered.waiting);
         }
     }
 
@@ -394,29 +322,6 @@ impl Writer {
         if let Err(error) = self.write(|tx| tx.execute("DELETE FROM instances WHERE instance_id = ?1", [id]).map(drop))
         {
             tracing::warn!(%error, "could not deregister this instance");
-        }
-    }
-}
-
-/// Registers who gets the ack of each seq, in the rooms of their canvases.
-fn expect_acks(hub: &Hub, batch: &[Publish], outcomes: &[Outcome]) {
-    let logged = batch.iter().zip(outcomes).filter_map(|(p, o)| Some((p, o.logged()?)));
-    for (publish, done) in logged {
-        if let Origin::Socket { conn, reference, .. } = &publish.origin {
-            if let Some(room) = hub.room(&publish.canvas) {
-                let ack = AckTo { conn: *conn, reference: reference.clone() };
-                room.lock().expect_ack(done.generation, done.seq, ack);
-            }
-        }
-    }
-}
-
-/// Forgets expected acks of a batch whose commit failed.
-fn forget_acks(hub: &Hub, batch: &[Publish], outcomes: &[Outcome]) {
-    let logged = batch.iter().zip(outcomes).filter_map(|(p, o)| Some((p, o.logged()?)));
-    for (publish, done) in logged {
-        if let Some(room) = hub.room(&publish.canvas) {
-            room.lock().forget_ack(done.generation, done.seq);
         }
     }
 }

@@ -1,0 +1,140 @@
+//! What happens after a store commits a batch, whichever store it is: each publish's outcome goes to whoever
+//! waits (the sender's ack through its room, an error frame, an API caller's seq, a presence waiter), and
+//! each logged message is offered to this process's room of its canvas at once (the local short-circuit),
+//! without waiting for the store's reader to bring it back. Written once; the stores only say what became
+//! of each publish ([`Outcome`]).
+
+use std::time::Instant;
+
+use tokio_tungstenite::tungstenite::Message;
+
+use super::{BusError, Origin, Publish};
+use crate::hub::{AckTo, Entry, Hub};
+use crate::metrics::Metrics;
+use crate::protocol::{logged_frame, CanvasId};
+
+/// What a store did with one publish of a batch.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    Logged(Logged),
+    /// Refused by the canvas state: an update or delete of a missing object, or past `--max-canvas-state`.
+    Refused(BusError),
+    /// A presence change that was not the user's first or last connection: recorded, nothing logged.
+    Unlogged,
+}
+
+/// Where one logged publish landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Logged {
+    pub seq: u64,
+    pub generation: u64,
+    /// Its place in the store's commit order across canvases (the SQLite row id; the seq on Redis, whose
+    /// reader follows each canvas's stream on its own).
+    pub id: i64,
+}
+
+impl Outcome {
+    pub fn logged(&self) -> Option<&Logged> {
+        match self {
+            Outcome::Logged(logged) => Some(logged),
+            _ => None,
+        }
+    }
+}
+
+/// What local delivery of a batch left for the store's reader to do.
+#[derive(Debug, Default)]
+pub struct Delivered {
+    /// Canvases whose room holds seqs early, waiting for another instance's commits before them.
+    pub waiting: Vec<CanvasId>,
+    /// Whether a row belongs to a generation its room has not seen the reset marker of: the room cannot
+    /// take it from here, so the reader must read it back in commit order (`Room::offer_stored`).
+    pub read_back: bool,
+    /// The first and last store ids the batch logged, if it logged any.
+    pub ids: Option<(i64, i64)>,
+}
+
+/// Registers who gets the ack of each logged seq, in the room of its canvas: the ack goes out when the room
+/// delivers that seq, in its place in the stream. A store calls it as soon as the seqs are known and before
+/// it hands anything to [`deliver`]: on SQLite before COMMIT, so that its watcher (which may read the rows
+/// first) finds it; on Redis after the reply, where a seq the stream reader delivered already was acked
+/// from the entry itself.
+pub fn expect_acks(hub: &Hub, batch: &[Publish], outcomes: &[Outcome]) {
+    for (publish, logged) in batch.iter().zip(outcomes).filter_map(|(p, o)| Some((p, o.logged()?))) {
+        if let Origin::Socket { conn, reference, .. } = &publish.origin {
+            if let Some(room) = hub.room(&publish.canvas) {
+                let ack = AckTo { conn: *conn, reference: reference.clone() };
+                room.lock().expect_ack_unless_delivered(logged.generation, logged.seq, ack);
+            }
+        }
+    }
+}
+
+/// Forgets the acks [`expect_acks`] registered for a batch whose commit then failed.
+pub fn forget_acks(hub: &Hub, batch: &[Publish], outcomes: &[Outcome]) {
+    for (publish, logged) in batch.iter().zip(outcomes).filter_map(|(p, o)| Some((p, o.logged()?))) {
+        if let Some(room) = hub.room(&publish.canvas) {
+            room.lock().forget_ack(logged.generation, logged.seq);
+        }
+    }
+}
+
+/// Counts a committed batch in the metrics.
+pub fn record(metrics: &Metrics, outcomes: &[Outcome], started: Instant) {
+    metrics.commits.increment(1);
+    metrics.messages_committed.increment(outcomes.iter().filter(|o| o.logged().is_some()).count() as u64);
+    metrics.commit_batch_size.record(outcomes.len() as f64);
+    metrics.commit_seconds.record(started.elapsed().as_secs_f64());
+}
+
+/// Answers every publisher of a committed batch (stamped `now`) and, with `local_broadcast`, offers each
+/// logged message to this process's room of its canvas. Acks were registered by [`expect_acks`].
+pub fn deliver(
+    hub: &Hub,
+    metrics: &Metrics,
+    batch: Vec<Publish>,
+    outcomes: Vec<Outcome>,
+    now: i64,
+    local_broadcast: bool,
+) -> Delivered {
+    let mut delivered = Delivered::default();
+    for (publish, outcome) in batch.into_iter().zip(outcomes) {
+        let logged = match outcome {
+            Outcome::Logged(logged) => logged,
+            Outcome::Refused(error) => {
+                publish.refuse(error);
+                continue;
+            }
+            Outcome::Unlogged => {
+                publish.origin.committed(None);
+                continue;
+            }
+        };
+        let ids = delivered.ids.get_or_insert((logged.id, logged.id));
+        ids.1 = logged.id;
+        let Publish { canvas, kind, data, from, origin, .. } = publish;
+        origin.committed(Some(logged.seq));
+        if !local_broadcast {
+            continue;
+        }
+        let Some(room) = hub.room(&canvas) else { continue };
+        let frame = logged_frame(kind.as_str(), logged.seq, canvas.as_str(), from.as_str(), &data, now);
+        let entry =
+            Entry { seq: logged.seq, generation: logged.generation, id: logged.id, frame: Message::text(frame) };
+        let mut state = room.lock();
+        let unseen_generation = state.awaits_reset(&entry);
+        delivered.read_back |= unseen_generation;
+        state.offer(entry, metrics);
+        if unseen_generation || state.has_pending() {
+            drop(state);
+            push_once(&mut delivered.waiting, canvas);
+        }
+    }
+    delivered
+}
+
+fn push_once(canvases: &mut Vec<CanvasId>, canvas: CanvasId) {
+    if !canvases.contains(&canvas) {
+        canvases.push(canvas);
+    }
+}
