@@ -2,9 +2,10 @@
 //! message is published and committed (seq assigned, ack after commit), a connection joins a canvas (welcome
 //! position, resume replay), and committed messages reach every process's [`crate::hub::Hub`].
 //!
-//! Two buses implement it: the shared SQLite file ([`sqlite::SqliteBus`], also `--bus memory`) and Redis
-//! Streams ([`redis::RedisBus`]). [`Bus`] is chosen once at start; sessions, routes and the hub only ever
-//! call it, so the protocol, connection and fan-out code is the same whichever stores the log.
+//! Two stores implement [`Store`] (`store.rs`), the contract beneath it: the shared SQLite file
+//! ([`sqlite::SqliteBus`], also `--bus memory`) and Redis Streams ([`redis::RedisBus`]). The store is chosen
+//! once at start; sessions, routes and the hub only ever call [`Bus`], and what is the same whichever store
+//! (joins, after-commit delivery, cursor batching) is written here once.
 
 pub mod committed;
 pub mod join;
@@ -13,6 +14,7 @@ pub mod publish;
 pub mod redis;
 pub mod sqlite;
 pub mod state_cache;
+mod store;
 pub mod views;
 pub mod workers;
 
@@ -29,6 +31,7 @@ use crate::config::{BusKind, Config};
 use crate::cursors::CursorBuffer;
 use crate::hub::{ConnId, Hub};
 use crate::metrics::Metrics;
+use crate::periodic::every;
 use crate::protocol::{CanvasId, ErrorCode, Resume, UserId};
 
 pub use join::{JoinRequest, Joined, ReadObjects, Replay, Snapshot};
@@ -36,22 +39,14 @@ pub use publish::{refuse_all, Origin, PresenceChange, Publish, TryPublish};
 pub use redis::RedisBus;
 pub use sqlite::SqliteBus;
 pub use state_cache::StateCache;
+pub use store::Store;
 pub use views::{BusFigures, CanvasLog, CanvasState, Present, UserPresence};
 
 /// The bus of this process: the store `--bus` chose, and what every store shares. Cheap to clone.
 #[derive(Clone)]
 pub struct Bus {
-    store: Store,
+    store: Arc<dyn Store>,
     common: Arc<Common>,
-}
-
-/// The store behind the bus.
-#[derive(Clone)]
-enum Store {
-    /// `--bus sqlite` (the default) and `--bus memory`.
-    Sqlite(SqliteBus),
-    /// `--bus redis://...`.
-    Redis(RedisBus),
 }
 
 /// What the bus keeps whatever the store.
@@ -66,22 +61,8 @@ struct Common {
 
 impl std::fmt::Debug for Bus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let store = match &self.store {
-            Store::Sqlite(_) => "sqlite",
-            Store::Redis(_) => "redis",
-        };
-        f.debug_struct("Bus").field("store", &store).finish_non_exhaustive()
+        f.debug_struct("Bus").finish_non_exhaustive()
     }
-}
-
-/// Calls the same method on whichever store this is.
-macro_rules! on_store {
-    ($bus:expr, $inner:ident => $call:expr) => {
-        match &$bus.store {
-            Store::Sqlite($inner) => $call,
-            Store::Redis($inner) => $call,
-        }
-    };
 }
 
 impl Bus {
@@ -93,12 +74,12 @@ impl Bus {
         hub: Arc<Hub>,
         metrics: Metrics,
     ) -> anyhow::Result<Bus> {
-        let store = match &config.bus {
+        let store: Arc<dyn Store> = match &config.bus {
             BusKind::Sqlite | BusKind::Memory => {
-                Store::Sqlite(SqliteBus::open(config, instance_id, listen, hub.clone(), metrics.clone()).await?)
+                Arc::new(SqliteBus::open(config, instance_id, listen, hub.clone(), metrics.clone()).await?)
             }
             BusKind::Redis(url) => {
-                Store::Redis(RedisBus::open(url.expose(), config, instance_id, hub.clone(), metrics.clone()).await?)
+                Arc::new(RedisBus::open(url.expose(), config, instance_id, hub.clone(), metrics.clone()).await?)
             }
         };
         // Two of the biggest states fit, and at least 256 MiB: enough for the canvases joined right now.
@@ -107,9 +88,10 @@ impl Bus {
         Ok(Bus { store, common: Arc::new(common) })
     }
 
-    /// Starts the bus's periodic upkeep (heartbeats, expiring dead instances' presence, cursor batches, and
-    /// whatever its storage needs), until `stop` is cancelled. It sends on `fatal` why the instance cannot go
-    /// on, if it cannot.
+    /// Starts the bus's periodic upkeep until `stop` is cancelled: this instance's coalesced cursors go to
+    /// the other instances every `--cursor-batch`, and the store keeps itself (heartbeats, expiring dead
+    /// instances' presence, whatever its storage needs). It sends on `fatal` why the instance cannot go on,
+    /// if it cannot.
     pub fn maintain(
         &self,
         cursors: Arc<CursorBuffer>,
@@ -117,13 +99,19 @@ impl Bus {
         stop: CancellationToken,
         fatal: oneshot::Sender<String>,
     ) -> JoinHandle<()> {
-        let hub = self.common.hub.clone();
-        match &self.store {
-            Store::Sqlite(bus) => {
-                tokio::spawn(sqlite::maintenance::run(bus.clone(), hub, cursors, config, stop, fatal))
-            }
-            Store::Redis(bus) => tokio::spawn(redis::maintenance::run(bus.clone(), cursors, config, stop, fatal)),
-        }
+        let upkeep = self.store.maintain(config.clone(), stop.clone(), fatal);
+        let store = self.store.clone();
+        tokio::spawn(async move {
+            let (store, cursors) = (&store, &cursors);
+            every(config.cursor_batch, stop, move || async move {
+                let batches = cursors.take();
+                if !batches.is_empty() {
+                    store.send_cursors(batches).await;
+                }
+            })
+            .await;
+            let _ = upkeep.await;
+        })
     }
 
     /// This process's rooms.
@@ -146,18 +134,18 @@ impl Bus {
     /// Queues a logged message (or a connection's leaving) for commit, behind what is already queued. Waits
     /// when the queue is full.
     pub async fn publish(&self, publish: Publish) -> Result<(), BusError> {
-        on_store!(self, store => store.publish(publish, false).await)
+        self.store.publish(publish, false).await
     }
 
     /// Queues a logged message if there is room now; gives it back if the queue is full.
     pub fn try_publish(&self, publish: Publish) -> Result<(), TryPublish> {
-        on_store!(self, store => store.try_publish(publish))
+        self.store.try_publish(publish)
     }
 
     /// Queues a publish ahead of the queued messages: a join's registration and dead instances' expiry,
     /// which must not wait behind a backlog of messages (see the writer's two lanes).
     pub async fn publish_urgent(&self, publish: Publish) -> Result<(), BusError> {
-        on_store!(self, store => store.publish(publish, true).await)
+        self.store.publish(publish, true).await
     }
 
     /// A canvas at its head: epoch, seq, state version, presence, the resume check and (as `read` says) its
@@ -168,7 +156,7 @@ impl Bus {
         resume: Option<&Resume>,
         read: ReadObjects,
     ) -> Result<Snapshot, BusError> {
-        on_store!(self, store => store.snapshot(canvas, resume, read).await)
+        self.store.snapshot(canvas, resume, read).await
     }
 
     /// The frames of seqs `after + 1 ..= upto` of one generation of a canvas, in order; fewer when some expired.
@@ -179,14 +167,12 @@ impl Bus {
         after: u64,
         upto: u64,
     ) -> Result<Vec<Message>, BusError> {
-        on_store!(self, store => store.replay_page(canvas, generation, after, upto).await)
+        self.store.replay_page(canvas, generation, after, upto).await
     }
 
     /// A room was just started by a join: the store's reader may need to include it.
     async fn room_started(&self, canvas: &CanvasId) {
-        if let Store::Redis(store) = &self.store {
-            store.wake_reader(canvas).await;
-        }
+        self.store.room_started(canvas).await;
     }
 
     /// A connection is gone: out of its room at once, out of presence (logging `user-disconnected` if it was
@@ -201,27 +187,27 @@ impl Bus {
 
     /// Returns once everything queued before the call is committed (or refused).
     pub async fn flush(&self) -> Result<(), BusError> {
-        on_store!(self, store => store.flush().await)
+        self.store.flush().await
     }
 
     /// Final stop, after every connection is gone.
     pub async fn close(&self) {
-        on_store!(self, store => store.close().await)
+        self.store.close().await
     }
 
     /// The figures behind `/health`; an error means the storage cannot be reached.
     pub async fn figures(&self) -> Result<BusFigures, BusError> {
-        on_store!(self, store => store.figures().await)
+        self.store.figures().await
     }
 
     /// How long messages are kept, in ms.
     pub fn ttl_ms(&self) -> i64 {
-        on_store!(self, store => store.ttl_ms())
+        self.store.ttl_ms()
     }
 
     /// Retained messages of a canvas after `since`, at most `limit`, in seq order, with the canvas head.
     pub async fn messages(&self, canvas: CanvasId, since: u64, limit: u64) -> Result<CanvasLog, BusError> {
-        on_store!(self, store => store.messages(canvas, since, limit).await)
+        self.store.messages(canvas, since, limit).await
     }
 
     /// A canvas's head, objects and presence, read at one point of its log.
@@ -233,19 +219,19 @@ impl Bus {
 
     /// Connected users across instances (all, or only `user`), with their connections and canvases.
     pub async fn users(&self, only: Option<UserId>) -> Result<Vec<UserPresence>, BusError> {
-        on_store!(self, store => store.users(only).await)
+        self.store.users(only).await
     }
 
     /// Drops a canvas's log and state; it starts a new epoch at seq 0. Returns the new epoch.
     pub async fn reset(&self, canvas: CanvasId) -> Result<String, BusError> {
-        let epoch = on_store!(self, store => store.reset(canvas.clone()).await)?;
+        let epoch = self.store.reset(canvas.clone()).await?;
         self.state_cache().forget(&canvas);
         Ok(epoch)
     }
 
     /// Sends a frame to every connection of `user` on every instance; returns how many connections it has.
     pub async fn send_to_user(&self, user: UserId, frame: String) -> Result<u64, BusError> {
-        on_store!(self, store => store.send_to_user(user, frame).await)
+        self.store.send_to_user(user, frame).await
     }
 }
 

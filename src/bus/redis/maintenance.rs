@@ -1,14 +1,13 @@
-//! The periodic upkeep of the Redis bus, as two loops that never wait for each other: this instance's
-//! heartbeat (which also checks that Redis kept its writes, expires the presence of dead instances, retries
-//! disconnects Redis did not take, registers again this instance's connections after a late heartbeat, and
-//! stops the instance if its publisher or reader task ended), and cursor batches. Expiry of old messages
+//! The periodic upkeep of the Redis bus: this instance's heartbeat, which also checks that Redis kept its
+//! writes, expires the presence of dead instances, retries disconnects Redis did not take, registers again
+//! this instance's connections after a late heartbeat, and stops the instance if its publisher or reader
+//! task ended. Cursor batches are sent by the bus for every store (`Store::send_cursors`). Expiry of old messages
 //! needs no task: `publish.lua` trims each stream as it appends, and an idle canvas's stream expires whole
 //! (PEXPIRE of the TTL).
 
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use redis::Value;
 use tokio::sync::oneshot;
@@ -19,28 +18,15 @@ use super::entry::{array, pairs};
 use super::entry::{items, string, uint};
 use super::link::Leaving;
 use super::scripts::{FORGET, HEARTBEAT, ROTATE};
-use super::{keys, unavailable, RedisBus};
-use crate::bus::{BusError, PresenceChange, Publish};
+use super::{unavailable, RedisBus};
+use crate::bus::{BusError, PresenceChange, Publish, Store};
 use crate::config::Config;
-use crate::cursors::CursorBuffer;
 use crate::periodic::ticker;
 use crate::protocol::{CanvasId, UserId};
 
-/// How long a canvas's cursor stream outlives its last batch.
-const CURSOR_STREAM_TTL_MS: u64 = 60_000;
-
 /// Runs until `stop` is cancelled. Sends on `fatal` why the instance cannot go on, if it cannot.
-pub async fn run(
-    bus: RedisBus,
-    cursors: Arc<CursorBuffer>,
-    config: Config,
-    stop: CancellationToken,
-    fatal: oneshot::Sender<String>,
-) {
-    tokio::join!(
-        heartbeats(&bus, &config, stop.clone(), fatal),
-        cursor_batches(&bus, &cursors, config.cursor_batch, stop)
-    );
+pub async fn run(bus: RedisBus, config: Config, stop: CancellationToken, fatal: oneshot::Sender<String>) {
+    heartbeats(&bus, &config, stop, fatal).await;
 }
 
 async fn heartbeats(bus: &RedisBus, config: &Config, stop: CancellationToken, fatal: oneshot::Sender<String>) {
@@ -79,39 +65,6 @@ async fn heartbeats(bus: &RedisBus, config: &Config, stop: CancellationToken, fa
                 }
             }
             Err(error) => tracing::warn!(%error, "Redis heartbeat failed"),
-        }
-    }
-}
-
-async fn cursor_batches(bus: &RedisBus, cursors: &CursorBuffer, period: Duration, stop: CancellationToken) {
-    let mut ticks = ticker(period);
-    loop {
-        tokio::select! {
-            () = stop.cancelled() => return,
-            _ = ticks.tick() => {}
-        }
-        let batches = cursors.take();
-        if batches.is_empty() {
-            continue;
-        }
-        let mut pipe = redis::pipe();
-        for batch in &batches {
-            let key = keys::cursors(&batch.canvas);
-            pipe.cmd("XADD")
-                .arg(&key)
-                .arg("MAXLEN")
-                .arg("~")
-                .arg(64)
-                .arg("*")
-                .arg("i")
-                .arg(&bus.inner.instance_id)
-                .arg("d")
-                .arg(&batch.frames)
-                .ignore();
-            pipe.pexpire(&key, CURSOR_STREAM_TTL_MS as i64).ignore();
-        }
-        if let Err(error) = pipe.exec_async(&mut bus.conn()).await {
-            tracing::debug!(%error, "cursor batch not sent (cursors are best effort)");
         }
     }
 }

@@ -21,21 +21,20 @@ mod entry;
 mod keys;
 mod link;
 pub mod maintenance;
-mod operations;
 mod publisher;
 mod reader;
 mod scripts;
 mod state;
+mod store;
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Client, Value};
 use serde::Serialize;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio_util::sync::{CancellationToken, DropGuard};
 use uuid::Uuid;
 
@@ -43,14 +42,11 @@ use self::entry::{stream_id, LogEntry};
 use self::link::Link;
 use self::publisher::{Lanes, Publisher, Request};
 use self::reader::Reader;
-use crate::bus::views::StorageFigures;
 use crate::bus::workers::Workers;
-use crate::bus::{BusError, BusFigures, Publish};
-use crate::clock::now_ms;
+use crate::bus::BusError;
 use crate::config::Config;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
-use crate::protocol::CanvasId;
 
 /// How long one Redis command may take before it counts as a failure.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -239,85 +235,9 @@ impl RedisBus {
         Uuid::new_v4().to_string()
     }
 
-    /// Queues a logged message for the publisher, on its queue or (`urgent`) ahead of it. Waits when that
-    /// lane is full (back-pressure).
-    pub async fn publish(&self, publish: Publish, urgent: bool) -> Result<(), BusError> {
-        let lane = if urgent { &self.inner.urgent } else { &self.inner.publisher };
-        lane.send(Request::Publish(publish)).await.map_err(|_| BusError::ShuttingDown)
-    }
-
-    /// Queues a logged message if the publisher's queue has room now; gives it back if not.
-    pub fn try_publish(&self, publish: Publish) -> Result<(), crate::bus::TryPublish> {
-        use tokio::sync::mpsc::error::TrySendError;
-        match self.inner.publisher.try_send(Request::Publish(publish)) {
-            Ok(()) => Ok(()),
-            Err(TrySendError::Full(Request::Publish(publish))) => Err(crate::bus::TryPublish::Full(Box::new(publish))),
-            Err(_) => Err(crate::bus::TryPublish::Closed),
-        }
-    }
-
-    /// Returns once everything queued before the call is committed or refused.
-    pub async fn flush(&self) -> Result<(), BusError> {
-        let (done, committed) = oneshot::channel();
-        self.inner.publisher.send(Request::Barrier(done)).await.map_err(|_| BusError::ShuttingDown)?;
-        committed.await.map_err(|_| BusError::ShuttingDown)
-    }
-
-    /// Ends the reader's blocked XREAD so that its next one includes a canvas that just got a room.
-    pub async fn wake_reader(&self, canvas: &CanvasId) {
-        let wake = redis::cmd("XADD")
-            .arg(keys::wake(&self.inner.instance_id))
-            .arg("MAXLEN")
-            .arg(1)
-            .arg("*")
-            .arg("w")
-            .arg(canvas.as_str())
-            .exec_async(&mut self.conn())
-            .await;
-        if let Err(error) = wake {
-            // The reader then picks the canvas up when its read times out (or reconnects).
-            tracing::warn!(%error, "could not wake the stream reader");
-        }
-    }
-
     /// The publisher or reader task that has ended, if one has: the instance cannot go on.
     pub fn stopped_worker(&self) -> Option<&'static str> {
         self.inner.workers.stopped()
-    }
-
-    /// The figures behind `/health`; an error when Redis does not answer.
-    pub async fn figures(&self) -> Result<BusFigures, BusError> {
-        let started = Instant::now();
-        let (beats, (secs, micros)): (Vec<i64>, (i64, i64)) = redis::pipe()
-            .hvals(keys::INSTANCES)
-            .cmd("TIME")
-            .query_async(&mut self.conn())
-            .await
-            .map_err(unavailable)?;
-        let ping = started.elapsed();
-        let redis_now = secs * 1000 + micros / 1000;
-        let live_after = redis_now - self.inner.presence_timeout_ms;
-        let live_instances = beats.iter().filter(|beat| **beat > live_after).count() as i64;
-        let oldest_unread = self.oldest_unread().await?;
-        let now = now_ms();
-        let link = &self.inner.link;
-        let (last_error, last_error_age_ms) = link.last_error.report(now);
-        Ok(BusFigures {
-            bus: "redis",
-            storage: StorageFigures::Redis(RedisFigures {
-                redis_ping_ms: ping.as_secs_f64() * 1000.0,
-                store_epoch: link.epoch(),
-                live_instances,
-            }),
-            writer_queue_depth: self.inner.writer_capacity - self.inner.publisher.capacity(),
-            writer_queue_capacity: self.inner.writer_capacity,
-            poll_lag_rows: 0,
-            last_poll_age_ms: (now - link.last_read_ms.load(Ordering::Acquire)).max(0),
-            peer_instances: (live_instances - 1).max(0),
-            oldest_unread_age_ms: oldest_unread.map(|ts| (redis_now - ts).max(0)),
-            last_error,
-            last_error_age_ms,
-        })
     }
 
     /// When the oldest entry a local room has not delivered yet was committed (Redis's clock, ms): one
@@ -347,29 +267,6 @@ impl RedisBus {
         }
         let replies: Vec<Value> = pipe.query_async(&mut self.conn()).await.map_err(unavailable)?;
         Ok(replies.iter().filter_map(|reply| LogEntry::parse_all(reply).first().map(|entry| entry.ts)).min())
-    }
-
-    /// How long messages are kept, in ms.
-    pub fn ttl_ms(&self) -> i64 {
-        self.inner.ttl_ms
-    }
-
-    /// Final stop, after every connection is gone: refuses what is still queued, stops the reader, and marks
-    /// this instance as gone (heartbeat 0) so that survivors expire any connection whose disconnect Redis
-    /// never took.
-    pub async fn close(&self) {
-        let (done, stopped) = oneshot::channel();
-        if self.inner.publisher.send(Request::Stop(done)).await.is_ok() {
-            let _ = stopped.await;
-        }
-        self.inner.stop_reader.cancel();
-        self.inner.workers.join_all().await;
-        let mut pipe = redis::pipe();
-        pipe.hset(keys::INSTANCES, &self.inner.instance_id, 0).ignore();
-        pipe.del(keys::wake(&self.inner.instance_id)).ignore();
-        if let Err(error) = pipe.exec_async(&mut self.conn()).await {
-            tracing::warn!(%error, "could not deregister this instance from Redis");
-        }
     }
 }
 

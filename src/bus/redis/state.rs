@@ -50,23 +50,8 @@ impl Head {
 }
 
 impl RedisBus {
-    /// A canvas at its head, read atomically on the state connection. Objects small enough for the caller
-    /// come back from the script; a caller that wants them whatever their size gets them from
-    /// [`RedisBus::whole_state`], which never holds Redis for the whole state.
-    pub async fn snapshot(
-        &self,
-        canvas: &CanvasId,
-        resume: Option<&Resume>,
-        read: ReadObjects,
-    ) -> Result<Snapshot, BusError> {
-        match read.up_to {
-            usize::MAX => self.whole_state(canvas).await,
-            _ => self.script_snapshot(canvas, resume, read).await,
-        }
-    }
-
     /// `snapshot.lua`: head, presence, resume check, and the objects if at most `read.up_to` bytes.
-    async fn script_snapshot(
+    pub(super) async fn script_snapshot(
         &self,
         canvas: &CanvasId,
         resume: Option<&Resume>,

@@ -1,9 +1,10 @@
 //! The periodic upkeep of the shared file, as independent loops so that none waits for another: the
 //! heartbeat (with dead instances' expiry, restoring this instance's presence after a late heartbeat, and
-//! the checks that stop a broken instance), cursor batches, watermarks, WAL checkpoints (on a pool
-//! connection, off the commit path) and cleanup (expired rows, then idle empty canvases, in small batches).
-//! Writes are writer jobs; heartbeats and cursor batches take the writer's urgent lane, so neither a publish
-//! backlog nor a long cleanup can make this instance look dead to the others. It does no SQL itself.
+//! the checks that stop a broken instance), watermarks, WAL checkpoints (on a pool connection, off the
+//! commit path) and cleanup (expired rows, then idle empty canvases, in small batches). Cursor batches are
+//! sent by the bus for every store (`Store::send_cursors`). Writes are writer jobs; heartbeats take the
+//! writer's urgent lane, so neither a publish backlog nor a long cleanup can make this instance look dead
+//! to the others. It does no SQL itself.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,9 +15,9 @@ use tokio_util::sync::CancellationToken;
 use super::identity::Found;
 use super::writer::Job;
 use super::SqliteBus;
+use crate::bus::Store;
 use crate::clock::now_ms;
 use crate::config::Config;
-use crate::cursors::CursorBuffer;
 use crate::hub::Hub;
 use crate::periodic::{every, ticker};
 
@@ -27,20 +28,13 @@ const FORGET_AFTER_TIMEOUTS: u32 = 60;
 pub async fn run(
     bus: SqliteBus,
     hub: Arc<Hub>,
-    cursors: Arc<CursorBuffer>,
     config: Config,
     stop: CancellationToken,
     fatal: oneshot::Sender<String>,
 ) {
-    let (bus, hub, cursors, config) = (&bus, &hub, &cursors, &config);
+    let (bus, hub, config) = (&bus, &hub, &config);
     tokio::join!(
         heartbeats(bus, hub, config, stop.clone(), fatal),
-        every(config.cursor_batch, stop.clone(), move || async move {
-            let batches = cursors.take();
-            if !batches.is_empty() {
-                let _ = bus.job(Job::Cursors(batches)).await;
-            }
-        }),
         every(config.watermark_interval, stop.clone(), move || async move {
             let marks = hub.take_watermarks();
             if !marks.is_empty() {

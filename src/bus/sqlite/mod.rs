@@ -10,12 +10,12 @@ pub mod identity;
 mod join;
 pub mod maintenance;
 pub mod objects;
-mod operations;
 pub mod presence;
 mod progress;
 pub mod queries;
 pub mod schema;
 mod signal;
+mod store;
 pub mod watcher;
 pub mod writer;
 
@@ -27,8 +27,6 @@ use std::time::Duration;
 use anyhow::Context;
 use deadpool_sqlite::rusqlite::Connection;
 use deadpool_sqlite::{Hook, HookError, Pool, Runtime, Timeouts};
-use tokio::sync::oneshot;
-use tokio_tungstenite::tungstenite::Message;
 
 use self::doorbell::Doorbell;
 use self::identity::{FileIdentity, Found};
@@ -36,14 +34,12 @@ pub use self::progress::Progress;
 use self::schema::ConnSettings;
 use self::watcher::Watcher;
 use self::writer::{Job, LaneSenders, WriteRequest, Writer, WriterSettings};
-use crate::bus::views::StorageFigures;
 use crate::bus::workers::Workers;
-use crate::bus::{BusError, BusFigures, Publish, ReadObjects, Snapshot};
+use crate::bus::{BusError, Publish, Store};
 use crate::clock::now_ms;
 use crate::config::{BusKind, Config};
 use crate::hub::Hub;
 use crate::metrics::Metrics;
-use crate::protocol::{CanvasId, Resume};
 
 /// How long a read waits for a free pool connection before it fails with `unavailable` (a storm of joins
 /// of big canvases can hold all of them for a while; nothing waits forever).
@@ -207,53 +203,11 @@ impl SqliteBus {
         Ok(bus)
     }
 
-    /// Queues a logged message for the writer, on its queue or (`urgent`) ahead of it. Waits when that lane
-    /// is full (back-pressure).
-    pub async fn publish(&self, publish: Publish, urgent: bool) -> Result<(), BusError> {
-        self.inner.writer.send(WriteRequest::Publish(publish), urgent).await
-    }
-
-    /// Queues a logged message if the writer's queue has room now.
-    pub fn try_publish(&self, publish: Publish) -> Result<(), crate::bus::TryPublish> {
-        self.inner.writer.try_send(publish)
-    }
-
     /// Queues a maintenance job: the ones that must not wait behind messages (heartbeats, cursor batches) on
     /// the urgent lane, the others behind what is queued.
     pub async fn job(&self, job: Job) -> Result<(), BusError> {
         let urgent = job.is_urgent();
         self.inner.writer.send(WriteRequest::Job(job), urgent).await
-    }
-
-    /// Returns once everything queued before the call is committed.
-    pub async fn flush(&self) -> Result<(), BusError> {
-        let (done, committed) = oneshot::channel();
-        self.job(Job::Barrier(done)).await?;
-        committed.await.map_err(|_| BusError::ShuttingDown)
-    }
-
-    /// A canvas at its head, read in one transaction on a pool connection (see `join.rs`).
-    pub async fn snapshot(
-        &self,
-        canvas: &CanvasId,
-        resume: Option<&Resume>,
-        read: ReadObjects,
-    ) -> Result<Snapshot, BusError> {
-        let (inner, canvas, resume) = (self.inner.clone(), canvas.clone(), resume.cloned());
-        self.read(move |conn| join::snapshot(conn, &inner.db_epoch, inner.max_resume, &canvas, resume.as_ref(), &read))
-            .await
-    }
-
-    /// The frames of seqs `after + 1 ..= upto` of one generation of a canvas (fewer when some expired).
-    pub async fn replay_page(
-        &self,
-        canvas: &CanvasId,
-        generation: u64,
-        after: u64,
-        upto: u64,
-    ) -> Result<Vec<Message>, BusError> {
-        let canvas = canvas.clone();
-        self.read(move |conn| join::replay_page(conn, &canvas, generation, after, upto)).await
     }
 
     /// The writer, watcher or doorbell thread that has ended, if one has: the instance cannot go on.
@@ -288,33 +242,6 @@ impl SqliteBus {
             .map_err(|e| BusError::Unavailable(e.to_string()))
     }
 
-    /// The figures behind `/health`.
-    pub async fn figures(&self) -> Result<BusFigures, BusError> {
-        let now = now_ms();
-        let live_after = now - self.inner.presence_timeout_ms;
-        let progress = &self.inner.progress;
-        let cursor = progress.cursor();
-        let (file, unread_at) = self
-            .read(move |conn| {
-                Ok((queries::file_figures(conn, now, live_after)?, queries::first_unread_at(conn, cursor)?))
-            })
-            .await?;
-        let head_id = file.head_id;
-        let (last_error, last_error_age_ms) = progress.last_error.report(now);
-        Ok(BusFigures {
-            bus: if self.inner.memory { "memory" } else { "sqlite" },
-            poll_lag_rows: (head_id - cursor).max(0),
-            last_poll_age_ms: (now - progress.last_poll_ms.load(Ordering::Acquire)).max(0),
-            peer_instances: (file.live_instances - 1).max(0),
-            oldest_unread_age_ms: unread_at.map(|at| (now - at).max(0)),
-            writer_queue_depth: self.inner.writer.queue_depth(),
-            writer_queue_capacity: self.inner.writer_capacity,
-            last_error,
-            last_error_age_ms,
-            storage: StorageFigures::File(file),
-        })
-    }
-
     /// What the database path names now: the opened file, nothing, or another file (see `identity.rs`).
     pub fn file_found(&self) -> Found {
         self.inner.file.as_ref().map_or(Found::Same, FileIdentity::check)
@@ -345,32 +272,5 @@ impl SqliteBus {
             Ok(())
         })
         .await
-    }
-
-    /// How long messages are kept, in ms.
-    pub fn ttl_ms(&self) -> i64 {
-        self.inner.ttl_ms
-    }
-
-    /// Final stop, after every connection is gone: saves watermarks, deregisters this instance, stops the
-    /// writer (refusing anything that arrived too late) and the watcher, and waits for both threads.
-    pub async fn close(&self) {
-        let marks = self.inner.hub.take_watermarks();
-        if !marks.is_empty() {
-            let _ = self.job(Job::Watermarks(marks)).await;
-        }
-        let (done, stopped) = oneshot::channel();
-        if self.job(Job::Stop(done)).await.is_ok() {
-            let _ = stopped.await;
-        }
-        self.inner.progress.signal.stop();
-        if let Some(doorbell) = &self.inner.doorbell {
-            doorbell.ring_self();
-        }
-        self.inner.workers.join_all().await;
-        self.inner.pool.close();
-        if let Some(file) = self.inner.file.as_ref().filter(|file| file.check() == Found::Other) {
-            file.remove_stale_companions();
-        }
     }
 }
