@@ -7,7 +7,10 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use crate::hub::ConnId;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::hub::{ConnId, Room};
+use crate::metrics::Metrics;
 use crate::protocol::{to_json, CanvasId};
 
 /// Coalesced cursors waiting for the next batch.
@@ -48,9 +51,22 @@ impl CursorBuffer {
     }
 }
 
+/// Delivers a batch another instance wrote to this process's room of its canvas, whichever store carried
+/// it: each sender's cursor goes to every other subscriber's ephemeral lane, where it replaces any earlier
+/// one of that sender still waiting. Lossy by design: the next batch carries a newer cursor.
+pub fn relay_batch(room: &Room, frames: &str, metrics: &Metrics) {
+    let state = room.lock();
+    let missed: u64 = parse_batch(frames)
+        .into_iter()
+        .map(|(from, frame)| state.broadcast_ephemeral(from, &Message::text(frame.get()), metrics))
+        .sum();
+    drop(state);
+    metrics.ephemeral_missed(&room.canvas, missed);
+}
+
 /// The frames of a batch another instance wrote, each with its sending connection; nothing for a batch that
 /// does not parse (cursors are best effort: a newer version may write another form).
-pub fn parse_batch(frames: &str) -> Vec<(ConnId, Box<serde_json::value::RawValue>)> {
+fn parse_batch(frames: &str) -> Vec<(ConnId, Box<serde_json::value::RawValue>)> {
     let Ok(senders) = serde_json::from_str::<HashMap<String, Box<serde_json::value::RawValue>>>(frames) else {
         return Vec::new();
     };

@@ -225,14 +225,9 @@ impl Reader {
             if field(&fields, "i") == Some(self.instance_id.as_str()) {
                 continue;
             }
-            let Some(frames) = field(&fields, "d") else { continue };
-            let state = room.lock();
-            let missed: u64 = crate::cursors::parse_batch(frames)
-                .into_iter()
-                .map(|(from, frame)| state.broadcast_ephemeral(from, &Message::text(frame.get()), &self.metrics))
-                .sum();
-            drop(state);
-            self.metrics.ephemeral_missed(canvas, missed);
+            if let Some(frames) = field(&fields, "d") {
+                crate::cursors::relay_batch(&room, frames, &self.metrics);
+            }
         }
     }
 }

@@ -211,14 +211,9 @@ impl Watcher {
         };
         let metrics = &self.metrics;
         relay(&mut self.cursor_batches_read, max_rows, fetch, |canvas, frames| {
-            let Some(room) = CanvasId::parse(canvas).ok().and_then(|c| hub.room(&c)) else { return };
-            let state = room.lock();
-            let missed: u64 = crate::cursors::parse_batch(frames)
-                .into_iter()
-                .map(|(from, frame)| state.broadcast_ephemeral(from, &Message::text(frame.get()), metrics))
-                .sum();
-            drop(state);
-            metrics.ephemeral_missed(&room.canvas, missed);
+            if let Some(room) = CanvasId::parse(canvas).ok().and_then(|c| hub.room(&c)) {
+                crate::cursors::relay_batch(&room, frames, metrics);
+            }
         })
     }
 
