@@ -32,28 +32,33 @@ fn main() -> ExitCode {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
+    let stop = termination()?;
     let listener =
         TcpListener::bind(config.listen).await.map_err(|e| anyhow::anyhow!("binding {}: {e}", config.listen))?;
-    canvas_relay::run(listener, config, termination()).await
+    canvas_relay::run(listener, config, stop).await
 }
 
-/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
-async fn termination() {
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM. The handlers are installed here, at once, not when the future is
+/// first polled: a signal that arrives while the instance is starting (after "listening on" is logged, but
+/// before `run` waits for it) stops it cleanly instead of killing it.
+fn termination() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     #[cfg(unix)]
     {
+        use anyhow::Context;
         use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
+        let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+        let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+        Ok(async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = interrupt.recv() => {}
             }
-            Err(_) => drop(tokio::signal::ctrl_c().await),
-        }
+        })
     }
     #[cfg(not(unix))]
-    let _ = tokio::signal::ctrl_c().await;
+    Ok(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
 }
 
 fn init_logging(format: LogFormat) {
