@@ -61,57 +61,15 @@ impl Job {
 }
 
 impl Writer {
+    /// Runs one job in its own write transaction; a failed one is logged and reported to `/health`.
     pub(super) fn run_job(&mut self, job: Job) {
         let now = now_ms();
         let wakes_peers = job.wakes_peers();
         let changes_before = self.conn.total_changes();
         let result = match job {
-            Job::Reset { canvas, reply } => {
-                let settings = self.settings.clone();
-                let result = self.write(|tx| reset(tx, &canvas, &settings, now));
-                if let Ok((generation, id)) = &result {
-                    self.deliver_reset(&canvas, *generation, *id);
-                }
-                let epoch = match &result {
-                    Ok((generation, _)) => Ok(queries::epoch(&settings.db_epoch, *generation as i64)),
-                    Err(error) => Err(BusError::Unavailable(describe(error))),
-                };
-                let _ = reply.send(epoch);
-                result.map(drop)
-            }
-            Job::SendToUser { user, frame, reply } => {
-                let (id, expires_at) = (self.settings.instance_id.clone(), now + self.settings.ttl_ms);
-                let counted = self.write(|tx| {
-                    let (all, elsewhere) = presence::user_connection_counts(tx, &user, &id)?;
-                    if elsewhere > 0 {
-                        tx.prepare_cached(
-                            "INSERT INTO user_messages (user_id, origin_instance, frame, expires_at) VALUES (?1, ?2, ?3, ?4)",
-                        )?
-                        .execute(params![user.as_str(), id, frame, expires_at])?;
-                    }
-                    Ok(all)
-                });
-                if counted.is_ok() {
-                    self.hub.send_to_user(user.as_str(), &Message::text(frame));
-                }
-                let _ = reply.send(counted.as_ref().copied().map_err(|error| BusError::Unavailable(describe(error))));
-                counted.map(drop)
-            }
-            Job::Cleanup { limit, reply } => {
-                let deleted = self.write(|tx| {
-                    // The limit is part of the SQL: a bound LIMIT makes SQLite prepare the statement every run.
-                    tx.prepare_cached(&format!(
-                        "DELETE FROM message_queue WHERE id IN
-                         (SELECT id FROM message_queue WHERE expires_at <= ?1 ORDER BY expires_at LIMIT {limit})"
-                    ))?
-                    .execute(params![now])
-                });
-                if let Ok(n) = deleted {
-                    self.metrics.cleanup_deleted.increment(n as u64);
-                }
-                let _ = reply.send(deleted.as_ref().map_err(describe).copied());
-                deleted.map(drop)
-            }
+            Job::Reset { canvas, reply } => self.reset(&canvas, reply, now),
+            Job::SendToUser { user, frame, reply } => self.send_to_user(&user, frame, reply, now),
+            Job::Cleanup { limit, reply } => self.clean_up(limit, reply, now),
             Job::DropIdleCanvases { idle_before, limit, reply } => {
                 let dropped = self.write(|tx| drop_idle_canvases(tx, idle_before, limit));
                 if let Ok(n) = dropped {
@@ -120,68 +78,15 @@ impl Writer {
                 let _ = reply.send(dropped.as_ref().map_err(describe).copied());
                 dropped.map(drop)
             }
-            Job::ForgetInstances { before_ms } => self.write(|tx| {
-                tx.execute("DELETE FROM instances WHERE heartbeat_at < ?1", [before_ms])?;
-                tx.execute("DELETE FROM cursor_batches WHERE expires_at <= ?1", [now])?;
-                tx.execute("DELETE FROM user_messages WHERE expires_at <= ?1", [now])?;
-                tx.execute(
-                    "DELETE FROM canvas_watermarks
-                     WHERE server_instance_id NOT IN (SELECT instance_id FROM instances)",
-                    [],
-                )
-                .map(drop)
-            }),
+            Job::ForgetInstances { before_ms } => self.write(|tx| forget_instances(tx, before_ms, now)),
             Job::Cursors(batches) => {
                 let id = self.settings.instance_id.clone();
-                self.write(|tx| {
-                    let mut insert = tx.prepare_cached(
-                        "INSERT INTO cursor_batches (canvas_id, origin_instance, frames, expires_at)
-                         VALUES (?1, ?2, ?3, ?4)",
-                    )?;
-                    for batch in &batches {
-                        insert.execute(params![batch.canvas.as_str(), id, batch.frames, now + CURSOR_TTL_MS])?;
-                    }
-                    Ok(())
-                })
+                self.write(|tx| write_cursor_batches(tx, &id, &batches, now))
             }
-            Job::Heartbeat(done) => {
-                let (id, listen) = (self.settings.instance_id.clone(), self.settings.listen.clone());
-                let wake_addr = self.doorbell.as_ref().map(|d| d.addr().to_string());
-                let alive_since = now - self.settings.peer_timeout_ms;
-                let peers = self.write(|tx| {
-                    tx.prepare_cached(
-                        "INSERT INTO instances (instance_id, pid, listen, started_at, heartbeat_at, wake_addr)
-                         VALUES (?1, ?2, ?3, ?4, ?4, ?5)
-                         ON CONFLICT (instance_id) DO UPDATE
-                         SET heartbeat_at = excluded.heartbeat_at, wake_addr = excluded.wake_addr",
-                    )?
-                    .execute(params![id, std::process::id(), listen, now, wake_addr])?;
-                    queries::peer_doorbells(tx, &id, alive_since)
-                });
-                if let Some(done) = done {
-                    let _ = done.send(peers.is_ok());
-                }
-                peers.map(|peers| {
-                    self.metrics.peer_instances.set(peers.len() as f64);
-                    self.peers = peers;
-                })
-            }
+            Job::Heartbeat(done) => self.heartbeat(done, now),
             Job::Watermarks(marks) => {
                 let id = self.settings.instance_id.clone();
-                self.write(|tx| {
-                    let mut upsert = tx.prepare_cached(
-                        "INSERT INTO canvas_watermarks
-                             (canvas_id, server_instance_id, last_processed_id, last_seq, updated_at)
-                         VALUES (?1, ?2, ?3, ?4, ?5)
-                         ON CONFLICT (canvas_id, server_instance_id) DO UPDATE SET
-                             last_processed_id = excluded.last_processed_id,
-                             last_seq = excluded.last_seq, updated_at = excluded.updated_at",
-                    )?;
-                    for m in &marks {
-                        upsert.execute(params![m.canvas.as_str(), id, m.last_id, m.last_seq as i64, now])?;
-                    }
-                    Ok(())
-                })
+                self.write(|tx| save_watermarks(tx, &id, &marks, now))
             }
             Job::Barrier(done) => {
                 // Not a write: says nothing about the file's health either way.
@@ -206,6 +111,99 @@ impl Writer {
                 self.progress.write_failed(now, &describe(&error));
             }
         }
+    }
+
+    /// `Job::Reset`: the new generation, its marker delivered locally, the new epoch to the caller.
+    fn reset(
+        &mut self,
+        canvas: &CanvasId,
+        reply: oneshot::Sender<Result<String, BusError>>,
+        now: i64,
+    ) -> Result<(), SqlError> {
+        let settings = self.settings.clone();
+        let result = self.write(|tx| reset(tx, canvas, &settings, now));
+        if let Ok((generation, id)) = &result {
+            self.deliver_reset(canvas, *generation, *id);
+        }
+        let epoch = match &result {
+            Ok((generation, _)) => Ok(queries::epoch(&settings.db_epoch, *generation as i64)),
+            Err(error) => Err(BusError::Unavailable(describe(error))),
+        };
+        let _ = reply.send(epoch);
+        result.map(drop)
+    }
+
+    /// `Job::SendToUser`: a row for the other instances if the user is connected there, then this
+    /// process's connections at once.
+    fn send_to_user(
+        &mut self,
+        user: &UserId,
+        frame: String,
+        reply: oneshot::Sender<Result<u64, BusError>>,
+        now: i64,
+    ) -> Result<(), SqlError> {
+        let (id, expires_at) = (self.settings.instance_id.clone(), now + self.settings.ttl_ms);
+        let counted = self.write(|tx| {
+            let (all, elsewhere) = presence::user_connection_counts(tx, user, &id)?;
+            if elsewhere > 0 {
+                tx.prepare_cached(
+                    "INSERT INTO user_messages (user_id, origin_instance, frame, expires_at) VALUES (?1, ?2, ?3, ?4)",
+                )?
+                .execute(params![user.as_str(), id, frame, expires_at])?;
+            }
+            Ok(all)
+        });
+        if counted.is_ok() {
+            self.hub.send_to_user(user.as_str(), &Message::text(frame));
+        }
+        let _ = reply.send(counted.as_ref().copied().map_err(|error| BusError::Unavailable(describe(error))));
+        counted.map(drop)
+    }
+
+    /// `Job::Cleanup`: up to `limit` expired rows, oldest first.
+    fn clean_up(
+        &mut self,
+        limit: u32,
+        reply: oneshot::Sender<Result<usize, String>>,
+        now: i64,
+    ) -> Result<(), SqlError> {
+        let deleted = self.write(|tx| {
+            // The limit is part of the SQL: a bound LIMIT makes SQLite prepare the statement every run.
+            tx.prepare_cached(&format!(
+                "DELETE FROM message_queue WHERE id IN
+                 (SELECT id FROM message_queue WHERE expires_at <= ?1 ORDER BY expires_at LIMIT {limit})"
+            ))?
+            .execute(params![now])
+        });
+        if let Ok(n) = deleted {
+            self.metrics.cleanup_deleted.increment(n as u64);
+        }
+        let _ = reply.send(deleted.as_ref().map_err(describe).copied());
+        deleted.map(drop)
+    }
+
+    /// `Job::Heartbeat`: this instance alive now, and the doorbells of the live peers to ring after commits.
+    fn heartbeat(&mut self, done: Option<oneshot::Sender<bool>>, now: i64) -> Result<(), SqlError> {
+        let (id, listen) = (self.settings.instance_id.clone(), self.settings.listen.clone());
+        let wake_addr = self.doorbell.as_ref().map(|d| d.addr().to_string());
+        let alive_since = now - self.settings.peer_timeout_ms;
+        let peers = self.write(|tx| {
+            tx.prepare_cached(
+                "INSERT INTO instances (instance_id, pid, listen, started_at, heartbeat_at, wake_addr)
+                 VALUES (?1, ?2, ?3, ?4, ?4, ?5)
+                 ON CONFLICT (instance_id) DO UPDATE
+                 SET heartbeat_at = excluded.heartbeat_at, wake_addr = excluded.wake_addr",
+            )?
+            .execute(params![id, std::process::id(), listen, now, wake_addr])?;
+            queries::peer_doorbells(tx, &id, alive_since)
+        });
+        if let Some(done) = done {
+            let _ = done.send(peers.is_ok());
+        }
+        peers.map(|peers| {
+            self.metrics.peer_instances.set(peers.len() as f64);
+            self.peers = peers;
+        })
     }
 
     /// After a reset committed: the marker goes to the local room (unless local delivery is off; then the
@@ -285,4 +283,40 @@ fn drop_idle_canvases(tx: &Connection, idle_before: i64, limit: u32) -> Result<u
         tx.prepare_cached("DELETE FROM canvases WHERE canvas_id = ?1")?.execute([id])?;
     }
     Ok(ids.len())
+}
+
+/// `Job::ForgetInstances`: instances silent since `before_ms` with their watermarks, and expired cursor
+/// batches and user messages.
+fn forget_instances(tx: &Connection, before_ms: i64, now: i64) -> Result<(), SqlError> {
+    tx.execute("DELETE FROM instances WHERE heartbeat_at < ?1", [before_ms])?;
+    tx.execute("DELETE FROM cursor_batches WHERE expires_at <= ?1", [now])?;
+    tx.execute("DELETE FROM user_messages WHERE expires_at <= ?1", [now])?;
+    tx.execute("DELETE FROM canvas_watermarks WHERE server_instance_id NOT IN (SELECT instance_id FROM instances)", [])
+        .map(drop)
+}
+
+/// `Job::Cursors`: one row per canvas for the other instances' watchers.
+fn write_cursor_batches(tx: &Connection, instance: &str, batches: &[CursorBatch], now: i64) -> Result<(), SqlError> {
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO cursor_batches (canvas_id, origin_instance, frames, expires_at) VALUES (?1, ?2, ?3, ?4)",
+    )?;
+    for batch in batches {
+        insert.execute(params![batch.canvas.as_str(), instance, batch.frames, now + CURSOR_TTL_MS])?;
+    }
+    Ok(())
+}
+
+/// `Job::Watermarks`: how far this instance has delivered each canvas.
+fn save_watermarks(tx: &Connection, instance: &str, marks: &[Watermark], now: i64) -> Result<(), SqlError> {
+    let mut upsert = tx.prepare_cached(
+        "INSERT INTO canvas_watermarks (canvas_id, server_instance_id, last_processed_id, last_seq, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (canvas_id, server_instance_id) DO UPDATE SET
+             last_processed_id = excluded.last_processed_id,
+             last_seq = excluded.last_seq, updated_at = excluded.updated_at",
+    )?;
+    for m in marks {
+        upsert.execute(params![m.canvas.as_str(), instance, m.last_id, m.last_seq as i64, now])?;
+    }
+    Ok(())
 }
