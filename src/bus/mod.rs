@@ -9,6 +9,7 @@
 
 pub mod committed;
 pub mod join;
+pub mod lanes;
 pub mod last_error;
 pub mod publish;
 pub mod redis;

@@ -34,14 +34,14 @@ use anyhow::Context;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Client, Value};
 use serde::Serialize;
-use tokio::sync::mpsc;
 use tokio_util::sync::{CancellationToken, DropGuard};
 use uuid::Uuid;
 
 use self::entry::{stream_id, LogEntry};
 use self::link::Link;
-use self::publisher::{Lanes, Publisher, Request};
+use self::publisher::{Job, Publisher};
 use self::reader::Reader;
+use crate::bus::lanes::{self, LaneSenders};
 use crate::bus::workers::Workers;
 use crate::bus::BusError;
 use crate::config::Config;
@@ -52,8 +52,6 @@ use crate::metrics::Metrics;
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a read of a canvas may take: a big state is megabytes, and a storm of joins reads it at once.
 const STATE_READ_TIMEOUT: Duration = Duration::from_secs(30);
-/// Publishes that may wait in the urgent lane (registrations of joins, dead instances' expiry).
-const URGENT_CAPACITY: usize = 4096;
 /// The key layout this binary writes (`relay:format`); see [`RedisBus::migrate`].
 const FORMAT: u32 = 2;
 
@@ -80,9 +78,8 @@ struct Inner {
     /// Reads of canvases for joins, replays and the API, apart from `conn`: a slow read of a big state
     /// (megabytes) never holds up a commit's reply or times it out.
     state_conn: ConnectionManager,
-    /// The publisher's urgent lane and its queue.
-    urgent: mpsc::Sender<Request>,
-    publisher: mpsc::Sender<Request>,
+    /// The publisher's two lanes: the queue of messages and the urgent lane (see `bus/lanes.rs`).
+    publisher: LaneSenders<Job>,
     link: Arc<Link>,
     hub: Arc<Hub>,
     metrics: Metrics,
@@ -92,7 +89,6 @@ struct Inner {
     /// An instance silent for longer than this is dead (as on SQLite: presence timeout less a heartbeat).
     dead_after_ms: i64,
     presence_timeout_ms: i64,
-    writer_capacity: usize,
     stop_reader: CancellationToken,
     /// Stops the reader when the bus is dropped without `close` too.
     _reader_stops_on_drop: DropGuard,
@@ -133,8 +129,7 @@ impl RedisBus {
             .context("connecting to Redis")?;
         Self::migrate(&mut conn.clone()).await?;
         let link = Arc::new(Link::default());
-        let (urgent_tx, urgent) = mpsc::channel(URGENT_CAPACITY);
-        let (publisher_tx, queue) = mpsc::channel(config.writer_queue);
+        let (publisher_tx, publisher_rx) = lanes::lanes(config.writer_queue);
         let stop_reader = CancellationToken::new();
         let publisher = Publisher {
             conn: conn.clone(),
@@ -162,7 +157,6 @@ impl RedisBus {
             inner: Arc::new(Inner {
                 conn,
                 state_conn,
-                urgent: urgent_tx,
                 publisher: publisher_tx,
                 link,
                 hub,
@@ -172,7 +166,6 @@ impl RedisBus {
                 max_resume: config.max_resume,
                 dead_after_ms: config.presence_timeout.saturating_sub(config.heartbeat_interval).as_millis() as i64,
                 presence_timeout_ms: config.presence_timeout.as_millis() as i64,
-                writer_capacity: config.writer_queue,
                 _reader_stops_on_drop: stop_reader.clone().drop_guard(),
                 stop_reader,
                 workers: Workers::default(),
@@ -180,7 +173,7 @@ impl RedisBus {
         };
         // Registered before the instance announces itself, so peers count it from the start.
         bus.heartbeat().await.map_err(|e| anyhow::anyhow!("registering with Redis: {e}"))?;
-        bus.inner.workers.task("publisher", tokio::spawn(publisher.run(Lanes { urgent, queue })));
+        bus.inner.workers.task("publisher", tokio::spawn(publisher.run(publisher_rx)));
         bus.inner.workers.task("stream reader", tokio::spawn(reader.run(bus.inner.stop_reader.clone())));
         Ok(bus)
     }

@@ -18,13 +18,14 @@ use std::time::{Duration, Instant};
 use redis::aio::ConnectionManager;
 use redis::{ErrorKind, RedisError, Value};
 use serde_json::value::RawValue;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use super::entry::{array, encode_optional, int, text};
 use super::link::{Leaving, Link};
 use super::scripts::PUBLISH;
 use crate::bus::committed::{self, Logged, Outcome};
+use crate::bus::lanes::{Lanes, Round};
 use crate::bus::{refuse_all, BusError, Origin, PresenceChange, Publish};
 use crate::clock::now_ms;
 use crate::hub::Hub;
@@ -35,10 +36,9 @@ use crate::protocol::to_json;
 /// Backoff between sends of a batch whose reply did not come: from the first to the last, doubling.
 const RESEND: (Duration, Duration) = (Duration::from_millis(50), Duration::from_secs(1));
 
-/// Work for the publisher.
+/// The publisher's own work, beside publishes.
 #[derive(Debug)]
-pub enum Request {
-    Publish(Publish),
+pub enum Job {
     /// Answered once everything queued before it is committed or refused.
     Barrier(oneshot::Sender<()>),
     /// Refuse whatever is still queued, then stop.
@@ -71,70 +71,48 @@ pub struct Unresolved {
     backoff: Duration,
 }
 
-/// The publisher's two inbound lanes: the urgent one (joins' registrations, dead instances' expiry) is
-/// always taken first.
-pub struct Lanes {
-    pub urgent: mpsc::Receiver<Request>,
-    pub queue: mpsc::Receiver<Request>,
-}
-
 impl Publisher {
-    pub async fn run(mut self, mut lanes: Lanes) {
+    /// Runs until a `Stop` job or until every sender is gone. Each round takes what waits in the urgent lane,
+    /// then up to `--max-batch` publishes from the queue (see `bus/lanes.rs`), and commits them in one call.
+    /// An unresolved batch is sent again when its backoff is up, before anything else.
+    pub async fn run(mut self, mut lanes: Lanes<Job>) {
         loop {
             let retry_at = self.unresolved.as_ref().map(|u| u.retry_at);
-            let first = tokio::select! {
+            let round = tokio::select! {
                 biased;
                 () = tokio::time::sleep_until(retry_at.unwrap_or_else(tokio::time::Instant::now)), if retry_at.is_some() => {
                     self.resolve().await;
                     continue;
                 }
-                Some(request) = lanes.urgent.recv() => request,
-                Some(request) = lanes.queue.recv() => request,
-                else => return,
+                round = lanes.next_round(self.max_batch) => round,
             };
-            let mut batch = Vec::new();
-            let mut next = Some(first);
-            while let Some(request) = next.take() {
-                match request {
-                    Request::Publish(publish) => batch.push(publish),
-                    Request::Barrier(done) => {
-                        self.commit(std::mem::take(&mut batch)).await;
-                        let _ = done.send(());
-                    }
-                    Request::Stop(done) => {
-                        self.commit(batch).await;
+            let Some(Round { publishes, jobs }) = round else { return };
+            self.metrics.writer_queue_depth.set(lanes.depth() as f64);
+            self.commit(publishes).await;
+            for job in jobs {
+                match job {
+                    Job::Barrier(done) => drop(done.send(())),
+                    Job::Stop(done) => {
                         self.stop(&mut lanes).await;
                         let _ = done.send(());
                         return;
                     }
                 }
-                next = lanes.urgent.try_recv().ok();
-                if next.is_none() && batch.len() < self.max_batch {
-                    next = lanes.queue.try_recv().ok();
-                }
             }
-            self.metrics.writer_queue_depth.set((lanes.urgent.len() + lanes.queue.len()) as f64);
-            self.commit(batch).await;
         }
     }
 
     /// Refuses whatever is still queued (the server is going away). A batch still unresolved gets one last
     /// try; if Redis does not answer it, its senders hear nothing (as if this instance had been killed).
-    async fn stop(&mut self, lanes: &mut Lanes) {
+    async fn stop(&mut self, lanes: &mut Lanes<Job>) {
         self.resolve().await;
         if let Some(unresolved) = self.unresolved.take() {
             tracing::warn!(messages = unresolved.batch.len(), "stopping with a batch Redis never answered");
         }
-        lanes.urgent.close();
-        lanes.queue.close();
-        let mut late = Vec::new();
-        while let Ok(request) = lanes.urgent.try_recv().or_else(|_| lanes.queue.try_recv()) {
-            match request {
-                Request::Publish(publish) => late.push(publish),
-                Request::Barrier(done) | Request::Stop(done) => drop(done.send(())),
-            }
+        for job in lanes.close() {
+            let (Job::Barrier(done) | Job::Stop(done)) = job;
+            let _ = done.send(());
         }
-        refuse_all(late, BusError::ShuttingDown);
     }
 
     async fn commit(&mut self, batch: Vec<Publish>) {

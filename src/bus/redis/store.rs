@@ -13,7 +13,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
 use super::entry::{array, items, stream_id, string, uint, LogEntry};
-use super::publisher::Request;
+use super::publisher::Job;
 use super::scripts::{MESSAGES, RESET, TO_USER, USERS};
 use super::{keys, maintenance, malformed, unavailable, RedisBus, RedisFigures};
 use crate::bus::views::StorageFigures;
@@ -31,24 +31,18 @@ impl Store for RedisBus {
     /// Queues a logged message for the publisher, on its queue or (`urgent`) ahead of it. Waits when that
     /// lane is full (back-pressure).
     async fn publish(&self, publish: Publish, urgent: bool) -> Result<(), BusError> {
-        let lane = if urgent { &self.inner.urgent } else { &self.inner.publisher };
-        lane.send(Request::Publish(publish)).await.map_err(|_| BusError::ShuttingDown)
+        self.inner.publisher.publish(publish, urgent).await
     }
 
     /// Queues a logged message if the publisher's queue has room now; gives it back if not.
     fn try_publish(&self, publish: Publish) -> Result<(), TryPublish> {
-        use tokio::sync::mpsc::error::TrySendError;
-        match self.inner.publisher.try_send(Request::Publish(publish)) {
-            Ok(()) => Ok(()),
-            Err(TrySendError::Full(Request::Publish(publish))) => Err(TryPublish::Full(Box::new(publish))),
-            Err(_) => Err(TryPublish::Closed),
-        }
+        self.inner.publisher.try_publish(publish)
     }
 
     /// Returns once everything queued before the call is committed or refused.
     async fn flush(&self) -> Result<(), BusError> {
         let (done, committed) = oneshot::channel();
-        self.inner.publisher.send(Request::Barrier(done)).await.map_err(|_| BusError::ShuttingDown)?;
+        self.inner.publisher.job(Job::Barrier(done), false).await?;
         committed.await.map_err(|_| BusError::ShuttingDown)
     }
 
@@ -76,8 +70,8 @@ impl Store for RedisBus {
                 store_epoch: link.epoch(),
                 live_instances,
             }),
-            writer_queue_depth: self.inner.writer_capacity - self.inner.publisher.capacity(),
-            writer_queue_capacity: self.inner.writer_capacity,
+            writer_queue_depth: self.inner.publisher.queue_depth(),
+            writer_queue_capacity: self.inner.publisher.queue_capacity(),
             poll_lag_rows: 0,
             last_poll_age_ms: (now - link.last_read_ms.load(Ordering::Acquire)).max(0),
             peer_instances: (live_instances - 1).max(0),
@@ -97,7 +91,7 @@ impl Store for RedisBus {
     /// never took.
     async fn close(&self) {
         let (done, stopped) = oneshot::channel();
-        if self.inner.publisher.send(Request::Stop(done)).await.is_ok() {
+        if self.inner.publisher.job(Job::Stop(done), false).await.is_ok() {
             let _ = stopped.await;
         }
         self.inner.stop_reader.cancel();

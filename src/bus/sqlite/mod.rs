@@ -33,7 +33,8 @@ use self::identity::{FileIdentity, Found};
 pub use self::progress::Progress;
 use self::schema::ConnSettings;
 use self::watcher::Watcher;
-use self::writer::{Job, LaneSenders, WriteRequest, Writer, WriterSettings};
+use self::writer::{Job, Writer, WriterSettings};
+use crate::bus::lanes::{self, LaneSenders};
 use crate::bus::workers::Workers;
 use crate::bus::{BusError, Publish, Store};
 use crate::clock::now_ms;
@@ -59,6 +60,55 @@ fn wal_checkpoint(conn: &Connection, mode: &str) -> deadpool_sqlite::rusqlite::R
     }
 }
 
+/// The file as opened at start: the writer's and the watcher's connections, the file's epoch, the log head
+/// and the file's identity (`None` for `--bus memory`).
+struct Opened {
+    writer_conn: Connection,
+    watcher_conn: Connection,
+    db_epoch: String,
+    head: i64,
+    file: Option<FileIdentity>,
+}
+
+impl Opened {
+    /// Opens (creating and migrating) the file at `path`, on a blocking thread.
+    async fn at(path: PathBuf, settings: ConnSettings) -> anyhow::Result<Opened> {
+        tokio::task::spawn_blocking(move || {
+            let mut writer_conn = schema::open(&path, settings)?;
+            schema::migrate(&mut writer_conn)?;
+            let file = match settings.memory {
+                true => None,
+                false => Some(FileIdentity::of(&path).context("reading the database file's identity")?),
+            };
+            let watcher_conn = schema::open(&path, settings)?;
+            let db_epoch = queries::db_epoch(&watcher_conn).context("reading the file's epoch")?;
+            let head = queries::max_id(&watcher_conn).context("reading the log head")?;
+            Ok(Opened { writer_conn, watcher_conn, db_epoch, head, file })
+        })
+        .await
+        .context("opening the database")?
+    }
+}
+
+/// The read pool: joins, replays, the API's reads and health checks, each on a tokio blocking thread.
+fn read_pool(path: PathBuf, settings: ConnSettings) -> anyhow::Result<Pool> {
+    deadpool_sqlite::Config::new(path)
+        .builder(Runtime::Tokio1)
+        .context("configuring the read pool")?
+        .max_size(4)
+        .timeouts(Timeouts { wait: Some(POOL_WAIT), create: Some(POOL_WAIT), recycle: Some(POOL_WAIT) })
+        .post_create(Hook::async_fn(move |conn, _| {
+            Box::pin(async move {
+                conn.interact(move |conn| schema::configure(conn, settings))
+                    .await
+                    .map_err(|e| HookError::message(e.to_string()))?
+                    .map_err(HookError::Backend)
+            })
+        }))
+        .build()
+        .context("building the read pool")
+}
+
 /// The SQLite bus of one process. Cheap to clone.
 #[derive(Clone)]
 pub struct SqliteBus {
@@ -68,8 +118,8 @@ pub struct SqliteBus {
 struct Inner {
     /// Read connections for joins and health checks.
     pool: Pool,
-    /// The writer's two lanes: the queue of messages and the urgent lane (see `writer/lanes.rs`).
-    writer: LaneSenders,
+    /// The writer's two lanes: the queue of messages and the urgent lane (see `bus/lanes.rs`).
+    writer: LaneSenders<Job>,
     progress: Arc<Progress>,
     hub: Arc<Hub>,
     /// The file's random id, part of every epoch.
@@ -84,7 +134,6 @@ struct Inner {
     /// a survivor checking every heartbeat interval expires it within the presence timeout of its death.
     dead_after_ms: i64,
     instance_id: String,
-    writer_capacity: usize,
     /// The writer, watcher and doorbell threads.
     workers: Workers,
     /// The file opened, to tell whether it was replaced; `None` for `--bus memory`.
@@ -106,42 +155,15 @@ impl SqliteBus {
             true => PathBuf::from(schema::memory_uri(instance_id)),
             false => config.db.clone(),
         };
-        let pool_path = path.clone();
-        let (writer_conn, watcher_conn, db_epoch, head, file) = tokio::task::spawn_blocking(move || {
-            let mut writer_conn = schema::open(&path, settings)?;
-            schema::migrate(&mut writer_conn)?;
-            let file = match memory {
-                true => None,
-                false => Some(FileIdentity::of(&path).context("reading the database file's identity")?),
-            };
-            let watcher_conn = schema::open(&path, settings)?;
-            let db_epoch = queries::db_epoch(&watcher_conn).context("reading the file's epoch")?;
-            let head = queries::max_id(&watcher_conn).context("reading the log head")?;
-            anyhow::Ok((writer_conn, watcher_conn, db_epoch, head, file))
-        })
-        .await
-        .context("opening the database")??;
-
-        let pool = deadpool_sqlite::Config::new(pool_path)
-            .builder(Runtime::Tokio1)
-            .context("configuring the read pool")?
-            .max_size(4)
-            .timeouts(Timeouts { wait: Some(POOL_WAIT), create: Some(POOL_WAIT), recycle: Some(POOL_WAIT) })
-            .post_create(Hook::async_fn(move |conn, _| {
-                Box::pin(async move {
-                    conn.interact(move |conn| schema::configure(conn, settings))
-                        .await
-                        .map_err(|e| HookError::message(e.to_string()))?
-                        .map_err(HookError::Backend)
-                })
-            }))
-            .build()
-            .context("building the read pool")?;
+        let Opened { writer_conn, watcher_conn, db_epoch, head, file } = Opened::at(path.clone(), settings).await?;
+        let pool = read_pool(path, settings)?;
 
         let progress = Arc::new(Progress::default());
         progress.advance_cursor(head);
         progress.polled(now_ms());
-        let (writer_tx, writer_rx) = writer::lanes(config.writer_queue).context("starting the writer's lanes")?;
+        let (writer_tx, writer_rx) = lanes::lanes(config.writer_queue);
+        let writer_runtime =
+            tokio::runtime::Builder::new_current_thread().build().context("starting the writer's runtime")?;
         // A private in-memory file has no peers to ring.
         let doorbell = match config.peer_wakeup && !memory {
             true => Some(Doorbell::bind().context("binding the peer wake-up socket on 127.0.0.1")?),
@@ -152,16 +174,7 @@ impl SqliteBus {
             hub.clone(),
             progress.clone(),
             metrics.clone(),
-            WriterSettings {
-                instance_id: instance_id.to_owned(),
-                listen: listen.to_owned(),
-                db_epoch: db_epoch.clone(),
-                ttl_ms: config.message_ttl.as_millis() as i64,
-                max_batch: config.max_batch,
-                max_canvas_state: config.max_canvas_state,
-                local_broadcast: config.local_broadcast,
-                peer_timeout_ms: config.presence_timeout.as_millis() as i64,
-            },
+            WriterSettings::new(config, instance_id, listen, &db_epoch),
             doorbell.clone(),
             file.clone(),
         );
@@ -171,7 +184,9 @@ impl SqliteBus {
         let workers = Workers::default();
         workers.thread(
             "writer",
-            std::thread::Builder::new().name("relay-writer".into()).spawn(move || writer.run(writer_rx))?,
+            std::thread::Builder::new()
+                .name("relay-writer".into())
+                .spawn(move || writer.run(writer_runtime, writer_rx))?,
         );
         workers
             .thread("watcher", std::thread::Builder::new().name("relay-watcher".into()).spawn(move || watcher.run())?);
@@ -191,7 +206,6 @@ impl SqliteBus {
                 presence_timeout_ms: config.presence_timeout.as_millis() as i64,
                 dead_after_ms: config.presence_timeout.saturating_sub(config.heartbeat_interval).as_millis() as i64,
                 instance_id: instance_id.to_owned(),
-                writer_capacity: config.writer_queue,
                 doorbell,
                 workers,
                 file,
@@ -207,7 +221,7 @@ impl SqliteBus {
     /// the urgent lane, the others behind what is queued.
     pub async fn job(&self, job: Job) -> Result<(), BusError> {
         let urgent = job.is_urgent();
-        self.inner.writer.send(WriteRequest::Job(job), urgent).await
+        self.inner.writer.job(job, urgent).await
     }
 
     /// The writer, watcher or doorbell thread that has ended, if one has: the instance cannot go on.

@@ -10,7 +10,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
 use super::identity::Found;
-use super::writer::{Job, WriteRequest};
+use super::writer::Job;
 use super::{join, maintenance, presence, queries, SqliteBus};
 use crate::bus::views::StorageFigures;
 use crate::bus::{BusError, BusFigures, CanvasLog, Publish, ReadObjects, Snapshot, Store, TryPublish, UserPresence};
@@ -24,12 +24,12 @@ impl Store for SqliteBus {
     /// Queues a logged message for the writer, on its queue or (`urgent`) ahead of it. Waits when that lane
     /// is full (back-pressure).
     async fn publish(&self, publish: Publish, urgent: bool) -> Result<(), BusError> {
-        self.inner.writer.send(WriteRequest::Publish(publish), urgent).await
+        self.inner.writer.publish(publish, urgent).await
     }
 
     /// Queues a logged message if the writer's queue has room now.
     fn try_publish(&self, publish: Publish) -> Result<(), TryPublish> {
-        self.inner.writer.try_send(publish)
+        self.inner.writer.try_publish(publish)
     }
 
     /// Returns once everything queued before the call is committed.
@@ -83,7 +83,7 @@ impl Store for SqliteBus {
             peer_instances: (file.live_instances - 1).max(0),
             oldest_unread_age_ms: unread_at.map(|at| (now - at).max(0)),
             writer_queue_depth: self.inner.writer.queue_depth(),
-            writer_queue_capacity: self.inner.writer_capacity,
+            writer_queue_capacity: self.inner.writer.queue_capacity(),
             last_error,
             last_error_age_ms,
             storage: StorageFigures::File(file),

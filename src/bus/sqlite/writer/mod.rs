@@ -14,11 +14,9 @@ use std::time::Instant;
 use deadpool_sqlite::rusqlite::{params, Connection, Error as SqlError, OptionalExtension, TransactionBehavior};
 
 mod jobs;
-mod lanes;
 mod refusal;
 
 pub use jobs::Job;
-pub use lanes::{lanes, LaneSenders, Lanes};
 
 use refusal::{describe, same_file};
 
@@ -26,18 +24,13 @@ use super::doorbell::Doorbell;
 use super::identity::FileIdentity;
 use super::{objects, presence, Progress};
 use crate::bus::committed::{self, Logged, Outcome};
+use crate::bus::lanes::{Lanes, Round};
 use crate::bus::{refuse_all, BusError, Origin, PresenceChange, Publish};
 use crate::clock::now_ms;
+use crate::config::Config;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::protocol::CanvasId;
-
-/// Work for the writer thread.
-#[derive(Debug)]
-pub enum WriteRequest {
-    Publish(Publish),
-    Job(Job),
-}
 
 /// Fixed settings of the writer.
 #[derive(Debug, Clone)]
@@ -53,6 +46,22 @@ pub struct WriterSettings {
     pub local_broadcast: bool,
     /// Peers whose heartbeat is older than this are not rung.
     pub peer_timeout_ms: i64,
+}
+
+impl WriterSettings {
+    /// The writer's settings for instance `instance_id`, listening on `listen`, on the file of `db_epoch`.
+    pub fn new(config: &Config, instance_id: &str, listen: &str, db_epoch: &str) -> Self {
+        WriterSettings {
+            instance_id: instance_id.to_owned(),
+            listen: listen.to_owned(),
+            db_epoch: db_epoch.to_owned(),
+            ttl_ms: config.message_ttl.as_millis() as i64,
+            max_batch: config.max_batch,
+            max_canvas_state: config.max_canvas_state,
+            local_broadcast: config.local_broadcast,
+            peer_timeout_ms: config.presence_timeout.as_millis() as i64,
+        }
+    }
 }
 
 pub struct Writer {
@@ -120,6 +129,62 @@ fn load_head(tx: &Connection, canvas: &CanvasId, now: i64) -> Result<Head, SqlEr
     Ok(Head { last: 0, generation, state_bytes: 0, state_seq: 0 })
 }
 
+/// One publish inside its batch's transaction: a presence change recorded (and logged only if it is the
+/// user's first or last connection), an object op folded into the canvas state (or refused), and the row
+/// logged at the canvas's next seq.
+fn stage<'a>(
+    tx: &Connection,
+    settings: &WriterSettings,
+    heads: &mut HashMap<&'a CanvasId, Head>,
+    publish: &'a Publish,
+    now: i64,
+) -> Result<Outcome, SqlError> {
+    if let Origin::Presence { change, conn, name, .. } = &publish.origin {
+        let (canvas, user, name) = (&publish.canvas, &publish.from, name.as_deref());
+        let log = match *change {
+            PresenceChange::Connect => presence::connect(tx, *conn, &settings.instance_id, canvas, user, name, now)?,
+            PresenceChange::Disconnect => presence::disconnect(tx, *conn, canvas, user)?,
+            PresenceChange::Expire { dead_after_ms } => presence::expire(tx, *conn, canvas, user, now - dead_after_ms)?,
+        };
+        if !log {
+            return Ok(Outcome::Unlogged);
+        }
+    }
+    let head = match heads.entry(&publish.canvas) {
+        MapEntry::Occupied(e) => e.into_mut(),
+        MapEntry::Vacant(e) => e.insert(load_head(tx, &publish.canvas, now)?),
+    };
+    if let Some(op) = &publish.object {
+        let change = match objects::plan(tx, &publish.canvas, op, &publish.data)? {
+            Ok(change) => change,
+            Err(reason) => return Ok(Outcome::Refused(BusError::Refused(reason))),
+        };
+        let size = head.state_bytes + change.delta + 1;
+        if change.delta > 0 && size > settings.max_canvas_state as i64 {
+            let limit = settings.max_canvas_state;
+            let reason =
+                format!("the canvas state would be {size} bytes, over its limit of {limit} (--max-canvas-state)");
+            return Ok(Outcome::Refused(BusError::CanvasFull(reason)));
+        }
+        head.state_bytes += change.delta;
+        objects::apply(tx, &publish.canvas, op, &publish.data, change)?;
+        head.state_seq = head.last + 1;
+    }
+    head.last += 1;
+    tx.prepare_cached(INSERT_MESSAGE)?.execute(params![
+        publish.canvas.as_str(),
+        head.last as i64,
+        publish.kind.as_str(),
+        publish.data.get(),
+        publish.from.as_str(),
+        settings.instance_id,
+        now,
+        now + settings.ttl_ms,
+        head.generation as i64,
+    ])?;
+    Ok(Outcome::Logged(Logged { seq: head.last, generation: head.generation, id: tx.last_insert_rowid() }))
+}
+
 impl Writer {
     pub fn new(
         conn: Connection,
@@ -141,9 +206,10 @@ impl Writer {
     }
 
     /// Runs until a `Stop` job or until every sender is gone. Each round takes what waits in the urgent lane,
-    /// then up to `--max-batch` publishes from the queue (see `lanes.rs`).
-    pub fn run(mut self, mut lanes: Lanes) {
-        while let Some((publishes, jobs)) = lanes.next_batch(self.settings.max_batch) {
+    /// then up to `--max-batch` publishes from the queue (see `bus/lanes.rs`). The writer is an OS thread: it
+    /// waits on the lanes through `runtime`, a small current-thread runtime of its own.
+    pub fn run(mut self, runtime: tokio::runtime::Runtime, mut lanes: Lanes<Job>) {
+        while let Some(Round { publishes, jobs }) = runtime.block_on(lanes.next_round(self.settings.max_batch)) {
             self.metrics.writer_queue_depth.set(lanes.depth() as f64);
             if !publishes.is_empty() {
                 self.commit(publishes);
@@ -193,86 +259,21 @@ impl Writer {
     fn try_commit(&mut self, batch: &[Publish], now: i64) -> Result<Vec<Outcome>, SqlError> {
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut heads: HashMap<&CanvasId, Head> = HashMap::new();
-        let mut outcomes = Vec::with_capacity(batch.len());
-        {
-            let mut insert = tx.prepare_cached(INSERT_MESSAGE)?;
-            for publish in batch {
-                if let Origin::Presence { change, conn, name, .. } = &publish.origin {
-                    let (canvas, user) = (&publish.canvas, &publish.from);
-                    let log = match *change {
-                        PresenceChange::Connect => presence::connect(
-                            &tx,
-                            *conn,
-                            &self.settings.instance_id,
-                            canvas,
-                            user,
-                            name.as_deref(),
-                            now,
-                        )?,
-                        PresenceChange::Disconnect => presence::disconnect(&tx, *conn, canvas, user)?,
-                        PresenceChange::Expire { dead_after_ms } => {
-                            presence::expire(&tx, *conn, canvas, user, now - dead_after_ms)?
-                        }
-                    };
-                    if !log {
-                        outcomes.push(Outcome::Unlogged);
-                        continue;
-                    }
-                }
-                let head = match heads.entry(&publish.canvas) {
-                    MapEntry::Occupied(e) => e.into_mut(),
-                    MapEntry::Vacant(e) => e.insert(load_head(&tx, &publish.canvas, now)?),
-                };
-                let op = publish.object.as_ref();
-                if let Some(op) = op {
-                    let change = match objects::plan(&tx, &publish.canvas, op, &publish.data)? {
-                        Ok(change) => change,
-                        Err(reason) => {
-                            outcomes.push(Outcome::Refused(BusError::Refused(reason)));
-                            continue;
-                        }
-                    };
-                    let size = head.state_bytes + change.delta + 1;
-                    if change.delta > 0 && size > self.settings.max_canvas_state as i64 {
-                        let limit = self.settings.max_canvas_state;
-                        let reason = format!(
-                            "the canvas state would be {size} bytes, over its limit of {limit} (--max-canvas-state)"
-                        );
-                        outcomes.push(Outcome::Refused(BusError::CanvasFull(reason)));
-                        continue;
-                    }
-                    head.state_bytes += change.delta;
-                    objects::apply(&tx, &publish.canvas, op, &publish.data, change)?;
-                }
-                head.last += 1;
-                if op.is_some() {
-                    head.state_seq = head.last;
-                }
-                insert.execute(params![
-                    publish.canvas.as_str(),
-                    head.last as i64,
-                    publish.kind.as_str(),
-                    publish.data.get(),
-                    publish.from.as_str(),
-                    self.settings.instance_id,
-                    now,
-                    now + self.settings.ttl_ms,
-                    head.generation as i64,
-                ])?;
-                let id = tx.last_insert_rowid();
-                outcomes.push(Outcome::Logged(Logged { seq: head.last, generation: head.generation, id }));
-            }
-            let mut store_head = tx.prepare_cached(STORE_HEAD)?;
-            for (canvas, head) in &heads {
-                store_head.execute(params![
-                    canvas.as_str(),
-                    head.last as i64,
-                    now,
-                    head.state_bytes,
-                    head.state_seq as i64
-                ])?;
-            }
+        let outcomes: Vec<Outcome> = batch
+            .iter()
+            .map(|publish| stage(&tx, &self.settings, &mut heads, publish, now))
+            .collect::<Result<_, _>>()?;
+        let mut store_head = tx.prepare_cached(STORE_HEAD)?;
+        for (canvas, head) in &heads {
+            store_head.execute(params![
+                canvas.as_str(),
+                head.last as i64,
+                now,
+                head.state_bytes,
+                head.state_seq as i64
+            ])?;
         }
+        drop(store_head);
         same_file(&self.file)?;
         // Acks are registered before COMMIT: once committed, the watcher may read a row before we deliver it,
         // and whichever path delivers the seq must know its sender gets the ack.
@@ -308,16 +309,12 @@ impl Writer {
     }
 
     /// Clean stop: refuse whatever is still queued (the server is going away), then deregister.
-    fn stop(&mut self, lanes: &mut Lanes) {
-        let mut late = Vec::new();
-        for request in lanes.close() {
-            match request {
-                WriteRequest::Publish(p) => late.push(p),
-                WriteRequest::Job(Job::Barrier(done) | Job::Stop(done)) => drop(done.send(())),
-                WriteRequest::Job(_) => {}
+    fn stop(&mut self, lanes: &mut Lanes<Job>) {
+        for job in lanes.close() {
+            if let Job::Barrier(done) | Job::Stop(done) = job {
+                let _ = done.send(());
             }
         }
-        refuse_all(late, BusError::ShuttingDown);
         let id = self.settings.instance_id.clone();
         if let Err(error) = self.write(|tx| tx.execute("DELETE FROM instances WHERE instance_id = ?1", [id]).map(drop))
         {

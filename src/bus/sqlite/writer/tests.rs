@@ -78,28 +78,6 @@ fn seqs_are_assigned_per_canvas_in_arrival_order_within_one_batch() {
 }
 
 #[test]
-fn a_round_takes_every_urgent_request_first_then_queued_publishes_up_to_the_limit() {
-    let (senders, mut lanes) = lanes(64).unwrap();
-    let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
-    runtime.block_on(async {
-        for i in 0..7 {
-            senders.send(WriteRequest::Publish(publish(&format!("c{i}")).0), false).await.unwrap();
-        }
-        senders.send(WriteRequest::Job(Job::Heartbeat(None)), true).await.unwrap();
-        senders.send(WriteRequest::Publish(publish("urgent").0), true).await.unwrap();
-    });
-    let (publishes, jobs) = lanes.next_batch(3).unwrap();
-    let canvases: Vec<&str> = publishes.iter().map(|p| p.canvas.as_str()).collect();
-    assert_eq!(canvases, ["urgent", "c0", "c1"], "the urgent lane first, then the queue up to the batch limit");
-    assert!(matches!(jobs.as_slice(), [Job::Heartbeat(None)]));
-    let sizes: Vec<usize> = (0..2).map(|_| lanes.next_batch(3).unwrap().0.len()).collect();
-    assert_eq!(sizes, [3, 2]);
-    assert_eq!(lanes.depth(), 0);
-    drop(senders);
-    assert!(lanes.next_batch(3).is_none(), "every sender gone: the writer stops");
-}
-
-#[test]
 fn a_failed_commit_answers_unavailable_and_assigns_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let mut writer = writer(&dir);
