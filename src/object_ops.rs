@@ -37,9 +37,20 @@ impl ObjectOp {
     }
 }
 
-/// The text of the refusal for an update or delete of a missing object.
-pub fn missing(id: &str) -> String {
-    format!("object {id:?} does not exist on this canvas")
+/// Why the canvas state refused an object op: nothing was logged, and the sender gets this as its error.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// An update or delete of an object that does not exist.
+    #[error("object {id:?} does not exist on this canvas")]
+    Missing { id: String },
+    /// An update whose patch cannot be merged into the stored object.
+    #[error("object {id:?} could not be updated: {reason}")]
+    Unmergeable { id: String, reason: String },
+    /// The op would take the canvas state past `--max-canvas-state` (`size`: what it would be, where the
+    /// store says).
+    #[error("the canvas state would be {}, over its limit of {limit} bytes (--max-canvas-state)",
+        .size.map_or_else(|| "too big".to_owned(), |size| format!("{size} bytes")))]
+    CanvasFull { size: Option<u64>, limit: usize },
 }
 
 /// `object-update`: the stored object with `patch`'s top-level fields set (a field set to null stays, as

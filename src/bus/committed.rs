@@ -11,6 +11,7 @@ use tokio_tungstenite::tungstenite::Message;
 use super::{BusError, Origin, Publish};
 use crate::hub::{AckTo, Entry, Hub};
 use crate::metrics::Metrics;
+use crate::object_ops::Refusal;
 use crate::protocol::{logged_frame, CanvasId};
 
 /// What a store did with one publish of a batch.
@@ -18,7 +19,7 @@ use crate::protocol::{logged_frame, CanvasId};
 pub enum Outcome {
     Logged(Logged),
     /// Refused by the canvas state: an update or delete of a missing object, or past `--max-canvas-state`.
-    Refused(BusError),
+    Refused(Refusal),
     /// A presence change that was not the user's first or last connection: recorded, nothing logged.
     Unlogged,
 }
@@ -101,8 +102,8 @@ pub fn deliver(
     for (publish, outcome) in batch.into_iter().zip(outcomes) {
         let logged = match outcome {
             Outcome::Logged(logged) => logged,
-            Outcome::Refused(error) => {
-                publish.refuse(error);
+            Outcome::Refused(refusal) => {
+                publish.refuse(BusError::Refused(refusal));
                 continue;
             }
             Outcome::Unlogged => {

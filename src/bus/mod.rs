@@ -32,6 +32,7 @@ use crate::config::{BusKind, Config};
 use crate::cursors::CursorBuffer;
 use crate::hub::{ConnId, Hub};
 use crate::metrics::Metrics;
+use crate::object_ops::Refusal;
 use crate::periodic::every;
 use crate::protocol::{CanvasId, ErrorCode, Resume, UserId};
 
@@ -284,20 +285,18 @@ pub enum BusError {
     Unavailable(String),
     #[error("the server is shutting down")]
     ShuttingDown,
-    /// The message was refused by the canvas state (e.g. an update of an object that does not exist).
-    #[error("{0}")]
-    Refused(String),
-    /// The op would take the canvas state past `--max-canvas-state`.
-    #[error("{0}")]
-    CanvasFull(String),
+    /// The message was refused by the canvas state (e.g. an update of an object that does not exist);
+    /// nothing was logged.
+    #[error(transparent)]
+    Refused(#[from] Refusal),
 }
 
 impl BusError {
     /// The error code a client's socket gets for it.
     pub fn code(&self) -> ErrorCode {
         match self {
-            BusError::Refused(_) => ErrorCode::InvalidFrame,
-            BusError::CanvasFull(_) => ErrorCode::CanvasFull,
+            BusError::Refused(Refusal::CanvasFull { .. }) => ErrorCode::CanvasFull,
+            BusError::Refused(Refusal::Missing { .. } | Refusal::Unmergeable { .. }) => ErrorCode::InvalidFrame,
             BusError::Unavailable(_) | BusError::ShuttingDown => ErrorCode::Unavailable,
         }
     }

@@ -119,10 +119,7 @@ impl Publish {
                 }
             }
             Origin::Socket { reference, outbox, .. } => {
-                let message = match error {
-                    BusError::Refused(reason) | BusError::CanvasFull(reason) => reason,
-                    other => other.to_string(),
-                };
+                let message = error.to_string();
                 outbox.push(Message::text(error_frame(&FrameError { code, message, reference })));
             }
         }
@@ -136,7 +133,8 @@ impl Origin {
     pub fn committed(self, seq: Option<u64>) {
         match self {
             Origin::Caller(reply) => {
-                let _ = reply.send(seq.ok_or_else(|| BusError::Refused("not logged".into())));
+                // A message is always logged or refused; only presence changes go unlogged.
+                let _ = reply.send(seq.ok_or_else(|| BusError::Unavailable("the message was not logged".into())));
             }
             Origin::Presence { done, .. } => {
                 if let Some(done) = done {

@@ -19,7 +19,7 @@ use warp::{Filter, Reply};
 
 use super::{json_error, with_state};
 use crate::bus::{BusError, Origin, Publish};
-use crate::protocol::{CanvasId, LoggedMessage, UserId};
+use crate::protocol::{CanvasId, ErrorCode, LoggedMessage, UserId};
 use crate::App;
 
 /// Most messages one `GET .../messages` returns, and the default.
@@ -113,11 +113,12 @@ impl Reply for ApiError {
 
 impl From<BusError> for ApiError {
     fn from(error: BusError) -> Self {
-        match error {
-            BusError::Refused(reason) => ApiError(StatusCode::CONFLICT, reason),
-            BusError::CanvasFull(reason) => ApiError(StatusCode::PAYLOAD_TOO_LARGE, reason),
-            other => ApiError(StatusCode::SERVICE_UNAVAILABLE, other.to_string()),
-        }
+        let status = match error.code() {
+            ErrorCode::CanvasFull => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::InvalidFrame => StatusCode::CONFLICT,
+            _ => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        ApiError(status, error.to_string())
     }
 }
 

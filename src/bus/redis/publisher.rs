@@ -30,7 +30,7 @@ use crate::bus::{refuse_all, BusError, Origin, PresenceChange, Publish};
 use crate::clock::now_ms;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
-use crate::object_ops::{self, ObjectOp};
+use crate::object_ops::{ObjectOp, Refusal};
 use crate::protocol::to_json;
 
 /// Backoff between sends of a batch whose reply did not come: from the first to the last, doubling.
@@ -172,7 +172,7 @@ impl Publisher {
 
     /// A batch Redis applied: the reply's outcomes go to its publishers and local rooms.
     fn finish(&mut self, batch: Vec<Publish>, reply: &Value, started: Instant) {
-        let Some((epoch, writes, now, outcomes)) = parse(reply, &batch) else {
+        let Some((epoch, writes, now, outcomes)) = parse(reply, &batch, self.max_canvas_state) else {
             return self.refuse(batch, format!("unexpected reply {reply:?}"));
         };
         self.link.observe_epoch(&epoch, &self.hub);
@@ -251,8 +251,9 @@ fn encode(publish: &Publish, invocation: &mut redis::ScriptInvocation<'_>) {
     }
 }
 
-/// `{ epoch, writes, now, seq, generation, ... }`, one outcome per publish of `batch`.
-fn parse(reply: &Value, batch: &[Publish]) -> Option<(String, u64, i64, Vec<Outcome>)> {
+/// `{ epoch, writes, now, seq, generation, ... }`, one outcome per publish of `batch` (`limit`: the
+/// `--max-canvas-state` the script checked against).
+fn parse(reply: &Value, batch: &[Publish], limit: usize) -> Option<(String, u64, i64, Vec<Outcome>)> {
     let items = array(reply)?;
     let [epoch, writes, now, results @ ..] = items else { return None };
     if results.len() != batch.len() * 2 {
@@ -264,12 +265,10 @@ fn parse(reply: &Value, batch: &[Publish]) -> Option<(String, u64, i64, Vec<Outc
         .map(|(pair, publish)| {
             Some(match int(&pair[0])? {
                 -1 => {
-                    let id = publish.object.as_ref().map_or("", ObjectOp::id);
-                    Outcome::Refused(BusError::Refused(object_ops::missing(id)))
+                    let id = publish.object.as_ref().map_or("", ObjectOp::id).to_owned();
+                    Outcome::Refused(Refusal::Missing { id })
                 }
-                -2 => Outcome::Refused(BusError::CanvasFull(
-                    "the canvas state would be over its limit (--max-canvas-state)".into(),
-                )),
+                -2 => Outcome::Refused(Refusal::CanvasFull { size: None, limit }),
                 0 => Outcome::Unlogged,
                 seq => Outcome::Logged(Logged { seq: seq as u64, generation: int(&pair[1])? as u64, id: seq }),
             })
@@ -313,20 +312,20 @@ mod tests {
             publish("object-create", r#"{"id":"big"}"#),
             publish("note", "2"),
         ];
-        let (epoch, writes, now, outcomes) = parse(&reply, &batch).unwrap();
+        let (epoch, writes, now, outcomes) = parse(&reply, &batch, 64).unwrap();
         assert_eq!((epoch.as_str(), writes, now), ("store", 9, 1700));
         assert!(matches!(outcomes[0], Outcome::Logged(Logged { seq: 12, generation: 3, id: 12 })));
-        assert!(matches!(&outcomes[1], Outcome::Refused(BusError::Refused(reason)) if reason.contains("gone")));
-        assert!(matches!(outcomes[2], Outcome::Refused(BusError::CanvasFull(_))));
+        assert!(matches!(&outcomes[1], Outcome::Refused(Refusal::Missing { id }) if id == "gone"));
+        assert!(matches!(outcomes[2], Outcome::Refused(Refusal::CanvasFull { size: None, limit: 64 })));
         assert!(matches!(outcomes[3], Outcome::Unlogged));
-        assert!(parse(&reply, &batch[..2]).is_none(), "a reply for another batch size is refused, not misread");
-        assert!(parse(&Value::Nil, &[]).is_none());
+        assert!(parse(&reply, &batch[..2], 64).is_none(), "a reply for another batch size is refused, not misread");
+        assert!(parse(&Value::Nil, &[], 64).is_none());
     }
 
     #[test]
     fn a_replayed_reply_of_texts_reads_like_the_first() {
         let reply = Value::Array(["store", "9", "1700", "12", "3"].map(bulk).to_vec());
-        let (_, writes, _, outcomes) = parse(&reply, &[publish("note", "1")]).unwrap();
+        let (_, writes, _, outcomes) = parse(&reply, &[publish("note", "1")], 64).unwrap();
         assert_eq!(writes, 9);
         assert!(matches!(outcomes[0], Outcome::Logged(Logged { seq: 12, generation: 3, id: 12 })));
     }

@@ -6,7 +6,7 @@ use bytes::Bytes;
 use deadpool_sqlite::rusqlite::{params, Connection, OptionalExtension, Result};
 use serde_json::value::RawValue;
 
-use crate::object_ops::{self, ObjectOp};
+use crate::object_ops::{self, ObjectOp, Refusal};
 use crate::protocol::{to_json, CanvasId};
 
 /// What an accepted object op will do, before it is done: the writer checks the size first.
@@ -30,9 +30,9 @@ pub fn entry_bytes(id: &str, data_len: usize) -> i64 {
     (to_json(&id).len() + data_len + 2) as i64
 }
 
-/// Works out `op` with `data` against the canvas's state. `Ok(Err(reason))` when the op is refused (update or
-/// delete of a missing object): the caller must then not log the message.
-pub fn plan(conn: &Connection, canvas: &CanvasId, op: &ObjectOp, data: &RawValue) -> Result<Result<Change, String>> {
+/// Works out `op` with `data` against the canvas's state. `Ok(Err(refusal))` when the op is refused (update
+/// or delete of a missing object): the caller must then not log the message.
+pub fn plan(conn: &Connection, canvas: &CanvasId, op: &ObjectOp, data: &RawValue) -> Result<Result<Change, Refusal>> {
     let stored: Option<String> = conn
         .prepare_cached("SELECT data FROM canvas_objects WHERE canvas_id = ?1 AND object_id = ?2")?
         .query_row(params![canvas.as_str(), op.id()], |r| r.get(0))
@@ -45,10 +45,10 @@ pub fn plan(conn: &Connection, canvas: &CanvasId, op: &ObjectOp, data: &RawValue
         }
         (ObjectOp::Update { .. }, Some(stored)) => match object_ops::merge(&stored, data) {
             Ok(merged) => Ok(Change { delta: entry_bytes(id, merged.len()) - before, write: Write::Set(Some(merged)) }),
-            Err(error) => Err(format!("object {id:?} could not be updated: {error}")),
+            Err(error) => Err(Refusal::Unmergeable { id: id.to_owned(), reason: error.to_string() }),
         },
         (ObjectOp::Delete { .. }, Some(_)) => Ok(Change { delta: -before, write: Write::Remove }),
-        (ObjectOp::Update { .. } | ObjectOp::Delete { .. }, None) => Err(object_ops::missing(id)),
+        (ObjectOp::Update { .. } | ObjectOp::Delete { .. }, None) => Err(Refusal::Missing { id: id.to_owned() }),
     })
 }
 
@@ -74,14 +74,14 @@ pub fn apply(conn: &Connection, canvas: &CanvasId, op: &ObjectOp, data: &RawValu
 /// Plans and applies `op` at once, as the writer does (it checks the planned size against the limit in
 /// between); returns how the state's byte count moved, or why the op was refused. For the fold's fuzz test.
 #[cfg(test)]
-pub fn fold(conn: &Connection, canvas: &CanvasId, op: &ObjectOp, data: &RawValue) -> Result<Result<i64, String>> {
+pub fn fold(conn: &Connection, canvas: &CanvasId, op: &ObjectOp, data: &RawValue) -> Result<Result<i64, Refusal>> {
     Ok(match plan(conn, canvas, op, data)? {
         Ok(change) => {
             let delta = change.delta;
             apply(conn, canvas, op, data, change)?;
             Ok(delta)
         }
-        Err(reason) => Err(reason),
+        Err(refusal) => Err(refusal),
     })
 }
 

@@ -30,6 +30,7 @@ use crate::clock::now_ms;
 use crate::config::Config;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
+use crate::object_ops::Refusal;
 use crate::protocol::CanvasId;
 
 /// Fixed settings of the writer.
@@ -157,14 +158,12 @@ fn stage<'a>(
     if let Some(op) = &publish.object {
         let change = match objects::plan(tx, &publish.canvas, op, &publish.data)? {
             Ok(change) => change,
-            Err(reason) => return Ok(Outcome::Refused(BusError::Refused(reason))),
+            Err(refusal) => return Ok(Outcome::Refused(refusal)),
         };
         let size = head.state_bytes + change.delta + 1;
         if change.delta > 0 && size > settings.max_canvas_state as i64 {
-            let limit = settings.max_canvas_state;
-            let reason =
-                format!("the canvas state would be {size} bytes, over its limit of {limit} (--max-canvas-state)");
-            return Ok(Outcome::Refused(BusError::CanvasFull(reason)));
+            let refusal = Refusal::CanvasFull { size: Some(size as u64), limit: settings.max_canvas_state };
+            return Ok(Outcome::Refused(refusal));
         }
         head.state_bytes += change.delta;
         objects::apply(tx, &publish.canvas, op, &publish.data, change)?;
