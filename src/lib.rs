@@ -63,6 +63,24 @@ pub struct App {
     pub admission: Arc<admission::Admission>,
 }
 
+/// The first phases of a stop (see `shutdown.rs`): sessions stop reading, everything they accepted is
+/// committed and acked, then they write what is queued and close. Each wait is bounded by
+/// `--shutdown-timeout`.
+async fn drain(app: &App) {
+    tracing::info!("shutting down: draining connections");
+    let timeout = app.config.shutdown_timeout;
+    app.shutdown.enter(Phase::Draining);
+    let still_reading = shutdown::wait_idle(&app.shutdown.reading, timeout).await;
+    if let Err(error) = app.bus.flush().await {
+        tracing::warn!(%error, "could not flush the writer queue");
+    }
+    app.shutdown.enter(Phase::Closing);
+    let still_open = shutdown::wait_idle(&app.shutdown.alive, timeout).await;
+    if still_reading + still_open > 0 {
+        tracing::warn!(still_reading, still_open, "shutdown timeout reached with connections still open");
+    }
+}
+
 /// Serves the relay on `listener` until `shutdown` resolves, then stops in order (see `shutdown.rs`):
 /// no acknowledged message is lost, and every message accepted before the signal is committed and acked.
 pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
@@ -113,17 +131,7 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
     if let Some(reason) = &failure {
         tracing::error!("{reason}");
     }
-    tracing::info!("shutting down: draining connections");
-    app.shutdown.enter(Phase::Draining);
-    let still_reading = shutdown::wait_idle(&app.shutdown.reading, config.shutdown_timeout).await;
-    if let Err(error) = bus.flush().await {
-        tracing::warn!(%error, "could not flush the writer queue");
-    }
-    app.shutdown.enter(Phase::Closing);
-    let still_open = shutdown::wait_idle(&app.shutdown.alive, config.shutdown_timeout).await;
-    if still_reading + still_open > 0 {
-        tracing::warn!(still_reading, still_open, "shutdown timeout reached with connections still open");
-    }
+    drain(&app).await;
     stop_maintenance.cancel();
     let _ = maintenance.await;
     if let Some(upkeep) = upkeep {

@@ -25,7 +25,7 @@ use super::{json_error, with_state};
 use crate::admission::Refusal;
 use crate::bus::{JoinRequest, Joined};
 use crate::hub;
-use crate::protocol::ConnectParams;
+use crate::protocol::{ConnectParams, UserId};
 use crate::session::{Session, SessionParts};
 use crate::shutdown::Phase;
 use crate::App;
@@ -39,6 +39,19 @@ pub fn route(app: Arc<App>) -> BoxedFilter<(Response,)> {
         .and(with_state(app))
         .then(connect)
         .boxed()
+}
+
+/// Who the client is, and until when: the token's `sub` and expiry when auth is on, else the `user`
+/// parameter (which `ConnectParams::parse` then required). A refusal says its status and why.
+fn identify(app: &App, params: &ConnectParams) -> Result<(UserId, Option<u64>), (StatusCode, String)> {
+    match (&app.verifier, params.user.clone()) {
+        (Some(verifier), _) => match verifier.verify(params.token.as_deref(), &params.canvas) {
+            Ok(identity) => Ok((identity.user, Some(identity.expires_at))),
+            Err(error) => Err((StatusCode::UNAUTHORIZED, error.to_string())),
+        },
+        (None, Some(user)) => Ok((user, None)),
+        (None, None) => Err((StatusCode::BAD_REQUEST, "query parameter user is required".into())),
+    }
 }
 
 async fn connect(
@@ -58,14 +71,9 @@ async fn connect(
         Ok(params) => params,
         Err(error) => return json_error(StatusCode::BAD_REQUEST, error.to_string()),
     };
-    // Who the client is: the token's `sub` when auth is on, else the `user` parameter parse required.
-    let (user, expires_at) = match (&app.verifier, params.user.clone()) {
-        (Some(verifier), _) => match verifier.verify(params.token.as_deref(), &params.canvas) {
-            Ok(identity) => (identity.user, Some(identity.expires_at)),
-            Err(error) => return json_error(StatusCode::UNAUTHORIZED, error.to_string()),
-        },
-        (None, Some(user)) => (user, None),
-        (None, None) => return json_error(StatusCode::BAD_REQUEST, "query parameter user is required"),
+    let (user, expires_at) = match identify(&app, &params) {
+        Ok(identity) => identity,
+        Err((status, why)) => return json_error(status, why),
     };
     let (Some(accept), Some(on_upgrade)) = (accept_key(&headers), on_upgrade) else {
         return json_error(StatusCode::UPGRADE_REQUIRED, "expected a WebSocket upgrade request");

@@ -66,6 +66,23 @@ pub struct RedisFigures {
     pub live_instances: i64,
 }
 
+/// A connection manager whose commands time out after `response_timeout`. A command waits for the
+/// manager's reconnection attempt, so the attempt is short (two retries, 50 then 100 ms): while Redis is
+/// down a commit fails within ~150 ms and its senders get `unavailable` instead of waiting for an ack; the
+/// next command (at the latest the next heartbeat) tries again.
+async fn connect(client: &Client, response_timeout: Duration) -> anyhow::Result<ConnectionManager> {
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(RESPONSE_TIMEOUT))
+        .set_response_timeout(Some(response_timeout))
+        .set_min_delay(Duration::from_millis(50))
+        .set_max_delay(Duration::from_secs(1))
+        .set_number_of_retries(2);
+    tokio::time::timeout(RESPONSE_TIMEOUT * 2, client.get_connection_manager_with_config(config))
+        .await
+        .context("connecting to Redis timed out")?
+        .context("connecting to Redis")
+}
+
 /// The Redis bus of one process. Cheap to clone.
 #[derive(Clone)]
 pub struct RedisBus {
@@ -107,26 +124,8 @@ impl RedisBus {
         metrics: Metrics,
     ) -> anyhow::Result<Self> {
         let client = Client::open(url).context("parsing the Redis URL")?;
-        // A command waits for the manager's reconnection attempt, so the attempt is short (two retries, 50
-        // then 100 ms): while Redis is down a commit fails within ~150 ms and its senders get `unavailable`
-        // instead of waiting for an ack; the next command (at the latest the next heartbeat) tries again.
-        let manager = |timeout| {
-            ConnectionManagerConfig::new()
-                .set_connection_timeout(Some(RESPONSE_TIMEOUT))
-                .set_response_timeout(Some(timeout))
-                .set_min_delay(Duration::from_millis(50))
-                .set_max_delay(Duration::from_secs(1))
-                .set_number_of_retries(2)
-        };
-        let connect = |timeout| {
-            tokio::time::timeout(RESPONSE_TIMEOUT * 2, client.get_connection_manager_with_config(manager(timeout)))
-        };
-        let conn =
-            connect(RESPONSE_TIMEOUT).await.context("connecting to Redis timed out")?.context("connecting to Redis")?;
-        let state_conn = connect(STATE_READ_TIMEOUT)
-            .await
-            .context("connecting to Redis timed out")?
-            .context("connecting to Redis")?;
+        let conn = connect(&client, RESPONSE_TIMEOUT).await?;
+        let state_conn = connect(&client, STATE_READ_TIMEOUT).await?;
         Self::migrate(&mut conn.clone()).await?;
         let link = Arc::new(Link::default());
         let (publisher_tx, publisher_rx) = lanes::lanes(config.writer_queue);

@@ -34,7 +34,7 @@ pub use self::progress::Progress;
 use self::schema::ConnSettings;
 use self::watcher::Watcher;
 use self::writer::{Job, Writer, WriterSettings};
-use crate::bus::lanes::{self, LaneSenders};
+use crate::bus::lanes::{self, LaneSenders, Lanes};
 use crate::bus::workers::Workers;
 use crate::bus::{BusError, Publish, Store};
 use crate::clock::now_ms;
@@ -109,6 +109,26 @@ fn read_pool(path: PathBuf, settings: ConnSettings) -> anyhow::Result<Pool> {
         .context("building the read pool")
 }
 
+/// Starts the writer, the watcher and (with peer wake-ups) the doorbell, each on a thread of its own.
+fn start_threads(
+    writer: Writer,
+    runtime: tokio::runtime::Runtime,
+    lanes: Lanes<Job>,
+    watcher: Watcher,
+    doorbell: Option<&Doorbell>,
+    progress: &Arc<Progress>,
+    metrics: &Metrics,
+) -> std::io::Result<Workers> {
+    let workers = Workers::default();
+    let thread = |name: &str| std::thread::Builder::new().name(name.into());
+    workers.thread("writer", thread("relay-writer").spawn(move || writer.run(runtime, lanes))?);
+    workers.thread("watcher", thread("relay-watcher").spawn(move || watcher.run())?);
+    if let Some(doorbell) = doorbell {
+        workers.helper_thread("doorbell", doorbell.listen(progress.clone(), metrics.doorbells_received.clone())?);
+    }
+    Ok(workers)
+}
+
 /// The SQLite bus of one process. Cheap to clone.
 #[derive(Clone)]
 pub struct SqliteBus {
@@ -181,18 +201,8 @@ impl SqliteBus {
         let watcher =
             Watcher::new(watcher_conn, hub.clone(), progress.clone(), metrics.clone(), config, instance_id.to_owned())
                 .context("starting the watcher")?;
-        let workers = Workers::default();
-        workers.thread(
-            "writer",
-            std::thread::Builder::new()
-                .name("relay-writer".into())
-                .spawn(move || writer.run(writer_runtime, writer_rx))?,
-        );
-        workers
-            .thread("watcher", std::thread::Builder::new().name("relay-watcher".into()).spawn(move || watcher.run())?);
-        if let Some(doorbell) = &doorbell {
-            workers.helper_thread("doorbell", doorbell.listen(progress.clone(), metrics.doorbells_received.clone())?);
-        }
+        let workers =
+            start_threads(writer, writer_runtime, writer_rx, watcher, doorbell.as_ref(), &progress, &metrics)?;
         let bus = SqliteBus {
             inner: Arc::new(Inner {
                 pool,
