@@ -5,34 +5,62 @@
 //! The bus applies these inside the transaction that logs the op, so the state is always the fold of the log
 //! up to the canvas's last seq.
 
+use std::collections::BTreeMap;
+
 use serde_json::value::RawValue;
-use serde_json::{Map, Value};
 
 use crate::protocol::MsgType;
 
-/// One object op, with the object id taken from its data.
+/// One object op, as the protocol read it from the message's `data`, once, when it checked the frame
+/// (`LoggedMessage::object`): the object's id, and for a create or an update its top-level fields. The
+/// stores take both from here and never parse the op's data again.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ObjectOp {
-    Create { id: String },
-    Update { id: String },
+    Create { id: String, fields: Vec<Field> },
+    Update { id: String, fields: Vec<Field> },
     Delete { id: String },
 }
 
+/// One top-level field of an object op's data: its name, and its value as the exact JSON text it arrived
+/// as (so a number is stored and relayed digit for digit).
+#[derive(Debug, Clone)]
+pub struct Field {
+    pub name: String,
+    pub value: Box<RawValue>,
+}
+
+impl PartialEq for Field {
+    fn eq(&self, other: &Field) -> bool {
+        self.name == other.name && self.value.get() == other.value.get()
+    }
+}
+
+impl Eq for Field {}
+
 impl ObjectOp {
-    /// The op of a message of type `kind` on object `id`; `None` when `kind` is not an object op. The
-    /// protocol reads `id` from `data` once, when it checks the frame (`LoggedMessage::object`).
-    pub fn new(kind: &MsgType, id: String) -> Option<ObjectOp> {
+    /// The op of a message of type `kind` on object `id` whose data has `fields` (a later duplicate name
+    /// already dropped, as JSON parsers do); `None` when `kind` is not an object op. A delete keeps no
+    /// fields.
+    pub fn new(kind: &MsgType, id: String, fields: Vec<Field>) -> Option<ObjectOp> {
         match kind.as_str() {
-            "object-create" => Some(ObjectOp::Create { id }),
-            "object-update" => Some(ObjectOp::Update { id }),
+            "object-create" => Some(ObjectOp::Create { id, fields }),
+            "object-update" => Some(ObjectOp::Update { id, fields }),
             "object-delete" => Some(ObjectOp::Delete { id }),
             _ => None,
         }
     }
 
+    /// The fields it sets: a create's whole object, an update's patch, nothing for a delete.
+    pub fn fields(&self) -> &[Field] {
+        match self {
+            ObjectOp::Create { fields, .. } | ObjectOp::Update { fields, .. } => fields,
+            ObjectOp::Delete { .. } => &[],
+        }
+    }
+
     pub fn id(&self) -> &str {
         match self {
-            ObjectOp::Create { id } | ObjectOp::Update { id } | ObjectOp::Delete { id } => id,
+            ObjectOp::Create { id, .. } | ObjectOp::Update { id, .. } | ObjectOp::Delete { id } => id,
         }
     }
 }
@@ -54,50 +82,73 @@ pub enum Refusal {
 }
 
 /// `object-update`: the stored object with `patch`'s top-level fields set (a field set to null stays, as
-/// null: only `object-delete` removes). Returns the new JSON text.
-pub fn merge(stored: &str, patch: &RawValue) -> Result<String, serde_json::Error> {
-    let mut object: Map<String, Value> = serde_json::from_str(stored)?;
-    let patch: Map<String, Value> = serde_json::from_str(patch.get())?;
-    object.extend(patch);
+/// null: only `object-delete` removes). Returns the new JSON text, fields in name order, every value the
+/// exact text it was stored or sent as: only the stored object is parsed, and only into its fields.
+pub fn merge(stored: &str, patch: &[Field]) -> Result<String, serde_json::Error> {
+    let mut object: BTreeMap<String, &RawValue> = serde_json::from_str(stored)?;
+    object.extend(patch.iter().map(|field| (field.name.clone(), &*field.value)));
     serde_json::to_string(&object)
+}
+
+/// The top-level fields of a JSON object's text, each value as the exact text it has there; a later
+/// duplicate name wins, as JSON parsers do. One pass over the text.
+pub fn fields(object: &str) -> Result<Vec<Field>, serde_json::Error> {
+    let fields: BTreeMap<String, Box<RawValue>> = serde_json::from_str(object)?;
+    Ok(fields.into_iter().map(|(name, value)| Field { name, value }).collect())
 }
 
 #[cfg(test)]
 mod tests {
+    use serde_json::Value;
+
     use super::*;
 
-    fn raw(s: &str) -> Box<RawValue> {
-        RawValue::from_string(s.to_owned()).unwrap()
+    fn patch(json: &str) -> Vec<Field> {
+        fields(json).unwrap()
     }
 
     #[test]
-    fn ops_are_recognised_with_their_ids() {
+    fn ops_are_recognised_with_their_ids_and_a_delete_keeps_no_fields() {
         let create = MsgType::parse("object-create").unwrap();
-        assert_eq!(ObjectOp::new(&create, "o1".into()), Some(ObjectOp::Create { id: "o1".into() }));
+        let op = ObjectOp::new(&create, "o1".into(), patch(r#"{"id":"o1","x":1}"#)).unwrap();
+        assert_eq!((op.id(), op.fields().len()), ("o1", 2));
         let delete = MsgType::parse("object-delete").unwrap();
-        assert_eq!(ObjectOp::new(&delete, "o2".into()).unwrap().id(), "o2");
-        assert_eq!(ObjectOp::new(&MsgType::parse("chat").unwrap(), "o1".into()), None);
+        let op = ObjectOp::new(&delete, "o2".into(), patch(r#"{"id":"o2","x":1}"#)).unwrap();
+        assert_eq!(op, ObjectOp::Delete { id: "o2".into() });
+        assert!(op.fields().is_empty());
+        assert_eq!(ObjectOp::new(&MsgType::parse("chat").unwrap(), "o1".into(), Vec::new()), None);
+    }
+
+    #[test]
+    fn fields_keep_their_text_and_the_last_duplicate() {
+        let fields = patch(r#"{"x": 1.50, "style": {"fill": "red"}, "x": 2e0}"#);
+        let texts: Vec<(&str, &str)> = fields.iter().map(|f| (f.name.as_str(), f.value.get())).collect();
+        assert_eq!(texts, [("style", r#"{"fill": "red"}"#), ("x", "2e0")]);
+        assert!(super::fields("[1]").is_err());
     }
 
     #[test]
     fn update_keeps_every_number_exactly() {
-        // Found by fuzz::fold: without serde_json's float_roundtrip the merged state said ...153e-187 where
-        // the relayed message said ...154e-187 (a late joiner's state differed from the live clients').
-        let patch = raw(r#"{"id":"a","x":4.061360003766153e-187,"big":123456789012345678,"neg":-0.1}"#);
-        let merged: Value = serde_json::from_str(&merge(r#"{"id":"a"}"#, &patch).unwrap()).unwrap();
-        let sent: Value = serde_json::from_str(patch.get()).unwrap();
+        // Found by fuzz::fold: when the merge went through serde_json's Value, without float_roundtrip the
+        // merged state said ...153e-187 where the relayed message said ...154e-187. Now values are never
+        // re-encoded: the merged text holds the patch's digits.
+        let sent = r#"{"id":"a","x":4.061360003766153e-187,"big":123456789012345678,"neg":-0.1}"#;
+        let merged = merge(r#"{"id":"a"}"#, &patch(sent)).unwrap();
+        assert!(merged.contains("4.061360003766153e-187") && merged.contains("123456789012345678"), "{merged}");
+        let (merged, sent): (Value, Value) =
+            (serde_json::from_str(&merged).unwrap(), serde_json::from_str(sent).unwrap());
         assert_eq!(merged, sent);
-        assert_eq!(merged["x"].as_f64(), Some(4.061360003766153e-187));
     }
 
     #[test]
     fn update_merges_top_level_fields_only() {
         let merged = merge(
             r#"{"id":"o1","x":1,"style":{"fill":"red","w":2}}"#,
-            &raw(r#"{"id":"o1","x":5,"style":{"fill":"blue"},"y":null}"#),
+            &patch(r#"{"id":"o1","x":5,"style":{"fill":"blue"},"y":null}"#),
         )
         .unwrap();
         let merged: Value = serde_json::from_str(&merged).unwrap();
         assert_eq!(merged, serde_json::json!({"id":"o1","x":5,"style":{"fill":"blue"},"y":null}));
+        assert!(merge("[1]", &[]).is_err(), "a stored object that is not one cannot be updated");
     }
 }

@@ -16,8 +16,10 @@ use super::{refuse_all, BusError, Publish, TryPublish};
 /// Urgent requests waiting at most: a join storm's registrations and the periodic jobs fit many times over.
 const URGENT_CAPACITY: usize = 4096;
 
-/// What waits in a lane: a publish, or one of the store's own jobs (`J`).
+/// What waits in a lane: a publish, or one of the store's own jobs (`J`). Publishes are nearly all of it,
+/// so they are not boxed to make the rare job smaller.
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)]
 enum Request<J> {
     Publish(Publish),
     Job(J),

@@ -3,7 +3,7 @@
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::object_ops::ObjectOp;
+use crate::object_ops::{self, ObjectOp};
 
 use super::{ErrorCode, RESERVED_TYPES};
 
@@ -230,20 +230,22 @@ impl Walk {
     }
 }
 
-/// Object ops carry an object with a string `id` (the key of the canvas state): the op, with that id.
+/// Object ops carry an object with a string `id` (the key of the canvas state): the op, with that id and
+/// the object's top-level fields, read from `data` in one pass. The stores use these and never parse the
+/// op's data again.
 fn object_op(kind: &MsgType, data: &RawValue) -> Result<ObjectOp, FrameError> {
-    #[derive(Deserialize)]
-    struct ObjectRef {
-        id: Option<serde_json::Value>,
-    }
     let bad = || FrameError::new(ErrorCode::InvalidFrame, "object ops need data: an object with a string \"id\"");
     if !data.get().starts_with('{') {
         return Err(bad());
     }
-    let object: ObjectRef = serde_json::from_str(data.get()).map_err(|_| bad())?;
-    match object.id {
-        Some(serde_json::Value::String(id)) if (1..=MAX_OBJECT_ID_CHARS).contains(&id.chars().count()) => {
-            ObjectOp::new(kind, id).ok_or_else(bad)
+    let fields = object_ops::fields(data.get()).map_err(|_| bad())?;
+    let id = fields
+        .iter()
+        .find(|field| field.name == "id")
+        .and_then(|id| serde_json::from_str::<String>(id.value.get()).ok());
+    match id {
+        Some(id) if (1..=MAX_OBJECT_ID_CHARS).contains(&id.chars().count()) => {
+            ObjectOp::new(kind, id, fields).ok_or_else(bad)
         }
         _ => Err(bad()),
     }
@@ -272,13 +274,14 @@ mod tests {
         else {
             panic!("expected a logged message")
         };
-        assert_eq!(msg.object, Some(ObjectOp::Delete { id: "o2".into() }));
+        assert_eq!(msg.object, Some(ObjectOp::Delete { id: "o2".into() }), "a delete keeps no fields");
         let ClientFrame::Logged(msg) = ClientFrame::parse(r#"{"type":"note","data":{"id":"o2"}}"#).unwrap() else {
             panic!("expected a logged message")
         };
         assert_eq!(msg.object, None);
         let api = LoggedMessage::from_api_body(br#"{"type":"object-create","data":{"id":"o3","x":1}}"#).unwrap();
-        assert_eq!(api.object, Some(ObjectOp::Create { id: "o3".into() }));
+        let fields = object_ops::fields(r#"{"x":1,"id":"o3"}"#).unwrap();
+        assert_eq!(api.object, Some(ObjectOp::Create { id: "o3".into(), fields }), "with its fields, once");
     }
 
     #[test]

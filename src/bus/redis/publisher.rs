@@ -11,13 +11,11 @@
 //! come meanwhile are refused with `unavailable` without being sent (so nothing overtakes the unresolved
 //! one), as is a batch Redis answered with an error or that could not be sent at all.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use redis::aio::ConnectionManager;
 use redis::{ErrorKind, RedisError, Value};
-use serde_json::value::RawValue;
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
@@ -223,17 +221,14 @@ fn encode(publish: &Publish, invocation: &mut redis::ScriptInvocation<'_>) {
         Origin::Caller(_) => ("log", String::new(), String::new(), String::new()),
     };
     let (op, id) = match &publish.object {
-        Some(ObjectOp::Create { id }) => ("create", id.as_str()),
-        Some(ObjectOp::Update { id }) => ("update", id.as_str()),
+        Some(ObjectOp::Create { id, .. }) => ("create", id.as_str()),
+        Some(ObjectOp::Update { id, .. }) => ("update", id.as_str()),
         Some(ObjectOp::Delete { id }) => ("delete", id.as_str()),
         None => (op, ""),
     };
-    // An object's top-level fields, each name as JSON and each value as the exact JSON text it arrived as
-    // (a later duplicate key wins, as in the SQLite fold). Deletes need none.
-    let fields: BTreeMap<String, &RawValue> = match op {
-        "create" | "update" => serde_json::from_str(publish.data.get()).unwrap_or_default(),
-        _ => BTreeMap::new(),
-    };
+    // The op's top-level fields as the protocol read them, each name as JSON and each value as the exact
+    // JSON text it arrived as. Deletes have none.
+    let fields = publish.object.as_ref().map_or(&[][..], ObjectOp::fields);
     invocation
         .arg(op)
         .arg(publish.canvas.as_str())
@@ -246,8 +241,8 @@ fn encode(publish: &Publish, invocation: &mut redis::ScriptInvocation<'_>) {
         .arg(id)
         .arg(to_json(&id).len())
         .arg(fields.len());
-    for (field, value) in fields {
-        invocation.arg(to_json(&field)).arg(value.get());
+    for field in fields {
+        invocation.arg(to_json(&field.name)).arg(field.value.get());
     }
 }
 
@@ -285,7 +280,8 @@ mod tests {
 
     /// A publish as the API makes one: checked by the protocol (object ops carry their id).
     fn publish(kind: &str, data: &str) -> Publish {
-        let message = LoggedMessage::new(kind, RawValue::from_string(data.into()).unwrap(), None).unwrap();
+        let message =
+            LoggedMessage::new(kind, serde_json::value::RawValue::from_string(data.into()).unwrap(), None).unwrap();
         let (canvas, from) = (CanvasId::parse("c").unwrap(), UserId::parse("u").unwrap());
         Publish::message(canvas, message, from, Origin::Caller(oneshot::channel().0))
     }

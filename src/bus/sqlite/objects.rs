@@ -43,7 +43,7 @@ pub fn plan(conn: &Connection, canvas: &CanvasId, op: &ObjectOp, data: &RawValue
         (ObjectOp::Create { .. }, _) => {
             Ok(Change { delta: entry_bytes(id, data.get().len()) - before, write: Write::Set(None) })
         }
-        (ObjectOp::Update { .. }, Some(stored)) => match object_ops::merge(&stored, data) {
+        (ObjectOp::Update { fields, .. }, Some(stored)) => match object_ops::merge(&stored, fields) {
             Ok(merged) => Ok(Change { delta: entry_bytes(id, merged.len()) - before, write: Write::Set(Some(merged)) }),
             Err(error) => Err(Refusal::Unmergeable { id: id.to_owned(), reason: error.to_string() }),
         },
