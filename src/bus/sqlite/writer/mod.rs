@@ -11,7 +11,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use deadpool_sqlite::rusqlite::{params, Connection, Error as SqlError, OptionalExtension, TransactionBehavior};
+use deadpool_sqlite::rusqlite::{
+    params, CachedStatement, Connection, Error as SqlError, OptionalExtension, TransactionBehavior,
+};
 
 mod jobs;
 mod refusal;
@@ -132,9 +134,10 @@ fn load_head(tx: &Connection, canvas: &CanvasId, now: i64) -> Result<Head, SqlEr
 
 /// One publish inside its batch's transaction: a presence change recorded (and logged only if it is the
 /// user's first or last connection), an object op folded into the canvas state (or refused), and the row
-/// logged at the canvas's next seq.
+/// logged at the canvas's next seq with `insert` (`INSERT_MESSAGE`, prepared once per batch).
 fn stage<'a>(
     tx: &Connection,
+    insert: &mut CachedStatement<'_>,
     settings: &WriterSettings,
     heads: &mut HashMap<&'a CanvasId, Head>,
     publish: &'a Publish,
@@ -170,7 +173,7 @@ fn stage<'a>(
         head.state_seq = head.last + 1;
     }
     head.last += 1;
-    tx.prepare_cached(INSERT_MESSAGE)?.execute(params![
+    insert.execute(params![
         publish.canvas.as_str(),
         head.last as i64,
         publish.kind.as_str(),
@@ -258,10 +261,12 @@ impl Writer {
     fn try_commit(&mut self, batch: &[Publish], now: i64) -> Result<Vec<Outcome>, SqlError> {
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut heads: HashMap<&CanvasId, Head> = HashMap::new();
+        let mut insert = tx.prepare_cached(INSERT_MESSAGE)?;
         let outcomes: Vec<Outcome> = batch
             .iter()
-            .map(|publish| stage(&tx, &self.settings, &mut heads, publish, now))
+            .map(|publish| stage(&tx, &mut insert, &self.settings, &mut heads, publish, now))
             .collect::<Result<_, _>>()?;
+        drop(insert);
         let mut store_head = tx.prepare_cached(STORE_HEAD)?;
         for (canvas, head) in &heads {
             store_head.execute(params![
