@@ -90,6 +90,45 @@ pub fn merge(stored: &str, patch: &[Field]) -> Result<String, serde_json::Error>
     serde_json::to_string(&object)
 }
 
+/// A canvas state as the JSON a welcome and the API carry, `{"id":object,...}`, assembled from each object's
+/// stored text as it is: the one place its form is written, for every store. Ids are written by serde;
+/// objects are copied, never parsed (a `RawValue` per object would parse a 100,000-object state on every
+/// read of it).
+pub struct StateJson {
+    json: Vec<u8>,
+}
+
+impl StateJson {
+    /// An empty state, its buffer sized for `bytes` of objects (the state's size, where the store keeps it).
+    pub fn with_capacity(bytes: usize) -> StateJson {
+        let mut json = Vec::with_capacity(bytes + 2);
+        json.push(b'{');
+        StateJson { json }
+    }
+
+    /// Adds object `id`, whose stored JSON text is `object`.
+    pub fn push(&mut self, id: &str, object: &[u8]) {
+        if self.json.len() > 1 {
+            self.json.push(b',');
+        }
+        serde_json::to_writer(&mut self.json, id).expect("a string always serializes");
+        self.json.push(b':');
+        self.json.extend_from_slice(object);
+    }
+
+    pub fn finish(mut self) -> bytes::Bytes {
+        self.json.push(b'}');
+        bytes::Bytes::from(self.json)
+    }
+
+    /// The bytes one object takes in the state's JSON: its quoted id, a colon, its text, and the comma or
+    /// closing brace after it. The whole JSON is the sum of these plus the opening brace; the stores keep
+    /// that sum to check `--max-canvas-state` (`publish.lua` counts the same way).
+    pub fn entry_bytes(id: &str, text_len: usize) -> i64 {
+        (crate::protocol::to_json(&id).len() + text_len + 2) as i64
+    }
+}
+
 /// The top-level fields of a JSON object's text, each value as the exact text it has there; a later
 /// duplicate name wins, as JSON parsers do. One pass over the text.
 pub fn fields(object: &str) -> Result<Vec<Field>, serde_json::Error> {
@@ -138,6 +177,22 @@ mod tests {
         let (merged, sent): (Value, Value) =
             (serde_json::from_str(&merged).unwrap(), serde_json::from_str(sent).unwrap());
         assert_eq!(merged, sent);
+    }
+
+    #[test]
+    fn a_state_is_assembled_from_stored_texts_and_its_size_is_the_sum_of_its_entries() {
+        let mut state = StateJson::with_capacity(0);
+        let objects = [("b", r#"{"id":"b","x":1.0000000000000002e-187}"#), ("a\"q", r#"{"id":"a\"q","tags":[]}"#)];
+        for (id, text) in objects {
+            state.push(id, text.as_bytes());
+        }
+        let json = state.finish();
+        let parsed: Value = serde_json::from_slice(&json).unwrap();
+        assert_eq!(parsed["b"]["x"].as_f64(), Some(1.0000000000000002e-187), "copied, never re-encoded");
+        assert_eq!(parsed["a\"q"]["tags"], serde_json::json!([]));
+        let size: i64 = objects.iter().map(|(id, text)| StateJson::entry_bytes(id, text.len())).sum();
+        assert_eq!(size + 1, json.len() as i64);
+        assert_eq!(&StateJson::with_capacity(0).finish()[..], b"{}");
     }
 
     #[test]

@@ -13,6 +13,7 @@ use super::entry::{array, pairs, string, text, uint};
 use super::scripts::{SNAPSHOT, SNAPSHOT_SOURCE, STATE_TAIL};
 use super::{keys, malformed, unavailable, RedisBus};
 use crate::bus::{BusError, Present, ReadObjects, Snapshot};
+use crate::object_ops::StateJson;
 use crate::protocol::{to_json, CanvasId, Resume};
 
 /// Objects per HSCAN chunk: about 1 ms of Redis's time for objects of ~100 bytes (Redis does one command at a
@@ -265,21 +266,13 @@ fn owned_text(value: Value) -> Option<String> {
     }
 }
 
-/// Objects as (id, JSON text as stored) as one JSON object, `{"id":JSON,...}`; nothing is parsed.
+/// Objects as (id, JSON text as stored) as one JSON object (see `StateJson`); nothing is parsed.
 fn objects_json(objects: Vec<(&str, &str)>) -> Bytes {
-    let size: usize = objects.iter().map(|(id, data)| id.len() + data.len() + 4).sum();
-    let mut json = Vec::with_capacity(size + 2);
-    json.push(b'{');
+    let mut json = StateJson::with_capacity(objects.iter().map(|(id, data)| id.len() + data.len() + 4).sum());
     for (id, data) in objects {
-        if json.len() > 1 {
-            json.push(b',');
-        }
-        json.extend_from_slice(to_json(&id).as_bytes());
-        json.push(b':');
-        json.extend_from_slice(data.as_bytes());
+        json.push(id, data.as_bytes());
     }
-    json.push(b'}');
-    Bytes::from(json)
+    json.finish()
 }
 
 #[cfg(test)]

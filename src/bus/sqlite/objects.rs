@@ -6,13 +6,13 @@ use bytes::Bytes;
 use deadpool_sqlite::rusqlite::{params, Connection, OptionalExtension, Result};
 use serde_json::value::RawValue;
 
-use crate::object_ops::{self, ObjectOp, Refusal};
-use crate::protocol::{to_json, CanvasId};
+use crate::object_ops::{self, ObjectOp, Refusal, StateJson};
+use crate::protocol::CanvasId;
 
 /// What an accepted object op will do, before it is done: the writer checks the size first.
 #[derive(Debug)]
 pub struct Change {
-    /// How the state's byte count moves (see [`entry_bytes`]).
+    /// How the state's byte count moves (see [`StateJson::entry_bytes`]).
     pub delta: i64,
     write: Write,
 }
@@ -24,12 +24,6 @@ enum Write {
     Remove,
 }
 
-/// The bytes one object takes in the objects' JSON: its quoted id, a colon, its data and the comma or closing
-/// brace after it. The whole JSON is the sum of these plus the opening brace.
-pub fn entry_bytes(id: &str, data_len: usize) -> i64 {
-    (to_json(&id).len() + data_len + 2) as i64
-}
-
 /// Works out `op` with `data` against the canvas's state. `Ok(Err(refusal))` when the op is refused (update
 /// or delete of a missing object): the caller must then not log the message.
 pub fn plan(conn: &Connection, canvas: &CanvasId, op: &ObjectOp, data: &RawValue) -> Result<Result<Change, Refusal>> {
@@ -38,13 +32,15 @@ pub fn plan(conn: &Connection, canvas: &CanvasId, op: &ObjectOp, data: &RawValue
         .query_row(params![canvas.as_str(), op.id()], |r| r.get(0))
         .optional()?;
     let id = op.id();
-    let before = stored.as_ref().map_or(0, |stored| entry_bytes(id, stored.len()));
+    let before = stored.as_ref().map_or(0, |stored| StateJson::entry_bytes(id, stored.len()));
     Ok(match (op, stored) {
         (ObjectOp::Create { .. }, _) => {
-            Ok(Change { delta: entry_bytes(id, data.get().len()) - before, write: Write::Set(None) })
+            Ok(Change { delta: StateJson::entry_bytes(id, data.get().len()) - before, write: Write::Set(None) })
         }
         (ObjectOp::Update { fields, .. }, Some(stored)) => match object_ops::merge(&stored, fields) {
-            Ok(merged) => Ok(Change { delta: entry_bytes(id, merged.len()) - before, write: Write::Set(Some(merged)) }),
+            Ok(merged) => {
+                Ok(Change { delta: StateJson::entry_bytes(id, merged.len()) - before, write: Write::Set(Some(merged)) })
+            }
             Err(error) => Err(Refusal::Unmergeable { id: id.to_owned(), reason: error.to_string() }),
         },
         (ObjectOp::Delete { .. }, Some(_)) => Ok(Change { delta: -before, write: Write::Remove }),
@@ -91,17 +87,9 @@ pub fn objects_json(conn: &Connection, canvas: &CanvasId, size_hint: usize) -> R
     let mut stmt =
         conn.prepare_cached("SELECT object_id, data FROM canvas_objects WHERE canvas_id = ?1 ORDER BY object_id")?;
     let mut rows = stmt.query([canvas.as_str()])?;
-    let mut json = Vec::with_capacity(size_hint + 2);
-    json.push(b'{');
+    let mut json = StateJson::with_capacity(size_hint);
     while let Some(row) = rows.next()? {
-        if json.len() > 1 {
-            json.push(b',');
-        }
-        let id: &str = row.get_ref(0)?.as_str()?;
-        json.extend_from_slice(to_json(&id).as_bytes());
-        json.push(b':');
-        json.extend_from_slice(row.get_ref(1)?.as_bytes()?);
+        json.push(row.get_ref(0)?.as_str()?, row.get_ref(1)?.as_bytes()?);
     }
-    json.push(b'}');
-    Ok(Bytes::from(json))
+    Ok(json.finish())
 }
