@@ -52,8 +52,8 @@ pub struct App {
     pub hub: Arc<Hub>,
     pub bus: Bus,
     pub metrics: Metrics,
-    /// Renders `/metrics`; `None` when another metrics recorder owns the process.
-    pub prometheus: Option<PrometheusHandle>,
+    /// Renders `/metrics`: this instance's recorder.
+    pub prometheus: PrometheusHandle,
     pub shutdown: Shutdown,
     /// Checks client tokens when `--jwt-secret` is set.
     pub verifier: Option<auth::Verifier>,
@@ -87,8 +87,9 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
     config.validate()?;
     config::open_files::warn_if_low(config.max_connections);
     let addr = listener.local_addr().context("reading the bound address")?;
-    let prometheus = metrics::install_recorder();
-    let metrics = Metrics::new();
+    let recorder = metrics::recorder();
+    let prometheus = recorder.handle();
+    let metrics = Metrics::recorded_by(recorder);
     let hub = Arc::new(Hub::new());
     let instance_id = Uuid::new_v4();
     let storage = config.bus.describe(&config.db);
@@ -113,7 +114,7 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
     let _stop_on_drop = stop_maintenance.clone().drop_guard();
     let (fatal, failed) = oneshot::channel();
     let maintenance = bus.maintain(app.cursors.clone(), config.clone(), stop_maintenance.clone(), fatal);
-    let upkeep = app.prometheus.clone().map(|handle| tokio::spawn(metrics::upkeep(handle, stop_maintenance.clone())));
+    let upkeep = tokio::spawn(metrics::upkeep(app.prometheus.clone(), stop_maintenance.clone()));
     let server = http::server::serve(
         listener,
         http::routes(app.clone()),
@@ -134,9 +135,7 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
     drain(&app).await;
     stop_maintenance.cancel();
     let _ = maintenance.await;
-    if let Some(upkeep) = upkeep {
-        let _ = upkeep.await;
-    }
+    let _ = upkeep.await;
     bus.close().await;
     let _ = server.await;
     tracing::info!("stopped");

@@ -1,13 +1,15 @@
 //! Every metric the relay exports, named in one place, and the Prometheus recorder behind `/metrics`.
 //!
-//! Handles are resolved once (`Metrics::new`) and cloned into the hot paths, so counting a delivery is an
-//! atomic add, not a registry lookup. The `metrics` crate and its Prometheus exporter do the bookkeeping
-//! and the text format; nothing here formats Prometheus output by hand.
+//! Handles are resolved once (`Metrics::recorded_by`) and cloned into the hot paths, so counting a delivery
+//! is an atomic add, not a registry lookup. The `metrics` crate and its Prometheus exporter do the
+//! bookkeeping and the text format; nothing here formats Prometheus output by hand. Each instance has a
+//! recorder of its own, never installed process-wide: two instances in one process (tests, an embedding
+//! application with its own global recorder) each count and render only their own.
 
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
-use metrics::{counter, gauge, histogram, Counter, Gauge, Histogram};
+use metrics::{counter, gauge, histogram, Counter, Gauge, Histogram, NoopRecorder, Recorder};
 
 use crate::hub::Cut;
 use crate::protocol::CanvasId;
@@ -15,7 +17,7 @@ use crate::protocol::CanvasId;
 /// Canvases that get a `canvas` label of their own; later ones are counted under `canvas="other"`, so a
 /// relay serving millions of canvases does not grow millions of series.
 const MAX_LABELLED_CANVASES: usize = 1000;
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 
 /// Handles to every metric; cheap to clone (each is an `Arc`).
 #[derive(Clone)]
@@ -78,9 +80,9 @@ pub struct Metrics {
     pub frame_errors: Counter,
     /// Expired rows deleted.
     pub cleanup_deleted: Counter,
+    /// What the per-canvas series register with as canvases appear; `None`: they record nothing.
+    recorder: Option<Arc<PrometheusRecorder>>,
 }
-
-static RECORDER: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
 /// How often the recorder's upkeep runs (the exporter's own default when it runs its own listener).
 const UPKEEP_PERIOD: std::time::Duration = std::time::Duration::from_secs(5);
@@ -96,39 +98,38 @@ pub async fn upkeep(handle: PrometheusHandle, stop: tokio_util::sync::Cancellati
     .await
 }
 
-/// Installs the process-wide Prometheus recorder (once) and returns the handle `/metrics` renders; its
-/// upkeep is [`upkeep`]'s to run.
-/// `None` if another recorder was installed first, e.g. by an embedding application.
-pub fn install_recorder() -> Option<PrometheusHandle> {
-    RECORDER
-        .get_or_init(|| {
-            let builder = PrometheusBuilder::new()
-                .set_buckets_for_metric(
-                    Matcher::Full("relay_commit_batch_size".into()),
-                    &[1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0],
-                )
-                .and_then(|b| {
-                    b.set_buckets_for_metric(
-                        Matcher::Full("relay_commit_seconds".into()),
-                        &[0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 1.0],
-                    )
-                })
-                .and_then(|b| {
-                    b.set_buckets_for_metric(
-                        Matcher::Full("relay_peer_delivery_seconds".into()),
-                        &[0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0, 5.0],
-                    )
-                })
-                .ok()?;
-            builder.install_recorder().ok()
+/// A Prometheus recorder for one instance: what its [`Metrics`] record into, and through
+/// [`PrometheusRecorder::handle`] what `/metrics` renders; its upkeep is [`upkeep`]'s to run.
+pub fn recorder() -> Arc<PrometheusRecorder> {
+    let builder = PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Full("relay_commit_batch_size".into()),
+            &[1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0],
+        )
+        .and_then(|b| {
+            b.set_buckets_for_metric(
+                Matcher::Full("relay_commit_seconds".into()),
+                &[0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 1.0],
+            )
         })
-        .clone()
+        .and_then(|b| {
+            b.set_buckets_for_metric(
+                Matcher::Full("relay_peer_delivery_seconds".into()),
+                &[0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0, 5.0],
+            )
+        })
+        .expect("the bucket lists are non-empty constants");
+    Arc::new(builder.build_recorder())
 }
 
 impl Metrics {
-    /// Handles registered with the installed recorder (call `install_recorder` first). Without a recorder
-    /// (unit tests) every handle is a no-op.
-    pub fn new() -> Self {
+    /// Handles registered with `recorder`, this instance's (see [`recorder`]).
+    pub fn recorded_by(recorder: Arc<PrometheusRecorder>) -> Self {
+        metrics::with_local_recorder(&*recorder, || Metrics::register(Some(recorder.clone())))
+    }
+
+    /// Every handle, registered with whichever recorder is in scope (`with_local_recorder`).
+    fn register(recorder: Option<Arc<PrometheusRecorder>>) -> Self {
         Metrics {
             messages_in: counter!("relay_messages_in_total"),
             cursors_in: counter!("relay_cursors_in_total"),
@@ -161,6 +162,15 @@ impl Metrics {
             gaps_skipped: counter!("relay_gaps_skipped_total"),
             frame_errors: counter!("relay_frame_errors_total"),
             cleanup_deleted: counter!("relay_cleanup_deleted_total"),
+            recorder,
+        }
+    }
+
+    /// Runs `record` with this instance's recorder in scope, for a series registered as it first appears.
+    fn with_recorder(&self, record: impl FnOnce()) {
+        match &self.recorder {
+            Some(recorder) => metrics::with_local_recorder(&**recorder as &dyn Recorder, record),
+            None => metrics::with_local_recorder(&NoopRecorder, record),
         }
     }
 }
@@ -178,7 +188,9 @@ impl Metrics {
             self.clients_cut_slow.increment(1);
         }
         let canvas = self.label(canvas);
-        counter!("relay_canvas_cuts_total", "canvas" => canvas, "reason" => reason.as_str()).increment(1);
+        self.with_recorder(|| {
+            counter!("relay_canvas_cuts_total", "canvas" => canvas, "reason" => reason.as_str()).increment(1);
+        });
     }
 
     /// Receivers of a canvas missed `missed` ephemeral frames (see `ephemeral_missed`).
@@ -187,8 +199,10 @@ impl Metrics {
             return;
         }
         self.ephemeral_missed.increment(missed);
-        counter!("relay_canvas_outbox_drops_total", "canvas" => self.label(canvas), "lane" => "ephemeral")
-            .increment(missed);
+        let canvas = self.label(canvas);
+        self.with_recorder(|| {
+            counter!("relay_canvas_outbox_drops_total", "canvas" => canvas, "lane" => "ephemeral").increment(missed);
+        });
     }
 
     /// The `canvas` label of a per-canvas series: its id for the first canvases, `other` after that.
@@ -203,7 +217,8 @@ impl Metrics {
 }
 
 impl Default for Metrics {
+    /// Handles that record nothing (unit tests).
     fn default() -> Self {
-        Metrics::new()
+        metrics::with_local_recorder(&NoopRecorder, || Metrics::register(None))
     }
 }

@@ -300,7 +300,7 @@ mod tests {
         let mut config = Config::with_db("unused.db");
         config.bus = BusKind::Memory;
         let id = uuid::Uuid::new_v4().to_string();
-        Bus::open(&config, &id, "127.0.0.1:0", Arc::new(Hub::new()), Metrics::new()).await.unwrap()
+        Bus::open(&config, &id, "127.0.0.1:0", Arc::new(Hub::new()), Metrics::default()).await.unwrap()
     }
 
     fn request(user: &str) -> JoinRequest {

@@ -99,7 +99,7 @@ pub fn metrics(app: Arc<App>) -> BoxedFilter<(Response,)> {
 }
 
 fn render_metrics(app: Arc<App>) -> Response {
-    let text = app.prometheus.as_ref().map(|handle| handle.render()).unwrap_or_default();
+    let text = app.prometheus.render();
     warp::reply::with_header(text, "content-type", "text/plain; version=0.0.4").into_response()
 }
 

@@ -167,7 +167,7 @@ mod tests {
         let conn = Uuid::new_v4();
         {
             let mut state = room.lock();
-            state.start_at(0, 0, &Metrics::new());
+            state.start_at(0, 0, &Metrics::default());
             let user = UserId::parse("u1").unwrap();
             let outbox = outbox(bounds(16)).0;
             state.subscribe(Subscriber { conn, user, name: None, generation: 0, start_after: 0, outbox });
@@ -185,7 +185,7 @@ mod tests {
         let hub = Arc::new(Hub::new());
         let (busy, other) = (CanvasId::parse("busy").unwrap(), CanvasId::parse("other").unwrap());
         for canvas in [&busy, &other] {
-            hub.room_for_join(canvas).lock().start_at(0, 0, &Metrics::new());
+            hub.room_for_join(canvas).lock().start_at(0, 0, &Metrics::default());
         }
         let room = hub.room(&busy).unwrap();
         let held = room.lock(); // as a long section on the room would
@@ -215,7 +215,7 @@ mod tests {
             let room = hub.room_for_join(&CanvasId::parse(canvas).unwrap());
             let (outbox, inbox) = outbox(bounds(4));
             let mut state = room.lock();
-            state.start_at(0, 0, &Metrics::new());
+            state.start_at(0, 0, &Metrics::default());
             let user = UserId::parse(user).unwrap();
             state.subscribe(Subscriber {
                 conn: Uuid::new_v4(),

@@ -109,8 +109,11 @@ fn read_pool(path: PathBuf, settings: ConnSettings) -> anyhow::Result<Pool> {
         .context("building the read pool")
 }
 
-/// Starts the writer, the watcher and (with peer wake-ups) the doorbell, each on a thread of its own.
+/// Starts the writer, the watcher and (with peer wake-ups) the doorbell, each on a thread of its own; the
+/// writer's and the watcher's statements wait `busy_timeout` at most for another process's lock.
+#[allow(clippy::too_many_arguments)]
 fn start_threads(
+    busy_timeout: Duration,
     writer: Writer,
     runtime: tokio::runtime::Runtime,
     lanes: Lanes<Job>,
@@ -121,8 +124,16 @@ fn start_threads(
 ) -> std::io::Result<Workers> {
     let workers = Workers::default();
     let thread = |name: &str| std::thread::Builder::new().name(name.into());
-    workers.thread("writer", thread("relay-writer").spawn(move || writer.run(runtime, lanes))?);
-    workers.thread("watcher", thread("relay-watcher").spawn(move || watcher.run())?);
+    let writer = move || {
+        schema::use_busy_timeout(busy_timeout);
+        writer.run(runtime, lanes)
+    };
+    let watcher = move || {
+        schema::use_busy_timeout(busy_timeout);
+        watcher.run()
+    };
+    workers.thread("writer", thread("relay-writer").spawn(writer)?);
+    workers.thread("watcher", thread("relay-watcher").spawn(watcher)?);
     if let Some(doorbell) = doorbell {
         workers.helper_thread("doorbell", doorbell.listen(progress.clone(), metrics.doorbells_received.clone())?);
     }
@@ -138,6 +149,8 @@ pub struct SqliteBus {
 struct Inner {
     /// Read connections for joins and health checks.
     pool: Pool,
+    /// How long a statement waits for another process's write lock (`--busy-timeout`).
+    busy_timeout: Duration,
     /// The writer's two lanes: the queue of messages and the urgent lane (see `bus/lanes.rs`).
     writer: LaneSenders<Job>,
     progress: Arc<Progress>,
@@ -201,8 +214,16 @@ impl SqliteBus {
         let watcher =
             Watcher::new(watcher_conn, hub.clone(), progress.clone(), metrics.clone(), config, instance_id.to_owned())
                 .context("starting the watcher")?;
-        let workers =
-            start_threads(writer, writer_runtime, writer_rx, watcher, doorbell.as_ref(), &progress, &metrics)?;
+        let workers = start_threads(
+            settings.busy_timeout,
+            writer,
+            writer_runtime,
+            writer_rx,
+            watcher,
+            doorbell.as_ref(),
+            &progress,
+            &metrics,
+        )?;
         let bus = SqliteBus {
             inner: Arc::new(Inner {
                 pool,
@@ -216,6 +237,7 @@ impl SqliteBus {
                 presence_timeout_ms: config.presence_timeout.as_millis() as i64,
                 dead_after_ms: config.presence_timeout.saturating_sub(config.heartbeat_interval).as_millis() as i64,
                 instance_id: instance_id.to_owned(),
+                busy_timeout: settings.busy_timeout,
                 doorbell,
                 workers,
                 file,
@@ -260,10 +282,14 @@ impl SqliteBus {
         f: impl FnOnce(&mut Connection) -> deadpool_sqlite::rusqlite::Result<T> + Send + 'static,
     ) -> Result<T, BusError> {
         let conn = self.inner.pool.get().await.map_err(|e| BusError::Unavailable(e.to_string()))?;
-        conn.interact(f)
-            .await
-            .map_err(|e| BusError::Unavailable(e.to_string()))?
-            .map_err(|e| BusError::Unavailable(e.to_string()))
+        let busy_timeout = self.inner.busy_timeout;
+        conn.interact(move |conn| {
+            schema::use_busy_timeout(busy_timeout);
+            f(conn)
+        })
+        .await
+        .map_err(|e| BusError::Unavailable(e.to_string()))?
+        .map_err(|e| BusError::Unavailable(e.to_string()))
     }
 
     /// What the database path names now: the opened file, nothing, or another file (see `identity.rs`).

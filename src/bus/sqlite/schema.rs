@@ -4,8 +4,8 @@
 //! transaction and tracked in `PRAGMA user_version`. Because the version is read inside the write
 //! transaction, several processes starting at once on one file apply each migration exactly once.
 
+use std::cell::Cell;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -38,9 +38,19 @@ pub fn memory_uri(name: &str) -> String {
     format!("file:/canvas-relay-{name}?vfs=memdb")
 }
 
-/// The busy timeout, process-wide: SQLite's busy handler is a plain function pointer, so it reads its limit
-/// from here. One process runs one configuration, so one value is enough.
-static BUSY_TIMEOUT_US: AtomicU64 = AtomicU64::new(5_000_000);
+thread_local! {
+    /// The busy timeout of the instance whose statements this thread runs. SQLite's busy handler is a plain
+    /// function pointer, with no context, called on the thread that runs the statement, so it reads its
+    /// limit from here; every entry point that runs statements for an instance says it first
+    /// ([`use_busy_timeout`]): the opening of the file, the writer and watcher threads as they start, and
+    /// each read on the pool. Two instances in one process keep their own limits.
+    static BUSY_TIMEOUT: Cell<Duration> = const { Cell::new(Duration::from_secs(5)) };
+}
+
+/// Sets the busy timeout for the statements this thread runs from now on (see `BUSY_TIMEOUT`).
+pub fn use_busy_timeout(timeout: Duration) {
+    BUSY_TIMEOUT.with(|limit| limit.set(timeout));
+}
 
 /// Waits for another process's write lock in short steps. SQLite's built-in handler sleeps 1, 2, 5, 10 ...
 /// 100 ms between tries, which would add milliseconds to a commit that collides with another process's
@@ -48,7 +58,7 @@ static BUSY_TIMEOUT_US: AtomicU64 = AtomicU64::new(5_000_000);
 fn busy_handler(attempt: i32) -> bool {
     let attempt = attempt.max(0) as u64;
     let (step_us, waited_us) = if attempt < 20 { (50, attempt * 50) } else { (500, 1_000 + (attempt - 20) * 500) };
-    if waited_us >= BUSY_TIMEOUT_US.load(Ordering::Relaxed) {
+    if waited_us >= BUSY_TIMEOUT.with(Cell::get).as_micros() as u64 {
         return false;
     }
     std::thread::sleep(Duration::from_micros(step_us));
@@ -110,7 +120,7 @@ fn unwritable(path: &Path) -> Option<String> {
 
 /// The PRAGMAs of every connection (the writer's, the watcher's and the pool's).
 pub fn configure(conn: &Connection, settings: ConnSettings) -> deadpool_sqlite::rusqlite::Result<()> {
-    BUSY_TIMEOUT_US.store(settings.busy_timeout.as_micros() as u64, Ordering::Relaxed);
+    use_busy_timeout(settings.busy_timeout);
     conn.busy_handler(Some(busy_handler))?;
     conn.set_prepared_statement_cache_capacity(64);
     if settings.memory {

@@ -22,10 +22,10 @@ fn queue(frames: usize) -> (Outbox, Inbox) {
 
 fn started_room(at: u64) -> (RoomState, Inbox, Metrics) {
     let mut state = RoomState::new();
-    state.start_at(at, 0, &Metrics::new());
+    state.start_at(at, 0, &Metrics::default());
     let (outbox, inbox) = queue(64);
     state.subscribe(subscriber(Uuid::new_v4(), at, outbox));
-    (state, inbox, Metrics::new())
+    (state, inbox, Metrics::default())
 }
 
 #[test]
@@ -51,7 +51,7 @@ fn a_seq_is_delivered_once_whoever_offers_it() {
 
 #[test]
 fn the_sender_gets_an_ack_and_the_others_the_message() {
-    let metrics = Metrics::new();
+    let metrics = Metrics::default();
     let mut room = RoomState::new();
     room.start_at(0, 0, &metrics);
     let (sender_box, mut sender) = queue(8);
@@ -80,7 +80,7 @@ fn a_new_subscriber_skips_what_its_welcome_covered() {
 #[test]
 fn an_unstarted_room_keeps_offers_until_its_start_then_drops_what_the_snapshot_covered() {
     let mut room = RoomState::new();
-    let metrics = Metrics::new();
+    let metrics = Metrics::default();
     for seq in [2, 3, 5, 4] {
         assert_eq!(room.offer(entry(seq), &metrics), 0);
     }
@@ -97,7 +97,7 @@ fn an_unstarted_room_keeps_offers_until_its_start_then_drops_what_the_snapshot_c
 #[test]
 fn an_offer_made_twice_before_the_start_is_kept_once() {
     let mut room = RoomState::new();
-    let metrics = Metrics::new();
+    let metrics = Metrics::default();
     room.offer(entry(4), &metrics);
     room.offer_stored(entry(4), &metrics);
     assert_eq!(room.early.len(), 1);
@@ -108,7 +108,7 @@ fn an_offer_made_twice_before_the_start_is_kept_once() {
 #[test]
 fn a_room_whose_start_never_comes_closes_rather_than_grow_without_bound() {
     let mut room = RoomState::new();
-    let metrics = Metrics::new();
+    let metrics = Metrics::default();
     for seq in 1..=MAX_EARLY as u64 + 1 {
         room.offer(entry(seq), &metrics);
     }
@@ -118,7 +118,7 @@ fn a_room_whose_start_never_comes_closes_rather_than_grow_without_bound() {
 
 #[test]
 fn overflow_cuts_the_slow_subscriber_and_spares_the_others() {
-    let metrics = Metrics::new();
+    let metrics = Metrics::default();
     let mut room = RoomState::new();
     room.start_at(0, 0, &metrics);
     let (slow_box, slow) = queue(16);

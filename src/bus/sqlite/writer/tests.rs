@@ -36,7 +36,7 @@ fn writer(dir: &tempfile::TempDir) -> Writer {
         local_broadcast: true,
         peer_timeout_ms: 10_000,
     };
-    Writer::new(conn, Arc::new(Hub::new()), Arc::new(Progress::default()), Metrics::new(), settings, None, None)
+    Writer::new(conn, Arc::new(Hub::new()), Arc::new(Progress::default()), Metrics::default(), settings, None, None)
 }
 
 #[test]
@@ -147,7 +147,7 @@ fn a_row_of_a_generation_its_room_never_saw_is_left_for_the_watcher() {
     let dir = tempfile::tempdir().unwrap();
     let mut writer = writer(&dir);
     let canvas = CanvasId::parse("again").unwrap();
-    writer.hub.room_for_join(&canvas).lock().start_at(7, 0, &Metrics::new());
+    writer.hub.room_for_join(&canvas).lock().start_at(7, 0, &Metrics::default());
     let cursor = writer.progress.cursor();
     let (p, mut result) = publish("again");
     writer.commit(vec![p]);
