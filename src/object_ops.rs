@@ -6,14 +6,17 @@
 //! up to the canvas's last seq.
 
 use std::collections::BTreeMap;
+use std::fmt;
+use std::ops::Range;
 
+use serde::de::{DeserializeSeed, Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
 use crate::protocol::MsgType;
 
 /// One object op, as the protocol read it from the message's `data`, once, when it checked the frame
-/// (`LoggedMessage::object`): the object's id, and for a create or an update its top-level fields. The
-/// stores take both from here and never parse the op's data again.
+/// (`LoggedMessage::object`): the object's id, and for a create or an update where its top-level fields
+/// are in that data. The stores take both from here and never parse the op's data again.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ObjectOp {
     Create { id: String, fields: Vec<Field> },
@@ -21,21 +24,36 @@ pub enum ObjectOp {
     Delete { id: String },
 }
 
-/// One top-level field of an object op's data: its name, and its value as the exact JSON text it arrived
-/// as (so a number is stored and relayed digit for digit).
-#[derive(Debug, Clone)]
+/// One top-level field of an object op's data: where its name and its value are in that data's text, so
+/// that reading the fields allocates nothing per field (a create is the common op, and most stores never
+/// look at its fields). Read it with [`Field::name`] and [`Field::value`] against the same data.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Field {
-    pub name: String,
-    pub value: Box<RawValue>,
+    name: Name,
+    value: Range<usize>,
 }
 
-impl PartialEq for Field {
-    fn eq(&self, other: &Field) -> bool {
-        self.name == other.name && self.value.get() == other.value.get()
+/// A field's name: where it is in the data, or decoded when its JSON string has escapes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Name {
+    At(Range<usize>),
+    Decoded(Box<str>),
+}
+
+impl Field {
+    /// Its name, read from `data` (the text the field was read from).
+    pub fn name<'a>(&'a self, data: &'a str) -> &'a str {
+        match &self.name {
+            Name::At(at) => &data[at.clone()],
+            Name::Decoded(name) => name,
+        }
+    }
+
+    /// Its value's exact JSON text in `data` (so a number is stored and relayed digit for digit).
+    pub fn value<'a>(&self, data: &'a str) -> &'a str {
+        &data[self.value.clone()]
     }
 }
-
-impl Eq for Field {}
 
 impl ObjectOp {
     /// The op of a message of type `kind` on object `id` whose data has `fields` (a later duplicate name
@@ -50,7 +68,8 @@ impl ObjectOp {
         }
     }
 
-    /// The fields it sets: a create's whole object, an update's patch, nothing for a delete.
+    /// The fields it sets, in the data it was read from: a create's whole object, an update's patch,
+    /// nothing for a delete.
     pub fn fields(&self) -> &[Field] {
         match self {
             ObjectOp::Create { fields, .. } | ObjectOp::Update { fields, .. } => fields,
@@ -81,13 +100,18 @@ pub enum Refusal {
     CanvasFull { size: Option<u64>, limit: usize },
 }
 
-/// `object-update`: the stored object with `patch`'s top-level fields set (a field set to null stays, as
-/// null: only `object-delete` removes). Returns the new JSON text, fields in name order, every value the
-/// exact text it was stored or sent as: only the stored object is parsed, and only into its fields.
-pub fn merge(stored: &str, patch: &[Field]) -> Result<String, serde_json::Error> {
-    let mut object: BTreeMap<String, &RawValue> = serde_json::from_str(stored)?;
-    object.extend(patch.iter().map(|field| (field.name.clone(), &*field.value)));
-    serde_json::to_string(&object)
+/// `object-update`: the stored object with the fields of `patch` (read from `data`) set; a field set to
+/// null stays, as null: only `object-delete` removes. Returns the new JSON text, fields in name order,
+/// every value the exact text it was stored or sent as: only the stored object is parsed, into its fields.
+pub fn merge(stored: &str, patch: &[Field], data: &str) -> Result<String, serde_json::Error> {
+    let stored: BTreeMap<String, &RawValue> = serde_json::from_str(stored)?;
+    let mut object: BTreeMap<&str, &str> = stored.iter().map(|(name, value)| (name.as_str(), value.get())).collect();
+    object.extend(patch.iter().map(|field| (field.name(data), field.value(data))));
+    let mut json = StateJson::with_capacity(object.iter().map(|(name, value)| name.len() + value.len() + 4).sum());
+    for (name, value) in object {
+        json.push(name, value.as_bytes());
+    }
+    Ok(String::from_utf8(json.finish().to_vec()).expect("assembled from UTF-8 texts"))
 }
 
 /// A canvas state as the JSON a welcome and the API carry, `{"id":object,...}`, assembled from each object's
@@ -129,11 +153,77 @@ impl StateJson {
     }
 }
 
-/// The top-level fields of a JSON object's text, each value as the exact text it has there; a later
-/// duplicate name wins, as JSON parsers do. One pass over the text.
+/// Where the top-level fields of a JSON object's text are in it, in one pass and with one allocation (a
+/// name with escapes is kept decoded); a later duplicate name wins, as JSON parsers do.
 pub fn fields(object: &str) -> Result<Vec<Field>, serde_json::Error> {
-    let fields: BTreeMap<String, Box<RawValue>> = serde_json::from_str(object)?;
-    Ok(fields.into_iter().map(|(name, value)| Field { name, value }).collect())
+    let mut parser = serde_json::Deserializer::from_str(object);
+    let mut fields = parser.deserialize_map(FieldsOf { text: object })?;
+    parser.end()?;
+    // Equal names end up next to each other, the last one given first; `dedup_by` keeps that one.
+    fields.sort_by(|a, b| a.name(object).cmp(b.name(object)));
+    fields.reverse();
+    fields.dedup_by(|later, kept| later.name(object) == kept.name(object));
+    fields.reverse();
+    Ok(fields)
+}
+
+/// Reads an object's members as spans of `text`, which the deserializer borrows from.
+struct FieldsOf<'t> {
+    text: &'t str,
+}
+
+impl<'t> FieldsOf<'t> {
+    /// Where `part`, a slice of `text`, is in it.
+    fn span(&self, part: &str) -> Range<usize> {
+        let start = part.as_ptr() as usize - self.text.as_ptr() as usize;
+        start..start + part.len()
+    }
+}
+
+impl<'de> Visitor<'de> for FieldsOf<'de> {
+    type Value = Vec<Field>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Vec<Field>, A::Error> {
+        let mut fields = Vec::with_capacity(map.size_hint().unwrap_or(8));
+        while let Some(name) = map.next_key_seed(NameOf { text: self.text })? {
+            let value: &'de RawValue = map.next_value()?;
+            fields.push(Field { name, value: self.span(value.get()) });
+        }
+        Ok(fields)
+    }
+}
+
+/// Reads a member's name: borrowed from the text where it has no escapes, decoded where it has.
+struct NameOf<'t> {
+    text: &'t str,
+}
+
+impl<'de> DeserializeSeed<'de> for NameOf<'de> {
+    type Value = Name;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Name, D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for NameOf<'de> {
+    type Value = Name;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a member name")
+    }
+
+    fn visit_borrowed_str<E>(self, name: &'de str) -> Result<Name, E> {
+        Ok(Name::At(FieldsOf { text: self.text }.span(name)))
+    }
+
+    fn visit_str<E>(self, name: &str) -> Result<Name, E> {
+        Ok(Name::Decoded(name.into()))
+    }
 }
 
 #[cfg(test)]
@@ -142,17 +232,18 @@ mod tests {
 
     use super::*;
 
-    fn patch(json: &str) -> Vec<Field> {
-        fields(json).unwrap()
+    /// The fields of `json` as (name, value text).
+    fn texts(json: &str) -> Vec<(String, String)> {
+        fields(json).unwrap().iter().map(|f| (f.name(json).to_owned(), f.value(json).to_owned())).collect()
     }
 
     #[test]
     fn ops_are_recognised_with_their_ids_and_a_delete_keeps_no_fields() {
         let create = MsgType::parse("object-create").unwrap();
-        let op = ObjectOp::new(&create, "o1".into(), patch(r#"{"id":"o1","x":1}"#)).unwrap();
+        let op = ObjectOp::new(&create, "o1".into(), fields(r#"{"id":"o1","x":1}"#).unwrap()).unwrap();
         assert_eq!((op.id(), op.fields().len()), ("o1", 2));
         let delete = MsgType::parse("object-delete").unwrap();
-        let op = ObjectOp::new(&delete, "o2".into(), patch(r#"{"id":"o2","x":1}"#)).unwrap();
+        let op = ObjectOp::new(&delete, "o2".into(), fields(r#"{"id":"o2","x":1}"#).unwrap()).unwrap();
         assert_eq!(op, ObjectOp::Delete { id: "o2".into() });
         assert!(op.fields().is_empty());
         assert_eq!(ObjectOp::new(&MsgType::parse("chat").unwrap(), "o1".into(), Vec::new()), None);
@@ -160,10 +251,13 @@ mod tests {
 
     #[test]
     fn fields_keep_their_text_and_the_last_duplicate() {
-        let fields = patch(r#"{"x": 1.50, "style": {"fill": "red"}, "x": 2e0}"#);
-        let texts: Vec<(&str, &str)> = fields.iter().map(|f| (f.name.as_str(), f.value.get())).collect();
-        assert_eq!(texts, [("style", r#"{"fill": "red"}"#), ("x", "2e0")]);
-        assert!(super::fields("[1]").is_err());
+        let got = texts(r#"{"x": 1.50, "style": {"fill": "red"}, "x": 2e0, "a\"b": true, "\u0079": 1, "y": 2}"#);
+        let want = [("a\"b", "true"), ("style", r#"{"fill": "red"}"#), ("x", "2e0"), ("y", "2")];
+        assert_eq!(got, want.map(|(n, v)| (n.to_owned(), v.to_owned())), "an escaped name is decoded; y == \\u0079");
+        assert!(texts("{}").is_empty());
+        for bad in ["[1]", "{\"a\":}", "{} {}", "1"] {
+            assert!(fields(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]
@@ -172,7 +266,7 @@ mod tests {
         // merged state said ...153e-187 where the relayed message said ...154e-187. Now values are never
         // re-encoded: the merged text holds the patch's digits.
         let sent = r#"{"id":"a","x":4.061360003766153e-187,"big":123456789012345678,"neg":-0.1}"#;
-        let merged = merge(r#"{"id":"a"}"#, &patch(sent)).unwrap();
+        let merged = merge(r#"{"id":"a"}"#, &fields(sent).unwrap(), sent).unwrap();
         assert!(merged.contains("4.061360003766153e-187") && merged.contains("123456789012345678"), "{merged}");
         let (merged, sent): (Value, Value) =
             (serde_json::from_str(&merged).unwrap(), serde_json::from_str(sent).unwrap());
@@ -197,13 +291,10 @@ mod tests {
 
     #[test]
     fn update_merges_top_level_fields_only() {
-        let merged = merge(
-            r#"{"id":"o1","x":1,"style":{"fill":"red","w":2}}"#,
-            &patch(r#"{"id":"o1","x":5,"style":{"fill":"blue"},"y":null}"#),
-        )
-        .unwrap();
+        let sent = r#"{"id":"o1","x":5,"style":{"fill":"blue"},"y":null}"#;
+        let merged = merge(r#"{"id":"o1","x":1,"style":{"fill":"red","w":2}}"#, &fields(sent).unwrap(), sent).unwrap();
         let merged: Value = serde_json::from_str(&merged).unwrap();
         assert_eq!(merged, serde_json::json!({"id":"o1","x":5,"style":{"fill":"blue"},"y":null}));
-        assert!(merge("[1]", &[]).is_err(), "a stored object that is not one cannot be updated");
+        assert!(merge("[1]", &[], "").is_err(), "a stored object that is not one cannot be updated");
     }
 }

@@ -238,11 +238,12 @@ fn object_op(kind: &MsgType, data: &RawValue) -> Result<ObjectOp, FrameError> {
     if !data.get().starts_with('{') {
         return Err(bad());
     }
-    let fields = object_ops::fields(data.get()).map_err(|_| bad())?;
+    let text = data.get();
+    let fields = object_ops::fields(text).map_err(|_| bad())?;
     let id = fields
         .iter()
-        .find(|field| field.name == "id")
-        .and_then(|id| serde_json::from_str::<String>(id.value.get()).ok());
+        .find(|field| field.name(text) == "id")
+        .and_then(|id| serde_json::from_str::<String>(id.value(text)).ok());
     match id {
         Some(id) if (1..=MAX_OBJECT_ID_CHARS).contains(&id.chars().count()) => {
             ObjectOp::new(kind, id, fields).ok_or_else(bad)
@@ -280,8 +281,10 @@ mod tests {
         };
         assert_eq!(msg.object, None);
         let api = LoggedMessage::from_api_body(br#"{"type":"object-create","data":{"id":"o3","x":1}}"#).unwrap();
-        let fields = object_ops::fields(r#"{"x":1,"id":"o3"}"#).unwrap();
-        assert_eq!(api.object, Some(ObjectOp::Create { id: "o3".into(), fields }), "with its fields, once");
+        let op = api.object.as_ref().unwrap();
+        let fields: Vec<(&str, &str)> =
+            op.fields().iter().map(|f| (f.name(api.data.get()), f.value(api.data.get()))).collect();
+        assert_eq!((op.id(), fields), ("o3", vec![("id", r#""o3""#), ("x", "1")]), "with its fields, read once");
     }
 
     #[test]

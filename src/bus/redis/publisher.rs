@@ -241,8 +241,9 @@ fn encode(publish: &Publish, invocation: &mut redis::ScriptInvocation<'_>) {
         .arg(id)
         .arg(to_json(&id).len())
         .arg(fields.len());
+    let data = publish.data.get();
     for field in fields {
-        invocation.arg(to_json(&field.name)).arg(field.value.get());
+        invocation.arg(to_json(&field.name(data))).arg(field.value(data));
     }
 }
 

@@ -37,7 +37,7 @@ pub fn plan(conn: &Connection, canvas: &CanvasId, op: &ObjectOp, data: &RawValue
         (ObjectOp::Create { .. }, _) => {
             Ok(Change { delta: StateJson::entry_bytes(id, data.get().len()) - before, write: Write::Set(None) })
         }
-        (ObjectOp::Update { fields, .. }, Some(stored)) => match object_ops::merge(&stored, fields) {
+        (ObjectOp::Update { fields, .. }, Some(stored)) => match object_ops::merge(&stored, fields, data.get()) {
             Ok(merged) => {
                 Ok(Change { delta: StateJson::entry_bytes(id, merged.len()) - before, write: Write::Set(Some(merged)) })
             }
