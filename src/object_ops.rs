@@ -159,11 +159,23 @@ pub fn fields(object: &str) -> Result<Vec<Field>, serde_json::Error> {
     let mut parser = serde_json::Deserializer::from_str(object);
     let mut fields = parser.deserialize_map(FieldsOf { text: object })?;
     parser.end()?;
-    // Equal names end up next to each other, the last one given first; `dedup_by` keeps that one.
-    fields.sort_by(|a, b| a.name(object).cmp(b.name(object)));
-    fields.reverse();
-    fields.dedup_by(|later, kept| later.name(object) == kept.name(object));
-    fields.reverse();
+    if fields.len() <= 16 {
+        // A usual object: a few comparisons find a repeated name (rare), and the earlier one goes.
+        let mut at = 0;
+        while at < fields.len() {
+            let repeated = fields[at + 1..].iter().any(|later| later.name(object) == fields[at].name(object));
+            if repeated {
+                fields.remove(at);
+            } else {
+                at += 1;
+            }
+        }
+    } else {
+        // Equal names end up next to each other, the last one given first; `dedup_by` keeps that one.
+        fields.sort_by(|a, b| a.name(object).cmp(b.name(object)));
+        fields.reverse();
+        fields.dedup_by(|later, kept| later.name(object) == kept.name(object));
+    }
     Ok(fields)
 }
 
@@ -251,9 +263,21 @@ mod tests {
 
     #[test]
     fn fields_keep_their_text_and_the_last_duplicate() {
-        let got = texts(r#"{"x": 1.50, "style": {"fill": "red"}, "x": 2e0, "a\"b": true, "\u0079": 1, "y": 2}"#);
+        let mut got = texts(r#"{"x": 1.50, "style": {"fill": "red"}, "x": 2e0, "a\"b": true, "\u0079": 1, "y": 2}"#);
+        got.sort();
         let want = [("a\"b", "true"), ("style", r#"{"fill": "red"}"#), ("x", "2e0"), ("y", "2")];
         assert_eq!(got, want.map(|(n, v)| (n.to_owned(), v.to_owned())), "an escaped name is decoded; y == \\u0079");
+        // Past 16 fields repeats are found by sorting: the same rule.
+        let big = format!(
+            "{{{},\"k3\":\"last\"}}",
+            (0..40).map(|i| format!("\"k{}\":{i}", i % 20)).collect::<Vec<_>>().join(",")
+        );
+        let got = texts(&big);
+        assert_eq!(got.len(), 20);
+        assert!(
+            got.contains(&("k3".to_owned(), "\"last\"".to_owned()))
+                && got.contains(&("k4".to_owned(), "24".to_owned()))
+        );
         assert!(texts("{}").is_empty());
         for bad in ["[1]", "{\"a\":}", "{} {}", "1"] {
             assert!(fields(bad).is_err(), "{bad}");
