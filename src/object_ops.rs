@@ -15,11 +15,12 @@ use serde_json::value::RawValue;
 use crate::protocol::MsgType;
 
 /// One object op, as the protocol read it from the message's `data`, once, when it checked the frame
-/// (`LoggedMessage::object`): the object's id, and for a create or an update where its top-level fields
-/// are in that data. The stores take both from here and never parse the op's data again.
+/// (`LoggedMessage::object`): the object's id, and for an update where the patch's top-level fields are in
+/// that data (an update means its fields; a create means its whole data, which the stores keep as it is).
+/// The stores take both from here and never parse an update's data again.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ObjectOp {
-    Create { id: String, fields: Vec<Field> },
+    Create { id: String },
     Update { id: String, fields: Vec<Field> },
     Delete { id: String },
 }
@@ -56,30 +57,29 @@ impl Field {
 }
 
 impl ObjectOp {
-    /// The op of a message of type `kind` on object `id` whose data has `fields` (a later duplicate name
-    /// already dropped, as JSON parsers do); `None` when `kind` is not an object op. A delete keeps no
-    /// fields.
+    /// The op of a message of type `kind` on object `id`, an update with the `fields` of its patch (a later
+    /// duplicate name already dropped, as JSON parsers do); `None` when `kind` is not an object op. A create
+    /// or a delete keeps no fields.
     pub fn new(kind: &MsgType, id: String, fields: Vec<Field>) -> Option<ObjectOp> {
         match kind.as_str() {
-            "object-create" => Some(ObjectOp::Create { id, fields }),
+            "object-create" => Some(ObjectOp::Create { id }),
             "object-update" => Some(ObjectOp::Update { id, fields }),
             "object-delete" => Some(ObjectOp::Delete { id }),
             _ => None,
         }
     }
 
-    /// The fields it sets, in the data it was read from: a create's whole object, an update's patch,
-    /// nothing for a delete.
+    /// The fields of an update's patch, in the data it was read from; nothing for a create or a delete.
     pub fn fields(&self) -> &[Field] {
         match self {
-            ObjectOp::Create { fields, .. } | ObjectOp::Update { fields, .. } => fields,
-            ObjectOp::Delete { .. } => &[],
+            ObjectOp::Update { fields, .. } => fields,
+            ObjectOp::Create { .. } | ObjectOp::Delete { .. } => &[],
         }
     }
 
     pub fn id(&self) -> &str {
         match self {
-            ObjectOp::Create { id, .. } | ObjectOp::Update { id, .. } | ObjectOp::Delete { id } => id,
+            ObjectOp::Create { id } | ObjectOp::Update { id, .. } | ObjectOp::Delete { id } => id,
         }
     }
 }
@@ -93,6 +93,9 @@ pub enum Refusal {
     /// An update whose patch cannot be merged into the stored object.
     #[error("object {id:?} could not be updated: {reason}")]
     Unmergeable { id: String, reason: String },
+    /// An op whose data the store could not read as an object (the protocol checks it is one first).
+    #[error("object {id:?} could not be read: {reason}")]
+    Unreadable { id: String, reason: String },
     /// The op would take the canvas state past `--max-canvas-state` (`size`: what it would be, where the
     /// store says).
     #[error("the canvas state would be {}, over its limit of {limit} bytes (--max-canvas-state)",
@@ -250,10 +253,13 @@ mod tests {
     }
 
     #[test]
-    fn ops_are_recognised_with_their_ids_and_a_delete_keeps_no_fields() {
+    fn ops_are_recognised_with_their_ids_and_only_an_update_keeps_fields() {
+        let update = MsgType::parse("object-update").unwrap();
+        let op = ObjectOp::new(&update, "o1".into(), fields(r#"{"id":"o1","x":1}"#).unwrap()).unwrap();
+        assert_eq!((op.id(), op.fields().len()), ("o1", 2));
         let create = MsgType::parse("object-create").unwrap();
         let op = ObjectOp::new(&create, "o1".into(), fields(r#"{"id":"o1","x":1}"#).unwrap()).unwrap();
-        assert_eq!((op.id(), op.fields().len()), ("o1", 2));
+        assert_eq!(op, ObjectOp::Create { id: "o1".into() });
         let delete = MsgType::parse("object-delete").unwrap();
         let op = ObjectOp::new(&delete, "o2".into(), fields(r#"{"id":"o2","x":1}"#).unwrap()).unwrap();
         assert_eq!(op, ObjectOp::Delete { id: "o2".into() });

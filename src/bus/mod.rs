@@ -296,7 +296,9 @@ impl BusError {
     pub fn code(&self) -> ErrorCode {
         match self {
             BusError::Refused(Refusal::CanvasFull { .. }) => ErrorCode::CanvasFull,
-            BusError::Refused(Refusal::Missing { .. } | Refusal::Unmergeable { .. }) => ErrorCode::InvalidFrame,
+            BusError::Refused(Refusal::Missing { .. } | Refusal::Unmergeable { .. } | Refusal::Unreadable { .. }) => {
+                ErrorCode::InvalidFrame
+            }
             BusError::Unavailable(_) | BusError::ShuttingDown => ErrorCode::Unavailable,
         }
     }

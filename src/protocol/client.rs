@@ -230,20 +230,33 @@ impl Walk {
     }
 }
 
-/// Object ops carry an object with a string `id` (the key of the canvas state): the op, with that id and
-/// the object's top-level fields, read from `data` in one pass. The stores use these and never parse the
-/// op's data again.
+/// Object ops carry an object with a string `id` (the key of the canvas state): the op, with that id and,
+/// for an update, where its patch's top-level fields are, read from `data` in one pass. The stores use
+/// these and never parse an update's data again. A create or a delete needs only its id, read without
+/// keeping anything else: a create is the common op, and reading its fields here made SQLite's creates
+/// about 8 % slower for nothing (that store keeps a create's data as it is).
 fn object_op(kind: &MsgType, data: &RawValue) -> Result<ObjectOp, FrameError> {
+    #[derive(Deserialize)]
+    struct ObjectRef {
+        id: Option<serde_json::Value>,
+    }
     let bad = || FrameError::new(ErrorCode::InvalidFrame, "object ops need data: an object with a string \"id\"");
-    if !data.get().starts_with('{') {
+    let text = data.get();
+    if !text.starts_with('{') {
         return Err(bad());
     }
-    let text = data.get();
-    let fields = object_ops::fields(text).map_err(|_| bad())?;
-    let id = fields
-        .iter()
-        .find(|field| field.name(text) == "id")
-        .and_then(|id| serde_json::from_str::<String>(id.value(text)).ok());
+    let (id, fields) = if kind.as_str() == "object-update" {
+        let fields = object_ops::fields(text).map_err(|_| bad())?;
+        let id = fields.iter().find(|field| field.name(text) == "id").map(|id| id.value(text));
+        (id.and_then(|id| serde_json::from_str::<String>(id).ok()), fields)
+    } else {
+        let object: ObjectRef = serde_json::from_str(text).map_err(|_| bad())?;
+        let id = match object.id {
+            Some(serde_json::Value::String(id)) => Some(id),
+            _ => None,
+        };
+        (id, Vec::new())
+    };
     match id {
         Some(id) if (1..=MAX_OBJECT_ID_CHARS).contains(&id.chars().count()) => {
             ObjectOp::new(kind, id, fields).ok_or_else(bad)
@@ -281,6 +294,8 @@ mod tests {
         };
         assert_eq!(msg.object, None);
         let api = LoggedMessage::from_api_body(br#"{"type":"object-create","data":{"id":"o3","x":1}}"#).unwrap();
+        assert_eq!(api.object, Some(ObjectOp::Create { id: "o3".into() }));
+        let api = LoggedMessage::from_api_body(br#"{"type":"object-update","data":{"id":"o3","x":1}}"#).unwrap();
         let op = api.object.as_ref().unwrap();
         let fields: Vec<(&str, &str)> =
             op.fields().iter().map(|f| (f.name(api.data.get()), f.value(api.data.get()))).collect();

@@ -28,7 +28,7 @@ use crate::bus::{refuse_all, BusError, Origin, PresenceChange, Publish};
 use crate::clock::now_ms;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
-use crate::object_ops::{ObjectOp, Refusal};
+use crate::object_ops::{self, ObjectOp, Refusal};
 use crate::protocol::to_json;
 
 /// Backoff between sends of a batch whose reply did not come: from the first to the last, doubling.
@@ -133,8 +133,18 @@ impl Publisher {
             .arg(Uuid::new_v4().to_string())
             .arg(number)
             .arg(self.max_canvas_state);
-        for publish in &batch {
-            encode(publish, &mut invocation);
+        let batch: Vec<Publish> = batch
+            .into_iter()
+            .filter_map(|publish| match encode(&publish, &mut invocation) {
+                Ok(()) => Some(publish),
+                Err(refusal) => {
+                    publish.refuse(BusError::Refused(refusal));
+                    None
+                }
+            })
+            .collect();
+        if batch.is_empty() {
+            return;
         }
         let started = Instant::now();
         match invocation.invoke_async::<Value>(&mut self.conn).await {
@@ -204,8 +214,9 @@ fn answered(error: &RedisError) -> bool {
     matches!(error.kind(), ErrorKind::Server(_) | ErrorKind::Extension)
 }
 
-/// Adds one publish's arguments (see the header of `publish.lua`).
-fn encode(publish: &Publish, invocation: &mut redis::ScriptInvocation<'_>) {
+/// Adds one publish's arguments (see the header of `publish.lua`), or says why it cannot be sent, adding
+/// nothing.
+fn encode(publish: &Publish, invocation: &mut redis::ScriptInvocation<'_>) -> Result<(), Refusal> {
     let (op, conn, reference, name) = match &publish.origin {
         Origin::Presence { change, conn, name, .. } => {
             let (op, dead_after) = match change {
@@ -226,9 +237,23 @@ fn encode(publish: &Publish, invocation: &mut redis::ScriptInvocation<'_>) {
         Some(ObjectOp::Delete { id }) => ("delete", id.as_str()),
         None => (op, ""),
     };
-    // The op's top-level fields as the protocol read them, each name as JSON and each value as the exact
-    // JSON text it arrived as. Deletes have none.
-    let fields = publish.object.as_ref().map_or(&[][..], ObjectOp::fields);
+    // The op's top-level fields, each name as JSON and each value as the exact JSON text it arrived as: an
+    // update's as the protocol read them; a create's read here, because this store keeps each object as a
+    // hash of its fields (the protocol reads only the id of a create). Deletes have none.
+    let data = publish.data.get();
+    let create_fields;
+    let fields = match &publish.object {
+        Some(ObjectOp::Create { id }) => {
+            // The protocol checked that the data is a JSON object; should that ever not hold, the create is
+            // refused rather than stored with no fields.
+            let unreadable =
+                |error: serde_json::Error| Refusal::Unreadable { id: id.clone(), reason: error.to_string() };
+            create_fields = object_ops::fields(data).map_err(unreadable)?;
+            &create_fields[..]
+        }
+        Some(op) => op.fields(),
+        None => &[],
+    };
     invocation
         .arg(op)
         .arg(publish.canvas.as_str())
@@ -241,10 +266,10 @@ fn encode(publish: &Publish, invocation: &mut redis::ScriptInvocation<'_>) {
         .arg(id)
         .arg(to_json(&id).len())
         .arg(fields.len());
-    let data = publish.data.get();
     for field in fields {
         invocation.arg(to_json(&field.name(data))).arg(field.value(data));
     }
+    Ok(())
 }
 
 /// `{ epoch, writes, now, seq, generation, ... }`, one outcome per publish of `batch` (`limit`: the
