@@ -157,11 +157,16 @@ impl StateJson {
 }
 
 /// Where the top-level fields of a JSON object's text are in it, in one pass and with one allocation (a
-/// name with escapes is kept decoded); a later duplicate name wins, as JSON parsers do.
+/// name with escapes is kept decoded); a later duplicate name wins, as JSON parsers do, except `id`, which
+/// may be given once.
 pub fn fields(object: &str) -> Result<Vec<Field>, serde_json::Error> {
     let mut parser = serde_json::Deserializer::from_str(object);
     let mut fields = parser.deserialize_map(FieldsOf { text: object })?;
     parser.end()?;
+    // The id names the object: given twice it is ambiguous (a create or delete refuses it as well).
+    if fields.iter().filter(|field| field.name(object) == "id").count() > 1 {
+        return Err(serde::de::Error::custom("duplicate field `id`"));
+    }
     if fields.len() <= 16 {
         // A usual object: a few comparisons find a repeated name (rare), and the earlier one goes.
         let mut at = 0;
@@ -285,7 +290,7 @@ mod tests {
                 && got.contains(&("k4".to_owned(), "24".to_owned()))
         );
         assert!(texts("{}").is_empty());
-        for bad in ["[1]", "{\"a\":}", "{} {}", "1"] {
+        for bad in ["[1]", "{\"a\":}", "{} {}", "1", r#"{"id":"a","id":"b"}"#, r#"{"id":"a","\u0069d":"b"}"#] {
             assert!(fields(bad).is_err(), "{bad}");
         }
     }

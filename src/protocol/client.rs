@@ -346,9 +346,12 @@ mod tests {
 
     #[test]
     fn object_ops_need_a_string_id() {
-        for data in [r#"{"x":1}"#, r#"{"id":5}"#, r#"["o1"]"#, "null", r#"{"id":""}"#] {
-            let err = parse_err(&format!(r#"{{"type":"object-create","data":{data},"ref":"r"}}"#));
-            assert_eq!(err.code, ErrorCode::InvalidFrame, "{data}");
+        let bad = [r#"{"x":1}"#, r#"{"id":5}"#, r#"["o1"]"#, "null", r#"{"id":""}"#, r#"{"id":"a","id":"b"}"#];
+        for (kind, data) in
+            ["object-create", "object-update", "object-delete"].into_iter().flat_map(|k| bad.map(|d| (k, d)))
+        {
+            let err = parse_err(&format!(r#"{{"type":"{kind}","data":{data},"ref":"r"}}"#));
+            assert_eq!(err.code, ErrorCode::InvalidFrame, "{kind} {data}");
             assert_eq!(err.reference.as_deref(), Some("r"));
         }
         assert!(ClientFrame::parse(r#"{"type":"object-delete","data":{"id":"o1"}}"#).is_ok());

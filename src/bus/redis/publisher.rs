@@ -87,11 +87,17 @@ impl Publisher {
             let Some(Round { publishes, jobs }) = round else { return };
             self.metrics.writer_queue_depth.set(lanes.depth() as f64);
             self.commit(publishes).await;
-            for job in jobs {
+            let mut jobs = jobs.into_iter();
+            while let Some(job) = jobs.next() {
                 match job {
                     Job::Barrier(done) => drop(done.send(())),
                     Job::Stop(done) => {
                         self.stop(&mut lanes).await;
+                        // Whatever came in the same round after the stop is answered as if it had been
+                        // drained: everything before it is committed.
+                        for Job::Barrier(later) | Job::Stop(later) in jobs {
+                            let _ = later.send(());
+                        }
                         let _ = done.send(());
                         return;
                     }
@@ -137,6 +143,8 @@ impl Publisher {
             .into_iter()
             .filter_map(|publish| match encode(&publish, &mut invocation) {
                 Ok(()) => Some(publish),
+                // Not seen in practice (the protocol checked the data is an object); the refusal then
+                // reaches its sender before the batch's earlier acks, which wait for Redis.
                 Err(refusal) => {
                     publish.refuse(BusError::Refused(refusal));
                     None

@@ -32,7 +32,7 @@ use self::doorbell::Doorbell;
 use self::identity::{FileIdentity, Found};
 pub use self::progress::Progress;
 use self::schema::ConnSettings;
-use self::watcher::Watcher;
+use self::watcher::{RelayedHeads, Watcher};
 use self::writer::{Job, Writer, WriterSettings};
 use crate::bus::lanes::{self, LaneSenders, Lanes};
 use crate::bus::workers::Workers;
@@ -60,13 +60,15 @@ fn wal_checkpoint(conn: &Connection, mode: &str) -> deadpool_sqlite::rusqlite::R
     }
 }
 
-/// The file as opened at start: the writer's and the watcher's connections, the file's epoch, the log head
-/// and the file's identity (`None` for `--bus memory`).
+/// The file as opened at start, read on the blocking thread that opened it (whose statements wait
+/// `--busy-timeout`): the writer's and the watcher's connections, the file's epoch, the log head, the heads
+/// of the relayed tables, and the file's identity (`None` for `--bus memory`).
 struct Opened {
     writer_conn: Connection,
     watcher_conn: Connection,
     db_epoch: String,
     head: i64,
+    relayed: RelayedHeads,
     file: Option<FileIdentity>,
 }
 
@@ -83,7 +85,8 @@ impl Opened {
             let watcher_conn = schema::open(&path, settings)?;
             let db_epoch = queries::db_epoch(&watcher_conn).context("reading the file's epoch")?;
             let head = queries::max_id(&watcher_conn).context("reading the log head")?;
-            Ok(Opened { writer_conn, watcher_conn, db_epoch, head, file })
+            let relayed = RelayedHeads::read(&watcher_conn).context("reading the relayed tables' heads")?;
+            Ok(Opened { writer_conn, watcher_conn, db_epoch, head, relayed, file })
         })
         .await
         .context("opening the database")?
@@ -188,7 +191,8 @@ impl SqliteBus {
             true => PathBuf::from(schema::memory_uri(instance_id)),
             false => config.db.clone(),
         };
-        let Opened { writer_conn, watcher_conn, db_epoch, head, file } = Opened::at(path.clone(), settings).await?;
+        let Opened { writer_conn, watcher_conn, db_epoch, head, relayed, file } =
+            Opened::at(path.clone(), settings).await?;
         let pool = read_pool(path, settings)?;
 
         let progress = Arc::new(Progress::default());
@@ -211,9 +215,15 @@ impl SqliteBus {
             doorbell.clone(),
             file.clone(),
         );
-        let watcher =
-            Watcher::new(watcher_conn, hub.clone(), progress.clone(), metrics.clone(), config, instance_id.to_owned())
-                .context("starting the watcher")?;
+        let watcher = Watcher::new(
+            watcher_conn,
+            hub.clone(),
+            progress.clone(),
+            metrics.clone(),
+            config,
+            instance_id.to_owned(),
+            relayed,
+        );
         let workers = start_threads(
             settings.busy_timeout,
             writer,

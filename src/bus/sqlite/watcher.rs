@@ -75,6 +75,23 @@ pub struct Watcher {
     user_messages_read: i64,
 }
 
+/// Where the relayed tables (other instances' cursor batches and user messages) end when this instance
+/// starts: it relays what comes after.
+#[derive(Debug, Clone, Copy)]
+pub struct RelayedHeads {
+    pub cursor_batches: i64,
+    pub user_messages: i64,
+}
+
+impl RelayedHeads {
+    pub fn read(conn: &Connection) -> deadpool_sqlite::rusqlite::Result<RelayedHeads> {
+        Ok(RelayedHeads {
+            cursor_batches: queries::max_relayed_id(conn, Relayed::CursorBatches)?,
+            user_messages: queries::max_relayed_id(conn, Relayed::UserMessages)?,
+        })
+    }
+}
+
 impl Watcher {
     pub fn new(
         conn: Connection,
@@ -83,13 +100,13 @@ impl Watcher {
         metrics: Metrics,
         config: &crate::config::Config,
         instance_id: String,
-    ) -> deadpool_sqlite::rusqlite::Result<Self> {
+        relayed: RelayedHeads,
+    ) -> Self {
         let backoff =
             Backoff::new(config.poll_interval, config.idle_poll_interval, config.backoff_after, Instant::now());
-        let cursor_batches_read = queries::max_relayed_id(&conn, Relayed::CursorBatches)?;
-        let user_messages_read = queries::max_relayed_id(&conn, Relayed::UserMessages)?;
+        let RelayedHeads { cursor_batches: cursor_batches_read, user_messages: user_messages_read } = relayed;
         let max_rows = config.max_messages_per_poll;
-        Ok(Watcher {
+        Watcher {
             conn,
             hub,
             progress,
@@ -99,7 +116,7 @@ impl Watcher {
             instance_id,
             cursor_batches_read,
             user_messages_read,
-        })
+        }
     }
 
     pub fn run(mut self) {

@@ -216,9 +216,11 @@ impl Writer {
             if !publishes.is_empty() {
                 self.commit(publishes);
             }
-            for job in jobs {
+            let mut jobs = jobs.into_iter();
+            while let Some(job) = jobs.next() {
                 if let Job::Stop(done) = job {
-                    self.stop(&mut lanes);
+                    // Jobs that came in the same round after the stop go with the ones still queued.
+                    self.stop(&mut lanes, jobs.collect());
                     let _ = done.send(());
                     return;
                 }
@@ -312,9 +314,10 @@ impl Writer {
         }
     }
 
-    /// Clean stop: refuse whatever is still queued (the server is going away), then deregister.
-    fn stop(&mut self, lanes: &mut Lanes<Job>) {
-        for job in lanes.close() {
+    /// Clean stop: refuse whatever is still queued (the server is going away), answer the barriers and stops
+    /// among the jobs left (`later`: the ones behind the stop in its own round), then deregister.
+    fn stop(&mut self, lanes: &mut Lanes<Job>, later: Vec<Job>) {
+        for job in later.into_iter().chain(lanes.close()) {
             if let Job::Barrier(done) | Job::Stop(done) = job {
                 let _ = done.send(());
             }
