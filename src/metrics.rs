@@ -80,8 +80,8 @@ pub struct Metrics {
     pub frame_errors: Counter,
     /// Expired rows deleted.
     pub cleanup_deleted: Counter,
-    /// What the per-canvas series register with as canvases appear; `None`: they record nothing.
-    recorder: Option<Arc<PrometheusRecorder>>,
+    /// What the per-canvas series register with as canvases appear (a no-op recorder in unit tests).
+    recorder: Arc<dyn Recorder + Send + Sync>,
 }
 
 /// How often the recorder's upkeep runs (the exporter's own default when it runs its own listener).
@@ -125,12 +125,12 @@ pub fn recorder() -> Arc<PrometheusRecorder> {
 impl Metrics {
     /// Handles registered with `recorder`, this instance's (see [`recorder`]).
     pub fn recorded_by(recorder: Arc<PrometheusRecorder>) -> Self {
-        metrics::with_local_recorder(&*recorder, || Metrics::register(Some(recorder.clone())))
+        Metrics::register(recorder)
     }
 
-    /// Every handle, registered with whichever recorder is in scope (`with_local_recorder`).
-    fn register(recorder: Option<Arc<PrometheusRecorder>>) -> Self {
-        Metrics {
+    /// Every handle, registered with `recorder`, which is kept for the series that appear later.
+    fn register(recorder: Arc<dyn Recorder + Send + Sync>) -> Self {
+        metrics::with_local_recorder(&*recorder.clone(), || Metrics {
             messages_in: counter!("relay_messages_in_total"),
             cursors_in: counter!("relay_cursors_in_total"),
             deliveries: counter!("relay_deliveries_total"),
@@ -163,15 +163,12 @@ impl Metrics {
             frame_errors: counter!("relay_frame_errors_total"),
             cleanup_deleted: counter!("relay_cleanup_deleted_total"),
             recorder,
-        }
+        })
     }
 
     /// Runs `record` with this instance's recorder in scope, for a series registered as it first appears.
     fn with_recorder(&self, record: impl FnOnce()) {
-        match &self.recorder {
-            Some(recorder) => metrics::with_local_recorder(&**recorder as &dyn Recorder, record),
-            None => metrics::with_local_recorder(&NoopRecorder, record),
-        }
+        metrics::with_local_recorder(&*self.recorder, record)
     }
 }
 
@@ -219,6 +216,6 @@ impl Metrics {
 impl Default for Metrics {
     /// Handles that record nothing (unit tests).
     fn default() -> Self {
-        metrics::with_local_recorder(&NoopRecorder, || Metrics::register(None))
+        Metrics::register(Arc::new(NoopRecorder))
     }
 }

@@ -117,15 +117,9 @@ async fn a_redis_restart_during_traffic_loses_no_acked_message_and_no_client_see
         views.push((i, acked, view));
     }
     // The log after the restart holds every acked message at its acked seq.
-    let log: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-        .arg("relay:{live}:log")
-        .arg("-")
-        .arg("+")
-        .query_async(&mut redis.connection().await)
+    let stored: BTreeMap<u64, Value> = redis
+        .log("live")
         .await
-        .unwrap();
-    let stored: BTreeMap<u64, Value> = log
-        .ids
         .iter()
         .map(|e| (e.get::<u64>("s").unwrap(), serde_json::from_str(&e.get::<String>("d").unwrap()).unwrap()))
         .collect();
@@ -230,14 +224,8 @@ async fn a_batch_whose_reply_was_lost_is_acked_once_and_logged_once() {
         (Some("ack"), Some(answer["seq"].as_u64().unwrap() + 1)),
         "no second ack, no gap"
     );
-    let log: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-        .arg("relay:{lost}:log")
-        .arg("-")
-        .arg("+")
-        .query_async(&mut redis.connection().await)
-        .await
-        .unwrap();
-    let cut = log.ids.iter().filter(|e| e.get::<String>("d").as_deref() == Some("\"CUT-HERE\"")).count();
+    let cut =
+        redis.log("lost").await.iter().filter(|e| e.get::<String>("d").as_deref() == Some("\"CUT-HERE\"")).count();
     assert_eq!(cut, 1, "logged once");
 }
 
