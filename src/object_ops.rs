@@ -107,30 +107,30 @@ pub enum Refusal {
 /// null stays, as null: only `object-delete` removes. Returns the new JSON text, fields in name order,
 /// every value the exact text it was stored or sent as: only the stored object is parsed, into its fields.
 pub fn merge(stored: &str, patch: &[Field], data: &str) -> Result<String, serde_json::Error> {
-    let stored: BTreeMap<String, &RawValue> = serde_json::from_str(stored)?;
-    let mut object: BTreeMap<&str, &str> = stored.iter().map(|(name, value)| (name.as_str(), value.get())).collect();
+    let fields: BTreeMap<String, &RawValue> = serde_json::from_str(stored)?;
+    let mut object: BTreeMap<&str, &str> = fields.iter().map(|(name, value)| (name.as_str(), value.get())).collect();
     object.extend(patch.iter().map(|field| (field.name(data), field.value(data))));
-    let mut json = StateJson::with_capacity(object.iter().map(|(name, value)| name.len() + value.len() + 4).sum());
+    let mut json = JsonObject::with_capacity(stored.len() + data.len());
     for (name, value) in object {
         json.push(name, value.as_bytes());
     }
-    Ok(String::from_utf8(json.finish().to_vec()).expect("assembled from UTF-8 texts"))
+    Ok(json.finish_string())
 }
 
-/// A canvas state as the JSON a welcome and the API carry, `{"id":object,...}`, assembled from each object's
-/// stored text as it is: the one place its form is written, for every store. Ids are written by serde;
-/// objects are copied, never parsed (a `RawValue` per object would parse a 100,000-object state on every
-/// read of it).
-pub struct StateJson {
+/// A JSON object assembled from its members' JSON texts as they are: a canvas state as a welcome and the
+/// API carry it, `{"id":object,...}` (the one place its form is written, for every store), and an object
+/// merged from its stored fields and an update's. Names are written by serde; values are copied, never
+/// parsed (a `RawValue` per object would parse a 100,000-object state on every read of it).
+pub struct JsonObject {
     json: Vec<u8>,
 }
 
-impl StateJson {
+impl JsonObject {
     /// An empty state, its buffer sized for `bytes` of objects (the state's size, where the store keeps it).
-    pub fn with_capacity(bytes: usize) -> StateJson {
+    pub fn with_capacity(bytes: usize) -> JsonObject {
         let mut json = Vec::with_capacity(bytes + 2);
         json.push(b'{');
-        StateJson { json }
+        JsonObject { json }
     }
 
     /// Adds object `id`, whose stored JSON text is `object`.
@@ -143,15 +143,25 @@ impl StateJson {
         self.json.extend_from_slice(object);
     }
 
-    pub fn finish(mut self) -> bytes::Bytes {
-        self.json.push(b'}');
-        bytes::Bytes::from(self.json)
+    /// The object, closed, as the shared bytes a welcome is written from.
+    pub fn finish(self) -> bytes::Bytes {
+        bytes::Bytes::from(self.close())
     }
 
-    /// The bytes one object takes in the state's JSON: its quoted id, a colon, its text, and the comma or
-    /// closing brace after it. The whole JSON is the sum of these plus the opening brace; the stores keep
-    /// that sum to check `--max-canvas-state` (`publish.lua` counts the same way).
-    pub fn entry_bytes(id: &str, text_len: usize) -> i64 {
+    /// The object, closed, as text (every member was pushed as text).
+    fn finish_string(self) -> String {
+        String::from_utf8(self.close()).expect("assembled from UTF-8 texts")
+    }
+
+    fn close(mut self) -> Vec<u8> {
+        self.json.push(b'}');
+        self.json
+    }
+
+    /// The bytes one member takes: its quoted name, a colon, its text, and the comma or closing brace after
+    /// it. A state's JSON is the sum of these plus the opening brace; the stores keep that sum to check
+    /// `--max-canvas-state` (`publish.lua` counts the same way).
+    pub fn member_bytes(id: &str, text_len: usize) -> i64 {
         (crate::protocol::to_json(&id).len() + text_len + 2) as i64
     }
 }
@@ -310,7 +320,7 @@ mod tests {
 
     #[test]
     fn a_state_is_assembled_from_stored_texts_and_its_size_is_the_sum_of_its_entries() {
-        let mut state = StateJson::with_capacity(0);
+        let mut state = JsonObject::with_capacity(0);
         let objects = [("b", r#"{"id":"b","x":1.0000000000000002e-187}"#), ("a\"q", r#"{"id":"a\"q","tags":[]}"#)];
         for (id, text) in objects {
             state.push(id, text.as_bytes());
@@ -319,9 +329,9 @@ mod tests {
         let parsed: Value = serde_json::from_slice(&json).unwrap();
         assert_eq!(parsed["b"]["x"].as_f64(), Some(1.0000000000000002e-187), "copied, never re-encoded");
         assert_eq!(parsed["a\"q"]["tags"], serde_json::json!([]));
-        let size: i64 = objects.iter().map(|(id, text)| StateJson::entry_bytes(id, text.len())).sum();
+        let size: i64 = objects.iter().map(|(id, text)| JsonObject::member_bytes(id, text.len())).sum();
         assert_eq!(size + 1, json.len() as i64);
-        assert_eq!(&StateJson::with_capacity(0).finish()[..], b"{}");
+        assert_eq!(&JsonObject::with_capacity(0).finish()[..], b"{}");
     }
 
     #[test]

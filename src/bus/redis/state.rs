@@ -13,7 +13,7 @@ use super::entry::{array, pairs, string, text, uint};
 use super::scripts::{SNAPSHOT, SNAPSHOT_SOURCE, STATE_TAIL};
 use super::{keys, malformed, unavailable, RedisBus};
 use crate::bus::{BusError, Present, ReadObjects, Snapshot};
-use crate::object_ops::StateJson;
+use crate::object_ops::JsonObject;
 use crate::protocol::{to_json, CanvasId, Resume};
 
 /// Objects per HSCAN chunk: about 1 ms of Redis's time for objects of ~100 bytes (Redis does one command at a
@@ -266,9 +266,9 @@ fn owned_text(value: Value) -> Option<String> {
     }
 }
 
-/// Objects as (id, JSON text as stored) as one JSON object (see `StateJson`); nothing is parsed.
+/// Objects as (id, JSON text as stored) as one JSON object (see `JsonObject`); nothing is parsed.
 fn objects_json(objects: Vec<(&str, &str)>) -> Bytes {
-    let mut json = StateJson::with_capacity(objects.iter().map(|(id, data)| id.len() + data.len() + 4).sum());
+    let mut json = JsonObject::with_capacity(objects.iter().map(|(id, data)| id.len() + data.len() + 4).sum());
     for (id, data) in objects {
         json.push(id, data.as_bytes());
     }

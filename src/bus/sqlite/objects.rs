@@ -6,13 +6,13 @@ use bytes::Bytes;
 use deadpool_sqlite::rusqlite::{params, Connection, OptionalExtension, Result};
 use serde_json::value::RawValue;
 
-use crate::object_ops::{self, ObjectOp, Refusal, StateJson};
+use crate::object_ops::{self, JsonObject, ObjectOp, Refusal};
 use crate::protocol::CanvasId;
 
 /// What an accepted object op will do, before it is done: the writer checks the size first.
 #[derive(Debug)]
 pub struct Change {
-    /// How the state's byte count moves (see [`StateJson::entry_bytes`]).
+    /// How the state's byte count moves (see [`JsonObject::member_bytes`]).
     pub delta: i64,
     write: Write,
 }
@@ -32,15 +32,16 @@ pub fn plan(conn: &Connection, canvas: &CanvasId, op: &ObjectOp, data: &RawValue
         .query_row(params![canvas.as_str(), op.id()], |r| r.get(0))
         .optional()?;
     let id = op.id();
-    let before = stored.as_ref().map_or(0, |stored| StateJson::entry_bytes(id, stored.len()));
+    let before = stored.as_ref().map_or(0, |stored| JsonObject::member_bytes(id, stored.len()));
     Ok(match (op, stored) {
         (ObjectOp::Create { .. }, _) => {
-            Ok(Change { delta: StateJson::entry_bytes(id, data.get().len()) - before, write: Write::Set(None) })
+            Ok(Change { delta: JsonObject::member_bytes(id, data.get().len()) - before, write: Write::Set(None) })
         }
         (ObjectOp::Update { fields, .. }, Some(stored)) => match object_ops::merge(&stored, fields, data.get()) {
-            Ok(merged) => {
-                Ok(Change { delta: StateJson::entry_bytes(id, merged.len()) - before, write: Write::Set(Some(merged)) })
-            }
+            Ok(merged) => Ok(Change {
+                delta: JsonObject::member_bytes(id, merged.len()) - before,
+                write: Write::Set(Some(merged)),
+            }),
             Err(error) => Err(Refusal::Unmergeable { id: id.to_owned(), reason: error.to_string() }),
         },
         (ObjectOp::Delete { .. }, Some(_)) => Ok(Change { delta: -before, write: Write::Remove }),
@@ -87,7 +88,7 @@ pub fn objects_json(conn: &Connection, canvas: &CanvasId, size_hint: usize) -> R
     let mut stmt =
         conn.prepare_cached("SELECT object_id, data FROM canvas_objects WHERE canvas_id = ?1 ORDER BY object_id")?;
     let mut rows = stmt.query([canvas.as_str()])?;
-    let mut json = StateJson::with_capacity(size_hint);
+    let mut json = JsonObject::with_capacity(size_hint);
     while let Some(row) = rows.next()? {
         json.push(row.get_ref(0)?.as_str()?, row.get_ref(1)?.as_bytes()?);
     }

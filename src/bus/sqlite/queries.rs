@@ -19,7 +19,7 @@ pub struct Head {
     pub epoch: String,
     /// The seq of the last message that changed the objects (the state's version).
     pub state_seq: u64,
-    /// Bytes of the objects' JSON less its opening brace (see `StateJson::entry_bytes`).
+    /// Bytes of the objects' JSON less its opening brace (see `JsonObject::member_bytes`).
     pub state_bytes: u64,
 }
 

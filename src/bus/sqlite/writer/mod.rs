@@ -99,7 +99,7 @@ const STORE_HEAD: &str =
 struct Head {
     last: u64,
     generation: u64,
-    /// See `StateJson::entry_bytes`: the objects' JSON is this plus its opening brace.
+    /// See `JsonObject::member_bytes`: the objects' JSON is this plus its opening brace.
     state_bytes: i64,
     /// The seq of the last message that changed the objects.
     state_seq: u64,
