@@ -93,6 +93,18 @@ impl Opened {
     }
 }
 
+/// Where this instance's file is (`--db`, or a private in-memory one for `--bus memory`) and how every
+/// connection to it is opened.
+fn storage(config: &Config, instance_id: &str) -> (PathBuf, ConnSettings) {
+    let memory = config.bus == BusKind::Memory;
+    let settings = ConnSettings { synchronous: config.synchronous, busy_timeout: config.busy_timeout, memory };
+    let path = match memory {
+        true => PathBuf::from(schema::memory_uri(instance_id)),
+        false => config.db.clone(),
+    };
+    (path, settings)
+}
+
 /// The read pool: joins, replays, the API's reads and health checks, each on a tokio blocking thread.
 fn read_pool(path: PathBuf, settings: ConnSettings) -> anyhow::Result<Pool> {
     deadpool_sqlite::Config::new(path)
@@ -114,11 +126,9 @@ fn read_pool(path: PathBuf, settings: ConnSettings) -> anyhow::Result<Pool> {
 
 /// Starts the writer, the watcher and (with peer wake-ups) the doorbell, each on a thread of its own; the
 /// writer's and the watcher's statements wait `busy_timeout` at most for another process's lock.
-#[allow(clippy::too_many_arguments)]
 fn start_threads(
     busy_timeout: Duration,
     writer: Writer,
-    runtime: tokio::runtime::Runtime,
     lanes: Lanes<Job>,
     watcher: Watcher,
     doorbell: Option<&Doorbell>,
@@ -129,7 +139,7 @@ fn start_threads(
     let thread = |name: &str| std::thread::Builder::new().name(name.into());
     let writer = move || {
         schema::use_busy_timeout(busy_timeout);
-        writer.run(runtime, lanes)
+        writer.run(lanes)
     };
     let watcher = move || {
         schema::use_busy_timeout(busy_timeout);
@@ -185,12 +195,8 @@ impl SqliteBus {
         hub: Arc<Hub>,
         metrics: Metrics,
     ) -> anyhow::Result<Self> {
-        let memory = config.bus == BusKind::Memory;
-        let settings = ConnSettings { synchronous: config.synchronous, busy_timeout: config.busy_timeout, memory };
-        let path = match memory {
-            true => PathBuf::from(schema::memory_uri(instance_id)),
-            false => config.db.clone(),
-        };
+        let (path, settings) = storage(config, instance_id);
+        let memory = settings.memory;
         let Opened { writer_conn, watcher_conn, db_epoch, head, relayed, file } =
             Opened::at(path.clone(), settings).await?;
         let pool = read_pool(path, settings)?;
@@ -199,8 +205,6 @@ impl SqliteBus {
         progress.advance_cursor(head);
         progress.polled(now_ms());
         let (writer_tx, writer_rx) = lanes::lanes(config.writer_queue);
-        let writer_runtime =
-            tokio::runtime::Builder::new_current_thread().build().context("starting the writer's runtime")?;
         // A private in-memory file has no peers to ring.
         let doorbell = match config.peer_wakeup && !memory {
             true => Some(Doorbell::bind().context("binding the peer wake-up socket on 127.0.0.1")?),
@@ -224,16 +228,8 @@ impl SqliteBus {
             instance_id.to_owned(),
             relayed,
         );
-        let workers = start_threads(
-            settings.busy_timeout,
-            writer,
-            writer_runtime,
-            writer_rx,
-            watcher,
-            doorbell.as_ref(),
-            &progress,
-            &metrics,
-        )?;
+        let workers =
+            start_threads(settings.busy_timeout, writer, writer_rx, watcher, doorbell.as_ref(), &progress, &metrics)?;
         let bus = SqliteBus {
             inner: Arc::new(Inner {
                 pool,

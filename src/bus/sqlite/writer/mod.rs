@@ -209,8 +209,13 @@ impl Writer {
 
     /// Runs until a `Stop` job or until every sender is gone. Each round takes what waits in the urgent lane,
     /// then up to `--max-batch` publishes from the queue (see `bus/lanes.rs`). The writer is an OS thread: it
-    /// waits on the lanes through `runtime`, a small current-thread runtime of its own.
-    pub fn run(mut self, runtime: tokio::runtime::Runtime, mut lanes: Lanes<Job>) {
+    /// waits on the lanes through a small current-thread runtime of its own. If that cannot be built, the
+    /// writer ends at once, which stops the instance (see `bus/workers.rs`).
+    pub fn run(mut self, mut lanes: Lanes<Job>) {
+        let runtime = match tokio::runtime::Builder::new_current_thread().build() {
+            Ok(runtime) => runtime,
+            Err(error) => return tracing::error!(%error, "the writer could not build its runtime"),
+        };
         while let Some(Round { publishes, jobs }) = runtime.block_on(lanes.next_round(self.settings.max_batch)) {
             self.metrics.writer_queue_depth.set(lanes.depth() as f64);
             if !publishes.is_empty() {
