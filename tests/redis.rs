@@ -243,7 +243,7 @@ async fn a_batch_is_applied_whole_or_not_at_all_and_at_most_once() {
         |canvas: &str, data: &str| ["log", canvas, "note", "u", data, "", "", "", "", "0", "0"].map(str::to_owned);
     let run = |batch: u32, messages: Vec<[String; 11]>| {
         let mut cmd = redis::cmd("EVAL");
-        cmd.arg(&script).arg(0).arg(60_000).arg("i1").arg("epoch").arg(batch).arg(1 << 20);
+        cmd.arg(&script).arg(0).arg(60_000).arg("i1").arg("epoch").arg(batch).arg(1 << 20).arg("");
         for message in messages {
             cmd.arg(&message[..]);
         }
@@ -262,6 +262,35 @@ async fn a_batch_is_applied_whole_or_not_at_all_and_at_most_once() {
     assert_eq!(first[3..], again[3..], "the same outcome (seq, generation)");
     let length: u64 = redis::cmd("XLEN").arg("relay:{c1}:log").query_async(&mut conn).await.unwrap();
     assert_eq!(length, 1, "applied once");
+}
+
+/// A batch is for the store epoch its instance knew: sent (again) to a Redis that came back empty, it is not
+/// logged into a log its senders never saw. The reply is the store's epoch alone.
+#[tokio::test]
+async fn a_batch_for_another_store_epoch_is_not_applied() {
+    let Some(redis) = RedisServer::start(false).await else { return };
+    let script = format!(
+        "#!lua\n{}\n{}",
+        include_str!("../src/bus/redis/lua/common.lua"),
+        include_str!("../src/bus/redis/lua/publish.lua")
+    );
+    let message = ["log", "c1", "note", "u", "1", "", "", "", "", "0", "0"];
+    let run = |candidate: &str, known: &str, batch: u32| {
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(&script).arg(0).arg(60_000).arg("i1").arg(candidate).arg(batch).arg(1 << 20).arg(known);
+        cmd.arg(&message[..]);
+        cmd
+    };
+    let mut conn = redis.connection().await;
+    let first: Vec<String> = run("old", "", 1).query_async(&mut conn).await.unwrap();
+    assert_eq!(first[0], "old", "an empty store takes the candidate epoch");
+    let () = redis::cmd("FLUSHALL").query_async(&mut conn).await.unwrap();
+    let again: Vec<String> = run("new", "old", 1).query_async(&mut conn).await.unwrap();
+    assert_eq!(again, ["new"], "the new epoch, nothing applied");
+    let length: u64 = redis::cmd("XLEN").arg("relay:{c1}:log").query_async(&mut conn).await.unwrap();
+    assert_eq!(length, 0, "the batch sent again was not logged in the new epoch");
+    let current: Vec<String> = run("unused", "new", 2).query_async(&mut conn).await.unwrap();
+    assert_eq!(current[3], "1", "a batch for the epoch in force is applied: seq 1 of the new log");
 }
 
 /// A Redis written by the first Redis bus (objects as field hashes only, an `ids` set) is converted at start:

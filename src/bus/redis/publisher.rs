@@ -10,6 +10,11 @@
 //! the first's outcome instead of logging anything twice. Its publishers wait for that answer; batches that
 //! come meanwhile are refused with `unavailable` without being sent (so nothing overtakes the unresolved
 //! one), as is a batch Redis answered with an error or that could not be sent at all.
+//!
+//! A batch is for the store epoch this process knew when it was first sent. If Redis has another by then
+//! (it came back empty, or was rotated after a rollback), the script applies nothing and answers with the
+//! new epoch: local clients are cut to reload and the batch is refused with `unavailable`, so a message is
+//! never logged into a log its sender never saw.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -138,7 +143,8 @@ impl Publisher {
             .arg(&self.instance_id)
             .arg(Uuid::new_v4().to_string())
             .arg(number)
-            .arg(self.max_canvas_state);
+            .arg(self.max_canvas_state)
+            .arg(self.link.epoch().unwrap_or_default());
         let batch: Vec<Publish> = batch
             .into_iter()
             .filter_map(|publish| match encode(&publish, &mut invocation) {
@@ -186,10 +192,17 @@ impl Publisher {
         }
     }
 
-    /// A batch Redis applied: the reply's outcomes go to its publishers and local rooms.
+    /// A batch Redis answered: the reply's outcomes go to its publishers and local rooms; if the store had
+    /// another epoch, nothing was applied, and the batch is refused once local clients are cut.
     fn finish(&mut self, batch: Vec<Publish>, reply: &Value, started: Instant) {
-        let Some((epoch, writes, now, outcomes)) = parse(reply, &batch, self.max_canvas_state) else {
-            return self.refuse(batch, format!("unexpected reply {reply:?}"));
+        let (epoch, writes, now, outcomes) = match parse(reply, &batch, self.max_canvas_state) {
+            Some(Reply::Applied { epoch, writes, now, outcomes }) => (epoch, writes, now, outcomes),
+            Some(Reply::OtherEpoch(epoch)) => {
+                self.link.observe_epoch(&epoch, &self.hub);
+                let error = "the store has a new epoch (it lost data); nothing was logged".to_owned();
+                return self.refuse(batch, error);
+            }
+            None => return self.refuse(batch, format!("unexpected reply {reply:?}")),
         };
         self.link.observe_epoch(&epoch, &self.hub);
         self.link.saw_writes(writes);
@@ -280,11 +293,23 @@ fn encode(publish: &Publish, invocation: &mut redis::ScriptInvocation<'_>) -> Re
     Ok(())
 }
 
-/// `{ epoch, writes, now, seq, generation, ... }`, one outcome per publish of `batch` (`limit`: the
-/// `--max-canvas-state` the script checked against).
-fn parse(reply: &Value, batch: &[Publish], limit: usize) -> Option<(String, u64, i64, Vec<Outcome>)> {
+/// What `publish.lua` answered for a batch.
+#[derive(Debug)]
+enum Reply {
+    /// Applied in the store of this epoch: one outcome per publish.
+    Applied { epoch: String, writes: u64, now: i64, outcomes: Vec<Outcome> },
+    /// Not applied: the store has this epoch, not the one the batch was for.
+    OtherEpoch(String),
+}
+
+/// `{ epoch, writes, now, seq, generation, ... }`, one outcome per publish of `batch`, or `{ epoch }` alone
+/// (`limit`: the `--max-canvas-state` the script checked against).
+fn parse(reply: &Value, batch: &[Publish], limit: usize) -> Option<Reply> {
     let items = array(reply)?;
-    let [epoch, writes, now, results @ ..] = items else { return None };
+    let [epoch, writes, now, results @ ..] = items else {
+        let [epoch] = items else { return None };
+        return Some(Reply::OtherEpoch(text(epoch)?.to_owned()));
+    };
     if results.len() != batch.len() * 2 {
         return None;
     }
@@ -303,7 +328,8 @@ fn parse(reply: &Value, batch: &[Publish], limit: usize) -> Option<(String, u64,
             })
         })
         .collect::<Option<Vec<_>>>()?;
-    Some((text(epoch)?.to_owned(), int(writes)? as u64, int(now)?, outcomes))
+    let (epoch, writes, now) = (text(epoch)?.to_owned(), int(writes)? as u64, int(now)?);
+    Some(Reply::Applied { epoch, writes, now, outcomes })
 }
 
 #[cfg(test)]
@@ -342,7 +368,7 @@ mod tests {
             publish("object-create", r#"{"id":"big"}"#),
             publish("note", "2"),
         ];
-        let (epoch, writes, now, outcomes) = parse(&reply, &batch, 64).unwrap();
+        let Some(Reply::Applied { epoch, writes, now, outcomes }) = parse(&reply, &batch, 64) else { panic!() };
         assert_eq!((epoch.as_str(), writes, now), ("store", 9, 1700));
         assert!(matches!(outcomes[0], Outcome::Logged(Logged { seq: 12, generation: 3, id: 12 })));
         assert!(matches!(&outcomes[1], Outcome::Refused(Refusal::Missing { id }) if id == "gone"));
@@ -350,12 +376,16 @@ mod tests {
         assert!(matches!(outcomes[3], Outcome::Unlogged));
         assert!(parse(&reply, &batch[..2], 64).is_none(), "a reply for another batch size is refused, not misread");
         assert!(parse(&Value::Nil, &[], 64).is_none());
+        let other = parse(&Value::Array(vec![bulk("new")]), &batch, 64);
+        assert!(matches!(other, Some(Reply::OtherEpoch(epoch)) if epoch == "new"), "nothing applied: a new epoch");
     }
 
     #[test]
     fn a_replayed_reply_of_texts_reads_like_the_first() {
         let reply = Value::Array(["store", "9", "1700", "12", "3"].map(bulk).to_vec());
-        let (_, writes, _, outcomes) = parse(&reply, &[publish("note", "1")], 64).unwrap();
+        let Some(Reply::Applied { writes, outcomes, .. }) = parse(&reply, &[publish("note", "1")], 64) else {
+            panic!()
+        };
         assert_eq!(writes, 9);
         assert!(matches!(outcomes[0], Outcome::Logged(Logged { seq: 12, generation: 3, id: 12 })));
     }

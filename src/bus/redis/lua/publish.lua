@@ -7,9 +7,13 @@
 -- All or nothing: every argument is checked before the first write, and the script declares flags (the
 -- shebang the loader puts first), so Redis refuses it whole when out of memory rather than fail a write half
 -- way. Idempotent per batch: the instance numbers its batches and the reply of the last one is kept, so a
--- batch sent again after its reply was lost is answered, not applied twice.
+-- batch sent again after its reply was lost is answered, not applied twice. A batch is for the store epoch
+-- the instance knew when it first sent it: if the store has another (it lost its data, or was rotated after
+-- a rollback), nothing is applied and the reply is the new epoch alone, so a batch sent again after Redis
+-- came back empty is not logged into a log its senders never saw.
 --
--- ARGV: ttl_ms, instance, epoch candidate, batch number, max state bytes, then per message 11 fields and its
+-- ARGV: ttl_ms, instance, epoch candidate, batch number, max state bytes, the store epoch the batch is for
+--   ('' if the instance knows none yet), then per message 11 fields and its
 --   object fields: op (log|create|update|delete|connect|disconnect|expire), canvas, type, from, data, conn,
 --   ref, name, object id, length of the object id as JSON, n, then n (field as JSON, value as JSON) pairs of
 --   the object's top-level fields. ref and name are '' for none, else '=' followed by the value. `expire` is
@@ -17,6 +21,7 @@
 --   older than `ref` ms (it may have come back and registered the connection again).
 -- Returns: { epoch, writes, now, then per message seq and generation }; seq -1 = refused (missing object),
 --   -2 = refused (state too big), 0 = recorded, nothing logged (a presence change not the user's first/last).
+--   Or { epoch } alone: the store's epoch is not the one the batch was for, and nothing was applied.
 
 local ttl, instance, batch, max_bytes = tonumber(ARGV[1]), ARGV[2], ARGV[4], tonumber(ARGV[5])
 local marker = 'relay:i:' .. instance .. ':batch'
@@ -38,7 +43,7 @@ end
 -- Check every message before writing anything.
 local ops = { log = true, create = true, update = true, delete = true, connect = true, disconnect = true, expire = true }
 local messages = {}
-local i = 6
+local i = 7
 if not ttl or not max_bytes or not tonumber(batch) then
   return redis.error_reply('malformed batch header')
 end
@@ -53,6 +58,9 @@ while i <= #ARGV do
 end
 
 local epoch = store_epoch(ARGV[3])
+if ARGV[6] ~= '' and ARGV[6] ~= epoch then
+  return { epoch }
+end
 local now = now_ms()
 local out = { epoch, redis.call('INCR', 'relay:writes'), now }
 
