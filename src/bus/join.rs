@@ -16,7 +16,7 @@ use bytes::Bytes;
 use serde_json::value::RawValue;
 
 use super::state_cache::{StateKey, INLINE_LIMIT};
-use super::{Bus, BusError, PresenceChange, Publish};
+use super::{Bus, BusError, PresenceChange, Publish, Unavailable};
 use crate::hub::{ConnId, Outbox, Room, Subscriber};
 use crate::protocol::{CanvasId, Resume, UserId};
 
@@ -165,7 +165,7 @@ impl Bus {
         match tokio::time::timeout(self.publish_timeout(), registered).await {
             Ok(Ok(registered)) => registered?,
             Ok(Err(_)) => return Err(BusError::ShuttingDown),
-            Err(_) => return Err(BusError::Unavailable("presence registration timed out".into())),
+            Err(_) => return Err(Unavailable::Timeout.into()),
         }
         let registered_at = std::time::Instant::now();
         for _ in 0..MAX_ATTEMPTS {
@@ -184,7 +184,7 @@ impl Bus {
                 return Ok(Joined { membership, ..joined });
             }
         }
-        Err(BusError::Unavailable("the canvas kept changing while joining: retry".into()))
+        Err(Unavailable::JoinRaced.into())
     }
 
     /// A snapshot for the joiner, with the objects (from the cache when the canvas is at a cached version).

@@ -8,6 +8,7 @@
 //! (joins, after-commit delivery, cursor batching) is written here once.
 
 pub mod committed;
+mod error;
 pub mod join;
 pub mod lanes;
 pub mod last_error;
@@ -32,10 +33,10 @@ use crate::config::{BusKind, Config};
 use crate::cursors::CursorBuffer;
 use crate::hub::{ConnId, Hub};
 use crate::metrics::Metrics;
-use crate::object_ops::Refusal;
 use crate::periodic::every;
-use crate::protocol::{CanvasId, ErrorCode, Resume, UserId};
+use crate::protocol::{CanvasId, Resume, UserId};
 
+pub use error::{BusError, Unavailable};
 pub use join::{JoinRequest, Joined, ReadObjects, Replay, Snapshot};
 pub use publish::{refuse_all, Origin, PresenceChange, Publish, TryPublish};
 pub use redis::RedisBus;
@@ -276,30 +277,4 @@ where
         publish(Publish::presence(PresenceChange::Disconnect, canvas, user, name, conn, None), false).await?;
     }
     Ok(())
-}
-
-/// Why the bus could not do what was asked; the text is safe to show to a client.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum BusError {
-    #[error("storage unavailable: {0}")]
-    Unavailable(String),
-    #[error("the server is shutting down")]
-    ShuttingDown,
-    /// The message was refused by the canvas state (e.g. an update of an object that does not exist);
-    /// nothing was logged.
-    #[error(transparent)]
-    Refused(#[from] Refusal),
-}
-
-impl BusError {
-    /// The error code a client's socket gets for it.
-    pub fn code(&self) -> ErrorCode {
-        match self {
-            BusError::Refused(Refusal::CanvasFull { .. }) => ErrorCode::CanvasFull,
-            BusError::Refused(Refusal::Missing { .. } | Refusal::Unmergeable { .. } | Refusal::Unreadable { .. }) => {
-                ErrorCode::InvalidFrame
-            }
-            BusError::Unavailable(_) | BusError::ShuttingDown => ErrorCode::Unavailable,
-        }
-    }
 }

@@ -5,7 +5,7 @@ use serde_json::value::RawValue;
 use tokio::sync::{oneshot, OwnedSemaphorePermit};
 use tokio_tungstenite::tungstenite::Message;
 
-use super::BusError;
+use super::{BusError, Unavailable};
 use crate::hub::{ConnId, Outbox};
 use crate::object_ops::ObjectOp;
 use crate::protocol::{error_frame, presence_data, CanvasId, FrameError, LoggedMessage, MsgType, UserId};
@@ -134,7 +134,7 @@ impl Origin {
         match self {
             Origin::Caller(reply) => {
                 // A message is always logged or refused; only presence changes go unlogged.
-                let _ = reply.send(seq.ok_or_else(|| BusError::Unavailable("the message was not logged".into())));
+                let _ = reply.send(seq.ok_or_else(|| BusError::from(Unavailable::NotLogged)));
             }
             Origin::Presence { done, .. } => {
                 if let Some(done) = done {

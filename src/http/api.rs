@@ -18,7 +18,7 @@ use warp::reply::Response;
 use warp::{Filter, Reply};
 
 use super::{json_error, with_state};
-use crate::bus::{BusError, Origin, Publish};
+use crate::bus::{BusError, Origin, Publish, Unavailable};
 use crate::protocol::{CanvasId, ErrorCode, LoggedMessage, UserId};
 use crate::App;
 
@@ -150,11 +150,9 @@ async fn publish(canvas: String, app: Arc<App>, body: Bytes) -> Result<Response,
         app.bus.publish(publish).await?;
         committed.await.map_err(|_| BusError::ShuttingDown)?
     };
-    let seq = tokio::time::timeout(app.bus.publish_timeout(), commit).await.map_err(|_| {
-        BusError::Unavailable(
-            "the store did not answer within --publish-timeout; the message may still be logged".into(),
-        )
-    })??;
+    let seq = tokio::time::timeout(app.bus.publish_timeout(), commit)
+        .await
+        .map_err(|_| BusError::from(Unavailable::Timeout))??;
     Ok(json(StatusCode::CREATED, format!(r#"{{"seq":{seq}}}"#)))
 }
 
@@ -180,8 +178,8 @@ async fn canvas(canvas: String, app: Arc<App>) -> Result<Response, ApiError> {
     let canvas = canvas_id(&canvas)?;
     let state = app.bus.canvas(canvas.clone()).await?;
     // The objects are already JSON (up to --max-canvas-state): spliced in, not parsed and written again.
-    let objects =
-        std::str::from_utf8(&state.objects).map_err(|_| BusError::Unavailable("stored state is not UTF-8".into()))?;
+    let objects = std::str::from_utf8(&state.objects)
+        .map_err(|_| BusError::from(Unavailable::Corrupt("the stored state is not UTF-8")))?;
     let head =
         serde_json::json!({ "canvas": canvas, "seq": state.seq, "epoch": state.epoch, "presence": state.presence });
     let head = head.to_string();

@@ -10,7 +10,7 @@ use futures_util::{Sink, Stream};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use super::{End, Session};
-use crate::bus::{BusError, Origin, Publish, TryPublish};
+use crate::bus::{BusError, Origin, Publish, TryPublish, Unavailable};
 use crate::protocol::{close, error_frame, ErrorCode, FrameError, LoggedMessage};
 use crate::ratelimit::Verdict;
 
@@ -69,9 +69,7 @@ where
                 let origin = Origin::Socket { conn, reference: message.reference.take(), outbox, in_flight };
                 bus.publish(Publish::message(canvas, message, from, origin)).await
             };
-            let queued = tokio::time::timeout(limit, queue).await.unwrap_or_else(|_| {
-                Err(BusError::Unavailable("the store did not take the message within --publish-timeout".into()))
-            });
+            let queued = tokio::time::timeout(limit, queue).await.unwrap_or_else(|_| Err(Unavailable::Timeout.into()));
             (reference, queued)
         }));
         Ok(())

@@ -19,7 +19,7 @@ use super::entry::{items, string, uint};
 use super::link::Leaving;
 use super::scripts::{FORGET, HEARTBEAT, ROTATE};
 use super::{unavailable, RedisBus};
-use crate::bus::{BusError, PresenceChange, Publish, Store};
+use crate::bus::{BusError, PresenceChange, Publish, Store, Unavailable};
 use crate::config::Config;
 use crate::periodic::ticker;
 use crate::protocol::{CanvasId, UserId};
@@ -84,7 +84,7 @@ impl RedisBus {
             .invoke_async(&mut self.conn())
             .await
             .map_err(unavailable)?;
-        let malformed = || BusError::Unavailable("Redis: unexpected heartbeat reply".into());
+        let malformed = || BusError::from(Unavailable::UnexpectedReply("a heartbeat"));
         let [epoch, writes, dead, live] = items::<4>(&reply).ok_or_else(malformed)?;
         let (Some(mut epoch), Some(writes)) = (string(epoch), uint(writes)) else {
             return Err(malformed());

@@ -43,7 +43,7 @@ use self::publisher::{Job, Publisher};
 use self::reader::Reader;
 use crate::bus::lanes::{self, LaneSenders};
 use crate::bus::workers::Workers;
-use crate::bus::BusError;
+use crate::bus::{BusError, Unavailable};
 use crate::config::Config;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
@@ -263,11 +263,11 @@ impl RedisBus {
 }
 
 /// A reply of a shape this relay's scripts never send.
-fn malformed(what: &str) -> BusError {
-    BusError::Unavailable(format!("Redis: unexpected reply to {what}"))
+fn malformed(what: &'static str) -> BusError {
+    Unavailable::UnexpectedReply(what).into()
 }
 
 /// A Redis failure as clients see it.
 fn unavailable(error: redis::RedisError) -> BusError {
-    BusError::Unavailable(format!("Redis: {error}"))
+    Unavailable::Redis(error.to_string()).into()
 }

@@ -29,7 +29,7 @@ use super::link::{Leaving, Link};
 use super::scripts::PUBLISH;
 use crate::bus::committed::{self, Logged, Outcome};
 use crate::bus::lanes::{Lanes, Round};
-use crate::bus::{refuse_all, BusError, Origin, PresenceChange, Publish};
+use crate::bus::{refuse_all, BusError, Origin, PresenceChange, Publish, Unavailable};
 use crate::clock::now_ms;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
@@ -132,8 +132,7 @@ impl Publisher {
             self.resolve().await;
         }
         if self.unresolved.is_some() {
-            let error = "Redis has not answered an earlier batch yet".to_owned();
-            return self.refuse(batch, error);
+            return self.refuse(batch, Unavailable::Unresolved);
         }
         let number = self.next_batch;
         self.next_batch += 1;
@@ -163,7 +162,9 @@ impl Publisher {
         let started = Instant::now();
         match invocation.invoke_async::<Value>(&mut self.conn).await {
             Ok(reply) => self.finish(batch, &reply, started),
-            Err(error) if answered(&error) || error.is_connection_refusal() => self.refuse(batch, error.to_string()),
+            Err(error) if answered(&error) || error.is_connection_refusal() => {
+                self.refuse(batch, Unavailable::Redis(error.to_string()))
+            }
             Err(error) => {
                 tracing::warn!(%error, messages = batch.len(), "no answer to a batch Redis may have applied; sending it again");
                 self.link.last_error.set(now_ms(), &format!("Redis: {error}"));
@@ -199,10 +200,12 @@ impl Publisher {
             Some(Reply::Applied { epoch, writes, now, outcomes }) => (epoch, writes, now, outcomes),
             Some(Reply::OtherEpoch(epoch)) => {
                 self.link.observe_epoch(&epoch, &self.hub);
-                let error = "the store has a new epoch (it lost data); nothing was logged".to_owned();
-                return self.refuse(batch, error);
+                return self.refuse(batch, Unavailable::NewEpoch);
             }
-            None => return self.refuse(batch, format!("unexpected reply {reply:?}")),
+            None => {
+                tracing::error!(?reply, "publish.lua answered in a shape it never sends");
+                return self.refuse(batch, Unavailable::UnexpectedReply("a batch"));
+            }
         };
         self.link.observe_epoch(&epoch, &self.hub);
         self.link.saw_writes(writes);
@@ -214,18 +217,17 @@ impl Publisher {
     }
 
     /// A batch Redis did not apply: `unavailable` to its publishers; its disconnects are retried later.
-    fn refuse(&mut self, batch: Vec<Publish>, error: String) {
+    fn refuse(&mut self, batch: Vec<Publish>, reason: Unavailable) {
         self.metrics.commit_errors.increment(1);
-        tracing::error!(%error, messages = batch.len(), "Redis did not take a batch; senders get `unavailable`");
-        let message = format!("Redis: {error}");
-        self.link.last_error.set(now_ms(), &message);
+        tracing::error!(%reason, messages = batch.len(), "Redis did not take a batch; senders get `unavailable`");
+        self.link.last_error.set(now_ms(), &reason.to_string());
         for publish in &batch {
             if let (Origin::Presence { conn, name, .. }, false) = (&publish.origin, publish.is_connect()) {
                 let (canvas, user) = (publish.canvas.clone(), publish.from.clone());
                 self.link.retry_later(Leaving { canvas, user, name: name.clone(), conn: *conn });
             }
         }
-        refuse_all(batch, BusError::Unavailable(message));
+        refuse_all(batch, BusError::Unavailable(reason));
     }
 }
 

@@ -12,7 +12,7 @@ use serde_json::value::RawValue;
 use super::entry::{array, pairs, string, text, uint};
 use super::scripts::{SNAPSHOT, SNAPSHOT_SOURCE, STATE_TAIL};
 use super::{keys, malformed, unavailable, RedisBus};
-use crate::bus::{BusError, Present, ReadObjects, Snapshot};
+use crate::bus::{BusError, Present, ReadObjects, Snapshot, Unavailable};
 use crate::object_ops::JsonObject;
 use crate::protocol::{to_json, CanvasId, Resume};
 
@@ -129,7 +129,7 @@ impl RedisBus {
             let json = tokio::task::spawn_blocking(move || {
                 objects_json(objects.iter().map(|(id, object)| (id.as_str(), object.as_str())).collect())
             });
-            let json = json.await.map_err(|_| BusError::Unavailable("a state read failed".into()))?;
+            let json = json.await.map_err(|_| BusError::from(Unavailable::ReadLost))?;
             return Ok(head.into_snapshot(Some(json)));
         }
         self.atomic_whole_state(canvas).await

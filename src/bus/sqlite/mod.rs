@@ -36,7 +36,7 @@ use self::watcher::{RelayedHeads, Watcher};
 use self::writer::{Job, Writer, WriterSettings};
 use crate::bus::lanes::{self, LaneSenders, Lanes};
 use crate::bus::workers::Workers;
-use crate::bus::{BusError, Publish, Store};
+use crate::bus::{BusError, Publish, Store, Unavailable};
 use crate::clock::now_ms;
 use crate::config::{BusKind, Config};
 use crate::hub::Hub;
@@ -287,15 +287,15 @@ impl SqliteBus {
         &self,
         f: impl FnOnce(&mut Connection) -> deadpool_sqlite::rusqlite::Result<T> + Send + 'static,
     ) -> Result<T, BusError> {
-        let conn = self.inner.pool.get().await.map_err(|e| BusError::Unavailable(e.to_string()))?;
+        let conn = self.inner.pool.get().await.map_err(|e| Unavailable::Sqlite(format!("no connection: {e}")))?;
         let busy_timeout = self.inner.busy_timeout;
         conn.interact(move |conn| {
             schema::use_busy_timeout(busy_timeout);
             f(conn)
         })
         .await
-        .map_err(|e| BusError::Unavailable(e.to_string()))?
-        .map_err(|e| BusError::Unavailable(e.to_string()))
+        .map_err(|_| Unavailable::ReadLost)?
+        .map_err(|e| writer::unavailable(&e).into())
     }
 
     /// What the database path names now: the opened file, nothing, or another file (see `identity.rs`).

@@ -7,7 +7,7 @@ use deadpool_sqlite::rusqlite::{params, Connection, Error as SqlError, Transacti
 use tokio::sync::oneshot;
 use tokio_tungstenite::tungstenite::Message;
 
-use super::{describe, same_file, Writer};
+use super::{describe, same_file, unavailable, Writer};
 use crate::bus::sqlite::{presence, queries};
 use crate::bus::BusError;
 use crate::clock::now_ms;
@@ -127,7 +127,7 @@ impl Writer {
         }
         let epoch = match &result {
             Ok((generation, _)) => Ok(queries::epoch(&settings.db_epoch, *generation as i64)),
-            Err(error) => Err(BusError::Unavailable(describe(error))),
+            Err(error) => Err(unavailable(error).into()),
         };
         let _ = reply.send(epoch);
         result.map(drop)
@@ -156,7 +156,7 @@ impl Writer {
         if counted.is_ok() {
             self.hub.send_to_user(user.as_str(), &Message::text(frame));
         }
-        let _ = reply.send(counted.as_ref().copied().map_err(|error| BusError::Unavailable(describe(error))));
+        let _ = reply.send(counted.as_ref().copied().map_err(|error| unavailable(error).into()));
         counted.map(drop)
     }
 

@@ -20,6 +20,7 @@ mod refusal;
 
 pub use jobs::Job;
 
+pub(super) use refusal::unavailable;
 use refusal::{describe, same_file};
 
 use super::doorbell::Doorbell;
@@ -27,7 +28,7 @@ use super::identity::FileIdentity;
 use super::{objects, presence, Progress};
 use crate::bus::committed::{self, Logged, Outcome};
 use crate::bus::lanes::{Lanes, Round};
-use crate::bus::{refuse_all, BusError, Origin, PresenceChange, Publish};
+use crate::bus::{refuse_all, BusError, Origin, PresenceChange, Publish, Unavailable};
 use crate::clock::now_ms;
 use crate::config::Config;
 use crate::hub::Hub;
@@ -255,7 +256,7 @@ impl Writer {
                 let message = describe(&error);
                 tracing::error!(%error, messages = batch.len(), "commit failed; senders get `unavailable`");
                 self.progress.write_failed(now, &message);
-                refuse_all(batch, BusError::Unavailable(message));
+                refuse_all(batch, BusError::Unavailable(Unavailable::Sqlite(message)));
             }
         }
     }

@@ -4,11 +4,17 @@
 use deadpool_sqlite::rusqlite::Error as SqlError;
 
 use crate::bus::sqlite::identity::FileIdentity;
+use crate::bus::Unavailable;
 
 /// Refuses to commit into a file that is no longer the shared one (see `identity.rs`). A free function so
 /// that it can run while the writer's connection is borrowed by the open transaction.
 pub(super) fn same_file(file: &Option<FileIdentity>) -> Result<(), SqlError> {
     file.as_ref().map_or(Ok(()), FileIdentity::ensure_same)
+}
+
+/// A storage error as its clients hear it.
+pub(in crate::bus::sqlite) fn unavailable(error: &SqlError) -> Unavailable {
+    Unavailable::Sqlite(describe(error))
 }
 
 /// A short, client-safe description of a storage error (no paths).
