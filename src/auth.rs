@@ -1,18 +1,21 @@
 //! Client authentication. With `--jwt-secret`, a connection must carry `token`: an HS256 JWT whose `sub` is
-//! the user id, `exp` (unix seconds) is in the future, and optional `canvases` (a list of canvas ids, or
-//! `"*"`; absent means every canvas) covers the canvas. Anything else is refused before the upgrade (401),
-//! and a session closes with 1008 when its token expires. Without a secret, the `user` query parameter is
-//! taken as given: for trusted networks only.
+//! the user id, `exp` (unix seconds) is in the future, and optional `canvases` covers the canvas: a list of
+//! canvas ids (or `"*"`; absent means every canvas), or a map of canvas ids (or `"*"`) to a role. A list or
+//! an absent claim grants the optional `role` claim, editor by default; a map grants what it says for the
+//! canvas, else what it says for `"*"` (the `role` claim does not apply to it). A role other than `editor` or
+//! `viewer` makes the token invalid. Anything else is refused before the upgrade (401), and a session closes
+//! with 1008 when its token expires. Without a secret, the `user` query parameter is taken as given: for
+//! trusted networks only.
 //!
 //! Only HS256 is accepted, whatever the token's header says (no `none`, no algorithm confusion), and expiry
 //! is checked against this server's clock without leeway. Reasons are generic: they never echo the secret.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use jsonwebtoken::{decode, Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 
-use crate::protocol::{CanvasId, UserId};
+use crate::protocol::{CanvasId, Role, UserId};
 
 /// Checks client tokens against the configured secret.
 pub struct Verifier {
@@ -26,6 +29,8 @@ pub struct Identity {
     pub user: UserId,
     /// Unix seconds after which the session must end (close 1008).
     pub expires_at: u64,
+    /// What the token grants on the canvas.
+    pub role: Role,
 }
 
 #[derive(Deserialize)]
@@ -34,21 +39,28 @@ struct Claims {
     exp: u64,
     #[serde(default)]
     canvases: Option<Scope>,
+    /// What a list (or an absent `canvases`) grants.
+    #[serde(default)]
+    role: Option<Role>,
 }
 
-/// The `canvases` claim: `"*"` or a list of ids (a list may contain `"*"` too).
+/// The `canvases` claim: `"*"`, a list of ids (a list may contain `"*"` too), or ids (or `"*"`) to roles.
 #[derive(Deserialize)]
 #[serde(untagged)]
 enum Scope {
     One(String),
     List(Vec<String>),
+    Roles(HashMap<String, Role>),
 }
 
 impl Scope {
-    fn covers(&self, canvas: &CanvasId) -> bool {
+    /// The role granted on `canvas`, if the claim covers it; `listed` is what a covering id grants.
+    fn grant(&self, canvas: &CanvasId, listed: Role) -> Option<Role> {
+        let named = |id: &String| id == "*" || id == canvas.as_str();
         match self {
-            Scope::One(s) => s == "*" || s == canvas.as_str(),
-            Scope::List(ids) => ids.iter().any(|id| id == "*" || id == canvas.as_str()),
+            Scope::One(id) => named(id).then_some(listed),
+            Scope::List(ids) => ids.iter().any(named).then_some(listed),
+            Scope::Roles(roles) => roles.get(canvas.as_str()).or_else(|| roles.get("*")).copied(),
         }
     }
 }
@@ -92,10 +104,12 @@ impl Verifier {
         if user.is_server() {
             return Err(AuthError::ReservedUser);
         }
-        if !claims.canvases.as_ref().map_or(true, |scope| scope.covers(canvas)) {
-            return Err(AuthError::OutOfScope(canvas.clone()));
-        }
-        Ok(Identity { user, expires_at: claims.exp })
+        let listed = claims.role.unwrap_or(Role::Editor);
+        let role = match &claims.canvases {
+            None => listed,
+            Some(scope) => scope.grant(canvas, listed).ok_or_else(|| AuthError::OutOfScope(canvas.clone()))?,
+        };
+        Ok(Identity { user, expires_at: claims.exp, role })
     }
 }
 
@@ -126,7 +140,7 @@ mod tests {
         let t = token(json!({"sub": "ann", "exp": exp}), Algorithm::HS256, SECRET);
         assert_eq!(
             v.verify(Some(&t), &canvas("c1")).unwrap(),
-            Identity { user: UserId::parse("ann").unwrap(), expires_at: exp }
+            Identity { user: UserId::parse("ann").unwrap(), expires_at: exp, role: Role::Editor }
         );
     }
 
@@ -165,5 +179,26 @@ mod tests {
         assert_eq!(refused.to_string(), "the token does not cover canvas c3");
         let star = token(json!({"sub": "ann", "exp": in_an_hour(), "canvases": "*"}), Algorithm::HS256, SECRET);
         assert!(v.verify(Some(&star), &canvas("any")).is_ok());
+    }
+
+    #[test]
+    fn a_list_grants_the_role_claim_and_a_map_grants_per_canvas() {
+        let v = Verifier::new(SECRET);
+        let role = |claims: Value, c: &str| v.verify(Some(&token(claims, Algorithm::HS256, SECRET)), &canvas(c));
+        let exp = in_an_hour();
+        assert_eq!(role(json!({"sub": "ann", "exp": exp}), "c1").unwrap().role, Role::Editor, "the default");
+        let listed = json!({"sub": "ann", "exp": exp, "canvases": ["c1"], "role": "viewer"});
+        assert_eq!(role(listed, "c1").unwrap().role, Role::Viewer);
+        let everywhere = json!({"sub": "ann", "exp": exp, "role": "viewer"});
+        assert_eq!(role(everywhere, "c9").unwrap().role, Role::Viewer, "an absent canvases claim, with role");
+        let map = json!({"sub": "ann", "exp": exp, "canvases": {"c1": "editor", "*": "viewer"}, "role": "viewer"});
+        assert_eq!(role(map.clone(), "c1").unwrap().role, Role::Editor, "the role claim does not apply to a map");
+        assert_eq!(role(map, "c2").unwrap().role, Role::Viewer, "\"*\" covers the rest");
+        let only = json!({"sub": "ann", "exp": exp, "canvases": {"c1": "viewer"}});
+        assert_eq!(role(only, "c2").unwrap_err(), AuthError::OutOfScope(canvas("c2")));
+        let unknown = json!({"sub": "ann", "exp": exp, "canvases": {"c1": "owner"}});
+        assert_eq!(role(unknown, "c1").unwrap_err(), AuthError::Invalid, "a role that does not exist");
+        let bad_claim = json!({"sub": "ann", "exp": exp, "role": "admin"});
+        assert_eq!(role(bad_claim, "c1").unwrap_err(), AuthError::Invalid);
     }
 }

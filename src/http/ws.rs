@@ -12,7 +12,7 @@ use futures_util::{Sink, Stream};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::protocol::{Role as SocketRole, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
 use uuid::Uuid;
@@ -25,7 +25,7 @@ use super::{json_error, with_state};
 use crate::admission::Refusal;
 use crate::bus::{JoinRequest, Joined};
 use crate::hub;
-use crate::protocol::{ConnectParams, UserId};
+use crate::protocol::{ConnectParams, Role, UserId};
 use crate::session::{Session, SessionParts};
 use crate::shutdown::Phase;
 use crate::App;
@@ -41,17 +41,19 @@ pub fn route(app: Arc<App>) -> BoxedFilter<(Response,)> {
         .boxed()
 }
 
-/// Who the client is, and until when: the token's `sub` and expiry when auth is on, else the `user`
-/// parameter (which `ConnectParams::parse` then required). A refusal says its status and why.
-fn identify(app: &App, params: &ConnectParams) -> Result<(UserId, Option<u64>), (StatusCode, String)> {
-    match (&app.verifier, params.user.clone()) {
+/// Who the client is, until when, and what it may do: the token's `sub`, expiry and grant when auth is on,
+/// else the `user` parameter (which `ConnectParams::parse` then required) as an editor. `?role` may lower
+/// the role, never raise it. A refusal says its status and why.
+fn identify(app: &App, params: &ConnectParams) -> Result<(UserId, Option<u64>, Role), (StatusCode, String)> {
+    let (user, expires_at, granted) = match (&app.verifier, params.user.clone()) {
         (Some(verifier), _) => match verifier.verify(params.token.as_deref(), &params.canvas) {
-            Ok(identity) => Ok((identity.user, Some(identity.expires_at))),
-            Err(error) => Err((StatusCode::UNAUTHORIZED, error.to_string())),
+            Ok(identity) => (identity.user, Some(identity.expires_at), identity.role),
+            Err(error) => return Err((StatusCode::UNAUTHORIZED, error.to_string())),
         },
-        (None, Some(user)) => Ok((user, None)),
-        (None, None) => Err((StatusCode::BAD_REQUEST, "query parameter user is required".into())),
-    }
+        (None, Some(user)) => (user, None, Role::Editor),
+        (None, None) => return Err((StatusCode::BAD_REQUEST, "query parameter user is required".into())),
+    };
+    Ok((user, expires_at, granted.min(params.role)))
 }
 
 async fn connect(
@@ -71,7 +73,7 @@ async fn connect(
         Ok(params) => params,
         Err(error) => return json_error(StatusCode::BAD_REQUEST, error.to_string()),
     };
-    let (user, expires_at) = match identify(&app, &params) {
+    let (user, expires_at, role) = match identify(&app, &params) {
         Ok(identity) => identity,
         Err((status, why)) => return json_error(status, why),
     };
@@ -106,14 +108,16 @@ async fn connect(
         Ok(joined) => joined,
         Err(error) => return json_error(StatusCode::SERVICE_UNAVAILABLE, error.to_string()),
     };
-    let parts = SessionParts { canvas: params.canvas, user, expires_at, conn, outbox, inbox, reading, alive, admitted };
+    let parts =
+        SessionParts { canvas: params.canvas, user, role, expires_at, conn, outbox, inbox, reading, alive, admitted };
     // One box for what the session starts with, until the upgrade is done (see `SessionStart`).
     let config = socket_config(app.config.max_frame_size);
     let start = Box::new(SessionStart { app, parts, joined });
     tokio::spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => {
-                let socket = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
+                let socket =
+                    WebSocketStream::from_raw_socket(TokioIo::new(upgraded), SocketRole::Server, Some(config)).await;
                 start.session(socket).await;
             }
             // Dropping `start` drops `joined`, which leaves the room and presence (see `Membership`).

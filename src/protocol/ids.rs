@@ -5,6 +5,8 @@ use std::fmt;
 
 use serde::Serialize;
 
+use super::Role;
+
 /// Why an id in a URL or query was refused: the text of the HTTP 400 body.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{what} must be {rule}")]
@@ -97,6 +99,8 @@ pub struct ConnectParams {
     /// Display name shown in presence (at most 64 characters).
     pub name: Option<String>,
     pub resume: Option<Resume>,
+    /// The `role` parameter (default editor): a client may lower what it is granted, never raise it.
+    pub role: Role,
 }
 
 /// The refusal of a client that claims to be the API's own user.
@@ -119,6 +123,8 @@ pub enum ParamError {
     BadEpoch,
     #[error("resume needs both since and epoch")]
     HalfResume,
+    #[error("role must be editor or viewer")]
+    BadRole,
 }
 
 /// Longest display name, in characters.
@@ -155,7 +161,11 @@ impl ConnectParams {
             }
             _ => return Err(ParamError::HalfResume),
         };
-        Ok(ConnectParams { canvas, user, token, name, resume })
+        let role = match query.get("role") {
+            None => Role::Editor,
+            Some(role) => Role::parse(role).ok_or(ParamError::BadRole)?,
+        };
+        Ok(ConnectParams { canvas, user, token, name, resume, role })
     }
 }
 

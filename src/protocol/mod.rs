@@ -7,10 +7,12 @@
 
 mod client;
 mod ids;
+mod role;
 mod server;
 
 pub use client::{null_value, ClientFrame, FrameError, LoggedMessage, MsgType};
 pub use ids::{CanvasId, ConnectParams, Resume, UserId, RESERVED_USER};
+pub use role::Role;
 pub use server::{
     ack_frame, cursor_frame, error_frame, logged_frame, presence_data, reset_frame, to_json, user_frame, Welcome,
     PONG_FRAME,
@@ -47,6 +49,8 @@ pub enum ErrorCode {
     Unavailable,
     /// An object op would take the canvas state past `--max-canvas-state` (v1.1).
     CanvasFull,
+    /// The connection's role does not allow it: a viewer's logged message (v1.1).
+    Forbidden,
 }
 
 impl ErrorCode {
@@ -59,6 +63,7 @@ impl ErrorCode {
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::CanvasFull => "canvas_full",
+            ErrorCode::Forbidden => "forbidden",
         }
     }
 }

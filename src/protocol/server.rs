@@ -17,6 +17,8 @@ pub struct Welcome<'a> {
     pub epoch: &'a str,
     pub seq: u64,
     pub resumed: bool,
+    /// `"editor"` or `"viewer"` (v1.1).
+    pub role: &'static str,
     /// Who is on the canvas at `seq`, across instances.
     pub presence: &'a RawValue,
     // `objects` (the canvas state at `seq`, omitted when resumed) is appended by `session::welcome`, which

@@ -32,7 +32,7 @@ use crate::admission::Ticket;
 use crate::bus::{Joined, Replay};
 use crate::clock::now_ms;
 use crate::hub::{ConnId, Cut, Inbox, Outbox};
-use crate::protocol::{close, error_frame, ClientFrame, FrameError, Welcome, PONG_FRAME};
+use crate::protocol::{close, error_frame, ClientFrame, FrameError, Role, Welcome, PONG_FRAME};
 use crate::protocol::{CanvasId, ErrorCode, UserId};
 use crate::ratelimit::RateLimit;
 use crate::shutdown::{Guard, Phase};
@@ -63,6 +63,7 @@ pub struct Session<S> {
     app: Arc<App>,
     canvas: CanvasId,
     user: UserId,
+    role: Role,
     conn: ConnId,
     /// A clone of the queue the hub writes to: pongs and error frames join the same order.
     outbox: Outbox,
@@ -95,6 +96,8 @@ pub struct Session<S> {
 pub struct SessionParts {
     pub canvas: CanvasId,
     pub user: UserId,
+    /// What the token grants, lowered by `?role` if the client asked.
+    pub role: Role,
     /// When the client's token expires (unix seconds), if it came with one.
     pub expires_at: Option<u64>,
     pub conn: ConnId,
@@ -122,6 +125,7 @@ where
             app,
             canvas: parts.canvas,
             user: parts.user,
+            role: parts.role,
             conn: parts.conn,
             outbox: parts.outbox,
             inbox: parts.inbox,
@@ -160,6 +164,7 @@ where
             epoch: &joined.epoch,
             seq: joined.seq,
             resumed: joined.resumed,
+            role: self.role.as_str(),
             presence: &joined.presence,
         };
         let frames = welcome::welcome_frames(&welcome, joined.objects.take());
@@ -293,6 +298,10 @@ where
                 if let Some(data) = self.cursors.offer(data, tokio::time::Instant::now()) {
                     cursors::relay(&data, &self.app, &self.canvas, &self.user, self.conn);
                 }
+            }
+            Ok(ClientFrame::Logged(message)) if !self.role.may_publish() => {
+                let error = FrameError::new(ErrorCode::Forbidden, "a viewer cannot send logged messages");
+                self.reject(error.with_ref(message.reference));
             }
             Ok(ClientFrame::Logged(message)) => return self.publish(message).await,
             Err(error) => self.reject(error),

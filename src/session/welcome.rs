@@ -68,6 +68,7 @@ mod tests {
             epoch: "e-1",
             seq: 7,
             resumed: false,
+            role: "viewer",
             presence: &presence,
         };
         let frames = welcome_frames(&welcome, objects);
