@@ -1,7 +1,7 @@
 -- canvas-relay: the whole current schema (what migrations/ builds, in order). Read this to know the tables;
 -- change the schema by adding a numbered file to migrations/ and updating this file to match
 -- (a unit test in src/bus/sqlite/schema.rs checks the two agree). Times are unix milliseconds.
-PRAGMA user_version = 6;
+PRAGMA user_version = 7;
 
 CREATE TABLE meta (
     key   TEXT PRIMARY KEY,
@@ -92,3 +92,15 @@ CREATE TABLE user_messages (
     expires_at      INTEGER NOT NULL
 );
 CREATE INDEX idx_user_messages_expires_at ON user_messages (expires_at);
+
+-- A user removed from a canvas through the API: relayed to the other instances, which close that user's
+-- connections there with 4003; until blocked_until (0: no block) the user's new connections are refused.
+CREATE TABLE removals (
+    id              INTEGER PRIMARY KEY AUTOINCREMENT,
+    canvas_id       TEXT NOT NULL,
+    user_id         TEXT NOT NULL,
+    origin_instance TEXT NOT NULL,
+    blocked_until   INTEGER NOT NULL,
+    expires_at      INTEGER NOT NULL
+);
+CREATE INDEX idx_removals_canvas_user ON removals (canvas_id, user_id, blocked_until);

@@ -53,7 +53,7 @@ pub struct Metrics {
     /// Clients closed with 4009 because their queue overflowed (also in `relay_clients_cut_total`).
     pub clients_cut_slow: Counter,
     /// Clients closed with 4009, by reason (slow, gap, epoch).
-    clients_cut: [Counter; 3],
+    clients_cut: [Counter; 4],
     /// Ephemeral frames (cursors) a slow reader missed: replaced by a newer one of the same sender, or dropped.
     pub ephemeral_missed: Counter,
     /// Canvas states joiners got: read with their snapshot (small), shared from the cache, or read whole
@@ -146,7 +146,7 @@ impl Metrics {
             connections: gauge!("relay_connections"),
             connections_total: counter!("relay_connections_total"),
             clients_cut_slow: counter!("relay_clients_cut_slow_total"),
-            clients_cut: [Cut::Slow, Cut::Gap, Cut::Epoch]
+            clients_cut: [Cut::Slow, Cut::Gap, Cut::Epoch, Cut::Removed]
                 .map(|reason| counter!("relay_clients_cut_total", "reason" => reason.as_str())),
             ephemeral_missed: counter!("relay_ephemeral_missed_total"),
             canvases_dropped: counter!("relay_canvases_dropped_total"),
@@ -173,12 +173,14 @@ impl Metrics {
 }
 
 impl Metrics {
-    /// A client was cut with 4009: counted once, under its reason, in all and for its canvas.
+    /// A client was cut (4009, or 4003 when removed): counted once, under its reason, in all and for its
+    /// canvas.
     pub fn cut(&self, canvas: &CanvasId, reason: Cut) {
         let index = match reason {
             Cut::Slow => 0,
             Cut::Gap => 1,
             Cut::Epoch => 2,
+            Cut::Removed => 3,
         };
         self.clients_cut[index].increment(1);
         if reason == Cut::Slow {

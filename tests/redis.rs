@@ -216,7 +216,7 @@ async fn a_batch_whose_reply_was_lost_is_acked_once_and_logged_once() {
         }
     };
     assert_eq!(answer["type"], "ack", "not `unavailable`: the message was logged ({answer})");
-    assert_eq!(proxy.replies_lost(), 1, "the fault happened");
+    assert_eq!(proxy.wait_replies_lost(1).await, 1, "the fault happened");
     ann.publish("note", json!("after"), "r2").await;
     let next = ann.recv().await;
     assert_eq!(

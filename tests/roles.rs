@@ -96,3 +96,87 @@ async fn without_auth_role_viewer_demotes_a_client_and_another_value_is_a_400() 
         assert_eq!((status, body["error"].as_str()), (400, Some("role must be editor or viewer")), "{bad:?}");
     }
 }
+
+const KEY: &str = "roles-key";
+
+on_both_buses!(removing_a_user_closes_its_connections_to_the_canvas_everywhere_and_a_block_refuses_it_everywhere);
+async fn removing_a_user_closes_its_connections_to_the_canvas_everywhere_and_a_block_refuses_it_everywhere(
+    store: Store,
+) {
+    let (a, b) = (store.start(&["--api-key", KEY]).await, store.start(&["--api-key", KEY]).await);
+    let mut ann_on_a = a.connect("c1", "ann").await;
+    let mut ann_on_b = b.connect("c1", "ann").await;
+    let mut ann_elsewhere = a.connect("c2", "ann").await;
+    let mut bob = b.connect("c1", "bob").await;
+    assert_eq!(bob.welcome["presence"], json!([{"user": "ann", "connections": 2}, {"user": "bob", "connections": 1}]));
+
+    let (status, body) = a.api("DELETE", "/api/v1/canvases/c1/users/ann?block=600", Some(KEY), json!(null)).await;
+    assert_eq!((status, body), (200, json!({"connections": 2})), "counted across instances");
+    for (instance, ann) in [("the instance asked", &mut ann_on_a), ("the other instance", &mut ann_on_b)] {
+        let (code, _) = ann.recv_until_close().await;
+        assert_eq!(code, Some(4003), "closed on {instance}");
+    }
+    let left = loop {
+        let frame = bob.recv().await;
+        if frame["type"] == "user-disconnected" {
+            break frame;
+        }
+    };
+    assert_eq!(left["data"], json!({"user": "ann"}), "presence changes as for any close");
+    ann_elsewhere.publish("note", json!("still here"), "r").await;
+    assert_eq!(ann_elsewhere.recv().await["type"], "ack", "another canvas is not touched");
+
+    for instance in [&a, &b] {
+        let Err((status, body)) = instance.connect_path("/ws/c1?user=ann").await else { panic!("blocked") };
+        assert_eq!(status, 403);
+        assert!(body["error"].as_str().unwrap().contains("blocked"), "{body}");
+    }
+    b.connect("c2", "ann").await; // the block is for c1 only
+    b.connect("c1", "carol").await; // and for ann only
+
+    // Without a block the user may come straight back.
+    let (status, body) = b.api("DELETE", "/api/v1/canvases/c1/users/bob", Some(KEY), json!(null)).await;
+    assert_eq!((status, body), (200, json!({"connections": 1})));
+    assert_eq!(bob.recv_until_close().await.0, Some(4003));
+    a.connect("c1", "bob").await;
+
+    // A block ends on its own.
+    let (status, _) = b.api("DELETE", "/api/v1/canvases/c1/users/dave?block=3", Some(KEY), json!(null)).await;
+    assert_eq!(status, 200);
+    let Err((status, _)) = a.connect_path("/ws/c1?user=dave").await else { panic!("blocked for 3 s") };
+    assert_eq!(status, 403);
+    let back = async {
+        loop {
+            match a.connect_path("/ws/c1?user=dave").await {
+                Ok(client) => return client,
+                Err((status, _)) => assert_eq!(status, 403),
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    };
+    let back = tokio::time::timeout(std::time::Duration::from_secs(20), back).await.expect("unblocked after 3 s");
+    assert_eq!(back.welcome["user"], "dave");
+}
+
+#[tokio::test]
+async fn a_removal_with_a_bad_block_canvas_or_key_gets_a_json_error() {
+    let file = SharedFile::new();
+    let a = file.start(&["--api-key", KEY]).await;
+    for (path, status) in [
+        ("/api/v1/canvases/c1/users/ann?block=abc", 400),
+        ("/api/v1/canvases/c1/users/ann?block=-1", 400),
+        ("/api/v1/canvases/c1/users/ann?block=1.5", 400),
+        ("/api/v1/canvases/c1/users/ann?block=99999999999", 400),
+        ("/api/v1/canvases/bad%20id/users/ann", 400),
+        ("/api/v1/canvases/c1/users/bad%20id", 400),
+    ] {
+        let (got, body) = a.api("DELETE", path, Some(KEY), json!(null)).await;
+        assert_eq!(got, status, "{path}");
+        assert!(body["error"].is_string(), "{path}: {body}");
+    }
+    let (status, body) = a.api("DELETE", "/api/v1/canvases/c1/users/ann", Some("wrong"), json!(null)).await;
+    assert_eq!(status, 401, "{body}");
+    let (status, body) = a.api("DELETE", "/api/v1/canvases/c1/users/ann?block=0", Some(KEY), json!(null)).await;
+    assert_eq!((status, body), (200, json!({"connections": 0})), "nobody to remove, no block");
+    a.connect("c1", "ann").await;
+}

@@ -236,6 +236,18 @@ impl Bus {
     pub async fn send_to_user(&self, user: UserId, frame: String) -> Result<u64, BusError> {
         self.store.send_to_user(user, frame).await
     }
+
+    /// Closes every connection of `user` to `canvas` on every instance (4003), and with `block` refuses its
+    /// new ones there for that long; returns how many connections it had on the canvas.
+    pub async fn remove_user(&self, canvas: CanvasId, user: UserId, block: Option<Duration>) -> Result<u64, BusError> {
+        let block_ms = block.map(|block| block.as_millis().min(u64::MAX as u128) as u64);
+        self.store.remove_user(canvas, user, block_ms).await
+    }
+
+    /// How much longer `user` is blocked from `canvas`, if it is.
+    pub async fn blocked(&self, canvas: &CanvasId, user: &UserId) -> Result<Option<Duration>, BusError> {
+        Ok(self.store.blocked(canvas, user).await?.map(Duration::from_millis))
+    }
 }
 
 /// Registers again this instance's connections that the store lost (survivors took the instance for dead

@@ -66,6 +66,14 @@ pub trait Store: Send + Sync + 'static {
     /// Sends a frame to every connection of `user` on every instance; returns how many connections it has.
     async fn send_to_user(&self, user: UserId, frame: String) -> Result<u64, BusError>;
 
+    /// Closes every connection of `user` to `canvas`, on every instance, with 4003; with `block_ms`, refuses
+    /// the user's new connections to the canvas on every instance for that long. Returns how many connections
+    /// the user had on the canvas across instances.
+    async fn remove_user(&self, canvas: CanvasId, user: UserId, block_ms: Option<u64>) -> Result<u64, BusError>;
+
+    /// How much longer (ms) `user` is blocked from `canvas`, if it is.
+    async fn blocked(&self, canvas: &CanvasId, user: &UserId) -> Result<Option<u64>, BusError>;
+
     /// Hands this instance's coalesced cursors to the other instances. Best effort: a batch lost is
     /// replaced by the next one.
     async fn send_cursors(&self, batches: Vec<CursorBatch>);

@@ -126,7 +126,7 @@ pub(super) fn bad_request(message: impl Into<String>) -> ApiError {
     ApiError(StatusCode::BAD_REQUEST, message.into())
 }
 
-fn canvas_id(canvas: &str) -> Result<CanvasId, ApiError> {
+pub(super) fn canvas_id(canvas: &str) -> Result<CanvasId, ApiError> {
     CanvasId::parse(canvas).map_err(|e| bad_request(e.to_string()))
 }
 

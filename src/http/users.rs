@@ -1,8 +1,11 @@
 //! The HTTP API's user routes (`/api/v1/users...`): message every connection of a user, wherever it is, and
-//! read who is connected. Counts are across instances (the shared `connections` table); the same API key
-//! rules as `api.rs` apply.
+//! read who is connected; and `DELETE /api/v1/canvases/{canvas}/users/{user}`, which removes a user from a
+//! canvas. Counts are across instances (the shared `connections` table); the same API key rules as `api.rs`
+//! apply.
 
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use warp::filters::BoxedFilter;
@@ -10,7 +13,7 @@ use warp::http::StatusCode;
 use warp::reply::Response;
 use warp::{Filter, Reply};
 
-use super::api::{authorized, bad_request, json, ApiError};
+use super::api::{authorized, bad_request, canvas_id, json, ApiError};
 use crate::clock::now_ms;
 use crate::protocol::{user_frame, LoggedMessage, UserId};
 use crate::App;
@@ -28,10 +31,22 @@ pub fn routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
         .and(authorized(app.clone()))
         .then(user)
         .map(Reply::into_response);
-    let users =
-        warp::path!("api" / "v1" / "users").and(warp::get()).and(authorized(app)).then(users).map(Reply::into_response);
-    send.or(user).unify().or(users).unify().boxed()
+    let users = warp::path!("api" / "v1" / "users")
+        .and(warp::get())
+        .and(authorized(app.clone()))
+        .then(users)
+        .map(Reply::into_response);
+    let remove = warp::path!("api" / "v1" / "canvases" / String / "users" / String)
+        .and(warp::delete())
+        .and(warp::query::<HashMap<String, String>>())
+        .and(authorized(app))
+        .then(remove)
+        .map(Reply::into_response);
+    send.or(user).unify().or(users).unify().or(remove).unify().boxed()
 }
+
+/// The longest block: a year. Longer is refused rather than silently cut.
+const MAX_BLOCK_SECONDS: u64 = 365 * 24 * 3600;
 
 fn user_id(user: &str) -> Result<UserId, ApiError> {
     UserId::parse(user).map_err(|e| bad_request(e.to_string()))
@@ -47,6 +62,30 @@ async fn send(user: String, app: Arc<App>, body: Bytes) -> Result<Response, ApiE
     let frame = user_frame(message.kind.as_str(), user.as_str(), &message.data, now_ms());
     let connections = app.bus.send_to_user(user, frame).await?;
     Ok(json(StatusCode::ACCEPTED, format!(r#"{{"connections":{connections}}}"#)))
+}
+
+/// `DELETE /api/v1/canvases/{canvas}/users/{user}[?block=SECONDS]` → 200 `{"connections":N}`: every
+/// connection of the user to the canvas, on every instance, is closed with 4003 (others on the canvas see
+/// the user leave as for any close); with `block` (whole seconds, up to a year; 0 for none), its new
+/// connections to the canvas get 403 on every instance until the time is up. `N` is how many connections the
+/// user had on the canvas.
+async fn remove(
+    canvas: String,
+    user: String,
+    query: HashMap<String, String>,
+    app: Arc<App>,
+) -> Result<Response, ApiError> {
+    let (canvas, user) = (canvas_id(&canvas)?, user_id(&user)?);
+    let block = match query.get("block") {
+        None => None,
+        Some(seconds) => match seconds.parse::<u64>() {
+            Ok(0) => None,
+            Ok(seconds) if seconds <= MAX_BLOCK_SECONDS => Some(Duration::from_secs(seconds)),
+            _ => return Err(bad_request(format!("block must be a whole number of seconds, 0 to {MAX_BLOCK_SECONDS}"))),
+        },
+    };
+    let connections = app.bus.remove_user(canvas, user, block).await?;
+    Ok(json(StatusCode::OK, format!(r#"{{"connections":{connections}}}"#)))
 }
 
 /// `GET /api/v1/users/{user}` → `{"user","connected","connections","canvases":[...]}` across instances.

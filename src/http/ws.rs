@@ -77,6 +77,14 @@ async fn connect(
         Ok(identity) => identity,
         Err((status, why)) => return json_error(status, why),
     };
+    match app.bus.blocked(&params.canvas, &user).await {
+        Ok(None) => {}
+        Ok(Some(left)) => {
+            let why = format!("user {user} is blocked from canvas {} for {} s more", params.canvas, left.as_secs() + 1);
+            return json_error(StatusCode::FORBIDDEN, why);
+        }
+        Err(error) => return json_error(StatusCode::SERVICE_UNAVAILABLE, error.to_string()),
+    }
     let (Some(accept), Some(on_upgrade)) = (accept_key(&headers), on_upgrade) else {
         return json_error(StatusCode::UPGRADE_REQUIRED, "expected a WebSocket upgrade request");
     };

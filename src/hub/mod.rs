@@ -137,6 +137,12 @@ impl Hub {
         rooms.iter().map(|room| room.lock().send_to_user(user, frame)).sum()
     }
 
+    /// Closes this process's connections of `user` to `canvas` with 4003 (removed through the API); returns
+    /// how many.
+    pub fn remove_user(&self, canvas: &CanvasId, user: &str) -> usize {
+        self.room(canvas).map_or(0, |room| room.lock().kick_user(user, Cut::Removed))
+    }
+
     /// The watermarks that moved since the last call.
     pub fn take_watermarks(&self) -> Vec<Watermark> {
         let rooms: Vec<Arc<Room>> = self.rooms().values().cloned().collect();

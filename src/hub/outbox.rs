@@ -41,6 +41,8 @@ pub enum Cut {
     Gap,
     /// The log it follows is gone: a canvas reset whose marker expired unread, or a store with a new epoch.
     Epoch,
+    /// Removed from the canvas through the API: closed with 4003, not 4009.
+    Removed,
 }
 
 impl Cut {
@@ -49,6 +51,7 @@ impl Cut {
             Cut::Slow => "slow",
             Cut::Gap => "gap",
             Cut::Epoch => "epoch",
+            Cut::Removed => "removed",
         }
     }
 }

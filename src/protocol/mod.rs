@@ -30,6 +30,8 @@ pub mod close {
     pub const TOO_LARGE: u16 = 1009;
     /// Rate limit abuse: kept sending after `rate_limited` errors.
     pub const RATE_LIMIT: u16 = 4008;
+    /// Removed from the canvas through the API (v1.1): do not reconnect on your own.
+    pub const REMOVED: u16 = 4003;
     /// The client's outbound queue overflowed: reconnect with `since` to catch up.
     pub const TOO_SLOW: u16 = 4009;
 }

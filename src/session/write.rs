@@ -69,15 +69,17 @@ where
         outcome(tokio::time::timeout(limit, self.socket.flush()).await)
     }
 
-    /// Cuts the client with 4009 (it resumes to catch up), counted under its reason.
+    /// Cuts the client with 4009 (it resumes to catch up), or 4003 when it was removed from the canvas,
+    /// counted under its reason.
     pub(super) async fn cut(&mut self, reason: Cut) -> End {
         self.app.metrics.cut(&self.canvas, reason);
-        let message = match reason {
-            Cut::Slow => "too slow: reconnect with since to catch up",
-            Cut::Gap => "messages expired before they could be sent: reconnect with since",
-            Cut::Epoch => "the canvas's log was replaced: reconnect with since (it will reload)",
+        let (code, message) = match reason {
+            Cut::Slow => (close::TOO_SLOW, "too slow: reconnect with since to catch up"),
+            Cut::Gap => (close::TOO_SLOW, "messages expired before they could be sent: reconnect with since"),
+            Cut::Epoch => (close::TOO_SLOW, "the canvas's log was replaced: reconnect with since (it will reload)"),
+            Cut::Removed => (close::REMOVED, "removed from the canvas"),
         };
-        self.close(close::TOO_SLOW, message).await;
+        self.close(code, message).await;
         End::Cut(reason)
     }
 

@@ -44,6 +44,16 @@ impl LossyProxy {
     pub fn replies_lost(&self) -> usize {
         self.lost.load(Ordering::SeqCst)
     }
+
+    /// Waits (up to 10 s) until `n` replies were lost. A client may hear of a lost reply's request before
+    /// the proxy has dropped the reply: on Redis the stream reader acks from the log entry.
+    pub async fn wait_replies_lost(&self, n: usize) -> usize {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        while self.replies_lost() < n && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        self.replies_lost()
+    }
 }
 
 async fn pump(client: TcpStream, server: TcpStream, armed: Arc<Mutex<Option<String>>>, lost: Arc<AtomicUsize>) {

@@ -1,6 +1,6 @@
 //! Key names, as `lua/common.lua` spells them.
 
-use crate::protocol::CanvasId;
+use crate::protocol::{CanvasId, UserId};
 
 /// The store's random id, part of every canvas epoch.
 pub const EPOCH: &str = "relay:epoch";
@@ -14,6 +14,11 @@ pub fn log(canvas: &CanvasId) -> String {
 /// A canvas's objects: object id → its whole JSON text.
 pub fn objects(canvas: &CanvasId) -> String {
     format!("relay:{{{}}}:objects", canvas.as_str())
+}
+
+/// Present while `user` is blocked from `canvas` (it expires when the block ends).
+pub fn block(canvas: &CanvasId, user: &UserId) -> String {
+    format!("relay:{{{}}}:block:{}", canvas.as_str(), user.as_str())
 }
 
 pub fn cursors(canvas: &CanvasId) -> String {

@@ -200,7 +200,8 @@ impl Reader {
         }
     }
 
-    /// Other instances' user messages (this process delivered its own already), while within the TTL.
+    /// Other instances' user messages and removals (this process applied its own already), while within the
+    /// TTL. A removal names its canvas (`k`) and no frame.
     fn relay_user_messages(&self, entries: &[Value]) {
         let oldest = now_ms() - self.ttl_ms;
         for entry in entries {
@@ -210,8 +211,14 @@ impl Reader {
             if field(&fields, "i") == Some(self.instance_id.as_str()) || ms < oldest {
                 continue;
             }
-            if let (Some(user), Some(frame)) = (field(&fields, "u"), field(&fields, "d")) {
-                self.hub.send_to_user(user, &Message::text(frame));
+            match (field(&fields, "u"), field(&fields, "d"), field(&fields, "k")) {
+                (Some(user), Some(frame), None) => drop(self.hub.send_to_user(user, &Message::text(frame))),
+                (Some(user), None, Some(canvas)) => {
+                    if let Ok(canvas) = CanvasId::parse(canvas) {
+                        self.hub.remove_user(&canvas, user);
+                    }
+                }
+                _ => tracing::error!(?fields, "a user-message entry this relay did not write; skipped"),
             }
         }
     }

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::entry::{array, items, stream_id, string, uint, LogEntry};
 use super::publisher::Job;
-use super::scripts::{MESSAGES, RESET, TO_USER, USERS};
+use super::scripts::{MESSAGES, REMOVE_USER, RESET, TO_USER, USERS};
 use super::{keys, maintenance, malformed, unavailable, RedisBus, RedisFigures};
 use crate::bus::views::StorageFigures;
 use crate::bus::{BusError, BusFigures, CanvasLog, Publish, ReadObjects, Snapshot, Store, TryPublish, UserPresence};
@@ -232,6 +232,31 @@ impl Store for RedisBus {
             .map_err(unavailable)?;
         self.inner.hub.send_to_user(user.as_str(), &Message::text(frame));
         Ok(connections)
+    }
+
+    /// One script: the entry every other reader turns into closing the user's connections (4003), the
+    /// block key, and the user's connection count; then this process's connections.
+    async fn remove_user(&self, canvas: CanvasId, user: UserId, block_ms: Option<u64>) -> Result<u64, BusError> {
+        let connections: u64 = REMOVE_USER
+            .arg(canvas.as_str())
+            .arg(user.as_str())
+            .arg(&self.inner.instance_id)
+            .arg(self.inner.ttl_ms)
+            .arg(block_ms.unwrap_or(0))
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        self.inner.hub.remove_user(&canvas, user.as_str());
+        Ok(connections)
+    }
+
+    async fn blocked(&self, canvas: &CanvasId, user: &UserId) -> Result<Option<u64>, BusError> {
+        let left: i64 = redis::cmd("PTTL")
+            .arg(keys::block(canvas, user))
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok((left > 0).then_some(left as u64))
     }
 
     /// One XADD per canvas to its cursor stream (capped, expiring), in one round trip; every instance with

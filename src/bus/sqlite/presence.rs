@@ -105,6 +105,11 @@ pub fn user_connection_counts(conn: &Connection, user: &UserId, own: &str) -> Re
     Ok((all as u64, elsewhere as u64))
 }
 
+/// How many connections `user` has to `canvas`, across instances.
+pub fn user_connections_on(conn: &Connection, canvas: &CanvasId, user: &UserId) -> Result<u64> {
+    user_connections(conn, canvas, user).map(|n| n as u64)
+}
+
 /// How many connections are registered for `instance`.
 pub fn instance_connection_count(conn: &Connection, instance: &str) -> Result<u64> {
     let count: i64 = conn

@@ -9,7 +9,7 @@ use serde_json::value::RawValue;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::hub::Entry;
-use crate::protocol::{logged_frame, null_value, reset_frame, CanvasId};
+use crate::protocol::{logged_frame, null_value, reset_frame, CanvasId, UserId};
 
 /// A canvas's log head: its last seq, its epoch, and where its state stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -160,6 +160,8 @@ pub fn count_rows(conn: &Connection, canvas: &CanvasId, since: u64, upto: u64, n
 pub enum Relayed {
     CursorBatches,
     UserMessages,
+    /// Users removed from a canvas: (id, canvas, user).
+    Removals,
 }
 
 impl Relayed {
@@ -180,6 +182,11 @@ impl Relayed {
                 "SELECT id, user_id, frame FROM user_messages
                  WHERE id > ?1 AND origin_instance != ?2 AND expires_at > ?3 ORDER BY id",
                 "SELECT coalesce(max(id), 0) FROM user_messages",
+            ),
+            Relayed::Removals => (
+                "SELECT id, canvas_id, user_id FROM removals
+                 WHERE id > ?1 AND origin_instance != ?2 AND expires_at > ?3 ORDER BY id",
+                "SELECT coalesce(max(id), 0) FROM removals",
             ),
         }
     }
@@ -253,6 +260,14 @@ pub fn file_figures(conn: &Connection, now_ms: i64, live_after_ms: i64) -> Resul
         head_id,
         live_instances,
     })
+}
+
+/// Until when (unix ms) `user` is blocked from `canvas`; 0 or less when not.
+pub fn blocked_until(conn: &Connection, canvas: &CanvasId, user: &UserId, now_ms: i64) -> Result<i64> {
+    conn.prepare_cached(
+        "SELECT coalesce(max(blocked_until), 0) FROM removals WHERE canvas_id = ?1 AND user_id = ?2 AND blocked_until > ?3",
+    )?
+    .query_row(params![canvas.as_str(), user.as_str(), now_ms], |r| r.get(0))
 }
 
 #[cfg(test)]

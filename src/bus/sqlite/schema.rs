@@ -21,6 +21,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/0004_presence_resets_users.sql"),
     include_str!("../../../migrations/0005_peer_wakeups.sql"),
     include_str!("../../../migrations/0006_big_canvases.sql"),
+    include_str!("../../../migrations/0007_removals.sql"),
 ];
 
 /// Settings every connection to the file is opened with.

@@ -150,6 +150,21 @@ impl Store for SqliteBus {
         done.await.map_err(|_| BusError::ShuttingDown)?
     }
 
+    /// Removes a user from a canvas everywhere (see `Job::RemoveUser`).
+    async fn remove_user(&self, canvas: CanvasId, user: UserId, block_ms: Option<u64>) -> Result<u64, BusError> {
+        let (reply, done) = oneshot::channel();
+        self.job(Job::RemoveUser { canvas, user, block_ms, reply }).await?;
+        done.await.map_err(|_| BusError::ShuttingDown)?
+    }
+
+    async fn blocked(&self, canvas: &CanvasId, user: &UserId) -> Result<Option<u64>, BusError> {
+        let (canvas, user) = (canvas.clone(), user.clone());
+        self.read(move |conn| queries::blocked_until(conn, &canvas, &user, now_ms())).await.map(|until| {
+            let left = until - now_ms();
+            (left > 0).then_some(left as u64)
+        })
+    }
+
     /// Cursor batches are rows of their own table, written on the writer's urgent lane: they never wait
     /// behind logged messages. Each watcher relays the others' rows.
     async fn send_cursors(&self, batches: Vec<CursorBatch>) {

@@ -73,6 +73,8 @@ pub struct Watcher {
     cursor_batches_read: i64,
     /// The last user message read, likewise.
     user_messages_read: i64,
+    /// The last removal read, likewise.
+    removals_read: i64,
 }
 
 /// Where the relayed tables (other instances' cursor batches and user messages) end when this instance
@@ -81,6 +83,7 @@ pub struct Watcher {
 pub struct RelayedHeads {
     pub cursor_batches: i64,
     pub user_messages: i64,
+    pub removals: i64,
 }
 
 impl RelayedHeads {
@@ -88,6 +91,7 @@ impl RelayedHeads {
         Ok(RelayedHeads {
             cursor_batches: queries::max_relayed_id(conn, Relayed::CursorBatches)?,
             user_messages: queries::max_relayed_id(conn, Relayed::UserMessages)?,
+            removals: queries::max_relayed_id(conn, Relayed::Removals)?,
         })
     }
 }
@@ -104,7 +108,11 @@ impl Watcher {
     ) -> Self {
         let backoff =
             Backoff::new(config.poll_interval, config.idle_poll_interval, config.backoff_after, Instant::now());
-        let RelayedHeads { cursor_batches: cursor_batches_read, user_messages: user_messages_read } = relayed;
+        let RelayedHeads {
+            cursor_batches: cursor_batches_read,
+            user_messages: user_messages_read,
+            removals: removals_read,
+        } = relayed;
         let max_rows = config.max_messages_per_poll;
         Watcher {
             conn,
@@ -116,6 +124,7 @@ impl Watcher {
             instance_id,
             cursor_batches_read,
             user_messages_read,
+            removals_read,
         }
     }
 
@@ -192,6 +201,7 @@ impl Watcher {
                     self.progress.advance_cursor(head);
                     self.cursor_batches_read = queries::max_relayed_id(&self.conn, Relayed::CursorBatches)?;
                     self.user_messages_read = queries::max_relayed_id(&self.conn, Relayed::UserMessages)?;
+                    self.removals_read = queries::max_relayed_id(&self.conn, Relayed::Removals)?;
                     break;
                 }
             }
@@ -209,6 +219,7 @@ impl Watcher {
         self.progress.polled(now_ms());
         found |= self.relay_cursors()?;
         found |= self.relay_user_messages()?;
+        found |= self.relay_removals()?;
         let read_up_to = self.progress.cursor();
         for room in waiting {
             if let Settled::GapSkipped { from, to } = room.lock().settle(read_up_to, &self.metrics) {
@@ -243,6 +254,18 @@ impl Watcher {
         };
         relay(&mut self.user_messages_read, max_rows, fetch, |user, frame| {
             hub.send_to_user(user, &Message::text(frame));
+        })
+    }
+
+    /// Closes this process's connections of users removed from a canvas on another instance (4003).
+    fn relay_removals(&mut self) -> deadpool_sqlite::rusqlite::Result<bool> {
+        let (hub, max_rows) = (&self.hub, self.max_rows);
+        let fetch =
+            |after| queries::relayed_after(&self.conn, Relayed::Removals, after, &self.instance_id, now_ms(), max_rows);
+        relay(&mut self.removals_read, max_rows, fetch, |canvas, user| {
+            if let Ok(canvas) = CanvasId::parse(canvas) {
+                hub.remove_user(&canvas, user);
+            }
         })
     }
 

@@ -4,7 +4,7 @@
 use tokio_tungstenite::tungstenite::Message;
 
 use super::RoomState;
-use crate::hub::outbox::Ephemeral;
+use crate::hub::outbox::{Cut, Ephemeral};
 use crate::hub::ConnId;
 use crate::metrics::Metrics;
 use crate::protocol::UserId;
@@ -32,6 +32,12 @@ impl RoomState {
 
     /// Queues a frame for every subscriber who is `user`; returns how many. An overflowing queue cuts its
     /// client (4009) like any other frame would.
+    /// Tells every subscriber of `user` to close, for `reason`; returns how many.
+    pub fn kick_user(&self, user: &str, reason: Cut) -> usize {
+        let subscribers = self.subscribers.iter().filter(|s| s.user.as_str() == user);
+        subscribers.map(|sub| sub.outbox.kick(reason)).count()
+    }
+
     pub fn send_to_user(&self, user: &str, frame: &Message) -> usize {
         let mut sent = 0;
         for sub in self.subscribers.iter().filter(|s| s.user.as_str() == user) {

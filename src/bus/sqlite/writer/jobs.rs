@@ -27,6 +27,10 @@ pub enum Job {
     /// Delivers `frame` to every connection of `user`: at once to this process's, through `user_messages` to
     /// the others'. Replies with how many connections the user has across instances.
     SendToUser { user: UserId, frame: String, reply: oneshot::Sender<Result<u64, BusError>> },
+    /// Closes every connection of `user` to `canvas` with 4003: at once this process's, through `removals`
+    /// the others'; with `block_ms`, the same row refuses the user's new connections until then. Replies
+    /// with how many connections the user had on the canvas across instances.
+    RemoveUser { canvas: CanvasId, user: UserId, block_ms: Option<u64>, reply: oneshot::Sender<Result<u64, BusError>> },
     /// Deletes up to `limit` expired rows; replies with how many went.
     Cleanup { limit: u32, reply: oneshot::Sender<Result<usize, String>> },
     /// Deletes up to `limit` canvases that hold nothing: no objects, no connection, and no message since
@@ -56,7 +60,7 @@ impl Job {
 
     /// Whether other instances have something to deliver once it committed.
     fn wakes_peers(&self) -> bool {
-        matches!(self, Job::Reset { .. } | Job::SendToUser { .. } | Job::Cursors(_))
+        matches!(self, Job::Reset { .. } | Job::SendToUser { .. } | Job::RemoveUser { .. } | Job::Cursors(_))
     }
 }
 
@@ -69,6 +73,7 @@ impl Writer {
         let result = match job {
             Job::Reset { canvas, reply } => self.reset(&canvas, reply, now),
             Job::SendToUser { user, frame, reply } => self.send_to_user(&user, frame, reply, now),
+            Job::RemoveUser { canvas, user, block_ms, reply } => self.remove_user(&canvas, &user, block_ms, reply, now),
             Job::Cleanup { limit, reply } => self.clean_up(limit, reply, now),
             Job::DropIdleCanvases { idle_before, limit, reply } => {
                 let dropped = self.write(|tx| drop_idle_canvases(tx, idle_before, limit));
@@ -155,6 +160,32 @@ impl Writer {
         });
         if counted.is_ok() {
             self.hub.send_to_user(user.as_str(), &Message::text(frame));
+        }
+        let _ = reply.send(counted.as_ref().copied().map_err(|error| unavailable(error).into()));
+        counted.map(drop)
+    }
+
+    /// `Job::RemoveUser`: the row for the other instances (and the block), then this process's connections.
+    fn remove_user(
+        &mut self,
+        canvas: &CanvasId,
+        user: &UserId,
+        block_ms: Option<u64>,
+        reply: oneshot::Sender<Result<u64, BusError>>,
+        now: i64,
+    ) -> Result<(), SqlError> {
+        let (id, expires_at) = (self.settings.instance_id.clone(), now + self.settings.ttl_ms);
+        let blocked_until = block_ms.map_or(0, |ms| now.saturating_add(ms.min(i64::MAX as u64) as i64));
+        let counted = self.write(|tx| {
+            tx.prepare_cached(
+                "INSERT INTO removals (canvas_id, user_id, origin_instance, blocked_until, expires_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![canvas.as_str(), user.as_str(), id, blocked_until, expires_at])?;
+            presence::user_connections_on(tx, canvas, user)
+        });
+        if counted.is_ok() {
+            self.hub.remove_user(canvas, user.as_str());
         }
         let _ = reply.send(counted.as_ref().copied().map_err(|error| unavailable(error).into()));
         counted.map(drop)
@@ -291,6 +322,7 @@ fn forget_instances(tx: &Connection, before_ms: i64, now: i64) -> Result<(), Sql
     tx.execute("DELETE FROM instances WHERE heartbeat_at < ?1", [before_ms])?;
     tx.execute("DELETE FROM cursor_batches WHERE expires_at <= ?1", [now])?;
     tx.execute("DELETE FROM user_messages WHERE expires_at <= ?1", [now])?;
+    tx.execute("DELETE FROM removals WHERE expires_at <= ?1 AND blocked_until <= ?1", [now])?;
     tx.execute("DELETE FROM canvas_watermarks WHERE server_instance_id NOT IN (SELECT instance_id FROM instances)", [])
         .map(drop)
 }
