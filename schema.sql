@@ -1,7 +1,7 @@
 -- canvas-relay: the whole current schema (what migrations/ builds, in order). Read this to know the tables;
 -- change the schema by adding a numbered file to migrations/ and updating this file to match
 -- (a unit test in src/bus/sqlite/schema.rs checks the two agree). Times are unix milliseconds.
-PRAGMA user_version = 7;
+PRAGMA user_version = 8;
 
 CREATE TABLE meta (
     key   TEXT PRIMARY KEY,
@@ -104,3 +104,16 @@ CREATE TABLE removals (
     expires_at      INTEGER NOT NULL
 );
 CREATE INDEX idx_removals_canvas_user ON removals (canvas_id, user_id, blocked_until);
+
+-- Idempotency keys of logged messages, within the TTL: a repeat from the same user on the same canvas and
+-- generation is acked with the original seq and logs nothing.
+CREATE TABLE idempotency_keys (
+    canvas_id  TEXT NOT NULL,
+    user_id    TEXT NOT NULL,
+    key        TEXT NOT NULL,
+    generation INTEGER NOT NULL,
+    seq        INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    PRIMARY KEY (canvas_id, user_id, key)
+) WITHOUT ROWID;
+CREATE INDEX idx_idempotency_keys_expires_at ON idempotency_keys (expires_at);

@@ -30,6 +30,8 @@ pub struct Metrics {
     pub deliveries: Counter,
     /// Logged messages committed by this process.
     pub messages_committed: Counter,
+    /// Publishes that repeated an idempotency key: acked with the original seq, nothing logged.
+    pub duplicates: Counter,
     /// Write transactions committed (group commits).
     pub commits: Counter,
     /// Write transactions that failed; their messages got `unavailable`.
@@ -135,6 +137,7 @@ impl Metrics {
             cursors_in: counter!("relay_cursors_in_total"),
             deliveries: counter!("relay_deliveries_total"),
             messages_committed: counter!("relay_messages_committed_total"),
+            duplicates: counter!("relay_duplicates_total"),
             commits: counter!("relay_commits_total"),
             commit_errors: counter!("relay_commit_errors_total"),
             commit_batch_size: histogram!("relay_commit_batch_size"),

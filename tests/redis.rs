@@ -240,8 +240,8 @@ async fn a_batch_is_applied_whole_or_not_at_all_and_at_most_once() {
         include_str!("../src/bus/redis/lua/publish.lua")
     );
     let message =
-        |canvas: &str, data: &str| ["log", canvas, "note", "u", data, "", "", "", "", "0", "0"].map(str::to_owned);
-    let run = |batch: u32, messages: Vec<[String; 11]>| {
+        |canvas: &str, data: &str| ["log", canvas, "note", "u", data, "", "", "", "", "0", "0", ""].map(str::to_owned);
+    let run = |batch: u32, messages: Vec<[String; 12]>| {
         let mut cmd = redis::cmd("EVAL");
         cmd.arg(&script).arg(0).arg(60_000).arg("i1").arg("epoch").arg(batch).arg(1 << 20).arg("");
         for message in messages {
@@ -274,7 +274,7 @@ async fn a_batch_for_another_store_epoch_is_not_applied() {
         include_str!("../src/bus/redis/lua/common.lua"),
         include_str!("../src/bus/redis/lua/publish.lua")
     );
-    let message = ["log", "c1", "note", "u", "1", "", "", "", "", "0", "0"];
+    let message = ["log", "c1", "note", "u", "1", "", "", "", "", "0", "0", ""];
     let run = |candidate: &str, known: &str, batch: u32| {
         let mut cmd = redis::cmd("EVAL");
         cmd.arg(&script).arg(0).arg(60_000).arg("i1").arg(candidate).arg(batch).arg(1 << 20).arg(known);

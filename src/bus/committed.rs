@@ -22,6 +22,11 @@ pub enum Outcome {
     Refused(Refusal),
     /// A presence change that was not the user's first or last connection: recorded, nothing logged.
     Unlogged,
+    /// Its idempotency key was logged before, at `seq`, by the same user on the same canvas and epoch
+    /// within the TTL: nothing logged.
+    Duplicate {
+        seq: u64,
+    },
 }
 
 /// Where one logged publish landed.
@@ -108,6 +113,11 @@ pub fn deliver(
             }
             Outcome::Unlogged => {
                 publish.origin.committed(None);
+                continue;
+            }
+            Outcome::Duplicate { seq } => {
+                metrics.duplicates.increment(1);
+                publish.origin.duplicate(seq);
                 continue;
             }
         };

@@ -38,7 +38,7 @@ use crate::protocol::{CanvasId, Resume, UserId};
 
 pub use error::{BusError, Unavailable};
 pub use join::{JoinRequest, Joined, ReadObjects, Replay, Snapshot};
-pub use publish::{refuse_all, Origin, PresenceChange, Publish, TryPublish};
+pub use publish::{refuse_all, Committed, Origin, PresenceChange, Publish, TryPublish};
 pub use redis::RedisBus;
 pub use sqlite::SqliteBus;
 pub use state_cache::StateCache;

@@ -8,7 +8,10 @@ use tokio_tungstenite::tungstenite::Message;
 use super::{BusError, Unavailable};
 use crate::hub::{ConnId, Outbox};
 use crate::object_ops::ObjectOp;
-use crate::protocol::{error_frame, presence_data, CanvasId, FrameError, LoggedMessage, MsgType, UserId};
+use crate::protocol::{
+    duplicate_ack_frame, error_frame, presence_data, CanvasId, FrameError, IdempotencyKey, LoggedMessage, MsgType,
+    UserId,
+};
 
 /// A logged message on its way to the writer.
 #[derive(Debug)]
@@ -21,6 +24,8 @@ pub struct Publish {
     pub from: UserId,
     /// The object op it performs, if it is one (read from `data` once, when the frame was checked).
     pub object: Option<ObjectOp>,
+    /// Logged at most once per user, canvas and epoch within the TTL (see `Outcome::Duplicate`).
+    pub idempotency_key: Option<IdempotencyKey>,
     pub origin: Origin,
 }
 
@@ -33,7 +38,7 @@ pub enum Origin {
     /// answered (or dropped): a connection with none left stops reading its socket.
     Socket { conn: ConnId, reference: Option<String>, outbox: Outbox, in_flight: OwnedSemaphorePermit },
     /// A caller awaiting the committed seq (the HTTP API).
-    Caller(oneshot::Sender<Result<u64, BusError>>),
+    Caller(oneshot::Sender<Result<Committed, BusError>>),
     /// A connection opening (`user-connected`) or closing (`user-disconnected`): registered in or removed from
     /// the shared connection list in the same transaction, and logged only when it is the user's first or
     /// last connection to the canvas across instances. `done`, if any, learns when that is committed.
@@ -43,6 +48,14 @@ pub enum Origin {
         name: Option<String>,
         done: Option<oneshot::Sender<Result<(), BusError>>>,
     },
+}
+
+/// What an API caller learns of its committed message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Committed {
+    pub seq: u64,
+    /// Its idempotency key was seen: nothing was logged, and `seq` is the original message's.
+    pub duplicate: bool,
 }
 
 /// What a presence publish does to its connection.
@@ -71,12 +84,14 @@ impl Publish {
     /// A socket's publish given back (the queue was full) as the message it was, to send again when there
     /// is room; its in-flight permit is released.
     pub fn into_message(self, reference: Option<String>) -> LoggedMessage {
-        LoggedMessage { kind: self.kind, data: self.data, reference, object: self.object }
+        let (kind, data, object, idempotency_key) = (self.kind, self.data, self.object, self.idempotency_key);
+        LoggedMessage { kind, data, reference, object, idempotency_key }
     }
 
     /// A logged message from `from` on its way to `canvas`.
     pub fn message(canvas: CanvasId, message: LoggedMessage, from: UserId, origin: Origin) -> Self {
-        Publish { canvas, kind: message.kind, data: message.data, from, object: message.object, origin }
+        let LoggedMessage { kind, data, object, idempotency_key, .. } = message;
+        Publish { canvas, kind, data, from, object, idempotency_key, origin }
     }
 
     /// A survivor's removal of connection `conn`, left by an instance silent for `dead_after_ms`: applied only
@@ -99,7 +114,8 @@ impl Publish {
             PresenceChange::Disconnect | PresenceChange::Expire { .. } => "user-disconnected",
         });
         let data = presence_data(user.as_str(), name.as_deref());
-        Publish { canvas, kind, data, from: user, object: None, origin: Origin::Presence { change, conn, name, done } }
+        let origin = Origin::Presence { change, conn, name, done };
+        Publish { canvas, kind, data, from: user, object: None, idempotency_key: None, origin }
     }
 
     /// Whether this registers a connection (as opposed to removing one or logging a message).
@@ -134,7 +150,8 @@ impl Origin {
         match self {
             Origin::Caller(reply) => {
                 // A message is always logged or refused; only presence changes go unlogged.
-                let _ = reply.send(seq.ok_or_else(|| BusError::from(Unavailable::NotLogged)));
+                let committed = seq.map(|seq| Committed { seq, duplicate: false });
+                let _ = reply.send(committed.ok_or_else(|| BusError::from(Unavailable::NotLogged)));
             }
             Origin::Presence { done, .. } => {
                 if let Some(done) = done {
@@ -142,6 +159,19 @@ impl Origin {
                 }
             }
             Origin::Socket { .. } => {}
+        }
+    }
+
+    /// Tells whoever waits that the publish repeated an idempotency key already logged at `seq`: nothing
+    /// new was logged. A socket gets its ack at once, not at the seq's place in the stream: that seq was
+    /// logged earlier (it reaches this connection, if at all, as the original message).
+    pub fn duplicate(self, seq: u64) {
+        match self {
+            Origin::Caller(reply) => drop(reply.send(Ok(Committed { seq, duplicate: true }))),
+            Origin::Socket { reference, outbox, .. } => {
+                outbox.push(Message::text(duplicate_ack_frame(seq, reference.as_deref())));
+            }
+            Origin::Presence { .. } => {} // presence changes carry no key
         }
     }
 }

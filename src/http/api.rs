@@ -18,8 +18,8 @@ use warp::reply::Response;
 use warp::{Filter, Reply};
 
 use super::{json_error, with_state};
-use crate::bus::{BusError, Origin, Publish, Unavailable};
-use crate::protocol::{CanvasId, ErrorCode, LoggedMessage, UserId};
+use crate::bus::{BusError, Committed, Origin, Publish, Unavailable};
+use crate::protocol::{CanvasId, ErrorCode, IdempotencyKey, LoggedMessage, UserId};
 use crate::App;
 
 /// Most messages one `GET .../messages` returns, and the default.
@@ -31,6 +31,7 @@ pub fn routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
         .and(warp::post())
         .and(authorized(app.clone()))
         .and(warp::body::content_length_limit(app.config.max_frame_size as u64))
+        .and(warp::header::optional::<String>("idempotency-key"))
         .and(warp::body::bytes())
         .then(publish)
         .map(Reply::into_response);
@@ -136,10 +137,14 @@ pub(super) fn json(status: StatusCode, body: String) -> Response {
     response
 }
 
-/// `POST /api/v1/canvases/{canvas}/messages` `{"type","data"}` → 201 `{"seq":N}` once committed.
-async fn publish(canvas: String, app: Arc<App>, body: Bytes) -> Result<Response, ApiError> {
+/// `POST /api/v1/canvases/{canvas}/messages` `{"type","data"}` → 201 `{"seq":N}` once committed. With an
+/// `Idempotency-Key` header (1–64 characters) a repeat of the key on the canvas and epoch within the TTL
+/// logs nothing: 200 `{"seq":N,"duplicate":true}` with the original seq.
+async fn publish(canvas: String, app: Arc<App>, key: Option<String>, body: Bytes) -> Result<Response, ApiError> {
     let canvas = canvas_id(&canvas)?;
-    let message = LoggedMessage::from_api_body(&body).map_err(|e| bad_request(e.message))?;
+    let mut message = LoggedMessage::from_api_body(&body).map_err(|e| bad_request(e.message))?;
+    let key = key.as_deref().map(IdempotencyKey::parse).transpose();
+    message.idempotency_key = key.map_err(|_| bad_request("Idempotency-Key must be 1 to 64 characters"))?;
     app.metrics.messages_in.increment(1);
     let (reply, committed) = oneshot::channel();
     let from = UserId::server();
@@ -150,10 +155,13 @@ async fn publish(canvas: String, app: Arc<App>, body: Bytes) -> Result<Response,
         app.bus.publish(publish).await?;
         committed.await.map_err(|_| BusError::ShuttingDown)?
     };
-    let seq = tokio::time::timeout(app.bus.publish_timeout(), commit)
+    let committed = tokio::time::timeout(app.bus.publish_timeout(), commit)
         .await
         .map_err(|_| BusError::from(Unavailable::Timeout))??;
-    Ok(json(StatusCode::CREATED, format!(r#"{{"seq":{seq}}}"#)))
+    Ok(match committed {
+        Committed { seq, duplicate: false } => json(StatusCode::CREATED, format!(r#"{{"seq":{seq}}}"#)),
+        Committed { seq, duplicate: true } => json(StatusCode::OK, format!(r#"{{"seq":{seq},"duplicate":true}}"#)),
+    })
 }
 
 /// `GET /api/v1/canvases/{canvas}/messages?since=N&limit=M` → the retained messages after N (default 0), at

@@ -9,6 +9,8 @@ use super::{ErrorCode, RESERVED_TYPES};
 
 /// Longest `ref` a client may attach, in characters.
 const MAX_REF_CHARS: usize = 64;
+/// Longest `idempotency_key`, in characters.
+const MAX_IDEMPOTENCY_KEY_CHARS: usize = 64;
 /// Longest object id in an object op, in characters.
 const MAX_OBJECT_ID_CHARS: usize = 128;
 /// Deepest nesting of arrays and objects in `data`. Other clients parse what they receive, often with a
@@ -66,6 +68,33 @@ pub struct LoggedMessage {
     pub reference: Option<String>,
     /// The object op it performs, if it is one, with the id read from `data` when the frame was checked.
     pub object: Option<ObjectOp>,
+    /// The client's key for it (v1.1): a repeat from the same user on the same canvas and epoch within the
+    /// TTL is acked with the original seq instead of being logged again.
+    pub idempotency_key: Option<IdempotencyKey>,
+}
+
+/// An `idempotency_key` (1–64 characters) or an API caller's `Idempotency-Key` header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyKey(String);
+
+impl IdempotencyKey {
+    pub fn parse(key: &str) -> Result<Self, FrameError> {
+        match key.chars().count() {
+            1..=MAX_IDEMPOTENCY_KEY_CHARS => Ok(IdempotencyKey(key.to_owned())),
+            _ => Err(FrameError::new(ErrorCode::InvalidFrame, "idempotency_key must be 1 to 64 characters")),
+        }
+    }
+
+    /// The key as a frame's `idempotency_key` carries it: a JSON string, else `invalid_frame`.
+    fn from_json(raw: &RawValue) -> Result<Self, FrameError> {
+        let key: String = serde_json::from_str(raw.get())
+            .map_err(|_| FrameError::new(ErrorCode::InvalidFrame, "idempotency_key must be a string"))?;
+        IdempotencyKey::parse(&key)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
 }
 
 /// A bad frame: the error frame the client gets, with the `ref` of the frame when it had one.
@@ -94,6 +123,8 @@ struct Envelope {
     data: Option<Box<RawValue>>,
     #[serde(rename = "ref")]
     reference: Option<String>,
+    /// Read as it came, so that a key of the wrong type gets its own error (with the frame's `ref`).
+    idempotency_key: Option<Box<RawValue>>,
 }
 
 impl ClientFrame {
@@ -118,7 +149,12 @@ impl ClientFrame {
         match kind.as_str() {
             "ping" => Ok(ClientFrame::Ping),
             "cursor" => Ok(ClientFrame::Cursor { data }),
-            _ => LoggedMessage::new(&kind, data, reference).map(ClientFrame::Logged),
+            _ => {
+                let key = envelope.idempotency_key.as_deref().map(IdempotencyKey::from_json).transpose();
+                let key = key.map_err(|e| e.with_ref(reference.clone()))?;
+                let message = LoggedMessage::new(&kind, data, reference)?;
+                Ok(ClientFrame::Logged(LoggedMessage { idempotency_key: key, ..message }))
+            }
         }
     }
 }
@@ -131,7 +167,7 @@ impl LoggedMessage {
             true => Some(object_op(&kind, &data).map_err(|e| e.with_ref(reference.clone()))?),
             false => None,
         };
-        Ok(LoggedMessage { kind, data, reference, object })
+        Ok(LoggedMessage { kind, data, reference, object, idempotency_key: None })
     }
 
     /// Checks the body of `POST /api/v1/canvases/{canvas}/messages`: `{"type": ..., "data": ...}`.

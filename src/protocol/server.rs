@@ -27,15 +27,23 @@ pub struct Welcome<'a> {
 
 /// `{"type":"ack","seq":N,"ref":"..."}`.
 pub fn ack_frame(seq: u64, reference: Option<&str>) -> String {
-    #[derive(Serialize)]
-    struct Ack<'a> {
-        #[serde(rename = "type")]
-        kind: &'static str,
-        seq: u64,
-        #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
-        reference: Option<&'a str>,
-    }
-    to_json(&Ack { kind: "ack", seq, reference })
+    to_json(&Ack { kind: "ack", seq, reference, duplicate: false })
+}
+
+/// `{"type":"ack","seq":N,"ref":"...","duplicate":true}`: a repeated idempotency key, `seq` the original's.
+pub fn duplicate_ack_frame(seq: u64, reference: Option<&str>) -> String {
+    to_json(&Ack { kind: "ack", seq, reference, duplicate: true })
+}
+
+#[derive(Serialize)]
+struct Ack<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    seq: u64,
+    #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
+    reference: Option<&'a str>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    duplicate: bool,
 }
 
 /// `{"type":"error","code":...,"message":...,"ref":...}`.

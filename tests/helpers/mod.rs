@@ -169,8 +169,23 @@ impl Instance {
 
     /// An HTTP request whose answer is JSON: (status, body).
     pub async fn api(&self, method: &str, path: &str, key: Option<&str>, body: Value) -> (u16, Value) {
+        self.api_with(method, path, key, &[], body).await
+    }
+
+    /// [`Instance::api`] with more request headers.
+    pub async fn api_with(
+        &self,
+        method: &str,
+        path: &str,
+        key: Option<&str>,
+        headers: &[(&str, &str)],
+        body: Value,
+    ) -> (u16, Value) {
         let body = if body.is_null() { String::new() } else { body.to_string() };
-        let (status, text) = self.http(method, path, key, &body).await;
+        let auth = key.map(|key| format!("Bearer {key}"));
+        let headers: Vec<(&str, &str)> =
+            auth.as_deref().map(|auth| ("Authorization", auth)).into_iter().chain(headers.iter().copied()).collect();
+        let (status, text) = http_with(self.addr, method, path, &headers, &body).await;
         (status, serde_json::from_str(&text).unwrap_or_else(|_| panic!("{method} {path}: not JSON: {text}")))
     }
 
@@ -240,10 +255,23 @@ pub fn code(code: CloseCode) -> u16 {
 
 /// An HTTP/1.1 request to any address (an instance, or nginx in front of them): (status, body).
 pub async fn http(addr: SocketAddr, method: &str, path: &str, key: Option<&str>, body: &str) -> (u16, String) {
+    let auth = key.map(|key| format!("Bearer {key}"));
+    let headers: Vec<(&str, &str)> = auth.as_deref().map(|auth| ("Authorization", auth)).into_iter().collect();
+    http_with(addr, method, path, &headers, body).await
+}
+
+/// [`http`] with any request headers.
+pub async fn http_with(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String) {
     let mut stream = TcpStream::connect(addr).await.expect("tcp connect");
-    let auth = key.map(|k| format!("Authorization: Bearer {k}\r\n")).unwrap_or_default();
+    let headers: String = headers.iter().map(|(name, value)| format!("{name}: {value}\r\n")).collect();
     let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{headers}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     );
     stream.write_all(request.as_bytes()).await.unwrap();

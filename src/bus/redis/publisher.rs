@@ -288,7 +288,8 @@ fn encode(publish: &Publish, invocation: &mut redis::ScriptInvocation<'_>) -> Re
         .arg(name)
         .arg(id)
         .arg(to_json(&id).len())
-        .arg(fields.len());
+        .arg(fields.len())
+        .arg(publish.idempotency_key.as_ref().map_or("", |key| key.as_str()));
     for field in fields {
         invocation.arg(to_json(&field.name(data))).arg(field.value(data));
     }
@@ -325,6 +326,7 @@ fn parse(reply: &Value, batch: &[Publish], limit: usize) -> Option<Reply> {
                     Outcome::Refused(Refusal::Missing { id })
                 }
                 -2 => Outcome::Refused(Refusal::CanvasFull { size: None, limit }),
+                -3 => Outcome::Duplicate { seq: int(&pair[1])? as u64 },
                 0 => Outcome::Unlogged,
                 seq => Outcome::Logged(Logged { seq: seq as u64, generation: int(&pair[1])? as u64, id: seq }),
             })
@@ -378,6 +380,10 @@ mod tests {
         assert!(matches!(outcomes[3], Outcome::Unlogged));
         assert!(parse(&reply, &batch[..2], 64).is_none(), "a reply for another batch size is refused, not misread");
         assert!(parse(&Value::Nil, &[], 64).is_none());
+        let duplicate =
+            Value::Array([bulk("store"), Value::Int(9), Value::Int(1700), Value::Int(-3), Value::Int(7)].to_vec());
+        let Some(Reply::Applied { outcomes, .. }) = parse(&duplicate, &batch[..1], 64) else { panic!() };
+        assert!(matches!(outcomes[0], Outcome::Duplicate { seq: 7 }), "a repeated key: the original seq");
         let other = parse(&Value::Array(vec![bulk("new")]), &batch, 64);
         assert!(matches!(other, Some(Reply::OtherEpoch(epoch)) if epoch == "new"), "nothing applied: a new epoch");
     }

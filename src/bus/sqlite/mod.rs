@@ -6,6 +6,7 @@
 //! on tokio's blocking threads. `maintenance.rs` schedules cleanup, heartbeats and watermarks as writer jobs.
 
 mod doorbell;
+mod idempotency;
 pub mod identity;
 mod join;
 pub mod maintenance;

@@ -22,6 +22,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/0005_peer_wakeups.sql"),
     include_str!("../../../migrations/0006_big_canvases.sql"),
     include_str!("../../../migrations/0007_removals.sql"),
+    include_str!("../../../migrations/0008_idempotency_keys.sql"),
 ];
 
 /// Settings every connection to the file is opened with.

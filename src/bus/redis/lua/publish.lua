@@ -13,15 +13,16 @@
 -- came back empty is not logged into a log its senders never saw.
 --
 -- ARGV: ttl_ms, instance, epoch candidate, batch number, max state bytes, the store epoch the batch is for
---   ('' if the instance knows none yet), then per message 11 fields and its
+--   ('' if the instance knows none yet), then per message 12 fields and its
 --   object fields: op (log|create|update|delete|connect|disconnect|expire), canvas, type, from, data, conn,
---   ref, name, object id, length of the object id as JSON, n, then n (field as JSON, value as JSON) pairs of
---   the object's top-level fields. ref and name are '' for none, else '=' followed by the value. `expire` is
+--   ref, name, object id, length of the object id as JSON, n, idempotency key ('' for none), then n (field as
+--   JSON, value as JSON) pairs of the object's top-level fields. ref and name are '' for none, else '=' followed by the value. `expire` is
 --   a survivor's disconnect of a dead instance's connection, applied only if the owner's heartbeat is still
 --   older than `ref` ms (it may have come back and registered the connection again).
 -- Returns: { epoch, writes, now, then per message seq and generation }; seq -1 = refused (missing object),
---   -2 = refused (state too big), 0 = recorded, nothing logged (a presence change not the user's first/last).
---   Or { epoch } alone: the store's epoch is not the one the batch was for, and nothing was applied.
+--   -2 = refused (state too big), 0 = recorded, nothing logged (a presence change not the user's first/last),
+--   -3 = a repeated idempotency key (the same user's, on the canvas, in its generation, within the TTL):
+--   nothing logged, and the second number is the original's seq. Or { epoch } alone: the store's epoch is not the one the batch was for, and nothing was applied.
 
 local ttl, instance, batch, max_bytes = tonumber(ARGV[1]), ARGV[2], ARGV[4], tonumber(ARGV[5])
 local marker = 'relay:i:' .. instance .. ':batch'
@@ -50,11 +51,11 @@ end
 while i <= #ARGV do
   local n = tonumber(ARGV[i + 10])
   local bad_expire = ARGV[i] == 'expire' and not tonumber(ARGV[i + 6])
-  if not ops[ARGV[i]] or bad_expire or not n or not tonumber(ARGV[i + 9]) or i + 10 + 2 * n > #ARGV then
+  if not ops[ARGV[i]] or bad_expire or not n or not tonumber(ARGV[i + 9]) or i + 11 + 2 * n > #ARGV then
     return redis.error_reply('malformed batch at argument ' .. i)
   end
   messages[#messages + 1] = i
-  i = i + 11 + 2 * n
+  i = i + 12 + 2 * n
 end
 
 local epoch = store_epoch(ARGV[3])
@@ -153,10 +154,11 @@ local function decrement(key, field)
   return false
 end
 
-for _, at in ipairs(messages) do
+-- One message of the batch (see the ARGV above), applied or refused.
+local function apply(at)
   local op, canvas, kind, from, data = ARGV[at], ARGV[at + 1], ARGV[at + 2], ARGV[at + 3], ARGV[at + 4]
   local conn, ref, name, id = ARGV[at + 5], ARGV[at + 6], ARGV[at + 7], ARGV[at + 8]
-  local id_len, n, pairs_at = tonumber(ARGV[at + 9]), tonumber(ARGV[at + 10]), at + 11
+  local id_len, n, pairs_at = tonumber(ARGV[at + 9]), tonumber(ARGV[at + 10]), at + 12
   local objects = canvas_key(canvas, 'objects')
   local exists, stored = false, 0
   if op == 'create' or op == 'update' or op == 'delete' then
@@ -240,6 +242,29 @@ for _, at in ipairs(messages) do
         skip(0)
         appended[canvas] = true
       end
+    end
+  end
+end
+
+-- Where a user's idempotency key is kept: per canvas and generation (a reset starts afresh; generations
+-- start at 1, so a canvas without a head has none), the user's id length-prefixed so that no user and key
+-- pair can spell another's. It expires with the TTL.
+local function idempotency_key(canvas, from, key)
+  local _, gen = head(canvas)
+  return canvas_key(canvas, 'idem:' .. gen .. ':' .. #from .. ':' .. from .. ':' .. key)
+end
+
+for _, at in ipairs(messages) do
+  local canvas, from, key = ARGV[at + 1], ARGV[at + 3], ARGV[at + 11]
+  local original = key ~= '' and redis.call('GET', idempotency_key(canvas, from, key))
+  if original then
+    out[#out + 1] = -3
+    out[#out + 1] = tonumber(original)
+  else
+    local before = #out
+    apply(at)
+    if key ~= '' and out[before + 1] > 0 then
+      redis.call('SET', idempotency_key(canvas, from, key), out[before + 1], 'PX', ttl)
     end
   end
 end

@@ -200,11 +200,20 @@ impl Writer {
     ) -> Result<(), SqlError> {
         let deleted = self.write(|tx| {
             // The limit is part of the SQL: a bound LIMIT makes SQLite prepare the statement every run.
-            tx.prepare_cached(&format!(
-                "DELETE FROM message_queue WHERE id IN
-                 (SELECT id FROM message_queue WHERE expires_at <= ?1 ORDER BY expires_at LIMIT {limit})"
-            ))?
-            .execute(params![now])
+            let messages = tx
+                .prepare_cached(&format!(
+                    "DELETE FROM message_queue WHERE id IN
+                     (SELECT id FROM message_queue WHERE expires_at <= ?1 ORDER BY expires_at LIMIT {limit})"
+                ))?
+                .execute(params![now])?;
+            let keys = tx
+                .prepare_cached(&format!(
+                    "DELETE FROM idempotency_keys WHERE (canvas_id, user_id, key) IN
+                     (SELECT canvas_id, user_id, key FROM idempotency_keys
+                      WHERE expires_at <= ?1 ORDER BY expires_at LIMIT {limit})"
+                ))?
+                .execute(params![now])?;
+            Ok(messages + keys)
         });
         if let Ok(n) = deleted {
             self.metrics.cleanup_deleted.increment(n as u64);

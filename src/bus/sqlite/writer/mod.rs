@@ -25,7 +25,7 @@ use refusal::{describe, same_file};
 
 use super::doorbell::Doorbell;
 use super::identity::FileIdentity;
-use super::{objects, presence, Progress};
+use super::{idempotency, objects, presence, Progress};
 use crate::bus::committed::{self, Logged, Outcome};
 use crate::bus::lanes::{Lanes, Round};
 use crate::bus::{refuse_all, BusError, Origin, PresenceChange, Publish, Unavailable};
@@ -159,6 +159,12 @@ fn stage<'a>(
         MapEntry::Occupied(e) => e.into_mut(),
         MapEntry::Vacant(e) => e.insert(load_head(tx, &publish.canvas, now)?),
     };
+    let (canvas, from) = (&publish.canvas, &publish.from);
+    if let Some(key) = &publish.idempotency_key {
+        if let Some(seq) = idempotency::seen(tx, canvas, head.generation, from, key, now)? {
+            return Ok(Outcome::Duplicate { seq });
+        }
+    }
     if let Some(op) = &publish.object {
         let change = match objects::plan(tx, &publish.canvas, op, &publish.data)? {
             Ok(change) => change,
@@ -185,7 +191,12 @@ fn stage<'a>(
         now + settings.ttl_ms,
         head.generation as i64,
     ])?;
-    Ok(Outcome::Logged(Logged { seq: head.last, generation: head.generation, id: tx.last_insert_rowid() }))
+    let logged = Logged { seq: head.last, generation: head.generation, id: tx.last_insert_rowid() };
+    if let Some(key) = &publish.idempotency_key {
+        let expires_at = now + settings.ttl_ms;
+        idempotency::remember(tx, canvas, (logged.generation, logged.seq), from, key, expires_at)?;
+    }
+    Ok(Outcome::Logged(logged))
 }
 
 impl Writer {

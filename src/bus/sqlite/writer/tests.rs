@@ -2,13 +2,19 @@
 
 use super::*;
 use crate::bus::sqlite::schema::{self, ConnSettings};
+use crate::bus::Committed;
 use crate::config::Synchronous;
-use crate::protocol::{MsgType, UserId};
+use crate::protocol::{IdempotencyKey, MsgType, UserId};
 use serde_json::value::RawValue;
 use std::time::Duration;
 use tokio::sync::oneshot;
 
-fn publish(canvas: &str) -> (Publish, oneshot::Receiver<Result<u64, BusError>>) {
+fn publish(canvas: &str) -> (Publish, oneshot::Receiver<Result<Committed, BusError>>) {
+    keyed(canvas, None)
+}
+
+/// A publish, with an idempotency key if given, and where its outcome arrives.
+fn keyed(canvas: &str, key: Option<&str>) -> (Publish, oneshot::Receiver<Result<Committed, BusError>>) {
     let (reply, result) = oneshot::channel();
     let publish = Publish {
         canvas: CanvasId::parse(canvas).unwrap(),
@@ -16,6 +22,7 @@ fn publish(canvas: &str) -> (Publish, oneshot::Receiver<Result<u64, BusError>>) 
         data: RawValue::from_string(format!(r#"{{"on":"{canvas}"}}"#)).unwrap(),
         from: UserId::parse("u1").unwrap(),
         object: None,
+        idempotency_key: key.map(|key| IdempotencyKey::parse(key).unwrap()),
         origin: Origin::Caller(reply),
     };
     (publish, result)
@@ -45,11 +52,11 @@ fn seqs_are_assigned_per_canvas_in_arrival_order_within_one_batch() {
     let mut writer = writer(&dir);
     let (batch, mut results): (Vec<_>, Vec<_>) = ["a", "b", "a", "a", "b"].iter().map(|c| publish(c)).unzip();
     writer.commit(batch);
-    let seqs: Vec<u64> = results.iter_mut().map(|r| r.try_recv().unwrap().unwrap()).collect();
+    let seqs: Vec<u64> = results.iter_mut().map(|r| r.try_recv().unwrap().unwrap().seq).collect();
     assert_eq!(seqs, [1, 1, 2, 3, 2]);
     let (batch, mut results): (Vec<_>, Vec<_>) = ["b", "c"].iter().map(|c| publish(c)).unzip();
     writer.commit(batch);
-    let seqs: Vec<u64> = results.iter_mut().map(|r| r.try_recv().unwrap().unwrap()).collect();
+    let seqs: Vec<u64> = results.iter_mut().map(|r| r.try_recv().unwrap().unwrap().seq).collect();
     assert_eq!(seqs, [3, 1], "the next batch continues each canvas's head");
     let heads: Vec<(String, i64)> = writer
         .conn
@@ -89,7 +96,7 @@ fn a_failed_commit_answers_unavailable_and_assigns_nothing() {
     writer.conn.pragma_update(None, "query_only", false).unwrap();
     let (p, mut result) = publish("a");
     writer.commit(vec![p]);
-    assert_eq!(result.try_recv().unwrap().unwrap(), 1, "the failed message took no seq");
+    assert_eq!(result.try_recv().unwrap().unwrap().seq, 1, "the failed message took no seq");
     assert!(writer.progress.last_error.get().is_none(), "a good commit clears it");
 }
 
@@ -120,7 +127,7 @@ fn a_commit_rings_live_peers_found_at_the_heartbeat_and_not_itself() {
     assert_eq!(own, Some(writer.doorbell.as_ref().unwrap().addr().to_string()), "registered for the peers");
     let (p, mut result) = publish("a");
     writer.commit(vec![p]);
-    assert_eq!(result.try_recv().unwrap().unwrap(), 1);
+    assert_eq!(result.try_recv().unwrap().unwrap().seq, 1);
     let mut buf = [0u8; 16];
     assert_eq!(peer.recv(&mut buf).unwrap(), 1, "the peer was rung");
 }
@@ -151,9 +158,29 @@ fn a_row_of_a_generation_its_room_never_saw_is_left_for_the_watcher() {
     let cursor = writer.progress.cursor();
     let (p, mut result) = publish("again");
     writer.commit(vec![p]);
-    assert_eq!(result.try_recv().unwrap().unwrap(), 1);
+    assert_eq!(result.try_recv().unwrap().unwrap().seq, 1);
     assert_eq!(writer.progress.cursor(), cursor, "the row stays for the watcher to read");
     let (p, _) = publish("elsewhere");
     writer.commit(vec![p]);
     assert!(writer.progress.cursor() == cursor, "nothing foreign may be skipped over it either");
+}
+
+#[test]
+fn a_repeated_idempotency_key_is_acked_with_the_original_seq_and_logged_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut writer = writer(&dir);
+    let (batch, mut results): (Vec<_>, Vec<_>) = [("a", Some("k1")), ("a", Some("k1")), ("a", None), ("b", Some("k1"))]
+        .map(|(c, k)| keyed(c, k))
+        .into_iter()
+        .unzip();
+    writer.commit(batch);
+    let outcomes: Vec<Committed> = results.iter_mut().map(|r| r.try_recv().unwrap().unwrap()).collect();
+    let seqs = |outcomes: &[Committed]| outcomes.iter().map(|c| (c.seq, c.duplicate)).collect::<Vec<_>>();
+    assert_eq!(seqs(&outcomes), [(1, false), (1, true), (2, false), (1, false)], "a repeat in the same batch too");
+    let (batch, mut results): (Vec<_>, Vec<_>) = [keyed("a", Some("k1")), keyed("a", Some("k2"))].into_iter().unzip();
+    writer.commit(batch);
+    let outcomes: Vec<Committed> = results.iter_mut().map(|r| r.try_recv().unwrap().unwrap()).collect();
+    assert_eq!(seqs(&outcomes), [(1, true), (3, false)], "a later batch; another key");
+    let logged: i64 = writer.conn.query_row("SELECT count(*) FROM message_queue", [], |r| r.get(0)).unwrap();
+    assert_eq!(logged, 4);
 }
