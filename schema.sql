@@ -84,6 +84,8 @@ CREATE INDEX idx_connections_canvas_user ON connections (canvas_id, user_id);
 CREATE INDEX idx_connections_user ON connections (user_id);
 CREATE INDEX idx_connections_instance ON connections (instance_id);
 
+-- A user message for the other instances to relay; user_id '*' (never a user id) is every connection of
+-- every canvas (POST /api/v1/broadcast).
 CREATE TABLE user_messages (
     id              INTEGER PRIMARY KEY AUTOINCREMENT,
     user_id         TEXT NOT NULL,

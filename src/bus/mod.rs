@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{BusKind, Config};
 use crate::cursors::CursorBuffer;
-use crate::hub::{ConnId, Hub};
+use crate::hub::{ConnId, Hub, Recipient};
 use crate::metrics::Metrics;
 use crate::periodic::every;
 use crate::protocol::{CanvasId, Resume, UserId};
@@ -232,9 +232,9 @@ impl Bus {
         Ok(epoch)
     }
 
-    /// Sends a frame to every connection of `user` on every instance; returns how many connections it has.
-    pub async fn send_to_user(&self, user: UserId, frame: String) -> Result<u64, BusError> {
-        self.store.send_to_user(user, frame).await
+    /// Sends a frame to every connection of a user, or of everyone, on every instance (see `Store::send_to`).
+    pub async fn send_to(&self, to: Recipient, frame: String) -> Result<u64, BusError> {
+        self.store.send_to(to, frame).await
     }
 
     /// Closes every connection of `user` to `canvas` on every instance (4003), and with `block` refuses its

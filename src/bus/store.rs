@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use super::{BusError, BusFigures, CanvasLog, Publish, ReadObjects, Snapshot, TryPublish, UserPresence};
 use crate::config::Config;
 use crate::cursors::CursorBatch;
+use crate::hub::Recipient;
 use crate::protocol::{CanvasId, Resume, UserId};
 
 /// A storage the bus runs on. Cheap to share: the bus holds it as `Arc<dyn Store>`.
@@ -63,8 +64,9 @@ pub trait Store: Send + Sync + 'static {
     /// room of the canvas receives. Returns the new epoch.
     async fn reset(&self, canvas: CanvasId) -> Result<String, BusError>;
 
-    /// Sends a frame to every connection of `user` on every instance; returns how many connections it has.
-    async fn send_to_user(&self, user: UserId, frame: String) -> Result<u64, BusError>;
+    /// Sends a frame to every connection of a user (or of everyone) on every instance. Returns how many
+    /// connections the user has across instances; for everyone, how many this instance has.
+    async fn send_to(&self, to: Recipient, frame: String) -> Result<u64, BusError>;
 
     /// Closes every connection of `user` to `canvas`, on every instance, with 4003; with `block_ms`, refuses
     /// the user's new connections to the canvas on every instance for that long. Returns how many connections

@@ -15,6 +15,7 @@ use warp::{Filter, Reply};
 
 use super::api::{authorized, bad_request, canvas_id, json, ApiError};
 use crate::clock::now_ms;
+use crate::hub::{Recipient, EVERYONE};
 use crate::protocol::{user_frame, LoggedMessage, UserId};
 use crate::App;
 
@@ -36,13 +37,20 @@ pub fn routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
         .and(authorized(app.clone()))
         .then(users)
         .map(Reply::into_response);
+    let broadcast = warp::path!("api" / "v1" / "broadcast")
+        .and(warp::post())
+        .and(authorized(app.clone()))
+        .and(warp::body::content_length_limit(app.config.max_frame_size as u64))
+        .and(warp::body::bytes())
+        .then(broadcast)
+        .map(Reply::into_response);
     let remove = warp::path!("api" / "v1" / "canvases" / String / "users" / String)
         .and(warp::delete())
         .and(warp::query::<HashMap<String, String>>())
         .and(authorized(app))
         .then(remove)
         .map(Reply::into_response);
-    send.or(user).unify().or(users).unify().or(remove).unify().boxed()
+    send.or(user).unify().or(users).unify().or(broadcast).unify().or(remove).unify().boxed()
 }
 
 /// The longest block: a year. Longer is refused rather than silently cut.
@@ -60,7 +68,17 @@ async fn send(user: String, app: Arc<App>, body: Bytes) -> Result<Response, ApiE
     let user = user_id(&user)?;
     let message = LoggedMessage::from_api_body(&body).map_err(|e| bad_request(e.message))?;
     let frame = user_frame(message.kind.as_str(), user.as_str(), &message.data, now_ms());
-    let connections = app.bus.send_to_user(user, frame).await?;
+    let connections = app.bus.send_to(Recipient::User(user), frame).await?;
+    Ok(json(StatusCode::ACCEPTED, format!(r#"{{"connections":{connections}}}"#)))
+}
+
+/// `POST /api/v1/broadcast` `{"type","data"}` → 202 `{"connections":N}`: every connection of every canvas, on
+/// every instance, gets `{"type","from":"server","to":"*","data","ts"}`, as a user message (not logged, not
+/// replayed; other instances relay it within the TTL). `N` counts this instance's connections only.
+async fn broadcast(app: Arc<App>, body: Bytes) -> Result<Response, ApiError> {
+    let message = LoggedMessage::from_api_body(&body).map_err(|e| bad_request(e.message))?;
+    let frame = user_frame(message.kind.as_str(), EVERYONE, &message.data, now_ms());
+    let connections = app.bus.send_to(Recipient::Everyone, frame).await?;
     Ok(json(StatusCode::ACCEPTED, format!(r#"{{"connections":{connections}}}"#)))
 }
 

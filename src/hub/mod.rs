@@ -20,6 +20,26 @@ use crate::protocol::{CanvasId, UserId};
 pub use outbox::{outbox, Bounds, Cut, Inbox, Outbox};
 pub use room::{AckTo, Entry, Room, Settled, Subscriber};
 
+/// Who a user message is for, as the relayed rows and stream entries name it: a user id, or `*` (never a
+/// user id) for every connection of every canvas (`POST /api/v1/broadcast`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recipient {
+    User(UserId),
+    Everyone,
+}
+
+/// How [`Recipient::Everyone`] is written where a user id would be.
+pub const EVERYONE: &str = "*";
+
+impl Recipient {
+    pub fn as_str(&self) -> &str {
+        match self {
+            Recipient::User(user) => user.as_str(),
+            Recipient::Everyone => EVERYONE,
+        }
+    }
+}
+
 /// Identifies one WebSocket connection.
 pub type ConnId = Uuid;
 
@@ -131,7 +151,8 @@ impl Hub {
         (rooms.len(), connections)
     }
 
-    /// Queues a frame for every local connection of `user`, on every canvas; returns how many.
+    /// Queues a frame for every local connection of `user` (every connection for [`EVERYONE`]), on every
+    /// canvas; returns how many.
     pub fn send_to_user(&self, user: &str, frame: &Message) -> usize {
         let rooms: Vec<Arc<Room>> = self.rooms().values().cloned().collect();
         rooms.iter().map(|room| room.lock().send_to_user(user, frame)).sum()

@@ -21,6 +21,7 @@ use crate::bus::{BusError, BusFigures, CanvasLog, Publish, ReadObjects, Snapshot
 use crate::clock::now_ms;
 use crate::config::Config;
 use crate::cursors::CursorBatch;
+use crate::hub::Recipient;
 use crate::protocol::{CanvasId, Resume, UserId};
 
 /// How long a canvas's cursor stream outlives its last batch.
@@ -221,17 +222,17 @@ impl Store for RedisBus {
 
     /// Sends a frame to every connection of `user` on every instance: this process's at once, the others'
     /// through the shared user-message stream. Returns how many connections the user has.
-    async fn send_to_user(&self, user: UserId, frame: String) -> Result<u64, BusError> {
+    async fn send_to(&self, to: Recipient, frame: String) -> Result<u64, BusError> {
         let connections: u64 = TO_USER
-            .arg(user.as_str())
+            .arg(to.as_str())
             .arg(&frame)
             .arg(&self.inner.instance_id)
             .arg(self.inner.ttl_ms)
             .invoke_async(&mut self.conn())
             .await
             .map_err(unavailable)?;
-        self.inner.hub.send_to_user(user.as_str(), &Message::text(frame));
-        Ok(connections)
+        let here = self.inner.hub.send_to_user(to.as_str(), &Message::text(frame)) as u64;
+        Ok(if to == Recipient::Everyone { here } else { connections })
     }
 
     /// One script: the entry every other reader turns into closing the user's connections (4003), the

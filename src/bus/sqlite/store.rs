@@ -17,6 +17,7 @@ use crate::bus::{BusError, BusFigures, CanvasLog, Publish, ReadObjects, Snapshot
 use crate::clock::now_ms;
 use crate::config::Config;
 use crate::cursors::CursorBatch;
+use crate::hub::Recipient;
 use crate::protocol::{CanvasId, Resume, UserId};
 
 #[async_trait]
@@ -143,10 +144,10 @@ impl Store for SqliteBus {
         done.await.map_err(|_| BusError::ShuttingDown)?
     }
 
-    /// Sends a frame to every connection of `user` on every instance; returns how many connections it has.
-    async fn send_to_user(&self, user: UserId, frame: String) -> Result<u64, BusError> {
+    /// Sends a frame to every connection of a user, or of everyone, on every instance (see `Job::SendTo`).
+    async fn send_to(&self, to: Recipient, frame: String) -> Result<u64, BusError> {
         let (reply, done) = oneshot::channel();
-        self.job(Job::SendToUser { user, frame, reply }).await?;
+        self.job(Job::SendTo { to, frame, reply }).await?;
         done.await.map_err(|_| BusError::ShuttingDown)?
     }
 

@@ -38,9 +38,11 @@ impl RoomState {
         subscribers.map(|sub| sub.outbox.kick(reason)).count()
     }
 
+    /// Queues `frame` for every subscriber of `user` (every subscriber for `hub::EVERYONE`).
     pub fn send_to_user(&self, user: &str, frame: &Message) -> usize {
         let mut sent = 0;
-        for sub in self.subscribers.iter().filter(|s| s.user.as_str() == user) {
+        let everyone = user == crate::hub::EVERYONE;
+        for sub in self.subscribers.iter().filter(|s| everyone || s.user.as_str() == user) {
             sent += usize::from(sub.outbox.push(frame.clone()));
         }
         sent

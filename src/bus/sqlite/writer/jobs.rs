@@ -12,7 +12,7 @@ use crate::bus::sqlite::{presence, queries};
 use crate::bus::BusError;
 use crate::clock::now_ms;
 use crate::cursors::CursorBatch;
-use crate::hub::{Entry, Watermark};
+use crate::hub::{Entry, Recipient, Watermark};
 use crate::protocol::{reset_frame, CanvasId, UserId};
 
 /// How long a cursor batch is kept: long enough for every watcher to read it, short enough to stay small.
@@ -24,9 +24,10 @@ pub enum Job {
     /// Drops a canvas's log and state and starts its next generation (epoch) at seq 0; replies with the new
     /// epoch.
     Reset { canvas: CanvasId, reply: oneshot::Sender<Result<String, BusError>> },
-    /// Delivers `frame` to every connection of `user`: at once to this process's, through `user_messages` to
-    /// the others'. Replies with how many connections the user has across instances.
-    SendToUser { user: UserId, frame: String, reply: oneshot::Sender<Result<u64, BusError>> },
+    /// Delivers `frame` to every connection of a user, or of everyone: at once to this process's, through
+    /// `user_messages` (`*` for everyone) to the others'. Replies with how many connections the user has
+    /// across instances; for everyone, how many this process has.
+    SendTo { to: Recipient, frame: String, reply: oneshot::Sender<Result<u64, BusError>> },
     /// Closes every connection of `user` to `canvas` with 4003: at once this process's, through `removals`
     /// the others'; with `block_ms`, the same row refuses the user's new connections until then. Replies
     /// with how many connections the user had on the canvas across instances.
@@ -60,7 +61,7 @@ impl Job {
 
     /// Whether other instances have something to deliver once it committed.
     fn wakes_peers(&self) -> bool {
-        matches!(self, Job::Reset { .. } | Job::SendToUser { .. } | Job::RemoveUser { .. } | Job::Cursors(_))
+        matches!(self, Job::Reset { .. } | Job::SendTo { .. } | Job::RemoveUser { .. } | Job::Cursors(_))
     }
 }
 
@@ -72,7 +73,7 @@ impl Writer {
         let changes_before = self.conn.total_changes();
         let result = match job {
             Job::Reset { canvas, reply } => self.reset(&canvas, reply, now),
-            Job::SendToUser { user, frame, reply } => self.send_to_user(&user, frame, reply, now),
+            Job::SendTo { to, frame, reply } => self.send_to(&to, frame, reply, now),
             Job::RemoveUser { canvas, user, block_ms, reply } => self.remove_user(&canvas, &user, block_ms, reply, now),
             Job::Cleanup { limit, reply } => self.clean_up(limit, reply, now),
             Job::DropIdleCanvases { idle_before, limit, reply } => {
@@ -138,29 +139,37 @@ impl Writer {
         result.map(drop)
     }
 
-    /// `Job::SendToUser`: a row for the other instances if the user is connected there, then this
-    /// process's connections at once.
-    fn send_to_user(
+    /// `Job::SendTo`: a row for the other instances if the user is connected there (always for everyone),
+    /// then this process's connections at once.
+    fn send_to(
         &mut self,
-        user: &UserId,
+        to: &Recipient,
         frame: String,
         reply: oneshot::Sender<Result<u64, BusError>>,
         now: i64,
     ) -> Result<(), SqlError> {
         let (id, expires_at) = (self.settings.instance_id.clone(), now + self.settings.ttl_ms);
         let counted = self.write(|tx| {
-            let (all, elsewhere) = presence::user_connection_counts(tx, user, &id)?;
+            let (all, elsewhere) = match to {
+                Recipient::User(user) => presence::user_connection_counts(tx, user, &id)?,
+                Recipient::Everyone => (0, 1),
+            };
             if elsewhere > 0 {
                 tx.prepare_cached(
                     "INSERT INTO user_messages (user_id, origin_instance, frame, expires_at) VALUES (?1, ?2, ?3, ?4)",
                 )?
-                .execute(params![user.as_str(), id, frame, expires_at])?;
+                .execute(params![to.as_str(), id, frame, expires_at])?;
             }
             Ok(all)
         });
-        if counted.is_ok() {
-            self.hub.send_to_user(user.as_str(), &Message::text(frame));
-        }
+        let counted = counted.map(|all| {
+            let here = self.hub.send_to_user(to.as_str(), &Message::text(frame)) as u64;
+            if *to == Recipient::Everyone {
+                here
+            } else {
+                all
+            }
+        });
         let _ = reply.send(counted.as_ref().copied().map_err(|error| unavailable(error).into()));
         counted.map(drop)
     }
