@@ -333,7 +333,7 @@ async fn a_store_of_the_first_layout_is_converted_at_start() {
         .query_async(&mut conn)
         .await
         .unwrap();
-    let a = Instance::start_on_redis(&redis.url(), &[]).await;
+    let a = Instance::start_on_redis(&redis.url(), &["--api-key", "k"]).await;
     let mut ann = a.connect("v1", "ann").await;
     assert_eq!(ann.epoch(), "old-store-4", "the epoch is kept: clients resume across the upgrade");
     let expected = json!({"o1": {"id": "o1", "x": 1.5e-300}, "o/2": {"id": "o/2", "tags": []}});
@@ -343,5 +343,16 @@ async fn a_store_of_the_first_layout_is_converted_at_start() {
     let bob = a.connect("v1", "bob").await;
     assert_eq!(bob.welcome["objects"]["o1"], json!({"id": "o1", "x": 1.5e-300, "y": 2}));
     let format: String = redis::cmd("GET").arg("relay:format").query_async(&mut conn).await.unwrap();
-    assert_eq!(format, "2");
+    assert_eq!(format, "3");
+    // Layout 3's index of canvases holds the canvas from before it; an entry whose head is gone (an idle
+    // canvas whose keys expired) is not listed, and leaves the index.
+    let () = redis::cmd("ZADD").arg("relay:canvases").arg(0).arg("gone").query_async(&mut conn).await.unwrap();
+    let (status, page) = a.api("GET", "/api/v1/canvases", Some("k"), json!(null)).await;
+    assert_eq!(status, 200);
+    let listed: Vec<&str> =
+        page["canvases"].as_array().unwrap().iter().map(|c| c["canvas"].as_str().unwrap()).collect();
+    assert_eq!(listed, ["v1"]);
+    let score: Option<f64> =
+        redis::cmd("ZSCORE").arg("relay:canvases").arg("gone").query_async(&mut conn).await.unwrap();
+    assert_eq!(score, None);
 }

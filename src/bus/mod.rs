@@ -43,7 +43,7 @@ pub use redis::RedisBus;
 pub use sqlite::SqliteBus;
 pub use state_cache::StateCache;
 pub use store::Store;
-pub use views::{BusFigures, CanvasLog, CanvasState, Present, UserPresence};
+pub use views::{BusFigures, CanvasLog, CanvasPage, CanvasState, CanvasSummary, Present, UserPresence};
 
 /// The bus of this process: the store `--bus` chose, and what every store shares. Cheap to clone.
 #[derive(Clone)]
@@ -218,6 +218,11 @@ impl Bus {
         let snapshot = self.snapshot(&canvas, None, ReadObjects::always()).await?;
         let objects = snapshot.objects.unwrap_or_else(|| Bytes::from_static(b"{}"));
         Ok(CanvasState { epoch: snapshot.epoch, seq: snapshot.seq, objects, presence: snapshot.presence })
+    }
+
+    /// Canvases in id order after `after`, at most `limit`, only those with a connection if `active`.
+    pub async fn canvases(&self, after: Option<CanvasId>, limit: u32, active: bool) -> Result<CanvasPage, BusError> {
+        self.store.canvases(after, limit, active).await
     }
 
     /// Connected users across instances (all, or only `user`), with their connections and canvases.

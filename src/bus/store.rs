@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
-use super::{BusError, BusFigures, CanvasLog, Publish, ReadObjects, Snapshot, TryPublish, UserPresence};
+use super::{BusError, BusFigures, CanvasLog, CanvasPage, Publish, ReadObjects, Snapshot, TryPublish, UserPresence};
 use crate::config::Config;
 use crate::cursors::CursorBatch;
 use crate::hub::Recipient;
@@ -56,6 +56,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// Retained messages of a canvas after `since`, at most `limit`, in seq order, with the canvas head.
     async fn messages(&self, canvas: CanvasId, since: u64, limit: u64) -> Result<CanvasLog, BusError>;
+
+    /// Canvases in id order after `after`, at most `limit`; with `active`, only those with a connection on
+    /// some instance.
+    async fn canvases(&self, after: Option<CanvasId>, limit: u32, active: bool) -> Result<CanvasPage, BusError>;
 
     /// Connected users across instances (all, or only `user`), with their connections and canvases.
     async fn users(&self, only: Option<UserId>) -> Result<Vec<UserPresence>, BusError>;

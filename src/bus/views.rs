@@ -42,6 +42,24 @@ pub struct UserPresence {
     pub canvases: Vec<String>,
 }
 
+/// One canvas as `GET /api/v1/canvases` lists it; counts are across instances.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CanvasSummary {
+    pub canvas: String,
+    pub seq: u64,
+    pub epoch: String,
+    pub connections: u64,
+    pub users: u64,
+    pub objects: u64,
+}
+
+/// A page of canvases in id order, and the id to list after for the next page (`None` at the end).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CanvasPage {
+    pub canvases: Vec<CanvasSummary>,
+    pub next: Option<String>,
+}
+
 /// What `/health` reports about the bus.
 #[derive(Debug, Clone, Serialize)]
 pub struct BusFigures {

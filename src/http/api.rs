@@ -19,7 +19,7 @@ use warp::{Filter, Reply};
 
 use super::{json_error, with_state};
 use crate::bus::{BusError, Committed, Origin, Publish, Unavailable};
-use crate::protocol::{CanvasId, ErrorCode, IdempotencyKey, LoggedMessage, UserId};
+use crate::protocol::{to_json, CanvasId, ErrorCode, IdempotencyKey, LoggedMessage, UserId};
 use crate::App;
 
 /// Most messages one `GET .../messages` returns, and the default.
@@ -46,12 +46,18 @@ pub fn routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
         .and(authorized(app.clone()))
         .then(canvas)
         .map(Reply::into_response);
+    let list = warp::path!("api" / "v1" / "canvases")
+        .and(warp::get())
+        .and(authorized(app.clone()))
+        .and(warp::query::<HashMap<String, String>>())
+        .then(list)
+        .map(Reply::into_response);
     let reset = warp::path!("api" / "v1" / "canvases" / String)
         .and(warp::delete())
         .and(authorized(app))
         .then(reset)
         .map(Reply::into_response);
-    publish.or(messages).unify().or(canvas).unify().or(reset).unify().boxed()
+    publish.or(messages).unify().or(canvas).unify().or(reset).unify().or(list).unify().boxed()
 }
 
 /// Why a request was not let in.
@@ -162,6 +168,31 @@ async fn publish(canvas: String, app: Arc<App>, key: Option<String>, body: Bytes
         Committed { seq, duplicate: false } => json(StatusCode::CREATED, format!(r#"{{"seq":{seq}}}"#)),
         Committed { seq, duplicate: true } => json(StatusCode::OK, format!(r#"{{"seq":{seq},"duplicate":true}}"#)),
     })
+}
+
+/// Most canvases one page of `GET /api/v1/canvases` lists.
+const MAX_LIST_LIMIT: u32 = 1000;
+
+/// `GET /api/v1/canvases?limit=M&after=C&active=true` → `{"canvases":[{"canvas","seq","epoch","connections",
+/// "users","objects"}],"next":C|null}`: canvases in id order after C (from the first without it), at most M
+/// (default 100, at most 1000), with `active=true` only those with a connection on some instance. Counts are
+/// across instances. `next` is where the next page starts (`after=next`); `null` once the listing is done.
+async fn list(app: Arc<App>, query: HashMap<String, String>) -> Result<Response, ApiError> {
+    let limit = match query.get("limit") {
+        None => 100,
+        Some(limit) => match limit.parse::<u32>() {
+            Ok(limit @ 1..=MAX_LIST_LIMIT) => limit,
+            _ => return Err(bad_request(format!("limit must be an integer from 1 to {MAX_LIST_LIMIT}"))),
+        },
+    };
+    let after = query.get("after").map(|after| canvas_id(after)).transpose()?;
+    let active = match query.get("active").map(String::as_str) {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(_) => return Err(bad_request("active must be true or false")),
+    };
+    let page = app.bus.canvases(after, limit, active).await?;
+    Ok(json(StatusCode::OK, to_json(&page)))
 }
 
 /// `GET /api/v1/canvases/{canvas}/messages?since=N&limit=M` → the retained messages after N (default 0), at

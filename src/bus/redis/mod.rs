@@ -53,7 +53,7 @@ const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a read of a canvas may take: a big state is megabytes, and a storm of joins reads it at once.
 const STATE_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// The key layout this binary writes (`relay:format`); see [`RedisBus::migrate`].
-const FORMAT: u32 = 2;
+const FORMAT: u32 = 3;
 
 /// What `/health` reports about Redis.
 #[derive(Debug, Clone, Serialize)]
@@ -177,8 +177,9 @@ impl RedisBus {
         Ok(bus)
     }
 
-    /// Brings the keys to this binary's layout (`relay:format`). Layout 1 (the first Redis bus) kept objects
-    /// as field hashes only: each canvas gets its `objects` hash, state size and version (`migrate.lua`).
+    /// Brings the keys to this binary's layout (`relay:format`), one canvas at a time (`migrate.lua`). Layout
+    /// 1 (the first Redis bus) kept objects as field hashes only: each canvas gets its `objects` hash, state
+    /// size and version. Layout 3 added the index of canvases that `GET /api/v1/canvases` pages through.
     /// Instances of another layout must not run against the same Redis: stop them all, then start this one.
     async fn migrate(conn: &mut ConnectionManager) -> anyhow::Result<()> {
         let format: Option<u32> =

@@ -42,6 +42,8 @@ scripts! {
     TO_USER = "lua/to_user.lua";
     /// A user removed from a canvas on every instance, and blocked from it for a while.
     REMOVE_USER = "lua/remove_user.lua";
+    /// A page of canvases in id order.
+    CANVASES = "lua/canvases.lua";
     /// Connected users across instances.
     USERS = "lua/users.lua";
     /// The connections a dead instance left, and forgetting it once there are none.

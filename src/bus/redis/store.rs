@@ -12,12 +12,15 @@ use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
-use super::entry::{array, items, stream_id, string, uint, LogEntry};
+use super::entry::{array, items, stream_id, string, text, uint, LogEntry};
 use super::publisher::Job;
-use super::scripts::{MESSAGES, REMOVE_USER, RESET, TO_USER, USERS};
+use super::scripts::{CANVASES, MESSAGES, REMOVE_USER, RESET, TO_USER, USERS};
 use super::{keys, maintenance, malformed, unavailable, RedisBus, RedisFigures};
 use crate::bus::views::StorageFigures;
-use crate::bus::{BusError, BusFigures, CanvasLog, Publish, ReadObjects, Snapshot, Store, TryPublish, UserPresence};
+use crate::bus::{
+    BusError, BusFigures, CanvasLog, CanvasPage, CanvasSummary, Publish, ReadObjects, Snapshot, Store, TryPublish,
+    UserPresence,
+};
 use crate::clock::now_ms;
 use crate::config::Config;
 use crate::cursors::CursorBatch;
@@ -180,6 +183,39 @@ impl Store for RedisBus {
     }
 
     /// Connected users across instances (all, or only `user`), with their connections and canvases.
+    /// One script over the index of canvases (`canvases.lua`): a page may be short of `limit` and still have
+    /// a next, since the script looks at a bounded number of entries per call.
+    async fn canvases(&self, after: Option<CanvasId>, limit: u32, active: bool) -> Result<CanvasPage, BusError> {
+        let reply: Value = CANVASES
+            .arg(after.as_ref().map_or("", CanvasId::as_str))
+            .arg(limit)
+            .arg(if active { "1" } else { "0" })
+            .arg(RedisBus::candidate())
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        let parse = || {
+            let [epoch, next, rows @ ..] = array(&reply)? else { return None };
+            let epoch = text(epoch)?;
+            let canvases = rows
+                .chunks_exact(6)
+                .map(|row| {
+                    Some(CanvasSummary {
+                        canvas: string(&row[0])?,
+                        seq: uint(&row[1])?,
+                        epoch: format!("{epoch}-{}", uint(&row[2])?),
+                        connections: uint(&row[3])?,
+                        users: uint(&row[4])?,
+                        objects: uint(&row[5])?,
+                    })
+                })
+                .collect::<Option<Vec<_>>>()?;
+            let next = Some(string(next)?).filter(|next| !next.is_empty());
+            Some(CanvasPage { canvases, next })
+        };
+        parse().ok_or_else(|| malformed("a canvas listing"))
+    }
+
     async fn users(&self, only: Option<UserId>) -> Result<Vec<UserPresence>, BusError> {
         let reply: Value = USERS
             .arg(only.as_ref().map_or("", UserId::as_str))

@@ -9,6 +9,7 @@ mod doorbell;
 mod idempotency;
 pub mod identity;
 mod join;
+mod listing;
 pub mod maintenance;
 pub mod objects;
 pub mod presence;

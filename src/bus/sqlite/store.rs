@@ -11,9 +11,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::identity::Found;
 use super::writer::Job;
-use super::{join, maintenance, presence, queries, SqliteBus};
+use super::{join, listing, maintenance, presence, queries, SqliteBus};
 use crate::bus::views::StorageFigures;
-use crate::bus::{BusError, BusFigures, CanvasLog, Publish, ReadObjects, Snapshot, Store, TryPublish, UserPresence};
+use crate::bus::{
+    BusError, BusFigures, CanvasLog, CanvasPage, Publish, ReadObjects, Snapshot, Store, TryPublish, UserPresence,
+};
 use crate::clock::now_ms;
 use crate::config::Config;
 use crate::cursors::CursorBatch;
@@ -130,6 +132,11 @@ impl Store for SqliteBus {
             Ok(CanvasLog { epoch: head.epoch, seq: head.last_seq, messages: messages.collect() })
         })
         .await
+    }
+
+    async fn canvases(&self, after: Option<CanvasId>, limit: u32, active: bool) -> Result<CanvasPage, BusError> {
+        let db_epoch = self.inner.db_epoch.clone();
+        self.read(move |conn| listing::canvases(conn, &db_epoch, after.as_ref(), limit, active)).await
     }
 
     /// Connected users across instances (all, or only `user`), with their connections and canvases.

@@ -45,11 +45,13 @@ end
 
 -- The head of a canvas about to be written, created in a new generation if it has none: every new canvas and
 -- every reset takes its generation from one counter, so a canvas that expired when idle and is created again
--- never reuses an epoch.
+-- never reuses an epoch. A new head is added to the index of canvases (`canvases.lua` lists it and drops
+-- entries whose head has expired).
 local function ensure_head(canvas)
   local key = canvas_key(canvas, 'head')
   if redis.call('EXISTS', key) == 0 then
     redis.call('HSET', key, 'seq', 0, 'gen', redis.call('INCR', 'relay:generations'), 'bytes', 0, 'oseq', 0)
+    redis.call('ZADD', 'relay:canvases', 0, canvas)
   end
   return key
 end

@@ -1,11 +1,13 @@
--- Brings one canvas from the first layout of this store (an `ids` set, and field hashes keyed by plain field
--- names) to the current one (the `objects` hash of whole JSON texts, field hashes keyed by JSON-quoted
--- names, the state's bytes and version in the head), and the generation counter past its generation. Safe to
--- run twice: a canvas without an `ids` set is left as it is.
+-- Brings one canvas from an earlier layout of this store to the current one. Layout 1 (an `ids` set, and
+-- field hashes keyed by plain field names) becomes the `objects` hash of whole JSON texts, field hashes keyed
+-- by JSON-quoted names, and the state's bytes and version in the head; the generation counter is moved past
+-- its generation. Layout 3 added the index of canvases (`relay:canvases`). Safe to run twice: a canvas
+-- without an `ids` set keeps its objects as they are.
 -- ARGV: canvas. Returns: how many objects were converted.
 
 local canvas = ARGV[1]
 local head = canvas_key(canvas, 'head')
+redis.call('ZADD', 'relay:canvases', 0, canvas)
 local gen = tonumber(redis.call('HGET', head, 'gen') or '0')
 if gen > tonumber(redis.call('GET', 'relay:generations') or '0') then
   redis.call('SET', 'relay:generations', gen)

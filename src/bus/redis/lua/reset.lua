@@ -12,6 +12,7 @@ for _, id in ipairs(redis.call('HKEYS', objects)) do
 end
 local gen = redis.call('INCR', 'relay:generations')
 redis.call('HSET', canvas_key(canvas, 'head'), 'seq', 0, 'gen', gen, 'bytes', 0, 'oseq', 0)
+redis.call('ZADD', 'relay:canvases', 0, canvas)
 local log = canvas_key(canvas, 'log')
 redis.call('DEL', objects, log)
 redis.call('XADD', log, entry_id(gen, 0), 'ts', now_ms(), 's', 0, 't', 'reset', 'f', 'server', 'd', 'null',
