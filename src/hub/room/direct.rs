@@ -30,15 +30,14 @@ impl RoomState {
         self.subscribers.iter().map(|s| (s.conn, &s.user, s.name.as_deref()))
     }
 
-    /// Queues a frame for every subscriber who is `user`; returns how many. An overflowing queue cuts its
-    /// client (4009) like any other frame would.
     /// Tells every subscriber of `user` to close, for `reason`; returns how many.
     pub fn kick_user(&self, user: &str, reason: Cut) -> usize {
         let subscribers = self.subscribers.iter().filter(|s| s.user.as_str() == user);
         subscribers.map(|sub| sub.outbox.kick(reason)).count()
     }
 
-    /// Queues `frame` for every subscriber of `user` (every subscriber for `hub::EVERYONE`).
+    /// Queues a frame for every subscriber who is `user` (every subscriber for `hub::EVERYONE`); returns how
+    /// many. An overflowing queue cuts its client (4009) like any other frame would.
     pub fn send_to_user(&self, user: &str, frame: &Message) -> usize {
         let mut sent = 0;
         let everyone = user == crate::hub::EVERYONE;
