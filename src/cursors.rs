@@ -2,23 +2,36 @@
 //! batches. Local clients get each cursor at once (through the hub, paced by `--max-cursor-rate`); other
 //! instances get what is here every `--cursor-batch`, one batch per canvas, so a flood of cursors costs at
 //! most one row per canvas per batch interval. A batch is a JSON object from the sending connection's id to
-//! its frame: the receiving instance coalesces per sender again, in each reader's queue.
+//! its frame: the receiving instance coalesces per sender again, in each reader's queue. Ephemeral events
+//! ride in the same batch, in send order, under the key `events` (`[[connection, frame], ...]`): never
+//! coalesced, at most [`MAX_EVENTS_PER_BATCH`] per canvas (past it an event is dropped: at most once).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+use serde_json::value::RawValue;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::hub::{ConnId, Room};
 use crate::metrics::Metrics;
 use crate::protocol::{to_json, CanvasId};
 
-/// Coalesced cursors waiting for the next batch.
+/// Most events of one canvas one batch carries.
+pub const MAX_EVENTS_PER_BATCH: usize = 1024;
+
+/// Coalesced cursors and events waiting for the next batch.
 #[derive(Default)]
 pub struct CursorBuffer {
-    /// canvas → sending connection → latest cursor frame (JSON text). std Mutex: inserts and one swap,
-    /// nothing blocking.
-    latest: Mutex<HashMap<CanvasId, HashMap<ConnId, String>>>,
+    /// What the next batches carry. std Mutex: inserts and one swap, nothing blocking.
+    pending: Mutex<Pending>,
+}
+
+#[derive(Default)]
+struct Pending {
+    /// canvas → sending connection → latest cursor frame (JSON text).
+    latest: HashMap<CanvasId, HashMap<ConnId, String>>,
+    /// canvas → events (sending connection, frame), in the order they were sent.
+    events: HashMap<CanvasId, Vec<(ConnId, String)>>,
 }
 
 /// One canvas's batch: `{"<connection>": frame, ...}` as JSON text.
@@ -31,20 +44,45 @@ pub struct CursorBatch {
 impl CursorBuffer {
     /// Keeps `frame` as connection `from`'s latest cursor on `canvas`, replacing any earlier one not yet sent.
     pub fn record(&self, canvas: &CanvasId, from: ConnId, frame: String) {
-        let mut latest = self.latest.lock().unwrap_or_else(|p| p.into_inner());
-        latest.entry(canvas.clone()).or_default().insert(from, frame);
+        self.pending().latest.entry(canvas.clone()).or_default().insert(from, frame);
+    }
+
+    /// Adds an ephemeral event of connection `from` on `canvas` to the next batch; returns false if the batch
+    /// is full and the event is dropped.
+    pub fn record_event(&self, canvas: &CanvasId, from: ConnId, frame: String) -> bool {
+        let mut pending = self.pending();
+        let events = pending.events.entry(canvas.clone()).or_default();
+        let room = events.len() < MAX_EVENTS_PER_BATCH;
+        if room {
+            events.push((from, frame));
+        }
+        room
+    }
+
+    fn pending(&self) -> std::sync::MutexGuard<'_, Pending> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Takes everything recorded since the last call, one batch per canvas.
     pub fn take(&self) -> Vec<CursorBatch> {
-        let latest = std::mem::take(&mut *self.latest.lock().unwrap_or_else(|p| p.into_inner()));
-        latest
+        let Pending { mut latest, mut events } = std::mem::take(&mut *self.pending());
+        let canvases: std::collections::BTreeSet<CanvasId> = latest.keys().chain(events.keys()).cloned().collect();
+        canvases
             .into_iter()
-            .map(|(canvas, senders)| {
-                let entries: Vec<String> = senders
+            .map(|canvas| {
+                let mut entries: Vec<String> = latest
+                    .remove(&canvas)
+                    .unwrap_or_default()
                     .into_iter()
                     .map(|(from, frame)| format!("{}:{frame}", to_json(&from.to_string())))
                     .collect();
+                if let Some(events) = events.remove(&canvas) {
+                    let events: Vec<String> = events
+                        .iter()
+                        .map(|(from, frame)| format!("[{},{frame}]", to_json(&from.to_string())))
+                        .collect();
+                    entries.push(format!(r#""events":[{}]"#, events.join(",")));
+                }
                 CursorBatch { canvas, frames: format!("{{{}}}", entries.join(",")) }
             })
             .collect()
@@ -55,22 +93,43 @@ impl CursorBuffer {
 /// it: each sender's cursor goes to every other subscriber's ephemeral lane, where it replaces any earlier
 /// one of that sender still waiting. Lossy by design: the next batch carries a newer cursor.
 pub fn relay_batch(room: &Room, frames: &str, metrics: &Metrics) {
+    let Batch { cursors, events } = parse_batch(frames);
     let state = room.lock();
-    let missed: u64 = parse_batch(frames)
+    let mut missed: u64 = cursors
         .into_iter()
         .map(|(from, frame)| state.broadcast_ephemeral(from, &Message::text(frame.get()), metrics))
         .sum();
+    missed += events
+        .into_iter()
+        .map(|(from, frame)| state.broadcast_event(from, &Message::text(frame.get()), metrics))
+        .sum::<u64>();
     drop(state);
     metrics.ephemeral_missed(&room.canvas, missed);
 }
 
-/// The frames of a batch another instance wrote, each with its sending connection; nothing for a batch that
-/// does not parse (cursors are best effort: a newer version may write another form).
-fn parse_batch(frames: &str) -> Vec<(ConnId, Box<serde_json::value::RawValue>)> {
-    let Ok(senders) = serde_json::from_str::<HashMap<String, Box<serde_json::value::RawValue>>>(frames) else {
-        return Vec::new();
+/// A batch another instance wrote: cursors (one per sending connection) and events (in send order).
+#[derive(Default)]
+struct Batch {
+    cursors: Vec<(ConnId, Box<RawValue>)>,
+    events: Vec<(ConnId, Box<RawValue>)>,
+}
+
+/// The frames of a batch, each with its sending connection; nothing for a batch that does not parse, and
+/// no event for an `events` entry that does not (best effort: a newer version may write another form).
+fn parse_batch(frames: &str) -> Batch {
+    let Ok(entries) = serde_json::from_str::<HashMap<String, Box<RawValue>>>(frames) else {
+        return Batch::default();
     };
-    senders.into_iter().filter_map(|(from, frame)| Some((from.parse().ok()?, frame))).collect()
+    let mut batch = Batch::default();
+    for (key, value) in entries {
+        if key == "events" {
+            let events = serde_json::from_str::<Vec<(String, Box<RawValue>)>>(value.get()).unwrap_or_default();
+            batch.events = events.into_iter().filter_map(|(from, frame)| Some((from.parse().ok()?, frame))).collect();
+        } else if let Ok(from) = key.parse() {
+            batch.cursors.push((from, value));
+        }
+    }
+    batch
 }
 
 #[cfg(test)]
@@ -90,12 +149,37 @@ mod tests {
         let mut batches = buffer.take();
         batches.sort_by(|a, b| a.canvas.cmp(&b.canvas));
         assert_eq!(batches.len(), 2, "one batch per canvas");
-        let frames = parse_batch(&batches[0].frames);
+        let frames = parse_batch(&batches[0].frames).cursors;
         assert_eq!(frames.len(), 2, "one frame per connection, even of one user");
         let first: Vec<&str> = frames.iter().filter(|(from, _)| *from == tab1).map(|(_, f)| f.get()).collect();
         assert_eq!(first, [r#"{"x":999}"#], "the latest of tab1's 1,000");
-        assert_eq!(parse_batch(&batches[1].frames).len(), 1);
+        assert_eq!(parse_batch(&batches[1].frames).cursors.len(), 1);
         assert!(buffer.take().is_empty(), "taken once");
-        assert!(parse_batch("[1,2]").is_empty(), "a batch of another form is skipped");
+        let other = parse_batch("[1,2]");
+        assert!(other.cursors.is_empty() && other.events.is_empty(), "a batch of another form is skipped");
+    }
+
+    #[test]
+    fn events_ride_in_the_batch_in_send_order_and_are_never_coalesced() {
+        let buffer = CursorBuffer::default();
+        let canvas = CanvasId::parse("c1").unwrap();
+        let (tab1, tab2) = (ConnId::new_v4(), ConnId::new_v4());
+        buffer.record(&canvas, tab1, r#"{"x":1}"#.into());
+        for n in 0..3 {
+            assert!(buffer.record_event(&canvas, tab1, format!(r#"{{"n":{n}}}"#)));
+        }
+        assert!(buffer.record_event(&canvas, tab2, r#"{"n":"b"}"#.into()));
+        let batches = buffer.take();
+        assert_eq!(batches.len(), 1);
+        let batch = parse_batch(&batches[0].frames);
+        assert_eq!(batch.cursors.len(), 1);
+        let events: Vec<(ConnId, &str)> = batch.events.iter().map(|(from, frame)| (*from, frame.get())).collect();
+        assert_eq!(events, [(tab1, r#"{"n":0}"#), (tab1, r#"{"n":1}"#), (tab1, r#"{"n":2}"#), (tab2, r#"{"n":"b"}"#)]);
+        for _ in 0..MAX_EVENTS_PER_BATCH {
+            buffer.record_event(&canvas, tab1, "{}".into());
+        }
+        assert!(!buffer.record_event(&canvas, tab1, "{}".into()), "past the bound: dropped");
+        let only_events = parse_batch(&buffer.take()[0].frames);
+        assert_eq!((only_events.cursors.len(), only_events.events.len()), (0, MAX_EVENTS_PER_BATCH));
     }
 }

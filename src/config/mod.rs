@@ -258,6 +258,11 @@ pub struct Config {
     #[arg(long, env = "RELAY_MAX_CURSOR_RATE", value_name = "N", default_value_t = 60)]
     pub max_cursor_rate: u32,
 
+    /// Ephemeral events per second one connection may send (0 = no limit), in bursts of as many: past it an
+    /// event is refused with `rate_limited`, and the connection stays open.
+    #[arg(long, env = "RELAY_EPHEMERAL_RATE_LIMIT", value_name = "N", default_value_t = 30)]
+    pub ephemeral_rate_limit: u32,
+
     /// How long a publish (socket message, API publish, or a join's presence registration) may wait for the
     /// store before it gets `unavailable` / HTTP 503.
     #[arg(long, env = "RELAY_PUBLISH_TIMEOUT", value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]

@@ -4,9 +4,11 @@
 //! - The **logged lane** holds what must arrive, in order: messages, acks, errors, pongs, resets, user
 //!   messages. It is bounded by frames and by bytes; a push past either bound means the client reads too
 //!   slowly, and it is cut with 4009 (it resumes to catch up). This is the one place that decides it.
-//! - The **ephemeral lane** holds at most one frame per sending connection (cursors today, presence state
-//!   later): a newer frame from the same sender replaces the one still waiting, so a flood of cursors costs a
-//!   slow reader one pending frame per sender, never a backlog, and never a cut.
+//! - The **ephemeral lane** holds at most one frame per sending connection for what only matters at its
+//!   latest (cursors): a newer frame from the same sender replaces the one still waiting, so a flood of
+//!   cursors costs a slow reader one pending frame per sender, never a backlog, and never a cut. Ephemeral
+//!   events (reactions, "follow me") wait there too, in send order and never replaced; past the lane's bound
+//!   they are dropped, never cut.
 //!
 //! A flush takes logged frames first (up to its budget), then the waiting ephemeral frames: a cursor never
 //! sits in front of a logged frame, and waits behind at most one flush of them.
@@ -91,8 +93,9 @@ struct Queue {
     logged: VecDeque<Message>,
     /// Bytes of `logged`, overhead included.
     logged_bytes: usize,
-    /// The latest waiting frame of each sender, in the order the senders first queued one.
-    ephemeral: VecDeque<(ConnId, Message)>,
+    /// The latest waiting cursor of each sender (`Some(sender)`), in the order the senders first queued one,
+    /// and events (`None`), in the order they came.
+    ephemeral: VecDeque<(Option<ConnId>, Message)>,
     /// Bytes of `ephemeral`, overhead included.
     ephemeral_bytes: usize,
     /// Why the client is being cut, once it is; the first reason wins.
@@ -176,7 +179,7 @@ impl Outbox {
             return Ephemeral::Dropped;
         }
         let cost = frame.len() + FRAME_OVERHEAD;
-        if let Some(at) = queue.ephemeral.iter().position(|(from, _)| *from == sender) {
+        if let Some(at) = queue.ephemeral.iter().position(|(from, _)| *from == Some(sender)) {
             let old = queue.ephemeral[at].1.len() + FRAME_OVERHEAD;
             if queue.ephemeral_bytes - old + cost > MAX_EPHEMERAL_BYTES {
                 return Ephemeral::Dropped;
@@ -190,7 +193,26 @@ impl Outbox {
         }
         let was_empty = queue.is_empty();
         queue.ephemeral_bytes += cost;
-        queue.ephemeral.push_back((sender, frame));
+        queue.ephemeral.push_back((Some(sender), frame));
+        drop(queue);
+        if was_empty {
+            self.channel.ready.notify_one();
+        }
+        Ephemeral::Queued
+    }
+
+    /// Queues an ephemeral event behind those waiting (none is replaced); dropped past the lane's bounds.
+    /// Never cuts.
+    pub fn push_event(&self, frame: Message) -> Ephemeral {
+        let mut queue = self.channel.queue();
+        let cost = frame.len() + FRAME_OVERHEAD;
+        let full = queue.ephemeral.len() >= MAX_EPHEMERAL_SENDERS || queue.ephemeral_bytes + cost > MAX_EPHEMERAL_BYTES;
+        if queue.closed || queue.cut.is_some() || full {
+            return Ephemeral::Dropped;
+        }
+        let was_empty = queue.is_empty();
+        queue.ephemeral_bytes += cost;
+        queue.ephemeral.push_back((None, frame));
         drop(queue);
         if was_empty {
             self.channel.ready.notify_one();

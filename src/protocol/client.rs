@@ -54,8 +54,16 @@ impl MsgType {
 #[derive(Debug)]
 pub enum ClientFrame {
     Ping,
-    Cursor { data: Box<RawValue> },
+    Cursor {
+        data: Box<RawValue>,
+    },
     Logged(LoggedMessage),
+    /// A custom type sent with `"ephemeral":true` (v1.1): relayed, never logged.
+    Event {
+        kind: MsgType,
+        data: Box<RawValue>,
+        reference: Option<String>,
+    },
 }
 
 /// A logged (durable, ordered) message as a client sent it.
@@ -125,6 +133,9 @@ struct Envelope {
     reference: Option<String>,
     /// Read as it came, so that a key of the wrong type gets its own error (with the frame's `ref`).
     idempotency_key: Option<Box<RawValue>>,
+    /// `true` for an ephemeral event; anything but `true` is a logged message.
+    #[serde(default)]
+    ephemeral: Option<bool>,
 }
 
 impl ClientFrame {
@@ -149,6 +160,14 @@ impl ClientFrame {
         match kind.as_str() {
             "ping" => Ok(ClientFrame::Ping),
             "cursor" => Ok(ClientFrame::Cursor { data }),
+            _ if envelope.ephemeral == Some(true) => {
+                let kind = MsgType::parse(&kind).map_err(|e| e.with_ref(reference.clone()))?;
+                if kind.is_object_op() {
+                    let error = FrameError::new(ErrorCode::InvalidFrame, "object ops cannot be ephemeral");
+                    return Err(error.with_ref(reference));
+                }
+                Ok(ClientFrame::Event { kind, data, reference })
+            }
             _ => {
                 let key = envelope.idempotency_key.as_deref().map(IdempotencyKey::from_json).transpose();
                 let key = key.map_err(|e| e.with_ref(reference.clone()))?;

@@ -14,8 +14,8 @@ pub use client::{null_value, ClientFrame, FrameError, IdempotencyKey, LoggedMess
 pub use ids::{CanvasId, ConnectParams, Resume, UserId, RESERVED_USER};
 pub use role::Role;
 pub use server::{
-    ack_frame, cursor_frame, duplicate_ack_frame, error_frame, logged_frame, presence_data, reset_frame, to_json,
-    user_frame, Welcome, PONG_FRAME,
+    ack_frame, cursor_frame, duplicate_ack_frame, error_frame, event_frame, logged_frame, presence_data, reset_frame,
+    to_json, user_frame, Welcome, PONG_FRAME,
 };
 
 /// Close codes of the contract's table.

@@ -99,6 +99,23 @@ pub fn cursor_frame(canvas: &str, from: &str, connection: &str, data: &RawValue,
     to_json(&Cursor { kind: "cursor", canvas, from, connection, data, ts })
 }
 
+/// An ephemeral event as every other connection of the canvas receives it (v1.1):
+/// `{"type":T,"canvas":C,"from":U,"connection":ID,"data":...,"ts":...,"ephemeral":true}`.
+pub fn event_frame(kind: &str, canvas: &str, from: &str, connection: &str, data: &RawValue, ts: i64) -> String {
+    #[derive(Serialize)]
+    struct Event<'a> {
+        #[serde(rename = "type")]
+        kind: &'a str,
+        canvas: &'a str,
+        from: &'a str,
+        connection: &'a str,
+        data: &'a RawValue,
+        ts: i64,
+        ephemeral: bool,
+    }
+    to_json(&Event { kind, canvas, from, connection, data, ts, ephemeral: true })
+}
+
 /// `{"type":"reset","canvas":C,"epoch":E,"seq":0}`: the canvas was reset; the stream goes on in epoch `E`.
 pub fn reset_frame(canvas: &str, epoch: &str) -> String {
     #[derive(Serialize)]

@@ -11,7 +11,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::clock::now_ms;
 use crate::hub::ConnId;
-use crate::protocol::{cursor_frame, CanvasId, UserId};
+use crate::protocol::{cursor_frame, event_frame, CanvasId, MsgType, UserId};
 use crate::App;
 
 /// The pacing state of one connection's cursors.
@@ -66,6 +66,21 @@ impl CursorPace {
 }
 
 /// Relays one cursor: to the canvas's other local connections at once, to other instances in the next batch.
+/// Relays an ephemeral event of connection `conn` (v1.1): at once to the other local clients of the canvas,
+/// behind what waits in their ephemeral lanes, and to other instances in the next cursor batch, in send
+/// order. Never logged; dropped, not queued, where a lane or a batch is full.
+pub fn relay_event(kind: &MsgType, data: &RawValue, app: &App, canvas: &CanvasId, user: &UserId, conn: ConnId) {
+    let frame = event_frame(kind.as_str(), canvas.as_str(), user.as_str(), &conn.to_string(), data, now_ms());
+    let mut missed = 0;
+    if let Some(room) = app.hub.room(canvas) {
+        missed += room.lock().broadcast_event(conn, &Message::text(frame.clone()), &app.metrics);
+    }
+    if !app.cursors.record_event(canvas, conn, frame) {
+        missed += 1;
+    }
+    app.metrics.ephemeral_missed(canvas, missed);
+}
+
 pub fn relay(data: &RawValue, app: &App, canvas: &CanvasId, user: &UserId, conn: ConnId) {
     let frame = cursor_frame(canvas.as_str(), user.as_str(), &conn.to_string(), data, now_ms());
     if let Some(room) = app.hub.room(canvas) {

@@ -34,7 +34,7 @@ use crate::clock::now_ms;
 use crate::hub::{ConnId, Cut, Inbox, Outbox};
 use crate::protocol::{close, error_frame, ClientFrame, FrameError, Role, Welcome, PONG_FRAME};
 use crate::protocol::{CanvasId, ErrorCode, UserId};
-use crate::ratelimit::RateLimit;
+use crate::ratelimit::{RateLimit, Verdict};
 use crate::shutdown::{Guard, Phase};
 use crate::App;
 
@@ -82,6 +82,8 @@ pub struct Session<S> {
     last_heard: Instant,
     /// The connection's allowance of logged messages.
     rate_limit: RateLimit,
+    /// Its allowance of ephemeral events (`--ephemeral-rate-limit`; refusals never close it).
+    event_limit: RateLimit,
     /// Fires when the client's token expires (never without a token): the session closes with 1008.
     token_expiry: Pin<Box<Sleep>>,
     /// `--max-in-flight` permits: one per publish not yet answered by the store.
@@ -117,6 +119,8 @@ where
         // A session that starts after shutdown began must see the phase it starts in.
         phase.mark_changed();
         let rate_limit = RateLimit::new(app.config.rate_limit, app.config.rate_burst, Instant::now());
+        let events = app.config.ephemeral_rate_limit;
+        let event_limit = RateLimit::new(events, events, Instant::now());
         let token_expiry = Box::pin(tokio::time::sleep_until(expiry_deadline(parts.expires_at, now_ms())));
         let in_flight = Arc::new(Semaphore::new(app.config.max_in_flight));
         let cursors = CursorPace::new(app.config.max_cursor_rate);
@@ -136,6 +140,7 @@ where
             _admitted: parts.admitted,
             last_heard: Instant::now(),
             rate_limit,
+            event_limit,
             token_expiry,
             in_flight,
             stalled: None,
@@ -304,6 +309,14 @@ where
                 self.reject(error.with_ref(message.reference));
             }
             Ok(ClientFrame::Logged(message)) => return self.publish(message).await,
+            Ok(ClientFrame::Event { kind, data, reference }) => match self.event_limit.check(Instant::now()) {
+                Verdict::Accept => cursors::relay_event(&kind, &data, &self.app, &self.canvas, &self.user, self.conn),
+                Verdict::Refuse | Verdict::Close => {
+                    let limit = self.app.config.ephemeral_rate_limit;
+                    let message = format!("ephemeral events: at most {limit}/s per connection; slow down");
+                    self.reject(FrameError::new(ErrorCode::RateLimited, message).with_ref(reference));
+                }
+            },
             Err(error) => self.reject(error),
         }
         Ok(())

@@ -57,6 +57,21 @@ fn only_the_latest_ephemeral_frame_of_each_sender_waits() {
 }
 
 #[test]
+fn events_wait_in_order_beside_cursors_are_never_replaced_and_are_dropped_past_the_bound() {
+    let (outbox, inbox) = outbox(bounds(8));
+    let ann = Uuid::new_v4();
+    assert_eq!(outbox.push_event(Message::text("e1")), Ephemeral::Queued);
+    assert_eq!(outbox.push_ephemeral(ann, Message::text("c1")), Ephemeral::Queued);
+    assert_eq!(outbox.push_event(Message::text("e2")), Ephemeral::Queued);
+    assert_eq!(outbox.push_ephemeral(ann, Message::text("c2")), Ephemeral::Coalesced, "a cursor, not an event");
+    assert_eq!(texts(inbox.take_flush(64, 1 << 16)), ["e1", "c2", "e2"]);
+    let big = "x".repeat(MAX_EPHEMERAL_BYTES / 2);
+    assert_eq!(outbox.push_event(Message::text(big.clone())), Ephemeral::Queued);
+    assert_eq!(outbox.push_event(Message::text(big)), Ephemeral::Dropped, "past the lane's bytes");
+    assert!(inbox.kicked().now_or_never().is_none(), "never a cut");
+}
+
+#[test]
 fn a_flush_takes_logged_frames_first_then_the_ephemeral_ones() {
     let (outbox, inbox) = outbox(bounds(100));
     let ann = Uuid::new_v4();

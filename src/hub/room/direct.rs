@@ -25,6 +25,20 @@ impl RoomState {
         missed
     }
 
+    /// Queues an ephemeral event for every subscriber but its sender, behind what waits in their ephemeral
+    /// lanes (never replacing anything); returns how many missed it (their lane was full).
+    pub fn broadcast_event(&self, sender: ConnId, frame: &Message, metrics: &Metrics) -> u64 {
+        let (mut queued, mut missed) = (0, 0);
+        for sub in self.subscribers.iter().filter(|s| s.conn != sender) {
+            match sub.outbox.push_event(frame.clone()) {
+                Ephemeral::Queued => queued += 1,
+                Ephemeral::Coalesced | Ephemeral::Dropped => missed += 1,
+            }
+        }
+        metrics.deliveries.increment(queued);
+        missed
+    }
+
     /// Every subscriber, as presence would register it: (connection, user, name).
     pub fn members(&self) -> impl Iterator<Item = (ConnId, &UserId, Option<&str>)> {
         self.subscribers.iter().map(|s| (s.conn, &s.user, s.name.as_deref()))
