@@ -10,6 +10,7 @@
 #                                                             each instance's RSS peak; latency load alongside)
 #   scripts/bench-pair.sh flood --duration 10s --reader-on second   (cursor flood vs a slow reader: are
 #                                                             logged notes delayed, is the latest cursor delivered)
+#   scripts/bench-pair.sh events --clients 100 --rate 10   (ephemeral events: deliveries/s, end-to-end latency)
 # Set VIA_NGINX=1 to put nginx (nginx.conf) in front and aim the load at it instead. RELAY_* variables reach
 # both instances (e.g. RELAY_WORKER_THREADS=2, RELAY_PEER_WAKEUP=false).
 # ALONGSIDE="SCENARIO ARGS" [ALONGSIDE_DELAY=S] runs a second scenario in its own process meanwhile (below).

@@ -5,6 +5,7 @@
 //! its joins, each under a timeout), with a fixed number of clients, and only against loopback targets.
 
 mod client;
+mod events;
 mod fill;
 mod flood;
 mod join;
@@ -84,6 +85,22 @@ enum Scenario {
     /// sends a logged note every --every, and a slow reader reports how late the notes reach it, whether
     /// it was cut, and whether the latest cursor reached it.
     Flood(FloodArgs),
+    /// Ephemeral events (v1.1): --clients connections on one canvas, spread over the targets, each send an
+    /// ephemeral event --rate times a second; every client reads everything. Reports deliveries per second,
+    /// end-to-end latency (same instance and cross-instance), and what was missed or out of order.
+    Events(EventsArgs),
+}
+
+#[derive(Args, Clone)]
+pub struct EventsArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Connections on the canvas, alternating targets.
+    #[arg(long, default_value_t = 100)]
+    clients: usize,
+    /// Events each connection sends per second (the relay's --ephemeral-rate-limit defaults to 30).
+    #[arg(long, default_value_t = 10.0)]
+    rate: f64,
 }
 
 #[derive(Args, Clone)]
@@ -220,6 +237,10 @@ async fn main() -> anyhow::Result<()> {
         Scenario::Flood(args) => {
             check_targets(&args.common)?;
             return flood::flood(&args).await;
+        }
+        Scenario::Events(args) => {
+            check_targets(&args.common)?;
+            return events::events(&args).await;
         }
         Scenario::Fanout { common, receivers, senders, window } => {
             check_targets(&common)?;

@@ -109,7 +109,7 @@ impl Report {
     }
 }
 
-fn percentiles(h: &Histogram<u64>) -> Value {
+pub fn percentiles(h: &Histogram<u64>) -> Value {
     let ms = |us: u64| us as f64 / 1000.0;
     json!({
         "p50": ms(h.value_at_quantile(0.50)),
