@@ -1,7 +1,8 @@
 // The canvas app served at `/`: rectangles, cursors, presence and the connection state of one canvas, drawn
 // with SVG. All protocol work is in relay-client.js; this file is UI only.
 //
-//   /?canvas=team-1&name=Ann            (optional: &user=ann, &token=<JWT> when the relay requires one)
+//   /?canvas=team-1&name=Ann            (optional: &user=ann, &token=<JWT> when the relay requires one,
+//                                        &role=viewer for a read-only page)
 
 import { CanvasSession } from "./relay-client.js";
 
@@ -9,6 +10,7 @@ const SVG = "http://www.w3.org/2000/svg";
 const COLORS = ["#e8590c", "#1971c2", "#2f9e44", "#ae3ec9", "#f08c00", "#0c8599", "#c2255c", "#5f3dc4"];
 const SEND_EVERY_MS = 40; // drags and cursors: 25 updates/s, well inside the relay's rate limit
 const CURSOR_STALE_MS = 15000;
+const REACTION_SHOWN_MS = 2500;
 
 const params = new URLSearchParams(location.search);
 const canvas = params.get("canvas") || "lobby";
@@ -56,7 +58,10 @@ function throttle(f, ms) {
   };
 }
 
-const session = new CanvasSession({ canvas, user, name, token: params.get("token") ?? undefined });
+const session = new CanvasSession({
+  canvas, user, name, token: params.get("token") ?? undefined, role: params.get("role") ?? undefined,
+});
+const isViewer = () => session.role === "viewer";
 let selected = null;
 
 // ---- rendering -------------------------------------------------------------------------------------------
@@ -125,6 +130,17 @@ setInterval(() => {
   }
 }, 1000);
 
+/** A reaction floating up over the board for a moment, labelled with who sent it. */
+function showReaction(from, emoji) {
+  const element = document.createElement("div");
+  element.className = "reaction";
+  element.dataset.from = from;
+  element.textContent = `${emoji} ${session.presence.get(from)?.name ?? from}`;
+  element.style.left = `${10 + Math.random() * 70}%`;
+  $("#reactions").append(element);
+  setTimeout(() => element.remove(), REACTION_SHOWN_MS);
+}
+
 function showStatus(status) {
   const badge = $("#status");
   badge.dataset.status = status;
@@ -138,7 +154,14 @@ function showProblem(text) {
 }
 
 session.onchange = () => { renderObjects(); renderPresence(); };
-session.onstatus = (status) => { showStatus(status); if (status !== "reconnecting") showProblem(null); };
+session.onstatus = (status) => {
+  showStatus(status);
+  if (status !== "reconnecting") showProblem(null);
+  $("#role").hidden = !isViewer();
+};
+session.onevent = (frame) => {
+  if (frame.type === "reaction" && typeof frame.data?.emoji === "string") showReaction(frame.from, frame.data.emoji);
+};
 session.oncursor = showCursor;
 session.onerror = (frame) => showProblem(`${frame.code}: ${frame.message}`);
 
@@ -148,7 +171,13 @@ const sendCursor = throttle((p) => session.cursor(p), SEND_EVERY_MS);
 const sendMove = throttle((id, x, y) => session.send("object-update", { id, x, y }), SEND_EVERY_MS);
 let gesture = null; // {kind: "draw", start, ghost} or {kind: "move", id, offset}
 
+$("#react").addEventListener("click", () => {
+  session.emit("reaction", { emoji: "🎉" });
+  showReaction(session.user, "🎉");
+});
+
 board.addEventListener("pointerdown", (event) => {
+  if (isViewer()) return; // a viewer's page shows cursors and presence, and edits nothing
   board.setPointerCapture(event.pointerId);
   const p = point(event);
   const id = event.target.dataset?.id;
@@ -200,6 +229,7 @@ function boxOf(a, b) {
 }
 
 document.addEventListener("keydown", (event) => {
+  if (isViewer()) return;
   if ((event.key === "Delete" || event.key === "Backspace") && selected && event.target === document.body) {
     session.send("object-delete", { id: selected });
     selected = null;

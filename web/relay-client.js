@@ -37,10 +37,11 @@ export class CanvasSession {
    * @param {string} [options.user]  user id (ignored by a server with JWT auth: the token's `sub` counts)
    * @param {string} [options.name]  display name shown in presence
    * @param {string} [options.token] JWT, when the server requires one
+   * @param {string} [options.role]  "viewer" to join read-only (a role can be lowered, never raised)
    * @param {string} [options.base]  ws:// or wss:// origin; defaults to the page's own
    */
-  constructor({ canvas, user, name, token, base }) {
-    Object.assign(this, { canvas, user, name, token });
+  constructor({ canvas, user, name, token, role, base }) {
+    Object.assign(this, { canvas, user, name, token, role });
     this.base = base ?? `${location.protocol === "https:" ? "wss:" : "ws:"}//${location.host}`;
     this.confirmed = new Map(); // id -> object, as of `seq`
     this.pending = new Map();   // ref -> {type, data}, in send order
@@ -56,6 +57,7 @@ export class CanvasSession {
     this.oncursor = null; // (user, data) another user's cursor
     this.onerror = null;  // (frame) an error frame, e.g. rate_limited
     this.onmessage = null; // (frame) anything else: custom types, user messages
+    this.onevent = null;   // (frame) another connection's ephemeral event, e.g. a reaction
   }
 
   /** The canvas as this client should show it: the confirmed state with its own unacked ops on top. */
@@ -70,6 +72,7 @@ export class CanvasSession {
     if (this.user) query.set("user", this.user);
     if (this.name) query.set("name", this.name);
     if (this.token) query.set("token", this.token);
+    if (this.role) query.set("role", this.role);
     if (this.epoch !== null) {
       query.set("since", String(this.seq));
       query.set("epoch", this.epoch);
@@ -90,6 +93,11 @@ export class CanvasSession {
     this.socket.send(JSON.stringify({ type, data, ref }));
     this.changed();
     return ref;
+  }
+
+  /** Sends an ephemeral event to everyone else on the canvas: no seq, no ack, never logged. */
+  emit(type, data) {
+    if (this.isOpen()) this.socket.send(JSON.stringify({ type, data, ephemeral: true }));
   }
 
   /** Sends this user's cursor position (ephemeral: no seq, no ack). */
@@ -120,6 +128,7 @@ export class CanvasSession {
         return this.onerror?.(frame);
       case "pong": return;
     }
+    if (frame.ephemeral === true) return this.onevent?.(frame);
     if (typeof frame.seq === "number") return this.logged(frame);
     this.onmessage?.(frame); // e.g. a user message: {"type": ..., "to": ..., "data": ...}
   }
@@ -128,6 +137,7 @@ export class CanvasSession {
     const reconnect = this.epoch !== null;
     this.epoch = frame.epoch;
     this.seq = frame.seq;
+    this.role = frame.role ?? this.role; // what the server granted: "editor" or "viewer"
     this.retries = 0;
     // Presence is as of `seq`, where the replay (if any) starts; objects come only when not resumed.
     this.presence = new Map(frame.presence.map((p) => [p.user, p]));

@@ -7,7 +7,9 @@
 // screenshots and the side-by-side picture of a passing run; default target/browser).
 //
 // A draws a rectangle, B sees it; B moves it, A sees the move; each sees the other's named cursor and both are
-// in each other's presence list. Then A's instance is killed with SIGKILL; while A is away B draws and moves;
+// in each other's presence list. A read-only page (?role=viewer) on B's instance sees the canvas and shows its
+// cursor to A, draws nothing, and is refused (forbidden) if it sends an op anyway; a reaction from A (an
+// ephemeral event) shows on B and on the viewer. Then A's instance is killed with SIGKILL; while A is away B draws and moves;
 // A's instance restarts on the same port, A reconnects, resumes (no reload), and both pages end with the same
 // canvas. Any failure saves a screenshot of each page and exits 1.
 
@@ -48,11 +50,11 @@ function startRelay(listen = "127.0.0.1:0") {
   });
 }
 
-async function openPage(relay, user, name) {
+async function openPage(relay, user, name, extra = "") {
   const page = await browser.newPage({ viewport: { width: 860, height: 500 } });
   page.on("pageerror", (error) => console.error(`[${name}] page error: ${error.message}`));
   page.on("console", (message) => message.type() === "error" && console.error(`[${name}] ${message.text()}`));
-  await page.goto(`http://${relay.addr}/?canvas=${CANVAS}&name=${name}&user=${user}`);
+  await page.goto(`http://${relay.addr}/?canvas=${CANVAS}&name=${name}&user=${user}${extra}`);
   page.label = name;
   return page;
 }
@@ -159,6 +161,29 @@ async function main() {
       await b.mouse.move(...Object.values(await onBoard(b, 500, 100)));
       await a.locator('#cursors g[data-user="bob"] text', { hasText: "Bob" }).waitFor({ timeout: STEP_TIMEOUT_MS });
     });
+    const viewer = await openPage(relayB, "vic", "Vic", "&role=viewer");
+    pages.push(viewer);
+    await step("a viewer page on B's instance sees the canvas, shows its cursor to A, and draws nothing", async () => {
+      await waitForStatus(viewer, "connected");
+      await viewer.locator("#role").waitFor({ state: "visible", timeout: STEP_TIMEOUT_MS });
+      await viewer.locator(`#objects rect[data-id="${id}"]`).waitFor({ timeout: STEP_TIMEOUT_MS });
+      await drag(viewer, await onBoard(viewer, 500, 60), await onBoard(viewer, 600, 140));
+      await viewer.mouse.move(...Object.values(await onBoard(viewer, 450, 200)));
+      await a.locator('#cursors g[data-user="vic"] text', { hasText: "Vic" }).waitFor({ timeout: STEP_TIMEOUT_MS });
+      if ((await viewer.locator("#objects rect.object").count()) !== 1) throw new Error("the viewer page drew");
+      // Sent anyway, past the page's own guard: the relay refuses it and nothing is logged.
+      await viewer.evaluate(() => window.canvasRelay.session.send("object-create", { id: "sneaky", kind: "rect", x: 500, y: 60, w: 40, h: 40 }));
+      await viewer.locator("#problem", { hasText: "forbidden" }).waitFor({ timeout: STEP_TIMEOUT_MS });
+      await waitForSameCanvas(a, b, 1);
+    });
+    await step("a reaction from A shows on B and on the viewer (an ephemeral event across instances)", async () => {
+      await a.locator("#react").click();
+      for (const page of [b, viewer]) {
+        await page.locator('#reactions .reaction[data-from="ann"]').waitFor({ timeout: STEP_TIMEOUT_MS });
+      }
+    });
+    await viewer.close();
+    pages.pop();
     await step("A's instance is killed (SIGKILL): A shows reconnecting", async () => {
       relayA.child.removeAllListeners("exit");
       relayA.child.kill("SIGKILL");
