@@ -229,26 +229,31 @@ async fn a_batch_whose_reply_was_lost_is_acked_once_and_logged_once() {
     assert_eq!(cut, 1, "logged once");
 }
 
-/// `publish.lua` checks a whole batch before it writes: a malformed message anywhere fails the batch with
-/// nothing applied (Redis does not roll a script back). And the same batch sent twice is applied once.
-#[tokio::test]
-async fn a_batch_is_applied_whole_or_not_at_all_and_at_most_once() {
-    let Some(redis) = RedisServer::start(false).await else { return };
+/// An EVAL of `publish.lua` (after the helpers every script shares) for one batch: the store epoch to take on
+/// an empty store (`candidate`), the one the batch is for (`known`, '' for none), the batch number, then each
+/// message's 12 fields (see the script's header).
+fn publish_eval(candidate: &str, known: &str, batch: u32, messages: &[[String; 12]]) -> redis::Cmd {
     let script = format!(
         "#!lua\n{}\n{}",
         include_str!("../src/bus/redis/lua/common.lua"),
         include_str!("../src/bus/redis/lua/publish.lua")
     );
+    let mut cmd = redis::cmd("EVAL");
+    cmd.arg(script).arg(0).arg(60_000).arg("i1").arg(candidate).arg(batch).arg(1 << 20).arg(known);
+    for message in messages {
+        cmd.arg(&message[..]);
+    }
+    cmd
+}
+
+/// `publish.lua` checks a whole batch before it writes: a malformed message anywhere fails the batch with
+/// nothing applied (Redis does not roll a script back). And the same batch sent twice is applied once.
+#[tokio::test]
+async fn a_batch_is_applied_whole_or_not_at_all_and_at_most_once() {
+    let Some(redis) = RedisServer::start(false).await else { return };
     let message =
         |canvas: &str, data: &str| ["log", canvas, "note", "u", data, "", "", "", "", "0", "0", ""].map(str::to_owned);
-    let run = |batch: u32, messages: Vec<[String; 12]>| {
-        let mut cmd = redis::cmd("EVAL");
-        cmd.arg(&script).arg(0).arg(60_000).arg("i1").arg("epoch").arg(batch).arg(1 << 20).arg("");
-        for message in messages {
-            cmd.arg(&message[..]);
-        }
-        cmd
-    };
+    let run = |batch: u32, messages: Vec<[String; 12]>| publish_eval("epoch", "", batch, &messages);
     let mut conn = redis.connection().await;
     let mut bad = message("c2", "2");
     bad[0] = "bogus".into();
@@ -269,17 +274,9 @@ async fn a_batch_is_applied_whole_or_not_at_all_and_at_most_once() {
 #[tokio::test]
 async fn a_batch_for_another_store_epoch_is_not_applied() {
     let Some(redis) = RedisServer::start(false).await else { return };
-    let script = format!(
-        "#!lua\n{}\n{}",
-        include_str!("../src/bus/redis/lua/common.lua"),
-        include_str!("../src/bus/redis/lua/publish.lua")
-    );
-    let message = ["log", "c1", "note", "u", "1", "", "", "", "", "0", "0", ""];
+    let message = ["log", "c1", "note", "u", "1", "", "", "", "", "0", "0", ""].map(str::to_owned);
     let run = |candidate: &str, known: &str, batch: u32| {
-        let mut cmd = redis::cmd("EVAL");
-        cmd.arg(&script).arg(0).arg(60_000).arg("i1").arg(candidate).arg(batch).arg(1 << 20).arg(known);
-        cmd.arg(&message[..]);
-        cmd
+        publish_eval(candidate, known, batch, std::slice::from_ref(&message))
     };
     let mut conn = redis.connection().await;
     let first: Vec<String> = run("old", "", 1).query_async(&mut conn).await.unwrap();
