@@ -62,6 +62,8 @@ pub struct Spec {
     pub user: String,
     pub pace: Pace,
     pub payload: usize,
+    /// Whether each logged message carries an `idempotency_key`.
+    pub keyed: bool,
     /// Counts every message this client sends or receives, for the progress bar.
     pub progress: Arc<AtomicU64>,
 }
@@ -189,11 +191,14 @@ async fn send(
     tally: &mut Tally,
 ) -> anyhow::Result<()> {
     *next_ref += 1;
-    let frame = json!({
+    let mut frame = json!({
         "type": "stroke",
         "ref": next_ref.to_string(),
         "data": {"t": unix_us(), "i": spec.instance, "pad": pad},
     });
+    if spec.keyed {
+        frame["idempotency_key"] = json!(format!("{}-{next_ref}", spec.user));
+    }
     in_flight.insert(*next_ref, Instant::now());
     tally.sent += 1;
     ws.send(Message::text(frame.to_string())).await?;

@@ -216,6 +216,9 @@ pub struct Common {
     /// Prefix for canvas names, so runs do not share canvases.
     #[arg(long, default_value = "load")]
     prefix: String,
+    /// Give every logged message an `idempotency_key` (the relay then checks and records each one).
+    #[arg(long)]
+    idempotency_keys: bool,
 }
 
 #[tokio::main]

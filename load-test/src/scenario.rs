@@ -24,6 +24,7 @@ fn spec(common: &Common, i: usize, canvas: String, user: String, pace: Pace, pro
         user,
         pace,
         payload: common.payload,
+        keyed: common.idempotency_keys,
         progress: progress.clone(),
     }
 }
@@ -311,6 +312,7 @@ async fn open_idle(
             user: format!("u{i}"),
             pace: Pace::Listen,
             payload: 0,
+            keyed: false,
             progress: Arc::clone(&progress),
         };
         let (ws, _) =
