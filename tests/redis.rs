@@ -290,6 +290,25 @@ async fn a_batch_for_another_store_epoch_is_not_applied() {
     assert_eq!(current[3], "1", "a batch for the epoch in force is applied: seq 1 of the new log");
 }
 
+/// `publish.lua`'s idempotency keys: on a canvas that has no head yet, a key repeated in the same batch and
+/// in a later one is answered `-3` with the original seq, and logged once; another user's same key is its own.
+#[tokio::test]
+async fn a_repeated_key_in_a_batch_or_after_it_is_a_duplicate_of_the_first() {
+    let Some(redis) = RedisServer::start(false).await else { return };
+    let keyed =
+        |user: &str, data: &str| ["log", "fresh", "note", user, data, "", "", "", "", "0", "0", "k"].map(str::to_owned);
+    let mut conn = redis.connection().await;
+    let outcomes = |reply: Vec<String>| reply[3..].iter().map(|n| n.parse::<i64>().unwrap()).collect::<Vec<_>>();
+    let first: Vec<String> =
+        publish_eval("e", "", 1, &[keyed("u", "1"), keyed("u", "2")]).query_async(&mut conn).await.unwrap();
+    assert_eq!(outcomes(first), [1, 1, -3, 1], "seq 1 in generation 1, then a duplicate of seq 1 in the same batch");
+    let later: Vec<String> =
+        publish_eval("e", "", 2, &[keyed("u", "3"), keyed("v", "4")]).query_async(&mut conn).await.unwrap();
+    assert_eq!(outcomes(later), [-3, 1, 2, 1], "a later batch: still seq 1; another user's key logs seq 2");
+    let length: u64 = redis::cmd("XLEN").arg("relay:{fresh}:log").query_async(&mut conn).await.unwrap();
+    assert_eq!(length, 2);
+}
+
 /// A Redis written by the first Redis bus (objects as field hashes only, an `ids` set) is converted at start:
 /// joiners get the same state, and updates merge into it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

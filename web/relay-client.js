@@ -17,7 +17,7 @@ export const Status = {
   reconnecting: "reconnecting",
   resumed: "resumed",   // reconnected, and the server replayed every message missed: nothing reloaded
   reloaded: "reloaded", // reconnected, but the log no longer reached back (or the epoch changed): state reloaded
-  closed: "closed",     // the server refused to continue (expired token); no more reconnects
+  closed: "closed",     // the server refused to continue (expired token, removed: 4003); no more reconnects
 };
 
 const OBJECT_OPS = new Set(["object-create", "object-update", "object-delete"]);
@@ -187,6 +187,7 @@ export class CanvasSession {
     // Ops never acked may or may not have been logged; a resume replays them if they were.
     this.pending.clear();
     if (code === 1008) return this.close(); // token expired: a new token is the app's business
+    if (code === 4003) return this.close(); // removed from the canvas through the API: not ours to undo
     this.setStatus(Status.reconnecting);
     this.changed();
     // 250 ms doubling to 5 s, with jitter so a restarted instance's clients do not all return at once.

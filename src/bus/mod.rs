@@ -237,9 +237,14 @@ impl Bus {
         Ok(epoch)
     }
 
-    /// Sends a frame to every connection of a user, or of everyone, on every instance (see `Store::send_to`).
+    /// Sends a frame to every connection of a user, or of everyone, on every instance: the store carries it
+    /// to the other instances, then this one's connections get it here (not on a store's thread: a
+    /// broadcast reaches every local socket). Returns how many connections the user has across instances;
+    /// for everyone, how many this instance has.
     pub async fn send_to(&self, to: Recipient, frame: String) -> Result<u64, BusError> {
-        self.store.send_to(to, frame).await
+        let across = self.store.send_to(to.clone(), frame.clone()).await?;
+        let here = self.common.hub.send_to_user(to.as_str(), &Message::text(frame)) as u64;
+        Ok(if to == Recipient::Everyone { here } else { across })
     }
 
     /// Closes every connection of `user` to `canvas` on every instance (4003), and with `block` refuses its

@@ -68,8 +68,9 @@ pub trait Store: Send + Sync + 'static {
     /// room of the canvas receives. Returns the new epoch.
     async fn reset(&self, canvas: CanvasId) -> Result<String, BusError>;
 
-    /// Sends a frame to every connection of a user (or of everyone) on every instance. Returns how many
-    /// connections the user has across instances; for everyone, how many this instance has.
+    /// Hands a frame for every connection of a user (or of everyone) to the other instances, which deliver it
+    /// to theirs (the bus delivers it to this one's). Returns how many connections the user has across
+    /// instances (anything for everyone: the bus counts its own).
     async fn send_to(&self, to: Recipient, frame: String) -> Result<u64, BusError>;
 
     /// Closes every connection of `user` to `canvas`, on every instance, with 4003; with `block_ms`, refuses

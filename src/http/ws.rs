@@ -25,7 +25,7 @@ use super::{json_error, with_state};
 use crate::admission::Refusal;
 use crate::bus::{JoinRequest, Joined};
 use crate::hub;
-use crate::protocol::{ConnectParams, Role, UserId};
+use crate::protocol::{CanvasId, ConnectParams, Role, UserId};
 use crate::session::{Session, SessionParts};
 use crate::shutdown::Phase;
 use crate::App;
@@ -77,14 +77,6 @@ async fn connect(
         Ok(identity) => identity,
         Err((status, why)) => return json_error(status, why),
     };
-    match app.bus.blocked(&params.canvas, &user).await {
-        Ok(None) => {}
-        Ok(Some(left)) => {
-            let why = format!("user {user} is blocked from canvas {} for {} s more", params.canvas, left.as_secs() + 1);
-            return json_error(StatusCode::FORBIDDEN, why);
-        }
-        Err(error) => return json_error(StatusCode::SERVICE_UNAVAILABLE, error.to_string()),
-    }
     let (Some(accept), Some(on_upgrade)) = (accept_key(&headers), on_upgrade) else {
         return json_error(StatusCode::UPGRADE_REQUIRED, "expected a WebSocket upgrade request");
     };
@@ -100,6 +92,10 @@ async fn connect(
         Err(refusal @ Refusal::Full(_)) => return json_error(StatusCode::SERVICE_UNAVAILABLE, refusal.to_string()),
         Err(refusal @ Refusal::UserFull(_)) => return json_error(StatusCode::TOO_MANY_REQUESTS, refusal.to_string()),
     };
+    // The one store read before the upgrade, after every check that costs nothing.
+    if let Some(refused) = blocked(&app, &params.canvas, &user).await {
+        return refused;
+    }
     let conn = Uuid::new_v4();
     let bounds = hub::Bounds { frames: app.config.client_queue, bytes: app.config.client_queue_bytes };
     let (outbox, inbox) = hub::outbox(bounds);
@@ -133,6 +129,19 @@ async fn connect(
         }
     });
     switching_protocols(&accept)
+}
+
+/// The 403 of a user blocked from the canvas through the API (on every instance: the block is in the store),
+/// or a 503 if the store cannot say.
+async fn blocked(app: &App, canvas: &CanvasId, user: &UserId) -> Option<Response> {
+    match app.bus.blocked(canvas, user).await {
+        Ok(None) => None,
+        Ok(Some(left)) => {
+            let why = format!("user {user} is blocked from canvas {canvas} for {} s more", left.as_secs() + 1);
+            Some(json_error(StatusCode::FORBIDDEN, why))
+        }
+        Err(error) => Some(json_error(StatusCode::SERVICE_UNAVAILABLE, error.to_string())),
+    }
 }
 
 /// What a session starts with, boxed until the upgrade is done: a task's future keeps room for every value

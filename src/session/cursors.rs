@@ -65,7 +65,6 @@ impl CursorPace {
     }
 }
 
-/// Relays one cursor: to the canvas's other local connections at once, to other instances in the next batch.
 /// Relays an ephemeral event of connection `conn` (v1.1): at once to the other local clients of the canvas,
 /// behind what waits in their ephemeral lanes, and to other instances in the next cursor batch, in send
 /// order. Never logged; dropped, not queued, where a lane or a batch is full.
@@ -81,6 +80,7 @@ pub fn relay_event(kind: &MsgType, data: &RawValue, app: &App, canvas: &CanvasId
     app.metrics.ephemeral_missed(canvas, missed);
 }
 
+/// Relays one cursor: to the canvas's other local connections at once, to other instances in the next batch.
 pub fn relay(data: &RawValue, app: &App, canvas: &CanvasId, user: &UserId, conn: ConnId) {
     let frame = cursor_frame(canvas.as_str(), user.as_str(), &conn.to_string(), data, now_ms());
     if let Some(room) = app.hub.room(canvas) {

@@ -11,10 +11,10 @@
 //! come meanwhile are refused with `unavailable` without being sent (so nothing overtakes the unresolved
 //! one), as is a batch Redis answered with an error or that could not be sent at all.
 //!
-//! A batch is for the store epoch this process knew when it was first sent. If Redis has another by then
-//! (it came back empty, or was rotated after a rollback), the script applies nothing and answers with the
-//! new epoch: local clients are cut to reload and the batch is refused with `unavailable`, so a message is
-//! never logged into a log its sender never saw.
+//! A batch is for the store epoch this process knew when it was built. If Redis has another by then (it came
+//! back empty, or was rotated after a rollback), the script applies nothing and answers with the new epoch:
+//! local clients are cut to reload and the batch is refused with `unavailable`, so a batch sent again is never
+//! logged into a log its senders never saw (a publish still queued when the new epoch is learnt is not).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

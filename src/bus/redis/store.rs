@@ -182,7 +182,6 @@ impl Store for RedisBus {
         Ok(CanvasLog { epoch: format!("{store_epoch}-{generation}"), seq, messages })
     }
 
-    /// Connected users across instances (all, or only `user`), with their connections and canvases.
     /// One script over the index of canvases (`canvases.lua`): a page may be short of `limit` and still have
     /// a next, since the script looks at a bounded number of entries per call.
     async fn canvases(&self, after: Option<CanvasId>, limit: u32, active: bool) -> Result<CanvasPage, BusError> {
@@ -216,6 +215,7 @@ impl Store for RedisBus {
         parse().ok_or_else(|| malformed("a canvas listing"))
     }
 
+    /// Connected users across instances (all, or only `user`), with their connections and canvases.
     async fn users(&self, only: Option<UserId>) -> Result<Vec<UserPresence>, BusError> {
         let reply: Value = USERS
             .arg(only.as_ref().map_or("", UserId::as_str))
@@ -256,8 +256,8 @@ impl Store for RedisBus {
         Ok(format!("{epoch}-{generation}"))
     }
 
-    /// Sends a frame to every connection of `user` on every instance: this process's at once, the others'
-    /// through the shared user-message stream. Returns how many connections the user has.
+    /// A frame for a user's (or everyone's) connections on the other instances, through the shared
+    /// user-message stream. Returns how many connections the user has across instances.
     async fn send_to(&self, to: Recipient, frame: String) -> Result<u64, BusError> {
         let connections: u64 = TO_USER
             .arg(to.as_str())
@@ -267,8 +267,7 @@ impl Store for RedisBus {
             .invoke_async(&mut self.conn())
             .await
             .map_err(unavailable)?;
-        let here = self.inner.hub.send_to_user(to.as_str(), &Message::text(frame)) as u64;
-        Ok(if to == Recipient::Everyone { here } else { connections })
+        Ok(connections)
     }
 
     /// One script: the entry every other reader turns into closing the user's connections (4003), the

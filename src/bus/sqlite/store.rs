@@ -151,7 +151,7 @@ impl Store for SqliteBus {
         done.await.map_err(|_| BusError::ShuttingDown)?
     }
 
-    /// Sends a frame to every connection of a user, or of everyone, on every instance (see `Job::SendTo`).
+    /// A frame for a user's (or everyone's) connections on the other instances (see `Job::SendTo`).
     async fn send_to(&self, to: Recipient, frame: String) -> Result<u64, BusError> {
         let (reply, done) = oneshot::channel();
         self.job(Job::SendTo { to, frame, reply }).await?;

@@ -3,7 +3,8 @@
 -- dropped from the index here. At most 10 × limit entries are looked at per call, so that Redis is never
 -- held for long: a page may then hold fewer than `limit` canvases and still have a next.
 -- ARGV: after ('' for the start), limit, active ('1': only canvases with a connection), epoch candidate
--- Returns: { store epoch, next ('' at the end), then per canvas: id, seq, generation, connections, users, objects }
+-- Returns: { store epoch, next ('' at the end), then per canvas: id, seq, generation, connections, users,
+--   objects }
 
 local after, limit, active = ARGV[1], tonumber(ARGV[2]), ARGV[3] == '1'
 local out = { store_epoch(ARGV[4]), '' }

@@ -13,16 +13,17 @@
 -- came back empty is not logged into a log its senders never saw.
 --
 -- ARGV: ttl_ms, instance, epoch candidate, batch number, max state bytes, the store epoch the batch is for
---   ('' if the instance knows none yet), then per message 12 fields and its
---   object fields: op (log|create|update|delete|connect|disconnect|expire), canvas, type, from, data, conn,
---   ref, name, object id, length of the object id as JSON, n, idempotency key ('' for none), then n (field as
---   JSON, value as JSON) pairs of the object's top-level fields. ref and name are '' for none, else '=' followed by the value. `expire` is
---   a survivor's disconnect of a dead instance's connection, applied only if the owner's heartbeat is still
---   older than `ref` ms (it may have come back and registered the connection again).
+--   ('' if the instance knows none yet), then per message 12 fields and its object fields: op
+--   (log|create|update|delete|connect|disconnect|expire), canvas, type, from, data, conn, ref, name,
+--   object id, length of the object id as JSON, n, idempotency key ('' for none), then n (field as JSON,
+--   value as JSON) pairs of the object's top-level fields. ref and name are '' for none, else '=' followed
+--   by the value. `expire` is a survivor's disconnect of a dead instance's connection, applied only if the
+--   owner's heartbeat is still older than `ref` ms (it may have come back and registered the connection).
 -- Returns: { epoch, writes, now, then per message seq and generation }; seq -1 = refused (missing object),
 --   -2 = refused (state too big), 0 = recorded, nothing logged (a presence change not the user's first/last),
 --   -3 = a repeated idempotency key (the same user's, on the canvas, in its generation, within the TTL):
---   nothing logged, and the second number is the original's seq. Or { epoch } alone: the store's epoch is not the one the batch was for, and nothing was applied.
+--   nothing logged, and the second number is the original's seq. Or { epoch } alone: the store's epoch is
+--   not the one the batch was for, and nothing was applied.
 
 local ttl, instance, batch, max_bytes = tonumber(ARGV[1]), ARGV[2], ARGV[4], tonumber(ARGV[5])
 local marker = 'relay:i:' .. instance .. ':batch'

@@ -24,9 +24,8 @@ pub enum Job {
     /// Drops a canvas's log and state and starts its next generation (epoch) at seq 0; replies with the new
     /// epoch.
     Reset { canvas: CanvasId, reply: oneshot::Sender<Result<String, BusError>> },
-    /// Delivers `frame` to every connection of a user, or of everyone: at once to this process's, through
-    /// `user_messages` (`*` for everyone) to the others'. Replies with how many connections the user has
-    /// across instances; for everyone, how many this process has.
+    /// Hands `frame` for every connection of a user, or of everyone, to the other instances through
+    /// `user_messages` (`*` for everyone). Replies with how many connections the user has across instances.
     SendTo { to: Recipient, frame: String, reply: oneshot::Sender<Result<u64, BusError>> },
     /// Closes every connection of `user` to `canvas` with 4003: at once this process's, through `removals`
     /// the others'; with `block_ms`, the same row refuses the user's new connections until then. Replies
@@ -139,8 +138,7 @@ impl Writer {
         result.map(drop)
     }
 
-    /// `Job::SendTo`: a row for the other instances if the user is connected there (always for everyone),
-    /// then this process's connections at once.
+    /// `Job::SendTo`: a row for the other instances if the user is connected there (always for everyone).
     fn send_to(
         &mut self,
         to: &Recipient,
@@ -161,14 +159,6 @@ impl Writer {
                 .execute(params![to.as_str(), id, frame, expires_at])?;
             }
             Ok(all)
-        });
-        let counted = counted.map(|all| {
-            let here = self.hub.send_to_user(to.as_str(), &Message::text(frame)) as u64;
-            if *to == Recipient::Everyone {
-                here
-            } else {
-                all
-            }
         });
         let _ = reply.send(counted.as_ref().copied().map_err(|error| unavailable(error).into()));
         counted.map(drop)

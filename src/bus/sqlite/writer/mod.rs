@@ -159,11 +159,8 @@ fn stage<'a>(
         MapEntry::Occupied(e) => e.into_mut(),
         MapEntry::Vacant(e) => e.insert(load_head(tx, &publish.canvas, now)?),
     };
-    let (canvas, from) = (&publish.canvas, &publish.from);
-    if let Some(key) = &publish.idempotency_key {
-        if let Some(seq) = idempotency::seen(tx, canvas, head.generation, from, key, now)? {
-            return Ok(Outcome::Duplicate { seq });
-        }
+    if let Some(seq) = idempotency::repeat_of(tx, publish, head.generation, now)? {
+        return Ok(Outcome::Duplicate { seq });
     }
     if let Some(op) = &publish.object {
         let change = match objects::plan(tx, &publish.canvas, op, &publish.data)? {
@@ -192,10 +189,7 @@ fn stage<'a>(
         head.generation as i64,
     ])?;
     let logged = Logged { seq: head.last, generation: head.generation, id: tx.last_insert_rowid() };
-    if let Some(key) = &publish.idempotency_key {
-        let expires_at = now + settings.ttl_ms;
-        idempotency::remember(tx, canvas, (logged.generation, logged.seq), from, key, expires_at)?;
-    }
+    idempotency::remember(tx, publish, (logged.generation, logged.seq), now + settings.ttl_ms)?;
     Ok(Outcome::Logged(logged))
 }
 
