@@ -7,6 +7,7 @@
 
 mod client;
 mod ids;
+mod readable;
 mod role;
 mod server;
 
