@@ -1,7 +1,7 @@
 -- canvas-relay: the whole current schema (what migrations/ builds, in order). Read this to know the tables;
 -- change the schema by adding a numbered file to migrations/ and updating this file to match
 -- (a unit test in src/bus/sqlite/schema.rs checks the two agree). Times are unix milliseconds.
-PRAGMA user_version = 8;
+PRAGMA user_version = 9;
 
 CREATE TABLE meta (
     key   TEXT PRIMARY KEY,
@@ -31,10 +31,12 @@ CREATE TABLE message_queue (
     origin_instance TEXT NOT NULL,
     created_at      INTEGER NOT NULL,
     expires_at      INTEGER NOT NULL,
-    generation      INTEGER NOT NULL DEFAULT 0
+    generation      INTEGER NOT NULL DEFAULT 0,
+    -- when cleanup may delete it: expires_at, or later while a webhook has not delivered it
+    purge_at        INTEGER NOT NULL DEFAULT 0
 );
-CREATE UNIQUE INDEX idx_message_queue_canvas_seq ON message_queue (canvas_id, seq);
-CREATE INDEX idx_message_queue_expires_at ON message_queue (expires_at);
+CREATE UNIQUE INDEX idx_message_queue_canvas_seq ON message_queue (canvas_id, seq, generation);
+CREATE INDEX idx_message_queue_purge_at ON message_queue (purge_at);
 
 CREATE TABLE canvas_watermarks (
     id                 INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -119,3 +121,20 @@ CREATE TABLE idempotency_keys (
     PRIMARY KEY (canvas_id, user_id, key)
 ) WITHOUT ROWID;
 CREATE INDEX idx_idempotency_keys_expires_at ON idempotency_keys (expires_at);
+
+-- How far the webhook has delivered each canvas: every message of `generation` up to `seq` answered 2xx;
+-- `inflight` is the last seq of the batch being sent (so whoever sends it again sends the same range).
+CREATE TABLE webhook_positions (
+    canvas_id  TEXT PRIMARY KEY,
+    generation INTEGER NOT NULL,
+    seq        INTEGER NOT NULL,
+    inflight   INTEGER,
+    updated_at INTEGER NOT NULL
+) WITHOUT ROWID;
+
+-- Leases (the webhook's shards of canvases): held by one instance until expires_at unless renewed.
+CREATE TABLE leases (
+    name       TEXT PRIMARY KEY,
+    holder     TEXT NOT NULL,
+    expires_at INTEGER NOT NULL
+) WITHOUT ROWID;

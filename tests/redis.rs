@@ -239,7 +239,7 @@ fn publish_eval(candidate: &str, known: &str, batch: u32, messages: &[[String; 1
         include_str!("../src/bus/redis/lua/publish.lua")
     );
     let mut cmd = redis::cmd("EVAL");
-    cmd.arg(script).arg(0).arg(60_000).arg("i1").arg(candidate).arg(batch).arg(1 << 20).arg(known);
+    cmd.arg(script).arg(0).arg(60_000).arg("i1").arg(candidate).arg(batch).arg(1 << 20).arg(known).arg(0);
     for message in messages {
         cmd.arg(&message[..]);
     }

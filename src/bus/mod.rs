@@ -8,6 +8,7 @@
 //! (joins, after-commit delivery, cursor batching) is written here once.
 
 pub mod committed;
+pub mod consumer;
 mod error;
 pub mod join;
 pub mod lanes;
@@ -115,6 +116,11 @@ impl Bus {
             .await;
             let _ = upkeep.await;
         })
+    }
+
+    /// What the event stream and the webhook read and record (the store, as the consumers see it).
+    pub fn consumers(&self) -> Arc<dyn consumer::ConsumerStore> {
+        self.store.clone()
     }
 
     /// This process's rooms.

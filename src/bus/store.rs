@@ -15,6 +15,7 @@ use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
+use super::consumer::ConsumerStore;
 use super::{BusError, BusFigures, CanvasLog, CanvasPage, Publish, ReadObjects, Snapshot, TryPublish, UserPresence};
 use crate::config::Config;
 use crate::cursors::CursorBatch;
@@ -23,7 +24,7 @@ use crate::protocol::{CanvasId, Resume, UserId};
 
 /// A storage the bus runs on. Cheap to share: the bus holds it as `Arc<dyn Store>`.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: ConsumerStore {
     /// Queues a publish for commit, on the queue or (`urgent`: a join's registration, a dead instance's
     /// expiry) ahead of it. Waits while that lane is full (back-pressure). The outcome reaches the publish's
     /// [`Origin`](super::Origin) once committed or refused, through `committed::deliver`.

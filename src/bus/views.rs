@@ -94,10 +94,10 @@ pub enum StorageFigures {
 }
 
 impl BusFigures {
-    /// The age of the oldest retained message (ms), where storage keeps one log to clean up.
-    pub fn oldest_row_age_ms(&self) -> Option<i64> {
+    /// How long cleanup has been behind (ms), where storage keeps one log to clean up.
+    pub fn cleanup_overdue_ms(&self) -> Option<i64> {
         match &self.storage {
-            StorageFigures::File(file) => Some(file.oldest_row_age_ms),
+            StorageFigures::File(file) => Some(file.cleanup_overdue_ms),
             StorageFigures::Redis(_) => None,
         }
     }

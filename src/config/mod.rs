@@ -9,11 +9,13 @@ use std::time::Duration;
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 mod bus;
+pub mod consumers;
 pub mod open_files;
 mod profile;
 mod secret;
 
 pub use bus::{BusKind, RedisUrl};
+pub use consumers::{ConsumerConfig, Webhook};
 pub use profile::{Profile, Tuning};
 pub use secret::Secret;
 
@@ -281,6 +283,10 @@ pub struct Config {
     /// Log line format on stderr (the level comes from RUST_LOG, default info).
     #[arg(long, env = "RELAY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+
+    /// The webhook and the event stream.
+    #[command(flatten)]
+    pub consumers: ConsumerConfig,
 }
 
 impl Config {
@@ -345,7 +351,7 @@ impl Config {
             self.bus != BusKind::Memory || self.local_broadcast,
             "--bus memory has no other process to deliver through: keep --local-broadcast on"
         );
-        Ok(())
+        self.consumers.validate()
     }
 
     /// Every duration used as a tokio interval's period (zero panics) or as a deadline (zero fails everything

@@ -7,6 +7,7 @@ pub const EPOCH: &str = "relay:epoch";
 /// Every user message of the last TTL, for every instance.
 pub const USER_MESSAGES: &str = "relay:user-messages";
 
+/// A canvas's own log: one stream entry per logged message and reset marker.
 pub fn log(canvas: &CanvasId) -> String {
     format!("relay:{{{}}}:log", canvas.as_str())
 }
@@ -19,6 +20,12 @@ pub fn objects(canvas: &CanvasId) -> String {
 /// Present while `user` is blocked from `canvas` (it expires when the block ends).
 pub fn block(canvas: &CanvasId, user: &UserId) -> String {
     format!("relay:{{{}}}:block:{}", canvas.as_str(), user.as_str())
+}
+
+/// How far the webhook has delivered a canvas: `g` generation, `s` seq, `p` the last seq of the batch being
+/// sent (absent when none). It expires with the canvas's head.
+pub fn webhook(canvas: &CanvasId) -> String {
+    format!("relay:{{{}}}:webhook", canvas.as_str())
 }
 
 pub fn cursors(canvas: &CanvasId) -> String {

@@ -3,7 +3,7 @@
 //! this instance's connections after a late heartbeat, and stops the instance if its publisher or reader
 //! task ended. Cursor batches are sent by the bus for every store (`Store::send_cursors`). Expiry of old messages
 //! needs no task: `publish.lua` trims each stream as it appends, and an idle canvas's stream expires whole
-//! (PEXPIRE of the TTL).
+//! (the TTL after its newest entry, or the webhook's retention while the webhook has not delivered it).
 
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;

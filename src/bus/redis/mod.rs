@@ -16,7 +16,17 @@
 //!   comes back empty gets a new one; one that comes back from an older snapshot is caught by its write
 //!   count going backwards and given a new one (`maintenance.rs`). Either way every client is cut and
 //!   reloads rather than trust reused seqs.
+//! - **Consumers** (`consumer.rs`). Every logged message and reset marker is also appended, by the same
+//!   script, to one stream of every canvas (`relay:stream`, ids from Redis's clock, so in commit order),
+//!   trimmed by the TTL (`relay:stream:trimmed`: the newest id dropped); its ids are the event stream's
+//!   positions. With a webhook, a canvas's own stream keeps what the webhook has not delivered
+//!   (`relay:{C}:webhook`) for up to `--webhook-retention`; leases are `relay:lease:<name>`. These keys are
+//!   only added: no key of layout 3 changes meaning, so the layout stays 3 and nothing is converted. An older
+//!   binary would neither append to `relay:stream` nor keep undelivered messages, though: as across layouts,
+//!   run one version of the relay against a Redis.
 
+mod batch;
+mod consumer;
 mod entry;
 mod keys;
 mod link;
@@ -102,6 +112,8 @@ struct Inner {
     metrics: Metrics,
     instance_id: String,
     ttl_ms: i64,
+    /// How long messages the webhook has not delivered are kept (ms; 0: no webhook, the TTL alone).
+    retention_ms: i64,
     max_resume: u64,
     /// An instance silent for longer than this is dead (as on SQLite: presence timeout less a heartbeat).
     dead_after_ms: i64,
@@ -130,6 +142,7 @@ impl RedisBus {
         let link = Arc::new(Link::default());
         let (publisher_tx, publisher_rx) = lanes::lanes(config.writer_queue);
         let stop_reader = CancellationToken::new();
+        let retention_ms = config.consumers.retention().map_or(0, |r| r.as_millis().max(1) as i64);
         let publisher = Publisher {
             conn: conn.clone(),
             hub: hub.clone(),
@@ -137,6 +150,7 @@ impl RedisBus {
             metrics: metrics.clone(),
             instance_id: instance_id.to_owned(),
             ttl_ms: config.message_ttl.as_millis() as i64,
+            retention_ms,
             max_batch: config.max_batch,
             max_canvas_state: config.max_canvas_state,
             local_broadcast: config.local_broadcast,
@@ -162,6 +176,7 @@ impl RedisBus {
                 metrics,
                 instance_id: instance_id.to_owned(),
                 ttl_ms: config.message_ttl.as_millis() as i64,
+                retention_ms,
                 max_resume: config.max_resume,
                 dead_after_ms: config.presence_timeout.saturating_sub(config.heartbeat_interval).as_millis() as i64,
                 presence_timeout_ms: config.presence_timeout.as_millis() as i64,

@@ -50,6 +50,18 @@ scripts! {
     FORGET = "lua/forget.lua";
     /// One canvas from the store's first layout to the current one.
     MIGRATE = "lua/migrate.lua";
+    /// The log of every canvas: its head, the newest id trimmed and a page after a position.
+    LOG = "lua/log.lua";
+    /// A canvas's head and its retained entries after a seq, for the webhook.
+    CANVAS_TAIL = "lua/canvas_tail.lua";
+    /// A page of canvases whose head is past the webhook's position.
+    BACKLOG = "lua/backlog.lua";
+    /// The webhook's position of a canvas, if the lease is still the holder's.
+    SAVE_DELIVERED = "lua/save_delivered.lua";
+    /// Takes or renews leases.
+    HOLD_LEASES = "lua/hold_leases.lua";
+    /// Gives up leases.
+    RELEASE_LEASES = "lua/release_leases.lua";
 }
 
 /// `snapshot.lua`'s text, for the MULTI that reads a big state beside it (a pipeline cannot fall back from

@@ -245,6 +245,7 @@ impl Store for RedisBus {
             .arg(Self::candidate())
             .arg(self.inner.ttl_ms)
             .arg(&self.inner.instance_id)
+            .arg(self.inner.retention_ms)
             .invoke_async(&mut self.conn())
             .await
             .map_err(unavailable)?;

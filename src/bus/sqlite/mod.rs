@@ -5,6 +5,7 @@
 //! (`watcher.rs`) per process, each with its own connection; joins and health checks use the deadpool pool
 //! on tokio's blocking threads. `maintenance.rs` schedules cleanup, heartbeats and watermarks as writer jobs.
 
+mod consumer;
 mod doorbell;
 mod idempotency;
 pub mod identity;

@@ -231,8 +231,11 @@ pub fn peer_doorbells(conn: &Connection, instance_id: &str, alive_since_ms: i64)
 pub struct FileFigures {
     /// Rows in message_queue, expired or not.
     pub queue_rows: i64,
-    /// Age of the oldest row, in ms (0 when empty): how far cleanup is behind the TTL.
+    /// Age of the oldest row, in ms (0 when empty); past the TTL when rows are kept for the webhook.
     pub oldest_row_age_ms: i64,
+    /// How long the first row cleanup should delete has been due, in ms (0 when none is): how far cleanup
+    /// is behind.
+    pub cleanup_overdue_ms: i64,
     /// The highest row id: the head the watchers read up to.
     pub head_id: i64,
     /// Instances with a heartbeat within the presence timeout, this one included.
@@ -251,12 +254,15 @@ pub fn file_figures(conn: &Connection, now_ms: i64, live_after_ms: i64) -> Resul
     let (queue_rows, oldest, head_id): (i64, Option<i64>, i64) = conn
         .prepare_cached("SELECT count(*), min(created_at), coalesce(max(id), 0) FROM message_queue")?
         .query_row([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?;
+    let first_due: Option<i64> =
+        conn.prepare_cached("SELECT min(purge_at) FROM message_queue")?.query_row([], |row| row.get(0))?;
     let live_instances = conn
         .prepare_cached("SELECT count(*) FROM instances WHERE heartbeat_at > ?1")?
         .query_row([live_after_ms], |row| row.get(0))?;
     Ok(FileFigures {
         queue_rows,
         oldest_row_age_ms: oldest.map_or(0, |t| (now_ms - t).max(0)),
+        cleanup_overdue_ms: first_due.map_or(0, |t| (now_ms - t).max(0)),
         head_id,
         live_instances,
     })

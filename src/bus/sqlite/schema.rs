@@ -23,6 +23,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/0006_big_canvases.sql"),
     include_str!("../../../migrations/0007_removals.sql"),
     include_str!("../../../migrations/0008_idempotency_keys.sql"),
+    include_str!("../../../migrations/0009_consumers.sql"),
 ];
 
 /// Settings every connection to the file is opened with.

@@ -56,15 +56,108 @@ local function ensure_head(canvas)
   return key
 end
 
--- A canvas with neither objects nor connections expires when idle (its log expires with the TTL before its
--- head does); one with either is kept.
-local function keep_or_expire(canvas, ttl)
-  local key = canvas_key(canvas, 'head')
+-- A canvas with neither objects nor connections expires when idle, `ms` from now (its log expires before its
+-- head does); one with either is kept. The webhook's position of the canvas (`webhook`) goes with its head.
+local function keep_or_expire(canvas, ms)
+  local key, webhook = canvas_key(canvas, 'head'), canvas_key(canvas, 'webhook')
   if redis.call('HLEN', canvas_key(canvas, 'objects')) == 0 and redis.call('HLEN', canvas_key(canvas, 'conns')) == 0 then
-    redis.call('PEXPIRE', key, 2 * ttl)
+    redis.call('PEXPIRE', key, ms)
+    redis.call('PEXPIRE', webhook, ms)
   else
     redis.call('PERSIST', key)
+    redis.call('PERSIST', webhook)
   end
+end
+
+-- The log of every canvas in commit order (`relay:stream`), which the event stream reads: one entry per
+-- logged message and reset marker, with the fields of the canvas's own entry that a reader needs, and the
+-- canvas and generation. Ids are Redis's (`*`: its clock, never going back), so they follow the order in
+-- which scripts committed, across canvases and instances.
+local function log_everywhere(canvas, gen, seq, kind, from, data, now)
+  redis.call('XADD', 'relay:stream', '*', 'ts', now, 'canvas', canvas, 'g', gen, 's', seq, 't', kind, 'f', from,
+    'd', data)
+end
+
+-- Drops the entries of the log of every canvas older than the TTL, recording the newest id dropped
+-- (`relay:stream:trimmed`): a reader whose position is before it missed entries. (XINFO's
+-- `max-deleted-entry-id` would not say so: Redis 7.0 moves it on XDEL only, not on a trim.) Called after an
+-- append, so the newest entry always stays. The common case (nothing that old) costs one XREVRANGE.
+local function trim_everywhere(now, ttl)
+  if now - ttl <= 0 then
+    return
+  end
+  local cutoff = string.format('%d-0', now - ttl)
+  local newest = redis.call('XREVRANGE', 'relay:stream', '(' .. cutoff, '-', 'COUNT', 1)[1]
+  if newest then
+    redis.call('SET', 'relay:stream:trimmed', newest[1])
+    redis.call('XTRIM', 'relay:stream', 'MINID', cutoff)
+  end
+end
+
+-- Drops entries from the front of a stream while `droppable(entry)` holds, 128 at a time; the common case
+-- (the oldest entry stays) costs one XRANGE of one entry.
+local function trim(log, droppable)
+  while true do
+    local oldest = redis.call('XRANGE', log, '-', '+', 'COUNT', 1)[1]
+    if not oldest or not droppable(oldest) then
+      return
+    end
+    local entries = redis.call('XRANGE', log, '-', '+', 'COUNT', 128)
+    for _, entry in ipairs(entries) do
+      if not droppable(entry) then
+        redis.call('XTRIM', log, 'MINID', entry[1])
+        return
+      end
+    end
+    for _, entry in ipairs(entries) do
+      redis.call('XDEL', log, entry[1])
+    end
+  end
+end
+
+-- How far the webhook has delivered a canvas (`webhook`: g = generation, s = seq, p = the last seq of the
+-- batch being sent, absent when none): generation and seq, or nil when it never has.
+local function delivered_to(canvas)
+  local at = redis.call('HMGET', canvas_key(canvas, 'webhook'), 'g', 's')
+  if not at[1] then
+    return nil
+  end
+  return tonumber(at[1]), tonumber(at[2] or '0')
+end
+
+-- A canvas's log after a commit or a delivery: the entries past the TTL dropped from its front, and the
+-- expiry of the log (`newest` is when its newest entry was committed; nil: no entry) and of its head set.
+-- With a webhook (`retention` > 0, in ms), entries after its delivered position stay until they are also
+-- `retention` old, and the log and head of a canvas it has not delivered up to the head are kept as long
+-- (the head, as always, a TTL longer than the log). Entries leave in seq order: each rule drops a prefix.
+local function settle_log(canvas, now, ttl, retention, newest)
+  local log = canvas_key(canvas, 'log')
+  local seq, gen = head(canvas)
+  local dgen, dseq
+  local keep = ttl
+  if retention > 0 then
+    dgen, dseq = delivered_to(canvas)
+    if dgen ~= gen or dseq < seq then
+      keep = math.max(ttl, retention)
+    end
+  end
+  trim(log, function(entry)
+    local ts = tonumber(entry[2][2])
+    if ts > now - ttl then
+      return false
+    elseif retention == 0 or ts <= now - retention then
+      return true
+    elseif not dgen then
+      return false
+    end
+    local time_part, s = string.match(entry[1], '^(%d+)-(%d+)$')
+    local g = tonumber(time_part) - 1 -- see entry_id
+    return g < dgen or (g == dgen and tonumber(s) <= dseq)
+  end)
+  if newest then
+    redis.call('PEXPIREAT', log, newest + keep)
+  end
+  keep_or_expire(canvas, keep + ttl)
 end
 
 -- The JSON text of an object from its fields (a flat {field as JSON, value as JSON, ...} list).

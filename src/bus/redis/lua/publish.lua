@@ -1,8 +1,8 @@
 -- Commits a batch of logged messages and presence changes, atomically and in order: the only place a seq is
 -- assigned. For each message: fold object ops into the canvas state (refusing updates and deletes of missing
 -- objects, and ops that would take the state past its size limit), record presence changes (logging only a
--- user's first connect and last disconnect on the canvas), take the canvas's next seq, append to its stream,
--- trim what the TTL expired.
+-- user's first connect and last disconnect on the canvas), take the canvas's next seq, append to its stream
+-- and to the log of every canvas, trim what the TTL expired (keeping what a webhook has yet to deliver).
 --
 -- All or nothing: every argument is checked before the first write, and the script declares flags (the
 -- shebang the loader puts first), so Redis refuses it whole when out of memory rather than fail a write half
@@ -13,12 +13,13 @@
 -- came back empty is not logged into a log its senders never saw.
 --
 -- ARGV: ttl_ms, instance, epoch candidate, batch number, max state bytes, the store epoch the batch is for
---   ('' if the instance knows none yet), then per message 12 fields and its object fields: op
---   (log|create|update|delete|connect|disconnect|expire), canvas, type, from, data, conn, ref, name,
---   object id, length of the object id as JSON, n, idempotency key ('' for none), then n (field as JSON,
---   value as JSON) pairs of the object's top-level fields. ref and name are '' for none, else '=' followed
---   by the value. `expire` is a survivor's disconnect of a dead instance's connection, applied only if the
---   owner's heartbeat is still older than `ref` ms (it may have come back and registered the connection).
+--   ('' if the instance knows none yet), the webhook's retention in ms (0: no webhook; see `settle_log`),
+--   then per message 12 fields and its object fields: op (log|create|update|delete|connect|disconnect|expire),
+--   canvas, type, from, data, conn, ref, name, object id, length of the object id as JSON, n, idempotency key
+--   ('' for none), then n (field as JSON, value as JSON) pairs of the object's top-level fields. ref and name
+--   are '' for none, else '=' followed by the value. `expire` is a survivor's disconnect of a dead instance's
+--   connection, applied only if the owner's heartbeat is still older than `ref` ms (it may have come back and
+--   registered the connection).
 -- Returns: { epoch, writes, now, then per message seq and generation }; seq -1 = refused (missing object),
 --   -2 = refused (state too big), 0 = recorded, nothing logged (a presence change not the user's first/last),
 --   -3 = a repeated idempotency key (the same user's, on the canvas, in its generation, within the TTL):
@@ -26,6 +27,7 @@
 --   not the one the batch was for, and nothing was applied.
 
 local ttl, instance, batch, max_bytes = tonumber(ARGV[1]), ARGV[2], ARGV[4], tonumber(ARGV[5])
+local retention = tonumber(ARGV[7])
 local marker = 'relay:i:' .. instance .. ':batch'
 local last = redis.call('GET', marker)
 if last then
@@ -45,8 +47,8 @@ end
 -- Check every message before writing anything.
 local ops = { log = true, create = true, update = true, delete = true, connect = true, disconnect = true, expire = true }
 local messages = {}
-local i = 7
-if not ttl or not max_bytes or not tonumber(batch) then
+local i = 8
+if not ttl or not max_bytes or not tonumber(batch) or not retention then
   return redis.error_reply('malformed batch header')
 end
 while i <= #ARGV do
@@ -66,30 +68,8 @@ end
 local now = now_ms()
 local out = { epoch, redis.call('INCR', 'relay:writes'), now }
 
--- Drops the entries older than the TTL from the front of a stream, 128 at a time; the common case (the
--- oldest entry is still fresh) costs one XRANGE of one entry.
-local function trim(log)
-  local cutoff = now - ttl
-  while true do
-    local oldest = redis.call('XRANGE', log, '-', '+', 'COUNT', 1)[1]
-    if not oldest or tonumber(oldest[2][2]) > cutoff then
-      return
-    end
-    local entries = redis.call('XRANGE', log, '-', '+', 'COUNT', 128)
-    for _, entry in ipairs(entries) do
-      if tonumber(entry[2][2]) > cutoff then
-        redis.call('XTRIM', log, 'MINID', entry[1])
-        return
-      end
-    end
-    for _, entry in ipairs(entries) do
-      redis.call('XDEL', log, entry[1])
-    end
-  end
-end
-
--- Canvases appended to by this batch: trimmed, given the TTL and their expiry once each, after the batch.
-local appended = {}
+-- Canvases appended to by this batch: trimmed and given their expiry once each, after the batch.
+local appended, logged = {}, false
 
 -- Appends one message; `object` is the id of the object an object op changed (kept in the entry's `o`
 -- field, which a state read catching up after a scan uses: see `state_tail.lua`).
@@ -104,7 +84,8 @@ local function append(canvas, kind, from, data, conn, ref, object)
     fields[#fields + 1] = object
   end
   redis.call('XADD', canvas_key(canvas, 'log'), entry_id(gen, seq), unpack(fields))
-  appended[canvas] = true
+  log_everywhere(canvas, gen, seq, kind, from, data, now)
+  appended[canvas], logged = true, true
   out[#out + 1] = seq
   out[#out + 1] = gen
 end
@@ -269,11 +250,11 @@ for _, at in ipairs(messages) do
     end
   end
 end
+if logged then
+  trim_everywhere(now, ttl)
+end
 for canvas in pairs(appended) do
-  local log = canvas_key(canvas, 'log')
-  trim(log)
-  redis.call('PEXPIRE', log, ttl)
-  keep_or_expire(canvas, ttl)
+  settle_log(canvas, now, ttl, retention, now)
 end
 redis.call('SET', marker, batch .. ' ' .. table.concat(out, ' '))
 return out

@@ -45,6 +45,8 @@ pub enum Job {
     Heartbeat(Option<oneshot::Sender<bool>>),
     /// Saves how far this instance has delivered each canvas.
     Watermarks(Vec<Watermark>),
+    /// A write of the server-side consumers (leases, delivered positions).
+    Consumer(super::ConsumerJob),
     /// Replies once everything queued before it is committed.
     Barrier(oneshot::Sender<()>),
     /// Removes this instance from the instances table (clean shutdown), then stops the writer.
@@ -53,9 +55,9 @@ pub enum Job {
 
 impl Job {
     /// Whether it goes ahead of the queued messages: a late heartbeat gets this instance's users expired by
-    /// the others, and cursors must never wait behind logged messages.
+    /// the others, a late lease renewal loses the lease, and cursors must never wait behind logged messages.
     pub fn is_urgent(&self) -> bool {
-        matches!(self, Job::Heartbeat(_) | Job::Cursors(_))
+        matches!(self, Job::Heartbeat(_) | Job::Cursors(_) | Job::Consumer(super::ConsumerJob::HoldLeases { .. }))
     }
 
     /// Whether other instances have something to deliver once it committed.
@@ -89,6 +91,7 @@ impl Writer {
                 self.write(|tx| write_cursor_batches(tx, &id, &batches, now))
             }
             Job::Heartbeat(done) => self.heartbeat(done, now),
+            Job::Consumer(job) => self.run_consumer_job(job, now),
             Job::Watermarks(marks) => {
                 let id = self.settings.instance_id.clone();
                 self.write(|tx| save_watermarks(tx, &id, &marks, now))
@@ -199,12 +202,17 @@ impl Writer {
     ) -> Result<(), SqlError> {
         let deleted = self.write(|tx| {
             // The limit is part of the SQL: a bound LIMIT makes SQLite prepare the statement every run.
-            let messages = tx
+            // purge_at, not expires_at: rows a webhook has not delivered yet stay (see migration 0009).
+            let ids = tx
                 .prepare_cached(&format!(
                     "DELETE FROM message_queue WHERE id IN
-                     (SELECT id FROM message_queue WHERE expires_at <= ?1 ORDER BY expires_at LIMIT {limit})"
+                     (SELECT id FROM message_queue WHERE purge_at <= ?1 ORDER BY purge_at LIMIT {limit})
+                     RETURNING id"
                 ))?
-                .execute(params![now])?;
+                .query_map(params![now], |row| row.get::<_, i64>(0))?
+                .collect::<Result<Vec<_>, _>>()?;
+            note_pruned(tx, ids.iter().copied().max())?;
+            let messages = ids.len();
             let keys = tx
                 .prepare_cached(&format!(
                     "DELETE FROM idempotency_keys WHERE (canvas_id, user_id, key) IN
@@ -285,7 +293,13 @@ fn reset(
              updated_at = excluded.updated_at, state_bytes = 0, state_seq = 0",
     )?
     .execute(params![canvas.as_str(), generation, now])?;
-    tx.prepare_cached("DELETE FROM message_queue WHERE canvas_id = ?1")?.execute([canvas.as_str()])?;
+    // The old generation's rows expire for clients now; the event stream still reads them until their TTL
+    // (it carries every logged message), and the webhook, whose next batch of the canvas is the reset,
+    // stops holding them past it.
+    tx.prepare_cached(
+        "UPDATE message_queue SET expires_at = min(expires_at, ?2), purge_at = expires_at WHERE canvas_id = ?1",
+    )?
+    .execute(params![canvas.as_str(), now])?;
     tx.prepare_cached("DELETE FROM canvas_objects WHERE canvas_id = ?1")?.execute([canvas.as_str()])?;
     let epoch = queries::epoch(&settings.db_epoch, generation);
     let data = serde_json::json!({ "epoch": epoch }).to_string();
@@ -299,12 +313,13 @@ fn reset(
         now,
         now + settings.ttl_ms,
         generation,
+        now + settings.keep_ms,
     ])?;
     Ok((generation as u64, tx.last_insert_rowid()))
 }
 
-/// Deletes up to `limit` canvases idle since `idle_before` that hold no objects and no connection, with their
-/// (expired) rows and watermarks. Returns how many went.
+/// Deletes up to `limit` canvases idle since `idle_before` that hold no objects, no connection and no row
+/// kept for a webhook, with their (expired) rows, watermarks and webhook position. Returns how many went.
 fn drop_idle_canvases(tx: &Connection, idle_before: i64, limit: u32) -> Result<usize, SqlError> {
     // The limit is part of the SQL: a bound LIMIT makes SQLite prepare the statement every run.
     let ids: Vec<String> = tx
@@ -312,16 +327,31 @@ fn drop_idle_canvases(tx: &Connection, idle_before: i64, limit: u32) -> Result<u
             "SELECT c.canvas_id FROM canvases c WHERE c.updated_at < ?1
                AND NOT EXISTS (SELECT 1 FROM canvas_objects o WHERE o.canvas_id = c.canvas_id)
                AND NOT EXISTS (SELECT 1 FROM connections k WHERE k.canvas_id = c.canvas_id)
+               AND NOT EXISTS (SELECT 1 FROM message_queue m WHERE m.canvas_id = c.canvas_id AND m.purge_at > ?2)
              LIMIT {limit}"
         ))?
-        .query_map([idle_before], |r| r.get(0))?
+        .query_map([idle_before, now_ms()], |r| r.get(0))?
         .collect::<Result<_, _>>()?;
     for id in &ids {
-        tx.prepare_cached("DELETE FROM message_queue WHERE canvas_id = ?1")?.execute([id])?;
+        let pruned = tx
+            .prepare_cached("DELETE FROM message_queue WHERE canvas_id = ?1 RETURNING id")?
+            .query_map([id], |row| row.get::<_, i64>(0))?
+            .try_fold(None, |max: Option<i64>, id| id.map(|id| max.max(Some(id))))?;
+        note_pruned(tx, pruned)?;
+        tx.prepare_cached("DELETE FROM webhook_positions WHERE canvas_id = ?1")?.execute([id])?;
         tx.prepare_cached("DELETE FROM canvas_watermarks WHERE canvas_id = ?1")?.execute([id])?;
         tx.prepare_cached("DELETE FROM canvases WHERE canvas_id = ?1")?.execute([id])?;
     }
     Ok(ids.len())
+}
+
+/// Records that rows up to `id` were deleted (`meta.pruned_id`): an event stream reading from before it has a
+/// gap.
+fn note_pruned(tx: &Connection, id: Option<i64>) -> Result<(), SqlError> {
+    let Some(id) = id else { return Ok(()) };
+    tx.prepare_cached("UPDATE meta SET value = CAST(max(CAST(value AS INTEGER), ?1) AS TEXT) WHERE key = 'pruned_id'")?
+        .execute([id])
+        .map(drop)
 }
 
 /// `Job::ForgetInstances`: instances silent since `before_ms` with their watermarks, and expired cursor

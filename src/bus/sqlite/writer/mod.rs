@@ -15,9 +15,11 @@ use deadpool_sqlite::rusqlite::{
     params, CachedStatement, Connection, Error as SqlError, OptionalExtension, TransactionBehavior,
 };
 
+mod consumer;
 mod jobs;
 mod refusal;
 
+pub use consumer::ConsumerJob;
 pub use jobs::Job;
 
 pub(super) use refusal::unavailable;
@@ -44,6 +46,9 @@ pub struct WriterSettings {
     /// The file's random id: epochs are `{db_epoch}-{generation}`.
     pub db_epoch: String,
     pub ttl_ms: i64,
+    /// How long a row is kept (`purge_at`) until a webhook delivers it: `--webhook-retention` with a
+    /// webhook, else the TTL.
+    pub keep_ms: i64,
     pub max_batch: usize,
     /// `--max-canvas-state`: an object op that would take a canvas's state past it is refused.
     pub max_canvas_state: usize,
@@ -60,6 +65,7 @@ impl WriterSettings {
             listen: listen.to_owned(),
             db_epoch: db_epoch.to_owned(),
             ttl_ms: config.message_ttl.as_millis() as i64,
+            keep_ms: config.consumers.retention().unwrap_or_default().max(config.message_ttl).as_millis() as i64,
             max_batch: config.max_batch,
             max_canvas_state: config.max_canvas_state,
             local_broadcast: config.local_broadcast,
@@ -84,8 +90,8 @@ pub struct Writer {
 }
 
 const INSERT_MESSAGE: &str = "INSERT INTO message_queue
-    (canvas_id, seq, message_type, payload, sender, origin_instance, created_at, expires_at, generation)
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
+    (canvas_id, seq, message_type, payload, sender, origin_instance, created_at, expires_at, generation, purge_at)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
 
 const LOAD_HEAD: &str = "SELECT last_seq, generation, state_bytes, state_seq FROM canvases WHERE canvas_id = ?1";
 
@@ -187,6 +193,7 @@ fn stage<'a>(
         now,
         now + settings.ttl_ms,
         head.generation as i64,
+        now + settings.keep_ms,
     ])?;
     let logged = Logged { seq: head.last, generation: head.generation, id: tx.last_insert_rowid() };
     idempotency::remember(tx, publish, (logged.generation, logged.seq), now + settings.ttl_ms)?;

@@ -38,6 +38,7 @@ fn writer(dir: &tempfile::TempDir) -> Writer {
         listen: "127.0.0.1:0".into(),
         db_epoch: "e".into(),
         ttl_ms: 60_000,
+        keep_ms: 60_000,
         max_batch: 100,
         max_canvas_state: 64 << 20,
         local_broadcast: true,

@@ -1,0 +1,174 @@
+//! The knobs of the server-side consumers: the webhook (`--webhook-*`) and the event stream (`--stream-*`).
+
+use std::time::Duration;
+
+use clap::Args;
+
+use super::Secret;
+
+#[derive(Debug, Clone, Args)]
+pub struct ConsumerConfig {
+    /// Where every logged message is POSTed, per canvas in seq order, in signed batches (http:// only; put a
+    /// TLS proxy beside the receiver for https). Off when unset. Every instance of one store takes the same
+    /// webhook flags.
+    #[arg(long, env = "RELAY_WEBHOOK_URL", value_name = "URL")]
+    pub webhook_url: Option<String>,
+
+    /// The HMAC-SHA256 key of `X-Relay-Signature`; required with --webhook-url.
+    #[arg(long, env = "RELAY_WEBHOOK_SECRET", value_name = "SECRET")]
+    pub webhook_secret: Option<Secret>,
+
+    /// Only these message types are delivered (comma-separated; `object-*` is a prefix); the others advance the
+    /// position silently. Unset: every type.
+    #[arg(long, env = "RELAY_WEBHOOK_TYPES", value_name = "TYPES", value_delimiter = ',')]
+    pub webhook_types: Vec<String>,
+
+    /// Most messages in one webhook request.
+    #[arg(long, env = "RELAY_WEBHOOK_BATCH", value_name = "N", default_value_t = 100)]
+    pub webhook_batch: usize,
+
+    /// How long a batch that is not full waits for more messages, after its first was committed.
+    #[arg(long, env = "RELAY_WEBHOOK_LINGER", default_value = "50ms", value_parser = humantime::parse_duration)]
+    pub webhook_linger: Duration,
+
+    /// Longest wait between two attempts of a batch (retries back off exponentially, with jitter, up to this).
+    #[arg(long, env = "RELAY_WEBHOOK_MAX_BACKOFF", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub webhook_max_backoff: Duration,
+
+    /// How long one webhook request may take before it counts as failed and is retried.
+    #[arg(long, env = "RELAY_WEBHOOK_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub webhook_timeout: Duration,
+
+    /// How long messages the webhook has not delivered are kept past --message-ttl; older ones become a gap.
+    #[arg(long, env = "RELAY_WEBHOOK_RETENTION", default_value = "24h", value_parser = humantime::parse_duration)]
+    pub webhook_retention: Duration,
+
+    /// Undelivered messages (on the canvases this instance delivers) past which /health warns.
+    #[arg(long, env = "RELAY_WEBHOOK_LAG_WARNING", value_name = "N", default_value_t = 10_000)]
+    pub webhook_lag_warning: u64,
+
+    /// Events buffered for one reader of GET /api/v1/stream; a reader that lets it fill is disconnected and
+    /// resumes with Last-Event-ID.
+    #[arg(long, env = "RELAY_STREAM_BUFFER", value_name = "N", default_value_t = 1000)]
+    pub stream_buffer: usize,
+
+    /// How often an idle event stream gets a keep-alive comment.
+    #[arg(long, env = "RELAY_STREAM_KEEPALIVE", default_value = "15s", value_parser = humantime::parse_duration)]
+    pub stream_keepalive: Duration,
+}
+
+/// The webhook as configured: checked once at start.
+#[derive(Debug, Clone)]
+pub struct Webhook {
+    pub url: hyper::Uri,
+    pub secret: Secret,
+    /// Types delivered (a trailing `*` is a prefix); empty: all.
+    pub types: Vec<String>,
+    pub batch: usize,
+    pub linger: Duration,
+    pub max_backoff: Duration,
+    pub timeout: Duration,
+    pub retention: Duration,
+    pub lag_warning: u64,
+}
+
+impl ConsumerConfig {
+    /// The webhook, if one is configured; an error says which flag to fix.
+    pub fn webhook(&self) -> anyhow::Result<Option<Webhook>> {
+        let Some(url) = &self.webhook_url else {
+            anyhow::ensure!(self.webhook_secret.is_none(), "--webhook-secret is set but --webhook-url is not");
+            return Ok(None);
+        };
+        let url: hyper::Uri = url.parse().map_err(|e| anyhow::anyhow!("--webhook-url {url:?} is not a URL: {e}"))?;
+        anyhow::ensure!(
+            url.scheme_str() == Some("http") && url.host().is_some(),
+            "--webhook-url {url} must be an http:// URL with a host (https: run a TLS proxy beside the receiver)"
+        );
+        let secret = match &self.webhook_secret {
+            Some(secret) if !secret.expose().is_empty() => secret.clone(),
+            _ => {
+                anyhow::bail!("--webhook-url needs --webhook-secret (RELAY_WEBHOOK_SECRET): receivers check signatures")
+            }
+        };
+        anyhow::ensure!((1..=10_000).contains(&self.webhook_batch), "--webhook-batch must be between 1 and 10000");
+        for (flag, value) in [
+            ("--webhook-linger", self.webhook_linger),
+            ("--webhook-max-backoff", self.webhook_max_backoff),
+            ("--webhook-timeout", self.webhook_timeout),
+            ("--webhook-retention", self.webhook_retention),
+        ] {
+            anyhow::ensure!(!value.is_zero(), "{flag} must be above zero");
+        }
+        let types = self.webhook_types.iter().map(|t| t.trim().to_owned()).filter(|t| !t.is_empty()).collect();
+        Ok(Some(Webhook {
+            url,
+            secret,
+            types,
+            batch: self.webhook_batch,
+            linger: self.webhook_linger,
+            max_backoff: self.webhook_max_backoff,
+            timeout: self.webhook_timeout,
+            retention: self.webhook_retention,
+            lag_warning: self.webhook_lag_warning,
+        }))
+    }
+
+    /// Checks the stream's knobs and the webhook's.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.stream_buffer >= 1, "--stream-buffer must be at least 1");
+        anyhow::ensure!(!self.stream_keepalive.is_zero(), "--stream-keepalive must be above zero");
+        self.webhook().map(drop)
+    }
+
+    /// How long a store keeps messages the webhook has not delivered (`None`: no webhook, only the TTL).
+    pub fn retention(&self) -> Option<Duration> {
+        self.webhook().ok().flatten().map(|w| w.retention)
+    }
+}
+
+impl Webhook {
+    /// Whether messages of `kind` are delivered.
+    pub fn delivers(&self, kind: &str) -> bool {
+        self.types.is_empty()
+            || self.types.iter().any(|t| match t.strip_suffix('*') {
+                Some(prefix) => kind.starts_with(prefix),
+                None => t == kind,
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(args: &[&str]) -> anyhow::Result<Option<Webhook>> {
+        let mut all = vec!["canvas-relay", "serve"];
+        all.extend_from_slice(args);
+        let cli = super::super::Cli::try_parse_resolved_from(all).expect("flags parse");
+        let super::super::Command::Serve(config) = cli.command;
+        config.consumers.webhook()
+    }
+
+    #[test]
+    fn a_webhook_needs_a_parsable_http_url_and_a_secret() {
+        assert!(with(&[]).unwrap().is_none());
+        let no_secret = with(&["--webhook-url", "http://127.0.0.1:9/hook"]).unwrap_err().to_string();
+        assert!(no_secret.contains("--webhook-secret"), "{no_secret}");
+        let bad = with(&["--webhook-url", "not a url", "--webhook-secret", "s"]).unwrap_err().to_string();
+        assert!(bad.contains("is not a URL"), "{bad}");
+        let https = with(&["--webhook-url", "https://example.com/", "--webhook-secret", "s"]).unwrap_err();
+        assert!(https.to_string().contains("http://"), "{https}");
+        let ok = with(&["--webhook-url", "http://127.0.0.1:9/hook", "--webhook-secret", "s"]).unwrap().unwrap();
+        assert_eq!(ok.url.path(), "/hook");
+    }
+
+    #[test]
+    fn types_are_exact_names_or_prefixes() {
+        let webhook =
+            with(&["--webhook-url", "http://h/", "--webhook-secret", "s", "--webhook-types", "object-*,comment"])
+                .unwrap()
+                .unwrap();
+        assert!(webhook.delivers("object-create") && webhook.delivers("comment"));
+        assert!(!webhook.delivers("comments") && !webhook.delivers("user-connected"));
+    }
+}
