@@ -11,6 +11,7 @@ mod auth;
 mod bus;
 mod clock;
 pub mod config;
+mod consumers;
 mod cursors;
 mod http;
 mod hub;
@@ -61,6 +62,8 @@ pub struct App {
     pub cursors: Arc<cursors::CursorBuffer>,
     /// The connection limits (`--max-connections`, `--max-connections-per-user`).
     pub admission: Arc<admission::Admission>,
+    /// The webhook deliverer's figures, when `--webhook-url` is set.
+    pub webhook: Option<Arc<consumers::webhook::Status>>,
 }
 
 /// The first phases of a stop (see `shutdown.rs`): sessions stop reading, everything they accepted is
@@ -96,6 +99,12 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
     let bus = Bus::open(&config, &instance_id.to_string(), &addr.to_string(), hub.clone(), metrics.clone())
         .await
         .with_context(|| format!("opening the database {storage}"))?;
+    let stop_maintenance = CancellationToken::new();
+    // Stops the upkeep if `run` itself is dropped (a caller's timeout or select), as well as at the end.
+    let _stop_on_drop = stop_maintenance.clone().drop_guard();
+    let webhook =
+        consumers::webhook::start(&bus, &config, instance_id.to_string(), metrics.clone(), stop_maintenance.clone());
+    let (webhook, webhook_status) = webhook.unzip();
     let app = Arc::new(App {
         config: config.clone(),
         instance_id,
@@ -107,11 +116,9 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
         cursors: Arc::default(),
         admission: admission::Admission::new(config.max_connections, config.max_connections_per_user),
         verifier: config.jwt_secret.as_ref().map(|secret| auth::Verifier::new(secret.expose())),
+        webhook: webhook_status,
     });
 
-    let stop_maintenance = CancellationToken::new();
-    // Stops the upkeep if `run` itself is dropped (a caller's timeout or select), as well as at the end.
-    let _stop_on_drop = stop_maintenance.clone().drop_guard();
     let (fatal, failed) = oneshot::channel();
     let maintenance = bus.maintain(app.cursors.clone(), config.clone(), stop_maintenance.clone(), fatal);
     let upkeep = tokio::spawn(metrics::upkeep(app.prometheus.clone(), stop_maintenance.clone()));
@@ -136,6 +143,9 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
     stop_maintenance.cancel();
     let _ = maintenance.await;
     let _ = upkeep.await;
+    if let Some(webhook) = webhook {
+        let _ = webhook.await;
+    }
     bus.close().await;
     let _ = server.await;
     tracing::info!("stopped");

@@ -82,6 +82,16 @@ pub struct Metrics {
     pub frame_errors: Counter,
     /// Expired rows deleted.
     pub cleanup_deleted: Counter,
+    /// Readers of `GET /api/v1/stream` connected, and the events sent to them.
+    pub stream_readers: Gauge,
+    pub stream_events: Counter,
+    /// Webhook messages not yet delivered, on the canvases this instance delivers.
+    pub webhook_lag: Gauge,
+    /// Seconds from a batch's first message's commit to its 2xx.
+    pub webhook_delivery_seconds: Histogram,
+    /// Batches and messages answered 2xx.
+    pub webhook_batches: Counter,
+    pub webhook_messages: Counter,
     /// What the per-canvas series register with as canvases appear (a no-op recorder in unit tests).
     recorder: Arc<dyn Recorder + Send + Sync>,
 }
@@ -118,6 +128,12 @@ pub fn recorder() -> Arc<PrometheusRecorder> {
             b.set_buckets_for_metric(
                 Matcher::Full("relay_peer_delivery_seconds".into()),
                 &[0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0, 5.0],
+            )
+        })
+        .and_then(|b| {
+            b.set_buckets_for_metric(
+                Matcher::Full("relay_webhook_delivery_seconds".into()),
+                &[0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0, 300.0],
             )
         })
         .expect("the bucket lists are non-empty constants");
@@ -165,6 +181,12 @@ impl Metrics {
             gaps_skipped: counter!("relay_gaps_skipped_total"),
             frame_errors: counter!("relay_frame_errors_total"),
             cleanup_deleted: counter!("relay_cleanup_deleted_total"),
+            stream_readers: gauge!("relay_stream_readers"),
+            stream_events: counter!("relay_stream_events_total"),
+            webhook_lag: gauge!("relay_webhook_lag_messages"),
+            webhook_delivery_seconds: histogram!("relay_webhook_delivery_seconds"),
+            webhook_batches: counter!("relay_webhook_batches_total"),
+            webhook_messages: counter!("relay_webhook_messages_total"),
             recorder,
         })
     }
@@ -193,6 +215,12 @@ impl Metrics {
         self.with_recorder(|| {
             counter!("relay_canvas_cuts_total", "canvas" => canvas, "reason" => reason.as_str()).increment(1);
         });
+    }
+
+    /// A webhook attempt failed: `status` is the HTTP status, or `timeout` / `connect` / `request`.
+    pub fn webhook_failed(&self, status: &str) {
+        let status = status.to_owned();
+        self.with_recorder(|| counter!("relay_webhook_failures_total", "status" => status).increment(1));
     }
 
     /// Receivers of a canvas missed `missed` ephemeral frames (see `ephemeral_missed`).

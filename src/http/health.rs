@@ -4,7 +4,8 @@
 //! The PRD's thresholds (1,000 / 5,000 queued messages, oldest 10 / 30 s) were written for a queue that
 //! should be nearly empty. Here rows are kept for the TTL on purpose, so queue size and age are judged
 //! against the TTL: what matters is rows this instance has not read (poll lag, the PRD's queue thresholds),
-//! rows older than the TTL plus cleanup rounds (cleanup stuck), a full writer queue, and storage errors.
+//! rows past their deletion time by cleanup rounds (cleanup stuck; rows kept for the webhook are not due),
+//! a full writer queue, and storage errors. The webhook adds warnings of its own, never critical.
 
 use std::sync::Arc;
 
@@ -16,6 +17,7 @@ use warp::{Filter, Reply};
 
 use super::with_state;
 use crate::bus::BusFigures;
+use crate::consumers::webhook;
 use crate::App;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -33,7 +35,7 @@ const LAG_WARNING_ROWS: i64 = 1_000;
 const LAG_CRITICAL_ROWS: i64 = 5_000;
 
 /// Judges the figures; returns the status and the reasons for anything short of healthy.
-pub fn assess(figures: &BusFigures, ttl_ms: i64, cleanup_interval_ms: i64) -> (Status, Vec<String>) {
+pub fn assess(figures: &BusFigures, cleanup_interval_ms: i64) -> (Status, Vec<String>) {
     let mut findings = Vec::new();
     let mut flag = |status, reason: String| findings.push((status, reason));
     if let (Some(error), Some(age)) = (&figures.last_error, figures.last_error_age_ms) {
@@ -53,14 +55,36 @@ pub fn assess(figures: &BusFigures, ttl_ms: i64, cleanup_interval_ms: i64) -> (S
     } else if lag >= LAG_WARNING_ROWS {
         flag(Status::Warning, format!("{lag} committed rows not yet read"));
     }
-    let age = figures.oldest_row_age_ms().unwrap_or(0);
-    if age > ttl_ms + 3 * cleanup_interval_ms + 30_000 {
-        flag(Status::Critical, format!("oldest row is {}s old: cleanup is not keeping up", age / 1000));
-    } else if age > ttl_ms + cleanup_interval_ms + 10_000 {
-        flag(Status::Warning, format!("oldest row is {}s old: cleanup is behind", age / 1000));
+    // Rows due for deletion (past the TTL, or delivered by the webhook after it) that are still there.
+    let overdue = figures.cleanup_overdue_ms().unwrap_or(0);
+    if overdue > 3 * cleanup_interval_ms + 30_000 {
+        flag(Status::Critical, format!("a row is {}s past its deletion: cleanup is not keeping up", overdue / 1000));
+    } else if overdue > cleanup_interval_ms + 10_000 {
+        flag(Status::Warning, format!("a row is {}s past its deletion: cleanup is behind", overdue / 1000));
     }
     let status = findings.iter().map(|(s, _)| *s).max().unwrap_or(Status::Healthy);
     (status, findings.into_iter().map(|(_, reason)| reason).collect())
+}
+
+/// The webhook's warnings: a receiver that is gone (410), a lag past `--webhook-lag-warning`, undelivered
+/// messages kept past the TTL for it. Never critical: a receiver's trouble is no reason to take this
+/// instance out of a load balancer.
+pub fn assess_webhook(figures: &webhook::Figures, lag_warning: u64, ttl_ms: i64) -> Vec<String> {
+    let mut warnings = Vec::new();
+    if figures.gone {
+        warnings.push("webhook stopped: the receiver answered 410 Gone (restart to deliver again)".to_owned());
+    }
+    if figures.lag_messages > lag_warning {
+        warnings.push(format!("webhook lag: {} messages not yet delivered", figures.lag_messages));
+    }
+    if let Some(age) = figures.oldest_undelivered_age_ms.filter(|age| *age > ttl_ms) {
+        let failure = figures.last_failure.as_deref().unwrap_or("none yet");
+        warnings.push(format!(
+            "webhook: the oldest undelivered message is {}s old, kept past the TTL (last failure: {failure})",
+            age / 1000
+        ));
+    }
+    warnings
 }
 
 pub fn health(app: Arc<App>) -> BoxedFilter<(Response,)> {
@@ -78,7 +102,7 @@ async fn health_report(app: Arc<App>) -> Response {
     let mut body = match app.bus.figures().await {
         Ok(figures) => {
             let cleanup_ms = app.config.cleanup_interval.as_millis() as i64;
-            let (status, reasons) = assess(&figures, app.bus.ttl_ms(), cleanup_ms);
+            let (status, reasons) = assess(&figures, cleanup_ms);
             app.metrics.poll_lag_rows.set(figures.poll_lag_rows as f64);
             let mut body = serde_json::to_value(&figures).unwrap_or_default();
             body["status"] = serde_json::json!(status);
@@ -89,6 +113,18 @@ async fn health_report(app: Arc<App>) -> Response {
     };
     if let (Some(body), Some(base)) = (body.as_object_mut(), base.as_object()) {
         body.extend(base.clone());
+    }
+    if let (Some(status), Ok(Some(webhook))) = (&app.webhook, app.config.consumers.webhook()) {
+        let figures = status.figures();
+        app.metrics.webhook_lag.set(figures.lag_messages as f64);
+        let warnings = assess_webhook(&figures, webhook.lag_warning, app.bus.ttl_ms());
+        if !warnings.is_empty() && body["status"] == "healthy" {
+            body["status"] = serde_json::json!(Status::Warning);
+        }
+        if let Some(reasons) = body["reasons"].as_array_mut() {
+            reasons.extend(warnings.into_iter().map(serde_json::Value::from));
+        }
+        body["webhook"] = serde_json::to_value(&figures).unwrap_or_default();
     }
     let code = if body["status"] == "critical" { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
     warp::reply::with_status(warp::reply::json(&body), code).into_response()
@@ -110,7 +146,13 @@ mod tests {
     use crate::bus::views::StorageFigures;
 
     fn file_figures() -> FileFigures {
-        FileFigures { queue_rows: 60_000, oldest_row_age_ms: 59_000, head_id: 100, live_instances: 2 }
+        FileFigures {
+            queue_rows: 60_000,
+            oldest_row_age_ms: 59_000,
+            cleanup_overdue_ms: 0,
+            head_id: 100,
+            live_instances: 2,
+        }
     }
 
     fn figures() -> BusFigures {
@@ -130,26 +172,27 @@ mod tests {
 
     #[test]
     fn a_full_log_within_the_ttl_is_healthy() {
-        assert_eq!(assess(&figures(), 60_000, 30_000), (Status::Healthy, vec![]));
+        assert_eq!(assess(&figures(), 30_000), (Status::Healthy, vec![]));
     }
 
     #[test]
     fn lag_and_queue_and_cleanup_raise_warnings_then_critical() {
         let mut f = figures();
         f.poll_lag_rows = 1_500;
-        assert_eq!(assess(&f, 60_000, 30_000).0, Status::Warning);
+        assert_eq!(assess(&f, 30_000).0, Status::Warning);
         f.poll_lag_rows = 6_000;
-        assert_eq!(assess(&f, 60_000, 30_000).0, Status::Critical);
+        assert_eq!(assess(&f, 30_000).0, Status::Critical);
         let mut f = figures();
         f.writer_queue_depth = 950;
-        assert_eq!(assess(&f, 60_000, 30_000).0, Status::Critical);
+        assert_eq!(assess(&f, 30_000).0, Status::Critical);
         let aged = |age| {
             let mut f = figures();
-            f.storage = StorageFigures::File(FileFigures { oldest_row_age_ms: age, ..file_figures() });
+            f.storage = StorageFigures::File(FileFigures { cleanup_overdue_ms: age, ..file_figures() });
             f
         };
-        assert_eq!(assess(&aged(110_000), 60_000, 30_000).0, Status::Warning);
-        assert_eq!(assess(&aged(200_000), 60_000, 30_000).0, Status::Critical);
+        assert_eq!(assess(&aged(30_000), 30_000).0, Status::Healthy);
+        assert_eq!(assess(&aged(50_000), 30_000).0, Status::Warning);
+        assert_eq!(assess(&aged(140_000), 30_000).0, Status::Critical);
     }
 
     #[test]
@@ -157,10 +200,10 @@ mod tests {
         let mut f = figures();
         f.last_error = Some("the disk is full".into());
         f.last_error_age_ms = Some(2_000);
-        let (status, reasons) = assess(&f, 60_000, 30_000);
+        let (status, reasons) = assess(&f, 30_000);
         assert_eq!(status, Status::Critical);
         assert!(reasons[0].contains("disk is full"));
         f.last_error_age_ms = Some(60_000);
-        assert_eq!(assess(&f, 60_000, 30_000).0, Status::Healthy);
+        assert_eq!(assess(&f, 30_000).0, Status::Healthy);
     }
 }

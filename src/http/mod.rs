@@ -4,6 +4,7 @@
 mod api;
 mod health;
 pub mod server;
+mod stream;
 mod users;
 mod web;
 mod ws;
@@ -24,6 +25,8 @@ pub fn routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
         .or(api::routes(app.clone()))
         .unify()
         .or(users::routes(app.clone()))
+        .unify()
+        .or(stream::route(app.clone()))
         .unify()
         .or(health::health(app.clone()))
         .unify()

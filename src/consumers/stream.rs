@@ -1,0 +1,110 @@
+//! The event stream's reader loop: the log of every canvas from a position, into a bounded buffer that the
+//! HTTP body drains (`http/stream.rs` encodes it as Server-Sent Events). One loop per reader, reading the
+//! store a page at a time: a reader far behind catches up at the store's read speed, one at the head waits
+//! `POLL` between empty reads. A reader that lets its buffer fill is cut off (the buffer drains, then the
+//! body ends): it reconnects with its last id and goes on from there, and no reader can make the relay hold
+//! an unbounded backlog for it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TrySendError;
+
+use crate::bus::consumer::{ConsumerStore, Logged};
+use crate::bus::Bus;
+use crate::metrics::Metrics;
+
+/// How long a reader at the head waits before reading again.
+const POLL: Duration = Duration::from_millis(5);
+/// Entries read per page.
+const PAGE: usize = 512;
+/// How long a reader waits after a failed read before trying again.
+const RETRY: Duration = Duration::from_millis(500);
+
+/// What a reader is sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StreamEvent {
+    /// A logged message, or a reset marker (`entry.is_reset()`), with the epoch of its generation.
+    Entry { entry: Logged, epoch: String },
+    /// Entries after `since` were dropped before this reader got them; it goes on from `oldest`.
+    Gap { since: String, oldest: String },
+}
+
+/// Why a reader's loop ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// The reader went away (its body was dropped).
+    Gone,
+    /// The buffer was full: the reader is too slow and resumes with its last id.
+    TooSlow,
+    /// The server is stopping.
+    Stopping,
+}
+
+/// Feeds `events` with every entry after `since` until the reader goes away, falls a buffer behind, or
+/// `stopping` resolves.
+pub async fn feed(
+    bus: Bus,
+    since: String,
+    events: mpsc::Sender<StreamEvent>,
+    metrics: Metrics,
+    stopping: impl std::future::Future<Output = ()>,
+) -> Ended {
+    let mut stopping = std::pin::pin!(stopping);
+    let store: Arc<dyn ConsumerStore> = bus.consumers();
+    let mut position = since;
+    let mut first_page = true;
+    loop {
+        let wait = match store.log_after(&position, PAGE).await {
+            Ok(page) => {
+                // A position older than the retained log is the reader's starting point; once reading, it
+                // keeps up or is cut off long before the TTL drops rows ahead of it.
+                if let (true, Some(oldest)) = (first_page, page.oldest) {
+                    let gap = StreamEvent::Gap { since: position.clone(), oldest: oldest.clone() };
+                    if let Err(ended) = offer(&events, gap) {
+                        return ended;
+                    }
+                    if page.entries.is_empty() {
+                        position = oldest;
+                    }
+                }
+                first_page = false;
+                let full = page.entries.len() == PAGE;
+                for entry in page.entries {
+                    let next = entry.position.clone();
+                    let epoch = store.epoch_of(entry.generation);
+                    if let Err(ended) = offer(&events, StreamEvent::Entry { entry, epoch }) {
+                        return ended;
+                    }
+                    metrics.stream_events.increment(1);
+                    position = next;
+                }
+                if full {
+                    continue;
+                }
+                POLL
+            }
+            Err(error) => {
+                tracing::warn!(%error, "event stream: a read of the log failed; retrying");
+                RETRY
+            }
+        };
+        if events.is_closed() {
+            return Ended::Gone;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = events.closed() => return Ended::Gone,
+            () = &mut stopping => return Ended::Stopping,
+        }
+    }
+}
+
+fn offer(events: &mpsc::Sender<StreamEvent>, event: StreamEvent) -> Result<(), Ended> {
+    match events.try_send(event) {
+        Ok(()) => Ok(()),
+        Err(TrySendError::Full(_)) => Err(Ended::TooSlow),
+        Err(TrySendError::Closed(_)) => Err(Ended::Gone),
+    }
+}

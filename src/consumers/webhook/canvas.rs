@@ -1,0 +1,196 @@
+//! One canvas's delivery: from its durable position, the next batch (a reset batch first if the canvas
+//! started a new epoch), its range recorded before the first attempt, sent until answered 2xx, then the new
+//! position recorded; then the next, until the canvas is caught up. The task ends when the canvas has been
+//! idle a while, when its shard's lease is lost, or when the deliverer stops.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::batch::Batch;
+use super::leases::{shard_of, Leases};
+use super::post::Answer;
+use super::{sleep_or_stop, until, Shared, Slot, RETRY};
+use crate::bus::consumer::Delivered;
+use crate::bus::BusError;
+use crate::clock::now_ms;
+use crate::protocol::CanvasId;
+
+/// How long a caught-up canvas's task waits for more before it ends.
+const IDLE: Duration = Duration::from_secs(30);
+
+/// What one step came to.
+enum Step {
+    /// Delivered (or skipped) something: look again at once.
+    More,
+    /// A batch that is not full waits this long for more messages.
+    Linger(Duration),
+    CaughtUp,
+    /// The lease was lost, the receiver is gone, or the deliverer is stopping.
+    Stop,
+}
+
+/// Where the task stands.
+struct Cursor {
+    canvas: CanvasId,
+    shard: u32,
+    lease: String,
+    /// The recorded position, once read (`None` until then).
+    at: Option<Delivered>,
+    /// The store had no position: the canvas was never delivered, so a new epoch needs no reset batch.
+    fresh: bool,
+}
+
+/// Delivers `canvas` until it is idle for `IDLE` or must stop.
+pub async fn deliver(shared: Arc<Shared>, canvas: CanvasId, slot: Arc<Slot>) {
+    let shard = shard_of(canvas.as_str());
+    let mut cursor = Cursor { lease: Leases::lease_name(shard), canvas, shard, at: None, fresh: false };
+    loop {
+        let seen = slot.wakes.load(std::sync::atomic::Ordering::SeqCst);
+        let step = match shared.leases.holds(shard) && !shared.stop.is_cancelled() {
+            true => step(&shared, &mut cursor).await,
+            false => Ok(Step::Stop),
+        };
+        let name = cursor.canvas.as_str();
+        match step {
+            Ok(Step::More) => {}
+            Ok(Step::Linger(wait)) => {
+                let _ = sleep_or_stop(&shared.stop, wait).await;
+            }
+            Ok(Step::CaughtUp) => {
+                shared.status.set_behind(name, 0, None);
+                tokio::select! {
+                    () = slot.wake.notified() => {}
+                    () = tokio::time::sleep(IDLE) => if shared.may_end(name, &slot, seen) { return },
+                    () = shared.stop.cancelled() => {}
+                }
+            }
+            Ok(Step::Stop) => break,
+            Err(error) => {
+                tracing::warn!(%error, canvas = name, "webhook: a read or write of the store failed; retrying");
+                let _ = sleep_or_stop(&shared.stop, RETRY).await;
+            }
+        }
+    }
+    let name = cursor.canvas.as_str();
+    shared.status.set_behind(name, 0, None);
+    let mut canvases = shared.canvases.lock().expect("canvases lock");
+    if canvases.get(name).is_some_and(|s| Arc::ptr_eq(s, &slot)) {
+        canvases.remove(name);
+    }
+}
+
+/// Reads from the position and delivers the next batch, if there is one.
+async fn step(shared: &Shared, cursor: &mut Cursor) -> Result<Step, BusError> {
+    let store = &shared.store;
+    let at = match cursor.at {
+        Some(at) => at,
+        None => {
+            let recorded = store.delivered(&cursor.canvas).await?;
+            cursor.fresh = recorded.is_none();
+            *cursor.at.insert(recorded.unwrap_or_default())
+        }
+    };
+    let limit = shared.webhook.batch.max(at.inflight.map_or(0, |last| last.saturating_sub(at.seq) as usize));
+    let tail = store.canvas_tail(&cursor.canvas, at.generation, at.seq, limit).await?;
+    if tail.generation != at.generation {
+        return new_epoch(shared, cursor, tail.generation).await;
+    }
+    let behind = tail.seq.saturating_sub(at.seq);
+    shared.status.set_behind(cursor.canvas.as_str(), behind, tail.entries.first().map(|e| e.ts));
+    if behind == 0 {
+        return Ok(Step::CaughtUp);
+    }
+    let through = match at.inflight {
+        Some(last) if last > at.seq => last,
+        _ => {
+            if let Some(first) = tail.entries.first().filter(|_| tail.entries.len() < shared.webhook.batch) {
+                let age = Duration::from_millis((now_ms() - first.ts).max(0) as u64);
+                if let Some(wait) = shared.webhook.linger.checked_sub(age).filter(|w| !w.is_zero()) {
+                    return Ok(Step::Linger(wait));
+                }
+            }
+            tail.entries.last().map_or(tail.seq, |last| last.seq)
+        }
+    };
+    let epoch = store.epoch_of(at.generation);
+    let batch = Batch::of(cursor.canvas.as_str(), epoch, at.seq, through, tail.entries, &shared.webhook);
+    let done = Delivered { generation: at.generation, seq: through, inflight: None };
+    if batch.is_empty() {
+        return record(shared, cursor, done).await;
+    }
+    if at.inflight != Some(through) {
+        if let Step::Stop = record(shared, cursor, Delivered { inflight: Some(through), ..at }).await? {
+            return Ok(Step::Stop);
+        }
+    }
+    match send(shared, cursor.shard, &batch).await {
+        Step::More => record(shared, cursor, done).await,
+        other => Ok(other),
+    }
+}
+
+/// The canvas is in another generation than its position: a reset batch (unless it was never delivered),
+/// then the position at the new generation's start.
+async fn new_epoch(shared: &Shared, cursor: &mut Cursor, generation: u64) -> Result<Step, BusError> {
+    let start = Delivered { generation, seq: 0, inflight: None };
+    if cursor.fresh {
+        cursor.at = Some(start);
+        cursor.fresh = false;
+        return Ok(Step::More);
+    }
+    let batch = Batch::reset(cursor.canvas.as_str(), shared.store.epoch_of(generation));
+    match send(shared, cursor.shard, &batch).await {
+        Step::More => record(shared, cursor, start).await,
+        other => Ok(other),
+    }
+}
+
+/// Records `position` while the lease is held; `Stop` when it is not any more.
+async fn record(shared: &Shared, cursor: &mut Cursor, position: Delivered) -> Result<Step, BusError> {
+    if shared.store.save_delivered(&cursor.canvas, &cursor.lease, &shared.holder, position).await? {
+        cursor.at = Some(position);
+        Ok(Step::More)
+    } else {
+        tracing::info!(canvas = cursor.canvas.as_str(), "webhook: the lease moved to another instance");
+        Ok(Step::Stop)
+    }
+}
+
+/// Sends `batch` until it is answered 2xx (`More`), or the lease runs out, the receiver is gone, or the
+/// deliverer stops (`Stop`). No attempt outlives the lease.
+async fn send(shared: &Shared, shard: u32, batch: &Batch) -> Step {
+    let body = Bytes::from(batch.body());
+    let mut failures = 0;
+    loop {
+        let Some(within) = shared.leases.valid_until(shard).and_then(until) else { return Step::Stop };
+        match shared.poster.post(batch, &body, within.min(shared.webhook.timeout)).await {
+            Answer::Delivered => {
+                let metrics = &shared.metrics;
+                if let Some(first) = batch.messages.first() {
+                    metrics.webhook_delivery_seconds.record((now_ms() - first.ts).max(0) as f64 / 1000.0);
+                }
+                metrics.webhook_batches.increment(1);
+                metrics.webhook_messages.increment(batch.messages.len() as u64);
+                return Step::More;
+            }
+            Answer::Gone => {
+                shared.gone();
+                return Step::Stop;
+            }
+            Answer::Failed(status) => {
+                failures += 1;
+                shared.metrics.webhook_failed(&status);
+                let key = batch.idempotency_key();
+                shared.status.failed(format!("{status} for {key}"));
+                if failures == 1 {
+                    tracing::warn!(%status, %key, "webhook attempt failed; retrying with backoff");
+                }
+                if sleep_or_stop(&shared.stop, shared.poster.backoff(failures)).await {
+                    return Step::Stop;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,193 @@
+//! Which canvases this instance delivers: those of the shards it holds a lease on. Every heartbeat it
+//! renews its leases and takes free (or expired) ones up to its fair share, `SHARDS` ÷ live instances
+//! rounded up, giving back any above it so that a new instance gets its share; a dead instance's leases
+//! run out after `--presence-timeout` and the survivors take them. A lease counts as held here until one
+//! heartbeat before it runs out in the store, and no request is sent past that point (`canvas.rs`), so no
+//! two instances ever have a request for one canvas in flight at once.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::Shared;
+use crate::bus::Bus;
+use crate::periodic::ticker;
+
+/// Shards of canvases: every instance of a store must agree on it, so it is not a flag.
+pub const SHARDS: u32 = 16;
+/// Canvases looked at per backlog page.
+const BACKLOG_PAGE: usize = 500;
+
+/// The shard of a canvas: FNV-1a of its id, stable across processes and versions.
+pub fn shard_of(canvas: &str) -> u32 {
+    let hash = canvas.bytes().fold(0x811c_9dc5_u32, |h, b| (h ^ b as u32).wrapping_mul(0x0100_0193));
+    hash % SHARDS
+}
+
+fn name(shard: u32) -> String {
+    format!("webhook:{shard}")
+}
+
+/// The leases this instance holds, each until when it counts as held.
+pub struct Leases {
+    ttl: Duration,
+    period: Duration,
+    held: Mutex<HashMap<u32, Instant>>,
+    /// Set when the tail missed rows: the next round looks for every held shard's backlog.
+    rescan: AtomicBool,
+    /// Where the next round starts looking for free shards (rotates, so every shard gets tried).
+    next_try: AtomicU32,
+}
+
+impl Leases {
+    pub fn new(ttl: Duration, period: Duration) -> Leases {
+        Leases { ttl, period, held: Mutex::default(), rescan: AtomicBool::new(false), next_try: AtomicU32::new(0) }
+    }
+
+    /// Until when this instance may send for `shard`, if it holds it.
+    pub fn valid_until(&self, shard: u32) -> Option<Instant> {
+        let until = *self.held.lock().expect("leases lock").get(&shard)?;
+        (until > Instant::now()).then_some(until)
+    }
+
+    pub fn holds(&self, shard: u32) -> bool {
+        self.valid_until(shard).is_some()
+    }
+
+    pub fn lease_name(shard: u32) -> String {
+        name(shard)
+    }
+
+    pub fn held_names(&self) -> Vec<String> {
+        self.held.lock().expect("leases lock").keys().map(|s| name(*s)).collect()
+    }
+
+    pub fn rescan(&self) {
+        self.rescan.store(true, Ordering::Relaxed);
+    }
+
+    /// The shards to ask for this round: those kept (held, up to `fair`) and as many others as make `fair`;
+    /// and those to give back.
+    fn plan(&self, fair: u32) -> (Vec<u32>, Vec<u32>) {
+        let now = Instant::now();
+        let mut held: Vec<u32> =
+            self.held.lock().expect("leases lock").iter().filter(|(_, u)| **u > now).map(|(s, _)| *s).collect();
+        held.sort_unstable();
+        let give_back = held.split_off(held.len().min(fair as usize));
+        let start = self.next_try.fetch_add(1, Ordering::Relaxed);
+        let others = (0..SHARDS)
+            .map(|i| (start + i) % SHARDS)
+            .filter(|s| !held.contains(s) && !give_back.contains(s))
+            .take(fair as usize - held.len());
+        let ask = held.iter().copied().chain(others).collect();
+        (ask, give_back)
+    }
+}
+
+/// Renews and takes leases every heartbeat until the deliverer stops; wakes the backlog of each shard taken.
+pub async fn run(shared: Arc<Shared>, bus: Bus) {
+    let leases = &shared.leases;
+    let mut ticks = ticker(leases.period);
+    loop {
+        tokio::select! {
+            () = shared.stop.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        let live = bus.figures().await.map_or(1, |f| f.peer_instances.max(0) as u32 + 1);
+        let (ask, give_back) = leases.plan(SHARDS.div_ceil(live));
+        if !give_back.is_empty() {
+            leases.held.lock().expect("leases lock").retain(|s, _| !give_back.contains(s));
+            let names: Vec<String> = give_back.iter().map(|s| name(*s)).collect();
+            if let Err(error) = shared.store.release_leases(&shared.holder, &names).await {
+                tracing::warn!(%error, "webhook: could not give back leases (they run out on their own)");
+            }
+        }
+        let taken = hold(&shared, &ask).await;
+        let everything = leases.rescan.swap(false, Ordering::Relaxed);
+        let to_scan: Vec<u32> = match everything {
+            true => ask.iter().copied().filter(|s| leases.holds(*s)).collect(),
+            false => taken,
+        };
+        if !to_scan.is_empty() {
+            wake_backlog(&shared, &to_scan).await;
+        }
+    }
+}
+
+/// Asks for `shards`; returns those newly taken.
+async fn hold(shared: &Shared, shards: &[u32]) -> Vec<u32> {
+    let leases = &shared.leases;
+    let names: Vec<String> = shards.iter().map(|s| name(*s)).collect();
+    let asked_at = Instant::now();
+    let answer = shared.store.hold_leases(&shared.holder, &names, leases.ttl.as_millis() as u64).await;
+    let mut held = leases.held.lock().expect("leases lock");
+    let mut taken = Vec::new();
+    match answer {
+        Ok(holds) => {
+            // Counted from before the request: the store's lease ends later than this.
+            let until = asked_at + leases.ttl.saturating_sub(leases.period);
+            for (shard, holds) in shards.iter().zip(holds) {
+                match holds {
+                    true if held.insert(*shard, until).is_none() => taken.push(*shard),
+                    true => {}
+                    false => drop(held.remove(shard)),
+                }
+            }
+        }
+        Err(error) => tracing::warn!(%error, "webhook: could not renew leases"),
+    }
+    shared.status.shards.store(held.len() as u64, Ordering::Relaxed);
+    if !taken.is_empty() {
+        tracing::info!(?taken, "webhook: took shards");
+    }
+    taken
+}
+
+/// Wakes every canvas of `shards` with something undelivered.
+async fn wake_backlog(shared: &Arc<Shared>, shards: &[u32]) {
+    let mut after = None;
+    loop {
+        match shared.store.backlog(after.clone(), BACKLOG_PAGE).await {
+            Ok((pending, last)) => {
+                for backlog in pending.iter().filter(|b| shards.contains(&shard_of(b.canvas.as_str()))) {
+                    shared.wake(backlog.canvas.as_str());
+                }
+                match last {
+                    Some(last) => after = Some(last),
+                    None => return,
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "webhook: could not read the backlog; the next round retries");
+                shared.leases.rescan();
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_are_stable_and_spread() {
+        assert_eq!(shard_of("c1"), shard_of("c1"));
+        let used: std::collections::HashSet<u32> = (0..200).map(|i| shard_of(&format!("canvas-{i}"))).collect();
+        assert_eq!(used.len(), SHARDS as usize);
+    }
+
+    #[test]
+    fn a_plan_keeps_the_fair_share_and_gives_back_the_rest() {
+        let leases = Leases::new(Duration::from_secs(10), Duration::from_secs(1));
+        let until = Instant::now() + Duration::from_secs(5);
+        leases.held.lock().unwrap().extend((0..SHARDS).map(|s| (s, until)));
+        let (ask, give_back) = leases.plan(8);
+        assert_eq!(ask, (0..8).collect::<Vec<_>>());
+        assert_eq!(give_back, (8..16).collect::<Vec<_>>());
+        leases.held.lock().unwrap().clear();
+        let (ask, give_back) = leases.plan(8);
+        assert_eq!((ask.len(), give_back.len()), (8, 0));
+    }
+}

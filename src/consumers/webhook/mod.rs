@@ -1,0 +1,244 @@
+//! The webhook deliverer: every logged message reaches `--webhook-url` per canvas in seq order, in signed
+//! batches, each sent again until answered 2xx, through receiver outages, restarts and instance deaths.
+//!
+//! - `leases.rs`: canvases fall into `SHARDS` shards; an instance delivers the canvases of the shards it
+//!   holds a lease on (renewed every heartbeat, lasting `--presence-timeout`), so no two instances deliver a
+//!   canvas at once and a dead instance's shards are taken over when its leases run out.
+//! - here: the tail of the log of every canvas wakes the task of each canvas that got a message (starting it
+//!   if it has none), and a shard just taken wakes every canvas of it with something undelivered.
+//! - `canvas.rs`: one task per canvas with something to deliver: read from the durable position, batch,
+//!   send, record the new position, so a slow receiver for one canvas never holds up another.
+//! - `batch.rs`, `post.rs`: what one request carries and how it is sent and retried.
+
+mod batch;
+mod canvas;
+mod leases;
+mod post;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::bus::consumer::ConsumerStore;
+use crate::bus::Bus;
+use crate::clock::now_ms;
+use crate::config::{Config, Webhook};
+use crate::metrics::Metrics;
+use crate::protocol::CanvasId;
+
+/// How long the tail waits before reading again when it is at the head.
+const TAIL_POLL: Duration = Duration::from_millis(5);
+/// Entries the tail reads per page.
+const TAIL_PAGE: usize = 1024;
+/// How long a read that failed waits before the next.
+const RETRY: Duration = Duration::from_millis(500);
+
+/// The deliverer's figures for `/health` (and `relay_webhook_lag_messages`).
+#[derive(Debug, Default)]
+pub struct Status {
+    /// A receiver answered 410: delivery stopped.
+    gone: AtomicBool,
+    /// The last failed attempt: what it got, and when (unix ms).
+    last_failure: Mutex<Option<(String, i64)>>,
+    /// Per canvas with something undelivered: messages behind, and the commit time of the oldest.
+    behind: Mutex<HashMap<String, (u64, Option<i64>)>>,
+    /// Shards this instance holds.
+    shards: AtomicU64,
+}
+
+/// What `/health` shows under `webhook`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Figures {
+    pub lag_messages: u64,
+    pub oldest_undelivered_age_ms: Option<i64>,
+    pub shards: u64,
+    pub gone: bool,
+    pub last_failure: Option<String>,
+    pub last_failure_age_ms: Option<i64>,
+}
+
+impl Status {
+    pub fn figures(&self) -> Figures {
+        let now = now_ms();
+        let behind = self.behind.lock().expect("status lock");
+        let lag_messages = behind.values().map(|(n, _)| n).sum();
+        let oldest = behind.values().filter_map(|(_, ts)| *ts).min();
+        let failure = self.last_failure.lock().expect("status lock").clone();
+        Figures {
+            lag_messages,
+            oldest_undelivered_age_ms: oldest.map(|ts| (now - ts).max(0)),
+            shards: self.shards.load(Ordering::Relaxed),
+            gone: self.gone.load(Ordering::Relaxed),
+            last_failure_age_ms: failure.as_ref().map(|(_, at)| (now - at).max(0)),
+            last_failure: failure.map(|(what, _)| what),
+        }
+    }
+
+    fn set_behind(&self, canvas: &str, behind: u64, oldest_ts: Option<i64>) {
+        let mut all = self.behind.lock().expect("status lock");
+        match behind {
+            0 => all.remove(canvas),
+            _ => all.insert(canvas.to_owned(), (behind, oldest_ts)),
+        };
+    }
+
+    fn failed(&self, what: String) {
+        *self.last_failure.lock().expect("status lock") = Some((what, now_ms()));
+    }
+
+    pub fn is_gone(&self) -> bool {
+        self.gone.load(Ordering::Relaxed)
+    }
+}
+
+/// A canvas's task, as the tail and the lease loop wake it.
+#[derive(Debug, Default)]
+struct Slot {
+    wake: Notify,
+    /// Wakes so far: a task that saw them all may end (see `Shared::may_end`).
+    wakes: AtomicU64,
+}
+
+/// What the deliverer's loops and tasks share.
+struct Shared {
+    store: Arc<dyn ConsumerStore>,
+    webhook: Webhook,
+    poster: post::Poster,
+    holder: String,
+    leases: leases::Leases,
+    canvases: Mutex<HashMap<String, Arc<Slot>>>,
+    status: Arc<Status>,
+    metrics: Metrics,
+    stop: CancellationToken,
+}
+
+impl Shared {
+    /// Wakes `canvas`'s task, starting one if it has none.
+    fn wake(self: &Arc<Self>, canvas: &str) {
+        let mut canvases = self.canvases.lock().expect("canvases lock");
+        if let Some(slot) = canvases.get(canvas) {
+            slot.wakes.fetch_add(1, Ordering::SeqCst);
+            slot.wake.notify_one();
+            return;
+        }
+        let Ok(id) = CanvasId::parse(canvas) else { return };
+        let slot = Arc::new(Slot::default());
+        canvases.insert(canvas.to_owned(), slot.clone());
+        tokio::spawn(canvas::deliver(self.clone(), id, slot));
+    }
+
+    /// Ends `canvas`'s task if nothing woke it since it saw `seen` wakes; otherwise it goes on.
+    fn may_end(&self, canvas: &str, slot: &Slot, seen: u64) -> bool {
+        let mut canvases = self.canvases.lock().expect("canvases lock");
+        if slot.wakes.load(Ordering::SeqCst) != seen {
+            return false;
+        }
+        canvases.remove(canvas);
+        true
+    }
+
+    /// The receiver answered 410: every task and loop stops, and `/health` says why.
+    fn gone(&self) {
+        if !self.status.gone.swap(true, Ordering::SeqCst) {
+            tracing::error!(url = %self.webhook.url, "the webhook receiver answered 410 Gone: webhook delivery stopped \
+                until this instance restarts");
+        }
+        self.stop.cancel();
+    }
+}
+
+/// Starts delivering, if a webhook is configured, until `stop`; returns its task and status.
+pub fn start(
+    bus: &Bus,
+    config: &Config,
+    holder: String,
+    metrics: Metrics,
+    stop: CancellationToken,
+) -> Option<(JoinHandle<()>, Arc<Status>)> {
+    let webhook = config.consumers.webhook().ok().flatten()?;
+    let status = Arc::new(Status::default());
+    let shared = Arc::new(Shared {
+        store: bus.consumers(),
+        poster: post::Poster::new(webhook.clone()),
+        webhook,
+        holder,
+        leases: leases::Leases::new(config.presence_timeout, config.heartbeat_interval),
+        canvases: Mutex::default(),
+        status: status.clone(),
+        metrics,
+        stop: stop.child_token(),
+    });
+    tracing::info!(url = %shared.webhook.url, "webhook delivery on");
+    let bus = bus.clone();
+    let task = tokio::spawn(async move {
+        tokio::join!(leases::run(shared.clone(), bus), tail(shared.clone()));
+        let held = shared.leases.held_names();
+        if !held.is_empty() && !shared.status.is_gone() {
+            let _ = shared.store.release_leases(&shared.holder, &held).await;
+        }
+    });
+    Some((task, status))
+}
+
+/// Follows the log of every canvas from its head, waking the task of each canvas of a held shard that got
+/// a message. Messages before the head are the lease loop's to find (a shard taken wakes its backlog).
+async fn tail(shared: Arc<Shared>) {
+    let store = &shared.store;
+    let mut position = loop {
+        match store.log_head().await {
+            Ok(head) => break head,
+            Err(error) => tracing::warn!(%error, "webhook: could not read the log head; retrying"),
+        }
+        if sleep_or_stop(&shared.stop, RETRY).await {
+            return;
+        }
+    };
+    loop {
+        let wait = match store.log_after(&position, TAIL_PAGE).await {
+            Ok(page) => {
+                if page.oldest.is_some() {
+                    // Rows went before this tail read them: find every canvas with a backlog again.
+                    shared.leases.rescan();
+                }
+                let full = page.entries.len() == TAIL_PAGE;
+                for entry in page.entries {
+                    if shared.leases.holds(leases::shard_of(&entry.canvas)) {
+                        shared.wake(&entry.canvas);
+                    }
+                    position = entry.position;
+                }
+                if full {
+                    Duration::ZERO
+                } else {
+                    TAIL_POLL
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "webhook: a read of the log failed; retrying");
+                RETRY
+            }
+        };
+        if sleep_or_stop(&shared.stop, wait).await {
+            return;
+        }
+    }
+}
+
+/// Sleeps `wait`; true if `stop` came first.
+async fn sleep_or_stop(stop: &CancellationToken, wait: Duration) -> bool {
+    tokio::select! {
+        () = stop.cancelled() => true,
+        () = tokio::time::sleep(wait) => false,
+    }
+}
+
+/// How long until `deadline`, if it is still ahead.
+fn until(deadline: Instant) -> Option<Duration> {
+    deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero())
+}
