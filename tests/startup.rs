@@ -1,6 +1,7 @@
 //! What the `canvas-relay` binary tells an operator before it serves: `--help` and start-up errors never show
 //! a Redis password, whether it came from `--bus` or `RELAY_BUS`; an open-file limit too low for
-//! `--max-connections` is warned about.
+//! `--max-connections` is warned about; a webhook that cannot work (no URL, not http://, no secret) is
+//! refused with the flag to fix.
 
 mod helpers;
 
@@ -63,4 +64,31 @@ async fn an_open_file_limit_below_max_connections_is_warned_about_and_a_sufficie
     );
     let enough = Instance::start_with_open_file_limit(&file.db, 256, &["--max-connections", "192"]).await;
     assert!(!enough.log_text().contains("open-file limit"), "{}", enough.log_text());
+}
+
+#[tokio::test]
+async fn a_webhook_that_cannot_work_is_refused_at_start_naming_the_flag() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = dir.path().join("relay.db");
+    let db = db.to_str().expect("utf-8 path");
+    let serve = ["serve", "--db", db, "--listen", "127.0.0.1:0"];
+    // (flags, environment, what the refusal says)
+    type Refusal<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+    let refusals: [Refusal; 5] = [
+        (&["--webhook-url", "not a url", "--webhook-secret", "s"], &[], "--webhook-url \"not a url\" is not a URL"),
+        (&["--webhook-url", "https://example.com/hook", "--webhook-secret", "s"], &[], "must be an http:// URL"),
+        (&["--webhook-url", "http://127.0.0.1:9/hook"], &[], "--webhook-url needs --webhook-secret"),
+        (
+            &[],
+            &[("RELAY_WEBHOOK_URL", "http://127.0.0.1:9/hook"), ("RELAY_WEBHOOK_SECRET", "")],
+            "needs --webhook-secret",
+        ),
+        (&["--webhook-secret", "s"], &[], "--webhook-secret is set but --webhook-url is not"),
+    ];
+    for (flags, env, message) in refusals {
+        let args: Vec<&str> = serve.iter().chain(flags).copied().collect();
+        let (code, text) = run(&args, env).await;
+        assert_eq!(code, Some(1), "{flags:?} {env:?}: {text}");
+        assert!(text.contains(message) && !text.contains("listening on"), "{flags:?} {env:?}: {text}");
+    }
 }

@@ -6,7 +6,9 @@
 
 mod client;
 mod proxy;
+pub mod receiver;
 mod redis_server;
+pub mod sse;
 
 pub use client::{Client, Seen};
 pub use proxy::LossyProxy;
@@ -94,7 +96,8 @@ impl Instance {
         Instance::spawn(Command::new(RELAY), &bus, Some(workdir), args).await
     }
 
-    /// Runs `command` (the relay, or a shell that execs it) with `serve` and the arguments.
+    /// Runs `command` (the relay, or a shell that execs it) with `serve` and the arguments; on a free port
+    /// unless `args` name one with `--listen` (a restart on the same port).
     async fn spawn(
         mut command: Command,
         storage: &[&std::ffi::OsStr],
@@ -104,9 +107,11 @@ impl Instance {
         if let Some(dir) = &workdir {
             command.current_dir(dir.path());
         }
+        command.arg("serve");
+        if !args.contains(&"--listen") {
+            command.args(["--listen", "127.0.0.1:0"]);
+        }
         let mut child = command
-            .arg("serve")
-            .args(["--listen", "127.0.0.1:0"])
             .args(storage)
             .args(args)
             .env("RUST_LOG", std::env::var("RELAY_TEST_LOG").unwrap_or_else(|_| "info".into()))
@@ -280,6 +285,43 @@ pub async fn http_with(
     let status = response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).expect("status line");
     let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
     (status, dechunk(&body))
+}
+
+/// [`http_with`] that answers `None` instead of panicking when the address does not answer (an instance
+/// killed or restarting) or the answer is cut short.
+pub async fn try_http_with(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Option<(u16, String)> {
+    let mut stream = tokio::time::timeout(WAIT, TcpStream::connect(addr)).await.ok()?.ok()?;
+    let headers: String = headers.iter().map(|(name, value)| format!("{name}: {value}\r\n")).collect();
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{headers}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut response = String::new();
+    tokio::time::timeout(WAIT, stream.read_to_string(&mut response)).await.ok()?.ok()?;
+    let status = response.split_whitespace().nth(1)?.parse().ok()?;
+    let (_, body) = response.split_once("\r\n\r\n")?;
+    Some((status, dechunk(body)))
+}
+
+/// Polls `condition` every 50 ms until it holds; fails the test, saying `what` was awaited, after twice
+/// [`WAIT`] (deliveries under a loaded machine may take a while; a condition that never holds is a bug).
+pub async fn eventually<F, Fut>(what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + WAIT * 2;
+    while !condition().await {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Runs the scenario `async fn $name(store: Store)` as two tests, `$name::sqlite` (one shared file) and

@@ -17,6 +17,12 @@ pub enum Store {
     Redis(RedisServer),
 }
 
+/// The current generation's rows of canvas `?1` in the shared file (see [`Store::logged`]).
+const GENERATION_TYPES: &str = "SELECT message_type FROM message_queue
+     WHERE canvas_id = ?1 AND generation = (SELECT generation FROM canvases WHERE canvas_id = ?1) ORDER BY id";
+const GENERATION_ROWS: &str = "SELECT seq, sender, payload FROM message_queue
+     WHERE canvas_id = ?1 AND generation = (SELECT generation FROM canvases WHERE canvas_id = ?1)";
+
 impl Store {
     pub fn sqlite() -> Store {
         Store::File(SharedFile::new())
@@ -44,13 +50,13 @@ impl Store {
     }
 
     /// The types of a canvas's retained messages in seq order, read from storage directly (expired ones
-    /// included until storage drops them).
+    /// included until storage drops them), of its current generation (a reset keeps the old one's rows in
+    /// the file, for the event stream, but drops them from the canvas's log as Redis does).
     pub async fn logged(&self, canvas: &str) -> Vec<String> {
         match self {
             Store::File(file) => {
                 let conn = file.open();
-                let mut stmt =
-                    conn.prepare("SELECT message_type FROM message_queue WHERE canvas_id = ?1 ORDER BY id").unwrap();
+                let mut stmt = conn.prepare(GENERATION_TYPES).unwrap();
                 stmt.query_map([canvas], |r| r.get(0)).unwrap().map(Result::unwrap).collect()
             }
             Store::Redis(redis) => redis.log(canvas).await.iter().map(|e| e.get::<String>("t").unwrap()).collect(),
@@ -63,9 +69,7 @@ impl Store {
         match self {
             Store::File(file) => {
                 let conn = file.open();
-                let mut stmt = conn
-                    .prepare("SELECT seq, sender, payload FROM message_queue WHERE canvas_id = ?1 AND seq <= ?2")
-                    .unwrap();
+                let mut stmt = conn.prepare(&format!("{GENERATION_ROWS} AND seq <= ?2")).unwrap();
                 let rows = stmt.query_map(canvas_relay::rusqlite::params![canvas, up_to as i64], |r| {
                     Ok((r.get::<_, i64>(0)? as u64, (r.get::<_, String>(1)?, r.get::<_, String>(2)?)))
                 });
