@@ -12,6 +12,7 @@ command -v chattr >/dev/null 2>&1 || need_apt+=(e2fsprogs)                      
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)                  # the Redis-bus tests
 command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
 command -v npm >/dev/null 2>&1 || need_apt+=(npm)
+command -v python3 >/dev/null 2>&1 || need_apt+=(python3)                            # examples/webhook-receiver
 if [ ${#need_apt[@]} -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
@@ -45,6 +46,10 @@ for component in fmt clippy; do
 done
 cargo fmt --all --check
 cargo clippy --workspace --locked --all-targets -- -D warnings
+
+# The example webhook receiver's own tests (standard library only); tests/example_receiver.rs runs it
+# beside real relays.
+python3 -m unittest discover -s examples/webhook-receiver
 
 cargo build --workspace --locked --all-targets
 cargo test --workspace --locked
