@@ -9,9 +9,16 @@ mod events;
 mod fill;
 mod flood;
 mod join;
+mod judge;
+mod ledger;
+mod publish;
+mod receiver;
 mod report;
 mod rss;
 mod scenario;
+mod sse;
+mod stream;
+mod webhook;
 mod welcome;
 
 use std::time::Duration;
@@ -89,6 +96,68 @@ enum Scenario {
     /// ephemeral event --rate times a second; every client reads everything. Reports deliveries per second,
     /// end-to-end latency (same instance and cross-instance), and what was missed or out of order.
     Events(EventsArgs),
+    /// Webhook delivery (issue 17): this tool is the receiver on --receiver (the relays' --webhook-url points
+    /// there) and publishes --rate logged messages a second over --canvases canvases, alternating targets.
+    /// Checks each signature, then reports the lag (commit ts, ack and send to receipt), batches per second
+    /// and their size, delivered against acked after a drain (missing ones named), and repeated keys.
+    Webhook(WebhookArgs),
+    /// The event stream GET /api/v1/stream (issue 17): --readers readers on the first target while --rate
+    /// messages a second (or a burst of --messages) go over --canvases canvases. Reports events per second
+    /// per reader, commit-to-event lag, and every seq once per canvas in order. With --backlog N: N
+    /// messages first, then one reader from since=0, timed until it drained them.
+    Stream(StreamArgs),
+}
+
+#[derive(Args, Clone)]
+pub struct WebhookArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Where this tool listens for webhook requests (loopback): the relays' --webhook-url must point here.
+    #[arg(long, default_value = "127.0.0.1:9300")]
+    receiver: String,
+    /// The relays' --webhook-secret, to check X-Relay-Signature (a mismatch is answered 401 and counted).
+    #[arg(long, default_value = "bench")]
+    secret: String,
+    /// Logged messages per second in all, spread evenly over the canvases (one publisher each).
+    #[arg(long, default_value_t = 1000)]
+    rate: u32,
+    /// Canvases, canvas i published through target i % targets.
+    #[arg(long, default_value_t = 100)]
+    canvases: usize,
+    /// Longest wait after the last ack for every acked message to be delivered.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    drain: Duration,
+}
+
+#[derive(Args, Clone)]
+pub struct StreamArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Event-stream readers, all on the first target.
+    #[arg(long, default_value_t = 1)]
+    readers: usize,
+    /// The relays' API key (their --api-key / RELAY_API_KEY), sent as `Authorization: Bearer`.
+    #[arg(long)]
+    api_key: Option<String>,
+    /// Logged messages per second in all, over the canvases, for --duration.
+    #[arg(long, default_value_t = 1000)]
+    rate: u32,
+    /// Canvases, one publisher each, canvas i published through target i % targets.
+    #[arg(long, default_value_t = 10)]
+    canvases: usize,
+    /// Instead of --rate for --duration: this many messages as fast as acks allow.
+    #[arg(long, conflicts_with = "backlog")]
+    messages: Option<u64>,
+    /// Unacked messages per publisher for --messages and --backlog.
+    #[arg(long, default_value_t = 32)]
+    window: usize,
+    /// Catch-up mode: publish this many first (as fast as acks allow), then open one reader with
+    /// `?since=0` and time how fast it drains them.
+    #[arg(long)]
+    backlog: Option<u64>,
+    /// Longest wait after the last ack for the readers to have every message.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    drain: Duration,
 }
 
 #[derive(Args, Clone)]
@@ -244,6 +313,15 @@ async fn main() -> anyhow::Result<()> {
         Scenario::Events(args) => {
             check_targets(&args.common)?;
             return events::events(&args).await;
+        }
+        Scenario::Webhook(args) => {
+            check_targets(&args.common)?;
+            check_target(&args.receiver)?;
+            return webhook::webhook(&args).await;
+        }
+        Scenario::Stream(args) => {
+            check_targets(&args.common)?;
+            return stream::stream(&args).await;
         }
         Scenario::Fanout { common, receivers, senders, window } => {
             check_targets(&common)?;
