@@ -164,6 +164,8 @@ async fn send(shared: &Shared, shard: u32, batch: &Batch) -> Step {
     let body = Bytes::from(batch.body());
     let mut failures = 0;
     loop {
+        // Counted in flight before the lease is checked: a lease given back waits for this to end.
+        let _in_flight = shared.leases.in_flight(shard);
         let Some(within) = shared.leases.valid_until(shard).and_then(until) else { return Step::Stop };
         match shared.poster.post(batch, &body, within.min(shared.webhook.timeout)).await {
             Answer::Delivered => {

@@ -2,10 +2,11 @@
 //! renews its leases and takes free (or expired) ones up to its fair share, `SHARDS` ÷ live instances
 //! rounded up, giving back any above it so that a new instance gets its share; a dead instance's leases
 //! run out after `--presence-timeout` and the survivors take them. A lease counts as held here until one
-//! heartbeat before it runs out in the store, and no request is sent past that point (`canvas.rs`), so no
-//! two instances ever have a request for one canvas in flight at once.
+//! heartbeat before it runs out in the store, and no request is sent past that point (`canvas.rs`); a lease
+//! given back stops counting as held at once but is released in the store only when no request sent under
+//! it is still in flight. So no two instances ever have a request for one canvas in flight at once.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -36,19 +37,36 @@ pub struct Leases {
     held: Mutex<HashMap<u32, Instant>>,
     /// Set when the tail missed rows: the next round looks for every held shard's backlog.
     rescan: AtomicBool,
-    /// Where the next round starts looking for free shards (rotates, so every shard gets tried).
-    next_try: AtomicU32,
+    /// Shards given back whose release in the store waits for requests in flight: not asked for meanwhile.
+    leaving: Mutex<HashSet<u32>>,
+    /// Requests in flight per shard (see [`Leases::in_flight`]).
+    in_flight: [AtomicU32; SHARDS as usize],
 }
 
 impl Leases {
     pub fn new(ttl: Duration, period: Duration) -> Leases {
-        Leases { ttl, period, held: Mutex::default(), rescan: AtomicBool::new(false), next_try: AtomicU32::new(0) }
+        let in_flight = std::array::from_fn(|_| AtomicU32::new(0));
+        let (held, leaving, rescan) = (Mutex::default(), Mutex::default(), AtomicBool::new(false));
+        Leases { ttl, period, held, leaving, rescan, in_flight }
     }
 
     /// Until when this instance may send for `shard`, if it holds it.
     pub fn valid_until(&self, shard: u32) -> Option<Instant> {
         let until = *self.held.lock().expect("leases lock").get(&shard)?;
         (until > Instant::now()).then_some(until)
+    }
+
+    /// Counts a request of `shard` in flight until the guard drops. Taken before the lease is checked, and
+    /// a release drops the lease before it looks at the count (both sequentially consistent): either the
+    /// request sees the lease gone and is not sent, or the release sees it and waits.
+    pub fn in_flight(&self, shard: u32) -> InFlight<'_> {
+        let count = &self.in_flight[shard as usize];
+        count.fetch_add(1, Ordering::SeqCst);
+        InFlight(count)
+    }
+
+    fn any_in_flight(&self, shards: &[u32]) -> bool {
+        shards.iter().any(|s| self.in_flight[*s as usize].load(Ordering::SeqCst) > 0)
     }
 
     pub fn holds(&self, shard: u32) -> bool {
@@ -67,21 +85,35 @@ impl Leases {
         self.rescan.store(true, Ordering::Relaxed);
     }
 
-    /// The shards to ask for this round: those kept (held, up to `fair`) and as many others as make `fair`;
-    /// and those to give back.
+    /// The shards to ask for this round: those kept (held, up to `fair`) and every other one (the store
+    /// grants only those free or expired; what is taken past `fair` is given back at once, see [`run`]);
+    /// and those to give back now.
     fn plan(&self, fair: u32) -> (Vec<u32>, Vec<u32>) {
         let now = Instant::now();
         let mut held: Vec<u32> =
             self.held.lock().expect("leases lock").iter().filter(|(_, u)| **u > now).map(|(s, _)| *s).collect();
         held.sort_unstable();
         let give_back = held.split_off(held.len().min(fair as usize));
-        let start = self.next_try.fetch_add(1, Ordering::Relaxed);
-        let others = (0..SHARDS)
-            .map(|i| (start + i) % SHARDS)
-            .filter(|s| !held.contains(s) && !give_back.contains(s))
-            .take(fair as usize - held.len());
+        let leaving = self.leaving.lock().expect("leases lock");
+        let others = (0..SHARDS).filter(|s| !held.contains(s) && !give_back.contains(s) && !leaving.contains(s));
         let ask = held.iter().copied().chain(others).collect();
         (ask, give_back)
+    }
+
+    /// Held shards past `fair`, newest first: those taken this round that this instance has no room for.
+    fn excess(&self, fair: u32, taken: &[u32]) -> Vec<u32> {
+        let held = self.held.lock().expect("leases lock").len();
+        let over = held.saturating_sub(fair as usize);
+        taken.iter().rev().take(over).copied().collect()
+    }
+}
+
+/// A request in flight under a shard's lease (see [`Leases::in_flight`]).
+pub struct InFlight<'a>(&'a AtomicU32);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -95,15 +127,15 @@ pub async fn run(shared: Arc<Shared>, bus: Bus) {
             _ = ticks.tick() => {}
         }
         let live = bus.figures().await.map_or(1, |f| f.peer_instances.max(0) as u32 + 1);
-        let (ask, give_back) = leases.plan(SHARDS.div_ceil(live));
-        if !give_back.is_empty() {
-            leases.held.lock().expect("leases lock").retain(|s, _| !give_back.contains(s));
-            let names: Vec<String> = give_back.iter().map(|s| name(*s)).collect();
-            if let Err(error) = shared.store.release_leases(&shared.holder, &names).await {
-                tracing::warn!(%error, "webhook: could not give back leases (they run out on their own)");
-            }
-        }
-        let taken = hold(&shared, &ask).await;
+        let fair = SHARDS.div_ceil(live);
+        let (ask, give_back) = leases.plan(fair);
+        release(&shared, &give_back);
+        let mut taken = hold(&shared, &ask).await;
+        // Asking for every free shard takes a freed one the same round (asking for a few by turns left
+        // shards given back by another instance without a deliverer for rounds); the surplus goes back.
+        let surplus = leases.excess(fair, &taken);
+        taken.retain(|s| !surplus.contains(s));
+        release(&shared, &surplus);
         let everything = leases.rescan.swap(false, Ordering::Relaxed);
         let to_scan: Vec<u32> = match everything {
             true => ask.iter().copied().filter(|s| leases.holds(*s)).collect(),
@@ -113,6 +145,34 @@ pub async fn run(shared: Arc<Shared>, bus: Bus) {
             wake_backlog(&shared, &to_scan).await;
         }
     }
+}
+
+/// Gives back `shards`: stops counting them as held at once (no request starts under them), then, in a
+/// task of its own so that renewals go on, releases them in the store once no request sent under them is
+/// in flight (each ends by its lease's local deadline at the latest, before the store's).
+fn release(shared: &Arc<Shared>, shards: &[u32]) {
+    if shards.is_empty() {
+        return;
+    }
+    let leases = &shared.leases;
+    let (count, latest) = {
+        leases.leaving.lock().expect("leases lock").extend(shards);
+        let mut held = leases.held.lock().expect("leases lock");
+        let latest = shards.iter().filter_map(|s| held.remove(s)).max();
+        (held.len(), latest.unwrap_or_else(Instant::now))
+    };
+    shared.status.shards.store(count as u64, Ordering::Relaxed);
+    let (shared, shards) = (shared.clone(), shards.to_vec());
+    tokio::spawn(async move {
+        while shared.leases.any_in_flight(&shards) && Instant::now() < latest {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let names: Vec<String> = shards.iter().map(|s| name(*s)).collect();
+        if let Err(error) = shared.store.release_leases(&shared.holder, &names).await {
+            tracing::warn!(%error, "webhook: could not give back leases (they run out on their own)");
+        }
+        shared.leases.leaving.lock().expect("leases lock").retain(|s| !shards.contains(s));
+    });
 }
 
 /// Asks for `shards`; returns those newly taken.
@@ -188,6 +248,9 @@ mod tests {
         assert_eq!(give_back, (8..16).collect::<Vec<_>>());
         leases.held.lock().unwrap().clear();
         let (ask, give_back) = leases.plan(8);
-        assert_eq!((ask.len(), give_back.len()), (8, 0));
+        assert_eq!((ask.len(), give_back.len()), (16, 0), "every free shard is asked for");
+        leases.held.lock().unwrap().extend((0..11).map(|s| (s, until)));
+        assert_eq!(leases.excess(8, &[5, 9, 10]), [10, 9, 5], "taken this round past the share go back");
+        assert_eq!(leases.excess(12, &[9, 10]), Vec::<u32>::new());
     }
 }
