@@ -81,6 +81,7 @@ impl RedisBus {
             .arg(&self.inner.instance_id)
             .arg(Self::candidate())
             .arg(self.inner.dead_after_ms)
+            .arg(self.inner.ttl_ms)
             .invoke_async(&mut self.conn())
             .await
             .map_err(unavailable)?;

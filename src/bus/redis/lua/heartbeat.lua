@@ -1,6 +1,8 @@
 -- An instance's heartbeat: records it as alive and reports the store's epoch and write count (so the
--- instance can tell that Redis lost data: see `RedisBus::heartbeat`), and the dead instances.
--- ARGV: instance, epoch candidate, dead_after_ms
+-- instance can tell that Redis lost data: see `RedisBus::heartbeat`), and the dead instances. It also trims
+-- the log of every canvas (`trim_everywhere`), as publishes do, so that an idle store's log loses what the
+-- TTL expired too.
+-- ARGV: instance, epoch candidate, dead_after_ms, ttl_ms
 -- Returns: { epoch, writes, {dead instance, ...}, live instances (this one included) }
 
 local epoch = store_epoch(ARGV[2])
@@ -15,4 +17,5 @@ for k = 1, #beats, 2 do
     live = live + 1
   end
 end
+trim_everywhere(now, tonumber(ARGV[4]))
 return { epoch, tonumber(redis.call('GET', 'relay:writes') or '0'), dead, live }
