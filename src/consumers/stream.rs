@@ -1,8 +1,8 @@
 //! The event stream's reader loop: the log of every canvas from a position, into a bounded buffer that the
 //! HTTP body drains (`http/stream.rs` encodes it as Server-Sent Events). One loop per reader, reading the
 //! store a page at a time: a reader far behind catches up at the store's read speed, one at the head waits
-//! `POLL` between empty reads. A reader that lets its buffer fill is cut off (the buffer drains, then the
-//! body ends): it reconnects with its last id and goes on from there, and no reader can make the relay hold
+//! `POLL` between empty reads. A reader that lets its buffer stay full for `GRACE` is cut off (the buffer
+//! drains, then the body ends): it reconnects with its last id and goes on from there, and no reader can make the relay hold
 //! an unbounded backlog for it.
 
 use std::sync::Arc;
@@ -21,6 +21,9 @@ const POLL: Duration = Duration::from_millis(5);
 const PAGE: usize = 512;
 /// How long a reader waits after a failed read before trying again.
 const RETRY: Duration = Duration::from_millis(500);
+/// How long a full buffer may stay full before its reader counts as too slow: a reader catching up drains
+/// more slowly than the store is read and fills its buffer at every page, but makes room within this.
+const GRACE: Duration = Duration::from_secs(1);
 
 /// What a reader is sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,7 +65,7 @@ pub async fn feed(
                 // keeps up or is cut off long before the TTL drops rows ahead of it.
                 if let (true, Some(oldest)) = (first_page, page.oldest) {
                     let gap = StreamEvent::Gap { since: position.clone(), oldest: oldest.clone() };
-                    if let Err(ended) = offer(&events, gap) {
+                    if let Err(ended) = offer(&events, gap).await {
                         return ended;
                     }
                     if page.entries.is_empty() {
@@ -74,7 +77,7 @@ pub async fn feed(
                 for entry in page.entries {
                     let next = entry.position.clone();
                     let epoch = store.epoch_of(entry.generation);
-                    if let Err(ended) = offer(&events, StreamEvent::Entry { entry, epoch }) {
+                    if let Err(ended) = offer(&events, StreamEvent::Entry { entry, epoch }).await {
                         return ended;
                     }
                     metrics.stream_events.increment(1);
@@ -101,10 +104,15 @@ pub async fn feed(
     }
 }
 
-fn offer(events: &mpsc::Sender<StreamEvent>, event: StreamEvent) -> Result<(), Ended> {
+/// Buffers `event`; waits up to `GRACE` for room in a full buffer.
+async fn offer(events: &mpsc::Sender<StreamEvent>, event: StreamEvent) -> Result<(), Ended> {
     match events.try_send(event) {
         Ok(()) => Ok(()),
-        Err(TrySendError::Full(_)) => Err(Ended::TooSlow),
         Err(TrySendError::Closed(_)) => Err(Ended::Gone),
+        Err(TrySendError::Full(event)) => match tokio::time::timeout(GRACE, events.send(event)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(Ended::Gone),
+            Err(_) => Err(Ended::TooSlow),
+        },
     }
 }
