@@ -1,7 +1,7 @@
 //! The `webhook` scenario: what delivering every logged message to a webhook costs and whether it is whole.
 //! The tool is the receiver (`receiver`, on `--receiver`, where the relays' `--webhook-url` points) and the
 //! publishers (`publish`: `--rate` messages a second over `--canvases` canvases, alternating targets, for
-//! `--duration`). After the last ack it waits up to `--drain` for every acked message to be delivered, then
+//! `--duration`, once the instances have split the shards of canvases). After the last ack it waits up to `--drain` for every acked message to be delivered, then
 //! reports the lag (commit `ts` to receipt, ms clock; ack to receipt and send to receipt, this process's µs
 //! clock), batches per second and their mean size, delivered against acked with the missing ones named,
 //! and repeated deliveries.
@@ -28,6 +28,7 @@ pub async fn webhook(args: &WebhookArgs) -> anyhow::Result<()> {
     let canvases = Arc::new(Canvases::new(&args.common.prefix, "wh", args.canvases));
     let ledger = Arc::new(Ledger::new(args.canvases, true));
     let receiver = Receiver::start(&args.receiver, &args.secret, canvases.clone(), ledger.clone()).await?;
+    let settled = settle(&args.common.targets).await?;
     let sockets = publish::connect(&args.common.targets, &canvases).await?;
     let start = Instant::now() + Duration::from_millis(200);
     let plan = Plan::Paced { rate: f64::from(args.rate), start, end: start + args.common.duration };
@@ -39,6 +40,7 @@ pub async fn webhook(args: &WebhookArgs) -> anyhow::Result<()> {
     let outcome = json!({
         "scenario": "webhook", "receiver": args.receiver, "canvases": args.canvases, "rate": args.rate,
         "instances": args.common.targets.len(), "seconds": args.common.duration.as_secs_f64(),
+        "leases_settled_seconds": settled.as_secs_f64(),
         "published": {
             "sent": published.sent, "acked": published.acked, "errors": published.errors,
             "ack_ms": percentiles(&published.ack_us), "failed": published.failed,
@@ -54,6 +56,44 @@ pub async fn webhook(args: &WebhookArgs) -> anyhow::Result<()> {
         print!("{}", human(&outcome));
     }
     Ok(())
+}
+
+/// The relay's shards of canvases (`consumers::webhook::leases::SHARDS`).
+const SHARDS: u64 = 16;
+/// The longest wait for the instances to split the shards.
+const SETTLE: Duration = Duration::from_secs(60);
+
+/// Waits until the instances behind `targets` hold every shard between them, each its fair share: until
+/// then a shard may have no deliverer for a heartbeat or two (instances that just started take them all,
+/// then give back as they see each other), which is start-up, not the steady lag this measures.
+async fn settle(targets: &[String]) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    let fair = SHARDS.div_ceil(targets.len() as u64);
+    loop {
+        let mut held = Vec::new();
+        for target in targets {
+            held.push(shards(target).await?);
+        }
+        if held.iter().sum::<u64>() == SHARDS && held.iter().all(|&n| n <= fair) {
+            return Ok(started.elapsed());
+        }
+        anyhow::ensure!(started.elapsed() < SETTLE, "the webhook's shards did not settle: {held:?} of {SHARDS}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// `webhook.shards` of a relay's `/health` (an error when it has no webhook).
+async fn shards(target: &str) -> anyhow::Result<u64> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(target).await?;
+    let request = format!("GET /health HTTP/1.1\r\nHost: {target}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await?;
+    let body = response.split_once("\r\n\r\n").map_or("", |(_, body)| body);
+    let health: Value = serde_json::from_str(body)?;
+    let shards = health["webhook"]["shards"].as_u64();
+    shards.ok_or_else(|| anyhow::anyhow!("{target} has no webhook (start it with --webhook-url)"))
 }
 
 /// Waits until every acked message has been delivered, or `longest`; whether all were.
@@ -137,12 +177,13 @@ fn human(o: &Value) -> String {
         )
     };
     let mut out = format!(
-        "webhook: {} msg/s over {} canvases on {} instances for {:.1} s, receiver {}\n",
+        "webhook: {} msg/s over {} canvases on {} instances for {:.1} s, receiver {} (shards settled in {:.1} s)\n",
         o["rate"],
         o["canvases"],
         o["instances"],
         num(&o["seconds"]),
-        o["receiver"].as_str().unwrap_or("")
+        o["receiver"].as_str().unwrap_or(""),
+        num(&o["leases_settled_seconds"])
     );
     out += &format!(
         "  published: sent {}, acked {}, errors {}; ack p50 {:.3} ms, p99 {:.3} ms\n",
