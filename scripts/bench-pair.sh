@@ -11,6 +11,10 @@
 #   scripts/bench-pair.sh flood --duration 10s --reader-on second   (cursor flood vs a slow reader: are
 #                                                             logged notes delayed, is the latest cursor delivered)
 #   scripts/bench-pair.sh events --clients 100 --rate 10   (ephemeral events: deliveries/s, end-to-end latency)
+#   RELAY_WEBHOOK_URL=http://127.0.0.1:9300/hook RELAY_WEBHOOK_SECRET=bench \
+#     scripts/bench-pair.sh webhook --rate 1000 --canvases 100   (load-test is the receiver: commit-to-receipt lag)
+#   RELAY_API_KEY=bench scripts/bench-pair.sh stream --api-key bench --readers 4 --rate 5000   (the event stream;
+#                                                             --backlog 200000 for a catch-up from since=0)
 # Set VIA_NGINX=1 to put nginx (nginx.conf) in front and aim the load at it instead. RELAY_* variables reach
 # both instances (e.g. RELAY_WORKER_THREADS=2, RELAY_PEER_WAKEUP=false).
 # ALONGSIDE="SCENARIO ARGS" [ALONGSIDE_DELAY=S] runs a second scenario in its own process meanwhile (below).
