@@ -180,4 +180,42 @@ async fn deliveries_survive_500s_an_outage_and_a_sigkill(store: Store) {
     drop((a, b));
 }
 
-on_both_buses!(an_outage_longer_than_the_ttl_is_no_gap, deliveries_survive_500s_an_outage_and_a_sigkill);
+/// Rebalancing under load: A delivers every shard to a receiver that takes a second per request (so requests
+/// are always in flight) while eight canvases are written; B starts, A gives back half its shards, B
+/// takes them. A shard is released only after its request in flight has ended, so no canvas ever has two
+/// requests at once, and every message arrives; both instances end up delivering.
+async fn shards_move_to_a_new_instance_without_overlap(store: Store) {
+    let receiver = Receiver::start().await;
+    receiver.answer(Answer::Slow(Duration::from_secs(1)));
+    let args = receiver.relay_args(&["--api-key", KEY, "--heartbeat-interval", "200ms", "--presence-timeout", "2s"]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let a = store.start(&args).await;
+    let canvases: Vec<String> = (0..8).map(|i| format!("move-{i}")).collect();
+    let mut written: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    let mut b = None;
+    for i in 0..160 {
+        if i == 40 {
+            b = Some(store.start(&args).await);
+        }
+        let canvas = &canvases[i % canvases.len()];
+        let seq = post_until_acked(&[a.addr], canvas, "comment", &json!({"i": i}), &format!("m{i}")).await;
+        written.entry(canvas.clone()).or_default().push(seq);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let b = b.unwrap();
+    for (canvas, want) in &written {
+        eventually("every message to arrive", || async { delivered_seqs(&receiver, canvas) == *want }).await;
+        assert_eq!(receiver.violations(canvas), Vec::<String>::new(), "{canvas}");
+    }
+    for instance in [&a, &b] {
+        let (_, text) = instance.get("/health").await;
+        let shards = serde_json::from_str::<Value>(&text).unwrap()["webhook"]["shards"].as_u64();
+        assert_eq!(shards, Some(8), "each instance holds half the shards: {text}");
+    }
+}
+
+on_both_buses!(
+    an_outage_longer_than_the_ttl_is_no_gap,
+    deliveries_survive_500s_an_outage_and_a_sigkill,
+    shards_move_to_a_new_instance_without_overlap,
+);

@@ -158,9 +158,13 @@ impl ConsumerStore for SqliteBus {
         held.await.map_err(|_| BusError::ShuttingDown)?
     }
 
+    /// Waits for the commit: a caller that asks for the lease again afterwards must not have its renewal
+    /// deleted by a release still queued behind it.
     async fn release_leases(&self, holder: &str, names: &[String]) -> Result<(), BusError> {
+        let (reply, released) = oneshot::channel();
         let (holder, names) = (holder.to_owned(), names.to_vec());
-        self.job(Job::Consumer(ConsumerJob::ReleaseLeases { holder, names })).await
+        self.job(Job::Consumer(ConsumerJob::ReleaseLeases { holder, names, reply })).await?;
+        released.await.map_err(|_| BusError::ShuttingDown)?
     }
 }
 

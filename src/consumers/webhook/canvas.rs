@@ -164,10 +164,14 @@ async fn send(shared: &Shared, shard: u32, batch: &Batch) -> Step {
     let body = Bytes::from(batch.body());
     let mut failures = 0;
     loop {
-        // Counted in flight before the lease is checked: a lease given back waits for this to end.
-        let _in_flight = shared.leases.in_flight(shard);
-        let Some(within) = shared.leases.valid_until(shard).and_then(until) else { return Step::Stop };
-        match shared.poster.post(batch, &body, within.min(shared.webhook.timeout)).await {
+        let answer = {
+            // Counted in flight before the lease is checked, until the answer (not through the backoff): a
+            // lease given back is released in the store once this has ended.
+            let _in_flight = shared.leases.in_flight(shard);
+            let Some(within) = shared.leases.valid_until(shard).and_then(until) else { return Step::Stop };
+            shared.poster.post(batch, &body, within.min(shared.webhook.timeout)).await
+        };
+        match answer {
             Answer::Delivered => {
                 let metrics = &shared.metrics;
                 if let Some(first) = batch.messages.first() {

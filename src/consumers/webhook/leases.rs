@@ -56,9 +56,10 @@ impl Leases {
         (until > Instant::now()).then_some(until)
     }
 
-    /// Counts a request of `shard` in flight until the guard drops. Taken before the lease is checked, and
-    /// a release drops the lease before it looks at the count (both sequentially consistent): either the
-    /// request sees the lease gone and is not sent, or the release sees it and waits.
+    /// Counts a request of `shard` in flight until the guard drops. Taken before the lease is checked (under
+    /// the `held` lock), and a release drops the lease (under that lock) before it looks at the count: the
+    /// lock orders the two, so either the request sees the lease gone and is not sent, or the release sees
+    /// the count and waits.
     pub fn in_flight(&self, shard: u32) -> InFlight<'_> {
         let count = &self.in_flight[shard as usize];
         count.fetch_add(1, Ordering::SeqCst);
@@ -75,10 +76,6 @@ impl Leases {
 
     pub fn lease_name(shard: u32) -> String {
         name(shard)
-    }
-
-    pub fn held_names(&self) -> Vec<String> {
-        self.held.lock().expect("leases lock").keys().map(|s| name(*s)).collect()
     }
 
     pub fn rescan(&self) {
@@ -142,37 +139,62 @@ pub async fn run(shared: Arc<Shared>, bus: Bus) {
             false => taken,
         };
         if !to_scan.is_empty() {
-            wake_backlog(&shared, &to_scan).await;
+            // In a task of its own: a long scan must not hold up the next renewal.
+            tokio::spawn(wake_backlog(shared.clone(), to_scan));
         }
     }
 }
 
 /// Gives back `shards`: stops counting them as held at once (no request starts under them), then, in a
-/// task of its own so that renewals go on, releases them in the store once no request sent under them is
-/// in flight (each ends by its lease's local deadline at the latest, before the store's).
-fn release(shared: &Arc<Shared>, shards: &[u32]) {
+/// task of its own so that renewals go on, releases each in the store once no request sent under it is in
+/// flight. A request ends by its lease's local deadline, a heartbeat before the store's lease does; if one
+/// is somehow still out then, the lease is left to run out in the store instead. Until the release is
+/// committed the shard is `leaving`, and not asked for again.
+fn release(shared: &Arc<Shared>, shards: &[u32]) -> Option<tokio::task::JoinHandle<()>> {
     if shards.is_empty() {
-        return;
+        return None;
     }
     let leases = &shared.leases;
-    let (count, latest) = {
+    let (count, deadlines) = {
         leases.leaving.lock().expect("leases lock").extend(shards);
         let mut held = leases.held.lock().expect("leases lock");
-        let latest = shards.iter().filter_map(|s| held.remove(s)).max();
-        (held.len(), latest.unwrap_or_else(Instant::now))
+        let now = Instant::now();
+        let deadlines: Vec<(u32, Instant)> = shards.iter().map(|s| (*s, held.remove(s).unwrap_or(now))).collect();
+        (held.len(), deadlines)
     };
     shared.status.shards.store(count as u64, Ordering::Relaxed);
-    let (shared, shards) = (shared.clone(), shards.to_vec());
-    tokio::spawn(async move {
-        while shared.leases.any_in_flight(&shards) && Instant::now() < latest {
+    let shared = shared.clone();
+    Some(tokio::spawn(async move {
+        let busy = |shard: u32| shared.leases.any_in_flight(&[shard]);
+        let mut waiting = deadlines;
+        loop {
+            let now = Instant::now();
+            let idle: Vec<u32> = waiting.iter().filter(|(s, _)| !busy(*s)).map(|(s, _)| *s).collect();
+            let overdue: Vec<u32> =
+                waiting.iter().filter(|(s, until)| busy(*s) && now >= *until).map(|(s, _)| *s).collect();
+            if !idle.is_empty() {
+                let names: Vec<String> = idle.iter().map(|s| name(*s)).collect();
+                if let Err(error) = shared.store.release_leases(&shared.holder, &names).await {
+                    tracing::warn!(%error, "webhook: could not give back leases (they run out on their own)");
+                }
+            }
+            let finished = |s: &u32| idle.contains(s) || overdue.contains(s);
+            shared.leases.leaving.lock().expect("leases lock").retain(|s| !finished(s));
+            waiting.retain(|(s, _)| !finished(s));
+            if waiting.is_empty() {
+                return;
+            }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        let names: Vec<String> = shards.iter().map(|s| name(*s)).collect();
-        if let Err(error) = shared.store.release_leases(&shared.holder, &names).await {
-            tracing::warn!(%error, "webhook: could not give back leases (they run out on their own)");
-        }
-        shared.leases.leaving.lock().expect("leases lock").retain(|s| !shards.contains(s));
-    });
+    }))
+}
+
+/// Gives back every shard held (the deliverer is stopping) and waits until that is done.
+pub async fn release_all(shared: &Arc<Shared>) {
+    let held: Vec<u32> = shared.leases.held.lock().expect("leases lock").keys().copied().collect();
+    if let Some(releasing) = release(shared, &held) {
+        let _ = releasing.await;
+    }
 }
 
 /// Asks for `shards`; returns those newly taken.
@@ -189,8 +211,11 @@ async fn hold(shared: &Shared, shards: &[u32]) -> Vec<u32> {
             let until = asked_at + leases.ttl.saturating_sub(leases.period);
             for (shard, holds) in shards.iter().zip(holds) {
                 match holds {
-                    true if held.insert(*shard, until).is_none() => taken.push(*shard),
-                    true => {}
+                    // A lease whose local deadline had passed is taken anew too (its backlog is woken).
+                    true => match held.insert(*shard, until) {
+                        Some(before) if before > asked_at => {}
+                        _ => taken.push(*shard),
+                    },
                     false => drop(held.remove(shard)),
                 }
             }
@@ -205,7 +230,7 @@ async fn hold(shared: &Shared, shards: &[u32]) -> Vec<u32> {
 }
 
 /// Wakes every canvas of `shards` with something undelivered.
-async fn wake_backlog(shared: &Arc<Shared>, shards: &[u32]) {
+async fn wake_backlog(shared: Arc<Shared>, shards: Vec<u32>) {
     let mut after = None;
     loop {
         match shared.store.backlog(after.clone(), BACKLOG_PAGE).await {

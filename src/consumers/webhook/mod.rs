@@ -178,9 +178,10 @@ pub fn start(
     let bus = bus.clone();
     let task = tokio::spawn(async move {
         tokio::join!(leases::run(shared.clone(), bus), tail(shared.clone()));
-        let held = shared.leases.held_names();
-        if !held.is_empty() && !shared.status.is_gone() {
-            let _ = shared.store.release_leases(&shared.holder, &held).await;
+        // Given back for the others to take at their next heartbeat (after any request still out has ended);
+        // after a 410 they run out instead.
+        if !shared.status.is_gone() {
+            leases::release_all(&shared).await;
         }
     });
     Some((task, status))

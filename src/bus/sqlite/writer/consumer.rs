@@ -15,8 +15,8 @@ use crate::protocol::CanvasId;
 pub enum ConsumerJob {
     /// Takes or renews each named lease for `holder` until `now + ttl_ms`; replies which it holds.
     HoldLeases { holder: String, names: Vec<String>, ttl_ms: u64, reply: oneshot::Sender<Result<Vec<bool>, BusError>> },
-    /// Gives up those of the named leases `holder` holds.
-    ReleaseLeases { holder: String, names: Vec<String> },
+    /// Gives up those of the named leases `holder` holds; replies once that is committed.
+    ReleaseLeases { holder: String, names: Vec<String>, reply: oneshot::Sender<Result<(), BusError>> },
     /// Records a canvas's delivered position if `holder` holds `lease`; replies whether it did.
     SaveDelivered {
         canvas: CanvasId,
@@ -35,10 +35,14 @@ impl Writer {
                 let _ = reply.send(held.as_ref().map(Clone::clone).map_err(|e| unavailable(e).into()));
                 held.map(drop)
             }
-            ConsumerJob::ReleaseLeases { holder, names } => self.write(|tx| {
-                let mut release = tx.prepare_cached("DELETE FROM leases WHERE name = ?1 AND holder = ?2")?;
-                names.iter().try_for_each(|name| release.execute(params![name, holder]).map(drop))
-            }),
+            ConsumerJob::ReleaseLeases { holder, names, reply } => {
+                let released = self.write(|tx| {
+                    let mut release = tx.prepare_cached("DELETE FROM leases WHERE name = ?1 AND holder = ?2")?;
+                    names.iter().try_for_each(|name| release.execute(params![name, holder]).map(drop))
+                });
+                let _ = reply.send(released.as_ref().map(|_| ()).map_err(|e| unavailable(e).into()));
+                released
+            }
             ConsumerJob::SaveDelivered { canvas, lease, holder, delivered, reply } => {
                 let saved = self.write(|tx| save_delivered(tx, &canvas, &lease, &holder, delivered, now));
                 let _ = reply.send(saved.as_ref().copied().map_err(|e| unavailable(e).into()));

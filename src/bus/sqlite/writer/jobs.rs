@@ -55,9 +55,12 @@ pub enum Job {
 
 impl Job {
     /// Whether it goes ahead of the queued messages: a late heartbeat gets this instance's users expired by
-    /// the others, a late lease renewal loses the lease, and cursors must never wait behind logged messages.
+    /// the others, a late lease renewal loses the lease (and a release goes in the same lane, so that it is
+    /// never overtaken by a later renewal of the same lease), and cursors must never wait behind logged
+    /// messages.
     pub fn is_urgent(&self) -> bool {
-        matches!(self, Job::Heartbeat(_) | Job::Cursors(_) | Job::Consumer(super::ConsumerJob::HoldLeases { .. }))
+        use super::ConsumerJob::{HoldLeases, ReleaseLeases};
+        matches!(self, Job::Heartbeat(_) | Job::Cursors(_) | Job::Consumer(HoldLeases { .. } | ReleaseLeases { .. }))
     }
 
     /// Whether other instances have something to deliver once it committed.
