@@ -1,7 +1,8 @@
 //! Webhooks at their edges, on both buses, against the signature-checking receiver of `helpers::receiver`:
 //! a reset is a batch of its own between the epochs; 410 Gone stops delivery and says so; a receiver slow
 //! on one canvas times out there (`--webhook-timeout`) and never holds up another; messages that expired
-//! before delivery (past `--webhook-retention`) are a gap batch; the metrics count what happened.
+//! before delivery (past `--webhook-retention`) are a gap batch; a lag past `--webhook-lag-warning` is a
+//! warning on `/health`; the metrics count what happened.
 
 #[macro_use]
 mod helpers;
@@ -153,9 +154,41 @@ async fn messages_expired_before_delivery_are_a_gap_batch(store: Store) {
     assert_eq!(receiver.violations("lost"), Vec::<String>::new());
 }
 
+/// `--webhook-lag-warning 5` and a receiver that is down: six undelivered messages make `/health` warn
+/// of the lag, `/metrics` carry it; once the receiver is back the warning goes, the lag is 0, and the
+/// delivery latency has been recorded.
+async fn a_lag_past_the_warning_is_on_health_and_metrics(store: Store) {
+    let mut receiver = Receiver::start().await;
+    receiver.go_down().await;
+    let a = start(&store, &receiver, &["--webhook-lag-warning", "5"]).await;
+    for i in 0..6 {
+        post(&a, "behind", "comment", json!({"i": i})).await;
+    }
+    // /metrics first: a scrape alone must see the lag (not only after a /health request).
+    eventually("/metrics to carry the lag", || async { a.metric("relay_webhook_lag_messages").await == 6.0 }).await;
+    eventually("/health to warn of the lag", || async {
+        let health = health(&a).await;
+        health["status"] == "warning"
+            && health["reasons"].to_string().contains("webhook lag: 6 messages")
+            && health["webhook"]["lag_messages"] == 6
+            && health["webhook"]["last_failure"].as_str().is_some_and(|f| f.contains("connect"))
+    })
+    .await;
+    receiver.come_up().await;
+    eventually("the lag to clear", || async {
+        let health = health(&a).await;
+        health["status"] == "healthy" && health["webhook"]["lag_messages"] == 0
+    })
+    .await;
+    assert_eq!(delivered_seqs(&receiver, "behind"), (1..=6).collect::<Vec<_>>());
+    assert!(a.metric("relay_webhook_delivery_seconds_count").await >= 1.0);
+    assert_eq!(a.metric("relay_webhook_lag_messages").await, 0.0);
+}
+
 on_both_buses!(
     a_reset_is_a_batch_between_the_epochs,
     gone_stops_delivery_with_an_error,
     a_slow_canvas_times_out_and_never_holds_up_another,
     messages_expired_before_delivery_are_a_gap_batch,
+    a_lag_past_the_warning_is_on_health_and_metrics,
 );

@@ -135,6 +135,10 @@ pub fn metrics(app: Arc<App>) -> BoxedFilter<(Response,)> {
 }
 
 fn render_metrics(app: Arc<App>) -> Response {
+    // The lag is the webhook's own figure, not a counter anything increments: read it for each scrape.
+    if let Some(status) = &app.webhook {
+        app.metrics.webhook_lag.set(status.figures().lag_messages as f64);
+    }
     let text = app.prometheus.render();
     warp::reply::with_header(text, "content-type", "text/plain; version=0.0.4").into_response()
 }
