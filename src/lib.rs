@@ -126,6 +126,7 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
         listener,
         http::routes(app.clone()),
         config.handshake_timeout,
+        config.shutdown_timeout,
         app.shutdown.stopped_accepting(),
     );
     let server = tokio::spawn(server);

@@ -8,6 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 
@@ -57,13 +58,12 @@ pub async fn feed(
     let mut stopping = std::pin::pin!(stopping);
     let store: Arc<dyn ConsumerStore> = bus.consumers();
     let mut position = since;
-    let mut first_page = true;
     loop {
         let wait = match store.log_after(&position, PAGE).await {
             Ok(page) => {
-                // A position older than the retained log is the reader's starting point; once reading, it
-                // keeps up or is cut off long before the TTL drops rows ahead of it.
-                if let (true, Some(oldest)) = (first_page, page.oldest) {
+                // A position older than the retained log: at the start (an old `since`), or later for a
+                // reader that fell a TTL behind while draining its buffer just fast enough not to be cut.
+                if let Some(oldest) = page.oldest {
                     let gap = StreamEvent::Gap { since: position.clone(), oldest: oldest.clone() };
                     if let Err(ended) = offer(&events, gap).await {
                         return ended;
@@ -72,7 +72,6 @@ pub async fn feed(
                         position = oldest;
                     }
                 }
-                first_page = false;
                 let full = page.entries.len() == PAGE;
                 for entry in page.entries {
                     let next = entry.position.clone();
@@ -84,6 +83,10 @@ pub async fn feed(
                     position = next;
                 }
                 if full {
+                    // Catching up reads page after page without waiting; the server may be stopping.
+                    if stopping.as_mut().now_or_never().is_some() {
+                        return Ended::Stopping;
+                    }
                     continue;
                 }
                 POLL

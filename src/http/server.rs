@@ -23,11 +23,13 @@ use warp::reply::Response;
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Serves `routes` on `listener` until `stop` resolves, then waits for the HTTP requests in progress (not
-/// for upgraded WebSockets, which hyper has handed over).
+/// for upgraded WebSockets, which hyper has handed over), each at most `drain` (a response body a client
+/// does not read, such as an event stream's, would otherwise hold shutdown forever).
 pub async fn serve(
     listener: TcpListener,
     routes: BoxedFilter<(Response,)>,
     header_timeout: Duration,
+    drain: Duration,
     stop: impl Future<Output = ()>,
 ) {
     // Every connection's task is tracked, so that stopping can wait for the requests in progress.
@@ -65,7 +67,13 @@ pub async fn serve(
                 () = stopping.cancelled() => {
                     // Finish the request in progress, then close; an upgraded WebSocket is no longer ours.
                     connection.as_mut().graceful_shutdown();
-                    connection.await
+                    match tokio::time::timeout(drain, connection).await {
+                        Ok(ended) => ended,
+                        Err(_) => {
+                            tracing::debug!("an HTTP response was not finished within the shutdown timeout; closed");
+                            Ok(())
+                        }
+                    }
                 }
             };
             if let Err(error) = ended {

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use futures_util::stream::{self, Stream};
 use serde::Serialize;
 use serde_json::value::RawValue;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use warp::filters::BoxedFilter;
 use warp::http::StatusCode;
 use warp::reply::Response;
@@ -21,6 +21,7 @@ use warp::{Filter, Reply};
 use super::api::{authorized, ApiError};
 use super::json_error;
 use crate::consumers::stream::{feed, StreamEvent};
+use crate::shutdown::Phase;
 use crate::App;
 
 pub fn route(app: Arc<App>) -> BoxedFilter<(Response,)> {
@@ -58,14 +59,22 @@ async fn open(app: Arc<App>, query: HashMap<String, String>, last_event_id: Opti
         tracing::debug!(?ended, "event stream reader ended");
     });
     let keep_alive = warp::sse::keep_alive().interval(app.config.consumers.stream_keepalive).text("keep-alive");
-    warp::sse::reply(keep_alive.stream(events_of(buffered))).into_response()
+    let body = events_of(buffered, app.shutdown.subscribe());
+    warp::sse::reply(keep_alive.stream(body)).into_response()
 }
 
-/// The buffered events as SSE events; ends when the loop ends and the buffer is drained.
-fn events_of(buffered: mpsc::Receiver<StreamEvent>) -> impl Stream<Item = Result<Event, Infallible>> + Send {
-    stream::unfold(buffered, |mut buffered| async move {
-        let event = buffered.recv().await?;
-        Some((Ok(encode(&event)), buffered))
+/// The buffered events as SSE events; ends when the loop ends and the buffer is drained, or at once when
+/// the server stops (the reader resumes with its last id elsewhere).
+fn events_of(
+    buffered: mpsc::Receiver<StreamEvent>,
+    phase: watch::Receiver<Phase>,
+) -> impl Stream<Item = Result<Event, Infallible>> + Send + Sync {
+    stream::unfold((buffered, phase), |(mut buffered, mut phase)| async move {
+        let event = tokio::select! {
+            event = buffered.recv() => event?,
+            _ = phase.wait_for(|p| *p != Phase::Running) => return None,
+        };
+        Some((Ok(encode(&event)), (buffered, phase)))
     })
 }
 
