@@ -29,5 +29,9 @@ CREATE TABLE leases (
     expires_at INTEGER NOT NULL
 ) WITHOUT ROWID;
 
--- The highest message_queue id cleanup has deleted: an event stream reading from before it has a gap.
-INSERT INTO meta (key, value) VALUES ('pruned_id', '0');
+-- The highest message_queue id cleanup has deleted: an event stream reading from before it has a gap. On a
+-- file that had rows already, every id below the oldest one left (or all of them) was deleted.
+INSERT INTO meta (key, value) VALUES ('pruned_id', coalesce(
+    (SELECT min(id) - 1 FROM message_queue),
+    (SELECT seq FROM sqlite_sequence WHERE name = 'message_queue'),
+    0));

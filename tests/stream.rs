@@ -1,13 +1,14 @@
 //! `GET /api/v1/stream` against real relays on both buses: every logged message of every canvas once, in
 //! seq order per canvas, across a drop and a resume on another instance; `gap` for a position the log no
 //! longer holds; `reset`; the API key; a position that is not one; a reader too slow for its buffer, cut
-//! and resumed; the keep-alive comment.
+//! and resumed; the keep-alive comment; SIGTERM with a reader that reads nothing.
 
 #[macro_use]
 mod helpers;
 
 use std::collections::{BTreeMap, HashSet};
 
+use helpers::receiver::{Answer, Receiver};
 use helpers::sse::{EventStream, Item};
 use helpers::{eventually, Instance, Store};
 use serde_json::{json, Value};
@@ -97,6 +98,33 @@ async fn a_position_older_than_the_log_gets_a_gap(store: Store) {
     post(&a, "old", "comment", json!({"text": "next"})).await;
     let next = resumed.next_event().await.unwrap();
     assert_eq!((next.event.as_str(), next.json()["data"]["text"].as_str()), ("message", Some("next")));
+}
+
+/// With a webhook, cleanup deletes out of commit order: a canvas whose receiver keeps failing has its rows
+/// kept past the TTL, while the rows of a delivered canvas committed after them go. A position before all
+/// that gets `gap` naming the first message after everything dropped, not the kept row (after which the
+/// dropped ones would be missing without a word), and then that message.
+async fn a_gap_is_after_every_dropped_message_when_cleanup_kept_older_ones(store: Store) {
+    let receiver = Receiver::start().await;
+    receiver.answer_for("held", Answer::Status(500));
+    let args = receiver.relay_args(&["--api-key", KEY, "--message-ttl", "1s", "--cleanup-interval", "100ms"]);
+    let a = store.start(&args.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    post(&a, "held", "comment", json!({"text": "kept for the webhook"})).await;
+    for i in 0..3 {
+        post(&a, "free", "comment", json!({"i": i})).await;
+    }
+    eventually("the delivered rows to be dropped", || async { store.logged("free").await.is_empty() }).await;
+    assert_eq!(store.logged("held").await.len(), 1, "the undelivered row is kept");
+    let seq = post(&a, "after", "comment", json!({"text": "next"})).await;
+    eventually("the stream to report the gap", || async {
+        open(&a, "?since=0", None).await.next_event().await.unwrap().event == "gap"
+    })
+    .await;
+    let mut stream = open(&a, "?since=0", None).await;
+    let gap = stream.next_event().await.unwrap();
+    let next = stream.next_event().await.unwrap();
+    assert_eq!((next.json()["canvas"].as_str(), next.json()["seq"].as_u64()), (Some("after"), Some(seq)), "{next:?}");
+    assert_eq!(gap.json()["oldest"].as_str(), next.id.as_deref(), "{gap:?}");
 }
 
 /// Without `since` the stream starts at the head as of the request's answer; a DELETE of a canvas is
@@ -204,11 +232,31 @@ async fn an_idle_stream_gets_keep_alive_comments(store: Store) {
     assert_eq!(stream.next_event().await.unwrap().json()["seq"].as_u64(), Some(seq));
 }
 
+/// SIGTERM with two readers, one at the head and one that reads nothing while its socket and buffer are
+/// full: both streams end and the process exits 0 within `--shutdown-timeout`, nothing left hanging.
+async fn sigterm_ends_every_stream_even_one_nobody_reads(store: Store) {
+    let mut a = store.start(&["--api-key", KEY, "--shutdown-timeout", "2s", "--stream-buffer", "200"]).await;
+    let mut reading = open(&a, "", None).await;
+    let stuck = EventStream::open_with_window(a.addr, "", Some(KEY), None, Some(4096)).await.unwrap();
+    let payload = "x".repeat(8 * 1024);
+    // More than the stuck reader's socket holds: the server's write to it blocks.
+    for i in 0..600 {
+        post(&a, "busy", "comment", json!({"i": i, "pad": payload})).await;
+    }
+    assert_eq!(reading.events(600).await.len(), 600);
+    a.signal("TERM");
+    assert_eq!(a.wait().await, Some(0), "{}", a.log_text());
+    assert!(reading.next().await.is_none(), "the stream ended with the process");
+    drop(stuck);
+}
+
 on_both_buses!(
     a_stream_resumed_on_another_instance_has_no_gap_and_no_repeat,
     a_position_older_than_the_log_gets_a_gap,
+    a_gap_is_after_every_dropped_message_when_cleanup_kept_older_ones,
     a_reset_is_an_event_and_a_stream_without_since_starts_at_the_head,
     the_stream_needs_the_api_key_and_a_real_position,
     a_reader_too_slow_for_its_buffer_is_cut_off_and_resumes,
     an_idle_stream_gets_keep_alive_comments,
+    sigterm_ends_every_stream_even_one_nobody_reads,
 );

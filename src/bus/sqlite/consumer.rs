@@ -36,15 +36,18 @@ impl ConsumerStore for SqliteBus {
         let after: i64 = after.parse().unwrap_or(0);
         self.read(move |conn| {
             let tx = conn.transaction()?;
-            let entries = tx
-                .prepare_cached(&format!("SELECT {COLUMNS} FROM message_queue WHERE id > ?1 ORDER BY id LIMIT ?2"))?
-                .query_map(params![after, limit as i64], logged)?
-                .collect::<Result<Vec<_>>>()?;
             let pruned: i64 = tx
                 .prepare_cached("SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'pruned_id'")?
                 .query_row([], |row| row.get(0))
                 .optional()?
                 .unwrap_or(0);
+            // Cleanup deletes by purge_at, not by id (rows a webhook has not delivered stay longer), so rows
+            // below the highest id deleted may still be there, among others that are gone: a position
+            // below it goes on from after it, with a gap.
+            let entries = tx
+                .prepare_cached(&format!("SELECT {COLUMNS} FROM message_queue WHERE id > ?1 ORDER BY id LIMIT ?2"))?
+                .query_map(params![after.max(pruned), limit as i64], logged)?
+                .collect::<Result<Vec<_>>>()?;
             let oldest = match entries.first() {
                 _ if after >= pruned => None,
                 Some(first) => Some(first.position.clone()),

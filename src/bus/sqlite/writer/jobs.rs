@@ -296,13 +296,12 @@ fn reset(
              updated_at = excluded.updated_at, state_bytes = 0, state_seq = 0",
     )?
     .execute(params![canvas.as_str(), generation, now])?;
-    // The old generation's rows expire for clients now; the event stream still reads them until their TTL
+    // The old generation's rows expire for clients (at 0, so that no clock step makes them visible again,
+    // their seqs now being the new generation's too); the event stream still reads them until their TTL
     // (it carries every logged message), and the webhook, whose next batch of the canvas is the reset,
     // stops holding them past it.
-    tx.prepare_cached(
-        "UPDATE message_queue SET expires_at = min(expires_at, ?2), purge_at = expires_at WHERE canvas_id = ?1",
-    )?
-    .execute(params![canvas.as_str(), now])?;
+    tx.prepare_cached("UPDATE message_queue SET expires_at = 0, purge_at = expires_at WHERE canvas_id = ?1")?
+        .execute(params![canvas.as_str()])?;
     tx.prepare_cached("DELETE FROM canvas_objects WHERE canvas_id = ?1")?.execute([canvas.as_str()])?;
     let epoch = queries::epoch(&settings.db_epoch, generation);
     let data = serde_json::json!({ "epoch": epoch }).to_string();
