@@ -206,15 +206,15 @@ async fn send(
     Ok(())
 }
 
-/// The fields of a server frame the tally needs, borrowed from the text (the padding is skipped, not copied):
+/// The fields of a server frame the tally (and `publish`) needs, borrowed from the text (the padding is skipped, not copied):
 /// at hundreds of thousands of deliveries a second, parsing into a `Value` would measure the load generator.
 #[derive(Deserialize)]
-struct Frame<'a> {
+pub(crate) struct Frame<'a> {
     #[serde(rename = "type", borrow)]
-    kind: Cow<'a, str>,
-    seq: Option<u64>,
+    pub kind: Cow<'a, str>,
+    pub seq: Option<u64>,
     #[serde(rename = "ref", borrow)]
-    reference: Option<Cow<'a, str>>,
+    pub reference: Option<Cow<'a, str>>,
     #[serde(borrow)]
     from: Option<Cow<'a, str>>,
     data: Option<Payload>,

@@ -4,19 +4,17 @@
 //! window unacked). Every ack goes into the [`Ledger`] with its seq and arrival instant. What the consumers
 //! receive is judged elsewhere.
 
-use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
-use serde::Deserialize;
 use serde_json::json;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::client::{histogram, unix_us, Socket};
+use crate::client::{histogram, unix_us, Frame, Socket};
 use crate::ledger::{micros, Canvases, Ledger, KIND};
 use crate::welcome;
 
@@ -126,16 +124,6 @@ struct One {
     failed: Option<String>,
     first_sent: Option<Instant>,
     last_ack: Option<Instant>,
-}
-
-/// The fields of a frame the publisher looks at, borrowed.
-#[derive(Deserialize)]
-struct Frame<'a> {
-    #[serde(rename = "type", borrow)]
-    kind: Cow<'a, str>,
-    seq: Option<u64>,
-    #[serde(rename = "ref", borrow)]
-    reference: Option<Cow<'a, str>>,
 }
 
 /// Sends its share on `canvas`, records every ack, and closes once all are in (or [`ACK_WAIT`] passed).
