@@ -141,10 +141,10 @@ end
 -- (the head, as always, a TTL longer than the log). Entries leave in seq order: each rule drops a prefix.
 local function settle_log(canvas, now, ttl, retention, newest)
   local log = canvas_key(canvas, 'log')
-  local seq, gen = head(canvas)
   local dgen, dseq
   local keep = ttl
   if retention > 0 then
+    local seq, gen = head(canvas)
     dgen, dseq = delivered_to(canvas)
     if dgen ~= gen or dseq < seq then
       keep = math.max(ttl, retention)
