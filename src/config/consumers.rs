@@ -122,7 +122,7 @@ impl ConsumerConfig {
 
     /// How long a store keeps messages the webhook has not delivered (`None`: no webhook, only the TTL).
     pub fn retention(&self) -> Option<Duration> {
-        self.webhook().ok().flatten().map(|w| w.retention)
+        self.webhook_url.is_some().then_some(self.webhook_retention)
     }
 }
 

@@ -114,10 +114,10 @@ async fn health_report(app: Arc<App>) -> Response {
     if let (Some(body), Some(base)) = (body.as_object_mut(), base.as_object()) {
         body.extend(base.clone());
     }
-    if let (Some(status), Ok(Some(webhook))) = (&app.webhook, app.config.consumers.webhook()) {
+    if let Some(status) = &app.webhook {
         let figures = status.figures();
         app.metrics.webhook_lag.set(figures.lag_messages as f64);
-        let warnings = assess_webhook(&figures, webhook.lag_warning, app.bus.ttl_ms());
+        let warnings = assess_webhook(&figures, app.config.consumers.webhook_lag_warning, app.bus.ttl_ms());
         if !warnings.is_empty() && body["status"] == "healthy" {
             body["status"] = serde_json::json!(Status::Warning);
         }
