@@ -8,7 +8,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::FutureExt;
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 
@@ -42,20 +41,11 @@ pub enum Ended {
     Gone,
     /// The buffer was full: the reader is too slow and resumes with its last id.
     TooSlow,
-    /// The server is stopping.
-    Stopping,
 }
 
-/// Feeds `events` with every entry after `since` until the reader goes away, falls a buffer behind, or
-/// `stopping` resolves.
-pub async fn feed(
-    bus: Bus,
-    since: String,
-    events: mpsc::Sender<StreamEvent>,
-    metrics: Metrics,
-    stopping: impl std::future::Future<Output = ()>,
-) -> Ended {
-    let mut stopping = std::pin::pin!(stopping);
+/// Feeds `events` with every entry after `since` until the reader goes away (its body ends, also when the
+/// server stops: `http/stream.rs`) or falls a buffer behind.
+pub async fn feed(bus: Bus, since: String, events: mpsc::Sender<StreamEvent>, metrics: Metrics) -> Ended {
     let store: Arc<dyn ConsumerStore> = bus.consumers();
     let mut position = since;
     loop {
@@ -83,11 +73,7 @@ pub async fn feed(
                     position = next;
                 }
                 if full {
-                    // Catching up reads page after page without waiting; the server may be stopping.
-                    if stopping.as_mut().now_or_never().is_some() {
-                        return Ended::Stopping;
-                    }
-                    continue;
+                    continue; // catching up: the next offer finds a reader that went away
                 }
                 POLL
             }
@@ -102,7 +88,6 @@ pub async fn feed(
         tokio::select! {
             () = tokio::time::sleep(wait) => {}
             () = events.closed() => return Ended::Gone,
-            () = &mut stopping => return Ended::Stopping,
         }
     }
 }

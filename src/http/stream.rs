@@ -51,10 +51,9 @@ async fn open(app: Arc<App>, query: HashMap<String, String>, last_event_id: Opti
     };
     let (events, buffered) = mpsc::channel(app.config.consumers.stream_buffer);
     let (bus, metrics) = (app.bus.clone(), app.metrics.clone());
-    let stopping = app.shutdown.stopped_accepting();
     tokio::spawn(async move {
         metrics.stream_readers.increment(1.0);
-        let ended = feed(bus, since, events, metrics.clone(), stopping).await;
+        let ended = feed(bus, since, events, metrics.clone()).await;
         metrics.stream_readers.decrement(1.0);
         tracing::debug!(?ended, "event stream reader ended");
     });
