@@ -9,7 +9,7 @@
 use async_trait::async_trait;
 use redis::Value;
 
-use super::entry::{array, field, int, pairs, string, text, uint, LogEntry};
+use super::entry::{array, field, pairs, string, text, uint, LogEntry};
 use super::scripts::{BACKLOG, CANVAS_TAIL, HOLD_LEASES, LOG, RELEASE_LEASES, SAVE_DELIVERED};
 use super::{keys, malformed, unavailable, RedisBus};
 use crate::bus::consumer::{Backlog, CanvasTail, ConsumerStore, Delivered, LogPage, Logged};
@@ -188,7 +188,7 @@ impl ConsumerStore for RedisBus {
         let (Some(generation), Some(seq)) = (uint(generation), uint(seq)) else {
             return Err(malformed("a webhook position"));
         };
-        Ok(Some(Delivered { generation, seq, inflight: int(inflight).map(|p| p.max(0) as u64) }))
+        Ok(Some(Delivered { generation, seq, inflight: uint(inflight) }))
     }
 
     /// `save_delivered.lua`: the lease checked, the position written and the canvas's log settled, at once.

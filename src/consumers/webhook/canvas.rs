@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::batch::Batch;
-use super::leases::{shard_of, Leases};
+use super::leases::{self, shard_of};
 use super::post::Answer;
 use super::{sleep_or_stop, until, Shared, Slot, RETRY};
 use crate::bus::consumer::Delivered;
@@ -45,7 +45,7 @@ struct Cursor {
 /// Delivers `canvas` until it is idle for `IDLE` or must stop.
 pub async fn deliver(shared: Arc<Shared>, canvas: CanvasId, slot: Arc<Slot>) {
     let shard = shard_of(canvas.as_str());
-    let mut cursor = Cursor { lease: Leases::lease_name(shard), canvas, shard, at: None, fresh: false };
+    let mut cursor = Cursor { lease: leases::name(shard), canvas, shard, at: None, fresh: false };
     loop {
         let seen = slot.wakes.load(std::sync::atomic::Ordering::SeqCst);
         let step = match shared.leases.holds(shard) && !shared.stop.is_cancelled() {

@@ -26,7 +26,8 @@ pub fn shard_of(canvas: &str) -> u32 {
     hash % SHARDS
 }
 
-fn name(shard: u32) -> String {
+/// The store's name of a shard's lease.
+pub fn name(shard: u32) -> String {
     format!("webhook:{shard}")
 }
 
@@ -66,16 +67,12 @@ impl Leases {
         InFlight(count)
     }
 
-    fn any_in_flight(&self, shards: &[u32]) -> bool {
-        shards.iter().any(|s| self.in_flight[*s as usize].load(Ordering::SeqCst) > 0)
+    fn any_in_flight(&self, shard: u32) -> bool {
+        self.in_flight[shard as usize].load(Ordering::SeqCst) > 0
     }
 
     pub fn holds(&self, shard: u32) -> bool {
         self.valid_until(shard).is_some()
-    }
-
-    pub fn lease_name(shard: u32) -> String {
-        name(shard)
     }
 
     pub fn rescan(&self) {
@@ -165,7 +162,7 @@ fn release(shared: &Arc<Shared>, shards: &[u32]) -> Option<tokio::task::JoinHand
     shared.status.shards.store(count as u64, Ordering::Relaxed);
     let shared = shared.clone();
     Some(tokio::spawn(async move {
-        let busy = |shard: u32| shared.leases.any_in_flight(&[shard]);
+        let busy = |shard: u32| shared.leases.any_in_flight(shard);
         let mut waiting = deadlines;
         loop {
             let now = Instant::now();
