@@ -81,7 +81,7 @@ impl Writer {
             Job::RemoveUser { canvas, user, block_ms, reply } => self.remove_user(&canvas, &user, block_ms, reply, now),
             Job::Cleanup { limit, reply } => self.clean_up(limit, reply, now),
             Job::DropIdleCanvases { idle_before, limit, reply } => {
-                let dropped = self.write(|tx| drop_idle_canvases(tx, idle_before, limit));
+                let dropped = self.write(|tx| drop_idle_canvases(tx, idle_before, limit, now));
                 if let Ok(n) = dropped {
                     self.metrics.canvases_dropped.increment(n as u64);
                 }
@@ -322,7 +322,7 @@ fn reset(
 
 /// Deletes up to `limit` canvases idle since `idle_before` that hold no objects, no connection and no row
 /// kept for a webhook, with their (expired) rows, watermarks and webhook position. Returns how many went.
-fn drop_idle_canvases(tx: &Connection, idle_before: i64, limit: u32) -> Result<usize, SqlError> {
+fn drop_idle_canvases(tx: &Connection, idle_before: i64, limit: u32, now: i64) -> Result<usize, SqlError> {
     // The limit is part of the SQL: a bound LIMIT makes SQLite prepare the statement every run.
     let ids: Vec<String> = tx
         .prepare_cached(&format!(
@@ -332,7 +332,7 @@ fn drop_idle_canvases(tx: &Connection, idle_before: i64, limit: u32) -> Result<u
                AND NOT EXISTS (SELECT 1 FROM message_queue m WHERE m.canvas_id = c.canvas_id AND m.purge_at > ?2)
              LIMIT {limit}"
         ))?
-        .query_map([idle_before, now_ms()], |r| r.get(0))?
+        .query_map([idle_before, now], |r| r.get(0))?
         .collect::<Result<_, _>>()?;
     for id in &ids {
         let pruned = tx
