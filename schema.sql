@@ -1,7 +1,7 @@
 -- canvas-relay: the whole current schema (what migrations/ builds, in order). Read this to know the tables;
 -- change the schema by adding a numbered file to migrations/ and updating this file to match
 -- (a unit test in src/bus/sqlite/schema.rs checks the two agree). Times are unix milliseconds.
-PRAGMA user_version = 9;
+PRAGMA user_version = 10;
 
 CREATE TABLE meta (
     key   TEXT PRIMARY KEY,
@@ -80,7 +80,9 @@ CREATE TABLE connections (
     canvas_id    TEXT NOT NULL,
     user_id      TEXT NOT NULL,
     name         TEXT,
-    connected_at INTEGER NOT NULL
+    connected_at INTEGER NOT NULL,
+    -- 0010: its latest presence state (v1.1) as JSON text, NULL until it sets one (welcome.peers).
+    presence     TEXT
 ) WITHOUT ROWID;
 CREATE INDEX idx_connections_canvas_user ON connections (canvas_id, user_id);
 CREATE INDEX idx_connections_user ON connections (user_id);

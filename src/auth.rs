@@ -23,6 +23,28 @@ pub struct Verifier {
     validation: Validation,
 }
 
+/// What a verified token grants a socket: who, until when, and on which canvases (a multiplexed socket
+/// checks each join against it).
+pub struct Grant {
+    pub user: UserId,
+    /// Unix seconds after which the session must end (close 1008).
+    pub expires_at: u64,
+    /// The `canvases` claim; `None` grants every canvas.
+    scope: Option<Scope>,
+    /// What a list (or an absent claim) grants: the `role` claim, editor by default.
+    listed: Role,
+}
+
+impl Grant {
+    /// The role granted on `canvas`, or why not.
+    pub fn role_on(&self, canvas: &CanvasId) -> Result<Role, AuthError> {
+        match &self.scope {
+            None => Ok(self.listed),
+            Some(scope) => scope.grant(canvas, self.listed).ok_or_else(|| AuthError::OutOfScope(canvas.clone())),
+        }
+    }
+}
+
 /// Who a verified token says the client is, and until when.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
@@ -93,6 +115,14 @@ impl Verifier {
 
     /// Verifies `token` for `canvas`.
     pub fn verify(&self, token: Option<&str>, canvas: &CanvasId) -> Result<Identity, AuthError> {
+        let grant = self.verify_socket(token)?;
+        let role = grant.role_on(canvas)?;
+        Ok(Identity { user: grant.user, expires_at: grant.expires_at, role })
+    }
+
+    /// Verifies `token` for a multiplexed socket: whatever canvases it covers, each join is checked with
+    /// [`Grant::role_on`].
+    pub fn verify_socket(&self, token: Option<&str>) -> Result<Grant, AuthError> {
         let token = token.ok_or(AuthError::Missing)?;
         let claims = decode::<Claims>(token, &self.key, &self.validation)
             .map_err(|e| match e.kind() {
@@ -105,11 +135,7 @@ impl Verifier {
             return Err(AuthError::ReservedUser);
         }
         let listed = claims.role.unwrap_or(Role::Editor);
-        let role = match &claims.canvases {
-            None => listed,
-            Some(scope) => scope.grant(canvas, listed).ok_or_else(|| AuthError::OutOfScope(canvas.clone()))?,
-        };
-        Ok(Identity { user, expires_at: claims.exp, role })
+        Ok(Grant { user, expires_at: claims.exp, scope: claims.canvases, listed })
     }
 }
 

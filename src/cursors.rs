@@ -5,6 +5,9 @@
 //! its frame: the receiving instance coalesces per sender again, in each reader's queue. Ephemeral events
 //! ride in the same batch, in send order, under the key `events` (`[[connection, frame], ...]`): never
 //! coalesced, at most [`MAX_EVENTS_PER_BATCH`] per canvas (past it an event is dropped: at most once).
+//! Presence states (v1.1) ride under `presence` (`{"<connection>": frame}`), the latest per connection, and
+//! the batch also carries them as data for the store to keep ([`CursorBatch::states`]): what a joiner on
+//! another instance reads as `welcome.peers`. A connection that is gone is a state of `null`.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -32,6 +35,8 @@ struct Pending {
     latest: HashMap<CanvasId, HashMap<ConnId, String>>,
     /// canvas → events (sending connection, frame), in the order they were sent.
     events: HashMap<CanvasId, Vec<(ConnId, String)>>,
+    /// canvas → connection → its latest presence (frame, data).
+    presence: HashMap<CanvasId, HashMap<ConnId, (String, String)>>,
 }
 
 /// One canvas's batch: `{"<connection>": frame, ...}` as JSON text.
@@ -39,6 +44,9 @@ struct Pending {
 pub struct CursorBatch {
     pub canvas: CanvasId,
     pub frames: String,
+    /// The presence states the batch carries (connection, data as JSON text; `null` for one gone), for the
+    /// store to keep where joiners read them.
+    pub states: Vec<(ConnId, String)>,
 }
 
 impl CursorBuffer {
@@ -59,14 +67,21 @@ impl CursorBuffer {
         room
     }
 
+    /// Keeps `frame` as connection `from`'s latest presence state (`data`) on `canvas`, replacing any earlier
+    /// one not yet sent.
+    pub fn record_presence(&self, canvas: &CanvasId, from: ConnId, frame: String, data: String) {
+        self.pending().presence.entry(canvas.clone()).or_default().insert(from, (frame, data));
+    }
+
     fn pending(&self) -> std::sync::MutexGuard<'_, Pending> {
         self.pending.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Takes everything recorded since the last call, one batch per canvas.
     pub fn take(&self) -> Vec<CursorBatch> {
-        let Pending { mut latest, mut events } = std::mem::take(&mut *self.pending());
-        let canvases: std::collections::BTreeSet<CanvasId> = latest.keys().chain(events.keys()).cloned().collect();
+        let Pending { mut latest, mut events, mut presence } = std::mem::take(&mut *self.pending());
+        let canvases: std::collections::BTreeSet<CanvasId> =
+            latest.keys().chain(events.keys()).chain(presence.keys()).cloned().collect();
         canvases
             .into_iter()
             .map(|canvas| {
@@ -83,7 +98,16 @@ impl CursorBuffer {
                         .collect();
                     entries.push(format!(r#""events":[{}]"#, events.join(",")));
                 }
-                CursorBatch { canvas, frames: format!("{{{}}}", entries.join(",")) }
+                let mut states = Vec::new();
+                if let Some(latest) = presence.remove(&canvas) {
+                    let frames: Vec<String> = latest
+                        .iter()
+                        .map(|(from, (frame, _))| format!("{}:{frame}", to_json(&from.to_string())))
+                        .collect();
+                    entries.push(format!(r#""presence":{{{}}}"#, frames.join(",")));
+                    states = latest.into_iter().map(|(from, (_, data))| (from, data)).collect();
+                }
+                CursorBatch { canvas, frames: format!("{{{}}}", entries.join(",")), states }
             })
             .collect()
     }
@@ -93,7 +117,7 @@ impl CursorBuffer {
 /// it: each sender's cursor goes to every other subscriber's ephemeral lane, where it replaces any earlier
 /// one of that sender still waiting. Lossy by design: the next batch carries a newer cursor.
 pub fn relay_batch(room: &Room, frames: &str, metrics: &Metrics) {
-    let Batch { cursors, events } = parse_batch(frames);
+    let Batch { cursors, events, presence } = parse_batch(frames);
     let state = room.lock();
     let mut missed: u64 = cursors
         .into_iter()
@@ -103,15 +127,21 @@ pub fn relay_batch(room: &Room, frames: &str, metrics: &Metrics) {
         .into_iter()
         .map(|(from, frame)| state.broadcast_event(from, &Message::text(frame.get()), metrics))
         .sum::<u64>();
+    missed += presence
+        .into_iter()
+        .map(|(from, frame)| state.broadcast_presence(from, &Message::text(frame.get()), metrics))
+        .sum::<u64>();
     drop(state);
     metrics.ephemeral_missed(&room.canvas, missed);
 }
 
-/// A batch another instance wrote: cursors (one per sending connection) and events (in send order).
+/// A batch another instance wrote: cursors and presence states (one per sending connection) and events (in
+/// send order).
 #[derive(Default)]
 struct Batch {
     cursors: Vec<(ConnId, Box<RawValue>)>,
     events: Vec<(ConnId, Box<RawValue>)>,
+    presence: Vec<(ConnId, Box<RawValue>)>,
 }
 
 /// The frames of a batch, each with its sending connection; nothing for a batch that does not parse, and
@@ -125,6 +155,9 @@ fn parse_batch(frames: &str) -> Batch {
         if key == "events" {
             let events = serde_json::from_str::<Vec<(String, Box<RawValue>)>>(value.get()).unwrap_or_default();
             batch.events = events.into_iter().filter_map(|(from, frame)| Some((from.parse().ok()?, frame))).collect();
+        } else if key == "presence" {
+            let states = serde_json::from_str::<HashMap<String, Box<RawValue>>>(value.get()).unwrap_or_default();
+            batch.presence = states.into_iter().filter_map(|(from, frame)| Some((from.parse().ok()?, frame))).collect();
         } else if let Ok(from) = key.parse() {
             batch.cursors.push((from, value));
         }

@@ -113,7 +113,7 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
         metrics,
         prometheus,
         shutdown: Shutdown::default(),
-        cursors: Arc::default(),
+        cursors: hub.cursors().clone(),
         admission: admission::Admission::new(config.max_connections, config.max_connections_per_user),
         verifier: config.jwt_secret.as_ref().map(|secret| auth::Verifier::new(secret.expose())),
         webhook: webhook_status,

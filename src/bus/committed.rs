@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use tokio_tungstenite::tungstenite::Message;
 
-use super::{BusError, Origin, Publish};
+use super::{BusError, Origin, PresenceChange, Publish};
 use crate::hub::{AckTo, Entry, Hub};
 use crate::metrics::Metrics;
 use crate::object_ops::Refusal;
@@ -20,8 +20,12 @@ pub enum Outcome {
     Logged(Logged),
     /// Refused by the canvas state: an update or delete of a missing object, or past `--max-canvas-state`.
     Refused(Refusal),
-    /// A presence change that was not the user's first or last connection: recorded, nothing logged.
-    Unlogged,
+    /// A presence change that logged nothing: not the user's first or last connection (`changed`), or one
+    /// that changed nothing (the connection was registered already, or removed already: by a survivor that
+    /// took its instance for dead, or the other way round).
+    Unlogged {
+        changed: bool,
+    },
     /// Its idempotency key was logged before, at `seq`, by the same user on the same canvas and epoch
     /// within the TTL: nothing logged.
     Duplicate {
@@ -111,7 +115,10 @@ pub fn deliver(
                 publish.refuse(BusError::Refused(refusal));
                 continue;
             }
-            Outcome::Unlogged => {
+            Outcome::Unlogged { changed } => {
+                if changed {
+                    connection_gone(hub, metrics, &publish, now);
+                }
                 publish.origin.committed(None);
                 continue;
             }
@@ -121,6 +128,7 @@ pub fn deliver(
                 continue;
             }
         };
+        connection_gone(hub, metrics, &publish, now);
         let ids = delivered.ids.get_or_insert((logged.id, logged.id));
         ids.1 = logged.id;
         let Publish { canvas, kind, data, from, origin, .. } = publish;
@@ -142,6 +150,16 @@ pub fn deliver(
         }
     }
     delivered
+}
+
+/// A committed presence change that removed a connection: the others hear its presence state is `null`
+/// (v1.1). Only the commit that removed the row gets here, so they hear it once.
+fn connection_gone(hub: &Hub, metrics: &Metrics, publish: &Publish, now: i64) {
+    if let Origin::Presence { change: PresenceChange::Disconnect | PresenceChange::Expire { .. }, conn, .. } =
+        &publish.origin
+    {
+        hub.connection_gone(&publish.canvas, *conn, &publish.from, now, metrics);
+    }
 }
 
 fn push_once(canvases: &mut Vec<CanvasId>, canvas: CanvasId) {

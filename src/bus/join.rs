@@ -16,9 +16,11 @@ use bytes::Bytes;
 use serde_json::value::RawValue;
 
 use super::state_cache::{StateKey, INLINE_LIMIT};
-use super::{Bus, BusError, PresenceChange, Publish, Unavailable};
-use crate::hub::{ConnId, Outbox, Room, Subscriber};
-use crate::protocol::{CanvasId, Resume, UserId};
+use std::collections::BTreeMap;
+
+use super::{Bus, BusError, Peer, PresenceChange, Publish, Unavailable};
+use crate::hub::{ConnId, Outbox, Room, RoomState, Subscriber};
+use crate::protocol::{to_json, CanvasId, Resume, UserId};
 
 /// How many times a join reads its snapshot again when the room moved under it (closed, or reset past it).
 const MAX_ATTEMPTS: usize = 20;
@@ -48,6 +50,8 @@ pub struct Snapshot {
     pub version: u64,
     /// Who is on the canvas at `seq`, as the welcome's JSON array.
     pub presence: Box<RawValue>,
+    /// Every connection of the canvas with its presence state as the store last kept it (v1.1).
+    pub peers: Vec<Peer>,
     /// A resume was asked for and every seq after its `since` is still retained.
     pub resumed: bool,
     /// The objects at `seq` as one JSON object, when they were read (see [`ReadObjects`]).
@@ -98,6 +102,8 @@ pub struct Joined {
     pub objects: Option<Bytes>,
     /// Who is on the canvas at `seq`, as the welcome's JSON array.
     pub presence: Box<RawValue>,
+    /// Every other live connection of the canvas with its presence state, as the welcome's JSON array.
+    pub peers: Box<RawValue>,
     /// This connection's place in presence; leaving (or dropping it) takes it out.
     pub membership: Membership,
 }
@@ -233,8 +239,8 @@ impl Bus {
 
     /// Subscribes the joiner under its room's lock; `None` to read the snapshot again (the room closed
     /// meanwhile, or delivered a reset past the snapshot).
-    async fn place(&self, room: &Room, request: &JoinRequest, snapshot: Snapshot) -> Option<Joined> {
-        let (start_after, created) = {
+    async fn place(&self, room: &Room, request: &JoinRequest, mut snapshot: Snapshot) -> Option<Joined> {
+        let (start_after, created, peers) = {
             let mut state = room.lock();
             if state.is_closed() {
                 return None;
@@ -255,7 +261,8 @@ impl Bus {
                 start_after,
                 outbox: request.outbox.clone(),
             });
-            (start_after, created)
+            let peers = peers_json(std::mem::take(&mut snapshot.peers), &state, request.conn);
+            (start_after, created, peers)
         };
         if created {
             self.room_started(&request.canvas).await;
@@ -274,6 +281,7 @@ impl Bus {
             replay,
             objects,
             presence: snapshot.presence,
+            peers,
             membership: Membership {
                 bus: None,
                 joined: true,
@@ -284,6 +292,33 @@ impl Bus {
             },
         })
     }
+}
+
+/// `welcome.peers`: every other connection of the canvas with its presence state, as the store kept it,
+/// overlaid with this instance's connections as their room knows them now (a state set a moment ago may
+/// not have reached the store yet, and a connection just placed may not be in the snapshot), sorted by
+/// connection id.
+fn peers_json(stored: Vec<Peer>, room: &RoomState, own: ConnId) -> Box<RawValue> {
+    let own_id = own.to_string();
+    let mut peers: BTreeMap<String, Peer> = stored
+        .into_iter()
+        .filter(|peer| peer.connection != own_id)
+        .map(|peer| (peer.connection.clone(), peer))
+        .collect();
+    for (conn, user, name, data) in room.peers().filter(|(conn, ..)| *conn != own) {
+        let connection = conn.to_string();
+        let peer = peers.entry(connection.clone()).or_insert_with(|| Peer {
+            connection,
+            user: user.as_str().to_owned(),
+            name: name.map(str::to_owned),
+            data: None,
+        });
+        if let Some(data) = data {
+            peer.data = Some(data.to_owned());
+        }
+    }
+    let peers: Vec<&Peer> = peers.values().collect();
+    RawValue::from_string(to_json(&peers)).expect("serde_json writes valid JSON")
 }
 
 #[cfg(test)]

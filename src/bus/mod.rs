@@ -44,7 +44,7 @@ pub use redis::RedisBus;
 pub use sqlite::SqliteBus;
 pub use state_cache::StateCache;
 pub use store::Store;
-pub use views::{BusFigures, CanvasLog, CanvasPage, CanvasState, CanvasSummary, Present, UserPresence};
+pub use views::{BusFigures, CanvasLog, CanvasPage, CanvasState, CanvasSummary, Peer, Present, UserPresence};
 
 /// The bus of this process: the store `--bus` chose, and what every store shares. Cheap to clone.
 #[derive(Clone)]

@@ -9,7 +9,7 @@ use super::{BusError, Unavailable};
 use crate::hub::{ConnId, Outbox};
 use crate::object_ops::ObjectOp;
 use crate::protocol::{
-    duplicate_ack_frame, error_frame, presence_data, CanvasId, FrameError, IdempotencyKey, LoggedMessage, MsgType,
+    duplicate_ack_frame, error_frame_in, presence_data, CanvasId, FrameError, IdempotencyKey, LoggedMessage, MsgType,
     UserId,
 };
 
@@ -136,7 +136,8 @@ impl Publish {
             }
             Origin::Socket { reference, outbox, .. } => {
                 let message = error.to_string();
-                outbox.push(Message::text(error_frame(&FrameError { code, message, reference })));
+                let error = FrameError { code, message, reference };
+                outbox.push(Message::text(error_frame_in(&error, outbox.canvas())));
             }
         }
     }
@@ -169,7 +170,7 @@ impl Origin {
         match self {
             Origin::Caller(reply) => drop(reply.send(Ok(Committed { seq, duplicate: true }))),
             Origin::Socket { reference, outbox, .. } => {
-                outbox.push(Message::text(duplicate_ack_frame(seq, reference.as_deref())));
+                outbox.push(Message::text(duplicate_ack_frame(seq, reference.as_deref(), outbox.canvas())));
             }
             Origin::Presence { .. } => {} // presence changes carry no key
         }

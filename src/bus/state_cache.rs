@@ -143,6 +143,7 @@ mod tests {
             seq: version + 3,
             version,
             presence: serde_json::value::RawValue::from_string("[]".into()).unwrap(),
+            peers: Vec::new(),
             resumed: false,
             objects: Some(Bytes::from(objects)),
         }

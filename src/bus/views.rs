@@ -33,6 +33,17 @@ pub struct Present {
     pub connections: u64,
 }
 
+/// A live connection of a canvas with its presence state (v1.1), as `welcome.peers` lists it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Peer {
+    pub connection: String,
+    pub user: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Its latest presence state; `null` until it sets one.
+    pub data: Option<Box<serde_json::value::RawValue>>,
+}
+
 /// A connected user across instances, as the users API reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct UserPresence {

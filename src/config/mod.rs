@@ -255,7 +255,12 @@ pub struct Config {
     #[arg(long, env = "RELAY_MAX_CANVAS_STATE", value_name = "BYTES", default_value_t = 64 * 1024 * 1024)]
     pub max_canvas_state: usize,
 
-    /// Cursors per second one connection relays (0 = no limit): the excess is coalesced, the latest delivered at
+    /// Largest presence state one connection may set (bytes of its JSON, v1.1); a bigger one gets
+    /// `too_large` and the state stays as it was.
+    #[arg(long, env = "RELAY_MAX_PRESENCE_BYTES", value_name = "BYTES", default_value_t = 4096)]
+    pub max_presence_bytes: usize,
+
+    /// Cursors (and presence states) per second one connection relays (0 = no limit): the excess is coalesced, the latest delivered at
     /// the next slot, never refused.
     #[arg(long, env = "RELAY_MAX_CURSOR_RATE", value_name = "N", default_value_t = 60)]
     pub max_cursor_rate: u32,
@@ -274,6 +279,11 @@ pub struct Config {
     /// (--client-queue still bounds the frames; at least 64 KiB).
     #[arg(long, env = "RELAY_CLIENT_QUEUE_BYTES", value_name = "BYTES", default_value_t = 4 * 1024 * 1024)]
     pub client_queue_bytes: usize,
+
+    /// Canvases one multiplexed socket (`GET /ws`) may have joined at once; a join past it is refused with
+    /// `too_many_canvases`.
+    #[arg(long, env = "RELAY_MAX_CANVASES_PER_CONNECTION", value_name = "N", default_value_t = 100)]
+    pub max_canvases_per_connection: usize,
 
     /// Publishes of one connection waiting for the store; past it the session stops reading that socket (TCP
     /// back-pressure) until some are committed (1 to --client-queue / 2, so all their acks fit its queue).

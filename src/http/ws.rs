@@ -1,5 +1,6 @@
 //! `GET /ws/{canvas}`: checks the request (HTTP 400 with a JSON body before any upgrade), joins the canvas,
-//! answers 101 and hands the upgraded connection to a [`Session`].
+//! answers 101 and hands the upgraded connection to a [`Session`]. `GET /ws` (v1.1) does the same for a
+//! multiplexed socket, which joins canvases over its frames once upgraded.
 //!
 //! The WebSocket handshake is done here rather than with `warp::ws()` so that the connection gets our
 //! `WebSocketConfig`: warp 0.4 offers no way to set tungstenite's read and write buffer sizes, whose
@@ -22,23 +23,30 @@ use warp::reply::Response;
 use warp::Filter;
 
 use super::{json_error, with_state};
-use crate::admission::Refusal;
+use crate::admission::{Refusal, Ticket};
 use crate::bus::{JoinRequest, Joined};
-use crate::hub;
-use crate::protocol::{CanvasId, ConnectParams, Role, UserId};
-use crate::session::{Session, SessionParts};
-use crate::shutdown::Phase;
+use crate::hub::{self, Inbox, Outbox};
+use crate::protocol::{CanvasId, ConnectParams, Role, SocketParams, UserId};
+use crate::session::{Mux, Session, SessionParts};
+use crate::shutdown::{Guard, Phase};
 use crate::App;
 
 pub fn route(app: Arc<App>) -> BoxedFilter<(Response,)> {
-    warp::path!("ws" / String)
+    let single = warp::path!("ws" / String)
+        .and(warp::get())
+        .and(warp::query::<HashMap<String, String>>())
+        .and(warp::header::headers_cloned())
+        .and(warp::ext::optional::<OnUpgrade>())
+        .and(with_state(app.clone()))
+        .then(connect);
+    let multiplexed = warp::path!("ws")
         .and(warp::get())
         .and(warp::query::<HashMap<String, String>>())
         .and(warp::header::headers_cloned())
         .and(warp::ext::optional::<OnUpgrade>())
         .and(with_state(app))
-        .then(connect)
-        .boxed()
+        .then(connect_multiplexed);
+    single.or(multiplexed).unify().boxed()
 }
 
 /// Who the client is, until when, and what it may do: the token's `sub`, expiry and grant when auth is on,
@@ -56,6 +64,7 @@ fn identify(app: &App, params: &ConnectParams) -> Result<(UserId, Option<u64>, R
     Ok((user, expires_at, granted.min(params.role)))
 }
 
+/// `GET /ws/{canvas}`: one canvas, joined before the upgrade (a refusal is an HTTP status).
 async fn connect(
     canvas: String,
     query: HashMap<String, String>,
@@ -64,10 +73,7 @@ async fn connect(
     app: Arc<App>,
 ) -> Response {
     if !origin_allowed(&headers, app.config.allowed_origins.as_deref()) {
-        return json_error(
-            StatusCode::FORBIDDEN,
-            "WebSockets from this page's origin are not allowed here (--allowed-origins)",
-        );
+        return origin_refused();
     }
     let params = match ConnectParams::parse(&canvas, &query, app.verifier.is_some()) {
         Ok(params) => params,
@@ -77,34 +83,22 @@ async fn connect(
         Ok(identity) => identity,
         Err((status, why)) => return json_error(status, why),
     };
-    let (Some(accept), Some(on_upgrade)) = (accept_key(&headers), on_upgrade) else {
-        return json_error(StatusCode::UPGRADE_REQUIRED, "expected a WebSocket upgrade request");
-    };
-    // Counted before the phase is checked: shutdown either sees this connection (and waits for it while it
-    // upgrades) or this connection sees shutdown (and is refused); never neither.
-    let reading = app.shutdown.reading.token();
-    let alive = app.shutdown.alive.token();
-    if app.shutdown.phase() != Phase::Running {
-        return json_error(StatusCode::SERVICE_UNAVAILABLE, "the server is shutting down");
-    }
-    let admitted = match app.admission.admit(&user) {
-        Ok(ticket) => ticket,
-        Err(refusal @ Refusal::Full(_)) => return json_error(StatusCode::SERVICE_UNAVAILABLE, refusal.to_string()),
-        Err(refusal @ Refusal::UserFull(_)) => return json_error(StatusCode::TOO_MANY_REQUESTS, refusal.to_string()),
+    let opening = match Opening::admit(&app, &headers, on_upgrade, &user) {
+        Ok(opening) => opening,
+        Err((status, why)) => return json_error(status, why),
     };
     // The one store read before the upgrade, after every check that costs nothing.
     if let Some(refused) = blocked(&app, &params.canvas, &user).await {
         return refused;
     }
-    let conn = Uuid::new_v4();
     let bounds = hub::Bounds { frames: app.config.client_queue, bytes: app.config.client_queue_bytes };
     let (outbox, inbox) = hub::outbox(bounds);
     let request = JoinRequest {
-        canvas: params.canvas.clone(),
-        conn,
+        canvas: params.canvas,
+        conn: Uuid::new_v4(),
         user: user.clone(),
-        name: params.name.clone(),
-        resume: params.resume.clone(),
+        name: params.name,
+        resume: params.resume,
         outbox: outbox.clone(),
     };
     // If the client hangs up while this waits, the join is dropped and leaves presence again by itself.
@@ -112,23 +106,110 @@ async fn connect(
         Ok(joined) => joined,
         Err(error) => return json_error(StatusCode::SERVICE_UNAVAILABLE, error.to_string()),
     };
-    let parts =
-        SessionParts { canvas: params.canvas, user, role, expires_at, conn, outbox, inbox, reading, alive, admitted };
-    // One box for what the session starts with, until the upgrade is done (see `SessionStart`).
-    let config = socket_config(app.config.max_frame_size);
-    let start = Box::new(SessionStart { app, parts, joined });
-    tokio::spawn(async move {
-        match on_upgrade.await {
-            Ok(upgraded) => {
-                let socket =
-                    WebSocketStream::from_raw_socket(TokioIo::new(upgraded), SocketRole::Server, Some(config)).await;
-                start.session(socket).await;
-            }
-            // Dropping `start` drops `joined`, which leaves the room and presence (see `Membership`).
-            Err(error) => tracing::debug!(%error, "WebSocket upgrade failed"),
+    opening.upgrade(app, user, expires_at, (outbox, inbox), Start::Canvas(role, joined))
+}
+
+/// `GET /ws` (v1.1): a multiplexed socket, which joins canvases over its frames.
+async fn connect_multiplexed(
+    query: HashMap<String, String>,
+    headers: HeaderMap,
+    on_upgrade: Option<OnUpgrade>,
+    app: Arc<App>,
+) -> Response {
+    if !origin_allowed(&headers, app.config.allowed_origins.as_deref()) {
+        return origin_refused();
+    }
+    let params = match SocketParams::parse(&query, app.verifier.is_some()) {
+        Ok(params) => params,
+        Err(error) => return json_error(StatusCode::BAD_REQUEST, error.to_string()),
+    };
+    let (user, grant) = match (&app.verifier, params.user) {
+        (Some(verifier), _) => match verifier.verify_socket(params.token.as_deref()) {
+            Ok(grant) => (grant.user.clone(), Some(grant)),
+            Err(error) => return json_error(StatusCode::UNAUTHORIZED, error.to_string()),
+        },
+        (None, Some(user)) => (user, None),
+        (None, None) => return json_error(StatusCode::BAD_REQUEST, "query parameter user is required"),
+    };
+    let opening = match Opening::admit(&app, &headers, on_upgrade, &user) {
+        Ok(opening) => opening,
+        Err((status, why)) => return json_error(status, why),
+    };
+    let expires_at = grant.as_ref().map(|grant| grant.expires_at);
+    let mux = Mux::new(grant, params.role, params.name, app.config.max_canvases_per_connection);
+    let bounds = hub::Bounds { frames: app.config.client_queue, bytes: app.config.client_queue_bytes };
+    opening.upgrade(app, user, expires_at, hub::outbox(bounds), Start::Multiplexed(mux))
+}
+
+fn origin_refused() -> Response {
+    json_error(StatusCode::FORBIDDEN, "WebSockets from this page's origin are not allowed here (--allowed-origins)")
+}
+
+/// An upgrade request that passed the checks every socket shares: a version-13 WebSocket upgrade, while the
+/// server runs, within the connection limits.
+struct Opening {
+    accept: String,
+    on_upgrade: OnUpgrade,
+    reading: Guard,
+    alive: Guard,
+    admitted: Ticket,
+}
+
+impl Opening {
+    /// The opening, or the refusal's status and why.
+    fn admit(
+        app: &App,
+        headers: &HeaderMap,
+        on_upgrade: Option<OnUpgrade>,
+        user: &UserId,
+    ) -> Result<Self, (StatusCode, String)> {
+        let (Some(accept), Some(on_upgrade)) = (accept_key(headers), on_upgrade) else {
+            return Err((StatusCode::UPGRADE_REQUIRED, "expected a WebSocket upgrade request".into()));
+        };
+        // Counted before the phase is checked: shutdown either sees this connection (and waits for it while
+        // it upgrades) or this connection sees shutdown (and is refused); never neither.
+        let reading = app.shutdown.reading.token();
+        let alive = app.shutdown.alive.token();
+        if app.shutdown.phase() != Phase::Running {
+            return Err((StatusCode::SERVICE_UNAVAILABLE, "the server is shutting down".into()));
         }
-    });
-    switching_protocols(&accept)
+        let admitted = match app.admission.admit(user) {
+            Ok(ticket) => ticket,
+            Err(refusal @ Refusal::Full(_)) => return Err((StatusCode::SERVICE_UNAVAILABLE, refusal.to_string())),
+            Err(refusal @ Refusal::UserFull(_)) => return Err((StatusCode::TOO_MANY_REQUESTS, refusal.to_string())),
+        };
+        Ok(Opening { accept, on_upgrade, reading, alive, admitted })
+    }
+
+    /// Answers 101 and starts the session once the upgrade is done.
+    fn upgrade(
+        self,
+        app: Arc<App>,
+        user: UserId,
+        expires_at: Option<u64>,
+        queue: (Outbox, Inbox),
+        start: Start,
+    ) -> Response {
+        let Opening { accept, on_upgrade, reading, alive, admitted } = self;
+        let (outbox, inbox) = queue;
+        let parts = SessionParts { user, expires_at, outbox, inbox, reading, alive, admitted };
+        // One box for what the session starts with, until the upgrade is done (see `SessionStart`).
+        let config = socket_config(app.config.max_frame_size);
+        let start = Box::new(SessionStart { app, parts, start });
+        tokio::spawn(async move {
+            match on_upgrade.await {
+                Ok(upgraded) => {
+                    let socket =
+                        WebSocketStream::from_raw_socket(TokioIo::new(upgraded), SocketRole::Server, Some(config))
+                            .await;
+                    start.session(socket).await;
+                }
+                // Dropping `start` drops a joined canvas, which leaves the room and presence (see `Membership`).
+                Err(error) => tracing::debug!(%error, "WebSocket upgrade failed"),
+            }
+        });
+        switching_protocols(&accept)
+    }
 }
 
 /// The 403 of a user blocked from the canvas through the API (on every instance: the block is in the store),
@@ -144,12 +225,18 @@ async fn blocked(app: &App, canvas: &CanvasId, user: &UserId) -> Option<Response
     }
 }
 
+/// What a session begins with: the canvas of `/ws/{canvas}`, joined, or a multiplexed socket's state.
+enum Start {
+    Canvas(Role, Joined),
+    Multiplexed(Mux),
+}
+
 /// What a session starts with, boxed until the upgrade is done: a task's future keeps room for every value
 /// it holds across an await, for as long as it runs, and at 19,000 idle sockets those bytes count.
 struct SessionStart {
     app: Arc<App>,
     parts: SessionParts,
-    joined: Joined,
+    start: Start,
 }
 
 impl SessionStart {
@@ -158,8 +245,12 @@ impl SessionStart {
     where
         S: Stream<Item = Result<Message, WsError>> + Sink<Message, Error = WsError> + Unpin + Send,
     {
-        let SessionStart { app, parts, joined } = *self;
-        Session::new(socket, app, parts).run(joined)
+        let SessionStart { app, parts, start } = *self;
+        let session = Session::new(socket, app, parts);
+        match start {
+            Start::Canvas(role, joined) => session.run(Some((role, joined))),
+            Start::Multiplexed(mux) => session.multiplexed(mux).run(None),
+        }
     }
 }
 

@@ -15,10 +15,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tokio_tungstenite::tungstenite::Message;
 use uuid::Uuid;
 
-use crate::protocol::{CanvasId, UserId};
+use crate::cursors::CursorBuffer;
+use crate::metrics::Metrics;
+use crate::protocol::{null_value, presence_frame, CanvasId, UserId};
 
-pub use outbox::{outbox, Bounds, Cut, Inbox, Outbox};
-pub use room::{AckTo, Entry, Room, Settled, Subscriber};
+pub use outbox::{outbox, Bounds, Cut, Inbox, Kick, Outbox};
+pub use room::{AckTo, Entry, Room, RoomState, Settled, Subscriber};
 
 /// Who a user message is for, as the relayed rows and stream entries name it: a user id, or `*` (never a
 /// user id) for every connection of every canvas (`POST /api/v1/broadcast`).
@@ -48,6 +50,9 @@ pub type ConnId = Uuid;
 pub struct Hub {
     /// Canvases with at least one local subscriber. Held only to find, insert or remove a room.
     rooms: Mutex<HashMap<CanvasId, Arc<Room>>>,
+    /// Cursors, presence states and events for the other instances, until the next batch: the hub fills
+    /// it when a connection is gone (its presence becomes `null`), sessions with what their clients send.
+    cursors: Arc<CursorBuffer>,
 }
 
 /// A canvas watermark to persist: how far this instance has delivered it.
@@ -65,6 +70,23 @@ impl Hub {
 
     fn rooms(&self) -> MutexGuard<'_, HashMap<CanvasId, Arc<Room>>> {
         self.rooms.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// What goes to the other instances in the next cursor batch.
+    pub fn cursors(&self) -> &Arc<CursorBuffer> {
+        &self.cursors
+    }
+
+    /// Connection `conn` of `user` is gone from `canvas` (closed, or expired with its instance): every
+    /// other connection of the canvas, here at once and elsewhere in the next batch, gets its presence
+    /// (v1.1) as `null`. Called once per connection, by the instance whose store commit removed it.
+    pub fn connection_gone(&self, canvas: &CanvasId, conn: ConnId, user: &UserId, now: i64, metrics: &Metrics) {
+        let frame = presence_frame(canvas.as_str(), user.as_str(), &conn.to_string(), &null_value(), now);
+        if let Some(room) = self.room(canvas) {
+            let missed = room.lock().broadcast_presence(conn, &Message::text(frame.clone()), metrics);
+            metrics.ephemeral_missed(canvas, missed);
+        }
+        self.cursors.record_presence(canvas, conn, frame, "null".to_owned());
     }
 
     /// The room of a canvas, if this process serves it.
@@ -151,11 +173,12 @@ impl Hub {
         (rooms.len(), connections)
     }
 
-    /// Queues a frame for every local connection of `user` (every connection for [`EVERYONE`]), on every
-    /// canvas; returns how many.
+    /// Queues a frame for every local socket of `user` (every socket for [`EVERYONE`]), whatever canvases
+    /// it is on: once per socket, so a multiplexed socket on several canvases gets it once. Returns how many.
     pub fn send_to_user(&self, user: &str, frame: &Message) -> usize {
         let rooms: Vec<Arc<Room>> = self.rooms().values().cloned().collect();
-        rooms.iter().map(|room| room.lock().send_to_user(user, frame)).sum()
+        let mut reached = std::collections::HashSet::new();
+        rooms.iter().map(|room| room.lock().send_to_user(user, frame, &mut reached)).sum()
     }
 
     /// Closes this process's connections of `user` to `canvas` with 4003 (removed through the API); returns

@@ -4,14 +4,21 @@
 //! - The **logged lane** holds what must arrive, in order: messages, acks, errors, pongs, resets, user
 //!   messages. It is bounded by frames and by bytes; a push past either bound means the client reads too
 //!   slowly, and it is cut with 4009 (it resumes to catch up). This is the one place that decides it.
-//! - The **ephemeral lane** holds at most one frame per sending connection for what only matters at its
-//!   latest (cursors): a newer frame from the same sender replaces the one still waiting, so a flood of
-//!   cursors costs a slow reader one pending frame per sender, never a backlog, and never a cut. Ephemeral
+//! - The **ephemeral lane** holds at most one frame per sending connection and kind for what only matters at
+//!   its latest (cursors, presence states): a newer frame from the same sender replaces the one still
+//!   waiting, so a flood of cursors costs a slow reader one pending frame per sender, never a backlog, and
+//!   never a cut. Ephemeral
 //!   events (reactions, "follow me") wait there too, in send order and never replaced; past the lane's bound
 //!   they are dropped, never cut.
 //!
 //! A flush takes logged frames first (up to its budget), then the waiting ephemeral frames: a cursor never
 //! sits in front of a logged frame, and waits behind at most one flush of them.
+//!
+//! One queue serves a whole socket. A multiplexed socket (`GET /ws`, v1.1) joins several canvases, each
+//! through an [`Outbox`] handle that names its canvas (`for_canvas`, in `canvases.rs`): the hub's frames of
+//! every canvas share the socket's bounds and order, replies (acks, errors) name their canvas, frames for a
+//! canvas whose welcome is not written yet wait aside, and a removal through the API leaves one canvas
+//! rather than closing the socket.
 //!
 //! `VecDeque`s behind a mutex rather than a tokio channel, for memory: an idle socket should hold almost
 //! nothing, and these give their buffers back whenever the session drains them.
@@ -23,6 +30,11 @@ use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::Message;
 
 use super::ConnId;
+use crate::protocol::CanvasId;
+
+mod canvases;
+
+pub use canvases::Kick;
 
 /// A drained lane keeps a buffer this big; a larger one is released.
 const KEEP_CAPACITY: usize = 8;
@@ -69,6 +81,9 @@ pub struct Bounds {
 #[derive(Clone, Debug)]
 pub struct Outbox {
     channel: Arc<Channel>,
+    /// The canvas this handle's frames are for, on a multiplexed socket: replies name it, and a removal
+    /// leaves only it. `None` on a single-canvas socket.
+    canvas: Option<Arc<CanvasId>>,
 }
 
 /// The session's side of an [`Outbox`]. Dropping it closes the queue: pushes then report the client gone.
@@ -95,11 +110,18 @@ struct Queue {
     logged_bytes: usize,
     /// The latest waiting cursor of each sender (`Some(sender)`), in the order the senders first queued one,
     /// and events (`None`), in the order they came.
-    ephemeral: VecDeque<(Option<ConnId>, Message)>,
+    ephemeral: VecDeque<(Slot, Message)>,
     /// Bytes of `ephemeral`, overhead included.
     ephemeral_bytes: usize,
     /// Why the client is being cut, once it is; the first reason wins.
     cut: Option<Cut>,
+    /// Canvases of a multiplexed socket whose welcome is not written yet, each with the frames queued for
+    /// it meanwhile (they go out after it). Their bytes count in `logged_bytes`.
+    joining: Vec<(CanvasId, VecDeque<Message>)>,
+    /// How many frames wait in `joining`, counted against the frame bound with `logged`.
+    held: usize,
+    /// Canvases the API removed this multiplexed socket from, not yet left.
+    removed: Vec<CanvasId>,
     /// The session is gone.
     closed: bool,
 }
@@ -118,7 +140,16 @@ pub fn outbox(bounds: Bounds) -> (Outbox, Inbox) {
         ready: Notify::new(),
         kicked: Notify::new(),
     });
-    (Outbox { channel: channel.clone() }, Inbox { channel })
+    (Outbox { channel: channel.clone(), canvas: None }, Inbox { channel })
+}
+
+/// What an ephemeral frame waits as: the latest cursor or presence state of a sending connection (a newer
+/// one of the same slot replaces it), or an event (never replaced).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Slot {
+    Cursor(ConnId),
+    Presence(ConnId),
+    Event,
 }
 
 /// What became of an ephemeral frame.
@@ -158,9 +189,13 @@ impl Outbox {
         }
         let cost = frame.len() + FRAME_OVERHEAD;
         let bounds = self.channel.bounds;
-        if queue.logged.len() >= bounds.frames || queue.logged_bytes + cost > bounds.bytes {
+        if queue.logged.len() + queue.held >= bounds.frames || queue.logged_bytes + cost > bounds.bytes {
             self.channel.kick(&mut queue, Cut::Slow);
             return false;
+        }
+        if let Some(at) = self.joining_at(&queue) {
+            queue.hold(at, frame, cost);
+            return true;
         }
         let was_empty = queue.is_empty();
         queue.logged.push_back(frame);
@@ -172,14 +207,27 @@ impl Outbox {
         true
     }
 
-    /// Queues `sender`'s latest ephemeral frame, replacing the one of that sender still waiting. Never cuts.
+    /// Queues `sender`'s latest cursor, replacing the one of that sender still waiting. Never cuts.
     pub fn push_ephemeral(&self, sender: ConnId, frame: Message) -> Ephemeral {
+        self.push_latest(Slot::Cursor(sender), frame)
+    }
+
+    /// Queues `sender`'s latest presence state (v1.1), replacing the one of that sender still waiting (but
+    /// not its cursor). Never cuts.
+    pub fn push_presence(&self, sender: ConnId, frame: Message) -> Ephemeral {
+        self.push_latest(Slot::Presence(sender), frame)
+    }
+
+    fn push_latest(&self, slot: Slot, frame: Message) -> Ephemeral {
         let mut queue = self.channel.queue();
         if queue.closed || queue.cut.is_some() {
             return Ephemeral::Dropped;
         }
+        if let Some(at) = self.joining_at(&queue) {
+            return self.hold_ephemeral(&mut queue, at, frame);
+        }
         let cost = frame.len() + FRAME_OVERHEAD;
-        if let Some(at) = queue.ephemeral.iter().position(|(from, _)| *from == Some(sender)) {
+        if let Some(at) = queue.ephemeral.iter().position(|(waiting, _)| *waiting == slot) {
             let old = queue.ephemeral[at].1.len() + FRAME_OVERHEAD;
             if queue.ephemeral_bytes - old + cost > MAX_EPHEMERAL_BYTES {
                 return Ephemeral::Dropped;
@@ -193,7 +241,7 @@ impl Outbox {
         }
         let was_empty = queue.is_empty();
         queue.ephemeral_bytes += cost;
-        queue.ephemeral.push_back((Some(sender), frame));
+        queue.ephemeral.push_back((slot, frame));
         drop(queue);
         if was_empty {
             self.channel.ready.notify_one();
@@ -210,9 +258,12 @@ impl Outbox {
         if queue.closed || queue.cut.is_some() || full {
             return Ephemeral::Dropped;
         }
+        if let Some(at) = self.joining_at(&queue) {
+            return self.hold_ephemeral(&mut queue, at, frame);
+        }
         let was_empty = queue.is_empty();
         queue.ephemeral_bytes += cost;
-        queue.ephemeral.push_back((None, frame));
+        queue.ephemeral.push_back((Slot::Event, frame));
         drop(queue);
         if was_empty {
             self.channel.ready.notify_one();
@@ -220,10 +271,17 @@ impl Outbox {
         Ephemeral::Queued
     }
 
-    /// Tells the session to close with 4009 now, for `reason`.
+    /// Tells the session to close with 4009 now, for `reason` (4003 for [`Cut::Removed`], which on a
+    /// multiplexed socket leaves only this handle's canvas).
     pub fn kick(&self, reason: Cut) {
         let mut queue = self.channel.queue();
-        self.channel.kick(&mut queue, reason);
+        match (&self.canvas, reason) {
+            (Some(canvas), Cut::Removed) => {
+                queue.removed.push(CanvasId::clone(canvas));
+                self.channel.kicked.notify_one();
+            }
+            _ => self.channel.kick(&mut queue, reason),
+        }
     }
 }
 
@@ -269,12 +327,19 @@ impl Inbox {
         self.take_flush(usize::MAX, usize::MAX)
     }
 
-    /// Completes when the client must be cut with 4009, with the reason.
-    pub async fn kicked(&self) -> Cut {
+    /// Completes when the client must be cut with 4009 (or 4003), with the reason, or when a multiplexed
+    /// socket was removed from some of its canvases.
+    pub async fn kicked(&self) -> Kick {
         loop {
             let notified = self.channel.kicked.notified();
-            if let Some(reason) = self.channel.queue().cut {
-                return reason;
+            {
+                let mut queue = self.channel.queue();
+                if let Some(reason) = queue.cut {
+                    return Kick::Cut(reason);
+                }
+                if !queue.removed.is_empty() {
+                    return Kick::Removed(std::mem::take(&mut queue.removed));
+                }
             }
             notified.await;
         }
@@ -295,6 +360,8 @@ impl Drop for Inbox {
         queue.logged = VecDeque::new();
         queue.ephemeral = VecDeque::new();
         queue.ephemeral_bytes = 0;
+        queue.joining = Vec::new();
+        queue.held = 0;
     }
 }
 

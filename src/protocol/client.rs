@@ -55,6 +55,11 @@ pub enum ClientFrame {
     Cursor {
         data: Box<RawValue>,
     },
+    /// `{"type":"presence","data":{...}}` (v1.1): replaces this connection's presence state. `data` is a
+    /// JSON object (its size is the session's to judge, against `--max-presence-bytes`).
+    Presence {
+        data: Box<RawValue>,
+    },
     Logged(LoggedMessage),
     /// A custom type sent with `"ephemeral":true` (v1.1): relayed, never logged.
     Event {
@@ -123,29 +128,36 @@ impl FrameError {
 
 /// The envelope every client frame shares; unknown fields are ignored so clients may add their own.
 #[derive(Deserialize)]
-struct Envelope {
+pub(super) struct Envelope<'a> {
     #[serde(rename = "type")]
-    kind: Option<String>,
+    pub(super) kind: Option<String>,
     data: Option<Box<RawValue>>,
     #[serde(rename = "ref")]
-    reference: Option<String>,
+    pub(super) reference: Option<String>,
     /// Read as it came, so that a key of the wrong type gets its own error (with the frame's `ref`).
     idempotency_key: Option<Box<RawValue>>,
     /// `true` for an ephemeral event; anything but `true` is a logged message.
     #[serde(default)]
     ephemeral: Option<bool>,
+    /// The canvas a frame of a multiplexed socket is for, and a join's resume (v1.1, `addressed`). Read as
+    /// they came, without judging them: a single-canvas socket ignores them like any unknown field.
+    #[serde(borrow)]
+    pub(super) canvas: Option<&'a RawValue>,
+    #[serde(borrow)]
+    pub(super) since: Option<&'a RawValue>,
+    #[serde(borrow)]
+    pub(super) epoch: Option<&'a RawValue>,
 }
 
 impl ClientFrame {
     /// Parses one text frame. Syntax errors are `invalid_json`; valid JSON of the wrong shape is
     /// `invalid_frame`; a type the client may not send is `unknown_type`.
     pub fn parse(text: &str) -> Result<ClientFrame, FrameError> {
-        let envelope: Envelope = serde_json::from_str(text).map_err(|e| match e.classify() {
-            serde_json::error::Category::Data => {
-                FrameError::new(ErrorCode::InvalidFrame, format!("not a frame object: {e}"))
-            }
-            _ => FrameError::new(ErrorCode::InvalidJson, format!("invalid JSON: {e}")),
-        })?;
+        ClientFrame::from_envelope(Envelope::parse(text)?)
+    }
+
+    /// The frame an envelope carries, checked.
+    pub(super) fn from_envelope(envelope: Envelope<'_>) -> Result<ClientFrame, FrameError> {
         let reference = envelope.reference;
         if reference.as_ref().is_some_and(|r| r.chars().count() > MAX_REF_CHARS) {
             return Err(FrameError::new(ErrorCode::InvalidFrame, "ref is longer than 64 characters"));
@@ -158,6 +170,8 @@ impl ClientFrame {
         match kind.as_str() {
             "ping" => Ok(ClientFrame::Ping),
             "cursor" => Ok(ClientFrame::Cursor { data }),
+            "presence" if data.get().starts_with('{') => Ok(ClientFrame::Presence { data }),
+            "presence" => Err(FrameError::new(ErrorCode::InvalidFrame, "presence data must be a JSON object")),
             _ if envelope.ephemeral == Some(true) => {
                 let kind = MsgType::parse(&kind).map_err(|e| e.with_ref(reference.clone()))?;
                 if kind.is_object_op() {
@@ -173,6 +187,19 @@ impl ClientFrame {
                 Ok(ClientFrame::Logged(LoggedMessage { idempotency_key: key, ..message }))
             }
         }
+    }
+}
+
+impl<'a> Envelope<'a> {
+    /// Reads one text frame's envelope: syntax errors are `invalid_json`, valid JSON of the wrong shape
+    /// `invalid_frame`.
+    pub(super) fn parse(text: &'a str) -> Result<Self, FrameError> {
+        serde_json::from_str(text).map_err(|e| match e.classify() {
+            serde_json::error::Category::Data => {
+                FrameError::new(ErrorCode::InvalidFrame, format!("not a frame object: {e}"))
+            }
+            _ => FrameError::new(ErrorCode::InvalidJson, format!("invalid JSON: {e}")),
+        })
     }
 }
 
@@ -287,6 +314,18 @@ mod tests {
     }
 
     #[test]
+    fn a_presence_state_is_an_object() {
+        let ClientFrame::Presence { data } = ClientFrame::parse(r#"{"type":"presence","data":{"c":1}}"#).unwrap() else {
+            panic!("expected a presence state")
+        };
+        assert_eq!(data.get(), r#"{"c":1}"#);
+        for data in ["[1]", "null", "\"x\""] {
+            let text = format!(r#"{{"type":"presence","data":{data}}}"#);
+            assert_eq!(parse_err(&text).code, ErrorCode::InvalidFrame, "{data}");
+        }
+    }
+
+    #[test]
     fn ping_and_cursor_are_recognised() {
         assert!(matches!(ClientFrame::parse(r#"{"type":"ping"}"#), Ok(ClientFrame::Ping)));
         let ClientFrame::Cursor { data } = ClientFrame::parse(r#"{"type":"cursor","data":{"x":1}}"#).unwrap() else {
@@ -308,7 +347,7 @@ mod tests {
 
     #[test]
     fn reserved_and_malformed_types_are_unknown_type_with_ref() {
-        for kind in RESERVED_TYPES.iter().filter(|k| **k != "cursor") {
+        for kind in RESERVED_TYPES.iter().filter(|k| !["cursor", "presence"].contains(*k)) {
             let err = parse_err(&format!(r#"{{"type":"{kind}","ref":"r1"}}"#));
             assert_eq!(err.code, ErrorCode::UnknownType, "{kind}");
             assert_eq!(err.reference.as_deref(), Some("r1"));

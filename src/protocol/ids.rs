@@ -88,6 +88,30 @@ pub struct Resume {
     pub epoch: String,
 }
 
+impl Resume {
+    /// A resume from `since` in `epoch`, which must look like an epoch a welcome gave.
+    pub fn new(since: u64, epoch: &str) -> Result<Self, ParamError> {
+        if epoch.is_empty() || epoch.chars().count() > MAX_EPOCH_CHARS {
+            return Err(ParamError::BadEpoch);
+        }
+        Ok(Resume { since, epoch: epoch.to_owned() })
+    }
+}
+
+/// Who opens a socket, from the query of `GET /ws/{canvas}` or of a multiplexed `GET /ws` (v1.1): the
+/// parameters that are not about one canvas.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SocketParams {
+    /// The `user` parameter; `None` when the user comes from a token instead.
+    pub user: Option<UserId>,
+    /// The `token` parameter, verified by `auth` when the server has a JWT secret.
+    pub token: Option<String>,
+    /// Display name shown in presence (at most 64 characters).
+    pub name: Option<String>,
+    /// The `role` parameter (default editor): a client may lower what it is granted, never raise it.
+    pub role: Role,
+}
+
 /// The parameters of `GET /ws/{canvas}?user=..&name=..&since=..&epoch=..`, checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConnectParams {
@@ -137,6 +161,20 @@ impl ConnectParams {
     /// parameter is ignored; otherwise it is required.
     pub fn parse(canvas: &str, query: &HashMap<String, String>, user_from_token: bool) -> Result<Self, ParamError> {
         let canvas = CanvasId::parse(canvas)?;
+        let SocketParams { user, token, name, role } = SocketParams::parse(query, user_from_token)?;
+        let resume = match (query.get("since"), query.get("epoch")) {
+            (None, None) => None,
+            (Some(since), Some(epoch)) => Some(Resume::new(since.parse().map_err(|_| ParamError::BadSince)?, epoch)?),
+            _ => return Err(ParamError::HalfResume),
+        };
+        Ok(ConnectParams { canvas, user, token, name, resume, role })
+    }
+}
+
+impl SocketParams {
+    /// Checks the socket's query. With `user_from_token` (auth on) the `user` parameter is ignored;
+    /// otherwise it is required.
+    pub fn parse(query: &HashMap<String, String>, user_from_token: bool) -> Result<Self, ParamError> {
         let user = match (user_from_token, query.get("user")) {
             (true, _) => None,
             (false, Some(user)) => match UserId::parse(user)? {
@@ -150,22 +188,11 @@ impl ConnectParams {
         if name.as_ref().is_some_and(|n| n.chars().count() > MAX_NAME_CHARS) {
             return Err(ParamError::NameTooLong);
         }
-        let resume = match (query.get("since"), query.get("epoch")) {
-            (None, None) => None,
-            (Some(since), Some(epoch)) => {
-                let since = since.parse().map_err(|_| ParamError::BadSince)?;
-                if epoch.is_empty() || epoch.chars().count() > MAX_EPOCH_CHARS {
-                    return Err(ParamError::BadEpoch);
-                }
-                Some(Resume { since, epoch: epoch.clone() })
-            }
-            _ => return Err(ParamError::HalfResume),
-        };
         let role = match query.get("role") {
             None => Role::Editor,
             Some(role) => Role::parse(role).ok_or(ParamError::BadRole)?,
         };
-        Ok(ConnectParams { canvas, user, token, name, resume, role })
+        Ok(SocketParams { user, token, name, role })
     }
 }
 

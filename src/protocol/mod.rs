@@ -5,18 +5,20 @@
 //! [`ClientFrame`] or a [`FrameError`] that already carries the contract's error code. This module does not
 //! know about sockets, storage or delivery.
 
+mod addressed;
 mod client;
 mod ids;
 mod readable;
 mod role;
 mod server;
 
+pub use addressed::{Addressed, Misaddressed};
 pub use client::{null_value, ClientFrame, FrameError, IdempotencyKey, LoggedMessage, MsgType};
-pub use ids::{CanvasId, ConnectParams, Resume, UserId, RESERVED_USER};
+pub use ids::{CanvasId, ConnectParams, Resume, SocketParams, UserId, RESERVED_USER};
 pub use role::Role;
 pub use server::{
-    ack_frame, cursor_frame, duplicate_ack_frame, error_frame, event_frame, logged_frame, presence_data, reset_frame,
-    to_json, user_frame, Welcome, PONG_FRAME,
+    ack_frame, cursor_frame, duplicate_ack_frame, error_frame_in, event_frame, left_frame, logged_frame, presence_data,
+    presence_frame, reset_frame, to_json, user_frame, Welcome, PONG_FRAME,
 };
 
 /// Close codes of the contract's table.
@@ -37,9 +39,22 @@ pub mod close {
     pub const TOO_SLOW: u16 = 4009;
 }
 
-/// Types only the server may send; a client frame using one gets `unknown_type`.
-pub const RESERVED_TYPES: [&str; 8] =
-    ["welcome", "ack", "error", "pong", "cursor", "reset", "user-connected", "user-disconnected"];
+/// Types a client may not log: the server's frames (v1), and v1.1's `presence`, `join`, `leave` and
+/// `left`, which are frames of their own. A logged message of one of these types gets `unknown_type`.
+pub const RESERVED_TYPES: [&str; 12] = [
+    "welcome",
+    "ack",
+    "error",
+    "pong",
+    "cursor",
+    "reset",
+    "user-connected",
+    "user-disconnected",
+    "presence",
+    "join",
+    "leave",
+    "left",
+];
 
 /// Error codes of `{"type":"error","code":...}` frames.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,8 +67,11 @@ pub enum ErrorCode {
     Unavailable,
     /// An object op would take the canvas state past `--max-canvas-state` (v1.1).
     CanvasFull,
-    /// The connection's role does not allow it: a viewer's logged message (v1.1).
+    /// The connection's role does not allow it: a viewer's logged message, or a join outside the token's
+    /// scope (v1.1).
     Forbidden,
+    /// A join past `--max-canvases-per-connection` on a multiplexed socket (v1.1).
+    TooManyCanvases,
 }
 
 impl ErrorCode {
@@ -67,6 +85,7 @@ impl ErrorCode {
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::CanvasFull => "canvas_full",
             ErrorCode::Forbidden => "forbidden",
+            ErrorCode::TooManyCanvases => "too_many_canvases",
         }
     }
 }

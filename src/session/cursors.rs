@@ -11,7 +11,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::clock::now_ms;
 use crate::hub::ConnId;
-use crate::protocol::{cursor_frame, event_frame, CanvasId, MsgType, UserId};
+use crate::protocol::{cursor_frame, event_frame, presence_frame, CanvasId, MsgType, UserId};
 use crate::App;
 
 /// The pacing state of one connection's cursors.
@@ -78,6 +78,21 @@ pub fn relay_event(kind: &MsgType, data: &RawValue, app: &App, canvas: &CanvasId
         missed += 1;
     }
     app.metrics.ephemeral_missed(canvas, missed);
+}
+
+/// Relays connection `conn`'s new presence state (v1.1): kept by its room for the welcomes of joiners here,
+/// at once to the canvas's other local connections (replacing its state still waiting for a slow reader),
+/// and to other instances in the next batch, which the store also keeps for joiners there.
+pub fn relay_presence(data: &RawValue, app: &App, canvas: &CanvasId, user: &UserId, conn: ConnId) {
+    let frame = presence_frame(canvas.as_str(), user.as_str(), &conn.to_string(), data, now_ms());
+    if let Some(room) = app.hub.room(canvas) {
+        let mut state = room.lock();
+        state.set_presence(conn, data.to_owned());
+        let missed = state.broadcast_presence(conn, &Message::text(frame.clone()), &app.metrics);
+        drop(state);
+        app.metrics.ephemeral_missed(canvas, missed);
+    }
+    app.cursors.record_presence(canvas, conn, frame, data.get().to_owned());
 }
 
 /// Relays one cursor: to the canvas's other local connections at once, to other instances in the next batch.

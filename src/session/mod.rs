@@ -1,18 +1,25 @@
 //! One WebSocket connection, owned by exactly one task: a `select!` over the client's frames, its outbound
-//! queue, a cut (4009), the ping tick, the shutdown phase, a publish waiting for the store and a held cursor.
-//! Nothing else touches the socket; everything the relay sends a client goes through its queue, so frames
-//! leave in the order the hub decided.
+//! queue, a cut (4009), the ping tick, the shutdown phase, a publish waiting for the store, a join waiting
+//! for the store and held cursors. Nothing else touches the socket; everything the relay sends a client
+//! goes through its queue, so frames leave in the order the hub decided.
+//!
+//! A socket serves one canvas (`/ws/{canvas}`) or, multiplexed (`GET /ws`, v1.1), the canvases it joins:
+//! each is a [`Member`], its own connection in presence with its own id, role and cursor pace, while the
+//! queue, the rate limits, back-pressure, the slow-client rule and close codes belong to the socket. The
+//! multiplexed frames (join, leave, a canvas on every frame) are `mux.rs`'s.
 //!
 //! This module turns frames into actions (publish, cursor, pong, error) and decides how a connection ends
-//! (close codes); parsing is `protocol`'s job, ordering the hub's, the first frames `welcome.rs`'s, and writing to the
-//! socket and closing it `write.rs`'s.
+//! (close codes); parsing is `protocol`'s job, ordering the hub's, the first frames of a canvas
+//! `member.rs`'s, and writing to the socket and closing it `write.rs`'s.
 //!
-//! **Back-pressure.** A connection has at most `--max-in-flight` publishes waiting for the store. While one
+//! **Back-pressure.** A socket has at most `--max-in-flight` publishes waiting for the store. While one
 //! waits for room (in-flight permits or the writer's queue), the session stops reading the socket, so the
 //! client's sends block in TCP, but it keeps writing its queue: acks keep flowing and the client is never
 //! cut for the server's slowness. 4009 is only for a client that does not read.
 
 mod cursors;
+mod member;
+mod mux;
 mod publish;
 mod welcome;
 mod write;
@@ -26,17 +33,19 @@ use tokio::sync::{watch, Semaphore};
 use tokio::time::Sleep;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
-use self::cursors::CursorPace;
+use self::member::Member;
 use self::publish::{wait_stalled, Stalled};
 use crate::admission::Ticket;
-use crate::bus::{Joined, Replay};
+use crate::bus::Joined;
 use crate::clock::now_ms;
-use crate::hub::{ConnId, Cut, Inbox, Outbox};
-use crate::protocol::{close, error_frame, ClientFrame, FrameError, Role, Welcome, PONG_FRAME};
-use crate::protocol::{CanvasId, ErrorCode, UserId};
+use crate::hub::{Cut, Inbox, Kick, Outbox};
+use crate::protocol::{close, error_frame_in, ClientFrame, FrameError, Role, PONG_FRAME};
+use crate::protocol::{ErrorCode, UserId};
 use crate::ratelimit::{RateLimit, Verdict};
 use crate::shutdown::{Guard, Phase};
 use crate::App;
+
+pub use self::mux::Mux;
 
 /// Why a connection ended (for the log).
 #[derive(Debug)]
@@ -61,11 +70,13 @@ enum End {
 pub struct Session<S> {
     socket: S,
     app: Arc<App>,
-    canvas: CanvasId,
     user: UserId,
-    role: Role,
-    conn: ConnId,
-    /// A clone of the queue the hub writes to: pongs and error frames join the same order.
+    /// The canvases this socket serves: the one of `/ws/{canvas}`, or those a multiplexed socket joined.
+    members: Vec<Member>,
+    /// What a multiplexed socket needs to join canvases; `None` on `/ws/{canvas}`.
+    mux: Option<Box<Mux>>,
+    /// The socket's queue, as the handle that names no canvas: pongs, and errors about no canvas. The
+    /// hub writes to it through each member's handle.
     outbox: Outbox,
     inbox: Inbox,
     phase: watch::Receiver<Phase>,
@@ -80,7 +91,7 @@ pub struct Session<S> {
     _admitted: Ticket,
     /// When the client last sent anything; a client silent for three ping intervals is dropped.
     last_heard: Instant,
-    /// The connection's allowance of logged messages.
+    /// The socket's allowance of logged messages, whatever canvas they are for.
     rate_limit: RateLimit,
     /// Its allowance of ephemeral events (`--ephemeral-rate-limit`; refusals never close it).
     event_limit: RateLimit,
@@ -90,19 +101,13 @@ pub struct Session<S> {
     in_flight: Arc<Semaphore>,
     /// The publish waiting for the store, if any: the socket is not read meanwhile.
     stalled: Option<Stalled>,
-    /// This connection's cursors, paced to `--max-cursor-rate`.
-    cursors: CursorPace,
 }
 
 /// What a session starts with.
 pub struct SessionParts {
-    pub canvas: CanvasId,
     pub user: UserId,
-    /// What the token grants, lowered by `?role` if the client asked.
-    pub role: Role,
     /// When the client's token expires (unix seconds), if it came with one.
     pub expires_at: Option<u64>,
-    pub conn: ConnId,
     pub outbox: Outbox,
     pub inbox: Inbox,
     pub reading: Guard,
@@ -123,14 +128,12 @@ where
         let event_limit = RateLimit::new(events, events, Instant::now());
         let token_expiry = Box::pin(tokio::time::sleep_until(expiry_deadline(parts.expires_at, now_ms())));
         let in_flight = Arc::new(Semaphore::new(app.config.max_in_flight));
-        let cursors = CursorPace::new(app.config.max_cursor_rate);
         Session {
             socket,
             app,
-            canvas: parts.canvas,
             user: parts.user,
-            role: parts.role,
-            conn: parts.conn,
+            members: Vec::with_capacity(1),
+            mux: None,
             outbox: parts.outbox,
             inbox: parts.inbox,
             phase,
@@ -144,70 +147,61 @@ where
             token_expiry,
             in_flight,
             stalled: None,
-            cursors,
         }
     }
 
-    /// Serves the connection until it ends, then leaves the canvas.
-    pub async fn run(mut self, mut joined: Joined) {
+    /// Makes this a multiplexed socket, which joins canvases as the client asks.
+    pub fn multiplexed(mut self, mux: Mux) -> Self {
+        self.mux = Some(Box::new(mux));
+        self
+    }
+
+    /// Serves the connection until it ends, starting with `first`'s welcome (the canvas of `/ws/{canvas}`),
+    /// then leaves every canvas it is on.
+    pub async fn run(mut self, first: Option<(Role, Joined)>) {
         self.app.metrics.connections.increment(1.0);
         self.app.metrics.connections_total.increment(1);
-        let end = self.serve(&mut joined).await;
-        tracing::debug!(canvas = %self.canvas, user = %self.user, conn = %self.conn, ?end, "connection ended");
-        // Boxed: it runs once, at the end, and its future would otherwise be part of every session's task.
-        Box::pin(joined.membership.leave()).await;
+        let started = match first {
+            Some((role, joined)) => self.start(role, joined).await,
+            None => Ok(()),
+        };
+        let end = match started {
+            Ok(()) => self.serve().await,
+            Err(end) => end,
+        };
+        let canvases: Vec<&str> = self.members.iter().map(|member| member.canvas().as_str()).collect();
+        tracing::debug!(user = %self.user, ?canvases, ?end, "connection ended");
+        for member in std::mem::take(&mut self.members) {
+            // Boxed: it runs once, at the end, and its future would otherwise be part of every session's task.
+            Box::pin(member.leave()).await;
+        }
         self.app.metrics.connections.decrement(1.0);
     }
 
-    async fn serve(&mut self, joined: &mut Joined) -> End {
-        let welcome = Welcome {
-            kind: "welcome",
-            canvas: &self.canvas,
-            user: &self.user,
-            connection: self.conn.to_string(),
-            instance: self.app.instance_id.to_string(),
-            epoch: &joined.epoch,
-            seq: joined.seq,
-            resumed: joined.resumed,
-            role: self.role.as_str(),
-            presence: &joined.presence,
-        };
-        let frames = welcome::welcome_frames(&welcome, joined.objects.take());
-        // What only the welcome needed goes now: a session lives for hours, and the presence list of a busy
-        // canvas is kilobytes (the state, shared, went with `take`).
-        joined.presence = crate::protocol::null_value();
-        joined.epoch = String::new();
-        if let Err(end) = self.write_all(frames).await {
-            return end;
-        }
-        if let Some(replay) = joined.replay {
-            // Boxed: once per session at most, and reading from the store makes a big future.
-            if let Err(end) = Box::pin(self.replay(replay)).await {
-                return end;
-            }
-        }
+    async fn serve(&mut self) -> End {
         let ping_every = self.app.config.ping_interval;
         let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
         loop {
             let (reading, stalled) = (self.reading.is_some() && self.stalled.is_none(), self.stalled.is_some());
+            let joining = self.mux.as_ref().is_some_and(|mux| mux.is_joining());
+            let release = self.cursor_release();
             // Not biased: under a constant stream of frames to write, reads, pings and held cursors still get
             // their turn.
             let step = tokio::select! {
-                reason = self.inbox.kicked() => Err(self.cut(reason).await),
+                kick = self.inbox.kicked() => self.on_kick(kick).await,
                 _ = self.phase.changed() => self.on_phase().await,
                 _ = &mut self.token_expiry => Err(self.close(close::POLICY, "token expired").await),
-                (reference, queued) = wait_stalled(&mut self.stalled), if stalled => {
+                (outbox, reference, queued) = wait_stalled(&mut self.stalled), if stalled => {
                     self.stalled = None;
-                    self.on_queued(reference, queued);
+                    self.on_queued(&outbox, reference, queued);
                     Ok(())
                 }
+                joined = mux::next_join(&mut self.mux), if joining => self.on_joined(joined).await,
                 () = self.inbox.ready() => self.write().await,
                 incoming = self.socket.next(), if reading => self.on_incoming(incoming).await,
                 _ = ping.tick() => self.on_ping_tick(ping_every),
-                () = tokio::time::sleep_until(self.cursors.release_at()), if self.cursors.holding() => {
-                    if let Some(data) = self.cursors.release(tokio::time::Instant::now()) {
-                        cursors::relay(&data, &self.app, &self.canvas, &self.user, self.conn);
-                    }
+                () = tokio::time::sleep_until(release.unwrap_or_else(tokio::time::Instant::now)), if release.is_some() => {
+                    self.release_cursors();
                     Ok(())
                 }
             };
@@ -217,20 +211,19 @@ where
         }
     }
 
-    /// Sends the seqs after the welcome that come before anything live, a page at a time from the log. A
-    /// page that comes back short (rows expired meanwhile) cuts the client: it resumes, and reloads.
-    async fn replay(&mut self, replay: Replay) -> Result<(), End> {
-        let mut after = replay.after;
-        while after < replay.upto {
-            let upto = (after + welcome::REPLAY_PAGE).min(replay.upto);
-            let page = self.app.bus.replay_page(&self.canvas, replay.generation, after, upto).await;
-            match page {
-                Ok(page) if page.len() as u64 == upto - after => self.write_all(page).await?,
-                Ok(_) | Err(_) => return Err(self.cut(Cut::Gap).await),
+    async fn on_kick(&mut self, kick: Kick) -> Result<(), End> {
+        match kick {
+            Kick::Cut(reason) => Err(self.cut(reason).await),
+            Kick::Removed(canvases) => {
+                for canvas in canvases {
+                    self.app.metrics.cut(&canvas, Cut::Removed);
+                    if let Some(at) = self.member_at(&canvas) {
+                        self.drop_member(at, true);
+                    }
+                }
+                Ok(())
             }
-            after = upto;
         }
-        Ok(())
     }
 
     async fn on_phase(&mut self) -> Result<(), End> {
@@ -275,12 +268,15 @@ where
                 let _ = tokio::time::timeout(Duration::from_secs(1), self.socket.close()).await;
                 Err(End::ClientClosed)
             }
-            Some(Ok(Message::Text(text))) => self.on_text(text.as_str()).await,
+            Some(Ok(Message::Text(text))) => match self.mux {
+                None => self.on_text(text.as_str()).await,
+                Some(_) => self.on_addressed(text.as_str()).await,
+            },
             Some(Ok(Message::Binary(_))) => {
-                self.reject(FrameError::new(
-                    ErrorCode::InvalidFrame,
-                    "binary frames are not supported: send JSON text",
-                ));
+                self.reject(
+                    None,
+                    FrameError::new(ErrorCode::InvalidFrame, "binary frames are not supported: send JSON text"),
+                );
                 Ok(())
             }
             Some(Ok(_)) => Ok(()), // WebSocket ping/pong: tungstenite answers pings itself
@@ -295,36 +291,92 @@ where
         }
     }
 
+    /// A frame of a single-canvas socket: for its one canvas.
     async fn on_text(&mut self, text: &str) -> Result<(), End> {
         match ClientFrame::parse(text) {
-            Ok(ClientFrame::Ping) => self.queue(Message::text(PONG_FRAME)),
-            Ok(ClientFrame::Cursor { data }) => {
-                self.app.metrics.cursors_in.increment(1);
-                if let Some(data) = self.cursors.offer(data, tokio::time::Instant::now()) {
-                    cursors::relay(&data, &self.app, &self.canvas, &self.user, self.conn);
-                }
-            }
-            Ok(ClientFrame::Logged(message)) if !self.role.may_publish() => {
-                let error = FrameError::new(ErrorCode::Forbidden, "a viewer cannot send logged messages");
-                self.reject(error.with_ref(message.reference));
-            }
-            Ok(ClientFrame::Logged(message)) => return self.publish(message).await,
-            Ok(ClientFrame::Event { kind, data, reference }) => match self.event_limit.check(Instant::now()) {
-                Verdict::Accept => cursors::relay_event(&kind, &data, &self.app, &self.canvas, &self.user, self.conn),
-                Verdict::Refuse | Verdict::Close => {
-                    let limit = self.app.config.ephemeral_rate_limit;
-                    let message = format!("ephemeral events: at most {limit}/s per connection; slow down");
-                    self.reject(FrameError::new(ErrorCode::RateLimited, message).with_ref(reference));
-                }
-            },
-            Err(error) => self.reject(error),
+            Ok(frame) if !self.members.is_empty() => return self.on_frame(0, frame).await,
+            Ok(_) => {}
+            Err(error) => self.reject(None, error),
         }
         Ok(())
     }
 
-    fn reject(&mut self, error: FrameError) {
+    /// A frame for the canvas of `self.members[at]`.
+    async fn on_frame(&mut self, at: usize, frame: ClientFrame) -> Result<(), End> {
+        match frame {
+            ClientFrame::Ping => self.queue(Message::text(PONG_FRAME)),
+            ClientFrame::Cursor { data } => {
+                self.app.metrics.cursors_in.increment(1);
+                let member = &mut self.members[at];
+                if let Some(data) = member.cursors.offer(data, tokio::time::Instant::now()) {
+                    cursors::relay(&data, &self.app, member.canvas(), &self.user, member.conn());
+                }
+            }
+            ClientFrame::Presence { data } if data.get().len() > self.app.config.max_presence_bytes => {
+                let (size, limit) = (data.get().len(), self.app.config.max_presence_bytes);
+                let message = format!("a presence state of {size} bytes: at most {limit} (--max-presence-bytes)");
+                self.reject_in(at, FrameError::new(ErrorCode::TooLarge, message));
+            }
+            ClientFrame::Presence { data } => {
+                let member = &mut self.members[at];
+                if let Some(data) = member.presence.offer(data, tokio::time::Instant::now()) {
+                    cursors::relay_presence(&data, &self.app, member.canvas(), &self.user, member.conn());
+                }
+            }
+            ClientFrame::Logged(message) if !self.members[at].role.may_publish() => {
+                let error = FrameError::new(ErrorCode::Forbidden, "a viewer cannot send logged messages");
+                self.reject_in(at, error.with_ref(message.reference));
+            }
+            ClientFrame::Logged(message) => return self.publish(at, message).await,
+            ClientFrame::Event { kind, data, reference } => match self.event_limit.check(Instant::now()) {
+                Verdict::Accept => {
+                    let member = &self.members[at];
+                    cursors::relay_event(&kind, &data, &self.app, member.canvas(), &self.user, member.conn());
+                }
+                Verdict::Refuse | Verdict::Close => {
+                    let limit = self.app.config.ephemeral_rate_limit;
+                    let message = format!("ephemeral events: at most {limit}/s per connection; slow down");
+                    self.reject_in(at, FrameError::new(ErrorCode::RateLimited, message).with_ref(reference));
+                }
+            },
+        }
+        Ok(())
+    }
+
+    /// When the first held cursor or presence state of any canvas may go.
+    fn cursor_release(&self) -> Option<tokio::time::Instant> {
+        let paces = self.members.iter().flat_map(|member| [&member.cursors, &member.presence]);
+        paces.filter(|pace| pace.holding()).map(|pace| pace.release_at()).min()
+    }
+
+    /// Relays every held cursor and presence state whose slot has come.
+    fn release_cursors(&mut self) {
+        let now = tokio::time::Instant::now();
+        for member in &mut self.members {
+            if member.cursors.release_at() <= now {
+                if let Some(data) = member.cursors.release(now) {
+                    cursors::relay(&data, &self.app, member.canvas(), &self.user, member.conn());
+                }
+            }
+            if member.presence.release_at() <= now {
+                if let Some(data) = member.presence.release(now) {
+                    cursors::relay_presence(&data, &self.app, member.canvas(), &self.user, member.conn());
+                }
+            }
+        }
+    }
+
+    /// Queues an error frame about `canvas` (or about no canvas).
+    fn reject(&mut self, canvas: Option<&str>, error: FrameError) {
         self.app.metrics.frame_errors.increment(1);
-        self.queue(Message::text(error_frame(&error)));
+        self.queue(Message::text(error_frame_in(&error, canvas)));
+    }
+
+    /// Queues an error frame about a frame for `self.members[at]` (naming its canvas on a multiplexed socket).
+    fn reject_in(&mut self, at: usize, error: FrameError) {
+        self.app.metrics.frame_errors.increment(1);
+        let outbox = &self.members[at].outbox;
+        outbox.push(Message::text(error_frame_in(&error, outbox.canvas())));
     }
 
     /// Queues a frame behind whatever the hub queued; an overflow cuts this session like any other.

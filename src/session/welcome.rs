@@ -70,6 +70,7 @@ mod tests {
             resumed: false,
             role: "viewer",
             presence: &presence,
+            peers: &presence,
         };
         let frames = welcome_frames(&welcome, objects);
         let mut text = Vec::new();

@@ -36,7 +36,8 @@ where
         let mut frames = futures_util::stream::iter(frames.into_iter().map(Ok));
         let written = tokio::select! {
             result = tokio::time::timeout(limit, self.socket.send_all(&mut frames)) => result,
-            reason = self.inbox.kicked() => return Err(self.cut(reason).await),
+            // Only a cut interrupts a write: a removal from one canvas waits for the select loop.
+            reason = self.inbox.cut() => return Err(self.cut(reason).await),
         };
         outcome(written)
     }
@@ -72,7 +73,9 @@ where
     /// Cuts the client with 4009 (it resumes to catch up), or 4003 when it was removed from the canvas,
     /// counted under its reason.
     pub(super) async fn cut(&mut self, reason: Cut) -> End {
-        self.app.metrics.cut(&self.canvas, reason);
+        for member in &self.members {
+            self.app.metrics.cut(member.canvas(), reason);
+        }
         let (code, message) = match reason {
             Cut::Slow => (close::TOO_SLOW, "too slow: reconnect with since to catch up"),
             Cut::Gap => (close::TOO_SLOW, "messages expired before they could be sent: reconnect with since"),

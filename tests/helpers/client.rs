@@ -48,6 +48,37 @@ impl Client {
         Client::connect_with_origin(url, None).await
     }
 
+    /// Opens a multiplexed socket (`GET /ws`, v1.1), which gets no welcome until it joins a canvas.
+    pub async fn open_multiplexed(url: String) -> Result<Client, (u16, Value)> {
+        match tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url)).await.expect("connect timed out") {
+            Ok((ws, _)) => Ok(Client { ws, welcome: Value::Null }),
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                let status = response.status().as_u16();
+                let body = response.body().as_deref().map(serde_json::from_slice).and_then(Result::ok);
+                Err((status, body.unwrap_or(Value::Null)))
+            }
+            Err(error) => panic!("connect failed: {error}"),
+        }
+    }
+
+    /// On a multiplexed socket: joins `canvas` (resuming from `resume`, if given) and returns its welcome,
+    /// which must be the next frame.
+    pub async fn join(&mut self, canvas: &str, resume: Option<(u64, &str)>) -> Value {
+        let mut join = json!({"type": "join", "canvas": canvas});
+        if let Some((since, epoch)) = resume {
+            join["since"] = since.into();
+            join["epoch"] = epoch.into();
+        }
+        self.send(join).await;
+        let welcome = self.recv().await;
+        assert_eq!(
+            (welcome["type"].as_str(), welcome["canvas"].as_str()),
+            (Some("welcome"), Some(canvas)),
+            "{welcome}"
+        );
+        welcome
+    }
+
     /// [`Client::connect_url`], sending an `Origin` header as a browser page on that origin would.
     pub async fn connect_with_origin(url: String, origin: Option<&str>) -> Result<Client, (u16, Value)> {
         use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -101,6 +132,17 @@ impl Client {
                 Message::Text(text) => return serde_json::from_str(&text).expect("server sent invalid JSON"),
                 Message::Ping(_) | Message::Pong(_) => continue,
                 other => panic!("expected a text frame, got {other:?}"),
+            }
+        }
+    }
+
+    /// The next text frame that is not of type `kind` (e.g. the `presence` frame a closing connection's
+    /// peers get beside its `user-disconnected`, for a test about the latter).
+    pub async fn recv_skipping(&mut self, kind: &str) -> Value {
+        loop {
+            let frame = self.recv().await;
+            if frame["type"] != kind {
+                return frame;
             }
         }
     }

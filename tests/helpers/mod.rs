@@ -157,6 +157,11 @@ impl Instance {
         self.connect_path(&format!("/ws/{canvas}?user={user}&since={since}&epoch={epoch}")).await.expect("resume")
     }
 
+    /// Opens a multiplexed socket (`/ws?<query>`, v1.1): no welcome until a join.
+    pub async fn multiplexed(&self, query: &str) -> Client {
+        Client::open_multiplexed(self.url(&format!("/ws?{query}"))).await.expect("open a multiplexed socket")
+    }
+
     /// Connects to any path; an HTTP refusal comes back as (status, JSON body).
     pub async fn connect_path(&self, path_and_query: &str) -> Result<Client, (u16, Value)> {
         Client::connect_url(self.url(path_and_query)).await

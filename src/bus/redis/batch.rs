@@ -100,7 +100,8 @@ pub(super) fn parse(reply: &Value, batch: &[Publish], limit: usize) -> Option<Re
                 }
                 -2 => Outcome::Refused(Refusal::CanvasFull { size: None, limit }),
                 -3 => Outcome::Duplicate { seq: int(&pair[1])? as u64 },
-                0 => Outcome::Unlogged,
+                0 => Outcome::Unlogged { changed: true },
+                -4 => Outcome::Unlogged { changed: false },
                 seq => Outcome::Logged(Logged { seq: seq as u64, generation: int(&pair[1])? as u64, id: seq }),
             })
         })
@@ -152,7 +153,7 @@ mod tests {
         assert!(matches!(outcomes[0], Outcome::Logged(Logged { seq: 12, generation: 3, id: 12 })));
         assert!(matches!(&outcomes[1], Outcome::Refused(Refusal::Missing { id }) if id == "gone"));
         assert!(matches!(outcomes[2], Outcome::Refused(Refusal::CanvasFull { size: None, limit: 64 })));
-        assert!(matches!(outcomes[3], Outcome::Unlogged));
+        assert!(matches!(outcomes[3], Outcome::Unlogged { changed: true }));
         assert!(parse(&reply, &batch[..2], 64).is_none(), "a reply for another batch size is refused, not misread");
         assert!(parse(&Value::Nil, &[], 64).is_none());
         let duplicate =

@@ -62,6 +62,8 @@ scripts! {
     HOLD_LEASES = "lua/hold_leases.lua";
     /// Gives up leases.
     RELEASE_LEASES = "lua/release_leases.lua";
+    /// The presence states of a cursor batch, kept for joiners.
+    PRESENCE_STATES = "lua/presence_states.lua";
 }
 
 /// `snapshot.lua`'s text, for the MULTI that reads a big state beside it (a pipeline cannot fall back from

@@ -9,10 +9,10 @@ use bytes::Bytes;
 use redis::Value;
 use serde_json::value::RawValue;
 
-use super::entry::{array, pairs, string, text, uint};
+use super::entry::{array, optional, pairs, string, text, uint};
 use super::scripts::{SNAPSHOT, SNAPSHOT_SOURCE, STATE_TAIL};
 use super::{keys, malformed, unavailable, RedisBus};
-use crate::bus::{BusError, Present, ReadObjects, Snapshot, Unavailable};
+use crate::bus::{BusError, Peer, Present, ReadObjects, Snapshot, Unavailable};
 use crate::object_ops::JsonObject;
 use crate::protocol::{to_json, CanvasId, Resume};
 
@@ -34,6 +34,7 @@ struct Head {
     version: u64,
     resumed: bool,
     presence: Box<RawValue>,
+    peers: Vec<Peer>,
 }
 
 impl Head {
@@ -44,6 +45,7 @@ impl Head {
             seq: self.seq,
             version: self.version,
             presence: self.presence,
+            peers: self.peers,
             resumed: self.resumed,
             objects,
         }
@@ -229,8 +231,8 @@ impl RedisBus {
 /// `snapshot.lua`'s reply: the head and presence, and the objects reply if the script read them.
 fn parse_snapshot(reply: &[Value]) -> Result<(Head, Option<&Value>), BusError> {
     let parse = || {
-        let [epoch, generation, seq, version, _bytes, resumed, users, names, objects, read]: &[Value; 10] =
-            reply.try_into().ok()?;
+        let [epoch, generation, seq, version, _bytes, resumed, users, names, objects, read, peers, states]: &[Value;
+             12] = reply.try_into().ok()?;
         let (store_epoch, generation) = (string(epoch)?, uint(generation)?);
         let names: BTreeMap<&str, &str> = pairs(names)?.into_iter().collect();
         let mut presence: Vec<Present> = pairs(users)?
@@ -243,6 +245,19 @@ fn parse_snapshot(reply: &[Value]) -> Result<(Head, Option<&Value>), BusError> {
             .collect();
         presence.sort_by(|a, b| a.user.cmp(&b.user));
         let presence = RawValue::from_string(to_json(&presence)).ok()?;
+        let states: HashMap<&str, &str> = pairs(states)?.into_iter().collect();
+        let peers = pairs(peers)?
+            .into_iter()
+            .filter_map(|(conn, who)| {
+                let (user, name) = who.split_once('\n')?;
+                Some(Peer {
+                    connection: conn.to_owned(),
+                    user: user.to_owned(),
+                    name: optional(name).map(str::to_owned),
+                    data: states.get(conn).and_then(|data| RawValue::from_string((*data).to_owned()).ok()),
+                })
+            })
+            .collect();
         let head = Head {
             epoch: format!("{store_epoch}-{generation}"),
             store_epoch,
@@ -251,6 +266,7 @@ fn parse_snapshot(reply: &[Value]) -> Result<(Head, Option<&Value>), BusError> {
             version: uint(version)?,
             resumed: uint(resumed)? == 1,
             presence,
+            peers,
         };
         Some((head, (uint(read)? == 1).then_some(objects)))
     };

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::entry::{array, items, stream_id, string, text, uint, LogEntry};
 use super::publisher::Job;
-use super::scripts::{CANVASES, MESSAGES, REMOVE_USER, RESET, TO_USER, USERS};
+use super::scripts::{CANVASES, MESSAGES, PRESENCE_STATES, REMOVE_USER, RESET, TO_USER, USERS};
 use super::{keys, maintenance, malformed, unavailable, RedisBus, RedisFigures};
 use crate::bus::views::StorageFigures;
 use crate::bus::{
@@ -297,8 +297,19 @@ impl Store for RedisBus {
     }
 
     /// One XADD per canvas to its cursor stream (capped, expiring), in one round trip; every instance with
-    /// clients on the canvas reads it beside the log (`reader.rs`).
+    /// clients on the canvas reads it beside the log (`reader.rs`). The presence states the batches carry
+    /// are kept first, for joiners' welcome.peers, so that whoever sees a state relayed finds it kept.
     async fn send_cursors(&self, batches: Vec<CursorBatch>) {
+        // One script per canvas with states: a pipeline cannot fall back from EVALSHA to EVAL.
+        for batch in batches.iter().filter(|batch| !batch.states.is_empty()) {
+            let mut script = PRESENCE_STATES.arg(batch.canvas.as_str());
+            for (conn, data) in &batch.states {
+                script.arg(conn.to_string()).arg(data);
+            }
+            if let Err(error) = script.invoke_async::<()>(&mut self.conn()).await {
+                tracing::debug!(%error, "presence states not kept (a joiner sees the next one)");
+            }
+        }
         let mut pipe = redis::pipe();
         for batch in &batches {
             let key = keys::cursors(&batch.canvas);

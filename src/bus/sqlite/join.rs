@@ -34,12 +34,14 @@ pub(super) fn snapshot(
         false => Some(objects::objects_json(&snapshot, canvas, json_bytes)?),
     };
     let presence = presence::on_canvas_json(&snapshot, canvas)?;
+    let peers = presence::peers(&snapshot, canvas)?;
     Ok(Snapshot {
         epoch: head.epoch,
         generation: head.generation,
         seq: head.last_seq,
         version: head.state_seq,
         presence,
+        peers,
         resumed,
         objects,
     })

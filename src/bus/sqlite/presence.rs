@@ -10,7 +10,7 @@
 use deadpool_sqlite::rusqlite::{params, Connection, Result};
 use serde_json::value::RawValue;
 
-use crate::bus::{Present, UserPresence};
+use crate::bus::{Peer, Present, UserPresence};
 use crate::hub::ConnId;
 use crate::protocol::{to_json, CanvasId, UserId};
 
@@ -23,33 +23,50 @@ pub fn connect(
     user: &UserId,
     name: Option<&str>,
     now: i64,
-) -> Result<bool> {
+) -> Result<Option<bool>> {
     let inserted = conn
         .prepare_cached(
             "INSERT INTO connections (conn_id, instance_id, canvas_id, user_id, name, connected_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (conn_id) DO NOTHING",
         )?
         .execute(params![id.to_string(), instance, canvas.as_str(), user.as_str(), name, now])?;
-    Ok(inserted == 1 && user_connections(conn, canvas, user)? == 1)
+    Ok(match inserted {
+        1 => Some(user_connections(conn, canvas, user)? == 1),
+        _ => None,
+    })
 }
 
-/// Removes a connection; returns whether it was the user's last on the canvas (log `user-disconnected`).
-/// A connection already removed (by a survivor that took this instance for dead) logs nothing.
-pub fn disconnect(conn: &Connection, id: ConnId, canvas: &CanvasId, user: &UserId) -> Result<bool> {
+/// Removes a connection; returns `None` if there was none to remove (a survivor that took this instance
+/// for dead removed it), else whether it was the user's last on the canvas (log `user-disconnected`).
+pub fn disconnect(conn: &Connection, id: ConnId, canvas: &CanvasId, user: &UserId) -> Result<Option<bool>> {
     let deleted = conn.prepare_cached("DELETE FROM connections WHERE conn_id = ?1")?.execute([id.to_string()])?;
-    Ok(deleted == 1 && user_connections(conn, canvas, user)? == 0)
+    removed(conn, deleted, canvas, user)
 }
 
 /// A survivor's removal of a dead instance's connection: like [`disconnect`], but only if the owner's last
 /// heartbeat is still before `dead_before` (it may have come back and registered the connection again).
-pub fn expire(conn: &Connection, id: ConnId, canvas: &CanvasId, user: &UserId, dead_before: i64) -> Result<bool> {
+pub fn expire(
+    conn: &Connection,
+    id: ConnId,
+    canvas: &CanvasId,
+    user: &UserId,
+    dead_before: i64,
+) -> Result<Option<bool>> {
     let deleted = conn
         .prepare_cached(
             "DELETE FROM connections WHERE conn_id = ?1
              AND instance_id NOT IN (SELECT instance_id FROM instances WHERE heartbeat_at >= ?2)",
         )?
         .execute(params![id.to_string(), dead_before])?;
-    Ok(deleted == 1 && user_connections(conn, canvas, user)? == 0)
+    removed(conn, deleted, canvas, user)
+}
+
+/// What a removal of `deleted` rows did: `None` for nothing, else whether the user left the canvas.
+fn removed(conn: &Connection, deleted: usize, canvas: &CanvasId, user: &UserId) -> Result<Option<bool>> {
+    Ok(match deleted {
+        1 => Some(user_connections(conn, canvas, user)? == 0),
+        _ => None,
+    })
 }
 
 fn user_connections(conn: &Connection, canvas: &CanvasId, user: &UserId) -> Result<i64> {
@@ -68,6 +85,32 @@ pub fn on_canvas(conn: &Connection, canvas: &CanvasId) -> Result<Vec<Present>> {
         Ok(Present { user: r.get(0)?, name: r.get(1)?, connections: r.get::<_, i64>(2)? as u64 })
     })?;
     rows.collect()
+}
+
+/// Every connection of a canvas with its presence state, at the caller's snapshot (v1.1, `welcome.peers`).
+pub fn peers(conn: &Connection, canvas: &CanvasId) -> Result<Vec<Peer>> {
+    let mut stmt =
+        conn.prepare_cached("SELECT conn_id, user_id, name, presence FROM connections WHERE canvas_id = ?1")?;
+    let rows = stmt.query_map([canvas.as_str()], |r| {
+        let data: Option<String> = r.get(3)?;
+        Ok(Peer {
+            connection: r.get(0)?,
+            user: r.get(1)?,
+            name: r.get(2)?,
+            data: data.and_then(|text| RawValue::from_string(text).ok()),
+        })
+    })?;
+    rows.collect()
+}
+
+/// Keeps the presence states a cursor batch carries (connection, JSON), for joiners: a connection that is
+/// gone has no row, and its state goes nowhere.
+pub fn save_states(conn: &Connection, states: &[(ConnId, String)]) -> Result<()> {
+    let mut update = conn.prepare_cached("UPDATE connections SET presence = ?2 WHERE conn_id = ?1")?;
+    for (id, data) in states {
+        update.execute(params![id.to_string(), data])?;
+    }
+    Ok(())
 }
 
 /// [`on_canvas`] as the JSON array a welcome embeds.
@@ -187,14 +230,14 @@ mod tests {
         let (_dir, conn) = file();
         let (c1, ann) = (CanvasId::parse("c1").unwrap(), UserId::parse("ann").unwrap());
         let (tab1, tab2) = (Uuid::new_v4(), Uuid::new_v4());
-        assert!(connect(&conn, tab1, "i1", &c1, &ann, Some("Ann"), 1).unwrap());
-        assert!(!connect(&conn, tab2, "i2", &c1, &ann, Some("Annie"), 2).unwrap());
-        assert!(!connect(&conn, tab2, "i2", &c1, &ann, None, 3).unwrap(), "registering twice changes nothing");
+        assert_eq!(connect(&conn, tab1, "i1", &c1, &ann, Some("Ann"), 1).unwrap(), Some(true));
+        assert_eq!(connect(&conn, tab2, "i2", &c1, &ann, Some("Annie"), 2).unwrap(), Some(false));
+        assert_eq!(connect(&conn, tab2, "i2", &c1, &ann, None, 3).unwrap(), None, "registering twice changes nothing");
         let present = on_canvas(&conn, &c1).unwrap();
         assert_eq!(present, [Present { user: "ann".into(), name: Some("Annie".into()), connections: 2 }]);
-        assert!(!disconnect(&conn, tab1, &c1, &ann).unwrap());
-        assert!(disconnect(&conn, tab2, &c1, &ann).unwrap());
-        assert!(!disconnect(&conn, tab2, &c1, &ann).unwrap(), "a second removal logs nothing");
+        assert_eq!(disconnect(&conn, tab1, &c1, &ann).unwrap(), Some(false));
+        assert_eq!(disconnect(&conn, tab2, &c1, &ann).unwrap(), Some(true));
+        assert_eq!(disconnect(&conn, tab2, &c1, &ann).unwrap(), None, "a second removal does nothing");
         assert!(on_canvas(&conn, &c1).unwrap().is_empty());
     }
 
@@ -205,9 +248,9 @@ mod tests {
         let (c1, u) = (CanvasId::parse("c1").unwrap(), UserId::parse("u").unwrap());
         let id = Uuid::new_v4();
         connect(&conn, id, "back", &c1, &u, None, 1).unwrap();
-        assert!(!expire(&conn, id, &c1, &u, 500).unwrap(), "its heartbeat (1000) is after the dead line (500)");
+        assert_eq!(expire(&conn, id, &c1, &u, 500).unwrap(), None, "its heartbeat (1000) is after the dead line (500)");
         assert_eq!(on_canvas(&conn, &c1).unwrap().len(), 1);
-        assert!(expire(&conn, id, &c1, &u, 2000).unwrap(), "still silent: removed, and the user's last");
+        assert_eq!(expire(&conn, id, &c1, &u, 2000).unwrap(), Some(true), "still silent: removed, and the user's last");
     }
 
     #[test]

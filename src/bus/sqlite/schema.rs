@@ -24,6 +24,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/0007_removals.sql"),
     include_str!("../../../migrations/0008_idempotency_keys.sql"),
     include_str!("../../../migrations/0009_consumers.sql"),
+    include_str!("../../../migrations/0010_presence_state.sql"),
 ];
 
 /// Settings every connection to the file is opened with.

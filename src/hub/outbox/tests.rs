@@ -25,7 +25,7 @@ fn a_full_logged_lane_cuts_the_client_as_slow_and_ephemeral_frames_never_do() {
     }
     assert!(inbox.kicked().now_or_never().is_none(), "ephemeral frames never cut");
     assert!(!outbox.push(Message::text("3")));
-    assert_eq!(inbox.kicked().now_or_never(), Some(Cut::Slow));
+    assert_eq!(inbox.cut().now_or_never(), Some(Cut::Slow));
     assert!(!outbox.push(Message::text("4")), "a client being cut takes nothing more");
 }
 
@@ -34,7 +34,7 @@ fn the_logged_lane_is_bounded_by_bytes_too() {
     let (outbox, inbox) = outbox(Bounds { frames: 1000, bytes: 1000 });
     assert!(outbox.push(Message::text("x".repeat(800))));
     assert!(!outbox.push(Message::text("x".repeat(200))), "800 + 200 + overhead is past 1000 bytes");
-    assert_eq!(inbox.kicked().now_or_never(), Some(Cut::Slow));
+    assert_eq!(inbox.cut().now_or_never(), Some(Cut::Slow));
 }
 
 #[test]
@@ -124,7 +124,7 @@ fn the_first_reason_to_cut_is_the_one_reported() {
     let (outbox, inbox) = outbox(bounds(4));
     outbox.kick(Cut::Gap);
     outbox.kick(Cut::Slow);
-    assert_eq!(inbox.kicked().now_or_never(), Some(Cut::Gap));
+    assert_eq!(inbox.cut().now_or_never(), Some(Cut::Gap));
 }
 
 #[test]

@@ -1,6 +1,9 @@
 //! Frames a room sends outside the log's order: ephemeral ones (cursors), which go to each receiver's
 //! coalescing lane, and user messages; and the room's members as presence would register them.
 
+use std::collections::HashSet;
+
+use serde_json::value::RawValue;
 use tokio_tungstenite::tungstenite::Message;
 
 use super::RoomState;
@@ -39,6 +42,32 @@ impl RoomState {
         missed
     }
 
+    /// Queues `sender`'s presence frame (v1.1) for everyone but the sender, on their ephemeral lane, where it
+    /// replaces the sender's state still waiting; returns how many receivers had one replaced or dropped.
+    pub fn broadcast_presence(&self, sender: ConnId, frame: &Message, metrics: &Metrics) -> u64 {
+        let (mut queued, mut missed) = (0, 0);
+        for sub in self.subscribers.iter().filter(|s| s.conn != sender) {
+            match sub.outbox.push_presence(sender, frame.clone()) {
+                Ephemeral::Queued => queued += 1,
+                Ephemeral::Coalesced | Ephemeral::Dropped => missed += 1,
+            }
+        }
+        metrics.deliveries.increment(queued);
+        missed
+    }
+
+    /// Keeps a local subscriber's latest presence state, for the welcome of the next joiner here.
+    pub fn set_presence(&mut self, conn: ConnId, data: Box<RawValue>) {
+        if self.subscribers.iter().any(|s| s.conn == conn) {
+            self.presence.insert(conn, data);
+        }
+    }
+
+    /// The local subscribers, each with its presence state if it set one: (connection, user, name, state).
+    pub fn peers(&self) -> impl Iterator<Item = (ConnId, &UserId, Option<&str>, Option<&RawValue>)> {
+        self.subscribers.iter().map(|s| (s.conn, &s.user, s.name.as_deref(), self.presence.get(&s.conn).map(|d| &**d)))
+    }
+
     /// Every subscriber, as presence would register it: (connection, user, name).
     pub fn members(&self) -> impl Iterator<Item = (ConnId, &UserId, Option<&str>)> {
         self.subscribers.iter().map(|s| (s.conn, &s.user, s.name.as_deref()))
@@ -50,13 +79,16 @@ impl RoomState {
         subscribers.map(|sub| sub.outbox.kick(reason)).count()
     }
 
-    /// Queues a frame for every subscriber who is `user` (every subscriber for `hub::EVERYONE`); returns how
-    /// many. An overflowing queue cuts its client (4009) like any other frame would.
-    pub fn send_to_user(&self, user: &str, frame: &Message) -> usize {
+    /// Queues a frame for every subscriber who is `user` (every subscriber for `hub::EVERYONE`) whose socket
+    /// is not in `reached` yet, and adds their sockets to it; returns how many. An overflowing queue cuts its
+    /// client (4009) like any other frame would.
+    pub fn send_to_user(&self, user: &str, frame: &Message, reached: &mut HashSet<usize>) -> usize {
         let mut sent = 0;
         let everyone = user == crate::hub::EVERYONE;
         for sub in self.subscribers.iter().filter(|s| everyone || s.user.as_str() == user) {
-            sent += usize::from(sub.outbox.push(frame.clone()));
+            if reached.insert(sub.outbox.socket()) {
+                sent += usize::from(sub.outbox.push(frame.clone()));
+            }
         }
         sent
     }

@@ -91,6 +91,9 @@ pub struct RoomState {
     /// (generation, seq) committed by this process whose sender gets an ack instead of the message.
     acks: HashMap<(u64, u64), AckTo>,
     subscribers: Vec<Subscriber>,
+    /// The latest presence state (v1.1) of each local subscriber that set one: what a joiner here is told
+    /// at once, without waiting for the batch to reach the store.
+    presence: HashMap<ConnId, Box<serde_json::value::RawValue>>,
 }
 
 /// Result of checking a room for a hole that can no longer be filled.
@@ -131,6 +134,7 @@ impl RoomState {
             pending: BTreeMap::new(),
             acks: HashMap::new(),
             subscribers: Vec::new(),
+            presence: HashMap::new(),
         }
     }
 
@@ -295,6 +299,7 @@ impl RoomState {
     pub(super) fn unsubscribe(&mut self, conn: ConnId) -> bool {
         let before = self.subscribers.len();
         self.subscribers.retain(|s| s.conn != conn);
+        self.presence.remove(&conn);
         // Only a leave that emptied the room closes it: an empty room may be one a join is about to start.
         if self.subscribers.len() < before && self.subscribers.is_empty() {
             self.closed = true;
@@ -326,7 +331,9 @@ impl RoomState {
                 return true;
             }
             let frame = match &ack {
-                Some(ack) if ack.conn == sub.conn => Message::text(ack_frame(entry.seq, ack.reference.as_deref())),
+                Some(ack) if ack.conn == sub.conn => {
+                    Message::text(ack_frame(entry.seq, ack.reference.as_deref(), sub.outbox.canvas()))
+                }
                 _ => entry.frame.clone(),
             };
             // A full queue cuts the client (its session counts it); it leaves the room here.

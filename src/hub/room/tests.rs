@@ -131,7 +131,7 @@ fn overflow_cuts_the_slow_subscriber_and_spares_the_others() {
     assert_eq!(room.subscribers.len(), 1, "the slow one is gone");
     assert_eq!(texts(&mut fast).len(), 20);
     // notify_one stored a permit: the session's next wait for a kick completes at once.
-    assert_eq!(futures_util::FutureExt::now_or_never(slow.kicked()), Some(Cut::Slow));
+    assert_eq!(futures_util::FutureExt::now_or_never(slow.cut()), Some(Cut::Slow));
 }
 
 #[test]
@@ -142,7 +142,7 @@ fn settle_skips_a_hole_that_can_no_longer_fill_and_cuts_subscribers() {
     assert_eq!(room.settle(90, &metrics), Settled::GapSkipped { from: 6, to: 8 });
     assert_eq!(room.delivered(), 9);
     assert!(room.subscribers.is_empty());
-    assert_eq!(futures_util::FutureExt::now_or_never(inbox.kicked()), Some(Cut::Gap), "cut for the gap, not as slow");
+    assert_eq!(futures_util::FutureExt::now_or_never(inbox.cut()), Some(Cut::Gap), "cut for the gap, not as slow");
 }
 
 fn in_generation(mut entry: Entry, generation: u64) -> Entry {

@@ -22,6 +22,7 @@
 --   registered the connection).
 -- Returns: { epoch, writes, now, then per message seq and generation }; seq -1 = refused (missing object),
 --   -2 = refused (state too big), 0 = recorded, nothing logged (a presence change not the user's first/last),
+--   -4 = a presence change that changed nothing (registered already, or removed already),
 --   -3 = a repeated idempotency key (the same user's, on the canvas, in its generation, within the TTL):
 --   nothing logged, and the second number is the original's seq. Or { epoch } alone: the store's epoch is
 --   not the one the batch was for, and nothing was applied.
@@ -187,9 +188,11 @@ local function apply(at)
     end
   elseif op == 'connect' then
     if redis.call('HSETNX', canvas_key(canvas, 'conns'), conn, instance) == 0 then
-      skip(0)
+      skip(-4) -- registered already: nothing changed
     else
       redis.call('HSET', 'relay:i:' .. instance .. ':conns', conn, canvas .. '\n' .. from .. '\n' .. name)
+      -- What a joiner reads as welcome.peers: the user and encoded name (its state, once set, in `pstates`).
+      redis.call('HSET', canvas_key(canvas, 'peers'), conn, from .. '\n' .. name)
       if name ~= '' then
         redis.call('HSET', canvas_key(canvas, 'names'), from, string.sub(name, 2))
       else
@@ -211,9 +214,11 @@ local function apply(at)
       back = tonumber(redis.call('HGET', 'relay:instances', owner) or '0') > now - tonumber(ref)
     end
     if not owner or back then
-      skip(0) -- already removed (by a survivor that took this instance for dead), or its instance is back
+      skip(-4) -- already removed (by a survivor that took this instance for dead), or its instance is back
     else
       redis.call('HDEL', canvas_key(canvas, 'conns'), conn)
+      redis.call('HDEL', canvas_key(canvas, 'peers'), conn)
+      redis.call('HDEL', canvas_key(canvas, 'pstates'), conn)
       redis.call('HDEL', 'relay:i:' .. owner .. ':conns', conn)
       decrement('relay:u:' .. from, canvas)
       decrement('relay:users', from)

@@ -8,7 +8,8 @@
 --   ('<canvas epoch>:<version>' the caller holds, so do not read it, or ''), inline limit (bytes; objects are
 --   read only if their JSON is at most this big)
 -- Returns: { epoch, generation, seq, state version, state bytes, resumed (1/0), {user, count, ...},
---   {user, name, ...}, {object id, object JSON, ...} or {}, objects read (1/0) }
+--   {user, name, ...}, {object id, object JSON, ...} or {}, objects read (1/0), {connection, user '\n'
+--   encoded name, ...}, {connection, presence state JSON, ...} }
 
 local canvas = ARGV[1]
 local epoch = store_epoch(ARGV[2])
@@ -36,4 +37,5 @@ if resumed == 0 and ARGV[7] ~= held and bytes + 1 <= tonumber(ARGV[8]) then
   objects, read = redis.call('HGETALL', canvas_key(canvas, 'objects')), 1
 end
 return { epoch, gen, seq, version, bytes, resumed, redis.call('HGETALL', canvas_key(canvas, 'users')),
-  redis.call('HGETALL', canvas_key(canvas, 'names')), objects, read }
+  redis.call('HGETALL', canvas_key(canvas, 'names')), objects, read, redis.call('HGETALL', canvas_key(canvas, 'peers')),
+  redis.call('HGETALL', canvas_key(canvas, 'pstates')) }

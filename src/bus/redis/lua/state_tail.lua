@@ -6,7 +6,7 @@
 --
 -- ARGV: canvas, epoch candidate, generation the scan began in, seq it began at
 -- Returns: { 'ok', epoch, generation, seq, state version, state bytes, 0, {user, count, ...},
---   {user, name, ...}, {object id, JSON or nil (deleted), ...}, 1 }; { 'moved' } when the canvas was reset
+--   {user, name, ...}, {object id, JSON or nil (deleted), ...}, 1, peers and their states as snapshot.lua }; { 'moved' } when the canvas was reset
 --   or the entries since the scan began are no longer all there (read again); { 'legacy' } when an entry
 --   does not name its object (written before `o` existed: read the state whole instead).
 
@@ -50,4 +50,5 @@ for _, id in ipairs(ids) do
   changed[#changed + 1] = redis.call('HGET', canvas_key(canvas, 'objects'), id)
 end
 return { 'ok', epoch, gen, seq, tonumber(head[3] or '0'), tonumber(head[4] or '0'), 0,
-  redis.call('HGETALL', canvas_key(canvas, 'users')), redis.call('HGETALL', canvas_key(canvas, 'names')), changed, 1 }
+  redis.call('HGETALL', canvas_key(canvas, 'users')), redis.call('HGETALL', canvas_key(canvas, 'names')), changed, 1,
+  redis.call('HGETALL', canvas_key(canvas, 'peers')), redis.call('HGETALL', canvas_key(canvas, 'pstates')) }

@@ -374,6 +374,7 @@ fn write_cursor_batches(tx: &Connection, instance: &str, batches: &[CursorBatch]
     )?;
     for batch in batches {
         insert.execute(params![batch.canvas.as_str(), instance, batch.frames, now + CURSOR_TTL_MS])?;
+        presence::save_states(tx, &batch.states)?;
     }
     Ok(())
 }

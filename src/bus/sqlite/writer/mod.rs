@@ -152,13 +152,15 @@ fn stage<'a>(
 ) -> Result<Outcome, SqlError> {
     if let Origin::Presence { change, conn, name, .. } = &publish.origin {
         let (canvas, user, name) = (&publish.canvas, &publish.from, name.as_deref());
-        let log = match *change {
+        let recorded = match *change {
             PresenceChange::Connect => presence::connect(tx, *conn, &settings.instance_id, canvas, user, name, now)?,
             PresenceChange::Disconnect => presence::disconnect(tx, *conn, canvas, user)?,
             PresenceChange::Expire { dead_after_ms } => presence::expire(tx, *conn, canvas, user, now - dead_after_ms)?,
         };
-        if !log {
-            return Ok(Outcome::Unlogged);
+        match recorded {
+            None => return Ok(Outcome::Unlogged { changed: false }),
+            Some(false) => return Ok(Outcome::Unlogged { changed: true }),
+            Some(true) => {}
         }
     }
     let head = match heads.entry(&publish.canvas) {

@@ -1,0 +1,177 @@
+//! A multiplexed socket (`GET /ws`, v1.1 "One socket, many canvases"): `join` and `leave`, and frames that
+//! name a joined canvas.
+//!
+//! - A join is checked at once (not joined or joining already, within `--max-canvases-per-connection`,
+//!   inside the token's scope), then waits for the store (the API's block, presence, the snapshot) in the
+//!   select loop beside everything else, so a slow join never holds up the socket's other canvases. Its
+//!   canvas's frames wait in the queue until its welcome is written (`Inbox::hold`).
+//! - A canvas counts as joined from its welcome: a frame for a canvas not joined (or still joining) gets
+//!   `invalid_frame` naming it, and so does a leave.
+//! - A refused join is an error frame naming the canvas: `forbidden` (out of the token's scope, or blocked
+//!   through the API), `invalid_frame`, `too_many_canvases`, `unavailable` (the store).
+
+use futures_util::future::BoxFuture;
+use futures_util::stream::FuturesUnordered;
+use futures_util::{Sink, Stream, StreamExt};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use uuid::Uuid;
+
+use super::{End, Session};
+use crate::auth::Grant;
+use crate::bus::{JoinRequest, Joined};
+use crate::protocol::{Addressed, CanvasId, ErrorCode, FrameError, Misaddressed, Resume, Role, PONG_FRAME};
+
+/// A join waiting for the store: its canvas, the role it is granted, and the outcome.
+type Joining = BoxFuture<'static, (CanvasId, Role, Result<Joined, FrameError>)>;
+
+/// What a multiplexed socket needs to join canvases.
+pub struct Mux {
+    /// What the client's token grants (with `--jwt-secret`); without auth every canvas, as an editor.
+    grant: Option<Grant>,
+    /// The role the client asked for (`?role`): it lowers what the grant gives, never raises it.
+    asked: Role,
+    /// The display name every join shows in presence.
+    name: Option<String>,
+    /// `--max-canvases-per-connection`: joined and joining canvases at once.
+    max_canvases: usize,
+    /// Joins waiting for the store.
+    joins: FuturesUnordered<Joining>,
+    /// Their canvases.
+    joining: Vec<CanvasId>,
+}
+
+impl Mux {
+    pub fn new(grant: Option<Grant>, asked: Role, name: Option<String>, max_canvases: usize) -> Self {
+        Mux { grant, asked, name, max_canvases, joins: FuturesUnordered::new(), joining: Vec::new() }
+    }
+
+    pub(super) fn is_joining(&self) -> bool {
+        !self.joins.is_empty()
+    }
+}
+
+/// The next join the store answered (the select loop polls this only while one waits).
+pub(super) async fn next_join(mux: &mut Option<Box<Mux>>) -> (CanvasId, Role, Result<Joined, FrameError>) {
+    match mux.as_mut() {
+        Some(mux) => match mux.joins.next().await {
+            Some(joined) => joined,
+            None => std::future::pending().await,
+        },
+        None => std::future::pending().await,
+    }
+}
+
+impl<S> Session<S>
+where
+    S: Stream<Item = Result<Message, WsError>> + Sink<Message, Error = WsError> + Unpin + Send,
+{
+    /// A frame of a multiplexed socket.
+    pub(super) async fn on_addressed(&mut self, text: &str) -> Result<(), End> {
+        match Addressed::parse(text) {
+            Ok(Addressed::Ping) => self.queue(Message::text(PONG_FRAME)),
+            Ok(Addressed::Join { canvas, resume }) => self.join(canvas, resume),
+            Ok(Addressed::Leave { canvas }) => match self.member_at(&canvas) {
+                Some(at) => self.drop_member(at, false),
+                None => self.reject(Some(canvas.as_str()), not_joined(&canvas, None)),
+            },
+            Ok(Addressed::To { canvas, frame }) => match self.member_at(&canvas) {
+                Some(at) => return self.on_frame(at, frame).await,
+                None => {
+                    let reference = frame_reference(&frame);
+                    self.reject(Some(canvas.as_str()), not_joined(&canvas, reference));
+                }
+            },
+            Err(Misaddressed { canvas, error }) => self.reject(canvas.as_deref(), error),
+        }
+        Ok(())
+    }
+
+    /// Checks a join and sets it waiting for the store.
+    fn join(&mut self, canvas: CanvasId, resume: Option<Resume>) {
+        let Some(mux) = self.mux.as_deref_mut() else { return };
+        let refusal = if self.members.iter().any(|member| member.canvas() == &canvas) || mux.joining.contains(&canvas) {
+            Some(FrameError::new(ErrorCode::InvalidFrame, format!("canvas {canvas} is already joined on this socket")))
+        } else if self.members.len() + mux.joining.len() >= mux.max_canvases {
+            let message =
+                format!("at most {} canvases per connection (--max-canvases-per-connection)", mux.max_canvases);
+            Some(FrameError::new(ErrorCode::TooManyCanvases, message))
+        } else {
+            None
+        };
+        let granted = match (&mux.grant, refusal) {
+            (_, Some(refusal)) => Err(refusal),
+            (Some(grant), None) => {
+                grant.role_on(&canvas).map_err(|e| FrameError::new(ErrorCode::Forbidden, e.to_string()))
+            }
+            (None, None) => Ok(Role::Editor),
+        };
+        let role = match granted {
+            Ok(role) => role.min(mux.asked),
+            Err(error) => return self.reject(Some(canvas.as_str()), error),
+        };
+        let request = JoinRequest {
+            canvas: canvas.clone(),
+            conn: Uuid::new_v4(),
+            user: self.user.clone(),
+            name: mux.name.clone(),
+            resume,
+            outbox: self.outbox.for_canvas(canvas.clone()),
+        };
+        self.inbox.hold(&canvas);
+        mux.joining.push(canvas.clone());
+        let app = self.app.clone();
+        mux.joins.push(Box::pin(async move {
+            let joined = async {
+                match app.bus.blocked(&request.canvas, &request.user).await {
+                    Ok(None) => {}
+                    Ok(Some(left)) => {
+                        let why = format!("blocked from canvas {} for {} s more", request.canvas, left.as_secs() + 1);
+                        return Err(FrameError::new(ErrorCode::Forbidden, why));
+                    }
+                    Err(error) => return Err(FrameError::new(error.code(), error.to_string())),
+                }
+                app.bus.join(request).await.map_err(|error| FrameError::new(error.code(), error.to_string()))
+            };
+            let joined = joined.await;
+            (canvas, role, joined)
+        }));
+    }
+
+    /// A join the store answered: its welcome, then what its queue held meanwhile; or its refusal.
+    pub(super) async fn on_joined(
+        &mut self,
+        (canvas, role, joined): (CanvasId, Role, Result<Joined, FrameError>),
+    ) -> Result<(), End> {
+        if let Some(mux) = self.mux.as_deref_mut() {
+            mux.joining.retain(|joining| joining != &canvas);
+        }
+        match joined {
+            Ok(joined) => {
+                let started = self.start(role, joined).await;
+                self.inbox.release(&canvas);
+                started
+            }
+            Err(error) => {
+                self.inbox.discard(&canvas);
+                self.reject(Some(canvas.as_str()), error);
+                Ok(())
+            }
+        }
+    }
+}
+
+/// The refusal of a frame for a canvas this socket has not joined.
+fn not_joined(canvas: &CanvasId, reference: Option<String>) -> FrameError {
+    let message = format!("canvas {canvas} is not joined on this socket: send a join and wait for its welcome");
+    FrameError::new(ErrorCode::InvalidFrame, message).with_ref(reference)
+}
+
+/// The `ref` of a frame, to echo in its refusal.
+fn frame_reference(frame: &crate::protocol::ClientFrame) -> Option<String> {
+    use crate::protocol::ClientFrame;
+    match frame {
+        ClientFrame::Logged(message) => message.reference.clone(),
+        ClientFrame::Event { reference, .. } => reference.clone(),
+        ClientFrame::Ping | ClientFrame::Cursor { .. } | ClientFrame::Presence { .. } => None,
+    }
+}
