@@ -217,8 +217,10 @@ where
             Kick::Removed(canvases) => {
                 for canvas in canvases {
                     self.app.metrics.cut(&canvas, Cut::Removed);
-                    if let Some(at) = self.member_at(&canvas) {
-                        self.drop_member(at, true);
+                    match (self.member_at(&canvas), self.mux.as_deref_mut()) {
+                        (Some(at), _) => self.drop_member(at, true),
+                        (None, Some(mux)) => mux.removed_while_joining(&canvas),
+                        (None, None) => {}
                     }
                 }
                 Ok(())

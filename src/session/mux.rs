@@ -38,15 +38,33 @@ pub struct Mux {
     joins: FuturesUnordered<Joining>,
     /// Their canvases.
     joining: Vec<CanvasId>,
+    /// Joining canvases the API removed this user from after their room took the join and before its
+    /// welcome: they are left as soon as they are joined.
+    removed: Vec<CanvasId>,
 }
 
 impl Mux {
     pub fn new(grant: Option<Grant>, asked: Role, name: Option<String>, max_canvases: usize) -> Self {
-        Mux { grant, asked, name, max_canvases, joins: FuturesUnordered::new(), joining: Vec::new() }
+        Mux {
+            grant,
+            asked,
+            name,
+            max_canvases,
+            joins: FuturesUnordered::new(),
+            joining: Vec::new(),
+            removed: Vec::new(),
+        }
     }
 
     pub(super) fn is_joining(&self) -> bool {
         !self.joins.is_empty()
+    }
+
+    /// A removal through the API for a canvas still joining: kept until its join is done.
+    pub(super) fn removed_while_joining(&mut self, canvas: &CanvasId) {
+        if self.joining.contains(canvas) && !self.removed.contains(canvas) {
+            self.removed.push(canvas.clone());
+        }
     }
 }
 
@@ -142,13 +160,19 @@ where
         &mut self,
         (canvas, role, joined): (CanvasId, Role, Result<Joined, FrameError>),
     ) -> Result<(), End> {
+        let mut removed = false;
         if let Some(mux) = self.mux.as_deref_mut() {
             mux.joining.retain(|joining| joining != &canvas);
+            removed = mux.removed.iter().any(|gone| gone == &canvas);
+            mux.removed.retain(|gone| gone != &canvas);
         }
         match joined {
             Ok(joined) => {
                 let started = self.start(role, joined).await;
                 self.inbox.release(&canvas);
+                if let (true, Some(at)) = (removed, self.member_at(&canvas)) {
+                    self.drop_member(at, true);
+                }
                 started
             }
             Err(error) => {
