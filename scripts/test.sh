@@ -34,6 +34,11 @@ fi
 if [ ! -d tests/browser/node_modules/playwright-core ] || [ tests/browser/package-lock.json -nt tests/browser/node_modules ]; then
   npm ci --prefix tests/browser --no-audit --no-fund
 fi
+# The JS client's dev dependencies (ws for Node, typescript for the type check); tests/js_client.rs runs
+# its suite against this build.
+if [ ! -d clients/js/node_modules/ws ] || [ clients/js/package-lock.json -nt clients/js/node_modules ]; then
+  npm ci --prefix clients/js --no-audit --no-fund
+fi
 
 # The code is kept formatted (rustfmt.toml) and free of clippy warnings; both are checked before the tests.
 for component in fmt clippy; do

@@ -1,0 +1,414 @@
+// RelayClient: one multiplexed WebSocket (`GET /ws`, PROTOCOL.md "One socket, many canvases") shared by every
+// canvas the app opens. It owns the socket and its status, the reconnects (jittered exponential backoff, then a
+// join with since + epoch for every board), the heartbeat, the rate limiter for logged ops, and the routing of
+// each server frame to the Board it names. What a canvas's frames mean is board.js's business.
+
+import { Board, RelayError } from "./board.js";
+import { Emitter } from "./emitter.js";
+
+/** Close codes after which reconnecting cannot help: the app must act (a new token, slower sends). */
+const FATAL_CLOSES = new Map([
+  [1008, "token_expired"],
+  [4008, "rate_limit_abuse"],
+]);
+
+/** HTTP answers to the upgrade that a retry will not change (seen in Node only: browsers hide the status). */
+const FATAL_HTTP = new Map([
+  [400, "bad_request"],
+  [401, "unauthorized"],
+  [403, "forbidden"],
+]);
+
+/**
+ * @typedef {object} RelayClientOptions
+ * @property {string} url                 ws:// or wss:// origin, e.g. "ws://127.0.0.1:8080"
+ * @property {string} [user]              user id (a server with JWT auth takes the token's `sub` instead)
+ * @property {string} [name]              display name shown in presence
+ * @property {string} [token]             HS256 JWT, when the server requires one
+ * @property {"viewer" | "editor"} [role] "viewer" joins read-only
+ * @property {any} [WebSocket]            a WebSocket constructor (e.g. `ws` in Node); default the global one
+ * @property {{ initialDelay?: number, maxDelay?: number }} [reconnect] backoff in ms (250 doubling to 10000)
+ * @property {number} [heartbeatInterval] ms between pings (15000; 0: none); a ping still unanswered at the
+ *                                        next one drops the socket, which reconnects
+ * @property {number} [cursorRate]        cursors per second per board (60, the server's --max-cursor-rate)
+ * @property {number} [presenceRate]      presence updates per second per board (60)
+ * @property {number} [maxFrameSize]      bytes; larger ops are refused locally with "too_large" (65536)
+ * @property {{ rate: number, burst: number } | false} [rateLimit] logged ops per second and burst for the whole
+ *                                        socket ({ rate: 200, burst: 200 }, under the server's default
+ *                                        --rate-limit); the excess waits in order instead of being refused
+ */
+
+export class RelayClient {
+  /** @type {any} the WebSocket class: the global one, or the app's (`ws` in Node) */
+  #WebSocket;
+  /** @type {{ cursorInterval: number, presenceInterval: number, maxFrameSize: number }} what boards obey */
+  #limits;
+  /** @type {{ rate: number, burst: number } | null} the logged-op limiter's settings (null: off) */
+  #rateLimit;
+  /** @type {import("./board.js").Link} what every board may ask of this client */
+  #link;
+  #events = new Emitter();
+  /** @type {Map<string, Board>} */
+  #boards = new Map();
+  /** canvases whose leave went out on this socket and whose `left` has not come back (a new join must wait) */
+  #leaving = new Set();
+  /** @type {any} */
+  #socket = null;
+  #generation = 0;
+  #retries = 0;
+  /** @type {ReturnType<typeof setTimeout> | null} */
+  #reconnectTimer = null;
+  /** @type {ReturnType<typeof setInterval> | null} */
+  #heartbeat = null;
+  #lastHeard = 0;
+  /** when the last heartbeat ping went out (0: none on this socket) */
+  #pingedAt = 0;
+  /** @type {number | null} the HTTP status that refused the last upgrade, when the WebSocket said */
+  #httpStatus = null;
+  #keyPrefix = randomId();
+  #counter = 0;
+  /** logged frames waiting for the rate limiter, oldest first */
+  /** @type {{ canvas: string, text: string }[]} */
+  #queue = [];
+  #tokens = 0;
+  #refilledAt = 0;
+  /** @type {ReturnType<typeof setTimeout> | null} */
+  #drainTimer = null;
+
+  /** @param {RelayClientOptions} options */
+  constructor(options) {
+    if (!options || typeof options.url !== "string") throw new TypeError("canvas-relay: `url` is required");
+    const WebSocketClass = options.WebSocket ?? globalThis.WebSocket;
+    if (typeof WebSocketClass !== "function") {
+      throw new TypeError("canvas-relay: no global WebSocket here: pass one, e.g. { WebSocket } from the `ws` package");
+    }
+    this.#WebSocket = WebSocketClass;
+    this.options = options;
+    this.url = options.url.replace(/\/+$/, "");
+    const rate = (/** @type {number | undefined} */ n, /** @type {number} */ fallback) =>
+      n === undefined ? 1000 / fallback : n > 0 ? 1000 / n : 0;
+    this.#limits = {
+      cursorInterval: rate(options.cursorRate, 60),
+      presenceInterval: rate(options.presenceRate, 60),
+      maxFrameSize: options.maxFrameSize ?? 65536,
+    };
+    this.#rateLimit = options.rateLimit === false ? null : options.rateLimit ?? { rate: 200, burst: 200 };
+    this.#tokens = this.#rateLimit?.burst ?? 0;
+    this.#refilledAt = Date.now();
+    this.#link = this.#makeLink();
+    /** @type {"connecting" | "connected" | "reconnecting" | "closed"} */
+    this.status = "connecting";
+    /** @type {RelayError | null} why the client closed, when the server or the app closed it */
+    this.closedBy = null;
+    this.#connect();
+  }
+
+  /**
+   * The board of canvas `id`, joined over this client's socket; the same object on every call until it is left
+   * or closed.
+   * @param {string} id
+   */
+  canvas(id) {
+    if (this.status === "closed") throw new RelayError("closed", "canvas-relay: the client is closed");
+    const known = this.#boards.get(id);
+    if (known) return known;
+    const board = new Board(id, this.#link);
+    this.#boards.set(id, board);
+    this.#join(board);
+    return board;
+  }
+
+  /** The boards open now, by canvas id (a copy). */
+  get boards() {
+    return new Map(this.#boards);
+  }
+
+  /**
+   * Events: "status" (the new status), "message" (user messages and broadcasts, which name no canvas), "error"
+   * (an error frame that names no canvas, or the reason the client closed).
+   * @param {string} type
+   * @param {(...args: any[]) => void} listener
+   */
+  on(type, listener) {
+    this.#events.on(type, listener);
+    return this;
+  }
+
+  /**
+   * @param {string} type
+   * @param {(...args: any[]) => void} listener
+   */
+  off(type, listener) {
+    this.#events.off(type, listener);
+    return this;
+  }
+
+  /** Closes the socket for good; every board closes and pending ops reject with code "closed". */
+  close() {
+    this.#shut(new RelayError("closed", "the client was closed"));
+  }
+
+  // ---- Socket ----
+
+  #connect() {
+    const query = new URLSearchParams();
+    const { user, name, token, role } = this.options;
+    if (user) query.set("user", user);
+    if (name) query.set("name", name);
+    if (token) query.set("token", token);
+    if (role) query.set("role", role);
+    this.#httpStatus = null;
+    /** @type {any} */
+    let socket;
+    try {
+      socket = new this.#WebSocket(`${this.url}/ws?${query}`);
+    } catch (error) {
+      return this.#shut(new RelayError("bad_request", `canvas-relay: cannot open ${this.url}: ${error}`));
+    }
+    this.#socket = socket;
+    this.#generation += 1;
+    socket.onopen = () => this.#socket === socket && this.#opened();
+    socket.onmessage = (/** @type {{ data: unknown }} */ event) => this.#socket === socket && this.#heard(event.data);
+    socket.onerror = (/** @type {{ message?: string }} */ event) => {
+      const status = /Unexpected server response: (\d+)/.exec(String(event?.message ?? ""));
+      if (status && this.#socket === socket) this.#httpStatus = Number(status[1]);
+    };
+    socket.onclose = (/** @type {{ code: number, reason: string }} */ event) =>
+      this.#socket === socket && this.#lost(event.code, event.reason);
+  }
+
+  #opened() {
+    this.#retries = 0;
+    this.#lastHeard = Date.now();
+    this.#leaving.clear();
+    const interval = this.options.heartbeatInterval ?? 15000;
+    this.#pingedAt = 0;
+    if (interval > 0) this.#heartbeat = setInterval(() => this.#beat(), interval);
+    this.#setStatus("connected");
+    for (const board of this.#boards.values()) this.#join(board);
+  }
+
+  /** Each beat pings; a beat that finds the previous ping unanswered (nothing heard since) drops the socket.
+   *  Counting in pings, not in ms, keeps a background tab (whose timers browsers slow down) from looking dead. */
+  #beat() {
+    if (this.#pingedAt > 0 && this.#lastHeard < this.#pingedAt) return this.#resync("no answer to a ping");
+    this.#pingedAt = Date.now();
+    this.#sendRaw(JSON.stringify({ type: "ping" }));
+  }
+
+  /** @param {unknown} data */
+  #heard(data) {
+    this.#lastHeard = Date.now();
+    let frame;
+    try {
+      frame = JSON.parse(String(data));
+    } catch {
+      return console.error("canvas-relay: the server sent a frame that is not JSON; ignored");
+    }
+    if (frame && typeof frame === "object") this.#route(frame);
+  }
+
+  /** @param {Record<string, any>} frame */
+  #route(frame) {
+    if (frame.type === "pong") return;
+    const canvas = frame.canvas;
+    if (typeof canvas !== "string") {
+      if (frame.type === "error") return this.#events.dispatch("error", new RelayError(frame.code, frame.message, frame));
+      this.#events.dispatch("message", frame); // a user message or broadcast: for every board too
+      for (const board of this.#boards.values()) if (board.status === "joined") board._message(frame);
+      return;
+    }
+    if (frame.type === "left") return this.#left(frame);
+    if (this.#leaving.has(canvas)) return; // the tail of a canvas being left
+    this.#boards.get(canvas)?._receive(frame);
+  }
+
+  /** `left`: the answer to our leave, or (with code 4003) the API removed this user from the canvas.
+   *  @param {Record<string, any>} frame */
+  #left(frame) {
+    const canvas = frame.canvas;
+    const board = this.#boards.get(canvas);
+    if (frame.code !== undefined && !this.#leaving.has(canvas)) {
+      this.#boards.delete(canvas);
+      const error = new RelayError("removed", frame.reason ?? "removed from the canvas", frame);
+      return board?._end(Object.assign(error, { closeCode: frame.code }));
+    }
+    this.#leaving.delete(canvas);
+    if (board && !board._joinSent()) this.#join(board); // re-opened while the leave was on its way
+  }
+
+  /**
+   * The socket closed (or was dropped by us). Fatal codes close the client; anything else reconnects.
+   * @param {number} code
+   * @param {string} reason
+   */
+  #lost(code, reason) {
+    const status = this.#httpStatus;
+    this.#detach();
+    if (this.status === "closed") return;
+    if (code === 1009) this.#refuseLargest();
+    for (const board of this.#boards.values()) board._disconnected();
+    const fatal = FATAL_CLOSES.get(code) ?? (status === null ? undefined : FATAL_HTTP.get(status));
+    if (fatal) {
+      const why = status !== null && !FATAL_CLOSES.has(code) ? `HTTP ${status}` : `close ${code}`;
+      return this.#shut(Object.assign(new RelayError(fatal, `the server refused the connection (${why}) ${reason || ""}`.trim()), {
+        closeCode: code,
+        httpStatus: status,
+      }));
+    }
+    if (code === 4003) {
+      for (const board of this.#boards.values()) board._end(new RelayError("removed", reason || "removed from the canvas"));
+      this.#boards.clear();
+    }
+    this.#setStatus("reconnecting");
+    const { initialDelay = 250, maxDelay = 10000 } = this.options.reconnect ?? {};
+    const delay = Math.min(maxDelay, initialDelay * 2 ** this.#retries++);
+    this.#reconnectTimer = setTimeout(() => {
+      this.#reconnectTimer = null;
+      if (this.status !== "closed") this.#connect();
+    }, delay / 2 + (Math.random() * delay) / 2); // equal jitter: a restarted instance's clients spread out
+  }
+
+  /** Close 1009: the server found a frame of ours too large. The largest unacked op is the likely one: it is
+   *  refused with "too_large" rather than re-sent into the same wall. */
+  #refuseLargest() {
+    let worst = null;
+    for (const board of this.#boards.values()) {
+      const op = board._largestSent();
+      if (op && (!worst || op.text.length > worst.op.text.length)) worst = { board, op };
+    }
+    worst?.board._refuse(worst.op, new RelayError("too_large", "the server closed the socket: frame too large (1009)"));
+  }
+
+  /** Drops the current socket now and reconnects to resume (a seq gap, a silent server). @param {string} why */
+  #resync(why) {
+    if (!this.#socket) return;
+    const socket = this.#socket;
+    this.#lost(4000, why);
+    try {
+      socket.close(1000, "resuming");
+    } catch {
+      // it was closing anyway
+    }
+  }
+
+  /** Forgets the current socket: no more of its events count. */
+  #detach() {
+    const socket = this.#socket;
+    this.#socket = null;
+    this.#generation += 1;
+    if (socket) {
+      socket.onopen = socket.onmessage = socket.onclose = null;
+      socket.onerror = () => {}; // `ws` throws an 'error' nobody listens to (e.g. closed while connecting)
+    }
+    if (this.#heartbeat !== null) clearInterval(this.#heartbeat);
+    if (this.#drainTimer !== null) clearTimeout(this.#drainTimer);
+    this.#heartbeat = this.#drainTimer = null;
+    this.#queue = [];
+  }
+
+  /** Closes the client for good with `error` as the reason. @param {RelayError} error */
+  #shut(error) {
+    if (this.status === "closed") return;
+    const socket = this.#socket;
+    this.#detach();
+    if (this.#reconnectTimer !== null) clearTimeout(this.#reconnectTimer);
+    this.#reconnectTimer = null;
+    try {
+      socket?.close(1000, "closed by the client");
+    } catch {
+      // already closing
+    }
+    this.closedBy = error;
+    const boards = [...this.#boards.values()];
+    this.#boards.clear();
+    this.#setStatus("closed");
+    for (const board of boards) board._end(error);
+    if (error.code !== "closed") this.#events.dispatch("error", error);
+  }
+
+  /** @param {"connecting" | "connected" | "reconnecting" | "closed"} status */
+  #setStatus(status) {
+    if (this.status === status) return;
+    this.status = status;
+    this.#events.dispatch("status", status);
+  }
+
+  // ---- Writing ----
+
+  /** @param {Board} board */
+  #join(board) {
+    if (!this.#isOpen() || this.#leaving.has(board.canvas)) return;
+    this.#sendRaw(JSON.stringify(board._joinFrame()));
+  }
+
+  #isOpen() {
+    return this.#socket !== null && this.#socket.readyState === 1; // WebSocket.OPEN
+  }
+
+  /** @param {string} text */
+  #sendRaw(text) {
+    if (!this.#isOpen()) return false;
+    this.#socket.send(text);
+    return true;
+  }
+
+  /** A logged op goes out now if the limiter has a token and nothing waits before it; else it waits in order.
+   *  @param {string} text @param {string} canvas */
+  #sendLogged(text, canvas) {
+    if (!this.#isOpen()) return false;
+    if (!this.#rateLimit) return this.#sendRaw(text);
+    this.#queue.push({ canvas, text });
+    this.#drain();
+    return true;
+  }
+
+  #drain() {
+    const limit = this.#rateLimit;
+    if (!limit) return;
+    const now = Date.now();
+    this.#tokens = Math.min(limit.burst, this.#tokens + ((now - this.#refilledAt) * limit.rate) / 1000);
+    this.#refilledAt = now;
+    while (this.#queue.length > 0 && this.#tokens >= 1) {
+      this.#tokens -= 1;
+      this.#sendRaw(/** @type {{ text: string }} */ (this.#queue.shift()).text);
+    }
+    if (this.#queue.length > 0 && this.#drainTimer === null) {
+      const wait = Math.max(1, ((1 - this.#tokens) * 1000) / limit.rate);
+      this.#drainTimer = setTimeout(() => {
+        this.#drainTimer = null;
+        this.#drain();
+      }, wait);
+    }
+  }
+
+  /** What each Board may ask of its client (board.js `Link`). @returns {import("./board.js").Link} */
+  #makeLink() {
+    return {
+      send: (text, canvas) => (canvas === undefined ? this.#sendRaw(text) : this.#sendLogged(text, canvas)),
+      join: (board) => this.#boards.get(board.canvas) === board && this.#join(board),
+      leave: (board) => {
+        if (this.#boards.get(board.canvas) !== board || !board._joinSent()) return;
+        if (this.#sendRaw(JSON.stringify({ type: "leave", canvas: board.canvas }))) this.#leaving.add(board.canvas);
+      },
+      forget: (board) => {
+        if (this.#boards.get(board.canvas) !== board) return;
+        this.#boards.delete(board.canvas);
+        this.#queue = this.#queue.filter((queued) => queued.canvas !== board.canvas);
+      },
+      resync: (why) => this.#resync(why),
+      nextId: () => (this.#counter += 1),
+      keyPrefix: this.#keyPrefix,
+      generation: () => this.#generation,
+      limits: this.#limits,
+    };
+  }
+}
+
+/** 16 random hex characters: the idempotency keys' prefix, unique per client. */
+function randomId() {
+  const bytes = new Uint8Array(8);
+  if (globalThis.crypto?.getRandomValues) globalThis.crypto.getRandomValues(bytes);
+  else for (let i = 0; i < bytes.length; i++) bytes[i] = Math.floor(Math.random() * 256);
+  return [...bytes].map((b) => b.toString(16).padStart(2, "0")).join("");
+}

@@ -1,0 +1,211 @@
+// Types of @canvas-relay/client, written by hand to match client.js, board.js and emitter.js (test/types-check.ts
+// holds them together under `tsc --noEmit`). The behaviour behind each name is described in README.md.
+
+/** What the SDK needs of a WebSocket: the browser's, or the `ws` package's in Node. */
+export interface WebSocketLike {
+  readonly readyState: number;
+  send(data: string): void;
+  close(code?: number, reason?: string): void;
+  onopen: ((event: any) => void) | null;
+  onmessage: ((event: { data: unknown }) => void) | null;
+  onerror: ((event: any) => void) | null;
+  onclose: ((event: { code: number; reason: string }) => void) | null;
+}
+
+export type WebSocketConstructor = new (url: string) => WebSocketLike;
+
+export interface RelayClientOptions {
+  /** ws:// or wss:// origin, e.g. "ws://127.0.0.1:8080"; the client opens `${url}/ws?...`. */
+  url: string;
+  /** User id; a server with JWT auth takes the token's `sub` instead. */
+  user?: string;
+  /** Display name shown in presence (≤ 64 chars). */
+  name?: string;
+  /** HS256 JWT, when the server runs with --jwt-secret. */
+  token?: string;
+  /** "viewer" joins read-only; "editor" (the default) is what the token allows. */
+  role?: Role;
+  /** A WebSocket constructor; default `globalThis.WebSocket`. In Node 20: `import { WebSocket } from "ws"`. */
+  WebSocket?: WebSocketConstructor | (new (url: string) => unknown);
+  /** Reconnect backoff in ms: `initialDelay` (250) doubling to `maxDelay` (10000), with equal jitter. */
+  reconnect?: { initialDelay?: number; maxDelay?: number };
+  /** Ms between `{"type":"ping"}` frames (15000; 0: none). A ping still unanswered (nothing heard since) at the
+   *  next one drops the socket, which reconnects. */
+  heartbeatInterval?: number;
+  /** Cursor frames per second per board (60, the server's default --max-cursor-rate); 0: unthrottled. */
+  cursorRate?: number;
+  /** Presence frames per second per board (60); 0: unthrottled. */
+  presenceRate?: number;
+  /** Bytes; a larger op is refused locally with code "too_large" (65536, the server's --max-frame-size). */
+  maxFrameSize?: number;
+  /** Logged ops per second, and burst, for the whole socket ({ rate: 200, burst: 200 }); the excess waits in
+   *  order. `false`: no limiter (the server may then refuse with "rate_limited", or close with 4008). */
+  rateLimit?: { rate: number; burst: number } | false;
+}
+
+export type Role = "editor" | "viewer";
+export type ClientStatus = "connecting" | "connected" | "reconnecting" | "closed";
+export type BoardStatus = "joining" | "joined" | "closed";
+
+/** Contract codes ("forbidden", "rate_limited", "canvas_full", "too_large", "invalid_frame", "unknown_type",
+ *  "unavailable", "too_many_canvases") or the SDK's own ("left", "closed", "removed", "token_expired",
+ *  "rate_limit_abuse", "unauthorized", "bad_request", "listener"). */
+export type ErrorCode = string;
+
+export class RelayError extends Error {
+  constructor(code: ErrorCode, message: string, frame?: Record<string, any>);
+  readonly code: ErrorCode;
+  /** The server frame that said so, when one did. */
+  readonly frame: Record<string, any> | undefined;
+  /** Set on a "removed", "token_expired" or "rate_limit_abuse" error: the WebSocket close code (4003, 1008, 4008). */
+  closeCode?: number;
+  /** Set on an "unauthorized"/"forbidden"/"bad_request" refusal of the upgrade, when the WebSocket said (Node). */
+  httpStatus?: number | null;
+}
+
+export interface CanvasObject {
+  id: string;
+  [field: string]: any;
+}
+
+export interface UserInfo {
+  user: string;
+  name?: string;
+  /** The user's connection count as of the welcome (1 for a user who connected since). */
+  connections: number;
+}
+
+export interface Peer {
+  connection: string;
+  user: string;
+  name?: string;
+  /** Its presence state; `null` when it never set one, or (in a "presence" event) when it left. */
+  data: any;
+}
+
+export type ChangeReason =
+  | "welcome" // the first welcome: state loaded
+  | "resume" // a rejoin that replayed what was missed (no reload)
+  | "reload" // a rejoin that reloaded the state (resumed:false); "reset" fired before it
+  | "reset" // the canvas was deleted through the API: empty state at a new epoch
+  | "local" // this client's optimistic op, shown before its ack
+  | "ack" // one of this client's ops is confirmed
+  | "rollback" // one of this client's ops was refused (or the board closed): its optimistic change is gone
+  | "remote" // another connection's object op
+  | "users"; // user-connected / user-disconnected
+
+export interface ChangeEvent {
+  reason: ChangeReason;
+  /** The frame behind the change, when one was. */
+  frame?: Record<string, any>;
+  /** Why a "rollback" happened: the refusal of the op, with its `.code`. */
+  error?: RelayError;
+}
+
+export interface ResetEvent {
+  /** "reset": the canvas was deleted through the API; "reload": a rejoin could not resume. */
+  reason: "reset" | "reload";
+  epoch: string | null;
+  seq: number;
+}
+
+/** A frame as the server sent it, e.g. a cursor: `{ type, canvas, from, connection, data, ts }`. */
+export interface ServerFrame {
+  type: string;
+  canvas?: string;
+  from?: string;
+  connection?: string;
+  data?: any;
+  ts?: number;
+  seq?: number;
+  to?: string;
+  ephemeral?: boolean;
+  [field: string]: any;
+}
+
+export interface BoardEvents {
+  change: (change: ChangeEvent) => void;
+  cursor: (frame: ServerFrame) => void;
+  presence: (peer: Peer, frame: ServerFrame) => void;
+  event: (frame: ServerFrame) => void;
+  message: (frame: ServerFrame) => void;
+  reset: (reset: ResetEvent) => void;
+  error: (error: RelayError) => void;
+  status: (status: BoardStatus) => void;
+}
+
+export interface ClientEvents {
+  status: (status: ClientStatus) => void;
+  message: (frame: ServerFrame) => void;
+  error: (error: RelayError) => void;
+}
+
+/** The listener registry: a listener that throws is reported (code "listener") and never breaks the client. */
+export class Emitter {
+  on(type: string, listener: (...args: any[]) => void): void;
+  off(type: string, listener: (...args: any[]) => void): void;
+  has(type: string): boolean;
+  dispatch(type: string, ...args: unknown[]): void;
+}
+
+/** One canvas, joined over its client's socket. Made by `client.canvas(id)`. */
+export class Board {
+  private constructor(canvas: string, link: never);
+  readonly canvas: string;
+  /** "joining" until a welcome (and again while the socket is down), "closed" for good. */
+  status: BoardStatus;
+  /** The last seq applied (0 before the first welcome). */
+  seq: number;
+  epoch: string | null;
+  role: Role | null;
+  /** This board's connection id, as others see it in presence and cursors (new on every join). */
+  connection: string | null;
+  /** The user id the server says this is. */
+  user: string | null;
+  users: Map<string, UserInfo>;
+  /** Every other live connection of the canvas, with its presence state. */
+  peers: Map<string, Peer>;
+  /** Why the board closed ("left", "closed", "removed", a refused join's code), else null. */
+  closedBy: RelayError | null;
+  /** Resolves with the board after the first welcome; rejects with a RelayError (`.code`) if the join is refused. */
+  ready: Promise<Board>;
+  /** The confirmed state with this client's pending ops applied on top. Read-only. */
+  readonly objects: Map<string, CanvasObject>;
+  /** How many logged ops wait for their ack. */
+  readonly pendingCount: number;
+  /** Each resolves with the op's seq once acked; rejects with a RelayError, the optimistic change rolled back. */
+  create(object: CanvasObject): Promise<number>;
+  update(changes: CanvasObject): Promise<number>;
+  delete(id: string): Promise<number>;
+  /** A custom logged message; resolves with its seq. */
+  publish(type: string, data?: unknown): Promise<number>;
+  /** An ephemeral event; false when not joined (dropped). */
+  emit(type: string, data?: unknown): boolean;
+  setPresence(data: Record<string, any>): void;
+  moveCursor(position: { x: number; y: number; [field: string]: any }): void;
+  on<K extends keyof BoardEvents>(type: K, listener: BoardEvents[K]): this;
+  off<K extends keyof BoardEvents>(type: K, listener: BoardEvents[K]): this;
+  /** Leaves the canvas; pending ops reject with code "left". */
+  leave(): void;
+}
+
+export class RelayClient {
+  constructor(options: RelayClientOptions);
+  readonly options: RelayClientOptions;
+  /** The origin, without a trailing slash. */
+  readonly url: string;
+  status: ClientStatus;
+  /** Why the client closed, else null. */
+  closedBy: RelayError | null;
+  /** The board of canvas `id`; the same object on every call until it is left or closed. Throws once closed. */
+  canvas(id: string): Board;
+  /** The open boards by canvas id (a copy). */
+  readonly boards: Map<string, Board>;
+  on<K extends keyof ClientEvents>(type: K, listener: ClientEvents[K]): this;
+  off<K extends keyof ClientEvents>(type: K, listener: ClientEvents[K]): this;
+  /** Closes the socket for good: every board closes, pending ops reject with code "closed". */
+  close(): void;
+}
+
+/** Folds one object op into `objects` as the server does. */
+export function applyOp(objects: Map<string, CanvasObject>, type: string, data: any): void;

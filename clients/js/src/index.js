@@ -1,0 +1,6 @@
+// @canvas-relay/client: the JavaScript SDK of canvas-relay. This file only re-exports; the API is documented in
+// README.md and typed in index.d.ts. client.js owns the socket, board.js one canvas, emitter.js the listeners.
+
+export { RelayClient } from "./client.js";
+export { Board, RelayError, applyOp } from "./board.js";
+export { Emitter } from "./emitter.js";
