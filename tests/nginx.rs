@@ -118,10 +118,15 @@ async fn a_latency_run_through_nginx_loses_nothing_and_sees_no_gap() {
     // The canvas app comes through the same address.
     let (status, page) = helpers::http(nginx.addr, "GET", "/?canvas=team-1&name=Ann", None, "").await;
     assert_eq!(status, 200);
-    assert!(page.contains(r#"<svg id="board""#), "{page}");
-    let (status, script) = helpers::http(nginx.addr, "GET", "/app/relay-client.js", None, "").await;
+    assert!(page.contains(r#"src="/app/app.js""#), "{page}");
+    let (status, script) = helpers::http(nginx.addr, "GET", "/app/draw.js", None, "").await;
     assert_eq!(status, 200);
-    assert!(script.contains("export class CanvasSession"));
+    assert!(script.contains("export function mountBoard"));
+    // A multiplexed socket (the JS client's, the app's) upgrades through nginx too.
+    let mut mux = Client::open_multiplexed(format!("ws://{}/ws?user=ann", nginx.addr)).await.expect("GET /ws");
+    mux.join("team-1", None).await;
+    mux.send(json!({"type": "note", "canvas": "team-1", "data": 1, "ref": "n"})).await;
+    assert_eq!(mux.recv().await["type"], "ack");
     // nginx passes the Host with its port, so the app's own origin through nginx passes --allowed-origins.
     let url = format!("ws://{}/ws/o?user=ann", nginx.addr);
     assert!(Client::connect_with_origin(url.clone(), Some(&format!("http://{}", nginx.addr))).await.is_ok());

@@ -268,9 +268,17 @@ async fn the_canvas_app_is_served_from_the_binary() {
     let (status, page) = a.get("/?canvas=team-1&name=Ann").await;
     assert_eq!(status, 200);
     assert!(page.contains(r#"<script type="module" src="/app/app.js">"#), "{page}");
-    for (path, marker) in
-        [("/app/app.js", "new CanvasSession"), ("/app/relay-client.js", "resumed"), ("/app/style.css", "#board")]
-    {
+    let files = [
+        ("/app/app.js", "mountBoard"),
+        ("/app/draw.js", "setPresence"),
+        ("/app/page.js", "resumed"),
+        ("/app/two.html", "/app/two.js"),
+        ("/app/style.css", ".board"),
+        // The JS client package's own modules, which the app imports.
+        ("/app/sdk/index.js", "RelayClient"),
+        ("/app/sdk/board.js", "idempotency_key"),
+    ];
+    for (path, marker) in files {
         let (status, body) = a.get(path).await;
         assert_eq!(status, 200, "{path}");
         assert!(body.contains(marker), "{path} without {marker}");

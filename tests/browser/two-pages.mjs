@@ -1,17 +1,22 @@
-// The canvas app end to end in real headless Chromium: two pages on two canvas-relay instances that share one
+// The canvas app end to end in real headless Chromium: pages on two canvas-relay instances that share one
 // SQLite file. Run by tests/browser.rs (`cargo test`), or by hand:
 //
 //   RELAY_BIN=target/debug/canvas-relay node tests/browser/two-pages.mjs
 //
 // Env: RELAY_BIN (the binary), CHROMIUM (default /usr/bin/chromium), SCREENSHOTS (directory for the failure
-// screenshots and the side-by-side picture of a passing run; default target/browser).
+// screenshots and the pictures of a passing run; default target/browser).
 //
 // A draws a rectangle, B sees it; B moves it, A sees the move; each sees the other's named cursor and both are
-// in each other's presence list. A read-only page (?role=viewer) on B's instance sees the canvas and shows its
-// cursor to A, draws nothing, and is refused (forbidden) if it sends an op anyway; a reaction from A (an
-// ephemeral event) shows on B and on the viewer. Then A's instance is killed with SIGKILL; while A is away B draws and moves;
-// A's instance restarts on the same port, A reconnects, resumes (no reload), and both pages end with the same
-// canvas. Any failure saves a screenshot of each page and exits 1.
+// in each other's presence list; B sees A's selection (presence state) outlined in A's colour, and sees it go.
+// A read-only page (?role=viewer) on B's instance sees the canvas and shows its cursor to A, draws nothing, and
+// is refused (forbidden) if it sends an op anyway; a reaction from A (an ephemeral event) shows on B and on the
+// viewer. The two-canvas page (/app/two.html) on A's instance opens exactly one WebSocket (`/ws`, no canvas in
+// its path) for both boards: what it draws on the left reaches a page of the left canvas on B's instance and not
+// one of the right canvas, and the other way round. Then A's instance is killed with SIGKILL; while A is away B
+// draws and moves; A's instance restarts on the same port, A and the two-canvas page reconnect and resume (no
+// reload; the two-canvas page both boards over one new socket), and every page ends with the same canvas as its
+// peer. A page error or console error (other than failed reconnects while the instance is down) fails the
+// test. Any failure saves a screenshot of each page and exits 1.
 
 import { spawn } from "node:child_process";
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
@@ -24,11 +29,15 @@ const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
 const SCREENSHOTS = resolve(process.env.SCREENSHOTS ?? "target/browser");
 const STEP_TIMEOUT_MS = 15000;
 const CANVAS = "e2e";
+const [LEFT, RIGHT] = ["e2e-left", "e2e-right"];
 
 const dir = mkdtempSync(join(tmpdir(), "canvas-relay-browser-"));
 const db = join(dir, "relay.db");
 const relays = [];
+const opened = []; // every page, for the error check and the failure screenshots
 let browser;
+/** While an instance is down its pages' reconnects fail, and Chromium logs each failed WebSocket. */
+let instanceDown = false;
 
 /** Starts an instance on the shared file; resolves with its address once it logs "listening on". */
 function startRelay(listen = "127.0.0.1:0") {
@@ -50,14 +59,23 @@ function startRelay(listen = "127.0.0.1:0") {
   });
 }
 
-async function openPage(relay, user, name, extra = "") {
-  const page = await browser.newPage({ viewport: { width: 860, height: 500 } });
-  page.on("pageerror", (error) => console.error(`[${name}] page error: ${error.message}`));
-  page.on("console", (message) => message.type() === "error" && console.error(`[${name}] ${message.text()}`));
-  await page.goto(`http://${relay.addr}/?canvas=${CANVAS}&name=${name}&user=${user}${extra}`);
-  page.label = name;
+/** Opens `path` on `relay`; the page records its WebSockets (`page.sockets`) and its errors (`page.errors`). */
+async function openPage(relay, label, path, width = 860) {
+  const page = await browser.newPage({ viewport: { width, height: 500 } });
+  Object.assign(page, { label, sockets: [], errors: [] });
+  page.on("websocket", (socket) => page.sockets.push(socket));
+  page.on("pageerror", (error) => page.errors.push(`page error: ${error.message}`));
+  page.on("console", (message) => {
+    if (message.type() !== "error") return;
+    if (instanceDown && /WebSocket connection to .* failed/.test(message.text())) return;
+    page.errors.push(`console error: ${message.text()}`);
+  });
+  opened.push(page);
+  await page.goto(`http://${relay.addr}${path}`);
   return page;
 }
+
+const single = (relay, user, name, extra = "") => openPage(relay, name, `/?canvas=${CANVAS}&name=${name}&user=${user}${extra}`);
 
 const waitFor = (page, fn, arg) => page.waitForFunction(fn, arg, { timeout: STEP_TIMEOUT_MS });
 
@@ -65,30 +83,51 @@ async function waitForStatus(page, status) {
   await waitFor(page, (s) => document.querySelector("#status").dataset.status === s, status);
 }
 
+/** In a page: its board of `canvas` (`canvasRelay.board` on `/`, one of `canvasRelay.boards` on two.html). */
+const BOARD = (canvas) => {
+  const relay = window.canvasRelay;
+  return relay.boards ? relay.boards.find((board) => board.canvas === canvas) : relay.board;
+};
+
+/** `fn(board, arg)` on `page`'s board of `canvas`. Sent as an expression, which page.evaluate runs through the
+ *  DevTools protocol: the page's CSP forbids eval, so the page itself could not compile `fn` from an argument
+ *  (waitForFunction with a string would). */
+const onBoardOf = (page, canvas, fn, arg) =>
+  page.evaluate(`(${fn})((${BOARD})(${JSON.stringify(canvas)}), ${JSON.stringify(arg ?? null)})`);
+
+/** Waits until `fn(board, arg)` holds in `page`'s board of `canvas`. */
+async function waitForBoard(page, canvas, fn, arg) {
+  const deadline = Date.now() + STEP_TIMEOUT_MS;
+  while (!(await onBoardOf(page, canvas, fn, arg))) {
+    if (Date.now() > deadline) throw new Error(`${page.label}: ${canvas} never had ${fn} (${JSON.stringify(arg)})`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
 /** Waits until `page` has the object `id` at (x, y) confirmed by the server (a drag's last update is sent up
  *  to 40 ms after the mouse is released). */
 async function waitForConfirmed(page, id, x, y) {
-  await waitFor(page, ({ id, x, y }) => {
-    const { session } = window.canvasRelay;
-    const object = session.confirmed.get(id);
-    return session.pending.size === 0 && object?.x === x && object?.y === y;
+  await waitForBoard(page, CANVAS, (board, { id, x, y }) => {
+    const object = board.objects.get(id);
+    return board.pendingCount === 0 && object?.x === x && object?.y === y;
   }, { id, x, y });
 }
 
-/** Both pages' canvas as JSON (sorted by id), once neither has an op waiting for its ack. */
-const canvasOf = (page) =>
-  page.evaluate(() => {
-    const { session } = window.canvasRelay;
-    if (session.pending.size > 0) return null;
-    return JSON.stringify([...session.objects().entries()].sort(([a], [b]) => a.localeCompare(b)));
+/** A page's canvas as JSON (objects sorted by id, their fields by name: a page that loaded the state and one
+ *  that folded the ops may hold them in another order), once it has no op waiting for its ack. */
+const canvasOf = (page, canvas = CANVAS) =>
+  onBoardOf(page, canvas, (board) => {
+    if (board.pendingCount > 0) return null;
+    const sorted = (object) => Object.fromEntries(Object.entries(object).sort(([a], [b]) => a.localeCompare(b)));
+    return JSON.stringify([...board.objects.entries()].sort(([a], [b]) => a.localeCompare(b)).map(([id, o]) => [id, sorted(o)]));
   });
 
-async function waitForSameCanvas(a, b, count) {
+async function waitForSameCanvas(a, b, count, canvas = CANVAS) {
   const deadline = Date.now() + STEP_TIMEOUT_MS;
   for (;;) {
-    const [left, right] = [await canvasOf(a), await canvasOf(b)];
+    const [left, right] = [await canvasOf(a, canvas), await canvasOf(b, canvas)];
     if (left !== null && left === right && JSON.parse(left).length === count) return JSON.parse(left);
-    if (Date.now() > deadline) throw new Error(`the pages disagree:\n  A ${left}\n  B ${right}`);
+    if (Date.now() > deadline) throw new Error(`${a.label} and ${b.label} disagree on ${canvas}:\n  ${left}\n  ${right}`);
     await new Promise((r) => setTimeout(r, 50));
   }
 }
@@ -100,20 +139,33 @@ async function drag(page, from, to) {
   await page.mouse.up();
 }
 
+/** The page's panel of `canvas` (the only one on `/`). */
+const panel = (page, canvas) => (canvas ? page.locator(`.panel[data-canvas="${canvas}"]`) : page.locator(".panel"));
+
 /** Board coordinates to page coordinates. */
-async function onBoard(page, x, y) {
-  const box = await page.locator("#board").boundingBox();
+async function onBoard(page, x, y, canvas) {
+  const box = await panel(page, canvas).locator(".board").boundingBox();
   return { x: box.x + x, y: box.y + y };
 }
 
 async function rectOf(page, id) {
-  const rect = page.locator(`#objects rect[data-id="${id}"]`);
+  const rect = page.locator(`.objects rect[data-id="${id}"]`);
   return { x: Number(await rect.getAttribute("x")), y: Number(await rect.getAttribute("y")) };
+}
+
+/** The pages' WebSocket URLs, each one checked to be the multiplexed `/ws?...` of `relay`. */
+function oneSocketTo(page, relay) {
+  const urls = page.sockets.map((socket) => socket.url());
+  if (urls.length !== 1) throw new Error(`${page.label} opened ${urls.length} WebSockets: ${urls.join(", ")}`);
+  const url = new URL(urls[0]);
+  if (url.host !== relay.addr || url.pathname !== "/ws") throw new Error(`${page.label} opened ${urls[0]}`);
 }
 
 async function step(name, f) {
   process.stdout.write(`- ${name} ... `);
   await f();
+  const errors = opened.filter((page) => !page.isClosed()).flatMap((page) => page.errors.map((e) => `[${page.label}] ${e}`));
+  if (errors.length) throw new Error(`errors in the pages:\n  ${errors.join("\n  ")}`);
   console.log("ok");
 }
 
@@ -123,25 +175,25 @@ async function main() {
     executablePath: CHROMIUM,
     args: ["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
   });
-  const a = await openPage(relayA, "ann", "Ann");
-  const b = await openPage(relayB, "bob", "Bob");
+  const a = await single(relayA, "ann", "Ann");
+  const b = await single(relayB, "bob", "Bob");
   const pages = [a, b];
   try {
-    await step("both pages connect, each to its own instance", async () => {
+    await step("both pages connect, each to its own instance, over the multiplexed /ws", async () => {
       await Promise.all(pages.map((page) => waitForStatus(page, "connected")));
-      const instances = await Promise.all(pages.map((p) => p.evaluate(() => window.canvasRelay.session.socket.url)));
-      if (instances[0] === instances[1]) throw new Error(`both pages on ${instances[0]}`);
+      oneSocketTo(a, relayA);
+      oneSocketTo(b, relayB);
     });
     await step("presence shows both users on both pages", async () => {
       for (const page of pages) {
-        for (const user of ["ann", "bob"]) await page.locator(`#presence li[data-user="${user}"]`).waitFor();
+        for (const user of ["ann", "bob"]) await page.locator(`.presence li[data-user="${user}"]`).waitFor();
       }
     });
     let id;
     await step("a rectangle drawn in A appears in B", async () => {
       await drag(a, await onBoard(a, 60, 60), await onBoard(a, 180, 140));
-      await b.locator("#objects rect.object").first().waitFor({ timeout: STEP_TIMEOUT_MS });
-      id = await b.locator("#objects rect.object").first().getAttribute("data-id");
+      await b.locator(".objects rect.object").first().waitFor({ timeout: STEP_TIMEOUT_MS });
+      id = await b.locator(".objects rect.object").first().getAttribute("data-id");
       const objects = await waitForSameCanvas(a, b, 1);
       const rect = objects[0][1];
       if (rect.kind !== "rect" || rect.w !== 120 || rect.h !== 80) throw new Error(`unexpected ${JSON.stringify(rect)}`);
@@ -157,44 +209,104 @@ async function main() {
     });
     await step("each page shows the other's named cursor", async () => {
       await a.mouse.move(...Object.values(await onBoard(a, 400, 300)));
-      await b.locator('#cursors g[data-user="ann"] text', { hasText: "Ann" }).waitFor({ timeout: STEP_TIMEOUT_MS });
+      await b.locator('.cursors g[data-user="ann"] text', { hasText: "Ann" }).waitFor({ timeout: STEP_TIMEOUT_MS });
       await b.mouse.move(...Object.values(await onBoard(b, 500, 100)));
-      await a.locator('#cursors g[data-user="bob"] text', { hasText: "Bob" }).waitFor({ timeout: STEP_TIMEOUT_MS });
+      await a.locator('.cursors g[data-user="bob"] text', { hasText: "Bob" }).waitFor({ timeout: STEP_TIMEOUT_MS });
     });
-    const viewer = await openPage(relayB, "vic", "Vic", "&role=viewer");
+    await step("B sees A's selection outlined in A's colour (presence state across instances), and sees it go", async () => {
+      const before = await canvasOf(a);
+      await a.mouse.click(...Object.values(await onBoard(a, 300, 250))); // on the rectangle: selects it
+      const outline = b.locator(`.selections g[data-user="ann"][data-id="${id}"]`);
+      await outline.waitFor({ timeout: STEP_TIMEOUT_MS });
+      const [stroke, fill] = [await outline.locator("rect").getAttribute("stroke"), await b.locator(`.objects rect[data-id="${id}"]`).getAttribute("fill")];
+      if (stroke !== fill) throw new Error(`A's selection outlined in ${stroke}, A's colour is ${fill}`);
+      await outline.locator("text", { hasText: "Ann" }).waitFor({ timeout: STEP_TIMEOUT_MS });
+      if ((await a.locator('.selections g[data-user="ann"]').count()) !== 0) throw new Error("A outlines its own selection");
+      // B selected the rectangle when it moved it: A shows that one.
+      await a.locator(`.selections g[data-user="bob"][data-id="${id}"] text`, { hasText: "Bob" }).waitFor({ timeout: STEP_TIMEOUT_MS });
+      await a.mouse.click(...Object.values(await onBoard(a, 30, 30))); // on empty space: selects nothing
+      await outline.waitFor({ state: "detached", timeout: STEP_TIMEOUT_MS });
+      if ((await canvasOf(a)) !== before) throw new Error("a click changed the canvas");
+    });
+    const viewer = await single(relayB, "vic", "Vic", "&role=viewer");
     pages.push(viewer);
     await step("a viewer page on B's instance sees the canvas, shows its cursor to A, and draws nothing", async () => {
       await waitForStatus(viewer, "connected");
-      await viewer.locator("#role").waitFor({ state: "visible", timeout: STEP_TIMEOUT_MS });
-      await viewer.locator(`#objects rect[data-id="${id}"]`).waitFor({ timeout: STEP_TIMEOUT_MS });
+      await viewer.locator(".role").waitFor({ state: "visible", timeout: STEP_TIMEOUT_MS });
+      await viewer.locator(`.objects rect[data-id="${id}"]`).waitFor({ timeout: STEP_TIMEOUT_MS });
       await drag(viewer, await onBoard(viewer, 500, 60), await onBoard(viewer, 600, 140));
       await viewer.mouse.move(...Object.values(await onBoard(viewer, 450, 200)));
-      await a.locator('#cursors g[data-user="vic"] text', { hasText: "Vic" }).waitFor({ timeout: STEP_TIMEOUT_MS });
-      if ((await viewer.locator("#objects rect.object").count()) !== 1) throw new Error("the viewer page drew");
+      await a.locator('.cursors g[data-user="vic"] text', { hasText: "Vic" }).waitFor({ timeout: STEP_TIMEOUT_MS });
+      if ((await viewer.locator(".objects rect.object").count()) !== 1) throw new Error("the viewer page drew");
       // Sent anyway, past the page's own guard: the relay refuses it and nothing is logged.
-      await viewer.evaluate(() => window.canvasRelay.session.send("object-create", { id: "sneaky", kind: "rect", x: 500, y: 60, w: 40, h: 40 }));
-      await viewer.locator("#problem", { hasText: "forbidden" }).waitFor({ timeout: STEP_TIMEOUT_MS });
+      await viewer.evaluate(() => { window.canvasRelay.view.create({ id: "sneaky", kind: "rect", x: 500, y: 60, w: 40, h: 40 }); });
+      await viewer.locator(".problem", { hasText: "forbidden" }).waitFor({ timeout: STEP_TIMEOUT_MS });
       await waitForSameCanvas(a, b, 1);
+      await waitForSameCanvas(a, viewer, 1); // rolled back on the viewer's page too
     });
     await step("a reaction from A shows on B and on the viewer (an ephemeral event across instances)", async () => {
-      await a.locator("#react").click();
+      await a.locator(".react").click();
       for (const page of [b, viewer]) {
-        await page.locator('#reactions .reaction[data-from="ann"]').waitFor({ timeout: STEP_TIMEOUT_MS });
+        await page.locator('.reactions .reaction[data-from="ann"]').waitFor({ timeout: STEP_TIMEOUT_MS });
       }
     });
     await viewer.close();
     pages.pop();
-    await step("A's instance is killed (SIGKILL): A shows reconnecting", async () => {
+
+    const two = await openPage(relayA, "Two", `/app/two.html?canvases=${LEFT},${RIGHT}&name=Tom&user=tom`, 1400);
+    const [lou, ray] = [
+      await openPage(relayB, "Lou", `/?canvas=${LEFT}&name=Lou&user=lou`),
+      await openPage(relayB, "Ray", `/?canvas=${RIGHT}&name=Ray&user=ray`),
+    ];
+    const watchers = [[LEFT, lou], [RIGHT, ray]];
+    await step("the two-canvas page joins both canvases over ONE WebSocket (/ws, no canvas in its path)", async () => {
+      await Promise.all([two, lou, ray].map((page) => waitForStatus(page, "connected")));
+      oneSocketTo(two, relayA);
+      if ((await two.locator(".panel").count()) !== 2) throw new Error("not two boards");
+      for (const [canvas, watcher] of watchers) {
+        const other = watcher === lou ? "ray" : "lou";
+        await panel(two, canvas).locator(`.presence li[data-user="${watcher.label.toLowerCase()}"]`).waitFor({ timeout: STEP_TIMEOUT_MS });
+        await watcher.locator('.presence li[data-user="tom"]').waitFor({ timeout: STEP_TIMEOUT_MS });
+        if ((await panel(two, canvas).locator(`.presence li[data-user="${other}"]`).count()) !== 0) {
+          throw new Error(`${other} is listed on ${canvas}`);
+        }
+      }
+    });
+    await step("drawing on the left board reaches the left canvas's page, not the right one's; and the other way", async () => {
+      await drag(two, await onBoard(two, 40, 40, LEFT), await onBoard(two, 140, 120, LEFT));
+      const [left] = await waitForSameCanvas(two, lou, 1, LEFT);
+      await drag(two, await onBoard(two, 200, 200, RIGHT), await onBoard(two, 260, 300, RIGHT));
+      const [right] = await waitForSameCanvas(two, ray, 1, RIGHT);
+      if (left[1].w !== 100 || right[1].h !== 100) throw new Error(`drawn ${JSON.stringify([left, right])}`);
+      // The right board's op reached Ray, on the same instance as Lou: had it gone to the left canvas, Lou
+      // would have it too. Neither page has the other side's rectangle.
+      await waitForSameCanvas(two, lou, 1, LEFT);
+      for (const [page, canvas, seen] of [[lou, LEFT, left], [ray, RIGHT, right]]) {
+        const objects = JSON.parse(await canvasOf(page, canvas));
+        if (objects.length !== 1 || objects[0][0] !== seen[0]) throw new Error(`${page.label} has ${JSON.stringify(objects)}`);
+        await page.locator(`.objects rect[data-id="${seen[0]}"]`).waitFor({ timeout: STEP_TIMEOUT_MS });
+      }
+      await lou.mouse.move(...Object.values(await onBoard(lou, 300, 200)));
+      await panel(two, LEFT).locator('.cursors g[data-user="lou"] text', { hasText: "Lou" }).waitFor({ timeout: STEP_TIMEOUT_MS });
+      if ((await panel(two, RIGHT).locator(".cursors g").count()) !== 0) throw new Error("Lou's cursor on the right board");
+      oneSocketTo(two, relayA);
+    });
+
+    await step("A's instance is killed (SIGKILL): A and the two-canvas page show reconnecting", async () => {
+      instanceDown = true;
       relayA.child.removeAllListeners("exit");
       relayA.child.kill("SIGKILL");
       await waitForStatus(a, "reconnecting");
+      await waitForStatus(two, "reconnecting");
     });
     await step("B keeps editing while A is away", async () => {
       await drag(b, await onBoard(b, 40, 300), await onBoard(b, 140, 380));
       await drag(b, await onBoard(b, 300, 250), await onBoard(b, 400, 200));
       await waitForConfirmed(b, id, 360, 170);
       // The drag's trailing update may still be in flight: wait for its ack rather than sample once.
-      await waitFor(b, () => window.canvasRelay.session.pending.size === 0 && window.canvasRelay.session.confirmed.size === 2);
+      await waitForBoard(b, CANVAS, (board) => board.pendingCount === 0 && board.objects.size === 2);
+      await drag(lou, await onBoard(lou, 300, 40), await onBoard(lou, 360, 90));
+      await waitForBoard(lou, LEFT, (board) => board.pendingCount === 0 && board.objects.size === 2);
     });
     await step("A's instance restarts on its port; A resumes with no reload and no gap", async () => {
       await startRelay(relayA.addr);
@@ -203,14 +315,32 @@ async function main() {
       const moved = objects.find(([key]) => key === id)[1];
       if (moved.x !== 360 || moved.y !== 170) throw new Error(`A missed the move made while away: ${JSON.stringify(moved)}`);
       for (const page of pages) {
-        for (const user of ["ann", "bob"]) await page.locator(`#presence li[data-user="${user}"]`).waitFor();
+        for (const user of ["ann", "bob"]) await page.locator(`.presence li[data-user="${user}"]`).waitFor();
       }
     });
+    await step("the two-canvas page resumes both boards over one new socket", async () => {
+      await waitForStatus(two, "resumed");
+      instanceDown = false;
+      await waitForSameCanvas(two, lou, 2, LEFT);
+      await waitForSameCanvas(two, ray, 1, RIGHT);
+      const live = two.sockets.filter((socket) => !socket.isClosed());
+      if (live.length !== 1 || new URL(live[0].url()).pathname !== "/ws") {
+        throw new Error(`live sockets: ${live.map((s) => s.url()).join(", ")}`);
+      }
+      await waitFor(two, () => window.canvasRelay.boards.every((board) => board.status === "joined"));
+      // Its connections from before the crash are still the relay's peers until expired: not outlined as others'.
+      if ((await two.locator('.selections g[data-user="tom"]').count()) !== 0) throw new Error("Tom's own old selection shown");
+      await panel(two, LEFT).locator('.selections g[data-user="lou"] text', { hasText: "Lou" }).waitFor({ timeout: STEP_TIMEOUT_MS });
+    });
     await sideBySide(pages, join(SCREENSHOTS, "two-pages.png"));
-    console.log(`passed; picture of both pages in ${join(SCREENSHOTS, "two-pages.png")}`);
+    mkdirSync(SCREENSHOTS, { recursive: true });
+    await two.screenshot({ path: join(SCREENSHOTS, "two-canvases.png") });
+    console.log(`passed; pictures in ${join(SCREENSHOTS, "two-pages.png")} and two-canvases.png`);
   } catch (error) {
     mkdirSync(SCREENSHOTS, { recursive: true });
-    for (const page of pages) await page.screenshot({ path: join(SCREENSHOTS, `failure-${page.label}.png`) });
+    for (const page of opened.filter((p) => !p.isClosed())) {
+      await page.screenshot({ path: join(SCREENSHOTS, `failure-${page.label}.png`) });
+    }
     console.log("FAILED");
     console.error(error.stack ?? error);
     console.error(`screenshots: ${SCREENSHOTS}/failure-*.png`);
