@@ -315,7 +315,8 @@ mod tests {
 
     #[test]
     fn a_presence_state_is_an_object() {
-        let ClientFrame::Presence { data } = ClientFrame::parse(r#"{"type":"presence","data":{"c":1}}"#).unwrap() else {
+        let ClientFrame::Presence { data } = ClientFrame::parse(r#"{"type":"presence","data":{"c":1}}"#).unwrap()
+        else {
             panic!("expected a presence state")
         };
         assert_eq!(data.get(), r#"{"c":1}"#);
