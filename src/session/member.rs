@@ -3,6 +3,7 @@
 //! cursor pace. This module starts one (the welcome, then the replay before anything live) and ends one
 //! (out of the room at once, out of presence through the writer).
 
+use futures_util::future::BoxFuture;
 use futures_util::{Sink, Stream};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
@@ -49,7 +50,14 @@ where
 {
     /// Starts serving a joined canvas: its welcome, then the seqs after it that come before anything live.
     /// On a multiplexed socket the caller then releases what its queue held for the canvas meanwhile.
-    pub(super) async fn start(&mut self, role: Role, mut joined: Joined) -> Result<(), End> {
+    ///
+    /// Boxed: once per canvas, and its future (the welcome's frames, a replay) would otherwise be part of
+    /// every idle session's task, which at 19,000 sockets is what their memory is.
+    pub(super) fn start(&mut self, role: Role, joined: Joined) -> BoxFuture<'_, Result<(), End>> {
+        Box::pin(self.start_now(role, joined))
+    }
+
+    async fn start_now(&mut self, role: Role, mut joined: Joined) -> Result<(), End> {
         let canvas = joined.membership.canvas.clone();
         let welcome = Welcome {
             kind: "welcome",

@@ -196,7 +196,8 @@ where
                     self.on_queued(&outbox, reference, queued);
                     Ok(())
                 }
-                joined = mux::next_join(&mut self.mux), if joining => self.on_joined(joined).await,
+                // Boxed, like the multiplexed frames below: a single-canvas session's task keeps no room for them.
+                joined = mux::next_join(&mut self.mux), if joining => Box::pin(self.on_joined(joined)).await,
                 () = self.inbox.ready() => self.write().await,
                 incoming = self.socket.next(), if reading => self.on_incoming(incoming).await,
                 _ = ping.tick() => self.on_ping_tick(ping_every),
@@ -272,7 +273,7 @@ where
             }
             Some(Ok(Message::Text(text))) => match self.mux {
                 None => self.on_text(text.as_str()).await,
-                Some(_) => self.on_addressed(text.as_str()).await,
+                Some(_) => Box::pin(self.on_addressed(text.as_str())).await,
             },
             Some(Ok(Message::Binary(_))) => {
                 self.reject(

@@ -1,9 +1,13 @@
 //! The first frames of a connection: the welcome, and the replay that follows it before anything live.
 //!
-//! A welcome carries the whole canvas state, which may be tens of megabytes. It goes out as one WebSocket text
-//! message split into frames of [`FRAGMENT`] bytes (RFC 6455 fragmentation: clients see one message), cut
-//! from the state's shared `Bytes` without copying it: 50 joiners of a 10 MB canvas hold one copy between
-//! them, and each socket buffers a fragment at a time rather than the whole message.
+//! A welcome carries the whole canvas state, which may be tens of megabytes, and the canvas's peers. It goes
+//! out as one WebSocket text message, split into frames (RFC 6455 fragmentation: clients see one message)
+//! once it is bigger than [`SMALL_FRAGMENT`], cut from the state's shared `Bytes` without copying it: 50
+//! joiners of a 10 MB canvas hold one copy between them, and each socket buffers a fragment at a time rather
+//! than the whole message. The fragments are small for a welcome of moderate size because a socket's write
+//! buffer keeps the capacity of the largest frame it ever wrote: with 190 connections on a canvas, its
+//! welcome's peers alone are ~17 KB, which every idle socket would otherwise keep (measured:
+//! docs/BENCHMARKS.md, "One socket, many canvases").
 
 use bytes::Bytes;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
@@ -12,8 +16,12 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::protocol::{to_json, Welcome};
 
-/// The size of one fragment of a big welcome; a welcome this small or smaller goes as one frame.
+/// The fragment size of a welcome bigger than [`FRAGMENT`].
 pub const FRAGMENT: usize = 64 * 1024;
+
+/// A welcome this small or smaller goes as one frame; a bigger one, up to [`FRAGMENT`], in fragments of
+/// this size.
+pub const SMALL_FRAGMENT: usize = 4 * 1024;
 
 /// Seqs read from the log per page of a replay: at most this many frames are held in memory at once.
 pub const REPLAY_PAGE: u64 = 256;
@@ -21,24 +29,39 @@ pub const REPLAY_PAGE: u64 = 256;
 /// The welcome as the messages to write: one text message, or the fragments of one.
 pub fn welcome_frames(welcome: &Welcome<'_>, objects: Option<Bytes>) -> Vec<Message> {
     let head = to_json(welcome);
-    let Some(objects) = objects else { return vec![Message::text(head)] };
-    // `head` is a JSON object: its closing brace makes way for the objects field.
-    let prefix = format!("{},\"objects\":", &head[..head.len() - 1]);
-    if prefix.len() + objects.len() < FRAGMENT {
-        let mut whole = prefix;
-        whole.push_str(std::str::from_utf8(&objects).unwrap_or("{}"));
-        whole.push('}');
-        return vec![Message::text(whole)];
+    // The message's pieces, in order: the head alone, or (its closing brace making way for the objects
+    // field) the head, the objects and a closing brace.
+    let pieces = match objects {
+        None => vec![Bytes::from(head)],
+        Some(objects) => {
+            let prefix = format!("{},\"objects\":", &head[..head.len() - 1]);
+            vec![Bytes::from(prefix), objects, Bytes::from_static(b"}")]
+        }
+    };
+    let total: usize = pieces.iter().map(Bytes::len).sum();
+    if total <= SMALL_FRAGMENT {
+        let whole: Vec<u8> = pieces.concat();
+        return vec![Message::text(String::from_utf8(whole).unwrap_or_default())];
     }
-    let mut frames = vec![Message::Frame(Frame::message(Bytes::from(prefix), OpCode::Data(Data::Text), false))];
-    let mut at = 0;
-    while at < objects.len() {
-        let end = char_boundary(&objects, (at + FRAGMENT).min(objects.len()));
-        frames.push(Message::Frame(Frame::message(objects.slice(at..end), OpCode::Data(Data::Continue), false)));
-        at = end;
+    let size = if total <= FRAGMENT { SMALL_FRAGMENT } else { FRAGMENT };
+    let mut fragments = Vec::with_capacity(total / size + pieces.len() + 1);
+    for piece in pieces {
+        let mut at = 0;
+        while at < piece.len() {
+            let end = char_boundary(&piece, (at + size).min(piece.len()));
+            fragments.push(piece.slice(at..end));
+            at = end;
+        }
     }
-    frames.push(Message::Frame(Frame::message(Bytes::from_static(b"}"), OpCode::Data(Data::Continue), true)));
-    frames
+    let last = fragments.len() - 1;
+    fragments
+        .into_iter()
+        .enumerate()
+        .map(|(n, payload)| {
+            let opcode = if n == 0 { OpCode::Data(Data::Text) } else { OpCode::Data(Data::Continue) };
+            Message::Frame(Frame::message(payload, opcode, n == last))
+        })
+        .collect()
 }
 
 /// The first UTF-8 character boundary at or after `at` (a fragment never splits a character, which strict
@@ -95,6 +118,18 @@ mod tests {
     }
 
     #[test]
+    fn a_welcome_of_moderate_size_goes_in_small_fragments_head_included() {
+        let objects: String = (0..300).map(|i| format!(r#""o{i}":{{"id":"o{i}"}}"#)).collect::<Vec<_>>().join(",");
+        let (frames, welcome) = welcome_of(Some(Bytes::from(format!("{{{objects}}}"))));
+        assert!(frames.len() >= 2, "{} frames", frames.len());
+        for frame in &frames {
+            let Message::Frame(frame) = frame else { panic!("fragments only") };
+            assert!(frame.payload().len() <= SMALL_FRAGMENT + 3);
+        }
+        assert_eq!(welcome["objects"].as_object().unwrap().len(), 300);
+    }
+
+    #[test]
     fn a_big_welcome_is_one_message_in_fragments_that_never_split_a_character() {
         let objects: String = (0..20_000)
             .map(|i| format!(r#""o{i}":{{"id":"o{i}","t":"žluťoučký kůň {i}"}}"#))
@@ -109,6 +144,7 @@ mod tests {
             let opcode = if n == 0 { OpCode::Data(Data::Text) } else { OpCode::Data(Data::Continue) };
             assert_eq!(frame.header().opcode, opcode);
             assert!(frame.payload().len() <= FRAGMENT + 3);
+            assert!(!frame.payload().is_empty());
             assert!(std::str::from_utf8(frame.payload()).is_ok(), "fragment {n} is whole characters");
         }
         assert_eq!(welcome["objects"].as_object().unwrap().len(), 20_000);

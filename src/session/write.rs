@@ -64,6 +64,9 @@ where
             let fragment = matches!(frame, Message::Frame(_));
             outcome(tokio::time::timeout(limit, self.socket.feed(frame)).await)?;
             if fragment {
+                // Out of the write buffer before the next one, so that the buffer never grows past a
+                // fragment (it keeps its largest size for the socket's life: see `welcome`).
+                outcome(tokio::time::timeout(limit, self.socket.flush()).await)?;
                 tokio::task::yield_now().await;
             }
         }
