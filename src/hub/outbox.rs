@@ -116,9 +116,9 @@ struct Queue {
     /// Why the client is being cut, once it is; the first reason wins.
     cut: Option<Cut>,
     /// Canvases of a multiplexed socket whose welcome is not written yet, each with the frames queued for
-    /// it meanwhile (they go out after it). Their bytes count in `logged_bytes`.
-    joining: Vec<(CanvasId, VecDeque<Message>)>,
-    /// How many frames wait in `joining`, counted against the frame bound with `logged`.
+    /// it meanwhile (they go out after it). The bytes of their logged frames count in `logged_bytes`.
+    joining: Vec<canvases::Joining>,
+    /// How many logged frames wait in `joining`, counted against the frame bound with `logged`.
     held: usize,
     /// Canvases the API removed this multiplexed socket from, not yet left.
     removed: Vec<CanvasId>,

@@ -10,6 +10,8 @@
 //! - A refused join is an error frame naming the canvas: `forbidden` (out of the token's scope, or blocked
 //!   through the API), `invalid_frame`, `too_many_canvases`, `unavailable` (the store).
 
+use std::time::Instant;
+
 use futures_util::future::BoxFuture;
 use futures_util::stream::FuturesUnordered;
 use futures_util::{Sink, Stream, StreamExt};
@@ -19,7 +21,8 @@ use uuid::Uuid;
 use super::{End, Session};
 use crate::auth::Grant;
 use crate::bus::{JoinRequest, Joined};
-use crate::protocol::{Addressed, CanvasId, ErrorCode, FrameError, Misaddressed, Resume, Role, PONG_FRAME};
+use crate::protocol::{close, Addressed, CanvasId, ErrorCode, FrameError, Misaddressed, Resume, Role, PONG_FRAME};
+use crate::ratelimit::Verdict;
 
 /// A join waiting for the store: its canvas, the role it is granted, and the outcome.
 type Joining = BoxFuture<'static, (CanvasId, Role, Result<Joined, FrameError>)>;
@@ -87,9 +90,14 @@ where
     pub(super) async fn on_addressed(&mut self, text: &str) -> Result<(), End> {
         match Addressed::parse(text) {
             Ok(Addressed::Ping) => self.queue(Message::text(PONG_FRAME)),
-            Ok(Addressed::Join { canvas, resume }) => self.join(canvas, resume),
+            Ok(Addressed::Join { canvas, resume }) => {
+                if self.within_rate(&canvas).await? {
+                    self.join(canvas, resume);
+                }
+            }
             Ok(Addressed::Leave { canvas }) => match self.member_at(&canvas) {
-                Some(at) => self.drop_member(at, false),
+                Some(at) if self.within_rate(&canvas).await? => self.drop_member(at, false),
+                Some(_) => {}
                 None => self.reject(Some(canvas.as_str()), not_joined(&canvas, None)),
             },
             Ok(Addressed::To { canvas, frame }) => match self.member_at(&canvas) {
@@ -102,6 +110,24 @@ where
             Err(Misaddressed { canvas, error }) => self.reject(canvas.as_deref(), error),
         }
         Ok(())
+    }
+
+    /// Charges a join or a leave to the socket's rate limit, as a logged message is: each costs store writes
+    /// and may log a presence message that reaches every connection of the canvas. `false` when refused
+    /// (`rate_limited`, naming the canvas); 4008 for a client that keeps going.
+    async fn within_rate(&mut self, canvas: &CanvasId) -> Result<bool, End> {
+        match self.rate_limit.check(Instant::now()) {
+            Verdict::Accept => Ok(true),
+            Verdict::Refuse => {
+                let error = FrameError::new(ErrorCode::RateLimited, self.rate_limit.describe());
+                self.reject(Some(canvas.as_str()), error);
+                Ok(false)
+            }
+            Verdict::Close => {
+                self.app.metrics.clients_cut_rate.increment(1);
+                Err(self.close(close::RATE_LIMIT, "kept sending after rate_limited errors").await)
+            }
+        }
     }
 
     /// Checks a join and sets it waiting for the store.
@@ -168,6 +194,10 @@ where
         }
         match joined {
             Ok(joined) => {
+                // What is queued goes first: a `left` of this canvas (a rejoin) and anything of it before
+                // that must reach the client before the new welcome, which is written past the queue.
+                let queued = self.inbox.take_all();
+                self.write_all(queued).await?;
                 let started = self.start(role, joined).await;
                 self.inbox.release(&canvas);
                 if let (true, Some(at)) = (removed, self.member_at(&canvas)) {

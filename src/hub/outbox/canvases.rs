@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use tokio_tungstenite::tungstenite::Message;
 
-use super::{Cut, Ephemeral, Inbox, Outbox, Queue, FRAME_OVERHEAD, MAX_EPHEMERAL_BYTES};
+use super::{Cut, Ephemeral, Inbox, Outbox, Queue, Slot, FRAME_OVERHEAD, MAX_EPHEMERAL_BYTES, MAX_EPHEMERAL_SENDERS};
 use crate::protocol::CanvasId;
 
 /// What [`Inbox::kicked`] reports.
@@ -45,38 +45,53 @@ impl Outbox {
     /// Where this handle's frames wait, if its canvas is joining.
     pub(super) fn joining_at(&self, queue: &Queue) -> Option<usize> {
         let canvas = self.canvas.as_deref()?;
-        queue.joining.iter().position(|(joining, _)| joining == canvas)
+        queue.joining.iter().position(|joining| &joining.canvas == canvas)
     }
 
-    /// Holds an ephemeral frame for a joining canvas, within the frame bound; dropped past it (ephemeral
-    /// frames never cut).
+    /// Holds an ephemeral frame for a joining canvas, within a bound of its own (never the socket's: an
+    /// ephemeral frame never cuts); dropped past it.
     pub(super) fn hold_ephemeral(&self, queue: &mut Queue, at: usize, frame: Message) -> Ephemeral {
         let cost = frame.len() + FRAME_OVERHEAD;
-        let full = queue.logged.len() + queue.held >= self.channel.bounds.frames;
-        if full || queue.logged_bytes + cost > self.channel.bounds.bytes || cost > MAX_EPHEMERAL_BYTES {
+        let joining = &mut queue.joining[at];
+        if joining.ephemeral.len() >= MAX_HELD_EPHEMERAL || joining.ephemeral_bytes + cost > MAX_HELD_EPHEMERAL_BYTES {
             return Ephemeral::Dropped;
         }
-        queue.hold(at, frame, cost);
+        joining.ephemeral_bytes += cost;
+        joining.ephemeral.push_back(frame);
         Ephemeral::Queued
     }
 }
 
+/// Most ephemeral frames (cursors, presence states, events) held for one joining canvas, and their bytes.
+const MAX_HELD_EPHEMERAL: usize = 256;
+const MAX_HELD_EPHEMERAL_BYTES: usize = MAX_EPHEMERAL_BYTES / 4;
+
+/// A canvas of a multiplexed socket whose welcome is not written yet, and what waits for it.
+#[derive(Debug)]
+pub(super) struct Joining {
+    canvas: CanvasId,
+    /// Logged frames, in order: counted in the socket's bounds, and cut it past them like any.
+    logged: VecDeque<Message>,
+    /// Ephemeral frames, in order, within a bound of their own: they join the ephemeral lane after the
+    /// welcome (as events: none replaces another).
+    ephemeral: VecDeque<Message>,
+    ephemeral_bytes: usize,
+}
+
 impl Queue {
     pub(super) fn hold(&mut self, at: usize, frame: Message, cost: usize) {
-        self.joining[at].1.push_back(frame);
+        self.joining[at].logged.push_back(frame);
         self.held += 1;
         self.logged_bytes += cost;
     }
 
-    /// Takes the frames held for `canvas`, with their cost.
-    fn take_held(&mut self, canvas: &CanvasId) -> (VecDeque<Message>, usize) {
-        let Some(at) = self.joining.iter().position(|(joining, _)| joining == canvas) else {
-            return (VecDeque::new(), 0);
-        };
-        let (_, frames) = self.joining.swap_remove(at);
-        self.held -= frames.len();
-        let cost = frames.iter().map(|frame| frame.len() + FRAME_OVERHEAD).sum();
-        (frames, cost)
+    /// Takes what is held for `canvas`, with the cost of its logged frames.
+    fn take_held(&mut self, canvas: &CanvasId) -> Option<(Joining, usize)> {
+        let at = self.joining.iter().position(|joining| &joining.canvas == canvas)?;
+        let joining = self.joining.swap_remove(at);
+        self.held -= joining.logged.len();
+        let cost = joining.logged.iter().map(|frame| frame.len() + FRAME_OVERHEAD).sum();
+        Some((joining, cost))
     }
 }
 
@@ -96,22 +111,30 @@ impl Inbox {
     /// From now on, frames for `canvas` wait until [`release`](Inbox::release): call before its join.
     pub fn hold(&self, canvas: &CanvasId) {
         let mut queue = self.channel.queue();
-        if !queue.joining.iter().any(|(joining, _)| joining == canvas) {
-            queue.joining.push((canvas.clone(), VecDeque::new()));
+        if !queue.joining.iter().any(|joining| &joining.canvas == canvas) {
+            let (logged, ephemeral) = (VecDeque::new(), VecDeque::new());
+            queue.joining.push(Joining { canvas: canvas.clone(), logged, ephemeral, ephemeral_bytes: 0 });
         }
     }
 
-    /// `canvas`'s welcome is written: what waited for it joins the queue, behind what is there.
+    /// `canvas`'s welcome is written: what waited for it joins the queue, behind what is there (its
+    /// ephemeral frames as far as the ephemeral lane has room).
     pub fn release(&self, canvas: &CanvasId) {
         let mut queue = self.channel.queue();
-        let (frames, _) = queue.take_held(canvas);
-        if frames.is_empty() {
-            return;
-        }
+        let Some((joining, _)) = queue.take_held(canvas) else { return };
         let was_empty = queue.is_empty();
-        queue.logged.extend(frames);
+        queue.logged.extend(joining.logged);
+        for frame in joining.ephemeral {
+            let cost = frame.len() + FRAME_OVERHEAD;
+            if queue.ephemeral.len() >= MAX_EPHEMERAL_SENDERS || queue.ephemeral_bytes + cost > MAX_EPHEMERAL_BYTES {
+                break;
+            }
+            queue.ephemeral_bytes += cost;
+            queue.ephemeral.push_back((Slot::Event, frame));
+        }
+        let now_empty = queue.is_empty();
         drop(queue);
-        if was_empty {
+        if was_empty && !now_empty {
             self.channel.ready.notify_one();
         }
     }
@@ -119,8 +142,9 @@ impl Inbox {
     /// `canvas`'s join failed: what waited for it is dropped.
     pub fn discard(&self, canvas: &CanvasId) {
         let mut queue = self.channel.queue();
-        let (_, cost) = queue.take_held(canvas);
-        queue.logged_bytes -= cost;
+        if let Some((_, cost)) = queue.take_held(canvas) {
+            queue.logged_bytes -= cost;
+        }
     }
 }
 
@@ -149,8 +173,22 @@ mod tests {
         assert_eq!(texts(inbox.take_all()), ["c1-1"], "c2's frames wait for its welcome");
         inbox.release(&canvas("c2"));
         assert!(c2.push(Message::text("c2-2")));
-        assert_eq!(texts(inbox.take_all()), ["c2-1", "c2-cursor", "c2-2"], "in the order they came");
+        let flushed = texts(inbox.take_all());
+        assert_eq!(flushed, ["c2-1", "c2-2", "c2-cursor"], "in order, logged frames before ephemeral ones as always");
         assert_eq!((c1.canvas(), socket.canvas()), (Some("c1"), None));
+    }
+
+    #[test]
+    fn ephemeral_frames_held_for_a_joining_canvas_never_cut_the_socket() {
+        let (socket, inbox) = outbox(Bounds { frames: 4, bytes: 1 << 20 });
+        let c1 = socket.for_canvas(canvas("c1"));
+        inbox.hold(&canvas("c1"));
+        let held = (0..1000).filter(|_| c1.push_ephemeral(ConnId::nil(), Message::text("cursor")) == Ephemeral::Queued);
+        assert_eq!(held.count(), MAX_HELD_EPHEMERAL, "bounded on their own, the rest dropped");
+        assert!((0..4).all(|n| socket.push(Message::text(format!("logged {n}")))), "the socket's bound is untouched");
+        assert_eq!(futures_util::FutureExt::now_or_never(inbox.kicked()), None);
+        inbox.release(&canvas("c1"));
+        assert_eq!(inbox.take_all().len(), 4 + MAX_HELD_EPHEMERAL);
     }
 
     #[test]

@@ -214,6 +214,11 @@ local function apply(at)
       back = tonumber(redis.call('HGET', 'relay:instances', owner) or '0') > now - tonumber(ref)
     end
     if not owner or back then
+      if not owner then
+        -- (an older instance's script, during a rolling upgrade, removes a connection and not its peer entry)
+        redis.call('HDEL', canvas_key(canvas, 'peers'), conn)
+        redis.call('HDEL', canvas_key(canvas, 'pstates'), conn)
+      end
       skip(-4) -- already removed (by a survivor that took this instance for dead), or its instance is back
     else
       redis.call('HDEL', canvas_key(canvas, 'conns'), conn)
