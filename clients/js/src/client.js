@@ -336,10 +336,11 @@ export class RelayClient {
 
   // ---- Writing ----
 
-  /** @param {Board} board */
+  /** A join goes through the limiter with the logged ops: the relay charges joins to the same allowance.
+   *  @param {Board} board */
   #join(board) {
     if (!this.#isOpen() || this.#leaving.has(board.canvas)) return;
-    this.#sendRaw(JSON.stringify(board._joinFrame()));
+    this.#sendLogged(JSON.stringify(board._joinFrame()), board.canvas);
   }
 
   #isOpen() {
