@@ -68,16 +68,25 @@ async fn an_outage_longer_than_the_ttl_is_no_gap(store: Store) {
         let seq = post_until_acked(&[a.addr], canvas, "object-create", &data, &format!("k{i}")).await;
         written.entry(canvas).or_default().push(seq);
     }
-    eventually("/health to warn of undelivered messages kept past the TTL", || async {
+    // Polled by hand rather than with `eventually`, so that a timeout shows the last /health it saw.
+    let deadline = tokio::time::Instant::now() + helpers::WAIT * 2;
+    loop {
         let (_, text) = a.get("/health").await;
         let health: Value = serde_json::from_str(&text).unwrap();
         let reasons = health["reasons"].to_string();
-        health["status"] == "warning"
+        let warned = health["status"] == "warning"
             && reasons.contains("kept past the TTL")
             && health["webhook"]["oldest_undelivered_age_ms"].as_i64().is_some_and(|age| age > 1000)
-            && health["webhook"]["lag_messages"] == 20
-    })
-    .await;
+            && health["webhook"]["lag_messages"] == 20;
+        if warned {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for /health to warn of undelivered messages kept past the TTL; last: {health}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     for canvas in canvases {
         let path = format!("/api/v1/canvases/{canvas}/messages");
         eventually("clients to stop seeing them after the TTL", || async {

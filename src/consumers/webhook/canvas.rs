@@ -125,9 +125,21 @@ async fn step(shared: &Shared, cursor: &mut Cursor) -> Result<Step, BusError> {
             return Ok(Step::Stop);
         }
     }
-    match send(shared, cursor.shard, &batch).await {
+    match send(shared, cursor.shard, &batch, Some((&cursor.canvas, at))).await {
         Step::More => record(shared, cursor, done).await,
         other => Ok(other),
+    }
+}
+
+/// While a batch is retried, the canvas goes on being written: its lag (what `/health` and `/metrics` say
+/// is undelivered) is read again before each wait, or it would stay what it was when the batch was fixed
+/// for as long as the receiver is down. Best effort: a failed read leaves the last figure.
+async fn refresh_lag(shared: &Shared, canvas: &CanvasId, at: Delivered) {
+    if let Ok(tail) = shared.store.canvas_tail(canvas, at.generation, at.seq, 1).await {
+        if tail.generation == at.generation {
+            let behind = tail.seq.saturating_sub(at.seq);
+            shared.status.set_behind(canvas.as_str(), behind, tail.entries.first().map(|e| e.ts));
+        }
     }
 }
 
@@ -141,7 +153,7 @@ async fn new_epoch(shared: &Shared, cursor: &mut Cursor, generation: u64) -> Res
         return Ok(Step::More);
     }
     let batch = Batch::reset(cursor.canvas.as_str(), shared.store.epoch_of(generation));
-    match send(shared, cursor.shard, &batch).await {
+    match send(shared, cursor.shard, &batch, None).await {
         Step::More => record(shared, cursor, start).await,
         other => Ok(other),
     }
@@ -159,8 +171,9 @@ async fn record(shared: &Shared, cursor: &mut Cursor, position: Delivered) -> Re
 }
 
 /// Sends `batch` until it is answered 2xx (`More`), or the lease runs out, the receiver is gone, or the
-/// deliverer stops (`Stop`). No attempt outlives the lease.
-async fn send(shared: &Shared, shard: u32, batch: &Batch) -> Step {
+/// deliverer stops (`Stop`). No attempt outlives the lease. `lag`: the canvas and the position the batch
+/// starts after, whose lag is kept current between attempts.
+async fn send(shared: &Shared, shard: u32, batch: &Batch, lag: Option<(&CanvasId, Delivered)>) -> Step {
     let body = Bytes::from(batch.body());
     let mut failures = 0;
     loop {
@@ -192,6 +205,9 @@ async fn send(shared: &Shared, shard: u32, batch: &Batch) -> Step {
                 shared.status.failed(format!("{status} for {key}"));
                 if failures == 1 {
                     tracing::warn!(%status, %key, "webhook attempt failed; retrying with backoff");
+                }
+                if let Some((canvas, at)) = lag {
+                    refresh_lag(shared, canvas, at).await;
                 }
                 if sleep_or_stop(&shared.stop, shared.poster.backoff(failures)).await {
                     return Step::Stop;
