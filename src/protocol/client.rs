@@ -190,6 +190,17 @@ impl ClientFrame {
     }
 }
 
+impl ClientFrame {
+    /// The frame's `ref`, to echo in its refusal (only logged messages and events carry one).
+    pub fn reference(&self) -> Option<&str> {
+        match self {
+            ClientFrame::Logged(message) => message.reference.as_deref(),
+            ClientFrame::Event { reference, .. } => reference.as_deref(),
+            ClientFrame::Ping | ClientFrame::Cursor { .. } | ClientFrame::Presence { .. } => None,
+        }
+    }
+}
+
 impl<'a> Envelope<'a> {
     /// Reads one text frame's envelope: syntax errors are `invalid_json`, valid JSON of the wrong shape
     /// `invalid_frame`.

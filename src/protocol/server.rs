@@ -115,51 +115,35 @@ pub fn logged_frame(kind: &str, seq: u64, canvas: &str, from: &str, data: &RawVa
 /// An ephemeral cursor frame: `{"type":"cursor","canvas":C,"from":U,"connection":ID,"data":D,"ts":MS}`
 /// (`connection` tells two tabs of one user apart; v1.1).
 pub fn cursor_frame(canvas: &str, from: &str, connection: &str, data: &RawValue, ts: i64) -> String {
-    #[derive(Serialize)]
-    struct Cursor<'a> {
-        #[serde(rename = "type")]
-        kind: &'static str,
-        canvas: &'a str,
-        from: &'a str,
-        connection: &'a str,
-        data: &'a RawValue,
-        ts: i64,
-    }
-    to_json(&Cursor { kind: "cursor", canvas, from, connection, data, ts })
+    to_json(&Relayed { kind: "cursor", canvas, from, connection, data, ts, ephemeral: false })
 }
 
 /// A connection's presence state as every other connection of the canvas receives it (v1.1):
 /// `{"type":"presence","canvas":C,"from":U,"connection":ID,"data":D,"ts":MS}`; `data` is `null` once the
 /// connection is gone.
 pub fn presence_frame(canvas: &str, from: &str, connection: &str, data: &RawValue, ts: i64) -> String {
-    #[derive(Serialize)]
-    struct Presence<'a> {
-        #[serde(rename = "type")]
-        kind: &'static str,
-        canvas: &'a str,
-        from: &'a str,
-        connection: &'a str,
-        data: &'a RawValue,
-        ts: i64,
-    }
-    to_json(&Presence { kind: "presence", canvas, from, connection, data, ts })
+    to_json(&Relayed { kind: "presence", canvas, from, connection, data, ts, ephemeral: false })
 }
 
 /// An ephemeral event as every other connection of the canvas receives it (v1.1):
 /// `{"type":T,"canvas":C,"from":U,"connection":ID,"data":...,"ts":...,"ephemeral":true}`.
 pub fn event_frame(kind: &str, canvas: &str, from: &str, connection: &str, data: &RawValue, ts: i64) -> String {
-    #[derive(Serialize)]
-    struct Event<'a> {
-        #[serde(rename = "type")]
-        kind: &'a str,
-        canvas: &'a str,
-        from: &'a str,
-        connection: &'a str,
-        data: &'a RawValue,
-        ts: i64,
-        ephemeral: bool,
-    }
-    to_json(&Event { kind, canvas, from, connection, data, ts, ephemeral: true })
+    to_json(&Relayed { kind, canvas, from, connection, data, ts, ephemeral: true })
+}
+
+/// What one connection sent that the relay passes on without logging it: a cursor, a presence state, an
+/// ephemeral event (which alone says `"ephemeral":true`).
+#[derive(Serialize)]
+struct Relayed<'a> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    canvas: &'a str,
+    from: &'a str,
+    connection: &'a str,
+    data: &'a RawValue,
+    ts: i64,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    ephemeral: bool,
 }
 
 /// `{"type":"reset","canvas":C,"epoch":E,"seq":0}`: the canvas was reset; the stream goes on in epoch `E`.

@@ -103,7 +103,7 @@ where
             Ok(Addressed::To { canvas, frame }) => match self.member_at(&canvas) {
                 Some(at) => return self.on_frame(at, frame).await,
                 None => {
-                    let reference = frame_reference(&frame);
+                    let reference = frame.reference().map(str::to_owned);
                     self.reject(Some(canvas.as_str()), not_joined(&canvas, reference));
                 }
             },
@@ -218,14 +218,4 @@ where
 fn not_joined(canvas: &CanvasId, reference: Option<String>) -> FrameError {
     let message = format!("canvas {canvas} is not joined on this socket: send a join and wait for its welcome");
     FrameError::new(ErrorCode::InvalidFrame, message).with_ref(reference)
-}
-
-/// The `ref` of a frame, to echo in its refusal.
-fn frame_reference(frame: &crate::protocol::ClientFrame) -> Option<String> {
-    use crate::protocol::ClientFrame;
-    match frame {
-        ClientFrame::Logged(message) => message.reference.clone(),
-        ClientFrame::Event { reference, .. } => reference.clone(),
-        ClientFrame::Ping | ClientFrame::Cursor { .. } | ClientFrame::Presence { .. } => None,
-    }
 }
