@@ -62,7 +62,7 @@ scripts! {
     HOLD_LEASES = "lua/hold_leases.lua";
     /// Gives up leases.
     RELEASE_LEASES = "lua/release_leases.lua";
-    /// The presence states of a cursor batch, kept for joiners.
+    /// The presence states of a round of cursor batches, every canvas at once, kept for joiners.
     PRESENCE_STATES = "lua/presence_states.lua";
 }
 

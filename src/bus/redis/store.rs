@@ -300,12 +300,15 @@ impl Store for RedisBus {
     /// clients on the canvas reads it beside the log (`reader.rs`). The presence states the batches carry
     /// are kept first, for joiners' welcome.peers, so that whoever sees a state relayed finds it kept.
     async fn send_cursors(&self, batches: Vec<CursorBatch>) {
-        // One script per canvas with states: a pipeline cannot fall back from EVALSHA to EVAL.
-        for batch in batches.iter().filter(|batch| !batch.states.is_empty()) {
-            let mut script = PRESENCE_STATES.arg(batch.canvas.as_str());
-            for (conn, data) in &batch.states {
-                script.arg(conn.to_string()).arg(data);
-            }
+        // Every canvas's states in one script call.
+        let states = batches.iter().flat_map(|batch| batch.states.iter().map(move |state| (&batch.canvas, state)));
+        let mut script = PRESENCE_STATES.prepare_invoke();
+        let mut any = false;
+        for (canvas, (conn, data)) in states {
+            script.arg(canvas.as_str()).arg(conn.to_string()).arg(data);
+            any = true;
+        }
+        if any {
             if let Err(error) = script.invoke_async::<()>(&mut self.conn()).await {
                 tracing::debug!(%error, "presence states not kept (a joiner sees the next one)");
             }
