@@ -16,11 +16,10 @@ use bytes::Bytes;
 use serde_json::value::RawValue;
 
 use super::state_cache::{StateKey, INLINE_LIMIT};
-use std::collections::BTreeMap;
-
+use super::views::peers_json;
 use super::{Bus, BusError, Peer, PresenceChange, Publish, Unavailable};
-use crate::hub::{ConnId, Outbox, Room, RoomState, Subscriber};
-use crate::protocol::{to_json, CanvasId, Resume, UserId};
+use crate::hub::{ConnId, Outbox, Room, Subscriber};
+use crate::protocol::{CanvasId, Resume, UserId};
 
 /// How many times a join reads its snapshot again when the room moved under it (closed, or reset past it).
 const MAX_ATTEMPTS: usize = 20;
@@ -292,33 +291,6 @@ impl Bus {
             },
         })
     }
-}
-
-/// `welcome.peers`: every other connection of the canvas with its presence state, as the store kept it,
-/// overlaid with this instance's connections as their room knows them now (a state set a moment ago may
-/// not have reached the store yet, and a connection just placed may not be in the snapshot), sorted by
-/// connection id.
-fn peers_json(stored: Vec<Peer>, room: &RoomState, own: ConnId) -> Box<RawValue> {
-    let own_id = own.to_string();
-    let mut peers: BTreeMap<String, Peer> = stored
-        .into_iter()
-        .filter(|peer| peer.connection != own_id)
-        .map(|peer| (peer.connection.clone(), peer))
-        .collect();
-    for (conn, user, name, data) in room.peers().filter(|(conn, ..)| *conn != own) {
-        let connection = conn.to_string();
-        let peer = peers.entry(connection.clone()).or_insert_with(|| Peer {
-            connection,
-            user: user.as_str().to_owned(),
-            name: name.map(str::to_owned),
-            data: None,
-        });
-        if let Some(data) = data {
-            peer.data = Some(data.to_owned());
-        }
-    }
-    let peers: Vec<&Peer> = peers.values().collect();
-    RawValue::from_string(to_json(&peers)).expect("serde_json writes valid JSON")
 }
 
 #[cfg(test)]

@@ -1,8 +1,13 @@
 //! What the bus reports, whichever bus it is: a canvas's log page and state for the HTTP API, who is
-//! connected, and the figures behind `/health`.
+//! connected (and, for a welcome, with which presence states), and the figures behind `/health`.
+
+use std::collections::BTreeMap;
 
 use serde::Serialize;
 use serde_json::value::RawValue;
+
+use crate::hub::{ConnId, RoomState};
+use crate::protocol::to_json;
 
 /// A page of a canvas's log: the frames (as relayed) after some seq, and where the log stands.
 #[derive(Debug, Clone)]
@@ -112,4 +117,31 @@ impl BusFigures {
             StorageFigures::Redis(_) => None,
         }
     }
+}
+
+/// `welcome.peers`: every other connection of the canvas with its presence state, as the store kept it,
+/// overlaid with this instance's connections as their room knows them now (a state set a moment ago may
+/// not have reached the store yet, and a connection just placed may not be in the snapshot), sorted by
+/// connection id.
+pub fn peers_json(stored: Vec<Peer>, room: &RoomState, own: ConnId) -> Box<RawValue> {
+    let own_id = own.to_string();
+    let mut peers: BTreeMap<String, Peer> = stored
+        .into_iter()
+        .filter(|peer| peer.connection != own_id)
+        .map(|peer| (peer.connection.clone(), peer))
+        .collect();
+    for (conn, user, name, data) in room.peers().filter(|(conn, ..)| *conn != own) {
+        let connection = conn.to_string();
+        let peer = peers.entry(connection.clone()).or_insert_with(|| Peer {
+            connection,
+            user: user.as_str().to_owned(),
+            name: name.map(str::to_owned),
+            data: None,
+        });
+        if let Some(data) = data {
+            peer.data = Some(data.to_owned());
+        }
+    }
+    let peers: Vec<&Peer> = peers.values().collect();
+    RawValue::from_string(to_json(&peers)).expect("serde_json writes valid JSON")
 }

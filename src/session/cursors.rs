@@ -1,13 +1,17 @@
 //! One connection's cursors, paced to `--max-cursor-rate`: a cursor that comes sooner than the rate allows
 //! is held (a newer one replaces it) and relayed when its slot comes, so the excess is coalesced, never
 //! refused, and the latest cursor is always relayed. Relayed means: to this instance's other connections of
-//! the canvas at once (their ephemeral lane), and into the next batch for the other instances.
+//! the canvas at once (their ephemeral lane), and into the next batch for the other instances. The same
+//! pacing holds a connection's presence states (v1.1); on a multiplexed socket each canvas is paced on its own.
 
 use std::time::Duration;
 
+use futures_util::{Sink, Stream};
 use serde_json::value::RawValue;
 use tokio::time::Instant;
-use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+
+use super::Session;
 
 use crate::clock::now_ms;
 use crate::hub::ConnId;
@@ -103,6 +107,34 @@ pub fn relay(data: &RawValue, app: &App, canvas: &CanvasId, user: &UserId, conn:
         app.metrics.ephemeral_missed(canvas, missed);
     }
     app.cursors.record(canvas, conn, frame);
+}
+
+impl<S> Session<S>
+where
+    S: Stream<Item = Result<Message, WsError>> + Sink<Message, Error = WsError> + Unpin + Send,
+{
+    /// When the first held cursor or presence state of any canvas may go.
+    pub(super) fn cursor_release(&self) -> Option<tokio::time::Instant> {
+        let paces = self.members.iter().flat_map(|member| [&member.cursors, &member.presence]);
+        paces.filter(|pace| pace.holding()).map(|pace| pace.release_at()).min()
+    }
+
+    /// Relays every held cursor and presence state whose slot has come.
+    pub(super) fn release_cursors(&mut self) {
+        let now = tokio::time::Instant::now();
+        for member in &mut self.members {
+            if member.cursors.release_at() <= now {
+                if let Some(data) = member.cursors.release(now) {
+                    relay(&data, &self.app, member.canvas(), &self.user, member.conn());
+                }
+            }
+            if member.presence.release_at() <= now {
+                if let Some(data) = member.presence.release(now) {
+                    relay_presence(&data, &self.app, member.canvas(), &self.user, member.conn());
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -346,29 +346,6 @@ where
         Ok(())
     }
 
-    /// When the first held cursor or presence state of any canvas may go.
-    fn cursor_release(&self) -> Option<tokio::time::Instant> {
-        let paces = self.members.iter().flat_map(|member| [&member.cursors, &member.presence]);
-        paces.filter(|pace| pace.holding()).map(|pace| pace.release_at()).min()
-    }
-
-    /// Relays every held cursor and presence state whose slot has come.
-    fn release_cursors(&mut self) {
-        let now = tokio::time::Instant::now();
-        for member in &mut self.members {
-            if member.cursors.release_at() <= now {
-                if let Some(data) = member.cursors.release(now) {
-                    cursors::relay(&data, &self.app, member.canvas(), &self.user, member.conn());
-                }
-            }
-            if member.presence.release_at() <= now {
-                if let Some(data) = member.presence.release(now) {
-                    cursors::relay_presence(&data, &self.app, member.canvas(), &self.user, member.conn());
-                }
-            }
-        }
-    }
-
     /// Queues an error frame about `canvas` (or about no canvas).
     fn reject(&mut self, canvas: Option<&str>, error: FrameError) {
         self.app.metrics.frame_errors.increment(1);
