@@ -12,6 +12,7 @@ mod bus;
 mod clock;
 pub mod config;
 mod consumers;
+mod core;
 mod cursors;
 mod http;
 mod hub;
@@ -22,6 +23,7 @@ mod protocol;
 mod ratelimit;
 mod session;
 mod shutdown;
+mod store;
 
 #[cfg(test)]
 mod fuzz;

@@ -149,7 +149,7 @@ impl JsonObject {
     }
 
     /// The object, closed, as text (every member was pushed as text).
-    fn finish_string(self) -> String {
+    pub fn finish_string(self) -> String {
         String::from_utf8(self.close()).expect("assembled from UTF-8 texts")
     }
 
@@ -166,35 +166,45 @@ impl JsonObject {
     }
 }
 
-/// Where the top-level fields of a JSON object's text are in it, in one pass and with one allocation (a
-/// name with escapes is kept decoded); a later duplicate name wins, as JSON parsers do, except `id`, which
+/// Where the top-level fields of a JSON object's text are in it, in the order they are written, in one
+/// pass and with one allocation (a name with escapes is kept decoded). A name given twice keeps the place
+/// of its first and the value of its last, as JSON parsers read the value; `id`, which names the object,
 /// may be given once.
 pub fn fields(object: &str) -> Result<Vec<Field>, serde_json::Error> {
     let mut parser = serde_json::Deserializer::from_str(object);
-    let mut fields = parser.deserialize_map(FieldsOf { text: object })?;
+    let fields = parser.deserialize_map(FieldsOf { text: object })?;
     parser.end()?;
     // The id names the object: given twice it is ambiguous (a create or delete refuses it as well).
     if fields.iter().filter(|field| field.name(object) == "id").count() > 1 {
         return Err(serde::de::Error::custom("duplicate field `id`"));
     }
+    Ok(last_value_first_place(fields, object))
+}
+
+/// Drops repeated names: each name keeps the place of its first field and the value of its last.
+fn last_value_first_place(mut fields: Vec<Field>, object: &str) -> Vec<Field> {
+    let mut kept: Vec<Field> = Vec::with_capacity(fields.len());
     if fields.len() <= 16 {
-        // A usual object: a few comparisons find a repeated name (rare), and the earlier one goes.
-        let mut at = 0;
-        while at < fields.len() {
-            let repeated = fields[at + 1..].iter().any(|later| later.name(object) == fields[at].name(object));
-            if repeated {
-                fields.remove(at);
-            } else {
-                at += 1;
+        // A usual object: a few comparisons find a repeated name (rare).
+        for field in fields.drain(..) {
+            match kept.iter_mut().find(|k| k.name(object) == field.name(object)) {
+                Some(first) => first.value = field.value,
+                None => kept.push(field),
             }
         }
-    } else {
-        // Equal names end up next to each other, the last one given first; `dedup_by` keeps that one.
-        fields.sort_by(|a, b| a.name(object).cmp(b.name(object)));
-        fields.reverse();
-        fields.dedup_by(|later, kept| later.name(object) == kept.name(object));
+        return kept;
     }
-    Ok(fields)
+    let mut at: std::collections::HashMap<String, usize> = std::collections::HashMap::with_capacity(fields.len());
+    for field in fields.drain(..) {
+        match at.get(field.name(object)) {
+            Some(&i) => kept[i].value = field.value,
+            None => {
+                at.insert(field.name(object).to_owned(), kept.len());
+                kept.push(field);
+            }
+        }
+    }
+    kept
 }
 
 /// Reads an object's members as spans of `text`, which the deserializer borrows from.

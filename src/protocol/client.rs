@@ -85,7 +85,7 @@ pub struct LoggedMessage {
 }
 
 /// An `idempotency_key` (1–64 characters) or an API caller's `Idempotency-Key` header.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct IdempotencyKey(String);
 
 impl IdempotencyKey {

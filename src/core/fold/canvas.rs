@@ -1,0 +1,242 @@
+//! One canvas as a committer knows it (its head, objects and connections), and how a round's publishes for
+//! it become one commit: each publish is judged against the canvas as it stands after the ones before it
+//! (logged, refused, a duplicate of an idempotency key, or a presence change that logs nothing), and the
+//! canvas after them all, with the writes that get it there, is what the store applies under a check of
+//! the head's `rev` ([`Expect::Rev`]). A store that finds the head moved hands back what is new
+//! ([`News`]); [`Canvas::absorb`] folds it in and the publishes are staged again.
+//!
+//! Plain messages (no object op, no idempotency key, no presence change) need nothing of the state: a
+//! canvas whose publishes are all plain is appended to without a check ([`Expect::Append`]).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::objects::Objects;
+use super::presence::{Change, Conn, Presence};
+use crate::bus::{Origin, PresenceChange, Publish};
+use crate::object_ops::Refusal;
+use crate::protocol::{IdempotencyKey, LoggedMessage, UserId};
+use crate::store::records::{ConnRow, ConnWrite, Expect, Head, KeyClaim, LogEntry, News};
+
+/// A canvas at its head, as far as its committer knows.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Canvas {
+    pub head: Head,
+    pub objects: Objects,
+    pub presence: Presence,
+}
+
+/// What staging needs to know besides the canvas.
+#[derive(Debug, Clone)]
+pub struct Rules {
+    /// `--max-canvas-state`.
+    pub max_state: usize,
+    /// This instance, which holds the connections it registers.
+    pub instance: Arc<str>,
+    /// How long after a commit leaves a canvas with neither objects nor connections it may be forgotten
+    /// (ms): its log has expired for clients by then, and for the webhook.
+    pub forget_after: u64,
+}
+
+/// What staging decided for one publish.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Staged {
+    /// Logged as the commit's entry number `entry` (the store gives it its seq).
+    Logged { entry: usize },
+    /// Refused by the canvas state: nothing logged.
+    Refused(Refusal),
+    /// A presence change that logged nothing (`changed`: it was not the user's first or last connection;
+    /// else it changed nothing at all).
+    Unlogged { changed: bool },
+    /// Its idempotency key was logged before at `seq`: nothing logged.
+    Duplicate { seq: u64 },
+    /// Its idempotency key is the same user's key of entry `entry` of this very commit.
+    Repeats { entry: usize },
+}
+
+/// One canvas's commit as staged.
+#[derive(Debug, Clone)]
+pub struct Staging {
+    /// The canvas after the commit (its seq, version and rev as the store will set them are not known yet).
+    pub after: Canvas,
+    pub expect: Expect,
+    /// The publishes logged, by their index among the canvas's publishes, in log order, and whether each
+    /// changes the objects.
+    pub entries: Vec<(usize, bool)>,
+    pub conns: Vec<ConnWrite>,
+    pub keys: Vec<KeyClaim>,
+    /// One per publish.
+    pub outcomes: Vec<Staged>,
+    /// Set when the commit leaves the canvas with neither objects nor connections.
+    pub forget_after: Option<u64>,
+}
+
+impl Staging {
+    /// Whether the commit writes anything (a guarded one that does not only checks the head).
+    pub fn writes_anything(&self) -> bool {
+        !self.entries.is_empty() || !self.conns.is_empty() || !self.keys.is_empty()
+    }
+}
+
+/// Keys known to be logged already (by [`News::taken`]): (user, key) → seq.
+pub type Taken = HashMap<(UserId, IdempotencyKey), u64>;
+
+/// Whether a publish needs nothing of the canvas's state.
+fn is_plain(publish: &Publish) -> bool {
+    publish.object.is_none() && publish.idempotency_key.is_none() && !matches!(publish.origin, Origin::Presence { .. })
+}
+
+impl Canvas {
+    /// A canvas as a store holds it: the objects of its newest snapshot with the log after it folded in
+    /// (`tail`, in seq order), and its connections. Fails when an entry of the tail cannot be applied: the
+    /// snapshot and the log do not belong together.
+    pub fn from_parts(
+        head: Head,
+        mut objects: Objects,
+        tail: &[LogEntry],
+        conns: Vec<ConnRow>,
+    ) -> Result<Canvas, Refusal> {
+        for entry in tail {
+            apply_logged(&mut objects, entry)?;
+        }
+        let presence = Presence::from_rows(conns.into_iter().map(|row| (row.conn, row.row)));
+        Ok(Canvas { head, objects, presence })
+    }
+
+    /// Stages `publishes` (all of this canvas, in order); `taken` holds the keys a store said are logged.
+    pub fn stage(&self, publishes: &[&Publish], taken: &Taken, rules: &Rules) -> Staging {
+        if publishes.iter().all(|publish| is_plain(publish)) {
+            let entries = (0..publishes.len()).map(|at| (at, false)).collect();
+            let outcomes = (0..publishes.len()).map(|entry| Staged::Logged { entry }).collect();
+            return Staging {
+                after: self.clone(),
+                expect: Expect::Append,
+                entries,
+                conns: Vec::new(),
+                keys: Vec::new(),
+                outcomes,
+                forget_after: None,
+            };
+        }
+        let mut staging = Staging {
+            after: self.clone(),
+            expect: Expect::Rev(self.head.rev),
+            entries: Vec::new(),
+            conns: Vec::new(),
+            keys: Vec::new(),
+            outcomes: Vec::with_capacity(publishes.len()),
+            forget_after: None,
+        };
+        let mut claimed: HashMap<(&UserId, &IdempotencyKey), usize> = HashMap::new();
+        for (at, publish) in publishes.iter().enumerate() {
+            let key = publish.idempotency_key.as_ref().map(|key| (&publish.from, key));
+            let repeat = key.and_then(|(user, key)| {
+                let taken = taken.get(&(user.clone(), key.clone())).map(|&seq| Staged::Duplicate { seq });
+                taken.or_else(|| claimed.get(&(user, key)).map(|&entry| Staged::Repeats { entry }))
+            });
+            let outcome = match repeat {
+                Some(repeat) => repeat,
+                None => staging.judge(at, publish, rules),
+            };
+            if let (Staged::Logged { entry }, Some((user, key))) = (&outcome, key) {
+                claimed.insert((user, key), *entry);
+                staging.keys.push(KeyClaim { user: user.clone(), key: key.clone(), entry: *entry });
+            }
+            staging.outcomes.push(outcome);
+        }
+        staging.settle_head(rules);
+        staging
+    }
+
+    /// Folds in what a store said is new. Returns false when that cannot be done (another generation, or
+    /// the store could not say what changed): the canvas must then be read whole again.
+    pub fn absorb(&mut self, news: News) -> bool {
+        let Some(entries) = news.entries else { return false };
+        if news.head.generation != self.head.generation {
+            return false;
+        }
+        for entry in entries.iter().filter(|entry| entry.seq > self.head.seq) {
+            if apply_logged(&mut self.objects, entry).is_err() {
+                return false;
+            }
+        }
+        self.presence = Presence::from_rows(news.conns.into_iter().map(|row| (row.conn, row.row)));
+        self.head = news.head;
+        true
+    }
+}
+
+impl Staging {
+    /// Judges one publish against the canvas as the ones before it left it.
+    fn judge(&mut self, at: usize, publish: &Publish, rules: &Rules) -> Staged {
+        let canvas = &mut self.after;
+        let mut changes_objects = false;
+        if let Origin::Presence { change, conn, name, .. } = &publish.origin {
+            let change = match change {
+                PresenceChange::Connect => {
+                    let row = Conn {
+                        user: Arc::from(publish.from.as_str()),
+                        name: name.as_deref().map(Arc::from),
+                        instance: rules.instance.clone(),
+                        opened: canvas.head.joins + 1,
+                    };
+                    let change = canvas.presence.connect(*conn, row.clone());
+                    if change != Change::None {
+                        canvas.head.joins += 1;
+                        self.conns.push(ConnWrite::Put { conn: *conn, row });
+                    }
+                    change
+                }
+                PresenceChange::Disconnect | PresenceChange::Expire { .. } => {
+                    let instance = canvas.presence.get(conn).map(|row| row.instance.to_string());
+                    let change = canvas.presence.disconnect(*conn);
+                    if let Some(instance) = instance {
+                        self.conns.push(ConnWrite::Remove { conn: *conn, user: publish.from.clone(), instance });
+                    }
+                    change
+                }
+            };
+            match change {
+                Change::None => return Staged::Unlogged { changed: false },
+                Change::Done { logged: false } => return Staged::Unlogged { changed: true },
+                Change::Done { logged: true } => {}
+            }
+        } else if let Some(op) = &publish.object {
+            if let Err(refusal) = canvas.objects.apply(op, publish.data.get(), rules.max_state) {
+                return Staged::Refused(refusal);
+            }
+            changes_objects = true;
+        }
+        self.entries.push((at, changes_objects));
+        Staged::Logged { entry: self.entries.len() - 1 }
+    }
+
+    /// The head's counts after the commit, and whether the canvas may be forgotten once idle.
+    fn settle_head(&mut self, rules: &Rules) {
+        let canvas = &mut self.after;
+        canvas.head.bytes = canvas.objects.bytes();
+        canvas.head.objects = canvas.objects.len() as u64;
+        canvas.head.connections = canvas.presence.connections() as u64;
+        canvas.head.users = canvas.presence.users() as u64;
+        let empty = canvas.objects.is_empty() && canvas.presence.connections() == 0;
+        self.forget_after = empty.then_some(rules.forget_after);
+    }
+}
+
+/// Applies a logged entry to the objects, if it is an object op. It was accepted when it was logged, so
+/// it is applied whatever the size limit now; one that cannot be applied means the log and the state it
+/// is folded into do not belong together.
+fn apply_logged(objects: &mut Objects, entry: &LogEntry) -> Result<(), Refusal> {
+    if !entry.kind.starts_with("object-") {
+        return Ok(());
+    }
+    let unreadable = |reason: String| Refusal::Unreadable { id: String::new(), reason };
+    let message = LoggedMessage::new(&entry.kind, entry.data.clone(), None).map_err(|e| unreadable(e.message))?;
+    match message.object {
+        Some(op) => objects.apply(&op, entry.data.get(), usize::MAX),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests;

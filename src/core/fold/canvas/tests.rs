@@ -1,0 +1,146 @@
+use serde_json::value::RawValue;
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+use super::*;
+use crate::protocol::{CanvasId, LoggedMessage};
+
+fn rules() -> Rules {
+    Rules { max_state: 1 << 20, instance: "i1".into(), forget_after: 60_000 }
+}
+
+fn message(kind: &str, data: &str, key: Option<&str>, user: &str) -> Publish {
+    let mut message = LoggedMessage::new(kind, RawValue::from_string(data.into()).unwrap(), None).unwrap();
+    message.idempotency_key = key.map(|k| IdempotencyKey::parse(k).unwrap());
+    let (canvas, from) = (CanvasId::parse("c").unwrap(), UserId::parse(user).unwrap());
+    Publish::message(canvas, message, from, Origin::Caller(oneshot::channel().0))
+}
+
+fn presence(change: PresenceChange, user: &str, conn: Uuid, name: Option<&str>) -> Publish {
+    let (canvas, user) = (CanvasId::parse("c").unwrap(), UserId::parse(user).unwrap());
+    Publish::presence(change, canvas, user, name.map(str::to_owned), conn, None)
+}
+
+/// Stages `publishes` on `canvas` and, as a store would, takes the result as the canvas's new state.
+fn commit(canvas: &mut Canvas, publishes: &[Publish]) -> Staging {
+    let staging = canvas.stage(&publishes.iter().collect::<Vec<_>>(), &Taken::new(), &rules());
+    *canvas = staging.after.clone();
+    canvas.head.seq += staging.entries.len() as u64;
+    staging
+}
+
+#[test]
+fn plain_messages_are_appended_without_a_check() {
+    let canvas = Canvas::default();
+    let publishes = [message("note", "1", None, "u"), message("chat", r#"{"t":"hi"}"#, None, "u")];
+    let staging = canvas.stage(&publishes.iter().collect::<Vec<_>>(), &Taken::new(), &rules());
+    assert_eq!(staging.expect, Expect::Append);
+    assert_eq!(staging.outcomes, [Staged::Logged { entry: 0 }, Staged::Logged { entry: 1 }]);
+    assert_eq!(staging.entries, [(0, false), (1, false)]);
+}
+
+#[test]
+fn object_ops_are_judged_in_order_against_the_canvas_the_ones_before_left() {
+    let mut canvas = Canvas::default();
+    canvas.head.rev = 7;
+    let publishes = [
+        message("object-update", r#"{"id":"a","x":1}"#, None, "u"),
+        message("object-create", r#"{"id":"a","x":0}"#, None, "u"),
+        message("note", "1", None, "u"),
+        message("object-update", r#"{"id":"a","x":2}"#, None, "u"),
+        message("object-delete", r#"{"id":"b"}"#, None, "u"),
+    ];
+    let staging = commit(&mut canvas, &publishes);
+    assert_eq!(staging.expect, Expect::Rev(7), "guarded by the head the fold knew");
+    assert!(matches!(&staging.outcomes[0], Staged::Refused(Refusal::Missing { id }) if id == "a"));
+    assert!(matches!(&staging.outcomes[4], Staged::Refused(Refusal::Missing { id }) if id == "b"));
+    assert_eq!(staging.entries, [(1, true), (2, false), (3, true)]);
+    assert_eq!(canvas.objects.get("a"), Some(r#"{"id":"a","x":2}"#));
+    assert_eq!((canvas.head.objects, canvas.head.bytes), (1, canvas.objects.bytes()));
+    assert_eq!(staging.forget_after, None, "a canvas with objects is kept");
+}
+
+#[test]
+fn a_key_logged_before_or_earlier_in_the_commit_logs_nothing() {
+    let canvas = Canvas::default();
+    let publishes = [
+        message("object-create", r#"{"id":"a"}"#, Some("k1"), "ann"),
+        message("object-create", r#"{"id":"b"}"#, Some("k1"), "ann"),
+        message("object-create", r#"{"id":"c"}"#, Some("k1"), "bob"),
+        message("note", "1", Some("old"), "ann"),
+    ];
+    let mut taken = Taken::new();
+    taken.insert((UserId::parse("ann").unwrap(), IdempotencyKey::parse("old").unwrap()), 3);
+    let staging = canvas.stage(&publishes.iter().collect::<Vec<_>>(), &taken, &rules());
+    let want = [Staged::Logged { entry: 0 }, Staged::Repeats { entry: 0 }, Staged::Logged { entry: 1 }];
+    assert_eq!(staging.outcomes[..3], want, "keys are per user");
+    assert_eq!(staging.outcomes[3], Staged::Duplicate { seq: 3 });
+    assert!(staging.after.objects.get("b").is_none(), "a repeat is not folded");
+    let claims: Vec<(&str, usize)> = staging.keys.iter().map(|k| (k.user.as_str(), k.entry)).collect();
+    assert_eq!(claims, [("ann", 0), ("bob", 1)]);
+}
+
+#[test]
+fn presence_logs_a_users_first_and_last_connection_and_counts_every_one() {
+    let mut canvas = Canvas::default();
+    let (tab1, tab2) = (Uuid::new_v4(), Uuid::new_v4());
+    let staging = commit(
+        &mut canvas,
+        &[
+            presence(PresenceChange::Connect, "ann", tab1, Some("Ann")),
+            presence(PresenceChange::Connect, "ann", tab2, None),
+        ],
+    );
+    assert_eq!(staging.outcomes, [Staged::Logged { entry: 0 }, Staged::Unlogged { changed: true }]);
+    assert_eq!(staging.conns.len(), 2);
+    assert_eq!((canvas.head.connections, canvas.head.users, canvas.head.joins), (2, 1, 2));
+    assert_eq!(canvas.presence.name_of("ann"), Some("Ann"));
+    let again = commit(&mut canvas, &[presence(PresenceChange::Connect, "ann", tab2, None)]);
+    assert_eq!(again.outcomes, [Staged::Unlogged { changed: false }]);
+    assert!(!again.writes_anything(), "nothing to write: the store only checks the head");
+    let staging = commit(
+        &mut canvas,
+        &[
+            presence(PresenceChange::Disconnect, "ann", tab1, Some("Ann")),
+            presence(PresenceChange::Expire { dead_after_ms: 1 }, "ann", tab2, None),
+            presence(PresenceChange::Disconnect, "ann", tab2, None),
+        ],
+    );
+    let want = [Staged::Unlogged { changed: true }, Staged::Logged { entry: 0 }, Staged::Unlogged { changed: false }];
+    assert_eq!(staging.outcomes, want);
+    assert_eq!(staging.forget_after, Some(60_000), "no objects and no connections: forgotten once idle");
+}
+
+#[test]
+fn news_of_other_commits_is_folded_in_unless_the_generation_moved() {
+    let mut canvas = Canvas::default();
+    canvas.head = Head { generation: 3, seq: 5, rev: 2, ..Head::default() };
+    let entry = |seq: u64, kind: &str, data: &str| LogEntry {
+        canvas: CanvasId::parse("c").unwrap(),
+        generation: 3,
+        seq,
+        kind: kind.into(),
+        from: "bob".into(),
+        data: RawValue::from_string(data.into()).unwrap(),
+        ts: 0,
+        id: seq as i64,
+        instance: "i2".into(),
+        conn: None,
+        reference: None,
+    };
+    let news = |generation: u64| News {
+        head: Head { generation, seq: 7, rev: 3, objects: 1, ..Head::default() },
+        entries: Some(vec![
+            entry(5, "object-create", r#"{"id":"old"}"#),
+            entry(6, "object-create", r#"{"id":"x"}"#),
+            entry(7, "note", "1"),
+        ]),
+        conns: Vec::new(),
+        taken: Vec::new(),
+    };
+    assert!(!canvas.clone().absorb(news(4)), "a reset meanwhile: read the canvas whole");
+    assert!(canvas.absorb(news(3)));
+    assert_eq!(canvas.objects.get("x"), Some(r#"{"id":"x"}"#));
+    assert_eq!(canvas.objects.get("old"), None, "entries it had folded already are skipped");
+    assert_eq!(canvas.head.rev, 3);
+}

@@ -1,0 +1,3 @@
+//! The delivery core: what is the same whichever store holds the canvases.
+
+pub mod fold;

@@ -1,0 +1,3 @@
+//! The storage behind the relay: what the fold hands a store to apply, and what a store reads back.
+
+pub mod records;

@@ -1,0 +1,171 @@
+//! What the fold and the stores hand each other: a canvas's head, its log entries and connection rows as a
+//! store reads them back, and a commit's parts as a store applies them ([`Batch`], [`Writes`]) or answers
+//! them ([`Placed`], [`News`]). Plain data: no rule of the canvas lives here (they are in `core::fold`).
+
+use serde_json::value::RawValue;
+
+use crate::core::fold::presence::Conn;
+use crate::hub::ConnId;
+use crate::protocol::{CanvasId, IdempotencyKey, UserId};
+
+/// A canvas's head: where its log stands and what the fold keeps of its state, as the last commit left it.
+/// A store assigns the seqs (every commit's entries follow its head's seq, and nothing is read first), the
+/// generation of a head it creates, and the `version`; it keeps the rest as the fold gave it, and checks
+/// `rev` for a guarded commit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Head {
+    /// The canvas's generation (a reset starts the next); 0 only before its first commit.
+    pub generation: u64,
+    /// The last seq logged in this generation.
+    pub seq: u64,
+    /// Bumped by every commit that changes the canvas's state (objects, connections, keys): what a guarded
+    /// commit is checked against. Plain messages leave it: they never wait for, nor stop, anyone's fold.
+    pub rev: u64,
+    /// The seq of the last entry that changed the objects: the state's version (joiners share a state
+    /// serialized once per version; a snapshot is taken at one).
+    pub version: u64,
+    /// The bytes of the objects' JSON less its opening brace (`--max-canvas-state` is checked against it).
+    pub bytes: u64,
+    pub objects: u64,
+    pub connections: u64,
+    pub users: u64,
+    /// Connections ever opened to the canvas: each one's place in that order names its user.
+    pub joins: u64,
+}
+
+/// One logged message (or a generation's reset marker, seq 0) as a store reads it back.
+#[derive(Debug, Clone)]
+pub struct LogEntry {
+    pub canvas: CanvasId,
+    pub generation: u64,
+    pub seq: u64,
+    pub kind: String,
+    pub from: String,
+    /// The message's `data`, as the canonical JSON text it was logged with.
+    pub data: Box<RawValue>,
+    /// Unix ms when committed (the store's clock).
+    pub ts: i64,
+    /// Its place in the store's commit order across canvases (the SQLite row id; the seq on Redis, whose
+    /// readers follow each canvas on its own).
+    pub id: i64,
+    /// The instance that committed it, and the connection that sent it, with its `ref`: the ack of a seq
+    /// that reaches the sender's instance by its reader first.
+    pub instance: String,
+    pub conn: Option<ConnId>,
+    pub reference: Option<String>,
+}
+
+impl LogEntry {
+    /// Whether this is a generation's reset marker.
+    pub fn is_reset(&self) -> bool {
+        self.seq == 0 && self.kind == "reset"
+    }
+}
+
+/// A connection row of a canvas, with the presence state its client last set (v1.1), as a store keeps it.
+#[derive(Debug, Clone)]
+pub struct ConnRow {
+    pub conn: ConnId,
+    pub row: Conn,
+    /// The presence state as JSON text, `None` until the client sets one.
+    pub state: Option<Box<RawValue>>,
+}
+
+/// What a guarded commit expects of the canvas's head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expect {
+    /// The head is at this `rev` (0: the canvas has no head yet). The store then keeps the head the fold
+    /// gave, with its own seq, version and generation, and `rev` one more, if anything is written; with
+    /// nothing to write, it only checks (the fold refused something, or found it done, on what it knew).
+    Rev(u64),
+    /// Nothing: the store appends the entries after its head's seq and changes nothing else (the fast
+    /// path of plain messages: no object op, no idempotency key, no presence change).
+    Append,
+}
+
+/// One entry of a commit; the store gives it the next seq.
+#[derive(Debug, Clone, Copy)]
+pub struct Entry<'a> {
+    pub kind: &'a str,
+    pub from: &'a str,
+    pub data: &'a RawValue,
+    /// The sending connection on this instance and its `ref` (kept with the entry for the ack).
+    pub conn: Option<ConnId>,
+    pub reference: Option<&'a str>,
+    /// It is an object op the fold applied: the head's `version` becomes its seq.
+    pub changes_objects: bool,
+}
+
+/// A connection row written or removed by a commit.
+#[derive(Debug, Clone)]
+pub enum ConnWrite {
+    Put { conn: ConnId, row: Conn },
+    Remove { conn: ConnId, user: UserId, instance: String },
+}
+
+/// An idempotency key claimed by a commit for one of its entries: kept with that entry's seq for the TTL,
+/// in the head's generation, if no entry of the canvas holds it yet (else the commit is not applied and
+/// the store answers [`News::taken`]).
+#[derive(Debug, Clone)]
+pub struct KeyClaim {
+    pub user: UserId,
+    pub key: IdempotencyKey,
+    /// Which entry of the commit it names.
+    pub entry: usize,
+}
+
+/// One canvas's part of a commit, as the fold staged it: applied atomically, or not at all.
+#[derive(Debug, Clone)]
+pub struct Writes<'a> {
+    pub canvas: &'a CanvasId,
+    pub expect: Expect,
+    /// The last seq the fold knew of the canvas: on a conflict the store answers the entries after it.
+    pub known_seq: u64,
+    /// The head after a guarded commit as the fold staged it: the store keeps its counts (bytes, objects,
+    /// connections, users, joins) and sets seq, version, rev and (for a new canvas) generation itself.
+    /// Unused by [`Expect::Append`].
+    pub head: &'a Head,
+    pub entries: Vec<Entry<'a>>,
+    pub conns: &'a [ConnWrite],
+    pub keys: &'a [KeyClaim],
+    /// When the commit leaves the canvas with neither objects nor connections: how long after it (ms) the
+    /// store may forget the canvas, its log and its snapshots, unless something is committed meanwhile.
+    pub forget_after: Option<u64>,
+}
+
+/// Where a store placed one canvas's commit.
+#[derive(Debug, Clone)]
+pub struct Placed {
+    /// The head after the commit, as the store keeps it.
+    pub head: Head,
+    /// The seq of the first entry (its others follow).
+    pub first_seq: u64,
+    /// Each entry's place in the store's commit order (see [`LogEntry::id`]).
+    pub ids: Vec<i64>,
+}
+
+/// Why a guarded commit of one canvas was not applied: what is new since the head it expected, for the
+/// fold to stage it again.
+#[derive(Debug, Clone)]
+pub struct News {
+    /// The head now.
+    pub head: Head,
+    /// The entries after the seq the fold last knew (object ops among them change the objects), when the
+    /// generation is the one it knew; `None` when it must read the canvas whole again.
+    pub entries: Option<Vec<LogEntry>>,
+    /// The canvas's connections now.
+    pub conns: Vec<ConnRow>,
+    /// Claimed keys some entry holds already: (user, key, its seq).
+    pub taken: Vec<(UserId, IdempotencyKey, u64)>,
+}
+
+/// A commit of several canvases, as the store sees it. The store applies each canvas's writes atomically
+/// under its expectation, says where it placed them ([`Batch::placed`], before the commit is visible to
+/// anyone), and for a canvas whose head moved hands the news back ([`Batch::refold`]) and applies what
+/// the fold staged again.
+pub trait Batch: Send {
+    fn len(&self) -> usize;
+    fn writes(&self, canvas: usize) -> Option<Writes<'_>>;
+    fn refold(&mut self, canvas: usize, news: News);
+    fn placed(&mut self, canvas: usize, placed: Placed);
+}
