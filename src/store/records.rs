@@ -119,8 +119,9 @@ pub struct KeyClaim {
 pub struct Writes<'a> {
     pub canvas: &'a CanvasId,
     pub expect: Expect,
-    /// The last seq the fold knew of the canvas: on a conflict the store answers the entries after it.
-    pub known_seq: u64,
+    /// The generation and last seq the fold knew of the canvas: on a conflict the store answers the object
+    /// ops after it ([`Moved::Since`]), or the canvas whole.
+    pub known: (u64, u64),
     /// The head after a guarded commit as the fold staged it: the store keeps its counts (bytes, objects,
     /// connections, users, joins) and sets seq, version, rev and (for a new canvas) generation itself.
     /// Unused by [`Expect::Append`].
@@ -144,19 +145,24 @@ pub struct Placed {
     pub ids: Vec<i64>,
 }
 
-/// Why a guarded commit of one canvas was not applied: what is new since the head it expected, for the
-/// fold to stage it again.
-#[derive(Debug, Clone)]
+/// Why a guarded commit of one canvas was not applied: what is new since what the fold knew, for it to
+/// stage the canvas again.
+#[derive(Debug, Clone, Default)]
 pub struct News {
-    /// The head now.
-    pub head: Head,
-    /// The entries after the seq the fold last knew (object ops among them change the objects), when the
-    /// generation is the one it knew; `None` when it must read the canvas whole again.
-    pub entries: Option<Vec<LogEntry>>,
-    /// The canvas's connections now.
-    pub conns: Vec<ConnRow>,
+    /// `None` when the head is where the fold expected it (only keys were taken).
+    pub moved: Option<Moved>,
     /// Claimed keys some entry holds already: (user, key, its seq).
     pub taken: Vec<(UserId, IdempotencyKey, u64)>,
+}
+
+/// How a canvas moved under a guarded commit.
+#[derive(Debug, Clone)]
+pub enum Moved {
+    /// In the generation the fold knew, with every object op since the seq it knew still in the log: the
+    /// head now, those ops, and the connections now.
+    Since { head: Head, ops: Vec<LogEntry>, conns: Vec<ConnRow> },
+    /// Otherwise (a reset meanwhile, or the ops since are no longer all kept): the canvas read whole.
+    Whole(crate::store::CanvasRead),
 }
 
 /// A commit of several canvases, as the store sees it. The store applies each canvas's writes atomically
@@ -164,6 +170,9 @@ pub struct News {
 /// anyone), and for a canvas whose head moved hands the news back ([`Batch::refold`]) and applies what
 /// the fold staged again.
 pub trait Batch: Send {
+    /// The batch's number, unique in this process: a batch committed again after its reply was lost has
+    /// the same one, so a store that applied it can tell and answer as it did.
+    fn number(&self) -> u64;
     fn len(&self) -> usize;
     fn writes(&self, canvas: usize) -> Option<Writes<'_>>;
     fn refold(&mut self, canvas: usize, news: News);

@@ -16,7 +16,8 @@ use super::presence::{Change, Conn, Presence};
 use crate::bus::{Origin, PresenceChange, Publish};
 use crate::object_ops::Refusal;
 use crate::protocol::{IdempotencyKey, LoggedMessage, UserId};
-use crate::store::records::{ConnRow, ConnWrite, Expect, Head, KeyClaim, LogEntry, News};
+use crate::store::records::{ConnWrite, Expect, Head, KeyClaim, LogEntry, Moved};
+use crate::store::CanvasRead;
 
 /// A canvas at its head, as far as its committer knows.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -78,7 +79,7 @@ impl Staging {
     }
 }
 
-/// Keys known to be logged already (by [`News::taken`]): (user, key) → seq.
+/// Keys known to be logged already (a store's `News::taken`): (user, key) → seq.
 pub type Taken = HashMap<(UserId, IdempotencyKey), u64>;
 
 /// Whether a publish needs nothing of the canvas's state.
@@ -87,20 +88,23 @@ fn is_plain(publish: &Publish) -> bool {
 }
 
 impl Canvas {
-    /// A canvas as a store holds it: the objects of its newest snapshot with the log after it folded in
-    /// (`tail`, in seq order), and its connections. Fails when an entry of the tail cannot be applied: the
-    /// snapshot and the log do not belong together.
-    pub fn from_parts(
-        head: Head,
-        mut objects: Objects,
-        tail: &[LogEntry],
-        conns: Vec<ConnRow>,
-    ) -> Result<Canvas, Refusal> {
-        for entry in tail {
-            apply_logged(&mut objects, entry)?;
+    /// A canvas as a store read it: the objects of its newest snapshot with the object ops after it folded
+    /// in, and its connections. Fails when the snapshot cannot be read, or an op cannot be applied to it:
+    /// the snapshot and the log do not belong together.
+    pub fn from_read(read: CanvasRead) -> Result<Canvas, Refusal> {
+        let corrupt = |reason: String| Refusal::Unreadable { id: String::new(), reason };
+        let mut objects = match &read.snapshot {
+            Some(snapshot) => {
+                let json = std::str::from_utf8(&snapshot.json).map_err(|e| corrupt(e.to_string()))?;
+                Objects::from_json(json).map_err(|e| corrupt(e.to_string()))?
+            }
+            None => Objects::default(),
+        };
+        for op in &read.ops {
+            apply_logged(&mut objects, op)?;
         }
-        let presence = Presence::from_rows(conns.into_iter().map(|row| (row.conn, row.row)));
-        Ok(Canvas { head, objects, presence })
+        let presence = Presence::from_rows(read.conns.into_iter().map(|row| (row.conn, row.row)));
+        Ok(Canvas { head: read.head.unwrap_or_default(), objects, presence })
     }
 
     /// Stages `publishes` (all of this canvas, in order); `taken` holds the keys a store said are logged.
@@ -148,21 +152,25 @@ impl Canvas {
         staging
     }
 
-    /// Folds in what a store said is new. Returns false when that cannot be done (another generation, or
-    /// the store could not say what changed): the canvas must then be read whole again.
-    pub fn absorb(&mut self, news: News) -> bool {
-        let Some(entries) = news.entries else { return false };
-        if news.head.generation != self.head.generation {
-            return false;
-        }
-        for entry in entries.iter().filter(|entry| entry.seq > self.head.seq) {
-            if apply_logged(&mut self.objects, entry).is_err() {
-                return false;
+    /// Folds in how the canvas moved under a guarded commit. Fails as [`Canvas::from_read`] does.
+    pub fn absorb(&mut self, moved: Moved) -> Result<(), Refusal> {
+        let (head, ops, conns) = match moved {
+            Moved::Whole(read) => {
+                *self = Canvas::from_read(read)?;
+                return Ok(());
             }
+            Moved::Since { head, ops, conns } => (head, ops, conns),
+        };
+        if head.generation != self.head.generation {
+            let reason = "ops of another generation".to_owned();
+            return Err(Refusal::Unreadable { id: String::new(), reason });
         }
-        self.presence = Presence::from_rows(news.conns.into_iter().map(|row| (row.conn, row.row)));
-        self.head = news.head;
-        true
+        for op in ops.iter().filter(|op| op.seq > self.head.seq) {
+            apply_logged(&mut self.objects, op)?;
+        }
+        self.presence = Presence::from_rows(conns.into_iter().map(|row| (row.conn, row.row)));
+        self.head = head;
+        Ok(())
     }
 }
 

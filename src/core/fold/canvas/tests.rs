@@ -112,7 +112,7 @@ fn presence_logs_a_users_first_and_last_connection_and_counts_every_one() {
 }
 
 #[test]
-fn news_of_other_commits_is_folded_in_unless_the_generation_moved() {
+fn what_moved_under_a_commit_is_folded_in() {
     let mut canvas = Canvas::default();
     canvas.head = Head { generation: 3, seq: 5, rev: 2, ..Head::default() };
     let entry = |seq: u64, kind: &str, data: &str| LogEntry {
@@ -128,19 +128,22 @@ fn news_of_other_commits_is_folded_in_unless_the_generation_moved() {
         conn: None,
         reference: None,
     };
-    let news = |generation: u64| News {
+    let since = |generation: u64| Moved::Since {
         head: Head { generation, seq: 7, rev: 3, objects: 1, ..Head::default() },
-        entries: Some(vec![
-            entry(5, "object-create", r#"{"id":"old"}"#),
-            entry(6, "object-create", r#"{"id":"x"}"#),
-            entry(7, "note", "1"),
-        ]),
+        ops: vec![entry(5, "object-create", r#"{"id":"old"}"#), entry(6, "object-create", r#"{"id":"x"}"#)],
         conns: Vec::new(),
-        taken: Vec::new(),
     };
-    assert!(!canvas.clone().absorb(news(4)), "a reset meanwhile: read the canvas whole");
-    assert!(canvas.absorb(news(3)));
+    assert!(canvas.clone().absorb(since(4)).is_err(), "a reset meanwhile: the store sends the canvas whole");
+    canvas.absorb(since(3)).unwrap();
     assert_eq!(canvas.objects.get("x"), Some(r#"{"id":"x"}"#));
-    assert_eq!(canvas.objects.get("old"), None, "entries it had folded already are skipped");
+    assert_eq!(canvas.objects.get("old"), None, "ops it had folded already are skipped");
     assert_eq!(canvas.head.rev, 3);
+    let whole = CanvasRead {
+        head: Some(Head { generation: 4, seq: 1, ..Head::default() }),
+        snapshot: Some(crate::store::SnapshotRead { seq: 0, json: bytes::Bytes::from_static(br#"{"s":{"id":"s"}}"#) }),
+        ops: vec![LogEntry { generation: 4, ..entry(1, "object-update", r#"{"id":"s","v":1}"#) }],
+        conns: Vec::new(),
+    };
+    canvas.absorb(Moved::Whole(whole)).unwrap();
+    assert_eq!(&canvas.objects.to_json()[..], br#"{"s":{"id":"s","v":1}}"#);
 }

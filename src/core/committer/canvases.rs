@@ -1,0 +1,161 @@
+//! The canvases a committer holds: each one's state at its head as this process last committed or read it,
+//! so that staging a publish needs no read, and when a snapshot of it is due. Bounded by bytes; the least
+//! recently used canvas is dropped first and read again (newest snapshot plus the ops after it) when
+//! something needs its state.
+
+use std::collections::HashMap;
+
+use crate::core::fold::canvas::Canvas;
+use crate::protocol::CanvasId;
+use crate::store::records::Head;
+
+/// When a canvas's snapshot is due: `--snapshot-every` object ops, or `--snapshot-bytes` of their data,
+/// since the newest snapshot.
+#[derive(Debug, Clone, Copy)]
+pub struct SnapshotPolicy {
+    pub every_ops: u64,
+    pub every_bytes: u64,
+}
+
+/// A held canvas and how far its log has run since its newest snapshot (as this process knows it).
+#[derive(Debug, Clone)]
+struct Held {
+    canvas: Canvas,
+    /// Object ops, and bytes of their data, since the newest snapshot.
+    ops: u64,
+    bytes: u64,
+    /// For eviction: the committer's tick when it was last used.
+    used: u64,
+}
+
+/// The canvases this process's committer holds.
+#[derive(Debug)]
+pub struct Canvases {
+    held: HashMap<CanvasId, Held>,
+    /// Most bytes of objects held (a canvas bigger than this is still held while it is the only one).
+    budget: u64,
+    bytes: u64,
+    tick: u64,
+    policy: SnapshotPolicy,
+}
+
+impl Canvases {
+    pub fn new(budget: u64, policy: SnapshotPolicy) -> Self {
+        Canvases { held: HashMap::new(), budget, bytes: 0, tick: 0, policy }
+    }
+
+    /// The canvas, if held (a clone: O(1), the maps are persistent).
+    pub fn get(&mut self, canvas: &CanvasId) -> Option<Canvas> {
+        self.tick += 1;
+        let held = self.held.get_mut(canvas)?;
+        held.used = self.tick;
+        Some(held.canvas.clone())
+    }
+
+    pub fn contains(&self, canvas: &CanvasId) -> bool {
+        self.held.contains_key(canvas)
+    }
+
+    /// Holds a canvas just read: `ops` object ops, with `bytes` of data, follow its newest snapshot.
+    pub fn read(&mut self, id: CanvasId, canvas: Canvas, ops: u64, bytes: u64) {
+        self.put(id, Held { canvas, ops, bytes, used: self.tick });
+    }
+
+    /// Holds the canvas as a commit left it, which logged `ops` object ops with `bytes` of data. Returns
+    /// the canvas when its snapshot is due (the counts then start again).
+    pub fn committed(&mut self, id: &CanvasId, canvas: Canvas, ops: u64, bytes: u64) -> Option<Canvas> {
+        let (mut ops, mut bytes) = (ops, bytes);
+        if let Some(held) = self.held.get(id) {
+            ops += held.ops;
+            bytes += held.bytes;
+        }
+        let due = ops >= self.policy.every_ops || bytes >= self.policy.every_bytes;
+        let snapshot = due.then(|| canvas.clone());
+        if due {
+            (ops, bytes) = (0, 0);
+        }
+        self.put(id.clone(), Held { canvas, ops, bytes, used: self.tick });
+        snapshot
+    }
+
+    /// Moves a held canvas's head after an append of plain messages: its state is unchanged, if no other
+    /// commit changed it meanwhile (`head.rev` is the one held); else the canvas is dropped, to be read again.
+    pub fn appended(&mut self, id: &CanvasId, head: &Head) {
+        let Some(held) = self.held.get_mut(id) else { return };
+        if held.canvas.head.rev == head.rev && held.canvas.head.generation == head.generation {
+            held.canvas.head.seq = held.canvas.head.seq.max(head.seq);
+        } else {
+            self.forget(id);
+        }
+    }
+
+    /// Drops a canvas (reset, or its state uncertain after a failed commit).
+    pub fn forget(&mut self, id: &CanvasId) {
+        if let Some(held) = self.held.remove(id) {
+            self.bytes -= held.canvas.objects.bytes();
+        }
+    }
+
+    fn put(&mut self, id: CanvasId, held: Held) {
+        self.bytes += held.canvas.objects.bytes();
+        if let Some(old) = self.held.insert(id, held) {
+            self.bytes -= old.canvas.objects.bytes();
+        }
+        self.evict();
+    }
+
+    /// Drops the least recently used canvases until the rest fit the budget.
+    fn evict(&mut self) {
+        while self.bytes > self.budget && self.held.len() > 1 {
+            let Some(oldest) = self.held.iter().min_by_key(|(_, held)| held.used).map(|(id, _)| id.clone()) else {
+                return;
+            };
+            self.forget(&oldest);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::fold::objects::Objects;
+
+    fn canvas(objects: usize) -> Canvas {
+        let mut state = Objects::default();
+        for i in 0..objects {
+            let data = format!(r#"{{"id":"o{i}"}}"#);
+            let op = crate::object_ops::ObjectOp::Create { id: format!("o{i}") };
+            state.apply(&op, &data, usize::MAX).unwrap();
+        }
+        Canvas { objects: state, ..Canvas::default() }
+    }
+
+    fn id(name: &str) -> CanvasId {
+        CanvasId::parse(name).unwrap()
+    }
+
+    #[test]
+    fn a_snapshot_is_due_every_so_many_ops_or_bytes_and_the_counts_start_again() {
+        let mut canvases = Canvases::new(1 << 30, SnapshotPolicy { every_ops: 10, every_bytes: 1000 });
+        canvases.read(id("c"), canvas(1), 4, 100);
+        assert!(canvases.committed(&id("c"), canvas(1), 5, 100).is_none());
+        assert!(canvases.committed(&id("c"), canvas(1), 1, 1).is_some(), "4 + 5 + 1 ops");
+        assert!(canvases.committed(&id("c"), canvas(1), 9, 999).is_none(), "counted from the snapshot on");
+        assert!(canvases.committed(&id("d"), canvas(1), 1, 1000).is_some(), "1000 bytes of ops");
+    }
+
+    #[test]
+    fn the_least_recently_used_canvases_go_first_past_the_budget() {
+        let one = canvas(10).objects.bytes();
+        let mut canvases = Canvases::new(one * 2, SnapshotPolicy { every_ops: 1000, every_bytes: 1 << 30 });
+        canvases.read(id("a"), canvas(10), 0, 0);
+        canvases.read(id("b"), canvas(10), 0, 0);
+        assert!(canvases.get(&id("a")).is_some());
+        canvases.read(id("c"), canvas(10), 0, 0);
+        assert!(canvases.contains(&id("a")) && canvases.contains(&id("c")) && !canvases.contains(&id("b")));
+        let mut moved = canvas(10).head;
+        moved.rev = 5;
+        canvases.appended(&id("a"), &moved);
+        assert!(!canvases.contains(&id("a")), "its state changed under it: read again when needed");
+    }
+}

@@ -1,0 +1,273 @@
+//! The file's own writes besides commits, each one short write transaction on the writer's connection, run
+//! between the committer's rounds: heartbeats, the ephemeral channel (cursor batches, user messages,
+//! removals), presence states, snapshots, cleanup, watermarks, and the consumers' leases and positions.
+
+use deadpool_sqlite::rusqlite::{params, Connection, Error as SqlError};
+use tokio::sync::oneshot;
+
+use super::consumer::{self, ConsumerJob};
+use super::queries;
+use super::writer::SqliteWriter;
+use super::unavailable;
+use crate::bus::BusError;
+use crate::clock::now_ms;
+use crate::hub::{ConnId, Watermark};
+use crate::protocol::CanvasId;
+use crate::store::{Instance, Post};
+
+/// How long a cursor batch is kept: long enough for every watcher to read it, short enough to stay small.
+const CURSOR_TTL_MS: i64 = 10_000;
+
+/// A reply to whoever queued a job.
+type Reply<T> = oneshot::Sender<Result<T, BusError>>;
+
+/// The file's own writes.
+#[derive(Debug)]
+pub enum Job {
+    /// Records this instance as alive now, refreshes the peers to ring, and replies with the live instances.
+    Heartbeat(Reply<Vec<Instance>>),
+    /// Writes a post for the other instances' watchers.
+    Post(Post, Reply<()>),
+    /// Keeps connections' presence states for joiners (JSON text; `None`: the connection is gone).
+    SaveStates(Vec<(CanvasId, ConnId, Option<String>)>, Reply<()>),
+    /// Keeps a snapshot if it is newer than the canvas's newest of its generation; replies whether it did.
+    PutSnapshot { canvas: CanvasId, generation: u64, seq: u64, json: bytes::Bytes, reply: Reply<bool> },
+    /// Deletes up to `limit` rows of each kind that nobody needs any more; replies how many went.
+    CleanUp { limit: u32, forget_instances_before: i64, reply: Reply<usize> },
+    /// Saves how far this instance has delivered each canvas.
+    Watermarks(Vec<Watermark>),
+    /// A write of the server-side consumers (leases, delivered positions).
+    Consumer(ConsumerJob),
+}
+
+impl Job {
+    /// Whether it goes ahead of the queued messages: a late heartbeat gets this instance's users expired by
+    /// the others, a late lease renewal loses the lease (and a release goes in the same lane, so that it is
+    /// never overtaken by a later renewal of the same lease), and cursors must never wait behind logged
+    /// messages.
+    pub fn is_urgent(&self) -> bool {
+        matches!(self, Job::Heartbeat(_) | Job::Post(Post::Cursors(_), _) | Job::SaveStates(..))
+            || matches!(self, Job::Consumer(job) if job.is_urgent())
+    }
+}
+
+impl SqliteWriter {
+    /// Runs one job in its own write transaction and answers it.
+    pub(super) fn run_job(&mut self, job: Job) {
+        let now = now_ms();
+        match job {
+            Job::Heartbeat(reply) => {
+                let instances = self.heartbeat(now);
+                let _ = reply.send(instances.map_err(|error| unavailable(&error).into()));
+            }
+            Job::Post(post, reply) => {
+                let (instance, ttl) = (self.settings.instance_id.clone(), self.settings.ttl_ms);
+                let posted = self.write(|tx| post_for_others(tx, &instance, &post, now, ttl));
+                if posted.is_ok() {
+                    self.ring_peers();
+                }
+                let _ = reply.send(posted.map_err(|error| unavailable(&error).into()));
+            }
+            Job::SaveStates(states, reply) => {
+                let saved = self.write(|tx| save_states(tx, &states));
+                let _ = reply.send(saved.map_err(|error| unavailable(&error).into()));
+            }
+            Job::PutSnapshot { canvas, generation, seq, json, reply } => {
+                let put = self.write(|tx| put_snapshot(tx, &canvas, generation, seq, &json, now));
+                let _ = reply.send(put.map_err(|error| unavailable(&error).into()));
+            }
+            Job::CleanUp { limit, forget_instances_before, reply } => {
+                let cleaned = self.write(|tx| clean_up(tx, limit, now, forget_instances_before));
+                if let Ok(n) = cleaned {
+                    self.metrics.cleanup_deleted.increment(n as u64);
+                }
+                let _ = reply.send(cleaned.map_err(|error| unavailable(&error).into()));
+            }
+            Job::Watermarks(marks) => {
+                let id = self.settings.instance_id.clone();
+                let _ = self.write(|tx| save_watermarks(tx, &id, &marks, now));
+            }
+            Job::Consumer(job) => consumer::run(self, job, now),
+        }
+    }
+
+    /// `Job::Heartbeat`: this instance alive now; the doorbells of the live peers to ring after commits.
+    fn heartbeat(&mut self, now: i64) -> Result<Vec<Instance>, SqlError> {
+        let (id, listen) = (self.settings.instance_id.clone(), self.settings.listen.clone());
+        let wake_addr = self.doorbell.as_ref().map(|d| d.addr().to_string());
+        let alive_since = now - self.settings.peer_timeout_ms;
+        let instances = self.write(|tx| {
+            tx.prepare_cached(
+                "INSERT INTO instances (instance_id, pid, listen, started_at, heartbeat_at, wake_addr)
+                 VALUES (?1, ?2, ?3, ?4, ?4, ?5)
+                 ON CONFLICT (instance_id) DO UPDATE
+                 SET heartbeat_at = excluded.heartbeat_at, wake_addr = excluded.wake_addr",
+            )?
+            .execute(params![id, std::process::id(), listen, now, wake_addr])?;
+            queries::live_instances(tx, alive_since)
+        })?;
+        self.peers = instances
+            .iter()
+            .filter(|instance| instance.id != id)
+            .filter_map(|instance| instance.doorbell.as_deref()?.parse().ok())
+            .collect();
+        self.metrics.peer_instances.set(self.peers.len() as f64);
+        Ok(instances)
+    }
+}
+
+/// `Job::Post`: a row for the other instances' watchers to relay.
+fn post_for_others(tx: &Connection, instance: &str, post: &Post, now: i64, ttl_ms: i64) -> Result<(), SqlError> {
+    match post {
+        Post::Cursors(batches) => {
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO cursor_batches (canvas_id, origin_instance, frames, expires_at) VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            for batch in batches {
+                insert.execute(params![batch.canvas.as_str(), instance, batch.frames, now + CURSOR_TTL_MS])?;
+            }
+        }
+        Post::ToUser { to, frame } => {
+            tx.prepare_cached(
+                "INSERT INTO user_messages (user_id, origin_instance, frame, expires_at) VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![to.as_str(), instance, frame, now + ttl_ms])?;
+        }
+        Post::Removal { canvas, user, blocked_until } => {
+            tx.prepare_cached(
+                "INSERT INTO removals (canvas_id, user_id, origin_instance, blocked_until, expires_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![canvas.as_str(), user.as_str(), instance, blocked_until, now + ttl_ms])?;
+        }
+    }
+    Ok(())
+}
+
+/// `Job::SaveStates`: a connection that is gone has no row, and its state goes nowhere.
+fn save_states(tx: &Connection, states: &[(CanvasId, ConnId, Option<String>)]) -> Result<(), SqlError> {
+    let mut update = tx.prepare_cached("UPDATE connections SET presence = ?2 WHERE conn_id = ?1")?;
+    for (_, conn, state) in states {
+        update.execute(params![conn.to_string(), state])?;
+    }
+    Ok(())
+}
+
+/// `Job::PutSnapshot`: kept only if the canvas is still in that generation and has no newer one; the
+/// canvas's head remembers it (what cleanup keeps the log back to).
+fn put_snapshot(
+    tx: &Connection,
+    canvas: &CanvasId,
+    generation: u64,
+    seq: u64,
+    json: &[u8],
+    now: i64,
+) -> Result<bool, SqlError> {
+    let moved = tx
+        .prepare_cached(
+            "UPDATE canvases SET snap_seq = ?3 WHERE canvas_id = ?1 AND generation = ?2 AND snap_seq < ?3
+             AND last_seq >= ?3",
+        )?
+        .execute(params![canvas.as_str(), generation as i64, seq as i64])?;
+    if moved == 0 {
+        return Ok(false);
+    }
+    tx.prepare_cached(
+        "INSERT INTO snapshots (canvas_id, generation, seq, created_at, json) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![canvas.as_str(), generation as i64, seq as i64, now, json])?;
+    // One snapshot per canvas is all a join needs (history keeps more).
+    tx.prepare_cached("DELETE FROM snapshots WHERE canvas_id = ?1 AND (generation != ?2 OR seq < ?3)")?
+        .execute(params![canvas.as_str(), generation as i64, seq as i64])?;
+    Ok(true)
+}
+
+/// `Job::CleanUp`: up to `limit` of each: expired entries that no reader needs (past their keep time, and
+/// an object op only once a snapshot covers it), expired idempotency keys, canvases forgotten after their
+/// time with nothing kept for a webhook, expired relayed rows; and instances silent since
+/// `forget_instances_before` with their watermarks. The limits are part of the SQL: a bound LIMIT makes
+/// SQLite prepare the statement every run.
+fn clean_up(tx: &Connection, limit: u32, now: i64, forget_instances_before: i64) -> Result<usize, SqlError> {
+    let ids = tx
+        .prepare_cached(&format!(
+            "DELETE FROM message_queue WHERE id IN
+             (SELECT m.id FROM message_queue m JOIN canvases c ON c.canvas_id = m.canvas_id
+              WHERE m.purge_at <= ?1 AND (m.op = 0 OR m.generation != c.generation OR m.seq <= c.snap_seq)
+              ORDER BY m.purge_at LIMIT {limit})
+             RETURNING id"
+        ))?
+        .query_map(params![now], |row| row.get::<_, i64>(0))?
+        .collect::<Result<Vec<_>, _>>()?;
+    let orphans = tx
+        .prepare_cached(&format!(
+            "DELETE FROM message_queue WHERE id IN
+             (SELECT m.id FROM message_queue m WHERE m.purge_at <= ?1
+              AND NOT EXISTS (SELECT 1 FROM canvases c WHERE c.canvas_id = m.canvas_id) LIMIT {limit})
+             RETURNING id"
+        ))?
+        .query_map(params![now], |row| row.get::<_, i64>(0))?
+        .collect::<Result<Vec<_>, _>>()?;
+    note_pruned(tx, ids.iter().chain(&orphans).copied().max())?;
+    let keys = tx
+        .prepare_cached(&format!(
+            "DELETE FROM idempotency_keys WHERE (canvas_id, user_id, key) IN
+             (SELECT canvas_id, user_id, key FROM idempotency_keys
+              WHERE expires_at <= ?1 ORDER BY expires_at LIMIT {limit})"
+        ))?
+        .execute(params![now])?;
+    let forgotten = forget_canvases(tx, limit, now)?;
+    tx.execute("DELETE FROM instances WHERE heartbeat_at < ?1", [forget_instances_before])?;
+    tx.execute("DELETE FROM cursor_batches WHERE expires_at <= ?1", [now])?;
+    tx.execute("DELETE FROM user_messages WHERE expires_at <= ?1", [now])?;
+    tx.execute("DELETE FROM removals WHERE expires_at <= ?1 AND blocked_until <= ?1", [now])?;
+    tx.execute("DELETE FROM canvas_watermarks WHERE server_instance_id NOT IN (SELECT instance_id FROM instances)", [])?;
+    Ok(ids.len() + orphans.len() + keys + forgotten)
+}
+
+/// Deletes up to `limit` canvases whose forget time has passed and that keep no row for a webhook, with
+/// their rows, snapshots, watermarks and webhook position. A canvas created again gets a new generation.
+fn forget_canvases(tx: &Connection, limit: u32, now: i64) -> Result<usize, SqlError> {
+    let ids: Vec<String> = tx
+        .prepare_cached(&format!(
+            "SELECT c.canvas_id FROM canvases c WHERE c.forget_at <= ?1
+               AND NOT EXISTS (SELECT 1 FROM message_queue m WHERE m.canvas_id = c.canvas_id AND m.purge_at > ?1)
+             LIMIT {limit}"
+        ))?
+        .query_map([now], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    for id in &ids {
+        let pruned = tx
+            .prepare_cached("DELETE FROM message_queue WHERE canvas_id = ?1 RETURNING id")?
+            .query_map([id], |row| row.get::<_, i64>(0))?
+            .try_fold(None, |max: Option<i64>, id| id.map(|id| max.max(Some(id))))?;
+        note_pruned(tx, pruned)?;
+        for table in ["snapshots", "webhook_positions", "canvas_watermarks", "idempotency_keys", "canvases"] {
+            tx.prepare_cached(&format!("DELETE FROM {table} WHERE canvas_id = ?1"))?.execute([id])?;
+        }
+    }
+    Ok(ids.len())
+}
+
+/// Records that rows up to `id` were deleted (`meta.pruned_id`): an event stream reading from before it has a
+/// gap.
+fn note_pruned(tx: &Connection, id: Option<i64>) -> Result<(), SqlError> {
+    let Some(id) = id else { return Ok(()) };
+    tx.prepare_cached("UPDATE meta SET value = CAST(max(CAST(value AS INTEGER), ?1) AS TEXT) WHERE key = 'pruned_id'")?
+        .execute([id])
+        .map(drop)
+}
+
+/// `Job::Watermarks`: how far this instance has delivered each canvas.
+fn save_watermarks(tx: &Connection, instance: &str, marks: &[Watermark], now: i64) -> Result<(), SqlError> {
+    let mut upsert = tx.prepare_cached(
+        "INSERT INTO canvas_watermarks (canvas_id, server_instance_id, last_processed_id, last_seq, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (canvas_id, server_instance_id) DO UPDATE SET
+             last_processed_id = excluded.last_processed_id,
+             last_seq = excluded.last_seq, updated_at = excluded.updated_at",
+    )?;
+    for m in marks {
+        upsert.execute(params![m.canvas.as_str(), instance, m.last_id, m.last_seq as i64, now])?;
+    }
+    Ok(())
+}

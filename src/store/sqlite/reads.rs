@@ -1,0 +1,207 @@
+//! Reads of the shared file, as plain functions over a connection (inside the caller's transaction when it
+//! needs them at one point of the log): heads, the state of a canvas (its newest snapshot and the object
+//! ops after it), log ranges, connections, blocks. They return what is stored; expiry for clients is the
+//! reader's to judge (every entry carries its commit time).
+
+use std::sync::Arc;
+
+use deadpool_sqlite::rusqlite::{params, Connection, OptionalExtension, Result, Row};
+use serde_json::value::RawValue;
+
+use crate::core::fold::presence::Conn;
+use crate::protocol::{null_value, CanvasId, UserId};
+use crate::store::records::{ConnRow, Head, LogEntry};
+use crate::store::{CanvasRead, SnapshotRead, Whose};
+
+const HEAD_COLUMNS: &str =
+    "generation, last_seq, rev, state_seq, state_bytes, objects, connections, users, joins";
+
+fn head_of(row: &Row<'_>, at: usize) -> Result<Head> {
+    let n = |i: usize| row.get::<_, i64>(at + i).map(|v| v.max(0) as u64);
+    Ok(Head {
+        generation: n(0)?,
+        seq: n(1)?,
+        rev: n(2)?,
+        version: n(3)?,
+        bytes: n(4)?,
+        objects: n(5)?,
+        connections: n(6)?,
+        users: n(7)?,
+        joins: n(8)?,
+    })
+}
+
+/// A canvas's head; `None` for a canvas nothing was committed to.
+pub fn head(conn: &Connection, canvas: &CanvasId) -> Result<Option<Head>> {
+    conn.prepare_cached(&format!("SELECT {HEAD_COLUMNS} FROM canvases WHERE canvas_id = ?1"))?
+        .query_row([canvas.as_str()], |row| head_of(row, 0))
+        .optional()
+}
+
+/// Canvases in id order after `after`, at most `limit`, with their heads.
+pub fn heads(conn: &Connection, after: Option<&CanvasId>, limit: usize) -> Result<Vec<(CanvasId, Head)>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT canvas_id, {HEAD_COLUMNS} FROM canvases WHERE canvas_id > ?1 ORDER BY canvas_id LIMIT ?2"
+    ))?;
+    let rows = stmt.query_map(params![after.map_or("", CanvasId::as_str), limit as i64], |row| {
+        Ok((row.get::<_, String>(0)?, head_of(row, 1)?))
+    })?;
+    let mut heads = Vec::new();
+    for row in rows {
+        let (canvas, head) = row?;
+        // Rows are written only by this relay, from validated ids.
+        if let Ok(canvas) = CanvasId::parse(&canvas) {
+            heads.push((canvas, head));
+        }
+    }
+    Ok(heads)
+}
+
+/// The seq of the newest snapshot of a canvas's generation, if it has one.
+pub fn newest_snapshot_seq(conn: &Connection, canvas: &CanvasId, generation: u64) -> Result<Option<u64>> {
+    conn.prepare_cached("SELECT max(seq) FROM snapshots WHERE canvas_id = ?1 AND generation = ?2")?
+        .query_row(params![canvas.as_str(), generation as i64], |r| r.get::<_, Option<i64>>(0))
+        .map(|seq| seq.map(|s| s as u64))
+}
+
+/// The newest snapshot of a canvas's generation at or below `upto`.
+fn snapshot(conn: &Connection, canvas: &CanvasId, generation: u64, upto: u64) -> Result<Option<SnapshotRead>> {
+    conn.prepare_cached(
+        "SELECT seq, json FROM snapshots WHERE canvas_id = ?1 AND generation = ?2 AND seq <= ?3
+         ORDER BY seq DESC LIMIT 1",
+    )?
+    .query_row(params![canvas.as_str(), generation as i64, upto as i64], |row| {
+        Ok(SnapshotRead { seq: row.get::<_, i64>(0)? as u64, json: bytes::Bytes::from(row.get::<_, Vec<u8>>(1)?) })
+    })
+    .optional()
+}
+
+const LOG_COLUMNS: &str =
+    "id, canvas_id, generation, seq, message_type, sender, payload, created_at, origin_instance";
+
+/// One row of `message_queue`.
+pub fn entry_of(row: &Row<'_>) -> Result<LogEntry> {
+    let canvas: String = row.get(1)?;
+    let data = RawValue::from_string(row.get(6)?).unwrap_or_else(|error| {
+        // Only this relay writes the file, after validating the JSON; a bad payload means someone edited
+        // it. Relay the seq with null data rather than leave a gap in every stream.
+        tracing::error!(%error, "stored payload is not JSON; relaying null");
+        null_value()
+    });
+    Ok(LogEntry {
+        id: row.get(0)?,
+        canvas: CanvasId::parse(&canvas).unwrap_or_else(|_| CanvasId::parse("invalid").expect("a valid id")),
+        generation: row.get::<_, i64>(2)? as u64,
+        seq: row.get::<_, i64>(3)? as u64,
+        kind: row.get(4)?,
+        from: row.get(5)?,
+        data,
+        ts: row.get(7)?,
+        instance: row.get(8)?,
+        conn: None,
+        reference: None,
+    })
+}
+
+/// The object ops of a canvas's generation with `after < seq <= upto`, in seq order.
+pub fn ops_after(conn: &Connection, canvas: &CanvasId, generation: u64, after: u64, upto: u64) -> Result<Vec<LogEntry>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {LOG_COLUMNS} FROM message_queue
+         WHERE canvas_id = ?1 AND generation = ?2 AND seq > ?3 AND seq <= ?4 AND op = 1 ORDER BY seq"
+    ))?;
+    let rows = stmt.query_map(params![canvas.as_str(), generation as i64, after as i64, upto as i64], entry_of)?;
+    rows.collect()
+}
+
+/// The entries of a canvas's generation with `after < seq <= upto`, at most `limit`, in seq order. Seqs
+/// past `i64::MAX` (no canvas has them) select nothing.
+pub fn log(
+    conn: &Connection,
+    canvas: &CanvasId,
+    generation: u64,
+    after: u64,
+    upto: u64,
+    limit: usize,
+) -> Result<Vec<LogEntry>> {
+    let (Ok(after), Ok(upto)) = (i64::try_from(after), i64::try_from(upto)) else { return Ok(Vec::new()) };
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {LOG_COLUMNS} FROM message_queue
+         WHERE canvas_id = ?1 AND generation = ?2 AND seq > ?3 AND seq <= ?4 ORDER BY seq LIMIT ?5"
+    ))?;
+    let rows = stmt.query_map(params![canvas.as_str(), generation as i64, after, upto, limit as i64], entry_of)?;
+    rows.collect()
+}
+
+fn conn_row(row: &Row<'_>, at: usize) -> Result<Option<ConnRow>> {
+    let (id, instance, user, name): (String, String, String, Option<String>) =
+        (row.get(at)?, row.get(at + 1)?, row.get(at + 2)?, row.get(at + 3)?);
+    let opened: i64 = row.get(at + 4)?;
+    let state: Option<String> = row.get(at + 5)?;
+    let Ok(conn) = id.parse() else {
+        tracing::warn!(id, "skipping a malformed connections row");
+        return Ok(None);
+    };
+    let row = Conn {
+        user: Arc::from(user),
+        name: name.map(Arc::from),
+        instance: Arc::from(instance),
+        opened: opened.max(0) as u64,
+    };
+    Ok(Some(ConnRow { conn, row, state: state.and_then(|text| RawValue::from_string(text).ok()) }))
+}
+
+const CONN_COLUMNS: &str = "conn_id, instance_id, user_id, name, opened, presence";
+
+/// Every connection of a canvas.
+pub fn conn_rows(conn: &Connection, canvas: &CanvasId) -> Result<Vec<ConnRow>> {
+    let mut stmt = conn.prepare_cached(&format!("SELECT {CONN_COLUMNS} FROM connections WHERE canvas_id = ?1"))?;
+    let rows = stmt.query_map([canvas.as_str()], |row| conn_row(row, 0))?;
+    rows.filter_map(Result::transpose).collect()
+}
+
+/// Connections across canvases: everyone's, one user's, or one instance's.
+pub fn connections(conn: &Connection, whose: &Whose) -> Result<Vec<(CanvasId, ConnRow)>> {
+    let (filter, value) = match whose {
+        Whose::Everyone => ("", ""),
+        Whose::User(user) => ("WHERE user_id = ?1", user.as_str()),
+        Whose::Instance(instance) => ("WHERE instance_id = ?1", instance.as_str()),
+    };
+    let mut stmt =
+        conn.prepare_cached(&format!("SELECT canvas_id, {CONN_COLUMNS} FROM connections {filter} ORDER BY canvas_id"))?;
+    let read = |row: &Row<'_>| {
+        let canvas: String = row.get(0)?;
+        Ok(conn_row(row, 1)?.and_then(|found| Some((CanvasId::parse(&canvas).ok()?, found))))
+    };
+    let rows = match filter {
+        "" => stmt.query_map([], read)?.collect::<Result<Vec<_>>>()?,
+        _ => stmt.query_map([value], read)?.collect::<Result<Vec<_>>>()?,
+    };
+    Ok(rows.into_iter().flatten().collect())
+}
+
+/// A canvas at one point of its log: call it inside a read transaction. With `have` (generation, seq) at
+/// or past the newest snapshot, the ops after `have` instead of the snapshot.
+pub fn canvas(conn: &Connection, canvas: &CanvasId, have: Option<(u64, u64)>) -> Result<CanvasRead> {
+    let Some(head) = head(conn, canvas)? else {
+        return Ok(CanvasRead { conns: conn_rows(conn, canvas)?, ..CanvasRead::default() });
+    };
+    let newest = newest_snapshot_seq(conn, canvas, head.generation)?.unwrap_or(0);
+    let (snapshot, after) = match have {
+        Some((generation, seq)) if generation == head.generation && seq >= newest && seq <= head.seq => (None, seq),
+        _ => {
+            let snapshot = snapshot(conn, canvas, head.generation, head.seq)?;
+            let after = snapshot.as_ref().map_or(0, |s| s.seq);
+            (snapshot, after)
+        }
+    };
+    let ops = ops_after(conn, canvas, head.generation, after, head.seq)?;
+    Ok(CanvasRead { head: Some(head), conns: conn_rows(conn, canvas)?, snapshot, ops })
+}
+
+/// Until when (unix ms) `user` is blocked from `canvas`, if after `now`.
+pub fn blocked_until(conn: &Connection, canvas: &CanvasId, user: &UserId, now: i64) -> Result<Option<i64>> {
+    conn.prepare_cached(
+        "SELECT max(blocked_until) FROM removals WHERE canvas_id = ?1 AND user_id = ?2 AND blocked_until > ?3",
+    )?
+    .query_row(params![canvas.as_str(), user.as_str(), now], |r| r.get(0))
+}
