@@ -11,6 +11,11 @@
 //!
 //! Either way the client sees every seq after its welcome exactly once, in order. The canvas state in the
 //! welcome comes from the [`StateCache`] when a joiner already serialized the same version.
+//!
+//! A user the API blocked from the canvas is refused before anything else. A removal of the user from the
+//! canvas that reaches this process while the join is under way (after it read "not blocked") refuses its
+//! placement: the join is counted in the hub from before that read ([`JoinTicket`]), so no join slips past
+//! a removal into its room (`hub::joins`).
 
 use bytes::Bytes;
 use serde_json::value::RawValue;
@@ -18,11 +23,14 @@ use serde_json::value::RawValue;
 use super::state_cache::{StateKey, INLINE_LIMIT};
 use super::views::peers_json;
 use super::{Bus, BusError, Peer, PresenceChange, Publish, Unavailable};
-use crate::hub::{ConnId, Outbox, Room, Subscriber};
+use crate::hub::{ConnId, JoinTicket, Outbox, Room, Subscriber};
 use crate::protocol::{CanvasId, Resume, UserId};
 
 /// How many times a join reads its snapshot again when the room moved under it (closed, or reset past it).
 const MAX_ATTEMPTS: usize = 20;
+
+/// A placement: joined, `None` to read the snapshot again, or refused.
+type Placed = Result<Option<Joined>, BusError>;
 
 /// A connection asking to join a canvas.
 #[derive(Debug)]
@@ -147,8 +155,15 @@ impl Drop for Membership {
 impl Bus {
     /// Registers a connection in presence (logging `user-connected` if it is the user's first on the
     /// canvas), then reads the canvas and subscribes the connection. The registration commits first, so the
-    /// welcome's seq and presence include it; a join that fails or is dropped after it leaves again.
+    /// welcome's seq and presence include it; a join that fails or is dropped after it leaves again. A user
+    /// blocked from the canvas is refused (`BusError::Blocked`), and so is one removed from it while this
+    /// ran (`BusError::Removed`).
     pub async fn join(&self, request: JoinRequest) -> Result<Joined, BusError> {
+        // Counted before the block is read: a removal committed after the read finds this join in flight.
+        let ticket = self.hub().start_join(&request.canvas, &request.user, request.conn);
+        if let Some(left) = self.blocked(&request.canvas, &request.user).await? {
+            return Err(BusError::Blocked { canvas: request.canvas, user: request.user, left });
+        }
         let mut membership = Membership {
             bus: Some(self.clone()),
             joined: false,
@@ -184,9 +199,16 @@ impl Bus {
                     return Err(error);
                 }
             };
-            if let Some(joined) = self.place(&room, &request, snapshot).await {
-                membership.joined = true;
-                return Ok(Joined { membership, ..joined });
+            match self.place(&room, &request, &ticket, snapshot).await {
+                Ok(Some(joined)) => {
+                    membership.joined = true;
+                    return Ok(Joined { membership, ..joined });
+                }
+                Ok(None) => {}
+                Err(removed) => {
+                    self.hub().abandon(&request.canvas, &room);
+                    return Err(removed);
+                }
             }
         }
         Err(Unavailable::JoinRaced.into())
@@ -237,16 +259,21 @@ impl Bus {
     }
 
     /// Subscribes the joiner under its room's lock; `None` to read the snapshot again (the room closed
-    /// meanwhile, or delivered a reset past the snapshot).
-    async fn place(&self, room: &Room, request: &JoinRequest, mut snapshot: Snapshot) -> Option<Joined> {
+    /// meanwhile, or delivered a reset past the snapshot). A join the API removed its user from meanwhile
+    /// is refused: checked under the lock, so a removal that closes the room's subscribers after this has
+    /// the joiner among them, and one before it has marked the ticket (`hub::joins`).
+    async fn place(&self, room: &Room, request: &JoinRequest, ticket: &JoinTicket, mut snapshot: Snapshot) -> Placed {
         let (start_after, created, peers) = {
             let mut state = room.lock();
             if state.is_closed() {
-                return None;
+                return Ok(None);
+            }
+            if ticket.removed() {
+                return Err(BusError::Removed { canvas: request.canvas.clone(), user: request.user.clone() });
             }
             let created = state.start_at(snapshot.seq, snapshot.generation, self.metrics());
             if state.generation() > snapshot.generation {
-                return None;
+                return Ok(None);
             }
             let start_after = match state.generation() == snapshot.generation {
                 true => state.delivered().max(snapshot.seq),
@@ -273,7 +300,7 @@ impl Bus {
         let replay =
             (start_after > seq).then_some(Replay { generation: snapshot.generation, after: seq, upto: start_after });
         let objects = if snapshot.resumed { None } else { snapshot.objects };
-        Some(Joined {
+        Ok(Some(Joined {
             epoch: snapshot.epoch,
             seq,
             resumed: snapshot.resumed,
@@ -289,7 +316,7 @@ impl Bus {
                 user: request.user.clone(),
                 name: None,
             },
-        })
+        }))
     }
 }
 

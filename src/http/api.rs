@@ -122,6 +122,7 @@ impl From<BusError> for ApiError {
     fn from(error: BusError) -> Self {
         let status = match error.code() {
             ErrorCode::CanvasFull => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::Forbidden => StatusCode::FORBIDDEN,
             ErrorCode::InvalidFrame => StatusCode::CONFLICT,
             _ => StatusCode::SERVICE_UNAVAILABLE,
         };
