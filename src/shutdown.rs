@@ -75,23 +75,33 @@ impl Shutdown {
 mod tests {
     use super::*;
 
+    // The clock is paused, so a wait that ignored the guards would still end (at the limit, the runtime
+    // skipping ahead to it): each test asserts how much virtual time the wait took.
+
     #[tokio::test(start_paused = true)]
     async fn wait_idle_returns_when_the_last_guard_drops() {
         let tracker = TaskTracker::new();
-        let guards = vec![tracker.token(), tracker.token()];
+        let (first, last) = (tracker.token(), tracker.token());
+        let start = tokio::time::Instant::now();
         let waiter = tokio::spawn({
             let tracker = tracker.clone();
-            async move { wait_idle(&tracker, Duration::from_secs(60)).await }
+            async move { (wait_idle(&tracker, Duration::from_secs(60)).await, start.elapsed()) }
         });
-        tokio::task::yield_now().await;
-        drop(guards);
-        assert_eq!(waiter.await.unwrap(), 0);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        drop(first);
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        drop(last);
+        let (held, took) = waiter.await.unwrap();
+        assert_eq!(held, 0);
+        assert_eq!(took, Duration::from_secs(5), "returned when the last guard dropped, not before, not at the limit");
     }
 
     #[tokio::test(start_paused = true)]
     async fn wait_idle_gives_up_after_the_limit_and_reports_stragglers() {
         let tracker = TaskTracker::new();
         let _held = tracker.token();
+        let start = tokio::time::Instant::now();
         assert_eq!(wait_idle(&tracker, Duration::from_secs(5)).await, 1);
+        assert_eq!(start.elapsed(), Duration::from_secs(5), "waited for the guard until the limit");
     }
 }

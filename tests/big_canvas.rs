@@ -138,6 +138,8 @@ async fn a_join_reading_a_big_state_with_a_leave_and_a_publish_meanwhile() {
         let joined = Client::connect_url(url).await.expect("joined");
         joined.welcome["objects"].as_object().map(|o| o.len())
     });
+    // A head start for the join, which nothing outside the process can see begin reading: if it has not
+    // begun by the leave, this run checks less than it means to (it cannot fail for that).
     tokio::time::sleep(Duration::from_millis(20)).await;
     let leaving = tokio::spawn(leaver.close());
     other.publish("note", json!(1), "n").await;

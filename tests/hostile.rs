@@ -6,12 +6,13 @@
 
 mod helpers;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use helpers::{Client, SharedFile, WAIT};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::sync::mpsc;
 
 /// A bystander publishes and waits for its ack: the instance still serves others in bounded time.
 async fn round_trip(bystander: &mut Client, n: u64) {
@@ -122,39 +123,51 @@ async fn a_connection_flood_past_max_connections_gets_503_before_the_upgrade() {
 }
 
 /// Opens a connection that sends the start of a WebSocket upgrade and then one header byte every 200 ms, or
-/// nothing at all; returns once the server has closed it.
-async fn slowloris(addr: std::net::SocketAddr, trickle: bool) {
+/// nothing at all; says on `open` when it has, and returns how long the connection lasted, from before the
+/// connect to the server's close.
+async fn slowloris(addr: std::net::SocketAddr, trickle: bool, open: mpsc::Sender<()>) -> Duration {
+    let started = Instant::now();
     let mut stream = TcpStream::connect(addr).await.expect("tcp connect");
     if trickle {
         stream.write_all(b"GET /ws/calm?user=slow HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n").await.unwrap();
     }
+    open.send(()).await.expect("the test waits for every slow connection");
     let mut buf = [0u8; 512];
     loop {
         tokio::select! {
             read = stream.read(&mut buf) => match read {
-                Ok(0) | Err(_) => return,
+                Ok(0) | Err(_) => return started.elapsed(),
                 Ok(_) => continue, // a 408 before the close is fine
             },
             _ = tokio::time::sleep(Duration::from_millis(200)), if trickle => {
                 if stream.write_all(b"X").await.is_err() {
-                    return;
+                    return started.elapsed();
                 }
             }
         }
     }
 }
 
+/// Every slow handshake is cut by `--handshake-timeout 1s`: not before the second is up (measured from before
+/// its connect, so never longer than the server's own count), and within a few seconds of it, well before the
+/// 10 s default that a flag ignored would leave in place.
 #[tokio::test]
 async fn slowloris_handshakes_are_cut_at_the_handshake_timeout_while_others_are_served() {
+    const SLOW: usize = 200;
     let file = SharedFile::new();
     let a = file.start(&["--handshake-timeout", "1s"]).await;
-    let slow: Vec<_> = (0..200).map(|i| tokio::spawn(slowloris(a.addr, i % 2 == 0))).collect();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (open, mut opened) = mpsc::channel(SLOW);
+    let slow: Vec<_> = (0..SLOW).map(|i| tokio::spawn(slowloris(a.addr, i % 2 == 0, open.clone()))).collect();
+    for _ in 0..SLOW {
+        tokio::time::timeout(WAIT, opened.recv()).await.expect("the slow connections opened");
+    }
     // While they hold their sockets, a new client connects and is served.
     let mut bystander = a.connect("calm", "bystander").await;
     round_trip(&mut bystander, 1).await;
     for task in slow {
-        tokio::time::timeout(WAIT, task).await.expect("the server kept a slow handshake open").unwrap();
+        let lasted = tokio::time::timeout(WAIT, task).await.expect("the server kept a slow handshake open").unwrap();
+        assert!(lasted >= Duration::from_secs(1), "cut before the handshake timeout, after {lasted:?}");
+        assert!(lasted < Duration::from_secs(5), "cut {lasted:?} after the connect, for a 1 s handshake timeout");
     }
     round_trip(&mut bystander, 2).await;
 }

@@ -66,8 +66,12 @@ async fn a_client_that_stops_reading_is_cut_with_4009_resumes_and_the_others_car
     assert_eq!(seqs, (first..first + seqs.len() as u64).collect::<Vec<_>>(), "what it got was gap-free");
 
     // Counted once, as slow (it was counted twice, and gaps and new epochs were counted as slow too). The
-    // second count came when the session finished closing, after up to 2 s waiting for the close reply.
-    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    // second count came when the session finished closing, after up to 2 s waiting for the close reply: so
+    // the counts are read once snail's session (and the writer's, whose client is gone) has ended.
+    helpers::eventually("the sessions of snail and the writer to end", || async {
+        a.metric("relay_connections").await == 1.0
+    })
+    .await;
     assert_eq!(a.metric(r#"relay_clients_cut_total{reason="slow"}"#).await, 1.0);
     assert_eq!(a.metric("relay_clients_cut_slow_total").await, 1.0);
     assert_eq!(a.metric(r#"relay_canvas_cuts_total{canvas="slow",reason="slow"}"#).await, 1.0);

@@ -55,11 +55,15 @@ impl Nginx {
 }
 
 impl Drop for Nginx {
-    /// SIGTERM lets the master stop its worker; a SIGKILLed master would leave the worker running.
+    /// SIGTERM lets the master stop its worker; a SIGKILLed master would leave the worker running. The master
+    /// exits once its worker has: that is waited for (bounded), not a fixed while.
     fn drop(&mut self) {
         if let Some(pid) = self.child.id() {
             let _ = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status();
-            std::thread::sleep(Duration::from_millis(200));
+            let deadline = std::time::Instant::now() + WAIT;
+            while matches!(self.child.try_wait(), Ok(None)) && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
         }
     }
 }

@@ -129,17 +129,17 @@ async fn a_message_reaches_the_other_instance_and_the_sender_gets_its_ack(store:
 }
 
 /// With polling all but off (one check a minute), messages still reach the other instance at once: the
-/// writer rings the peer's doorbell after each commit. Run with `--peer-wakeup false` this test waits for a
-/// poll and fails on the helpers' timeout.
+/// writer rings the peer's doorbell after each commit. Run with `--peer-wakeup false` no instance has a
+/// doorbell to learn, and this test fails on the helpers' timeout.
 #[tokio::test]
 async fn a_rung_peer_delivers_without_waiting_for_its_poll() {
     let file = SharedFile::new();
     let args = ["--poll-interval", "60s", "--idle-poll-interval", "60s", "--heartbeat-interval", "100ms"];
     let (a, b) = (file.start(&args).await, file.start(&args).await);
-    // Both registered before `start` returned; each learns the other's doorbell at its next heartbeat
-    // (every 100 ms here; ten of them leave room for a loaded machine).
+    // Both registered before `start` returned; the sender learns the other's doorbell at its next heartbeat,
+    // which sets `relay_peer_instances` to the doorbells it now rings.
     assert_eq!(file.count("SELECT count(*) FROM instances"), 2);
-    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    helpers::eventually("a to know b's doorbell", || async { a.metric("relay_peer_instances").await == 1.0 }).await;
     let mut remote = b.connect("c1", "bob").await;
     let mut sender = a.connect("c1", "ann").await;
     sender.publish("stroke", json!({"n": 1}), "r1").await;

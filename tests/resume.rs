@@ -82,6 +82,7 @@ async fn expired_rows_force_a_reload_and_seq_survives_their_cleanup(store: Store
         writer.publish("note", json!(null), "r").await;
         writer.recv().await;
     }
+    // Time itself is the condition here: once 1.3 s have passed, every row is past the 1 s TTL.
     tokio::time::sleep(Duration::from_millis(1300)).await;
     if store.shared_file().is_some() {
         // (On Redis the stream's own expiry is the cleanup: it is gone by now, whatever the flag says.)

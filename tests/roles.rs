@@ -1,6 +1,7 @@
 //! Roles (v1.1): a token grants `editor` or `viewer` per canvas (a list with the `role` claim, or a map), a
 //! client may lower its role with `?role` but never raise it, and a viewer receives everything and sends
-//! cursors, while its logged messages get `forbidden` and are not logged.
+//! cursors, while its logged messages get `forbidden` and are not logged. A removal through the API closes
+//! every connection of the user to the canvas on every instance, and refuses those still joining.
 
 #[macro_use]
 mod helpers;
@@ -179,4 +180,83 @@ async fn a_removal_with_a_bad_block_canvas_or_key_gets_a_json_error() {
     let (status, body) = a.api("DELETE", "/api/v1/canvases/c1/users/ann?block=0", Some(KEY), json!(null)).await;
     assert_eq!((status, body), (200, json!({"connections": 0})), "nobody to remove, no block");
     a.connect("c1", "ann").await;
+}
+
+/// How a join raced against a removal ended, once the removal has answered.
+enum Raced {
+    /// Refused: 403 before the upgrade (`/ws/{canvas}`) or a `forbidden` error for the canvas (a join on
+    /// `/ws`), because the join read the block or the removal came while it joined.
+    Refused,
+    /// Welcomed (on `/ws` if `multiplexed`): the removal must still close it.
+    Welcomed { client: Box<helpers::Client>, multiplexed: bool },
+}
+
+/// Joins `canvas` as ann on `/ws/{canvas}`.
+async fn join_single(instance: &helpers::Instance, canvas: &str) -> Raced {
+    match instance.connect_path(&format!("/ws/{canvas}?user=ann")).await {
+        Ok(client) => Raced::Welcomed { client: Box::new(client), multiplexed: false },
+        Err((403, _)) => Raced::Refused,
+        Err(refused) => panic!("a join racing a removal got {refused:?}"),
+    }
+}
+
+/// Joins `canvas` as ann with a `join` on an open `/ws` socket.
+async fn join_multiplexed(mut client: helpers::Client, canvas: &str) -> Raced {
+    client.send(json!({"type": "join", "canvas": canvas})).await;
+    let answer = client.recv_skipping("presence").await;
+    match (answer["type"].as_str(), answer["code"].as_str()) {
+        (Some("welcome"), _) => Raced::Welcomed { client: Box::new(client), multiplexed: true },
+        (Some("error"), Some("forbidden")) => Raced::Refused,
+        _ => panic!("a join racing a removal got {answer}"),
+    }
+}
+
+/// A welcomed connection must be closed by the removal: 4003 on `/ws/{canvas}`, `left` with 4003 on `/ws`.
+/// A connection left open fails here, after the helpers' bounded wait.
+async fn closed_by_the_removal(raced: Raced, canvas: &str) {
+    let Raced::Welcomed { mut client, multiplexed } = raced else { return };
+    if multiplexed {
+        let left = loop {
+            let frame = client.recv().await;
+            if frame["type"] == "left" {
+                break frame;
+            }
+        };
+        assert_eq!((left["canvas"].as_str(), left["code"].as_u64()), (Some(canvas), Some(4003)), "{left}");
+    } else {
+        assert_eq!(client.recv_until_close().await.0, Some(4003), "a welcomed join on {canvas}");
+    }
+}
+
+on_both_buses!(a_join_racing_a_removal_with_a_block_is_refused_or_closed_and_never_stays);
+async fn a_join_racing_a_removal_with_a_block_is_refused_or_closed_and_never_stays(store: Store) {
+    let (a, b) = (store.start(&["--api-key", KEY]).await, store.start(&["--api-key", KEY]).await);
+    // Each round's joins land on both sides of the removal: most read the block or are refused for the
+    // removal that came while they joined, some are welcomed first and closed after.
+    for round in 0..40 {
+        // A canvas per round: ann is blocked from the last one.
+        let canvas = format!("race-{round}");
+        let sockets = [a.multiplexed("user=ann").await, b.multiplexed("user=ann").await];
+        let [on_a, on_b] = sockets;
+        let taken_by = if round % 2 == 0 { &a } else { &b };
+        let path = format!("/api/v1/canvases/{canvas}/users/ann?block=600");
+        let (joins, (status, _)) = tokio::join!(
+            futures_util::future::join4(
+                join_single(&a, &canvas),
+                join_single(&b, &canvas),
+                join_multiplexed(on_a, &canvas),
+                join_multiplexed(on_b, &canvas),
+            ),
+            taken_by.api("DELETE", &path, Some(KEY), json!(null)),
+        );
+        assert_eq!(status, 200);
+        for raced in <[Raced; 4]>::from(joins) {
+            closed_by_the_removal(raced, &canvas).await;
+        }
+    }
+    helpers::eventually("ann connected nowhere", || async {
+        let (_, user) = a.api("GET", "/api/v1/users/ann", Some(KEY), json!(null)).await;
+        user["connections"] == 0
+    })
+    .await;
 }

@@ -1,8 +1,10 @@
 //! Why the bus could not do what was asked, typed: each maps to one error code here (and, through it, to
 //! one HTTP status in `http/api.rs`). The texts are safe to show to a client: no paths, no keys.
 
+use std::time::Duration;
+
 use crate::object_ops::Refusal;
-use crate::protocol::ErrorCode;
+use crate::protocol::{CanvasId, ErrorCode, UserId};
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum BusError {
@@ -14,6 +16,12 @@ pub enum BusError {
     /// nothing was logged.
     #[error(transparent)]
     Refused(#[from] Refusal),
+    /// A join of a user the API blocked from the canvas (`DELETE .../users/{user}?block=S`).
+    #[error("user {user} is blocked from canvas {canvas} for {} s more", .left.as_secs() + 1)]
+    Blocked { canvas: CanvasId, user: UserId, left: Duration },
+    /// A join under way when the API removed its user from the canvas: refused like a connection closed.
+    #[error("user {user} was removed from canvas {canvas} while joining it")]
+    Removed { canvas: CanvasId, user: UserId },
 }
 
 impl BusError {
@@ -25,6 +33,7 @@ impl BusError {
                 ErrorCode::InvalidFrame
             }
             BusError::Unavailable(_) | BusError::ShuttingDown => ErrorCode::Unavailable,
+            BusError::Blocked { .. } | BusError::Removed { .. } => ErrorCode::Forbidden,
         }
     }
 }

@@ -11,6 +11,11 @@
 //!
 //! Either way the client sees every seq after its welcome exactly once, in order. The canvas state in the
 //! welcome comes from the [`StateCache`] when a joiner already serialized the same version.
+//!
+//! A user the API blocked from the canvas is refused before anything else. A removal of the user from the
+//! canvas that reaches this process while the join is under way (after it read "not blocked") refuses its
+//! placement: the join is counted in the hub from before that read ([`JoinTicket`]), so no join slips past
+//! a removal into its room (`hub::joins`).
 
 use bytes::Bytes;
 use serde_json::value::RawValue;
@@ -18,11 +23,14 @@ use serde_json::value::RawValue;
 use super::state_cache::{StateKey, INLINE_LIMIT};
 use super::views::peers_json;
 use super::{Bus, BusError, Peer, PresenceChange, Publish, Unavailable};
-use crate::hub::{ConnId, Outbox, Room, Subscriber};
+use crate::hub::{ConnId, JoinTicket, Outbox, Room, Subscriber};
 use crate::protocol::{CanvasId, Resume, UserId};
 
 /// How many times a join reads its snapshot again when the room moved under it (closed, or reset past it).
 const MAX_ATTEMPTS: usize = 20;
+
+/// A placement: joined, `None` to read the snapshot again, or refused.
+type Placed = Result<Option<Joined>, BusError>;
 
 /// A connection asking to join a canvas.
 #[derive(Debug)]
@@ -147,8 +155,15 @@ impl Drop for Membership {
 impl Bus {
     /// Registers a connection in presence (logging `user-connected` if it is the user's first on the
     /// canvas), then reads the canvas and subscribes the connection. The registration commits first, so the
-    /// welcome's seq and presence include it; a join that fails or is dropped after it leaves again.
+    /// welcome's seq and presence include it; a join that fails or is dropped after it leaves again. A user
+    /// blocked from the canvas is refused (`BusError::Blocked`), and so is one removed from it while this
+    /// ran (`BusError::Removed`).
     pub async fn join(&self, request: JoinRequest) -> Result<Joined, BusError> {
+        // Counted before the block is read: a removal committed after the read finds this join in flight.
+        let ticket = self.hub().start_join(&request.canvas, &request.user, request.conn);
+        if let Some(left) = self.blocked(&request.canvas, &request.user).await? {
+            return Err(BusError::Blocked { canvas: request.canvas, user: request.user, left });
+        }
         let mut membership = Membership {
             bus: Some(self.clone()),
             joined: false,
@@ -184,9 +199,16 @@ impl Bus {
                     return Err(error);
                 }
             };
-            if let Some(joined) = self.place(&room, &request, snapshot).await {
-                membership.joined = true;
-                return Ok(Joined { membership, ..joined });
+            match self.place(&room, &request, &ticket, snapshot).await {
+                Ok(Some(joined)) => {
+                    membership.joined = true;
+                    return Ok(Joined { membership, ..joined });
+                }
+                Ok(None) => {}
+                Err(removed) => {
+                    self.hub().abandon(&request.canvas, &room);
+                    return Err(removed);
+                }
             }
         }
         Err(Unavailable::JoinRaced.into())
@@ -237,16 +259,21 @@ impl Bus {
     }
 
     /// Subscribes the joiner under its room's lock; `None` to read the snapshot again (the room closed
-    /// meanwhile, or delivered a reset past the snapshot).
-    async fn place(&self, room: &Room, request: &JoinRequest, mut snapshot: Snapshot) -> Option<Joined> {
+    /// meanwhile, or delivered a reset past the snapshot). A join the API removed its user from meanwhile
+    /// is refused: checked under the lock, so a removal that closes the room's subscribers after this has
+    /// the joiner among them, and one before it has marked the ticket (`hub::joins`).
+    async fn place(&self, room: &Room, request: &JoinRequest, ticket: &JoinTicket, mut snapshot: Snapshot) -> Placed {
         let (start_after, created, peers) = {
             let mut state = room.lock();
             if state.is_closed() {
-                return None;
+                return Ok(None);
+            }
+            if ticket.removed() {
+                return Err(BusError::Removed { canvas: request.canvas.clone(), user: request.user.clone() });
             }
             let created = state.start_at(snapshot.seq, snapshot.generation, self.metrics());
             if state.generation() > snapshot.generation {
-                return None;
+                return Ok(None);
             }
             let start_after = match state.generation() == snapshot.generation {
                 true => state.delivered().max(snapshot.seq),
@@ -273,7 +300,7 @@ impl Bus {
         let replay =
             (start_after > seq).then_some(Replay { generation: snapshot.generation, after: seq, upto: start_after });
         let objects = if snapshot.resumed { None } else { snapshot.objects };
-        Some(Joined {
+        Ok(Some(Joined {
             epoch: snapshot.epoch,
             seq,
             resumed: snapshot.resumed,
@@ -289,97 +316,9 @@ impl Bus {
                 user: request.user.clone(),
                 name: None,
             },
-        })
+        }))
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use std::sync::Arc;
-    use std::time::Duration;
-
-    use super::*;
-    use crate::config::{BusKind, Config};
-    use crate::hub::{outbox, Bounds, Hub};
-    use crate::metrics::Metrics;
-
-    async fn memory_bus() -> Bus {
-        let mut config = Config::with_db("unused.db");
-        config.bus = BusKind::Memory;
-        let id = uuid::Uuid::new_v4().to_string();
-        Bus::open(&config, &id, "127.0.0.1:0", Arc::new(Hub::new()), Metrics::default()).await.unwrap()
-    }
-
-    fn request(user: &str) -> JoinRequest {
-        JoinRequest {
-            canvas: CanvasId::parse("c").unwrap(),
-            conn: uuid::Uuid::new_v4(),
-            user: UserId::parse(user).unwrap(),
-            name: None,
-            resume: None,
-            outbox: outbox(Bounds { frames: 64, bytes: 1 << 20 }).0,
-        }
-    }
-
-    async fn connections(bus: &Bus) -> u64 {
-        bus.users(None).await.unwrap().iter().map(|u| u.connections).sum()
-    }
-
-    async fn eventually_none(bus: &Bus) {
-        tokio::time::timeout(Duration::from_secs(10), async {
-            while connections(bus).await != 0 {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        })
-        .await
-        .expect("the connection left presence");
-    }
-
-    /// A client hanging up while its join reads the canvas drops the join: its registration must not stay.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_join_dropped_after_its_registration_leaves_presence() {
-        let bus = memory_bus().await;
-        let mut join = Box::pin(bus.join(request("ann")));
-        // Dropped as soon as the registration shows (or, if the join won the race, the joined connection).
-        tokio::select! {
-            joined = &mut join => drop(joined.unwrap()),
-            () = async { while connections(&bus).await == 0 { tokio::task::yield_now().await } } => {}
-        }
-        drop(join);
-        eventually_none(&bus).await;
-        bus.close().await;
-    }
-
-    /// A join reads its snapshot with no room lock held: a room busy (or slow) for as long as it likes does
-    /// not hold up the read, and the read holds up nothing that needs the room.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    #[expect(
-        clippy::await_holding_lock,
-        reason = "the lock is held across the read on purpose: the read must not need it"
-    )]
-    async fn a_snapshot_takes_no_room_lock() {
-        let bus = memory_bus().await;
-        let canvas = CanvasId::parse("c").unwrap();
-        drop(bus.join(request("ann")).await.unwrap());
-        let room = bus.hub().room_for_join(&canvas);
-        let held = room.lock();
-        let read =
-            tokio::time::timeout(Duration::from_secs(10), bus.snapshot(&canvas, None, ReadObjects::always())).await;
-        drop(held);
-        assert!(read.expect("read while the room's lock was held").is_ok());
-        bus.close().await;
-    }
-
-    /// A session that ends without leaving (a panic) drops its membership: that leaves.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_joined_connection_dropped_without_leaving_leaves_presence() {
-        let bus = memory_bus().await;
-        let joined = bus.join(request("bob")).await.unwrap();
-        assert_eq!(connections(&bus).await, 1);
-        assert_eq!(bus.hub().counts(), (1, 1));
-        drop(joined);
-        eventually_none(&bus).await;
-        assert_eq!(bus.hub().counts(), (0, 0), "out of its room too");
-        bus.close().await;
-    }
-}
+mod tests;

@@ -1,5 +1,6 @@
-//! Property-based fuzzing (proptest) of what a hostile client controls: frame parsing and the canvas-state
-//! fold. Each property runs `PROPTEST_CASES` cases (256 by default, as in the suite); a longer run by hand:
+//! Property-based fuzzing (proptest) of what a hostile client controls: frame parsing, the canonical form of
+//! its data, and the canvas-state fold. Each property runs `PROPTEST_CASES` cases (256 by default, as in the
+//! suite); a longer run by hand:
 //!
 //! ```text
 //! PROPTEST_CASES=100000 cargo test --release --lib fuzz
@@ -8,6 +9,7 @@
 //! proptest shrinks a failure to a minimal input and records its seed under `proptest-regressions/`, which
 //! is committed: every input that once failed runs first in every later run.
 
+mod canonical;
 mod fold;
 mod frames;
 

@@ -122,6 +122,7 @@ impl From<BusError> for ApiError {
     fn from(error: BusError) -> Self {
         let status = match error.code() {
             ErrorCode::CanvasFull => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::Forbidden => StatusCode::FORBIDDEN,
             ErrorCode::InvalidFrame => StatusCode::CONFLICT,
             _ => StatusCode::SERVICE_UNAVAILABLE,
         };
@@ -207,8 +208,21 @@ async fn messages(canvas: String, app: Arc<App>, query: HashMap<String, String>)
     let (since, limit) = (number("since", 0)?, number("limit", DEFAULT_PAGE)?.clamp(1, MAX_PAGE));
     let log = app.bus.messages(canvas.clone(), since, limit).await?;
     let messages: Vec<Box<RawValue>> = log.messages.into_iter().filter_map(|m| RawValue::from_string(m).ok()).collect();
-    let body = serde_json::json!({ "canvas": canvas, "epoch": log.epoch, "seq": log.seq, "messages": messages });
-    Ok(json(StatusCode::OK, body.to_string()))
+    // Serialized as they are: a `json!` value would parse each message's data again and write it anew
+    // (`1e2` as `100.0`, members sorted), not in the canonical text every other place carries.
+    let body = Log { canvas: &canvas, epoch: &log.epoch, seq: log.seq, messages: &messages };
+    Ok(json(StatusCode::OK, to_json(&body)))
+}
+
+/// The answer of `GET /api/v1/canvases/{canvas}/messages`.
+#[derive(serde::Serialize)]
+struct Log<'a> {
+    canvas: &'a CanvasId,
+    epoch: &'a str,
+    /// The canvas's last seq.
+    seq: u64,
+    /// Each message as relayed, its data as stored.
+    messages: &'a [Box<RawValue>],
 }
 
 /// `GET /api/v1/canvases/{canvas}` → `{"canvas","seq","epoch","objects","presence"}`, objects and presence

@@ -21,6 +21,7 @@ use warp::{Filter, Reply};
 use super::api::{authorized, ApiError};
 use super::json_error;
 use crate::consumers::stream::{feed, StreamEvent};
+use crate::protocol::without_whitespace;
 use crate::shutdown::Phase;
 use crate::App;
 
@@ -100,8 +101,11 @@ fn encode(event: &StreamEvent) -> Event {
             .event("reset")
             .data(serde_json::json!({ "canvas": entry.canvas, "epoch": epoch }).to_string()),
         StreamEvent::Entry { entry, epoch } => {
-            let null = RawValue::NULL;
-            let data = serde_json::from_str::<&RawValue>(&entry.data).unwrap_or(null);
+            let stored = serde_json::from_str::<&RawValue>(&entry.data).ok();
+            // Data is stored canonical, with no raw line break; text an older build stored may have one, which
+            // would end this `data:` line early for an EventSource (at a CR, an LF or both).
+            let rewritten = stored.and_then(|data| RawValue::from_string(without_whitespace(data.get())?).ok());
+            let data = rewritten.as_deref().or(stored).unwrap_or(RawValue::NULL);
             let message = Message {
                 canvas: &entry.canvas,
                 epoch,
@@ -113,6 +117,45 @@ fn encode(event: &StreamEvent) -> Event {
             };
             let text = serde_json::to_string(&message).unwrap_or_default();
             Event::default().id(entry.position.as_str()).event("message").data(text)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bus::consumer::Logged;
+
+    /// What an EventSource makes of one event's text: its `data:` lines, split where it splits lines.
+    fn data_lines(event: &Event) -> Vec<String> {
+        let text = event.to_string();
+        let lines = text.split("\r\n").flat_map(|line| line.split(['\r', '\n']));
+        lines.filter_map(|line| line.strip_prefix("data:")).map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn stored_data_with_raw_line_breaks_is_written_on_one_data_line_as_its_canonical_text() {
+        let entry = |data: &str| StreamEvent::Entry {
+            entry: Logged {
+                position: "7".into(),
+                canvas: "c1".into(),
+                generation: 1,
+                seq: 3,
+                kind: "note".into(),
+                from: "ann".into(),
+                data: data.into(),
+                ts: 5,
+            },
+            epoch: "e1".into(),
+        };
+        let expected = r#"{"canvas":"c1","epoch":"e1","seq":3,"type":"note","from":"ann","data":DATA,"ts":5}"#;
+        for (stored, data) in [
+            ("{\r\"a\":1}", r#"{"a":1}"#),
+            ("{ \"a\" :\r\n[ 1.0 ,\n\"b\\r c\" ] }", r#"{"a":[1.0,"b\r c"]}"#),
+            (r#"{"a":1}"#, r#"{"a":1}"#),
+            ("not json\r", "null"),
+        ] {
+            assert_eq!(data_lines(&encode(&entry(stored))), [expected.replace("DATA", data)], "{stored:?}");
         }
     }
 }

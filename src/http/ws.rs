@@ -24,9 +24,9 @@ use warp::Filter;
 
 use super::{json_error, with_state};
 use crate::admission::{Refusal, Ticket};
-use crate::bus::{JoinRequest, Joined};
+use crate::bus::{BusError, JoinRequest, Joined};
 use crate::hub::{self, Inbox, Outbox};
-use crate::protocol::{CanvasId, ConnectParams, Role, SocketParams, UserId};
+use crate::protocol::{ConnectParams, Role, SocketParams, UserId};
 use crate::session::{Mux, Session, SessionParts};
 use crate::shutdown::{Guard, Phase};
 use crate::App;
@@ -87,10 +87,6 @@ async fn connect(
         Ok(opening) => opening,
         Err((status, why)) => return json_error(status, why),
     };
-    // The one store read before the upgrade, after every check that costs nothing.
-    if let Some(refused) = blocked(&app, &params.canvas, &user).await {
-        return refused;
-    }
     let bounds = hub::Bounds { frames: app.config.client_queue, bytes: app.config.client_queue_bytes };
     let (outbox, inbox) = hub::outbox(bounds);
     let request = JoinRequest {
@@ -101,9 +97,14 @@ async fn connect(
         resume: params.resume,
         outbox: outbox.clone(),
     };
-    // If the client hangs up while this waits, the join is dropped and leaves presence again by itself.
+    // The store's work, after every check that costs nothing: a blocked user, or one removed from the
+    // canvas while it joins, gets 403. If the client hangs up while this waits, the join is dropped and
+    // leaves presence again by itself.
     let joined = match app.bus.join(request).await {
         Ok(joined) => joined,
+        Err(error @ (BusError::Blocked { .. } | BusError::Removed { .. })) => {
+            return json_error(StatusCode::FORBIDDEN, error.to_string())
+        }
         Err(error) => return json_error(StatusCode::SERVICE_UNAVAILABLE, error.to_string()),
     };
     opening.upgrade(app, user, expires_at, (outbox, inbox), Start::Canvas(role, joined))
@@ -209,19 +210,6 @@ impl Opening {
             }
         });
         switching_protocols(&accept)
-    }
-}
-
-/// The 403 of a user blocked from the canvas through the API (on every instance: the block is in the store),
-/// or a 503 if the store cannot say.
-async fn blocked(app: &App, canvas: &CanvasId, user: &UserId) -> Option<Response> {
-    match app.bus.blocked(canvas, user).await {
-        Ok(None) => None,
-        Ok(Some(left)) => {
-            let why = format!("user {user} is blocked from canvas {canvas} for {} s more", left.as_secs() + 1);
-            Some(json_error(StatusCode::FORBIDDEN, why))
-        }
-        Err(error) => Some(json_error(StatusCode::SERVICE_UNAVAILABLE, error.to_string())),
     }
 }
 

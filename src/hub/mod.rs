@@ -2,10 +2,11 @@
 //! which order they receive (`room`), and the bounded queue of each client (`outbox`), where the slow-client
 //! policy lives. The hub owns no I/O: it never touches the database or a socket, only bounded queues.
 //!
-//! Locks: `Hub::rooms` then a room's state, never the other way round. Both are `std::sync::Mutex` held for
-//! short, non-blocking sections (no `.await`, no I/O). A join reads its snapshot with no lock held and
-//! only then places the subscriber (see `bus::join`).
+//! Locks: `Hub::rooms` then a room's state, never the other way round; the joins in flight (`joins`) with
+//! no other held. All are `std::sync::Mutex` held for short, non-blocking sections (no `.await`, no I/O).
+//! A join reads its snapshot with no lock held and only then places the subscriber (see `bus::join`).
 
+mod joins;
 mod outbox;
 mod room;
 
@@ -19,6 +20,7 @@ use crate::cursors::CursorBuffer;
 use crate::metrics::Metrics;
 use crate::protocol::{null_value, presence_frame, CanvasId, UserId};
 
+pub use joins::JoinTicket;
 pub use outbox::{outbox, Bounds, Cut, Inbox, Kick, Outbox};
 pub use room::{AckTo, Entry, Room, RoomState, Settled, Subscriber};
 
@@ -53,6 +55,8 @@ pub struct Hub {
     /// Cursors, presence states and events for the other instances, until the next batch: the hub fills
     /// it when a connection is gone (its presence becomes `null`), sessions with what their clients send.
     cursors: Arc<CursorBuffer>,
+    /// Joins not yet placed in their room, for a removal through the API to refuse (see `joins`).
+    joins: Arc<joins::Joins>,
 }
 
 /// A canvas watermark to persist: how far this instance has delivered it.
@@ -166,6 +170,17 @@ impl Hub {
         self.rooms().is_empty()
     }
 
+    /// Whether this process serves no canvas and joins none: nothing it reads from the store concerns it.
+    pub fn is_idle(&self) -> bool {
+        self.joins.is_empty() && self.is_empty()
+    }
+
+    /// Counts a join of `user` to `canvas` in flight, from before it reads the block until it is placed:
+    /// a removal meanwhile gets its placement refused (see `joins`).
+    pub fn start_join(&self, canvas: &CanvasId, user: &UserId, conn: ConnId) -> JoinTicket {
+        self.joins.start(canvas, user, conn)
+    }
+
     /// How many canvases and connections this process serves.
     pub fn counts(&self) -> (usize, usize) {
         let rooms: Vec<Arc<Room>> = self.rooms().values().cloned().collect();
@@ -181,9 +196,11 @@ impl Hub {
         rooms.iter().map(|room| room.lock().send_to_user(user, frame, &mut reached)).sum()
     }
 
-    /// Closes this process's connections of `user` to `canvas` with 4003 (removed through the API); returns
-    /// how many.
+    /// Closes this process's connections of `user` to `canvas` with 4003 (removed through the API), and
+    /// refuses the placement of its joins in flight here; returns how many connections it closed. The joins
+    /// are marked first: a placement after the close below then sees its mark.
     pub fn remove_user(&self, canvas: &CanvasId, user: &str) -> usize {
+        self.joins.remove_user(canvas, user);
         self.room(canvas).map_or(0, |room| room.lock().kick_user(user, Cut::Removed))
     }
 

@@ -5,7 +5,7 @@ use serde_json::value::RawValue;
 
 use crate::object_ops::{self, ObjectOp};
 
-use super::readable::check_readable;
+use super::canonical::canonical;
 use super::{ErrorCode, RESERVED_TYPES};
 
 /// Longest `ref` a client may attach, in characters.
@@ -73,7 +73,8 @@ pub enum ClientFrame {
 #[derive(Debug)]
 pub struct LoggedMessage {
     pub kind: MsgType,
-    /// The `data` value, kept as the client's JSON text: it is stored and relayed without re-encoding.
+    /// The `data` value as the client's JSON text in canonical form (whitespace removed, nothing else
+    /// changed): it is stored and relayed without re-encoding.
     pub data: Box<RawValue>,
     /// The client's `ref`, echoed in the ack.
     pub reference: Option<String>,
@@ -165,8 +166,7 @@ impl ClientFrame {
         let Some(kind) = envelope.kind else {
             return Err(FrameError::new(ErrorCode::InvalidFrame, "frame has no string \"type\"").with_ref(reference));
         };
-        let data = envelope.data.unwrap_or_else(null_value);
-        check_readable(&data).map_err(|e| e.with_ref(reference.clone()))?;
+        let data = canonical(envelope.data.unwrap_or_else(null_value)).map_err(|e| e.with_ref(reference.clone()))?;
         match kind.as_str() {
             "ping" => Ok(ClientFrame::Ping),
             "cursor" => Ok(ClientFrame::Cursor { data }),
@@ -232,8 +232,7 @@ impl LoggedMessage {
         let Some(kind) = envelope.kind else {
             return Err(FrameError::new(ErrorCode::InvalidFrame, "body has no string \"type\""));
         };
-        let data = envelope.data.unwrap_or_else(null_value);
-        check_readable(&data)?;
+        let data = canonical(envelope.data.unwrap_or_else(null_value))?;
         LoggedMessage::new(&kind, data, None)
     }
 }

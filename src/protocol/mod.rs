@@ -1,18 +1,20 @@
 //! The wire contract (`../shared/PROTOCOL.md`) as types: validated ids (`ids`), the frames a client may send
-//! (`client`), the frames the server writes (`server`), error codes and close codes.
+//! (`client`) with their `data` in canonical form (`canonical`), the frames the server writes (`server`),
+//! error codes and close codes.
 //!
 //! Parsing happens here and only here ("parse, don't validate"): the rest of the relay receives a
 //! [`ClientFrame`] or a [`FrameError`] that already carries the contract's error code. This module does not
 //! know about sockets, storage or delivery.
 
 mod addressed;
+mod canonical;
 mod client;
 mod ids;
-mod readable;
 mod role;
 mod server;
 
 pub use addressed::{Addressed, Misaddressed};
+pub use canonical::without_whitespace;
 pub use client::{null_value, ClientFrame, FrameError, IdempotencyKey, LoggedMessage, MsgType};
 pub use ids::{CanvasId, ConnectParams, Resume, SocketParams, UserId, RESERVED_USER};
 pub use role::Role;

@@ -7,8 +7,9 @@
 //!   canvas's frames wait in the queue until its welcome is written (`Inbox::hold`).
 //! - A canvas counts as joined from its welcome: a frame for a canvas not joined (or still joining) gets
 //!   `invalid_frame` naming it, and so does a leave.
-//! - A refused join is an error frame naming the canvas: `forbidden` (out of the token's scope, or blocked
-//!   through the API), `invalid_frame`, `too_many_canvases`, `unavailable` (the store).
+//! - A refused join is an error frame naming the canvas: `forbidden` (out of the token's scope, blocked
+//!   through the API, or removed through it while joining), `invalid_frame`, `too_many_canvases`,
+//!   `unavailable` (the store).
 
 use std::time::Instant;
 
@@ -165,18 +166,8 @@ where
         mux.joining.push(canvas.clone());
         let app = self.app.clone();
         mux.joins.push(Box::pin(async move {
-            let joined = async {
-                match app.bus.blocked(&request.canvas, &request.user).await {
-                    Ok(None) => {}
-                    Ok(Some(left)) => {
-                        let why = format!("blocked from canvas {} for {} s more", request.canvas, left.as_secs() + 1);
-                        return Err(FrameError::new(ErrorCode::Forbidden, why));
-                    }
-                    Err(error) => return Err(FrameError::new(error.code(), error.to_string())),
-                }
-                app.bus.join(request).await.map_err(|error| FrameError::new(error.code(), error.to_string()))
-            };
-            let joined = joined.await;
+            // A blocked user, or one removed from the canvas while it joins, is `forbidden`.
+            let joined = app.bus.join(request).await.map_err(|error| FrameError::new(error.code(), error.to_string()));
             (canvas, role, joined)
         }));
     }

@@ -8,11 +8,13 @@ mod client;
 mod proxy;
 pub mod receiver;
 mod redis_server;
+mod skip;
 pub mod sse;
 
 pub use client::{Client, Seen};
 pub use proxy::LossyProxy;
 pub use redis_server::{RedisServer, Stall, Store};
+pub use skip::skip_requested;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -50,6 +50,8 @@ pub struct Delivery {
     pub key: Option<String>,
     /// The parsed body; `Null` when it was not JSON or was cut short.
     pub body: Value,
+    /// The body's text as it came (lossy UTF-8), for what parsing hides: its exact form.
+    pub raw: String,
     /// `X-Relay-Signature` is `sha256=<lowercase hex HMAC-SHA256 of the raw body>` keyed with [`SECRET`].
     pub signature_ok: bool,
     /// What the receiver answered; `None` when the request ended before an answer.
@@ -320,8 +322,19 @@ async fn handle(shared: Arc<Shared>, request: Request<Incoming>) -> Result<Respo
     let signature_ok = matches!((&raw, &signature), (Some(raw), Some(s)) if *s == sign(raw));
     let canvas = body["canvas"].as_str().unwrap_or_default().to_owned();
     let answer = shared.overrides.lock().unwrap().get(&canvas).copied().unwrap_or(*shared.answer.lock().unwrap());
-    let delivery =
-        Delivery { started, ended: None, method, content_type, canvas, key, body, signature_ok, status: None };
+    let raw_text = String::from_utf8_lossy(raw.as_deref().unwrap_or_default()).into_owned();
+    let delivery = Delivery {
+        started,
+        ended: None,
+        method,
+        content_type,
+        canvas,
+        key,
+        body,
+        raw: raw_text,
+        signature_ok,
+        status: None,
+    };
     let index = {
         let mut deliveries = shared.deliveries.lock().unwrap();
         deliveries.push(delivery);

@@ -1,6 +1,7 @@
 //! A plain TCP client for `GET /api/v1/stream` (Server-Sent Events) for the stream tests: sends the request
 //! with the API key and an optional `Last-Event-ID`, undoes HTTP/1.1 chunked framing as it reads, and splits
-//! the body into events (`id:`, `event:`, `data:` lines up to a blank line) and comment lines (`:`).
+//! the body into events (`id:`, `event:`, `data:` lines up to a blank line) and comment lines (`:`), lines
+//! ending where an EventSource ends them (CRLF, LF or CR).
 //!
 //! It owns no assertions about what the stream should hold: the tests do.
 
@@ -43,6 +44,8 @@ pub struct EventStream {
     chunked: bool,
     /// Body bytes read but not yet split into lines.
     pending: Vec<u8>,
+    /// The last line ended at a CR: an LF right after it belongs to that line ending.
+    after_cr: bool,
 }
 
 impl EventStream {
@@ -80,8 +83,13 @@ impl EventStream {
         }
         request.push_str("Connection: close\r\n\r\n");
         stream.write_all(request.as_bytes()).await.expect("send the request");
-        let mut events =
-            EventStream { reader: BufReader::new(stream), content_type: None, chunked: false, pending: Vec::new() };
+        let mut events = EventStream {
+            reader: BufReader::new(stream),
+            content_type: None,
+            chunked: false,
+            pending: Vec::new(),
+            after_cr: false,
+        };
         let status = tokio::time::timeout(WAIT, events.read_head()).await.expect("no response head in time");
         if status == 200 {
             return Ok(events);
@@ -142,13 +150,21 @@ impl EventStream {
         true
     }
 
-    /// The next line of the body without its line ending; `None` when the stream ended.
+    /// The next line of the body without its line ending; `None` when the stream ended. Lines end as an
+    /// EventSource ends them: at CRLF, at a lone LF, or at a lone CR.
     async fn line(&mut self) -> Option<String> {
         loop {
-            if let Some(end) = self.pending.iter().position(|b| *b == b'\n') {
+            if self.after_cr && !self.pending.is_empty() {
+                if self.pending[0] == b'\n' {
+                    self.pending.remove(0); // the LF of a CRLF whose CR ended the last line
+                }
+                self.after_cr = false;
+            }
+            if let Some(end) = self.pending.iter().position(|b| *b == b'\n' || *b == b'\r') {
                 let line: Vec<u8> = self.pending.drain(..=end).collect();
+                self.after_cr = line.last() == Some(&b'\r');
                 let line = String::from_utf8(line).expect("the stream is UTF-8");
-                return Some(line.trim_end_matches(['\n', '\r']).to_owned());
+                return Some(line[..line.len() - 1].to_owned());
             }
             if !self.fill().await {
                 return None;

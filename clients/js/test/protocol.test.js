@@ -237,18 +237,26 @@ test("closing a client whose socket is still connecting is quiet (ws would throw
 test("heartbeat: pings; a ping unanswered at the next beat drops the socket and resumes", async () => {
   const { client, socket } = setup({ heartbeatInterval: 20 });
   const board = client.canvas("c");
-  socket().open();
-  socket().push(welcome("c", 3));
+  const first = socket();
+  // The fake server answers each ping as it is sent (a microtask: before any later beat can run), while
+  // `answering`; no poll has to catch a ping between two beats.
+  let answering = true;
+  const send = first.send.bind(first);
+  first.send = (text) => {
+    send(text);
+    if (answering && JSON.parse(text).type === "ping") queueMicrotask(() => first.push({ type: "pong" }));
+  };
+  first.open();
+  first.push(welcome("c", 3));
   await board.ready;
-  // Answered: the socket stays.
-  for (let i = 0; i < 3; i++) {
-    const before = socket().sentOf("ping").length;
-    await waitFor("a ping", () => socket().sentOf("ping").length > before);
-    socket().push({ type: "pong" });
-  }
-  assert.equal(FakeSocket.made.length, 1);
-  // Unanswered: the next beat gives up on it, and the board rejoins from where it was.
+  // Answered: beat after beat, the socket stays.
+  await waitFor("five pings, each answered", () => first.sentOf("ping").length >= 5);
+  assert.equal(FakeSocket.made.length, 1, "answered pings keep the socket");
+  // Unanswered: the next ping goes out, and the beat after it gives up on the socket; the board rejoins.
+  answering = false;
+  const answered = first.sentOf("ping").length;
   await waitFor("a new socket", () => FakeSocket.made.length === 2);
+  assert.equal(first.sentOf("ping").length, answered + 1, "dropped at the beat after one unanswered ping");
   socket().open();
   assert.deepEqual(socket().sentOf("join"), [{ type: "join", canvas: "c", since: 3, epoch: "e1" }]);
   client.close();

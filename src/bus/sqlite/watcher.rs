@@ -195,9 +195,10 @@ impl Watcher {
             // With no local canvas nothing needs delivering: move the cursor to the head without reading rows.
             // The hub is checked again after the head is read, so a room created meanwhile started from a
             // snapshot that already includes every row the cursor skips. (With canvases, no head query at all.)
-            if self.hub.is_empty() {
+            // Nor while a join is under way: a removal it must hear of may be among the skipped rows.
+            if self.hub.is_idle() {
                 let head = queries::max_id(&self.conn)?;
-                if self.hub.is_empty() {
+                if self.hub.is_idle() {
                     self.progress.advance_cursor(head);
                     self.cursor_batches_read = queries::max_relayed_id(&self.conn, Relayed::CursorBatches)?;
                     self.user_messages_read = queries::max_relayed_id(&self.conn, Relayed::UserMessages)?;
