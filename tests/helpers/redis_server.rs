@@ -108,6 +108,34 @@ impl Store {
         }
     }
 
+    /// The webhook's recorded position of a canvas, read from storage directly: (generation, seq, the last
+    /// seq of the batch in flight); `None` before the first save.
+    pub async fn webhook_position(&self, canvas: &str) -> Option<(u64, u64, Option<u64>)> {
+        match self {
+            Store::File(file) => {
+                let conn = file.open();
+                let sql = "SELECT generation, seq, inflight FROM webhook_positions WHERE canvas_id = ?1";
+                let row = conn.query_row(sql, [canvas], |r| {
+                    Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64, r.get::<_, Option<i64>>(2)?))
+                });
+                match row {
+                    Ok((generation, seq, inflight)) => Some((generation, seq, inflight.map(|p| p as u64))),
+                    Err(canvas_relay::rusqlite::Error::QueryReturnedNoRows) => None,
+                    Err(error) => panic!("reading the webhook position of {canvas}: {error}"),
+                }
+            }
+            Store::Redis(redis) => {
+                let (generation, seq, inflight): (Option<u64>, Option<u64>, Option<u64>) = redis::cmd("HMGET")
+                    .arg(format!("relay:{{{canvas}}}:webhook"))
+                    .arg(&["g", "s", "p"][..])
+                    .query_async(&mut redis.connection().await)
+                    .await
+                    .unwrap();
+                Some((generation?, seq?, inflight))
+            }
+        }
+    }
+
     /// Canvases the storage keeps a head for.
     pub async fn canvases(&self) -> usize {
         match self {
