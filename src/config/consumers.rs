@@ -41,6 +41,11 @@ pub struct ConsumerConfig {
     #[arg(long, env = "RELAY_WEBHOOK_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub webhook_timeout: Duration,
 
+    /// Most webhook requests in flight at once on this instance, across all canvases (each holds a
+    /// connection to the receiver); canvases beyond it wait their turn, in order.
+    #[arg(long, env = "RELAY_WEBHOOK_CONCURRENCY", value_name = "N", default_value_t = 16)]
+    pub webhook_concurrency: usize,
+
     /// How long messages the webhook has not delivered are kept past --message-ttl; older ones become a gap.
     #[arg(long, env = "RELAY_WEBHOOK_RETENTION", default_value = "24h", value_parser = humantime::parse_duration)]
     pub webhook_retention: Duration,
@@ -71,6 +76,8 @@ pub struct Webhook {
     pub linger: Duration,
     pub max_backoff: Duration,
     pub timeout: Duration,
+    /// Requests in flight at once (`--webhook-concurrency`).
+    pub concurrency: usize,
     pub retention: Duration,
     pub lag_warning: u64,
 }
@@ -93,6 +100,10 @@ impl ConsumerConfig {
             }
         };
         anyhow::ensure!((1..=10_000).contains(&self.webhook_batch), "--webhook-batch must be between 1 and 10000");
+        anyhow::ensure!(
+            (1..=10_000).contains(&self.webhook_concurrency),
+            "--webhook-concurrency must be between 1 and 10000"
+        );
         for (flag, value) in [
             ("--webhook-linger", self.webhook_linger),
             ("--webhook-max-backoff", self.webhook_max_backoff),
@@ -110,6 +121,7 @@ impl ConsumerConfig {
             linger: self.webhook_linger,
             max_backoff: self.webhook_max_backoff,
             timeout: self.webhook_timeout,
+            concurrency: self.webhook_concurrency,
             retention: self.webhook_retention,
             lag_warning: self.webhook_lag_warning,
         }))
@@ -179,6 +191,16 @@ mod tests {
         let webhook = with(&["--webhook-url", url, "--webhook-secret", "s"]).unwrap().unwrap();
         let shown = format!("{webhook:?} {}", webhook.url);
         assert!(!shown.contains("hunter2") && !shown.contains("s3cret"), "{shown}");
+    }
+
+    #[test]
+    fn requests_in_flight_default_to_16_and_are_at_least_one() {
+        let webhook = with(&["--webhook-url", "http://h/", "--webhook-secret", "s"]).unwrap().unwrap();
+        assert_eq!(webhook.concurrency, 16);
+        let two = with(&["--webhook-url", "http://h/", "--webhook-secret", "s", "--webhook-concurrency", "2"]);
+        assert_eq!(two.unwrap().unwrap().concurrency, 2);
+        let none = with(&["--webhook-url", "http://h/", "--webhook-secret", "s", "--webhook-concurrency", "0"]);
+        assert!(none.unwrap_err().to_string().contains("--webhook-concurrency"));
     }
 
     #[test]

@@ -49,6 +49,14 @@ impl Store {
         }
     }
 
+    /// Starts an instance on this store under a soft open-file limit (`ulimit -n`) of `limit`.
+    pub async fn start_with_open_file_limit(&self, limit: u32, args: &[&str]) -> Instance {
+        match self {
+            Store::File(file) => Instance::start_with_open_file_limit(&file.db, limit, args).await,
+            Store::Redis(redis) => Instance::start_on_redis_with_open_file_limit(&redis.url(), limit, args).await,
+        }
+    }
+
     /// The types of a canvas's retained messages in seq order, read from storage directly (expired ones
     /// included until storage drops them), of its current generation (a reset keeps the old one's rows in
     /// the file, for the event stream, but drops them from the canvas's log as Redis does).

@@ -9,14 +9,15 @@
 //! up: it refuses a save that would move the position backwards (`Saved::Behind`), and the task reads again.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
 use super::batch::Batch;
 use super::leases::{self, shard_of};
 use super::post::Answer;
-use super::{sleep_or_stop, until, Shared, Slot, RETRY};
+use super::turns::{Retry, Slot};
+use super::{sleep_or_stop, until, Shared, RETRY};
 use crate::bus::consumer::{Delivered, Saved};
 use crate::bus::BusError;
 use crate::clock::now_ms;
@@ -35,6 +36,8 @@ enum Step {
     /// The store holds a position this task's may not replace (another instance delivered while its view
     /// was stale): read it again.
     Behind,
+    /// An attempt failed while other canvases wait their turn: the next attempt is not before this.
+    Failed(Instant),
     /// The lease was lost, the receiver is gone, or the deliverer is stopping.
     Stop,
 }
@@ -48,12 +51,22 @@ struct Cursor {
     at: Option<Delivered>,
     /// The store had no position: the canvas was never delivered, so a new epoch needs no reset batch.
     fresh: bool,
+    /// Failed attempts of the batch being sent (its backoff grows with them, across turns).
+    failures: u32,
+    /// A request was answered since the task last looked at the queue: its turn is used.
+    answered: bool,
 }
 
-/// Delivers `canvas` until it is idle for `IDLE` or must stop.
-pub async fn deliver(shared: Arc<Shared>, canvas: CanvasId, slot: Arc<Slot>) {
+/// Delivers `canvas` until it is caught up while others wait, idle for `IDLE`, must stop, or gives its
+/// turn to a waiting canvas (`turns.rs`). `retry`: where its retries stood when it last gave way.
+pub async fn deliver(shared: Arc<Shared>, canvas: CanvasId, slot: Arc<Slot>, retry: Retry) {
     let shard = shard_of(canvas.as_str());
-    let mut cursor = Cursor { lease: leases::name(shard), canvas, shard, at: None, fresh: false };
+    let failures = retry.failures;
+    let mut cursor =
+        Cursor { lease: leases::name(shard), canvas, shard, at: None, fresh: false, failures, answered: false };
+    if let Some(not_before) = retry.not_before {
+        let _ = sleep_or_stop(&shared.stop, not_before.saturating_duration_since(Instant::now())).await;
+    }
     loop {
         let seen = slot.wakes.load(std::sync::atomic::Ordering::SeqCst);
         let step = match shared.leases.holds(shard) && !shared.stop.is_cancelled() {
@@ -62,13 +75,29 @@ pub async fn deliver(shared: Arc<Shared>, canvas: CanvasId, slot: Arc<Slot>) {
         };
         let name = cursor.canvas.as_str();
         match step {
-            Ok(Step::More) => continue,
-            Ok(Step::Behind) => {}
+            Ok(Step::More) => {
+                // A turn is one request: once one was answered, a waiting canvas goes first.
+                if std::mem::take(&mut cursor.answered) && shared.give_way(&cursor.canvas, &slot, Retry::default()) {
+                    return;
+                }
+                continue;
+            }
+            Ok(Step::Behind) => cursor.failures = 0,
+            Ok(Step::Failed(not_before)) => {
+                let retry = Retry { failures: cursor.failures, not_before: Some(not_before) };
+                if shared.give_way(&cursor.canvas, &slot, retry) {
+                    return;
+                }
+                let _ = sleep_or_stop(&shared.stop, not_before.saturating_duration_since(Instant::now())).await;
+            }
             Ok(Step::Linger(wait)) => {
                 let _ = sleep_or_stop(&shared.stop, wait).await;
             }
             Ok(Step::CaughtUp) => {
                 shared.status.set_behind(name, 0, None);
+                if shared.turns.has_waiting() && shared.may_end(name, &slot, seen) {
+                    return;
+                }
                 tokio::select! {
                     () = slot.wake.notified() => {}
                     () = tokio::time::sleep(IDLE) => if shared.may_end(name, &slot, seen) { return },
@@ -88,10 +117,7 @@ pub async fn deliver(shared: Arc<Shared>, canvas: CanvasId, slot: Arc<Slot>) {
     }
     let name = cursor.canvas.as_str();
     shared.status.set_behind(name, 0, None);
-    let mut canvases = shared.canvases.lock().expect("canvases lock");
-    if canvases.get(name).is_some_and(|s| Arc::ptr_eq(s, &slot)) {
-        canvases.remove(name);
-    }
+    shared.ended(name, &slot);
 }
 
 /// Reads from the position and delivers the next batch, if there is one.
@@ -197,21 +223,33 @@ async fn record(shared: &Shared, cursor: &mut Cursor, position: Delivered) -> Re
 
 /// Sends `batch` until it is answered 2xx (`More`), or the lease runs out, the receiver is gone, or the
 /// deliverer stops (`Stop`), or the stored position is no longer `fixed` (the one it was sent from) after a
-/// backoff (`Behind`). No attempt outlives the lease. With `lag`, the canvas's lag is kept current between
-/// attempts.
-async fn send(shared: &Shared, cursor: &Cursor, batch: &Batch, fixed: Delivered, lag: bool) -> Result<Step, BusError> {
+/// backoff (`Behind`), or an attempt failed while other canvases wait their turn (`Failed`). No attempt
+/// outlives the lease, and at most `--webhook-concurrency` are in flight across canvases. With `lag`, the
+/// canvas's lag is kept current between attempts.
+async fn send(
+    shared: &Shared,
+    cursor: &mut Cursor,
+    batch: &Batch,
+    fixed: Delivered,
+    lag: bool,
+) -> Result<Step, BusError> {
     let body = Bytes::from(batch.body());
-    let mut failures = 0;
     loop {
         let answer = {
-            // Counted in flight before the lease is checked, until the answer (not through the backoff): a
-            // lease given back is released in the store once this has ended.
+            // A request slot first (in the order canvases asked for one), then counted in flight before the
+            // lease is checked, until the answer (not through the backoff): a lease given back is released
+            // in the store once this has ended.
+            let _permit = tokio::select! {
+                permit = shared.requests.acquire() => permit,
+                () = shared.stop.cancelled() => return Ok(Step::Stop),
+            };
             let _in_flight = shared.leases.in_flight(cursor.shard);
             let Some(within) = shared.leases.valid_until(cursor.shard).and_then(until) else { return Ok(Step::Stop) };
             shared.poster.post(batch, &body, within.min(shared.webhook.timeout)).await
         };
         match answer {
             Answer::Delivered => {
+                (cursor.failures, cursor.answered) = (0, true);
                 let metrics = &shared.metrics;
                 if let Some(first) = batch.messages.first() {
                     metrics.webhook_delivery_seconds.record((now_ms() - first.ts).max(0) as f64 / 1000.0);
@@ -225,17 +263,21 @@ async fn send(shared: &Shared, cursor: &Cursor, batch: &Batch, fixed: Delivered,
                 return Ok(Step::Stop);
             }
             Answer::Failed(status) => {
-                failures += 1;
+                cursor.failures += 1;
                 shared.metrics.webhook_failed(&status);
                 let key = batch.idempotency_key();
                 shared.status.failed(format!("{status} for {key}"));
-                if failures == 1 {
+                if cursor.failures == 1 {
                     tracing::warn!(%status, %key, "webhook attempt failed; retrying with backoff");
                 }
                 if lag {
                     refresh_lag(shared, &cursor.canvas, fixed).await;
                 }
-                if sleep_or_stop(&shared.stop, shared.poster.backoff(failures)).await {
+                let backoff = shared.poster.backoff(cursor.failures);
+                if shared.turns.has_waiting() {
+                    return Ok(Step::Failed(Instant::now() + backoff));
+                }
+                if sleep_or_stop(&shared.stop, backoff).await {
                     return Ok(Step::Stop);
                 }
                 if shared.store.delivered(&cursor.canvas).await? != Some(fixed) {
