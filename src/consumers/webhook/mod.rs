@@ -64,7 +64,9 @@ pub struct Figures {
     pub lag_messages: u64,
     pub oldest_undelivered_age_ms: Option<i64>,
     pub shards: u64,
+    /// Canvases with a delivery task (bounded: see `turns.rs`).
     pub canvases_delivering: u64,
+    /// Canvases with something to deliver waiting for their turn.
     pub canvases_waiting: u64,
     pub gone: bool,
     pub last_failure: Option<String>,

@@ -26,6 +26,7 @@ pub const TASKS_PER_REQUEST: usize = 4;
 /// A canvas's task, as the tail and the lease loop wake it.
 #[derive(Debug, Default)]
 pub struct Slot {
+    /// Told when the canvas got a message (or its shard was taken), so that a caught-up task looks again.
     pub wake: Notify,
     /// Wakes so far: a task that saw them all may end (see [`Shared::may_end`]).
     pub wakes: AtomicU64,
@@ -51,9 +52,11 @@ pub struct Turns {
 
 #[derive(Default)]
 struct State {
+    /// The canvases with a task, by id: a wake reaches the task through its slot.
     running: HashMap<String, Arc<Slot>>,
-    /// In the order they are to start, each canvas once (`queued` says which are here).
+    /// In the order they are to start, each canvas once.
     waiting: VecDeque<(CanvasId, Retry)>,
+    /// The canvases in `waiting`: a wake of one already waiting changes nothing.
     queued: HashSet<String>,
 }
 
