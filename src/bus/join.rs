@@ -12,13 +12,15 @@
 //! Either way the client sees every seq after its welcome exactly once, in order. The canvas state in the
 //! welcome comes from the [`StateCache`] when a joiner already serialized the same version.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use serde_json::value::RawValue;
 
 use super::state_cache::{StateKey, INLINE_LIMIT};
 use super::views::peers_json;
 use super::{Bus, BusError, Peer, PresenceChange, Publish, Unavailable};
-use crate::hub::{ConnId, Outbox, Room, Subscriber};
+use crate::hub::{ConnId, Hub, Outbox, Room, Subscriber};
 use crate::protocol::{CanvasId, Resume, UserId};
 
 /// How many times a join reads its snapshot again when the room moved under it (closed, or reset past it).
@@ -144,6 +146,21 @@ impl Drop for Membership {
     }
 }
 
+/// The room a join reads its snapshot for. A join that ends without a subscriber in it (failed, or dropped:
+/// the client hung up, or left the canvas before its welcome) abandons it, so that a room it created is not
+/// left behind unstarted, keeping every commit offered to it; a room started or subscribed to stays.
+struct RoomForJoin<'a> {
+    hub: &'a Hub,
+    canvas: &'a CanvasId,
+    room: Arc<Room>,
+}
+
+impl Drop for RoomForJoin<'_> {
+    fn drop(&mut self) {
+        self.hub.abandon(self.canvas, &self.room);
+    }
+}
+
 impl Bus {
     /// Registers a connection in presence (logging `user-connected` if it is the user's first on the
     /// canvas), then reads the canvas and subscribes the connection. The registration commits first, so the
@@ -176,15 +193,13 @@ impl Bus {
         for _ in 0..MAX_ATTEMPTS {
             // The room first: from now on it keeps whatever is committed for the canvas, so nothing falls
             // between what the snapshot saw and what the room delivers.
-            let room = self.hub().room_for_join(&request.canvas);
-            let snapshot = match self.snapshot_with_state(&request, registered_at).await {
-                Ok(snapshot) => snapshot,
-                Err(error) => {
-                    self.hub().abandon(&request.canvas, &room);
-                    return Err(error);
-                }
+            let room = RoomForJoin {
+                hub: self.hub(),
+                canvas: &request.canvas,
+                room: self.hub().room_for_join(&request.canvas),
             };
-            if let Some(joined) = self.place(&room, &request, snapshot).await {
+            let snapshot = self.snapshot_with_state(&request, registered_at).await?;
+            if let Some(joined) = self.place(&room.room, &request, snapshot).await {
                 membership.joined = true;
                 return Ok(Joined { membership, ..joined });
             }
@@ -294,92 +309,4 @@ impl Bus {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::sync::Arc;
-    use std::time::Duration;
-
-    use super::*;
-    use crate::config::{BusKind, Config};
-    use crate::hub::{outbox, Bounds, Hub};
-    use crate::metrics::Metrics;
-
-    async fn memory_bus() -> Bus {
-        let mut config = Config::with_db("unused.db");
-        config.bus = BusKind::Memory;
-        let id = uuid::Uuid::new_v4().to_string();
-        Bus::open(&config, &id, "127.0.0.1:0", Arc::new(Hub::new()), Metrics::default()).await.unwrap()
-    }
-
-    fn request(user: &str) -> JoinRequest {
-        JoinRequest {
-            canvas: CanvasId::parse("c").unwrap(),
-            conn: uuid::Uuid::new_v4(),
-            user: UserId::parse(user).unwrap(),
-            name: None,
-            resume: None,
-            outbox: outbox(Bounds { frames: 64, bytes: 1 << 20 }).0,
-        }
-    }
-
-    async fn connections(bus: &Bus) -> u64 {
-        bus.users(None).await.unwrap().iter().map(|u| u.connections).sum()
-    }
-
-    async fn eventually_none(bus: &Bus) {
-        tokio::time::timeout(Duration::from_secs(10), async {
-            while connections(bus).await != 0 {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        })
-        .await
-        .expect("the connection left presence");
-    }
-
-    /// A client hanging up while its join reads the canvas drops the join: its registration must not stay.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_join_dropped_after_its_registration_leaves_presence() {
-        let bus = memory_bus().await;
-        let mut join = Box::pin(bus.join(request("ann")));
-        // Dropped as soon as the registration shows (or, if the join won the race, the joined connection).
-        tokio::select! {
-            joined = &mut join => drop(joined.unwrap()),
-            () = async { while connections(&bus).await == 0 { tokio::task::yield_now().await } } => {}
-        }
-        drop(join);
-        eventually_none(&bus).await;
-        bus.close().await;
-    }
-
-    /// A join reads its snapshot with no room lock held: a room busy (or slow) for as long as it likes does
-    /// not hold up the read, and the read holds up nothing that needs the room.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    #[expect(
-        clippy::await_holding_lock,
-        reason = "the lock is held across the read on purpose: the read must not need it"
-    )]
-    async fn a_snapshot_takes_no_room_lock() {
-        let bus = memory_bus().await;
-        let canvas = CanvasId::parse("c").unwrap();
-        drop(bus.join(request("ann")).await.unwrap());
-        let room = bus.hub().room_for_join(&canvas);
-        let held = room.lock();
-        let read =
-            tokio::time::timeout(Duration::from_secs(10), bus.snapshot(&canvas, None, ReadObjects::always())).await;
-        drop(held);
-        assert!(read.expect("read while the room's lock was held").is_ok());
-        bus.close().await;
-    }
-
-    /// A session that ends without leaving (a panic) drops its membership: that leaves.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_joined_connection_dropped_without_leaving_leaves_presence() {
-        let bus = memory_bus().await;
-        let joined = bus.join(request("bob")).await.unwrap();
-        assert_eq!(connections(&bus).await, 1);
-        assert_eq!(bus.hub().counts(), (1, 1));
-        drop(joined);
-        eventually_none(&bus).await;
-        assert_eq!(bus.hub().counts(), (0, 0), "out of its room too");
-        bus.close().await;
-    }
-}
+mod tests;
