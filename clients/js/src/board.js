@@ -6,23 +6,10 @@
 // socket, the reconnects and the joins.
 
 import { Emitter } from "./emitter.js";
+import { RelayError } from "./error.js";
+import { byteLength, copy, handled, requireId, throttle } from "./frames.js";
 
-/** An error with the contract's `code` ("forbidden", "rate_limited", ...) or the SDK's ("left", "closed"). */
-export class RelayError extends Error {
-  /**
-   * @param {string} code
-   * @param {string} message
-   * @param {Record<string, any>} [frame] the server frame that said so, if one did
-   */
-  constructor(code, message, frame) {
-    super(message);
-    this.name = "RelayError";
-    /** @type {string} */
-    this.code = code;
-    /** @type {Record<string, any> | undefined} */
-    this.frame = frame;
-  }
-}
+export { RelayError };
 
 /** @typedef {{ id: string, [field: string]: any }} CanvasObject */
 
@@ -458,56 +445,4 @@ export class Board {
     this.#view = null;
     this.#events.dispatch("change", error === undefined ? { reason, frame } : { reason, frame, error });
   }
-}
-
-/** Trailing-edge throttle: at most one call per `interval` ms; the latest value always goes out.
- *  @param {number} interval @param {(value: any) => void} send */
-function throttle(interval, send) {
-  let last = -Infinity;
-  /** @type {ReturnType<typeof setTimeout> | null} */
-  let timer = null;
-  /** @type {unknown} */
-  let latest;
-  const flush = () => {
-    timer = null;
-    last = Date.now();
-    send(latest);
-  };
-  return {
-    /** @param {unknown} value */
-    push(value) {
-      latest = value;
-      if (timer !== null) return;
-      const wait = last + interval - Date.now();
-      if (wait <= 0) flush();
-      else timer = setTimeout(flush, wait);
-    },
-    cancel() {
-      if (timer !== null) clearTimeout(timer);
-      timer = null;
-    },
-  };
-}
-
-/** @template T @param {T & { id: string }} data @returns {T & { id: string }} */
-function requireId(data) {
-  if (!data || typeof data.id !== "string") throw new TypeError("canvas-relay: an object op needs a string `id`");
-  return data;
-}
-
-/** @param {unknown} value */
-function copy(value) {
-  return value === undefined ? null : JSON.parse(JSON.stringify(value));
-}
-
-/** UTF-8 bytes of `text`, counted exactly only when it could pass `limit`. @param {string} text @param {number} limit */
-function byteLength(text, limit) {
-  return text.length * 3 <= limit ? text.length : new TextEncoder().encode(text).length;
-}
-
-/** Op promises may be left un-awaited (fire and forget): the rollback is a "change" either way, and Node must
- *  not die of an unhandled rejection. @template T @param {Promise<T>} promise */
-function handled(promise) {
-  promise.catch(() => {});
-  return promise;
 }

@@ -1,10 +1,12 @@
 // RelayClient: one multiplexed WebSocket (`GET /ws`, PROTOCOL.md "One socket, many canvases") shared by every
 // canvas the app opens. It owns the socket and its status, the reconnects (jittered exponential backoff, then a
 // join with since + epoch for every board), the heartbeat, the rate limiter for logged ops, and the routing of
-// each server frame to the Board it names. What a canvas's frames mean is board.js's business.
+// each server frame to the Board it names. What a canvas's frames mean is board.js's business; the limiter is
+// limiter.js's.
 
 import { Board, RelayError } from "./board.js";
 import { Emitter } from "./emitter.js";
+import { Limiter } from "./limiter.js";
 
 /** Close codes after which reconnecting cannot help: the app must act (a new token, slower sends). */
 const FATAL_CLOSES = new Map([
@@ -43,8 +45,8 @@ export class RelayClient {
   #WebSocket;
   /** @type {{ cursorInterval: number, presenceInterval: number, maxFrameSize: number }} what boards obey */
   #limits;
-  /** @type {{ rate: number, burst: number } | null} the logged-op limiter's settings (null: off) */
-  #rateLimit;
+  /** the socket's allowance of logged frames (ops and joins) */
+  #limiter;
   /** @type {import("./board.js").Link} what every board may ask of this client */
   #link;
   #events = new Emitter();
@@ -67,13 +69,6 @@ export class RelayClient {
   #httpStatus = null;
   #keyPrefix = randomId();
   #counter = 0;
-  /** logged frames waiting for the rate limiter, oldest first */
-  /** @type {{ canvas: string, text: string }[]} */
-  #queue = [];
-  #tokens = 0;
-  #refilledAt = 0;
-  /** @type {ReturnType<typeof setTimeout> | null} */
-  #drainTimer = null;
 
   /** @param {RelayClientOptions} options */
   constructor(options) {
@@ -92,9 +87,8 @@ export class RelayClient {
       presenceInterval: rate(options.presenceRate, 60),
       maxFrameSize: options.maxFrameSize ?? 65536,
     };
-    this.#rateLimit = options.rateLimit === false ? null : options.rateLimit ?? { rate: 200, burst: 200 };
-    this.#tokens = this.#rateLimit?.burst ?? 0;
-    this.#refilledAt = Date.now();
+    const rateLimit = options.rateLimit === false ? null : options.rateLimit ?? { rate: 200, burst: 200 };
+    this.#limiter = new Limiter(rateLimit, (queued) => this.#sendRaw(queued.text));
     this.#link = this.#makeLink();
     /** @type {"connecting" | "connected" | "reconnecting" | "closed"} */
     this.status = "connecting";
@@ -302,9 +296,8 @@ export class RelayClient {
       socket.onerror = () => {}; // `ws` throws an 'error' nobody listens to (e.g. closed while connecting)
     }
     if (this.#heartbeat !== null) clearInterval(this.#heartbeat);
-    if (this.#drainTimer !== null) clearTimeout(this.#drainTimer);
-    this.#heartbeat = this.#drainTimer = null;
-    this.#queue = [];
+    this.#heartbeat = null;
+    this.#limiter.clear();
   }
 
   /** Closes the client for good with `error` as the reason. @param {RelayError} error */
@@ -340,7 +333,7 @@ export class RelayClient {
    *  @param {Board} board */
   #join(board) {
     if (!this.#isOpen() || this.#leaving.has(board.canvas)) return;
-    this.#sendLogged(JSON.stringify(board._joinFrame()), board.canvas);
+    this.#limiter.push({ canvas: board.canvas, text: JSON.stringify(board._joinFrame()), join: true });
   }
 
   #isOpen() {
@@ -354,33 +347,11 @@ export class RelayClient {
     return true;
   }
 
-  /** A logged op goes out now if the limiter has a token and nothing waits before it; else it waits in order.
-   *  @param {string} text @param {string} canvas */
+  /** A logged op goes out through the limiter (at once, or in its turn). @param {string} text @param {string} canvas */
   #sendLogged(text, canvas) {
     if (!this.#isOpen()) return false;
-    if (!this.#rateLimit) return this.#sendRaw(text);
-    this.#queue.push({ canvas, text });
-    this.#drain();
+    this.#limiter.push({ canvas, text, join: false });
     return true;
-  }
-
-  #drain() {
-    const limit = this.#rateLimit;
-    if (!limit) return;
-    const now = Date.now();
-    this.#tokens = Math.min(limit.burst, this.#tokens + ((now - this.#refilledAt) * limit.rate) / 1000);
-    this.#refilledAt = now;
-    while (this.#queue.length > 0 && this.#tokens >= 1) {
-      this.#tokens -= 1;
-      this.#sendRaw(/** @type {{ text: string }} */ (this.#queue.shift()).text);
-    }
-    if (this.#queue.length > 0 && this.#drainTimer === null) {
-      const wait = Math.max(1, ((1 - this.#tokens) * 1000) / limit.rate);
-      this.#drainTimer = setTimeout(() => {
-        this.#drainTimer = null;
-        this.#drain();
-      }, wait);
-    }
   }
 
   /** What each Board may ask of its client (board.js `Link`). @returns {import("./board.js").Link} */
@@ -395,7 +366,7 @@ export class RelayClient {
       forget: (board) => {
         if (this.#boards.get(board.canvas) !== board) return;
         this.#boards.delete(board.canvas);
-        this.#queue = this.#queue.filter((queued) => queued.canvas !== board.canvas);
+        this.#limiter.drop(board.canvas);
       },
       resync: (why) => this.#resync(why),
       nextId: () => (this.#counter += 1),

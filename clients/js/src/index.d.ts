@@ -1,5 +1,6 @@
-// Types of @canvas-relay/client, written by hand to match client.js, board.js and emitter.js (test/types-check.ts
-// holds them together under `tsc --noEmit`). The behaviour behind each name is described in README.md.
+// Types of @canvas-relay/client, written by hand to match client.js, board.js, error.js and emitter.js
+// (test/types-check.ts holds them together under `tsc --noEmit`). The behaviour behind each name is described in
+// README.md.
 
 /** What the SDK needs of a WebSocket: the browser's, or the `ws` package's in Node. */
 export interface WebSocketLike {
