@@ -2,8 +2,9 @@
 // canvas the app opens. It owns the socket and its status, the reconnects (jittered exponential backoff, then a
 // join with since + epoch for every board), the heartbeat, the rate limiter for logged ops, and the routing of
 // each server frame to the Board it names. What a canvas's frames mean is board.js's business; the limiter is
-// limiter.js's.
+// limiter.js's, and the bounded waits for the answers to joins and leaves answers.js's.
 
+import { Answers } from "./answers.js";
 import { Board, RelayError } from "./board.js";
 import { Emitter } from "./emitter.js";
 import { Limiter } from "./limiter.js";
@@ -34,7 +35,9 @@ const FATAL_HTTP = new Map([
  *                                        next one drops the socket, which reconnects
  * @property {number} [cursorRate]        cursors per second per board (60, the server's --max-cursor-rate)
  * @property {number} [presenceRate]      presence updates per second per board (60)
- * @property {number} [maxFrameSize]      bytes; larger ops are refused locally with "too_large" (65536)
+ * @property {number} [maxFrameSize]      bytes; larger frames are refused locally with "too_large" (65536)
+ * @property {number} [answerTimeout]     ms to wait for the answer to a join or a leave (30000) before the
+ *                                        socket is dropped and the client reconnects
  * @property {{ rate: number, burst: number } | false} [rateLimit] logged ops per second and burst for the whole
  *                                        socket ({ rate: 200, burst: 200 }, under the server's default
  *                                        --rate-limit); the excess waits in order instead of being refused
@@ -52,8 +55,8 @@ export class RelayClient {
   #events = new Emitter();
   /** @type {Map<string, Board>} */
   #boards = new Map();
-  /** canvases whose leave went out on this socket and whose `left` has not come back (a new join must wait) */
-  #leaving = new Set();
+  /** joins and leaves of this socket waiting for the relay's answer (a new join of a canvas being left waits) */
+  #answers;
   /** @type {any} */
   #socket = null;
   #generation = 0;
@@ -88,7 +91,11 @@ export class RelayClient {
       maxFrameSize: options.maxFrameSize ?? 65536,
     };
     const rateLimit = options.rateLimit === false ? null : options.rateLimit ?? { rate: 200, burst: 200 };
-    this.#limiter = new Limiter(rateLimit, (queued) => this.#sendRaw(queued.text));
+    this.#limiter = new Limiter(rateLimit, (queued) => {
+      if (this.#sendRaw(queued.text) && queued.join) this.#answers.joinSent(queued.canvas);
+    });
+    const leave = (/** @type {string} */ canvas) => this.#sendRaw(JSON.stringify({ type: "leave", canvas }));
+    this.#answers = new Answers(options.answerTimeout ?? 30000, (why) => this.#resync(why), leave);
     this.#link = this.#makeLink();
     /** @type {"connecting" | "connected" | "reconnecting" | "closed"} */
     this.status = "connecting";
@@ -174,7 +181,6 @@ export class RelayClient {
   #opened() {
     this.#retries = 0;
     this.#lastHeard = Date.now();
-    this.#leaving.clear();
     const interval = this.options.heartbeatInterval ?? 15000;
     this.#pingedAt = 0;
     if (interval > 0) this.#heartbeat = setInterval(() => this.#beat(), interval);
@@ -213,7 +219,7 @@ export class RelayClient {
       return;
     }
     if (frame.type === "left") return this.#left(frame);
-    if (this.#leaving.has(canvas)) return; // the tail of a canvas being left
+    if (this.#answers.heard(canvas, frame)) return; // the tail of a canvas being left, or what its leave met
     this.#boards.get(canvas)?._receive(frame);
   }
 
@@ -222,12 +228,12 @@ export class RelayClient {
   #left(frame) {
     const canvas = frame.canvas;
     const board = this.#boards.get(canvas);
-    if (frame.code !== undefined && !this.#leaving.has(canvas)) {
+    const answered = this.#answers.left(canvas);
+    if (frame.code !== undefined && !answered) {
       this.#boards.delete(canvas);
       const error = new RelayError("removed", frame.reason ?? "removed from the canvas", frame);
       return board?._end(Object.assign(error, { closeCode: frame.code }));
     }
-    this.#leaving.delete(canvas);
     if (board && !board._joinSent()) this.#join(board); // re-opened while the leave was on its way
   }
 
@@ -298,6 +304,7 @@ export class RelayClient {
     if (this.#heartbeat !== null) clearInterval(this.#heartbeat);
     this.#heartbeat = null;
     this.#limiter.clear();
+    this.#answers.clear();
   }
 
   /** Closes the client for good with `error` as the reason. @param {RelayError} error */
@@ -329,10 +336,10 @@ export class RelayClient {
 
   // ---- Writing ----
 
-  /** A join goes through the limiter with the logged ops: the relay charges joins to the same allowance.
-   *  @param {Board} board */
+  /** A join goes through the limiter with the logged ops: the relay charges joins to the same allowance. One of
+   *  a canvas being left waits for its `left`. @param {Board} board */
   #join(board) {
-    if (!this.#isOpen() || this.#leaving.has(board.canvas)) return;
+    if (!this.#isOpen() || this.#answers.isLeaving(board.canvas)) return;
     this.#limiter.push({ canvas: board.canvas, text: JSON.stringify(board._joinFrame()), join: true });
   }
 
@@ -361,7 +368,9 @@ export class RelayClient {
       join: (board) => this.#boards.get(board.canvas) === board && this.#join(board),
       leave: (board) => {
         if (this.#boards.get(board.canvas) !== board || !board._joinSent()) return;
-        if (this.#sendRaw(JSON.stringify({ type: "leave", canvas: board.canvas }))) this.#leaving.add(board.canvas);
+        if (this.#limiter.drop(board.canvas)) return; // its join never went out: nothing to tell the relay
+        // Not through the limiter: the relay never refuses a leave for rate.
+        if (this.#sendRaw(JSON.stringify({ type: "leave", canvas: board.canvas }))) this.#answers.leaveSent(board.canvas);
       },
       forget: (board) => {
         if (this.#boards.get(board.canvas) !== board) return;

@@ -39,6 +39,9 @@ export interface RelayClientOptions {
   presenceRate?: number;
   /** Bytes; a larger op is refused locally with code "too_large" (65536, the server's --max-frame-size). */
   maxFrameSize?: number;
+  /** Ms to wait for the relay's answer to a join (its welcome or refusal) or a leave (`left`) before the socket is
+   *  dropped and the client reconnects, rejoining every open board (30000). */
+  answerTimeout?: number;
   /** Logged ops per second, and burst, for the whole socket ({ rate: 200, burst: 200 }); the excess waits in
    *  order. `false`: no limiter (the server may then refuse with "rate_limited", or close with 4008). */
   rateLimit?: { rate: number; burst: number } | false;

@@ -1,7 +1,8 @@
 // The SDK's protocol logic against a scripted server (a fake WebSocket class, no relay): the cases a real
 // relay produces only by luck of timing. A duplicate ack ahead of the replay, a seq gap, re-sent ops keeping
 // their idempotency key, a reset with ops pending, user messages, a leave answered after a new join, the
-// rate limiter, the close codes that stop the client, and the throttled cursor.
+// rate limiter, the close codes that stop the client, the throttled cursor, a relay that never answers a
+// leave or a join, leaves it refuses, and a board left before its join went out.
 
 import assert from "node:assert/strict";
 import test from "node:test";
@@ -251,5 +252,85 @@ test("heartbeat: pings; a ping unanswered at the next beat drops the socket and 
   await waitFor("a new socket", () => FakeSocket.made.length === 2);
   socket().open();
   assert.deepEqual(socket().sentOf("join"), [{ type: "join", canvas: "c", since: 3, epoch: "e1" }]);
+  client.close();
+});
+
+test("a relay that never answers a leave (or a join): the client reconnects, and the canvas opened again is ready", async () => {
+  const { client, socket } = setup({ answerTimeout: 50 });
+  const first = client.canvas("c");
+  socket().open();
+  socket().push(welcome("c", 4));
+  await first.ready;
+  first.leave();
+  const again = client.canvas("c");
+  assert.deepEqual(socket().sent.at(-1), { type: "leave", canvas: "c" });
+  assert.equal(again.status, "joining");
+  // No `left`: past answerTimeout the socket is dropped. The new one owes nothing: the board joins afresh.
+  await waitFor("a new socket", () => FakeSocket.made.length === 2);
+  assert.equal(client.status, "reconnecting");
+  socket().open();
+  assert.deepEqual(socket().sentOf("join"), [{ type: "join", canvas: "c" }]);
+  socket().push(welcome("c", 5, { objects: { a: { id: "a" } } }));
+  assert.equal(await again.ready, again);
+  assert.deepEqual([...again.objects.keys()], ["a"]);
+
+  // A join that is never answered: the same.
+  const other = client.canvas("d");
+  assert.deepEqual(socket().sentOf("join").at(-1), { type: "join", canvas: "d" });
+  await waitFor("a third socket", () => FakeSocket.made.length === 3);
+  socket().open();
+  assert.deepEqual(socket().sentOf("join").map((frame) => frame.canvas).sort(), ["c", "d"]);
+  socket().push(welcome("d", 1));
+  await other.ready;
+  client.close();
+});
+
+test("a leave refused is sent again: after a second for rate_limited, after the welcome for an older relay's invalid_frame", async () => {
+  const { client, socket } = setup({ answerTimeout: 5000 });
+  const board = client.canvas("c");
+  socket().open();
+  socket().push(welcome("c", 1));
+  await board.ready;
+  board.leave();
+  const again = client.canvas("c");
+  socket().push({ type: "error", canvas: "c", code: "rate_limited", message: "slow down" });
+  assert.equal(again.status, "joining", "the refusal is the leave's, not the new board's");
+  await waitFor("the leave again", () => socket().sentOf("leave").length === 2);
+  socket().push({ type: "left", canvas: "c" });
+  assert.equal(socket().sentOf("join").length, 2, "the new board joins once the leave is answered");
+  socket().push(welcome("c", 2));
+  await again.ready;
+
+  // An older relay refuses a leave of a canvas still joining, then welcomes it: the leave goes again.
+  const late = client.canvas("d");
+  late.leave();
+  const lateAgain = client.canvas("d");
+  socket().push({ type: "error", canvas: "d", code: "invalid_frame", message: "canvas d is not joined" });
+  assert.equal(socket().sentOf("leave").filter((frame) => frame.canvas === "d").length, 1);
+  socket().push(welcome("d", 7));
+  assert.equal(socket().sentOf("leave").filter((frame) => frame.canvas === "d").length, 2, "sent again once joined");
+  assert.equal(lateAgain.status, "joining", "that welcome was the left board's");
+  socket().push({ type: "left", canvas: "d" });
+  socket().push(welcome("d", 8));
+  await lateAgain.ready;
+  assert.equal(lateAgain.seq, 8);
+  assert.equal(FakeSocket.made.length, 1, "no reconnect");
+  client.close();
+});
+
+test("a board left before its join went out tells the relay nothing", async () => {
+  const { client, socket } = setup({ rateLimit: { rate: 1, burst: 1 } });
+  const first = client.canvas("a");
+  const queued = client.canvas("b"); // waits for a token
+  socket().open();
+  assert.deepEqual(socket().sentOf("join"), [{ type: "join", canvas: "a" }]);
+  queued.leave();
+  assert.equal(socket().sentOf("leave").length, 0, "its join never went out: no leave");
+  const marker = client.canvas("m"); // queued behind where b's join was
+  socket().push(welcome("a", 0));
+  await first.ready;
+  await waitFor("the next join in the queue", () => socket().sentOf("join").length === 2);
+  assert.deepEqual(socket().sentOf("join").map((frame) => frame.canvas), ["a", "m"], "nor b's join later");
+  assert.equal(marker.status, "joining");
   client.close();
 });
