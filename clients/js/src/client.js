@@ -246,7 +246,6 @@ export class RelayClient {
     const status = this.#httpStatus;
     this.#detach();
     if (this.status === "closed") return;
-    if (code === 1009) this.#refuseLargest();
     for (const board of this.#boards.values()) board._disconnected();
     const fatal = FATAL_CLOSES.get(code) ?? (status === null ? undefined : FATAL_HTTP.get(status));
     if (fatal) {
@@ -267,17 +266,6 @@ export class RelayClient {
       this.#reconnectTimer = null;
       if (this.status !== "closed") this.#connect();
     }, delay / 2 + (Math.random() * delay) / 2); // equal jitter: a restarted instance's clients spread out
-  }
-
-  /** Close 1009: the server found a frame of ours too large. The largest unacked op is the likely one: it is
-   *  refused with "too_large" rather than re-sent into the same wall. */
-  #refuseLargest() {
-    let worst = null;
-    for (const board of this.#boards.values()) {
-      const op = board._largestSent();
-      if (op && (!worst || op.text.length > worst.op.text.length)) worst = { board, op };
-    }
-    worst?.board._refuse(worst.op, new RelayError("too_large", "the server closed the socket: frame too large (1009)"));
   }
 
   /** Drops the current socket now and reconnects to resume (a seq gap, a silent server). @param {string} why */

@@ -1,6 +1,21 @@
 // What a board sends, prepared before it goes: JSON copies of the app's data (the app may go on mutating its own),
-// the byte size of a frame against the relay's limit, the trailing throttle of cursors and presence states, and
-// op promises that never become unhandled rejections. Nothing here knows about sockets or canvases.
+// the frame's text checked against the relay's limit (a frame over its --max-frame-size would get the whole socket
+// closed with 1009: it is refused here instead, with "too_large"), the trailing throttle of cursors and presence
+// states, and op promises that never become unhandled rejections. Nothing here knows about sockets or canvases.
+
+import { RelayError } from "./error.js";
+
+/** The text of `frame`, or a RelayError "too_large" thrown when it is over `limit` bytes (UTF-8).
+ *  @param {Record<string, unknown>} frame @param {number} limit @returns {string} */
+export function fitting(frame, limit) {
+  const text = JSON.stringify(frame);
+  const bytes = byteLength(text, limit);
+  if (bytes > limit) {
+    const what = `a ${frame.type} frame of ${bytes} bytes`;
+    throw new RelayError("too_large", `canvas-relay: ${what} is over the ${limit} the relay takes (maxFrameSize)`);
+  }
+  return text;
+}
 
 /** Trailing-edge throttle: at most one call per `interval` ms; the latest value always goes out.
  *  @param {number} interval @param {(value: any) => void} send */

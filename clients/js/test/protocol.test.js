@@ -6,7 +6,7 @@
 
 import assert from "node:assert/strict";
 import test from "node:test";
-import { RelayClient } from "../src/index.js";
+import { RelayClient, RelayError } from "../src/index.js";
 import { WebSocket, sleep, waitFor } from "./harness.js";
 
 /** A WebSocket the test plays the server for. */
@@ -332,5 +332,42 @@ test("a board left before its join went out tells the relay nothing", async () =
   await waitFor("the next join in the queue", () => socket().sentOf("join").length === 2);
   assert.deepEqual(socket().sentOf("join").map((frame) => frame.canvas), ["a", "m"], "nor b's join later");
   assert.equal(marker.status, "joining");
+  client.close();
+});
+
+test("every frame over maxFrameSize is refused before it is sent; a 1009 blames no op", async () => {
+  const { client, socket } = setup({ maxFrameSize: 2048 });
+  const board = client.canvas("c");
+  socket().open();
+  socket().push(welcome("c", 1));
+  await board.ready;
+  const sentBefore = socket().sent.length;
+  const wide = "€".repeat(700); // 700 characters, 2,100 bytes: over the limit in bytes, not in characters
+  const tooLarge = (error) => error instanceof RelayError && error.code === "too_large" && /maxFrameSize/.test(error.message);
+  assert.throws(() => board.emit("reaction", { text: wide }), tooLarge);
+  assert.throws(() => board.moveCursor({ x: 1, y: 2, label: wide }), tooLarge);
+  board.setPresence({ color: "red" });
+  assert.throws(() => board.setPresence({ color: "blue", note: wide }), tooLarge);
+  await assert.rejects(board.create({ id: "big", text: wide }), tooLarge);
+  assert.equal(board.objects.has("big"), false, "a refused op is never shown");
+  assert.deepEqual(socket().sent.slice(sentBefore), [{ type: "presence", canvas: "c", data: { color: "red" } }]);
+  assert.equal(board.emit("reaction", { text: "€".repeat(100) }), true, "a frame within the limit goes");
+
+  // A 1009 is a reconnect like any other: every unacked op stays pending and goes again with its key.
+  const pending = [board.create({ id: "a", text: "€".repeat(600) }), board.create({ id: "b" })];
+  const keys = socket().sentOf("object-create").map((frame) => frame.idempotency_key);
+  socket().drop(1009, "frame too large");
+  assert.equal(client.status, "reconnecting");
+  assert.equal(board.pendingCount, 2, "no op blamed");
+  await waitFor("a new socket", () => FakeSocket.made.length === 2);
+  socket().open();
+  socket().push(welcome("c", 1, { resumed: true, objects: undefined }));
+  assert.deepEqual(socket().sentOf("object-create").map((frame) => frame.idempotency_key), keys);
+  await waitFor("the presence state again", () => socket().sentOf("presence").length > 0);
+  assert.deepEqual(socket().sentOf("presence"), [{ type: "presence", canvas: "c", data: { color: "red" } }],
+    "the state as it was before the refused one");
+  socket().push({ type: "ack", canvas: "c", seq: 2, ref: socket().sentOf("object-create")[0].ref });
+  socket().push({ type: "ack", canvas: "c", seq: 3, ref: socket().sentOf("object-create")[1].ref });
+  assert.deepEqual(await Promise.all(pending), [2, 3]);
   client.close();
 });
