@@ -58,8 +58,10 @@ export class Answers {
     return this.#leaves.has(canvas);
   }
 
-  /** `left` came for `canvas`: returns whether it answered a leave of ours. @param {string} canvas */
+  /** `left` came for `canvas`: returns whether it answered a leave of ours. A removal through the API (`left` with
+   *  code 4003) also answers a join still waiting. @param {string} canvas */
   left(canvas) {
+    this.#answered(canvas);
     return this.#forget(canvas);
   }
 

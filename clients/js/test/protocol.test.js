@@ -371,3 +371,16 @@ test("every frame over maxFrameSize is refused before it is sent; a 1009 blames 
   assert.deepEqual(await Promise.all(pending), [2, 3]);
   client.close();
 });
+
+test("a board removed through the API while joining leaves no wait behind", async () => {
+  const { client, socket } = setup({ answerTimeout: 50, heartbeatInterval: 120 });
+  const board = client.canvas("r");
+  socket().open();
+  socket().push({ type: "left", canvas: "r", code: 4003, reason: "removed from the canvas" });
+  assert.equal(board.closedBy?.code, "removed");
+  // Past answerTimeout (the first heartbeat comes later still), the socket is still the first one.
+  await waitFor("a heartbeat", () => socket().sentOf("ping").length === 1);
+  socket().push({ type: "pong" });
+  assert.equal(FakeSocket.made.length, 1, "no reconnect for the join the removal answered");
+  client.close();
+});
