@@ -2,7 +2,8 @@
 //! (`tsc --noEmit` over the JSDoc-typed sources and the hand-written `.d.ts`, then `node --test`), whose
 //! scenarios start real instances on a shared SQLite file and on a Redis bus: concurrent edits through a
 //! SIGKILL, a viewer refused, two canvases on one socket, presence and ephemeral events across instances,
-//! reset and reload past the TTL, the packed tarball, throwing listeners. `scripts/test.sh` installs node,
+//! reset and reload past the TTL, the packed tarball, throwing listeners, a canvas of 30,000 objects left
+//! before its welcome and opened again, frames at the relay's size limit and one byte over. `scripts/test.sh` installs node,
 //! redis-server and the package's dev dependencies (`npm ci --prefix clients/js`); without them this test
 //! fails and says so.
 

@@ -130,7 +130,10 @@ async fn messages_expired_before_delivery_are_a_gap_batch(store: Store) {
     let mut receiver = Receiver::start().await;
     receiver.go_down().await;
     let short = ["--message-ttl", "1s", "--cleanup-interval", "100ms", "--heartbeat-interval", "200ms"];
-    let flags = [&short[..], &["--webhook-retention", "3s", "--presence-timeout", "2s"]].concat();
+    // A linger far longer than five posts take: the first batch is 1-5 (with the default 50 ms, a loaded
+    // machine could fix 1-3 before 4 and 5 are committed).
+    let long = ["--webhook-retention", "3s", "--presence-timeout", "2s", "--webhook-linger", "1s"];
+    let flags = [&short[..], &long].concat();
     let mut a = start(&store, &receiver, &flags).await;
     for i in 0..5 {
         // Objects, so that the canvas is not idle and cleanup keeps its head while its rows go.
@@ -140,6 +143,7 @@ async fn messages_expired_before_delivery_are_a_gap_batch(store: Store) {
         a.metric("relay_webhook_failures_total{status=\"connect\"}").await >= 1.0
     })
     .await;
+    assert_eq!(store.webhook_position("lost").await.and_then(|(_, _, fixed)| fixed), Some(5), "the batch 1-5");
     a.kill().await;
     let cleaner = store.start(&[&["--api-key", KEY][..], &short].concat()).await;
     eventually("cleanup to drop the undelivered rows", || async { store.logged("lost").await.is_empty() }).await;

@@ -62,6 +62,37 @@ pub struct Delivered {
     pub inflight: Option<u64>,
 }
 
+impl Delivered {
+    /// Whether this position may be recorded over `stored`: a position never moves backwards (generation,
+    /// then seq), and a batch's range fixed at a position stays fixed until that batch is delivered (so every
+    /// repeat of it keeps its idempotency key). A holder whose view is stale (its lease lapsed and another
+    /// instance delivered meanwhile) is refused both ways. Each store applies this rule in the same atomic
+    /// step as its lease check (SQLite: the writer's transaction; Redis: `save_delivered.lua`).
+    pub fn may_replace(&self, stored: Option<Delivered>) -> bool {
+        let Some(stored) = stored else { return true };
+        match (self.generation, self.seq).cmp(&(stored.generation, stored.seq)) {
+            std::cmp::Ordering::Less => false,
+            std::cmp::Ordering::Greater => true,
+            std::cmp::Ordering::Equal => match stored.inflight {
+                Some(last) if last > stored.seq => self.inflight == Some(last),
+                _ => true,
+            },
+        }
+    }
+}
+
+/// What a [`ConsumerStore::save_delivered`] came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Saved {
+    /// The position is recorded.
+    Recorded,
+    /// The lease is not the holder's (any more): nothing is written, and the holder stops delivering.
+    NotHolder,
+    /// The store holds a position this one may not replace (see [`Delivered::may_replace`]): another
+    /// instance delivered further while this one's view was stale. Nothing is written; read it again.
+    Behind,
+}
+
 /// A canvas whose head is past its delivered position (or which was never delivered).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Backlog {
@@ -107,7 +138,8 @@ pub trait ConsumerStore: Send + Sync + 'static {
     /// The webhook's delivered position of a canvas, if it has one.
     async fn delivered(&self, canvas: &CanvasId) -> Result<Option<Delivered>, BusError>;
 
-    /// Records the delivered position, if `holder` still holds `lease`; returns whether it did. Messages up
+    /// Records the delivered position, if `holder` still holds `lease` and the position may replace the
+    /// stored one ([`Delivered::may_replace`]), both checked in one atomic step with the write. Messages up
     /// to the new position are no longer kept for the webhook (they expire with `--message-ttl`).
     async fn save_delivered(
         &self,
@@ -115,7 +147,7 @@ pub trait ConsumerStore: Send + Sync + 'static {
         lease: &str,
         holder: &str,
         delivered: Delivered,
-    ) -> Result<bool, BusError>;
+    ) -> Result<Saved, BusError>;
 
     /// Takes or renews each lease in `names` for `holder`, for `ttl_ms` from now, where it is free, expired
     /// or already `holder`'s; returns which ones `holder` holds.

@@ -17,13 +17,15 @@
 //! placement: the join is counted in the hub from before that read ([`JoinTicket`]), so no join slips past
 //! a removal into its room (`hub::joins`).
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use serde_json::value::RawValue;
 
 use super::state_cache::{StateKey, INLINE_LIMIT};
 use super::views::peers_json;
 use super::{Bus, BusError, Peer, PresenceChange, Publish, Unavailable};
-use crate::hub::{ConnId, JoinTicket, Outbox, Room, Subscriber};
+use crate::hub::{ConnId, Hub, JoinTicket, Outbox, Room, Subscriber};
 use crate::protocol::{CanvasId, Resume, UserId};
 
 /// How many times a join reads its snapshot again when the room moved under it (closed, or reset past it).
@@ -152,6 +154,21 @@ impl Drop for Membership {
     }
 }
 
+/// The room a join reads its snapshot for. A join that ends without a subscriber in it (failed, or dropped:
+/// the client hung up, or left the canvas before its welcome) abandons it, so that a room it created is not
+/// left behind unstarted, keeping every commit offered to it; a room started or subscribed to stays.
+struct RoomForJoin<'a> {
+    hub: &'a Hub,
+    canvas: &'a CanvasId,
+    room: Arc<Room>,
+}
+
+impl Drop for RoomForJoin<'_> {
+    fn drop(&mut self) {
+        self.hub.abandon(self.canvas, &self.room);
+    }
+}
+
 impl Bus {
     /// Registers a connection in presence (logging `user-connected` if it is the user's first on the
     /// canvas), then reads the canvas and subscribes the connection. The registration commits first, so the
@@ -191,24 +208,16 @@ impl Bus {
         for _ in 0..MAX_ATTEMPTS {
             // The room first: from now on it keeps whatever is committed for the canvas, so nothing falls
             // between what the snapshot saw and what the room delivers.
-            let room = self.hub().room_for_join(&request.canvas);
-            let snapshot = match self.snapshot_with_state(&request, registered_at).await {
-                Ok(snapshot) => snapshot,
-                Err(error) => {
-                    self.hub().abandon(&request.canvas, &room);
-                    return Err(error);
-                }
+            let room = RoomForJoin {
+                hub: self.hub(),
+                canvas: &request.canvas,
+                room: self.hub().room_for_join(&request.canvas),
             };
-            match self.place(&room, &request, &ticket, snapshot).await {
-                Ok(Some(joined)) => {
-                    membership.joined = true;
-                    return Ok(Joined { membership, ..joined });
-                }
-                Ok(None) => {}
-                Err(removed) => {
-                    self.hub().abandon(&request.canvas, &room);
-                    return Err(removed);
-                }
+            let snapshot = self.snapshot_with_state(&request, registered_at).await?;
+            // A removal meanwhile refuses the join; the room guard abandons a room it created and left unstarted.
+            if let Some(joined) = self.place(&room.room, &request, &ticket, snapshot).await? {
+                membership.joined = true;
+                return Ok(Joined { membership, ..joined });
             }
         }
         Err(Unavailable::JoinRaced.into())

@@ -4,18 +4,20 @@ use std::time::Duration;
 
 use clap::Args;
 
-use super::Secret;
+use super::webhook_url::WebhookUrlParser;
+use super::{Secret, WebhookUrl};
 
 #[derive(Debug, Clone, Args)]
 pub struct ConsumerConfig {
     /// Where every logged message is POSTed, per canvas in seq order, in signed batches (http:// only; put a
     /// TLS proxy beside the receiver for https). Off when unset. Every instance of one store takes the same
-    /// webhook flags.
-    #[arg(long, env = "RELAY_WEBHOOK_URL", value_name = "URL")]
-    pub webhook_url: Option<String>,
+    /// webhook flags. Logs and /health show it without its userinfo and query (`http://***@host/path?***`).
+    // `hide_env_values`: the URL may hold a password or a token, which `--help` would otherwise print.
+    #[arg(long, env = "RELAY_WEBHOOK_URL", value_name = "URL", hide_env_values = true, value_parser = WebhookUrlParser)]
+    pub webhook_url: Option<WebhookUrl>,
 
     /// The HMAC-SHA256 key of `X-Relay-Signature`; required with --webhook-url.
-    #[arg(long, env = "RELAY_WEBHOOK_SECRET", value_name = "SECRET")]
+    #[arg(long, env = "RELAY_WEBHOOK_SECRET", value_name = "SECRET", hide_env_values = true)]
     pub webhook_secret: Option<Secret>,
 
     /// Only these message types are delivered (comma-separated; `object-*` is a prefix); the others advance the
@@ -39,6 +41,11 @@ pub struct ConsumerConfig {
     #[arg(long, env = "RELAY_WEBHOOK_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub webhook_timeout: Duration,
 
+    /// Most webhook requests in flight at once on this instance, across all canvases (each holds a
+    /// connection to the receiver); canvases beyond it wait their turn, in order.
+    #[arg(long, env = "RELAY_WEBHOOK_CONCURRENCY", value_name = "N", default_value_t = 16)]
+    pub webhook_concurrency: usize,
+
     /// How long messages the webhook has not delivered are kept past --message-ttl; older ones become a gap.
     #[arg(long, env = "RELAY_WEBHOOK_RETENTION", default_value = "24h", value_parser = humantime::parse_duration)]
     pub webhook_retention: Duration,
@@ -60,7 +67,8 @@ pub struct ConsumerConfig {
 /// The webhook as configured: checked once at start.
 #[derive(Debug, Clone)]
 pub struct Webhook {
-    pub url: hyper::Uri,
+    /// Shown redacted; [`WebhookUrl::uri`] for the request.
+    pub url: WebhookUrl,
     pub secret: Secret,
     /// Types delivered (a trailing `*` is a prefix); empty: all.
     pub types: Vec<String>,
@@ -68,6 +76,8 @@ pub struct Webhook {
     pub linger: Duration,
     pub max_backoff: Duration,
     pub timeout: Duration,
+    /// Requests in flight at once (`--webhook-concurrency`).
+    pub concurrency: usize,
     pub retention: Duration,
     pub lag_warning: u64,
 }
@@ -79,9 +89,8 @@ impl ConsumerConfig {
             anyhow::ensure!(self.webhook_secret.is_none(), "--webhook-secret is set but --webhook-url is not");
             return Ok(None);
         };
-        let url: hyper::Uri = url.parse().map_err(|e| anyhow::anyhow!("--webhook-url {url:?} is not a URL: {e}"))?;
         anyhow::ensure!(
-            url.scheme_str() == Some("http") && url.host().is_some(),
+            url.uri().scheme_str() == Some("http") && url.uri().host().is_some(),
             "--webhook-url {url} must be an http:// URL with a host (https: run a TLS proxy beside the receiver)"
         );
         let secret = match &self.webhook_secret {
@@ -91,6 +100,10 @@ impl ConsumerConfig {
             }
         };
         anyhow::ensure!((1..=10_000).contains(&self.webhook_batch), "--webhook-batch must be between 1 and 10000");
+        anyhow::ensure!(
+            (1..=10_000).contains(&self.webhook_concurrency),
+            "--webhook-concurrency must be between 1 and 10000"
+        );
         for (flag, value) in [
             ("--webhook-linger", self.webhook_linger),
             ("--webhook-max-backoff", self.webhook_max_backoff),
@@ -101,13 +114,14 @@ impl ConsumerConfig {
         }
         let types = self.webhook_types.iter().map(|t| t.trim().to_owned()).filter(|t| !t.is_empty()).collect();
         Ok(Some(Webhook {
-            url,
+            url: url.clone(),
             secret,
             types,
             batch: self.webhook_batch,
             linger: self.webhook_linger,
             max_backoff: self.webhook_max_backoff,
             timeout: self.webhook_timeout,
+            concurrency: self.webhook_concurrency,
             retention: self.webhook_retention,
             lag_warning: self.webhook_lag_warning,
         }))
@@ -154,12 +168,39 @@ mod tests {
         assert!(with(&[]).unwrap().is_none());
         let no_secret = with(&["--webhook-url", "http://127.0.0.1:9/hook"]).unwrap_err().to_string();
         assert!(no_secret.contains("--webhook-secret"), "{no_secret}");
-        let bad = with(&["--webhook-url", "not a url", "--webhook-secret", "s"]).unwrap_err().to_string();
-        assert!(bad.contains("is not a URL"), "{bad}");
+        let args = ["canvas-relay", "serve", "--webhook-url", "not a url", "--webhook-secret", "s"];
+        let bad = super::super::Cli::try_parse_resolved_from(args).unwrap_err().to_string();
+        assert!(bad.contains("--webhook-url") && bad.contains("not a URL"), "{bad}");
         let https = with(&["--webhook-url", "https://example.com/", "--webhook-secret", "s"]).unwrap_err();
         assert!(https.to_string().contains("http://"), "{https}");
         let ok = with(&["--webhook-url", "http://127.0.0.1:9/hook", "--webhook-secret", "s"]).unwrap().unwrap();
-        assert_eq!(ok.url.path(), "/hook");
+        assert_eq!(ok.url.uri().path(), "/hook");
+        let hidden = with(&["--webhook-url", "https://u:hunter2@example.com/?token=s3cret", "--webhook-secret", "s"]);
+        let hidden = hidden.unwrap_err().to_string();
+        assert!(hidden.contains("https://***@example.com/?***") && !hidden.contains("hunter2"), "{hidden}");
+    }
+
+    #[test]
+    fn the_config_never_shows_the_webhook_url_whole() {
+        let url = "http://relay:hunter2@127.0.0.1:9/hook?token=s3cret";
+        let cli = super::super::Cli::try_parse_resolved_from(["canvas-relay", "serve", "--webhook-url", url]).unwrap();
+        let super::super::Command::Serve(config) = cli.command;
+        let shown = format!("{config:?}");
+        assert!(shown.contains("http://***@127.0.0.1:9/hook?***"), "{shown}");
+        assert!(!shown.contains("hunter2") && !shown.contains("s3cret"), "{shown}");
+        let webhook = with(&["--webhook-url", url, "--webhook-secret", "s"]).unwrap().unwrap();
+        let shown = format!("{webhook:?} {}", webhook.url);
+        assert!(!shown.contains("hunter2") && !shown.contains("s3cret"), "{shown}");
+    }
+
+    #[test]
+    fn requests_in_flight_default_to_16_and_are_at_least_one() {
+        let webhook = with(&["--webhook-url", "http://h/", "--webhook-secret", "s"]).unwrap().unwrap();
+        assert_eq!(webhook.concurrency, 16);
+        let two = with(&["--webhook-url", "http://h/", "--webhook-secret", "s", "--webhook-concurrency", "2"]);
+        assert_eq!(two.unwrap().unwrap().concurrency, 2);
+        let none = with(&["--webhook-url", "http://h/", "--webhook-secret", "s", "--webhook-concurrency", "0"]);
+        assert!(none.unwrap_err().to_string().contains("--webhook-concurrency"));
     }
 
     #[test]

@@ -13,11 +13,13 @@ pub mod consumers;
 pub mod open_files;
 mod profile;
 mod secret;
+mod webhook_url;
 
 pub use bus::{BusKind, RedisUrl};
 pub use consumers::{ConsumerConfig, Webhook};
 pub use profile::{Profile, Tuning};
 pub use secret::Secret;
+pub use webhook_url::WebhookUrl;
 
 /// The command line. Parse it with [`Cli::parse_resolved`] (or [`Cli::try_parse_resolved_from`]), not the derived
 /// `Cli::parse`: only those give the knobs of `--profile` the profile's values.

@@ -26,7 +26,11 @@ const SDK: &[(&str, &str, &str)] = &[
     ("index.js", "text/javascript; charset=utf-8", include_str!("../../clients/js/src/index.js")),
     ("client.js", "text/javascript; charset=utf-8", include_str!("../../clients/js/src/client.js")),
     ("board.js", "text/javascript; charset=utf-8", include_str!("../../clients/js/src/board.js")),
+    ("answers.js", "text/javascript; charset=utf-8", include_str!("../../clients/js/src/answers.js")),
     ("emitter.js", "text/javascript; charset=utf-8", include_str!("../../clients/js/src/emitter.js")),
+    ("error.js", "text/javascript; charset=utf-8", include_str!("../../clients/js/src/error.js")),
+    ("frames.js", "text/javascript; charset=utf-8", include_str!("../../clients/js/src/frames.js")),
+    ("limiter.js", "text/javascript; charset=utf-8", include_str!("../../clients/js/src/limiter.js")),
     ("index.d.ts", "text/plain; charset=utf-8", include_str!("../../clients/js/src/index.d.ts")),
 ];
 

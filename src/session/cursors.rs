@@ -45,12 +45,15 @@ impl CursorPace {
     }
 
     /// A cursor from the client at `now`: returned to relay now if its slot has come, else held in place of
-    /// any held one.
+    /// any held one. Either way it supersedes a held one: the session's loop may read this cursor before it
+    /// gets to release the held one whose slot came, and that older cursor must then never go (after this
+    /// one, it would be the last a reader sees, and replace this one in the batch for other instances).
     pub fn offer(&mut self, data: Box<RawValue>, now: Instant) -> Option<Box<RawValue>> {
         if self.every.is_some() && now < self.next_at {
             self.held = Some(data);
             return None;
         }
+        self.held = None;
         self.take_slot(now);
         Some(data)
     }
@@ -145,24 +148,52 @@ mod tests {
         RawValue::from_string(format!(r#"{{"x":{x}}}"#)).unwrap()
     }
 
+    /// The `x` of each cursor relayed, in relay order.
+    fn xs(relayed: &[Box<RawValue>]) -> Vec<u64> {
+        relayed
+            .iter()
+            .map(|data| serde_json::from_str::<serde_json::Value>(data.get()).unwrap()["x"].as_u64().unwrap())
+            .collect()
+    }
+
     #[test]
-    fn a_flood_is_relayed_at_the_rate_and_its_latest_cursor_always_goes() {
-        let start = Instant::now();
+    fn a_flood_is_relayed_at_the_rate_in_order_and_its_latest_cursor_always_goes_last() {
         let mut pace = CursorPace::new(10);
-        let mut relayed = Vec::new();
-        // 1,000 cursors a second for one second, with the held one released whenever its slot comes.
-        for ms in 0..1000u64 {
-            let now = start + Duration::from_millis(ms);
-            if pace.holding() && now >= pace.release_at() {
+        let start = Instant::now();
+        let (mut now, mut relayed) = (start, Vec::new());
+        // 400 cursors 1 to 37 ms apart, with a pause longer than a slot now and then. The session's loop takes
+        // its ready branches in any order: where a held cursor's slot has come, the next cursor is read before
+        // the release about every other time.
+        for n in 0..400u32 {
+            now += Duration::from_millis(if n % 11 == 10 { 130 } else { 1 + u64::from(n * 7919 % 37) });
+            let release_first = n * 104_729 % 13 < 6;
+            if release_first && pace.holding() && now >= pace.release_at() {
                 relayed.extend(pace.release(now));
             }
-            relayed.extend(pace.offer(cursor(ms as u32), now));
+            relayed.extend(pace.offer(cursor(n), now));
+            if !release_first && pace.holding() && now >= pace.release_at() {
+                relayed.extend(pace.release(now));
+            }
         }
-        let end = start + Duration::from_secs(2);
-        relayed.extend(pace.release(end));
-        assert!((10..=12).contains(&relayed.len()), "{} relayed: about the rate, not the flood", relayed.len());
-        assert_eq!(relayed.last().unwrap().get(), r#"{"x":999}"#, "the latest is never lost");
+        relayed.extend(pace.release(now + Duration::from_secs(1)));
+        let (xs, slots) = (xs(&relayed), (now - start).as_millis() / 100);
+        assert!(xs.len() as u128 <= slots + 2, "{} relayed in {slots} slots: the rate, not the flood", xs.len());
+        assert!(xs.windows(2).all(|w| w[0] < w[1]), "never an older cursor after a newer one: {xs:?}");
+        assert_eq!(xs.last(), Some(&399), "the latest is never lost, and goes last");
         assert!(!pace.holding());
+    }
+
+    #[test]
+    fn a_cursor_whose_slot_has_come_supersedes_the_held_one() {
+        let mut pace = CursorPace::new(10);
+        let start = Instant::now();
+        assert!(pace.offer(cursor(1), start).is_some(), "the first goes at once");
+        assert!(pace.offer(cursor(2), start + Duration::from_millis(10)).is_none(), "too soon: held");
+        // Read before the loop released 2, whose slot has come: 3 goes, and 2 never does.
+        let late = start + Duration::from_millis(150);
+        assert_eq!(pace.offer(cursor(3), late).map(|data| data.get().to_owned()), Some(r#"{"x":3}"#.to_owned()));
+        assert!(!pace.holding(), "nothing older is left to follow it");
+        assert!(pace.release(start + Duration::from_secs(1)).is_none());
     }
 
     #[test]

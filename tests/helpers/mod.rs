@@ -98,6 +98,16 @@ impl Instance {
         Instance::spawn(Command::new(RELAY), &bus, Some(workdir), args).await
     }
 
+    /// [`Instance::start_on_redis`] under a soft open-file limit of `limit` (see
+    /// [`Instance::start_with_open_file_limit`]).
+    pub async fn start_on_redis_with_open_file_limit(url: &str, limit: u32, args: &[&str]) -> Instance {
+        let workdir = tempfile::tempdir().expect("temp dir");
+        let mut command = Command::new("sh");
+        command.args(["-c", &format!("ulimit -S -n {limit} && exec \"$0\" \"$@\""), RELAY]);
+        let bus = ["--bus", url, "--db", "relay.db"].map(std::ffi::OsStr::new);
+        Instance::spawn(command, &bus, Some(workdir), args).await
+    }
+
     /// Runs `command` (the relay, or a shell that execs it) with `serve` and the arguments; on a free port
     /// unless `args` name one with `--listen` (a restart on the same port).
     async fn spawn(

@@ -49,6 +49,14 @@ impl Store {
         }
     }
 
+    /// Starts an instance on this store under a soft open-file limit (`ulimit -n`) of `limit`.
+    pub async fn start_with_open_file_limit(&self, limit: u32, args: &[&str]) -> Instance {
+        match self {
+            Store::File(file) => Instance::start_with_open_file_limit(&file.db, limit, args).await,
+            Store::Redis(redis) => Instance::start_on_redis_with_open_file_limit(&redis.url(), limit, args).await,
+        }
+    }
+
     /// The types of a canvas's retained messages in seq order, read from storage directly (expired ones
     /// included until storage drops them), of its current generation (a reset keeps the old one's rows in
     /// the file, for the event stream, but drops them from the canvas's log as Redis does).
@@ -104,6 +112,34 @@ impl Store {
                     .await
                     .unwrap();
                 seq.unwrap_or(0)
+            }
+        }
+    }
+
+    /// The webhook's recorded position of a canvas, read from storage directly: (generation, seq, the last
+    /// seq of the batch in flight); `None` before the first save.
+    pub async fn webhook_position(&self, canvas: &str) -> Option<(u64, u64, Option<u64>)> {
+        match self {
+            Store::File(file) => {
+                let conn = file.open();
+                let sql = "SELECT generation, seq, inflight FROM webhook_positions WHERE canvas_id = ?1";
+                let row = conn.query_row(sql, [canvas], |r| {
+                    Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64, r.get::<_, Option<i64>>(2)?))
+                });
+                match row {
+                    Ok((generation, seq, inflight)) => Some((generation, seq, inflight.map(|p| p as u64))),
+                    Err(canvas_relay::rusqlite::Error::QueryReturnedNoRows) => None,
+                    Err(error) => panic!("reading the webhook position of {canvas}: {error}"),
+                }
+            }
+            Store::Redis(redis) => {
+                let (generation, seq, inflight): (Option<u64>, Option<u64>, Option<u64>) = redis::cmd("HMGET")
+                    .arg(format!("relay:{{{canvas}}}:webhook"))
+                    .arg(&["g", "s", "p"][..])
+                    .query_async(&mut redis.connection().await)
+                    .await
+                    .unwrap();
+                Some((generation?, seq?, inflight))
             }
         }
     }

@@ -6,23 +6,10 @@
 // socket, the reconnects and the joins.
 
 import { Emitter } from "./emitter.js";
+import { RelayError } from "./error.js";
+import { copy, fitting, handled, requireId, throttle } from "./frames.js";
 
-/** An error with the contract's `code` ("forbidden", "rate_limited", ...) or the SDK's ("left", "closed"). */
-export class RelayError extends Error {
-  /**
-   * @param {string} code
-   * @param {string} message
-   * @param {Record<string, any>} [frame] the server frame that said so, if one did
-   */
-  constructor(code, message, frame) {
-    super(message);
-    this.name = "RelayError";
-    /** @type {string} */
-    this.code = code;
-    /** @type {Record<string, any> | undefined} */
-    this.frame = frame;
-  }
-}
+export { RelayError };
 
 /** @typedef {{ id: string, [field: string]: any }} CanvasObject */
 
@@ -83,7 +70,7 @@ export class Board {
   #events = new Emitter();
   /** @type {Link} */
   #link;
-  /** @type {unknown} this connection's presence state, re-sent after every (re)join; undefined: never set */
+  /** @type {string | undefined} this connection's presence frame, re-sent after every (re)join; undefined: never set */
   #presence = undefined;
   #cursor;
   #presenceThrottle;
@@ -118,10 +105,8 @@ export class Board {
       this.#rejectReady = reject;
     });
     this.ready.catch(() => {}); // a refused join is also a "status" + "error": never an unhandled rejection
-    this.#cursor = throttle(link.limits.cursorInterval, (data) =>
-      this.#sendNow({ type: "cursor", canvas: this.canvas, data }));
-    this.#presenceThrottle = throttle(link.limits.presenceInterval, (data) =>
-      this.#sendNow({ type: "presence", canvas: this.canvas, data }));
+    this.#cursor = throttle(link.limits.cursorInterval, (text) => link.send(text));
+    this.#presenceThrottle = throttle(link.limits.presenceInterval, (text) => link.send(text));
   }
 
   /** The confirmed state with this client's pending ops applied on top. Read-only: do not mutate it. */
@@ -161,22 +146,26 @@ export class Board {
     return this.#publish(type, data);
   }
 
-  /** An ephemeral event to every other connection: no seq, no ack; dropped (false) while not joined.
-   *  @param {string} type @param {unknown} data */
+  /** An ephemeral event to every other connection: no seq, no ack; dropped (false) while not joined. Throws a
+   *  RelayError "too_large" for a frame over maxFrameSize. @param {string} type @param {unknown} data */
   emit(type, data) {
-    return this.status === "joined" && this.#sendNow({ type, canvas: this.canvas, data, ephemeral: true });
+    const text = this.#fit({ type, canvas: this.canvas, data, ephemeral: true });
+    return this.status === "joined" && this.#link.send(text);
   }
 
   /** Replaces this connection's presence state: sent throttled (the latest always goes out), and again after
-   *  every rejoin (a new connection starts with none). @param {Record<string, any>} data */
+   *  every rejoin (a new connection starts with none). Throws a RelayError "too_large" for a frame over
+   *  maxFrameSize, and the state stays as it was. @param {Record<string, any>} data */
   setPresence(data) {
-    this.#presence = copy(data);
+    this.#presence = this.#fit({ type: "presence", canvas: this.canvas, data: copy(data) });
     if (this.status === "joined") this.#presenceThrottle.push(this.#presence);
   }
 
-  /** @param {{ x: number, y: number } & Record<string, any>} position throttled; the latest always goes out */
+  /** Throttled; the latest always goes out; dropped while not joined. Throws a RelayError "too_large" for a frame
+   *  over maxFrameSize. @param {{ x: number, y: number } & Record<string, any>} position */
   moveCursor(position) {
-    if (this.status === "joined") this.#cursor.push(copy(position));
+    const text = this.#fit({ type: "cursor", canvas: this.canvas, data: copy(position) });
+    if (this.status === "joined") this.#cursor.push(text);
   }
 
   /** @param {string} type @param {(...args: any[]) => void} listener */
@@ -219,14 +208,6 @@ export class Board {
     this.#cursor.cancel();
     this.#presenceThrottle.cancel();
     this.#setStatus("joining");
-  }
-
-  /** The largest op sent on this socket and not acked (after a close 1009, the likely culprit).
-   *  @returns {PendingOp | undefined} */
-  _largestSent() {
-    let largest;
-    for (const op of this.#pending.values()) if (op.sent && op.text.length > (largest?.text.length ?? -1)) largest = op;
-    return largest;
   }
 
   /** @param {PendingOp} op @param {RelayError} error */
@@ -395,10 +376,11 @@ export class Board {
     const id = this.#link.nextId();
     const [ref, key] = [`${this.#serial}.${id}`, `${this.#link.keyPrefix}-${id}`];
     const sent = copy(data);
-    const text = JSON.stringify({ type, canvas: this.canvas, data: sent, ref, idempotency_key: key });
-    if (byteLength(text, this.#link.limits.maxFrameSize) > this.#link.limits.maxFrameSize) {
-      const error = new RelayError("too_large", `the ${type} frame is larger than ${this.#link.limits.maxFrameSize} bytes`);
-      return handled(Promise.reject(error));
+    let text;
+    try {
+      text = this.#fit({ type, canvas: this.canvas, data: sent, ref, idempotency_key: key });
+    } catch (error) {
+      return handled(Promise.reject(error)); // refused here: nothing is sent, nothing is shown
     }
     /** @type {PendingOp} */
     let op = /** @type {any} */ (null);
@@ -416,9 +398,10 @@ export class Board {
     op.sent = this.#link.send(op.text, this.canvas);
   }
 
-  /** @param {Record<string, any>} frame */
-  #sendNow(frame) {
-    return this.#link.send(JSON.stringify(frame));
+  /** The text of a frame this board sends, checked against the relay's --max-frame-size (see frames.js).
+   *  @param {Record<string, any>} frame */
+  #fit(frame) {
+    return fitting(frame, this.#link.limits.maxFrameSize);
   }
 
   /** Every seq arrives exactly once, in order; anything else is a bug or a lost frame: resume. @param {number} seq */
@@ -458,56 +441,4 @@ export class Board {
     this.#view = null;
     this.#events.dispatch("change", error === undefined ? { reason, frame } : { reason, frame, error });
   }
-}
-
-/** Trailing-edge throttle: at most one call per `interval` ms; the latest value always goes out.
- *  @param {number} interval @param {(value: any) => void} send */
-function throttle(interval, send) {
-  let last = -Infinity;
-  /** @type {ReturnType<typeof setTimeout> | null} */
-  let timer = null;
-  /** @type {unknown} */
-  let latest;
-  const flush = () => {
-    timer = null;
-    last = Date.now();
-    send(latest);
-  };
-  return {
-    /** @param {unknown} value */
-    push(value) {
-      latest = value;
-      if (timer !== null) return;
-      const wait = last + interval - Date.now();
-      if (wait <= 0) flush();
-      else timer = setTimeout(flush, wait);
-    },
-    cancel() {
-      if (timer !== null) clearTimeout(timer);
-      timer = null;
-    },
-  };
-}
-
-/** @template T @param {T & { id: string }} data @returns {T & { id: string }} */
-function requireId(data) {
-  if (!data || typeof data.id !== "string") throw new TypeError("canvas-relay: an object op needs a string `id`");
-  return data;
-}
-
-/** @param {unknown} value */
-function copy(value) {
-  return value === undefined ? null : JSON.parse(JSON.stringify(value));
-}
-
-/** UTF-8 bytes of `text`, counted exactly only when it could pass `limit`. @param {string} text @param {number} limit */
-function byteLength(text, limit) {
-  return text.length * 3 <= limit ? text.length : new TextEncoder().encode(text).length;
-}
-
-/** Op promises may be left un-awaited (fire and forget): the rollback is a "change" either way, and Node must
- *  not die of an unhandled rejection. @template T @param {Promise<T>} promise */
-function handled(promise) {
-  promise.catch(() => {});
-  return promise;
 }

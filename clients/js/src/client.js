@@ -1,10 +1,13 @@
 // RelayClient: one multiplexed WebSocket (`GET /ws`, PROTOCOL.md "One socket, many canvases") shared by every
 // canvas the app opens. It owns the socket and its status, the reconnects (jittered exponential backoff, then a
 // join with since + epoch for every board), the heartbeat, the rate limiter for logged ops, and the routing of
-// each server frame to the Board it names. What a canvas's frames mean is board.js's business.
+// each server frame to the Board it names. What a canvas's frames mean is board.js's business; the limiter is
+// limiter.js's, and the bounded waits for the answers to joins and leaves answers.js's.
 
+import { Answers } from "./answers.js";
 import { Board, RelayError } from "./board.js";
 import { Emitter } from "./emitter.js";
+import { Limiter } from "./limiter.js";
 
 /** Close codes after which reconnecting cannot help: the app must act (a new token, slower sends). */
 const FATAL_CLOSES = new Map([
@@ -32,7 +35,9 @@ const FATAL_HTTP = new Map([
  *                                        next one drops the socket, which reconnects
  * @property {number} [cursorRate]        cursors per second per board (60, the server's --max-cursor-rate)
  * @property {number} [presenceRate]      presence updates per second per board (60)
- * @property {number} [maxFrameSize]      bytes; larger ops are refused locally with "too_large" (65536)
+ * @property {number} [maxFrameSize]      bytes; larger frames are refused locally with "too_large" (65536)
+ * @property {number} [answerTimeout]     ms to wait for the answer to a join or a leave (30000) before the
+ *                                        socket is dropped and the client reconnects
  * @property {{ rate: number, burst: number } | false} [rateLimit] logged ops per second and burst for the whole
  *                                        socket ({ rate: 200, burst: 200 }, under the server's default
  *                                        --rate-limit); the excess waits in order instead of being refused
@@ -43,15 +48,15 @@ export class RelayClient {
   #WebSocket;
   /** @type {{ cursorInterval: number, presenceInterval: number, maxFrameSize: number }} what boards obey */
   #limits;
-  /** @type {{ rate: number, burst: number } | null} the logged-op limiter's settings (null: off) */
-  #rateLimit;
+  /** the socket's allowance of logged frames (ops and joins) */
+  #limiter;
   /** @type {import("./board.js").Link} what every board may ask of this client */
   #link;
   #events = new Emitter();
   /** @type {Map<string, Board>} */
   #boards = new Map();
-  /** canvases whose leave went out on this socket and whose `left` has not come back (a new join must wait) */
-  #leaving = new Set();
+  /** joins and leaves of this socket waiting for the relay's answer (a new join of a canvas being left waits) */
+  #answers;
   /** @type {any} */
   #socket = null;
   #generation = 0;
@@ -67,13 +72,6 @@ export class RelayClient {
   #httpStatus = null;
   #keyPrefix = randomId();
   #counter = 0;
-  /** logged frames waiting for the rate limiter, oldest first */
-  /** @type {{ canvas: string, text: string }[]} */
-  #queue = [];
-  #tokens = 0;
-  #refilledAt = 0;
-  /** @type {ReturnType<typeof setTimeout> | null} */
-  #drainTimer = null;
 
   /** @param {RelayClientOptions} options */
   constructor(options) {
@@ -92,9 +90,12 @@ export class RelayClient {
       presenceInterval: rate(options.presenceRate, 60),
       maxFrameSize: options.maxFrameSize ?? 65536,
     };
-    this.#rateLimit = options.rateLimit === false ? null : options.rateLimit ?? { rate: 200, burst: 200 };
-    this.#tokens = this.#rateLimit?.burst ?? 0;
-    this.#refilledAt = Date.now();
+    const rateLimit = options.rateLimit === false ? null : options.rateLimit ?? { rate: 200, burst: 200 };
+    this.#limiter = new Limiter(rateLimit, (queued) => {
+      if (this.#sendRaw(queued.text) && queued.join) this.#answers.joinSent(queued.canvas);
+    });
+    const leave = (/** @type {string} */ canvas) => this.#sendRaw(JSON.stringify({ type: "leave", canvas }));
+    this.#answers = new Answers(options.answerTimeout ?? 30000, (why) => this.#resync(why), leave);
     this.#link = this.#makeLink();
     /** @type {"connecting" | "connected" | "reconnecting" | "closed"} */
     this.status = "connecting";
@@ -180,7 +181,6 @@ export class RelayClient {
   #opened() {
     this.#retries = 0;
     this.#lastHeard = Date.now();
-    this.#leaving.clear();
     const interval = this.options.heartbeatInterval ?? 15000;
     this.#pingedAt = 0;
     if (interval > 0) this.#heartbeat = setInterval(() => this.#beat(), interval);
@@ -219,7 +219,7 @@ export class RelayClient {
       return;
     }
     if (frame.type === "left") return this.#left(frame);
-    if (this.#leaving.has(canvas)) return; // the tail of a canvas being left
+    if (this.#answers.heard(canvas, frame)) return; // the tail of a canvas being left, or what its leave met
     this.#boards.get(canvas)?._receive(frame);
   }
 
@@ -228,12 +228,12 @@ export class RelayClient {
   #left(frame) {
     const canvas = frame.canvas;
     const board = this.#boards.get(canvas);
-    if (frame.code !== undefined && !this.#leaving.has(canvas)) {
+    const answered = this.#answers.left(canvas);
+    if (frame.code !== undefined && !answered) {
       this.#boards.delete(canvas);
       const error = new RelayError("removed", frame.reason ?? "removed from the canvas", frame);
       return board?._end(Object.assign(error, { closeCode: frame.code }));
     }
-    this.#leaving.delete(canvas);
     if (board && !board._joinSent()) this.#join(board); // re-opened while the leave was on its way
   }
 
@@ -246,7 +246,6 @@ export class RelayClient {
     const status = this.#httpStatus;
     this.#detach();
     if (this.status === "closed") return;
-    if (code === 1009) this.#refuseLargest();
     for (const board of this.#boards.values()) board._disconnected();
     const fatal = FATAL_CLOSES.get(code) ?? (status === null ? undefined : FATAL_HTTP.get(status));
     if (fatal) {
@@ -267,17 +266,6 @@ export class RelayClient {
       this.#reconnectTimer = null;
       if (this.status !== "closed") this.#connect();
     }, delay / 2 + (Math.random() * delay) / 2); // equal jitter: a restarted instance's clients spread out
-  }
-
-  /** Close 1009: the server found a frame of ours too large. The largest unacked op is the likely one: it is
-   *  refused with "too_large" rather than re-sent into the same wall. */
-  #refuseLargest() {
-    let worst = null;
-    for (const board of this.#boards.values()) {
-      const op = board._largestSent();
-      if (op && (!worst || op.text.length > worst.op.text.length)) worst = { board, op };
-    }
-    worst?.board._refuse(worst.op, new RelayError("too_large", "the server closed the socket: frame too large (1009)"));
   }
 
   /** Drops the current socket now and reconnects to resume (a seq gap, a silent server). @param {string} why */
@@ -302,9 +290,9 @@ export class RelayClient {
       socket.onerror = () => {}; // `ws` throws an 'error' nobody listens to (e.g. closed while connecting)
     }
     if (this.#heartbeat !== null) clearInterval(this.#heartbeat);
-    if (this.#drainTimer !== null) clearTimeout(this.#drainTimer);
-    this.#heartbeat = this.#drainTimer = null;
-    this.#queue = [];
+    this.#heartbeat = null;
+    this.#limiter.clear();
+    this.#answers.clear();
   }
 
   /** Closes the client for good with `error` as the reason. @param {RelayError} error */
@@ -336,11 +324,11 @@ export class RelayClient {
 
   // ---- Writing ----
 
-  /** A join goes through the limiter with the logged ops: the relay charges joins to the same allowance.
-   *  @param {Board} board */
+  /** A join goes through the limiter with the logged ops: the relay charges joins to the same allowance. One of
+   *  a canvas being left waits for its `left`. @param {Board} board */
   #join(board) {
-    if (!this.#isOpen() || this.#leaving.has(board.canvas)) return;
-    this.#sendLogged(JSON.stringify(board._joinFrame()), board.canvas);
+    if (!this.#isOpen() || this.#answers.isLeaving(board.canvas)) return;
+    this.#limiter.push({ canvas: board.canvas, text: JSON.stringify(board._joinFrame()), join: true });
   }
 
   #isOpen() {
@@ -354,33 +342,11 @@ export class RelayClient {
     return true;
   }
 
-  /** A logged op goes out now if the limiter has a token and nothing waits before it; else it waits in order.
-   *  @param {string} text @param {string} canvas */
+  /** A logged op goes out through the limiter (at once, or in its turn). @param {string} text @param {string} canvas */
   #sendLogged(text, canvas) {
     if (!this.#isOpen()) return false;
-    if (!this.#rateLimit) return this.#sendRaw(text);
-    this.#queue.push({ canvas, text });
-    this.#drain();
+    this.#limiter.push({ canvas, text, join: false });
     return true;
-  }
-
-  #drain() {
-    const limit = this.#rateLimit;
-    if (!limit) return;
-    const now = Date.now();
-    this.#tokens = Math.min(limit.burst, this.#tokens + ((now - this.#refilledAt) * limit.rate) / 1000);
-    this.#refilledAt = now;
-    while (this.#queue.length > 0 && this.#tokens >= 1) {
-      this.#tokens -= 1;
-      this.#sendRaw(/** @type {{ text: string }} */ (this.#queue.shift()).text);
-    }
-    if (this.#queue.length > 0 && this.#drainTimer === null) {
-      const wait = Math.max(1, ((1 - this.#tokens) * 1000) / limit.rate);
-      this.#drainTimer = setTimeout(() => {
-        this.#drainTimer = null;
-        this.#drain();
-      }, wait);
-    }
   }
 
   /** What each Board may ask of its client (board.js `Link`). @returns {import("./board.js").Link} */
@@ -390,12 +356,14 @@ export class RelayClient {
       join: (board) => this.#boards.get(board.canvas) === board && this.#join(board),
       leave: (board) => {
         if (this.#boards.get(board.canvas) !== board || !board._joinSent()) return;
-        if (this.#sendRaw(JSON.stringify({ type: "leave", canvas: board.canvas }))) this.#leaving.add(board.canvas);
+        if (this.#limiter.drop(board.canvas)) return; // its join never went out: nothing to tell the relay
+        // Not through the limiter: the relay never refuses a leave for rate.
+        if (this.#sendRaw(JSON.stringify({ type: "leave", canvas: board.canvas }))) this.#answers.leaveSent(board.canvas);
       },
       forget: (board) => {
         if (this.#boards.get(board.canvas) !== board) return;
         this.#boards.delete(board.canvas);
-        this.#queue = this.#queue.filter((queued) => queued.canvas !== board.canvas);
+        this.#limiter.drop(board.canvas);
       },
       resync: (why) => this.#resync(why),
       nextId: () => (this.#counter += 1),

@@ -1,5 +1,6 @@
-// Types of @canvas-relay/client, written by hand to match client.js, board.js and emitter.js (test/types-check.ts
-// holds them together under `tsc --noEmit`). The behaviour behind each name is described in README.md.
+// Types of @canvas-relay/client, written by hand to match client.js, board.js, error.js and emitter.js
+// (test/types-check.ts holds them together under `tsc --noEmit`). The behaviour behind each name is described in
+// README.md.
 
 /** What the SDK needs of a WebSocket: the browser's, or the `ws` package's in Node. */
 export interface WebSocketLike {
@@ -36,8 +37,12 @@ export interface RelayClientOptions {
   cursorRate?: number;
   /** Presence frames per second per board (60); 0: unthrottled. */
   presenceRate?: number;
-  /** Bytes; a larger op is refused locally with code "too_large" (65536, the server's --max-frame-size). */
+  /** Bytes: the server's --max-frame-size (65536). A frame over it is refused locally with code "too_large": an
+   *  op's promise rejects; emit, setPresence and moveCursor throw. */
   maxFrameSize?: number;
+  /** Ms to wait for the relay's answer to a join (its welcome or refusal) or a leave (`left`) before the socket is
+   *  dropped and the client reconnects, rejoining every open board (30000). */
+  answerTimeout?: number;
   /** Logged ops per second, and burst, for the whole socket ({ rate: 200, burst: 200 }); the excess waits in
    *  order. `false`: no limiter (the server may then refuse with "rate_limited", or close with 4008). */
   rateLimit?: { rate: number; burst: number } | false;
@@ -49,7 +54,8 @@ export type BoardStatus = "joining" | "joined" | "closed";
 
 /** Contract codes ("forbidden", "rate_limited", "canvas_full", "too_large", "invalid_frame", "unknown_type",
  *  "unavailable", "too_many_canvases") or the SDK's own ("left", "closed", "removed", "token_expired",
- *  "rate_limit_abuse", "unauthorized", "bad_request", "listener"). */
+ *  "rate_limit_abuse", "unauthorized", "bad_request", "listener"; "too_large" too, for a frame over
+ *  `maxFrameSize` refused before it is sent). */
 export type ErrorCode = string;
 
 export class RelayError extends Error {
@@ -179,9 +185,14 @@ export class Board {
   delete(id: string): Promise<number>;
   /** A custom logged message; resolves with its seq. */
   publish(type: string, data?: unknown): Promise<number>;
-  /** An ephemeral event; false when not joined (dropped). */
+  /** An ephemeral event; false when not joined (dropped).
+   *  @throws {RelayError} code "too_large" when its frame is over `maxFrameSize` (nothing is sent). */
   emit(type: string, data?: unknown): boolean;
+  /** Replaces this connection's presence state (throttled, sent again after every rejoin).
+   *  @throws {RelayError} code "too_large" when its frame is over `maxFrameSize` (the state stays as it was). */
   setPresence(data: Record<string, any>): void;
+  /** Throttled to `cursorRate`, the latest always sent; dropped while not joined.
+   *  @throws {RelayError} code "too_large" when its frame is over `maxFrameSize`. */
   moveCursor(position: { x: number; y: number; [field: string]: any }): void;
   on<K extends keyof BoardEvents>(type: K, listener: BoardEvents[K]): this;
   off<K extends keyof BoardEvents>(type: K, listener: BoardEvents[K]): this;

@@ -1,11 +1,12 @@
 // The SDK's protocol logic against a scripted server (a fake WebSocket class, no relay): the cases a real
 // relay produces only by luck of timing. A duplicate ack ahead of the replay, a seq gap, re-sent ops keeping
 // their idempotency key, a reset with ops pending, user messages, a leave answered after a new join, the
-// rate limiter, the close codes that stop the client, and the throttled cursor.
+// rate limiter, the close codes that stop the client, the throttled cursor, a relay that never answers a
+// leave or a join, leaves it refuses, and a board left before its join went out.
 
 import assert from "node:assert/strict";
 import test from "node:test";
-import { RelayClient } from "../src/index.js";
+import { RelayClient, RelayError } from "../src/index.js";
 import { WebSocket, sleep, waitFor } from "./harness.js";
 
 /** A WebSocket the test plays the server for. */
@@ -259,5 +260,135 @@ test("heartbeat: pings; a ping unanswered at the next beat drops the socket and 
   assert.equal(first.sentOf("ping").length, answered + 1, "dropped at the beat after one unanswered ping");
   socket().open();
   assert.deepEqual(socket().sentOf("join"), [{ type: "join", canvas: "c", since: 3, epoch: "e1" }]);
+  client.close();
+});
+
+test("a relay that never answers a leave (or a join): the client reconnects, and the canvas opened again is ready", async () => {
+  const { client, socket } = setup({ answerTimeout: 50 });
+  const first = client.canvas("c");
+  socket().open();
+  socket().push(welcome("c", 4));
+  await first.ready;
+  first.leave();
+  const again = client.canvas("c");
+  assert.deepEqual(socket().sent.at(-1), { type: "leave", canvas: "c" });
+  assert.equal(again.status, "joining");
+  // No `left`: past answerTimeout the socket is dropped. The new one owes nothing: the board joins afresh.
+  await waitFor("a new socket", () => FakeSocket.made.length === 2);
+  assert.equal(client.status, "reconnecting");
+  socket().open();
+  assert.deepEqual(socket().sentOf("join"), [{ type: "join", canvas: "c" }]);
+  socket().push(welcome("c", 5, { objects: { a: { id: "a" } } }));
+  assert.equal(await again.ready, again);
+  assert.deepEqual([...again.objects.keys()], ["a"]);
+
+  // A join that is never answered: the same.
+  const other = client.canvas("d");
+  assert.deepEqual(socket().sentOf("join").at(-1), { type: "join", canvas: "d" });
+  await waitFor("a third socket", () => FakeSocket.made.length === 3);
+  socket().open();
+  assert.deepEqual(socket().sentOf("join").map((frame) => frame.canvas).sort(), ["c", "d"]);
+  socket().push(welcome("d", 1));
+  await other.ready;
+  client.close();
+});
+
+test("a leave refused is sent again: after a second for rate_limited, after the welcome for an older relay's invalid_frame", async () => {
+  const { client, socket } = setup({ answerTimeout: 5000 });
+  const board = client.canvas("c");
+  socket().open();
+  socket().push(welcome("c", 1));
+  await board.ready;
+  board.leave();
+  const again = client.canvas("c");
+  socket().push({ type: "error", canvas: "c", code: "rate_limited", message: "slow down" });
+  assert.equal(again.status, "joining", "the refusal is the leave's, not the new board's");
+  await waitFor("the leave again", () => socket().sentOf("leave").length === 2);
+  socket().push({ type: "left", canvas: "c" });
+  assert.equal(socket().sentOf("join").length, 2, "the new board joins once the leave is answered");
+  socket().push(welcome("c", 2));
+  await again.ready;
+
+  // An older relay refuses a leave of a canvas still joining, then welcomes it: the leave goes again.
+  const late = client.canvas("d");
+  late.leave();
+  const lateAgain = client.canvas("d");
+  socket().push({ type: "error", canvas: "d", code: "invalid_frame", message: "canvas d is not joined" });
+  assert.equal(socket().sentOf("leave").filter((frame) => frame.canvas === "d").length, 1);
+  socket().push(welcome("d", 7));
+  assert.equal(socket().sentOf("leave").filter((frame) => frame.canvas === "d").length, 2, "sent again once joined");
+  assert.equal(lateAgain.status, "joining", "that welcome was the left board's");
+  socket().push({ type: "left", canvas: "d" });
+  socket().push(welcome("d", 8));
+  await lateAgain.ready;
+  assert.equal(lateAgain.seq, 8);
+  assert.equal(FakeSocket.made.length, 1, "no reconnect");
+  client.close();
+});
+
+test("a board left before its join went out tells the relay nothing", async () => {
+  const { client, socket } = setup({ rateLimit: { rate: 1, burst: 1 } });
+  const first = client.canvas("a");
+  const queued = client.canvas("b"); // waits for a token
+  socket().open();
+  assert.deepEqual(socket().sentOf("join"), [{ type: "join", canvas: "a" }]);
+  queued.leave();
+  assert.equal(socket().sentOf("leave").length, 0, "its join never went out: no leave");
+  const marker = client.canvas("m"); // queued behind where b's join was
+  socket().push(welcome("a", 0));
+  await first.ready;
+  await waitFor("the next join in the queue", () => socket().sentOf("join").length === 2);
+  assert.deepEqual(socket().sentOf("join").map((frame) => frame.canvas), ["a", "m"], "nor b's join later");
+  assert.equal(marker.status, "joining");
+  client.close();
+});
+
+test("every frame over maxFrameSize is refused before it is sent; a 1009 blames no op", async () => {
+  const { client, socket } = setup({ maxFrameSize: 2048 });
+  const board = client.canvas("c");
+  socket().open();
+  socket().push(welcome("c", 1));
+  await board.ready;
+  const sentBefore = socket().sent.length;
+  const wide = "€".repeat(700); // 700 characters, 2,100 bytes: over the limit in bytes, not in characters
+  const tooLarge = (error) => error instanceof RelayError && error.code === "too_large" && /maxFrameSize/.test(error.message);
+  assert.throws(() => board.emit("reaction", { text: wide }), tooLarge);
+  assert.throws(() => board.moveCursor({ x: 1, y: 2, label: wide }), tooLarge);
+  board.setPresence({ color: "red" });
+  assert.throws(() => board.setPresence({ color: "blue", note: wide }), tooLarge);
+  await assert.rejects(board.create({ id: "big", text: wide }), tooLarge);
+  assert.equal(board.objects.has("big"), false, "a refused op is never shown");
+  assert.deepEqual(socket().sent.slice(sentBefore), [{ type: "presence", canvas: "c", data: { color: "red" } }]);
+  assert.equal(board.emit("reaction", { text: "€".repeat(100) }), true, "a frame within the limit goes");
+
+  // A 1009 is a reconnect like any other: every unacked op stays pending and goes again with its key.
+  const pending = [board.create({ id: "a", text: "€".repeat(600) }), board.create({ id: "b" })];
+  const keys = socket().sentOf("object-create").map((frame) => frame.idempotency_key);
+  socket().drop(1009, "frame too large");
+  assert.equal(client.status, "reconnecting");
+  assert.equal(board.pendingCount, 2, "no op blamed");
+  await waitFor("a new socket", () => FakeSocket.made.length === 2);
+  socket().open();
+  socket().push(welcome("c", 1, { resumed: true, objects: undefined }));
+  assert.deepEqual(socket().sentOf("object-create").map((frame) => frame.idempotency_key), keys);
+  await waitFor("the presence state again", () => socket().sentOf("presence").length > 0);
+  assert.deepEqual(socket().sentOf("presence"), [{ type: "presence", canvas: "c", data: { color: "red" } }],
+    "the state as it was before the refused one");
+  socket().push({ type: "ack", canvas: "c", seq: 2, ref: socket().sentOf("object-create")[0].ref });
+  socket().push({ type: "ack", canvas: "c", seq: 3, ref: socket().sentOf("object-create")[1].ref });
+  assert.deepEqual(await Promise.all(pending), [2, 3]);
+  client.close();
+});
+
+test("a board removed through the API while joining leaves no wait behind", async () => {
+  const { client, socket } = setup({ answerTimeout: 50, heartbeatInterval: 120 });
+  const board = client.canvas("r");
+  socket().open();
+  socket().push({ type: "left", canvas: "r", code: 4003, reason: "removed from the canvas" });
+  assert.equal(board.closedBy?.code, "removed");
+  // Past answerTimeout (the first heartbeat comes later still), the socket is still the first one.
+  await waitFor("a heartbeat", () => socket().sentOf("ping").length === 1);
+  socket().push({ type: "pong" });
+  assert.equal(FakeSocket.made.length, 1, "no reconnect for the join the removal answered");
   client.close();
 });

@@ -1,4 +1,6 @@
-//! A join on the in-memory bus: what it leaves behind when dropped or left, and what it never waits for.
+//! Unit tests of joining on the in-memory bus: a join dropped at any point (after its registration, in the
+//! middle of its snapshot) or a joined connection dropped without leaving leaves nothing in presence or in
+//! the hub; a snapshot takes no room lock.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -51,6 +53,40 @@ async fn a_join_dropped_after_its_registration_leaves_presence() {
         () = async { while connections(&bus).await == 0 { tokio::task::yield_now().await } } => {}
     }
     drop(join);
+    eventually_none(&bus).await;
+    bus.close().await;
+}
+
+/// A join dropped while it reads its snapshot (its client left the canvas before the welcome) leaves no
+/// room behind: the one it created for the canvas is abandoned with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_dropped_while_it_reads_its_snapshot_leaves_no_room() {
+    let bus = memory_bus().await;
+    let mut dropped = 0;
+    // Each join is polled by hand until its room shows, then dropped in the middle of its snapshot; one
+    // whose read was done before the poll that created the room joins instead (its client leaves).
+    for n in 0..50 {
+        let canvas = CanvasId::parse(&format!("c{n}")).unwrap();
+        let mut join = Box::pin(bus.join(JoinRequest { canvas: canvas.clone(), ..request("ann") }));
+        let joined = loop {
+            if let std::task::Poll::Ready(joined) = futures_util::poll!(&mut join) {
+                break Some(joined.unwrap());
+            }
+            if bus.hub().room(&canvas).is_some() {
+                break None;
+            }
+            tokio::task::yield_now().await;
+        };
+        match joined {
+            Some(joined) => joined.membership.leave().await,
+            None => {
+                drop(join);
+                assert!(bus.hub().room(&canvas).is_none(), "{canvas}: a room left behind");
+                dropped += 1;
+            }
+        }
+    }
+    assert!(dropped > 0, "no join was dropped in the middle of its snapshot");
     eventually_none(&bus).await;
     bus.close().await;
 }

@@ -12,7 +12,7 @@ use redis::Value;
 use super::entry::{array, field, pairs, string, text, uint, LogEntry};
 use super::scripts::{BACKLOG, CANVAS_TAIL, HOLD_LEASES, LOG, RELEASE_LEASES, SAVE_DELIVERED};
 use super::{keys, malformed, unavailable, RedisBus};
-use crate::bus::consumer::{Backlog, CanvasTail, ConsumerStore, Delivered, LogPage, Logged};
+use crate::bus::consumer::{Backlog, CanvasTail, ConsumerStore, Delivered, LogPage, Logged, Saved};
 use crate::bus::BusError;
 use crate::protocol::CanvasId;
 
@@ -191,14 +191,15 @@ impl ConsumerStore for RedisBus {
         Ok(Some(Delivered { generation, seq, inflight: uint(inflight) }))
     }
 
-    /// `save_delivered.lua`: the lease checked, the position written and the canvas's log settled, at once.
+    /// `save_delivered.lua`: the lease checked, the stored position compared, the position written and the
+    /// canvas's log settled, at once.
     async fn save_delivered(
         &self,
         canvas: &CanvasId,
         lease: &str,
         holder: &str,
         delivered: Delivered,
-    ) -> Result<bool, BusError> {
+    ) -> Result<Saved, BusError> {
         let saved: i64 = SAVE_DELIVERED
             .arg(canvas.as_str())
             .arg(lease)
@@ -211,7 +212,12 @@ impl ConsumerStore for RedisBus {
             .invoke_async(&mut self.conn())
             .await
             .map_err(unavailable)?;
-        Ok(saved == 1)
+        match saved {
+            1 => Ok(Saved::Recorded),
+            0 => Ok(Saved::NotHolder),
+            -1 => Ok(Saved::Behind),
+            _ => Err(malformed("a webhook position's save")),
+        }
     }
 
     /// `hold_leases.lua`: every name in one script, on Redis's clock.
@@ -244,76 +250,4 @@ impl ConsumerStore for RedisBus {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::bus::redis::entry::bulk;
-
-    /// An entry of `relay:stream` as `log_everywhere` writes it.
-    fn global(id: &str, canvas: &str, seq: u64) -> Value {
-        let seq = seq.to_string();
-        let fields = ["ts", "1700", "canvas", canvas, "g", "3", "s", &seq, "t", "note", "f", "ann", "d", "{}"];
-        Value::Array(vec![bulk(id), Value::Array(fields.iter().map(|f| bulk(f)).collect())])
-    }
-
-    fn reply(head: &str, trimmed: &str, entries: Vec<Value>) -> Value {
-        Value::Array(vec![bulk(head), bulk(trimmed), Value::Array(entries)])
-    }
-
-    #[test]
-    fn positions_are_stream_ids_as_redis_reads_them() {
-        assert_eq!(position("0"), Some((0, 0)));
-        assert_eq!(position("1733400000000-7"), Some((1_733_400_000_000, 7)));
-        assert_eq!(position("18446744073709551615-18446744073709551615"), Some((u64::MAX, u64::MAX)));
-        for bad in ["", "-", "1-", "-1", "1-2-3", "+", "$", "1.5", " 1", "1-x", "18446744073709551616"] {
-            assert_eq!(position(bad), None, "{bad:?}");
-        }
-    }
-
-    #[test]
-    fn an_entry_of_the_log_of_every_canvas_reads_back() {
-        let entry = parse_logged(&global("1700-2", "c1", 5)).unwrap();
-        assert_eq!(
-            (entry.position.as_str(), entry.canvas.as_str(), entry.generation, entry.seq),
-            ("1700-2", "c1", 3, 5)
-        );
-        assert_eq!(
-            (entry.kind.as_str(), entry.from.as_str(), entry.data.as_str(), entry.ts),
-            ("note", "ann", "{}", 1700)
-        );
-        assert!(!entry.is_reset());
-        assert!(parse_logged(&Value::Array(vec![bulk("1-0"), Value::Array(vec![])])).is_none());
-    }
-
-    #[test]
-    fn a_reader_before_the_newest_trimmed_id_has_a_gap_and_no_other_does() {
-        let entries = || vec![global("200-0", "c1", 2), global("200-1", "c2", 1)];
-        let (head, page) = log_page(&reply("200-1", "150-3", entries()), (100, 0)).unwrap();
-        assert_eq!(head, "200-1");
-        assert_eq!(page.oldest.as_deref(), Some("200-0"), "the gap goes on from the first entry left");
-        assert_eq!(page.entries.len(), 2);
-        let (_, page) = log_page(&reply("200-1", "150-3", entries()), (150, 3)).unwrap();
-        assert_eq!(page.oldest, None, "a reader at the newest trimmed id missed nothing");
-        let (_, page) = log_page(&reply("200-1", "150-3", vec![]), (150, 2)).unwrap();
-        assert_eq!(page.oldest.as_deref(), Some("200-1"), "nothing left after it: on from the head");
-        let (_, page) = log_page(&reply("0-0", "0-0", vec![]), (0, 0)).unwrap();
-        assert_eq!(page.oldest, None, "an empty log has no gap");
-        assert!(log_page(&Value::Nil, (0, 0)).is_none());
-    }
-
-    #[test]
-    fn a_backlog_page_lists_the_canvases_due_and_where_it_stopped() {
-        let reply = Value::Array(["c9", "c1", "4", "12", "c3", "2", "0"].map(bulk).to_vec());
-        let (due, last) = parse_backlog(&reply).unwrap();
-        assert_eq!(
-            due,
-            [("c1", 4, 12), ("c3", 2, 0)].map(|(c, generation, seq)| Backlog {
-                canvas: CanvasId::parse(c).unwrap(),
-                generation,
-                seq
-            })
-        );
-        assert_eq!(last.as_ref().map(CanvasId::as_str), Some("c9"));
-        let (due, last) = parse_backlog(&Value::Array(vec![bulk("")])).unwrap();
-        assert!(due.is_empty() && last.is_none(), "the end");
-    }
-}
+mod tests;

@@ -9,7 +9,7 @@ use tokio::sync::oneshot;
 
 use super::writer::{ConsumerJob, Job};
 use super::{queries, SqliteBus};
-use crate::bus::consumer::{Backlog, CanvasTail, ConsumerStore, Delivered, LogPage, Logged};
+use crate::bus::consumer::{Backlog, CanvasTail, ConsumerStore, Delivered, LogPage, Logged, Saved};
 use crate::bus::BusError;
 use crate::protocol::CanvasId;
 
@@ -147,7 +147,7 @@ impl ConsumerStore for SqliteBus {
         lease: &str,
         holder: &str,
         delivered: Delivered,
-    ) -> Result<bool, BusError> {
+    ) -> Result<Saved, BusError> {
         let (reply, saved) = oneshot::channel();
         let (canvas, lease, holder) = (canvas.clone(), lease.to_owned(), holder.to_owned());
         self.job(Job::Consumer(ConsumerJob::SaveDelivered { canvas, lease, holder, delivered, reply })).await?;

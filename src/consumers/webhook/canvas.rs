@@ -1,18 +1,24 @@
 //! One canvas's delivery: from its durable position, the next batch (a reset batch first if the canvas
 //! started a new epoch), its range recorded before the first attempt, sent until answered 2xx, then the new
 //! position recorded; then the next, until the canvas is caught up. The task ends when the canvas has been
-//! idle a while, when its shard's lease is lost, or when the deliverer stops.
+//! idle a while, when its shard's lease lapses, or when the deliverer stops.
+//!
+//! The position is read again after every wait (a linger, a retry's backoff, a wait for more messages): the
+//! lease may have lapsed meanwhile and come back after another instance delivered further, and a task that
+//! went on from what it last saw would send seqs already delivered under other keys. The store backs this
+//! up: it refuses a save that would move the position backwards (`Saved::Behind`), and the task reads again.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
 use super::batch::Batch;
 use super::leases::{self, shard_of};
 use super::post::Answer;
-use super::{sleep_or_stop, until, Shared, Slot, RETRY};
-use crate::bus::consumer::Delivered;
+use super::turns::{Retry, Slot};
+use super::{sleep_or_stop, until, Shared, RETRY};
+use crate::bus::consumer::{Delivered, Saved};
 use crate::bus::BusError;
 use crate::clock::now_ms;
 use crate::protocol::CanvasId;
@@ -27,6 +33,11 @@ enum Step {
     /// A batch that is not full waits this long for more messages.
     Linger(Duration),
     CaughtUp,
+    /// The store holds a position this task's may not replace (another instance delivered while its view
+    /// was stale): read it again.
+    Behind,
+    /// An attempt failed while other canvases wait their turn: the next attempt is not before this.
+    Failed(Instant),
     /// The lease was lost, the receiver is gone, or the deliverer is stopping.
     Stop,
 }
@@ -40,12 +51,22 @@ struct Cursor {
     at: Option<Delivered>,
     /// The store had no position: the canvas was never delivered, so a new epoch needs no reset batch.
     fresh: bool,
+    /// Failed attempts of the batch being sent (its backoff grows with them, across turns).
+    failures: u32,
+    /// A request was answered since the task last looked at the queue: its turn is used.
+    answered: bool,
 }
 
-/// Delivers `canvas` until it is idle for `IDLE` or must stop.
-pub async fn deliver(shared: Arc<Shared>, canvas: CanvasId, slot: Arc<Slot>) {
+/// Delivers `canvas` until it is caught up while others wait, idle for `IDLE`, must stop, or gives its
+/// turn to a waiting canvas (`turns.rs`). `retry`: where its retries stood when it last gave way.
+pub async fn deliver(shared: Arc<Shared>, canvas: CanvasId, slot: Arc<Slot>, retry: Retry) {
     let shard = shard_of(canvas.as_str());
-    let mut cursor = Cursor { lease: leases::name(shard), canvas, shard, at: None, fresh: false };
+    let failures = retry.failures;
+    let mut cursor =
+        Cursor { lease: leases::name(shard), canvas, shard, at: None, fresh: false, failures, answered: false };
+    if let Some(not_before) = retry.not_before {
+        let _ = sleep_or_stop(&shared.stop, not_before.saturating_duration_since(Instant::now())).await;
+    }
     loop {
         let seen = slot.wakes.load(std::sync::atomic::Ordering::SeqCst);
         let step = match shared.leases.holds(shard) && !shared.stop.is_cancelled() {
@@ -54,31 +75,49 @@ pub async fn deliver(shared: Arc<Shared>, canvas: CanvasId, slot: Arc<Slot>) {
         };
         let name = cursor.canvas.as_str();
         match step {
-            Ok(Step::More) => {}
+            Ok(Step::More) => {
+                // A turn is one request: once one was answered, a waiting canvas goes first.
+                if std::mem::take(&mut cursor.answered) && shared.give_way(&cursor.canvas, &slot, Retry::default()) {
+                    return;
+                }
+                continue;
+            }
+            Ok(Step::Behind) => cursor.failures = 0,
+            Ok(Step::Failed(not_before)) => {
+                let retry = Retry { failures: cursor.failures, not_before: Some(not_before) };
+                if shared.give_way(&cursor.canvas, &slot, retry) {
+                    return;
+                }
+                let _ = sleep_or_stop(&shared.stop, not_before.saturating_duration_since(Instant::now())).await;
+            }
             Ok(Step::Linger(wait)) => {
                 let _ = sleep_or_stop(&shared.stop, wait).await;
             }
             Ok(Step::CaughtUp) => {
                 shared.status.set_behind(name, 0, None);
+                if shared.turns.has_waiting() && shared.may_end(name, &slot, seen) {
+                    return;
+                }
                 tokio::select! {
                     () = slot.wake.notified() => {}
                     () = tokio::time::sleep(IDLE) => if shared.may_end(name, &slot, seen) { return },
+                    () = leases::lapsed(&shared.leases, shard) => {}
                     () = shared.stop.cancelled() => {}
                 }
             }
-            Ok(Step::Stop) => break,
+            // Unless woken since (a wake that would be lost with this task), which the next round looks at.
+            Ok(Step::Stop) if shared.stop.is_cancelled() || shared.may_end(name, &slot, seen) => break,
+            Ok(Step::Stop) => {}
             Err(error) => {
                 tracing::warn!(%error, canvas = name, "webhook: a read or write of the store failed; retrying");
                 let _ = sleep_or_stop(&shared.stop, RETRY).await;
             }
         }
+        cursor.at = None;
     }
     let name = cursor.canvas.as_str();
     shared.status.set_behind(name, 0, None);
-    let mut canvases = shared.canvases.lock().expect("canvases lock");
-    if canvases.get(name).is_some_and(|s| Arc::ptr_eq(s, &slot)) {
-        canvases.remove(name);
-    }
+    shared.ended(name, &slot);
 }
 
 /// Reads from the position and delivers the next batch, if there is one.
@@ -120,12 +159,14 @@ async fn step(shared: &Shared, cursor: &mut Cursor) -> Result<Step, BusError> {
     if batch.is_empty() {
         return record(shared, cursor, done).await;
     }
+    let fixed = Delivered { inflight: Some(through), ..at };
     if at.inflight != Some(through) {
-        if let Step::Stop = record(shared, cursor, Delivered { inflight: Some(through), ..at }).await? {
-            return Ok(Step::Stop);
+        match record(shared, cursor, fixed).await? {
+            Step::More => {}
+            other => return Ok(other),
         }
     }
-    match send(shared, cursor.shard, &batch, Some((&cursor.canvas, at))).await {
+    match send(shared, cursor, &batch, fixed, true).await? {
         Step::More => record(shared, cursor, done).await,
         other => Ok(other),
     }
@@ -152,65 +193,95 @@ async fn new_epoch(shared: &Shared, cursor: &mut Cursor, generation: u64) -> Res
         cursor.fresh = false;
         return Ok(Step::More);
     }
+    let Some(at) = cursor.at else { return Ok(Step::Behind) };
     let batch = Batch::reset(cursor.canvas.as_str(), shared.store.epoch_of(generation));
-    match send(shared, cursor.shard, &batch, None).await {
+    match send(shared, cursor, &batch, at, false).await? {
         Step::More => record(shared, cursor, start).await,
         other => Ok(other),
     }
 }
 
-/// Records `position` while the lease is held; `Stop` when it is not any more.
+/// Records `position` while the lease is held and the store holds nothing later: `Stop` when the lease
+/// is not held any more, `Behind` when the store's position is ahead of this task's.
 async fn record(shared: &Shared, cursor: &mut Cursor, position: Delivered) -> Result<Step, BusError> {
-    if shared.store.save_delivered(&cursor.canvas, &cursor.lease, &shared.holder, position).await? {
-        cursor.at = Some(position);
-        Ok(Step::More)
-    } else {
-        tracing::info!(canvas = cursor.canvas.as_str(), "webhook: the lease moved to another instance");
-        Ok(Step::Stop)
+    let name = cursor.canvas.as_str();
+    match shared.store.save_delivered(&cursor.canvas, &cursor.lease, &shared.holder, position).await? {
+        Saved::Recorded => {
+            cursor.at = Some(position);
+            Ok(Step::More)
+        }
+        Saved::NotHolder => {
+            tracing::info!(canvas = name, "webhook: the lease moved to another instance");
+            Ok(Step::Stop)
+        }
+        Saved::Behind => {
+            tracing::info!(canvas = name, "webhook: another instance delivered further; reading the position again");
+            Ok(Step::Behind)
+        }
     }
 }
 
 /// Sends `batch` until it is answered 2xx (`More`), or the lease runs out, the receiver is gone, or the
-/// deliverer stops (`Stop`). No attempt outlives the lease. `lag`: the canvas and the position the batch
-/// starts after, whose lag is kept current between attempts.
-async fn send(shared: &Shared, shard: u32, batch: &Batch, lag: Option<(&CanvasId, Delivered)>) -> Step {
+/// deliverer stops (`Stop`), or the stored position is no longer `fixed` (the one it was sent from) after a
+/// backoff (`Behind`), or an attempt failed while other canvases wait their turn (`Failed`). No attempt
+/// outlives the lease, and at most `--webhook-concurrency` are in flight across canvases. With `lag`, the
+/// canvas's lag is kept current between attempts.
+async fn send(
+    shared: &Shared,
+    cursor: &mut Cursor,
+    batch: &Batch,
+    fixed: Delivered,
+    lag: bool,
+) -> Result<Step, BusError> {
     let body = Bytes::from(batch.body());
-    let mut failures = 0;
     loop {
         let answer = {
-            // Counted in flight before the lease is checked, until the answer (not through the backoff): a
-            // lease given back is released in the store once this has ended.
-            let _in_flight = shared.leases.in_flight(shard);
-            let Some(within) = shared.leases.valid_until(shard).and_then(until) else { return Step::Stop };
+            // A request slot first (in the order canvases asked for one), then counted in flight before the
+            // lease is checked, until the answer (not through the backoff): a lease given back is released
+            // in the store once this has ended.
+            let _permit = tokio::select! {
+                permit = shared.requests.acquire() => permit,
+                () = shared.stop.cancelled() => return Ok(Step::Stop),
+            };
+            let _in_flight = shared.leases.in_flight(cursor.shard);
+            let Some(within) = shared.leases.valid_until(cursor.shard).and_then(until) else { return Ok(Step::Stop) };
             shared.poster.post(batch, &body, within.min(shared.webhook.timeout)).await
         };
         match answer {
             Answer::Delivered => {
+                (cursor.failures, cursor.answered) = (0, true);
                 let metrics = &shared.metrics;
                 if let Some(first) = batch.messages.first() {
                     metrics.webhook_delivery_seconds.record((now_ms() - first.ts).max(0) as f64 / 1000.0);
                 }
                 metrics.webhook_batches.increment(1);
                 metrics.webhook_messages.increment(batch.messages.len() as u64);
-                return Step::More;
+                return Ok(Step::More);
             }
             Answer::Gone => {
                 shared.gone();
-                return Step::Stop;
+                return Ok(Step::Stop);
             }
             Answer::Failed(status) => {
-                failures += 1;
+                cursor.failures += 1;
                 shared.metrics.webhook_failed(&status);
                 let key = batch.idempotency_key();
                 shared.status.failed(format!("{status} for {key}"));
-                if failures == 1 {
+                if cursor.failures == 1 {
                     tracing::warn!(%status, %key, "webhook attempt failed; retrying with backoff");
                 }
-                if let Some((canvas, at)) = lag {
-                    refresh_lag(shared, canvas, at).await;
+                if lag {
+                    refresh_lag(shared, &cursor.canvas, fixed).await;
                 }
-                if sleep_or_stop(&shared.stop, shared.poster.backoff(failures)).await {
-                    return Step::Stop;
+                let backoff = shared.poster.backoff(cursor.failures);
+                if shared.turns.has_waiting() {
+                    return Ok(Step::Failed(Instant::now() + backoff));
+                }
+                if sleep_or_stop(&shared.stop, backoff).await {
+                    return Ok(Step::Stop);
+                }
+                if shared.store.delivered(&cursor.canvas).await? != Some(fixed) {
+                    return Ok(Step::Behind);
                 }
             }
         }

@@ -102,6 +102,14 @@ impl Leases {
     }
 }
 
+/// Resolves once this instance no longer holds `shard`: at its lease's local deadline, unless renewed by
+/// then (a renewal only moves the deadline on, so this sleeps again without any read of the store).
+pub async fn lapsed(leases: &Leases, shard: u32) {
+    while let Some(until) = leases.valid_until(shard) {
+        tokio::time::sleep_until(until.into()).await;
+    }
+}
+
 /// A request in flight under a shard's lease (see [`Leases::in_flight`]).
 pub struct InFlight<'a>(&'a AtomicU32);
 

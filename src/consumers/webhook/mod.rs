@@ -8,12 +8,15 @@
 //!   if it has none), and a shard just taken wakes every canvas of it with something undelivered.
 //! - `canvas.rs`: one task per canvas with something to deliver: read from the durable position, batch,
 //!   send, record the new position, so a slow receiver for one canvas never holds up another.
+//! - `turns.rs`: how many of those tasks live at once (and requests are in flight), and in what order the
+//!   other canvases get theirs.
 //! - `batch.rs`, `post.rs`: what one request carries and how it is sent and retried.
 
 mod batch;
 mod canvas;
 mod leases;
 mod post;
+mod turns;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -21,7 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use tokio::sync::Notify;
+use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -30,7 +33,6 @@ use crate::bus::Bus;
 use crate::clock::now_ms;
 use crate::config::{Config, Webhook};
 use crate::metrics::Metrics;
-use crate::protocol::CanvasId;
 
 /// How long the tail waits before reading again when it is at the head.
 const TAIL_POLL: Duration = Duration::from_millis(5);
@@ -50,6 +52,10 @@ pub struct Status {
     behind: Mutex<HashMap<String, (u64, Option<i64>)>>,
     /// Shards this instance holds.
     shards: AtomicU64,
+    /// Canvases with a delivery task now (at most `turns::TASKS_PER_REQUEST × --webhook-concurrency`).
+    delivering: AtomicU64,
+    /// Canvases with something to deliver waiting for a task.
+    waiting: AtomicU64,
 }
 
 /// What `/health` shows under `webhook`.
@@ -58,6 +64,10 @@ pub struct Figures {
     pub lag_messages: u64,
     pub oldest_undelivered_age_ms: Option<i64>,
     pub shards: u64,
+    /// Canvases with a delivery task (bounded: see `turns.rs`).
+    pub canvases_delivering: u64,
+    /// Canvases with something to deliver waiting for their turn.
+    pub canvases_waiting: u64,
     pub gone: bool,
     pub last_failure: Option<String>,
     pub last_failure_age_ms: Option<i64>,
@@ -74,6 +84,8 @@ impl Status {
             lag_messages,
             oldest_undelivered_age_ms: oldest.map(|ts| (now - ts).max(0)),
             shards: self.shards.load(Ordering::Relaxed),
+            canvases_delivering: self.delivering.load(Ordering::Relaxed),
+            canvases_waiting: self.waiting.load(Ordering::Relaxed),
             gone: self.gone.load(Ordering::Relaxed),
             last_failure_age_ms: failure.as_ref().map(|(_, at)| (now - at).max(0)),
             last_failure: failure.map(|(what, _)| what),
@@ -97,14 +109,6 @@ impl Status {
     }
 }
 
-/// A canvas's task, as the tail and the lease loop wake it.
-#[derive(Debug, Default)]
-struct Slot {
-    wake: Notify,
-    /// Wakes so far: a task that saw them all may end (see `Shared::may_end`).
-    wakes: AtomicU64,
-}
-
 /// What the deliverer's loops and tasks share.
 struct Shared {
     store: Arc<dyn ConsumerStore>,
@@ -112,37 +116,16 @@ struct Shared {
     poster: post::Poster,
     holder: String,
     leases: leases::Leases,
-    canvases: Mutex<HashMap<String, Arc<Slot>>>,
+    /// The canvases with a task, and those waiting for one.
+    turns: turns::Turns,
+    /// Requests in flight (`--webhook-concurrency`): fair, so canvases get them in the order they asked.
+    requests: Semaphore,
     status: Arc<Status>,
     metrics: Metrics,
     stop: CancellationToken,
 }
 
 impl Shared {
-    /// Wakes `canvas`'s task, starting one if it has none.
-    fn wake(self: &Arc<Self>, canvas: &str) {
-        let mut canvases = self.canvases.lock().expect("canvases lock");
-        if let Some(slot) = canvases.get(canvas) {
-            slot.wakes.fetch_add(1, Ordering::SeqCst);
-            slot.wake.notify_one();
-            return;
-        }
-        let Ok(id) = CanvasId::parse(canvas) else { return };
-        let slot = Arc::new(Slot::default());
-        canvases.insert(canvas.to_owned(), slot.clone());
-        tokio::spawn(canvas::deliver(self.clone(), id, slot));
-    }
-
-    /// Ends `canvas`'s task if nothing woke it since it saw `seen` wakes; otherwise it goes on.
-    fn may_end(&self, canvas: &str, slot: &Slot, seen: u64) -> bool {
-        let mut canvases = self.canvases.lock().expect("canvases lock");
-        if slot.wakes.load(Ordering::SeqCst) != seen {
-            return false;
-        }
-        canvases.remove(canvas);
-        true
-    }
-
     /// The receiver answered 410: every task and loop stops, and `/health` says why.
     fn gone(&self) {
         if !self.status.gone.swap(true, Ordering::SeqCst) {
@@ -163,13 +146,15 @@ pub fn start(
 ) -> Option<(JoinHandle<()>, Arc<Status>)> {
     let webhook = config.consumers.webhook().ok().flatten()?;
     let status = Arc::new(Status::default());
+    let concurrency = webhook.concurrency;
     let shared = Arc::new(Shared {
         store: bus.consumers(),
         poster: post::Poster::new(webhook.clone()),
         webhook,
         holder,
         leases: leases::Leases::new(config.presence_timeout, config.heartbeat_interval),
-        canvases: Mutex::default(),
+        turns: turns::Turns::new(concurrency.saturating_mul(turns::TASKS_PER_REQUEST)),
+        requests: Semaphore::new(concurrency),
         status: status.clone(),
         metrics,
         stop: stop.child_token(),

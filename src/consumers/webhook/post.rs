@@ -52,7 +52,7 @@ impl Poster {
     pub async fn post(&self, batch: &Batch, body: &Bytes, within: Duration) -> Answer {
         let request = Request::builder()
             .method(Method::POST)
-            .uri(self.webhook.url.clone())
+            .uri(self.webhook.url.uri().clone())
             .header("content-type", "application/json")
             .header("x-relay-signature", signature(self.webhook.secret.expose(), body))
             .header("idempotency-key", batch.idempotency_key())
