@@ -1,7 +1,7 @@
 -- canvas-relay: the whole current schema (what migrations/ builds, in order). Read this to know the tables;
 -- change the schema by adding a numbered file to migrations/ and updating this file to match
 -- (a unit test in src/bus/sqlite/schema.rs checks the two agree). Times are unix milliseconds.
-PRAGMA user_version = 10;
+PRAGMA user_version = 11;
 
 CREATE TABLE meta (
     key   TEXT PRIMARY KEY,
@@ -17,9 +17,23 @@ CREATE TABLE canvases (
     -- bytes of the objects' JSON (id, colon, data, separator per object): checked against --max-canvas-state
     state_bytes INTEGER NOT NULL DEFAULT 0,
     -- seq of the last message that changed the objects: the state's version (shared by joiners)
-    state_seq INTEGER NOT NULL DEFAULT 0
+    state_seq INTEGER NOT NULL DEFAULT 0,
+    -- 0011: what the fold keeps (the SQL only stores it). rev: bumped by every commit that changes the
+    -- state, what a commit is checked against; the counts; joins: connections ever opened (presence order)
+    rev INTEGER NOT NULL DEFAULT 0,
+    objects INTEGER NOT NULL DEFAULT 0,
+    connections INTEGER NOT NULL DEFAULT 0,
+    users INTEGER NOT NULL DEFAULT 0,
+    joins INTEGER NOT NULL DEFAULT 0,
+    -- the newest snapshot's seq (of this generation): the object ops after it are kept whatever the TTL
+    snap_seq INTEGER NOT NULL DEFAULT 0,
+    -- an empty canvas (no objects, no connections) is forgotten forget_after ms after its last commit
+    forget_after INTEGER,
+    forget_at INTEGER
 ) WITHOUT ROWID;
 CREATE INDEX idx_canvases_updated_at ON canvases (updated_at);
+CREATE INDEX idx_canvases_forget_at ON canvases (forget_at) WHERE forget_at IS NOT NULL;
+CREATE INDEX idx_canvases_stale ON canvases (updated_at) WHERE state_seq > snap_seq;
 
 CREATE TABLE message_queue (
     id              INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -33,10 +47,13 @@ CREATE TABLE message_queue (
     expires_at      INTEGER NOT NULL,
     generation      INTEGER NOT NULL DEFAULT 0,
     -- when cleanup may delete it: expires_at, or later while a webhook has not delivered it
-    purge_at        INTEGER NOT NULL DEFAULT 0
+    purge_at        INTEGER NOT NULL DEFAULT 0,
+    -- 0011: 1 for an object op the fold applied: kept past purge_at until a snapshot covers it
+    op              INTEGER NOT NULL DEFAULT 0
 );
 CREATE UNIQUE INDEX idx_message_queue_canvas_seq ON message_queue (canvas_id, seq, generation);
 CREATE INDEX idx_message_queue_purge_at ON message_queue (purge_at);
+CREATE INDEX idx_message_queue_ops ON message_queue (canvas_id, generation, seq) WHERE op = 1;
 
 CREATE TABLE canvas_watermarks (
     id                 INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -58,13 +75,6 @@ CREATE TABLE instances (
     -- where its watcher takes wake-up datagrams (loopback UDP), or NULL
     wake_addr    TEXT) WITHOUT ROWID;
 
-CREATE TABLE canvas_objects (
-    canvas_id TEXT NOT NULL,
-    object_id TEXT NOT NULL,
-    data      TEXT NOT NULL,
-    PRIMARY KEY (canvas_id, object_id)
-) WITHOUT ROWID;
-
 CREATE TABLE cursor_batches (
     id              INTEGER PRIMARY KEY AUTOINCREMENT,
     canvas_id       TEXT NOT NULL,
@@ -82,7 +92,9 @@ CREATE TABLE connections (
     name         TEXT,
     connected_at INTEGER NOT NULL,
     -- 0010: its latest presence state (v1.1) as JSON text, NULL until it sets one (welcome.peers).
-    presence     TEXT
+    presence     TEXT,
+    -- 0011: its place in the order its canvas's connections were opened (the newest named one names the user)
+    opened       INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;
 CREATE INDEX idx_connections_canvas_user ON connections (canvas_id, user_id);
 CREATE INDEX idx_connections_user ON connections (user_id);
@@ -140,3 +152,15 @@ CREATE TABLE leases (
     holder     TEXT NOT NULL,
     expires_at INTEGER NOT NULL
 ) WITHOUT ROWID;
+
+-- 0011: snapshots of canvas states: a canvas's state is its newest snapshot plus the object ops after it.
+CREATE TABLE snapshots (
+    id         INTEGER PRIMARY KEY,
+    canvas_id  TEXT NOT NULL,
+    generation INTEGER NOT NULL,
+    seq        INTEGER NOT NULL,
+    created_at INTEGER NOT NULL,
+    -- the objects' JSON, {"id":object,...} in id order, as the fold writes it
+    json       BLOB NOT NULL,
+    UNIQUE (canvas_id, generation, seq)
+);

@@ -8,7 +8,6 @@
 
 mod admission;
 mod auth;
-mod bus;
 mod clock;
 pub mod config;
 mod consumers;
@@ -41,8 +40,8 @@ use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::bus::Bus;
 use crate::config::Config;
+use crate::core::Bus;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::shutdown::{Phase, Shutdown};

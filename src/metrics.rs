@@ -36,6 +36,11 @@ pub struct Metrics {
     pub commits: Counter,
     /// Write transactions that failed; their messages got `unavailable`.
     pub commit_errors: Counter,
+    /// Canvases a commit found moved under it (another instance committed to them first) and staged
+    /// again: what nginx's hashing of canvases to instances keeps rare.
+    pub commit_conflicts: Counter,
+    /// Snapshots of canvas states this process wrote.
+    pub snapshots_written: Counter,
     /// Messages per commit.
     pub commit_batch_size: Histogram,
     /// Seconds from BEGIN IMMEDIATE to COMMIT.
@@ -156,6 +161,8 @@ impl Metrics {
             duplicates: counter!("relay_duplicates_total"),
             commits: counter!("relay_commits_total"),
             commit_errors: counter!("relay_commit_errors_total"),
+            commit_conflicts: counter!("relay_commit_conflicts_total"),
+            snapshots_written: counter!("relay_snapshots_written_total"),
             commit_batch_size: histogram!("relay_commit_batch_size"),
             commit_seconds: histogram!("relay_commit_seconds"),
             polls: counter!("relay_polls_total"),

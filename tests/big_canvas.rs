@@ -118,16 +118,20 @@ async fn a_join_reading_a_big_state_with_a_leave_and_a_publish_meanwhile() {
     let file = SharedFile::new();
     let a = file.start(&["--rate-limit", "0"]).await;
     let leaver = a.connect("huge", "leaver").await;
-    // 300,000 objects written straight into the file: a state that takes a while to read.
+    // 300,000 objects written straight into the file, as a snapshot at the canvas's head: a state that
+    // takes a while to read and serve.
     {
         let conn = file.open();
         conn.execute_batch(
             "BEGIN;
-             WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < 299999)
-             INSERT INTO canvas_objects (canvas_id, object_id, data)
-                 SELECT 'huge', 'o' || i, json_object('id', 'o' || i, 'n', i, 'pad', 'abcdefghijklmnopqrstuvwxyz') FROM n;
-             UPDATE canvases SET state_bytes = (SELECT sum(length(object_id) + 2 + length(data) + 2) FROM canvas_objects
-                 WHERE canvas_id = 'huge'), state_seq = last_seq WHERE canvas_id = 'huge';
+             WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < 299999),
+               o(id, data) AS (SELECT 'o' || i, json_object('id', 'o' || i, 'n', i, 'pad', 'abcdefghijklmnopqrstuvwxyz') FROM n)
+             INSERT INTO snapshots (canvas_id, generation, seq, created_at, json)
+                 SELECT 'huge', c.generation, c.last_seq, 0,
+                        '{' || (SELECT group_concat(json_quote(id) || ':' || data, ',' ORDER BY id) FROM o) || '}'
+                 FROM canvases c WHERE c.canvas_id = 'huge';
+             UPDATE canvases SET state_bytes = (SELECT length(json) - 1 FROM snapshots WHERE canvas_id = 'huge'),
+                 objects = 300000, state_seq = last_seq, snap_seq = last_seq, rev = rev + 1 WHERE canvas_id = 'huge';
              COMMIT;",
         )
         .unwrap();

@@ -46,7 +46,7 @@ async fn data_other_parsers_cannot_read_is_refused_and_never_relayed() {
     mallory.send_text(r#"{"type":"note","data":{"big":123456789012345678901234567890},"ref":"fine"}"#).await;
     let next = peer.recv().await;
     assert_eq!((next["seq"].as_u64(), next["type"].as_str()), (Some(peer.seq() + 1), Some("note")), "{next}");
-    assert_eq!(file.count("SELECT count(*) FROM canvas_objects"), 0);
+    assert_eq!(file.count("SELECT count(*) FROM message_queue WHERE op = 1"), 0, "no object op was logged");
 }
 
 #[tokio::test]

@@ -257,6 +257,17 @@ pub struct Config {
     #[arg(long, env = "RELAY_MAX_CANVAS_STATE", value_name = "BYTES", default_value_t = 64 * 1024 * 1024)]
     pub max_canvas_state: usize,
 
+    /// A canvas's state is its newest snapshot plus the object ops after it: a snapshot is written every
+    /// this many object ops (at least 1), so that a join folds at most this many ops.
+    #[arg(long, env = "RELAY_SNAPSHOT_EVERY", value_name = "N", default_value_t = 1000)]
+    pub snapshot_every: u64,
+
+    /// ... or once the data of the object ops since the newest snapshot passes this many bytes (at least
+    /// 1024): a join then reads at most about this much besides the snapshot, and a canvas of big ops is
+    /// snapshotted sooner.
+    #[arg(long, env = "RELAY_SNAPSHOT_BYTES", value_name = "BYTES", default_value_t = 4 * 1024 * 1024)]
+    pub snapshot_bytes: usize,
+
     /// Largest presence state one connection may set (bytes of its JSON, v1.1); a bigger one gets
     /// `too_large` and the state stays as it was.
     #[arg(long, env = "RELAY_MAX_PRESENCE_BYTES", value_name = "BYTES", default_value_t = 4096)]
@@ -348,6 +359,8 @@ impl Config {
             self.client_queue / 2
         );
         anyhow::ensure!(self.max_canvas_state >= 1024, "--max-canvas-state must be at least 1024 bytes");
+        anyhow::ensure!(self.snapshot_every >= 1, "--snapshot-every must be at least 1");
+        anyhow::ensure!(self.snapshot_bytes >= 1024, "--snapshot-bytes must be at least 1024 bytes");
         anyhow::ensure!(self.writer_queue >= 1 && self.max_batch >= 1, "--writer-queue and --max-batch must be >= 1");
         anyhow::ensure!(
             self.max_connections >= 1 && self.max_connections_per_user >= 1,

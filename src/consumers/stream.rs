@@ -11,9 +11,10 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 
-use crate::bus::consumer::{ConsumerStore, Logged};
-use crate::bus::Bus;
+use crate::core::Bus;
 use crate::metrics::Metrics;
+use crate::store::consumer::ConsumerStore;
+use crate::store::records::LogEntry;
 
 /// How long a reader at the head waits before reading again.
 const POLL: Duration = Duration::from_millis(5);
@@ -29,7 +30,7 @@ const GRACE: Duration = Duration::from_secs(1);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StreamEvent {
     /// A logged message, or a reset marker (`entry.is_reset()`), with the epoch of its generation.
-    Entry { entry: Logged, epoch: String },
+    Entry { position: String, entry: LogEntry, epoch: String },
     /// Entries after `since` were dropped before this reader got them; it goes on from `oldest`.
     Gap { since: String, oldest: String },
 }
@@ -63,14 +64,14 @@ pub async fn feed(bus: Bus, since: String, events: mpsc::Sender<StreamEvent>, me
                     }
                 }
                 let full = page.entries.len() == PAGE;
-                for entry in page.entries {
-                    let next = entry.position.clone();
-                    let epoch = store.epoch_of(entry.generation);
-                    if let Err(ended) = offer(&events, StreamEvent::Entry { entry, epoch }).await {
+                for (at, entry) in page.entries {
+                    let epoch = bus.epoch_of(entry.generation);
+                    let event = StreamEvent::Entry { position: at.clone(), entry, epoch };
+                    if let Err(ended) = offer(&events, event).await {
                         return ended;
                     }
                     metrics.stream_events.increment(1);
-                    position = next;
+                    position = at;
                 }
                 if full {
                     continue; // catching up: the next offer finds a reader that went away

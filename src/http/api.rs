@@ -18,7 +18,7 @@ use warp::reply::Response;
 use warp::{Filter, Reply};
 
 use super::{json_error, with_state};
-use crate::bus::{BusError, Committed, Origin, Publish, Unavailable};
+use crate::core::{BusError, Committed, Origin, Publish, Unavailable};
 use crate::protocol::{to_json, CanvasId, ErrorCode, IdempotencyKey, LoggedMessage, UserId};
 use crate::App;
 

@@ -16,8 +16,8 @@ use warp::reply::Response;
 use warp::{Filter, Reply};
 
 use super::with_state;
-use crate::bus::BusFigures;
 use crate::consumers::webhook;
+use crate::core::BusFigures;
 use crate::App;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -146,8 +146,8 @@ fn render_metrics(app: Arc<App>) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bus::sqlite::queries::FileFigures;
-    use crate::bus::views::StorageFigures;
+    use crate::core::views::StorageFigures;
+    use crate::store::sqlite::queries::FileFigures;
 
     fn file_figures() -> FileFigures {
         FileFigures {

@@ -24,7 +24,7 @@ use warp::Filter;
 
 use super::{json_error, with_state};
 use crate::admission::{Refusal, Ticket};
-use crate::bus::{BusError, JoinRequest, Joined};
+use crate::core::{BusError, JoinRequest, Joined};
 use crate::hub::{self, Inbox, Outbox};
 use crate::protocol::{ConnectParams, Role, SocketParams, UserId};
 use crate::session::{Mux, Session, SessionParts};

@@ -47,6 +47,16 @@ impl Recipient {
 /// Identifies one WebSocket connection.
 pub type ConnId = Uuid;
 
+/// A connection on a canvas: what presence registers, what a leave removes, what survivors expire.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    pub canvas: CanvasId,
+    pub conn: ConnId,
+    pub user: UserId,
+    /// The display name it connected with.
+    pub name: Option<String>,
+}
+
 /// Every room of this process.
 #[derive(Default)]
 pub struct Hub {
@@ -138,16 +148,17 @@ impl Hub {
 
     /// Every local connection with what presence needs to register it again: (canvas, connection, user,
     /// name). For an instance whose connections were expired by others while its heartbeat was late.
-    pub fn members(&self) -> Vec<(CanvasId, ConnId, UserId, Option<String>)> {
+    pub fn members(&self) -> Vec<Member> {
         let rooms: Vec<Arc<Room>> = self.rooms().values().cloned().collect();
         let mut members = Vec::new();
         for room in rooms {
             let state = room.lock();
-            members.extend(
-                state
-                    .members()
-                    .map(|(conn, user, name)| (room.canvas.clone(), conn, user.clone(), name.map(str::to_owned))),
-            );
+            members.extend(state.members().map(|(conn, user, name)| Member {
+                canvas: room.canvas.clone(),
+                conn,
+                user: user.clone(),
+                name: name.map(str::to_owned),
+            }));
         }
         members
     }

@@ -10,8 +10,8 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use super::cursors::CursorPace;
 use super::welcome::{welcome_frames, REPLAY_PAGE};
 use super::{End, Session};
-use crate::bus::join::Membership;
-use crate::bus::{Joined, Replay};
+use crate::core::join::Membership;
+use crate::core::{Joined, Replay};
 use crate::hub::{ConnId, Cut, Outbox};
 use crate::protocol::{left_frame, CanvasId, Role, Welcome};
 
@@ -31,11 +31,11 @@ pub(super) struct Member {
 
 impl Member {
     pub(super) fn canvas(&self) -> &CanvasId {
-        &self.membership.canvas
+        &self.membership.member.canvas
     }
 
     pub(super) fn conn(&self) -> ConnId {
-        self.membership.conn
+        self.membership.member.conn
     }
 
     /// Leaves the room and presence now.
@@ -58,12 +58,12 @@ where
     }
 
     async fn start_now(&mut self, role: Role, mut joined: Joined) -> Result<(), End> {
-        let canvas = joined.membership.canvas.clone();
+        let canvas = joined.membership.member.canvas.clone();
         let welcome = Welcome {
             kind: "welcome",
             canvas: &canvas,
             user: &self.user,
-            connection: joined.membership.conn.to_string(),
+            connection: joined.membership.member.conn.to_string(),
             instance: self.app.instance_id.to_string(),
             epoch: &joined.epoch,
             seq: joined.seq,

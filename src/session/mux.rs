@@ -25,7 +25,7 @@ use uuid::Uuid;
 
 use super::{End, Session};
 use crate::auth::Grant;
-use crate::bus::{JoinRequest, Joined};
+use crate::core::{JoinRequest, Joined};
 use crate::hub::ConnId;
 use crate::protocol::PONG_FRAME;
 use crate::protocol::{close, left_frame, Addressed, CanvasId, ErrorCode, FrameError, Misaddressed, Resume, Role};

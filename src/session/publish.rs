@@ -10,7 +10,7 @@ use futures_util::{Sink, Stream};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use super::{End, Session};
-use crate::bus::{BusError, Origin, Publish, TryPublish, Unavailable};
+use crate::core::{BusError, Origin, Publish, TryPublish, Unavailable};
 use crate::hub::Outbox;
 use crate::protocol::{close, error_frame_in, ErrorCode, FrameError, LoggedMessage};
 use crate::ratelimit::Verdict;

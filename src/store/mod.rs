@@ -18,8 +18,17 @@ pub mod records;
 use async_trait::async_trait;
 use bytes::Bytes;
 
+pub mod consumer;
+pub mod redis;
+pub mod sqlite;
+
+use std::sync::Arc;
+
+use self::consumer::ConsumerStore;
 use self::records::{Batch, ConnRow, Head, LogEntry};
-use crate::bus::BusError;
+use crate::core::committer::Handle;
+use crate::core::views::BusFigures;
+use crate::core::BusError;
 use crate::hub::{ConnId, Recipient};
 use crate::protocol::{CanvasId, UserId};
 
@@ -29,13 +38,50 @@ pub fn epoch(store_epoch: &str, generation: u64) -> String {
     format!("{store_epoch}-{generation}")
 }
 
+/// What an opened store gives the bus.
+pub struct Opened {
+    pub store: Arc<dyn Store>,
+    pub consumers: Arc<dyn ConsumerStore>,
+    /// The store's committer (started by the store, where its writes must run).
+    pub committer: Box<dyn Handle>,
+}
+
+/// Which objects a reader of a canvas wants: the store reads the snapshot and ops only as it says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Want {
+    /// Not when the head is at this (generation, version): the reader has those objects.
+    pub unless: Option<(u64, u64)>,
+    /// Not when the state is bigger than this many bytes (the head's `bytes` + 1).
+    pub up_to: usize,
+    /// The reader holds the objects at this (generation, seq): the ops after it instead of a snapshot, when
+    /// the log still has them all.
+    pub since: Option<(u64, u64)>,
+}
+
+impl Want {
+    /// Every object, whatever the size.
+    pub fn all() -> Want {
+        Want { unless: None, up_to: usize::MAX, since: None }
+    }
+
+    /// The head and connections only.
+    pub fn head() -> Want {
+        Want { unless: None, up_to: 0, since: None }
+    }
+
+    /// Whether a store whose head is `head` reads no objects for this.
+    pub fn skips(&self, head: &Head) -> bool {
+        self.unless == Some((head.generation, head.version)) || head.bytes + 1 > self.up_to as u64
+    }
+}
+
 /// A canvas read at one point of its log.
 #[derive(Debug, Clone, Default)]
 pub struct CanvasRead {
     /// `None` for a canvas nothing was ever committed to.
     pub head: Option<Head>,
     pub conns: Vec<ConnRow>,
-    /// The newest snapshot at or below the head, unless the reader said it has the state already.
+    /// The newest snapshot at or below the head, unless the reader wants no objects (see [`Want`]).
     pub snapshot: Option<SnapshotRead>,
     /// The object ops after the snapshot (or after the state the reader has) up to the head, in seq order.
     pub ops: Vec<LogEntry>,
@@ -53,8 +99,10 @@ pub struct SnapshotRead {
 pub enum Whose {
     Everyone,
     User(UserId),
-    /// An instance's: what survivors expire when it dies, what it registers again after a late heartbeat.
+    /// An instance's: what it registers again after a late heartbeat.
     Instance(String),
+    /// Those of instances silent since this time (unix ms), or gone: what survivors expire.
+    SilentSince(i64),
 }
 
 /// What one instance posts for the others on the ephemeral channel: relayed once, at most, within the TTL.
@@ -97,12 +145,12 @@ pub trait Commit: Send + 'static {
     type Job: Send + std::fmt::Debug + 'static;
 
     /// Applies a batch (see [`Batch`]); returns the commit's time (unix ms, the store's clock). An error
-    /// means nothing of the batch was applied, except [`Unavailable::Unresolved`](crate::bus::Unavailable):
+    /// means nothing of the batch was applied, except [`Unavailable::Unresolved`](crate::core::Unavailable):
     /// the store could not tell (no reply came); the committer commits the same batch again.
     async fn commit(&mut self, batch: &mut dyn Batch) -> Result<i64, BusError>;
 
     /// A canvas whole, for the committer's fold.
-    async fn read_canvas(&mut self, canvas: &CanvasId) -> Result<CanvasRead, BusError>;
+    async fn read_canvas(&mut self, canvas: &CanvasId, want: Want) -> Result<CanvasRead, BusError>;
 
     /// Starts the canvas's next generation at seq 0 (its log and snapshots dropped for readers, presence
     /// kept), with its reset marker.
@@ -113,18 +161,20 @@ pub trait Commit: Send + 'static {
 
     /// After a commit's local delivery (the SQLite watcher skips this process's own rows, and its peers'
     /// doorbells ring).
-    fn delivered(&mut self, _delivered: crate::bus::committed::Delivered) {}
+    fn delivered(&mut self, _delivered: crate::core::delivery::Delivered) {}
 }
 
 /// Everything but the committer's writes. Cheap to share as `Arc<dyn Store>`.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
-    /// The store's epoch (part of every canvas epoch), once known.
+    /// This instance, as the store knows it.
+    fn instance_id(&self) -> &str;
+
+    /// The store's epoch (part of every canvas epoch: see [`epoch`]).
     fn store_epoch(&self) -> String;
 
-    /// A canvas at one point of its log. With `have` (generation, seq), a caller that holds the objects at
-    /// that seq gets the ops after it instead of a snapshot, when the log still has them.
-    async fn read_canvas(&self, canvas: &CanvasId, have: Option<(u64, u64)>) -> Result<CanvasRead, BusError>;
+    /// A canvas at one point of its log, with the objects `want` asks for.
+    async fn read_canvas(&self, canvas: &CanvasId, want: Want) -> Result<CanvasRead, BusError>;
 
     /// The entries of `generation` with `after < seq <= upto`, at most `limit`, in seq order, including
     /// entries past the TTL that are still kept (readers that show the log filter them).
@@ -144,6 +194,9 @@ pub trait Store: Send + Sync + 'static {
     /// of that generation; returns whether it did.
     async fn put_snapshot(&self, canvas: &CanvasId, generation: u64, seq: u64, json: Bytes) -> Result<bool, BusError>;
 
+    /// Canvases, at most `limit`, with object ops after their newest snapshot and no commit since `before`.
+    async fn stale(&self, before: i64, limit: usize) -> Result<Vec<CanvasId>, BusError>;
+
     /// Connections across instances, with their canvases.
     async fn connections(&self, whose: Whose) -> Result<Vec<(CanvasId, ConnRow)>, BusError>;
 
@@ -156,6 +209,27 @@ pub trait Store: Send + Sync + 'static {
     /// Posts on the ephemeral channel.
     async fn post(&self, post: Post) -> Result<(), BusError>;
 
+    /// A room was just started by a join: a store whose reader follows canvases one by one may need to
+    /// include it now.
+    async fn room_started(&self, _canvas: &CanvasId) {}
+
     /// Until when `user` is blocked from `canvas` (unix ms), if it is.
     async fn blocked(&self, canvas: &CanvasId, user: &UserId) -> Result<Option<i64>, BusError>;
+
+    /// Deletes what nobody needs any more (entries past their keep time, except object ops after the
+    /// newest snapshot; expired keys and posts; canvases past their forget time); returns how much went.
+    async fn clean_up(&self) -> Result<usize, BusError>;
+
+    /// The figures behind `/health`; an error means the storage cannot be reached.
+    async fn figures(&self) -> Result<BusFigures, BusError>;
+
+    /// Why this instance cannot go on, if it cannot (a thread or task of the store ended; the SQLite file
+    /// was replaced).
+    fn fatal(&self) -> Option<String>;
+
+    /// What the store writes before its committer stops (its committer is still there to run it).
+    async fn closing(&self) {}
+
+    /// Final stop, after the committer: the store's threads and tasks end.
+    async fn close(&self);
 }

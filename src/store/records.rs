@@ -55,6 +55,17 @@ pub struct LogEntry {
     pub reference: Option<String>,
 }
 
+impl PartialEq for LogEntry {
+    fn eq(&self, other: &Self) -> bool {
+        let key = |e: &LogEntry| (e.canvas.clone(), e.generation, e.seq, e.id, e.ts);
+        key(self) == key(other)
+            && (&self.kind, &self.from, self.data.get()) == (&other.kind, &other.from, other.data.get())
+            && (&self.instance, self.conn, &self.reference) == (&other.instance, other.conn, &other.reference)
+    }
+}
+
+impl Eq for LogEntry {}
+
 impl LogEntry {
     /// Whether this is a generation's reset marker.
     pub fn is_reset(&self) -> bool {

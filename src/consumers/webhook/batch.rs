@@ -7,8 +7,8 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 use sha2::Sha256;
 
-use crate::bus::consumer::Logged;
 use crate::config::Webhook;
+use crate::store::records::LogEntry;
 
 /// One request for one canvas.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,7 +18,7 @@ pub struct Batch {
     /// The last seq the batch covers: the position once it is answered 2xx (filtered messages included).
     pub through: u64,
     /// The messages it carries (those `--webhook-types` delivers).
-    pub messages: Vec<Logged>,
+    pub messages: Vec<LogEntry>,
     /// Seqs after `.0` up to before `.1` expired before delivery.
     pub gap: Option<(u64, u64)>,
     /// A reset batch: the canvas starts the new epoch, and carries no messages.
@@ -55,7 +55,14 @@ struct Gap {
 impl Batch {
     /// The batch of `entries` (a canvas's next retained messages of one generation, in seq order) after
     /// `after`, through `through`: the gap if the first is not `after + 1`, the messages `webhook` delivers.
-    pub fn of(canvas: &str, epoch: String, after: u64, through: u64, entries: Vec<Logged>, webhook: &Webhook) -> Batch {
+    pub fn of(
+        canvas: &str,
+        epoch: String,
+        after: u64,
+        through: u64,
+        entries: Vec<LogEntry>,
+        webhook: &Webhook,
+    ) -> Batch {
         let next = entries.first().map_or(through + 1, |first| first.seq);
         let gap = (next > after + 1).then_some((after, next));
         let messages = entries.into_iter().filter(|m| m.seq <= through && webhook.delivers(&m.kind)).collect();
@@ -88,13 +95,7 @@ impl Batch {
         let messages = self
             .messages
             .iter()
-            .map(|m| Message {
-                seq: m.seq,
-                kind: &m.kind,
-                from: &m.from,
-                data: serde_json::from_str::<&RawValue>(&m.data).unwrap_or(RawValue::NULL),
-                ts: m.ts,
-            })
+            .map(|m| Message { seq: m.seq, kind: &m.kind, from: &m.from, data: &m.data, ts: m.ts })
             .collect();
         let gap = self.gap.map(|(after, next)| Gap { after, next });
         let body = Body { canvas: &self.canvas, epoch: &self.epoch, messages, gap, reset: self.reset };
@@ -115,16 +116,19 @@ pub fn signature(secret: &str, body: &[u8]) -> String {
 mod tests {
     use super::*;
 
-    fn logged(seq: u64, kind: &str) -> Logged {
-        Logged {
-            position: String::new(),
-            canvas: "c1".into(),
+    fn logged(seq: u64, kind: &str) -> LogEntry {
+        LogEntry {
+            canvas: crate::protocol::CanvasId::parse("c1").unwrap(),
             generation: 1,
             seq,
             kind: kind.into(),
             from: "u1".into(),
-            data: r#"{"id":"a"}"#.into(),
+            data: RawValue::from_string(r#"{"id":"a"}"#.into()).unwrap(),
             ts: 5,
+            id: seq as i64,
+            instance: "i1".into(),
+            conn: None,
+            reference: None,
         }
     }
 

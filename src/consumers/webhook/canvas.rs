@@ -6,7 +6,8 @@
 //! The position is read again after every wait (a linger, a retry's backoff, a wait for more messages): the
 //! lease may have lapsed meanwhile and come back after another instance delivered further, and a task that
 //! went on from what it last saw would send seqs already delivered under other keys. The store backs this
-//! up: it refuses a save that would move the position backwards (`Saved::Behind`), and the task reads again.
+//! up: a save is a compare-and-set over the position the task last read or recorded, refused when the store
+//! holds another (`Saved::Behind`), and the task reads again.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,10 +19,10 @@ use super::leases::{self, shard_of};
 use super::post::Answer;
 use super::turns::{Retry, Slot};
 use super::{sleep_or_stop, until, Shared, RETRY};
-use crate::bus::consumer::{Delivered, Saved};
-use crate::bus::BusError;
 use crate::clock::now_ms;
+use crate::core::BusError;
 use crate::protocol::CanvasId;
+use crate::store::consumer::{Delivered, Saved};
 
 /// How long a caught-up canvas's task waits for more before it ends.
 const IDLE: Duration = Duration::from_secs(30);
@@ -49,6 +50,8 @@ struct Cursor {
     lease: String,
     /// The recorded position, once read (`None` until then).
     at: Option<Delivered>,
+    /// What the store holds as this task last read or recorded it (`None`: nothing): what a save expects.
+    stored: Option<Delivered>,
     /// The store had no position: the canvas was never delivered, so a new epoch needs no reset batch.
     fresh: bool,
     /// Failed attempts of the batch being sent (its backoff grows with them, across turns).
@@ -62,8 +65,16 @@ struct Cursor {
 pub async fn deliver(shared: Arc<Shared>, canvas: CanvasId, slot: Arc<Slot>, retry: Retry) {
     let shard = shard_of(canvas.as_str());
     let failures = retry.failures;
-    let mut cursor =
-        Cursor { lease: leases::name(shard), canvas, shard, at: None, fresh: false, failures, answered: false };
+    let mut cursor = Cursor {
+        lease: leases::name(shard),
+        canvas,
+        shard,
+        at: None,
+        stored: None,
+        fresh: false,
+        failures,
+        answered: false,
+    };
     if let Some(not_before) = retry.not_before {
         let _ = sleep_or_stop(&shared.stop, not_before.saturating_duration_since(Instant::now())).await;
     }
@@ -126,13 +137,14 @@ async fn step(shared: &Shared, cursor: &mut Cursor) -> Result<Step, BusError> {
     let at = match cursor.at {
         Some(at) => at,
         None => {
-            let recorded = store.delivered(&cursor.canvas).await?;
+            let recorded = store.positions(std::slice::from_ref(&cursor.canvas)).await?.pop().flatten();
             cursor.fresh = recorded.is_none();
+            cursor.stored = recorded;
             *cursor.at.insert(recorded.unwrap_or_default())
         }
     };
     let limit = shared.webhook.batch.max(at.inflight.map_or(0, |last| last.saturating_sub(at.seq) as usize));
-    let tail = store.canvas_tail(&cursor.canvas, at.generation, at.seq, limit).await?;
+    let tail = shared.bus.canvas_tail(&cursor.canvas, at.generation, at.seq, limit).await?;
     if tail.generation != at.generation {
         return new_epoch(shared, cursor, tail.generation).await;
     }
@@ -153,7 +165,7 @@ async fn step(shared: &Shared, cursor: &mut Cursor) -> Result<Step, BusError> {
             tail.entries.last().map_or(tail.seq, |last| last.seq)
         }
     };
-    let epoch = store.epoch_of(at.generation);
+    let epoch = shared.bus.epoch_of(at.generation);
     let batch = Batch::of(cursor.canvas.as_str(), epoch, at.seq, through, tail.entries, &shared.webhook);
     let done = Delivered { generation: at.generation, seq: through, inflight: None };
     if batch.is_empty() {
@@ -176,7 +188,7 @@ async fn step(shared: &Shared, cursor: &mut Cursor) -> Result<Step, BusError> {
 /// is undelivered) is read again before each wait, or it would stay what it was when the batch was fixed
 /// for as long as the receiver is down. Best effort: a failed read leaves the last figure.
 async fn refresh_lag(shared: &Shared, canvas: &CanvasId, at: Delivered) {
-    if let Ok(tail) = shared.store.canvas_tail(canvas, at.generation, at.seq, 1).await {
+    if let Ok(tail) = shared.bus.canvas_tail(canvas, at.generation, at.seq, 1).await {
         if tail.generation == at.generation {
             let behind = tail.seq.saturating_sub(at.seq);
             shared.status.set_behind(canvas.as_str(), behind, tail.entries.first().map(|e| e.ts));
@@ -194,7 +206,7 @@ async fn new_epoch(shared: &Shared, cursor: &mut Cursor, generation: u64) -> Res
         return Ok(Step::More);
     }
     let Some(at) = cursor.at else { return Ok(Step::Behind) };
-    let batch = Batch::reset(cursor.canvas.as_str(), shared.store.epoch_of(generation));
+    let batch = Batch::reset(cursor.canvas.as_str(), shared.bus.epoch_of(generation));
     match send(shared, cursor, &batch, at, false).await? {
         Step::More => record(shared, cursor, start).await,
         other => Ok(other),
@@ -205,9 +217,14 @@ async fn new_epoch(shared: &Shared, cursor: &mut Cursor, generation: u64) -> Res
 /// is not held any more, `Behind` when the store's position is ahead of this task's.
 async fn record(shared: &Shared, cursor: &mut Cursor, position: Delivered) -> Result<Step, BusError> {
     let name = cursor.canvas.as_str();
-    match shared.store.save_delivered(&cursor.canvas, &cursor.lease, &shared.holder, position).await? {
+    if !position.may_replace(cursor.stored) {
+        return Ok(Step::Behind);
+    }
+    let saved = shared.store.save_position(&cursor.canvas, &cursor.lease, &shared.holder, cursor.stored, position);
+    match saved.await? {
         Saved::Recorded => {
             cursor.at = Some(position);
+            cursor.stored = Some(position);
             Ok(Step::More)
         }
         Saved::NotHolder => {
@@ -280,7 +297,7 @@ async fn send(
                 if sleep_or_stop(&shared.stop, backoff).await {
                     return Ok(Step::Stop);
                 }
-                if shared.store.delivered(&cursor.canvas).await? != Some(fixed) {
+                if shared.store.positions(std::slice::from_ref(&cursor.canvas)).await?.pop().flatten() != Some(fixed) {
                     return Ok(Step::Behind);
                 }
             }

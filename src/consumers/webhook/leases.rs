@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::Shared;
-use crate::bus::Bus;
+use crate::core::Bus;
 use crate::periodic::ticker;
 
 /// Shards of canvases: every instance of a store must agree on it, so it is not a flag.
@@ -238,10 +238,10 @@ async fn hold(shared: &Shared, shards: &[u32]) -> Vec<u32> {
 async fn wake_backlog(shared: Arc<Shared>, shards: Vec<u32>) {
     let mut after = None;
     loop {
-        match shared.store.backlog(after.clone(), BACKLOG_PAGE).await {
+        match shared.bus.backlog(after.clone(), BACKLOG_PAGE).await {
             Ok((pending, last)) => {
-                for backlog in pending.iter().filter(|b| shards.contains(&shard_of(b.canvas.as_str()))) {
-                    shared.wake(backlog.canvas.as_str());
+                for canvas in pending.iter().filter(|c| shards.contains(&shard_of(c.as_str()))) {
+                    shared.wake(canvas.as_str());
                 }
                 match last {
                     Some(last) => after = Some(last),

@@ -28,11 +28,11 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::bus::consumer::ConsumerStore;
-use crate::bus::Bus;
 use crate::clock::now_ms;
 use crate::config::{Config, Webhook};
+use crate::core::Bus;
 use crate::metrics::Metrics;
+use crate::store::consumer::ConsumerStore;
 
 /// How long the tail waits before reading again when it is at the head.
 const TAIL_POLL: Duration = Duration::from_millis(5);
@@ -111,6 +111,9 @@ impl Status {
 
 /// What the deliverer's loops and tasks share.
 struct Shared {
+    /// Canvas heads and logs.
+    bus: Bus,
+    /// Positions, leases and the log of every canvas.
     store: Arc<dyn ConsumerStore>,
     webhook: Webhook,
     poster: post::Poster,
@@ -148,6 +151,7 @@ pub fn start(
     let status = Arc::new(Status::default());
     let concurrency = webhook.concurrency;
     let shared = Arc::new(Shared {
+        bus: bus.clone(),
         store: bus.consumers(),
         poster: post::Poster::new(webhook.clone()),
         webhook,
@@ -193,11 +197,11 @@ async fn tail(shared: Arc<Shared>) {
                     shared.leases.rescan();
                 }
                 let full = page.entries.len() == TAIL_PAGE;
-                for entry in page.entries {
-                    if shared.leases.holds(leases::shard_of(&entry.canvas)) {
-                        shared.wake(&entry.canvas);
+                for (at, entry) in page.entries {
+                    if shared.leases.holds(leases::shard_of(entry.canvas.as_str())) {
+                        shared.wake(entry.canvas.as_str());
                     }
-                    position = entry.position;
+                    position = at;
                 }
                 if full {
                     Duration::ZERO

@@ -1,7 +1,7 @@
 //! The one committer of this process, written once for every store: it takes what waits in its two lanes
 //! (`lanes.rs`: group commit, the urgent lane first), has the fold stage each canvas's publishes against the
 //! canvas as it holds it (`round.rs`, `canvases.rs`), has the store apply them ([`Commit`]), then answers
-//! every publisher and delivers what was logged to this process's rooms (`bus::committed`). It is the only
+//! every publisher and delivers what was logged to this process's rooms (`core::delivery`). It is the only
 //! place a seq is given out for, and the only writer of a canvas's state.
 //!
 //! It runs where its store wants it: on the SQLite writer's own thread (whose store blocks on the file), or
@@ -17,16 +17,19 @@ mod round;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use async_trait::async_trait;
 use tokio::sync::{mpsc, oneshot};
 
 pub use self::canvases::{Canvases, SnapshotPolicy};
 use self::round::Round;
-use crate::bus::committed::{self, Outcome};
-use crate::bus::lanes::{Lanes, Round as Taken};
-use crate::bus::{refuse_all, BusError, Publish, Unavailable};
-use crate::core::fold::canvas::{Canvas, Rules};
-use crate::core::fold::objects::Objects;
-use crate::hub::{Entry, Hub};
+use super::delivery::{self, Outcome};
+use super::fold::canvas::{Canvas, Rules};
+use super::fold::objects::Objects;
+use super::lanes::{self, LaneSenders, Lanes, Round as Taken};
+use super::upkeep::Leaving;
+use super::{refuse_all, BusError, Origin, PresenceChange, Publish, TryPublish, Unavailable};
+use crate::config::Config;
+use crate::hub::{Entry, Hub, Member};
 use crate::metrics::Metrics;
 use crate::protocol::{reset_frame, CanvasId};
 use crate::store::records::Expect;
@@ -67,6 +70,113 @@ pub struct Settings {
     pub local_broadcast: bool,
 }
 
+/// What a store needs to start its committer, besides its write side: made by the bus from the config.
+pub struct Setup {
+    hub: Arc<Hub>,
+    metrics: Metrics,
+    settings: Settings,
+    canvases: Canvases,
+    snapshots: mpsc::Sender<SnapshotDue>,
+    leaving: Arc<Leaving>,
+    /// `--writer-queue`: publishes the queue holds.
+    queue: usize,
+}
+
+impl Setup {
+    pub fn new(
+        config: &Config,
+        instance_id: &str,
+        hub: Arc<Hub>,
+        metrics: Metrics,
+        snapshots: mpsc::Sender<SnapshotDue>,
+        leaving: Arc<Leaving>,
+    ) -> Setup {
+        let ttl = config.message_ttl.as_millis() as u64;
+        let keep = config.consumers.retention().map_or(ttl, |retention| retention.as_millis() as u64).max(ttl);
+        let rules =
+            Rules { max_state: config.max_canvas_state, instance: Arc::from(instance_id), forget_after: ttl + keep };
+        let settings = Settings { rules, max_batch: config.max_batch, local_broadcast: config.local_broadcast };
+        // Two of the biggest states fit, and at least 256 MiB.
+        let budget = config.max_canvas_state.saturating_mul(2).max(256 << 20) as u64;
+        let policy = SnapshotPolicy { every_ops: config.snapshot_every, every_bytes: config.snapshot_bytes as u64 };
+        let canvases = Canvases::new(budget, policy);
+        Setup { hub, metrics, settings, canvases, snapshots, leaving, queue: config.writer_queue }
+    }
+
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.hub
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The committer over `writer`, the lanes it reads, and the handle the bus queues on.
+    pub fn start<W: Commit>(self, writer: W) -> (Committer<W>, Lanes<Job<W::Job>>, LaneSenders<Job<W::Job>>) {
+        let (senders, lanes) = lanes::lanes(self.queue);
+        let Setup { hub, metrics, settings, canvases, snapshots, leaving, .. } = self;
+        let committer =
+            Committer { writer, canvases, hub, metrics, settings, snapshots, leaving, next_round: 1, unresolved: None };
+        (committer, lanes, senders)
+    }
+}
+
+/// The bus's side of the committer's lanes, whatever the store.
+#[async_trait]
+pub trait Handle: Send + Sync {
+    /// Queues a publish on one lane; waits while that lane is full (back-pressure).
+    async fn publish(&self, publish: Publish, urgent: bool) -> Result<(), BusError>;
+    /// Queues a publish if the queue has room now; gives it back if not.
+    fn try_publish(&self, publish: Publish) -> Result<(), TryPublish>;
+    /// Starts a canvas's next epoch; returns it.
+    async fn reset(&self, canvas: CanvasId) -> Result<String, BusError>;
+    /// Returns once everything queued before the call is committed (or refused).
+    async fn flush(&self) -> Result<(), BusError>;
+    /// Stops the committer: whatever is still queued is refused.
+    async fn stop(&self);
+    /// Publishes waiting in the queue, and how many fit.
+    fn depth(&self) -> usize;
+    fn capacity(&self) -> usize;
+}
+
+#[async_trait]
+impl<J: Send + std::fmt::Debug + 'static> Handle for LaneSenders<Job<J>> {
+    async fn publish(&self, publish: Publish, urgent: bool) -> Result<(), BusError> {
+        LaneSenders::publish(self, publish, urgent).await
+    }
+
+    fn try_publish(&self, publish: Publish) -> Result<(), TryPublish> {
+        LaneSenders::try_publish(self, publish)
+    }
+
+    async fn reset(&self, canvas: CanvasId) -> Result<String, BusError> {
+        let (reply, epoch) = oneshot::channel();
+        self.job(Job::Reset { canvas, reply }, false).await?;
+        epoch.await.map_err(|_| BusError::ShuttingDown)?
+    }
+
+    async fn flush(&self) -> Result<(), BusError> {
+        let (done, flushed) = oneshot::channel();
+        self.job(Job::Barrier(done), false).await?;
+        flushed.await.map_err(|_| BusError::ShuttingDown)
+    }
+
+    async fn stop(&self) {
+        let (done, stopped) = oneshot::channel();
+        if self.job(Job::Stop(done), false).await.is_ok() {
+            let _ = stopped.await;
+        }
+    }
+
+    fn depth(&self) -> usize {
+        self.queue_depth()
+    }
+
+    fn capacity(&self) -> usize {
+        self.queue_capacity()
+    }
+}
+
 /// The committer, over a store's write side `W`.
 pub struct Committer<W: Commit> {
     writer: W,
@@ -76,6 +186,8 @@ pub struct Committer<W: Commit> {
     settings: Settings,
     /// Where due snapshots go: a task that serializes and stores them, off this loop.
     snapshots: mpsc::Sender<SnapshotDue>,
+    /// Where disconnects the store did not take go, for the next heartbeat to try again.
+    leaving: Arc<Leaving>,
     /// The next round's number.
     next_round: u64,
     /// A round its store could not answer for, committed again until it does, and when.
@@ -83,17 +195,6 @@ pub struct Committer<W: Commit> {
 }
 
 impl<W: Commit> Committer<W> {
-    pub fn new(
-        writer: W,
-        canvases: Canvases,
-        hub: Arc<Hub>,
-        metrics: Metrics,
-        settings: Settings,
-        snapshots: mpsc::Sender<SnapshotDue>,
-    ) -> Self {
-        Committer { writer, canvases, hub, metrics, settings, snapshots, next_round: 1, unresolved: None }
-    }
-
     /// Runs until a `Stop` job or until every sender is gone. A round whose store could not answer is
     /// tried again when its backoff is up, before anything else.
     pub async fn run(mut self, mut lanes: Lanes<Job<W::Job>>) {
@@ -159,7 +260,7 @@ impl<W: Commit> Committer<W> {
 
     /// Reads a canvas whole into the held canvases.
     async fn read(&mut self, canvas: &CanvasId) -> Result<(), BusError> {
-        let read = self.writer.read_canvas(canvas).await?;
+        let read = self.writer.read_canvas(canvas, crate::store::Want::all()).await?;
         let (ops, bytes) = (read.ops.len() as u64, read.ops.iter().map(|op| op.data.get().len() as u64).sum());
         let held = Canvas::from_read(read).map_err(|refusal| {
             tracing::error!(%canvas, %refusal, "the canvas's snapshot and log do not fold");
@@ -174,7 +275,10 @@ impl<W: Commit> Committer<W> {
         match self.writer.commit(&mut round).await {
             Ok(now) => self.committed(round, now, started),
             Err(BusError::Unavailable(Unavailable::Unresolved)) => {
-                tracing::warn!(messages = round.publishes.len(), "no answer to a batch the store may have applied; trying it again");
+                tracing::warn!(
+                    messages = round.publishes.len(),
+                    "no answer to a batch the store may have applied; trying it again"
+                );
                 for group in &round.groups {
                     self.canvases.forget(&group.canvas);
                 }
@@ -233,24 +337,30 @@ impl<W: Commit> Committer<W> {
             }
         }
         let outcomes: Vec<Outcome> = round.outcomes();
-        committed::record(&self.metrics, &outcomes, started);
-        let delivered = committed::deliver(
-            &self.hub,
-            &self.metrics,
-            round.publishes,
-            outcomes,
-            now,
-            self.settings.local_broadcast,
-        );
+        delivery::record(&self.metrics, &outcomes, started);
+        let delivered =
+            delivery::deliver(&self.hub, &self.metrics, round.publishes, outcomes, now, self.settings.local_broadcast);
         self.writer.delivered(delivered);
     }
 
-    /// A round the store did not apply: `unavailable` (or the error) to its publishers.
+    /// A round the store did not apply: `unavailable` (or the error) to its publishers; its disconnects are
+    /// tried again at the next heartbeat, so presence keeps no connection that is gone.
     fn refuse(&mut self, round: Round, error: BusError) {
         self.metrics.commit_errors.increment(1);
         tracing::error!(%error, messages = round.publishes.len(), "a commit failed; senders get `unavailable`");
         for group in &round.groups {
             self.canvases.forget(&group.canvas);
+        }
+        for publish in &round.publishes {
+            if let Origin::Presence { change: PresenceChange::Disconnect, conn, name, .. } = &publish.origin {
+                let member = Member {
+                    canvas: publish.canvas.clone(),
+                    conn: *conn,
+                    user: publish.from.clone(),
+                    name: name.clone(),
+                };
+                self.leaving.later(member);
+            }
         }
         refuse_all(round.publishes, error);
     }
@@ -266,7 +376,7 @@ impl<W: Commit> Committer<W> {
                 room.lock().offer(entry, &self.metrics);
             }
         }
-        self.writer.delivered(committed::Delivered { ids: Some((reset.id, reset.id)), ..Default::default() });
+        self.writer.delivered(delivery::Delivered { ids: Some((reset.id, reset.id)), ..Default::default() });
         Ok(reset.epoch)
     }
 

@@ -5,9 +5,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::bus::committed::{Logged, Outcome};
-use crate::bus::{Origin, Publish};
+use crate::core::delivery::{Logged, Outcome};
 use crate::core::fold::canvas::{Canvas, Rules, Staged, Staging, Taken};
+use crate::core::{Origin, Publish};
 use crate::hub::{AckTo, Hub};
 use crate::object_ops::Refusal;
 use crate::protocol::CanvasId;
@@ -138,7 +138,9 @@ impl Group {
             return Outcome::Refused(refusal.clone());
         }
         match &self.staging.outcomes[i] {
-            Staged::Logged { entry } => self.logged(*entry).map_or(Outcome::Unlogged { changed: false }, Outcome::Logged),
+            Staged::Logged { entry } => {
+                self.logged(*entry).map_or(Outcome::Unlogged { changed: false }, Outcome::Logged)
+            }
             Staged::Refused(refusal) => Outcome::Refused(refusal.clone()),
             Staged::Unlogged { changed } => Outcome::Unlogged { changed: *changed },
             Staged::Duplicate { seq } => Outcome::Duplicate { seq: *seq },

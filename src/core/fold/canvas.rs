@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use super::objects::Objects;
 use super::presence::{Change, Conn, Presence};
-use crate::bus::{Origin, PresenceChange, Publish};
+use crate::core::{Origin, PresenceChange, Publish};
 use crate::object_ops::Refusal;
 use crate::protocol::{IdempotencyKey, LoggedMessage, UserId};
 use crate::store::records::{ConnWrite, Expect, Head, KeyClaim, LogEntry, Moved};
@@ -195,7 +195,7 @@ impl Staging {
                     }
                     change
                 }
-                PresenceChange::Disconnect | PresenceChange::Expire { .. } => {
+                PresenceChange::Disconnect | PresenceChange::Expire => {
                     let instance = canvas.presence.get(conn).map(|row| row.instance.to_string());
                     let change = canvas.presence.disconnect(*conn);
                     if let Some(instance) = instance {

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use imbl::{OrdMap, OrdSet};
 use serde_json::value::RawValue;
 
-use crate::bus::Present;
+use crate::core::Present;
 use crate::hub::ConnId;
 use crate::protocol::to_json;
 

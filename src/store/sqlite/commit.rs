@@ -251,5 +251,5 @@ fn moved(tx: &Connection, writes: &Writes<'_>, head: Option<Head>) -> Result<Mov
             return Ok(Moved::Since { head, ops, conns });
         }
     }
-    Ok(Moved::Whole(reads::canvas(tx, writes.canvas, None)?))
+    Ok(Moved::Whole(reads::canvas(tx, writes.canvas, crate::store::Want::all())?))
 }

@@ -5,12 +5,12 @@
 use deadpool_sqlite::rusqlite::{params, Connection, Error as SqlError};
 use tokio::sync::oneshot;
 
-use super::consumer::{self, ConsumerJob};
+use super::consumer_jobs::{self, ConsumerJob};
 use super::queries;
-use super::writer::SqliteWriter;
 use super::unavailable;
-use crate::bus::BusError;
+use super::writer::SqliteWriter;
 use crate::clock::now_ms;
+use crate::core::BusError;
 use crate::hub::{ConnId, Watermark};
 use crate::protocol::CanvasId;
 use crate::store::{Instance, Post};
@@ -19,7 +19,7 @@ use crate::store::{Instance, Post};
 const CURSOR_TTL_MS: i64 = 10_000;
 
 /// A reply to whoever queued a job.
-type Reply<T> = oneshot::Sender<Result<T, BusError>>;
+pub(super) type Reply<T> = oneshot::Sender<Result<T, BusError>>;
 
 /// The file's own writes.
 #[derive(Debug)]
@@ -38,6 +38,8 @@ pub enum Job {
     Watermarks(Vec<Watermark>),
     /// A write of the server-side consumers (leases, delivered positions).
     Consumer(ConsumerJob),
+    /// Removes this instance from the instances table (a clean stop).
+    Deregister,
 }
 
 impl Job {
@@ -87,7 +89,15 @@ impl SqliteWriter {
                 let id = self.settings.instance_id.clone();
                 let _ = self.write(|tx| save_watermarks(tx, &id, &marks, now));
             }
-            Job::Consumer(job) => consumer::run(self, job, now),
+            Job::Consumer(job) => consumer_jobs::run(self, job, now),
+            Job::Deregister => {
+                let id = self.settings.instance_id.clone();
+                if let Err(error) =
+                    self.write(|tx| tx.execute("DELETE FROM instances WHERE instance_id = ?1", [id]).map(drop))
+                {
+                    tracing::warn!(%error, "could not deregister this instance");
+                }
+            }
         }
     }
 
@@ -220,7 +230,10 @@ fn clean_up(tx: &Connection, limit: u32, now: i64, forget_instances_before: i64)
     tx.execute("DELETE FROM cursor_batches WHERE expires_at <= ?1", [now])?;
     tx.execute("DELETE FROM user_messages WHERE expires_at <= ?1", [now])?;
     tx.execute("DELETE FROM removals WHERE expires_at <= ?1 AND blocked_until <= ?1", [now])?;
-    tx.execute("DELETE FROM canvas_watermarks WHERE server_instance_id NOT IN (SELECT instance_id FROM instances)", [])?;
+    tx.execute(
+        "DELETE FROM canvas_watermarks WHERE server_instance_id NOT IN (SELECT instance_id FROM instances)",
+        [],
+    )?;
     Ok(ids.len() + orphans.len() + keys + forgotten)
 }
 

@@ -11,10 +11,9 @@ use serde_json::value::RawValue;
 use crate::core::fold::presence::Conn;
 use crate::protocol::{null_value, CanvasId, UserId};
 use crate::store::records::{ConnRow, Head, LogEntry};
-use crate::store::{CanvasRead, SnapshotRead, Whose};
+use crate::store::{CanvasRead, SnapshotRead, Want, Whose};
 
-const HEAD_COLUMNS: &str =
-    "generation, last_seq, rev, state_seq, state_bytes, objects, connections, users, joins";
+const HEAD_COLUMNS: &str = "generation, last_seq, rev, state_seq, state_bytes, objects, connections, users, joins";
 
 fn head_of(row: &Row<'_>, at: usize) -> Result<Head> {
     let n = |i: usize| row.get::<_, i64>(at + i).map(|v| v.max(0) as u64);
@@ -71,13 +70,13 @@ fn snapshot(conn: &Connection, canvas: &CanvasId, generation: u64, upto: u64) ->
          ORDER BY seq DESC LIMIT 1",
     )?
     .query_row(params![canvas.as_str(), generation as i64, upto as i64], |row| {
-        Ok(SnapshotRead { seq: row.get::<_, i64>(0)? as u64, json: bytes::Bytes::from(row.get::<_, Vec<u8>>(1)?) })
+        let json = bytes::Bytes::copy_from_slice(row.get_ref(1)?.as_bytes()?);
+        Ok(SnapshotRead { seq: row.get::<_, i64>(0)? as u64, json })
     })
     .optional()
 }
 
-const LOG_COLUMNS: &str =
-    "id, canvas_id, generation, seq, message_type, sender, payload, created_at, origin_instance";
+const LOG_COLUMNS: &str = "id, canvas_id, generation, seq, message_type, sender, payload, created_at, origin_instance";
 
 /// One row of `message_queue`.
 pub fn entry_of(row: &Row<'_>) -> Result<LogEntry> {
@@ -104,7 +103,13 @@ pub fn entry_of(row: &Row<'_>) -> Result<LogEntry> {
 }
 
 /// The object ops of a canvas's generation with `after < seq <= upto`, in seq order.
-pub fn ops_after(conn: &Connection, canvas: &CanvasId, generation: u64, after: u64, upto: u64) -> Result<Vec<LogEntry>> {
+pub fn ops_after(
+    conn: &Connection,
+    canvas: &CanvasId,
+    generation: u64,
+    after: u64,
+    upto: u64,
+) -> Result<Vec<LogEntry>> {
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {LOG_COLUMNS} FROM message_queue
          WHERE canvas_id = ?1 AND generation = ?2 AND seq > ?3 AND seq <= ?4 AND op = 1 ORDER BY seq"
@@ -159,34 +164,37 @@ pub fn conn_rows(conn: &Connection, canvas: &CanvasId) -> Result<Vec<ConnRow>> {
     rows.filter_map(Result::transpose).collect()
 }
 
-/// Connections across canvases: everyone's, one user's, or one instance's.
+/// Connections across canvases: everyone's, one user's, one instance's, or those of instances silent since
+/// a time (or gone from the instances table: stopped, or forgotten).
 pub fn connections(conn: &Connection, whose: &Whose) -> Result<Vec<(CanvasId, ConnRow)>> {
-    let (filter, value) = match whose {
-        Whose::Everyone => ("", ""),
-        Whose::User(user) => ("WHERE user_id = ?1", user.as_str()),
-        Whose::Instance(instance) => ("WHERE instance_id = ?1", instance.as_str()),
+    let columns = "k.canvas_id, k.conn_id, k.instance_id, k.user_id, k.name, k.opened, k.presence";
+    let (filter, value): (&str, Box<dyn deadpool_sqlite::rusqlite::ToSql>) = match whose {
+        Whose::Everyone => ("?1 IS NULL", Box::new(Option::<i64>::None)),
+        Whose::User(user) => ("k.user_id = ?1", Box::new(user.as_str().to_owned())),
+        Whose::Instance(instance) => ("k.instance_id = ?1", Box::new(instance.clone())),
+        Whose::SilentSince(before) => {
+            ("k.instance_id NOT IN (SELECT instance_id FROM instances WHERE heartbeat_at >= ?1)", Box::new(*before))
+        }
     };
-    let mut stmt =
-        conn.prepare_cached(&format!("SELECT canvas_id, {CONN_COLUMNS} FROM connections {filter} ORDER BY canvas_id"))?;
-    let read = |row: &Row<'_>| {
+    let mut stmt = conn.prepare_cached(&format!("SELECT {columns} FROM connections k WHERE {filter}"))?;
+    let rows = stmt.query_map([value], |row| {
         let canvas: String = row.get(0)?;
         Ok(conn_row(row, 1)?.and_then(|found| Some((CanvasId::parse(&canvas).ok()?, found))))
-    };
-    let rows = match filter {
-        "" => stmt.query_map([], read)?.collect::<Result<Vec<_>>>()?,
-        _ => stmt.query_map([value], read)?.collect::<Result<Vec<_>>>()?,
-    };
-    Ok(rows.into_iter().flatten().collect())
+    })?;
+    Ok(rows.collect::<Result<Vec<_>>>()?.into_iter().flatten().collect())
 }
 
-/// A canvas at one point of its log: call it inside a read transaction. With `have` (generation, seq) at
-/// or past the newest snapshot, the ops after `have` instead of the snapshot.
-pub fn canvas(conn: &Connection, canvas: &CanvasId, have: Option<(u64, u64)>) -> Result<CanvasRead> {
+/// A canvas at one point of its log, with the objects `want` asks for: call it inside a read transaction.
+pub fn canvas(conn: &Connection, canvas: &CanvasId, want: Want) -> Result<CanvasRead> {
     let Some(head) = head(conn, canvas)? else {
         return Ok(CanvasRead { conns: conn_rows(conn, canvas)?, ..CanvasRead::default() });
     };
+    let conns = conn_rows(conn, canvas)?;
+    if want.skips(&head) {
+        return Ok(CanvasRead { head: Some(head), conns, ..CanvasRead::default() });
+    }
     let newest = newest_snapshot_seq(conn, canvas, head.generation)?.unwrap_or(0);
-    let (snapshot, after) = match have {
+    let (snapshot, after) = match want.since {
         Some((generation, seq)) if generation == head.generation && seq >= newest && seq <= head.seq => (None, seq),
         _ => {
             let snapshot = snapshot(conn, canvas, head.generation, head.seq)?;
@@ -195,7 +203,15 @@ pub fn canvas(conn: &Connection, canvas: &CanvasId, have: Option<(u64, u64)>) ->
         }
     };
     let ops = ops_after(conn, canvas, head.generation, after, head.seq)?;
-    Ok(CanvasRead { head: Some(head), conns: conn_rows(conn, canvas)?, snapshot, ops })
+    Ok(CanvasRead { head: Some(head), conns, snapshot, ops })
+}
+
+/// Canvases, at most `limit`, with object ops after their newest snapshot and no commit since `before`.
+pub fn stale(conn: &Connection, before: i64, limit: usize) -> Result<Vec<CanvasId>> {
+    let mut stmt =
+        conn.prepare_cached("SELECT canvas_id FROM canvases WHERE state_seq > snap_seq AND updated_at < ?1 LIMIT ?2")?;
+    let rows = stmt.query_map(params![before, limit as i64], |row| row.get::<_, String>(0))?;
+    Ok(rows.collect::<Result<Vec<_>>>()?.into_iter().filter_map(|c| CanvasId::parse(&c).ok()).collect())
 }
 
 /// Until when (unix ms) `user` is blocked from `canvas`, if after `now`.

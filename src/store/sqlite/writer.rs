@@ -14,14 +14,14 @@ use super::doorbell::Doorbell;
 use super::identity::FileIdentity;
 use super::jobs::Job;
 use super::{describe, reads, unavailable, Progress};
-use crate::bus::committed::Delivered;
-use crate::bus::BusError;
 use crate::clock::now_ms;
 use crate::config::Config;
+use crate::core::delivery::Delivered;
+use crate::core::BusError;
 use crate::metrics::Metrics;
 use crate::protocol::CanvasId;
 use crate::store::records::Batch;
-use crate::store::{epoch, CanvasRead, Commit, ResetDone};
+use crate::store::{epoch, CanvasRead, Commit, ResetDone, Want};
 
 /// Fixed settings of the writer.
 #[derive(Debug, Clone)]
@@ -36,6 +36,9 @@ pub struct WriterSettings {
     pub keep_ms: i64,
     /// Peers whose heartbeat is older than this are not rung, and count as gone.
     pub peer_timeout_ms: i64,
+    /// Whether commits reach this process's rooms at once (`--local-broadcast`); if not, the watcher reads
+    /// this process's own rows back like any other.
+    pub local_broadcast: bool,
 }
 
 impl WriterSettings {
@@ -48,6 +51,7 @@ impl WriterSettings {
             ttl_ms: config.message_ttl.as_millis() as i64,
             keep_ms: config.consumers.retention().unwrap_or_default().max(config.message_ttl).as_millis() as i64,
             peer_timeout_ms: config.presence_timeout.as_millis() as i64,
+            local_broadcast: config.local_broadcast,
         }
     }
 }
@@ -100,9 +104,9 @@ impl SqliteWriter {
     }
 
     /// Reads a canvas whole with the write connection (the writer's own thread: no pool wait).
-    fn read(&mut self, canvas: &CanvasId) -> Result<CanvasRead, SqlError> {
+    fn read(&mut self, canvas: &CanvasId, want: Want) -> Result<CanvasRead, SqlError> {
         let tx = self.conn.transaction()?;
-        let read = reads::canvas(&tx, canvas, None)?;
+        let read = reads::canvas(&tx, canvas, want)?;
         tx.commit()?;
         Ok(read)
     }
@@ -117,8 +121,7 @@ impl Commit for SqliteWriter {
     async fn commit(&mut self, batch: &mut dyn Batch) -> Result<i64, BusError> {
         let now = now_ms();
         let settings = &self.settings;
-        let stamp =
-            Stamp { now, instance: &settings.instance_id, ttl_ms: settings.ttl_ms, keep_ms: settings.keep_ms };
+        let stamp = Stamp { now, instance: &settings.instance_id, ttl_ms: settings.ttl_ms, keep_ms: settings.keep_ms };
         let file = &self.file;
         let result = (|| {
             let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -138,8 +141,8 @@ impl Commit for SqliteWriter {
         }
     }
 
-    async fn read_canvas(&mut self, canvas: &CanvasId) -> Result<CanvasRead, BusError> {
-        self.read(canvas).map_err(|error| unavailable(&error).into())
+    async fn read_canvas(&mut self, canvas: &CanvasId, want: Want) -> Result<CanvasRead, BusError> {
+        self.read(canvas, want).map_err(|error| unavailable(&error).into())
     }
 
     /// Bumps the canvas's generation (creating its head if it had none, so even a canvas nobody wrote to
@@ -195,6 +198,13 @@ impl Commit for SqliteWriter {
     /// been (the watcher's hole check relies on it). A row a room could not take (`read_back`) must be read
     /// back, so the cursor must not skip it.
     fn delivered(&mut self, delivered: Delivered) {
+        if !self.settings.local_broadcast {
+            self.progress.signal.wake(delivered.waiting);
+            if delivered.ids.is_some() {
+                self.ring_peers();
+            }
+            return;
+        }
         if let (Some((first, last)), false) = (delivered.ids, delivered.read_back) {
             self.progress.skip_own_rows(first, last);
         }

@@ -18,7 +18,7 @@ fn message(kind: &str, data: &str, key: Option<&str>, user: &str) -> Publish {
 
 fn presence(change: PresenceChange, user: &str, conn: Uuid, name: Option<&str>) -> Publish {
     let (canvas, user) = (CanvasId::parse("c").unwrap(), UserId::parse(user).unwrap());
-    Publish::presence(change, canvas, user, name.map(str::to_owned), conn, None)
+    Publish::leaving(crate::hub::Member { canvas, conn, user, name: name.map(str::to_owned) }, change)
 }
 
 /// Stages `publishes` on `canvas` and, as a store would, takes the result as the canvas's new state.
@@ -102,7 +102,7 @@ fn presence_logs_a_users_first_and_last_connection_and_counts_every_one() {
         &mut canvas,
         &[
             presence(PresenceChange::Disconnect, "ann", tab1, Some("Ann")),
-            presence(PresenceChange::Expire { dead_after_ms: 1 }, "ann", tab2, None),
+            presence(PresenceChange::Expire, "ann", tab2, None),
             presence(PresenceChange::Disconnect, "ann", tab2, None),
         ],
     );

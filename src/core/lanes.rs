@@ -156,11 +156,11 @@ mod tests {
     use tokio::sync::oneshot;
 
     use super::*;
-    use crate::bus::Origin;
+    use crate::core::Origin;
     use crate::protocol::{CanvasId, LoggedMessage, UserId};
 
     /// A publish to `canvas`, and where its outcome arrives.
-    fn publish(canvas: &str) -> (Publish, oneshot::Receiver<Result<crate::bus::Committed, BusError>>) {
+    fn publish(canvas: &str) -> (Publish, oneshot::Receiver<Result<crate::core::Committed, BusError>>) {
         let message = LoggedMessage::new("note", RawValue::from_string("1".into()).unwrap(), None).unwrap();
         let (reply, outcome) = oneshot::channel();
         let (canvas, from) = (CanvasId::parse(canvas).unwrap(), UserId::parse("u").unwrap());

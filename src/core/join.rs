@@ -1,16 +1,17 @@
-//! Joining a canvas, the same on every bus: register the connection in presence, read a snapshot of the
+//! Joining a canvas, the same on every store: register the connection in presence, read the
 //! canvas with no lock held, then place the subscriber in its room under the room's lock for a moment.
 //!
 //! No lock a writer needs is held while storage is read. The room is created (unstarted) before the
-//! snapshot, so it keeps every commit offered meanwhile; placing the subscriber then decides where its
+//! read, so it keeps every commit offered meanwhile; placing the subscriber then decides where its
 //! stream starts:
-//! - after the snapshot's head, when the room has delivered less than that (what the room delivers up to
+//! - after the view's head, when the room has delivered less than that (what the room delivers up to
 //!   the head, the subscriber skips: its welcome covers it);
-//! - after what the room has delivered, when that is more: the seqs between the snapshot and that point are
+//! - after what the room has delivered, when that is more: the seqs between the view and that point are
 //!   read back from the log and sent after the welcome, before anything live ([`Replay`]).
 //!
 //! Either way the client sees every seq after its welcome exactly once, in order. The canvas state in the
-//! welcome comes from the [`StateCache`] when a joiner already serialized the same version.
+//! welcome (the store's newest snapshot with the ops after it, folded: see `reads.rs`) comes from the
+//! [`StateCache`](super::StateCache) when a joiner already serialized the same version.
 //!
 //! A user the API blocked from the canvas is refused before anything else. A removal of the user from the
 //! canvas that reaches this process while the join is under way (after it read "not blocked") refuses its
@@ -22,16 +23,18 @@ use std::sync::Arc;
 use bytes::Bytes;
 use serde_json::value::RawValue;
 
-use super::state_cache::{StateKey, INLINE_LIMIT};
+use super::reads::View;
+use super::state_cache::INLINE_LIMIT;
 use super::views::peers_json;
-use super::{Bus, BusError, Peer, PresenceChange, Publish, Unavailable};
-use crate::hub::{ConnId, Hub, JoinTicket, Outbox, Room, Subscriber};
+use super::{Bus, BusError, PresenceChange, Publish, Unavailable};
+use crate::hub::{ConnId, Hub, JoinTicket, Member, Outbox, Room, Subscriber};
 use crate::protocol::{CanvasId, Resume, UserId};
+use crate::store::Want;
 
-/// How many times a join reads its snapshot again when the room moved under it (closed, or reset past it).
+/// How many times a join reads the canvas again when the room moved under it (closed, or reset past it).
 const MAX_ATTEMPTS: usize = 20;
 
-/// A placement: joined, `None` to read the snapshot again, or refused.
+/// A placement: joined, `None` to read the canvas again, or refused.
 type Placed = Result<Option<Joined>, BusError>;
 
 /// A connection asking to join a canvas.
@@ -48,44 +51,9 @@ pub struct JoinRequest {
     pub outbox: Outbox,
 }
 
-/// A canvas read at one point of its log, with no lock held (see [`Bus::snapshot`]).
-#[derive(Debug, Clone)]
-pub struct Snapshot {
-    pub epoch: String,
-    pub generation: u64,
-    /// The canvas's last seq at the snapshot.
-    pub seq: u64,
-    /// The seq of the last message that changed the objects: the state's version (see `state_cache`).
-    pub version: u64,
-    /// Who is on the canvas at `seq`, as the welcome's JSON array.
-    pub presence: Box<RawValue>,
-    /// Every connection of the canvas with its presence state as the store last kept it (v1.1).
-    pub peers: Vec<Peer>,
-    /// A resume was asked for and every seq after its `since` is still retained.
-    pub resumed: bool,
-    /// The objects at `seq` as one JSON object, when they were read (see [`ReadObjects`]).
-    pub objects: Option<Bytes>,
-}
-
-impl Snapshot {
-    pub fn key(&self) -> StateKey {
-        StateKey { epoch: self.epoch.clone(), version: self.version }
-    }
-}
-
-/// When a snapshot reads the objects (never on a successful resume).
-#[derive(Debug, Clone)]
-pub struct ReadObjects {
-    /// Not when the canvas is still at this version: the caller has that state already.
-    pub unless: Option<StateKey>,
-    /// Not when the state is bigger than this many bytes: the caller builds big states once, for everyone.
-    pub up_to: usize,
-}
-
-impl ReadObjects {
-    /// Read them whatever their size.
-    pub fn always() -> Self {
-        ReadObjects { unless: None, up_to: usize::MAX }
+impl JoinRequest {
+    fn member(&self) -> Member {
+        Member { canvas: self.canvas.clone(), conn: self.conn, user: self.user.clone(), name: self.name.clone() }
     }
 }
 
@@ -105,7 +73,7 @@ pub struct Joined {
     pub seq: u64,
     pub resumed: bool,
     /// Frames after `seq` to send before anything live (the resume's replay, and what the room delivered
-    /// while the snapshot was read).
+    /// while the view was read).
     pub replay: Option<Replay>,
     /// The canvas state at exactly `seq` (only when not resumed), shared with other joiners.
     pub objects: Option<Bytes>,
@@ -124,19 +92,16 @@ pub struct Joined {
 pub struct Membership {
     bus: Option<Bus>,
     /// The join returned: the connection may have sent messages, and its leave must come after them (the
-    /// writer's queue). Before that, it leaves on the urgent lane, after its registration.
+    /// committer's queue). Before that, it leaves on the urgent lane, after its registration.
     joined: bool,
-    pub canvas: CanvasId,
-    pub conn: ConnId,
-    pub user: UserId,
-    pub name: Option<String>,
+    pub member: Member,
 }
 
 impl Membership {
     /// Leaves the room and presence now.
     pub async fn leave(mut self) {
         if let Some(bus) = self.bus.take() {
-            bus.leave(self.canvas.clone(), self.conn, self.user.clone(), self.name.clone(), false).await;
+            bus.leave(self.member.clone(), false).await;
         }
     }
 }
@@ -144,17 +109,18 @@ impl Membership {
 impl Drop for Membership {
     fn drop(&mut self) {
         let Some(bus) = self.bus.take() else { return };
-        let (canvas, conn, user, name) = (self.canvas.clone(), self.conn, self.user.clone(), self.name.clone());
-        let urgent = !self.joined;
+        let (member, urgent) = (self.member.clone(), !self.joined);
         match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => drop(runtime.spawn(async move { bus.leave(canvas, conn, user, name, urgent).await })),
+            Ok(runtime) => drop(runtime.spawn(async move { bus.leave(member, urgent).await })),
             // No runtime left (the process is exiting): survivors expire the row with this instance.
-            Err(_) => tracing::debug!(%conn, "connection dropped without a runtime to leave presence"),
+            Err(_) => {
+                tracing::debug!(conn = %self.member.conn, "connection dropped without a runtime to leave presence")
+            }
         }
     }
 }
 
-/// The room a join reads its snapshot for. A join that ends without a subscriber in it (failed, or dropped:
+/// The room a join reads the canvas for. A join that ends without a subscriber in it (failed, or dropped:
 /// the client hung up, or left the canvas before its welcome) abandons it, so that a room it created is not
 /// left behind unstarted, keeping every commit offered to it; a room started or subscribed to stays.
 struct RoomForJoin<'a> {
@@ -181,24 +147,9 @@ impl Bus {
         if let Some(left) = self.blocked(&request.canvas, &request.user).await? {
             return Err(BusError::Blocked { canvas: request.canvas, user: request.user, left });
         }
-        let mut membership = Membership {
-            bus: Some(self.clone()),
-            joined: false,
-            canvas: request.canvas.clone(),
-            conn: request.conn,
-            user: request.user.clone(),
-            name: request.name.clone(),
-        };
+        let mut membership = Membership { bus: Some(self.clone()), joined: false, member: request.member() };
         let (done, registered) = tokio::sync::oneshot::channel();
-        let register = Publish::presence(
-            PresenceChange::Connect,
-            request.canvas.clone(),
-            request.user.clone(),
-            request.name.clone(),
-            request.conn,
-            Some(done),
-        );
-        self.publish_urgent(register).await?;
+        self.publish_urgent(Publish::presence(PresenceChange::Connect, request.member(), Some(done))).await?;
         match tokio::time::timeout(self.publish_timeout(), registered).await {
             Ok(Ok(registered)) => registered?,
             Ok(Err(_)) => return Err(BusError::ShuttingDown),
@@ -207,15 +158,15 @@ impl Bus {
         let registered_at = std::time::Instant::now();
         for _ in 0..MAX_ATTEMPTS {
             // The room first: from now on it keeps whatever is committed for the canvas, so nothing falls
-            // between what the snapshot saw and what the room delivers.
+            // between what the read saw and what the room delivers.
             let room = RoomForJoin {
                 hub: self.hub(),
                 canvas: &request.canvas,
                 room: self.hub().room_for_join(&request.canvas),
             };
-            let snapshot = self.snapshot_with_state(&request, registered_at).await?;
+            let view = self.view_with_state(&request, registered_at).await?;
             // A removal meanwhile refuses the join; the room guard abandons a room it created and left unstarted.
-            if let Some(joined) = self.place(&room.room, &request, &ticket, snapshot).await? {
+            if let Some(joined) = self.place(&room.room, &request, &ticket, view).await? {
                 membership.joined = true;
                 return Ok(Joined { membership, ..joined });
             }
@@ -223,55 +174,56 @@ impl Bus {
         Err(Unavailable::JoinRaced.into())
     }
 
-    /// A snapshot for the joiner, with the objects (from the cache when the canvas is at a cached version).
-    /// `registered_at`: when the joiner's registration had committed; any snapshot read after includes it.
-    async fn snapshot_with_state(
+    /// The canvas for the joiner, with the objects: read with it when small, else from the cache when the
+    /// canvas is at a cached version, else read whole by one joiner for all the others waiting.
+    /// `registered_at`: when the joiner's registration had committed; any read after includes it.
+    async fn view_with_state(
         &self,
         request: &JoinRequest,
         registered_at: std::time::Instant,
-    ) -> Result<Snapshot, BusError> {
-        let cache = self.state_cache();
-        let read = ReadObjects { unless: cache.key(&request.canvas), up_to: INLINE_LIMIT };
-        let metrics = self.metrics();
-        let mut snapshot = self.snapshot(&request.canvas, request.resume.as_ref(), read).await?;
-        if snapshot.resumed {
-            return Ok(snapshot);
+    ) -> Result<View, BusError> {
+        let (canvas, cache, metrics) = (&request.canvas, self.state_cache(), self.metrics());
+        let unless = cache.key(canvas).map(|key| (key.generation, key.version));
+        let want = Want { unless, up_to: INLINE_LIMIT, since: None };
+        let mut view = self.view(canvas, request.resume.as_ref(), want).await?;
+        if view.resumed {
+            return Ok(view);
         }
-        if snapshot.objects.is_some() {
+        if view.objects.is_some() {
             metrics.join_state_inline.increment(1);
-            return Ok(snapshot);
+            return Ok(view);
         }
-        if let Some(objects) = cache.get(&request.canvas, &snapshot.key()) {
+        if let Some(objects) = cache.get(canvas, &view.key()) {
             metrics.join_state_cached.increment(1);
-            snapshot.objects = Some(objects);
-            return Ok(snapshot);
+            view.objects = Some(objects);
+            return Ok(view);
         }
         // A big state nobody cached at this version: one joiner reads it, the others wait and share it.
-        let building = cache.build_lock(&request.canvas);
+        let building = cache.build_lock(canvas);
         let _building = building.lock().await;
-        if let Some(objects) = cache.get(&request.canvas, &snapshot.key()) {
+        if let Some(objects) = cache.get(canvas, &view.key()) {
             metrics.join_state_cached.increment(1);
-            snapshot.objects = Some(objects);
-            return Ok(snapshot);
+            view.objects = Some(objects);
+            return Ok(view);
         }
-        if let Some(built) = cache.read_since(&request.canvas, registered_at) {
+        if let Some(built) = cache.read_since(canvas, registered_at) {
             metrics.join_state_cached.increment(1);
             return Ok(built);
         }
         metrics.join_state_built.increment(1);
         let read_at = std::time::Instant::now();
-        let full = self.snapshot(&request.canvas, None, ReadObjects::always()).await?;
+        let full = self.view(canvas, None, Want::all()).await?;
         if full.objects.as_ref().is_some_and(|objects| objects.len() > INLINE_LIMIT) {
-            cache.insert(&request.canvas, full.clone(), read_at);
+            cache.insert(canvas, full.clone(), read_at);
         }
         Ok(full)
     }
 
-    /// Subscribes the joiner under its room's lock; `None` to read the snapshot again (the room closed
-    /// meanwhile, or delivered a reset past the snapshot). A join the API removed its user from meanwhile
+    /// Subscribes the joiner under its room's lock; `None` to read the view again (the room closed
+    /// meanwhile, or delivered a reset past the view). A join the API removed its user from meanwhile
     /// is refused: checked under the lock, so a removal that closes the room's subscribers after this has
     /// the joiner among them, and one before it has marked the ticket (`hub::joins`).
-    async fn place(&self, room: &Room, request: &JoinRequest, ticket: &JoinTicket, mut snapshot: Snapshot) -> Placed {
+    async fn place(&self, room: &Room, request: &JoinRequest, ticket: &JoinTicket, mut view: View) -> Placed {
         let (start_after, created, peers) = {
             let mut state = room.lock();
             if state.is_closed() {
@@ -280,51 +232,44 @@ impl Bus {
             if ticket.removed() {
                 return Err(BusError::Removed { canvas: request.canvas.clone(), user: request.user.clone() });
             }
-            let created = state.start_at(snapshot.seq, snapshot.generation, self.metrics());
-            if state.generation() > snapshot.generation {
+            let created = state.start_at(view.seq, view.generation, self.metrics());
+            if state.generation() > view.generation {
                 return Ok(None);
             }
-            let start_after = match state.generation() == snapshot.generation {
-                true => state.delivered().max(snapshot.seq),
-                false => snapshot.seq, // the room has yet to deliver the reset: it starts over at 0
+            let start_after = match state.generation() == view.generation {
+                true => state.delivered().max(view.seq),
+                false => view.seq, // the room has yet to deliver the reset: it starts over at 0
             };
             state.subscribe(Subscriber {
                 conn: request.conn,
                 user: request.user.clone(),
                 name: request.name.clone(),
-                generation: snapshot.generation,
+                generation: view.generation,
                 start_after,
                 outbox: request.outbox.clone(),
             });
-            let peers = peers_json(std::mem::take(&mut snapshot.peers), &state, request.conn);
+            let peers = peers_json(std::mem::take(&mut view.peers), &state, request.conn);
             (start_after, created, peers)
         };
         if created {
-            self.room_started(&request.canvas).await;
+            self.store().room_started(&request.canvas).await;
         }
-        let seq = match (snapshot.resumed, &request.resume) {
+        let seq = match (view.resumed, &request.resume) {
             (true, Some(resume)) => resume.since,
-            _ => snapshot.seq,
+            _ => view.seq,
         };
         let replay =
-            (start_after > seq).then_some(Replay { generation: snapshot.generation, after: seq, upto: start_after });
-        let objects = if snapshot.resumed { None } else { snapshot.objects };
+            (start_after > seq).then_some(Replay { generation: view.generation, after: seq, upto: start_after });
+        let objects = if view.resumed { None } else { view.objects };
         Ok(Some(Joined {
-            epoch: snapshot.epoch,
+            epoch: view.epoch,
             seq,
-            resumed: snapshot.resumed,
+            resumed: view.resumed,
             replay,
             objects,
-            presence: snapshot.presence,
+            presence: view.presence,
             peers,
-            membership: Membership {
-                bus: None,
-                joined: true,
-                canvas: request.canvas.clone(),
-                conn: request.conn,
-                user: request.user.clone(),
-                name: None,
-            },
+            membership: Membership { bus: None, joined: true, member: request.member() },
         }))
     }
 }

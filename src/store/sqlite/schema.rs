@@ -13,18 +13,32 @@ use deadpool_sqlite::rusqlite::{Connection, OpenFlags, TransactionBehavior};
 
 use crate::config::Synchronous;
 
+/// One migration: SQL, and code that runs after it in the same transaction where SQL alone cannot do it.
+struct Migration {
+    sql: &'static str,
+    then: Option<fn(&Connection) -> deadpool_sqlite::rusqlite::Result<()>>,
+}
+
+const fn sql(sql: &'static str) -> Migration {
+    Migration { sql, then: None }
+}
+
 /// The migrations, in order. Append; never edit one that has shipped.
-const MIGRATIONS: &[&str] = &[
-    include_str!("../../../migrations/0001_initial.sql"),
-    include_str!("../../../migrations/0002_canvas_state.sql"),
-    include_str!("../../../migrations/0003_cursor_batches.sql"),
-    include_str!("../../../migrations/0004_presence_resets_users.sql"),
-    include_str!("../../../migrations/0005_peer_wakeups.sql"),
-    include_str!("../../../migrations/0006_big_canvases.sql"),
-    include_str!("../../../migrations/0007_removals.sql"),
-    include_str!("../../../migrations/0008_idempotency_keys.sql"),
-    include_str!("../../../migrations/0009_consumers.sql"),
-    include_str!("../../../migrations/0010_presence_state.sql"),
+const MIGRATIONS: &[Migration] = &[
+    sql(include_str!("../../../migrations/0001_initial.sql")),
+    sql(include_str!("../../../migrations/0002_canvas_state.sql")),
+    sql(include_str!("../../../migrations/0003_cursor_batches.sql")),
+    sql(include_str!("../../../migrations/0004_presence_resets_users.sql")),
+    sql(include_str!("../../../migrations/0005_peer_wakeups.sql")),
+    sql(include_str!("../../../migrations/0006_big_canvases.sql")),
+    sql(include_str!("../../../migrations/0007_removals.sql")),
+    sql(include_str!("../../../migrations/0008_idempotency_keys.sql")),
+    sql(include_str!("../../../migrations/0009_consumers.sql")),
+    sql(include_str!("../../../migrations/0010_presence_state.sql")),
+    Migration {
+        sql: include_str!("../../../migrations/0011_snapshots.sql"),
+        then: Some(super::migrate_11::objects_to_snapshots),
+    },
 ];
 
 /// Settings every connection to the file is opened with.
@@ -183,8 +197,11 @@ pub fn migrate(conn: &mut Connection) -> anyhow::Result<u32> {
         "the database is at schema version {current}, newer than this binary knows ({}): upgrade canvas-relay",
         MIGRATIONS.len()
     );
-    for (index, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
-        tx.execute_batch(sql).with_context(|| format!("applying migration {}", index + 1))?;
+    for (index, migration) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        tx.execute_batch(migration.sql).with_context(|| format!("applying migration {}", index + 1))?;
+        if let Some(then) = migration.then {
+            then(&tx).with_context(|| format!("applying migration {}", index + 1))?;
+        }
     }
     let latest = MIGRATIONS.len() as u32;
     tx.pragma_update(None, "user_version", latest)?;

@@ -1,4 +1,4 @@
-//! The consumers' writes (see `crate::bus::consumer`): leases of the webhook's shards, and a canvas's
+//! The consumers' writes (see `crate::store::consumer`): leases of the webhook's shards, and a canvas's
 //! delivered position, recorded only while the lease is held and never backwards (the lease check, the
 //! comparison with the stored position and the write are one transaction). Each is one short write
 //! transaction run between group commits, like the other jobs.
@@ -6,10 +6,11 @@
 use deadpool_sqlite::rusqlite::{params, Connection, Error as SqlError, OptionalExtension};
 use tokio::sync::oneshot;
 
-use super::{unavailable, Writer};
-use crate::bus::consumer::{Delivered, Saved};
-use crate::bus::BusError;
+use super::unavailable;
+use super::writer::SqliteWriter;
+use crate::core::BusError;
 use crate::protocol::CanvasId;
+use crate::store::consumer::{Delivered, Saved};
 
 /// A consumer's write.
 #[derive(Debug)]
@@ -18,38 +19,43 @@ pub enum ConsumerJob {
     HoldLeases { holder: String, names: Vec<String>, ttl_ms: u64, reply: oneshot::Sender<Result<Vec<bool>, BusError>> },
     /// Gives up those of the named leases `holder` holds; replies once that is committed.
     ReleaseLeases { holder: String, names: Vec<String>, reply: oneshot::Sender<Result<(), BusError>> },
-    /// Records a canvas's delivered position if `holder` holds `lease` and it may replace the stored one;
-    /// replies what came of it.
-    SaveDelivered {
+    /// Records a canvas's delivered position over `expected`, if `holder` holds `lease` and the file holds
+    /// exactly `expected`; replies what came of it.
+    SavePosition {
         canvas: CanvasId,
         lease: String,
         holder: String,
-        delivered: Delivered,
+        expected: Option<Delivered>,
+        position: Delivered,
         reply: oneshot::Sender<Result<Saved, BusError>>,
     },
 }
 
-impl Writer {
-    pub(super) fn run_consumer_job(&mut self, job: ConsumerJob, now: i64) -> Result<(), SqlError> {
-        match job {
-            ConsumerJob::HoldLeases { holder, names, ttl_ms, reply } => {
-                let held = self.write(|tx| hold_leases(tx, &holder, &names, now, now + ttl_ms as i64));
-                let _ = reply.send(held.as_ref().map(Clone::clone).map_err(|e| unavailable(e).into()));
-                held.map(drop)
-            }
-            ConsumerJob::ReleaseLeases { holder, names, reply } => {
-                let released = self.write(|tx| {
-                    let mut release = tx.prepare_cached("DELETE FROM leases WHERE name = ?1 AND holder = ?2")?;
-                    names.iter().try_for_each(|name| release.execute(params![name, holder]).map(drop))
-                });
-                let _ = reply.send(released.as_ref().map(|_| ()).map_err(|e| unavailable(e).into()));
-                released
-            }
-            ConsumerJob::SaveDelivered { canvas, lease, holder, delivered, reply } => {
-                let saved = self.write(|tx| save_delivered(tx, &canvas, &lease, &holder, delivered, now));
-                let _ = reply.send(saved.as_ref().copied().map_err(|e| unavailable(e).into()));
-                saved.map(drop)
-            }
+impl ConsumerJob {
+    /// Leases go ahead of the queued messages: a late renewal loses the lease, and a release goes in the
+    /// same lane so that it is never overtaken by a later renewal of the same lease.
+    pub fn is_urgent(&self) -> bool {
+        matches!(self, ConsumerJob::HoldLeases { .. } | ConsumerJob::ReleaseLeases { .. })
+    }
+}
+
+/// Runs one consumer write in its own transaction and answers it.
+pub(super) fn run(writer: &mut SqliteWriter, job: ConsumerJob, now: i64) {
+    match job {
+        ConsumerJob::HoldLeases { holder, names, ttl_ms, reply } => {
+            let held = writer.write(|tx| hold_leases(tx, &holder, &names, now, now + ttl_ms as i64));
+            let _ = reply.send(held.map_err(|e| unavailable(&e).into()));
+        }
+        ConsumerJob::ReleaseLeases { holder, names, reply } => {
+            let released = writer.write(|tx| {
+                let mut release = tx.prepare_cached("DELETE FROM leases WHERE name = ?1 AND holder = ?2")?;
+                names.iter().try_for_each(|name| release.execute(params![name, holder]).map(drop))
+            });
+            let _ = reply.send(released.map_err(|e| unavailable(&e).into()));
+        }
+        ConsumerJob::SavePosition { canvas, lease, holder, expected, position, reply } => {
+            let saved = writer.write(|tx| save_position(tx, &canvas, (&lease, &holder), expected, position, now));
+            let _ = reply.send(saved.map_err(|e| unavailable(&e).into()));
         }
     }
 }
@@ -70,15 +76,15 @@ fn hold_leases(tx: &Connection, holder: &str, names: &[String], now: i64, until:
         .collect()
 }
 
-/// The position, if the lease is still `holder`'s and the position may replace the stored one (see
-/// [`Delivered::may_replace`]); the rows delivered since the last position are no longer kept past their
-/// TTL (`purge_at` back to `expires_at`).
-fn save_delivered(
+/// The position over `expected`, if the lease is still `holder`'s and the file holds exactly `expected`:
+/// a compare-and-set (the rule of what may replace what is the webhook's). The rows delivered since the
+/// last position are no longer kept past their TTL (`purge_at` back to `expires_at`).
+fn save_position(
     tx: &Connection,
     canvas: &CanvasId,
-    lease: &str,
-    holder: &str,
-    delivered: Delivered,
+    (lease, holder): (&str, &str),
+    expected: Option<Delivered>,
+    position: Delivered,
     now: i64,
 ) -> Result<Saved, SqlError> {
     let held = tx
@@ -89,22 +95,16 @@ fn save_delivered(
     if !held {
         return Ok(Saved::NotHolder);
     }
-    let before = tx
+    let stored = tx
         .prepare_cached("SELECT generation, seq, inflight FROM webhook_positions WHERE canvas_id = ?1")?
-        .query_row([canvas.as_str()], |row| {
-            Ok(Delivered {
-                generation: row.get::<_, i64>(0)? as u64,
-                seq: row.get::<_, i64>(1)? as u64,
-                inflight: row.get::<_, Option<i64>>(2)?.map(|s| s as u64),
-            })
-        })
+        .query_row([canvas.as_str()], super::consumer::position_of)
         .optional()?;
-    if !delivered.may_replace(before) {
+    if stored != expected {
         return Ok(Saved::Behind);
     }
-    let (generation, seq) = (delivered.generation as i64, delivered.seq as i64);
-    let from = match before {
-        Some(before) if before.generation == delivered.generation => before.seq as i64,
+    let (generation, seq) = (position.generation as i64, position.seq as i64);
+    let from = match stored {
+        Some(stored) if stored.generation == position.generation => stored.seq as i64,
         _ => 0,
     };
     if seq > from {
@@ -119,15 +119,15 @@ fn save_delivered(
          ON CONFLICT (canvas_id) DO UPDATE SET generation = excluded.generation, seq = excluded.seq,
              inflight = excluded.inflight, updated_at = excluded.updated_at",
     )?
-    .execute(params![canvas.as_str(), generation, seq, delivered.inflight.map(|s| s as i64), now])?;
+    .execute(params![canvas.as_str(), generation, seq, position.inflight.map(|s| s as i64), now])?;
     Ok(Saved::Recorded)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bus::sqlite::schema::{self, ConnSettings};
     use crate::config::Synchronous;
+    use crate::store::sqlite::schema::{self, ConnSettings};
     use std::time::Duration;
 
     fn at(generation: u64, seq: u64, inflight: Option<u64>) -> Delivered {
@@ -145,8 +145,10 @@ mod tests {
         .unwrap()
     }
 
+    /// A save writes only over the position the file holds: a holder whose view is stale is refused and
+    /// writes nothing, whatever it would have written.
     #[test]
-    fn a_position_never_moves_backwards_and_a_fixed_batch_keeps_its_range() {
+    fn a_position_is_saved_only_over_the_one_the_file_holds_and_only_by_the_leaseholder() {
         let dir = tempfile::tempdir().unwrap();
         let settings =
             ConnSettings { synchronous: Synchronous::Normal, busy_timeout: Duration::from_secs(1), memory: false };
@@ -155,27 +157,21 @@ mod tests {
         let names = ["webhook:3".to_owned()];
         assert_eq!(hold_leases(&conn, "a", &names, 0, 10_000).unwrap(), [true]);
         let canvas = CanvasId::parse("c").unwrap();
-        let save = |delivered| save_delivered(&conn, &canvas, "webhook:3", "a", delivered, 1).unwrap();
-        for (delivered, outcome) in [
-            (at(1, 3, None), Saved::Recorded),
-            (at(1, 3, Some(6)), Saved::Recorded),
-            (at(1, 3, Some(7)), Saved::Behind),
-            (at(1, 3, None), Saved::Behind),
-            (at(1, 6, None), Saved::Recorded),
-            (at(1, 3, Some(7)), Saved::Behind),
-            (at(1, 5, None), Saved::Behind),
-            (at(0, 9, None), Saved::Behind),
+        let save = |holder: &str, expected, position, now| {
+            save_position(&conn, &canvas, ("webhook:3", holder), expected, position, now).unwrap()
+        };
+        for (expected, position, outcome) in [
+            (None, at(1, 3, None), Saved::Recorded),
+            (Some(at(1, 3, None)), at(1, 3, Some(6)), Saved::Recorded),
+            (Some(at(1, 3, None)), at(1, 7, None), Saved::Behind),
+            (None, at(1, 9, None), Saved::Behind),
+            (Some(at(1, 3, Some(6))), at(1, 6, None), Saved::Recorded),
         ] {
-            assert_eq!(save(delivered), outcome, "saving {delivered:?}");
+            assert_eq!(save("a", expected, position, 1), outcome, "saving {position:?} over {expected:?}");
         }
         assert_eq!(stored(&conn), at(1, 6, None), "nothing refused was written");
-        assert_eq!(save(at(1, 6, None)), Saved::Recorded, "the same position again (a retried save) is fine");
-        assert_eq!(save(at(2, 0, None)), Saved::Recorded, "a new generation starts over");
-        assert_eq!(stored(&conn), at(2, 0, None));
-        let other = save_delivered(&conn, &canvas, "webhook:3", "b", at(2, 9, None), 1).unwrap();
-        assert_eq!(other, Saved::NotHolder);
-        let expired = save_delivered(&conn, &canvas, "webhook:3", "a", at(2, 9, None), 10_000).unwrap();
-        assert_eq!(expired, Saved::NotHolder, "a lease past its end is nobody's");
-        assert_eq!(stored(&conn), at(2, 0, None));
+        assert_eq!(save("b", Some(at(1, 6, None)), at(1, 9, None), 1), Saved::NotHolder);
+        assert_eq!(save("a", Some(at(1, 6, None)), at(1, 9, None), 10_000), Saved::NotHolder, "a lease past its end");
+        assert_eq!(stored(&conn), at(1, 6, None));
     }
 }

@@ -7,9 +7,9 @@
 //! join logs a `user-connected`) still share one copy. Entries are immutable `Bytes`: a joiner writing one
 //! holds a reference, never a copy.
 //!
-//! Only states bigger than [`INLINE_LIMIT`] are cached; smaller ones are cheaper to read with the snapshot.
+//! Only states bigger than [`INLINE_LIMIT`] are cached; smaller ones are cheaper to read with the view.
 //! Building a missing one is single-flight per canvas ([`StateCache::build_lock`]): the first joiner reads
-//! it, the others wait and take it: the same version if theirs still is, or else the whole snapshot the
+//! it, the others wait and take it: the same version if theirs still is, or else the whole view the
 //! builder read, when it was read after their own registration committed (so it includes them), even on a
 //! canvas that changes all the time. The cache holds at most `budget` bytes; the least recently used go
 //! first.
@@ -20,16 +20,17 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use crate::bus::Snapshot;
+use super::reads::View;
 use crate::protocol::CanvasId;
 
-/// States at most this big are read with each join's snapshot rather than cached.
+/// States at most this big are read with each join's view rather than cached.
 pub const INLINE_LIMIT: usize = 64 * 1024;
 
 /// Which state an entry is: the canvas's epoch and the seq of the last op that changed its objects.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StateKey {
     pub epoch: String,
+    pub generation: u64,
     pub version: u64,
 }
 
@@ -44,9 +45,9 @@ pub struct StateCache {
 }
 
 struct Cached {
-    /// The snapshot the state was read with (objects included): whole, for joiners that waited for it.
-    snapshot: Snapshot,
-    /// When that snapshot's read began: it includes everything committed before.
+    /// The view the state was read with (objects included): whole, for joiners that waited for it.
+    view: View,
+    /// When that view's read began: it includes everything committed before.
     read_at: Instant,
     /// For eviction: the least recently used entry goes first.
     used: Instant,
@@ -54,7 +55,7 @@ struct Cached {
 
 impl Cached {
     fn size(&self) -> usize {
-        self.snapshot.objects.as_ref().map_or(0, Bytes::len)
+        self.view.objects.as_ref().map_or(0, Bytes::len)
     }
 }
 
@@ -67,10 +68,10 @@ impl StateCache {
         StateCache { budget, entries: Mutex::default(), building: Mutex::default() }
     }
 
-    /// The key of what is cached for `canvas`, if anything: a snapshot can skip reading the objects when the
+    /// The key of what is cached for `canvas`, if anything: a view can skip reading the objects when the
     /// canvas is still at that version.
     pub fn key(&self, canvas: &CanvasId) -> Option<StateKey> {
-        lock(&self.entries).get(canvas).map(|cached| cached.snapshot.key())
+        lock(&self.entries).get(canvas).map(|cached| cached.view.key())
     }
 
     /// The cached state of `canvas` if it is exactly `key`.
@@ -78,24 +79,24 @@ impl StateCache {
         let mut entries = lock(&self.entries);
         let cached = entries
             .get_mut(canvas)
-            .filter(|cached| cached.snapshot.version == key.version && cached.snapshot.epoch == key.epoch)?;
+            .filter(|cached| cached.view.version == key.version && cached.view.epoch == key.epoch)?;
         cached.used = Instant::now();
-        cached.snapshot.objects.clone()
+        cached.view.objects.clone()
     }
 
-    /// The whole snapshot cached for `canvas` if its read began after `since`.
-    pub fn read_since(&self, canvas: &CanvasId, since: Instant) -> Option<Snapshot> {
+    /// The whole view cached for `canvas` if its read began after `since`.
+    pub fn read_since(&self, canvas: &CanvasId, since: Instant) -> Option<View> {
         let mut entries = lock(&self.entries);
         let cached = entries.get_mut(canvas).filter(|cached| cached.read_at > since)?;
         cached.used = Instant::now();
-        Some(cached.snapshot.clone())
+        Some(cached.view.clone())
     }
 
-    /// Keeps `snapshot` (objects included, read from `read_at`) as the state of its canvas (replacing an
+    /// Keeps `view` (objects included, read from `read_at`) as the state of its canvas (replacing an
     /// older one), then evicts the least recently used others while over budget.
-    pub fn insert(&self, canvas: &CanvasId, snapshot: Snapshot, read_at: Instant) {
+    pub fn insert(&self, canvas: &CanvasId, view: View, read_at: Instant) {
         let mut entries = lock(&self.entries);
-        entries.insert(canvas.clone(), Cached { snapshot, read_at, used: Instant::now() });
+        entries.insert(canvas.clone(), Cached { view, read_at, used: Instant::now() });
         let mut total: usize = entries.values().map(Cached::size).sum();
         while total > self.budget && entries.len() > 1 {
             let oldest = entries
@@ -133,11 +134,11 @@ mod tests {
     }
 
     fn key(version: u64) -> StateKey {
-        StateKey { epoch: "e-1".into(), version }
+        StateKey { epoch: "e-1".into(), generation: 1, version }
     }
 
-    fn snapshot(version: u64, objects: Vec<u8>) -> Snapshot {
-        Snapshot {
+    fn view(version: u64, objects: Vec<u8>) -> View {
+        View {
             epoch: "e-1".into(),
             generation: 1,
             seq: version + 3,
@@ -152,10 +153,13 @@ mod tests {
     #[test]
     fn a_state_is_found_only_at_its_exact_version() {
         let cache = StateCache::new(1 << 20);
-        cache.insert(&canvas("c"), snapshot(7, b"{}".to_vec()), Instant::now());
+        cache.insert(&canvas("c"), view(7, b"{}".to_vec()), Instant::now());
         assert!(cache.get(&canvas("c"), &key(7)).is_some());
         assert!(cache.get(&canvas("c"), &key(8)).is_none());
-        assert!(cache.get(&canvas("c"), &StateKey { epoch: "e-2".into(), version: 7 }).is_none(), "another epoch");
+        assert!(
+            cache.get(&canvas("c"), &StateKey { epoch: "e-2".into(), generation: 2, version: 7 }).is_none(),
+            "another epoch"
+        );
         assert_eq!(cache.key(&canvas("c")), Some(key(7)));
         cache.forget(&canvas("c"));
         assert_eq!(cache.key(&canvas("c")), None);
@@ -164,7 +168,7 @@ mod tests {
     #[test]
     fn past_the_budget_the_least_recently_used_state_goes() {
         let cache = StateCache::new(250);
-        let state = || snapshot(1, vec![b' '; 100]);
+        let state = || view(1, vec![b' '; 100]);
         cache.insert(&canvas("a"), state(), Instant::now());
         cache.insert(&canvas("b"), state(), Instant::now());
         cache.get(&canvas("a"), &key(1));
@@ -175,12 +179,12 @@ mod tests {
     }
 
     #[test]
-    fn a_waiter_takes_the_builders_whole_snapshot_only_if_it_was_read_after_the_waiter_registered() {
+    fn a_waiter_takes_the_builders_whole_view_only_if_it_was_read_after_the_waiter_registered() {
         let cache = StateCache::new(1 << 20);
         let registered = Instant::now();
-        cache.insert(&canvas("c"), snapshot(9, b"{}".to_vec()), registered - std::time::Duration::from_millis(1));
+        cache.insert(&canvas("c"), view(9, b"{}".to_vec()), registered - std::time::Duration::from_millis(1));
         assert!(cache.read_since(&canvas("c"), registered).is_none(), "read before: it may miss the waiter");
-        cache.insert(&canvas("c"), snapshot(10, b"{}".to_vec()), Instant::now());
+        cache.insert(&canvas("c"), view(10, b"{}".to_vec()), Instant::now());
         assert_eq!(cache.read_since(&canvas("c"), registered).map(|s| s.version), Some(10));
     }
 

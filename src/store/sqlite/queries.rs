@@ -1,6 +1,7 @@
-//! Every read of the shared file, as plain functions over a connection. Writes live in `writer.rs`.
+//! The watcher's reads of the shared file (new rows after its cursor, the relayed tables) and what
+//! `/health` reads, as plain functions over a connection. Reads of canvases are in `reads.rs`.
 //!
-//! Reads filter expired rows themselves (`expires_at > now`), so what a client is sent never depends on
+//! The watcher filters expired rows itself (`expires_at > now`), so what a client is sent never depends on
 //! whether the cleanup task has run yet.
 
 use deadpool_sqlite::rusqlite::{params, Connection, OptionalExtension, Result};
@@ -9,45 +10,12 @@ use serde_json::value::RawValue;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::hub::Entry;
-use crate::protocol::{logged_frame, null_value, reset_frame, CanvasId, UserId};
-
-/// A canvas's log head: its last seq, its epoch, and where its state stands.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Head {
-    pub last_seq: u64,
-    pub generation: u64,
-    pub epoch: String,
-    /// The seq of the last message that changed the objects (the state's version).
-    pub state_seq: u64,
-    /// Bytes of the objects' JSON less its opening brace (see `JsonObject::member_bytes`).
-    pub state_bytes: u64,
-}
-
-/// The epoch of a canvas: the file's random id and the canvas's reset generation. A fresh file or a reset
-/// canvas therefore never shares an epoch with the log a client saw before.
-pub fn epoch(db_epoch: &str, generation: i64) -> String {
-    format!("{db_epoch}-{generation}")
-}
+use crate::protocol::{logged_frame, null_value, reset_frame};
+use crate::store::Instance;
 
 /// The file's random id, written by the first migration.
 pub fn db_epoch(conn: &Connection) -> Result<String> {
     conn.query_row("SELECT value FROM meta WHERE key = 'db_epoch'", [], |row| row.get(0))
-}
-
-/// The head of a canvas; a canvas nobody wrote to yet is at seq 0, generation 0.
-pub fn head(conn: &Connection, db_epoch: &str, canvas: &CanvasId) -> Result<Head> {
-    let row: Option<(i64, i64, i64, i64)> = conn
-        .prepare_cached("SELECT last_seq, generation, state_seq, state_bytes FROM canvases WHERE canvas_id = ?1")?
-        .query_row([canvas.as_str()], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)))
-        .optional()?;
-    let (last_seq, generation, state_seq, state_bytes) = row.unwrap_or((0, 0, 0, 0));
-    Ok(Head {
-        last_seq: last_seq as u64,
-        generation: generation as u64,
-        epoch: epoch(db_epoch, generation),
-        state_seq: state_seq as u64,
-        state_bytes: state_bytes.max(0) as u64,
-    })
 }
 
 /// One row of `message_queue`.
@@ -124,36 +92,6 @@ fn rows_after_sql(limit: u32) -> String {
     format!("SELECT {COLUMNS} FROM message_queue WHERE id > ?1 AND expires_at > ?2 ORDER BY id LIMIT {limit}")
 }
 
-/// Live rows of one canvas with `since < seq <= upto`, in seq order: a page of the API's log, or of a
-/// joiner's replay. Seqs past `i64::MAX` (no canvas has them) select nothing.
-pub fn canvas_rows(
-    conn: &Connection,
-    canvas: &CanvasId,
-    since: u64,
-    upto: u64,
-    now_ms: i64,
-) -> Result<Vec<StoredMessage>> {
-    let (Ok(since), Ok(upto)) = (i64::try_from(since), i64::try_from(upto)) else { return Ok(Vec::new()) };
-    let sql = format!(
-        "SELECT {COLUMNS} FROM message_queue
-         WHERE canvas_id = ?1 AND seq > ?2 AND seq <= ?3 AND expires_at > ?4 ORDER BY seq"
-    );
-    let mut stmt = conn.prepare_cached(&sql)?;
-    let rows = stmt.query_map(params![canvas.as_str(), since, upto, now_ms], StoredMessage::from_row)?;
-    rows.collect()
-}
-
-/// How many live rows one canvas has with `since < seq <= upto`: whether a resume's replay is all there.
-pub fn count_rows(conn: &Connection, canvas: &CanvasId, since: u64, upto: u64, now_ms: i64) -> Result<u64> {
-    let (Ok(since), Ok(upto)) = (i64::try_from(since), i64::try_from(upto)) else { return Ok(0) };
-    let count: i64 = conn
-        .prepare_cached(
-            "SELECT count(*) FROM message_queue WHERE canvas_id = ?1 AND seq > ?2 AND seq <= ?3 AND expires_at > ?4",
-        )?
-        .query_row(params![canvas.as_str(), since, upto, now_ms], |row| row.get(0))?;
-    Ok(count as u64)
-}
-
 /// Rows an instance writes for the others to relay and forget, each `(id, key, text)`: cursor batches (keyed
 /// by canvas, the text a JSON array of frames) and user messages (keyed by user, the text one frame).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -216,14 +154,14 @@ pub fn max_id(conn: &Connection) -> Result<i64> {
     conn.prepare_cached("SELECT coalesce(max(id), 0) FROM message_queue")?.query_row([], |row| row.get(0))
 }
 
-/// The doorbells of the other instances with a heartbeat since `alive_since_ms` (addresses that do not parse
-/// are skipped: a newer version may write another form).
-pub fn peer_doorbells(conn: &Connection, instance_id: &str, alive_since_ms: i64) -> Result<Vec<std::net::SocketAddr>> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT wake_addr FROM instances WHERE instance_id != ?1 AND heartbeat_at >= ?2 AND wake_addr IS NOT NULL",
-    )?;
-    let addrs = stmt.query_map(params![instance_id, alive_since_ms], |row| row.get::<_, String>(0))?;
-    Ok(addrs.filter_map(|addr| addr.ok()?.parse().ok()).collect())
+/// Every instance with a heartbeat since `alive_since_ms`, this one included.
+pub fn live_instances(conn: &Connection, alive_since_ms: i64) -> Result<Vec<Instance>> {
+    let mut stmt =
+        conn.prepare_cached("SELECT instance_id, heartbeat_at, wake_addr FROM instances WHERE heartbeat_at >= ?1")?;
+    let rows = stmt.query_map(params![alive_since_ms], |row| {
+        Ok(Instance { id: row.get(0)?, heartbeat_at: row.get(1)?, doorbell: row.get(2)? })
+    })?;
+    rows.collect()
 }
 
 /// What `/health` reports about the shared file.
@@ -268,21 +206,13 @@ pub fn file_figures(conn: &Connection, now_ms: i64, live_after_ms: i64) -> Resul
     })
 }
 
-/// Until when (unix ms) `user` is blocked from `canvas`; 0 or less when not.
-pub fn blocked_until(conn: &Connection, canvas: &CanvasId, user: &UserId, now_ms: i64) -> Result<i64> {
-    conn.prepare_cached(
-        "SELECT coalesce(max(blocked_until), 0) FROM removals WHERE canvas_id = ?1 AND user_id = ?2 AND blocked_until > ?3",
-    )?
-    .query_row(params![canvas.as_str(), user.as_str(), now_ms], |r| r.get(0))
-}
-
 #[cfg(test)]
 mod tests {
     use deadpool_sqlite::rusqlite::StatementStatus;
 
     use super::*;
-    use crate::bus::sqlite::schema::{self, ConnSettings};
     use crate::config::Synchronous;
+    use crate::store::sqlite::schema::{self, ConnSettings};
 
     /// SQLite prepares a statement again on every run when a bound parameter feeds its planner (a bound
     /// `LIMIT ?` does). The watcher runs these thousands of times a second: each must be prepared once.

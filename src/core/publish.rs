@@ -6,7 +6,7 @@ use tokio::sync::{oneshot, OwnedSemaphorePermit};
 use tokio_tungstenite::tungstenite::Message;
 
 use super::{BusError, Unavailable};
-use crate::hub::{ConnId, Outbox};
+use crate::hub::{ConnId, Member, Outbox};
 use crate::object_ops::ObjectOp;
 use crate::protocol::{
     duplicate_ack_frame, error_frame_in, presence_data, CanvasId, FrameError, IdempotencyKey, LoggedMessage, MsgType,
@@ -65,9 +65,9 @@ pub enum PresenceChange {
     Connect,
     /// Removes it (`user-disconnected` when it was the user's last).
     Disconnect,
-    /// A survivor's removal of a dead instance's connection: applied only if the owner is still silent for
-    /// `dead_after_ms` when the removal commits (it may have come back and registered it again meanwhile).
-    Expire { dead_after_ms: i64 },
+    /// A survivor's removal of a dead instance's connection. Should the instance come back after all, its
+    /// next heartbeat finds the connection gone and registers it again.
+    Expire,
 }
 
 /// Why [`Bus::try_publish`] did not queue a publish.
@@ -94,28 +94,26 @@ impl Publish {
         Publish { canvas, kind, data, from, object, idempotency_key, origin }
     }
 
-    /// A survivor's removal of connection `conn`, left by an instance silent for `dead_after_ms`: applied only
-    /// if its owner is still that silent when it commits.
-    pub fn expiry(canvas: CanvasId, user: UserId, name: Option<String>, conn: ConnId, dead_after_ms: i64) -> Self {
-        Publish::presence(PresenceChange::Expire { dead_after_ms }, canvas, user, name, conn, None)
-    }
-
-    /// The presence change of connection `conn` of `user` on `canvas`.
+    /// A connection's presence change: registered (`done` learns when that is committed), removed, or
+    /// expired by a survivor of its instance.
     pub fn presence(
         change: PresenceChange,
-        canvas: CanvasId,
-        user: UserId,
-        name: Option<String>,
-        conn: ConnId,
+        member: Member,
         done: Option<oneshot::Sender<Result<(), BusError>>>,
     ) -> Self {
         let kind = MsgType::reserved(match change {
             PresenceChange::Connect => "user-connected",
-            PresenceChange::Disconnect | PresenceChange::Expire { .. } => "user-disconnected",
+            PresenceChange::Disconnect | PresenceChange::Expire => "user-disconnected",
         });
+        let Member { canvas, conn, user, name } = member;
         let data = presence_data(user.as_str(), name.as_deref());
         let origin = Origin::Presence { change, conn, name, done };
         Publish { canvas, kind, data, from: user, object: None, idempotency_key: None, origin }
+    }
+
+    /// A connection's removal from presence, nobody waiting.
+    pub fn leaving(member: Member, change: PresenceChange) -> Self {
+        Publish::presence(change, member, None)
     }
 
     /// Whether this registers a connection (as opposed to removing one or logging a message).

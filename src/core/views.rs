@@ -105,8 +105,8 @@ pub struct BusFigures {
 #[derive(Debug, Clone, Serialize)]
 #[serde(untagged)]
 pub enum StorageFigures {
-    File(crate::bus::sqlite::queries::FileFigures),
-    Redis(crate::bus::redis::RedisFigures),
+    File(crate::store::sqlite::queries::FileFigures),
+    Redis(crate::store::redis::RedisFigures),
 }
 
 impl BusFigures {

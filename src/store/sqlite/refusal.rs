@@ -1,24 +1,16 @@
-//! When the writer cannot log a message: describing storage errors without leaking paths, and refusing to
-//! commit into a file that is no longer the shared one.
+//! When the file fails: describing storage errors to clients without leaking paths.
 
 use deadpool_sqlite::rusqlite::Error as SqlError;
 
-use crate::bus::sqlite::identity::FileIdentity;
-use crate::bus::Unavailable;
-
-/// Refuses to commit into a file that is no longer the shared one (see `identity.rs`). A free function so
-/// that it can run while the writer's connection is borrowed by the open transaction.
-pub(super) fn same_file(file: &Option<FileIdentity>) -> Result<(), SqlError> {
-    file.as_ref().map_or(Ok(()), FileIdentity::ensure_same)
-}
+use crate::core::Unavailable;
 
 /// A storage error as its clients hear it.
-pub(in crate::bus::sqlite) fn unavailable(error: &SqlError) -> Unavailable {
+pub(crate) fn unavailable(error: &SqlError) -> Unavailable {
     Unavailable::Sqlite(describe(error))
 }
 
 /// A short, client-safe description of a storage error (no paths).
-pub(super) fn describe(error: &SqlError) -> String {
+pub(crate) fn describe(error: &SqlError) -> String {
     if let SqlError::SqliteFailure(failure, _) = error {
         if failure.extended_code == deadpool_sqlite::rusqlite::ffi::SQLITE_READONLY_DBMOVED {
             return "the database file was deleted or replaced".into();
