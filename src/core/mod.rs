@@ -25,7 +25,7 @@ pub mod publish;
 mod reads;
 mod snapshots;
 pub mod state_cache;
-mod upkeep;
+pub(crate) mod upkeep;
 pub mod views;
 pub mod workers;
 

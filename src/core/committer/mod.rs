@@ -225,6 +225,12 @@ impl<W: Commit> Committer<W> {
         }
     }
 
+    /// The store's write side (tests reach the file through it).
+    #[cfg(test)]
+    pub(crate) fn writer_mut(&mut self) -> &mut W {
+        &mut self.writer
+    }
+
     async fn run_job(&mut self, job: Job<W::Job>) {
         match job {
             Job::Reset { canvas, reply } => {
@@ -237,7 +243,7 @@ impl<W: Commit> Committer<W> {
     }
 
     /// Commits one round: the fold stages it, the store applies it, everyone involved is told.
-    async fn commit(&mut self, publishes: Vec<Publish>) {
+    pub(crate) async fn commit(&mut self, publishes: Vec<Publish>) {
         if self.unresolved.is_some() {
             self.resolve().await;
         }
@@ -338,6 +344,7 @@ impl<W: Commit> Committer<W> {
         }
         let outcomes: Vec<Outcome> = round.outcomes();
         delivery::record(&self.metrics, &outcomes, started);
+        self.metrics.commit_conflicts.increment(round.conflicts());
         let delivered =
             delivery::deliver(&self.hub, &self.metrics, round.publishes, outcomes, now, self.settings.local_broadcast);
         self.writer.delivered(delivered);

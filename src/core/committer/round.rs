@@ -22,6 +22,8 @@ pub struct Round {
     /// Where the acks of placed publishes are registered: in the room of their canvas, before the commit
     /// is visible to any reader (see [`Batch::placed`]).
     hub: Arc<Hub>,
+    /// Canvases the store found moved under their staging (each time).
+    conflicts: u64,
 }
 
 /// One canvas's publishes in a round.
@@ -68,7 +70,7 @@ impl Round {
                 broken: None,
             })
             .collect();
-        Round { number, publishes, groups, rules, hub }
+        Round { number, publishes, groups, rules, hub, conflicts: 0 }
     }
 
     /// The canvases whose groups need their state (any publish that is not a plain message).
@@ -96,6 +98,11 @@ impl Round {
             let publishes: Vec<&Publish> = group.at.iter().map(|&at| &self.publishes[at]).collect();
             group.staging = group.base.stage(&publishes, &group.taken, &self.rules);
         }
+    }
+
+    /// How many times the store found a canvas moved under its staging.
+    pub fn conflicts(&self) -> u64 {
+        self.conflicts
     }
 
     /// Forgets the acks [`Batch::placed`] registered, for a commit that then failed.
@@ -204,6 +211,7 @@ impl Batch for Round {
             group.taken.insert((user, key), seq);
         }
         if let Some(moved) = news.moved {
+            self.conflicts += 1;
             if let Err(refusal) = group.base.absorb(moved) {
                 tracing::error!(canvas = %group.canvas, %refusal, "the canvas's log does not fold; its publishes are refused");
                 group.broken = Some(refusal);

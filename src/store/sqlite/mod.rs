@@ -27,6 +27,9 @@ mod store;
 pub mod watcher;
 mod writer;
 
+#[cfg(test)]
+mod tests;
+
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
