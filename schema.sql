@@ -19,14 +19,15 @@ CREATE TABLE canvases (
     -- seq of the last message that changed the objects: the state's version (shared by joiners)
     state_seq INTEGER NOT NULL DEFAULT 0,
     -- 0011: what the fold keeps (the SQL only stores it). rev: bumped by every commit that changes the
-    -- state, what a commit is checked against; the counts; joins: connections ever opened (presence order)
+    -- state, what a commit is checked against; the counts
     rev INTEGER NOT NULL DEFAULT 0,
     objects INTEGER NOT NULL DEFAULT 0,
     connections INTEGER NOT NULL DEFAULT 0,
     users INTEGER NOT NULL DEFAULT 0,
-    joins INTEGER NOT NULL DEFAULT 0,
     -- the newest snapshot's seq (of this generation): the object ops after it are kept whatever the TTL
     snap_seq INTEGER NOT NULL DEFAULT 0,
+    -- up to where cleanup dropped object ops (of this generation)
+    pruned_seq INTEGER NOT NULL DEFAULT 0,
     -- an empty canvas (no objects, no connections) is forgotten forget_after ms after its last commit
     forget_after INTEGER,
     forget_at INTEGER
@@ -93,7 +94,7 @@ CREATE TABLE connections (
     connected_at INTEGER NOT NULL,
     -- 0010: its latest presence state (v1.1) as JSON text, NULL until it sets one (welcome.peers).
     presence     TEXT,
-    -- 0011: its place in the order its canvas's connections were opened (the newest named one names the user)
+    -- 0011: when it opened (unix microseconds): the newest named connection names its user
     opened       INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;
 CREATE INDEX idx_connections_canvas_user ON connections (canvas_id, user_id);

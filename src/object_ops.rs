@@ -69,6 +69,23 @@ impl ObjectOp {
         }
     }
 
+    /// The op a logged entry of type `kind` with `data` performs (`None`: not an object op), read as it was
+    /// logged: none of the limits a client's frame is checked against applies (they may have changed since).
+    pub fn logged(kind: &str, data: &str) -> Result<Option<ObjectOp>, serde_json::Error> {
+        let Ok(kind) = MsgType::parse(kind) else { return Ok(None) };
+        if !kind.is_object_op() {
+            return Ok(None);
+        }
+        let fields = fields(data)?;
+        let id = fields
+            .iter()
+            .find(|field| field.name(data) == "id")
+            .map(|field| serde_json::from_str::<String>(field.value(data)))
+            .transpose()?
+            .ok_or_else(|| serde::de::Error::custom("an object op without a string id"))?;
+        Ok(ObjectOp::new(&kind, id, fields))
+    }
+
     /// The fields of an update's patch, in the data it was read from; nothing for a create or a delete.
     pub fn fields(&self) -> &[Field] {
         match self {

@@ -64,65 +64,46 @@ pub struct Delivered {
     pub ids: Option<(i64, i64)>,
 }
 
-/// Registers who gets the ack of each logged seq, in the room of its canvas: the ack goes out when the room
-/// delivers that seq, in its place in the stream. A store calls it as soon as the seqs are known and before
-/// it hands anything to [`deliver`]: on SQLite before COMMIT, so that its watcher (which may read the rows
-/// first) finds it; on Redis after the reply, where a seq the stream reader delivered already was acked
-/// from the entry itself.
-pub fn expect_acks(hub: &Hub, batch: &[Publish], outcomes: &[Outcome]) {
-    for (publish, logged) in batch.iter().zip(outcomes).filter_map(|(p, o)| Some((p, o.logged()?))) {
-        if let Origin::Socket { conn, reference, .. } = &publish.origin {
-            if let Some(room) = hub.room(&publish.canvas) {
-                let ack = AckTo { conn: *conn, reference: reference.clone() };
-                room.lock().expect_ack_unless_delivered(logged.generation, logged.seq, ack);
-            }
-        }
-    }
-}
-
-/// Forgets the acks [`expect_acks`] registered for a batch whose commit then failed.
-pub fn forget_acks(hub: &Hub, batch: &[Publish], outcomes: &[Outcome]) {
-    for (publish, logged) in batch.iter().zip(outcomes).filter_map(|(p, o)| Some((p, o.logged()?))) {
-        if let Some(room) = hub.room(&publish.canvas) {
-            room.lock().forget_ack(logged.generation, logged.seq);
-        }
-    }
-}
-
 /// Counts a committed batch in the metrics.
-pub fn record(metrics: &Metrics, outcomes: &[Outcome], started: Instant) {
+pub fn record(metrics: &Metrics, outcomes: &[Result<Outcome, BusError>], started: Instant) {
     metrics.commits.increment(1);
-    metrics.messages_committed.increment(outcomes.iter().filter(|o| o.logged().is_some()).count() as u64);
+    let logged = outcomes.iter().filter(|o| o.as_ref().is_ok_and(|o| o.logged().is_some())).count();
+    metrics.messages_committed.increment(logged as u64);
     metrics.commit_batch_size.record(outcomes.len() as f64);
     metrics.commit_seconds.record(started.elapsed().as_secs_f64());
 }
 
 /// Answers every publisher of a committed batch (stamped `now`) and, with `local_broadcast`, offers each
-/// logged message to this process's room of its canvas. Acks were registered by [`expect_acks`].
+/// logged message to this process's room of its canvas. Acks were registered when the store placed the
+/// batch (`committer::round`).
 pub fn deliver(
     hub: &Hub,
     metrics: &Metrics,
     batch: Vec<Publish>,
-    outcomes: Vec<Outcome>,
+    outcomes: Vec<Result<Outcome, BusError>>,
     now: i64,
     local_broadcast: bool,
 ) -> Delivered {
     let mut delivered = Delivered::default();
     for (publish, outcome) in batch.into_iter().zip(outcomes) {
         let logged = match outcome {
-            Outcome::Logged(logged) => logged,
-            Outcome::Refused(refusal) => {
+            Err(error) => {
+                publish.refuse(error);
+                continue;
+            }
+            Ok(Outcome::Logged(logged)) => logged,
+            Ok(Outcome::Refused(refusal)) => {
                 publish.refuse(BusError::Refused(refusal));
                 continue;
             }
-            Outcome::Unlogged { changed } => {
+            Ok(Outcome::Unlogged { changed }) => {
                 if changed {
                     connection_gone(hub, metrics, &publish, now);
                 }
                 publish.origin.committed(None);
                 continue;
             }
-            Outcome::Duplicate { seq } => {
+            Ok(Outcome::Duplicate { seq }) => {
                 metrics.duplicates.increment(1);
                 publish.origin.duplicate(seq);
                 continue;

@@ -63,6 +63,9 @@ pub enum Unavailable {
     /// A join kept finding the canvas changed between reading its state and entering its room.
     #[error("the canvas kept changing while joining: retry")]
     JoinRaced,
+    /// A commit kept finding the canvas moved under it (other instances committing to it all the time).
+    #[error("the canvas kept changing while this was committed: retry")]
+    KeptMoving,
     /// The store answered "recorded" for a message that must have a seq.
     #[error("the message was not logged")]
     NotLogged,

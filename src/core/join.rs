@@ -35,7 +35,7 @@ use crate::store::Want;
 const MAX_ATTEMPTS: usize = 20;
 
 /// A placement: joined, `None` to read the canvas again, or refused.
-type Placed = Result<Option<Joined>, BusError>;
+type Placement = Result<Option<Joined>, BusError>;
 
 /// A connection asking to join a canvas.
 #[derive(Debug)]
@@ -52,8 +52,10 @@ pub struct JoinRequest {
 }
 
 impl JoinRequest {
+    /// The connection as presence registers it, opened now.
     fn member(&self) -> Member {
-        Member { canvas: self.canvas.clone(), conn: self.conn, user: self.user.clone(), name: self.name.clone() }
+        let (canvas, user, name) = (self.canvas.clone(), self.user.clone(), self.name.clone());
+        Member { canvas, conn: self.conn, user, name, opened: crate::clock::opened_now() }
     }
 }
 
@@ -147,9 +149,10 @@ impl Bus {
         if let Some(left) = self.blocked(&request.canvas, &request.user).await? {
             return Err(BusError::Blocked { canvas: request.canvas, user: request.user, left });
         }
-        let mut membership = Membership { bus: Some(self.clone()), joined: false, member: request.member() };
+        let member = request.member();
+        let mut membership = Membership { bus: Some(self.clone()), joined: false, member: member.clone() };
         let (done, registered) = tokio::sync::oneshot::channel();
-        self.publish_urgent(Publish::presence(PresenceChange::Connect, request.member(), Some(done))).await?;
+        self.publish_urgent(Publish::presence(PresenceChange::Connect, member.clone(), Some(done))).await?;
         match tokio::time::timeout(self.publish_timeout(), registered).await {
             Ok(Ok(registered)) => registered?,
             Ok(Err(_)) => return Err(BusError::ShuttingDown),
@@ -166,7 +169,7 @@ impl Bus {
             };
             let view = self.view_with_state(&request, registered_at).await?;
             // A removal meanwhile refuses the join; the room guard abandons a room it created and left unstarted.
-            if let Some(joined) = self.place(&room.room, &request, &ticket, view).await? {
+            if let Some(joined) = self.place(&room.room, &request, &member, &ticket, view).await? {
                 membership.joined = true;
                 return Ok(Joined { membership, ..joined });
             }
@@ -223,7 +226,14 @@ impl Bus {
     /// meanwhile, or delivered a reset past the view). A join the API removed its user from meanwhile
     /// is refused: checked under the lock, so a removal that closes the room's subscribers after this has
     /// the joiner among them, and one before it has marked the ticket (`hub::joins`).
-    async fn place(&self, room: &Room, request: &JoinRequest, ticket: &JoinTicket, mut view: View) -> Placed {
+    async fn place(
+        &self,
+        room: &Room,
+        request: &JoinRequest,
+        member: &Member,
+        ticket: &JoinTicket,
+        mut view: View,
+    ) -> Placement {
         let (start_after, created, peers) = {
             let mut state = room.lock();
             if state.is_closed() {
@@ -244,6 +254,7 @@ impl Bus {
                 conn: request.conn,
                 user: request.user.clone(),
                 name: request.name.clone(),
+                opened: member.opened,
                 generation: view.generation,
                 start_after,
                 outbox: request.outbox.clone(),
@@ -269,7 +280,7 @@ impl Bus {
             objects,
             presence: view.presence,
             peers,
-            membership: Membership { bus: None, joined: true, member: request.member() },
+            membership: Membership { bus: None, joined: true, member: member.clone() },
         }))
     }
 }

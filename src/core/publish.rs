@@ -46,6 +46,8 @@ pub enum Origin {
         change: PresenceChange,
         conn: ConnId,
         name: Option<String>,
+        /// When the connection opened: its place in presence.
+        opened: u64,
         done: Option<oneshot::Sender<Result<(), BusError>>>,
     },
 }
@@ -65,9 +67,9 @@ pub enum PresenceChange {
     Connect,
     /// Removes it (`user-disconnected` when it was the user's last).
     Disconnect,
-    /// A survivor's removal of a dead instance's connection. Should the instance come back after all, its
-    /// next heartbeat finds the connection gone and registers it again.
-    Expire,
+    /// A survivor's removal of a dead instance's connection: applied only if its instance is still silent
+    /// for `dead_after_ms` when the removal commits (it may have come back meanwhile).
+    Expire { dead_after_ms: i64 },
 }
 
 /// Why [`Bus::try_publish`] did not queue a publish.
@@ -103,11 +105,11 @@ impl Publish {
     ) -> Self {
         let kind = MsgType::reserved(match change {
             PresenceChange::Connect => "user-connected",
-            PresenceChange::Disconnect | PresenceChange::Expire => "user-disconnected",
+            PresenceChange::Disconnect | PresenceChange::Expire { .. } => "user-disconnected",
         });
-        let Member { canvas, conn, user, name } = member;
+        let Member { canvas, conn, user, name, opened } = member;
         let data = presence_data(user.as_str(), name.as_deref());
-        let origin = Origin::Presence { change, conn, name, done };
+        let origin = Origin::Presence { change, conn, name, opened, done };
         Publish { canvas, kind, data, from: user, object: None, idempotency_key: None, origin }
     }
 

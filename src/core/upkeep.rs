@@ -9,9 +9,10 @@
 //! - every `--cleanup-interval`, the store deletes what nobody needs any more, and canvases whose object ops
 //!   since their newest snapshot are getting old get a snapshot, so their log can go too.
 //!
-//! A survivor's expiry is not checked against the instance coming back: one that stalled longer than the
-//! timeout is dead to the others, and when it comes back its next heartbeat finds its connections gone and
-//! registers them again (their users see them leave and return, in order).
+//! A survivor's expiry applies only if the instance is still silent when it commits. One that stalled
+//! longer than the timeout and whose connections were expired meanwhile finds them gone at its next
+//! heartbeat and registers them again, each at its own place in presence (their users see them leave and
+//! return, in order).
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -127,22 +128,27 @@ async fn heartbeats(bus: &Bus, config: &Config, stop: CancellationToken, fatal: 
             }
             Err(error) => tracing::warn!(%error, "heartbeat failed"),
         }
-        for member in bus.inner.leaving.take() {
-            if bus.publish(Publish::leaving(member, PresenceChange::Disconnect)).await.is_err() {
+        // A disconnect that cannot even be queued (the bus is stopping) goes back on the list.
+        let mut leaving = bus.inner.leaving.take().into_iter();
+        while let Some(member) = leaving.next() {
+            if bus.publish(Publish::leaving(member.clone(), PresenceChange::Disconnect)).await.is_err() {
+                std::iter::once(member).chain(leaving).for_each(|m| bus.inner.leaving.later(m));
                 break;
             }
         }
-        let dead_before = now_ms() - dead_after.as_millis() as i64;
-        if let Err(error) = expire_dead(bus, dead_before).await {
+        let dead_after_ms = dead_after.as_millis() as i64;
+        if let Err(error) = expire_dead(bus, dead_after_ms).await {
             tracing::warn!(%error, "could not expire the connections of dead instances");
         }
     }
 }
 
-/// Disconnects, in presence, every connection of instances silent since `dead_before`. Several survivors
-/// may do this at once: only the commit that removes a connection logs its disconnect.
-async fn expire_dead(bus: &Bus, dead_before: i64) -> Result<(), BusError> {
+/// Disconnects, in presence, every connection of instances silent for `dead_after_ms`. Several survivors
+/// may do this at once: only the commit that removes a connection logs its disconnect, and a removal is
+/// applied only if the instance is still that silent when it commits (it may have come back).
+async fn expire_dead(bus: &Bus, dead_after_ms: i64) -> Result<(), BusError> {
     let own = bus.store().instance_id().to_owned();
+    let dead_before = now_ms() - dead_after_ms;
     let mut orphans = bus.store().connections(Whose::SilentSince(dead_before)).await?;
     orphans.retain(|(_, row)| *row.row.instance != *own);
     if !orphans.is_empty() {
@@ -155,8 +161,9 @@ async fn expire_dead(bus: &Bus, dead_before: i64) -> Result<(), BusError> {
             user: crate::protocol::UserId::parse(&row.row.user)
                 .map_err(|_| super::Unavailable::Corrupt("a user id"))?,
             name: row.row.name.as_deref().map(str::to_owned),
+            opened: row.row.opened,
         };
-        bus.publish_urgent(Publish::leaving(member, PresenceChange::Expire)).await?;
+        bus.publish_urgent(Publish::leaving(member, PresenceChange::Expire { dead_after_ms })).await?;
     }
     Ok(())
 }

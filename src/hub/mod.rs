@@ -55,6 +55,8 @@ pub struct Member {
     pub user: UserId,
     /// The display name it connected with.
     pub name: Option<String>,
+    /// When it opened (see [`crate::clock::opened_now`]): kept when it is registered again.
+    pub opened: u64,
 }
 
 /// Every room of this process.
@@ -153,11 +155,12 @@ impl Hub {
         let mut members = Vec::new();
         for room in rooms {
             let state = room.lock();
-            members.extend(state.members().map(|(conn, user, name)| Member {
+            members.extend(state.members().map(|(conn, user, name, opened)| Member {
                 canvas: room.canvas.clone(),
                 conn,
                 user: user.clone(),
                 name: name.map(str::to_owned),
+                opened,
             }));
         }
         members
@@ -248,7 +251,7 @@ mod tests {
             state.start_at(0, 0, &Metrics::default());
             let user = UserId::parse("u1").unwrap();
             let outbox = outbox(bounds(16)).0;
-            state.subscribe(Subscriber { conn, user, name: None, generation: 0, start_after: 0, outbox });
+            state.subscribe(Subscriber { conn, user, name: None, opened: 0, generation: 0, start_after: 0, outbox });
         }
         assert_eq!(hub.counts(), (1, 1));
         hub.leave(&canvas, conn);
@@ -299,6 +302,7 @@ mod tests {
                 conn: Uuid::new_v4(),
                 user,
                 name: None,
+                opened: 0,
                 generation: 0,
                 start_after: 0,
                 outbox,

@@ -29,8 +29,6 @@ pub struct Head {
     pub objects: u64,
     pub connections: u64,
     pub users: u64,
-    /// Connections ever opened to the canvas: each one's place in that order names its user.
-    pub joins: u64,
 }
 
 /// One logged message (or a generation's reset marker, seq 0) as a store reads it back.
@@ -85,12 +83,15 @@ pub struct ConnRow {
 /// What a guarded commit expects of the canvas's head.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Expect {
-    /// The head is at this `rev` (0: the canvas has no head yet). The store then keeps the head the fold
-    /// gave, with its own seq, version and generation, and `rev` one more, if anything is written; with
-    /// nothing to write, it only checks (the fold refused something, or found it done, on what it knew).
+    /// The head is at this `rev` in the generation the fold knew ([`Writes::known`]; 0 and 0: the canvas
+    /// has no head). Both are checked: a canvas forgotten and created again starts its rev over. The store
+    /// then keeps the head the fold gave, with its own seq, version and generation, and `rev` one more, if
+    /// anything is written; with nothing to write, it only checks (the fold refused something, or found it
+    /// done, on what it knew).
     Rev(u64),
     /// Nothing: the store appends the entries after its head's seq and changes nothing else (the fast
-    /// path of plain messages: no object op, no idempotency key, no presence change).
+    /// path of plain messages: no object op, no idempotency key, no presence change). A head created by
+    /// an append takes the writes' `forget_after`; an existing one keeps its own rule.
     Append,
 }
 
@@ -107,11 +108,22 @@ pub struct Entry<'a> {
     pub changes_objects: bool,
 }
 
-/// A connection row written or removed by a commit.
+/// A connection row written or removed by a commit. A removal names the row's user and instance, for a
+/// store that indexes connections by them (Redis).
 #[derive(Debug, Clone)]
 pub enum ConnWrite {
-    Put { conn: ConnId, row: Conn },
-    Remove { conn: ConnId, user: UserId, instance: String },
+    Put {
+        conn: ConnId,
+        row: Conn,
+    },
+    Remove {
+        conn: ConnId,
+        user: UserId,
+        instance: String,
+        /// A survivor's expiry: applied only if the row's instance has had no heartbeat for this many ms
+        /// when the commit applies it (else the store answers [`News::spared`] and nothing is applied).
+        unless_alive_within: Option<i64>,
+    },
 }
 
 /// An idempotency key claimed by a commit for one of its entries: kept with that entry's seq for the TTL,
@@ -134,7 +146,7 @@ pub struct Writes<'a> {
     /// ops after it ([`Moved::Since`]), or the canvas whole.
     pub known: (u64, u64),
     /// The head after a guarded commit as the fold staged it: the store keeps its counts (bytes, objects,
-    /// connections, users, joins) and sets seq, version, rev and (for a new canvas) generation itself.
+    /// connections, users) and sets seq, version, rev and (for a new canvas) generation itself.
     /// Unused by [`Expect::Append`].
     pub head: &'a Head,
     pub entries: Vec<Entry<'a>>,
@@ -164,6 +176,8 @@ pub struct News {
     pub moved: Option<Moved>,
     /// Claimed keys some entry holds already: (user, key, its seq).
     pub taken: Vec<(UserId, IdempotencyKey, u64)>,
+    /// Connections a survivor's expiry would remove whose instance is alive after all.
+    pub spared: Vec<ConnId>,
 }
 
 /// How a canvas moved under a guarded commit.
@@ -188,4 +202,7 @@ pub trait Batch: Send {
     fn writes(&self, canvas: usize) -> Option<Writes<'_>>;
     fn refold(&mut self, canvas: usize, news: News);
     fn placed(&mut self, canvas: usize, placed: Placed);
+    /// What was placed is not committed after all (the store calls this before anything it placed could
+    /// be seen: before a rollback).
+    fn failed(&mut self);
 }

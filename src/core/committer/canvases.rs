@@ -62,8 +62,9 @@ impl Canvases {
     }
 
     /// Holds the canvas as a commit left it, which logged `ops` object ops with `bytes` of data. Returns
-    /// the canvas when its snapshot is due (the counts then start again).
-    pub fn committed(&mut self, id: &CanvasId, canvas: Canvas, ops: u64, bytes: u64) -> Option<Canvas> {
+    /// the canvas when its snapshot is due; the counts start again once it is on its way
+    /// ([`Canvases::snapshot_queued`]), so a snapshot that could not be queued is asked for again.
+    pub fn after_commit(&mut self, id: &CanvasId, canvas: Canvas, ops: u64, bytes: u64) -> Option<Canvas> {
         let (mut ops, mut bytes) = (ops, bytes);
         if let Some(held) = self.held.get(id) {
             ops += held.ops;
@@ -71,11 +72,15 @@ impl Canvases {
         }
         let due = ops >= self.policy.every_ops || bytes >= self.policy.every_bytes;
         let snapshot = due.then(|| canvas.clone());
-        if due {
-            (ops, bytes) = (0, 0);
-        }
         self.put(id.clone(), Held { canvas, ops, bytes, used: self.tick });
         snapshot
+    }
+
+    /// A snapshot of the canvas is on its way: the counts start again.
+    pub fn snapshot_queued(&mut self, id: &CanvasId) {
+        if let Some(held) = self.held.get_mut(id) {
+            (held.ops, held.bytes) = (0, 0);
+        }
     }
 
     /// Moves a held canvas's head after an append of plain messages: its state is unchanged, if no other
@@ -138,10 +143,12 @@ mod tests {
     fn a_snapshot_is_due_every_so_many_ops_or_bytes_and_the_counts_start_again() {
         let mut canvases = Canvases::new(1 << 30, SnapshotPolicy { every_ops: 10, every_bytes: 1000 });
         canvases.read(id("c"), canvas(1), 4, 100);
-        assert!(canvases.committed(&id("c"), canvas(1), 5, 100).is_none());
-        assert!(canvases.committed(&id("c"), canvas(1), 1, 1).is_some(), "4 + 5 + 1 ops");
-        assert!(canvases.committed(&id("c"), canvas(1), 9, 999).is_none(), "counted from the snapshot on");
-        assert!(canvases.committed(&id("d"), canvas(1), 1, 1000).is_some(), "1000 bytes of ops");
+        assert!(canvases.after_commit(&id("c"), canvas(1), 5, 100).is_none());
+        assert!(canvases.after_commit(&id("c"), canvas(1), 1, 1).is_some(), "4 + 5 + 1 ops");
+        assert!(canvases.after_commit(&id("c"), canvas(1), 1, 1).is_some(), "due until a snapshot is on its way");
+        canvases.snapshot_queued(&id("c"));
+        assert!(canvases.after_commit(&id("c"), canvas(1), 9, 999).is_none(), "counted from the snapshot on");
+        assert!(canvases.after_commit(&id("d"), canvas(1), 1, 1000).is_some(), "1000 bytes of ops");
     }
 
     #[test]

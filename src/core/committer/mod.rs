@@ -88,7 +88,7 @@ pub struct Committer<W: Commit> {
 }
 
 impl<W: Commit> Committer<W> {
-    fn new(
+    pub(super) fn new(
         writer: W,
         canvases: Canvases,
         hub: Arc<Hub>,
@@ -161,7 +161,7 @@ impl<W: Commit> Committer<W> {
         let needed: Vec<CanvasId> = round.needs().filter(|c| !self.canvases.contains(c)).cloned().collect();
         for canvas in needed {
             if let Err(error) = self.read(&canvas).await {
-                return self.refuse(round, error);
+                round.unreadable(&canvas, error); // its publishes are refused; the others go on
             }
         }
         let canvases = &mut self.canvases;
@@ -184,7 +184,7 @@ impl<W: Commit> Committer<W> {
     /// Has the store apply a staged round, then tells everyone.
     async fn apply(&mut self, mut round: Round, started: Instant) {
         match self.writer.commit(&mut round).await {
-            Ok(now) => self.committed(round, now, started),
+            Ok(now) => self.answer(round, now, started),
             Err(BusError::Unavailable(Unavailable::Unresolved)) => {
                 tracing::warn!(
                     messages = round.publishes.len(),
@@ -208,19 +208,23 @@ impl<W: Commit> Committer<W> {
         match self.writer.commit(&mut round).await {
             Ok(now) => {
                 tracing::info!(messages = round.publishes.len(), "the store answered a batch tried again");
-                self.committed(round, now, Instant::now());
+                self.answer(round, now, Instant::now());
             }
             Err(BusError::Unavailable(Unavailable::Unresolved)) => {
                 let backoff = (backoff * 2).min(RESEND.1);
                 self.unresolved = Some((round, Instant::now() + backoff, backoff));
             }
-            Err(error) => self.refuse(round, error),
+            Err(error) => {
+                round.forget_acks();
+                self.refuse(round, error);
+            }
         }
     }
 
-    /// A round the store applied: the canvases as it left them are held, publishers are answered, local
-    /// rooms get what was logged, and due snapshots are handed on.
-    fn committed(&mut self, round: Round, now: i64, started: Instant) {
+    /// A round the store applied (all of it, or all but canvases it could not read or that kept moving):
+    /// the canvases as it left them are held, publishers are answered, local rooms get what was logged, and
+    /// due snapshots are handed on.
+    fn answer(&mut self, round: Round, now: i64, started: Instant) {
         for group in &round.groups {
             let Some(placed) = &group.placed else {
                 self.canvases.forget(&group.canvas); // broken, or refused whole: read again when needed
@@ -235,19 +239,27 @@ impl<W: Commit> Committer<W> {
             let ops: Vec<usize> =
                 group.staging.entries.iter().filter(|(_, changes)| *changes).map(|(i, _)| group.at[*i]).collect();
             let bytes = ops.iter().map(|&at| round.publishes[at].data.get().len() as u64).sum();
-            if let Some(due) = self.canvases.committed(&group.canvas, after, ops.len() as u64, bytes) {
+            if let Some(due) = self.canvases.after_commit(&group.canvas, after, ops.len() as u64, bytes) {
                 let due = SnapshotDue {
                     canvas: group.canvas.clone(),
                     generation: due.head.generation,
                     seq: due.head.seq,
                     objects: due.objects,
                 };
-                if self.snapshots.try_send(due).is_err() {
-                    tracing::debug!(canvas = %group.canvas, "snapshot queue full; the next commit asks again");
+                match self.snapshots.try_send(due) {
+                    Ok(()) => self.canvases.snapshot_queued(&group.canvas),
+                    Err(_) => {
+                        tracing::debug!(canvas = %group.canvas, "snapshot queue full; the next commit asks again")
+                    }
                 }
             }
         }
-        let outcomes: Vec<Outcome> = round.outcomes();
+        let outcomes = round.outcomes();
+        for (publish, outcome) in round.publishes.iter().zip(&outcomes) {
+            if outcome.is_err() {
+                self.leave_later(publish);
+            }
+        }
         delivery::record(&self.metrics, &outcomes, started);
         self.metrics.commit_conflicts.increment(round.conflicts());
         let delivered =
@@ -264,17 +276,18 @@ impl<W: Commit> Committer<W> {
             self.canvases.forget(&group.canvas);
         }
         for publish in &round.publishes {
-            if let Origin::Presence { change: PresenceChange::Disconnect, conn, name, .. } = &publish.origin {
-                let member = Member {
-                    canvas: publish.canvas.clone(),
-                    conn: *conn,
-                    user: publish.from.clone(),
-                    name: name.clone(),
-                };
-                self.leaving.later(member);
-            }
+            self.leave_later(publish);
         }
         refuse_all(round.publishes, error);
+    }
+
+    /// A disconnect the store did not take goes to the next heartbeat, to be tried again: presence keeps
+    /// no connection that is gone.
+    fn leave_later(&self, publish: &Publish) {
+        if let Origin::Presence { change: PresenceChange::Disconnect, conn, name, opened, .. } = &publish.origin {
+            let (canvas, user, name) = (publish.canvas.clone(), publish.from.clone(), name.clone());
+            self.leaving.later(Member { canvas, conn: *conn, user, name, opened: *opened });
+        }
     }
 
     /// `Job::Reset`: the canvas's next generation, its marker delivered to the local room; the new epoch.

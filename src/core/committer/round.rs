@@ -6,10 +6,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::core::delivery::{Logged, Outcome};
-use crate::core::fold::canvas::{Canvas, Rules, Staged, Staging, Taken};
-use crate::core::{Origin, Publish};
+use crate::core::fold::canvas::{is_plain, Canvas, Rules, Staged, Staging, Told};
+use crate::core::{BusError, Origin, Publish, Unavailable};
 use crate::hub::{AckTo, Hub};
-use crate::object_ops::Refusal;
 use crate::protocol::CanvasId;
 use crate::store::records::{Batch, Entry, News, Placed, Writes};
 
@@ -31,22 +30,19 @@ pub(super) struct Group {
     pub canvas: CanvasId,
     /// Its publishes, by index in the round, in arrival order.
     pub at: Vec<usize>,
-    /// The canvas as the fold knew it when it staged (empty for an append of a canvas it does not hold).
+    /// The canvas as the fold knew it when it staged (empty for an append to a canvas it does not hold).
     pub base: Canvas,
-    /// Whether `base` is the canvas as the committer holds it (else the group is an append to a canvas the
-    /// committer never read).
-    pub known: bool,
     pub staging: Staging,
-    /// Keys the store said are logged already.
-    taken: Taken,
+    /// What the store told of its publishes (keys logged already, expiries of live instances).
+    told: Told,
     pub placed: Option<Placed>,
-    /// Set when news could not be folded in: the group is refused, and the canvas read again next time.
-    pub broken: Option<Refusal>,
+    /// Set when the canvas could not be read, or news could not be folded in: the group's publishes get
+    /// this, and the canvas is read again next time.
+    pub broken: Option<BusError>,
 }
 
 impl Round {
-    /// Groups `publishes` by canvas; `canvas_of` gives the canvas the committer holds for a group, if it
-    /// does (it must for any group that is not all plain messages: see [`Round::needs`]).
+    /// Groups `publishes` by canvas, in arrival order.
     pub fn new(number: u64, publishes: Vec<Publish>, rules: Rules, hub: Arc<Hub>) -> Round {
         let mut index: HashMap<&CanvasId, usize> = HashMap::new();
         let mut ats: Vec<(CanvasId, Vec<usize>)> = Vec::new();
@@ -63,9 +59,8 @@ impl Round {
                 canvas,
                 at,
                 base: Canvas::default(),
-                known: false,
-                staging: Canvas::default().stage(&[], &Taken::new(), &rules),
-                taken: Taken::new(),
+                staging: Canvas::default().stage(&[], &Told::default(), &rules),
+                told: Told::default(),
                 placed: None,
                 broken: None,
             })
@@ -75,17 +70,15 @@ impl Round {
 
     /// The canvases whose groups need their state (any publish that is not a plain message).
     pub fn needs(&self) -> impl Iterator<Item = &CanvasId> {
-        self.groups
-            .iter()
-            .filter(|group| {
-                group.at.iter().any(|&at| {
-                    let publish = &self.publishes[at];
-                    publish.object.is_some()
-                        || publish.idempotency_key.is_some()
-                        || matches!(publish.origin, Origin::Presence { .. })
-                })
-            })
-            .map(|group| &group.canvas)
+        let needs = |group: &&Group| group.at.iter().any(|&at| !is_plain(&self.publishes[at]));
+        self.groups.iter().filter(needs).map(|group| &group.canvas)
+    }
+
+    /// Refuses the publishes of a canvas that could not be read with `error`; the others go on.
+    pub fn unreadable(&mut self, canvas: &CanvasId, error: BusError) {
+        if let Some(group) = self.groups.iter_mut().find(|group| &group.canvas == canvas) {
+            group.broken = Some(error);
+        }
     }
 
     /// Stages every group, against the canvas `held` gives for it (what the committer holds).
@@ -93,10 +86,8 @@ impl Round {
         for group in &mut self.groups {
             if let Some(canvas) = held(&group.canvas) {
                 group.base = canvas;
-                group.known = true;
             }
-            let publishes: Vec<&Publish> = group.at.iter().map(|&at| &self.publishes[at]).collect();
-            group.staging = group.base.stage(&publishes, &group.taken, &self.rules);
+            group.restage(&self.publishes, &self.rules);
         }
     }
 
@@ -105,23 +96,21 @@ impl Round {
         self.conflicts
     }
 
-    /// Forgets the acks [`Batch::placed`] registered, for a commit that then failed.
+    /// Forgets the acks [`Batch::placed`] registered: the commit did not happen.
     pub fn forget_acks(&self) {
         for group in &self.groups {
             let Some(room) = self.hub.room(&group.canvas) else { continue };
             let mut room = room.lock();
-            for i in 0..group.at.len() {
-                if let Outcome::Logged(logged) = group.outcome(i) {
-                    room.forget_ack(logged.generation, logged.seq);
-                }
+            for logged in (0..group.at.len()).filter_map(|i| group.outcome(i).ok()?.logged().copied()) {
+                room.forget_ack(logged.generation, logged.seq);
             }
         }
     }
 
-    /// One outcome per publish, in order, once the store placed every group (a group it did not place
-    /// gets `unavailable` from the caller, which never asks for these then).
-    pub fn outcomes(&self) -> Vec<Outcome> {
-        let mut outcomes = vec![Outcome::Unlogged { changed: false }; self.publishes.len()];
+    /// One outcome per publish, in order: what became of it, or (a group the store did not place) why not.
+    pub fn outcomes(&self) -> Vec<Result<Outcome, BusError>> {
+        let mut outcomes = Vec::with_capacity(self.publishes.len());
+        outcomes.resize_with(self.publishes.len(), || Ok(Outcome::Unlogged { changed: false }));
         for group in &self.groups {
             for (i, &at) in group.at.iter().enumerate() {
                 outcomes[at] = group.outcome(i);
@@ -132,6 +121,12 @@ impl Round {
 }
 
 impl Group {
+    /// Stages the group's publishes against its canvas with what the store told.
+    fn restage(&mut self, publishes: &[Publish], rules: &Rules) {
+        let mine: Vec<&Publish> = self.at.iter().map(|&at| &publishes[at]).collect();
+        self.staging = self.base.stage(&mine, &self.told, rules);
+    }
+
     /// The seq, generation and id of the group's entry `entry`, once placed.
     fn logged(&self, entry: usize) -> Option<Logged> {
         let placed = self.placed.as_ref()?;
@@ -139,23 +134,23 @@ impl Group {
         Some(Logged { seq: placed.first_seq + entry as u64, generation: placed.head.generation, id })
     }
 
-    /// What became of the group's publish `i`.
-    fn outcome(&self, i: usize) -> Outcome {
-        if let Some(refusal) = &self.broken {
-            return Outcome::Refused(refusal.clone());
+    /// What became of the group's publish `i`: an error when the store did not place the group (the canvas
+    /// could not be read, or kept moving under the staging), whatever the fold had decided.
+    fn outcome(&self, i: usize) -> Result<Outcome, BusError> {
+        if let Some(error) = &self.broken {
+            return Err(error.clone());
         }
-        match &self.staging.outcomes[i] {
-            Staged::Logged { entry } => {
-                self.logged(*entry).map_or(Outcome::Unlogged { changed: false }, Outcome::Logged)
-            }
+        let unplaced = || BusError::from(Unavailable::KeptMoving);
+        if self.placed.is_none() {
+            return Err(unplaced());
+        }
+        Ok(match &self.staging.outcomes[i] {
+            Staged::Logged { entry } => Outcome::Logged(self.logged(*entry).ok_or_else(unplaced)?),
             Staged::Refused(refusal) => Outcome::Refused(refusal.clone()),
             Staged::Unlogged { changed } => Outcome::Unlogged { changed: *changed },
             Staged::Duplicate { seq } => Outcome::Duplicate { seq: *seq },
-            Staged::Repeats { entry } => match self.logged(*entry) {
-                Some(logged) => Outcome::Duplicate { seq: logged.seq },
-                None => Outcome::Unlogged { changed: false },
-            },
-        }
+            Staged::Repeats { entry } => Outcome::Duplicate { seq: self.logged(*entry).ok_or_else(unplaced)?.seq },
+        })
     }
 }
 
@@ -208,19 +203,18 @@ impl Batch for Round {
     fn refold(&mut self, canvas: usize, news: News) {
         let Some(group) = self.groups.get_mut(canvas) else { return };
         for (user, key, seq) in news.taken {
-            group.taken.insert((user, key), seq);
+            group.told.keys.insert((user, key), seq);
         }
+        group.told.spared.extend(news.spared);
         if let Some(moved) = news.moved {
             self.conflicts += 1;
             if let Err(refusal) = group.base.absorb(moved) {
                 tracing::error!(canvas = %group.canvas, %refusal, "the canvas's log does not fold; its publishes are refused");
-                group.broken = Some(refusal);
+                group.broken = Some(Unavailable::Corrupt("a canvas's snapshot and log do not fold").into());
                 return;
             }
-            group.known = true;
         }
-        let publishes: Vec<&Publish> = group.at.iter().map(|&at| &self.publishes[at]).collect();
-        group.staging = group.base.stage(&publishes, &group.taken, &self.rules);
+        group.restage(&self.publishes, &self.rules);
     }
 
     /// Registers each placed publish's ack in its room: the ack goes out when the room delivers that seq,
@@ -231,7 +225,7 @@ impl Batch for Round {
         let Some(room) = self.hub.room(&group.canvas) else { return };
         let mut room = room.lock();
         for (i, &at) in group.at.iter().enumerate() {
-            let (Origin::Socket { conn, reference, .. }, Outcome::Logged(logged)) =
+            let (Origin::Socket { conn, reference, .. }, Ok(Outcome::Logged(logged))) =
                 (&self.publishes[at].origin, group.outcome(i))
             else {
                 continue;
@@ -239,5 +233,9 @@ impl Batch for Round {
             let ack = AckTo { conn: *conn, reference: reference.clone() };
             room.expect_ack_unless_delivered(logged.generation, logged.seq, ack);
         }
+    }
+
+    fn failed(&mut self) {
+        self.forget_acks();
     }
 }

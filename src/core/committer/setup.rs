@@ -62,8 +62,7 @@ impl Setup {
     pub fn start<W: Commit>(self, writer: W) -> (Committer<W>, Lanes<Job<W::Job>>, LaneSenders<Job<W::Job>>) {
         let (senders, lanes) = lanes::lanes(self.queue);
         let Setup { hub, metrics, settings, canvases, snapshots, leaving, .. } = self;
-        let committer =
-            Committer { writer, canvases, hub, metrics, settings, snapshots, leaving, next_round: 1, unresolved: None };
+        let committer = Committer::new(writer, canvases, hub, metrics, settings, snapshots, leaving);
         (committer, lanes, senders)
     }
 }

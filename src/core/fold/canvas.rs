@@ -8,14 +8,16 @@
 //! Plain messages (no object op, no idempotency key, no presence change) need nothing of the state: a
 //! canvas whose publishes are all plain is appended to without a check ([`Expect::Append`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use super::objects::Objects;
 use super::presence::{Change, Conn, Presence};
 use crate::core::{Origin, PresenceChange, Publish};
+use crate::hub::ConnId;
+use crate::object_ops::ObjectOp;
 use crate::object_ops::Refusal;
-use crate::protocol::{IdempotencyKey, LoggedMessage, UserId};
+use crate::protocol::{IdempotencyKey, UserId};
 use crate::store::records::{ConnWrite, Expect, Head, KeyClaim, LogEntry, Moved};
 use crate::store::CanvasRead;
 
@@ -79,11 +81,17 @@ impl Staging {
     }
 }
 
-/// Keys known to be logged already (a store's `News::taken`): (user, key) → seq.
-pub type Taken = HashMap<(UserId, IdempotencyKey), u64>;
+/// What a store told the fold besides how the canvas moved (its `News`), kept while a round is staged again.
+#[derive(Debug, Clone, Default)]
+pub struct Told {
+    /// Keys logged already: (user, key) → seq.
+    pub keys: HashMap<(UserId, IdempotencyKey), u64>,
+    /// Connections whose expiry found their instance alive: their expiry changes nothing.
+    pub spared: HashSet<ConnId>,
+}
 
 /// Whether a publish needs nothing of the canvas's state.
-fn is_plain(publish: &Publish) -> bool {
+pub fn is_plain(publish: &Publish) -> bool {
     publish.object.is_none() && publish.idempotency_key.is_none() && !matches!(publish.origin, Origin::Presence { .. })
 }
 
@@ -107,11 +115,12 @@ impl Canvas {
         Ok(Canvas { head: read.head.unwrap_or_default(), objects, presence })
     }
 
-    /// Stages `publishes` (all of this canvas, in order); `taken` holds the keys a store said are logged.
-    pub fn stage(&self, publishes: &[&Publish], taken: &Taken, rules: &Rules) -> Staging {
+    /// Stages `publishes` (all of this canvas, in order), with what the store `told` of them before.
+    pub fn stage(&self, publishes: &[&Publish], told: &Told, rules: &Rules) -> Staging {
         if publishes.iter().all(|publish| is_plain(publish)) {
             let entries = (0..publishes.len()).map(|at| (at, false)).collect();
             let outcomes = (0..publishes.len()).map(|entry| Staged::Logged { entry }).collect();
+            // A canvas this append creates holds nothing: it is forgotten once idle, like any empty one.
             return Staging {
                 after: self.clone(),
                 expect: Expect::Append,
@@ -119,7 +128,7 @@ impl Canvas {
                 conns: Vec::new(),
                 keys: Vec::new(),
                 outcomes,
-                forget_after: None,
+                forget_after: Some(rules.forget_after),
             };
         }
         let mut staging = Staging {
@@ -135,12 +144,12 @@ impl Canvas {
         for (at, publish) in publishes.iter().enumerate() {
             let key = publish.idempotency_key.as_ref().map(|key| (&publish.from, key));
             let repeat = key.and_then(|(user, key)| {
-                let taken = taken.get(&(user.clone(), key.clone())).map(|&seq| Staged::Duplicate { seq });
+                let taken = told.keys.get(&(user.clone(), key.clone())).map(|&seq| Staged::Duplicate { seq });
                 taken.or_else(|| claimed.get(&(user, key)).map(|&entry| Staged::Repeats { entry }))
             });
             let outcome = match repeat {
                 Some(repeat) => repeat,
-                None => staging.judge(at, publish, rules),
+                None => staging.judge(at, publish, told, rules),
             };
             if let (Staged::Logged { entry }, Some((user, key))) = (&outcome, key) {
                 claimed.insert((user, key), *entry);
@@ -176,30 +185,35 @@ impl Canvas {
 
 impl Staging {
     /// Judges one publish against the canvas as the ones before it left it.
-    fn judge(&mut self, at: usize, publish: &Publish, rules: &Rules) -> Staged {
+    fn judge(&mut self, at: usize, publish: &Publish, told: &Told, rules: &Rules) -> Staged {
         let canvas = &mut self.after;
         let mut changes_objects = false;
-        if let Origin::Presence { change, conn, name, .. } = &publish.origin {
-            let change = match change {
+        if let Origin::Presence { change: asked, conn, name, opened, .. } = &publish.origin {
+            let change = match *asked {
                 PresenceChange::Connect => {
                     let row = Conn {
                         user: Arc::from(publish.from.as_str()),
                         name: name.as_deref().map(Arc::from),
                         instance: rules.instance.clone(),
-                        opened: canvas.head.joins + 1,
+                        opened: *opened,
                     };
                     let change = canvas.presence.connect(*conn, row.clone());
                     if change != Change::None {
-                        canvas.head.joins += 1;
                         self.conns.push(ConnWrite::Put { conn: *conn, row });
                     }
                     change
                 }
-                PresenceChange::Disconnect | PresenceChange::Expire => {
+                PresenceChange::Expire { .. } if told.spared.contains(conn) => Change::None,
+                PresenceChange::Disconnect | PresenceChange::Expire { .. } => {
                     let instance = canvas.presence.get(conn).map(|row| row.instance.to_string());
                     let change = canvas.presence.disconnect(*conn);
                     if let Some(instance) = instance {
-                        self.conns.push(ConnWrite::Remove { conn: *conn, user: publish.from.clone(), instance });
+                        let unless_alive_within = match *asked {
+                            PresenceChange::Expire { dead_after_ms } => Some(dead_after_ms),
+                            _ => None,
+                        };
+                        let user = publish.from.clone();
+                        self.conns.push(ConnWrite::Remove { conn: *conn, user, instance, unless_alive_within });
                     }
                     change
                 }
@@ -232,15 +246,11 @@ impl Staging {
 }
 
 /// Applies a logged entry to the objects, if it is an object op. It was accepted when it was logged, so
-/// it is applied whatever the size limit now; one that cannot be applied means the log and the state it
-/// is folded into do not belong together.
+/// it is applied whatever the limits are now (size, or what a client may send); one that cannot be
+/// applied means the log and the state it is folded into do not belong together.
 fn apply_logged(objects: &mut Objects, entry: &LogEntry) -> Result<(), Refusal> {
-    if !entry.kind.starts_with("object-") {
-        return Ok(());
-    }
-    let unreadable = |reason: String| Refusal::Unreadable { id: String::new(), reason };
-    let message = LoggedMessage::new(&entry.kind, entry.data.clone(), None).map_err(|e| unreadable(e.message))?;
-    match message.object {
+    let unreadable = |error: serde_json::Error| Refusal::Unreadable { id: String::new(), reason: error.to_string() };
+    match ObjectOp::logged(&entry.kind, entry.data.get()).map_err(unreadable)? {
         Some(op) => objects.apply(&op, entry.data.get(), usize::MAX),
         None => Ok(()),
     }

@@ -68,9 +68,9 @@ impl RoomState {
         self.subscribers.iter().map(|s| (s.conn, &s.user, s.name.as_deref(), self.presence.get(&s.conn).map(|d| &**d)))
     }
 
-    /// Every subscriber, as presence would register it: (connection, user, name).
-    pub fn members(&self) -> impl Iterator<Item = (ConnId, &UserId, Option<&str>)> {
-        self.subscribers.iter().map(|s| (s.conn, &s.user, s.name.as_deref()))
+    /// Every subscriber, as presence would register it: (connection, user, name, when it opened).
+    pub fn members(&self) -> impl Iterator<Item = (ConnId, &UserId, Option<&str>, u64)> {
+        self.subscribers.iter().map(|s| (s.conn, &s.user, s.name.as_deref(), s.opened))
     }
 
     /// Tells every subscriber of `user` to close, for `reason`; returns how many.

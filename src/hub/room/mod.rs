@@ -50,6 +50,8 @@ pub struct Subscriber {
     pub user: UserId,
     /// The display name it connected with: what presence shows, should it have to be registered again.
     pub name: Option<String>,
+    /// When it opened: its place in presence, kept should it have to be registered again.
+    pub opened: u64,
     /// The generation its welcome was in.
     pub generation: u64,
     /// The seq its welcome (and replay) ended at: it receives only seqs after this.

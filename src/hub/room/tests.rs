@@ -9,7 +9,7 @@ fn entry(seq: u64) -> Entry {
 }
 
 fn subscriber(conn: ConnId, start_after: u64, outbox: Outbox) -> Subscriber {
-    Subscriber { conn, user: UserId::parse("u").unwrap(), name: None, generation: 0, start_after, outbox }
+    Subscriber { conn, user: UserId::parse("u").unwrap(), name: None, opened: 0, generation: 0, start_after, outbox }
 }
 
 fn texts(inbox: &mut Inbox) -> Vec<String> {

@@ -53,12 +53,15 @@ fn apply_canvas(tx: &Connection, writes: &Writes<'_>, stamp: Stamp<'_>) -> Resul
     let canvas = writes.canvas.as_str();
     let head = reads::head(tx, writes.canvas)?;
     if let Expect::Rev(rev) = writes.expect {
-        if head.map_or(0, |h| h.rev) != rev {
-            return Ok(Applied::Moved(News { moved: Some(moved(tx, writes, head)?), taken: Vec::new() }));
+        // The generation too: a canvas forgotten and created again starts its rev over.
+        if head.map_or((0, 0), |h| (h.generation, h.rev)) != (writes.known.0, rev) {
+            let moved = Some(moved(tx, writes, head)?);
+            return Ok(Applied::Moved(News { moved, ..News::default() }));
         }
         let taken = taken_keys(tx, writes, head.map_or(0, |h| h.generation), stamp.now)?;
-        if !taken.is_empty() {
-            return Ok(Applied::Moved(News { moved: None, taken }));
+        let spared = spared(tx, writes.conns, stamp.now)?;
+        if !taken.is_empty() || !spared.is_empty() {
+            return Ok(Applied::Moved(News { moved: None, taken, spared }));
         }
         if writes.entries.is_empty() && writes.conns.is_empty() && writes.keys.is_empty() {
             let head = head.unwrap_or_default();
@@ -67,7 +70,7 @@ fn apply_canvas(tx: &Connection, writes: &Writes<'_>, stamp: Stamp<'_>) -> Resul
     }
     let mut next = match head {
         Some(head) => head,
-        None => create_head(tx, canvas, stamp.now)?,
+        None => create_head(tx, canvas, stamp.now, writes.forget_after)?,
     };
     let first_seq = next.seq + 1;
     let mut insert = tx.prepare_cached(
@@ -106,7 +109,6 @@ fn apply_canvas(tx: &Connection, writes: &Writes<'_>, stamp: Stamp<'_>) -> Resul
             objects: staged.objects,
             connections: staged.connections,
             users: staged.users,
-            joins: staged.joins,
             ..next
         };
     }
@@ -115,13 +117,14 @@ fn apply_canvas(tx: &Connection, writes: &Writes<'_>, stamp: Stamp<'_>) -> Resul
 }
 
 /// A canvas's first head, in a generation never used before by any canvas (so a canvas forgotten when idle
-/// and created again starts a new epoch).
-fn create_head(tx: &Connection, canvas: &str, now: i64) -> Result<Head> {
+/// and created again starts a new epoch), with the rule for forgetting it the fold gave.
+fn create_head(tx: &Connection, canvas: &str, now: i64, forget_after: Option<u64>) -> Result<Head> {
     let generation = next_generation(tx)?;
     tx.prepare_cached(
-        "INSERT INTO canvases (canvas_id, last_seq, generation, created_at, updated_at) VALUES (?1, 0, ?2, ?3, ?3)",
+        "INSERT INTO canvases (canvas_id, last_seq, generation, created_at, updated_at, forget_after)
+         VALUES (?1, 0, ?2, ?3, ?3, ?4)",
     )?
-    .execute(params![canvas, generation as i64, now])?;
+    .execute(params![canvas, generation as i64, now, forget_after.map(|ms| ms as i64)])?;
     Ok(Head { generation, ..Head::default() })
 }
 
@@ -142,9 +145,9 @@ fn store_head(tx: &Connection, canvas: &str, head: &Head, writes: &Writes<'_>, n
     let set_forget = matches!(writes.expect, Expect::Rev(_));
     tx.prepare_cached(
         "UPDATE canvases SET last_seq = ?2, rev = ?3, state_seq = ?4, state_bytes = ?5, objects = ?6,
-             connections = ?7, users = ?8, joins = ?9, updated_at = ?10,
-             forget_after = CASE WHEN ?11 THEN ?12 ELSE forget_after END,
-             forget_at = ?10 + CASE WHEN ?11 THEN ?12 ELSE forget_after END
+             connections = ?7, users = ?8, updated_at = ?9,
+             forget_after = CASE WHEN ?10 THEN ?11 ELSE forget_after END,
+             forget_at = ?9 + CASE WHEN ?10 THEN ?11 ELSE forget_after END
          WHERE canvas_id = ?1",
     )?
     .execute(params![
@@ -156,7 +159,6 @@ fn store_head(tx: &Connection, canvas: &str, head: &Head, writes: &Writes<'_>, n
         head.objects as i64,
         head.connections as i64,
         head.users as i64,
-        head.joins as i64,
         now,
         set_forget,
         writes.forget_after.map(|ms| ms as i64),
@@ -240,16 +242,35 @@ fn claim_keys(
     Ok(())
 }
 
-/// How a canvas moved since what the fold knew: the object ops since, or the canvas whole when the
-/// generation changed or those ops are no longer all kept (they are back to the newest snapshot).
+/// How a canvas moved since what the fold knew: the object ops since, while the log still has them all
+/// (cleanup may drop ops up to the canvas's `pruned_seq`), or else the canvas whole (a reset or a forget
+/// meanwhile; or a fold that knew the canvas long ago).
 fn moved(tx: &Connection, writes: &Writes<'_>, head: Option<Head>) -> Result<Moved> {
     let (generation, seq) = writes.known;
     if let Some(head) = head.filter(|head| head.generation == generation) {
-        if reads::newest_snapshot_seq(tx, writes.canvas, generation)?.unwrap_or(0) <= seq {
+        if reads::pruned_seq(tx, writes.canvas)? <= seq {
             let ops = reads::ops_after(tx, writes.canvas, generation, seq, head.seq)?;
             let conns = reads::conn_rows(tx, writes.canvas)?;
             return Ok(Moved::Since { head, ops, conns });
         }
     }
     Ok(Moved::Whole(reads::canvas(tx, writes.canvas, crate::store::Want::all())?))
+}
+
+/// The connections a survivor's expiry would remove whose instance has had a heartbeat within the time
+/// the expiry allows: it came back, and they stay.
+fn spared(tx: &Connection, conns: &[ConnWrite], now: i64) -> Result<Vec<crate::hub::ConnId>> {
+    let mut alive = tx.prepare_cached(
+        "SELECT 1 FROM connections k JOIN instances i ON i.instance_id = k.instance_id
+         WHERE k.conn_id = ?1 AND i.heartbeat_at >= ?2",
+    )?;
+    let mut spared = Vec::new();
+    for write in conns {
+        if let ConnWrite::Remove { conn, unless_alive_within: Some(ms), .. } = write {
+            if alive.exists(params![conn.to_string(), now - ms])? {
+                spared.push(*conn);
+            }
+        }
+    }
+    Ok(spared)
 }

@@ -165,7 +165,7 @@ fn save_states(tx: &Connection, states: &[(CanvasId, ConnId, Option<String>)]) -
 
 /// `Job::PutSnapshot`: kept only if the canvas is still in that generation and has no newer one; the
 /// canvas's head remembers it (what cleanup keeps the log back to).
-fn put_snapshot(
+pub(super) fn put_snapshot(
     tx: &Connection,
     canvas: &CanvasId,
     generation: u64,
@@ -197,17 +197,25 @@ fn put_snapshot(
 /// time with nothing kept for a webhook, expired relayed rows; and instances silent since
 /// `forget_instances_before` with their watermarks. The limits are part of the SQL: a bound LIMIT makes
 /// SQLite prepare the statement every run.
-fn clean_up(tx: &Connection, limit: u32, now: i64, forget_instances_before: i64) -> Result<usize, SqlError> {
-    let ids = tx
+pub(super) fn clean_up(tx: &Connection, limit: u32, now: i64, forget_instances_before: i64) -> Result<usize, SqlError> {
+    let deleted = tx
         .prepare_cached(&format!(
             "DELETE FROM message_queue WHERE id IN
              (SELECT m.id FROM message_queue m JOIN canvases c ON c.canvas_id = m.canvas_id
               WHERE m.purge_at <= ?1 AND (m.op = 0 OR m.generation != c.generation OR m.seq <= c.snap_seq)
               ORDER BY m.purge_at LIMIT {limit})
-             RETURNING id"
+             RETURNING id, canvas_id, generation, seq, op"
         ))?
-        .query_map(params![now], |row| row.get::<_, i64>(0))?
-        .collect::<Result<Vec<_>, _>>()?;
+        .query_map(params![now], |row| Ok((row.get::<_, i64>(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?)))?
+        .collect::<Result<Vec<(i64, String, i64, i64, bool)>, _>>()?;
+    // A fold that knew a canvas before the ops it is missing must read it whole (see `commit.rs`).
+    let mut pruned = tx.prepare_cached(
+        "UPDATE canvases SET pruned_seq = max(pruned_seq, ?3) WHERE canvas_id = ?1 AND generation = ?2",
+    )?;
+    for (_, canvas, generation, seq, _) in deleted.iter().filter(|(.., op)| *op) {
+        pruned.execute(params![canvas, generation, seq])?;
+    }
+    let ids: Vec<i64> = deleted.iter().map(|(id, ..)| *id).collect();
     let orphans = tx
         .prepare_cached(&format!(
             "DELETE FROM message_queue WHERE id IN
@@ -243,6 +251,7 @@ fn forget_canvases(tx: &Connection, limit: u32, now: i64) -> Result<usize, SqlEr
     let ids: Vec<String> = tx
         .prepare_cached(&format!(
             "SELECT c.canvas_id FROM canvases c WHERE c.forget_at <= ?1
+               AND NOT EXISTS (SELECT 1 FROM connections k WHERE k.canvas_id = c.canvas_id)
                AND NOT EXISTS (SELECT 1 FROM message_queue m WHERE m.canvas_id = c.canvas_id AND m.purge_at > ?1)
              LIMIT {limit}"
         ))?

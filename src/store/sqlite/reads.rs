@@ -13,7 +13,7 @@ use crate::protocol::{null_value, CanvasId, UserId};
 use crate::store::records::{ConnRow, Head, LogEntry};
 use crate::store::{CanvasRead, SnapshotRead, Want, Whose};
 
-const HEAD_COLUMNS: &str = "generation, last_seq, rev, state_seq, state_bytes, objects, connections, users, joins";
+const HEAD_COLUMNS: &str = "generation, last_seq, rev, state_seq, state_bytes, objects, connections, users";
 
 fn head_of(row: &Row<'_>, at: usize) -> Result<Head> {
     let n = |i: usize| row.get::<_, i64>(at + i).map(|v| v.max(0) as u64);
@@ -26,7 +26,6 @@ fn head_of(row: &Row<'_>, at: usize) -> Result<Head> {
         objects: n(5)?,
         connections: n(6)?,
         users: n(7)?,
-        joins: n(8)?,
     })
 }
 
@@ -54,6 +53,14 @@ pub fn heads(conn: &Connection, after: Option<&CanvasId>, limit: usize) -> Resul
         }
     }
     Ok(heads)
+}
+
+/// The seq up to which cleanup may have dropped a canvas's object ops (0: none dropped).
+pub fn pruned_seq(conn: &Connection, canvas: &CanvasId) -> Result<u64> {
+    conn.prepare_cached("SELECT pruned_seq FROM canvases WHERE canvas_id = ?1")?
+        .query_row([canvas.as_str()], |r| r.get::<_, i64>(0))
+        .optional()
+        .map(|seq| seq.unwrap_or(0).max(0) as u64)
 }
 
 /// The seq of the newest snapshot of a canvas's generation, if it has one.

@@ -18,6 +18,7 @@ use crate::core::{BusError, Committed, Origin, PresenceChange, Publish};
 use crate::hub::{Hub, Member};
 use crate::metrics::Metrics;
 use crate::protocol::{CanvasId, IdempotencyKey, LoggedMessage, UserId};
+use crate::store::Commit;
 
 type Answer = oneshot::Receiver<Result<Committed, BusError>>;
 
@@ -181,6 +182,7 @@ async fn a_users_first_and_last_connection_log_and_rows_follow_presence() {
         conn: uuid::Uuid::new_v4(),
         user: UserId::parse("ann").unwrap(),
         name: name.map(str::to_owned),
+        opened: crate::clock::opened_now(),
     };
     let (tab1, tab2) = (member(Some("Ann")), member(None));
     for (member, change) in
@@ -266,4 +268,99 @@ async fn a_row_of_a_generation_its_room_never_saw_is_left_for_the_watcher() {
     assert_eq!(committer.writer_mut().progress.cursor(), cursor, "the row stays for the watcher to read");
     commit(&mut committer, vec![note("elsewhere")]).await;
     assert_eq!(committer.writer_mut().progress.cursor(), cursor, "nothing foreign may be skipped over it either");
+}
+
+/// Reads canvas `c` whole from the file and folds it, as a join or the committer does.
+fn folded(dir: &tempfile::TempDir) -> crate::core::fold::canvas::Canvas {
+    let mut conn = file(dir);
+    let tx = conn.transaction().unwrap();
+    let read = super::reads::canvas(&tx, &CanvasId::parse("c").unwrap(), crate::store::Want::all()).unwrap();
+    crate::core::fold::canvas::Canvas::from_read(read).unwrap()
+}
+
+/// Cleanup as it runs a day from now: everything past its keep time, except what must stay.
+fn clean_up_later(dir: &tempfile::TempDir) {
+    let mut conn = file(dir);
+    let tx = conn.transaction().unwrap();
+    let later = crate::clock::now_ms() + 86_400_000;
+    super::jobs::clean_up(&tx, 1000, later, 0).unwrap();
+    tx.commit().unwrap();
+}
+
+fn snapshot_now(dir: &tempfile::TempDir, generation: u64, seq: u64, json: &str) -> bool {
+    let mut conn = file(dir);
+    let tx = conn.transaction().unwrap();
+    let put = super::jobs::put_snapshot(&tx, &CanvasId::parse("c").unwrap(), generation, seq, json.as_bytes(), 0);
+    tx.commit().unwrap();
+    put.unwrap()
+}
+
+/// A reset starts the canvas's snapshots over: the new generation's are kept, and cleanup keeps its ops
+/// until one covers them (once, the old snapshot's seq stayed and the new ops went with the TTL).
+#[tokio::test]
+async fn after_a_reset_the_new_generations_ops_stay_until_a_snapshot_covers_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut committer = committer(&dir, "i1");
+    let create = |id: &str| message("c", "object-create", &format!(r#"{{"id":"{id}"}}"#), None);
+    commit(&mut committer, vec![create("old1"), create("old2"), create("old3")]).await;
+    let generation = super::reads::head(&file(&dir), &CanvasId::parse("c").unwrap()).unwrap().unwrap().generation;
+    assert!(snapshot_now(&dir, generation, 3, r#"{"old1":{"id":"old1"},"old2":{"id":"old2"},"old3":{"id":"old3"}}"#));
+    let reset = committer.writer_mut().reset(&CanvasId::parse("c").unwrap()).await.unwrap();
+    commit(&mut committer, vec![create("a"), create("b")]).await;
+    clean_up_later(&dir);
+    assert_eq!(&folded(&dir).objects.to_json()[..], br#"{"a":{"id":"a"},"b":{"id":"b"}}"#, "the new ops are kept");
+    assert!(snapshot_now(&dir, reset.generation, 2, r#"{"a":{"id":"a"},"b":{"id":"b"}}"#), "a new snapshot is taken");
+    clean_up_later(&dir);
+    assert_eq!(&folded(&dir).objects.to_json()[..], br#"{"a":{"id":"a"},"b":{"id":"b"}}"#, "now from the snapshot");
+    let ops: i64 = file(&dir).query_row("SELECT count(*) FROM message_queue WHERE op = 1", [], |r| r.get(0)).unwrap();
+    assert_eq!(ops, 0, "the covered ops went");
+}
+
+/// A canvas forgotten when idle and created again starts its rev over: a process that held the old one
+/// must not have its staging taken for current (the generation is checked too).
+#[tokio::test]
+async fn a_canvas_forgotten_and_created_again_is_staged_again_against_its_new_generation() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut first, mut second) = (committer(&dir, "i1"), committer(&dir, "i2"));
+    let ann = Member {
+        canvas: CanvasId::parse("c").unwrap(),
+        conn: uuid::Uuid::new_v4(),
+        user: UserId::parse("ann").unwrap(),
+        name: None,
+        opened: crate::clock::opened_now(),
+    };
+    first.commit(vec![Publish::leaving(ann.clone(), PresenceChange::Connect)]).await;
+    first.commit(vec![Publish::leaving(ann.clone(), PresenceChange::Disconnect)]).await;
+    clean_up_later(&dir);
+    let heads: i64 = file(&dir).query_row("SELECT count(*) FROM canvases", [], |r| r.get(0)).unwrap();
+    assert_eq!(heads, 0, "the empty canvas was forgotten");
+    commit(&mut second, vec![message("c", "object-create", r#"{"id":"o1"}"#, None)]).await;
+    commit(&mut second, vec![message("c", "object-update", r#"{"id":"o1","n":1}"#, None)]).await;
+    let answers = commit(&mut first, vec![message("c", "object-update", r#"{"id":"o1","m":2}"#, None)]).await;
+    assert_eq!(seqs(&answers), [(3, false)], "staged against the canvas as it is now");
+    assert_eq!(folded(&dir).objects.get("o1"), Some(r#"{"id":"o1","n":1,"m":2}"#));
+}
+
+/// A survivor's expiry of a connection whose instance heartbeats again by the time it commits is not
+/// applied: the connection stays, and nothing is logged.
+#[tokio::test]
+async fn an_expiry_spares_a_connection_whose_instance_came_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut owner, mut survivor) = (committer(&dir, "owner"), committer(&dir, "survivor"));
+    let ann = Member {
+        canvas: CanvasId::parse("c").unwrap(),
+        conn: uuid::Uuid::new_v4(),
+        user: UserId::parse("ann").unwrap(),
+        name: None,
+        opened: crate::clock::opened_now(),
+    };
+    owner.commit(vec![Publish::leaving(ann.clone(), PresenceChange::Connect)]).await;
+    let (reply, _) = oneshot::channel();
+    owner.writer_mut().run_job(super::jobs::Job::Heartbeat(reply));
+    survivor.commit(vec![Publish::leaving(ann.clone(), PresenceChange::Expire { dead_after_ms: 60_000 })]).await;
+    let rows: i64 = file(&dir).query_row("SELECT count(*) FROM connections", [], |r| r.get(0)).unwrap();
+    assert_eq!(rows, 1, "its instance is alive: the connection stays");
+    survivor.commit(vec![Publish::leaving(ann, PresenceChange::Expire { dead_after_ms: -1 })]).await;
+    let rows: i64 = file(&dir).query_row("SELECT count(*) FROM connections", [], |r| r.get(0)).unwrap();
+    assert_eq!(rows, 0, "silent for longer than allowed: expired");
 }

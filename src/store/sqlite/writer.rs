@@ -125,9 +125,13 @@ impl Commit for SqliteWriter {
         let file = &self.file;
         let result = (|| {
             let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            commit::apply(&tx, batch, stamp)?;
-            file.as_ref().map_or(Ok(()), FileIdentity::ensure_same)?;
-            tx.commit()
+            let applied =
+                commit::apply(&tx, batch, stamp).and_then(|()| file.as_ref().map_or(Ok(()), FileIdentity::ensure_same));
+            if let Err(error) = applied {
+                batch.failed(); // before the rollback: nothing placed may be taken for committed
+                return Err(error);
+            }
+            tx.commit().inspect_err(|_| batch.failed())
         })();
         match result {
             Ok(()) => {
@@ -159,7 +163,8 @@ impl Commit for SqliteWriter {
             tx.prepare_cached(
                 "INSERT INTO canvases (canvas_id, last_seq, generation, created_at, updated_at) VALUES (?1, 0, ?2, ?3, ?3)
                  ON CONFLICT (canvas_id) DO UPDATE SET generation = excluded.generation, last_seq = 0,
-                     rev = rev + 1, state_seq = 0, state_bytes = 0, objects = 0, updated_at = excluded.updated_at",
+                     rev = rev + 1, state_seq = 0, state_bytes = 0, objects = 0, snap_seq = 0, pruned_seq = 0,
+                     updated_at = excluded.updated_at",
             )?
             .execute(params![canvas.as_str(), generation as i64, now])?;
             tx.prepare_cached("UPDATE message_queue SET expires_at = 0, purge_at = expires_at WHERE canvas_id = ?1")?

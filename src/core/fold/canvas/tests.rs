@@ -18,12 +18,13 @@ fn message(kind: &str, data: &str, key: Option<&str>, user: &str) -> Publish {
 
 fn presence(change: PresenceChange, user: &str, conn: Uuid, name: Option<&str>) -> Publish {
     let (canvas, user) = (CanvasId::parse("c").unwrap(), UserId::parse(user).unwrap());
-    Publish::leaving(crate::hub::Member { canvas, conn, user, name: name.map(str::to_owned) }, change)
+    let opened = crate::clock::opened_now();
+    Publish::leaving(crate::hub::Member { canvas, conn, user, name: name.map(str::to_owned), opened }, change)
 }
 
 /// Stages `publishes` on `canvas` and, as a store would, takes the result as the canvas's new state.
 fn commit(canvas: &mut Canvas, publishes: &[Publish]) -> Staging {
-    let staging = canvas.stage(&publishes.iter().collect::<Vec<_>>(), &Taken::new(), &rules());
+    let staging = canvas.stage(&publishes.iter().collect::<Vec<_>>(), &Told::default(), &rules());
     *canvas = staging.after.clone();
     canvas.head.seq += staging.entries.len() as u64;
     staging
@@ -33,8 +34,9 @@ fn commit(canvas: &mut Canvas, publishes: &[Publish]) -> Staging {
 fn plain_messages_are_appended_without_a_check() {
     let canvas = Canvas::default();
     let publishes = [message("note", "1", None, "u"), message("chat", r#"{"t":"hi"}"#, None, "u")];
-    let staging = canvas.stage(&publishes.iter().collect::<Vec<_>>(), &Taken::new(), &rules());
+    let staging = canvas.stage(&publishes.iter().collect::<Vec<_>>(), &Told::default(), &rules());
     assert_eq!(staging.expect, Expect::Append);
+    assert_eq!(staging.forget_after, Some(60_000), "a canvas an append creates is forgotten once idle");
     assert_eq!(staging.outcomes, [Staged::Logged { entry: 0 }, Staged::Logged { entry: 1 }]);
     assert_eq!(staging.entries, [(0, false), (1, false)]);
 }
@@ -69,9 +71,9 @@ fn a_key_logged_before_or_earlier_in_the_commit_logs_nothing() {
         message("object-create", r#"{"id":"c"}"#, Some("k1"), "bob"),
         message("note", "1", Some("old"), "ann"),
     ];
-    let mut taken = Taken::new();
-    taken.insert((UserId::parse("ann").unwrap(), IdempotencyKey::parse("old").unwrap()), 3);
-    let staging = canvas.stage(&publishes.iter().collect::<Vec<_>>(), &taken, &rules());
+    let mut told = Told::default();
+    told.keys.insert((UserId::parse("ann").unwrap(), IdempotencyKey::parse("old").unwrap()), 3);
+    let staging = canvas.stage(&publishes.iter().collect::<Vec<_>>(), &told, &rules());
     let want = [Staged::Logged { entry: 0 }, Staged::Repeats { entry: 0 }, Staged::Logged { entry: 1 }];
     assert_eq!(staging.outcomes[..3], want, "keys are per user");
     assert_eq!(staging.outcomes[3], Staged::Duplicate { seq: 3 });
@@ -93,7 +95,7 @@ fn presence_logs_a_users_first_and_last_connection_and_counts_every_one() {
     );
     assert_eq!(staging.outcomes, [Staged::Logged { entry: 0 }, Staged::Unlogged { changed: true }]);
     assert_eq!(staging.conns.len(), 2);
-    assert_eq!((canvas.head.connections, canvas.head.users, canvas.head.joins), (2, 1, 2));
+    assert_eq!((canvas.head.connections, canvas.head.users), (2, 1));
     assert_eq!(canvas.presence.name_of("ann"), Some("Ann"));
     let again = commit(&mut canvas, &[presence(PresenceChange::Connect, "ann", tab2, None)]);
     assert_eq!(again.outcomes, [Staged::Unlogged { changed: false }]);
@@ -102,7 +104,7 @@ fn presence_logs_a_users_first_and_last_connection_and_counts_every_one() {
         &mut canvas,
         &[
             presence(PresenceChange::Disconnect, "ann", tab1, Some("Ann")),
-            presence(PresenceChange::Expire, "ann", tab2, None),
+            presence(PresenceChange::Expire { dead_after_ms: 9000 }, "ann", tab2, None),
             presence(PresenceChange::Disconnect, "ann", tab2, None),
         ],
     );
@@ -146,4 +148,20 @@ fn what_moved_under_a_commit_is_folded_in() {
     };
     canvas.absorb(Moved::Whole(whole)).unwrap();
     assert_eq!(&canvas.objects.to_json()[..], br#"{"s":{"id":"s","v":1}}"#);
+}
+
+#[test]
+fn a_survivors_expiry_of_a_connection_whose_instance_is_alive_changes_nothing() {
+    let mut canvas = Canvas::default();
+    let tab = Uuid::new_v4();
+    commit(&mut canvas, &[presence(PresenceChange::Connect, "ann", tab, None)]);
+    let expiry = [presence(PresenceChange::Expire { dead_after_ms: 9000 }, "ann", tab, None)];
+    let staging = canvas.stage(&expiry.iter().collect::<Vec<_>>(), &Told::default(), &rules());
+    let Some(ConnWrite::Remove { unless_alive_within, .. }) = staging.conns.first() else { panic!("a removal") };
+    assert_eq!(*unless_alive_within, Some(9000), "the store checks the instance is still silent");
+    let mut told = Told::default();
+    told.spared.insert(tab);
+    let staging = canvas.stage(&expiry.iter().collect::<Vec<_>>(), &told, &rules());
+    assert_eq!(staging.outcomes, [Staged::Unlogged { changed: false }]);
+    assert!(!staging.writes_anything());
 }
