@@ -1,6 +1,6 @@
 -- canvas-relay: the whole current schema (what migrations/ builds, in order). Read this to know the tables;
 -- change the schema by adding a numbered file to migrations/ and updating this file to match
--- (a unit test in src/bus/sqlite/schema.rs checks the two agree). Times are unix milliseconds.
+-- (a unit test in src/store/sqlite/schema.rs checks the two agree). Times are unix milliseconds.
 PRAGMA user_version = 11;
 
 CREATE TABLE meta (

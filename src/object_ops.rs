@@ -177,7 +177,7 @@ impl JsonObject {
 
     /// The bytes one member takes: its quoted name, a colon, its text, and the comma or closing brace after
     /// it. A state's JSON is the sum of these plus the opening brace; the stores keep that sum to check
-    /// `--max-canvas-state` (`publish.lua` counts the same way).
+    /// `--max-canvas-state`.
     pub fn member_bytes(id: &str, text_len: usize) -> i64 {
         (crate::protocol::to_json(&id).len() + text_len + 2) as i64
     }

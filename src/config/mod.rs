@@ -322,6 +322,18 @@ impl Config {
         config
     }
 
+    /// How long a message is kept at least: `--message-ttl`, or `--webhook-retention` while a webhook may
+    /// still have to deliver it, when that is longer.
+    pub fn keep(&self) -> Duration {
+        self.consumers.retention().unwrap_or_default().max(self.message_ttl)
+    }
+
+    /// How many bytes of canvas states a process holds in memory at most (the committer's canvases, the
+    /// joiners' serialized states): two of the biggest, and at least 256 MiB.
+    pub fn state_budget(&self) -> usize {
+        self.max_canvas_state.saturating_mul(2).max(256 << 20)
+    }
+
     /// Rejects combinations that cannot work, with a message saying which flag to change.
     pub fn validate(&self) -> anyhow::Result<()> {
         for (flag, value) in self.periods_and_deadlines() {

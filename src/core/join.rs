@@ -187,7 +187,7 @@ impl Bus {
     ) -> Result<View, BusError> {
         let (canvas, cache, metrics) = (&request.canvas, self.state_cache(), self.metrics());
         let unless = cache.key(canvas).map(|key| (key.generation, key.version));
-        let want = Want { unless, up_to: INLINE_LIMIT, since: None };
+        let want = Want { unless, up_to: INLINE_LIMIT };
         let mut view = self.view(canvas, request.resume.as_ref(), want).await?;
         if view.resumed {
             return Ok(view);

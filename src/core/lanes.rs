@@ -46,10 +46,10 @@ pub struct Lanes<J> {
     queue: mpsc::Receiver<Request<J>>,
 }
 
-/// One round's work: the publishes to commit together, then the jobs that came with them, to run after
-/// the commit in arrival order.
+/// What one round takes from the lanes: the publishes to commit together, then the jobs that came with
+/// them, to run after the commit in arrival order.
 #[derive(Debug)]
-pub struct Round<J> {
+pub struct Taken<J> {
     pub publishes: Vec<Publish>,
     pub jobs: Vec<J>,
 }
@@ -103,14 +103,14 @@ impl<J> LaneSenders<J> {
 impl<J> Lanes<J> {
     /// Waits for the next request, then takes every urgent one and up to `max_batch` publishes in all.
     /// `None` once every sender is gone. Cancel-safe: its only wait is for the first request.
-    pub async fn next_round(&mut self, max_batch: usize) -> Option<Round<J>> {
+    pub async fn next_round(&mut self, max_batch: usize) -> Option<Taken<J>> {
         let first = tokio::select! {
             biased;
             Some(request) = self.urgent.recv() => request,
             Some(request) = self.queue.recv() => request,
             else => return None,
         };
-        let mut round = Round { publishes: Vec::new(), jobs: Vec::new() };
+        let mut round = Taken { publishes: Vec::new(), jobs: Vec::new() };
         round.add(first);
         while let Ok(request) = self.urgent.try_recv() {
             round.add(request);
@@ -132,7 +132,7 @@ impl<J> Lanes<J> {
     pub fn close(&mut self) -> Vec<J> {
         self.urgent.close();
         self.queue.close();
-        let mut left = Round { publishes: Vec::new(), jobs: Vec::new() };
+        let mut left = Taken { publishes: Vec::new(), jobs: Vec::new() };
         while let Ok(request) = self.urgent.try_recv().or_else(|_| self.queue.try_recv()) {
             left.add(request);
         }
@@ -141,7 +141,7 @@ impl<J> Lanes<J> {
     }
 }
 
-impl<J> Round<J> {
+impl<J> Taken<J> {
     fn add(&mut self, request: Request<J>) {
         match request {
             Request::Publish(publish) => self.publishes.push(publish),
@@ -167,7 +167,7 @@ mod tests {
         (Publish::message(canvas, message, from, Origin::Caller(reply)), outcome)
     }
 
-    fn canvases<'a>(round: &'a Round<&'static str>) -> Vec<&'a str> {
+    fn canvases<'a>(round: &'a Taken<&'static str>) -> Vec<&'a str> {
         round.publishes.iter().map(|p| p.canvas.as_str()).collect()
     }
 

@@ -105,8 +105,6 @@ impl Bus {
             BusKind::Redis(url) => RedisStore::open(url.expose(), config, instance_id, setup).await?,
         };
         let snapshots = tokio::spawn(snapshots::write(store.clone(), snapshots_due, metrics.clone()));
-        // Two of the biggest states fit, and at least 256 MiB: enough for the canvases joined right now.
-        let budget = config.max_canvas_state.saturating_mul(2).max(256 << 20);
         Ok(Bus {
             inner: Arc::new(Inner {
                 store,
@@ -114,7 +112,7 @@ impl Bus {
                 committer,
                 hub,
                 metrics,
-                states: StateCache::new(budget),
+                states: StateCache::new(config.state_budget()),
                 publish_timeout: config.publish_timeout,
                 ttl_ms: config.message_ttl.as_millis() as i64,
                 max_resume: config.max_resume,

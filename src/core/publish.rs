@@ -146,7 +146,7 @@ impl Publish {
 impl Origin {
     /// Tells whoever waits that the publish is committed, logged at `seq` or (a presence change that was not
     /// the user's first or last) recorded without a seq. A socket's ack goes out through its room instead,
-    /// at its seq's place in the stream (see `committed::expect_acks`).
+    /// at its seq's place in the stream (registered when the store placed it: `core::committer::round`).
     pub fn committed(self, seq: Option<u64>) {
         match self {
             Origin::Caller(reply) => {

@@ -53,20 +53,17 @@ pub struct Want {
     pub unless: Option<(u64, u64)>,
     /// Not when the state is bigger than this many bytes (the head's `bytes` + 1).
     pub up_to: usize,
-    /// The reader holds the objects at this (generation, seq): the ops after it instead of a snapshot, when
-    /// the log still has them all.
-    pub since: Option<(u64, u64)>,
 }
 
 impl Want {
     /// Every object, whatever the size.
     pub fn all() -> Want {
-        Want { unless: None, up_to: usize::MAX, since: None }
+        Want { unless: None, up_to: usize::MAX }
     }
 
     /// The head and connections only.
     pub fn head() -> Want {
-        Want { unless: None, up_to: 0, since: None }
+        Want { unless: None, up_to: 0 }
     }
 
     /// Whether a store whose head is `head` reads no objects for this.

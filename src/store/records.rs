@@ -97,7 +97,7 @@ pub enum Expect {
 
 /// One entry of a commit; the store gives it the next seq.
 #[derive(Debug, Clone, Copy)]
-pub struct Entry<'a> {
+pub struct NewEntry<'a> {
     pub kind: &'a str,
     pub from: &'a str,
     pub data: &'a RawValue,
@@ -149,7 +149,7 @@ pub struct Writes<'a> {
     /// connections, users) and sets seq, version, rev and (for a new canvas) generation itself.
     /// Unused by [`Expect::Append`].
     pub head: &'a Head,
-    pub entries: Vec<Entry<'a>>,
+    pub entries: Vec<NewEntry<'a>>,
     pub conns: &'a [ConnWrite],
     pub keys: &'a [KeyClaim],
     /// When the commit leaves the canvas with neither objects nor connections: how long after it (ms) the

@@ -26,7 +26,7 @@ pub use self::setup::{Handle, Setup};
 use super::delivery::{self, Outcome};
 use super::fold::canvas::{Canvas, Rules};
 use super::fold::objects::Objects;
-use super::lanes::{Lanes, Round as Taken};
+use super::lanes::{Lanes, Taken};
 use super::upkeep::Leaving;
 use super::{refuse_all, BusError, Origin, PresenceChange, Publish, Unavailable};
 use crate::hub::{Entry, Hub, Member};

@@ -10,7 +10,7 @@ use crate::core::fold::canvas::{is_plain, Canvas, Rules, Staged, Staging, Told};
 use crate::core::{BusError, Origin, Publish, Unavailable};
 use crate::hub::{AckTo, Hub};
 use crate::protocol::CanvasId;
-use crate::store::records::{Batch, Entry, News, Placed, Writes};
+use crate::store::records::{Batch, NewEntry, News, Placed, Writes};
 
 /// One round's publishes, staged by canvas.
 pub struct Round {
@@ -178,7 +178,7 @@ impl Batch for Round {
                     Origin::Socket { conn, reference, .. } => (Some(*conn), reference.as_deref()),
                     _ => (None, None),
                 };
-                Entry {
+                NewEntry {
                     kind: publish.kind.as_str(),
                     from: publish.from.as_str(),
                     data: &publish.data,

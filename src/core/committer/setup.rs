@@ -38,13 +38,11 @@ impl Setup {
         snapshots: mpsc::Sender<SnapshotDue>,
         leaving: Arc<Leaving>,
     ) -> Setup {
-        let ttl = config.message_ttl.as_millis() as u64;
-        let keep = config.consumers.retention().map_or(ttl, |retention| retention.as_millis() as u64).max(ttl);
-        let rules =
-            Rules { max_state: config.max_canvas_state, instance: Arc::from(instance_id), forget_after: ttl + keep };
+        // An empty canvas is forgotten once its log is gone for clients and for the webhook.
+        let forget_after = (config.message_ttl + config.keep()).as_millis() as u64;
+        let rules = Rules { max_state: config.max_canvas_state, instance: Arc::from(instance_id), forget_after };
         let settings = Settings { rules, max_batch: config.max_batch, local_broadcast: config.local_broadcast };
-        // Two of the biggest states fit, and at least 256 MiB.
-        let budget = config.max_canvas_state.saturating_mul(2).max(256 << 20) as u64;
+        let budget = config.state_budget() as u64;
         let policy = SnapshotPolicy { every_ops: config.snapshot_every, every_bytes: config.snapshot_bytes as u64 };
         let canvases = Canvases::new(budget, policy);
         Setup { hub, metrics, settings, canvases, snapshots, leaving, queue: config.writer_queue }

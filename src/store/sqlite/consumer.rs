@@ -1,7 +1,7 @@
 //! The consumers' store on the shared file (see `crate::store::consumer`). A position is a `message_queue`
 //! row id: rows are inserted under the file's one write lock, so ids follow commit order across every
 //! process, and AUTOINCREMENT never reuses one. Reads run on a pool connection in one transaction; leases
-//! and positions are writer jobs (`writer/consumer.rs`).
+//! and positions are writer jobs (`consumer_jobs.rs`).
 
 use async_trait::async_trait;
 use deadpool_sqlite::rusqlite::{params, Connection, OptionalExtension, Result, Row};

@@ -48,3 +48,55 @@ pub fn objects_to_snapshots(tx: &Connection) -> Result<()> {
     // When each connection opened, in microseconds.
     tx.execute_batch("UPDATE connections SET opened = connected_at * 1000; DROP TABLE canvas_objects;")
 }
+
+#[cfg(test)]
+mod tests {
+    use deadpool_sqlite::rusqlite::Connection;
+
+    use crate::core::fold::canvas::Canvas;
+    use crate::protocol::CanvasId;
+    use crate::store::sqlite::{reads, schema};
+    use crate::store::Want;
+
+    /// A file at schema 10 (the fold in SQL: objects as rows of `canvas_objects`) with a canvas of objects,
+    /// updated ones among them, and connections, migrated: the state reads back the same, objects in id
+    /// order, each object's text as stored; the head counts them; connections keep their order.
+    #[test]
+    fn a_schema_10_file_keeps_its_canvases_state_and_presence() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        let conn = Connection::open(&path).unwrap();
+        schema::migrate_to(&conn, 10).unwrap();
+        conn.execute_batch(
+            r#"INSERT INTO canvases (canvas_id, last_seq, generation, created_at, updated_at, state_bytes, state_seq)
+                   VALUES ('c', 7, 3, 0, 0, 61, 6), ('empty', 2, 4, 0, 0, 0, 0);
+               INSERT INTO canvas_objects (canvas_id, object_id, data) VALUES
+                   ('c', 'b', '{"id":"b","x":1.50}'), ('c', 'a', '{"id":"a","k":{"z":[1,2]}}'),
+                   ('c', 'é', '{"id":"é"}');
+               INSERT INTO connections (conn_id, instance_id, canvas_id, user_id, name, connected_at) VALUES
+                   ('6f2b6a47-5c52-4a0e-9d3b-000000000001', 'i1', 'c', 'ann', 'Ann', 10),
+                   ('6f2b6a47-5c52-4a0e-9d3b-000000000002', 'i2', 'c', 'ann', 'Annie', 20);"#,
+        )
+        .unwrap();
+        drop(conn);
+        let mut conn = schema::open(&path, crate::store::sqlite::schema::tests_settings()).unwrap();
+        schema::migrate(&mut conn).unwrap();
+        let tx = conn.transaction().unwrap();
+        let read = reads::canvas(&tx, &CanvasId::parse("c").unwrap(), Want::all()).unwrap();
+        let head = read.head.unwrap();
+        assert_eq!((head.seq, head.generation, head.objects, head.connections, head.users), (7, 3, 3, 2, 1));
+        assert_eq!(read.snapshot.as_ref().map(|s| s.seq), Some(7), "one snapshot at the head");
+        let canvas = Canvas::from_read(read).unwrap();
+        let json = canvas.objects.to_json();
+        assert_eq!(
+            std::str::from_utf8(&json).unwrap(),
+            r#"{"a":{"id":"a","k":{"z":[1,2]}},"b":{"id":"b","x":1.50},"é":{"id":"é"}}"#
+        );
+        assert_eq!(canvas.presence.name_of("ann"), Some("Annie"), "the newest named connection names the user");
+        let empty = reads::canvas(&tx, &CanvasId::parse("empty").unwrap(), Want::all()).unwrap();
+        assert!(empty.snapshot.is_none() && empty.head.unwrap().seq == 2, "no objects: no snapshot");
+        let old: i64 =
+            tx.query_row("SELECT count(*) FROM sqlite_master WHERE name = 'canvas_objects'", [], |r| r.get(0)).unwrap();
+        assert_eq!(old, 0, "canvas_objects is gone");
+    }
+}

@@ -191,7 +191,8 @@ pub fn connections(conn: &Connection, whose: &Whose) -> Result<Vec<(CanvasId, Co
     Ok(rows.collect::<Result<Vec<_>>>()?.into_iter().flatten().collect())
 }
 
-/// A canvas at one point of its log, with the objects `want` asks for: call it inside a read transaction.
+/// A canvas at one point of its log, with the objects `want` asks for (its newest snapshot and the object
+/// ops after it): call it inside a read transaction.
 pub fn canvas(conn: &Connection, canvas: &CanvasId, want: Want) -> Result<CanvasRead> {
     let Some(head) = head(conn, canvas)? else {
         return Ok(CanvasRead { conns: conn_rows(conn, canvas)?, ..CanvasRead::default() });
@@ -200,15 +201,8 @@ pub fn canvas(conn: &Connection, canvas: &CanvasId, want: Want) -> Result<Canvas
     if want.skips(&head) {
         return Ok(CanvasRead { head: Some(head), conns, ..CanvasRead::default() });
     }
-    let newest = newest_snapshot_seq(conn, canvas, head.generation)?.unwrap_or(0);
-    let (snapshot, after) = match want.since {
-        Some((generation, seq)) if generation == head.generation && seq >= newest && seq <= head.seq => (None, seq),
-        _ => {
-            let snapshot = snapshot(conn, canvas, head.generation, head.seq)?;
-            let after = snapshot.as_ref().map_or(0, |s| s.seq);
-            (snapshot, after)
-        }
-    };
+    let snapshot = snapshot(conn, canvas, head.generation, head.seq)?;
+    let after = snapshot.as_ref().map_or(0, |s| s.seq);
     let ops = ops_after(conn, canvas, head.generation, after, head.seq)?;
     Ok(CanvasRead { head: Some(head), conns, snapshot, ops })
 }

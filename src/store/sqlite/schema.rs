@@ -188,6 +188,26 @@ fn enable_wal(conn: &Connection, busy_timeout: Duration) -> deadpool_sqlite::rus
     }
 }
 
+/// Brings a fresh file to schema `version`, as a binary of that schema left it (to test what the next
+/// migrations do to its data).
+#[cfg(test)]
+pub fn migrate_to(conn: &Connection, version: u32) -> anyhow::Result<()> {
+    for migration in &MIGRATIONS[..version as usize] {
+        conn.execute_batch(migration.sql)?;
+        if let Some(then) = migration.then {
+            then(conn)?;
+        }
+    }
+    conn.pragma_update(None, "user_version", version)?;
+    Ok(())
+}
+
+/// The settings tests open files with.
+#[cfg(test)]
+pub fn tests_settings() -> ConnSettings {
+    ConnSettings { synchronous: Synchronous::Normal, busy_timeout: Duration::from_secs(5), memory: false }
+}
+
 /// Brings the file's schema up to date. Safe to run from several processes at once.
 pub fn migrate(conn: &mut Connection) -> anyhow::Result<u32> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).context("locking the file to migrate")?;

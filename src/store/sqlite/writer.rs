@@ -49,7 +49,7 @@ impl WriterSettings {
             listen: listen.to_owned(),
             db_epoch: db_epoch.to_owned(),
             ttl_ms: config.message_ttl.as_millis() as i64,
-            keep_ms: config.consumers.retention().unwrap_or_default().max(config.message_ttl).as_millis() as i64,
+            keep_ms: config.keep().as_millis() as i64,
             peer_timeout_ms: config.presence_timeout.as_millis() as i64,
             local_broadcast: config.local_broadcast,
         }
