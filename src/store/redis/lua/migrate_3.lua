@@ -48,7 +48,10 @@ end
 local list, users = {}, {}
 for k = 1, #owners, 2 do
   local peer = peers[owners[k]]
-  local user, name = peer and string.match(peer, '^([^\n]*)\n(.*)$')
+  local user, name
+  if peer then
+    user, name = string.match(peer, '^([^\n]*)\n(.*)$')
+  end
   if user then
     local naming = name ~= '' and names[user] == string.sub(name, 2) and 1 or 0
     list[#list + 1] = { conn = owners[k], instance = owners[k + 1], user = user, name = name, naming = naming }
