@@ -83,6 +83,16 @@ async fn a_store_of_the_first_layout_is_converted_at_start() {
     assert_eq!(score, None);
 }
 
+/// The next frame of `client` that answers `reference` (an ack or an error).
+async fn answer(client: &mut helpers::Client, reference: &str) -> Value {
+    loop {
+        let frame = client.recv().await;
+        if frame["ref"] == reference {
+            return frame;
+        }
+    }
+}
+
 /// Writes canvas `v3` as layout 3 left it: seqs 1-5 of generation 7 (ann's user-connected, two creates, an
 /// update, a note logged under an idempotency key), the objects hash and a field hash per object, ann
 /// connected (named Ann) through instance `old-i`, and every index layout 3 kept.
@@ -153,21 +163,9 @@ async fn a_store_of_layout_3_is_converted_at_start_and_gives_the_same_state_and_
 
     let mut ann = a.connect("v3", "ann").await;
     ann.send(json!({"type": "note", "data": "once", "ref": "again", "idempotency_key": "k1"})).await;
-    let answer = loop {
-        let frame = ann.recv().await;
-        if frame["ref"] == "again" {
-            break frame;
-        }
-    };
-    assert_eq!(answer, json!({"type": "ack", "seq": 5, "ref": "again", "duplicate": true}));
+    assert_eq!(answer(&mut ann, "again").await, json!({"type": "ack", "seq": 5, "ref": "again", "duplicate": true}));
     ann.publish("object-update", json!({"id": "o2", "tags": [1]}), "u").await;
-    let updated = loop {
-        let frame = ann.recv().await;
-        if frame["ref"] == "u" {
-            break frame;
-        }
-    };
-    assert_eq!(updated["type"], "ack", "{updated}");
+    assert_eq!(answer(&mut ann, "u").await["type"], "ack");
     let state = a.api("GET", "/api/v1/canvases/v3", Some("k"), json!(null)).await.1;
     assert_eq!(state["objects"]["o2"], json!({"id": "o2", "tags": [1]}));
 
