@@ -189,3 +189,23 @@ async fn a_head_that_moved_is_answered_with_what_is_new() {
     let other = Part::guarded("c", 1, (9, 3), vec![("object-create", r#"{"id":"b"}"#, true)]);
     assert_eq!(answer(&run(&mut conn, 6, &[other]).await, 0), ["w"], "another generation");
 }
+
+/// An instance that registers a connection is in `relay:instances`, where survivors look for instances to
+/// expire, even when it was forgotten there meanwhile (its heartbeat was late): if it dies, its connections
+/// are found. A heartbeat already there is left as it is.
+#[tokio::test]
+async fn an_instance_that_registers_a_connection_is_one_survivors_know() {
+    let Some(redis) = RedisServer::start(false).await else { return };
+    let mut conn = redis.connection().await;
+    let mut connect = Part::guarded("c", 0, (0, 0), vec![("user-connected", "null", false)]);
+    connect.conns.push(("0b4c3f5e-1111-4222-8333-944455566677", "ann"));
+    run(&mut conn, 1, &[connect]).await;
+    let beat: Option<i64> = redis::cmd("HGET").arg("relay:instances").arg("i1").query_async(&mut conn).await.unwrap();
+    assert!(beat.is_some_and(|beat| beat > 0), "registered with Redis's time: {beat:?}");
+    let () = redis::cmd("HSET").arg("relay:instances").arg("i1").arg(5).query_async(&mut conn).await.unwrap();
+    let mut another = Part::guarded("c", 1, (1, 1), vec![]);
+    another.conns.push(("0b4c3f5e-1111-4222-8333-944455566678", "bob"));
+    run(&mut conn, 2, &[another]).await;
+    let beat: i64 = redis::cmd("HGET").arg("relay:instances").arg("i1").query_async(&mut conn).await.unwrap();
+    assert_eq!(beat, 5, "a heartbeat there is the instance's own to write");
+}

@@ -6,7 +6,7 @@
 use bytes::Bytes;
 use redis::Value;
 
-use super::entry::{array, conn_rows, head, indexed_conn, log_entries, pairs, string, text, uint};
+use super::entry::{array, conn_rows, head, indexed_conn, log_entries, string, text, uint};
 use super::keys;
 use super::scripts::{HEADS, READ_CANVAS, STALE};
 use super::{malformed, unavailable, RedisStore};
@@ -21,6 +21,9 @@ const SNAPSHOT_TRIES: usize = 5;
 
 /// How long a replaced snapshot stays readable: a reader that found its key just before reads it still.
 pub(super) const SNAPSHOT_GRACE_MS: u64 = 30_000;
+
+/// Connections read per command from an index of connections.
+const INDEX_CHUNK: usize = 1000;
 
 /// The largest `up_to` a script is given: Lua's numbers are doubles, exact up to 2^53.
 const MAX_UP_TO: u64 = 1 << 53;
@@ -120,7 +123,8 @@ impl RedisStore {
     }
 
     /// Connections across canvases, from the indexes: everyone's (every instance's), a user's, an
-    /// instance's, or those of instances silent since a time (0: stopped). Presence states are not read.
+    /// instance's, or those of instances silent since a time (0: stopped; an instance with connections is
+    /// always in `relay:instances`: see `index_conn` in `common.lua`). Presence states are not read.
     pub(super) async fn connection_rows(&self, whose: Whose) -> Result<Vec<(CanvasId, ConnRow)>, BusError> {
         let indexes = match whose {
             Whose::User(user) => vec![keys::user_conns(&user)],
@@ -138,20 +142,36 @@ impl RedisStore {
                 beats.iter().filter(|(_, beat)| silent(*beat)).map(|(id, _)| keys::instance_conns(id)).collect()
             }
         };
-        if indexes.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut pipe = redis::pipe();
-        for index in &indexes {
-            pipe.cmd("HGETALL").arg(index);
-        }
-        let replies: Vec<Value> = pipe.query_async(&mut self.conn()).await.map_err(unavailable)?;
         let mut rows = Vec::new();
-        for reply in &replies {
-            let pairs = pairs(reply).ok_or_else(|| malformed("an index of connections"))?;
-            rows.extend(pairs.into_iter().filter_map(|(conn, value)| indexed_conn(conn, value)));
+        for index in &indexes {
+            rows.extend(self.index_rows(index).await?);
         }
         Ok(rows)
+    }
+
+    /// The connections of one index, read a chunk at a time (an instance's can be thousands): HSCAN, which
+    /// may return a field twice, so each is kept once.
+    async fn index_rows(&self, index: &str) -> Result<Vec<(CanvasId, ConnRow)>, BusError> {
+        let (mut rows, mut seen, mut cursor) = (Vec::new(), std::collections::HashSet::new(), 0u64);
+        loop {
+            let (next, chunk): (u64, Vec<(String, String)>) = redis::cmd("HSCAN")
+                .arg(index)
+                .arg(cursor)
+                .arg("COUNT")
+                .arg(INDEX_CHUNK)
+                .query_async(&mut self.conn())
+                .await
+                .map_err(unavailable)?;
+            for (conn, value) in chunk {
+                if let Some(row) = indexed_conn(&conn, &value).filter(|_| seen.insert(conn.clone())) {
+                    rows.push(row);
+                }
+            }
+            if next == 0 {
+                return Ok(rows);
+            }
+            cursor = next;
+        }
     }
 }
 

@@ -149,7 +149,7 @@ local function write_conns(p, canvas)
     if ARGV[w] == 'p' then
       local row = conn_row(owner, user, ARGV[w + 5], ARGV[w + 4])
       redis.call('HSET', conns, conn, row)
-      index_conn(canvas, conn, owner, user, row)
+      index_conn(canvas, conn, owner, user, row, now)
     elseif redis.call('HDEL', conns, conn) == 1 then
       redis.call('HDEL', states, conn)
       unindex_conn(conn, owner, user)

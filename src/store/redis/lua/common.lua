@@ -75,7 +75,11 @@ local function conn_row(instance, user, opened, name)
   return instance .. '\n' .. user .. '\n' .. opened .. '\n' .. name
 end
 
-local function index_conn(canvas, conn, instance, user, row)
+-- An instance that holds a connection is always in `relay:instances` (`beat` when it is not there yet: one
+-- forgotten while its heartbeat was late that registers a connection before its next one), so that
+-- survivors find its connections if it dies.
+local function index_conn(canvas, conn, instance, user, row, beat)
+  redis.call('HSETNX', 'relay:instances', instance, beat)
   redis.call('HSET', 'relay:i:' .. instance .. ':conns', conn, canvas .. '\n' .. row)
   redis.call('HSET', 'relay:u:' .. user, conn, canvas .. '\n' .. row)
   redis.call('HINCRBY', 'relay:users', user, 1)

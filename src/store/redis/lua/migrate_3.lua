@@ -20,7 +20,7 @@ local function index_all()
   for k = 1, #rows, 2 do
     local instance, user = string.match(rows[k + 1], '^([^\n]*)\n([^\n]*)\n')
     if instance then
-      index_conn(canvas, rows[k], instance, user, rows[k + 1])
+      index_conn(canvas, rows[k], instance, user, rows[k + 1], 0) -- an instance gone already: stopped
     end
   end
   return #rows / 2
