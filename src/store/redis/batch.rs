@@ -2,7 +2,7 @@
 //! script's header comment is the format) and the script's reply, read into what became of each part. The
 //! loop that sends a batch, stages moved canvases again and sends those again is `commit.rs`.
 
-use redis::{ScriptInvocation, Value};
+use redis::{ToRedisArgs, Value};
 
 use super::entry::{array, conn_rows, encode_optional, head, int, log_entries, string, text, uint};
 use crate::protocol::{CanvasId, IdempotencyKey, UserId};
@@ -23,8 +23,19 @@ pub(super) struct Header<'a> {
     pub marker_ttl_ms: i64,
 }
 
+/// The arguments of a send, in order, as Redis gets them.
+#[derive(Debug, Default)]
+pub(super) struct Args(pub Vec<Vec<u8>>);
+
+impl Args {
+    fn arg(&mut self, value: impl ToRedisArgs) -> &mut Self {
+        value.write_redis_args(&mut self.0);
+        self
+    }
+}
+
 impl Header<'_> {
-    pub fn encode(&self, invocation: &mut ScriptInvocation<'_>) {
+    pub fn encode(&self, invocation: &mut Args) {
         invocation
             .arg(self.instance)
             .arg(self.number)
@@ -36,7 +47,7 @@ impl Header<'_> {
 }
 
 /// Adds one canvas's part (see the header of `commit.lua`).
-pub(super) fn encode(invocation: &mut ScriptInvocation<'_>, writes: &Writes<'_>) {
+pub(super) fn encode(invocation: &mut Args, writes: &Writes<'_>) {
     let expect = match writes.expect {
         Expect::Append => String::new(),
         Expect::Rev(rev) => rev.to_string(),
@@ -198,6 +209,62 @@ mod tests {
         let Part::Taken(taken) = &parts[3] else { panic!("{:?}", parts[3]) };
         assert_eq!((taken[0].0.as_str(), taken[0].1.as_str(), taken[0].2), ("ann", "key 1", 7));
         assert!(parse(&reply, &canvases[..3]).is_none(), "a reply for another number of parts is refused");
+    }
+
+    #[test]
+    fn a_part_is_encoded_in_the_order_commit_lua_reads_it() {
+        use crate::core::fold::presence::Conn;
+        use crate::store::records::{Entry, KeyClaim};
+        let canvas = canvas("c1");
+        let head = Head { bytes: 40, objects: 2, connections: 1, users: 1, joins: 3, ..Head::default() };
+        let data = serde_json::value::RawValue::from_string(r#"{"id":"a"}"#.to_owned()).unwrap();
+        let conn = uuid::Uuid::nil();
+        let entry = |kind, changes_objects, reference| Entry {
+            kind,
+            from: "ann",
+            data: &data,
+            conn: Some(conn),
+            reference,
+            changes_objects,
+        };
+        let row = Conn { user: "ann".into(), name: Some("Ann".into()), instance: "i1".into(), opened: 3 };
+        let conns = [
+            ConnWrite::Put { conn, row },
+            ConnWrite::Remove { conn, user: UserId::parse("bob").unwrap(), instance: "i2".into() },
+        ];
+        let keys =
+            [KeyClaim { user: UserId::parse("ann").unwrap(), key: IdempotencyKey::parse("k").unwrap(), entry: 1 }];
+        let writes = Writes {
+            canvas: &canvas,
+            expect: Expect::Rev(4),
+            known: (2, 9),
+            head: &head,
+            entries: vec![entry("object-create", true, None), entry("note", false, Some("r1"))],
+            conns: &conns,
+            keys: &keys,
+            forget_after: None,
+        };
+        let mut args = Args::default();
+        encode(&mut args, &writes);
+        let args: Vec<String> = args.0.into_iter().map(|arg| String::from_utf8(arg).unwrap()).collect();
+        let nil = conn.to_string();
+        let expected = [
+            vec!["c1", "4", "2", "9", "40", "2", "1", "1", "3", "", "2", "2", "1"],
+            vec!["object-create", "ann", r#"{"id":"a"}"#, &nil, "", "1"],
+            vec!["note", "ann", r#"{"id":"a"}"#, &nil, "=r1", "0"],
+            vec!["p", &nil, "i1", "ann", "=Ann", "3", "r", &nil, "i2", "bob", "", ""],
+            vec!["ann", "k", "1"],
+        ]
+        .concat();
+        assert_eq!(args, expected);
+        let append = Writes { expect: Expect::Append, forget_after: Some(5), conns: &[], keys: &[], ..writes };
+        let mut args = Args::default();
+        encode(&mut args, &append);
+        assert_eq!(
+            (args.0[1].as_slice(), args.0[9].as_slice()),
+            (&b""[..], &b"5"[..]),
+            "no rev to check; forget after"
+        );
     }
 
     #[test]

@@ -15,7 +15,7 @@
 use async_trait::async_trait;
 use redis::{ErrorKind, RedisError, ScriptInvocation, Value};
 
-use super::batch::{self, Header, Part, Reply};
+use super::batch::{self, Args, Header, Part, Reply};
 use super::entry::{string, uint};
 use super::scripts::{COMMIT, RESET};
 use super::{malformed, unavailable, RedisStore};
@@ -27,15 +27,14 @@ use crate::store::{epoch, CanvasRead, Commit, ResetDone, Want};
 
 /// Most sends of one batch in one commit: the first, then one per round of canvases found moved (another
 /// instance committed to them first) or with a key taken. The news is exact, so a send fails only when yet
-/// another commit came first; past the bound, the batch is unresolved and the committer sends it again.
+/// another commit came first in the moment between the news and the send; nothing waits in that moment (a
+/// pause there would only let more commits in first). Past the bound, the batch is unresolved and the
+/// committer sends it again.
 const MAX_ROUNDS: usize = 32;
 
 /// How long a canvas part's marker answers a batch sent again (`commit.lua`): longer than any batch stays
 /// unresolved (the committer sends it again every second at most until Redis answers).
 const MARKER_TTL_MS: i64 = 24 * 60 * 60 * 1000;
-
-/// After this many sends of a batch, each next one waits a moment first (see [`jitter`]).
-const JITTER_AFTER: usize = 2;
 
 /// Where a commit's sends stand.
 struct Rounds {
@@ -56,13 +55,6 @@ impl Rounds {
             false => error,
         }
     }
-}
-
-/// A random pause of up to `round` ms before a send of canvases that kept moving: two instances writing
-/// to one canvas back to back would otherwise each find the other's commit before its own, send after send.
-fn jitter(round: usize) -> std::time::Duration {
-    let random = uuid::Uuid::new_v4().as_u128() as u64;
-    std::time::Duration::from_micros(random % (round as u64 * 1000 + 1))
 }
 
 /// The Redis store has no writes of its own to run in the committer's turn.
@@ -109,15 +101,17 @@ impl RedisWriter {
             ttl_ms: inner.settings.ttl_ms,
             marker_ttl_ms: MARKER_TTL_MS,
         };
-        let mut invocation = COMMIT.prepare_invoke();
-        header.encode(&mut invocation);
+        let mut args = Args::default();
+        header.encode(&mut args);
         let mut sent = Vec::new();
         for &i in pending {
             if let Some(writes) = batch.writes(i) {
-                batch::encode(&mut invocation, &writes);
+                batch::encode(&mut args, &writes);
                 sent.push((i, writes.canvas.clone()));
             }
         }
+        let mut invocation = COMMIT.prepare_invoke();
+        invocation.arg(args.0);
         (!sent.is_empty()).then_some((invocation, sent))
     }
 
@@ -201,10 +195,7 @@ impl Commit for RedisWriter {
     async fn commit(&mut self, batch: &mut dyn Batch) -> Result<i64, BusError> {
         let epoch = self.epoch_for(batch.number());
         let mut rounds = Rounds { pending: (0..batch.len()).collect(), now: None, applied: false };
-        for round in 0..MAX_ROUNDS {
-            if round >= JITTER_AFTER {
-                tokio::time::sleep(jitter(round)).await;
-            }
+        for _ in 0..MAX_ROUNDS {
             let Some((invocation, sent)) = self.invocation(batch, &rounds.pending, &epoch) else {
                 return Ok(rounds.now.unwrap_or_else(now_ms));
             };
@@ -219,8 +210,8 @@ impl Commit for RedisWriter {
         if rounds.pending.is_empty() {
             return Ok(rounds.now.unwrap_or_else(now_ms));
         }
-        // Nothing is left unanswered: the committer sends the batch again (what was applied answers from its
-        // markers), after a pause that lets the other writers through.
+        // Nothing is left unanswered: the committer sends the batch again after a pause (what was applied
+        // answers from its markers).
         tracing::warn!(canvases = rounds.pending.len(), "canvases still moving after {MAX_ROUNDS} sends");
         Err(Unavailable::Unresolved.into())
     }
