@@ -1,8 +1,9 @@
-//! `commit.lua` run directly on a real `redis-server`, without a relay: the guarantees of the script itself,
-//! which a relay's traffic reaches only by chance of timing. A batch is checked whole before anything is
-//! written; a batch sent again is answered as it was, not applied twice; a batch for another store epoch is
-//! not applied; a claimed key that is taken is answered, not applied; a head that moved is answered with
-//! what is new since the seq the fold knew. (What Redis failing does to a running relay is in `redis.rs`.)
+//! The Redis store's scripts run directly on a real `redis-server`, without a relay: the guarantees of the
+//! scripts themselves, which a relay's traffic reaches only by chance of timing. `commit.lua`: a batch is
+//! checked whole before anything is written; a batch sent again is answered as it was, not applied twice; a
+//! batch for another store epoch is not applied; a claimed key that is taken is answered, not applied; a
+//! head that moved is answered with what is new since the seq the fold knew. Cleanup's scripts say when
+//! more is due. (What Redis failing does to a running relay is in `redis.rs`.)
 
 mod helpers;
 
@@ -208,4 +209,34 @@ async fn an_instance_that_registers_a_connection_is_one_survivors_know() {
     run(&mut conn, 2, &[another]).await;
     let beat: i64 = redis::cmd("HGET").arg("relay:instances").arg("i1").query_async(&mut conn).await.unwrap();
     assert_eq!(beat, 5, "a heartbeat there is the instance's own to write");
+}
+
+/// An EVAL of one of the store's scripts (after the helpers every script shares).
+fn script(text: &str) -> redis::Cmd {
+    let mut cmd = redis::cmd("EVAL");
+    cmd.arg(format!("#!lua\n{}\n{text}", include_str!("../src/store/redis/lua/common.lua"))).arg(0);
+    cmd
+}
+
+/// Cleanup's trim of the logs looks at a bounded number of canvases per call, and says when more may be
+/// due, so that the caller calls again in the same cleanup: 70 canvases due are all trimmed in two calls,
+/// not 64 now and the rest a cleanup interval later.
+#[tokio::test]
+async fn a_trim_of_the_logs_says_when_more_canvases_are_due() {
+    let Some(redis) = RedisServer::start(false).await else { return };
+    let mut conn = redis.connection().await;
+    let mut pipe = redis::pipe();
+    for n in 0..70 {
+        let log = format!("relay:{{c{n}}}:log");
+        pipe.cmd("XADD").arg(&log).arg("2-1").arg("ts").arg(1).arg("s").arg(1).ignore();
+        pipe.cmd("ZADD").arg("relay:trim").arg(0).arg(format!("c{n}")).ignore();
+    }
+    let () = pipe.query_async(&mut conn).await.unwrap();
+    let trim = || script(include_str!("../src/store/redis/lua/trim_logs.lua")).arg(1000).arg(0).arg(1000).clone();
+    let first: (u64, u64) = trim().query_async(&mut conn).await.unwrap();
+    assert_eq!(first, (64, 1), "64 canvases looked at, and more may be due");
+    let second: (u64, u64) = trim().query_async(&mut conn).await.unwrap();
+    assert_eq!(second, (6, 0), "the rest, and nothing more");
+    let due: u64 = redis::cmd("ZCARD").arg("relay:trim").query_async(&mut conn).await.unwrap();
+    assert_eq!(due, 0, "every log emptied leaves the index");
 }

@@ -63,36 +63,27 @@ impl RedisStore {
     /// ops are kept back to the newest snapshot by the snapshot's own compare-and-set (`snapshot.lua`).
     pub(super) async fn clean(&self) -> Result<usize, BusError> {
         let settings = self.inner.settings;
-        let limit = settings.cleanup_batch as usize;
-        let mut total = 0;
-        loop {
-            let reply: Vec<i64> = TRIM_LOGS
-                .arg(settings.ttl_ms)
-                .arg(settings.retention_ms)
-                .arg(limit)
-                .invoke_async(&mut self.conn())
-                .await
-                .map_err(unavailable)?;
-            let [dropped, more] = reply[..] else { return Err(malformed("a trim of the logs")) };
-            total += dropped.max(0) as usize;
-            if more == 0 {
-                break;
-            }
-        }
-        total += self.until_short(&TRIM_STREAM, settings.ttl_ms, limit).await?;
-        total += self.until_short(&FORGET, settings.keep_ms(), limit).await?;
+        let limit = settings.cleanup_batch as i64;
+        let mut total = self.until_done(&TRIM_LOGS, &[settings.ttl_ms, settings.retention_ms, limit]).await?;
+        total += self.until_done(&TRIM_STREAM, &[settings.ttl_ms, limit]).await?;
+        total += self.until_done(&FORGET, &[settings.keep_ms(), limit]).await?;
         self.inner.metrics.cleanup_deleted.increment(total as u64);
         Ok(total)
     }
 
-    /// Calls a cleanup script (its arguments: `arg`, then `limit`) until it does less than `limit`; returns
-    /// how much it did in all.
-    async fn until_short(&self, script: &Script, arg: i64, limit: usize) -> Result<usize, BusError> {
+    /// Calls a cleanup script (which answers how much it did, and whether more may be due) until nothing
+    /// more is; returns how much it did in all.
+    async fn until_done(&self, script: &Script, args: &[i64]) -> Result<usize, BusError> {
         let mut total = 0;
         loop {
-            let done: usize = script.arg(arg).arg(limit).invoke_async(&mut self.conn()).await.map_err(unavailable)?;
-            total += done;
-            if done < limit {
+            let mut invocation = script.prepare_invoke();
+            for arg in args {
+                invocation.arg(*arg);
+            }
+            let reply: Vec<i64> = invocation.invoke_async(&mut self.conn()).await.map_err(unavailable)?;
+            let [done, more] = reply[..] else { return Err(malformed("a cleanup step")) };
+            total += done.max(0) as usize;
+            if more == 0 {
                 return Ok(total);
             }
         }

@@ -2,9 +2,10 @@
 -- a commit since moved or cleared it): a canvas left with neither objects nor connections, idle since. Its
 -- keys go (UNLINK: freed off Redis's main thread) and it leaves every index; created again, it starts in a
 -- new generation. One whose log still holds an entry kept for the webhook waits until it is not. At most
--- `limit` canvases per call.
+-- `limit` canvases are looked at per call (each one is forgotten, or leaves the index, or is scored past
+-- now), so the caller calls again while a call says more may be due.
 -- ARGV: keep_ms (how long any entry is kept at most: the TTL, or the webhook's retention if longer), limit
--- Returns: how many canvases were forgotten
+-- Returns: { how many canvases were forgotten, 1 if more may be due else 0 }
 
 local keep = tonumber(ARGV[1])
 local now = now_ms()
@@ -33,4 +34,4 @@ for _, canvas in ipairs(due) do
     forgotten = forgotten + 1
   end
 end
-return forgotten
+return { forgotten, #due == tonumber(ARGV[2]) and 1 or 0 }

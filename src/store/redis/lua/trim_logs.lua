@@ -2,12 +2,14 @@
 -- leave a log from its front, in seq order, once past the TTL; with a webhook (`retention` > 0, in ms), an
 -- entry after the webhook's delivered position (`webhook`: g, s) stays until it is also `retention` old.
 -- A log left empty is deleted; one with entries is scored again by its new oldest entry (`save_position.lua`
--- scores a canvas again when the webhook delivers). At most `limit` entries are looked at per call, 128 at
--- a time, so that Redis is never held for long: the caller calls again while a call comes back full.
+-- scores a canvas again when the webhook delivers). At most `limit` entries (128 at a time) and 64 canvases
+-- are looked at per call, so that Redis is never held for long: the caller calls again while a call says
+-- more may be due (each canvas it is done with is scored past now, so the calls end).
 -- ARGV: ttl_ms, retention_ms (0: no webhook), limit
--- Returns: how many entries were dropped, and whether the call stopped at its limit ({ dropped, 0|1 })
+-- Returns: { how many entries were dropped, 1 if more may be due else 0 }
 
 local ttl, retention, limit = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local CANVASES = 64 -- canvases looked at per call at most
 local now = now_ms()
 local budget, dropped = limit, 0
 
@@ -69,10 +71,10 @@ local function trim(canvas)
   return false
 end
 
-local due = redis.call('ZRANGEBYSCORE', 'relay:trim', '-inf', now, 'LIMIT', 0, 64)
+local due = redis.call('ZRANGEBYSCORE', 'relay:trim', '-inf', now, 'LIMIT', 0, CANVASES)
 for _, canvas in ipairs(due) do
   if not trim(canvas) then
     return { dropped, 1 }
   end
 end
-return { dropped, 0 }
+return { dropped, #due == CANVASES and 1 or 0 }
