@@ -115,7 +115,7 @@ end
 -- again starts a new epoch), added to the index of canvases.
 local function create_head(canvas)
   redis.call('ZADD', 'relay:canvases', 0, canvas)
-  local h = read_head(canvas) or {}
+  local h = { created = true }
   h.gen = redis.call('INCR', 'relay:generations')
   for _, name in ipairs({ 'seq', 'rev', 'version', 'bytes', 'objects', 'connections', 'users', 'joins', 'snap' }) do
     h[name] = 0
@@ -189,8 +189,10 @@ local function save_head(p, canvas, h, guarded)
     h.forget_after = ARGV[p.at + 9] ~= '' and tonumber(ARGV[p.at + 9]) or nil
   end
   h.updated = now
+  -- An append to a head that exists moves only its seq and time (and forget time).
+  local names = (guarded or h.created) and HEAD_FIELDS or { 'seq', 'updated' }
   local fields = {}
-  for _, name in ipairs(HEAD_FIELDS) do
+  for _, name in ipairs(names) do
     if name ~= 'snapkey' and name ~= 'forget_at' and h[name] then
       fields[#fields + 1] = name
       fields[#fields + 1] = int(h[name])
