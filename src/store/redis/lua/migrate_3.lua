@@ -94,6 +94,7 @@ redis.call('PERSIST', canvas_key(canvas, 'log'))
 if redis.call('EXISTS', canvas_key(canvas, 'log')) == 1 then
   redis.call('ZADD', 'relay:trim', now, canvas)
 end
-redis.call('DEL', canvas_key(canvas, 'names'), canvas_key(canvas, 'users'), canvas_key(canvas, 'peers'),
+-- UNLINK: a big objects hash is freed off Redis's main thread.
+redis.call('UNLINK', canvas_key(canvas, 'names'), canvas_key(canvas, 'users'), canvas_key(canvas, 'peers'),
   canvas_key(canvas, 'objects'))
 return index_all()
