@@ -1,8 +1,10 @@
 //! What only the Redis bus has to show (the protocol scenarios run on both buses in their own files): a
 //! Redis restart during traffic loses no acknowledged message and no client sees a gap; a Redis that comes
 //! back without its data, or from an older snapshot, gives every canvas a new epoch and every client
-//! reloads instead of trusting seqs that will be reused. `publish.lua`'s own guarantees, checked by running
-//! it without a relay, are in `redis_scripts.rs`.
+//! reloads instead of trusting seqs that will be reused; a batch whose reply was lost is logged once; cleanup
+//! trims the log by the TTL and keeps object ops back to the newest snapshot. `commit.lua`'s own guarantees,
+//! checked by running it without a relay, are in `redis_scripts.rs`; upgrades from earlier key layouts in
+//! `redis_layouts.rs`.
 
 #[macro_use]
 mod helpers;
@@ -196,40 +198,69 @@ async fn a_redis_restored_from_an_older_snapshot_is_caught_and_every_client_relo
     assert!(a.log_text().contains("Redis lost writes"), "{}", a.log_text());
 }
 
-/// A busy canvas's stream never expires whole, so its front is trimmed as it grows: after each append the log
-/// holds exactly the entries within the TTL of that append by Redis's clock (the one `publish.lua` trims
-/// by), and the head stays. Notes are appended until the first ones were trimmed with younger ones kept.
-#[tokio::test]
-async fn entries_past_the_ttl_are_trimmed_from_a_stream_that_keeps_growing() {
+/// Cleanup trims a canvas's log by the TTL as it grows (nothing within the TTL goes: resume and the API
+/// still see it), while the object ops its state is folded from are kept back to its newest snapshot
+/// whatever the TTL: an instance that never saw them gives a joiner the whole state. Once the canvas has
+/// been quiet for a TTL, cleanup snapshots it and the ops it covers go too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_log_is_trimmed_by_the_ttl_and_object_ops_are_kept_back_to_the_newest_snapshot() {
     const TTL_MS: i64 = 1000;
     let Some(redis) = RedisServer::start(true).await else { return };
-    let a = Instance::start_on_redis(&redis.url(), &["--message-ttl", "1s"]).await;
+    let args = ["--message-ttl", "1s", "--cleanup-interval", "100ms"];
+    let a = Instance::start_on_redis(&redis.url(), &args).await;
     let mut ann = a.connect("trim", "ann").await;
-    let (mut seq, mut seen) = (1, BTreeMap::new()); // seen: every entry's ts, kept after it is trimmed
+    ann.publish("object-create", json!({"id": "o1"}), "c").await;
+    assert_eq!(ann.recv().await["seq"], 2);
+    let (mut seq, mut seen) = (2, BTreeMap::new()); // seen: every entry's ts, kept after it is trimmed
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         let kept = stamps(&redis, "trim").await;
+        let now = redis_now(&redis).await; // after the read: nothing within the TTL of it was trimmed before
         seen.extend(kept.clone());
-        let appended_at = *seen.get(&seq).unwrap_or_else(|| panic!("seq {seq} was gone as soon as it was appended"));
-        let within: Vec<u64> = seen.iter().filter(|(_, ts)| **ts > appended_at - TTL_MS).map(|(s, _)| *s).collect();
-        assert_eq!(kept.keys().copied().collect::<Vec<_>>(), within, "after seq {seq}; ts of each seq: {seen:?}");
-        if !kept.contains_key(&1) && kept.len() > 1 {
+        let within: Vec<u64> = seen.iter().filter(|(_, ts)| **ts > now - TTL_MS).map(|(s, _)| *s).collect();
+        assert!(within.iter().all(|s| kept.contains_key(s)), "an entry within the TTL was trimmed: {seen:?}, {kept:?}");
+        if !kept.contains_key(&2) && kept.contains_key(&seq) {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "seq 1 never trimmed with younger entries kept: {seen:?}");
+        assert!(tokio::time::Instant::now() < deadline, "seq 2 never trimmed with younger entries kept: {seen:?}");
         // The pace of a busy canvas (ten appends a TTL), not a wait for anything.
         tokio::time::sleep(Duration::from_millis(100)).await;
         seq += 1;
         ann.publish("note", json!(seq), "n").await;
         assert_eq!(ann.recv().await["seq"], seq);
     }
-    let head: Option<u64> = redis::cmd("HGET")
-        .arg("relay:{trim}:head")
-        .arg("seq")
+    assert_eq!(ops(&redis, "trim").await, [2], "the create left the log, not the ops stream");
+    let b = Instance::start_on_redis(&redis.url(), &args).await;
+    let bob = b.connect("trim", "bob").await;
+    assert_eq!(bob.welcome["objects"], json!({"o1": {"id": "o1"}}), "the state outlives the log");
+    eventually("the quiet canvas snapshotted and its ops gone", || async { ops(&redis, "trim").await.is_empty() })
+        .await;
+    let mut conn = redis.connection().await;
+    let (snap, key): (u64, String) =
+        redis::cmd("HMGET").arg("relay:{trim}:head").arg("snap").arg("snapkey").query_async(&mut conn).await.unwrap();
+    assert!(snap >= 2, "a snapshot past the create, at {snap}");
+    let blob: String = redis::cmd("GET").arg(key).query_async(&mut conn).await.unwrap();
+    assert_eq!(blob, r#"{"o1":{"id":"o1"}}"#);
+    let c = Instance::start_on_redis(&redis.url(), &args).await;
+    assert_eq!(c.connect("trim", "carl").await.welcome["objects"], json!({"o1": {"id": "o1"}}), "from the snapshot");
+}
+
+/// Redis's clock (ms), which stamps entries and trims them.
+async fn redis_now(redis: &RedisServer) -> i64 {
+    let (secs, micros): (i64, i64) = redis::cmd("TIME").query_async(&mut redis.connection().await).await.unwrap();
+    secs * 1000 + micros / 1000
+}
+
+/// The seqs a canvas's ops stream holds.
+async fn ops(redis: &RedisServer, canvas: &str) -> Vec<u64> {
+    let entries: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+        .arg(format!("relay:{{{canvas}}}:ops"))
+        .arg("-")
+        .arg("+")
         .query_async(&mut redis.connection().await)
         .await
         .unwrap();
-    assert_eq!(head, Some(seq), "the head stays");
+    entries.ids.iter().map(|entry| entry.get::<u64>("s").unwrap()).collect()
 }
 
 /// A canvas's log as stored: seq -> `ts` (Redis's clock when the entry was appended, in ms).
@@ -238,97 +269,36 @@ async fn stamps(redis: &RedisServer, canvas: &str) -> BTreeMap<u64, i64> {
     redis.log(canvas).await.iter().map(|entry| (field(entry, "s") as u64, field(entry, "ts"))).collect()
 }
 
-/// The reply to a batch is lost after Redis applied it (a timeout, a network cut). The relay used to answer
-/// `unavailable` and then ack the same message when its reader saw it, so a client that retried logged it
-/// twice. Now the batch is sent again until Redis answers, and Redis answers with the first outcome.
+/// The reply to a batch is lost after Redis applied it (a timeout, a network cut). The batch is sent again
+/// until Redis answers, and Redis answers with the first outcome (each canvas's part left a marker): a
+/// plain message and an object op alike are acked once and logged once, with no gap after them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_whose_reply_was_lost_is_acked_once_and_logged_once() {
     let Some(redis) = RedisServer::start(true).await else { return };
     let proxy = LossyProxy::start(redis.port).await;
     let a = Instance::start_on_redis(&proxy.url(), &[]).await;
     let mut ann = a.connect("lost", "ann").await;
-    proxy.lose_reply_to("CUT-HERE");
-    ann.publish("note", json!("CUT-HERE"), "r1").await;
-    let answer = loop {
-        let frame = ann.recv().await;
-        if frame["ref"] == "r1" {
-            break frame;
-        }
-    };
-    assert_eq!(answer["type"], "ack", "not `unavailable`: the message was logged ({answer})");
-    assert_eq!(proxy.wait_replies_lost(1).await, 1, "the fault happened");
-    ann.publish("note", json!("after"), "r2").await;
-    let next = ann.recv().await;
-    assert_eq!(
-        (next["type"].as_str(), next["seq"].as_u64()),
-        (Some("ack"), Some(answer["seq"].as_u64().unwrap() + 1)),
-        "no second ack, no gap"
-    );
-    let cut =
-        redis.log("lost").await.iter().filter(|e| e.get::<String>("d").as_deref() == Some("\"CUT-HERE\"")).count();
-    assert_eq!(cut, 1, "logged once");
-}
-
-/// A Redis written by the first Redis bus (objects as field hashes only, an `ids` set) is converted at start:
-/// joiners get the same state, and updates merge into it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_store_of_the_first_layout_is_converted_at_start() {
-    let Some(redis) = RedisServer::start(false).await else { return };
-    let mut conn = redis.connection().await;
-    let () = redis::pipe()
-        .cmd("SET")
-        .arg("relay:epoch")
-        .arg("old-store")
-        .ignore()
-        .cmd("HSET")
-        .arg("relay:{v1}:head")
-        .arg("seq")
-        .arg(3)
-        .arg("gen")
-        .arg(4)
-        .ignore()
-        .cmd("SADD")
-        .arg("relay:{v1}:ids")
-        .arg("o1")
-        .arg("o/2")
-        .ignore()
-        .cmd("HSET")
-        .arg("relay:{v1}:o:o1")
-        .arg("id")
-        .arg("\"o1\"")
-        .arg("x")
-        .arg("1.5e-300")
-        .ignore()
-        .cmd("HSET")
-        .arg("relay:{v1}:o:o/2")
-        .arg("id")
-        .arg("\"o/2\"")
-        .arg("tags")
-        .arg("[]")
-        .ignore()
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    let a = Instance::start_on_redis(&redis.url(), &["--api-key", "k"]).await;
-    let mut ann = a.connect("v1", "ann").await;
-    assert_eq!(ann.epoch(), "old-store-4", "the epoch is kept: clients resume across the upgrade");
-    let expected = json!({"o1": {"id": "o1", "x": 1.5e-300}, "o/2": {"id": "o/2", "tags": []}});
-    assert_eq!(ann.welcome["objects"], expected);
-    ann.publish("object-update", json!({"id": "o1", "y": 2}), "u").await;
-    assert_eq!(ann.recv().await["type"], "ack");
-    let bob = a.connect("v1", "bob").await;
-    assert_eq!(bob.welcome["objects"]["o1"], json!({"id": "o1", "x": 1.5e-300, "y": 2}));
-    let format: String = redis::cmd("GET").arg("relay:format").query_async(&mut conn).await.unwrap();
-    assert_eq!(format, "3");
-    // Layout 3's index of canvases holds the canvas from before it; an entry whose head is gone (an idle
-    // canvas whose keys expired) is not listed, and leaves the index.
-    let () = redis::cmd("ZADD").arg("relay:canvases").arg(0).arg("gone").query_async(&mut conn).await.unwrap();
-    let (status, page) = a.api("GET", "/api/v1/canvases", Some("k"), json!(null)).await;
-    assert_eq!(status, 200);
-    let listed: Vec<&str> =
-        page["canvases"].as_array().unwrap().iter().map(|c| c["canvas"].as_str().unwrap()).collect();
-    assert_eq!(listed, ["v1"]);
-    let score: Option<f64> =
-        redis::cmd("ZSCORE").arg("relay:canvases").arg("gone").query_async(&mut conn).await.unwrap();
-    assert_eq!(score, None);
+    let mut lost = 0;
+    for (kind, data) in [("note", json!("CUT-HERE")), ("object-create", json!({"id": "o1", "m": "CUT-HERE"}))] {
+        proxy.lose_reply_to("CUT-HERE");
+        ann.publish(kind, data.clone(), "r1").await;
+        let answer = loop {
+            let frame = ann.recv().await;
+            if frame["ref"] == "r1" {
+                break frame;
+            }
+        };
+        assert_eq!(answer["type"], "ack", "not `unavailable`: the {kind} was logged ({answer})");
+        lost += 1;
+        assert_eq!(proxy.wait_replies_lost(lost).await, lost, "the fault happened");
+        ann.publish("note", json!("after"), "r2").await;
+        let next = ann.recv().await;
+        assert_eq!(
+            (next["type"].as_str(), next["seq"].as_u64()),
+            (Some("ack"), Some(answer["seq"].as_u64().unwrap() + 1)),
+            "no second ack, no gap after the {kind}"
+        );
+        let cut = redis.log("lost").await.iter().filter(|e| e.get::<String>("d") == Some(data.to_string())).count();
+        assert_eq!(cut, 1, "the {kind} logged once");
+    }
 }
