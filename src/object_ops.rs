@@ -1,11 +1,7 @@
-//! Canvas state: what object ops mean, independent of where the state is stored. `object-create` sets
-//! `objects[id] = data`, `object-update` merges `data`'s top-level fields into it, `object-delete` removes it.
-//! An update or delete of an id that does not exist is refused (not logged, no seq).
-//!
-//! The bus applies these inside the transaction that logs the op, so the state is always the fold of the log
-//! up to the canvas's last seq.
+//! Object ops as a message carries them: the op and its object's id, an update's top-level fields (where
+//! they are in the data's text), why an op is refused, and the JSON object a state is written as. What the
+//! ops do to a canvas's objects is the fold's (`core::fold::objects`), the one place those rules are written.
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::ops::Range;
 
@@ -118,20 +114,6 @@ pub enum Refusal {
     #[error("the canvas state would be {}, over its limit of {limit} bytes (--max-canvas-state)",
         .size.map_or_else(|| "too big".to_owned(), |size| format!("{size} bytes")))]
     CanvasFull { size: Option<u64>, limit: usize },
-}
-
-/// `object-update`: the stored object with the fields of `patch` (read from `data`) set; a field set to
-/// null stays, as null: only `object-delete` removes. Returns the new JSON text, fields in name order,
-/// every value the exact text it was stored or sent as: only the stored object is parsed, into its fields.
-pub fn merge(stored: &str, patch: &[Field], data: &str) -> Result<String, serde_json::Error> {
-    let fields: BTreeMap<String, &RawValue> = serde_json::from_str(stored)?;
-    let mut object: BTreeMap<&str, &str> = fields.iter().map(|(name, value)| (name.as_str(), value.get())).collect();
-    object.extend(patch.iter().map(|field| (field.name(data), field.value(data))));
-    let mut json = JsonObject::with_capacity(stored.len() + data.len());
-    for (name, value) in object {
-        json.push(name, value.as_bytes());
-    }
-    Ok(json.finish_string())
 }
 
 /// A JSON object assembled from its members' JSON texts as they are: a canvas state as a welcome and the
@@ -333,19 +315,6 @@ mod tests {
     }
 
     #[test]
-    fn update_keeps_every_number_exactly() {
-        // Found by fuzz::fold: when the merge went through serde_json's Value, without float_roundtrip the
-        // merged state said ...153e-187 where the relayed message said ...154e-187. Now values are never
-        // re-encoded: the merged text holds the patch's digits.
-        let sent = r#"{"id":"a","x":4.061360003766153e-187,"big":123456789012345678,"neg":-0.1}"#;
-        let merged = merge(r#"{"id":"a"}"#, &fields(sent).unwrap(), sent).unwrap();
-        assert!(merged.contains("4.061360003766153e-187") && merged.contains("123456789012345678"), "{merged}");
-        let (merged, sent): (Value, Value) =
-            (serde_json::from_str(&merged).unwrap(), serde_json::from_str(sent).unwrap());
-        assert_eq!(merged, sent);
-    }
-
-    #[test]
     fn a_state_is_assembled_from_stored_texts_and_its_size_is_the_sum_of_its_entries() {
         let mut state = JsonObject::with_capacity(0);
         let objects = [("b", r#"{"id":"b","x":1.0000000000000002e-187}"#), ("a\"q", r#"{"id":"a\"q","tags":[]}"#)];
@@ -359,14 +328,5 @@ mod tests {
         let size: i64 = objects.iter().map(|(id, text)| JsonObject::member_bytes(id, text.len())).sum();
         assert_eq!(size + 1, json.len() as i64);
         assert_eq!(&JsonObject::with_capacity(0).finish()[..], b"{}");
-    }
-
-    #[test]
-    fn update_merges_top_level_fields_only() {
-        let sent = r#"{"id":"o1","x":5,"style":{"fill":"blue"},"y":null}"#;
-        let merged = merge(r#"{"id":"o1","x":1,"style":{"fill":"red","w":2}}"#, &fields(sent).unwrap(), sent).unwrap();
-        let merged: Value = serde_json::from_str(&merged).unwrap();
-        assert_eq!(merged, serde_json::json!({"id":"o1","x":5,"style":{"fill":"blue"},"y":null}));
-        assert!(merge("[1]", &[], "").is_err(), "a stored object that is not one cannot be updated");
     }
 }

@@ -143,7 +143,7 @@ async fn a_store_of_layout_3_is_converted_at_start_and_gives_the_same_state_and_
     let now = redis_now(&mut conn).await;
     write_layout_3(&mut conn, now).await;
     let a = helpers::Instance::start_on_redis(&redis.url(), &FAST).await;
-    let mut bob = a.connect("v3", "bob").await;
+    let bob = a.connect("v3", "bob").await;
     assert_eq!((bob.epoch().as_str(), bob.seq()), ("old-store-7", 6), "the epoch and the seqs go on");
     assert_eq!(
         bob.welcome["objects"],

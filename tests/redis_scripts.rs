@@ -2,7 +2,8 @@
 //! scripts themselves, which a relay's traffic reaches only by chance of timing. `commit.lua`: a batch is
 //! checked whole before anything is written; a batch sent again is answered as it was, not applied twice; a
 //! batch for another store epoch is not applied; a claimed key that is taken is answered, not applied; a
-//! head that moved is answered with what is new since the seq the fold knew. Cleanup's scripts say when
+//! head that moved (or a canvas forgotten and created again) is answered with what is new since the seq the
+//! fold knew; a survivor's expiry spares a connection whose instance is alive. Cleanup's scripts say when
 //! more is due. (What Redis failing does to a running relay is in `redis.rs`.)
 
 mod helpers;
@@ -20,10 +21,18 @@ struct Part {
     known: (u64, u64),
     /// type, data, changes objects
     entries: Vec<(&'static str, &'static str, bool)>,
-    /// conn, user (puts only)
-    conns: Vec<(&'static str, &'static str)>,
+    conns: Vec<ConnArg>,
     /// user, key, entry
     keys: Vec<(&'static str, &'static str, usize)>,
+}
+
+/// A connection write of a part.
+#[derive(Clone)]
+enum ConnArg {
+    /// conn, user, instance
+    Put(&'static str, &'static str, &'static str),
+    /// conn, user, instance, unless its instance had a heartbeat within this many ms
+    Remove(&'static str, &'static str, &'static str, Option<i64>),
 }
 
 impl Part {
@@ -42,14 +51,20 @@ impl Part {
 
     fn args(&self) -> Vec<String> {
         let mut args = vec![self.canvas.to_owned(), self.expect.map_or_else(String::new, |rev| rev.to_string())];
-        args.extend([self.known.0, self.known.1, 10, 1, self.conns.len() as u64, 1, 1].map(|n| n.to_string()));
+        args.extend([self.known.0, self.known.1, 10, 1, self.conns.len() as u64, 1].map(|n| n.to_string()));
         args.push(String::new());
         args.extend([self.entries.len(), self.conns.len(), self.keys.len()].map(|n| n.to_string()));
         for (kind, data, changes) in &self.entries {
             args.extend([*kind, "u", *data, "", "", if *changes { "1" } else { "0" }].map(str::to_owned));
         }
-        for (conn, user) in &self.conns {
-            args.extend(["p", conn, "i1", user, "", "1"].map(str::to_owned));
+        for write in &self.conns {
+            args.extend(match *write {
+                ConnArg::Put(conn, user, instance) => ["p", conn, instance, user, "", "1"].map(str::to_owned),
+                ConnArg::Remove(conn, user, instance, within) => {
+                    let within = within.map_or_else(String::new, |ms| ms.to_string());
+                    ["r".into(), conn.into(), instance.into(), user.into(), String::new(), within]
+                }
+            });
         }
         for (user, key, entry) in &self.keys {
             args.extend([user.to_string(), key.to_string(), entry.to_string()]);
@@ -150,7 +165,7 @@ async fn a_claimed_key_that_is_taken_is_answered_not_applied() {
     assert_eq!(answer(&run(&mut conn, 1, &[keyed.clone()]).await, 0)[..4], ["p", "1", "1", "1"]);
     let mut repeat = Part::guarded("c", 1, (1, 1), vec![("note", "2", false), ("note", "3", false)]);
     repeat.keys.push(("ann", "k1", 1));
-    assert_eq!(answer(&run(&mut conn, 2, &[repeat]).await, 0), ["k", "ann", "k1", "1"]);
+    assert_eq!(answer(&run(&mut conn, 2, &[repeat]).await, 0), ["k", "1", "ann", "k1", "1"]);
     assert_eq!(length(&mut conn, "relay:{c}:log").await, 1, "neither entry of the part was written");
     let rev: u64 = redis::cmd("HGET").arg("relay:{c}:head").arg("rev").query_async(&mut conn).await.unwrap();
     assert_eq!(rev, 1, "nor the head");
@@ -164,19 +179,19 @@ async fn a_head_that_moved_is_answered_with_what_is_new() {
     let Some(redis) = RedisServer::start(false).await else { return };
     let mut conn = redis.connection().await;
     let mut first = Part::guarded("c", 0, (0, 0), vec![("object-create", r#"{"id":"a"}"#, true)]);
-    first.conns.push(("0b4c3f5e-1111-4222-8333-944455566677", "ann"));
+    first.conns.push(ConnArg::Put("0b4c3f5e-1111-4222-8333-944455566677", "ann", "i1"));
     run(&mut conn, 1, &[first]).await;
     run(&mut conn, 2, &[Part::append("c", "note")]).await;
     run(&mut conn, 3, &[Part::guarded("c", 1, (1, 2), vec![("object-delete", r#"{"id":"a"}"#, true)])]).await;
     let stale = Part::guarded("c", 1, (1, 1), vec![("object-create", r#"{"id":"b"}"#, true)]);
-    let reply = run(&mut conn, 4, &[stale.clone()]).await;
+    let reply = run(&mut conn, 4, std::slice::from_ref(&stale)).await;
     assert_eq!(
         answer(&reply, 0),
-        ["s", "1", "3", "2", "3", "10", "1", "0", "1", "1"],
+        ["s", "1", "3", "2", "3", "10", "1", "0", "1"],
         "the head now, as the last fold staged it"
     );
     let Value::Array(items) = &reply[4] else { panic!() };
-    let (Value::Array(ops), Value::Array(conns)) = (&items[10], &items[11]) else { panic!("{items:?}") };
+    let (Value::Array(ops), Value::Array(conns)) = (&items[9], &items[10]) else { panic!("{items:?}") };
     assert_eq!(ops.len(), 1, "the delete at seq 3: the note at seq 2 is no object op");
     assert_eq!(conns.len(), 2, "ann's connection row");
     assert_eq!(length(&mut conn, "relay:{c}:log").await, 3, "nothing of the stale part was written");
@@ -191,6 +206,44 @@ async fn a_head_that_moved_is_answered_with_what_is_new() {
     assert_eq!(answer(&run(&mut conn, 6, &[other]).await, 0), ["w"], "another generation");
 }
 
+/// A canvas forgotten and created again starts its rev over in a new generation: a fold that knew the old
+/// one at the same rev is answered with "read it whole", not applied over a state it never saw.
+#[tokio::test]
+async fn a_head_of_another_generation_at_the_same_rev_is_news() {
+    let Some(redis) = RedisServer::start(false).await else { return };
+    let mut conn = redis.connection().await;
+    run(&mut conn, 1, &[Part::guarded("old", 0, (0, 0), vec![("object-create", r#"{"id":"a"}"#, true)])]).await;
+    let placed =
+        run(&mut conn, 2, &[Part::guarded("c", 0, (0, 0), vec![("object-create", r#"{"id":"b"}"#, true)])]).await;
+    assert_eq!(answer(&placed, 0)[..4], ["p", "2", "1", "1"], "canvas c: generation 2, seq 1, rev 1");
+    let stale = Part::guarded("c", 1, (1, 1), vec![("object-delete", r#"{"id":"a"}"#, true)]);
+    assert_eq!(answer(&run(&mut conn, 3, &[stale]).await, 0), ["w"], "rev 1 of generation 1 is not rev 1 of 2");
+    assert_eq!(length(&mut conn, "relay:{c}:log").await, 1, "nothing written");
+}
+
+/// A survivor's expiry of a connection is applied only if the connection's instance has had no heartbeat
+/// within the time the expiry allows: one that came back keeps it (the part is answered with the spared
+/// connection, and nothing of it is written); one still silent loses it.
+#[tokio::test]
+async fn a_survivors_expiry_spares_a_connection_whose_instance_came_back() {
+    let Some(redis) = RedisServer::start(false).await else { return };
+    let mut conn = redis.connection().await;
+    const TAB: &str = "0b4c3f5e-1111-4222-8333-944455566677";
+    let mut connect = Part::guarded("c", 0, (0, 0), vec![("user-connected", "null", false)]);
+    connect.conns.push(ConnArg::Put(TAB, "ann", "i2"));
+    run(&mut conn, 1, &[connect]).await;
+    let mut expire = Part::guarded("c", 1, (1, 1), vec![("user-disconnected", "null", false)]);
+    expire.conns.push(ConnArg::Remove(TAB, "ann", "i2", Some(10_000)));
+    let reply = run(&mut conn, 2, std::slice::from_ref(&expire)).await;
+    assert_eq!(answer(&reply, 0), ["k", "0", TAB], "i2 registered the connection just now: spared");
+    assert_eq!(length(&mut conn, "relay:{c}:log").await, 1, "nothing written");
+    let () = redis::cmd("HSET").arg("relay:instances").arg("i2").arg(5).query_async(&mut conn).await.unwrap();
+    let reply = run(&mut conn, 3, &[expire]).await;
+    assert_eq!(answer(&reply, 0)[..3], ["p", "1", "2"], "i2 silent since long ago: expired, seq 2");
+    let rows: u64 = redis::cmd("HLEN").arg("relay:{c}:conns").query_async(&mut conn).await.unwrap();
+    assert_eq!(rows, 0);
+}
+
 /// An instance that registers a connection is in `relay:instances`, where survivors look for instances to
 /// expire, even when it was forgotten there meanwhile (its heartbeat was late): if it dies, its connections
 /// are found. A heartbeat already there is left as it is.
@@ -199,13 +252,13 @@ async fn an_instance_that_registers_a_connection_is_one_survivors_know() {
     let Some(redis) = RedisServer::start(false).await else { return };
     let mut conn = redis.connection().await;
     let mut connect = Part::guarded("c", 0, (0, 0), vec![("user-connected", "null", false)]);
-    connect.conns.push(("0b4c3f5e-1111-4222-8333-944455566677", "ann"));
+    connect.conns.push(ConnArg::Put("0b4c3f5e-1111-4222-8333-944455566677", "ann", "i1"));
     run(&mut conn, 1, &[connect]).await;
     let beat: Option<i64> = redis::cmd("HGET").arg("relay:instances").arg("i1").query_async(&mut conn).await.unwrap();
     assert!(beat.is_some_and(|beat| beat > 0), "registered with Redis's time: {beat:?}");
     let () = redis::cmd("HSET").arg("relay:instances").arg("i1").arg(5).query_async(&mut conn).await.unwrap();
     let mut another = Part::guarded("c", 1, (1, 1), vec![]);
-    another.conns.push(("0b4c3f5e-1111-4222-8333-944455566678", "bob"));
+    another.conns.push(ConnArg::Put("0b4c3f5e-1111-4222-8333-944455566678", "bob", "i1"));
     run(&mut conn, 2, &[another]).await;
     let beat: i64 = redis::cmd("HGET").arg("relay:instances").arg("i1").query_async(&mut conn).await.unwrap();
     assert_eq!(beat, 5, "a heartbeat there is the instance's own to write");

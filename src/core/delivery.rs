@@ -9,7 +9,7 @@ use std::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 
 use super::{BusError, Origin, PresenceChange, Publish};
-use crate::hub::{AckTo, Entry, Hub};
+use crate::hub::{Entry, Hub};
 use crate::metrics::Metrics;
 use crate::object_ops::Refusal;
 use crate::protocol::{logged_frame, CanvasId};

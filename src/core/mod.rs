@@ -50,10 +50,10 @@ use crate::store::sqlite::SqliteStore;
 use crate::store::{Opened, Post, Store, Whose};
 
 pub use error::{BusError, Unavailable};
-pub use join::{JoinRequest, Joined, Membership, Replay};
+pub use join::{JoinRequest, Joined, Replay};
 pub use publish::{refuse_all, Committed, Origin, PresenceChange, Publish, TryPublish};
 pub use state_cache::StateCache;
-pub use views::{BusFigures, CanvasLog, CanvasPage, CanvasState, CanvasSummary, Peer, Present, UserPresence};
+pub use views::{BusFigures, Present};
 
 /// The bus of this process: its store and its committer, and what every store shares. Cheap to clone.
 #[derive(Clone)]

@@ -22,8 +22,8 @@ use tokio::sync::{mpsc, oneshot};
 
 pub use self::canvases::{Canvases, SnapshotPolicy};
 use self::round::Round;
-pub use self::setup::{Handle, Setup};
-use super::delivery::{self, Outcome};
+pub use self::setup::{Handle, Setup, Started};
+use super::delivery;
 use super::fold::canvas::{Canvas, Rules};
 use super::fold::objects::Objects;
 use super::lanes::{Lanes, Taken};

@@ -57,12 +57,20 @@ impl Setup {
     }
 
     /// The committer over `writer`, the lanes it reads, and the handle the bus queues on.
-    pub fn start<W: Commit>(self, writer: W) -> (Committer<W>, Lanes<Job<W::Job>>, LaneSenders<Job<W::Job>>) {
+    pub fn start<W: Commit>(self, writer: W) -> Started<W> {
         let (senders, lanes) = lanes::lanes(self.queue);
         let Setup { hub, metrics, settings, canvases, snapshots, leaving, .. } = self;
         let committer = Committer::new(writer, canvases, hub, metrics, settings, snapshots, leaving);
-        (committer, lanes, senders)
+        Started { committer, lanes, senders }
     }
+}
+
+/// A committer ready to run: the store runs it (on a task or a thread of its own) over its lanes, and
+/// gives the bus the senders.
+pub struct Started<W: Commit> {
+    pub committer: Committer<W>,
+    pub lanes: Lanes<Job<W::Job>>,
+    pub senders: LaneSenders<Job<W::Job>>,
 }
 
 /// The bus's side of the committer's lanes, whatever the store.

@@ -74,6 +74,7 @@ pub struct Staging {
     pub forget_after: Option<u64>,
 }
 
+#[cfg(test)]
 impl Staging {
     /// Whether the commit writes anything (a guarded one that does not only checks the head).
     pub fn writes_anything(&self) -> bool {

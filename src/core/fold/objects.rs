@@ -45,6 +45,7 @@ impl Objects {
     }
 
     /// Object `id`'s JSON text.
+    #[cfg(test)]
     pub fn get(&self, id: &str) -> Option<&str> {
         self.map.get(id).map(|text| &**text)
     }

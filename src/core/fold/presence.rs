@@ -98,6 +98,7 @@ impl Presence {
     }
 
     /// Every connection, in id order.
+    #[cfg(test)]
     pub fn conns(&self) -> impl Iterator<Item = (&ConnId, &Conn)> {
         self.conns.iter()
     }
@@ -113,6 +114,7 @@ impl Presence {
     }
 
     /// How many connections `user` has to the canvas.
+    #[cfg(test)]
     pub fn user_connections(&self, user: &str) -> usize {
         self.by_user.get(user).map_or(0, OrdSet::len)
     }

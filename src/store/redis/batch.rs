@@ -5,6 +5,7 @@
 use redis::{ToRedisArgs, Value};
 
 use super::entry::{array, conn_rows, encode_optional, head, int, log_entries, string, text, uint};
+use crate::hub::ConnId;
 use crate::protocol::{CanvasId, IdempotencyKey, UserId};
 use crate::store::records::{ConnRow, ConnWrite, Expect, Head, LogEntry, Placed, Writes};
 
@@ -62,7 +63,6 @@ pub(super) fn encode(invocation: &mut Args, writes: &Writes<'_>) {
         .arg(head.objects)
         .arg(head.connections)
         .arg(head.users)
-        .arg(head.joins)
         .arg(writes.forget_after.map_or_else(String::new, |ms| ms.to_string()))
         .arg(writes.entries.len())
         .arg(writes.conns.len())
@@ -85,9 +85,13 @@ pub(super) fn encode(invocation: &mut Args, writes: &Writes<'_>) {
                 .arg(&*row.user)
                 .arg(encode_optional(row.name.as_deref()))
                 .arg(row.opened),
-            ConnWrite::Remove { conn, user, instance } => {
-                invocation.arg("r").arg(conn.to_string()).arg(instance).arg(user.as_str()).arg("").arg("")
-            }
+            ConnWrite::Remove { conn, user, instance, unless_alive_within } => invocation
+                .arg("r")
+                .arg(conn.to_string())
+                .arg(instance)
+                .arg(user.as_str())
+                .arg("")
+                .arg(unless_alive_within.map_or_else(String::new, |ms| ms.to_string())),
         };
     }
     for claim in writes.keys {
@@ -116,8 +120,12 @@ pub(super) enum Part {
     },
     /// The head moved, and the ops since are not all kept: the canvas is to be read whole.
     Whole,
-    /// The head is as expected, but these claimed keys are taken: (user, key, the seq holding it).
-    Taken(Vec<(UserId, IdempotencyKey, u64)>),
+    /// The head is as expected, but nothing was applied: these claimed keys are taken (user, key, the seq
+    /// holding it), or a survivor's expiry would remove these connections, whose instance is alive.
+    Refused {
+        taken: Vec<(UserId, IdempotencyKey, u64)>,
+        spared: Vec<ConnId>,
+    },
 }
 
 /// `{ 'ok', epoch, writes, now, part... }` with one part per canvas of `canvases`, or `{ 'epoch', epoch }`.
@@ -153,15 +161,19 @@ fn parse_part(part: &Value, canvas: &CanvasId) -> Option<Part> {
             Some(Part::Since { head, ops: log_entries(canvas, ops), conns })
         }
         ("w", []) => Some(Part::Whole),
-        ("k", taken) => taken
-            .chunks_exact(3)
-            .map(|key| {
-                let user = UserId::parse(text(&key[0])?).ok()?;
-                let claimed = IdempotencyKey::parse(text(&key[1])?).ok()?;
-                Some((user, claimed, uint(&key[2])?))
-            })
-            .collect::<Option<Vec<_>>>()
-            .map(Part::Taken),
+        ("k", [count, rest @ ..]) => {
+            let (taken, spared) = rest.split_at_checked(3 * usize::try_from(uint(count)?).ok()?)?;
+            let taken = taken
+                .chunks_exact(3)
+                .map(|key| {
+                    let user = UserId::parse(text(&key[0])?).ok()?;
+                    let claimed = IdempotencyKey::parse(text(&key[1])?).ok()?;
+                    Some((user, claimed, uint(&key[2])?))
+                })
+                .collect::<Option<Vec<_>>>()?;
+            let spared = spared.iter().map(|conn| text(conn)?.parse().ok()).collect::<Option<Vec<_>>>()?;
+            Some(Part::Refused { taken, spared })
+        }
         _ => None,
     }
 }
@@ -181,7 +193,7 @@ mod tests {
 
     #[test]
     fn a_reply_reads_as_one_answer_per_part() {
-        let placed = [vec![bulk("p")], ints(&[3, 12, 5, 11, 40, 2, 1, 1, 4, 10])].concat();
+        let placed = [vec![bulk("p")], ints(&[3, 12, 5, 11, 40, 2, 1, 1, 10])].concat();
         let op = Value::Array(vec![
             bulk("4-13"),
             Value::Array(
@@ -190,9 +202,10 @@ mod tests {
         ]);
         let conn = uuid::Uuid::new_v4().to_string();
         let conns = Value::Array(vec![bulk(&conn), bulk("i2\nbob\n3\n")]);
-        let since =
-            [vec![bulk("s")], ints(&[3, 13, 6, 13, 50, 3, 1, 1, 4]), vec![Value::Array(vec![op]), conns]].concat();
-        let taken = vec![bulk("k"), bulk("ann"), bulk("key 1"), Value::Int(7)];
+        let since = [vec![bulk("s")], ints(&[3, 13, 6, 13, 50, 3, 1, 1]), vec![Value::Array(vec![op]), conns]].concat();
+        let spared = uuid::Uuid::new_v4();
+        let taken =
+            vec![bulk("k"), Value::Int(1), bulk("ann"), bulk("key 1"), Value::Int(7), bulk(&spared.to_string())];
         let parts = [placed, since, vec![bulk("w")], taken].map(Value::Array);
         let reply =
             Value::Array([vec![bulk("ok"), bulk("store"), Value::Int(9), Value::Int(1700)], parts.to_vec()].concat());
@@ -206,20 +219,21 @@ mod tests {
         assert_eq!((head.seq, ops.len(), ops[0].seq, ops[0].canvas.as_str()), (13, 1, 13, "b"));
         assert_eq!((conns.len(), &*conns[0].row.user, conns[0].row.opened), (1, "bob", 3));
         assert!(matches!(parts[2], Part::Whole));
-        let Part::Taken(taken) = &parts[3] else { panic!("{:?}", parts[3]) };
+        let Part::Refused { taken, spared: kept } = &parts[3] else { panic!("{:?}", parts[3]) };
         assert_eq!((taken[0].0.as_str(), taken[0].1.as_str(), taken[0].2), ("ann", "key 1", 7));
+        assert_eq!(kept, &[spared], "the connections a survivor's expiry spared");
         assert!(parse(&reply, &canvases[..3]).is_none(), "a reply for another number of parts is refused");
     }
 
     #[test]
     fn a_part_is_encoded_in_the_order_commit_lua_reads_it() {
         use crate::core::fold::presence::Conn;
-        use crate::store::records::{Entry, KeyClaim};
+        use crate::store::records::{KeyClaim, NewEntry};
         let canvas = canvas("c1");
-        let head = Head { bytes: 40, objects: 2, connections: 1, users: 1, joins: 3, ..Head::default() };
+        let head = Head { bytes: 40, objects: 2, connections: 1, users: 1, ..Head::default() };
         let data = serde_json::value::RawValue::from_string(r#"{"id":"a"}"#.to_owned()).unwrap();
         let conn = uuid::Uuid::nil();
-        let entry = |kind, changes_objects, reference| Entry {
+        let entry = |kind, changes_objects, reference| NewEntry {
             kind,
             from: "ann",
             data: &data,
@@ -230,7 +244,12 @@ mod tests {
         let row = Conn { user: "ann".into(), name: Some("Ann".into()), instance: "i1".into(), opened: 3 };
         let conns = [
             ConnWrite::Put { conn, row },
-            ConnWrite::Remove { conn, user: UserId::parse("bob").unwrap(), instance: "i2".into() },
+            ConnWrite::Remove {
+                conn,
+                user: UserId::parse("bob").unwrap(),
+                instance: "i2".into(),
+                unless_alive_within: Some(9000),
+            },
         ];
         let keys =
             [KeyClaim { user: UserId::parse("ann").unwrap(), key: IdempotencyKey::parse("k").unwrap(), entry: 1 }];
@@ -249,10 +268,10 @@ mod tests {
         let args: Vec<String> = args.0.into_iter().map(|arg| String::from_utf8(arg).unwrap()).collect();
         let nil = conn.to_string();
         let expected = [
-            vec!["c1", "4", "2", "9", "40", "2", "1", "1", "3", "", "2", "2", "1"],
+            vec!["c1", "4", "2", "9", "40", "2", "1", "1", "", "2", "2", "1"],
             vec!["object-create", "ann", r#"{"id":"a"}"#, &nil, "", "1"],
             vec!["note", "ann", r#"{"id":"a"}"#, &nil, "=r1", "0"],
-            vec!["p", &nil, "i1", "ann", "=Ann", "3", "r", &nil, "i2", "bob", "", ""],
+            vec!["p", &nil, "i1", "ann", "=Ann", "3", "r", &nil, "i2", "bob", "", "9000"],
             vec!["ann", "k", "1"],
         ]
         .concat();
@@ -261,7 +280,7 @@ mod tests {
         let mut args = Args::default();
         encode(&mut args, &append);
         assert_eq!(
-            (args.0[1].as_slice(), args.0[9].as_slice()),
+            (args.0[1].as_slice(), args.0[8].as_slice()),
             (&b""[..], &b"5"[..]),
             "no rev to check; forget after"
         );
@@ -270,7 +289,7 @@ mod tests {
     #[test]
     fn a_replayed_part_of_texts_reads_like_the_first_and_a_check_has_no_entries() {
         let replayed = ["ok", "store", "9", "1700"].map(bulk).to_vec();
-        let part = Value::Array(["p", "3", "12", "5", "11", "40", "2", "1", "1", "4", "13"].map(bulk).to_vec());
+        let part = Value::Array(["p", "3", "12", "5", "11", "40", "2", "1", "1", "13"].map(bulk).to_vec());
         let reply = Value::Array([replayed, vec![part]].concat());
         let Some(Reply::Applied { parts, .. }) = parse(&reply, &[canvas("a")]) else { panic!() };
         let Part::Placed(placed) = &parts[0] else { panic!() };

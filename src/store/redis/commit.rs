@@ -154,12 +154,14 @@ impl RedisWriter {
                 rounds.applied = true;
                 return Ok(());
             }
-            Part::Since { head, ops, conns } => News { moved: Some(Moved::Since { head, ops, conns }), taken: vec![] },
+            Part::Since { head, ops, conns } => {
+                News { moved: Some(Moved::Since { head, ops, conns }), taken: vec![], spared: vec![] }
+            }
             Part::Whole => match self.store.read_canvas_now(canvas, Want::all()).await {
-                Ok(read) => News { moved: Some(Moved::Whole(read)), taken: vec![] },
+                Ok(read) => News { moved: Some(Moved::Whole(read)), taken: vec![], spared: vec![] },
                 Err(error) => return Err(rounds.failed(error)),
             },
-            Part::Taken(taken) => News { moved: None, taken },
+            Part::Refused { taken, spared } => News { moved: None, taken, spared },
         };
         if news.moved.is_some() {
             self.store.inner.metrics.commit_conflicts.increment(1);

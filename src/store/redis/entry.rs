@@ -78,9 +78,9 @@ pub fn optional(encoded: &str) -> Option<&str> {
     encoded.strip_prefix('=')
 }
 
-/// A head as the scripts reply it: gen, seq, rev, version, bytes, objects, connections, users, joins.
+/// A head as the scripts reply it: gen, seq, rev, version, bytes, objects, connections, users.
 pub(super) fn head(value: &Value) -> Option<Head> {
-    let [generation, seq, rev, version, bytes, objects, connections, users, joins] = array(value)? else {
+    let [generation, seq, rev, version, bytes, objects, connections, users] = array(value)? else {
         return None;
     };
     Some(Head {
@@ -92,7 +92,6 @@ pub(super) fn head(value: &Value) -> Option<Head> {
         objects: uint(objects)?,
         connections: uint(connections)?,
         users: uint(users)?,
-        joins: uint(joins)?,
     })
 }
 
@@ -239,9 +238,9 @@ mod tests {
 
     #[test]
     fn heads_and_connection_rows_read_as_the_scripts_write_them() {
-        let reply = Value::Array([3, 10, 4, 9, 120, 2, 1, 1, 5].map(Value::Int).to_vec());
+        let reply = Value::Array([3, 10, 4, 9, 120, 2, 1, 5].map(Value::Int).to_vec());
         let head = head(&reply).unwrap();
-        assert_eq!((head.generation, head.seq, head.rev, head.version, head.joins), (3, 10, 4, 9, 5));
+        assert_eq!((head.generation, head.seq, head.rev, head.version, head.users), (3, 10, 4, 9, 5));
         assert!(super::head(&Value::Array(vec![Value::Int(1)])).is_none());
         let conn = Uuid::new_v4().to_string();
         let rows = Value::Array(vec![bulk(&conn), bulk("i1\nann\n7\n=Ann\nSmith"), bulk("bad"), bulk("row")]);

@@ -49,7 +49,7 @@ use self::commit::RedisWriter;
 use self::link::Link;
 use self::reader::Reader;
 use crate::config::Config;
-use crate::core::committer::Setup;
+use crate::core::committer::{Setup, Started};
 use crate::core::workers::Workers;
 use crate::core::{BusError, Unavailable};
 use crate::hub::Hub;
@@ -159,7 +159,7 @@ impl RedisStore {
         };
         // Registered before the instance announces itself, so peers count it from the start.
         crate::store::Store::heartbeat(&store).await.map_err(|e| anyhow::anyhow!("registering with Redis: {e}"))?;
-        let (committer, lanes, senders) = setup.start(RedisWriter::new(store.clone()));
+        let Started { committer, lanes, senders } = setup.start(RedisWriter::new(store.clone()));
         store.inner.workers.task("committer", tokio::spawn(committer.run(lanes)));
         let link = store.inner.link.clone();
         let reader =

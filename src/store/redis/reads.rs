@@ -39,17 +39,12 @@ impl RedisStore {
             Some((generation, version)) => (generation.to_string(), version.to_string()),
             None => (String::new(), String::new()),
         };
-        let (since_generation, since_seq) = match want.since {
-            Some((generation, seq)) => (generation.to_string(), seq.to_string()),
-            None => (String::new(), String::new()),
-        };
         let up_to = (want.up_to as u64).min(MAX_UP_TO);
         for _ in 0..SNAPSHOT_TRIES {
             let reply: Value = self
                 .read_twice(|mut conn| {
                     let mut invocation = READ_CANVAS.prepare_invoke();
                     invocation.arg(canvas.as_str()).arg(&unless_generation).arg(&unless_version).arg(up_to);
-                    invocation.arg(&since_generation).arg(&since_seq);
                     async move { invocation.invoke_async(&mut conn).await }
                 })
                 .await?;

@@ -50,7 +50,7 @@ use self::watcher::{RelayedHeads, Watcher};
 use self::writer::{SqliteWriter, WriterSettings};
 use crate::clock::now_ms;
 use crate::config::{BusKind, Config};
-use crate::core::committer::{self, Committer, Setup};
+use crate::core::committer::{self, Committer, Setup, Started};
 use crate::core::lanes::{LaneSenders, Lanes};
 use crate::core::workers::Workers;
 use crate::core::{BusError, Unavailable};
@@ -225,7 +225,7 @@ impl SqliteStore {
             peers: Vec::new(),
             file: file.clone(),
         };
-        let (committer, lanes, senders) = setup.start(writer);
+        let Started { committer, lanes, senders } = setup.start(writer);
         let watcher = Watcher::new(
             watcher_conn,
             hub.clone(),

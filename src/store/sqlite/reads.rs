@@ -63,13 +63,6 @@ pub fn pruned_seq(conn: &Connection, canvas: &CanvasId) -> Result<u64> {
         .map(|seq| seq.unwrap_or(0).max(0) as u64)
 }
 
-/// The seq of the newest snapshot of a canvas's generation, if it has one.
-pub fn newest_snapshot_seq(conn: &Connection, canvas: &CanvasId, generation: u64) -> Result<Option<u64>> {
-    conn.prepare_cached("SELECT max(seq) FROM snapshots WHERE canvas_id = ?1 AND generation = ?2")?
-        .query_row(params![canvas.as_str(), generation as i64], |r| r.get::<_, Option<i64>>(0))
-        .map(|seq| seq.map(|s| s as u64))
-}
-
 /// The newest snapshot of a canvas's generation at or below `upto`.
 fn snapshot(conn: &Connection, canvas: &CanvasId, generation: u64, upto: u64) -> Result<Option<SnapshotRead>> {
     conn.prepare_cached(

@@ -47,7 +47,7 @@ fn with_hub(dir: &tempfile::TempDir, instance: &str, hub: Arc<Hub>) -> Committer
     };
     let setup =
         Setup::new(&config, instance, hub, Metrics::default(), mpsc::channel(8).0, Arc::new(Leaving::default()));
-    setup.start(writer).0
+    setup.start(writer).committer
 }
 
 /// A logged message from `user` on `canvas`, with an idempotency key if given, and where its outcome arrives.

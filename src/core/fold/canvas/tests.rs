@@ -115,8 +115,7 @@ fn presence_logs_a_users_first_and_last_connection_and_counts_every_one() {
 
 #[test]
 fn what_moved_under_a_commit_is_folded_in() {
-    let mut canvas = Canvas::default();
-    canvas.head = Head { generation: 3, seq: 5, rev: 2, ..Head::default() };
+    let mut canvas = Canvas { head: Head { generation: 3, seq: 5, rev: 2, ..Head::default() }, ..Canvas::default() };
     let entry = |seq: u64, kind: &str, data: &str| LogEntry {
         canvas: CanvasId::parse("c").unwrap(),
         generation: 3,

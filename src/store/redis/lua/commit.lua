@@ -18,23 +18,28 @@
 --
 -- ARGV: instance, batch number, store epoch the batch is for ('' if the instance knows none yet), epoch
 --   candidate, ttl_ms (idempotency keys, and when the log is next due for trimming), marker_ttl_ms; then
---   per canvas 13 fields: canvas, expect ('' to append, else the rev the head must have; 0: no head), the
---   generation and seq the fold knew, the head's bytes, objects, connections, users and joins as staged,
+--   per canvas 12 fields: canvas, expect ('' to append, else the rev the head must have; 0: no head), the
+--   generation and seq the fold knew (a guarded part checks the generation too: a canvas forgotten and
+--   created again starts its rev over), the head's bytes, objects, connections and users as staged,
 --   forget_after ('' for none), then how many entries, connection writes and keys follow; per entry 6:
 --   type, from, data, conn ('' for none), ref ('' for none, else '=' and the ref), changes objects ('1' or
---   '0'); per connection write 6: 'p' (put) or 'r' (remove), conn, instance, user, encoded name, opened
---   ('' for removes); per key 3: user, key, the entry it names (0-based).
+--   '0'); per connection write 6: 'p' (put) or 'r' (remove), conn, instance, user, then for a put the
+--   encoded name and opened, for a remove '' and unless_alive_within ('' for none, else ms: a survivor's
+--   expiry, applied only if the row's instance has had no heartbeat for that long); per key 3: user, key,
+--   the entry it names (0-based).
 -- Returns { 'ok', epoch, writes, now, then per canvas one of:
 --   { 'p', head..., first seq }: applied (head: gen, seq, rev, version, bytes, objects, connections,
---     users, joins, as kept now),
+--     users, as kept now),
 --   { 's', head..., ops, conns }: the head moved; the object ops after the seq the fold knew (stream
 --     entries) and the connection rows (flat: conn, row),
 --   { 'w' }: the head moved and the ops since are not all kept (another generation, or a snapshot past
 --     the seq the fold knew): read the canvas whole,
---   { 'k', user, key, seq, ... }: the head is as expected but claimed keys are taken (their seqs) }
+--   { 'k', n, user, key, seq, ... (n of them), conn, ... }: the head is as expected but claimed keys are
+--     taken (their seqs), or a survivor's expiry would remove connections whose instance is alive after
+--     all (those connections): nothing applied }
 -- or { 'epoch', epoch }: the store is in another epoch, and nothing was applied.
 
-local HEADER, PART = 6, 13
+local HEADER, PART = 6, 12
 local instance, batch, known_epoch, candidate = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local ttl, marker_ttl = tonumber(ARGV[5]), tonumber(ARGV[6])
 if not string.match(batch, '^%d+$') or not ttl or not marker_ttl or instance == '' then
@@ -49,10 +54,10 @@ end
 local parts = {}
 local at = HEADER + 1
 while at <= #ARGV do
-  local expect, forget = ARGV[at + 1], ARGV[at + 9]
-  local ne, nc, nk = count(ARGV[at + 10]), count(ARGV[at + 11]), count(ARGV[at + 12])
+  local expect, forget = ARGV[at + 1], ARGV[at + 8]
+  local ne, nc, nk = count(ARGV[at + 9]), count(ARGV[at + 10]), count(ARGV[at + 11])
   local ok = ARGV[at] ~= '' and (expect == '' or count(expect)) and (forget == '' or count(forget))
-  for k = 2, 8 do
+  for k = 2, 7 do
     ok = ok and count(ARGV[at + k])
   end
   ok = ok and ne and nc and nk and at + PART - 1 + 6 * ne + 6 * nc + 3 * nk <= #ARGV
@@ -64,8 +69,8 @@ while at <= #ARGV do
     end
     local c = e + 6 * ne
     for k = 0, nc - 1 do
-      local op = ARGV[c + 6 * k]
-      ok = ok and ((op == 'p' and count(ARGV[c + 6 * k + 5])) or op == 'r')
+      local op, last = ARGV[c + 6 * k], ARGV[c + 6 * k + 5]
+      ok = ok and ((op == 'p' and count(last)) or (op == 'r' and (last == '' or count(last))))
     end
     local y = c + 6 * nc
     for k = 0, nk - 1 do
@@ -117,7 +122,7 @@ local function create_head(canvas)
   redis.call('ZADD', 'relay:canvases', 0, canvas)
   local h = { created = true }
   h.gen = redis.call('INCR', 'relay:generations')
-  for _, name in ipairs({ 'seq', 'rev', 'version', 'bytes', 'objects', 'connections', 'users', 'joins', 'snap' }) do
+  for _, name in ipairs({ 'seq', 'rev', 'version', 'bytes', 'objects', 'connections', 'users', 'snap' }) do
     h[name] = 0
   end
   return h
@@ -137,6 +142,26 @@ local function taken_keys(p, canvas, gen)
     end
   end
   return taken
+end
+
+-- The connections a survivor's expiry of the part would remove whose instance has had a heartbeat within the
+-- time the expiry allows: it came back, and they stay.
+local function spared_conns(p, canvas)
+  local spared = {}
+  local conns = canvas_key(canvas, 'conns')
+  local c = p.at + PART + 6 * p.ne
+  for k = 0, p.nc - 1 do
+    local w = c + 6 * k
+    if ARGV[w] == 'r' and ARGV[w + 5] ~= '' then
+      local row = redis.call('HGET', conns, ARGV[w + 1])
+      local owner = row and string.match(row, '^([^\n]*)\n')
+      local beat = owner and tonumber(redis.call('HGET', 'relay:instances', owner) or '')
+      if beat and beat >= now - tonumber(ARGV[w + 5]) then
+        spared[#spared + 1] = ARGV[w + 1]
+      end
+    end
+  end
+  return spared
 end
 
 -- The connection rows a guarded part puts and removes, with the global indexes.
@@ -185,8 +210,8 @@ end
 -- canvas with object ops after its newest snapshot is snapshotted once it goes quiet.
 local function save_head(p, canvas, h, guarded)
   local key = canvas_key(canvas, 'head')
-  if guarded then
-    h.forget_after = ARGV[p.at + 9] ~= '' and tonumber(ARGV[p.at + 9]) or nil
+  if guarded or h.created then
+    h.forget_after = ARGV[p.at + 8] ~= '' and tonumber(ARGV[p.at + 8]) or nil
   end
   h.updated = now
   -- An append to a head that exists moves only its seq and time (and forget time).
@@ -235,17 +260,24 @@ local function commit_part(p)
   local expect = ARGV[p.at + 1]
   local guarded = expect ~= ''
   if guarded then
-    if (h and h.rev or 0) ~= tonumber(expect) then
-      return moved(canvas, h, tonumber(ARGV[p.at + 2]), tonumber(ARGV[p.at + 3]))
+    local known_gen, known_seq = tonumber(ARGV[p.at + 2]), tonumber(ARGV[p.at + 3])
+    if (h and h.rev or 0) ~= tonumber(expect) or (h and h.gen or 0) ~= known_gen then
+      return moved(canvas, h, known_gen, known_seq)
     end
     local taken = taken_keys(p, canvas, h and h.gen or 0)
-    if #taken > 0 then
-      table.insert(taken, 1, 'k')
-      return taken
+    local spared = spared_conns(p, canvas)
+    if #taken > 0 or #spared > 0 then
+      local reply = { 'k', #taken / 3 }
+      for _, list in ipairs({ taken, spared }) do
+        for _, item in ipairs(list) do
+          reply[#reply + 1] = item
+        end
+      end
+      return reply
     end
     if p.ne == 0 and p.nc == 0 and p.nk == 0 then
       local reply = head_reply(h or { gen = 0, seq = 0, rev = 0, version = 0, bytes = 0, objects = 0,
-        connections = 0, users = 0, joins = 0 })
+        connections = 0, users = 0 })
       table.insert(reply, 1, 'p')
       reply[#reply + 1] = reply[3] + 1
       return reply
@@ -260,7 +292,7 @@ local function commit_part(p)
       local user, key, entry = ARGV[y + 3 * k], ARGV[y + 3 * k + 1], tonumber(ARGV[y + 3 * k + 2])
       redis.call('SET', idempotency_key(canvas, h.gen, user, key), int(first + entry), 'PX', ttl)
     end
-    local names = { 'bytes', 'objects', 'connections', 'users', 'joins' }
+    local names = { 'bytes', 'objects', 'connections', 'users' }
     for k, name in ipairs(names) do
       h[name] = tonumber(ARGV[p.at + 3 + k])
     end

@@ -36,11 +36,11 @@ local function entry_id(gen, seq)
 end
 
 -- The head of a canvas (`head`): what the fold computed, kept as given, and what the store itself keeps:
--- gen, seq, rev, version (the seq of the last object op), bytes, objects, connections, users, joins (the
--- fold's counts), snap and snapkey (the newest snapshot's seq and key), updated (ms of the last commit),
+-- gen, seq, rev, version (the seq of the last object op), bytes, objects, connections, users (the fold's
+-- counts), snap and snapkey (the newest snapshot's seq and key), updated (ms of the last commit),
 -- forget_after and forget_at (ms; absent while the canvas holds objects or connections).
-local HEAD_FIELDS = { 'gen', 'seq', 'rev', 'version', 'bytes', 'objects', 'connections', 'users', 'joins', 'snap',
-  'snapkey', 'updated', 'forget_after', 'forget_at' }
+local HEAD_FIELDS = { 'gen', 'seq', 'rev', 'version', 'bytes', 'objects', 'connections', 'users', 'snap', 'snapkey',
+  'updated', 'forget_after', 'forget_at' }
 
 -- The head as a table of numbers (snapkey a string), or nil for a canvas nothing was committed to.
 local function read_head(canvas)
@@ -56,15 +56,15 @@ local function read_head(canvas)
       h[name] = tonumber(values[k] or '') -- nil when absent
     end
   end
-  for _, name in ipairs({ 'seq', 'rev', 'version', 'bytes', 'objects', 'connections', 'users', 'joins', 'snap' }) do
+  for _, name in ipairs({ 'seq', 'rev', 'version', 'bytes', 'objects', 'connections', 'users', 'snap' }) do
     h[name] = h[name] or 0
   end
   return h
 end
 
--- The head as the reply carries it: gen, seq, rev, version, bytes, objects, connections, users, joins.
+-- The head as the reply carries it: gen, seq, rev, version, bytes, objects, connections, users.
 local function head_reply(h)
-  return { h.gen, h.seq, h.rev, h.version, h.bytes, h.objects, h.connections, h.users, h.joins }
+  return { h.gen, h.seq, h.rev, h.version, h.bytes, h.objects, h.connections, h.users }
 end
 
 -- A connection row of a canvas (`conns`: connection id -> row): instance, user, opened and the encoded name

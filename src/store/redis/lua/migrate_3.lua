@@ -77,7 +77,7 @@ end
 local oseq = tonumber(redis.call('HGET', key, 'oseq') or '0')
 local snapkey, now = ARGV[2], now_ms()
 redis.call('HSET', key, 'rev', 1, 'version', int(oseq), 'bytes', ARGV[3], 'objects', ARGV[4],
-  'connections', #list, 'users', user_count, 'joins', #list, 'snap', snapkey ~= '' and int(h.seq) or 0,
+  'connections', #list, 'users', user_count, 'snap', snapkey ~= '' and int(h.seq) or 0,
   'updated', int(now))
 redis.call('HDEL', key, 'oseq')
 if snapkey ~= '' then

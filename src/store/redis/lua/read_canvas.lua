@@ -1,16 +1,15 @@
 -- A canvas at one point of its log, for the fold or a joiner: its head, its connection rows with their
 -- presence states, and unless the reader wants no objects, the newest snapshot's seq and key with the
--- object ops after it (or after the state the reader holds, when the ops stream still has every op since).
+-- object ops after it.
 -- The snapshot itself is read beside this script with one GET of its key, which no write changes (a newer
 -- snapshot gets a key of its own, and the old one outlives it for a while): this script never reads a
 -- state whole, so it never holds Redis for long.
 --
 -- ARGV: canvas, unless generation ('' for none) and version (no objects when the head is at them), up to
---   (no objects when the state's bytes + 1 are more), since generation ('' for none) and seq (the state the
---   reader holds).
+--   (no objects when the state's bytes + 1 are more).
 -- Returns { 0, conns, states } for a canvas without a head; { 1, head, conns, states } when the reader wants
 --   no objects; else { 2, head, conns, states, snapshot seq (0: none), snapshot key ('' for none), ops }.
---   head: gen, seq, rev, version, bytes, objects, connections, users, joins; conns and states flat
+--   head: gen, seq, rev, version, bytes, objects, connections, users; conns and states flat
 --   (conn, row / conn, state JSON); ops the ops stream's entries.
 
 local canvas = ARGV[1]
@@ -25,13 +24,8 @@ local unless = ARGV[2] ~= '' and tonumber(ARGV[2]) == h.gen and tonumber(ARGV[3]
 if unless or h.bytes + 1 > tonumber(ARGV[4]) then
   return { 1, head, conns, states }
 end
-local since_gen, since = tonumber(ARGV[5]), tonumber(ARGV[6])
-local after, snapshot, key = h.snap, h.snap, h.snapkey or ''
-if since_gen == h.gen and since >= h.snap and since <= h.seq then
-  after, snapshot, key = since, 0, ''
-end
 local ops = {}
-if after < h.seq then
-  ops = redis.call('XRANGE', canvas_key(canvas, 'ops'), entry_id(h.gen, after + 1), entry_id(h.gen, h.seq))
+if h.snap < h.seq then
+  ops = redis.call('XRANGE', canvas_key(canvas, 'ops'), entry_id(h.gen, h.snap + 1), entry_id(h.gen, h.seq))
 end
-return { 2, head, conns, states, snapshot, key, ops }
+return { 2, head, conns, states, h.snap, h.snapkey or '', ops }

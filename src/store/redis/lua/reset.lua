@@ -23,7 +23,7 @@ local key = canvas_key(canvas, 'head')
 redis.call('HDEL', key, 'snapkey')
 redis.call('HSET', key, 'gen', gen, 'seq', 0, 'rev', int((h and h.rev or 0) + 1), 'version', 0, 'bytes', 0,
   'objects', 0, 'snap', 0, 'updated', int(now), 'connections', int(h and h.connections or 0),
-  'users', int(h and h.users or 0), 'joins', int(h and h.joins or 0))
+  'users', int(h and h.users or 0))
 redis.call('XADD', log, entry_id(gen, 0), 'ts', now, 's', 0, 't', 'reset', 'f', 'server', 'd', 'null',
   'i', ARGV[3], 'c', '', 'r', '')
 log_everywhere(canvas, gen, 0, 'reset', 'server', 'null', now)
