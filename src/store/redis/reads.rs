@@ -204,7 +204,7 @@ mod tests {
     #[test]
     fn a_canvas_read_says_whether_a_snapshot_is_to_be_fetched() {
         let canvas = CanvasId::parse("c").unwrap();
-        let head = Value::Array([2, 7, 3, 6, 30, 1, 0, 0, 1].map(Value::Int).to_vec());
+        let head = Value::Array([2, 7, 3, 6, 30, 1, 0, 0].map(Value::Int).to_vec());
         let empty = || Value::Array(vec![]);
         let none = Value::Array(vec![Value::Int(0), empty(), empty()]);
         let (read, snapshot) = parse_read(&canvas, &none).unwrap();
