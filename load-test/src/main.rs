@@ -263,6 +263,9 @@ pub struct ConnectionsArgs {
     /// Canvases they are spread over.
     #[arg(long, default_value_t = 100)]
     canvases: usize,
+    /// How long the sockets stay open after RSS is read (e.g. while a heap profiler looks at the relay).
+    #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+    hold: Duration,
     /// Print JSON instead of the human summary.
     #[arg(long)]
     json: bool,

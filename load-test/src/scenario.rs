@@ -236,6 +236,7 @@ pub async fn connections(args: &crate::ConnectionsArgs) -> anyhow::Result<()> {
             args.count, args.canvases, before, after, per_socket
         );
     }
+    tokio::time::sleep(args.hold).await;
     drop(sockets);
     Ok(())
 }
