@@ -236,7 +236,7 @@ impl SessionStart {
         let SessionStart { app, parts, start } = *self;
         let session = Session::new(socket, app, parts);
         match start {
-            Start::Canvas(role, joined) => session.run(Some((role, joined))),
+            Start::Canvas(role, joined) => session.run(Some(Box::new((role, joined)))),
             Start::Multiplexed(mux) => session.multiplexed(mux).run(None),
         }
     }

@@ -11,6 +11,8 @@
 //!   through the API, or removed through it while joining), `invalid_frame`, `too_many_canvases`,
 //!   `unavailable` (the store).
 
+use std::future::Future;
+use std::task::Poll;
 use std::time::Instant;
 
 use futures_util::future::BoxFuture;
@@ -72,15 +74,16 @@ impl Mux {
     }
 }
 
-/// The next join the store answered (the select loop polls this only while one waits).
-pub(super) async fn next_join(mux: &mut Option<Box<Mux>>) -> (CanvasId, Role, Result<Joined, FrameError>) {
-    match mux.as_mut() {
-        Some(mux) => match mux.joins.next().await {
-            Some(joined) => joined,
-            None => std::future::pending().await,
-        },
-        None => std::future::pending().await,
-    }
+/// The next join the store answered (the select loop polls this only while one waits). A `poll_fn` rather
+/// than an async fn: the select loop of every session, multiplexed or not, holds this future, and an async
+/// fn's would keep room for the whole `Joined` it returns.
+pub(super) fn next_join(
+    mux: &mut Option<Box<Mux>>,
+) -> impl Future<Output = (CanvasId, Role, Result<Joined, FrameError>)> + '_ {
+    std::future::poll_fn(move |cx| match mux.as_mut().map(|mux| mux.joins.poll_next_unpin(cx)) {
+        Some(Poll::Ready(Some(joined))) => Poll::Ready(joined),
+        _ => Poll::Pending,
+    })
 }
 
 impl<S> Session<S>
