@@ -32,7 +32,8 @@ measure() {
   local port=$1 name=$2; shift 2
   "$@" >"$dir/$name.log" 2>&1 &
   local pid=$!
-  for _ in $(seq 100); do grep -q "listening on" "$dir/$name.log" && break; sleep 0.1; done
+  for _ in $(seq 600); do grep -q "listening on" "$dir/$name.log" && break; sleep 0.1; done
+  grep -q "listening on" "$dir/$name.log" || { echo "$name did not start:" >&2; cat "$dir/$name.log" >&2; exit 1; }
   (prev=-1; while n=$(ss -Htn state established "( sport = :$port )" | wc -l); [ "$n" -ne "$prev" ] || [ "$n" -lt 2 ]; do
      prev=$n; sleep 1; done; sleep 2
    ticks() { awk '{print $14 + $15}' "/proc/$pid/stat"; }
