@@ -23,7 +23,10 @@
 set -euo pipefail
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 cd "$(dirname "$0")/.."
+# RELAY_BIN=path runs another build of the relay (e.g. an older commit's, for a before/after in one session)
+# with this tree's load-test.
 cargo build --release --workspace --locked >&2
+relay=${RELAY_BIN:-./target/release/canvas-relay}
 # Two instances share the host's cores, as scripts/cluster.sh sets them up: cores ÷ 2 workers each. The
 # generator gets GEN_WORKERS tokio workers (default 2).
 per_instance=$(( $(nproc) / 2 ))
@@ -40,7 +43,7 @@ if [ "${BUS:-sqlite}" = redis ]; then
 fi
 for port in 9101 9102; do
   # --rate-limit 0: the load generator's senders exceed a browser's rate on purpose; this measures the relay.
-  ./target/release/canvas-relay serve --listen "127.0.0.1:$port" "${storage[@]}" --rate-limit 0 \
+  "$relay" serve --listen "127.0.0.1:$port" "${storage[@]}" --rate-limit 0 \
     2>"$dir/$port.log" &
   pids+=($!)
 done

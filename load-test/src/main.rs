@@ -263,6 +263,14 @@ pub struct ConnectionsArgs {
     /// Canvases they are spread over.
     #[arg(long, default_value_t = 100)]
     canvases: usize,
+    /// Each socket reads and drops what comes (and so answers pings, as a browser tab does) instead of
+    /// leaving it unread: with more sockets than the relay pings in three --ping-interval while they open
+    /// (19,000 take over a minute), unread ones are dropped as silent before their memory is read.
+    #[arg(long)]
+    read: bool,
+    /// How long the sockets stay open after RSS is read (e.g. while a heap profiler looks at the relay).
+    #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+    hold: Duration,
     /// Print JSON instead of the human summary.
     #[arg(long)]
     json: bool,

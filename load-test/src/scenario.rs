@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures_util::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::client::{self, Pace, Spec, Stop, Tally};
@@ -220,7 +221,8 @@ fn progress_bar(duration: Duration, progress: Arc<AtomicU64>) -> tokio::task::Jo
 /// Opens `count` idle sockets, waits for the relay to settle, and reports its RSS growth per socket.
 pub async fn connections(args: &crate::ConnectionsArgs) -> anyhow::Result<()> {
     let before = rss_kib(args.pid)?;
-    let sockets = open_idle(std::slice::from_ref(&args.target), args.count, args.canvases, "idle").await?;
+    let target = std::slice::from_ref(&args.target);
+    let sockets = open_idle(target, args.count, args.canvases, "idle", args.read).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let after = rss_kib(args.pid)?;
     let per_socket = (after.saturating_sub(before)) as f64 / args.count as f64;
@@ -236,6 +238,7 @@ pub async fn connections(args: &crate::ConnectionsArgs) -> anyhow::Result<()> {
             args.count, args.canvases, before, after, per_socket
         );
     }
+    tokio::time::sleep(args.hold).await;
     drop(sockets);
     Ok(())
 }
@@ -244,7 +247,8 @@ pub async fn connections(args: &crate::ConnectionsArgs) -> anyhow::Result<()> {
 /// CPU (from /proc of each pid) and watcher polls per second (from their /metrics).
 pub async fn idle(args: &crate::IdleArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.pids.len() == args.targets.len(), "give one --pids entry per --targets entry, in order");
-    let sockets = open_idle(&args.targets, args.canvases, args.canvases, &format!("{}-idle", args.prefix)).await?;
+    let sockets =
+        open_idle(&args.targets, args.canvases, args.canvases, &format!("{}-idle", args.prefix), false).await?;
     // Let the watchers back off (--backoff-after defaults to 2 s) before measuring.
     tokio::time::sleep(args.settle).await;
     let before: Vec<(u64, f64)> = read_all(args).await?;
@@ -295,13 +299,30 @@ async fn read_all(args: &crate::IdleArgs) -> anyhow::Result<Vec<(u64, f64)>> {
     Ok(out)
 }
 
-/// Opens `count` silent clients over `canvases` canvases, round-robin over the targets.
+/// An idle client as a scenario holds it: its socket, left unread, or the task that reads and drops what
+/// comes on it (stopped when this is dropped).
+enum Held {
+    Unread(#[allow(dead_code)] Box<client::Socket>),
+    Reading(tokio::task::JoinHandle<()>),
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if let Held::Reading(task) = self {
+            task.abort();
+        }
+    }
+}
+
+/// Opens `count` silent clients over `canvases` canvases, round-robin over the targets; with `read`, each
+/// reads and drops what comes from the moment it is open.
 async fn open_idle(
     targets: &[String],
     count: usize,
     canvases: usize,
     prefix: &str,
-) -> anyhow::Result<Vec<client::Socket>> {
+    read: bool,
+) -> anyhow::Result<Vec<Held>> {
     let mut sockets = Vec::with_capacity(count);
     let progress = Arc::default();
     for i in 0..count {
@@ -315,9 +336,13 @@ async fn open_idle(
             keyed: false,
             progress: Arc::clone(&progress),
         };
-        let (ws, _) =
+        let (mut ws, _) =
             client::connect(&spec).await.map_err(|e| anyhow::anyhow!("socket {i}: {e} (raise ulimit -n?)"))?;
-        sockets.push(ws);
+        sockets.push(match read {
+            // Reading is what sends tungstenite's answers to the relay's pings.
+            true => Held::Reading(tokio::spawn(async move { while let Some(Ok(_)) = ws.next().await {} })),
+            false => Held::Unread(Box::new(ws)),
+        });
     }
     Ok(sockets)
 }

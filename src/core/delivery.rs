@@ -4,12 +4,13 @@
 //! without waiting for the store's reader to bring it back. Written once; the stores only say what became
 //! of each publish ([`Outcome`]).
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use tokio_tungstenite::tungstenite::Message;
 
 use super::{BusError, Origin, PresenceChange, Publish};
-use crate::hub::{Entry, Hub};
+use crate::hub::{Entry, Hub, Room};
 use crate::metrics::Metrics;
 use crate::object_ops::Refusal;
 use crate::protocol::{logged_frame, CanvasId};
@@ -85,6 +86,8 @@ pub fn deliver(
     local_broadcast: bool,
 ) -> Delivered {
     let mut delivered = Delivered::default();
+    // Each canvas's messages, in commit order, offered to its room together once the batch is answered.
+    let mut runs: Vec<(Arc<Room>, Vec<Entry>)> = Vec::new();
     for (publish, outcome) in batch.into_iter().zip(outcomes) {
         let logged = match outcome {
             Err(error) => {
@@ -121,13 +124,18 @@ pub fn deliver(
         let frame = logged_frame(kind.as_str(), logged.seq, canvas.as_str(), from.as_str(), &data, now);
         let entry =
             Entry { seq: logged.seq, generation: logged.generation, id: logged.id, frame: Message::text(frame) };
+        match runs.iter_mut().find(|(run, _)| Arc::ptr_eq(run, &room)) {
+            Some((_, entries)) => entries.push(entry),
+            None => runs.push((room, vec![entry])),
+        }
+    }
+    for (room, entries) in runs {
         let mut state = room.lock();
-        let unseen_generation = state.awaits_reset(&entry);
-        delivered.read_back |= unseen_generation;
-        state.offer(entry, metrics);
-        if unseen_generation || state.has_pending() {
+        let offered = state.offer_all(entries, metrics);
+        delivered.read_back |= offered.unseen_generation;
+        if offered.unseen_generation || state.has_pending() {
             drop(state);
-            push_once(&mut delivered.waiting, canvas);
+            push_once(&mut delivered.waiting, room.canvas.clone());
         }
     }
     delivered
@@ -146,5 +154,102 @@ fn connection_gone(hub: &Hub, metrics: &Metrics, publish: &Publish, now: i64) {
 fn push_once(canvases: &mut Vec<CanvasId>, canvas: CanvasId) {
     if !canvases.contains(&canvas) {
         canvases.push(canvas);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+    use std::task::{Context, Wake, Waker};
+
+    use futures_util::future::BoxFuture;
+    use serde_json::value::RawValue;
+    use tokio::sync::oneshot;
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::hub::{outbox, Bounds, Inbox, Subscriber};
+    use crate::protocol::{MsgType, UserId};
+
+    /// A session that takes its queue the moment it is woken, as one on another core may: each wake-up
+    /// is one flush, of what the queue held then.
+    struct Eager {
+        inbox: Inbox,
+        /// Its `ready()` while it waits for the next frame.
+        waiting: Mutex<Option<BoxFuture<'static, ()>>>,
+        /// How many frames each wake-up found.
+        flushes: Mutex<Vec<usize>>,
+    }
+
+    impl Eager {
+        fn watch(inbox: Inbox) -> Arc<Eager> {
+            let eager = Arc::new(Eager { inbox, waiting: Mutex::new(None), flushes: Mutex::new(Vec::new()) });
+            eager.wait();
+            eager
+        }
+
+        /// Waits for the queue's next frame, with this as the waker.
+        fn wait(self: &Arc<Self>) {
+            let this = self.clone();
+            let mut ready: BoxFuture<'static, ()> = Box::pin(async move { this.inbox.ready().await });
+            let waker = Waker::from(self.clone());
+            assert!(ready.as_mut().poll(&mut Context::from_waker(&waker)).is_pending(), "an empty queue");
+            *self.waiting.lock().unwrap() = Some(ready);
+        }
+    }
+
+    impl Wake for Eager {
+        fn wake(self: Arc<Self>) {
+            drop(self.waiting.lock().unwrap().take());
+            let found = self.inbox.take_all().len();
+            self.flushes.lock().unwrap().push(found);
+            self.wait();
+        }
+    }
+
+    fn note(canvas: &CanvasId) -> (Publish, oneshot::Receiver<Result<super::super::Committed, BusError>>) {
+        let (reply, answer) = oneshot::channel();
+        let publish = Publish {
+            canvas: canvas.clone(),
+            kind: MsgType::parse("note").unwrap(),
+            data: RawValue::from_string("{}".into()).unwrap(),
+            from: UserId::parse("u1").unwrap(),
+            object: None,
+            idempotency_key: None,
+            origin: Origin::Caller(reply),
+        };
+        (publish, answer)
+    }
+
+    /// A commit's messages of one canvas reach each of its sockets as one flush: a session woken by the
+    /// first is not woken again for each of the others (a write and a wake-up per frame under fan-out).
+    #[test]
+    fn a_batch_of_commits_reaches_a_waiting_session_in_one_wake_up() {
+        let (hub, metrics, canvas) = (Hub::new(), Metrics::default(), CanvasId::parse("c1").unwrap());
+        let (outbox, inbox) = outbox(Bounds { frames: 64, bytes: 1 << 20 });
+        let room = hub.room_for_join(&canvas);
+        room.lock().start_at(0, 0, &metrics);
+        let user = UserId::parse("u2").unwrap();
+        room.lock().subscribe(Subscriber {
+            conn: Uuid::new_v4(),
+            user,
+            name: None,
+            opened: 0,
+            generation: 0,
+            start_after: 0,
+            outbox,
+        });
+        let session = Eager::watch(inbox);
+        let (mut batch, mut outcomes, mut answers) = (Vec::new(), Vec::new(), Vec::new());
+        for seq in 1..=3 {
+            let (publish, answer) = note(&canvas);
+            batch.push(publish);
+            outcomes.push(Ok(Outcome::Logged(Logged { seq, generation: 0, id: seq as i64 })));
+            answers.push(answer);
+        }
+        deliver(&hub, &metrics, batch, outcomes, 0, true);
+        assert_eq!(*session.flushes.lock().unwrap(), [3], "one wake-up, one flush of the three");
+        assert!(answers.iter_mut().all(|answer| answer.try_recv().is_ok_and(|r| r.is_ok())), "every caller answered");
+        drop(session.waiting.lock().unwrap().take()); // its future holds the session: let both go
     }
 }

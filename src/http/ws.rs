@@ -236,19 +236,20 @@ impl SessionStart {
         let SessionStart { app, parts, start } = *self;
         let session = Session::new(socket, app, parts);
         match start {
-            Start::Canvas(role, joined) => session.run(Some((role, joined))),
+            Start::Canvas(role, joined) => session.run(Some(Box::new((role, joined)))),
             Start::Multiplexed(mux) => session.multiplexed(mux).run(None),
         }
     }
 }
 
-/// Small buffers: an idle socket holds little, and the session batches writes itself. The write buffer's
-/// bound fits a flush of frames plus one frame of the largest client message relayed; a big welcome goes out
-/// in fragments that fit it too (`session::welcome`).
+/// Small buffers: an idle socket holds little, and the session batches writes itself. The read buffer is
+/// what every socket keeps for its life (1 KiB: several client frames a read; a bigger frame still arrives
+/// whole, the buffer grows for it). The write buffer's bound fits a flush of frames plus one frame of the
+/// largest client message relayed; a big welcome goes out in fragments that fit it too (`session::welcome`).
 fn socket_config(max_frame_size: usize) -> WebSocketConfig {
     let write_buffer = 16 * 1024;
     WebSocketConfig::default()
-        .read_buffer_size(2 * 1024)
+        .read_buffer_size(1024)
         .write_buffer_size(write_buffer)
         .max_write_buffer_size(write_buffer + 4 * max_frame_size.max(64 * 1024))
         .max_message_size(Some(max_frame_size))

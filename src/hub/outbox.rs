@@ -183,28 +183,47 @@ impl Outbox {
     /// cut (4009) and `false` is returned so the caller drops it from its room. `false` also when the client
     /// is gone.
     pub fn push(&self, frame: Message) -> bool {
+        self.push_all(std::iter::once(frame)).is_some()
+    }
+
+    /// Queues frames on the logged lane, in order, as [`push`](Outbox::push) would one by one, under one
+    /// lock and with one wake-up of the session: a batch of a canvas's commits reaches the socket as one
+    /// flush rather than a flush per frame. Returns how many were queued, or `None` if the client was cut
+    /// (past a bound: those before it stay queued, as they would have been) or is gone.
+    pub fn push_all(&self, frames: impl IntoIterator<Item = Message>) -> Option<usize> {
         let mut queue = self.channel.queue();
         if queue.closed || queue.cut.is_some() {
-            return false;
+            return None;
         }
-        let cost = frame.len() + FRAME_OVERHEAD;
-        let bounds = self.channel.bounds;
-        if queue.logged.len() + queue.held >= bounds.frames || queue.logged_bytes + cost > bounds.bytes {
-            self.channel.kick(&mut queue, Cut::Slow);
-            return false;
+        let (was_empty, joining, bounds) = (queue.is_empty(), self.joining_at(&queue), self.channel.bounds);
+        let mut queued = 0;
+        for frame in frames {
+            let cost = frame.len() + FRAME_OVERHEAD;
+            if queue.logged.len() + queue.held >= bounds.frames || queue.logged_bytes + cost > bounds.bytes {
+                self.channel.kick(&mut queue, Cut::Slow);
+                drop(queue);
+                self.wake_if(was_empty && joining.is_none() && queued > 0);
+                return None;
+            }
+            match joining {
+                Some(at) => queue.hold(at, frame, cost),
+                None => {
+                    queue.logged.push_back(frame);
+                    queue.logged_bytes += cost;
+                }
+            }
+            queued += 1;
         }
-        if let Some(at) = self.joining_at(&queue) {
-            queue.hold(at, frame, cost);
-            return true;
-        }
-        let was_empty = queue.is_empty();
-        queue.logged.push_back(frame);
-        queue.logged_bytes += cost;
         drop(queue);
-        if was_empty {
+        self.wake_if(was_empty && joining.is_none() && queued > 0);
+        Some(queued)
+    }
+
+    /// Wakes the session, once the queue's lock is let go, when frames went into a queue it had emptied.
+    fn wake_if(&self, became_ready: bool) {
+        if became_ready {
             self.channel.ready.notify_one();
         }
-        true
     }
 
     /// Queues `sender`'s latest cursor, replacing the one of that sender still waiting. Never cuts.

@@ -15,6 +15,8 @@
 //!   through the API, or removed through it while joining), `invalid_frame`, `too_many_canvases`,
 //!   `unavailable` (the store).
 
+use std::future::Future;
+use std::task::Poll;
 use std::time::Instant;
 
 use futures_util::future::{AbortHandle, Abortable, BoxFuture};
@@ -107,16 +109,19 @@ impl Mux {
 }
 
 /// The next join the store answered (the select loop polls this only while one waits); cancelled ones are
-/// dropped on the way.
-pub(super) async fn next_join(mux: &mut Option<Box<Mux>>) -> JoinOutcome {
-    if let Some(mux) = mux.as_mut() {
-        while let Some(outcome) = mux.joins.next().await {
-            if let Some(outcome) = outcome {
-                return outcome;
+/// dropped on the way. A `poll_fn` rather than an async fn: the select loop of every session, multiplexed or
+/// not, holds this future, and an async fn's would keep room for the whole `Joined` it returns.
+pub(super) fn next_join(mux: &mut Option<Box<Mux>>) -> impl Future<Output = JoinOutcome> + '_ {
+    std::future::poll_fn(move |cx| {
+        let Some(mux) = mux.as_mut() else { return Poll::Pending };
+        loop {
+            match mux.joins.poll_next_unpin(cx) {
+                Poll::Ready(Some(Some(outcome))) => return Poll::Ready(outcome),
+                Poll::Ready(Some(None)) => continue,
+                _ => return Poll::Pending,
             }
         }
-    }
-    std::future::pending().await
+    })
 }
 
 impl<S> Session<S>

@@ -20,8 +20,9 @@ use crate::protocol::{to_json, Welcome};
 pub const FRAGMENT: usize = 64 * 1024;
 
 /// A welcome this small or smaller goes as one frame; a bigger one, up to [`FRAGMENT`], in fragments of
-/// this size.
-pub const SMALL_FRAGMENT: usize = 4 * 1024;
+/// this size, which is about what an idle socket's write buffer keeps afterwards (3.2 KB of every socket on
+/// a canvas of 100 with 4 KiB fragments, in a heap profile: docs/BENCHMARKS.md).
+pub const SMALL_FRAGMENT: usize = 512;
 
 /// Seqs read from the log per page of a replay: at most this many frames are held in memory at once.
 pub const REPLAY_PAGE: u64 = 256;

@@ -227,30 +227,60 @@ impl RoomState {
     /// its other rows are dropped until the marker arrives (the watcher reads rows in commit order, so it
     /// always offers the marker first and then offers them again). Returns how many frames were queued.
     pub fn offer(&mut self, entry: Entry, metrics: &Metrics) -> usize {
+        self.offer_all(std::iter::once(entry), metrics).sent
+    }
+
+    /// Offers committed messages of this canvas in commit order, each as [`offer`](Self::offer) would, but
+    /// fans out what they deliver together: each subscriber's queue takes the whole run under one lock and
+    /// its session is woken once for it (see `Outbox::push_all`), so a batch of commits leaves a socket in
+    /// one flush. Says whether an entry belonged to a generation whose reset marker this room had not seen.
+    pub fn offer_all(&mut self, entries: impl IntoIterator<Item = Entry>, metrics: &Metrics) -> Offered {
+        let mut offered = Offered::default();
         if !self.started {
-            self.keep_early(entry, false);
-            return 0;
+            entries.into_iter().for_each(|entry| self.keep_early(entry, false));
+            return offered;
         }
-        if entry.generation < self.generation {
-            return 0;
+        let mut ready = Vec::new();
+        for entry in entries {
+            offered.unseen_generation |= self.awaits_reset(&entry);
+            if entry.generation < self.generation || (entry.generation > self.generation && entry.seq != 0) {
+                continue;
+            }
+            if entry.generation > self.generation {
+                // Everything of the old generation goes out before its subscribers' reset frame.
+                offered.sent += self.fan_out(std::mem::take(&mut ready), metrics);
+                offered.sent += self.reset(entry);
+                continue;
+            }
+            self.accept(entry, &mut ready);
         }
-        if entry.generation > self.generation {
-            return if entry.seq == 0 { self.reset(entry) } else { 0 };
-        }
+        offered.sent += self.fan_out(ready, metrics);
+        offered
+    }
+
+    /// Takes an entry of the current generation into `ready` if it is the next seq, with every pending seq
+    /// that follows it; keeps it pending if it is early; drops it if it was delivered. `ready` is then
+    /// delivered as far as the room's cursor goes: only [`fan_out`](Self::fan_out) is left to do.
+    fn accept(&mut self, entry: Entry, ready: &mut Vec<(Entry, Option<AckTo>)>) {
         if entry.seq <= self.delivered {
-            return 0;
+            return;
         }
         if entry.seq > self.delivered + 1 {
             self.pending.insert(entry.seq, entry);
-            return 0;
+            return;
         }
-        let mut sent = self.fan_out(entry, metrics);
-        let next_seq = |state: &Self| state.delivered + 1;
-        while self.pending.first_key_value().is_some_and(|(seq, _)| *seq == next_seq(self)) {
-            let Some((_, next)) = self.pending.pop_first() else { break };
-            sent += self.fan_out(next, metrics);
+        let mut next = Some(entry);
+        while let Some(entry) = next {
+            let ack = self.acks.remove(&(entry.generation, entry.seq));
+            self.delivered = entry.seq;
+            self.delivered_id = entry.id;
+            self.watermark_dirty = true;
+            ready.push((entry, ack));
+            next = self.pending.first_key_value().is_some_and(|(seq, _)| *seq == self.delivered + 1).then(|| {
+                let (_, entry) = self.pending.pop_first().expect("the first key exists");
+                entry
+            });
         }
-        sent
     }
 
     /// Offers a message read back from storage, in the canvas's log order. Like [`offer`](Self::offer), except
@@ -323,32 +353,45 @@ impl RoomState {
         !self.pending.is_empty()
     }
 
-    /// Queues `entry` for every subscriber that has not seen it yet: the sender gets an ack, the others the
-    /// shared frame. Subscribers whose queue overflowed are dropped from the room (their session closes 4009).
-    fn fan_out(&mut self, entry: Entry, metrics: &Metrics) -> usize {
-        let ack = self.acks.remove(&(entry.generation, entry.seq));
+    /// Queues delivered entries, in order, for every subscriber that has not seen them yet: a sender gets the
+    /// ack of its own, the others the shared frame; each subscriber's queue takes them all at once.
+    /// Subscribers whose queue overflowed are dropped from the room (their session closes 4009).
+    fn fan_out(&mut self, ready: Vec<(Entry, Option<AckTo>)>, metrics: &Metrics) -> usize {
+        if ready.is_empty() {
+            return 0;
+        }
         let mut sent = 0;
         self.subscribers.retain(|sub| {
-            if entry.seq <= sub.start_after || sub.generation != entry.generation {
-                return true;
-            }
-            let frame = match &ack {
+            let frames =
+                ready.iter().filter(|(entry, _)| entry.seq > sub.start_after && entry.generation == sub.generation);
+            let frames = frames.map(|(entry, ack)| match ack {
                 Some(ack) if ack.conn == sub.conn => {
                     Message::text(ack_frame(entry.seq, ack.reference.as_deref(), sub.outbox.canvas()))
                 }
                 _ => entry.frame.clone(),
-            };
+            });
             // A full queue cuts the client (its session counts it); it leaves the room here.
-            let kept = sub.outbox.push(frame);
-            sent += usize::from(kept);
-            kept
+            match sub.outbox.push_all(frames) {
+                Some(queued) => {
+                    sent += queued;
+                    true
+                }
+                None => false,
+            }
         });
-        self.delivered = entry.seq;
-        self.delivered_id = entry.id;
-        self.watermark_dirty = true;
         metrics.deliveries.increment(sent as u64);
         sent
     }
+}
+
+/// What [`RoomState::offer_all`] did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Offered {
+    /// Frames queued.
+    pub sent: usize,
+    /// An entry belonged to a newer generation whose reset marker the room had not seen: it was dropped,
+    /// and only reading the log back in commit order can deliver it (`offer_stored`).
+    pub unseen_generation: bool,
 }
 
 mod breaks;
