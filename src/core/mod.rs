@@ -237,15 +237,17 @@ impl Bus {
     }
 
     /// Closes every connection of `user` to `canvas` on every instance (4003), and with `block` refuses its
-    /// new ones there for that long; returns how many connections it had on the canvas.
+    /// new ones there for that long; returns how many connections it had on the canvas (counted before the
+    /// removal: once posted, the other instances close theirs and their rows go at once).
     pub async fn remove_user(&self, canvas: CanvasId, user: UserId, block: Option<Duration>) -> Result<u64, BusError> {
         let blocked_until = block
             .map_or(0, |block| crate::clock::now_ms().saturating_add(block.as_millis().min(i64::MAX as u128) as i64));
+        let had = self.inner.store.connections(Whose::User(user.clone())).await?;
+        let had = had.iter().filter(|(c, _)| c == &canvas).count() as u64;
         let post = Post::Removal { canvas: canvas.clone(), user: user.clone(), blocked_until };
         self.inner.store.post(post).await?;
         self.hub().remove_user(&canvas, user.as_str());
-        let on_canvas = self.inner.store.connections(Whose::User(user)).await?;
-        Ok(on_canvas.iter().filter(|(c, _)| c == &canvas).count() as u64)
+        Ok(had)
     }
 
     /// How much longer `user` is blocked from `canvas`, if it is.
