@@ -146,8 +146,9 @@ pub trait Commit: Send + 'static {
     /// the store could not tell (no reply came); the committer commits the same batch again.
     async fn commit(&mut self, batch: &mut dyn Batch) -> Result<i64, BusError>;
 
-    /// A canvas whole, for the committer's fold.
-    async fn read_canvas(&mut self, canvas: &CanvasId, want: Want) -> Result<CanvasRead, BusError>;
+    /// What reads a canvas whole for the committer's fold, off its loop (a canvas it does not hold is
+    /// loaded while it goes on committing the others).
+    fn reader(&self) -> Arc<dyn CanvasReader>;
 
     /// Starts the canvas's next generation at seq 0 (its log and snapshots dropped for readers, presence
     /// kept), with its reset marker.
@@ -159,6 +160,14 @@ pub trait Commit: Send + 'static {
     /// After a commit's local delivery (the SQLite watcher skips this process's own rows, and its peers'
     /// doorbells ring).
     fn delivered(&mut self, _delivered: crate::core::delivery::Delivered) {}
+}
+
+/// Reads a canvas at its head: what the committer loads a canvas it does not hold with, on a task of its
+/// own. The fold's commit is guarded, so a read that another commit overtakes costs a refold, never a
+/// wrong state.
+#[async_trait]
+pub trait CanvasReader: Send + Sync + 'static {
+    async fn read_canvas(&self, canvas: &CanvasId, want: Want) -> Result<CanvasRead, BusError>;
 }
 
 /// Everything but the committer's writes. Cheap to share as `Arc<dyn Store>`.

@@ -12,6 +12,7 @@
 //! `unavailable`, so nothing overtakes it.
 
 mod canvases;
+mod loads;
 mod round;
 mod setup;
 
@@ -21,10 +22,11 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
 pub use self::canvases::{Canvases, SnapshotPolicy};
+use self::loads::{Finished, Loads};
 use self::round::Round;
 pub use self::setup::{Handle, Setup, Started};
 use super::delivery;
-use super::fold::canvas::{Canvas, Rules};
+use super::fold::canvas::{is_plain, Rules};
 use super::fold::objects::Objects;
 use super::lanes::{Lanes, Taken};
 use super::upkeep::Leaving;
@@ -81,6 +83,8 @@ pub struct Committer<W: Commit> {
     snapshots: mpsc::Sender<SnapshotDue>,
     /// Where disconnects the store did not take go, for the next heartbeat to try again.
     leaving: Arc<Leaving>,
+    /// Canvases being read for the fold, and the publishes waiting for them.
+    loads: Loads,
     /// The next round's number.
     next_round: u64,
     /// A round its store could not answer for, committed again until it does, and when.
@@ -88,20 +92,26 @@ pub struct Committer<W: Commit> {
 }
 
 impl<W: Commit> Committer<W> {
-    pub(super) fn new(
-        writer: W,
-        canvases: Canvases,
-        hub: Arc<Hub>,
-        metrics: Metrics,
-        settings: Settings,
-        snapshots: mpsc::Sender<SnapshotDue>,
-        leaving: Arc<Leaving>,
-    ) -> Self {
-        Committer { writer, canvases, hub, metrics, settings, snapshots, leaving, next_round: 1, unresolved: None }
+    /// The committer over `writer`, with what `setup` made from the config (its lanes are the caller's).
+    pub(super) fn new(writer: W, setup: Setup) -> Self {
+        let Setup { hub, metrics, settings, canvases, snapshots, leaving, runtime, queue: _ } = setup;
+        let loads = Loads::new(writer.reader(), runtime);
+        Committer {
+            writer,
+            canvases,
+            hub,
+            metrics,
+            settings,
+            snapshots,
+            leaving,
+            loads,
+            next_round: 1,
+            unresolved: None,
+        }
     }
 
     /// Runs until a `Stop` job or until every sender is gone. A round whose store could not answer is
-    /// tried again when its backoff is up, before anything else.
+    /// tried again when its backoff is up, before anything else; then canvases loaded, then the lanes.
     pub async fn run(mut self, mut lanes: Lanes<Job<W::Job>>) {
         loop {
             let retry_at = self.unresolved.as_ref().map(|(_, at, _)| tokio::time::Instant::from_std(*at));
@@ -109,6 +119,10 @@ impl<W: Commit> Committer<W> {
                 biased;
                 () = tokio::time::sleep_until(retry_at.unwrap_or_else(tokio::time::Instant::now)), if retry_at.is_some() => {
                     self.resolve().await;
+                    continue;
+                }
+                finished = self.loads.next(), if self.loads.pending() => {
+                    self.loaded(finished).await;
                     continue;
                 }
                 taken = lanes.next_round(self.settings.max_batch) => taken,
@@ -139,9 +153,17 @@ impl<W: Commit> Committer<W> {
     async fn run_job(&mut self, job: Job<W::Job>) {
         match job {
             Job::Reset { canvas, reply } => {
+                // What was queued for the canvas before the reset is committed before it.
+                while self.loads.is_loading(&canvas) {
+                    let finished = self.loads.next().await;
+                    self.loaded(finished).await;
+                }
                 let _ = reply.send(self.reset(&canvas).await);
             }
-            Job::Barrier(done) => drop(done.send(())),
+            Job::Barrier(done) => {
+                self.finish_loads().await;
+                let _ = done.send(());
+            }
             Job::Stop(done) => drop(done.send(())),
             Job::Store(job) => self.writer.run(job).await,
         }
@@ -156,29 +178,58 @@ impl<W: Commit> Committer<W> {
             self.metrics.commit_errors.increment(1);
             return refuse_all(publishes, Unavailable::Unresolved.into());
         }
+        let publishes = self.hold_for_loads(publishes);
+        if publishes.is_empty() {
+            return;
+        }
         let mut round = Round::new(self.next_round, publishes, self.settings.rules.clone(), self.hub.clone());
         self.next_round += 1;
-        let needed: Vec<CanvasId> = round.needs().filter(|c| !self.canvases.contains(c)).cloned().collect();
-        for canvas in needed {
-            if let Err(error) = self.read(&canvas).await {
-                round.unreadable(&canvas, error); // its publishes are refused; the others go on
-            }
-        }
         let canvases = &mut self.canvases;
         round.stage(|canvas| canvases.get(canvas));
         self.apply(round, Instant::now()).await;
     }
 
-    /// Reads a canvas whole into the held canvases.
-    async fn read(&mut self, canvas: &CanvasId) -> Result<(), BusError> {
-        let read = self.writer.read_canvas(canvas, crate::store::Want::all()).await?;
-        let (ops, bytes) = (read.ops.len() as u64, read.ops.iter().map(|op| op.data.get().len() as u64).sum());
-        let held = Canvas::from_read(read).map_err(|refusal| {
-            tracing::error!(%canvas, %refusal, "the canvas's snapshot and log do not fold");
-            BusError::from(Unavailable::Corrupt("a canvas's snapshot and log do not fold"))
-        })?;
-        self.canvases.read(canvas.clone(), held, ops, bytes);
-        Ok(())
+    /// The publishes to commit now. The others wait for their canvas to be loaded: those that need the
+    /// state of a canvas not held, and every later one for a canvas being loaded (a canvas's publishes are
+    /// committed in the order they came).
+    fn hold_for_loads(&mut self, publishes: Vec<Publish>) -> Vec<Publish> {
+        let mut now = Vec::with_capacity(publishes.len());
+        for publish in publishes {
+            let loading = self.loads.is_loading(&publish.canvas);
+            if loading || (!is_plain(&publish) && !self.canvases.contains(&publish.canvas)) {
+                self.loads.wait(publish);
+            } else {
+                now.push(publish);
+            }
+        }
+        now
+    }
+
+    /// Waits for every load under way, committing what waited for each.
+    pub(crate) async fn finish_loads(&mut self) {
+        while self.loads.pending() {
+            let finished = self.loads.next().await;
+            self.loaded(finished).await;
+        }
+    }
+
+    /// A canvas loaded: it is held, and what waited for it is committed; or it could not be read, and what
+    /// waited is refused (its disconnects are tried again at the next heartbeat).
+    async fn loaded(&mut self, finished: Finished) {
+        let Finished { canvas, result, waited } = finished;
+        match result {
+            Ok(loaded) => {
+                self.canvases.read(canvas, loaded.canvas, loaded.ops, loaded.bytes);
+                self.commit(waited).await;
+            }
+            Err(error) => {
+                tracing::warn!(%canvas, %error, "a canvas could not be loaded; its publishes are refused");
+                for publish in &waited {
+                    self.leave_later(publish);
+                }
+                refuse_all(waited, error);
+            }
+        }
     }
 
     /// Has the store apply a staged round, then tells everyone.
@@ -313,6 +364,7 @@ impl<W: Commit> Committer<W> {
         if let Some((round, ..)) = self.unresolved.take() {
             tracing::warn!(messages = round.publishes.len(), "stopping with a batch the store never answered");
         }
+        refuse_all(self.loads.drain(), BusError::ShuttingDown);
         for job in later.into_iter().chain(lanes.close()) {
             match job {
                 Job::Barrier(done) | Job::Stop(done) => drop(done.send(())),

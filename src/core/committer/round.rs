@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::core::delivery::{Logged, Outcome};
-use crate::core::fold::canvas::{is_plain, Canvas, Rules, Staged, Staging, Told};
+use crate::core::fold::canvas::{Canvas, Rules, Staged, Staging, Told};
 use crate::core::{BusError, Origin, Publish, Unavailable};
 use crate::hub::{AckTo, Hub};
 use crate::protocol::CanvasId;
@@ -66,19 +66,6 @@ impl Round {
             })
             .collect();
         Round { number, publishes, groups, rules, hub, conflicts: 0 }
-    }
-
-    /// The canvases whose groups need their state (any publish that is not a plain message).
-    pub fn needs(&self) -> impl Iterator<Item = &CanvasId> {
-        let needs = |group: &&Group| group.at.iter().any(|&at| !is_plain(&self.publishes[at]));
-        self.groups.iter().filter(needs).map(|group| &group.canvas)
-    }
-
-    /// Refuses the publishes of a canvas that could not be read with `error`; the others go on.
-    pub fn unreadable(&mut self, canvas: &CanvasId, error: BusError) {
-        if let Some(group) = self.groups.iter_mut().find(|group| &group.canvas == canvas) {
-            group.broken = Some(error);
-        }
     }
 
     /// Stages every group, against the canvas `held` gives for it (what the committer holds).

@@ -19,14 +19,16 @@ use crate::store::Commit;
 
 /// What a store needs to start its committer, besides its write side: made by the bus from the config.
 pub struct Setup {
-    hub: Arc<Hub>,
-    metrics: Metrics,
-    settings: Settings,
-    canvases: Canvases,
-    snapshots: mpsc::Sender<SnapshotDue>,
-    leaving: Arc<Leaving>,
+    pub(super) hub: Arc<Hub>,
+    pub(super) metrics: Metrics,
+    pub(super) settings: Settings,
+    pub(super) canvases: Canvases,
+    pub(super) snapshots: mpsc::Sender<SnapshotDue>,
+    pub(super) leaving: Arc<Leaving>,
     /// `--writer-queue`: publishes the queue holds.
-    queue: usize,
+    pub(super) queue: usize,
+    /// The process's runtime, where the committer's loads of canvases run.
+    pub(super) runtime: tokio::runtime::Handle,
 }
 
 impl Setup {
@@ -45,7 +47,8 @@ impl Setup {
         let budget = config.state_budget() as u64;
         let policy = SnapshotPolicy { every_ops: config.snapshot_every, every_bytes: config.snapshot_bytes as u64 };
         let canvases = Canvases::new(budget, policy);
-        Setup { hub, metrics, settings, canvases, snapshots, leaving, queue: config.writer_queue }
+        let runtime = tokio::runtime::Handle::current();
+        Setup { hub, metrics, settings, canvases, snapshots, leaving, queue: config.writer_queue, runtime }
     }
 
     pub fn hub(&self) -> &Arc<Hub> {
@@ -59,8 +62,7 @@ impl Setup {
     /// The committer over `writer`, the lanes it reads, and the handle the bus queues on.
     pub fn start<W: Commit>(self, writer: W) -> Started<W> {
         let (senders, lanes) = lanes::lanes(self.queue);
-        let Setup { hub, metrics, settings, canvases, snapshots, leaving, .. } = self;
-        let committer = Committer::new(writer, canvases, hub, metrics, settings, snapshots, leaving);
+        let committer = Committer::new(writer, self);
         Started { committer, lanes, senders }
     }
 }

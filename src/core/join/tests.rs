@@ -99,6 +99,9 @@ async fn a_snapshot_takes_no_room_lock() {
     let bus = memory_bus().await;
     let canvas = CanvasId::parse("c").unwrap();
     drop(bus.join(request("ann")).await.unwrap());
+    // The leave is committed first: a commit registers its acks in the room inside its transaction, and the
+    // memdb VFS (no WAL) holds readers off while a transaction commits.
+    eventually_none(&bus).await;
     let room = bus.hub().room_for_join(&canvas);
     let held = room.lock();
     let read = tokio::time::timeout(Duration::from_secs(10), bus.view(&canvas, None, crate::store::Want::all())).await;

@@ -12,6 +12,8 @@
 //! (it came back empty, or was rotated after a rollback), the script applies nothing and answers with the
 //! new epoch: local clients are cut to reload and the batch is refused with `unavailable`.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use redis::{ErrorKind, RedisError, ScriptInvocation, Value};
 
@@ -23,7 +25,7 @@ use crate::clock::now_ms;
 use crate::core::{BusError, Unavailable};
 use crate::protocol::CanvasId;
 use crate::store::records::{Batch, Moved, News};
-use crate::store::{epoch, CanvasRead, Commit, ResetDone, Want};
+use crate::store::{epoch, CanvasReader, Commit, ResetDone, Want};
 
 /// Most sends of one batch in one commit: the first, then one per round of canvases found moved (another
 /// instance committed to them first) or with a key taken. The news is exact, so a send fails only when yet
@@ -218,8 +220,8 @@ impl Commit for RedisWriter {
         Err(Unavailable::Unresolved.into())
     }
 
-    async fn read_canvas(&mut self, canvas: &CanvasId, want: Want) -> Result<CanvasRead, BusError> {
-        self.store.read_canvas_now(canvas, want).await
+    fn reader(&self) -> Arc<dyn CanvasReader> {
+        Arc::new(self.store.clone())
     }
 
     /// `reset.lua`: the canvas's next generation and its marker, in one script.

@@ -13,10 +13,17 @@ use crate::core::BusError;
 use crate::hub::ConnId;
 use crate::protocol::{CanvasId, UserId};
 use crate::store::records::{ConnRow, Head, LogEntry};
-use crate::store::{CanvasRead, Instance, Post, Store, Want, Whose};
+use crate::store::{CanvasRead, CanvasReader, Instance, Post, Store, Want, Whose};
 
 /// How long a snapshot's blob written before its compare-and-set lives if this instance dies in between.
 const UNCLAIMED_SNAPSHOT_MS: u64 = 60_000;
+
+#[async_trait]
+impl CanvasReader for RedisStore {
+    async fn read_canvas(&self, canvas: &CanvasId, want: Want) -> Result<CanvasRead, BusError> {
+        self.read_canvas_now(canvas, want).await
+    }
+}
 
 #[async_trait]
 impl Store for RedisStore {

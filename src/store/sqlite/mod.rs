@@ -56,7 +56,8 @@ use crate::core::workers::Workers;
 use crate::core::{BusError, Unavailable};
 use crate::hub::Hub;
 use crate::metrics::Metrics;
-use crate::store::Opened;
+use crate::protocol::CanvasId;
+use crate::store::{CanvasRead, CanvasReader, Opened, Want};
 
 /// How long a read waits for a free pool connection before it fails with `unavailable` (a storm of joins
 /// of big canvases can hold all of them for a while; nothing waits forever).
@@ -126,6 +127,55 @@ fn read_pool(path: PathBuf, settings: ConnSettings) -> anyhow::Result<Pool> {
         .context("building the read pool")
 }
 
+/// The read pool and how long its statements wait for another process's write lock (`--busy-timeout`):
+/// what the store's reads and the committer's loads of canvases share.
+#[derive(Clone)]
+pub(super) struct PoolReads {
+    pool: Pool,
+    busy_timeout: Duration,
+}
+
+impl PoolReads {
+    pub fn new(pool: Pool, busy_timeout: Duration) -> Self {
+        PoolReads { pool, busy_timeout }
+    }
+
+    /// Runs `f` on a pool connection, on a blocking thread.
+    pub async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> deadpool_sqlite::rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, BusError> {
+        let conn = self.pool.get().await.map_err(|e| Unavailable::Sqlite(format!("no connection: {e}")))?;
+        let busy_timeout = self.busy_timeout;
+        conn.interact(move |conn| {
+            schema::use_busy_timeout(busy_timeout);
+            f(conn)
+        })
+        .await
+        .map_err(|_| Unavailable::ReadLost)?
+        .map_err(|error| {
+            tracing::warn!(%error, "a read of the database failed");
+            unavailable(&error).into()
+        })
+    }
+
+    pub fn close(&self) {
+        self.pool.close();
+    }
+}
+
+#[async_trait::async_trait]
+impl CanvasReader for PoolReads {
+    async fn read_canvas(&self, canvas: &CanvasId, want: Want) -> Result<CanvasRead, BusError> {
+        let canvas = canvas.clone();
+        self.run(move |conn| {
+            let tx = conn.transaction()?;
+            reads::canvas(&tx, &canvas, want)
+        })
+        .await
+    }
+}
+
 /// Starts the writer (running the committer), the watcher and (with peer wake-ups) the doorbell, each on a
 /// thread of its own; their statements wait `busy_timeout` at most for another process's lock. The writer
 /// runs the committer's loop on a small current-thread runtime of its own: its store blocks on the file, as
@@ -167,10 +217,8 @@ pub struct SqliteStore {
 }
 
 struct Inner {
-    /// Read connections for joins, the API and health checks.
-    pool: Pool,
-    /// How long a statement waits for another process's write lock (`--busy-timeout`).
-    busy_timeout: Duration,
+    /// Read connections for joins, the API, health checks and the committer's loads.
+    reads: PoolReads,
     /// The committer's lanes, where this store's own writes go as jobs (one write connection per process).
     writer: LaneSenders<committer::Job<Job>>,
     progress: Arc<Progress>,
@@ -205,7 +253,7 @@ impl SqliteStore {
         let memory = settings.memory;
         let OpenedFile { writer_conn, watcher_conn, db_epoch, head, relayed, file } =
             OpenedFile::at(path.clone(), settings).await?;
-        let pool = read_pool(path, settings)?;
+        let reads = PoolReads::new(read_pool(path, settings)?, settings.busy_timeout);
         let (hub, metrics) = (setup.hub().clone(), setup.metrics().clone());
 
         let progress = Arc::new(Progress::default());
@@ -224,6 +272,7 @@ impl SqliteStore {
             doorbell: doorbell.clone(),
             peers: Vec::new(),
             file: file.clone(),
+            reads: reads.clone(),
         };
         let Started { committer, lanes, senders } = setup.start(writer);
         let watcher = Watcher::new(
@@ -239,8 +288,7 @@ impl SqliteStore {
         let workers = start_threads(settings.busy_timeout, threads, watcher, doorbell.as_ref(), &progress, &metrics)?;
         let store = SqliteStore {
             inner: Arc::new(Inner {
-                pool,
-                busy_timeout: settings.busy_timeout,
+                reads,
                 writer: senders.clone(),
                 progress,
                 hub,
@@ -282,18 +330,7 @@ impl SqliteStore {
         &self,
         f: impl FnOnce(&mut Connection) -> deadpool_sqlite::rusqlite::Result<T> + Send + 'static,
     ) -> Result<T, BusError> {
-        let conn = self.inner.pool.get().await.map_err(|e| Unavailable::Sqlite(format!("no connection: {e}")))?;
-        let busy_timeout = self.inner.busy_timeout;
-        conn.interact(move |conn| {
-            schema::use_busy_timeout(busy_timeout);
-            f(conn)
-        })
-        .await
-        .map_err(|_| Unavailable::ReadLost)?
-        .map_err(|error| {
-            tracing::warn!(%error, "a read of the database failed");
-            unavailable(&error).into()
-        })
+        self.inner.reads.run(f).await
     }
 
     /// How many transactions this process's writer has committed (a checkpoint is due only after one).

@@ -25,12 +25,7 @@ impl Store for SqliteStore {
     }
 
     async fn read_canvas(&self, canvas: &CanvasId, want: Want) -> Result<CanvasRead, BusError> {
-        let canvas = canvas.clone();
-        self.read(move |conn| {
-            let tx = conn.transaction()?;
-            reads::canvas(&tx, &canvas, want)
-        })
-        .await
+        crate::store::CanvasReader::read_canvas(&self.inner.reads, canvas, want).await
     }
 
     async fn read_log(
@@ -153,7 +148,7 @@ impl Store for SqliteStore {
             doorbell.ring_self();
         }
         self.inner.workers.join_all().await;
-        self.inner.pool.close();
+        self.inner.reads.close();
         if let Some(file) = self.inner.file.as_ref().filter(|file| file.check() == super::identity::Found::Other) {
             file.remove_stale_companions();
         }

@@ -10,7 +10,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::schema::{self, ConnSettings};
 use super::writer::{SqliteWriter, WriterSettings};
-use super::Progress;
+use super::{read_pool, PoolReads, Progress};
 use crate::config::{Config, Synchronous};
 use crate::core::committer::{Committer, Setup};
 use crate::core::upkeep::Leaving;
@@ -44,6 +44,7 @@ fn with_hub(dir: &tempfile::TempDir, instance: &str, hub: Arc<Hub>) -> Committer
         doorbell: None,
         peers: Vec::new(),
         file: None,
+        reads: PoolReads::new(read_pool(path.clone(), settings()).unwrap(), settings().busy_timeout),
     };
     let setup =
         Setup::new(&config, instance, hub, Metrics::default(), mpsc::channel(8).0, Arc::new(Leaving::default()));
@@ -69,7 +70,14 @@ async fn commit(
 ) -> Vec<Result<Committed, BusError>> {
     let (publishes, mut answers): (Vec<_>, Vec<_>) = round.into_iter().unzip();
     committer.commit(publishes).await;
+    committer.finish_loads().await;
     answers.iter_mut().map(|answer| answer.try_recv().unwrap()).collect()
+}
+
+/// Commits `publishes` and waits until they are (their canvas may have to be loaded first).
+async fn settle(committer: &mut Committer<SqliteWriter>, publishes: Vec<Publish>) {
+    committer.commit(publishes).await;
+    committer.finish_loads().await;
 }
 
 fn seqs(answers: &[Result<Committed, BusError>]) -> Vec<(u64, bool)> {
@@ -188,7 +196,7 @@ async fn a_users_first_and_last_connection_log_and_rows_follow_presence() {
     for (member, change) in
         [(&tab1, PresenceChange::Connect), (&tab2, PresenceChange::Connect), (&tab1, PresenceChange::Disconnect)]
     {
-        committer.commit(vec![Publish::leaving(member.clone(), change)]).await;
+        settle(&mut committer, vec![Publish::leaving(member.clone(), change)]).await;
     }
     let conn = file(&dir);
     let logged: Vec<String> = conn
@@ -329,8 +337,8 @@ async fn a_canvas_forgotten_and_created_again_is_staged_again_against_its_new_ge
         name: None,
         opened: crate::clock::opened_now(),
     };
-    first.commit(vec![Publish::leaving(ann.clone(), PresenceChange::Connect)]).await;
-    first.commit(vec![Publish::leaving(ann.clone(), PresenceChange::Disconnect)]).await;
+    settle(&mut first, vec![Publish::leaving(ann.clone(), PresenceChange::Connect)]).await;
+    settle(&mut first, vec![Publish::leaving(ann.clone(), PresenceChange::Disconnect)]).await;
     clean_up_later(&dir);
     let heads: i64 = file(&dir).query_row("SELECT count(*) FROM canvases", [], |r| r.get(0)).unwrap();
     assert_eq!(heads, 0, "the empty canvas was forgotten");
@@ -354,13 +362,31 @@ async fn an_expiry_spares_a_connection_whose_instance_came_back() {
         name: None,
         opened: crate::clock::opened_now(),
     };
-    owner.commit(vec![Publish::leaving(ann.clone(), PresenceChange::Connect)]).await;
+    settle(&mut owner, vec![Publish::leaving(ann.clone(), PresenceChange::Connect)]).await;
     let (reply, _) = oneshot::channel();
     owner.writer_mut().run_job(super::jobs::Job::Heartbeat(reply));
-    survivor.commit(vec![Publish::leaving(ann.clone(), PresenceChange::Expire { dead_after_ms: 60_000 })]).await;
+    settle(&mut survivor, vec![Publish::leaving(ann.clone(), PresenceChange::Expire { dead_after_ms: 60_000 })]).await;
     let rows: i64 = file(&dir).query_row("SELECT count(*) FROM connections", [], |r| r.get(0)).unwrap();
     assert_eq!(rows, 1, "its instance is alive: the connection stays");
-    survivor.commit(vec![Publish::leaving(ann, PresenceChange::Expire { dead_after_ms: -1 })]).await;
+    settle(&mut survivor, vec![Publish::leaving(ann, PresenceChange::Expire { dead_after_ms: -1 })]).await;
     let rows: i64 = file(&dir).query_row("SELECT count(*) FROM connections", [], |r| r.get(0)).unwrap();
     assert_eq!(rows, 0, "silent for longer than allowed: expired");
+}
+
+/// A canvas the committer must load first holds up its own publishes only: another canvas's commit is
+/// answered meanwhile, and a later plain message for the loading canvas waits behind its object op.
+#[tokio::test]
+async fn a_canvas_being_loaded_holds_up_its_own_publishes_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut committer = committer(&dir, "i1");
+    let (create, mut created) = message("a", "object-create", r#"{"id":"o","x":0}"#, None);
+    committer.commit(vec![create]).await;
+    let (other, mut answered) = note("b");
+    let (later, mut after) = note("a");
+    committer.commit(vec![other, later]).await;
+    assert_eq!(answered.try_recv().unwrap().unwrap().seq, 1, "b is committed while a is read");
+    assert!(created.try_recv().is_err() && after.try_recv().is_err(), "a's publishes wait for its load");
+    committer.finish_loads().await;
+    assert_eq!(created.try_recv().unwrap().unwrap().seq, 1);
+    assert_eq!(after.try_recv().unwrap().unwrap().seq, 2, "in the order they came");
 }

@@ -13,7 +13,7 @@ use super::commit::{self, Stamp};
 use super::doorbell::Doorbell;
 use super::identity::FileIdentity;
 use super::jobs::Job;
-use super::{describe, reads, unavailable, Progress};
+use super::{describe, unavailable, Progress};
 use crate::clock::now_ms;
 use crate::config::Config;
 use crate::core::delivery::Delivered;
@@ -21,7 +21,7 @@ use crate::core::BusError;
 use crate::metrics::Metrics;
 use crate::protocol::CanvasId;
 use crate::store::records::Batch;
-use crate::store::{epoch, CanvasRead, Commit, ResetDone, Want};
+use crate::store::{epoch, CanvasReader, Commit, ResetDone};
 
 /// Fixed settings of the writer.
 #[derive(Debug, Clone)]
@@ -69,6 +69,8 @@ pub struct SqliteWriter {
     pub(super) peers: Vec<SocketAddr>,
     /// The file this writer opened, checked before every commit; `None` for `--bus memory`.
     pub(super) file: Option<FileIdentity>,
+    /// The read pool, for the committer's loads of canvases (off the writer's thread).
+    pub(super) reads: super::PoolReads,
 }
 
 impl SqliteWriter {
@@ -101,14 +103,6 @@ impl SqliteWriter {
         if let Some(doorbell) = &self.doorbell {
             self.metrics.doorbells_rung.increment(doorbell.ring(&self.peers) as u64);
         }
-    }
-
-    /// Reads a canvas whole with the write connection (the writer's own thread: no pool wait).
-    fn read(&mut self, canvas: &CanvasId, want: Want) -> Result<CanvasRead, SqlError> {
-        let tx = self.conn.transaction()?;
-        let read = reads::canvas(&tx, canvas, want)?;
-        tx.commit()?;
-        Ok(read)
     }
 }
 
@@ -145,8 +139,8 @@ impl Commit for SqliteWriter {
         }
     }
 
-    async fn read_canvas(&mut self, canvas: &CanvasId, want: Want) -> Result<CanvasRead, BusError> {
-        self.read(canvas, want).map_err(|error| unavailable(&error).into())
+    fn reader(&self) -> Arc<dyn CanvasReader> {
+        Arc::new(self.reads.clone())
     }
 
     /// Bumps the canvas's generation (creating its head if it had none, so even a canvas nobody wrote to
