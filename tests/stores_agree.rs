@@ -10,7 +10,7 @@
 //! welcome) and the logged frames a watching connection got for it; at checkpoints and at the end,
 //! `GET /api/v1/canvases/{c}`, `GET .../messages` and a fresh joiner's welcome. Only what is random by
 //! design is normalised ([`normalised`]). The seed is new on each run and printed on failure;
-//! `RELAY_AGREE_SEED=N` replays run N. This fails until one fold serves both stores (issue 28).
+//! `RELAY_AGREE_SEED=N` replays run N. It holds because one fold, in Rust, serves both stores (issue 28).
 
 #[macro_use]
 mod helpers;

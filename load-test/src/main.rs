@@ -5,6 +5,7 @@
 //! its joins, each under a timeout), with a fixed number of clients, and only against loopback targets.
 
 mod client;
+mod contention;
 mod events;
 mod fill;
 mod flood;
@@ -106,6 +107,22 @@ enum Scenario {
     /// per reader, commit-to-event lag, and every seq once per canvas in order. With --backlog N: N
     /// messages first, then one reader from since=0, timed until it drained them.
     Stream(StreamArgs),
+    /// Several instances commit object ops to one canvas at once (issue 28): --clients clients, alternating
+    /// targets, each update its own object flat out; reports ops acked per second, error frames, and the
+    /// guarded commits the relays had to stage again (`relay_commit_conflicts_total`, per target).
+    Contention(ContentionArgs),
+}
+
+#[derive(Args, Clone)]
+pub struct ContentionArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Clients on the canvas, alternating targets, each with an object of its own.
+    #[arg(long, default_value_t = 8)]
+    clients: usize,
+    /// Ops each client keeps unacked.
+    #[arg(long, default_value_t = 32)]
+    window: usize,
 }
 
 #[derive(Args, Clone)]
@@ -326,6 +343,10 @@ async fn main() -> anyhow::Result<()> {
             check_targets(&args.common)?;
             check_target(&args.receiver)?;
             return webhook::webhook(&args).await;
+        }
+        Scenario::Contention(args) => {
+            check_targets(&args.common)?;
+            return contention::contention(&args).await;
         }
         Scenario::Stream(args) => {
             check_targets(&args.common)?;

@@ -358,7 +358,7 @@ fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
 }
 
 /// One counter from a relay's Prometheus /metrics (0 when absent), over a plain HTTP/1.1 request.
-async fn metric(target: &str, name: &str) -> anyhow::Result<f64> {
+pub async fn metric(target: &str, name: &str) -> anyhow::Result<f64> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(target).await?;
     let request = format!("GET /metrics HTTP/1.1\r\nHost: {target}\r\nConnection: close\r\n\r\n");
