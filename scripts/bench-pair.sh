@@ -11,6 +11,8 @@
 #   scripts/bench-pair.sh flood --duration 10s --reader-on second   (cursor flood vs a slow reader: are
 #                                                             logged notes delayed, is the latest cursor delivered)
 #   scripts/bench-pair.sh events --clients 100 --rate 10   (ephemeral events: deliveries/s, end-to-end latency)
+#   INSTANCES=4 scripts/bench-pair.sh contention --clients 8 --duration 10s   (four instances, object ops on one
+#                                                             canvas: ops/s and the commits staged again)
 #   RELAY_WEBHOOK_URL=http://127.0.0.1:9300/hook RELAY_WEBHOOK_SECRET=bench \
 #     scripts/bench-pair.sh webhook --rate 1000 --canvases 100   (load-test is the receiver: commit-to-receipt lag)
 #   RELAY_API_KEY=bench scripts/bench-pair.sh stream --api-key bench --readers 4 --rate 5000   (the event stream;
@@ -18,6 +20,8 @@
 # Set VIA_NGINX=1 to put nginx (nginx.conf) in front and aim the load at it instead. RELAY_* variables reach
 # both instances (e.g. RELAY_WORKER_THREADS=2, RELAY_PEER_WAKEUP=false).
 # ALONGSIDE="SCENARIO ARGS" [ALONGSIDE_DELAY=S] runs a second scenario in its own process meanwhile (below).
+# INSTANCES=N (default 2) starts N instances on ports 9101.. (e.g. INSTANCES=4 for `contention`); the
+# scenarios that name two instances (connections, idle, join) use the first two.
 # Set BUS=redis to run both instances on a fresh redis-server (port 9109, AOF on, appendfsync REDIS_FSYNC,
 # default everysec) instead of the SQLite file.
 set -euo pipefail
@@ -29,7 +33,9 @@ cargo build --release --workspace --locked >&2
 relay=${RELAY_BIN:-./target/release/canvas-relay}
 # Two instances share the host's cores, as scripts/cluster.sh sets them up: cores ÷ 2 workers each. The
 # generator gets GEN_WORKERS tokio workers (default 2).
-per_instance=$(( $(nproc) / 2 ))
+instances=${INSTANCES:-2}
+ports=$(seq 9101 $(( 9100 + instances )))
+per_instance=$(( $(nproc) / instances ))
 export RELAY_WORKER_THREADS=${RELAY_WORKER_THREADS:-$(( per_instance > 0 ? per_instance : 1 ))}
 dir=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null; wait 2>/dev/null; rm -rf "$dir"' EXIT
@@ -41,16 +47,16 @@ if [ "${BUS:-sqlite}" = redis ]; then
   for _ in $(seq 50); do redis-cli -p 9109 ping >/dev/null 2>&1 && break; sleep 0.1; done
   storage=(--bus redis://127.0.0.1:9109/0)
 fi
-for port in 9101 9102; do
+for port in $ports; do
   # --rate-limit 0: the load generator's senders exceed a browser's rate on purpose; this measures the relay.
   "$relay" serve --listen "127.0.0.1:$port" "${storage[@]}" --rate-limit 0 \
     2>"$dir/$port.log" &
   pids+=($!)
 done
-for port in 9101 9102; do
+for port in $ports; do
   for _ in $(seq 50); do grep -q "listening on" "$dir/$port.log" && break; sleep 0.1; done
 done
-targets=127.0.0.1:9101,127.0.0.1:9102
+targets=$(for port in $ports; do printf '127.0.0.1:%s,' "$port"; done | sed 's/,$//')
 if [ "${VIA_NGINX:-0}" = 1 ]; then
   mkdir -p "$dir/nginx/tmp"
   scripts/nginx-conf.sh 127.0.0.1:9100 127.0.0.1:9101 127.0.0.1:9102 > "$dir/nginx/nginx.conf"
