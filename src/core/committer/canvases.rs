@@ -52,8 +52,9 @@ impl Canvases {
         Some(held.canvas.clone())
     }
 
-    pub fn contains(&self, canvas: &CanvasId) -> bool {
-        self.held.contains_key(canvas)
+    /// Whether the canvas is held, with its objects if `with_objects`.
+    pub fn holds(&self, canvas: &CanvasId, with_objects: bool) -> bool {
+        self.held.get(canvas).is_some_and(|held| !with_objects || !held.canvas.objects_unread)
     }
 
     /// Holds a canvas just read: `ops` object ops, with `bytes` of data, follow its newest snapshot.
@@ -70,7 +71,9 @@ impl Canvases {
             ops += held.ops;
             bytes += held.bytes;
         }
-        let due = ops >= self.policy.every_ops || bytes >= self.policy.every_bytes;
+        // A canvas held without its objects logged no object op (staging one reads them first), and its
+        // empty `objects` must never be taken for a snapshot.
+        let due = !canvas.objects_unread && (ops >= self.policy.every_ops || bytes >= self.policy.every_bytes);
         let snapshot = due.then(|| canvas.clone());
         self.put(id.clone(), Held { canvas, ops, bytes, used: self.tick });
         snapshot
@@ -159,10 +162,11 @@ mod tests {
         canvases.read(id("b"), canvas(10), 0, 0);
         assert!(canvases.get(&id("a")).is_some());
         canvases.read(id("c"), canvas(10), 0, 0);
-        assert!(canvases.contains(&id("a")) && canvases.contains(&id("c")) && !canvases.contains(&id("b")));
+        let holds = |canvases: &Canvases, name: &str| canvases.holds(&id(name), true);
+        assert!(holds(&canvases, "a") && holds(&canvases, "c") && !holds(&canvases, "b"));
         let mut moved = canvas(10).head;
         moved.rev = 5;
         canvases.appended(&id("a"), &moved);
-        assert!(!canvases.contains(&id("a")), "its state changed under it: read again when needed");
+        assert!(!holds(&canvases, "a"), "its state changed under it: read again when needed");
     }
 }

@@ -4,8 +4,9 @@
 //! canvas waits behind it, so a canvas's publishes are still committed in the order they came. Once the
 //! canvas is held, the committer commits what waited, as one round.
 //!
-//! A big canvas's first join after a start (reading and folding 100,000 objects takes tens of milliseconds)
-//! thus holds up that canvas only. A load reads outside the commit: if another instance commits to the
+//! A big canvas's first join after a start thus holds up that canvas only; and since a join's registration
+//! needs only the canvas's head and connections, only those are read for it ([`Canvas::without_objects`]):
+//! reading and folding 100,000 objects (tens of milliseconds) waits for the canvas's first object op. A load reads outside the commit: if another instance commits to the
 //! canvas meanwhile, the guarded commit finds it moved and the fold takes the news, as for any other
 //! conflict.
 
@@ -79,11 +80,12 @@ impl Loads {
             return;
         }
         let canvas = publish.canvas.clone();
+        let with_objects = publish.object.is_some();
         self.waiting.insert(canvas.clone(), vec![publish]);
         let (reader, permits, done) = (self.reader.clone(), self.permits.clone(), self.done.0.clone());
         self.runtime.spawn(async move {
             let result = match permits.acquire_owned().await {
-                Ok(_permit) => load(&*reader, &canvas).await,
+                Ok(_permit) => load(&*reader, &canvas, with_objects).await,
                 Err(_) => Err(Unavailable::ReadLost.into()),
             };
             let _ = done.send((canvas, result));
@@ -106,8 +108,13 @@ impl Loads {
     }
 }
 
-/// Reads a canvas whole and folds it: a big one on a blocking thread.
-async fn load(reader: &dyn CanvasReader, canvas: &CanvasId) -> Result<Loaded, BusError> {
+/// Reads a canvas, whole and folded (a big one on a blocking thread) or, unless `with_objects`, its head and
+/// connections only.
+async fn load(reader: &dyn CanvasReader, canvas: &CanvasId, with_objects: bool) -> Result<Loaded, BusError> {
+    if !with_objects {
+        let read = reader.read_canvas(canvas, Want::head()).await?;
+        return Ok(Loaded { canvas: Canvas::without_objects(read), ops: 0, bytes: 0 });
+    }
     let read = reader.read_canvas(canvas, Want::all()).await?;
     let (ops, bytes) = (read.ops.len() as u64, read.ops.iter().map(|op| op.data.get().len() as u64).sum());
     let big = read.snapshot.as_ref().is_some_and(|s| s.json.len() > FOLD_INLINE.0) || read.ops.len() > FOLD_INLINE.1;

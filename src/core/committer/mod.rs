@@ -144,6 +144,12 @@ impl<W: Commit> Committer<W> {
         }
     }
 
+    /// Whether the committer holds the canvas, with its objects if `with_objects`.
+    #[cfg(test)]
+    pub(crate) fn holds(&self, canvas: &CanvasId, with_objects: bool) -> bool {
+        self.canvases.holds(canvas, with_objects)
+    }
+
     /// The store's write side (tests reach the file through it).
     #[cfg(test)]
     pub(crate) fn writer_mut(&mut self) -> &mut W {
@@ -190,13 +196,15 @@ impl<W: Commit> Committer<W> {
     }
 
     /// The publishes to commit now. The others wait for their canvas to be loaded: those that need the
-    /// state of a canvas not held, and every later one for a canvas being loaded (a canvas's publishes are
+    /// state of a canvas not held (an object op needs its objects; presence and idempotency keys only its
+    /// head and connections), and every later one for a canvas being loaded (a canvas's publishes are
     /// committed in the order they came).
     fn hold_for_loads(&mut self, publishes: Vec<Publish>) -> Vec<Publish> {
         let mut now = Vec::with_capacity(publishes.len());
         for publish in publishes {
             let loading = self.loads.is_loading(&publish.canvas);
-            if loading || (!is_plain(&publish) && !self.canvases.contains(&publish.canvas)) {
+            let with_objects = publish.object.is_some();
+            if loading || (!is_plain(&publish) && !self.canvases.holds(&publish.canvas, with_objects)) {
                 self.loads.wait(publish);
             } else {
                 now.push(publish);

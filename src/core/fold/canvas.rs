@@ -27,6 +27,10 @@ pub struct Canvas {
     pub head: Head,
     pub objects: Objects,
     pub presence: Presence,
+    /// Only the head and the connections were read ([`Canvas::without_objects`]): `objects` is empty and
+    /// the head's counts stand for the objects. Enough for every publish but an object op, so a join's
+    /// registration on a big canvas never waits for its objects to be read and folded.
+    pub objects_unread: bool,
 }
 
 /// What staging needs to know besides the canvas.
@@ -113,7 +117,13 @@ impl Canvas {
             apply_logged(&mut objects, op)?;
         }
         let presence = Presence::from_rows(read.conns.into_iter().map(|row| (row.conn, row.row)));
-        Ok(Canvas { head: read.head.unwrap_or_default(), objects, presence })
+        Ok(Canvas { head: read.head.unwrap_or_default(), objects, presence, objects_unread: false })
+    }
+
+    /// A canvas as a store read it without its objects ([`crate::store::Want::head`]).
+    pub fn without_objects(read: CanvasRead) -> Canvas {
+        let presence = Presence::from_rows(read.conns.into_iter().map(|row| (row.conn, row.row)));
+        Canvas { head: read.head.unwrap_or_default(), objects: Objects::default(), presence, objects_unread: true }
     }
 
     /// Stages `publishes` (all of this canvas, in order), with what the store `told` of them before.
@@ -175,8 +185,10 @@ impl Canvas {
             let reason = "ops of another generation".to_owned();
             return Err(Refusal::Unreadable { id: String::new(), reason });
         }
-        for op in ops.iter().filter(|op| op.seq > self.head.seq) {
-            apply_logged(&mut self.objects, op)?;
+        if !self.objects_unread {
+            for op in ops.iter().filter(|op| op.seq > self.head.seq) {
+                apply_logged(&mut self.objects, op)?;
+            }
         }
         self.presence = Presence::from_rows(conns.into_iter().map(|row| (row.conn, row.row)));
         self.head = head;
@@ -225,6 +237,12 @@ impl Staging {
                 Change::Done { logged: true } => {}
             }
         } else if let Some(op) = &publish.object {
+            if canvas.objects_unread {
+                // The committer reads the objects before it stages an object op: this is a bug, not the op's.
+                debug_assert!(false, "an object op staged against a canvas whose objects were not read");
+                let reason = "the canvas's objects were not read".to_owned();
+                return Staged::Refused(Refusal::Unreadable { id: String::new(), reason });
+            }
             if let Err(refusal) = canvas.objects.apply(op, publish.data.get(), rules.max_state) {
                 return Staged::Refused(refusal);
             }
@@ -237,11 +255,17 @@ impl Staging {
     /// The head's counts after the commit, and whether the canvas may be forgotten once idle.
     fn settle_head(&mut self, rules: &Rules) {
         let canvas = &mut self.after;
-        canvas.head.bytes = canvas.objects.bytes();
-        canvas.head.objects = canvas.objects.len() as u64;
+        if !canvas.objects_unread {
+            canvas.head.bytes = canvas.objects.bytes();
+            canvas.head.objects = canvas.objects.len() as u64;
+        }
         canvas.head.connections = canvas.presence.connections() as u64;
         canvas.head.users = canvas.presence.users() as u64;
-        let empty = canvas.objects.is_empty() && canvas.presence.connections() == 0;
+        let no_objects = match canvas.objects_unread {
+            true => canvas.head.objects == 0,
+            false => canvas.objects.is_empty(),
+        };
+        let empty = no_objects && canvas.presence.connections() == 0;
         self.forget_after = empty.then_some(rules.forget_after);
     }
 }

@@ -164,3 +164,24 @@ fn a_survivors_expiry_of_a_connection_whose_instance_is_alive_changes_nothing() 
     assert_eq!(staging.outcomes, [Staged::Unlogged { changed: false }]);
     assert!(!staging.writes_anything());
 }
+
+/// A canvas read without its objects stages presence changes and keyed messages as a whole one would: the
+/// head keeps the counts it was read with, so the commit writes the objects' size and number unchanged.
+#[test]
+fn a_canvas_read_without_its_objects_keeps_its_heads_counts_through_presence_and_keys() {
+    let mut whole = Canvas::default();
+    commit(&mut whole, &[message("object-create", r#"{"id":"a","x":1}"#, None, "u")]);
+    let (bytes, objects) = (whole.head.bytes, whole.head.objects);
+    assert!(bytes > 0 && objects == 1);
+    let read = CanvasRead { head: Some(whole.head), ..CanvasRead::default() };
+    let mut partial = Canvas::without_objects(read);
+    let ann = Uuid::new_v4();
+    let staging = commit(
+        &mut partial,
+        &[presence(PresenceChange::Connect, "ann", ann, None), message("note", "1", Some("k1"), "ann")],
+    );
+    assert_eq!(staging.outcomes, [Staged::Logged { entry: 0 }, Staged::Logged { entry: 1 }]);
+    assert_eq!((partial.head.bytes, partial.head.objects, partial.head.connections), (bytes, objects, 1));
+    let staging = commit(&mut partial, &[presence(PresenceChange::Disconnect, "ann", ann, None)]);
+    assert_eq!(staging.forget_after, None, "its objects are still there: not an empty canvas");
+}

@@ -20,6 +20,8 @@ use crate::metrics::Metrics;
 use crate::protocol::{CanvasId, IdempotencyKey, LoggedMessage, UserId};
 use crate::store::Commit;
 
+mod loads;
+
 type Answer = oneshot::Receiver<Result<Committed, BusError>>;
 
 fn settings() -> ConnSettings {
@@ -371,22 +373,4 @@ async fn an_expiry_spares_a_connection_whose_instance_came_back() {
     settle(&mut survivor, vec![Publish::leaving(ann, PresenceChange::Expire { dead_after_ms: -1 })]).await;
     let rows: i64 = file(&dir).query_row("SELECT count(*) FROM connections", [], |r| r.get(0)).unwrap();
     assert_eq!(rows, 0, "silent for longer than allowed: expired");
-}
-
-/// A canvas the committer must load first holds up its own publishes only: another canvas's commit is
-/// answered meanwhile, and a later plain message for the loading canvas waits behind its object op.
-#[tokio::test]
-async fn a_canvas_being_loaded_holds_up_its_own_publishes_only() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut committer = committer(&dir, "i1");
-    let (create, mut created) = message("a", "object-create", r#"{"id":"o","x":0}"#, None);
-    committer.commit(vec![create]).await;
-    let (other, mut answered) = note("b");
-    let (later, mut after) = note("a");
-    committer.commit(vec![other, later]).await;
-    assert_eq!(answered.try_recv().unwrap().unwrap().seq, 1, "b is committed while a is read");
-    assert!(created.try_recv().is_err() && after.try_recv().is_err(), "a's publishes wait for its load");
-    committer.finish_loads().await;
-    assert_eq!(created.try_recv().unwrap().unwrap().seq, 1);
-    assert_eq!(after.try_recv().unwrap().unwrap().seq, 2, "in the order they came");
 }
