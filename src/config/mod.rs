@@ -258,7 +258,9 @@ pub struct Config {
     pub max_canvas_state: usize,
 
     /// A canvas's state is its newest snapshot plus the object ops after it: a snapshot is written every
-    /// this many object ops (at least 1), so that a join folds at most this many ops.
+    /// this many object ops (at least 1) once their data is also a quarter of the state's size (a growing
+    /// canvas is not written out whole every few ops), and when a canvas with ops after its snapshot has
+    /// been quiet for a second.
     #[arg(long, env = "RELAY_SNAPSHOT_EVERY", value_name = "N", default_value_t = 1000)]
     pub snapshot_every: u64,
 

@@ -26,7 +26,7 @@ use self::loads::{Finished, Loads};
 use self::round::Round;
 pub use self::setup::{Handle, Setup, Started};
 use super::delivery;
-use super::fold::canvas::{is_plain, Rules};
+use super::fold::canvas::{is_plain, Canvas, Rules};
 use super::fold::objects::Objects;
 use super::lanes::{Lanes, Taken};
 use super::upkeep::Leaving;
@@ -39,6 +39,10 @@ use crate::store::Commit;
 
 /// Backoff between tries of a batch whose reply never came: from the first to the last, doubling.
 const RESEND: (Duration, Duration) = (Duration::from_millis(50), Duration::from_secs(1));
+
+/// A held canvas with object ops after its newest snapshot and none for this long is snapshotted at its head
+/// ([`Canvases::quiet`]): a burst of edits ends with a snapshot, and the joins after it fold nothing.
+const QUIET: Duration = Duration::from_secs(1);
 
 /// What waits in the committer's lanes besides publishes.
 #[derive(Debug)]
@@ -113,6 +117,8 @@ impl<W: Commit> Committer<W> {
     /// Runs until a `Stop` job or until every sender is gone. A round whose store could not answer is
     /// tried again when its backoff is up, before anything else; then canvases loaded, then the lanes.
     pub async fn run(mut self, mut lanes: Lanes<Job<W::Job>>) {
+        let mut quiet = tokio::time::interval(QUIET);
+        quiet.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let retry_at = self.unresolved.as_ref().map(|(_, at, _)| tokio::time::Instant::from_std(*at));
             let taken = tokio::select! {
@@ -123,6 +129,12 @@ impl<W: Commit> Committer<W> {
                 }
                 finished = self.loads.next(), if self.loads.pending() => {
                     self.loaded(finished).await;
+                    continue;
+                }
+                _ = quiet.tick() => {
+                    for (canvas, state) in self.canvases.quiet(Instant::now(), QUIET) {
+                        self.queue_snapshot(canvas, state);
+                    }
                     continue;
                 }
                 taken = lanes.next_round(self.settings.max_batch) => taken,
@@ -299,18 +311,7 @@ impl<W: Commit> Committer<W> {
                 group.staging.entries.iter().filter(|(_, changes)| *changes).map(|(i, _)| group.at[*i]).collect();
             let bytes = ops.iter().map(|&at| round.publishes[at].data.get().len() as u64).sum();
             if let Some(due) = self.canvases.after_commit(&group.canvas, after, ops.len() as u64, bytes) {
-                let due = SnapshotDue {
-                    canvas: group.canvas.clone(),
-                    generation: due.head.generation,
-                    seq: due.head.seq,
-                    objects: due.objects,
-                };
-                match self.snapshots.try_send(due) {
-                    Ok(()) => self.canvases.snapshot_queued(&group.canvas),
-                    Err(_) => {
-                        tracing::debug!(canvas = %group.canvas, "snapshot queue full; the next commit asks again")
-                    }
-                }
+                self.queue_snapshot(group.canvas.clone(), due);
             }
         }
         let outcomes = round.outcomes();
@@ -324,6 +325,21 @@ impl<W: Commit> Committer<W> {
         let delivered =
             delivery::deliver(&self.hub, &self.metrics, round.publishes, outcomes, now, self.settings.local_broadcast);
         self.writer.delivered(delivered);
+    }
+
+    /// Hands a canvas's objects at its head to the snapshot writer; when its queue is full, the canvas's next
+    /// commit (or its quiet) asks again.
+    fn queue_snapshot(&mut self, canvas: CanvasId, state: Canvas) {
+        let due = SnapshotDue {
+            canvas: canvas.clone(),
+            generation: state.head.generation,
+            seq: state.head.seq,
+            objects: state.objects,
+        };
+        match self.snapshots.try_send(due) {
+            Ok(()) => self.canvases.snapshot_queued(&canvas),
+            Err(_) => tracing::debug!(%canvas, "snapshot queue full; asked again later"),
+        }
     }
 
     /// A round the store did not apply: `unavailable` (or the error) to its publishers; its disconnects are
