@@ -117,7 +117,7 @@ impl CursorBuffer {
 /// it: each sender's cursor goes to every other subscriber's ephemeral lane, where it replaces any earlier
 /// one of that sender still waiting. Lossy by design: the next batch carries a newer cursor.
 pub fn relay_batch(room: &Room, frames: &str, metrics: &Metrics) {
-    let Batch { cursors, events, presence } = parse_batch(frames);
+    let ParsedBatch { cursors, events, presence } = parse_batch(frames);
     let state = room.lock();
     let mut missed: u64 = cursors
         .into_iter()
@@ -138,7 +138,7 @@ pub fn relay_batch(room: &Room, frames: &str, metrics: &Metrics) {
 /// A batch another instance wrote: cursors and presence states (one per sending connection) and events (in
 /// send order).
 #[derive(Default)]
-struct Batch {
+struct ParsedBatch {
     cursors: Vec<(ConnId, Box<RawValue>)>,
     events: Vec<(ConnId, Box<RawValue>)>,
     presence: Vec<(ConnId, Box<RawValue>)>,
@@ -146,11 +146,11 @@ struct Batch {
 
 /// The frames of a batch, each with its sending connection; nothing for a batch that does not parse, and
 /// no event for an `events` entry that does not (best effort: a newer version may write another form).
-fn parse_batch(frames: &str) -> Batch {
+fn parse_batch(frames: &str) -> ParsedBatch {
     let Ok(entries) = serde_json::from_str::<HashMap<String, Box<RawValue>>>(frames) else {
-        return Batch::default();
+        return ParsedBatch::default();
     };
-    let mut batch = Batch::default();
+    let mut batch = ParsedBatch::default();
     for (key, value) in entries {
         if key == "events" {
             let events = serde_json::from_str::<Vec<(String, Box<RawValue>)>>(value.get()).unwrap_or_default();

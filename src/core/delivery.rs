@@ -55,7 +55,7 @@ impl Outcome {
 
 /// What local delivery of a batch left for the store's reader to do.
 #[derive(Debug, Default)]
-pub struct Delivered {
+pub struct AfterDelivery {
     /// Canvases whose room holds seqs early, waiting for another instance's commits before them.
     pub waiting: Vec<CanvasId>,
     /// Whether a row belongs to a generation its room has not seen the reset marker of: the room cannot
@@ -84,8 +84,8 @@ pub fn deliver(
     outcomes: Vec<Result<Outcome, BusError>>,
     now: i64,
     local_broadcast: bool,
-) -> Delivered {
-    let mut delivered = Delivered::default();
+) -> AfterDelivery {
+    let mut delivered = AfterDelivery::default();
     // Each canvas's messages, in commit order, offered to its room together once the batch is answered.
     let mut runs: Vec<(Arc<Room>, Vec<Entry>)> = Vec::new();
     for (publish, outcome) in batch.into_iter().zip(outcomes) {

@@ -159,7 +159,7 @@ pub trait Commit: Send + 'static {
 
     /// After a commit's local delivery (the SQLite watcher skips this process's own rows, and its peers'
     /// doorbells ring).
-    fn delivered(&mut self, _delivered: crate::core::delivery::Delivered) {}
+    fn delivered(&mut self, _delivered: crate::core::delivery::AfterDelivery) {}
 }
 
 /// Reads a canvas at its head: what the committer loads a canvas it does not hold with, on a task of its

@@ -10,7 +10,7 @@ use super::unavailable;
 use super::writer::SqliteWriter;
 use crate::core::BusError;
 use crate::protocol::CanvasId;
-use crate::store::consumer::{Delivered, Saved};
+use crate::store::consumer::{Position, Saved};
 
 /// A consumer's write.
 #[derive(Debug)]
@@ -25,8 +25,8 @@ pub enum ConsumerJob {
         canvas: CanvasId,
         lease: String,
         holder: String,
-        expected: Option<Delivered>,
-        position: Delivered,
+        expected: Option<Position>,
+        position: Position,
         reply: oneshot::Sender<Result<Saved, BusError>>,
     },
 }
@@ -83,8 +83,8 @@ fn save_position(
     tx: &Connection,
     canvas: &CanvasId,
     (lease, holder): (&str, &str),
-    expected: Option<Delivered>,
-    position: Delivered,
+    expected: Option<Position>,
+    position: Position,
     now: i64,
 ) -> Result<Saved, SqlError> {
     let held = tx
@@ -130,11 +130,11 @@ mod tests {
     use crate::store::sqlite::schema::{self, ConnSettings};
     use std::time::Duration;
 
-    fn at(generation: u64, seq: u64, inflight: Option<u64>) -> Delivered {
-        Delivered { generation, seq, inflight }
+    fn at(generation: u64, seq: u64, inflight: Option<u64>) -> Position {
+        Position { generation, seq, inflight }
     }
 
-    fn stored(conn: &Connection) -> Delivered {
+    fn stored(conn: &Connection) -> Position {
         conn.query_row("SELECT generation, seq, inflight FROM webhook_positions WHERE canvas_id = 'c'", [], |r| {
             Ok(at(
                 r.get::<_, i64>(0)? as u64,
