@@ -4,7 +4,7 @@
 //!
 //! Locks: `Hub::rooms` then a room's state, never the other way round; the joins in flight (`joins`) with
 //! no other held. All are `std::sync::Mutex` held for short, non-blocking sections (no `.await`, no I/O).
-//! A join reads its snapshot with no lock held and only then places the subscriber (see `bus::join`).
+//! A join reads its snapshot with no lock held and only then places the subscriber (see `core::join`).
 
 mod joins;
 mod outbox;
