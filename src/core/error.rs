@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use crate::object_ops::Refusal;
 use crate::protocol::{CanvasId, ErrorCode, UserId};
+use crate::store::StoreError;
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum BusError {
@@ -22,6 +23,12 @@ pub enum BusError {
     /// A join under way when the API removed its user from the canvas: refused like a connection closed.
     #[error("user {user} was removed from canvas {canvas} while joining it")]
     Removed { canvas: CanvasId, user: UserId },
+}
+
+impl From<StoreError> for BusError {
+    fn from(error: StoreError) -> Self {
+        BusError::Unavailable(error.into())
+    }
 }
 
 impl BusError {
@@ -42,12 +49,9 @@ impl BusError {
 /// 503) for every one of them and may retry; the reason is the message.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum Unavailable {
-    /// The SQLite file failed: a description without paths (see `sqlite::describe`).
-    #[error("SQLite: {0}")]
-    Sqlite(String),
-    /// Redis answered with an error, or could not be reached.
-    #[error("Redis: {0}")]
-    Redis(String),
+    /// The storage itself failed (the SQLite file, a Redis server); its error is kept as the source.
+    #[error(transparent)]
+    Store(#[from] StoreError),
     /// A reply of a shape this relay's scripts never send.
     #[error("Redis: unexpected reply to {0}")]
     UnexpectedReply(&'static str),

@@ -19,6 +19,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 pub mod consumer;
+mod error;
 pub mod redis;
 pub mod sqlite;
 
@@ -31,6 +32,8 @@ use crate::core::views::BusFigures;
 use crate::core::BusError;
 use crate::hub::{ConnId, Recipient};
 use crate::protocol::{CanvasId, UserId};
+
+pub use self::error::StoreError;
 
 /// A canvas's epoch as clients see it: the store's epoch (a fresh file, a Redis that lost its data) and the
 /// canvas's generation (a reset). The one place it is written.

@@ -54,7 +54,7 @@ use crate::core::workers::Workers;
 use crate::core::{BusError, Unavailable};
 use crate::hub::Hub;
 use crate::metrics::Metrics;
-use crate::store::Opened;
+use crate::store::{Opened, StoreError};
 
 /// How long one Redis command may take before it counts as a failure.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -215,5 +215,5 @@ fn malformed(what: &'static str) -> BusError {
 
 /// A Redis failure as clients see it.
 fn unavailable(error: redis::RedisError) -> BusError {
-    Unavailable::Redis(error.to_string()).into()
+    StoreError::from(error).into()
 }

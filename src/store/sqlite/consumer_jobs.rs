@@ -44,18 +44,18 @@ pub(super) fn run(writer: &mut SqliteWriter, job: ConsumerJob, now: i64) {
     match job {
         ConsumerJob::HoldLeases { holder, names, ttl_ms, reply } => {
             let held = writer.write(|tx| hold_leases(tx, &holder, &names, now, now + ttl_ms as i64));
-            let _ = reply.send(held.map_err(|e| unavailable(&e).into()));
+            let _ = reply.send(held.map_err(|e| unavailable(e).into()));
         }
         ConsumerJob::ReleaseLeases { holder, names, reply } => {
             let released = writer.write(|tx| {
                 let mut release = tx.prepare_cached("DELETE FROM leases WHERE name = ?1 AND holder = ?2")?;
                 names.iter().try_for_each(|name| release.execute(params![name, holder]).map(drop))
             });
-            let _ = reply.send(released.map_err(|e| unavailable(&e).into()));
+            let _ = reply.send(released.map_err(|e| unavailable(e).into()));
         }
         ConsumerJob::SavePosition { canvas, lease, holder, expected, position, reply } => {
             let saved = writer.write(|tx| save_position(tx, &canvas, (&lease, &holder), expected, position, now));
-            let _ = reply.send(saved.map_err(|e| unavailable(&e).into()));
+            let _ = reply.send(saved.map_err(|e| unavailable(e).into()));
         }
     }
 }

@@ -60,7 +60,7 @@ impl SqliteWriter {
         match job {
             WriterJob::Heartbeat(reply) => {
                 let instances = self.heartbeat(now);
-                let _ = reply.send(instances.map_err(|error| unavailable(&error).into()));
+                let _ = reply.send(instances.map_err(|error| unavailable(error).into()));
             }
             WriterJob::Post(post, reply) => {
                 let (instance, ttl) = (self.settings.instance_id.clone(), self.settings.ttl_ms);
@@ -68,22 +68,22 @@ impl SqliteWriter {
                 if posted.is_ok() {
                     self.ring_peers();
                 }
-                let _ = reply.send(posted.map_err(|error| unavailable(&error).into()));
+                let _ = reply.send(posted.map_err(|error| unavailable(error).into()));
             }
             WriterJob::SaveStates(states, reply) => {
                 let saved = self.write(|tx| save_states(tx, &states));
-                let _ = reply.send(saved.map_err(|error| unavailable(&error).into()));
+                let _ = reply.send(saved.map_err(|error| unavailable(error).into()));
             }
             WriterJob::PutSnapshot { canvas, generation, seq, json, reply } => {
                 let put = self.write(|tx| put_snapshot(tx, &canvas, generation, seq, &json, now));
-                let _ = reply.send(put.map_err(|error| unavailable(&error).into()));
+                let _ = reply.send(put.map_err(|error| unavailable(error).into()));
             }
             WriterJob::CleanUp { limit, forget_instances_before, reply } => {
                 let cleaned = self.write(|tx| clean_up(tx, limit, now, forget_instances_before));
                 if let Ok(n) = cleaned {
                     self.metrics.cleanup_deleted.increment(n as u64);
                 }
-                let _ = reply.send(cleaned.map_err(|error| unavailable(&error).into()));
+                let _ = reply.send(cleaned.map_err(|error| unavailable(error).into()));
             }
             WriterJob::Watermarks(marks) => {
                 let id = self.settings.instance_id.clone();

@@ -57,7 +57,7 @@ use crate::core::{BusError, Unavailable};
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::protocol::CanvasId;
-use crate::store::{CanvasRead, CanvasReader, Opened, Want};
+use crate::store::{CanvasRead, CanvasReader, Opened, StoreError, Want};
 
 /// How long a read waits for a free pool connection before it fails with `unavailable` (a storm of joins
 /// of big canvases can hold all of them for a while; nothing waits forever).
@@ -145,7 +145,7 @@ impl PoolReads {
         &self,
         f: impl FnOnce(&mut Connection) -> deadpool_sqlite::rusqlite::Result<T> + Send + 'static,
     ) -> Result<T, BusError> {
-        let conn = self.pool.get().await.map_err(|e| Unavailable::Sqlite(format!("no connection: {e}")))?;
+        let conn = self.pool.get().await.map_err(StoreError::from)?;
         let busy_timeout = self.busy_timeout;
         conn.interact(move |conn| {
             schema::use_busy_timeout(busy_timeout);
@@ -155,7 +155,7 @@ impl PoolReads {
         .map_err(|_| Unavailable::ReadLost)?
         .map_err(|error| {
             tracing::warn!(%error, "a read of the database failed");
-            unavailable(&error).into()
+            unavailable(error).into()
         })
     }
 

@@ -134,7 +134,7 @@ impl Commit for SqliteWriter {
             }
             Err(error) => {
                 self.progress.write_failed(now, &describe(&error));
-                Err(unavailable(&error).into())
+                Err(unavailable(error).into())
             }
         }
     }
@@ -182,7 +182,7 @@ impl Commit for SqliteWriter {
             ])?;
             Ok(ResetDone { generation, epoch, id: tx.last_insert_rowid() })
         });
-        let done = done.map_err(|error| BusError::from(unavailable(&error)))?;
+        let done = done.map_err(|error| BusError::from(unavailable(error)))?;
         self.ring_peers();
         Ok(done)
     }
