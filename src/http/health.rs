@@ -210,4 +210,34 @@ mod tests {
         f.last_error_age_ms = Some(60_000);
         assert_eq!(assess(&f, 30_000).0, Status::Healthy);
     }
+
+    /// The figures a Redis store reports, as `figures()` is for the file.
+    fn redis_figures() -> BusFigures {
+        let redis = crate::store::redis::RedisFigures {
+            redis_ping_ms: 0.25,
+            store_epoch: Some("e7".into()),
+            live_instances: 2,
+        };
+        BusFigures { bus: "redis", storage: StorageFigures::Redis(redis), writer_queue_capacity: 0, ..figures() }
+    }
+
+    #[test]
+    fn the_figures_of_each_store_keep_their_names_in_health() {
+        let file = serde_json::to_value(figures()).unwrap();
+        let expected = serde_json::json!({
+            "bus": "sqlite", "queue_rows": 60_000, "oldest_row_age_ms": 59_000, "cleanup_overdue_ms": 0,
+            "head_id": 100, "live_instances": 2, "writer_queue_depth": 0, "writer_queue_capacity": 1000,
+            "poll_lag_rows": 0, "last_poll_age_ms": 1, "peer_instances": 1, "oldest_unread_age_ms": null,
+            "last_error": null, "last_error_age_ms": null,
+        });
+        assert_eq!(file, expected);
+        let redis = serde_json::to_value(redis_figures()).unwrap();
+        let expected = serde_json::json!({
+            "bus": "redis", "redis_ping_ms": 0.25, "store_epoch": "e7", "live_instances": 2,
+            "writer_queue_depth": 0, "writer_queue_capacity": 0, "poll_lag_rows": 0, "last_poll_age_ms": 1,
+            "peer_instances": 1, "oldest_unread_age_ms": null, "last_error": null, "last_error_age_ms": null,
+        });
+        assert_eq!(redis, expected);
+        assert_eq!(serde_json::to_string(&redis_figures()).unwrap().matches("live_instances").count(), 1);
+    }
 }
