@@ -81,8 +81,14 @@ pub struct CanvasPage {
 pub struct BusFigures {
     /// `sqlite`, `memory` or `redis`.
     pub bus: &'static str,
+    /// What only the store in use can tell (the file's rows and head; Redis's round trip and epoch), each
+    /// under its own name in `/health`.
     #[serde(flatten)]
-    pub storage: StorageFigures,
+    pub storage: StoreFigures,
+    /// How long cleanup has been behind (ms), where the store keeps one log to clean up (the file): the one
+    /// store figure `/health` judges. Absent on Redis, whose logs are trimmed as they are written.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cleanup_overdue_ms: Option<i64>,
     /// Messages waiting for this process's writer, and how many fit.
     pub writer_queue_depth: usize,
     pub writer_queue_capacity: usize,
@@ -101,20 +107,19 @@ pub struct BusFigures {
     pub last_error_age_ms: Option<i64>,
 }
 
-/// The figures only one kind of storage has.
-#[derive(Debug, Clone, Serialize)]
-#[serde(untagged)]
-pub enum StorageFigures {
-    File(crate::store::sqlite::queries::FileFigures),
-    Redis(crate::store::redis::RedisFigures),
-}
+/// The figures only one store has, by name, as `/health` lists them beside the others: core reports them
+/// without knowing which store it runs on.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(transparent)]
+pub struct StoreFigures(serde_json::Map<String, serde_json::Value>);
 
-impl BusFigures {
-    /// How long cleanup has been behind (ms), where storage keeps one log to clean up.
-    pub fn cleanup_overdue_ms(&self) -> Option<i64> {
-        match &self.storage {
-            StorageFigures::File(file) => Some(file.cleanup_overdue_ms),
-            StorageFigures::Redis(_) => None,
+impl StoreFigures {
+    /// A store's figures from its own struct, whose fields become the names (one that is not a JSON object
+    /// gives none).
+    pub fn of(figures: &impl Serialize) -> StoreFigures {
+        match serde_json::to_value(figures) {
+            Ok(serde_json::Value::Object(map)) => StoreFigures(map),
+            _ => StoreFigures::default(),
         }
     }
 }

@@ -56,7 +56,7 @@ pub fn assess(figures: &BusFigures, cleanup_interval_ms: i64) -> (Status, Vec<St
         flag(Status::Warning, format!("{lag} committed rows not yet read"));
     }
     // Rows due for deletion (past the TTL, or delivered by the webhook after it) that are still there.
-    let overdue = figures.cleanup_overdue_ms().unwrap_or(0);
+    let overdue = figures.cleanup_overdue_ms.unwrap_or(0);
     if overdue > 3 * cleanup_interval_ms + 30_000 {
         flag(Status::Critical, format!("a row is {}s past its deletion: cleanup is not keeping up", overdue / 1000));
     } else if overdue > cleanup_interval_ms + 10_000 {
@@ -146,7 +146,7 @@ fn render_metrics(app: Arc<App>) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::views::StorageFigures;
+    use crate::core::views::StoreFigures;
     use crate::store::sqlite::queries::FileFigures;
 
     fn file_figures() -> FileFigures {
@@ -162,7 +162,8 @@ mod tests {
     fn figures() -> BusFigures {
         BusFigures {
             bus: "sqlite",
-            storage: StorageFigures::File(file_figures()),
+            storage: StoreFigures::of(&file_figures()),
+            cleanup_overdue_ms: Some(0),
             writer_queue_depth: 0,
             writer_queue_capacity: 1000,
             poll_lag_rows: 0,
@@ -191,7 +192,7 @@ mod tests {
         assert_eq!(assess(&f, 30_000).0, Status::Critical);
         let aged = |age| {
             let mut f = figures();
-            f.storage = StorageFigures::File(FileFigures { cleanup_overdue_ms: age, ..file_figures() });
+            f.cleanup_overdue_ms = Some(age);
             f
         };
         assert_eq!(assess(&aged(30_000), 30_000).0, Status::Healthy);
@@ -218,7 +219,13 @@ mod tests {
             store_epoch: Some("e7".into()),
             live_instances: 2,
         };
-        BusFigures { bus: "redis", storage: StorageFigures::Redis(redis), writer_queue_capacity: 0, ..figures() }
+        BusFigures {
+            bus: "redis",
+            storage: StoreFigures::of(&redis),
+            cleanup_overdue_ms: None,
+            writer_queue_capacity: 0,
+            ..figures()
+        }
     }
 
     #[test]

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use super::jobs::WriterJob;
 use super::{queries, reads, SqliteStore};
 use crate::clock::now_ms;
-use crate::core::views::{BusFigures, StorageFigures};
+use crate::core::views::{BusFigures, StoreFigures};
 use crate::core::BusError;
 use crate::hub::ConnId;
 use crate::protocol::{CanvasId, UserId};
@@ -112,7 +112,8 @@ impl Store for SqliteStore {
             writer_queue_capacity: 0,
             last_error,
             last_error_age_ms,
-            storage: StorageFigures::File(file),
+            cleanup_overdue_ms: Some(file.cleanup_overdue_ms),
+            storage: StoreFigures::of(&file),
         })
     }
 
