@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-use crate::hub::{ConnId, RoomState};
-use crate::protocol::to_json;
+use crate::hub::RoomState;
+use crate::protocol::{to_json, ConnId};
 
 /// A page of a canvas's log: the frames (as relayed) after some seq, and where the log stands.
 #[derive(Debug, Clone)]

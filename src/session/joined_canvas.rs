@@ -12,8 +12,8 @@ use super::welcome::{welcome_frames, REPLAY_PAGE};
 use super::{End, Session};
 use crate::core::join::Membership;
 use crate::core::{Joined, Replay};
-use crate::hub::{ConnId, Cut, Outbox};
-use crate::protocol::{left_frame, CanvasId, Role, Welcome};
+use crate::hub::Outbox;
+use crate::protocol::{left_frame, CanvasId, ConnId, Cut, Role, Welcome};
 
 /// One canvas of a session.
 pub(super) struct JoinedCanvas {

@@ -30,8 +30,8 @@ use self::records::{Batch, ConnRow, Head, LogEntry};
 use crate::core::committer::Handle;
 use crate::core::views::BusFigures;
 use crate::core::BusError;
-use crate::hub::{ConnId, Recipient};
-use crate::protocol::{CanvasId, UserId};
+use crate::hub::Recipient;
+use crate::protocol::{CanvasId, ConnId, UserId};
 
 pub use self::error::StoreError;
 

@@ -5,8 +5,7 @@
 use serde_json::value::RawValue;
 
 use crate::core::fold::presence::Conn;
-use crate::hub::ConnId;
-use crate::protocol::{CanvasId, IdempotencyKey, UserId};
+use crate::protocol::{CanvasId, ConnId, IdempotencyKey, UserId};
 
 /// A canvas's head: where its log stands and what the fold keeps of its state, as the last commit left it.
 /// A store assigns the seqs (every commit's entries follow its head's seq, and nothing is read first), the

@@ -16,8 +16,7 @@ use imbl::{OrdMap, OrdSet};
 use serde_json::value::RawValue;
 
 use crate::core::Present;
-use crate::hub::ConnId;
-use crate::protocol::to_json;
+use crate::protocol::{to_json, ConnId};
 
 /// One open connection of the canvas, as its store row keeps it.
 #[derive(Debug, Clone, PartialEq, Eq)]

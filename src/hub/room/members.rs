@@ -5,8 +5,7 @@
 use std::collections::BTreeMap;
 
 use super::{AckTo, RoomState, Subscriber};
-use crate::hub::outbox::Cut;
-use crate::hub::ConnId;
+use crate::protocol::{ConnId, Cut};
 
 impl RoomState {
     /// Adds a subscriber that has already been sent everything up to its `start_after`.

@@ -15,9 +15,9 @@ use std::sync::{Mutex, MutexGuard};
 
 use tokio_tungstenite::tungstenite::Message;
 
-use super::{ConnId, Outbox};
+use super::Outbox;
 use crate::metrics::Metrics;
-use crate::protocol::{ack_frame, CanvasId, UserId};
+use crate::protocol::{ack_frame, CanvasId, ConnId, UserId};
 
 /// Most offers, and bytes of them, an unstarted room keeps while its first join reads the snapshot.
 const MAX_EARLY: usize = 100_000;

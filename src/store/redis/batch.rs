@@ -5,8 +5,7 @@
 use redis::{ToRedisArgs, Value};
 
 use super::entry::{array, conn_rows, encode_optional, head, int, log_entries, string, text, uint};
-use crate::hub::ConnId;
-use crate::protocol::{CanvasId, IdempotencyKey, UserId};
+use crate::protocol::{CanvasId, ConnId, IdempotencyKey, UserId};
 use crate::store::records::{ConnRow, ConnWrite, Expect, Head, LogEntry, Placed, Writes};
 
 /// What every send of a batch carries before its parts.

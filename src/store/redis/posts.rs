@@ -8,8 +8,7 @@ use super::scripts::{REMOVE_USER, SAVE_STATES, TO_USER};
 use super::{unavailable, RedisStore};
 use crate::clock::now_ms;
 use crate::core::BusError;
-use crate::hub::ConnId;
-use crate::protocol::CanvasId;
+use crate::protocol::{CanvasId, ConnId};
 use crate::store::Post;
 
 /// How long a canvas's cursor stream outlives its last batch.

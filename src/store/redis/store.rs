@@ -10,8 +10,7 @@ use super::scripts::SNAPSHOT;
 use super::{keys, unavailable, RedisStore};
 use crate::core::views::BusFigures;
 use crate::core::BusError;
-use crate::hub::ConnId;
-use crate::protocol::{CanvasId, UserId};
+use crate::protocol::{CanvasId, ConnId, UserId};
 use crate::store::records::{ConnRow, Head, LogEntry};
 use crate::store::{CanvasRead, CanvasReader, Instance, Post, Store, Want, Whose};
 

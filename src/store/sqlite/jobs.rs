@@ -11,8 +11,8 @@ use super::unavailable;
 use super::writer::SqliteWriter;
 use crate::clock::now_ms;
 use crate::core::BusError;
-use crate::hub::{ConnId, Watermark};
-use crate::protocol::CanvasId;
+use crate::hub::Watermark;
+use crate::protocol::{CanvasId, ConnId};
 use crate::store::{Instance, Post};
 
 /// How long a cursor batch is kept: long enough for every watcher to read it, short enough to stay small.

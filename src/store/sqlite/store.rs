@@ -9,8 +9,7 @@ use super::{queries, reads, SqliteStore};
 use crate::clock::now_ms;
 use crate::core::views::{BusFigures, StoreFigures};
 use crate::core::BusError;
-use crate::hub::ConnId;
-use crate::protocol::{CanvasId, UserId};
+use crate::protocol::{CanvasId, ConnId, UserId};
 use crate::store::records::{ConnRow, Head, LogEntry};
 use crate::store::{CanvasRead, Instance, Post, Store, Want, Whose};
 
