@@ -14,6 +14,7 @@ use crate::hub::{Entry, Hub, Room};
 use crate::metrics::Metrics;
 use crate::object_ops::Refusal;
 use crate::protocol::{logged_frame, CanvasId};
+pub use crate::store::records::AfterDelivery;
 
 /// What a store did with one publish of a batch.
 #[derive(Debug, Clone)]
@@ -51,18 +52,6 @@ impl Outcome {
             _ => None,
         }
     }
-}
-
-/// What local delivery of a batch left for the store's reader to do.
-#[derive(Debug, Default)]
-pub struct AfterDelivery {
-    /// Canvases whose room holds seqs early, waiting for another instance's commits before them.
-    pub waiting: Vec<CanvasId>,
-    /// Whether a row belongs to a generation its room has not seen the reset marker of: the room cannot
-    /// take it from here, so the reader must read it back in commit order (`Room::offer_stored`).
-    pub read_back: bool,
-    /// The first and last store ids the batch logged, if it logged any.
-    pub ids: Option<(i64, i64)>,
 }
 
 /// Counts a committed batch in the metrics.

@@ -17,7 +17,7 @@ use warp::{Filter, Reply};
 
 use super::with_state;
 use crate::consumers::webhook;
-use crate::core::BusFigures;
+use crate::store::figures::BusFigures;
 use crate::App;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -146,7 +146,7 @@ fn render_metrics(app: Arc<App>) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::views::StoreFigures;
+    use crate::store::figures::StoreFigures;
     use crate::store::sqlite::queries::FileFigures;
 
     fn file_figures() -> FileFigures {

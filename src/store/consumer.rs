@@ -7,8 +7,8 @@
 use async_trait::async_trait;
 
 use super::records::LogEntry;
-use crate::core::BusError;
 use crate::protocol::CanvasId;
+use crate::store::BusError;
 
 /// A page of the log of every canvas after a position: each entry with its position.
 #[derive(Debug, Clone, Default)]

@@ -226,7 +226,7 @@ mod tests {
 
     #[test]
     fn a_part_is_encoded_in_the_order_commit_lua_reads_it() {
-        use crate::core::fold::presence::Conn;
+        use crate::store::records::Conn;
         use crate::store::records::{KeyClaim, NewEntry};
         let canvas = canvas("c1");
         let head = Head { bytes: 40, objects: 2, connections: 1, users: 1, ..Head::default() };

@@ -13,10 +13,10 @@ use serde_json::value::RawValue;
 use super::entry::{array, field, pairs, string, text, uint};
 use super::scripts::{HOLD_LEASES, LOG, RELEASE_LEASES, SAVE_POSITION};
 use super::{keys, malformed, unavailable, RedisStore};
-use crate::core::BusError;
 use crate::protocol::{null_value, CanvasId};
 use crate::store::consumer::{ConsumerStore, LogPage, Position, Saved};
 use crate::store::records::LogEntry;
+use crate::store::BusError;
 
 /// A stream id as Redis reads one: `MS` or `MS-SEQ`, each part digits that fit 64 bits (`MS` alone is
 /// `MS-0`).

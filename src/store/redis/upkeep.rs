@@ -11,9 +11,8 @@ use super::entry::{array, int, stream_id, string, uint};
 use super::scripts::{FORGET, HEARTBEAT, ROTATE, TRIM_LOGS, TRIM_STREAM};
 use super::{keys, malformed, unavailable, RedisFigures, RedisStore};
 use crate::clock::now_ms;
-use crate::core::views::{BusFigures, StoreFigures};
-use crate::core::BusError;
-use crate::store::Instance;
+use crate::store::figures::{BusFigures, StoreFigures};
+use crate::store::{BusError, Instance};
 
 impl RedisStore {
     /// Records this instance as alive and checks that Redis kept every write this instance saw: a write

@@ -11,9 +11,9 @@ use super::consumer_jobs::ConsumerJob;
 use super::jobs::WriterJob;
 use super::reads;
 use super::SqliteStore;
-use crate::core::BusError;
 use crate::protocol::CanvasId;
 use crate::store::consumer::{ConsumerStore, LogPage, Position, Saved};
+use crate::store::BusError;
 
 const COLUMNS: &str = "id, canvas_id, generation, seq, message_type, sender, payload, created_at, origin_instance";
 

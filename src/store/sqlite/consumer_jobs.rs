@@ -8,9 +8,9 @@ use tokio::sync::oneshot;
 
 use super::unavailable;
 use super::writer::SqliteWriter;
-use crate::core::BusError;
 use crate::protocol::CanvasId;
 use crate::store::consumer::{Position, Saved};
+use crate::store::BusError;
 
 /// A consumer's write.
 #[derive(Debug)]

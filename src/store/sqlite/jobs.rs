@@ -10,10 +10,9 @@ use super::queries;
 use super::unavailable;
 use super::writer::SqliteWriter;
 use crate::clock::now_ms;
-use crate::core::BusError;
 use crate::hub::Watermark;
 use crate::protocol::{CanvasId, ConnId};
-use crate::store::{Instance, Post};
+use crate::store::{BusError, Instance, Post};
 
 /// How long a cursor batch is kept: long enough for every watcher to read it, short enough to stay small.
 const CURSOR_TTL_MS: i64 = 10_000;

@@ -9,8 +9,8 @@ use tokio_util::sync::CancellationToken;
 use super::jobs::WriterJob;
 use super::{schema, SqliteStore};
 use crate::config::Config;
-use crate::core::BusError;
 use crate::periodic::{every, ticker};
+use crate::store::BusError;
 
 /// WAL size (in frames; 64 MiB at 4 KiB pages) past which a checkpoint restarts the WAL.
 const RESTART_WAL_FRAMES: i64 = 16 * 1024;

@@ -7,11 +7,10 @@ use bytes::Bytes;
 use super::jobs::WriterJob;
 use super::{queries, reads, SqliteStore};
 use crate::clock::now_ms;
-use crate::core::views::{BusFigures, StoreFigures};
-use crate::core::BusError;
 use crate::protocol::{CanvasId, ConnId, UserId};
+use crate::store::figures::{BusFigures, StoreFigures};
 use crate::store::records::{ConnRow, Head, LogEntry};
-use crate::store::{CanvasRead, Instance, Post, Store, Want, Whose};
+use crate::store::{BusError, CanvasRead, Instance, Post, Store, Want, Whose};
 
 #[async_trait]
 impl Store for SqliteStore {

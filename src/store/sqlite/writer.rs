@@ -16,12 +16,11 @@ use super::jobs::WriterJob;
 use super::{describe, unavailable, Progress};
 use crate::clock::now_ms;
 use crate::config::Config;
-use crate::core::delivery::AfterDelivery;
-use crate::core::BusError;
 use crate::metrics::Metrics;
 use crate::protocol::CanvasId;
+use crate::store::records::AfterDelivery;
 use crate::store::records::Batch;
-use crate::store::{epoch, CanvasReader, Commit, ResetDone};
+use crate::store::{epoch, BusError, CanvasReader, Commit, ResetDone};
 
 /// Fixed settings of the writer.
 #[derive(Debug, Clone)]
