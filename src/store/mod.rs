@@ -32,10 +32,8 @@ pub mod workers;
 
 use std::sync::Arc;
 
-use self::consumer::ConsumerStore;
 use self::figures::BusFigures;
 use self::records::{AfterDelivery, Batch, ConnRow, Head, LogEntry};
-use crate::core::committer::Handle;
 use crate::hub::Recipient;
 use crate::protocol::{CanvasId, ConnId, UserId};
 
@@ -45,14 +43,6 @@ pub use self::error::{BusError, StoreError, Unavailable};
 /// canvas's generation (a reset). The one place it is written.
 pub fn epoch(store_epoch: &str, generation: u64) -> String {
     format!("{store_epoch}-{generation}")
-}
-
-/// What an opened store gives the bus.
-pub struct Opened {
-    pub store: Arc<dyn Store>,
-    pub consumers: Arc<dyn ConsumerStore>,
-    /// The store's committer (started by the store, where its writes must run).
-    pub committer: Box<dyn Handle>,
 }
 
 /// Which objects a reader of a canvas wants: the store reads the snapshot and ops only as it says.

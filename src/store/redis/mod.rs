@@ -50,10 +50,11 @@ use self::link::Link;
 use self::reader::Reader;
 use crate::config::Config;
 use crate::core::committer::{Setup, Started};
+use crate::core::Opened;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::store::workers::Workers;
-use crate::store::{BusError, Opened, StoreError, Unavailable};
+use crate::store::{BusError, StoreError, Unavailable};
 
 /// How long one Redis command may take before it counts as a failure.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);

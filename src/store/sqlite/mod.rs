@@ -52,11 +52,12 @@ use crate::clock::now_ms;
 use crate::config::{BusKind, Config};
 use crate::core::committer::{self, Committer, Setup, Started};
 use crate::core::lanes::{LaneSenders, Lanes};
+use crate::core::Opened;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::protocol::CanvasId;
 use crate::store::workers::Workers;
-use crate::store::{BusError, CanvasRead, CanvasReader, Opened, StoreError, Unavailable, Want};
+use crate::store::{BusError, CanvasRead, CanvasReader, StoreError, Unavailable, Want};
 
 /// How long a read waits for a free pool connection before it fails with `unavailable` (a storm of joins
 /// of big canvases can hold all of them for a while; nothing waits forever).
