@@ -20,7 +20,7 @@ pub struct Admission {
 
 /// Why a connection was not admitted; the text is for the client.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Refusal {
+pub enum NotAdmitted {
     #[error("this instance is at its connection limit ({0}, --max-connections); retry later or elsewhere")]
     Full(usize),
     #[error("this user already has {0} connections on this instance (--max-connections-per-user)")]
@@ -40,15 +40,15 @@ impl Admission {
     }
 
     /// Counts a new connection of `user`, or says which limit it would pass.
-    pub fn admit(self: &Arc<Self>, user: &UserId) -> Result<Ticket, Refusal> {
+    pub fn admit(self: &Arc<Self>, user: &UserId) -> Result<Ticket, NotAdmitted> {
         let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
         let (total, users) = &mut *counts;
         if *total >= self.max_total {
-            return Err(Refusal::Full(self.max_total));
+            return Err(NotAdmitted::Full(self.max_total));
         }
         let mine = users.entry(user.clone()).or_default();
         if *mine >= self.max_per_user {
-            return Err(Refusal::UserFull(*mine));
+            return Err(NotAdmitted::UserFull(*mine));
         }
         *mine += 1;
         *total += 1;
@@ -83,13 +83,13 @@ mod tests {
         let admission = Admission::new(3, 2);
         let a1 = admission.admit(&user("a")).unwrap();
         let _a2 = admission.admit(&user("a")).unwrap();
-        assert_eq!(admission.admit(&user("a")).unwrap_err(), Refusal::UserFull(2));
+        assert_eq!(admission.admit(&user("a")).unwrap_err(), NotAdmitted::UserFull(2));
         let _b1 = admission.admit(&user("b")).unwrap();
-        assert_eq!(admission.admit(&user("c")).unwrap_err(), Refusal::Full(3));
+        assert_eq!(admission.admit(&user("c")).unwrap_err(), NotAdmitted::Full(3));
         drop(a1);
         assert_eq!(admission.counts.lock().unwrap().0, 2);
         let _c1 = admission.admit(&user("c")).unwrap();
-        assert_eq!(admission.admit(&user("a")).unwrap_err(), Refusal::Full(3));
+        assert_eq!(admission.admit(&user("a")).unwrap_err(), NotAdmitted::Full(3));
     }
 
     #[test]

@@ -13,11 +13,8 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use serde_json::value::RawValue;
-use tokio_tungstenite::tungstenite::Message;
 
-use crate::hub::{ConnId, Room};
-use crate::metrics::Metrics;
-use crate::protocol::{to_json, CanvasId};
+use crate::protocol::{to_json, CanvasId, ConnId};
 
 /// Most events of one canvas one batch carries.
 pub const MAX_EVENTS_PER_BATCH: usize = 1024;
@@ -113,44 +110,22 @@ impl CursorBuffer {
     }
 }
 
-/// Delivers a batch another instance wrote to this process's room of its canvas, whichever store carried
-/// it: each sender's cursor goes to every other subscriber's ephemeral lane, where it replaces any earlier
-/// one of that sender still waiting. Lossy by design: the next batch carries a newer cursor.
-pub fn relay_batch(room: &Room, frames: &str, metrics: &Metrics) {
-    let Batch { cursors, events, presence } = parse_batch(frames);
-    let state = room.lock();
-    let mut missed: u64 = cursors
-        .into_iter()
-        .map(|(from, frame)| state.broadcast_ephemeral(from, &Message::text(frame.get()), metrics))
-        .sum();
-    missed += events
-        .into_iter()
-        .map(|(from, frame)| state.broadcast_event(from, &Message::text(frame.get()), metrics))
-        .sum::<u64>();
-    missed += presence
-        .into_iter()
-        .map(|(from, frame)| state.broadcast_presence(from, &Message::text(frame.get()), metrics))
-        .sum::<u64>();
-    drop(state);
-    metrics.ephemeral_missed(&room.canvas, missed);
-}
-
 /// A batch another instance wrote: cursors and presence states (one per sending connection) and events (in
 /// send order).
 #[derive(Default)]
-struct Batch {
-    cursors: Vec<(ConnId, Box<RawValue>)>,
-    events: Vec<(ConnId, Box<RawValue>)>,
-    presence: Vec<(ConnId, Box<RawValue>)>,
+pub(crate) struct ParsedBatch {
+    pub cursors: Vec<(ConnId, Box<RawValue>)>,
+    pub events: Vec<(ConnId, Box<RawValue>)>,
+    pub presence: Vec<(ConnId, Box<RawValue>)>,
 }
 
 /// The frames of a batch, each with its sending connection; nothing for a batch that does not parse, and
 /// no event for an `events` entry that does not (best effort: a newer version may write another form).
-fn parse_batch(frames: &str) -> Batch {
+pub(crate) fn parse_batch(frames: &str) -> ParsedBatch {
     let Ok(entries) = serde_json::from_str::<HashMap<String, Box<RawValue>>>(frames) else {
-        return Batch::default();
+        return ParsedBatch::default();
     };
-    let mut batch = Batch::default();
+    let mut batch = ParsedBatch::default();
     for (key, value) in entries {
         if key == "events" {
             let events = serde_json::from_str::<Vec<(String, Box<RawValue>)>>(value.get()).unwrap_or_default();

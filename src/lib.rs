@@ -64,7 +64,7 @@ pub struct App {
     /// The connection limits (`--max-connections`, `--max-connections-per-user`).
     pub admission: Arc<admission::Admission>,
     /// The webhook deliverer's figures, when `--webhook-url` is set.
-    pub webhook: Option<Arc<consumers::webhook::Status>>,
+    pub webhook: Option<Arc<consumers::webhook::DeliveryStatus>>,
 }
 
 /// The first phases of a stop (see `shutdown.rs`): sessions stop reading, everything they accepted is

@@ -11,8 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use metrics::{counter, gauge, histogram, Counter, Gauge, Histogram, NoopRecorder, Recorder};
 
-use crate::hub::Cut;
-use crate::protocol::CanvasId;
+use crate::protocol::{CanvasId, Cut};
 
 /// Canvases that get a `canvas` label of their own; later ones are counted under `canvas="other"`, so a
 /// relay serving millions of canvases does not grow millions of series.

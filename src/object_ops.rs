@@ -12,8 +12,8 @@ use crate::protocol::MsgType;
 
 /// One object op, as the protocol read it from the message's `data`, once, when it checked the frame
 /// (`LoggedMessage::object`): the object's id, and for an update where the patch's top-level fields are in
-/// that data (an update means its fields; a create means its whole data, which the stores keep as it is).
-/// The stores take both from here and never parse an update's data again.
+/// that data (an update means its fields; a create means its whole data, which the fold keeps as it is).
+/// The fold takes both from here and never parses an update's data again.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ObjectOp {
     Create { id: String },
@@ -22,8 +22,8 @@ pub enum ObjectOp {
 }
 
 /// One top-level field of an object op's data: where its name and its value are in that data's text, so
-/// that reading the fields allocates nothing per field (a create is the common op, and most stores never
-/// look at its fields). Read it with [`Field::name`] and [`Field::value`] against the same data.
+/// that reading the fields allocates nothing per field (a create is the common op, and the fold never
+/// looks at its fields). Read it with [`Field::name`] and [`Field::value`] against the same data.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Field {
     name: Name,
@@ -106,18 +106,19 @@ pub enum Refusal {
     /// An update whose patch cannot be merged into the stored object.
     #[error("object {id:?} could not be updated: {reason}")]
     Unmergeable { id: String, reason: String },
-    /// An op whose data the store could not read as an object (the protocol checks it is one first).
+    /// An op whose data the fold could not read as an object (the protocol checks it is one first), or a
+    /// stored state it could not read.
     #[error("object {id:?} could not be read: {reason}")]
     Unreadable { id: String, reason: String },
-    /// The op would take the canvas state past `--max-canvas-state` (`size`: what it would be, where the
-    /// store says).
+    /// The op would take the canvas state past `--max-canvas-state` (`size`: what it would be, when
+    /// known).
     #[error("the canvas state would be {}, over its limit of {limit} bytes (--max-canvas-state)",
         .size.map_or_else(|| "too big".to_owned(), |size| format!("{size} bytes")))]
     CanvasFull { size: Option<u64>, limit: usize },
 }
 
 /// A JSON object assembled from its members' JSON texts as they are: a canvas state as a welcome and the
-/// API carry it, `{"id":object,...}` (the one place its form is written, for every store), and an object
+/// API carry it, `{"id":object,...}` (the one place its form is written, whichever the store), and an object
 /// merged from its stored fields and an update's. Names are written by serde; values are copied, never
 /// parsed (a `RawValue` per object would parse a 100,000-object state on every read of it).
 pub struct JsonObject {
@@ -158,7 +159,7 @@ impl JsonObject {
     }
 
     /// The bytes one member takes: its quoted name, a colon, its text, and the comma or closing brace after
-    /// it. A state's JSON is the sum of these plus the opening brace; the stores keep that sum to check
+    /// it. A state's JSON is the sum of these plus the opening brace; the fold keeps that sum to check
     /// `--max-canvas-state`.
     pub fn member_bytes(id: &str, text_len: usize) -> i64 {
         (crate::protocol::to_json(&id).len() + text_len + 2) as i64

@@ -110,7 +110,7 @@ async fn a_storm_of_joiners_all_get_the_exact_state_serialized_once(store: Store
 /// room wait with the hub's lock held, and the writer's ack registration wait for that inside `BEGIN
 /// IMMEDIATE`, so every writer on the file stalled behind one slow join. The lock properties are pinned by
 /// unit tests (`hub::tests::a_leave_waiting_for_a_rooms_lock_holds_up_no_lookup`,
-/// `bus::join::tests::a_snapshot_takes_no_room_lock`); this is the scenario end to end: a leave of the room
+/// `core::join::tests::a_snapshot_takes_no_room_lock`); this is the scenario end to end: a leave of the room
 /// and a publish on another canvas, during a join that reads a 300,000-object state, all complete, and the
 /// joiner gets the whole state.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

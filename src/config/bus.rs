@@ -1,5 +1,5 @@
 //! `--bus`: which store keeps the log, state and presence, parsed from `sqlite`, `memory` or a Redis URL. How
-//! each store works is `bus/`; this file only reads the flag, and makes sure a Redis password in it never
+//! each store works is `store/`; this file only reads the flag, and makes sure a Redis password in it never
 //! reaches `--help`, a parse error, a log line or `{config:?}` (only [`RedisUrl::expose`] gives it out).
 
 use std::ffi::OsStr;

@@ -14,6 +14,7 @@ use crate::hub::{Entry, Hub, Room};
 use crate::metrics::Metrics;
 use crate::object_ops::Refusal;
 use crate::protocol::{logged_frame, CanvasId};
+pub use crate::store::records::AfterDelivery;
 
 /// What a store did with one publish of a batch.
 #[derive(Debug, Clone)]
@@ -53,18 +54,6 @@ impl Outcome {
     }
 }
 
-/// What local delivery of a batch left for the store's reader to do.
-#[derive(Debug, Default)]
-pub struct Delivered {
-    /// Canvases whose room holds seqs early, waiting for another instance's commits before them.
-    pub waiting: Vec<CanvasId>,
-    /// Whether a row belongs to a generation its room has not seen the reset marker of: the room cannot
-    /// take it from here, so the reader must read it back in commit order (`Room::offer_stored`).
-    pub read_back: bool,
-    /// The first and last store ids the batch logged, if it logged any.
-    pub ids: Option<(i64, i64)>,
-}
-
 /// Counts a committed batch in the metrics.
 pub fn record(metrics: &Metrics, outcomes: &[Result<Outcome, BusError>], started: Instant) {
     metrics.commits.increment(1);
@@ -84,8 +73,8 @@ pub fn deliver(
     outcomes: Vec<Result<Outcome, BusError>>,
     now: i64,
     local_broadcast: bool,
-) -> Delivered {
-    let mut delivered = Delivered::default();
+) -> AfterDelivery {
+    let mut delivered = AfterDelivery::default();
     // Each canvas's messages, in commit order, offered to its room together once the batch is answered.
     let mut runs: Vec<(Arc<Room>, Vec<Entry>)> = Vec::new();
     for (publish, outcome) in batch.into_iter().zip(outcomes) {

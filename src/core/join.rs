@@ -27,8 +27,8 @@ use super::reads::View;
 use super::state_cache::INLINE_LIMIT;
 use super::views::peers_json;
 use super::{Bus, BusError, PresenceChange, Publish, Unavailable};
-use crate::hub::{ConnId, Hub, JoinTicket, Member, Outbox, Room, Subscriber};
-use crate::protocol::{CanvasId, Resume, UserId};
+use crate::hub::{Hub, JoinTicket, Member, Outbox, Room, Subscriber};
+use crate::protocol::{CanvasId, ConnId, Resume, UserId};
 use crate::store::Want;
 
 /// How many times a join reads the canvas again when the room moved under it (closed, or reset past it).

@@ -16,18 +16,15 @@
 
 pub mod committer;
 pub mod delivery;
-mod error;
 pub mod fold;
 pub mod join;
 pub mod lanes;
-pub mod last_error;
 pub mod publish;
 mod reads;
 mod snapshots;
 pub mod state_cache;
 pub(crate) mod upkeep;
 pub mod views;
-pub mod workers;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,15 +42,24 @@ use crate::hub::{Hub, Member, Recipient};
 use crate::metrics::Metrics;
 use crate::protocol::{CanvasId, UserId};
 use crate::store::consumer::ConsumerStore;
+use crate::store::figures::BusFigures;
 use crate::store::redis::RedisStore;
 use crate::store::sqlite::SqliteStore;
-use crate::store::{Opened, Post, Store, Whose};
+use crate::store::{Post, Store, Whose};
 
-pub use error::{BusError, Unavailable};
+pub use crate::store::{BusError, Unavailable};
 pub use join::{JoinRequest, Joined, Replay};
 pub use publish::{refuse_all, Committed, Origin, PresenceChange, Publish, TryPublish};
 pub use state_cache::StateCache;
-pub use views::{BusFigures, Present};
+pub use views::Present;
+
+/// What an opened store gives the bus.
+pub struct Opened {
+    pub store: Arc<dyn Store>,
+    pub consumers: Arc<dyn ConsumerStore>,
+    /// The store's committer (started by the store, where its writes must run).
+    pub committer: Box<dyn Handle>,
+}
 
 /// The bus of this process: its store and its committer, and what every store shares. Cheap to clone.
 #[derive(Clone)]

@@ -6,11 +6,11 @@ use tokio::sync::{oneshot, OwnedSemaphorePermit};
 use tokio_tungstenite::tungstenite::Message;
 
 use super::{BusError, Unavailable};
-use crate::hub::{ConnId, Member, Outbox};
+use crate::hub::{Member, Outbox};
 use crate::object_ops::ObjectOp;
 use crate::protocol::{
-    duplicate_ack_frame, error_frame_in, presence_data, CanvasId, FrameError, IdempotencyKey, LoggedMessage, MsgType,
-    UserId,
+    duplicate_ack_frame, error_frame_in, presence_data, CanvasId, ConnId, FrameError, IdempotencyKey, LoggedMessage,
+    MsgType, UserId,
 };
 
 /// A logged message on its way to the writer.

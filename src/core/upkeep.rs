@@ -25,8 +25,9 @@ use super::{snapshots, Bus, BusError, PresenceChange, Publish};
 use crate::clock::now_ms;
 use crate::config::Config;
 use crate::cursors::CursorBuffer;
-use crate::hub::{ConnId, Member};
+use crate::hub::Member;
 use crate::periodic::{every, ticker};
+use crate::protocol::ConnId;
 use crate::store::{Post, Whose};
 
 /// Canvases snapshotted per cleanup round at most because their log is getting old.

@@ -1,13 +1,14 @@
-//! What the bus reports, whichever bus it is: a canvas's log page and state for the HTTP API, who is
-//! connected (and, for a welcome, with which presence states), and the figures behind `/health`.
+//! What the bus reports, whichever bus it is: a canvas's log page and state for the HTTP API, and who is
+//! connected (and, for a welcome, with which presence states). The figures behind `/health` are the
+//! stores' (`crate::store::figures`).
 
 use std::collections::BTreeMap;
 
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-use crate::hub::{ConnId, RoomState};
-use crate::protocol::to_json;
+use crate::hub::RoomState;
+use crate::protocol::{to_json, ConnId};
 
 /// A page of a canvas's log: the frames (as relayed) after some seq, and where the log stands.
 #[derive(Debug, Clone)]
@@ -74,49 +75,6 @@ pub struct CanvasSummary {
 pub struct CanvasPage {
     pub canvases: Vec<CanvasSummary>,
     pub next: Option<String>,
-}
-
-/// What `/health` reports about the bus.
-#[derive(Debug, Clone, Serialize)]
-pub struct BusFigures {
-    /// `sqlite`, `memory` or `redis`.
-    pub bus: &'static str,
-    #[serde(flatten)]
-    pub storage: StorageFigures,
-    /// Messages waiting for this process's writer, and how many fit.
-    pub writer_queue_depth: usize,
-    pub writer_queue_capacity: usize,
-    /// Messages committed that this process has not read yet (SQLite; Redis reads each canvas's stream
-    /// from its own position, so 0 there).
-    pub poll_lag_rows: i64,
-    /// How long since the watcher (SQLite) or the stream reader (Redis) last read (ms).
-    pub last_poll_age_ms: i64,
-    /// Other instances with a recent heartbeat.
-    pub peer_instances: i64,
-    /// How long the oldest commit this instance has not read yet has waited (ms); `None` when it has read
-    /// everything it serves.
-    pub oldest_unread_age_ms: Option<i64>,
-    /// The last storage error and its age, if one happened since the last good commit.
-    pub last_error: Option<String>,
-    pub last_error_age_ms: Option<i64>,
-}
-
-/// The figures only one kind of storage has.
-#[derive(Debug, Clone, Serialize)]
-#[serde(untagged)]
-pub enum StorageFigures {
-    File(crate::store::sqlite::queries::FileFigures),
-    Redis(crate::store::redis::RedisFigures),
-}
-
-impl BusFigures {
-    /// How long cleanup has been behind (ms), where storage keeps one log to clean up.
-    pub fn cleanup_overdue_ms(&self) -> Option<i64> {
-        match &self.storage {
-            StorageFigures::File(file) => Some(file.cleanup_overdue_ms),
-            StorageFigures::Redis(_) => None,
-        }
-    }
 }
 
 /// `welcome.peers`: every other connection of the canvas with its presence state, as the store kept it,

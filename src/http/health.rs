@@ -17,7 +17,7 @@ use warp::{Filter, Reply};
 
 use super::with_state;
 use crate::consumers::webhook;
-use crate::core::BusFigures;
+use crate::store::figures::BusFigures;
 use crate::App;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -56,7 +56,7 @@ pub fn assess(figures: &BusFigures, cleanup_interval_ms: i64) -> (Status, Vec<St
         flag(Status::Warning, format!("{lag} committed rows not yet read"));
     }
     // Rows due for deletion (past the TTL, or delivered by the webhook after it) that are still there.
-    let overdue = figures.cleanup_overdue_ms().unwrap_or(0);
+    let overdue = figures.cleanup_overdue_ms.unwrap_or(0);
     if overdue > 3 * cleanup_interval_ms + 30_000 {
         flag(Status::Critical, format!("a row is {}s past its deletion: cleanup is not keeping up", overdue / 1000));
     } else if overdue > cleanup_interval_ms + 10_000 {
@@ -146,7 +146,7 @@ fn render_metrics(app: Arc<App>) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::views::StorageFigures;
+    use crate::store::figures::StoreFigures;
     use crate::store::sqlite::queries::FileFigures;
 
     fn file_figures() -> FileFigures {
@@ -162,7 +162,8 @@ mod tests {
     fn figures() -> BusFigures {
         BusFigures {
             bus: "sqlite",
-            storage: StorageFigures::File(file_figures()),
+            storage: StoreFigures::of(&file_figures()),
+            cleanup_overdue_ms: Some(0),
             writer_queue_depth: 0,
             writer_queue_capacity: 1000,
             poll_lag_rows: 0,
@@ -191,7 +192,7 @@ mod tests {
         assert_eq!(assess(&f, 30_000).0, Status::Critical);
         let aged = |age| {
             let mut f = figures();
-            f.storage = StorageFigures::File(FileFigures { cleanup_overdue_ms: age, ..file_figures() });
+            f.cleanup_overdue_ms = Some(age);
             f
         };
         assert_eq!(assess(&aged(30_000), 30_000).0, Status::Healthy);
@@ -209,5 +210,41 @@ mod tests {
         assert!(reasons[0].contains("disk is full"));
         f.last_error_age_ms = Some(60_000);
         assert_eq!(assess(&f, 30_000).0, Status::Healthy);
+    }
+
+    /// The figures a Redis store reports, as `figures()` is for the file.
+    fn redis_figures() -> BusFigures {
+        let redis = crate::store::redis::RedisFigures {
+            redis_ping_ms: 0.25,
+            store_epoch: Some("e7".into()),
+            live_instances: 2,
+        };
+        BusFigures {
+            bus: "redis",
+            storage: StoreFigures::of(&redis),
+            cleanup_overdue_ms: None,
+            writer_queue_capacity: 0,
+            ..figures()
+        }
+    }
+
+    #[test]
+    fn the_figures_of_each_store_keep_their_names_in_health() {
+        let file = serde_json::to_value(figures()).unwrap();
+        let expected = serde_json::json!({
+            "bus": "sqlite", "queue_rows": 60_000, "oldest_row_age_ms": 59_000, "cleanup_overdue_ms": 0,
+            "head_id": 100, "live_instances": 2, "writer_queue_depth": 0, "writer_queue_capacity": 1000,
+            "poll_lag_rows": 0, "last_poll_age_ms": 1, "peer_instances": 1, "oldest_unread_age_ms": null,
+            "last_error": null, "last_error_age_ms": null,
+        });
+        assert_eq!(file, expected);
+        let redis = serde_json::to_value(redis_figures()).unwrap();
+        let expected = serde_json::json!({
+            "bus": "redis", "redis_ping_ms": 0.25, "store_epoch": "e7", "live_instances": 2,
+            "writer_queue_depth": 0, "writer_queue_capacity": 0, "poll_lag_rows": 0, "last_poll_age_ms": 1,
+            "peer_instances": 1, "oldest_unread_age_ms": null, "last_error": null, "last_error_age_ms": null,
+        });
+        assert_eq!(redis, expected);
+        assert_eq!(serde_json::to_string(&redis_figures()).unwrap().matches("live_instances").count(), 1);
     }
 }

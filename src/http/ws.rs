@@ -23,7 +23,7 @@ use warp::reply::Response;
 use warp::Filter;
 
 use super::{json_error, with_state};
-use crate::admission::{Refusal, Ticket};
+use crate::admission::{NotAdmitted, Ticket};
 use crate::core::{BusError, JoinRequest, Joined};
 use crate::hub::{self, Inbox, Outbox};
 use crate::protocol::{ConnectParams, Role, SocketParams, UserId};
@@ -176,8 +176,10 @@ impl Opening {
         }
         let admitted = match app.admission.admit(user) {
             Ok(ticket) => ticket,
-            Err(refusal @ Refusal::Full(_)) => return Err((StatusCode::SERVICE_UNAVAILABLE, refusal.to_string())),
-            Err(refusal @ Refusal::UserFull(_)) => return Err((StatusCode::TOO_MANY_REQUESTS, refusal.to_string())),
+            Err(refusal @ NotAdmitted::Full(_)) => return Err((StatusCode::SERVICE_UNAVAILABLE, refusal.to_string())),
+            Err(refusal @ NotAdmitted::UserFull(_)) => {
+                return Err((StatusCode::TOO_MANY_REQUESTS, refusal.to_string()))
+            }
         };
         Ok(Opening { accept, on_upgrade, reading, alive, admitted })
     }

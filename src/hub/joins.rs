@@ -16,8 +16,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::ConnId;
-use crate::protocol::{CanvasId, UserId};
+use crate::protocol::{CanvasId, ConnId, UserId};
 
 /// Every join in flight on this process.
 #[derive(Default)]

@@ -4,7 +4,7 @@
 //!
 //! Locks: `Hub::rooms` then a room's state, never the other way round; the joins in flight (`joins`) with
 //! no other held. All are `std::sync::Mutex` held for short, non-blocking sections (no `.await`, no I/O).
-//! A join reads its snapshot with no lock held and only then places the subscriber (see `bus::join`).
+//! A join reads its snapshot with no lock held and only then places the subscriber (see `core::join`).
 
 mod joins;
 mod outbox;
@@ -14,14 +14,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio_tungstenite::tungstenite::Message;
-use uuid::Uuid;
 
 use crate::cursors::CursorBuffer;
 use crate::metrics::Metrics;
-use crate::protocol::{null_value, presence_frame, CanvasId, UserId};
+use crate::protocol::{null_value, presence_frame, CanvasId, ConnId, Cut, UserId};
 
 pub use joins::JoinTicket;
-pub use outbox::{outbox, Bounds, Cut, Inbox, Kick, Outbox};
+pub use outbox::{outbox, Bounds, Inbox, Kick, Outbox};
 pub use room::{AckTo, Entry, Room, RoomState, Settled, Subscriber};
 
 /// Who a user message is for, as the relayed rows and stream entries name it: a user id, or `*` (never a
@@ -43,9 +42,6 @@ impl Recipient {
         }
     }
 }
-
-/// Identifies one WebSocket connection.
-pub type ConnId = Uuid;
 
 /// A connection on a canvas: what presence registers, what a leave removes, what survivors expire.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -245,7 +241,7 @@ mod tests {
         let hub = Hub::new();
         let canvas = CanvasId::parse("c1").unwrap();
         let room = hub.room_for_join(&canvas);
-        let conn = Uuid::new_v4();
+        let conn = ConnId::new_v4();
         {
             let mut state = room.lock();
             state.start_at(0, 0, &Metrics::default());
@@ -272,7 +268,7 @@ mod tests {
         let held = room.lock(); // as a long section on the room would
         let leaving = std::thread::spawn({
             let (hub, busy) = (hub.clone(), busy.clone());
-            move || hub.leave(&busy, Uuid::new_v4())
+            move || hub.leave(&busy, ConnId::new_v4())
         });
         std::thread::sleep(std::time::Duration::from_millis(50)); // the leave is now waiting for `held`
         let (found, done) = std::sync::mpsc::channel();
@@ -299,7 +295,7 @@ mod tests {
             state.start_at(0, 0, &Metrics::default());
             let user = UserId::parse(user).unwrap();
             state.subscribe(Subscriber {
-                conn: Uuid::new_v4(),
+                conn: ConnId::new_v4(),
                 user,
                 name: None,
                 opened: 0,

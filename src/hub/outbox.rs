@@ -29,8 +29,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::Message;
 
-use super::ConnId;
-use crate::protocol::CanvasId;
+use crate::protocol::{CanvasId, ConnId, Cut};
 
 mod canvases;
 
@@ -45,30 +44,6 @@ const FRAME_OVERHEAD: usize = 64;
 /// dropped (the next one from that sender gets through once the reader drains).
 const MAX_EPHEMERAL_SENDERS: usize = 1024;
 const MAX_EPHEMERAL_BYTES: usize = 256 * 1024;
-
-/// Why a client is cut with 4009. Kept apart in the metrics: only `Slow` is the client's doing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Cut {
-    /// Its logged lane overflowed: it reads too slowly.
-    Slow,
-    /// Rows it would have needed expired before this instance read them (a hole in the stream).
-    Gap,
-    /// The log it follows is gone: a canvas reset whose marker expired unread, or a store with a new epoch.
-    Epoch,
-    /// Removed from the canvas through the API: closed with 4003, not 4009.
-    Removed,
-}
-
-impl Cut {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Cut::Slow => "slow",
-            Cut::Gap => "gap",
-            Cut::Epoch => "epoch",
-            Cut::Removed => "removed",
-        }
-    }
-}
 
 /// How big one client's logged lane may grow.
 #[derive(Debug, Clone, Copy)]

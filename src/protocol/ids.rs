@@ -7,6 +7,10 @@ use serde::Serialize;
 
 use super::Role;
 
+/// Identifies one WebSocket connection (one canvas of a multiplexed socket is a connection of its own):
+/// the id presence, acks, cursors and removals name it by, on every instance.
+pub type ConnId = uuid::Uuid;
+
 /// Why an id in a URL or query was refused: the text of the HTTP 400 body.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{what} must be {rule}")]

@@ -16,7 +16,7 @@ mod server;
 pub use addressed::{Addressed, Misaddressed};
 pub use canonical::without_whitespace;
 pub use client::{null_value, ClientFrame, FrameError, IdempotencyKey, LoggedMessage, MsgType};
-pub use ids::{CanvasId, ConnectParams, Resume, SocketParams, UserId, RESERVED_USER};
+pub use ids::{CanvasId, ConnId, ConnectParams, Resume, SocketParams, UserId, RESERVED_USER};
 pub use role::Role;
 pub use server::{
     ack_frame, cursor_frame, duplicate_ack_frame, error_frame_in, event_frame, left_frame, logged_frame, presence_data,
@@ -39,6 +39,31 @@ pub mod close {
     pub const REMOVED: u16 = 4003;
     /// The client's outbound queue overflowed: reconnect with `since` to catch up.
     pub const TOO_SLOW: u16 = 4009;
+}
+
+/// Why a client is cut with 4009 ([`close::TOO_SLOW`]; 4003, [`close::REMOVED`], for `Removed`). Kept apart
+/// in the metrics: only `Slow` is the client's doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cut {
+    /// Its logged lane overflowed: it reads too slowly.
+    Slow,
+    /// Rows it would have needed expired before this instance read them (a hole in the stream).
+    Gap,
+    /// The log it follows is gone: a canvas reset whose marker expired unread, or a store with a new epoch.
+    Epoch,
+    /// Removed from the canvas through the API: closed with 4003, not 4009.
+    Removed,
+}
+
+impl Cut {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Cut::Slow => "slow",
+            Cut::Gap => "gap",
+            Cut::Epoch => "epoch",
+            Cut::Removed => "removed",
+        }
+    }
 }
 
 /// Types a client may not log: the server's frames (v1), and v1.1's `presence`, `join`, `leave` and

@@ -4,23 +4,23 @@
 //! goes through its queue, so frames leave in the order the hub decided.
 //!
 //! A socket serves one canvas (`/ws/{canvas}`) or, multiplexed (`GET /ws`, v1.1), the canvases it joins:
-//! each is a [`Member`], its own connection in presence with its own id, role and cursor pace, while the
+//! each is a [`JoinedCanvas`], its own connection in presence with its own id, role and cursor pace, while the
 //! queue, the rate limits, back-pressure, the slow-client rule and close codes belong to the socket. The
 //! multiplexed frames (join, leave, a canvas on every frame) are `mux.rs`'s.
 //!
 //! This module turns frames into actions (publish, cursor, pong, error) and decides how a connection ends
 //! (close codes); parsing is `protocol`'s job, ordering the hub's, the first frames of a canvas
-//! `member.rs`'s, and writing to the socket and closing it `write.rs`'s.
+//! `joined_canvas.rs`'s, and writing to the socket and closing it `write.rs`'s.
 //!
 //! **Back-pressure.** A socket has at most `--max-in-flight` publishes waiting for the store. While one
 //! waits for room (in-flight permits or the writer's queue), the session stops reading the socket, so the
 //! client's sends block in TCP, but it keeps writing its queue: acks keep flowing and the client is never
 //! cut for the server's slowness. 4009 is only for a client that does not read.
 
-mod cursors;
-mod member;
+mod cursor_pace;
+mod joined_canvas;
 mod mux;
-mod publish;
+mod sending;
 mod welcome;
 mod write;
 
@@ -33,14 +33,13 @@ use tokio::sync::{watch, Semaphore};
 use tokio::time::Sleep;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
-use self::member::Member;
-use self::publish::{wait_stalled, Stalled};
+use self::joined_canvas::JoinedCanvas;
+use self::sending::{wait_stalled, Stalled};
 use crate::admission::Ticket;
 use crate::clock::now_ms;
 use crate::core::Joined;
-use crate::hub::{Cut, Inbox, Kick, Outbox};
-use crate::protocol::{close, error_frame_in, ClientFrame, FrameError, Role, PONG_FRAME};
-use crate::protocol::{ErrorCode, UserId};
+use crate::hub::{Inbox, Kick, Outbox};
+use crate::protocol::{close, error_frame_in, ClientFrame, Cut, ErrorCode, FrameError, Role, UserId, PONG_FRAME};
 use crate::ratelimit::{RateLimit, Verdict};
 use crate::shutdown::{Guard, Phase};
 use crate::App;
@@ -72,7 +71,7 @@ pub struct Session<S> {
     app: Arc<App>,
     user: UserId,
     /// The canvases this socket serves: the one of `/ws/{canvas}`, or those a multiplexed socket joined.
-    members: Vec<Member>,
+    members: Vec<JoinedCanvas>,
     /// What a multiplexed socket needs to join canvases; `None` on `/ws/{canvas}`.
     mux: Option<Box<Mux>>,
     /// The socket's queue, as the handle that names no canvas: pongs, and errors about no canvas. The
@@ -315,7 +314,7 @@ where
                 self.app.metrics.cursors_in.increment(1);
                 let member = &mut self.members[at];
                 if let Some(data) = member.cursors.offer(data, tokio::time::Instant::now()) {
-                    cursors::relay(&data, &self.app, member.canvas(), &self.user, member.conn());
+                    cursor_pace::relay(&data, &self.app, member.canvas(), &self.user, member.conn());
                 }
             }
             ClientFrame::Presence { data } if data.get().len() > self.app.config.max_presence_bytes => {
@@ -326,7 +325,7 @@ where
             ClientFrame::Presence { data } => {
                 let member = &mut self.members[at];
                 if let Some(data) = member.presence.offer(data, tokio::time::Instant::now()) {
-                    cursors::relay_presence(&data, &self.app, member.canvas(), &self.user, member.conn());
+                    cursor_pace::relay_presence(&data, &self.app, member.canvas(), &self.user, member.conn());
                 }
             }
             ClientFrame::Logged(message) if !self.members[at].role.may_publish() => {
@@ -337,7 +336,7 @@ where
             ClientFrame::Event { kind, data, reference } => match self.event_limit.check(Instant::now()) {
                 Verdict::Accept => {
                     let member = &self.members[at];
-                    cursors::relay_event(&kind, &data, &self.app, member.canvas(), &self.user, member.conn());
+                    cursor_pace::relay_event(&kind, &data, &self.app, member.canvas(), &self.user, member.conn());
                 }
                 Verdict::Refuse | Verdict::Close => {
                     let limit = self.app.config.ephemeral_rate_limit;

@@ -28,9 +28,9 @@ use uuid::Uuid;
 use super::{End, Session};
 use crate::auth::Grant;
 use crate::core::{JoinRequest, Joined};
-use crate::hub::ConnId;
-use crate::protocol::PONG_FRAME;
-use crate::protocol::{close, left_frame, Addressed, CanvasId, ErrorCode, FrameError, Misaddressed, Resume, Role};
+use crate::protocol::{
+    close, left_frame, Addressed, CanvasId, ConnId, ErrorCode, FrameError, Misaddressed, Resume, Role, PONG_FRAME,
+};
 use crate::ratelimit::Verdict;
 
 /// A join the store answered: its canvas, the role it is granted, and the outcome.

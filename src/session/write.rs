@@ -11,8 +11,7 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use super::{End, Session};
-use crate::hub::Cut;
-use crate::protocol::close;
+use crate::protocol::{close, Cut};
 
 /// Most frames written per flush, so one busy canvas cannot starve the socket's reads.
 const MAX_FRAMES_PER_FLUSH: usize = 64;

@@ -7,8 +7,8 @@
 use async_trait::async_trait;
 
 use super::records::LogEntry;
-use crate::core::BusError;
 use crate::protocol::CanvasId;
+use crate::store::BusError;
 
 /// A page of the log of every canvas after a position: each entry with its position.
 #[derive(Debug, Clone, Default)]
@@ -21,7 +21,7 @@ pub struct LogPage {
 
 /// How far the webhook has delivered one canvas: every message of `generation` up to `seq` was answered 2xx.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Delivered {
+pub struct Position {
     pub generation: u64,
     pub seq: u64,
     /// The last seq of a batch being sent, recorded before its first attempt, so that whichever instance
@@ -29,14 +29,14 @@ pub struct Delivered {
     pub inflight: Option<u64>,
 }
 
-impl Delivered {
+impl Position {
     /// Whether this position may be recorded over `stored`: a position never moves backwards (generation,
     /// then seq), and a batch's range fixed at a position stays fixed until that batch is delivered (so every
     /// repeat of it keeps its idempotency key). The webhook checks it against the position it expects the
     /// store to hold, and [`ConsumerStore::save_position`] writes only if the store holds exactly that, in
     /// the same atomic step as its lease check: a holder whose view is stale (its lease lapsed and another
     /// instance delivered meanwhile) is refused.
-    pub fn may_replace(&self, stored: Option<Delivered>) -> bool {
+    pub fn may_replace(&self, stored: Option<Position>) -> bool {
         let Some(stored) = stored else { return true };
         match (self.generation, self.seq).cmp(&(stored.generation, stored.seq)) {
             std::cmp::Ordering::Less => false,
@@ -76,7 +76,7 @@ pub trait ConsumerStore: Send + Sync + 'static {
     async fn log_after(&self, after: &str, limit: usize) -> Result<LogPage, BusError>;
 
     /// The webhook's delivered positions of these canvases, where they have one.
-    async fn positions(&self, canvases: &[CanvasId]) -> Result<Vec<Option<Delivered>>, BusError>;
+    async fn positions(&self, canvases: &[CanvasId]) -> Result<Vec<Option<Position>>, BusError>;
 
     /// Records `position` over `expected` (what the holder last read or recorded; `None`: nothing), if
     /// `holder` still holds `lease` and the store holds exactly `expected`, in one atomic step. Messages up
@@ -86,8 +86,8 @@ pub trait ConsumerStore: Send + Sync + 'static {
         canvas: &CanvasId,
         lease: &str,
         holder: &str,
-        expected: Option<Delivered>,
-        position: Delivered,
+        expected: Option<Position>,
+        position: Position,
     ) -> Result<Saved, BusError>;
 
     /// Takes or renews each lease in `names` for `holder`, for `ttl_ms` from now, where it is free, expired
@@ -102,8 +102,8 @@ pub trait ConsumerStore: Send + Sync + 'static {
 mod tests {
     use super::*;
 
-    fn at(generation: u64, seq: u64, inflight: Option<u64>) -> Delivered {
-        Delivered { generation, seq, inflight }
+    fn at(generation: u64, seq: u64, inflight: Option<u64>) -> Position {
+        Position { generation, seq, inflight }
     }
 
     #[test]

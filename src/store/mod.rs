@@ -12,6 +12,10 @@
 //!
 //! Each store also brings other instances' commits and ephemeral posts to this process's hub on its own
 //! (the SQLite watcher, the Redis stream reader): that is where it differs most, and it needs no trait.
+//!
+//! What the core and the stores both use is here, so that imports run one way, core to store: the plain
+//! records they hand each other (`records.rs`), the errors (`error.rs`), the figures behind `/health`
+//! (`figures.rs`, `last_error.rs`) and the watch on the stores' threads (`workers.rs`).
 
 pub mod records;
 
@@ -19,31 +23,26 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 pub mod consumer;
+mod error;
+pub mod figures;
+pub mod last_error;
 pub mod redis;
 pub mod sqlite;
+pub mod workers;
 
 use std::sync::Arc;
 
-use self::consumer::ConsumerStore;
-use self::records::{Batch, ConnRow, Head, LogEntry};
-use crate::core::committer::Handle;
-use crate::core::views::BusFigures;
-use crate::core::BusError;
-use crate::hub::{ConnId, Recipient};
-use crate::protocol::{CanvasId, UserId};
+use self::figures::BusFigures;
+use self::records::{AfterDelivery, Batch, ConnRow, Head, LogEntry};
+use crate::hub::Recipient;
+use crate::protocol::{CanvasId, ConnId, UserId};
+
+pub use self::error::{BusError, StoreError, Unavailable};
 
 /// A canvas's epoch as clients see it: the store's epoch (a fresh file, a Redis that lost its data) and the
 /// canvas's generation (a reset). The one place it is written.
 pub fn epoch(store_epoch: &str, generation: u64) -> String {
     format!("{store_epoch}-{generation}")
-}
-
-/// What an opened store gives the bus.
-pub struct Opened {
-    pub store: Arc<dyn Store>,
-    pub consumers: Arc<dyn ConsumerStore>,
-    /// The store's committer (started by the store, where its writes must run).
-    pub committer: Box<dyn Handle>,
 }
 
 /// Which objects a reader of a canvas wants: the store reads the snapshot and ops only as it says.
@@ -142,7 +141,7 @@ pub trait Commit: Send + 'static {
     type Job: Send + std::fmt::Debug + 'static;
 
     /// Applies a batch (see [`Batch`]); returns the commit's time (unix ms, the store's clock). An error
-    /// means nothing of the batch was applied, except [`Unavailable::Unresolved`](crate::core::Unavailable):
+    /// means nothing of the batch was applied, except [`Unavailable::Unresolved`]:
     /// the store could not tell (no reply came); the committer commits the same batch again.
     async fn commit(&mut self, batch: &mut dyn Batch) -> Result<i64, BusError>;
 
@@ -159,7 +158,7 @@ pub trait Commit: Send + 'static {
 
     /// After a commit's local delivery (the SQLite watcher skips this process's own rows, and its peers'
     /// doorbells ring).
-    fn delivered(&mut self, _delivered: crate::core::delivery::Delivered) {}
+    fn delivered(&mut self, _delivered: AfterDelivery) {}
 }
 
 /// Reads a canvas at its head: what the committer loads a canvas it does not hold with, on a task of its

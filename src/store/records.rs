@@ -2,11 +2,24 @@
 //! store reads them back, and a commit's parts as a store applies them ([`Batch`], [`Writes`]) or answers
 //! them ([`Placed`], [`News`]). Plain data: no rule of the canvas lives here (they are in `core::fold`).
 
+use std::sync::Arc;
+
 use serde_json::value::RawValue;
 
-use crate::core::fold::presence::Conn;
-use crate::hub::ConnId;
-use crate::protocol::{CanvasId, IdempotencyKey, UserId};
+use crate::protocol::{CanvasId, ConnId, IdempotencyKey, UserId};
+
+/// One open connection of the canvas, as its store row keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Conn {
+    pub user: Arc<str>,
+    /// The display name it connected with.
+    pub name: Option<Arc<str>>,
+    /// The instance that holds it: survivors expire the connections of an instance that died.
+    pub instance: Arc<str>,
+    /// Its place in the order connections to this canvas were opened (1 for the first ever): the newest
+    /// named connection names its user.
+    pub opened: u64,
+}
 
 /// A canvas's head: where its log stands and what the fold keeps of its state, as the last commit left it.
 /// A store assigns the seqs (every commit's entries follow its head's seq, and nothing is read first), the
@@ -205,4 +218,16 @@ pub trait Batch: Send {
     /// What was placed is not committed after all (the store calls this before anything it placed could
     /// be seen: before a rollback).
     fn failed(&mut self);
+}
+
+/// What local delivery of a batch left for the store's reader to do.
+#[derive(Debug, Default)]
+pub struct AfterDelivery {
+    /// Canvases whose room holds seqs early, waiting for another instance's commits before them.
+    pub waiting: Vec<CanvasId>,
+    /// Whether a row belongs to a generation its room has not seen the reset marker of: the room cannot
+    /// take it from here, so the reader must read it back in commit order (`Room::offer_stored`).
+    pub read_back: bool,
+    /// The first and last store ids the batch logged, if it logged any.
+    pub ids: Option<(i64, i64)>,
 }

@@ -1,7 +1,7 @@
 //! Reads one XREAD reply the shape the relay's stream reader gets (4 canvases × 64 entries of a typical
-//! stroke, as `publish.lua` writes them) into entries two ways, and prints the cost per entry:
+//! stroke, as `commit.lua` writes them) into entries two ways, and prints the cost per entry:
 //!
-//! - in place, as `bus/redis/entry.rs` does (`LogEntry::parse`, copied here: the relay's modules are
+//! - in place, as `store/redis/entry.rs` does (`LogEntry::parse`, copied here: the relay's modules are
 //!   private);
 //! - through `redis::streams::StreamReadReply`, then the same entry from its field map.
 //!

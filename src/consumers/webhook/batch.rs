@@ -1,5 +1,5 @@
 //! One webhook request: which messages it carries, its body, its idempotency key and its signature. A batch
-//! is a range of one canvas's seqs, decided before its first attempt and recorded (`Delivered::inflight`),
+//! is a range of one canvas's seqs, decided before its first attempt and recorded (`Position::inflight`),
 //! so every attempt of it, on whichever instance, has the same messages and the same key.
 
 use hmac::{Hmac, Mac};
@@ -12,7 +12,7 @@ use crate::store::records::LogEntry;
 
 /// One request for one canvas.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Batch {
+pub struct WebhookBatch {
     pub canvas: String,
     pub epoch: String,
     /// The last seq the batch covers: the position once it is answered 2xx (filtered messages included).
@@ -52,7 +52,7 @@ struct Gap {
     next: u64,
 }
 
-impl Batch {
+impl WebhookBatch {
     /// The batch of `entries` (a canvas's next retained messages of one generation, in seq order) after
     /// `after`, through `through`: the gap if the first is not `after + 1`, the messages `webhook` delivers.
     pub fn of(
@@ -62,16 +62,16 @@ impl Batch {
         through: u64,
         entries: Vec<LogEntry>,
         webhook: &Webhook,
-    ) -> Batch {
+    ) -> WebhookBatch {
         let next = entries.first().map_or(through + 1, |first| first.seq);
         let gap = (next > after + 1).then_some((after, next));
         let messages = entries.into_iter().filter(|m| m.seq <= through && webhook.delivers(&m.kind)).collect();
-        Batch { canvas: canvas.to_owned(), epoch, through, messages, gap, reset: false }
+        WebhookBatch { canvas: canvas.to_owned(), epoch, through, messages, gap, reset: false }
     }
 
     /// The batch saying the canvas was reset: its new epoch, no messages.
-    pub fn reset(canvas: &str, epoch: String) -> Batch {
-        Batch { canvas: canvas.to_owned(), epoch, through: 0, messages: Vec::new(), gap: None, reset: true }
+    pub fn reset(canvas: &str, epoch: String) -> WebhookBatch {
+        WebhookBatch { canvas: canvas.to_owned(), epoch, through: 0, messages: Vec::new(), gap: None, reset: true }
     }
 
     /// Whether there is anything to tell the receiver (else the position just moves on).
@@ -145,7 +145,7 @@ mod tests {
     #[test]
     fn a_batch_carries_the_delivered_types_and_is_keyed_by_their_seqs() {
         let entries = vec![logged(4, "object-create"), logged(5, "note"), logged(6, "object-update")];
-        let batch = Batch::of("c1", "e-1".into(), 3, 6, entries, &webhook(&["object-*"]));
+        let batch = WebhookBatch::of("c1", "e-1".into(), 3, 6, entries, &webhook(&["object-*"]));
         assert_eq!(batch.messages.iter().map(|m| m.seq).collect::<Vec<_>>(), [4, 6]);
         assert_eq!(batch.idempotency_key(), "c1:e-1:4-6");
         let body: serde_json::Value = serde_json::from_str(&batch.body()).unwrap();
@@ -158,18 +158,18 @@ mod tests {
 
     #[test]
     fn expired_seqs_before_the_first_are_a_gap_and_a_reset_has_no_messages() {
-        let batch = Batch::of("c1", "e-1".into(), 3, 9, vec![logged(8, "x"), logged(9, "x")], &webhook(&[]));
+        let batch = WebhookBatch::of("c1", "e-1".into(), 3, 9, vec![logged(8, "x"), logged(9, "x")], &webhook(&[]));
         assert_eq!(batch.gap, Some((3, 8)));
         assert_eq!(
             serde_json::from_str::<serde_json::Value>(&batch.body()).unwrap()["gap"],
             serde_json::json!({"after":3,"next":8})
         );
-        let only_gap = Batch::of("c1", "e-1".into(), 3, 9, vec![], &webhook(&[]));
+        let only_gap = WebhookBatch::of("c1", "e-1".into(), 3, 9, vec![], &webhook(&[]));
         assert_eq!((only_gap.gap, only_gap.idempotency_key()), (Some((3, 10)), "c1:e-1:4-9".to_owned()));
-        let reset = Batch::reset("c1", "e-2".into());
+        let reset = WebhookBatch::reset("c1", "e-2".into());
         assert_eq!(reset.idempotency_key(), "c1:e-2:0-0");
         assert_eq!(serde_json::from_str::<serde_json::Value>(&reset.body()).unwrap()["reset"], true);
-        let filtered = Batch::of("c1", "e-1".into(), 3, 4, vec![logged(4, "x")], &webhook(&["y"]));
+        let filtered = WebhookBatch::of("c1", "e-1".into(), 3, 4, vec![logged(4, "x")], &webhook(&["y"]));
         assert!(filtered.is_empty());
     }
 

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::batch::Batch;
+use super::batch::WebhookBatch;
 use super::leases::{self, shard_of};
 use super::post::Answer;
 use super::turns::{Retry, Slot};
@@ -22,7 +22,7 @@ use super::{sleep_or_stop, until, Shared, RETRY};
 use crate::clock::now_ms;
 use crate::core::BusError;
 use crate::protocol::CanvasId;
-use crate::store::consumer::{Delivered, Saved};
+use crate::store::consumer::{Position, Saved};
 
 /// How long a caught-up canvas's task waits for more before it ends.
 const IDLE: Duration = Duration::from_secs(30);
@@ -49,9 +49,9 @@ struct Cursor {
     shard: u32,
     lease: String,
     /// The recorded position, once read (`None` until then).
-    at: Option<Delivered>,
+    at: Option<Position>,
     /// What the store holds as this task last read or recorded it (`None`: nothing): what a save expects.
-    stored: Option<Delivered>,
+    stored: Option<Position>,
     /// The store had no position: the canvas was never delivered, so a new epoch needs no reset batch.
     fresh: bool,
     /// Failed attempts of the batch being sent (its backoff grows with them, across turns).
@@ -166,12 +166,12 @@ async fn step(shared: &Shared, cursor: &mut Cursor) -> Result<Step, BusError> {
         }
     };
     let epoch = shared.bus.epoch_of(at.generation);
-    let batch = Batch::of(cursor.canvas.as_str(), epoch, at.seq, through, tail.entries, &shared.webhook);
-    let done = Delivered { generation: at.generation, seq: through, inflight: None };
+    let batch = WebhookBatch::of(cursor.canvas.as_str(), epoch, at.seq, through, tail.entries, &shared.webhook);
+    let done = Position { generation: at.generation, seq: through, inflight: None };
     if batch.is_empty() {
         return record(shared, cursor, done).await;
     }
-    let fixed = Delivered { inflight: Some(through), ..at };
+    let fixed = Position { inflight: Some(through), ..at };
     if at.inflight != Some(through) {
         match record(shared, cursor, fixed).await? {
             Step::More => {}
@@ -187,7 +187,7 @@ async fn step(shared: &Shared, cursor: &mut Cursor) -> Result<Step, BusError> {
 /// While a batch is retried, the canvas goes on being written: its lag (what `/health` and `/metrics` say
 /// is undelivered) is read again before each wait, or it would stay what it was when the batch was fixed
 /// for as long as the receiver is down. Best effort: a failed read leaves the last figure.
-async fn refresh_lag(shared: &Shared, canvas: &CanvasId, at: Delivered) {
+async fn refresh_lag(shared: &Shared, canvas: &CanvasId, at: Position) {
     if let Ok(tail) = shared.bus.canvas_tail(canvas, at.generation, at.seq, 1).await {
         if tail.generation == at.generation {
             let behind = tail.seq.saturating_sub(at.seq);
@@ -199,14 +199,14 @@ async fn refresh_lag(shared: &Shared, canvas: &CanvasId, at: Delivered) {
 /// The canvas is in another generation than its position: a reset batch (unless it was never delivered),
 /// then the position at the new generation's start.
 async fn new_epoch(shared: &Shared, cursor: &mut Cursor, generation: u64) -> Result<Step, BusError> {
-    let start = Delivered { generation, seq: 0, inflight: None };
+    let start = Position { generation, seq: 0, inflight: None };
     if cursor.fresh {
         cursor.at = Some(start);
         cursor.fresh = false;
         return Ok(Step::More);
     }
     let Some(at) = cursor.at else { return Ok(Step::Behind) };
-    let batch = Batch::reset(cursor.canvas.as_str(), shared.bus.epoch_of(generation));
+    let batch = WebhookBatch::reset(cursor.canvas.as_str(), shared.bus.epoch_of(generation));
     match send(shared, cursor, &batch, at, false).await? {
         Step::More => record(shared, cursor, start).await,
         other => Ok(other),
@@ -215,7 +215,7 @@ async fn new_epoch(shared: &Shared, cursor: &mut Cursor, generation: u64) -> Res
 
 /// Records `position` while the lease is held and the store holds nothing later: `Stop` when the lease
 /// is not held any more, `Behind` when the store's position is ahead of this task's.
-async fn record(shared: &Shared, cursor: &mut Cursor, position: Delivered) -> Result<Step, BusError> {
+async fn record(shared: &Shared, cursor: &mut Cursor, position: Position) -> Result<Step, BusError> {
     let name = cursor.canvas.as_str();
     if !position.may_replace(cursor.stored) {
         return Ok(Step::Behind);
@@ -246,8 +246,8 @@ async fn record(shared: &Shared, cursor: &mut Cursor, position: Delivered) -> Re
 async fn send(
     shared: &Shared,
     cursor: &mut Cursor,
-    batch: &Batch,
-    fixed: Delivered,
+    batch: &WebhookBatch,
+    fixed: Position,
     lag: bool,
 ) -> Result<Step, BusError> {
     let body = Bytes::from(batch.body());

@@ -43,7 +43,7 @@ const RETRY: Duration = Duration::from_millis(500);
 
 /// The deliverer's figures for `/health` (and `relay_webhook_lag_messages`).
 #[derive(Debug, Default)]
-pub struct Status {
+pub struct DeliveryStatus {
     /// A receiver answered 410: delivery stopped.
     gone: AtomicBool,
     /// The last failed attempt: what it got, and when (unix ms).
@@ -73,7 +73,7 @@ pub struct Figures {
     pub last_failure_age_ms: Option<i64>,
 }
 
-impl Status {
+impl DeliveryStatus {
     pub fn figures(&self) -> Figures {
         let now = now_ms();
         let behind = self.behind.lock().expect("status lock");
@@ -123,7 +123,7 @@ struct Shared {
     turns: turns::Turns,
     /// Requests in flight (`--webhook-concurrency`): fair, so canvases get them in the order they asked.
     requests: Semaphore,
-    status: Arc<Status>,
+    status: Arc<DeliveryStatus>,
     metrics: Metrics,
     stop: CancellationToken,
 }
@@ -146,9 +146,9 @@ pub fn start(
     holder: String,
     metrics: Metrics,
     stop: CancellationToken,
-) -> Option<(JoinHandle<()>, Arc<Status>)> {
+) -> Option<(JoinHandle<()>, Arc<DeliveryStatus>)> {
     let webhook = config.consumers.webhook().ok().flatten()?;
-    let status = Arc::new(Status::default());
+    let status = Arc::new(DeliveryStatus::default());
     let concurrency = webhook.concurrency;
     let shared = Arc::new(Shared {
         bus: bus.clone(),

@@ -13,7 +13,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
-use super::batch::{signature, Batch};
+use super::batch::{signature, WebhookBatch};
 use crate::config::Webhook;
 
 /// The first retry's delay; each next one doubles, up to `--webhook-max-backoff`.
@@ -49,7 +49,7 @@ impl Poster {
 
     /// One attempt of `batch`, given at most `within` (the webhook's timeout, or less when the lease ends
     /// sooner).
-    pub async fn post(&self, batch: &Batch, body: &Bytes, within: Duration) -> Answer {
+    pub async fn post(&self, batch: &WebhookBatch, body: &Bytes, within: Duration) -> Answer {
         let request = Request::builder()
             .method(Method::POST)
             .uri(self.webhook.url.uri().clone())

@@ -376,7 +376,7 @@ impl<W: Commit> Committer<W> {
                 room.lock().offer(entry, &self.metrics);
             }
         }
-        self.writer.delivered(delivery::Delivered { ids: Some((reset.id, reset.id)), ..Default::default() });
+        self.writer.delivered(delivery::AfterDelivery { ids: Some((reset.id, reset.id)), ..Default::default() });
         Ok(reset.epoch)
     }
 

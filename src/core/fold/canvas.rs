@@ -14,10 +14,9 @@ use std::sync::Arc;
 use super::objects::Objects;
 use super::presence::{Change, Conn, Presence};
 use crate::core::{Origin, PresenceChange, Publish};
-use crate::hub::ConnId;
 use crate::object_ops::ObjectOp;
 use crate::object_ops::Refusal;
-use crate::protocol::{IdempotencyKey, UserId};
+use crate::protocol::{ConnId, IdempotencyKey, UserId};
 use crate::store::records::{ConnWrite, Expect, Head, KeyClaim, LogEntry, Moved};
 use crate::store::CanvasRead;
 

@@ -16,21 +16,8 @@ use imbl::{OrdMap, OrdSet};
 use serde_json::value::RawValue;
 
 use crate::core::Present;
-use crate::hub::ConnId;
-use crate::protocol::to_json;
-
-/// One open connection of the canvas, as its store row keeps it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Conn {
-    pub user: Arc<str>,
-    /// The display name it connected with.
-    pub name: Option<Arc<str>>,
-    /// The instance that holds it: survivors expire the connections of an instance that died.
-    pub instance: Arc<str>,
-    /// Its place in the order connections to this canvas were opened (1 for the first ever): the newest
-    /// named connection names its user.
-    pub opened: u64,
-}
+use crate::protocol::{to_json, ConnId};
+pub use crate::store::records::Conn;
 
 /// The connections of one canvas.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

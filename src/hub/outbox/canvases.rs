@@ -14,8 +14,8 @@ use std::sync::Arc;
 
 use tokio_tungstenite::tungstenite::Message;
 
-use super::{Cut, Ephemeral, Inbox, Outbox, Queue, Slot, FRAME_OVERHEAD, MAX_EPHEMERAL_BYTES, MAX_EPHEMERAL_SENDERS};
-use crate::protocol::CanvasId;
+use super::{Ephemeral, Inbox, Outbox, Queue, Slot, FRAME_OVERHEAD, MAX_EPHEMERAL_BYTES, MAX_EPHEMERAL_SENDERS};
+use crate::protocol::{CanvasId, Cut};
 
 /// What [`Inbox::kicked`] reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -152,7 +152,7 @@ impl Inbox {
 mod tests {
     use super::super::{outbox, Bounds};
     use super::*;
-    use crate::hub::ConnId;
+    use crate::protocol::ConnId;
 
     fn canvas(id: &str) -> CanvasId {
         CanvasId::parse(id).unwrap()

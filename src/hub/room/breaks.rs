@@ -3,8 +3,8 @@
 //! process read them). Each either moves the room on or cuts the subscribers who would otherwise see a gap.
 
 use super::{Entry, RoomState, Settled};
-use crate::hub::outbox::Cut;
 use crate::metrics::Metrics;
+use crate::protocol::Cut;
 
 impl RoomState {
     /// Called by the watcher after it has read every row up to `read_up_to_id`. A pending seq whose row id is

@@ -1,16 +1,40 @@
-//! Frames a room sends outside the log's order: ephemeral ones (cursors), which go to each receiver's
-//! coalescing lane, and user messages; and the room's members as presence would register them.
+//! Frames a room sends outside the log's order: ephemeral ones (cursors, and other instances' cursor
+//! batches), which go to each receiver's coalescing lane, and user messages; and the room's members as presence would register them.
 
 use std::collections::HashSet;
 
 use serde_json::value::RawValue;
 use tokio_tungstenite::tungstenite::Message;
 
-use super::RoomState;
-use crate::hub::outbox::{Cut, Ephemeral};
-use crate::hub::ConnId;
+use super::{Room, RoomState};
+use crate::cursors::{parse_batch, ParsedBatch};
+use crate::hub::outbox::Ephemeral;
 use crate::metrics::Metrics;
-use crate::protocol::UserId;
+use crate::protocol::{ConnId, Cut, UserId};
+
+impl Room {
+    /// Delivers a cursor batch another instance wrote (`crate::cursors`) to this room, whichever store
+    /// carried it: each sender's cursor goes to every other subscriber's ephemeral lane, where it replaces
+    /// any earlier one of that sender still waiting. Lossy by design: the next batch carries a newer cursor.
+    pub fn relay_batch(&self, frames: &str, metrics: &Metrics) {
+        let ParsedBatch { cursors, events, presence } = parse_batch(frames);
+        let state = self.lock();
+        let mut missed: u64 = cursors
+            .into_iter()
+            .map(|(from, frame)| state.broadcast_ephemeral(from, &Message::text(frame.get()), metrics))
+            .sum();
+        missed += events
+            .into_iter()
+            .map(|(from, frame)| state.broadcast_event(from, &Message::text(frame.get()), metrics))
+            .sum::<u64>();
+        missed += presence
+            .into_iter()
+            .map(|(from, frame)| state.broadcast_presence(from, &Message::text(frame.get()), metrics))
+            .sum::<u64>();
+        drop(state);
+        metrics.ephemeral_missed(&self.canvas, missed);
+    }
+}
 
 impl RoomState {
     /// Queues `sender`'s ephemeral frame (a cursor) for everyone but the sender, on their ephemeral lane:

@@ -15,10 +15,9 @@ use std::sync::{Mutex, MutexGuard};
 
 use tokio_tungstenite::tungstenite::Message;
 
-use super::outbox::Cut;
-use super::{ConnId, Outbox};
+use super::Outbox;
 use crate::metrics::Metrics;
-use crate::protocol::{ack_frame, CanvasId, UserId};
+use crate::protocol::{ack_frame, CanvasId, ConnId, UserId};
 
 /// Most offers, and bytes of them, an unstarted room keeps while its first join reads the snapshot.
 const MAX_EARLY: usize = 100_000;
@@ -196,32 +195,6 @@ impl RoomState {
         self.early.insert((entry.generation, entry.seq), (entry, stored));
     }
 
-    /// Adds a subscriber that has already been sent everything up to its `start_after`.
-    pub fn subscribe(&mut self, subscriber: Subscriber) {
-        self.subscribers.push(subscriber);
-    }
-
-    /// Records that `seq` of `generation` (not yet committed) was sent by a local connection: it gets the ack
-    /// when the seq is delivered, whichever path delivers it.
-    pub fn expect_ack(&mut self, generation: u64, seq: u64, ack: AckTo) {
-        self.acks.insert((generation, seq), ack);
-    }
-
-    /// [`expect_ack`](Self::expect_ack) for a seq that may reach the room by two paths (the Redis bus's
-    /// publish reply and its stream reader): registered only while the seq is still to be delivered, so the
-    /// later of the two leaves nothing behind.
-    pub fn expect_ack_unless_delivered(&mut self, generation: u64, seq: u64, ack: AckTo) {
-        let delivered = generation < self.generation || (generation == self.generation && seq <= self.delivered);
-        if !delivered {
-            self.expect_ack(generation, seq, ack);
-        }
-    }
-
-    /// Forgets an expected ack whose commit failed.
-    pub fn forget_ack(&mut self, generation: u64, seq: u64) {
-        self.acks.remove(&(generation, seq));
-    }
-
     /// Offers a committed message. Delivers it (and any pending successors) if it is the next seq, keeps it if
     /// it is early, drops it if it was already delivered. A newer generation starts with its reset marker;
     /// its other rows are dropped until the marker arrives (the watcher reads rows in commit order, so it
@@ -306,43 +279,6 @@ impl RoomState {
         self.started && entry.generation > self.generation && entry.seq != 0
     }
 
-    /// Ends the room: every subscriber is cut with 4009 (it resumes, and reloads if its epoch is gone).
-    pub(super) fn close_and_cut_all(&mut self) -> usize {
-        let cut = self.subscribers.len();
-        for sub in self.subscribers.drain(..) {
-            sub.outbox.kick(Cut::Epoch);
-        }
-        self.closed = true;
-        cut
-    }
-
-    /// Closes a room nobody started (its first join failed); returns whether it did.
-    pub(super) fn close_if_unstarted(&mut self) -> bool {
-        if self.started || !self.subscribers.is_empty() {
-            return false;
-        }
-        self.early = BTreeMap::new();
-        self.early_bytes = 0;
-        self.closed = true;
-        true
-    }
-
-    /// Removes a connection; returns whether the room is now empty, in which case it is closed.
-    pub(super) fn unsubscribe(&mut self, conn: ConnId) -> bool {
-        let before = self.subscribers.len();
-        self.subscribers.retain(|s| s.conn != conn);
-        self.presence.remove(&conn);
-        // Only a leave that emptied the room closes it: an empty room may be one a join is about to start.
-        if self.subscribers.len() < before && self.subscribers.is_empty() {
-            self.closed = true;
-        }
-        self.closed
-    }
-
-    pub(super) fn subscriber_count(&self) -> usize {
-        self.subscribers.len()
-    }
-
     /// The watermark (row id, seq) if it moved since the last call.
     pub(super) fn take_watermark(&mut self) -> Option<(i64, u64)> {
         std::mem::take(&mut self.watermark_dirty).then_some((self.delivered_id, self.delivered))
@@ -396,6 +332,7 @@ pub struct Offered {
 
 mod breaks;
 mod direct;
+mod members;
 
 #[cfg(test)]
 mod tests;

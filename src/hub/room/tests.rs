@@ -1,7 +1,8 @@
 //! Unit tests of a room's ordering, acks, generations and slow-client policy.
 
 use super::*;
-use crate::hub::{outbox, Bounds, Cut, Inbox};
+use crate::hub::{outbox, Bounds, Inbox};
+use crate::protocol::Cut;
 use uuid::Uuid;
 
 fn entry(seq: u64) -> Entry {

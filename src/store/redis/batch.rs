@@ -5,8 +5,7 @@
 use redis::{ToRedisArgs, Value};
 
 use super::entry::{array, conn_rows, encode_optional, head, int, log_entries, string, text, uint};
-use crate::hub::ConnId;
-use crate::protocol::{CanvasId, IdempotencyKey, UserId};
+use crate::protocol::{CanvasId, ConnId, IdempotencyKey, UserId};
 use crate::store::records::{ConnRow, ConnWrite, Expect, Head, LogEntry, Placed, Writes};
 
 /// What every send of a batch carries before its parts.
@@ -227,7 +226,7 @@ mod tests {
 
     #[test]
     fn a_part_is_encoded_in_the_order_commit_lua_reads_it() {
-        use crate::core::fold::presence::Conn;
+        use crate::store::records::Conn;
         use crate::store::records::{KeyClaim, NewEntry};
         let canvas = canvas("c1");
         let head = Head { bytes: 40, objects: 2, connections: 1, users: 1, ..Head::default() };

@@ -22,10 +22,9 @@ use super::entry::{string, uint};
 use super::scripts::{COMMIT, RESET};
 use super::{malformed, unavailable, RedisStore};
 use crate::clock::now_ms;
-use crate::core::{BusError, Unavailable};
 use crate::protocol::CanvasId;
 use crate::store::records::{Batch, Moved, News};
-use crate::store::{epoch, CanvasReader, Commit, ResetDone, Want};
+use crate::store::{epoch, BusError, CanvasReader, Commit, ResetDone, Unavailable, Want};
 
 /// Most sends of one batch in one commit: the first, then one per round of canvases found moved (another
 /// instance committed to them first) or with a key taken. The news is exact, so a send fails only when yet

@@ -13,10 +13,10 @@ use serde_json::value::RawValue;
 use super::entry::{array, field, pairs, string, text, uint};
 use super::scripts::{HOLD_LEASES, LOG, RELEASE_LEASES, SAVE_POSITION};
 use super::{keys, malformed, unavailable, RedisStore};
-use crate::core::BusError;
 use crate::protocol::{null_value, CanvasId};
-use crate::store::consumer::{ConsumerStore, Delivered, LogPage, Saved};
+use crate::store::consumer::{ConsumerStore, LogPage, Position, Saved};
 use crate::store::records::LogEntry;
+use crate::store::BusError;
 
 /// A stream id as Redis reads one: `MS` or `MS-SEQ`, each part digits that fit 64 bits (`MS` alone is
 /// `MS-0`).
@@ -110,7 +110,7 @@ impl ConsumerStore for RedisStore {
     }
 
     /// One HMGET of each canvas's `webhook` hash, in one round trip.
-    async fn positions(&self, canvases: &[CanvasId]) -> Result<Vec<Option<Delivered>>, BusError> {
+    async fn positions(&self, canvases: &[CanvasId]) -> Result<Vec<Option<Position>>, BusError> {
         if canvases.is_empty() {
             return Ok(Vec::new());
         }
@@ -119,7 +119,7 @@ impl ConsumerStore for RedisStore {
             pipe.cmd("HMGET").arg(keys::webhook(canvas)).arg(&["g", "s", "p"][..]);
         }
         let replies: Vec<Value> = pipe.query_async(&mut self.conn()).await.map_err(unavailable)?;
-        let position = |reply: &Value| -> Result<Option<Delivered>, BusError> {
+        let position = |reply: &Value| -> Result<Option<Position>, BusError> {
             let Some([generation, seq, inflight]) = array(reply) else { return Err(malformed("a webhook position")) };
             if matches!(generation, Value::Nil) {
                 return Ok(None);
@@ -127,7 +127,7 @@ impl ConsumerStore for RedisStore {
             let (Some(generation), Some(seq)) = (uint(generation), uint(seq)) else {
                 return Err(malformed("a webhook position"));
             };
-            Ok(Some(Delivered { generation, seq, inflight: uint(inflight) }))
+            Ok(Some(Position { generation, seq, inflight: uint(inflight) }))
         };
         replies.iter().map(position).collect()
     }
@@ -139,10 +139,10 @@ impl ConsumerStore for RedisStore {
         canvas: &CanvasId,
         lease: &str,
         holder: &str,
-        expected: Option<Delivered>,
-        position: Delivered,
+        expected: Option<Position>,
+        position: Position,
     ) -> Result<Saved, BusError> {
-        let inflight = |at: &Delivered| at.inflight.map_or_else(String::new, |p| p.to_string());
+        let inflight = |at: &Position| at.inflight.map_or_else(String::new, |p| p.to_string());
         let mut invocation = SAVE_POSITION.prepare_invoke();
         invocation.arg(canvas.as_str()).arg(lease).arg(holder);
         match &expected {

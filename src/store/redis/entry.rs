@@ -9,9 +9,8 @@ use redis::Value;
 use serde_json::value::RawValue;
 use uuid::Uuid;
 
-use crate::core::fold::presence::Conn;
-use crate::hub::ConnId;
-use crate::protocol::{null_value, CanvasId};
+use crate::protocol::{null_value, CanvasId, ConnId};
+use crate::store::records::Conn;
 use crate::store::records::{ConnRow, Head, LogEntry};
 
 /// The text of a bulk or simple string.

@@ -4,8 +4,8 @@
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Mutex;
 
-use crate::core::last_error::LastError;
 use crate::hub::Hub;
+use crate::store::last_error::LastError;
 
 /// This process's link to Redis.
 #[derive(Default)]

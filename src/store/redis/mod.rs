@@ -50,11 +50,11 @@ use self::link::Link;
 use self::reader::Reader;
 use crate::config::Config;
 use crate::core::committer::{Setup, Started};
-use crate::core::workers::Workers;
-use crate::core::{BusError, Unavailable};
+use crate::core::Opened;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
-use crate::store::Opened;
+use crate::store::workers::Workers;
+use crate::store::{BusError, StoreError, Unavailable};
 
 /// How long one Redis command may take before it counts as a failure.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -215,5 +215,5 @@ fn malformed(what: &'static str) -> BusError {
 
 /// A Redis failure as clients see it.
 fn unavailable(error: redis::RedisError) -> BusError {
-    Unavailable::Redis(error.to_string()).into()
+    StoreError::from(error).into()
 }

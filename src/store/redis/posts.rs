@@ -7,10 +7,8 @@ use super::keys;
 use super::scripts::{REMOVE_USER, SAVE_STATES, TO_USER};
 use super::{unavailable, RedisStore};
 use crate::clock::now_ms;
-use crate::core::BusError;
-use crate::hub::ConnId;
-use crate::protocol::CanvasId;
-use crate::store::Post;
+use crate::protocol::{CanvasId, ConnId};
+use crate::store::{BusError, Post};
 
 /// How long a canvas's cursor stream outlives its last batch.
 const CURSOR_STREAM_TTL_MS: i64 = 60_000;

@@ -239,7 +239,7 @@ impl Reader {
                 continue;
             }
             if let Some(frames) = field(&fields, "d") {
-                crate::cursors::relay_batch(&room, frames, &self.metrics);
+                room.relay_batch(frames, &self.metrics);
             }
         }
     }

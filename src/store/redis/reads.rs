@@ -10,10 +10,9 @@ use super::entry::{array, conn_rows, head, indexed_conn, log_entries, string, te
 use super::keys;
 use super::scripts::{HEADS, READ_CANVAS, STALE};
 use super::{malformed, unavailable, RedisStore};
-use crate::core::{BusError, Unavailable};
 use crate::protocol::CanvasId;
 use crate::store::records::{ConnRow, Head, LogEntry};
-use crate::store::{CanvasRead, SnapshotRead, Want, Whose};
+use crate::store::{BusError, CanvasRead, SnapshotRead, Unavailable, Want, Whose};
 
 /// How many times a read of a canvas starts over when a newer snapshot replaced the one it found (the old
 /// one stays readable for a while after, so once is nearly always enough).

@@ -8,12 +8,10 @@ use bytes::Bytes;
 use super::reads::SNAPSHOT_GRACE_MS;
 use super::scripts::SNAPSHOT;
 use super::{keys, unavailable, RedisStore};
-use crate::core::views::BusFigures;
-use crate::core::BusError;
-use crate::hub::ConnId;
-use crate::protocol::{CanvasId, UserId};
+use crate::protocol::{CanvasId, ConnId, UserId};
+use crate::store::figures::BusFigures;
 use crate::store::records::{ConnRow, Head, LogEntry};
-use crate::store::{CanvasRead, CanvasReader, Instance, Post, Store, Want, Whose};
+use crate::store::{BusError, CanvasRead, CanvasReader, Instance, Post, Store, Want, Whose};
 
 /// How long a snapshot's blob written before its compare-and-set lives if this instance dies in between.
 const UNCLAIMED_SNAPSHOT_MS: u64 = 60_000;

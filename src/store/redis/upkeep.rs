@@ -11,9 +11,8 @@ use super::entry::{array, int, stream_id, string, uint};
 use super::scripts::{FORGET, HEARTBEAT, ROTATE, TRIM_LOGS, TRIM_STREAM};
 use super::{keys, malformed, unavailable, RedisFigures, RedisStore};
 use crate::clock::now_ms;
-use crate::core::views::{BusFigures, StorageFigures};
-use crate::core::BusError;
-use crate::store::Instance;
+use crate::store::figures::{BusFigures, StoreFigures};
+use crate::store::{BusError, Instance};
 
 impl RedisStore {
     /// Records this instance as alive and checks that Redis kept every write this instance saw: a write
@@ -108,11 +107,12 @@ impl RedisStore {
         let (last_error, last_error_age_ms) = link.last_error.report(now);
         Ok(BusFigures {
             bus: "redis",
-            storage: StorageFigures::Redis(RedisFigures {
+            storage: StoreFigures::of(&RedisFigures {
                 redis_ping_ms: ping.as_secs_f64() * 1000.0,
                 store_epoch: link.epoch(),
                 live_instances,
             }),
+            cleanup_overdue_ms: None,
             writer_queue_depth: 0,
             writer_queue_capacity: 0,
             poll_lag_rows: 0,

@@ -259,7 +259,7 @@ fn moved(tx: &Connection, writes: &Writes<'_>, head: Option<Head>) -> Result<Mov
 
 /// The connections a survivor's expiry would remove whose instance has had a heartbeat within the time
 /// the expiry allows: it came back, and they stay.
-fn spared(tx: &Connection, conns: &[ConnWrite], now: i64) -> Result<Vec<crate::hub::ConnId>> {
+fn spared(tx: &Connection, conns: &[ConnWrite], now: i64) -> Result<Vec<crate::protocol::ConnId>> {
     let mut alive = tx.prepare_cached(
         "SELECT 1 FROM connections k JOIN instances i ON i.instance_id = k.instance_id
          WHERE k.conn_id = ?1 AND i.heartbeat_at >= ?2",

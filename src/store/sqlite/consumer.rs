@@ -8,12 +8,12 @@ use deadpool_sqlite::rusqlite::{params, Connection, OptionalExtension, Result, R
 use tokio::sync::oneshot;
 
 use super::consumer_jobs::ConsumerJob;
-use super::jobs::Job;
+use super::jobs::WriterJob;
 use super::reads;
 use super::SqliteStore;
-use crate::core::BusError;
 use crate::protocol::CanvasId;
-use crate::store::consumer::{ConsumerStore, Delivered, LogPage, Saved};
+use crate::store::consumer::{ConsumerStore, LogPage, Position, Saved};
+use crate::store::BusError;
 
 const COLUMNS: &str = "id, canvas_id, generation, seq, message_type, sender, payload, created_at, origin_instance";
 
@@ -59,7 +59,7 @@ impl ConsumerStore for SqliteStore {
         .await
     }
 
-    async fn positions(&self, canvases: &[CanvasId]) -> Result<Vec<Option<Delivered>>, BusError> {
+    async fn positions(&self, canvases: &[CanvasId]) -> Result<Vec<Option<Position>>, BusError> {
         let canvases = canvases.to_vec();
         self.read(move |conn| {
             let mut read =
@@ -74,20 +74,20 @@ impl ConsumerStore for SqliteStore {
         canvas: &CanvasId,
         lease: &str,
         holder: &str,
-        expected: Option<Delivered>,
-        position: Delivered,
+        expected: Option<Position>,
+        position: Position,
     ) -> Result<Saved, BusError> {
         let (reply, saved) = oneshot::channel();
         let (canvas, lease, holder) = (canvas.clone(), lease.to_owned(), holder.to_owned());
         let job = ConsumerJob::SavePosition { canvas, lease, holder, expected, position, reply };
-        self.job(Job::Consumer(job)).await?;
+        self.job(WriterJob::Consumer(job)).await?;
         saved.await.map_err(|_| BusError::ShuttingDown)?
     }
 
     async fn hold_leases(&self, holder: &str, names: &[String], ttl_ms: u64) -> Result<Vec<bool>, BusError> {
         let (reply, held) = oneshot::channel();
         let (holder, names) = (holder.to_owned(), names.to_vec());
-        self.job(Job::Consumer(ConsumerJob::HoldLeases { holder, names, ttl_ms, reply })).await?;
+        self.job(WriterJob::Consumer(ConsumerJob::HoldLeases { holder, names, ttl_ms, reply })).await?;
         held.await.map_err(|_| BusError::ShuttingDown)?
     }
 
@@ -96,14 +96,14 @@ impl ConsumerStore for SqliteStore {
     async fn release_leases(&self, holder: &str, names: &[String]) -> Result<(), BusError> {
         let (reply, released) = oneshot::channel();
         let (holder, names) = (holder.to_owned(), names.to_vec());
-        self.job(Job::Consumer(ConsumerJob::ReleaseLeases { holder, names, reply })).await?;
+        self.job(WriterJob::Consumer(ConsumerJob::ReleaseLeases { holder, names, reply })).await?;
         released.await.map_err(|_| BusError::ShuttingDown)?
     }
 }
 
 /// A `webhook_positions` row.
-pub(super) fn position_of(row: &Row<'_>) -> Result<Delivered> {
-    Ok(Delivered {
+pub(super) fn position_of(row: &Row<'_>) -> Result<Position> {
+    Ok(Position {
         generation: row.get::<_, i64>(0)? as u64,
         seq: row.get::<_, i64>(1)? as u64,
         inflight: row.get::<_, Option<i64>>(2)?.map(|s| s as u64),

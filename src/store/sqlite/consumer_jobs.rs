@@ -8,9 +8,9 @@ use tokio::sync::oneshot;
 
 use super::unavailable;
 use super::writer::SqliteWriter;
-use crate::core::BusError;
 use crate::protocol::CanvasId;
-use crate::store::consumer::{Delivered, Saved};
+use crate::store::consumer::{Position, Saved};
+use crate::store::BusError;
 
 /// A consumer's write.
 #[derive(Debug)]
@@ -25,8 +25,8 @@ pub enum ConsumerJob {
         canvas: CanvasId,
         lease: String,
         holder: String,
-        expected: Option<Delivered>,
-        position: Delivered,
+        expected: Option<Position>,
+        position: Position,
         reply: oneshot::Sender<Result<Saved, BusError>>,
     },
 }
@@ -44,18 +44,18 @@ pub(super) fn run(writer: &mut SqliteWriter, job: ConsumerJob, now: i64) {
     match job {
         ConsumerJob::HoldLeases { holder, names, ttl_ms, reply } => {
             let held = writer.write(|tx| hold_leases(tx, &holder, &names, now, now + ttl_ms as i64));
-            let _ = reply.send(held.map_err(|e| unavailable(&e).into()));
+            let _ = reply.send(held.map_err(|e| unavailable(e).into()));
         }
         ConsumerJob::ReleaseLeases { holder, names, reply } => {
             let released = writer.write(|tx| {
                 let mut release = tx.prepare_cached("DELETE FROM leases WHERE name = ?1 AND holder = ?2")?;
                 names.iter().try_for_each(|name| release.execute(params![name, holder]).map(drop))
             });
-            let _ = reply.send(released.map_err(|e| unavailable(&e).into()));
+            let _ = reply.send(released.map_err(|e| unavailable(e).into()));
         }
         ConsumerJob::SavePosition { canvas, lease, holder, expected, position, reply } => {
             let saved = writer.write(|tx| save_position(tx, &canvas, (&lease, &holder), expected, position, now));
-            let _ = reply.send(saved.map_err(|e| unavailable(&e).into()));
+            let _ = reply.send(saved.map_err(|e| unavailable(e).into()));
         }
     }
 }
@@ -83,8 +83,8 @@ fn save_position(
     tx: &Connection,
     canvas: &CanvasId,
     (lease, holder): (&str, &str),
-    expected: Option<Delivered>,
-    position: Delivered,
+    expected: Option<Position>,
+    position: Position,
     now: i64,
 ) -> Result<Saved, SqlError> {
     let held = tx
@@ -130,11 +130,11 @@ mod tests {
     use crate::store::sqlite::schema::{self, ConnSettings};
     use std::time::Duration;
 
-    fn at(generation: u64, seq: u64, inflight: Option<u64>) -> Delivered {
-        Delivered { generation, seq, inflight }
+    fn at(generation: u64, seq: u64, inflight: Option<u64>) -> Position {
+        Position { generation, seq, inflight }
     }
 
-    fn stored(conn: &Connection) -> Delivered {
+    fn stored(conn: &Connection) -> Position {
         conn.query_row("SELECT generation, seq, inflight FROM webhook_positions WHERE canvas_id = 'c'", [], |r| {
             Ok(at(
                 r.get::<_, i64>(0)? as u64,

@@ -10,10 +10,9 @@ use super::queries;
 use super::unavailable;
 use super::writer::SqliteWriter;
 use crate::clock::now_ms;
-use crate::core::BusError;
-use crate::hub::{ConnId, Watermark};
-use crate::protocol::CanvasId;
-use crate::store::{Instance, Post};
+use crate::hub::Watermark;
+use crate::protocol::{CanvasId, ConnId};
+use crate::store::{BusError, Instance, Post};
 
 /// How long a cursor batch is kept: long enough for every watcher to read it, short enough to stay small.
 const CURSOR_TTL_MS: i64 = 10_000;
@@ -23,7 +22,7 @@ pub(super) type Reply<T> = oneshot::Sender<Result<T, BusError>>;
 
 /// The file's own writes.
 #[derive(Debug)]
-pub enum Job {
+pub enum WriterJob {
     /// Records this instance as alive now, refreshes the peers to ring, and replies with the live instances.
     Heartbeat(Reply<Vec<Instance>>),
     /// Writes a post for the other instances' watchers.
@@ -42,55 +41,55 @@ pub enum Job {
     Deregister,
 }
 
-impl Job {
+impl WriterJob {
     /// Whether it goes ahead of the queued messages: a late heartbeat gets this instance's users expired by
     /// the others, a late lease renewal loses the lease (and a release goes in the same lane, so that it is
     /// never overtaken by a later renewal of the same lease), and cursors must never wait behind logged
     /// messages.
     pub fn is_urgent(&self) -> bool {
-        matches!(self, Job::Heartbeat(_) | Job::Post(Post::Cursors(_), _) | Job::SaveStates(..))
-            || matches!(self, Job::Consumer(job) if job.is_urgent())
+        matches!(self, WriterJob::Heartbeat(_) | WriterJob::Post(Post::Cursors(_), _) | WriterJob::SaveStates(..))
+            || matches!(self, WriterJob::Consumer(job) if job.is_urgent())
     }
 }
 
 impl SqliteWriter {
     /// Runs one job in its own write transaction and answers it.
-    pub(super) fn run_job(&mut self, job: Job) {
+    pub(super) fn run_job(&mut self, job: WriterJob) {
         let now = now_ms();
         match job {
-            Job::Heartbeat(reply) => {
+            WriterJob::Heartbeat(reply) => {
                 let instances = self.heartbeat(now);
-                let _ = reply.send(instances.map_err(|error| unavailable(&error).into()));
+                let _ = reply.send(instances.map_err(|error| unavailable(error).into()));
             }
-            Job::Post(post, reply) => {
+            WriterJob::Post(post, reply) => {
                 let (instance, ttl) = (self.settings.instance_id.clone(), self.settings.ttl_ms);
                 let posted = self.write(|tx| post_for_others(tx, &instance, &post, now, ttl));
                 if posted.is_ok() {
                     self.ring_peers();
                 }
-                let _ = reply.send(posted.map_err(|error| unavailable(&error).into()));
+                let _ = reply.send(posted.map_err(|error| unavailable(error).into()));
             }
-            Job::SaveStates(states, reply) => {
+            WriterJob::SaveStates(states, reply) => {
                 let saved = self.write(|tx| save_states(tx, &states));
-                let _ = reply.send(saved.map_err(|error| unavailable(&error).into()));
+                let _ = reply.send(saved.map_err(|error| unavailable(error).into()));
             }
-            Job::PutSnapshot { canvas, generation, seq, json, reply } => {
+            WriterJob::PutSnapshot { canvas, generation, seq, json, reply } => {
                 let put = self.write(|tx| put_snapshot(tx, &canvas, generation, seq, &json, now));
-                let _ = reply.send(put.map_err(|error| unavailable(&error).into()));
+                let _ = reply.send(put.map_err(|error| unavailable(error).into()));
             }
-            Job::CleanUp { limit, forget_instances_before, reply } => {
+            WriterJob::CleanUp { limit, forget_instances_before, reply } => {
                 let cleaned = self.write(|tx| clean_up(tx, limit, now, forget_instances_before));
                 if let Ok(n) = cleaned {
                     self.metrics.cleanup_deleted.increment(n as u64);
                 }
-                let _ = reply.send(cleaned.map_err(|error| unavailable(&error).into()));
+                let _ = reply.send(cleaned.map_err(|error| unavailable(error).into()));
             }
-            Job::Watermarks(marks) => {
+            WriterJob::Watermarks(marks) => {
                 let id = self.settings.instance_id.clone();
                 let _ = self.write(|tx| save_watermarks(tx, &id, &marks, now));
             }
-            Job::Consumer(job) => consumer_jobs::run(self, job, now),
-            Job::Deregister => {
+            WriterJob::Consumer(job) => consumer_jobs::run(self, job, now),
+            WriterJob::Deregister => {
                 let id = self.settings.instance_id.clone();
                 if let Err(error) =
                     self.write(|tx| tx.execute("DELETE FROM instances WHERE instance_id = ?1", [id]).map(drop))
@@ -101,7 +100,7 @@ impl SqliteWriter {
         }
     }
 
-    /// `Job::Heartbeat`: this instance alive now; the doorbells of the live peers to ring after commits.
+    /// `WriterJob::Heartbeat`: this instance alive now; the doorbells of the live peers to ring after commits.
     fn heartbeat(&mut self, now: i64) -> Result<Vec<Instance>, SqlError> {
         let (id, listen) = (self.settings.instance_id.clone(), self.settings.listen.clone());
         let wake_addr = self.doorbell.as_ref().map(|d| d.addr().to_string());
@@ -126,7 +125,7 @@ impl SqliteWriter {
     }
 }
 
-/// `Job::Post`: a row for the other instances' watchers to relay.
+/// `WriterJob::Post`: a row for the other instances' watchers to relay.
 fn post_for_others(tx: &Connection, instance: &str, post: &Post, now: i64, ttl_ms: i64) -> Result<(), SqlError> {
     match post {
         Post::Cursors(batches) => {
@@ -154,7 +153,7 @@ fn post_for_others(tx: &Connection, instance: &str, post: &Post, now: i64, ttl_m
     Ok(())
 }
 
-/// `Job::SaveStates`: a connection that is gone has no row, and its state goes nowhere.
+/// `WriterJob::SaveStates`: a connection that is gone has no row, and its state goes nowhere.
 fn save_states(tx: &Connection, states: &[(CanvasId, ConnId, Option<String>)]) -> Result<(), SqlError> {
     let mut update = tx.prepare_cached("UPDATE connections SET presence = ?2 WHERE conn_id = ?1")?;
     for (_, conn, state) in states {
@@ -163,7 +162,7 @@ fn save_states(tx: &Connection, states: &[(CanvasId, ConnId, Option<String>)]) -
     Ok(())
 }
 
-/// `Job::PutSnapshot`: kept only if the canvas is still in that generation and has no newer one; the
+/// `WriterJob::PutSnapshot`: kept only if the canvas is still in that generation and has no newer one; the
 /// canvas's head remembers it (what cleanup keeps the log back to).
 pub(super) fn put_snapshot(
     tx: &Connection,
@@ -192,7 +191,7 @@ pub(super) fn put_snapshot(
     Ok(true)
 }
 
-/// `Job::CleanUp`: up to `limit` of each: expired entries that no reader needs (past their keep time, and
+/// `WriterJob::CleanUp`: up to `limit` of each: expired entries that no reader needs (past their keep time, and
 /// an object op only once a snapshot covers it), expired idempotency keys, canvases forgotten after their
 /// time with nothing kept for a webhook, expired relayed rows; and instances silent since
 /// `forget_instances_before` with their watermarks. The limits are part of the SQL: a bound LIMIT makes
@@ -279,7 +278,7 @@ fn note_pruned(tx: &Connection, id: Option<i64>) -> Result<(), SqlError> {
         .map(drop)
 }
 
-/// `Job::Watermarks`: how far this instance has delivered each canvas.
+/// `WriterJob::Watermarks`: how far this instance has delivered each canvas.
 fn save_watermarks(tx: &Connection, instance: &str, marks: &[Watermark], now: i64) -> Result<(), SqlError> {
     let mut upsert = tx.prepare_cached(
         "INSERT INTO canvas_watermarks (canvas_id, server_instance_id, last_processed_id, last_seq, updated_at)

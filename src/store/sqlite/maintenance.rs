@@ -6,11 +6,11 @@ use std::time::Duration;
 use deadpool_sqlite::rusqlite::Connection;
 use tokio_util::sync::CancellationToken;
 
-use super::jobs::Job;
+use super::jobs::WriterJob;
 use super::{schema, SqliteStore};
 use crate::config::Config;
-use crate::core::BusError;
 use crate::periodic::{every, ticker};
+use crate::store::BusError;
 
 /// WAL size (in frames; 64 MiB at 4 KiB pages) past which a checkpoint restarts the WAL.
 const RESTART_WAL_FRAMES: i64 = 16 * 1024;
@@ -26,7 +26,7 @@ pub async fn run(store: SqliteStore, config: Config, stop: CancellationToken) {
         every(config.watermark_interval, stop, move || async move {
             let marks = store.inner.hub.take_watermarks();
             if !marks.is_empty() {
-                let _ = store.job(Job::Watermarks(marks)).await;
+                let _ = store.job(WriterJob::Watermarks(marks)).await;
             }
         }),
     );

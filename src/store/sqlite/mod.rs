@@ -42,7 +42,7 @@ use tokio_util::sync::CancellationToken;
 
 use self::doorbell::Doorbell;
 use self::identity::FileIdentity;
-use self::jobs::Job;
+use self::jobs::WriterJob;
 pub use self::progress::Progress;
 pub(crate) use self::refusal::{describe, unavailable};
 use self::schema::ConnSettings;
@@ -52,12 +52,12 @@ use crate::clock::now_ms;
 use crate::config::{BusKind, Config};
 use crate::core::committer::{self, Committer, Setup, Started};
 use crate::core::lanes::{LaneSenders, Lanes};
-use crate::core::workers::Workers;
-use crate::core::{BusError, Unavailable};
+use crate::core::Opened;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::protocol::CanvasId;
-use crate::store::{CanvasRead, CanvasReader, Opened, Want};
+use crate::store::workers::Workers;
+use crate::store::{BusError, CanvasRead, CanvasReader, StoreError, Unavailable, Want};
 
 /// How long a read waits for a free pool connection before it fails with `unavailable` (a storm of joins
 /// of big canvases can hold all of them for a while; nothing waits forever).
@@ -145,7 +145,7 @@ impl PoolReads {
         &self,
         f: impl FnOnce(&mut Connection) -> deadpool_sqlite::rusqlite::Result<T> + Send + 'static,
     ) -> Result<T, BusError> {
-        let conn = self.pool.get().await.map_err(|e| Unavailable::Sqlite(format!("no connection: {e}")))?;
+        let conn = self.pool.get().await.map_err(StoreError::from)?;
         let busy_timeout = self.busy_timeout;
         conn.interact(move |conn| {
             schema::use_busy_timeout(busy_timeout);
@@ -155,7 +155,7 @@ impl PoolReads {
         .map_err(|_| Unavailable::ReadLost)?
         .map_err(|error| {
             tracing::warn!(%error, "a read of the database failed");
-            unavailable(&error).into()
+            unavailable(error).into()
         })
     }
 
@@ -182,7 +182,7 @@ impl CanvasReader for PoolReads {
 /// that thread is for.
 fn start_threads(
     busy_timeout: Duration,
-    (committer, lanes): (Committer<SqliteWriter>, Lanes<committer::Job<Job>>),
+    (committer, lanes): (Committer<SqliteWriter>, Lanes<committer::Job<WriterJob>>),
     watcher: Watcher,
     doorbell: Option<&Doorbell>,
     progress: &Arc<Progress>,
@@ -220,7 +220,7 @@ struct Inner {
     /// Read connections for joins, the API, health checks and the committer's loads.
     reads: PoolReads,
     /// The committer's lanes, where this store's own writes go as jobs (one write connection per process).
-    writer: LaneSenders<committer::Job<Job>>,
+    writer: LaneSenders<committer::Job<WriterJob>>,
     progress: Arc<Progress>,
     hub: Arc<Hub>,
     /// The file's random id, part of every epoch.
@@ -313,13 +313,13 @@ impl SqliteStore {
 
     /// Queues one of the file's own writes: the ones that must not wait behind messages (heartbeats, cursor
     /// batches, leases) on the urgent lane, the others behind what is queued.
-    async fn job(&self, job: Job) -> Result<(), BusError> {
+    async fn job(&self, job: WriterJob) -> Result<(), BusError> {
         let urgent = job.is_urgent();
         self.inner.writer.job(committer::Job::Store(job), urgent).await
     }
 
     /// Queues a job and waits for its reply.
-    async fn ask<T>(&self, job: impl FnOnce(jobs::Reply<T>) -> Job) -> Result<T, BusError> {
+    async fn ask<T>(&self, job: impl FnOnce(jobs::Reply<T>) -> WriterJob) -> Result<T, BusError> {
         let (reply, answer) = tokio::sync::oneshot::channel();
         self.job(job(reply)).await?;
         answer.await.map_err(|_| BusError::ShuttingDown)?

@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use super::signal::Signal;
-use crate::core::last_error::LastError;
+use crate::store::last_error::LastError;
 
 /// Where this process is in the shared file, as its writer, watcher and health checks see it.
 #[derive(Default)]

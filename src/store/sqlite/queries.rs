@@ -172,7 +172,8 @@ pub struct FileFigures {
     /// Age of the oldest row, in ms (0 when empty); past the TTL when rows are kept for the webhook.
     pub oldest_row_age_ms: i64,
     /// How long the first row cleanup should delete has been due, in ms (0 when none is): how far cleanup
-    /// is behind.
+    /// is behind. Reported on its own (`BusFigures::cleanup_overdue_ms`), not among the file's figures.
+    #[serde(skip)]
     pub cleanup_overdue_ms: i64,
     /// The highest row id: the head the watchers read up to.
     pub head_id: i64,

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use deadpool_sqlite::rusqlite::{params, Connection, OptionalExtension, Result, Row};
 use serde_json::value::RawValue;
 
-use crate::core::fold::presence::Conn;
 use crate::protocol::{null_value, CanvasId, UserId};
+use crate::store::records::Conn;
 use crate::store::records::{ConnRow, Head, LogEntry};
 use crate::store::{CanvasRead, SnapshotRead, Want, Whose};
 

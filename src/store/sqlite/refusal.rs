@@ -2,11 +2,11 @@
 
 use deadpool_sqlite::rusqlite::Error as SqlError;
 
-use crate::core::Unavailable;
+use crate::store::StoreError;
 
-/// A storage error as its clients hear it.
-pub(crate) fn unavailable(error: &SqlError) -> Unavailable {
-    Unavailable::Sqlite(describe(error))
+/// A storage error as its clients hear it (through its display), the error itself kept as the source.
+pub(crate) fn unavailable(error: SqlError) -> StoreError {
+    StoreError::from(error)
 }
 
 /// A short, client-safe description of a storage error (no paths).

@@ -159,7 +159,7 @@ pub fn configure(conn: &Connection, settings: ConnSettings) -> deadpool_sqlite::
     };
     // wal_autocheckpoint = 0: SQLite would otherwise checkpoint inside whichever connection commits past
     // 1000 WAL pages, i.e. our writer, stalling commits for the copy and the database fsync (the p99 of
-    // acks showed it). `SqliteBus::checkpoint` runs them on a pool connection instead.
+    // acks showed it). `maintenance::checkpoint` runs them on a pool connection instead.
     conn.execute_batch(&format!(
         "PRAGMA synchronous = {synchronous};
          PRAGMA temp_store = MEMORY;

@@ -4,15 +4,13 @@
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use super::jobs::Job;
+use super::jobs::WriterJob;
 use super::{queries, reads, SqliteStore};
 use crate::clock::now_ms;
-use crate::core::views::{BusFigures, StorageFigures};
-use crate::core::BusError;
-use crate::hub::ConnId;
-use crate::protocol::{CanvasId, UserId};
+use crate::protocol::{CanvasId, ConnId, UserId};
+use crate::store::figures::{BusFigures, StoreFigures};
 use crate::store::records::{ConnRow, Head, LogEntry};
-use crate::store::{CanvasRead, Instance, Post, Store, Want, Whose};
+use crate::store::{BusError, CanvasRead, Instance, Post, Store, Want, Whose};
 
 #[async_trait]
 impl Store for SqliteStore {
@@ -47,7 +45,7 @@ impl Store for SqliteStore {
 
     async fn put_snapshot(&self, canvas: &CanvasId, generation: u64, seq: u64, json: Bytes) -> Result<bool, BusError> {
         let canvas = canvas.clone();
-        self.ask(|reply| Job::PutSnapshot { canvas, generation, seq, json, reply }).await
+        self.ask(|reply| WriterJob::PutSnapshot { canvas, generation, seq, json, reply }).await
     }
 
     async fn stale(&self, before: i64, limit: usize) -> Result<Vec<CanvasId>, BusError> {
@@ -59,15 +57,15 @@ impl Store for SqliteStore {
     }
 
     async fn save_states(&self, states: Vec<(CanvasId, ConnId, Option<String>)>) -> Result<(), BusError> {
-        self.ask(|reply| Job::SaveStates(states, reply)).await
+        self.ask(|reply| WriterJob::SaveStates(states, reply)).await
     }
 
     async fn heartbeat(&self) -> Result<Vec<Instance>, BusError> {
-        self.ask(Job::Heartbeat).await
+        self.ask(WriterJob::Heartbeat).await
     }
 
     async fn post(&self, post: Post) -> Result<(), BusError> {
-        self.ask(|reply| Job::Post(post, reply)).await
+        self.ask(|reply| WriterJob::Post(post, reply)).await
     }
 
     async fn blocked(&self, canvas: &CanvasId, user: &UserId) -> Result<Option<i64>, BusError> {
@@ -82,7 +80,7 @@ impl Store for SqliteStore {
         let forget_instances_before = now_ms() - self.inner.forget_instances_after_ms;
         let mut total = 0;
         loop {
-            let deleted = self.ask(|reply| Job::CleanUp { limit, forget_instances_before, reply }).await?;
+            let deleted = self.ask(|reply| WriterJob::CleanUp { limit, forget_instances_before, reply }).await?;
             total += deleted;
             if deleted < limit as usize {
                 return Ok(total);
@@ -112,7 +110,8 @@ impl Store for SqliteStore {
             writer_queue_capacity: 0,
             last_error,
             last_error_age_ms,
-            storage: StorageFigures::File(file),
+            cleanup_overdue_ms: Some(file.cleanup_overdue_ms),
+            storage: StoreFigures::of(&file),
         })
     }
 
@@ -134,9 +133,9 @@ impl Store for SqliteStore {
     async fn closing(&self) {
         let marks = self.inner.hub.take_watermarks();
         if !marks.is_empty() {
-            let _ = self.job(Job::Watermarks(marks)).await;
+            let _ = self.job(WriterJob::Watermarks(marks)).await;
         }
-        let _ = self.job(Job::Deregister).await;
+        let _ = self.job(WriterJob::Deregister).await;
     }
 
     /// After the committer stopped: the watcher and the doorbell stop, the threads are joined, the pool

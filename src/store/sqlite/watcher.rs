@@ -241,7 +241,7 @@ impl Watcher {
         let metrics = &self.metrics;
         relay(&mut self.cursor_batches_read, max_rows, fetch, |canvas, frames| {
             if let Some(room) = CanvasId::parse(canvas).ok().and_then(|c| hub.room(&c)) {
-                crate::cursors::relay_batch(&room, frames, metrics);
+                room.relay_batch(frames, metrics);
             }
         })
     }

@@ -12,16 +12,15 @@ use deadpool_sqlite::rusqlite::{params, Connection, Error as SqlError, Transacti
 use super::commit::{self, Stamp};
 use super::doorbell::Doorbell;
 use super::identity::FileIdentity;
-use super::jobs::Job;
+use super::jobs::WriterJob;
 use super::{describe, unavailable, Progress};
 use crate::clock::now_ms;
 use crate::config::Config;
-use crate::core::delivery::Delivered;
-use crate::core::BusError;
 use crate::metrics::Metrics;
 use crate::protocol::CanvasId;
+use crate::store::records::AfterDelivery;
 use crate::store::records::Batch;
-use crate::store::{epoch, CanvasReader, Commit, ResetDone};
+use crate::store::{epoch, BusError, CanvasReader, Commit, ResetDone};
 
 /// Fixed settings of the writer.
 #[derive(Debug, Clone)]
@@ -108,7 +107,7 @@ impl SqliteWriter {
 
 #[async_trait]
 impl Commit for SqliteWriter {
-    type Job = Job;
+    type Job = WriterJob;
 
     /// The round in one `BEGIN IMMEDIATE` transaction (see `commit.rs`). Runs on the writer's thread: it
     /// blocks on the file, as this thread is for.
@@ -134,7 +133,7 @@ impl Commit for SqliteWriter {
             }
             Err(error) => {
                 self.progress.write_failed(now, &describe(&error));
-                Err(unavailable(&error).into())
+                Err(unavailable(error).into())
             }
         }
     }
@@ -182,12 +181,12 @@ impl Commit for SqliteWriter {
             ])?;
             Ok(ResetDone { generation, epoch, id: tx.last_insert_rowid() })
         });
-        let done = done.map_err(|error| BusError::from(unavailable(&error)))?;
+        let done = done.map_err(|error| BusError::from(unavailable(error)))?;
         self.ring_peers();
         Ok(done)
     }
 
-    async fn run(&mut self, job: Job) {
+    async fn run(&mut self, job: WriterJob) {
         self.run_job(job);
     }
 
@@ -196,7 +195,7 @@ impl Commit for SqliteWriter {
     /// only once every row of the batch has been offered: it promises that every row at or below it has
     /// been (the watcher's hole check relies on it). A row a room could not take (`read_back`) must be read
     /// back, so the cursor must not skip it.
-    fn delivered(&mut self, delivered: Delivered) {
+    fn delivered(&mut self, delivered: AfterDelivery) {
         if !self.settings.local_broadcast {
             self.progress.signal.wake(delivered.waiting);
             if delivered.ids.is_some() {

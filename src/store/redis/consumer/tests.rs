@@ -88,16 +88,16 @@ impl Drop for Server {
     }
 }
 
-fn at(generation: u64, seq: u64, inflight: Option<u64>) -> Delivered {
-    Delivered { generation, seq, inflight }
+fn at(generation: u64, seq: u64, inflight: Option<u64>) -> Position {
+    Position { generation, seq, inflight }
 }
 
 /// `save_position.lua`'s answer for `holder` saving `position` over `expected` in canvas `c`.
 async fn save(
     conn: &mut redis::aio::MultiplexedConnection,
     holder: &str,
-    expected: Option<Delivered>,
-    position: Delivered,
+    expected: Option<Position>,
+    position: Position,
 ) -> i64 {
     let text = |p: Option<u64>| p.map_or_else(String::new, |p| p.to_string());
     let mut invocation = SAVE_POSITION.prepare_invoke();

@@ -240,7 +240,7 @@ async fn a_commit_rings_live_peers_found_at_the_heartbeat_and_not_itself() {
             .unwrap();
     }
     let (reply, live) = oneshot::channel();
-    committer.writer_mut().run_job(super::jobs::Job::Heartbeat(reply));
+    committer.writer_mut().run_job(super::jobs::WriterJob::Heartbeat(reply));
     let live: Vec<String> = live.await.unwrap().unwrap().into_iter().map(|i| i.id).collect();
     assert!(live.contains(&"i1".to_owned()) && live.contains(&"live".to_owned()) && !live.contains(&"dead".to_owned()));
     assert_eq!(committer.writer_mut().peers, [peer.local_addr().unwrap()], "only the live peer, never this instance");
@@ -257,10 +257,10 @@ async fn only_a_write_that_wrote_clears_the_last_storage_error() {
     writer.progress.write_failed(1, "the disk is full");
     // Nothing to clean up: the transaction commits without writing a page, which proves nothing.
     let (reply, _) = oneshot::channel();
-    writer.run_job(super::jobs::Job::CleanUp { limit: 10, forget_instances_before: 0, reply });
+    writer.run_job(super::jobs::WriterJob::CleanUp { limit: 10, forget_instances_before: 0, reply });
     assert_eq!(writer.progress.last_error.get().map(|(_, e)| e).as_deref(), Some("the disk is full"));
     let (reply, _) = oneshot::channel();
-    writer.run_job(super::jobs::Job::Heartbeat(reply));
+    writer.run_job(super::jobs::WriterJob::Heartbeat(reply));
     assert_eq!(writer.progress.last_error.get(), None, "a heartbeat wrote its row: the storage works again");
 }
 
@@ -366,7 +366,7 @@ async fn an_expiry_spares_a_connection_whose_instance_came_back() {
     };
     settle(&mut owner, vec![Publish::leaving(ann.clone(), PresenceChange::Connect)]).await;
     let (reply, _) = oneshot::channel();
-    owner.writer_mut().run_job(super::jobs::Job::Heartbeat(reply));
+    owner.writer_mut().run_job(super::jobs::WriterJob::Heartbeat(reply));
     settle(&mut survivor, vec![Publish::leaving(ann.clone(), PresenceChange::Expire { dead_after_ms: 60_000 })]).await;
     let rows: i64 = file(&dir).query_row("SELECT count(*) FROM connections", [], |r| r.get(0)).unwrap();
     assert_eq!(rows, 1, "its instance is alive: the connection stays");

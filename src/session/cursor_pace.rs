@@ -14,8 +14,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use super::Session;
 
 use crate::clock::now_ms;
-use crate::hub::ConnId;
-use crate::protocol::{cursor_frame, event_frame, presence_frame, CanvasId, MsgType, UserId};
+use crate::protocol::{cursor_frame, event_frame, presence_frame, CanvasId, ConnId, MsgType, UserId};
 use crate::App;
 
 /// The pacing state of one connection's cursors.

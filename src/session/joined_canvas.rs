@@ -1,4 +1,4 @@
-//! One canvas a session serves ([`Member`]): the canvas of `/ws/{canvas}`, or one that a multiplexed socket
+//! One canvas a session serves ([`JoinedCanvas`]): the canvas of `/ws/{canvas}`, or one that a multiplexed socket
 //! joined. Each is its own connection in presence and in its room, with its own connection id, role and
 //! cursor pace. This module starts one (the welcome, then the replay before anything live) and ends one
 //! (out of the room at once, out of presence through the writer).
@@ -7,16 +7,16 @@ use futures_util::future::BoxFuture;
 use futures_util::{Sink, Stream};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
-use super::cursors::CursorPace;
+use super::cursor_pace::CursorPace;
 use super::welcome::{welcome_frames, REPLAY_PAGE};
 use super::{End, Session};
 use crate::core::join::Membership;
 use crate::core::{Joined, Replay};
-use crate::hub::{ConnId, Cut, Outbox};
-use crate::protocol::{left_frame, CanvasId, Role, Welcome};
+use crate::hub::Outbox;
+use crate::protocol::{left_frame, CanvasId, ConnId, Cut, Role, Welcome};
 
 /// One canvas of a session.
-pub(super) struct Member {
+pub(super) struct JoinedCanvas {
     /// Its place in presence (canvas, connection id, user, name); leaving takes it out.
     membership: Membership,
     /// What the token grants on the canvas, lowered by `?role`.
@@ -29,7 +29,7 @@ pub(super) struct Member {
     pub(super) presence: CursorPace,
 }
 
-impl Member {
+impl JoinedCanvas {
     pub(super) fn canvas(&self) -> &CanvasId {
         &self.membership.member.canvas
     }
@@ -83,7 +83,7 @@ where
         let (cursors, presence) =
             (CursorPace::new(self.app.config.max_cursor_rate), CursorPace::new(self.app.config.max_cursor_rate));
         // A member from here on: however the writes below end, the session leaves it.
-        self.members.push(Member { membership, role, outbox, cursors, presence });
+        self.members.push(JoinedCanvas { membership, role, outbox, cursors, presence });
         self.write_all(frames).await?;
         match replay {
             // Boxed: once per join at most, and reading from the store makes a big future.
