@@ -138,3 +138,28 @@ async fn a_bad_key_is_invalid_frame_and_a_bad_header_is_a_400() {
         assert!(reply["error"].as_str().unwrap().contains("Idempotency-Key"), "{reply}");
     }
 }
+
+on_both_buses!(an_op_resent_after_its_ack_was_lost_is_a_duplicate_even_where_the_state_would_refuse_it);
+/// A client whose instance died before the ack resends its ops with their keys, in order, to another
+/// instance: a delete of what its first send deleted, an update of an object its first send deleted after.
+/// The state refuses those, but they were logged: each is acked as a duplicate of its first send.
+async fn an_op_resent_after_its_ack_was_lost_is_a_duplicate_even_where_the_state_would_refuse_it(store: Store) {
+    let (a, b) = (store.start(&[]).await, store.start(&[]).await);
+    let mut ann = a.connect("lost-acks", "ann").await;
+    send_keyed(&mut ann, "object-create", json!({"id": "t", "v": 0}), "c", "k-c").await;
+    send_keyed(&mut ann, "object-update", json!({"id": "t", "v": 1}), "u", "k-u").await;
+    send_keyed(&mut ann, "object-delete", json!({"id": "t"}), "d", "k-d").await;
+    let first = answers(&mut ann, &["c".into(), "u".into(), "d".into()]).await;
+    assert!(first.values().all(|frame| frame["type"] == "ack"), "{first:?}");
+    let mut again = b.connect("lost-acks", "ann").await;
+    send_keyed(&mut again, "object-update", json!({"id": "t", "v": 1}), "u2", "k-u").await;
+    send_keyed(&mut again, "object-delete", json!({"id": "t"}), "d2", "k-d").await;
+    let resent = answers(&mut again, &["u2".into(), "d2".into()]).await;
+    for (resend, original) in [("u2", "u"), ("d2", "d")] {
+        let expected = json!({"type": "ack", "seq": first[original]["seq"], "ref": resend, "duplicate": true});
+        assert_eq!(resent[resend], expected);
+    }
+    // A fresh op the state refuses is still refused.
+    send_keyed(&mut again, "object-delete", json!({"id": "t"}), "d3", "k-new").await;
+    assert_eq!(answer(&mut again, "d3").await["code"], "invalid_frame");
+}

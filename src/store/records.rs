@@ -146,8 +146,10 @@ pub enum ConnWrite {
 pub struct KeyClaim {
     pub user: UserId,
     pub key: IdempotencyKey,
-    /// Which entry of the commit it names.
-    pub entry: usize,
+    /// Which entry of the commit it names; `None` for a key only checked: its publish was refused by the
+    /// state, which may be the state its own earlier send left (a resend after a lost ack: a delete of what
+    /// it deleted). Taken, it makes the publish a duplicate; else nothing is kept for it.
+    pub entry: Option<usize>,
 }
 
 /// One canvas's part of a commit, as the fold staged it: applied atomically, or not at all.

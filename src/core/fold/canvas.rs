@@ -161,9 +161,16 @@ impl Canvas {
                 Some(repeat) => repeat,
                 None => staging.judge(at, publish, told, rules),
             };
-            if let (Staged::Logged { entry }, Some((user, key))) = (&outcome, key) {
-                claimed.insert((user, key), *entry);
-                staging.keys.push(KeyClaim { user: user.clone(), key: key.clone(), entry: *entry });
+            match (&outcome, key) {
+                (Staged::Logged { entry }, Some((user, key))) => {
+                    claimed.insert((user, key), *entry);
+                    staging.keys.push(KeyClaim { user: user.clone(), key: key.clone(), entry: Some(*entry) });
+                }
+                // Refused by the state, which its own earlier send may have left: the store checks the key.
+                (Staged::Refused(_), Some((user, key))) => {
+                    staging.keys.push(KeyClaim { user: user.clone(), key: key.clone(), entry: None });
+                }
+                _ => {}
             }
             staging.outcomes.push(outcome);
         }

@@ -94,7 +94,8 @@ pub(super) fn encode(invocation: &mut Args, writes: &Writes<'_>) {
         };
     }
     for claim in writes.keys {
-        invocation.arg(claim.user.as_str()).arg(claim.key.as_str()).arg(claim.entry);
+        let entry = claim.entry.map_or_else(String::new, |entry| entry.to_string());
+        invocation.arg(claim.user.as_str()).arg(claim.key.as_str()).arg(entry);
     }
 }
 
@@ -250,8 +251,11 @@ mod tests {
                 unless_alive_within: Some(9000),
             },
         ];
-        let keys =
-            [KeyClaim { user: UserId::parse("ann").unwrap(), key: IdempotencyKey::parse("k").unwrap(), entry: 1 }];
+        let keys = [KeyClaim {
+            user: UserId::parse("ann").unwrap(),
+            key: IdempotencyKey::parse("k").unwrap(),
+            entry: Some(1),
+        }];
         let writes = Writes {
             canvas: &canvas,
             expect: Expect::Rev(4),

@@ -63,7 +63,8 @@ fn apply_canvas(tx: &Connection, writes: &Writes<'_>, stamp: Stamp<'_>) -> Resul
         if !taken.is_empty() || !spared.is_empty() {
             return Ok(Applied::Moved(News { moved: None, taken, spared }));
         }
-        if writes.entries.is_empty() && writes.conns.is_empty() && writes.keys.is_empty() {
+        let claims = writes.keys.iter().any(|claim| claim.entry.is_some());
+        if writes.entries.is_empty() && writes.conns.is_empty() && !claims {
             let head = head.unwrap_or_default();
             return Ok(Applied::Placed(Placed { head, first_seq: head.seq + 1, ids: Vec::new() }));
         }
@@ -192,7 +193,7 @@ fn write_conns(tx: &Connection, canvas: &str, conns: &[ConnWrite], now: i64) -> 
     Ok(())
 }
 
-/// The claimed keys some entry of this generation holds already, within the TTL.
+/// The claimed (or checked) keys some entry of this generation holds already, within the TTL.
 fn taken_keys(
     tx: &Connection,
     writes: &Writes<'_>,
@@ -229,7 +230,8 @@ fn claim_keys(
          SET generation = excluded.generation, seq = excluded.seq, expires_at = excluded.expires_at",
     )?;
     for claim in keys {
-        let seq = first_seq + claim.entry as u64;
+        let Some(entry) = claim.entry else { continue }; // only checked
+        let seq = first_seq + entry as u64;
         upsert.execute(params![
             canvas,
             claim.user.as_str(),

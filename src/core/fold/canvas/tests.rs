@@ -78,8 +78,27 @@ fn a_key_logged_before_or_earlier_in_the_commit_logs_nothing() {
     assert_eq!(staging.outcomes[..3], want, "keys are per user");
     assert_eq!(staging.outcomes[3], Staged::Duplicate { seq: 3 });
     assert!(staging.after.objects.get("b").is_none(), "a repeat is not folded");
-    let claims: Vec<(&str, usize)> = staging.keys.iter().map(|k| (k.user.as_str(), k.entry)).collect();
-    assert_eq!(claims, [("ann", 0), ("bob", 1)]);
+    let claims: Vec<(&str, Option<usize>)> = staging.keys.iter().map(|k| (k.user.as_str(), k.entry)).collect();
+    assert_eq!(claims, [("ann", Some(0)), ("bob", Some(1))]);
+}
+
+/// A keyed op the state refuses may be the resend of one that was logged (its ack lost with a crashed
+/// instance): a delete of what it deleted. Its key is checked; taken, the op is a duplicate, not an error.
+#[test]
+fn a_keyed_op_the_state_refuses_is_a_duplicate_when_its_key_was_logged() {
+    let mut canvas = Canvas::default();
+    commit(&mut canvas, &[message("object-create", r#"{"id":"a"}"#, None, "ann")]);
+    commit(&mut canvas, &[message("object-delete", r#"{"id":"a"}"#, Some("del"), "ann")]);
+    let resent = [message("object-delete", r#"{"id":"a"}"#, Some("del"), "ann")];
+    let staging = canvas.stage(&resent.iter().collect::<Vec<_>>(), &Told::default(), &rules());
+    assert!(matches!(staging.outcomes[0], Staged::Refused(_)));
+    let checked: Vec<Option<usize>> = staging.keys.iter().map(|k| k.entry).collect();
+    assert_eq!(checked, [None], "checked, not claimed");
+    let mut told = Told::default();
+    told.keys.insert((UserId::parse("ann").unwrap(), IdempotencyKey::parse("del").unwrap()), 2);
+    let staging = canvas.stage(&resent.iter().collect::<Vec<_>>(), &told, &rules());
+    assert_eq!(staging.outcomes, [Staged::Duplicate { seq: 2 }]);
+    assert!(staging.keys.is_empty() && staging.entries.is_empty());
 }
 
 #[test]

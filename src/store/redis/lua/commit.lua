@@ -26,7 +26,8 @@
 --   '0'); per connection write 6: 'p' (put) or 'r' (remove), conn, instance, user, then for a put the
 --   encoded name and opened, for a remove '' and unless_alive_within ('' for none, else ms: a survivor's
 --   expiry, applied only if the row's instance has had no heartbeat for that long); per key 3: user, key,
---   the entry it names (0-based).
+--   the entry it names (0-based; '' for a key only checked: its publish was refused by the state, and is
+--   a duplicate if the key is taken; nothing is kept for it).
 -- Returns { 'ok', epoch, writes, now, then per canvas one of:
 --   { 'p', head..., first seq }: applied (head: gen, seq, rev, version, bytes, objects, connections,
 --     users, as kept now),
@@ -61,6 +62,7 @@ while at <= #ARGV do
     ok = ok and count(ARGV[at + k])
   end
   ok = ok and ne and nc and nk and at + PART - 1 + 6 * ne + 6 * nc + 3 * nk <= #ARGV
+  local claims = 0
   if ok then
     local e = at + PART
     for k = 0, ne - 1 do
@@ -74,14 +76,17 @@ while at <= #ARGV do
     end
     local y = c + 6 * nc
     for k = 0, nk - 1 do
-      local entry = count(ARGV[y + 3 * k + 2])
-      ok = ok and entry and entry < ne
+      local entry = ARGV[y + 3 * k + 2]
+      ok = ok and (entry == '' or (count(entry) and count(entry) < ne))
+      if entry ~= '' then
+        claims = claims + 1
+      end
     end
   end
   if not ok then
     return redis.error_reply('malformed batch at argument ' .. at)
   end
-  parts[#parts + 1] = { at = at, ne = ne, nc = nc, nk = nk }
+  parts[#parts + 1] = { at = at, ne = ne, nc = nc, nk = nk, claims = claims }
   at = at + PART + 6 * ne + 6 * nc + 3 * nk
 end
 
@@ -275,7 +280,7 @@ local function commit_part(p)
       end
       return reply
     end
-    if p.ne == 0 and p.nc == 0 and p.nk == 0 then
+    if p.ne == 0 and p.nc == 0 and p.claims == 0 then
       local reply = head_reply(h or { gen = 0, seq = 0, rev = 0, version = 0, bytes = 0, objects = 0,
         connections = 0, users = 0 })
       table.insert(reply, 1, 'p')
@@ -290,7 +295,9 @@ local function commit_part(p)
     local y = p.at + PART + 6 * p.ne + 6 * p.nc
     for k = 0, p.nk - 1 do
       local user, key, entry = ARGV[y + 3 * k], ARGV[y + 3 * k + 1], tonumber(ARGV[y + 3 * k + 2])
-      redis.call('SET', idempotency_key(canvas, h.gen, user, key), int(first + entry), 'PX', ttl)
+      if entry then
+        redis.call('SET', idempotency_key(canvas, h.gen, user, key), int(first + entry), 'PX', ttl)
+      end
     end
     local names = { 'bytes', 'objects', 'connections', 'users' }
     for k, name in ipairs(names) do
