@@ -202,3 +202,35 @@ async fn joiners_of_a_big_canvas_that_keeps_changing_get_the_state_at_exactly_th
     }
     drop(filler);
 }
+
+on_both_buses!(an_op_staged_against_a_canvas_another_instance_moved_is_staged_again_and_counted);
+/// Each instance's committer holds the canvas as it last committed it: an op staged there after another
+/// instance committed is found stale by the store's head check, folded with what is new, staged again and
+/// applied; `relay_commit_conflicts_total` counts it once.
+async fn an_op_staged_against_a_canvas_another_instance_moved_is_staged_again_and_counted(store: Store) {
+    let (a, b) = (store.start(&[]).await, store.start(&[]).await);
+    let mut ann = a.connect("moved", "ann").await;
+    let mut bob = b.connect("moved", "bob").await;
+    ann.publish("object-create", json!({"id": "a", "n": 0}), "a0").await;
+    acked(&mut ann, "a0").await;
+    bob.publish("object-create", json!({"id": "b", "n": 0}), "b0").await;
+    acked(&mut bob, "b0").await;
+    let before = a.metric("relay_commit_conflicts_total").await;
+    // Ann's instance last committed before Bob's create: its head check fails once.
+    ann.publish("object-update", json!({"id": "b", "n": 1}), "a1").await;
+    acked(&mut ann, "a1").await;
+    assert_eq!(a.metric("relay_commit_conflicts_total").await - before, 1.0);
+    let joiner = b.connect("moved", "cy").await;
+    assert_eq!(joiner.welcome["objects"], json!({"a": {"id": "a", "n": 0}, "b": {"id": "b", "n": 1}}));
+}
+
+/// Waits for the answer to `reference`, which must be an ack.
+async fn acked(client: &mut Client, reference: &str) {
+    loop {
+        let frame = client.recv().await;
+        if frame["ref"] == reference {
+            assert_eq!(frame["type"], "ack", "{frame}");
+            return;
+        }
+    }
+}

@@ -55,11 +55,17 @@ pub async fn contention(args: &ContentionArgs) -> anyhow::Result<()> {
     let conflicts_before = conflicts(targets).await?;
     let started = Instant::now();
     let until = started + args.common.duration;
-    let clients =
-        sockets.into_iter().enumerate().map(|(i, socket)| tokio::spawn(client(socket, i, args.window, until)));
+    // Spawned now, all of them (a lazy iterator would start each only after the one before it ended).
+    let clients: Vec<_> = sockets
+        .into_iter()
+        .enumerate()
+        .map(|(i, socket)| tokio::spawn(client(socket, i, args.window, until)))
+        .collect();
     let mut total = Sent::default();
+    let mut per_client = Vec::with_capacity(args.clients);
     for client in clients {
         let sent = client.await?;
+        per_client.push(sent.acked);
         total.sent += sent.sent;
         total.acked += sent.acked;
         for (code, n) in sent.errors {
@@ -80,6 +86,7 @@ pub async fn contention(args: &ContentionArgs) -> anyhow::Result<()> {
         "sent": total.sent,
         "acked": total.acked,
         "acked_per_second": total.acked as f64 / seconds,
+        "acked_per_client": per_client,
         "errors": total.errors,
         "failed": total.failed,
         "conflicts": conflicts,

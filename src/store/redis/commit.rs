@@ -164,10 +164,7 @@ impl RedisWriter {
             },
             Part::Refused { taken, spared } => News { moved: None, taken, spared },
         };
-        if news.moved.is_some() {
-            self.store.inner.metrics.commit_conflicts.increment(1);
-        }
-        batch.refold(i, news);
+        batch.refold(i, news); // the committer counts the conflict (`relay_commit_conflicts_total`)
         rounds.pending.push(i);
         Ok(())
     }
