@@ -9,12 +9,12 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use serde::Deserialize;
 use serde_json::json;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::client::Socket;
+use crate::fill::Answer;
 use crate::scenario::metric;
 use crate::welcome;
 use crate::ContentionArgs;
@@ -31,16 +31,6 @@ struct Sent {
     errors: BTreeMap<String, u64>,
     /// Why it stopped early, if it did.
     failed: Option<String>,
-}
-
-/// The answer fields a client needs.
-#[derive(Deserialize)]
-struct Answer {
-    #[serde(rename = "type")]
-    kind: String,
-    #[serde(rename = "ref")]
-    reference: Option<String>,
-    code: Option<String>,
 }
 
 /// Runs the scenario and prints its report.

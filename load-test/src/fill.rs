@@ -28,14 +28,14 @@ pub struct Filled {
     pub stopped: Option<String>,
 }
 
-/// The answer fields the fill needs.
+/// The answer fields a sender of object ops needs (the fill's, and `contention`'s).
 #[derive(Deserialize)]
-struct Answer {
+pub struct Answer {
     #[serde(rename = "type")]
-    kind: String,
+    pub kind: String,
     #[serde(rename = "ref")]
-    reference: Option<String>,
-    code: Option<String>,
+    pub reference: Option<String>,
+    pub code: Option<String>,
 }
 
 /// Creates objects `o-0` .. `o-{objects-1}` of about `object_bytes` bytes of JSON each through `socket`.

@@ -39,13 +39,7 @@ async fn a_registration_reads_no_objects_and_the_first_object_op_reads_them_whol
     let (objects, bytes, _) = head(&dir);
     // Another instance (a committer that holds nothing) registers a connection: its head's counts stand.
     let mut second = committer(&dir, "i2");
-    let ann = Member {
-        canvas: CanvasId::parse("c").unwrap(),
-        conn: uuid::Uuid::new_v4(),
-        user: UserId::parse("ann").unwrap(),
-        name: None,
-        opened: crate::clock::opened_now(),
-    };
+    let ann = member("c", "ann");
     settle(&mut second, vec![Publish::leaving(ann, PresenceChange::Connect)]).await;
     assert_eq!(head(&dir), (objects, bytes, 1));
     let c = CanvasId::parse("c").unwrap();

@@ -82,6 +82,17 @@ async fn settle(committer: &mut Committer<SqliteWriter>, publishes: Vec<Publish>
     committer.finish_loads().await;
 }
 
+/// A new connection of `user` to `canvas`, without a name.
+fn member(canvas: &str, user: &str) -> Member {
+    Member {
+        canvas: CanvasId::parse(canvas).unwrap(),
+        conn: uuid::Uuid::new_v4(),
+        user: UserId::parse(user).unwrap(),
+        name: None,
+        opened: crate::clock::opened_now(),
+    }
+}
+
 fn seqs(answers: &[Result<Committed, BusError>]) -> Vec<(u64, bool)> {
     answers.iter().map(|a| a.as_ref().map(|c| (c.seq, c.duplicate)).unwrap_or((0, false))).collect()
 }
@@ -332,13 +343,7 @@ async fn after_a_reset_the_new_generations_ops_stay_until_a_snapshot_covers_them
 async fn a_canvas_forgotten_and_created_again_is_staged_again_against_its_new_generation() {
     let dir = tempfile::tempdir().unwrap();
     let (mut first, mut second) = (committer(&dir, "i1"), committer(&dir, "i2"));
-    let ann = Member {
-        canvas: CanvasId::parse("c").unwrap(),
-        conn: uuid::Uuid::new_v4(),
-        user: UserId::parse("ann").unwrap(),
-        name: None,
-        opened: crate::clock::opened_now(),
-    };
+    let ann = member("c", "ann");
     settle(&mut first, vec![Publish::leaving(ann.clone(), PresenceChange::Connect)]).await;
     settle(&mut first, vec![Publish::leaving(ann.clone(), PresenceChange::Disconnect)]).await;
     clean_up_later(&dir);
@@ -357,13 +362,7 @@ async fn a_canvas_forgotten_and_created_again_is_staged_again_against_its_new_ge
 async fn an_expiry_spares_a_connection_whose_instance_came_back() {
     let dir = tempfile::tempdir().unwrap();
     let (mut owner, mut survivor) = (committer(&dir, "owner"), committer(&dir, "survivor"));
-    let ann = Member {
-        canvas: CanvasId::parse("c").unwrap(),
-        conn: uuid::Uuid::new_v4(),
-        user: UserId::parse("ann").unwrap(),
-        name: None,
-        opened: crate::clock::opened_now(),
-    };
+    let ann = member("c", "ann");
     settle(&mut owner, vec![Publish::leaving(ann.clone(), PresenceChange::Connect)]).await;
     let (reply, _) = oneshot::channel();
     owner.writer_mut().run_job(super::jobs::WriterJob::Heartbeat(reply));
