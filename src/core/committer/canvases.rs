@@ -124,18 +124,23 @@ impl Canvases {
         }
     }
 
-    fn put(&mut self, id: CanvasId, held: Held) {
+    /// Holds a canvas as the most recently used, then makes room for it: the canvas just put is never the
+    /// one dropped (it was read, or committed to, for what waits now).
+    fn put(&mut self, id: CanvasId, mut held: Held) {
+        self.tick += 1;
+        held.used = self.tick;
         self.bytes += held.canvas.objects.bytes();
-        if let Some(old) = self.held.insert(id, held) {
+        if let Some(old) = self.held.insert(id.clone(), held) {
             self.bytes -= old.canvas.objects.bytes();
         }
-        self.evict();
+        self.evict(&id);
     }
 
-    /// Drops the least recently used canvases until the rest fit the budget.
-    fn evict(&mut self) {
-        while self.bytes > self.budget && self.held.len() > 1 {
-            let Some(oldest) = self.held.iter().min_by_key(|(_, held)| held.used).map(|(id, _)| id.clone()) else {
+    /// Drops the least recently used canvases but `keep` until the rest fit the budget.
+    fn evict(&mut self, keep: &CanvasId) {
+        while self.bytes > self.budget {
+            let others = self.held.iter().filter(|(id, _)| *id != keep);
+            let Some(oldest) = others.min_by_key(|(_, held)| held.used).map(|(id, _)| id.clone()) else {
                 return;
             };
             self.forget(&oldest);
@@ -197,6 +202,16 @@ mod tests {
         assert_eq!(quiet, [id("c")], "only a canvas with ops after its snapshot");
         canvases.snapshot_queued(&id("c"));
         assert!(canvases.quiet(later, Duration::from_secs(1)).is_empty(), "once");
+    }
+
+    #[test]
+    fn the_canvas_just_read_is_never_the_one_dropped() {
+        let one = canvas(10).objects.bytes();
+        let mut canvases = Canvases::new(one, SnapshotPolicy { every_ops: 1000, every_bytes: 1 << 30 });
+        for name in ["a", "b", "c", "d", "e", "f"] {
+            canvases.read(id(name), canvas(10), 0, 0);
+            assert!(canvases.holds(&id(name), true), "{name} was read for what waits on it");
+        }
     }
 
     #[test]

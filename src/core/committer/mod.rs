@@ -22,11 +22,11 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
 pub use self::canvases::{Canvases, SnapshotPolicy};
-use self::loads::{Finished, Loads};
+use self::loads::Loads;
 use self::round::Round;
 pub use self::setup::{Handle, Setup, Started};
 use super::delivery;
-use super::fold::canvas::{is_plain, Canvas, Rules};
+use super::fold::canvas::{Canvas, Rules};
 use super::fold::objects::Objects;
 use super::lanes::{Lanes, Taken};
 use super::upkeep::Leaving;
@@ -98,8 +98,8 @@ pub struct Committer<W: Commit> {
 impl<W: Commit> Committer<W> {
     /// The committer over `writer`, with what `setup` made from the config (its lanes are the caller's).
     pub(super) fn new(writer: W, setup: Setup) -> Self {
-        let Setup { hub, metrics, settings, canvases, snapshots, leaving, runtime, queue: _ } = setup;
-        let loads = Loads::new(writer.reader(), runtime);
+        let Setup { hub, metrics, settings, canvases, snapshots, leaving, runtime, queue } = setup;
+        let loads = Loads::new(writer.reader(), runtime, queue);
         Committer {
             writer,
             canvases,
@@ -137,9 +137,11 @@ impl<W: Commit> Committer<W> {
                     }
                     continue;
                 }
-                taken = lanes.next_round(self.settings.max_batch) => taken,
+                taken = lanes.next_round(self.settings.max_batch), if !self.loads.full() => taken,
             };
-            let Some(Taken { publishes, jobs }) = taken else { return };
+            let Some(Taken { publishes, jobs }) = taken else {
+                return refuse_all(self.loads.drain(), BusError::ShuttingDown);
+            };
             self.metrics.writer_queue_depth.set(lanes.depth() as f64);
             if !publishes.is_empty() {
                 self.commit(publishes).await;
@@ -171,7 +173,12 @@ impl<W: Commit> Committer<W> {
     async fn run_job(&mut self, job: Job<W::Job>) {
         match job {
             Job::Reset { canvas, reply } => {
-                // What was queued for the canvas before the reset is committed before it.
+                // What was queued for the canvas before the reset is committed before it: a round the store
+                // has not answered, and what waits for the canvas's load.
+                self.resolve().await;
+                if self.unresolved.is_some() {
+                    return drop(reply.send(Err(Unavailable::Unresolved.into())));
+                }
                 while self.loads.is_loading(&canvas) {
                     let finished = self.loads.next().await;
                     self.loaded(finished).await;
@@ -205,51 +212,6 @@ impl<W: Commit> Committer<W> {
         let canvases = &mut self.canvases;
         round.stage(|canvas| canvases.get(canvas));
         self.apply(round, Instant::now()).await;
-    }
-
-    /// The publishes to commit now. The others wait for their canvas to be loaded: those that need the
-    /// state of a canvas not held (an object op needs its objects; presence and idempotency keys only its
-    /// head and connections), and every later one for a canvas being loaded (a canvas's publishes are
-    /// committed in the order they came).
-    fn hold_for_loads(&mut self, publishes: Vec<Publish>) -> Vec<Publish> {
-        let mut now = Vec::with_capacity(publishes.len());
-        for publish in publishes {
-            let loading = self.loads.is_loading(&publish.canvas);
-            let with_objects = publish.object.is_some();
-            if loading || (!is_plain(&publish) && !self.canvases.holds(&publish.canvas, with_objects)) {
-                self.loads.wait(publish);
-            } else {
-                now.push(publish);
-            }
-        }
-        now
-    }
-
-    /// Waits for every load under way, committing what waited for each.
-    pub(crate) async fn finish_loads(&mut self) {
-        while self.loads.pending() {
-            let finished = self.loads.next().await;
-            self.loaded(finished).await;
-        }
-    }
-
-    /// A canvas loaded: it is held, and what waited for it is committed; or it could not be read, and what
-    /// waited is refused (its disconnects are tried again at the next heartbeat).
-    async fn loaded(&mut self, finished: Finished) {
-        let Finished { canvas, result, waited } = finished;
-        match result {
-            Ok(loaded) => {
-                self.canvases.read(canvas, loaded.canvas, loaded.ops, loaded.bytes);
-                self.commit(waited).await;
-            }
-            Err(error) => {
-                tracing::warn!(%canvas, %error, "a canvas could not be loaded; its publishes are refused");
-                for publish in &waited {
-                    self.leave_later(publish);
-                }
-                refuse_all(waited, error);
-            }
-        }
     }
 
     /// Has the store apply a staged round, then tells everyone.
@@ -388,7 +350,9 @@ impl<W: Commit> Committer<W> {
         if let Some((round, ..)) = self.unresolved.take() {
             tracing::warn!(messages = round.publishes.len(), "stopping with a batch the store never answered");
         }
-        refuse_all(self.loads.drain(), BusError::ShuttingDown);
+        let waited = self.loads.drain();
+        waited.iter().for_each(|publish| self.leave_later(publish));
+        refuse_all(waited, BusError::ShuttingDown);
         for job in later.into_iter().chain(lanes.close()) {
             match job {
                 Job::Barrier(done) | Job::Stop(done) => drop(done.send(())),

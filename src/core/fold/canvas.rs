@@ -81,7 +81,7 @@ pub struct Staging {
 impl Staging {
     /// Whether the commit writes anything (a guarded one that does not only checks the head).
     pub fn writes_anything(&self) -> bool {
-        !self.entries.is_empty() || !self.conns.is_empty() || !self.keys.is_empty()
+        !self.entries.is_empty() || !self.conns.is_empty() || self.keys.iter().any(|claim| claim.entry.is_some())
     }
 }
 
