@@ -8,6 +8,8 @@ use std::fmt;
 use clap::builder::TypedValueParser;
 use clap::error::ErrorKind;
 
+use super::secret::redact_url_text;
+
 /// Where the relay keeps its log, state and presence (`--bus`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BusKind {
@@ -30,7 +32,7 @@ impl BusKind {
             url if url.starts_with("redis://") || url.starts_with("redis+unix://") => {
                 RedisUrl::parse(url).map(BusKind::Redis)
             }
-            other => Err(format!("{}: expected sqlite, memory or redis://HOST:PORT/DB", redact_unparsed(other))),
+            other => Err(format!("{}: expected sqlite, memory or redis://HOST:PORT/DB", redact_url_text(other))),
         }
     }
 
@@ -54,7 +56,7 @@ impl RedisUrl {
     pub fn parse(url: &str) -> Result<Self, String> {
         match redis::parse_redis_url(url) {
             Some(_) => Ok(RedisUrl(url.to_owned())),
-            None => Err(format!("not a valid Redis URL: {}", redact_unparsed(url))),
+            None => Err(format!("not a valid Redis URL: {}", redact_url_text(url))),
         }
     }
 
@@ -68,7 +70,7 @@ impl fmt::Display for RedisUrl {
     /// The URL with its password (`redis://:PASSWORD@` or `redis+unix://...?pass=PASSWORD`) shown as `***`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let Some(mut parsed) = redis::parse_redis_url(&self.0) else {
-            return f.write_str(&redact_unparsed(&self.0));
+            return f.write_str(&redact_url_text(&self.0));
         };
         if parsed.password().is_some() {
             let _ = parsed.set_password(Some("***"));
@@ -88,21 +90,6 @@ impl fmt::Debug for RedisUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "RedisUrl({self})")
     }
-}
-
-/// A value that is not a valid URL, shown without whatever could be a password: everything between `://` and
-/// the last `@` (user and password) becomes `***`, and the query (where `pass=` goes) is left out.
-fn redact_unparsed(value: &str) -> String {
-    let Some((scheme, rest)) = value.split_once("://") else { return value.to_owned() };
-    let (credentials, rest) = match rest.rsplit_once('@') {
-        Some((_, host_and_path)) => ("***@", host_and_path),
-        None => ("", rest),
-    };
-    let (rest, query) = match rest.split_once('?') {
-        Some((before, _)) => (before, "?***"),
-        None => (rest, ""),
-    };
-    format!("{scheme}://{credentials}{rest}{query}")
 }
 
 /// `--bus`'s value parser. clap's own refusal of a bad value quotes it whole ("invalid value 'redis://:pw@…'");

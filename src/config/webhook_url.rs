@@ -9,6 +9,8 @@ use std::fmt;
 use clap::builder::TypedValueParser;
 use clap::error::ErrorKind;
 
+use super::secret::redact_url_text;
+
 /// A parsed `--webhook-url`; its `Display` and `Debug` are redacted (see the module's doc). Whether it is an
 /// `http://` URL with a host is checked with the other webhook flags (`ConsumerConfig::webhook`).
 #[derive(Clone, PartialEq, Eq)]
@@ -17,7 +19,7 @@ pub struct WebhookUrl(hyper::Uri);
 impl WebhookUrl {
     /// Accepts what hyper can send to; the error shows the value redacted.
     pub fn parse(text: &str) -> Result<WebhookUrl, String> {
-        text.parse().map(WebhookUrl).map_err(|error| format!("not a URL ({error}): {}", redact_text(text)))
+        text.parse().map(WebhookUrl).map_err(|error| format!("not a URL ({error}): {}", redact_url_text(text)))
     }
 
     /// The whole URL, credentials and query included: for the request alone.
@@ -54,25 +56,6 @@ impl fmt::Debug for WebhookUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "WebhookUrl({self})")
     }
-}
-
-/// A value that is not a URL, shown without whatever could be a secret: everything between `://` and the
-/// last `@` becomes `***`, and so does everything after the first `?` (or, with no `://`, everything
-/// before an `@`).
-fn redact_text(value: &str) -> String {
-    let (scheme, rest) = match value.split_once("://") {
-        Some((scheme, rest)) => (format!("{scheme}://"), rest),
-        None => (String::new(), value),
-    };
-    let (credentials, rest) = match rest.rsplit_once('@') {
-        Some((_, host_and_path)) => ("***@", host_and_path),
-        None => ("", rest),
-    };
-    let (rest, query) = match rest.split_once('?') {
-        Some((before, _)) => (before, "?***"),
-        None => (rest, ""),
-    };
-    format!("{scheme}{credentials}{rest}{query}")
 }
 
 /// `--webhook-url`'s value parser. clap's own refusal of a bad value quotes it whole; this one names the flag
