@@ -271,6 +271,13 @@ pub struct Config {
     #[arg(long, env = "RELAY_SNAPSHOT_BYTES", value_name = "BYTES", default_value_t = 4 * 1024 * 1024)]
     pub snapshot_bytes: usize,
 
+    /// How long a canvas's history is kept (`?at=`, versions, restore and fork: PROTOCOL v1.2 "History"):
+    /// snapshots, thinned as they age (all of the last hour, one an hour for a day, then one a day), and the
+    /// object ops between them, whatever --message-ttl. `0` keeps only what joins need (the newest
+    /// snapshot and the ops after it). Named versions are kept until deleted.
+    #[arg(long, env = "RELAY_HISTORY_RETENTION", value_name = "DURATION", default_value = "7d", value_parser = humantime::parse_duration)]
+    pub history_retention: Duration,
+
     /// Largest presence state one connection may set (bytes of its JSON, v1.1); a bigger one gets
     /// `too_large` and the state stays as it was.
     #[arg(long, env = "RELAY_MAX_PRESENCE_BYTES", value_name = "BYTES", default_value_t = 4096)]
@@ -329,6 +336,13 @@ impl Config {
     /// still have to deliver it, when that is longer.
     pub fn keep(&self) -> Duration {
         self.consumers.retention().unwrap_or_default().max(self.message_ttl)
+    }
+
+    /// How long after its last commit a canvas left with neither objects nor connections is forgotten: once
+    /// its log has expired for clients and the webhook, and its history (a canvas emptied by a bad bulk
+    /// delete can still be restored).
+    pub fn forget_after(&self) -> Duration {
+        (self.message_ttl + self.keep()).max(self.history_retention)
     }
 
     /// How many bytes of canvas states a process holds in memory at most (the committer's canvases, the

@@ -9,7 +9,8 @@ use std::time::Instant;
 
 use tokio_tungstenite::tungstenite::Message;
 
-use super::{BusError, Origin, PresenceChange, Publish};
+use super::fold::canvas::Made;
+use super::{BusError, Origin, PresenceChange, Publish, Restored};
 use crate::hub::{Entry, Hub, Room};
 use crate::metrics::Metrics;
 use crate::object_ops::Refusal;
@@ -32,6 +33,11 @@ pub enum Outcome {
     /// within the TTL: nothing logged.
     Duplicate {
         seq: u64,
+    },
+    /// A restore: the ops it logged (none when nothing differed), and the head after it.
+    Restored {
+        seq: u64,
+        made: Vec<(Logged, Made)>,
     },
 }
 
@@ -100,6 +106,18 @@ pub fn deliver(
                 publish.origin.duplicate(seq);
                 continue;
             }
+            Ok(Outcome::Restored { seq, made }) => {
+                let ops = made.len() as u64;
+                let entries = restored(&publish.canvas, made, now, &mut delivered);
+                if let Origin::Restore { reply, .. } = publish.origin {
+                    let _ = reply.send(Ok(Restored { seq, ops }));
+                }
+                match hub.room(&publish.canvas).filter(|_| local_broadcast) {
+                    Some(room) if !entries.is_empty() => add_to_run(&mut runs, room, entries),
+                    _ => {}
+                }
+                continue;
+            }
         };
         connection_gone(hub, metrics, &publish, now);
         let ids = delivered.ids.get_or_insert((logged.id, logged.id));
@@ -111,12 +129,9 @@ pub fn deliver(
         }
         let Some(room) = hub.room(&canvas) else { continue };
         let frame = logged_frame(kind.as_str(), logged.seq, canvas.as_str(), from.as_str(), &data, now);
-        let entry =
-            Entry { seq: logged.seq, generation: logged.generation, id: logged.id, frame: Message::text(frame) };
-        match runs.iter_mut().find(|(run, _)| Arc::ptr_eq(run, &room)) {
-            Some((_, entries)) => entries.push(entry),
-            None => runs.push((room, vec![entry])),
-        }
+        let (seq, generation, id, frame) = (logged.seq, logged.generation, logged.id, Message::text(frame));
+        let entry = Entry { seq, generation, id, frame, restore: false };
+        add_to_run(&mut runs, room, vec![entry]);
     }
     for (room, entries) in runs {
         let mut state = room.lock();
@@ -128,6 +143,30 @@ pub fn deliver(
         }
     }
     delivered
+}
+
+/// Adds entries to their room's run, in commit order.
+fn add_to_run(runs: &mut Vec<(Arc<Room>, Vec<Entry>)>, room: Arc<Room>, entries: Vec<Entry>) {
+    match runs.iter_mut().find(|(run, _)| Arc::ptr_eq(run, &room)) {
+        Some((_, run)) => run.extend(entries),
+        None => runs.push((room, entries)),
+    }
+}
+
+/// The room entries of the ops a restore logged.
+fn restored(canvas: &CanvasId, made: Vec<(Logged, Made)>, now: i64, delivered: &mut AfterDelivery) -> Vec<Entry> {
+    if let (Some((first, _)), Some((last, _))) = (made.first(), made.last()) {
+        let ids = delivered.ids.get_or_insert((first.id, first.id));
+        ids.1 = last.id;
+    }
+    let canvas = canvas.as_str();
+    made.into_iter()
+        .map(|(logged, made)| {
+            let frame = logged_frame(made.kind, logged.seq, canvas, "server", &made.data, now);
+            let (seq, generation, id, frame) = (logged.seq, logged.generation, logged.id, Message::text(frame));
+            Entry { seq, generation, id, frame, restore: true }
+        })
+        .collect()
 }
 
 /// A committed presence change that removed a connection: the others hear its presence state is `null`

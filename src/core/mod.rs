@@ -49,7 +49,7 @@ use crate::store::{Post, Store, Whose};
 
 pub use crate::store::{BusError, Unavailable};
 pub use join::{JoinRequest, Joined, Replay};
-pub use publish::{refuse_all, Committed, Origin, PresenceChange, Publish, TryPublish};
+pub use publish::{refuse_all, Committed, Origin, PresenceChange, Publish, Restored, TryPublish};
 pub use state_cache::StateCache;
 pub use views::Present;
 

@@ -5,12 +5,13 @@ use serde_json::value::RawValue;
 use tokio::sync::{oneshot, OwnedSemaphorePermit};
 use tokio_tungstenite::tungstenite::Message;
 
+use super::fold::Objects;
 use super::{BusError, Unavailable};
 use crate::hub::{Member, Outbox};
 use crate::object_ops::ObjectOp;
 use crate::protocol::{
-    duplicate_ack_frame, error_frame_in, presence_data, CanvasId, ConnId, FrameError, IdempotencyKey, LoggedMessage,
-    MsgType, UserId,
+    duplicate_ack_frame, error_frame_in, null_value, presence_data, CanvasId, ConnId, FrameError, IdempotencyKey,
+    LoggedMessage, MsgType, UserId,
 };
 
 /// A logged message on its way to the writer.
@@ -39,6 +40,9 @@ pub enum Origin {
     Socket { conn: ConnId, reference: Option<String>, outbox: Outbox, in_flight: OwnedSemaphorePermit },
     /// A caller awaiting the committed seq (the HTTP API).
     Caller(oneshot::Sender<Result<Committed, BusError>>),
+    /// A restore (the HTTP API): the object ops that turn the canvas, as it stands when this commits, into
+    /// `target` are logged as user `server`, in one commit of consecutive seqs.
+    Restore { target: Box<Objects>, reply: oneshot::Sender<Result<Restored, BusError>> },
     /// A connection opening (`user-connected`) or closing (`user-disconnected`): registered in or removed from
     /// the shared connection list in the same transaction, and logged only when it is the user's first or
     /// last connection to the canvas across instances. `done`, if any, learns when that is committed.
@@ -58,6 +62,14 @@ pub struct Committed {
     pub seq: u64,
     /// Its idempotency key was seen: nothing was logged, and `seq` is the original message's.
     pub duplicate: bool,
+}
+
+/// What a restore's caller learns: the head after it, and how many ops it logged (0: nothing differed, and
+/// `seq` is the head it found).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Restored {
+    pub seq: u64,
+    pub ops: u64,
 }
 
 /// What a presence publish does to its connection.
@@ -113,6 +125,13 @@ impl Publish {
         Publish { canvas, kind, data, from: user, object: None, idempotency_key: None, origin }
     }
 
+    /// A restore of `canvas` to `target` (see [`Origin::Restore`]).
+    pub fn restore(canvas: CanvasId, target: Objects, reply: oneshot::Sender<Result<Restored, BusError>>) -> Self {
+        let (kind, data, from) = (MsgType::reserved("restore"), null_value(), UserId::server());
+        let origin = Origin::Restore { target: Box::new(target), reply };
+        Publish { canvas, kind, data, from, object: None, idempotency_key: None, origin }
+    }
+
     /// A connection's removal from presence, nobody waiting.
     pub fn leaving(member: Member, change: PresenceChange) -> Self {
         Publish::presence(change, member, None)
@@ -129,6 +148,7 @@ impl Publish {
         let code = error.code();
         match self.origin {
             Origin::Caller(reply) => drop(reply.send(Err(error))),
+            Origin::Restore { reply, .. } => drop(reply.send(Err(error))),
             Origin::Presence { done, .. } => {
                 if let Some(done) = done {
                     let _ = done.send(Err(error));
@@ -159,7 +179,7 @@ impl Origin {
                     let _ = done.send(Ok(()));
                 }
             }
-            Origin::Socket { .. } => {}
+            Origin::Socket { .. } | Origin::Restore { .. } => {}
         }
     }
 
@@ -172,7 +192,7 @@ impl Origin {
             Origin::Socket { reference, outbox, .. } => {
                 outbox.push(Message::text(duplicate_ack_frame(seq, reference.as_deref(), outbox.canvas())));
             }
-            Origin::Presence { .. } => {} // presence changes carry no key
+            Origin::Presence { .. } | Origin::Restore { .. } => {} // they carry no key
         }
     }
 }

@@ -150,6 +150,7 @@ mod tests {
                 instance: "i1".into(),
                 conn: None,
                 reference: None,
+                restore: false,
             },
             epoch: "e1".into(),
         };

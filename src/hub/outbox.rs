@@ -95,6 +95,10 @@ struct Queue {
     joining: Vec<canvases::Joining>,
     /// How many logged frames wait in `joining`, counted against the frame bound with `logged`.
     held: usize,
+    /// Frames of `logged` and `joining` (and their bytes) that ride on the frame before them and count
+    /// against no bound: a restore's after its first (see [`Outbox::push_run`]).
+    riding: usize,
+    riding_bytes: usize,
     /// Canvases the API removed this multiplexed socket from, not yet left.
     removed: Vec<CanvasId>,
     /// The session is gone.
@@ -104,6 +108,12 @@ struct Queue {
 impl Queue {
     fn is_empty(&self) -> bool {
         self.logged.is_empty() && self.ephemeral.is_empty()
+    }
+
+    /// After frames left the queue (written or dropped): what rides is at most what is left.
+    fn settle_riding(&mut self) {
+        self.riding = self.riding.min(self.logged.len() + self.held);
+        self.riding_bytes = self.riding_bytes.min(self.logged_bytes);
     }
 }
 
@@ -166,15 +176,28 @@ impl Outbox {
     /// flush rather than a flush per frame. Returns how many were queued, or `None` if the client was cut
     /// (past a bound: those before it stay queued, as they would have been) or is gone.
     pub fn push_all(&self, frames: impl IntoIterator<Item = Message>) -> Option<usize> {
+        self.push_run(frames.into_iter().map(|frame| (frame, false)))
+    }
+
+    /// Queues frames as [`push_all`](Outbox::push_all) does, except those marked as riding on the frame
+    /// before them: they are queued whatever the bounds and count against none until they are written (a
+    /// restore's frames count as one entry, so that no client is cut for the size of a restore, while the
+    /// frames after them are bounded as ever).
+    pub fn push_run(&self, frames: impl IntoIterator<Item = (Message, bool)>) -> Option<usize> {
         let mut queue = self.channel.queue();
         if queue.closed || queue.cut.is_some() {
             return None;
         }
         let (was_empty, joining, bounds) = (queue.is_empty(), self.joining_at(&queue), self.channel.bounds);
         let mut queued = 0;
-        for frame in frames {
+        for (frame, rides) in frames {
             let cost = frame.len() + FRAME_OVERHEAD;
-            if queue.logged.len() + queue.held >= bounds.frames || queue.logged_bytes + cost > bounds.bytes {
+            let (frames_counted, bytes_counted) =
+                (queue.logged.len() + queue.held - queue.riding, queue.logged_bytes - queue.riding_bytes);
+            if rides {
+                queue.riding += 1;
+                queue.riding_bytes += cost;
+            } else if frames_counted >= bounds.frames || bytes_counted + cost > bounds.bytes {
                 self.channel.kick(&mut queue, Cut::Slow);
                 drop(queue);
                 self.wake_if(was_empty && joining.is_none() && queued > 0);
@@ -305,6 +328,7 @@ impl Inbox {
             queue.logged_bytes -= frame.len() + FRAME_OVERHEAD;
             frames.push(frame);
         }
+        queue.settle_riding();
         while frames.is_empty() || bytes < max_bytes {
             let Some((_, frame)) = queue.ephemeral.pop_front() else { break };
             bytes += frame.len();
@@ -356,6 +380,7 @@ impl Drop for Inbox {
         queue.ephemeral_bytes = 0;
         queue.joining = Vec::new();
         queue.held = 0;
+        queue.settle_riding();
     }
 }
 

@@ -17,6 +17,7 @@
 //! records they hand each other (`records.rs`), the errors (`error.rs`), the figures behind `/health`
 //! (`figures.rs`, `last_error.rs`) and the watch on the stores' threads (`workers.rs`).
 
+pub mod history;
 pub mod records;
 
 use async_trait::async_trait;
@@ -33,6 +34,7 @@ pub mod workers;
 use std::sync::Arc;
 
 use self::figures::BusFigures;
+use self::history::{AtRead, Fork, HistoryDue, Named, Thinning, Version};
 use self::records::{AfterDelivery, Batch, ConnRow, Head, LogEntry};
 use crate::hub::Recipient;
 use crate::protocol::{CanvasId, ConnId, UserId};
@@ -198,6 +200,45 @@ pub trait Store: Send + Sync + 'static {
     /// Keeps a snapshot of a canvas's objects at (`generation`, `seq`) if it is newer than the newest kept
     /// of that generation; returns whether it did.
     async fn put_snapshot(&self, canvas: &CanvasId, generation: u64, seq: u64, json: Bytes) -> Result<bool, BusError>;
+
+    /// A canvas at seq `at` of its head's generation (see [`AtRead`]), read at one point of the log.
+    async fn read_at(&self, canvas: &CanvasId, at: u64) -> Result<AtRead, BusError>;
+
+    /// The kept snapshots of `generation` with a seq below `before`, newest first, at most `limit`.
+    async fn versions(
+        &self,
+        canvas: &CanvasId,
+        generation: u64,
+        before: u64,
+        limit: usize,
+    ) -> Result<Vec<Version>, BusError>;
+
+    /// Names the state at (`generation`, `seq`), whose objects are `json`: keeps it as a snapshot if there
+    /// is none at that seq (the canvas's newest if it is newer), and gives it `name` (renaming it).
+    async fn name_version(
+        &self,
+        canvas: &CanvasId,
+        generation: u64,
+        seq: u64,
+        name: &str,
+        json: Bytes,
+    ) -> Result<Named, BusError>;
+
+    /// Takes the name off the version at (`generation`, `seq`): it is then kept as an automatic snapshot
+    /// would be. Returns whether there was a named version there.
+    async fn unname_version(&self, canvas: &CanvasId, generation: u64, seq: u64) -> Result<bool, BusError>;
+
+    /// Creates canvas `to` at seq 0 of a new generation with `fork` as its first snapshot, unless it has any
+    /// seq, object or connection; returns the new generation's epoch, `None` when it exists.
+    async fn fork(&self, to: &CanvasId, fork: Fork) -> Result<Option<String>, BusError>;
+
+    /// Canvases whose history has more than the newest snapshot and was not thinned since `before` (unix
+    /// ms), at most `limit`.
+    async fn history_due(&self, before: i64, limit: usize) -> Result<Vec<HistoryDue>, BusError>;
+
+    /// Drops the unnamed snapshots `thinning` names (never the newest) and raises the floor (the object
+    /// ops below it may then go with the log); records the canvas as thinned now.
+    async fn thin(&self, canvas: &CanvasId, generation: u64, thinning: Thinning) -> Result<(), BusError>;
 
     /// Canvases, at most `limit`, with object ops after their newest snapshot and no commit since `before`.
     async fn stale(&self, before: i64, limit: usize) -> Result<Vec<CanvasId>, BusError>;

@@ -64,6 +64,8 @@ pub struct LogEntry {
     pub instance: String,
     pub conn: Option<ConnId>,
     pub reference: Option<String>,
+    /// An object op logged by a restore: a client's queue counts a restore's frames as one entry.
+    pub restore: bool,
 }
 
 impl PartialEq for LogEntry {
@@ -72,6 +74,7 @@ impl PartialEq for LogEntry {
         key(self) == key(other)
             && (&self.kind, &self.from, self.data.get()) == (&other.kind, &other.from, other.data.get())
             && (&self.instance, self.conn, &self.reference) == (&other.instance, other.conn, &other.reference)
+            && self.restore == other.restore
     }
 }
 
@@ -119,6 +122,8 @@ pub struct NewEntry<'a> {
     pub reference: Option<&'a str>,
     /// It is an object op the fold applied: the head's `version` becomes its seq.
     pub changes_objects: bool,
+    /// It is an object op of a restore (kept with the entry: see [`LogEntry::restore`]).
+    pub restore: bool,
 }
 
 /// A connection row written or removed by a commit. A removal names the row's user and instance, for a

@@ -129,6 +129,7 @@ mod tests {
             instance: "i1".into(),
             conn: None,
             reference: None,
+            restore: false,
         }
     }
 

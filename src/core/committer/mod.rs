@@ -269,10 +269,14 @@ impl<W: Commit> Committer<W> {
             }
             let mut after = group.staging.after.clone();
             after.head = placed.head;
-            let ops: Vec<usize> =
-                group.staging.entries.iter().filter(|(_, changes)| *changes).map(|(i, _)| group.at[*i]).collect();
-            let bytes = ops.iter().map(|&at| round.publishes[at].data.get().len() as u64).sum();
-            if let Some(due) = self.canvases.after_commit(&group.canvas, after, ops.len() as u64, bytes) {
+            let staging = &group.staging;
+            let made: u64 = staging.made.iter().map(|(_, made)| made.data.get().len() as u64).sum();
+            let ops = staging.entries.iter().filter(|(_, changes)| *changes);
+            let ops = ops.filter(|(i, _)| !matches!(round.publishes[group.at[*i]].origin, Origin::Restore { .. }));
+            let ops: Vec<usize> = ops.map(|(i, _)| group.at[*i]).collect();
+            let bytes = made + ops.iter().map(|&at| round.publishes[at].data.get().len() as u64).sum::<u64>();
+            let count = (ops.len() + staging.made.len()) as u64;
+            if let Some(due) = self.canvases.after_commit(&group.canvas, after, count, bytes) {
                 self.queue_snapshot(group.canvas.clone(), due);
             }
         }
@@ -334,7 +338,7 @@ impl<W: Commit> Committer<W> {
         if self.settings.local_broadcast {
             if let Some(room) = self.hub.room(canvas) {
                 let frame = tokio_tungstenite::tungstenite::Message::text(reset_frame(canvas.as_str(), &reset.epoch));
-                let entry = Entry { seq: 0, generation: reset.generation, id: reset.id, frame };
+                let entry = Entry { seq: 0, generation: reset.generation, id: reset.id, frame, restore: false };
                 room.lock().offer(entry, &self.metrics);
             }
         }

@@ -137,6 +137,13 @@ impl Group {
             Staged::Unlogged { changed } => Outcome::Unlogged { changed: *changed },
             Staged::Duplicate { seq } => Outcome::Duplicate { seq: *seq },
             Staged::Repeats { entry } => Outcome::Duplicate { seq: self.logged(*entry).ok_or_else(unplaced)?.seq },
+            Staged::Restored { first, ops } => {
+                let made = self.staging.made.iter().filter(|(entry, _)| (*first..first + ops).contains(entry));
+                let made = made.map(|(entry, made)| Some((self.logged(*entry)?, made.clone())));
+                let made = made.collect::<Option<Vec<_>>>().ok_or_else(unplaced)?;
+                let head = self.placed.as_ref().ok_or_else(unplaced)?.head.seq;
+                Outcome::Restored { seq: made.last().map_or(head, |(logged, _)| logged.seq), made }
+            }
         })
     }
 }
@@ -156,10 +163,17 @@ impl Batch for Round {
             return None;
         }
         let staging = &group.staging;
+        let mut made = staging.made.iter().peekable();
         let entries = staging
             .entries
             .iter()
-            .map(|&(i, changes_objects)| {
+            .enumerate()
+            .map(|(entry, &(i, changes_objects))| {
+                if let Some((_, made)) = made.next_if(|(at, _)| *at == entry) {
+                    let (kind, from, data) = (made.kind, "server", &*made.data);
+                    let (conn, reference, restore) = (None, None, true);
+                    return NewEntry { kind, from, data, conn, reference, changes_objects, restore };
+                }
                 let publish = &self.publishes[group.at[i]];
                 let (conn, reference) = match &publish.origin {
                     Origin::Socket { conn, reference, .. } => (Some(*conn), reference.as_deref()),
@@ -172,6 +186,7 @@ impl Batch for Round {
                     conn,
                     reference,
                     changes_objects,
+                    restore: false,
                 }
             })
             .collect();

@@ -41,7 +41,7 @@ impl Setup {
         leaving: Arc<Leaving>,
     ) -> Setup {
         // An empty canvas is forgotten once its log is gone for clients and for the webhook.
-        let forget_after = (config.message_ttl + config.keep()).as_millis() as u64;
+        let forget_after = config.forget_after().as_millis() as u64;
         let rules = Rules { max_state: config.max_canvas_state, instance: Arc::from(instance_id), forget_after };
         let settings = Settings { rules, max_batch: config.max_batch, local_broadcast: config.local_broadcast };
         let budget = config.state_budget() as u64;

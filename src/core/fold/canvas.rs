@@ -14,6 +14,8 @@ use std::sync::Arc;
 use super::objects::Objects;
 use super::presence::{Change, Conn, Presence};
 use crate::core::{Origin, PresenceChange, Publish};
+use serde_json::value::RawValue;
+
 use crate::object_ops::ObjectOp;
 use crate::object_ops::Refusal;
 use crate::protocol::{ConnId, IdempotencyKey, UserId};
@@ -58,6 +60,15 @@ pub enum Staged {
     Duplicate { seq: u64 },
     /// Its idempotency key is the same user's key of entry `entry` of this very commit.
     Repeats { entry: usize },
+    /// A restore, logged as the commit's entries `first..first + ops` (none when nothing differed).
+    Restored { first: usize, ops: usize },
+}
+
+/// An entry the fold made rather than a publish brought: a restore's object op, as user `server`.
+#[derive(Debug, Clone)]
+pub struct Made {
+    pub kind: &'static str,
+    pub data: Box<RawValue>,
 }
 
 /// One canvas's commit as staged.
@@ -69,6 +80,8 @@ pub struct Staging {
     /// The publishes logged, by their index among the canvas's publishes, in log order, and whether each
     /// changes the objects.
     pub entries: Vec<(usize, bool)>,
+    /// The entries the fold made (a restore's), by their index in `entries`, in order.
+    pub made: Vec<(usize, Made)>,
     pub conns: Vec<ConnWrite>,
     pub keys: Vec<KeyClaim>,
     /// One per publish.
@@ -96,7 +109,9 @@ pub struct Told {
 
 /// Whether a publish needs nothing of the canvas's state.
 pub fn is_plain(publish: &Publish) -> bool {
-    publish.object.is_none() && publish.idempotency_key.is_none() && !matches!(publish.origin, Origin::Presence { .. })
+    publish.object.is_none()
+        && publish.idempotency_key.is_none()
+        && !matches!(publish.origin, Origin::Presence { .. } | Origin::Restore { .. })
 }
 
 impl Canvas {
@@ -135,6 +150,7 @@ impl Canvas {
                 after: self.clone(),
                 expect: Expect::Append,
                 entries,
+                made: Vec::new(),
                 conns: Vec::new(),
                 keys: Vec::new(),
                 outcomes,
@@ -145,6 +161,7 @@ impl Canvas {
             after: self.clone(),
             expect: Expect::Rev(self.head.rev),
             entries: Vec::new(),
+            made: Vec::new(),
             conns: Vec::new(),
             keys: Vec::new(),
             outcomes: Vec::with_capacity(publishes.len()),
@@ -242,6 +259,8 @@ impl Staging {
                 Change::Done { logged: false } => return Staged::Unlogged { changed: true },
                 Change::Done { logged: true } => {}
             }
+        } else if let Origin::Restore { target, .. } = &publish.origin {
+            return self.restore(at, target);
         } else if let Some(op) = &publish.object {
             if canvas.objects_unread {
                 // The committer reads the objects before it stages an object op: this is a bug, not the op's.
@@ -256,6 +275,30 @@ impl Staging {
         }
         self.entries.push((at, changes_objects));
         Staged::Logged { entry: self.entries.len() - 1 }
+    }
+
+    /// Stages a restore: the object ops that turn the canvas as the publishes before it left it into
+    /// `target`, applied whatever `--max-canvas-state` is now (the target is a state the canvas had).
+    fn restore(&mut self, at: usize, target: &Objects) -> Staged {
+        let objects = &mut self.after.objects;
+        if self.after.objects_unread {
+            debug_assert!(false, "a restore staged against a canvas whose objects were not read");
+            let reason = "the canvas's objects were not read".to_owned();
+            return Staged::Refused(Refusal::Unreadable { id: String::new(), reason });
+        }
+        let first = self.entries.len();
+        let ops = objects.ops_to(target);
+        for (op, text) in &ops {
+            let kind = match op {
+                ObjectOp::Delete { .. } => "object-delete",
+                _ => "object-create",
+            };
+            let data = RawValue::from_string(text.to_string()).expect("an object's text is JSON");
+            objects.apply(op, data.get(), usize::MAX).expect("a create, or a delete of an object that exists");
+            self.made.push((self.entries.len(), Made { kind, data }));
+            self.entries.push((at, true));
+        }
+        Staged::Restored { first, ops: ops.len() }
     }
 
     /// The head's counts after the commit, and whether the canvas may be forgotten once idle.

@@ -15,6 +15,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use imbl::ordmap::DiffItem;
 use imbl::OrdMap;
 use serde_json::value::RawValue;
 
@@ -85,6 +86,25 @@ impl Objects {
             json.push(id, text.as_bytes());
         }
         json.finish()
+    }
+
+    /// The object ops that turn these objects into `target`, in id order: an `object-create` (replacing)
+    /// with the object's text for each object of `target` that differs or is missing here, an
+    /// `object-delete` for each object here that `target` lacks. What a restore logs. Shared structure is
+    /// skipped (`OrdMap::diff`): a restore of a recent state costs what changed since, not the canvas.
+    pub fn ops_to(&self, target: &Objects) -> Vec<(ObjectOp, Arc<str>)> {
+        self.map
+            .diff(&target.map)
+            .map(|item| match item {
+                DiffItem::Add(id, text) | DiffItem::Update { new: (id, text), .. } => {
+                    (ObjectOp::Create { id: id.to_string() }, text.clone())
+                }
+                DiffItem::Remove(id, _) => {
+                    let data = serde_json::json!({ "id": &**id }).to_string();
+                    (ObjectOp::Delete { id: id.to_string() }, Arc::from(data))
+                }
+            })
+            .collect()
     }
 
     /// The objects a snapshot's JSON holds (as [`Objects::to_json`] wrote it). Each object's text is kept

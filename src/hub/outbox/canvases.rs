@@ -144,6 +144,7 @@ impl Inbox {
         let mut queue = self.channel.queue();
         if let Some((_, cost)) = queue.take_held(canvas) {
             queue.logged_bytes -= cost;
+            queue.settle_riding();
         }
     }
 }

@@ -6,7 +6,7 @@ use crate::protocol::Cut;
 use uuid::Uuid;
 
 fn entry(seq: u64) -> Entry {
-    Entry { seq, generation: 0, id: seq as i64 * 10, frame: Message::text(format!("m{seq}")) }
+    Entry { seq, generation: 0, id: seq as i64 * 10, frame: Message::text(format!("m{seq}")), restore: false }
 }
 
 fn subscriber(conn: ConnId, start_after: u64, outbox: Outbox) -> Subscriber {
@@ -160,7 +160,7 @@ fn a_reset_marker_starts_the_new_generation_and_its_seq_1_is_not_taken_for_the_o
     // it again after the marker.
     room.offer(in_generation(entry(2), 1), &metrics);
     assert_eq!(texts(&mut inbox), ["m1"]);
-    let marker = Entry { seq: 0, generation: 1, id: 50, frame: Message::text("reset") };
+    let marker = Entry { seq: 0, generation: 1, id: 50, frame: Message::text("reset"), restore: false };
     room.offer(marker, &metrics);
     room.offer(entry(2), &metrics); // old generation: ignored
     room.offer(in_generation(entry(1), 1), &metrics);
@@ -176,7 +176,7 @@ fn a_subscriber_who_joined_in_the_new_generation_gets_no_reset_and_no_old_rows()
     let (new_box, mut new) = queue(8);
     room.subscribe(Subscriber { generation: 1, ..subscriber(Uuid::new_v4(), 1, new_box) });
     room.offer(entry(5), &metrics);
-    room.offer(Entry { seq: 0, generation: 1, id: 60, frame: Message::text("reset") }, &metrics);
+    room.offer(Entry { seq: 0, generation: 1, id: 60, frame: Message::text("reset"), restore: false }, &metrics);
     room.offer(in_generation(entry(1), 1), &metrics);
     room.offer(in_generation(entry(2), 1), &metrics);
     assert_eq!(texts(&mut old), ["m5", "reset", "m1", "m2"]);

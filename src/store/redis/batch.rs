@@ -240,6 +240,7 @@ mod tests {
             conn: Some(conn),
             reference,
             changes_objects,
+            restore: false,
         };
         let row = Conn { user: "ann".into(), name: Some("Ann".into()), instance: "i1".into(), opened: 3 };
         let conns = [

@@ -48,6 +48,7 @@ fn parse_logged(value: &Value) -> Option<(String, LogEntry)> {
         instance: String::new(),
         conn: None,
         reference: None,
+        restore: false,
     };
     Some((string(id)?, entry))
 }

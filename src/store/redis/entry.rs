@@ -161,6 +161,7 @@ pub(super) fn log_entry(canvas: &CanvasId, value: &Value) -> Option<LogEntry> {
         instance: field(&fields, "i").unwrap_or_default().to_owned(),
         conn: field(&fields, "c").and_then(|conn| Uuid::parse_str(conn).ok()),
         reference: field(&fields, "r").and_then(optional).map(str::to_owned),
+        restore: field(&fields, "x") == Some("1"),
     })
 }
 

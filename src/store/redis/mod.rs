@@ -26,6 +26,7 @@ mod batch;
 mod commit;
 mod consumer;
 mod entry;
+mod history;
 mod keys;
 mod link;
 mod migrate;

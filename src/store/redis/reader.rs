@@ -253,7 +253,8 @@ fn room_entry(entry: &LogEntry, store_epoch: &str) -> Entry {
         true => reset_frame(canvas, &epoch(store_epoch, entry.generation)),
         false => logged_frame(&entry.kind, entry.seq, canvas, &entry.from, &entry.data, entry.ts),
     };
-    Entry { seq: entry.seq, generation: entry.generation, id: entry.seq as i64, frame: Message::text(frame) }
+    let (seq, generation, restore) = (entry.seq, entry.generation, entry.restore);
+    Entry { seq, generation, id: seq as i64, frame: Message::text(frame), restore }
 }
 
 fn last_id(entries: &[Value]) -> Option<String> {

@@ -10,6 +10,7 @@ use super::scripts::SNAPSHOT;
 use super::{keys, unavailable, RedisStore};
 use crate::protocol::{CanvasId, ConnId, UserId};
 use crate::store::figures::BusFigures;
+use crate::store::history::{AtRead, Fork, HistoryDue, Named, Thinning, Version};
 use crate::store::records::{ConnRow, Head, LogEntry};
 use crate::store::{BusError, CanvasRead, CanvasReader, Instance, Post, Store, Want, Whose};
 
@@ -76,6 +77,47 @@ impl Store for RedisStore {
             .await
             .map_err(unavailable)?;
         Ok(kept == 1)
+    }
+
+    async fn read_at(&self, canvas: &CanvasId, at: u64) -> Result<AtRead, BusError> {
+        self.history_read_at(canvas, at).await
+    }
+
+    async fn versions(
+        &self,
+        canvas: &CanvasId,
+        generation: u64,
+        before: u64,
+        limit: usize,
+    ) -> Result<Vec<Version>, BusError> {
+        self.history_versions(canvas, generation, before, limit).await
+    }
+
+    async fn name_version(
+        &self,
+        canvas: &CanvasId,
+        generation: u64,
+        seq: u64,
+        name: &str,
+        json: Bytes,
+    ) -> Result<Named, BusError> {
+        self.history_name(canvas, (generation, seq), name, json).await
+    }
+
+    async fn unname_version(&self, canvas: &CanvasId, generation: u64, seq: u64) -> Result<bool, BusError> {
+        self.history_unname(canvas, (generation, seq)).await
+    }
+
+    async fn fork(&self, to: &CanvasId, fork: Fork) -> Result<Option<String>, BusError> {
+        self.history_fork(to, fork).await
+    }
+
+    async fn history_due(&self, before: i64, limit: usize) -> Result<Vec<HistoryDue>, BusError> {
+        RedisStore::history_due(self, before, limit).await
+    }
+
+    async fn thin(&self, canvas: &CanvasId, generation: u64, thinning: Thinning) -> Result<(), BusError> {
+        self.history_thin(canvas, generation, thinning).await
     }
 
     async fn stale(&self, before: i64, limit: usize) -> Result<Vec<CanvasId>, BusError> {

@@ -93,7 +93,10 @@ fn apply_canvas(tx: &Connection, writes: &Writes<'_>, stamp: Stamp<'_>) -> Resul
             stamp.now + stamp.ttl_ms,
             next.generation as i64,
             stamp.now + stamp.keep_ms,
-            entry.changes_objects,
+            match (entry.restore, entry.changes_objects) {
+                (true, _) => 2,
+                (false, changes_objects) => changes_objects as i64,
+            },
         ])?;
         ids.push(tx.last_insert_rowid());
         if entry.changes_objects {
@@ -122,8 +125,8 @@ fn apply_canvas(tx: &Connection, writes: &Writes<'_>, stamp: Stamp<'_>) -> Resul
 fn create_head(tx: &Connection, canvas: &str, now: i64, forget_after: Option<u64>) -> Result<Head> {
     let generation = next_generation(tx)?;
     tx.prepare_cached(
-        "INSERT INTO canvases (canvas_id, last_seq, generation, created_at, updated_at, forget_after)
-         VALUES (?1, 0, ?2, ?3, ?3, ?4)",
+        "INSERT INTO canvases (canvas_id, last_seq, generation, created_at, updated_at, gen_at, forget_after)
+         VALUES (?1, 0, ?2, ?3, ?3, ?3, ?4)",
     )?
     .execute(params![canvas, generation as i64, now, forget_after.map(|ms| ms as i64)])?;
     Ok(Head { generation, ..Head::default() })

@@ -15,7 +15,7 @@ use crate::protocol::CanvasId;
 use crate::store::consumer::{ConsumerStore, LogPage, Position, Saved};
 use crate::store::BusError;
 
-const COLUMNS: &str = "id, canvas_id, generation, seq, message_type, sender, payload, created_at, origin_instance";
+const COLUMNS: &str = "id, canvas_id, generation, seq, message_type, sender, payload, created_at, origin_instance, op";
 
 #[async_trait]
 impl ConsumerStore for SqliteStore {

@@ -6,6 +6,7 @@ use deadpool_sqlite::rusqlite::{params, Connection, Error as SqlError};
 use tokio::sync::oneshot;
 
 use super::consumer_jobs::{self, ConsumerJob};
+use super::history::{self, HistoryJob};
 use super::queries;
 use super::unavailable;
 use super::writer::SqliteWriter;
@@ -31,6 +32,8 @@ pub enum WriterJob {
     SaveStates(Vec<(CanvasId, ConnId, Option<String>)>, Reply<()>),
     /// Keeps a snapshot if it is newer than the canvas's newest of its generation; replies whether it did.
     PutSnapshot { canvas: CanvasId, generation: u64, seq: u64, json: bytes::Bytes, reply: Reply<bool> },
+    /// History's writes (`history.rs`).
+    History(HistoryJob),
     /// Deletes up to `limit` rows of each kind that nobody needs any more; replies how many went.
     CleanUp { limit: u32, forget_instances_before: i64, reply: Reply<usize> },
     /// Saves how far this instance has delivered each canvas.
@@ -74,9 +77,12 @@ impl SqliteWriter {
                 let _ = reply.send(saved.map_err(|error| unavailable(error).into()));
             }
             WriterJob::PutSnapshot { canvas, generation, seq, json, reply } => {
-                let put = self.write(|tx| put_snapshot(tx, &canvas, generation, seq, &json, now));
+                let history_ms = self.settings.history_ms;
+                let put =
+                    self.write(|tx| history::put_snapshot(tx, &canvas, (generation, seq), &json, now, history_ms));
                 let _ = reply.send(put.map_err(|error| unavailable(error).into()));
             }
+            WriterJob::History(job) => self.run_history(job, now),
             WriterJob::CleanUp { limit, forget_instances_before, reply } => {
                 let cleaned = self.write(|tx| clean_up(tx, limit, now, forget_instances_before));
                 if let Ok(n) = cleaned {
@@ -162,37 +168,8 @@ fn save_states(tx: &Connection, states: &[(CanvasId, ConnId, Option<String>)]) -
     Ok(())
 }
 
-/// `WriterJob::PutSnapshot`: kept only if the canvas is still in that generation and has no newer one; the
-/// canvas's head remembers it (what cleanup keeps the log back to).
-pub(super) fn put_snapshot(
-    tx: &Connection,
-    canvas: &CanvasId,
-    generation: u64,
-    seq: u64,
-    json: &[u8],
-    now: i64,
-) -> Result<bool, SqlError> {
-    let moved = tx
-        .prepare_cached(
-            "UPDATE canvases SET snap_seq = ?3 WHERE canvas_id = ?1 AND generation = ?2 AND snap_seq < ?3
-             AND last_seq >= ?3",
-        )?
-        .execute(params![canvas.as_str(), generation as i64, seq as i64])?;
-    if moved == 0 {
-        return Ok(false);
-    }
-    tx.prepare_cached(
-        "INSERT INTO snapshots (canvas_id, generation, seq, created_at, json) VALUES (?1, ?2, ?3, ?4, ?5)",
-    )?
-    .execute(params![canvas.as_str(), generation as i64, seq as i64, now, json])?;
-    // One snapshot per canvas is all a join needs (history keeps more).
-    tx.prepare_cached("DELETE FROM snapshots WHERE canvas_id = ?1 AND (generation != ?2 OR seq < ?3)")?
-        .execute(params![canvas.as_str(), generation as i64, seq as i64])?;
-    Ok(true)
-}
-
 /// `WriterJob::CleanUp`: up to `limit` of each: expired entries that no reader needs (past their keep time, and
-/// an object op only once a snapshot covers it), expired idempotency keys, canvases forgotten after their
+/// an object op only once it is below its history's floor), expired idempotency keys, canvases forgotten after their
 /// time with nothing kept for a webhook, expired relayed rows; and instances silent since
 /// `forget_instances_before` with their watermarks. The limits are part of the SQL: a bound LIMIT makes
 /// SQLite prepare the statement every run.
@@ -201,7 +178,7 @@ pub(super) fn clean_up(tx: &Connection, limit: u32, now: i64, forget_instances_b
         .prepare_cached(&format!(
             "DELETE FROM message_queue WHERE id IN
              (SELECT m.id FROM message_queue m JOIN canvases c ON c.canvas_id = m.canvas_id
-              WHERE m.purge_at <= ?1 AND (m.op = 0 OR m.generation != c.generation OR m.seq <= c.snap_seq)
+              WHERE m.purge_at <= ?1 AND (m.op = 0 OR m.generation != c.generation OR m.seq <= c.hist_seq)
               ORDER BY m.purge_at LIMIT {limit})
              RETURNING id, canvas_id, generation, seq, op"
         ))?
@@ -252,6 +229,7 @@ fn forget_canvases(tx: &Connection, limit: u32, now: i64) -> Result<usize, SqlEr
             "SELECT c.canvas_id FROM canvases c WHERE c.forget_at <= ?1
                AND NOT EXISTS (SELECT 1 FROM connections k WHERE k.canvas_id = c.canvas_id)
                AND NOT EXISTS (SELECT 1 FROM message_queue m WHERE m.canvas_id = c.canvas_id AND m.purge_at > ?1)
+               AND NOT EXISTS (SELECT 1 FROM snapshots s WHERE s.canvas_id = c.canvas_id AND s.name IS NOT NULL)
              LIMIT {limit}"
         ))?
         .query_map([now], |r| r.get(0))?

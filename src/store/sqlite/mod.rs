@@ -13,6 +13,7 @@ mod commit;
 mod consumer;
 mod consumer_jobs;
 mod doorbell;
+pub(super) mod history;
 pub mod identity;
 mod jobs;
 pub mod maintenance;

@@ -31,6 +31,8 @@ pub struct StoredMessage {
     pub generation: u64,
     /// The instance that committed it.
     pub origin: String,
+    /// An object op of a restore (see `LogEntry::restore`).
+    pub restore: bool,
 }
 
 impl StoredMessage {
@@ -45,6 +47,7 @@ impl StoredMessage {
             created_at: row.get(6)?,
             generation: row.get::<_, i64>(7)? as u64,
             origin: row.get(8)?,
+            restore: row.get::<_, i64>(9)? == 2,
         })
     }
 
@@ -71,11 +74,11 @@ impl StoredMessage {
     }
 
     pub fn entry(&self) -> Entry {
-        Entry { seq: self.seq, generation: self.generation, id: self.id, frame: self.frame() }
+        Entry { seq: self.seq, generation: self.generation, id: self.id, frame: self.frame(), restore: self.restore }
     }
 }
 
-const COLUMNS: &str = "id, canvas_id, seq, message_type, payload, sender, created_at, generation, origin_instance";
+const COLUMNS: &str = "id, canvas_id, seq, message_type, payload, sender, created_at, generation, origin_instance, op";
 
 /// Live rows committed after `after_id`, in commit order, at most `limit`: what the watcher reads. One range
 /// scan of the primary key, whatever the number of canvases.

@@ -64,7 +64,7 @@ pub fn pruned_seq(conn: &Connection, canvas: &CanvasId) -> Result<u64> {
 }
 
 /// The newest snapshot of a canvas's generation at or below `upto`.
-fn snapshot(conn: &Connection, canvas: &CanvasId, generation: u64, upto: u64) -> Result<Option<SnapshotRead>> {
+pub fn snapshot(conn: &Connection, canvas: &CanvasId, generation: u64, upto: u64) -> Result<Option<SnapshotRead>> {
     conn.prepare_cached(
         "SELECT seq, json FROM snapshots WHERE canvas_id = ?1 AND generation = ?2 AND seq <= ?3
          ORDER BY seq DESC LIMIT 1",
@@ -76,7 +76,8 @@ fn snapshot(conn: &Connection, canvas: &CanvasId, generation: u64, upto: u64) ->
     .optional()
 }
 
-const LOG_COLUMNS: &str = "id, canvas_id, generation, seq, message_type, sender, payload, created_at, origin_instance";
+const LOG_COLUMNS: &str =
+    "id, canvas_id, generation, seq, message_type, sender, payload, created_at, origin_instance, op";
 
 /// One row of `message_queue`.
 pub fn entry_of(row: &Row<'_>) -> Result<LogEntry> {
@@ -99,6 +100,7 @@ pub fn entry_of(row: &Row<'_>) -> Result<LogEntry> {
         instance: row.get(8)?,
         conn: None,
         reference: None,
+        restore: row.get::<_, i64>(9)? == 2,
     })
 }
 
@@ -112,7 +114,7 @@ pub fn ops_after(
 ) -> Result<Vec<LogEntry>> {
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {LOG_COLUMNS} FROM message_queue
-         WHERE canvas_id = ?1 AND generation = ?2 AND seq > ?3 AND seq <= ?4 AND op = 1 ORDER BY seq"
+         WHERE canvas_id = ?1 AND generation = ?2 AND seq > ?3 AND seq <= ?4 AND op > 0 ORDER BY seq"
     ))?;
     let rows = stmt.query_map(params![canvas.as_str(), generation as i64, after as i64, upto as i64], entry_of)?;
     rows.collect()

@@ -39,6 +39,7 @@ const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../../../migrations/0011_snapshots.sql"),
         then: Some(super::migrate_11::objects_to_snapshots),
     },
+    sql(include_str!("../../../migrations/0012_history.sql")),
 ];
 
 /// Settings every connection to the file is opened with.

@@ -4,13 +4,15 @@
 use async_trait::async_trait;
 use bytes::Bytes;
 
+use super::history::{self, HistoryJob};
 use super::jobs::WriterJob;
 use super::{queries, reads, SqliteStore};
 use crate::clock::now_ms;
 use crate::protocol::{CanvasId, ConnId, UserId};
 use crate::store::figures::{BusFigures, StoreFigures};
+use crate::store::history::{AtRead, Fork, HistoryDue, Named, Thinning, Version};
 use crate::store::records::{ConnRow, Head, LogEntry};
-use crate::store::{BusError, CanvasRead, Instance, Post, Store, Want, Whose};
+use crate::store::{epoch, BusError, CanvasRead, Instance, Post, Store, Want, Whose};
 
 #[async_trait]
 impl Store for SqliteStore {
@@ -46,6 +48,62 @@ impl Store for SqliteStore {
     async fn put_snapshot(&self, canvas: &CanvasId, generation: u64, seq: u64, json: Bytes) -> Result<bool, BusError> {
         let canvas = canvas.clone();
         self.ask(|reply| WriterJob::PutSnapshot { canvas, generation, seq, json, reply }).await
+    }
+
+    async fn read_at(&self, canvas: &CanvasId, at: u64) -> Result<AtRead, BusError> {
+        let canvas = canvas.clone();
+        self.read(move |conn| {
+            let tx = conn.transaction()?;
+            history::read_at(&tx, &canvas, at)
+        })
+        .await
+    }
+
+    async fn versions(
+        &self,
+        canvas: &CanvasId,
+        generation: u64,
+        before: u64,
+        limit: usize,
+    ) -> Result<Vec<Version>, BusError> {
+        let canvas = canvas.clone();
+        self.read(move |conn| history::versions(conn, &canvas, generation, before, limit)).await
+    }
+
+    async fn name_version(
+        &self,
+        canvas: &CanvasId,
+        generation: u64,
+        seq: u64,
+        name: &str,
+        json: Bytes,
+    ) -> Result<Named, BusError> {
+        let (canvas, name, at) = (canvas.clone(), name.to_owned(), (generation, seq));
+        self.ask(|reply| WriterJob::History(HistoryJob::Name { canvas, at, name, json, reply })).await
+    }
+
+    async fn unname_version(&self, canvas: &CanvasId, generation: u64, seq: u64) -> Result<bool, BusError> {
+        let (canvas, at) = (canvas.clone(), (generation, seq));
+        self.ask(|reply| WriterJob::History(HistoryJob::Unname { canvas, at, reply })).await
+    }
+
+    async fn fork(&self, to: &CanvasId, fork: Fork) -> Result<Option<String>, BusError> {
+        let to = to.clone();
+        let generation = self.ask(|reply| WriterJob::History(HistoryJob::Fork { to, fork, reply })).await?;
+        Ok(generation.map(|generation| epoch(&self.inner.db_epoch, generation)))
+    }
+
+    async fn history_due(&self, before: i64, limit: usize) -> Result<Vec<HistoryDue>, BusError> {
+        self.read(move |conn| {
+            let tx = conn.transaction()?;
+            history::history_due(&tx, before, limit)
+        })
+        .await
+    }
+
+    async fn thin(&self, canvas: &CanvasId, generation: u64, thinning: Thinning) -> Result<(), BusError> {
+        let canvas = canvas.clone();
+        self.ask(|reply| WriterJob::History(HistoryJob::Thin { canvas, generation, thinning, reply })).await
     }
 
     async fn stale(&self, before: i64, limit: usize) -> Result<Vec<CanvasId>, BusError> {

@@ -33,6 +33,10 @@ pub struct WriterSettings {
     /// How long an entry is kept at least (`purge_at`) until a webhook delivers it: `--webhook-retention`
     /// with a webhook, else the TTL.
     pub keep_ms: i64,
+    /// `--history-retention` in ms (0: only what joins need is kept).
+    pub history_ms: i64,
+    /// How long after its last commit an empty canvas may be forgotten (a fork with no objects gets it).
+    pub forget_after_ms: i64,
     /// Peers whose heartbeat is older than this are not rung, and count as gone.
     pub peer_timeout_ms: i64,
     /// Whether commits reach this process's rooms at once (`--local-broadcast`); if not, the watcher reads
@@ -49,6 +53,8 @@ impl WriterSettings {
             db_epoch: db_epoch.to_owned(),
             ttl_ms: config.message_ttl.as_millis() as i64,
             keep_ms: config.keep().as_millis() as i64,
+            history_ms: config.history_retention.as_millis().min(i64::MAX as u128) as i64,
+            forget_after_ms: config.forget_after().as_millis().min(i64::MAX as u128) as i64,
             peer_timeout_ms: config.presence_timeout.as_millis() as i64,
             local_broadcast: config.local_broadcast,
         }
@@ -154,10 +160,11 @@ impl Commit for SqliteWriter {
             let generation = commit::next_generation(tx)?;
             let epoch = epoch(&settings.db_epoch, generation);
             tx.prepare_cached(
-                "INSERT INTO canvases (canvas_id, last_seq, generation, created_at, updated_at) VALUES (?1, 0, ?2, ?3, ?3)
+                "INSERT INTO canvases (canvas_id, last_seq, generation, created_at, updated_at, gen_at)
+                 VALUES (?1, 0, ?2, ?3, ?3, ?3)
                  ON CONFLICT (canvas_id) DO UPDATE SET generation = excluded.generation, last_seq = 0,
                      rev = rev + 1, state_seq = 0, state_bytes = 0, objects = 0, snap_seq = 0, pruned_seq = 0,
-                     updated_at = excluded.updated_at",
+                     hist_seq = 0, gen_at = excluded.updated_at, thinned_at = 0, updated_at = excluded.updated_at",
             )?
             .execute(params![canvas.as_str(), generation as i64, now])?;
             tx.prepare_cached("UPDATE message_queue SET expires_at = 0, purge_at = expires_at WHERE canvas_id = ?1")?

@@ -147,6 +147,7 @@ fn what_moved_under_a_commit_is_folded_in() {
         instance: "i2".into(),
         conn: None,
         reference: None,
+        restore: false,
     };
     let since = |generation: u64| Moved::Since {
         head: Head { generation, seq: 7, rev: 3, objects: 1, ..Head::default() },
