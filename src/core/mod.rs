@@ -17,6 +17,7 @@
 pub mod committer;
 pub mod delivery;
 pub mod fold;
+pub mod history;
 pub mod join;
 pub mod lanes;
 pub mod publish;

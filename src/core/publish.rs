@@ -127,7 +127,9 @@ impl Publish {
 
     /// A restore of `canvas` to `target` (see [`Origin::Restore`]).
     pub fn restore(canvas: CanvasId, target: Objects, reply: oneshot::Sender<Result<Restored, BusError>>) -> Self {
-        let (kind, data, from) = (MsgType::reserved("restore"), null_value(), UserId::server());
+        // Never logged itself (the ops it makes are): its type and data only carry it to the fold.
+        let kind = MsgType::parse("restore").expect("a valid type");
+        let (data, from) = (null_value(), UserId::server());
         let origin = Origin::Restore { target: Box::new(target), reply };
         Publish { canvas, kind, data, from, object: None, idempotency_key: None, origin }
     }
@@ -135,6 +137,11 @@ impl Publish {
     /// A connection's removal from presence, nobody waiting.
     pub fn leaving(member: Member, change: PresenceChange) -> Self {
         Publish::presence(change, member, None)
+    }
+
+    /// Whether staging it needs the canvas's objects (an object op, a restore), not only its head.
+    pub fn needs_objects(&self) -> bool {
+        self.object.is_some() || matches!(self.origin, Origin::Restore { .. })
     }
 
     /// Whether this registers a connection (as opposed to removing one or logging a message).

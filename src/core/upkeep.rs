@@ -223,4 +223,7 @@ async fn clean_up(bus: &Bus, config: &Config) {
         }
         Err(error) => tracing::warn!(%error, "could not list canvases whose log is getting old"),
     }
+    if let Err(error) = super::history::thin(bus, config.history_retention).await {
+        tracing::warn!(%error, "could not thin canvases' history; the next round retries");
+    }
 }

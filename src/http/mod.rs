@@ -3,6 +3,7 @@
 
 mod api;
 mod health;
+mod history;
 pub mod server;
 mod stream;
 mod users;
@@ -22,6 +23,8 @@ use crate::App;
 /// Every route of the relay.
 pub fn routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
     ws::route(app.clone())
+        .or(history::routes(app.clone()))
+        .unify()
         .or(api::routes(app.clone()))
         .unify()
         .or(users::routes(app.clone()))

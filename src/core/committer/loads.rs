@@ -91,7 +91,7 @@ impl Loads {
             return;
         }
         let canvas = publish.canvas.clone();
-        let with_objects = publish.object.is_some();
+        let with_objects = publish.needs_objects();
         self.waiting.insert(canvas.clone(), vec![publish]);
         let (reader, permits, done) = (self.reader.clone(), self.permits.clone(), self.done.0.clone());
         self.runtime.spawn(async move {
@@ -179,7 +179,7 @@ impl<W: Commit> Committer<W> {
         let mut now = Vec::with_capacity(publishes.len());
         for publish in publishes {
             let loading = self.loads.is_loading(&publish.canvas);
-            let with_objects = publish.object.is_some();
+            let with_objects = publish.needs_objects();
             if loading || (!is_plain(&publish) && !self.canvases.holds(&publish.canvas, with_objects)) {
                 self.loads.wait(publish);
             } else {
