@@ -99,6 +99,8 @@ struct Queue {
     /// against no bound: a restore's after its first (see [`Outbox::push_run`]).
     riding: usize,
     riding_bytes: usize,
+    /// Whether the last logged frame queued was a restore's.
+    in_restore: bool,
     /// Canvases the API removed this multiplexed socket from, not yet left.
     removed: Vec<CanvasId>,
     /// The session is gone.
@@ -110,7 +112,8 @@ impl Queue {
         self.logged.is_empty() && self.ephemeral.is_empty()
     }
 
-    /// After frames left the queue (written or dropped): what rides is at most what is left.
+    /// After frames left the queue (written or dropped): what rides is at most what is left (so once a
+    /// restore's first frame is written, what is left of it rides whole).
     fn settle_riding(&mut self) {
         self.riding = self.riding.min(self.logged.len() + self.held);
         self.riding_bytes = self.riding_bytes.min(self.logged_bytes);
@@ -179,10 +182,10 @@ impl Outbox {
         self.push_run(frames.into_iter().map(|frame| (frame, false)))
     }
 
-    /// Queues frames as [`push_all`](Outbox::push_all) does, except those marked as riding on the frame
-    /// before them: they are queued whatever the bounds and count against none until they are written (a
-    /// restore's frames count as one entry, so that no client is cut for the size of a restore, while the
-    /// frames after them are bounded as ever).
+    /// Queues frames as [`push_all`](Outbox::push_all) does, each marked whether it is a restore's: a
+    /// restore's frames count as one entry of the queue (each after the first rides on the one before it:
+    /// queued whatever the bounds, and counted against none until written), so that no client is cut for
+    /// the size of a restore, however its frames reach the queue, while what follows is bounded as ever.
     pub fn push_run(&self, frames: impl IntoIterator<Item = (Message, bool)>) -> Option<usize> {
         let mut queue = self.channel.queue();
         if queue.closed || queue.cut.is_some() {
@@ -190,8 +193,9 @@ impl Outbox {
         }
         let (was_empty, joining, bounds) = (queue.is_empty(), self.joining_at(&queue), self.channel.bounds);
         let mut queued = 0;
-        for (frame, rides) in frames {
+        for (frame, restore) in frames {
             let cost = frame.len() + FRAME_OVERHEAD;
+            let rides = restore && std::mem::replace(&mut queue.in_restore, restore);
             let (frames_counted, bytes_counted) =
                 (queue.logged.len() + queue.held - queue.riding, queue.logged_bytes - queue.riding_bytes);
             if rides {

@@ -30,6 +30,26 @@ fn a_full_logged_lane_cuts_the_client_as_slow_and_ephemeral_frames_never_do() {
 }
 
 #[test]
+fn a_restores_frames_count_as_one_entry_however_they_arrive_and_what_follows_is_bounded_as_ever() {
+    let (outbox, inbox) = outbox(Bounds { frames: 3, bytes: 1000 });
+    assert!(outbox.push(Message::text("before")));
+    let restore = (0..50).map(|n| (Message::text(format!("r{n}-{}", "x".repeat(40))), true));
+    assert_eq!(outbox.push_run(restore.clone().take(20)), Some(20), "past both bounds, counted as one");
+    assert_eq!(outbox.push_run(restore.skip(20)), Some(30), "its next frames ride on it, offered apart");
+    assert!(outbox.push(Message::text("after")), "before + restore + after: three entries");
+    assert!(!outbox.push(Message::text("one too many")), "then the bound holds as ever");
+    assert_eq!(inbox.cut().now_or_never(), Some(Cut::Slow));
+
+    let (again, inbox) = super::outbox(Bounds { frames: 3, bytes: 1000 });
+    let restore = |n: usize| (0..n).map(|i| (Message::text(format!("r{i}")), true));
+    assert_eq!(again.push_run(restore(10)), Some(10));
+    assert_eq!(inbox.take_flush(8, usize::MAX).len(), 8, "a flush writes part of it");
+    let pushed = ["a", "b", "c"].map(|text| again.push(Message::text(text)));
+    assert_eq!(pushed, [true; 3], "once its first frame is written, what is left of a restore rides whole");
+    assert!(!again.push(Message::text("d")), "three counted: the bound holds");
+}
+
+#[test]
 fn the_logged_lane_is_bounded_by_bytes_too() {
     let (outbox, inbox) = outbox(Bounds { frames: 1000, bytes: 1000 });
     assert!(outbox.push(Message::text("x".repeat(800))));

@@ -302,18 +302,11 @@ impl RoomState {
         self.subscribers.retain(|sub| {
             let frames =
                 ready.iter().filter(|(entry, _)| entry.seq > sub.start_after && entry.generation == sub.generation);
-            // A restore's frames after its first ride on it: no client is cut for the size of a restore.
-            let mut in_restore = false;
-            let frames = frames.map(|(entry, ack)| {
-                let frame = match ack {
-                    Some(ack) if ack.conn == sub.conn => {
-                        Message::text(ack_frame(entry.seq, ack.reference.as_deref(), sub.outbox.canvas()))
-                    }
-                    _ => entry.frame.clone(),
-                };
-                let rides = entry.restore && in_restore;
-                in_restore = entry.restore;
-                (frame, rides)
+            let frames = frames.map(|(entry, ack)| match ack {
+                Some(ack) if ack.conn == sub.conn => {
+                    (Message::text(ack_frame(entry.seq, ack.reference.as_deref(), sub.outbox.canvas())), false)
+                }
+                _ => (entry.frame.clone(), entry.restore),
             });
             // A full queue cuts the client (its session counts it); it leaves the room here.
             match sub.outbox.push_run(frames) {

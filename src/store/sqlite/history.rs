@@ -75,7 +75,7 @@ fn seq_ts(tx: &Connection, canvas: &CanvasId, generation: u64, seq: u64, now: i6
 /// `WriterJob::PutSnapshot`: kept only if the canvas is still in that generation and has no newer one, with
 /// the commit time of its seq. With history, older snapshots stay (thinning drops them); without
 /// (`history_ms` 0), the unnamed older ones go and the floor moves up to it.
-pub(super) fn put_snapshot(
+pub(in crate::store::sqlite) fn put_snapshot(
     tx: &Connection,
     canvas: &CanvasId,
     (generation, seq): (u64, u64),

@@ -311,7 +311,8 @@ fn clean_up_later(dir: &tempfile::TempDir) {
 fn snapshot_now(dir: &tempfile::TempDir, generation: u64, seq: u64, json: &str) -> bool {
     let mut conn = file(dir);
     let tx = conn.transaction().unwrap();
-    let put = super::jobs::put_snapshot(&tx, &CanvasId::parse("c").unwrap(), generation, seq, json.as_bytes(), 0);
+    let canvas = CanvasId::parse("c").unwrap();
+    let put = super::history::put_snapshot(&tx, &canvas, (generation, seq), json.as_bytes(), 0, 0);
     tx.commit().unwrap();
     put.unwrap()
 }
