@@ -59,7 +59,9 @@ export function mountHistory(view, { readOnly }) {
     section.hidden = false;
     toggle.textContent = "back to live";
     for (const button of section.querySelectorAll(".history-restore, .history-name button")) button.disabled = readOnly();
-    slider.max = slider.value = String(board.seq);
+    slider.max = String(board.seq); // before the value, which the old max would clamp
+    slider.value = String(board.seq);
+    view.showPast(new Map(board.objects)); // read-only from now on, until the head's state arrives
     show(board.seq);
     await loadVersions();
   }
