@@ -8,6 +8,7 @@
 import { Emitter } from "./emitter.js";
 import { RelayError } from "./error.js";
 import { copy, fitting, handled, requireId, throttle } from "./frames.js";
+import { canvasPath, count } from "./http.js";
 
 export { RelayError };
 
@@ -194,7 +195,7 @@ export class Board {
    *  as `board.objects` is. @param {{ at: number }} point @returns {Promise<{ seq: number, epoch: string,
    *  objects: Map<string, CanvasObject> }>} */
   async history({ at }) {
-    const answer = await this.#link.request("GET", `${this.#apiPath()}?at=${count(at, "at")}`);
+    const answer = await this.#link.request("GET", `${canvasPath(this.canvas)}?at=${count(at, "at")}`);
     return { seq: answer.seq, epoch: answer.epoch, objects: new Map(Object.entries(answer.objects ?? {})) };
   }
 
@@ -205,7 +206,7 @@ export class Board {
     const query = new URLSearchParams();
     if (limit !== undefined) query.set("limit", String(count(limit, "limit")));
     if (before !== undefined) query.set("before", String(count(before, "before")));
-    const answer = await this.#link.request("GET", `${this.#apiPath()}/versions${String(query) ? `?${query}` : ""}`);
+    const answer = await this.#link.request("GET", `${canvasPath(this.canvas)}/versions${String(query) ? `?${query}` : ""}`);
     return { versions: answer.versions, next: answer.next ?? null };
   }
 
@@ -213,7 +214,7 @@ export class Board {
    *  @returns {Promise<{ seq: number, name: string }>} */
   async nameVersion(name) {
     if (typeof name !== "string") throw new TypeError("canvas-relay: a version's name is a string");
-    const answer = await this.#link.request("POST", `${this.#apiPath()}/versions`, { name });
+    const answer = await this.#link.request("POST", `${canvasPath(this.canvas)}/versions`, { name });
     return { seq: answer.seq, name: answer.name };
   }
 
@@ -221,14 +222,8 @@ export class Board {
    *  anyone's do. Resolves with the new head and how many ops that took (0: nothing differed).
    *  @param {number} seq @returns {Promise<{ seq: number, ops: number }>} */
   async restore(seq) {
-    const answer = await this.#link.request("POST", `${this.#apiPath()}/restore`, { seq: count(seq, "seq") });
+    const answer = await this.#link.request("POST", `${canvasPath(this.canvas)}/restore`, { seq: count(seq, "seq") });
     return { seq: answer.seq, ops: answer.ops };
-  }
-
-  /** `/api/v1/canvases/{canvas}`. A valid id ([A-Za-z0-9._:-]) needs no escaping, and the relay does not decode
-   *  its path, so ':' is left as it is; anything else is escaped and refused there rather than routed elsewhere. */
-  #apiPath() {
-    return `/api/v1/canvases/${encodeURIComponent(this.canvas).replace(/%3A/gi, ":")}`;
   }
 
   // ---- Called by the client (not part of the API) ----
@@ -485,11 +480,4 @@ export class Board {
     this.#view = null;
     this.#events.dispatch("change", error === undefined ? { reason, frame } : { reason, frame, error });
   }
-}
-
-/** `value` if it is a whole number ≥ 0 (a seq or a count), else a TypeError naming `what`.
- *  @param {unknown} value @param {string} what @returns {number} */
-function count(value, what) {
-  if (typeof value === "number" && Number.isSafeInteger(value) && value >= 0) return value;
-  throw new TypeError(`canvas-relay: \`${what}\` must be a whole number ≥ 0, not ${JSON.stringify(value)}`);
 }

@@ -2,7 +2,8 @@
 // "History"). It owns where they go (the socket's address with ws: -> http:, wss: -> https:, unless the app
 // names another), how they authenticate (`Authorization: Bearer` with the API key, else the client's JWT, else
 // nothing: a relay without --jwt-secret lets anyone use history), and how the contract's JSON errors become
-// RelayErrors (`.code`, `.httpStatus`). Which routes exist and what their answers mean is board.js's business.
+// RelayErrors (`.code`, `.httpStatus`); and what goes into a URL (a canvas's path, a seq or a count). Which
+// routes exist and what their answers mean is board.js's business.
 
 import { RelayError } from "./error.js";
 
@@ -69,6 +70,20 @@ export function requester(url, options) {
     const message = typeof answer?.error === "string" ? answer.error : `${method} ${path}: HTTP ${status}`;
     throw Object.assign(new RelayError(code, message, answer), { httpStatus: status });
   };
+}
+
+/** `/api/v1/canvases/{canvas}`. A valid id ([A-Za-z0-9._:-]) needs no escaping, and the relay does not decode
+ *  its path, so ':' is left as it is; anything else is escaped, and refused there rather than routed elsewhere.
+ *  @param {string} canvas */
+export function canvasPath(canvas) {
+  return `/api/v1/canvases/${encodeURIComponent(canvas).replace(/%3A/gi, ":")}`;
+}
+
+/** `value` if it is a whole number ≥ 0 (a seq or a count), else a TypeError naming `what`.
+ *  @param {unknown} value @param {string} what @returns {number} */
+export function count(value, what) {
+  if (typeof value === "number" && Number.isSafeInteger(value) && value >= 0) return value;
+  throw new TypeError(`canvas-relay: \`${what}\` must be a whole number ≥ 0, not ${JSON.stringify(value)}`);
 }
 
 /** The JSON object in `text`, or undefined when it holds none. @param {string} text @returns {Record<string, any> | undefined} */
