@@ -183,6 +183,8 @@ async function main() {
       await drag(a, await onBoard(a, 600, 60), await onBoard(a, 700, 160)); // on the past: draws nothing
       if ((await drawn(a)) !== geometryOf(named.state)) throw new Error("the past changed under a drag");
       if ((await live(a)).objects !== head.objects) throw new Error("the live board changed while A looked at the past");
+      mkdirSync(SCREENSHOTS, { recursive: true });
+      await a.screenshot({ path: join(SCREENSHOTS, "history-panel.png") });
     });
     await step("A restores it: the panel closes and both pages converge on the named state", async () => {
       await a.locator(".history-restore").click();
@@ -192,9 +194,8 @@ async function main() {
       if (restored.seq <= head.seq) throw new Error(`the restore logged nothing (seq ${restored.seq})`);
       for (const page of [a, b]) await until(`${page.label} to draw it`, async () => (await drawn(page)) === geometryOf(named.state));
     });
-    mkdirSync(SCREENSHOTS, { recursive: true });
-    await a.screenshot({ path: join(SCREENSHOTS, "history.png") });
-    console.log(`passed; picture in ${join(SCREENSHOTS, "history.png")}`);
+    await a.screenshot({ path: join(SCREENSHOTS, "history-restored.png") });
+    console.log(`passed; pictures in ${join(SCREENSHOTS, "history-panel.png")} and history-restored.png`);
   } catch (error) {
     mkdirSync(SCREENSHOTS, { recursive: true });
     for (const page of pages) await page.screenshot({ path: join(SCREENSHOTS, `history-failure-${page.label}.png`) });
