@@ -1,5 +1,6 @@
-// The canvas app served at `/`: one canvas, drawn by draw.js over the SDK's RelayClient (page.js makes it).
-// This file only wires the page: the address, the join form, the status badge and the board's panel.
+// The canvas app served at `/`: one canvas, drawn by draw.js over the SDK's RelayClient (page.js makes it),
+// with its history panel (history.js). This file only wires the page: the address, the join form, the status
+// badge and the board's panel.
 //
 //   /?canvas=team-1&name=Ann            (optional: &user=ann, &token=<JWT> when the relay requires one,
 //                                        &role=viewer for a read-only page)
@@ -8,6 +9,7 @@
 
 import { connect, identity, joinForm, params, showStatus } from "./page.js";
 import { mountBoard } from "./draw.js";
+import { mountHistory } from "./history.js";
 
 const canvas = params.get("canvas") || "lobby";
 const who = identity();
@@ -22,6 +24,7 @@ const view = mountBoard(document.querySelector("main"), board, {
   role: who.role,
   aside: [document.querySelector("#how")],
 });
+mountHistory(view, { readOnly: () => (board.role ?? who.role) === "viewer" });
 
 // For tests and the curious: `canvasRelay.board` in the console.
 window.canvasRelay = { client, board, view };

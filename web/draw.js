@@ -2,8 +2,10 @@
 // board's panel inside an element and owns everything about that one canvas on screen: its rectangles (drag on
 // empty space draws one, drag moves one, select + Delete removes it), the named cursors and selections of the
 // other connections (their presence state: `{ selection: [ids], color }`), who is here, the 🎉 reaction (an
-// ephemeral event), the viewer badge and the problem text. It talks only to the SDK Board it is given
-// (clients/js, served at /app/sdk/); the socket, the status badge and the address are the page's (page.js).
+// ephemeral event), the viewer badge and the problem text. It can show a past state of the canvas instead of the
+// live one, read-only (`view.showPast`: what the history panel, history.js, picked). It talks only to the SDK
+// Board it is given (clients/js, served at /app/sdk/); the socket, the status badge and the address are the
+// page's (page.js).
 
 const SVG = "http://www.w3.org/2000/svg";
 const COLORS = ["#e8590c", "#1971c2", "#2f9e44", "#ae3ec9", "#f08c00", "#0c8599", "#c2255c", "#5f3dc4"];
@@ -76,8 +78,9 @@ let active = null;
  * @param {import("/app/sdk/index.js").Board} board
  * @param {{ user?: string, role?: string, aside?: Node[] }} [options] `user`/`role`: what this page asked for,
  *   until the board's welcome says; `aside`: more nodes for the side column (e.g. help text)
- * @returns {{ board, element, create, update, remove, select }} the panel; `create`/`update`/`remove` are
- *   the board's ops with their refusals shown in the panel (the UI calls them too)
+ * @returns {{ board, element, create, update, remove, select, showPast }} the panel; `create`/`update`/`remove`
+ *   are the board's ops with their refusals shown in the panel (the UI calls them too); `showPast(objects)`
+ *   draws `objects` (a Map id -> object) read-only instead of the live board, `showPast(null)` the live board
  */
 export function mountBoard(root, board, options = {}) {
   const panel = document.createElement("section");
@@ -101,6 +104,9 @@ export function mountBoard(root, board, options = {}) {
   let selected = null; // the id this connection selected
   let shared = null; // the selection as last published in presence (JSON)
   let gesture = null; // { kind: "draw", start, ghost } or { kind: "move", id, offset, moved }
+  let past = null; // the past state shown read-only instead of the live board (a Map), or null
+  const shown = () => past ?? board.objects;
+  const readOnly = () => isViewer() || past !== null;
 
   // ---- ops: the board's, with a refusal (its optimistic change already rolled back) shown as the problem ---
 
@@ -117,7 +123,16 @@ export function mountBoard(root, board, options = {}) {
     update: (changes) => board.update(changes).catch(reportRefusal),
     remove: (id) => board.delete(id).catch(reportRefusal),
     select,
+    showPast,
   };
+
+  function showPast(objects) {
+    past = objects;
+    panel.classList.toggle("past", past !== null);
+    if (past !== null) gesture?.ghost?.remove();
+    gesture = null;
+    renderObjects();
+  }
 
   /** Selects `id` (or nothing) and tells the others through presence state. */
   function select(id) {
@@ -137,8 +152,8 @@ export function mountBoard(root, board, options = {}) {
   // ---- rendering -----------------------------------------------------------------------------------------
 
   function renderObjects() {
-    const objects = board.objects;
-    if (selected && !objects.has(selected)) {
+    const objects = shown();
+    if (selected && !board.objects.has(selected)) {
       selected = null; // deleted (by anyone) or rolled back
       publishSelection();
     }
@@ -158,7 +173,7 @@ export function mountBoard(root, board, options = {}) {
       element.setAttribute("width", object.w);
       element.setAttribute("height", object.h);
       element.setAttribute("fill", object.color ?? "#adb5bd");
-      element.classList.toggle("selected", id === selected);
+      element.classList.toggle("selected", id === selected && past === null);
     }
     renderSelections();
   }
@@ -167,6 +182,7 @@ export function mountBoard(root, board, options = {}) {
   function renderSelections() {
     const objects = board.objects;
     const outlines = [];
+    if (past !== null) return selectionLayer.replaceChildren(); // they are about the live board
     for (const peer of board.peers.values()) {
       if (mine.has(peer.connection)) continue;
       const ids = Array.isArray(peer.data?.selection) ? peer.data.selection : [];
@@ -278,7 +294,7 @@ export function mountBoard(root, board, options = {}) {
 
   surface.addEventListener("pointerdown", (event) => {
     active = view;
-    if (isViewer()) return; // a viewer's page shows cursors, selections and presence, and edits nothing
+    if (readOnly()) return; // a viewer's page, or the past, shows cursors and presence and edits nothing
     surface.setPointerCapture(event.pointerId);
     const p = point(event);
     const id = event.target.dataset?.id;
@@ -329,7 +345,7 @@ export function mountBoard(root, board, options = {}) {
   surface.addEventListener("pointercancel", release);
 
   document.addEventListener("keydown", (event) => {
-    if (active !== view || isViewer() || !selected || event.target !== document.body) return;
+    if (active !== view || readOnly() || !selected || event.target !== document.body) return;
     if (event.key === "Delete" || event.key === "Backspace") {
       view.remove(selected);
       select(null);

@@ -8,6 +8,7 @@
 import { Emitter } from "./emitter.js";
 import { RelayError } from "./error.js";
 import { copy, fitting, handled, requireId, throttle } from "./frames.js";
+import { canvasPath, count } from "./http.js";
 
 export { RelayError };
 
@@ -42,6 +43,7 @@ export function applyOp(objects, type, data) {
  * @property {string} keyPrefix                 random, per client: idempotency keys are `${keyPrefix}-${id}`
  * @property {() => number} generation          which socket is current (a join is per socket)
  * @property {{ cursorInterval: number, presenceInterval: number, maxFrameSize: number }} limits
+ * @property {import("./http.js").Request} request  a request to the relay's HTTP API (http.js)
  */
 
 /**
@@ -185,6 +187,43 @@ export class Board {
     if (this.status === "closed") return;
     this.#link.leave(this);
     this._end(new RelayError("left", `left canvas ${this.canvas}`));
+  }
+
+  // ---- History: the relay's HTTP API (PROTOCOL.md v1.2 "History"), not the socket; any status will do ----
+
+  /** The canvas as it was right after seq `at` in the current epoch: `{ seq, epoch, objects }`, `objects` a Map
+   *  as `board.objects` is. @param {{ at: number }} point @returns {Promise<{ seq: number, epoch: string,
+   *  objects: Map<string, CanvasObject> }>} */
+  async history({ at }) {
+    const answer = await this.#link.request("GET", `${canvasPath(this.canvas)}?at=${count(at, "at")}`);
+    return { seq: answer.seq, epoch: answer.epoch, objects: new Map(Object.entries(answer.objects ?? {})) };
+  }
+
+  /** Named versions and kept automatic snapshots, newest first, a page at a time: pass `next` as `before`.
+   *  @param {{ limit?: number, before?: number }} [page]
+   *  @returns {Promise<{ versions: { seq: number, ts: number, name: string | null, bytes: number }[], next: number | null }>} */
+  async versions({ limit, before } = {}) {
+    const query = new URLSearchParams();
+    if (limit !== undefined) query.set("limit", String(count(limit, "limit")));
+    if (before !== undefined) query.set("before", String(count(before, "before")));
+    const answer = await this.#link.request("GET", `${canvasPath(this.canvas)}/versions${String(query) ? `?${query}` : ""}`);
+    return { versions: answer.versions, next: answer.next ?? null };
+  }
+
+  /** Names the state at the head (naming a seq again renames it). @param {string} name
+   *  @returns {Promise<{ seq: number, name: string }>} */
+  async nameVersion(name) {
+    if (typeof name !== "string") throw new TypeError("canvas-relay: a version's name is a string");
+    const answer = await this.#link.request("POST", `${canvasPath(this.canvas)}/versions`, { name });
+    return { seq: answer.seq, name: answer.name };
+  }
+
+  /** Brings the canvas back to its state at `seq`: the relay logs the ops that do it, which reach every board as
+   *  anyone's do. Resolves with the new head and how many ops that took (0: nothing differed).
+   *  @param {number} seq @returns {Promise<{ seq: number, ops: number }>} */
+  async restore(seq) {
+    const answer = await this.#link.request("POST", `${canvasPath(this.canvas)}/restore`, { seq: count(seq, "seq") });
+    return { seq: answer.seq, ops: answer.ops };
   }
 
   // ---- Called by the client (not part of the API) ----

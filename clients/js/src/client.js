@@ -2,11 +2,13 @@
 // canvas the app opens. It owns the socket and its status, the reconnects (jittered exponential backoff, then a
 // join with since + epoch for every board), the heartbeat, the rate limiter for logged ops, and the routing of
 // each server frame to the Board it names. What a canvas's frames mean is board.js's business; the limiter is
-// limiter.js's, and the bounded waits for the answers to joins and leaves answers.js's.
+// limiter.js's, the bounded waits for the answers to joins and leaves answers.js's, and the HTTP requests of the
+// boards' history calls http.js's.
 
 import { Answers } from "./answers.js";
 import { Board, RelayError } from "./board.js";
 import { Emitter } from "./emitter.js";
+import { requester } from "./http.js";
 import { Limiter } from "./limiter.js";
 
 /** Close codes after which reconnecting cannot help: the app must act (a new token, slower sends). */
@@ -27,7 +29,10 @@ const FATAL_HTTP = new Map([
  * @property {string} url                 ws:// or wss:// origin, e.g. "ws://127.0.0.1:8080"
  * @property {string} [user]              user id (a server with JWT auth takes the token's `sub` instead)
  * @property {string} [name]              display name shown in presence
- * @property {string} [token]             HS256 JWT, when the server requires one
+ * @property {string} [token]             HS256 JWT, when the server requires one; also sent to the HTTP API
+ * @property {string} [apiKey]            the relay's --api-key, sent to the HTTP API instead of `token`
+ * @property {string} [httpUrl]           http:// or https:// base of the HTTP API (default: `url`, ws -> http)
+ * @property {typeof fetch} [fetch]       the fetch function of the history calls; default the global one
  * @property {"viewer" | "editor"} [role] "viewer" joins read-only
  * @property {any} [WebSocket]            a WebSocket constructor (e.g. `ws` in Node); default the global one
  * @property {{ initialDelay?: number, maxDelay?: number }} [reconnect] backoff in ms (250 doubling to 10000)
@@ -370,6 +375,7 @@ export class RelayClient {
       keyPrefix: this.#keyPrefix,
       generation: () => this.#generation,
       limits: this.#limits,
+      request: requester(this.url, this.options),
     };
   }
 }

@@ -1,4 +1,4 @@
-// Types of @canvas-relay/client, written by hand to match client.js, board.js, error.js and emitter.js
+// Types of @canvas-relay/client, written by hand to match client.js, board.js, http.js, error.js and emitter.js
 // (test/types-check.ts holds them together under `tsc --noEmit`). The behaviour behind each name is described in
 // README.md.
 
@@ -22,8 +22,15 @@ export interface RelayClientOptions {
   user?: string;
   /** Display name shown in presence (≤ 64 chars). */
   name?: string;
-  /** HS256 JWT, when the server runs with --jwt-secret. */
+  /** HS256 JWT, when the server runs with --jwt-secret. Also sent to the HTTP API (history), unless `apiKey` is set. */
   token?: string;
+  /** The relay's --api-key: sent as `Authorization: Bearer` to the HTTP API (history) instead of `token`. Never
+   *  put it in a page: it is the operator's. */
+  apiKey?: string;
+  /** http:// or https:// base of the HTTP API; default `url` with ws: -> http:, wss: -> https:. */
+  httpUrl?: string;
+  /** The fetch of the history calls; default `globalThis.fetch` (browsers, Node ≥ 18). */
+  fetch?: typeof fetch;
   /** "viewer" joins read-only; "editor" (the default) is what the token allows. */
   role?: Role;
   /** A WebSocket constructor; default `globalThis.WebSocket`. In Node 20: `import { WebSocket } from "ws"`. */
@@ -53,9 +60,12 @@ export type ClientStatus = "connecting" | "connected" | "reconnecting" | "closed
 export type BoardStatus = "joining" | "joined" | "closed";
 
 /** Contract codes ("forbidden", "rate_limited", "canvas_full", "too_large", "invalid_frame", "unknown_type",
- *  "unavailable", "too_many_canvases") or the SDK's own ("left", "closed", "removed", "token_expired",
- *  "rate_limit_abuse", "unauthorized", "bad_request", "listener"; "too_large" too, for a frame over
- *  `maxFrameSize` refused before it is sent). */
+ *  "unavailable", "too_many_canvases"; from the HTTP API "seq_ahead", "history_expired", "canvas_exists") or the
+ *  SDK's own ("left", "closed", "removed", "token_expired", "rate_limit_abuse", "unauthorized", "bad_request",
+ *  "listener"; "too_large" too, for a frame over `maxFrameSize` refused before it is sent; for an HTTP error
+ *  whose body names no code, one for its status: "bad_request", "unauthorized", "forbidden", "not_found",
+ *  "conflict", "gone", "too_large", "rate_limited", "unavailable" (5xx); "network" when no answer came,
+ *  "bad_response" for a 2xx without JSON). */
 export type ErrorCode = string;
 
 export class RelayError extends Error {
@@ -65,7 +75,8 @@ export class RelayError extends Error {
   readonly frame: Record<string, any> | undefined;
   /** Set on a "removed", "token_expired" or "rate_limit_abuse" error: the WebSocket close code (4003, 1008, 4008). */
   closeCode?: number;
-  /** Set on an "unauthorized"/"forbidden"/"bad_request" refusal of the upgrade, when the WebSocket said (Node). */
+  /** The HTTP status: of every error of a history call that got an answer, and of an "unauthorized"/"forbidden"/
+   *  "bad_request" refusal of the upgrade when the WebSocket said (Node). */
   httpStatus?: number | null;
 }
 
@@ -99,6 +110,32 @@ export type ChangeReason =
   | "rollback" // one of this client's ops was refused (or the board closed): its optimistic change is gone
   | "remote" // another connection's object op
   | "users"; // user-connected / user-disconnected
+
+/** The canvas at a past seq (`board.history`). */
+export interface HistoryState {
+  seq: number;
+  epoch: string;
+  /** As `board.objects`: id -> object. */
+  objects: Map<string, CanvasObject>;
+}
+
+/** A named version or a kept automatic snapshot. */
+export interface Version {
+  seq: number;
+  /** The commit time of `seq`, unix ms. */
+  ts: number;
+  /** `null` for an automatic snapshot. */
+  name: string | null;
+  /** The size of its snapshot. */
+  bytes: number;
+}
+
+export interface VersionPage {
+  /** Newest first. */
+  versions: Version[];
+  /** Pass as `before` for the next page; `null` on the last. */
+  next: number | null;
+}
 
 export interface ChangeEvent {
   reason: ChangeReason;
@@ -198,6 +235,16 @@ export class Board {
   off<K extends keyof BoardEvents>(type: K, listener: BoardEvents[K]): this;
   /** Leaves the canvas; pending ops reject with code "left". */
   leave(): void;
+  /** The state right after seq `at` (current epoch). Rejects with a RelayError: "seq_ahead" (400, past the
+   *  head), "history_expired" (410, older than kept), "unauthorized"/"forbidden" (401/403), ... */
+  history(point: { at: number }): Promise<HistoryState>;
+  /** Named versions and kept automatic snapshots, newest first; page with `before: page.next`. */
+  versions(page?: { limit?: number; before?: number }): Promise<VersionPage>;
+  /** Names the head's state (naming a seq again renames it); resolves with the seq named. */
+  nameVersion(name: string): Promise<{ seq: number; name: string }>;
+  /** Logs the ops that bring the canvas back to its state at `seq`; every board converges by receiving them.
+   *  Resolves with the new head and the number of ops (0: nothing differed, nothing logged). */
+  restore(seq: number): Promise<{ seq: number; ops: number }>;
 }
 
 export class RelayClient {

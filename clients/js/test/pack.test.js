@@ -23,7 +23,7 @@ test("the packed tarball installs, imports, types and talks to a relay", { timeo
   const { stdout } = await run(npm, ["pack", "--json", "--pack-destination", dir], { cwd: PACKAGE });
   const [packed] = JSON.parse(stdout);
   const files = packed.files.map((file) => file.path).sort();
-  assert.deepEqual(files, ["LICENSE", "README.md", "package.json", "src/answers.js", "src/board.js", "src/client.js", "src/emitter.js", "src/error.js", "src/frames.js", "src/index.d.ts", "src/index.js", "src/limiter.js"]);
+  assert.deepEqual(files, ["LICENSE", "README.md", "package.json", "src/answers.js", "src/board.js", "src/client.js", "src/emitter.js", "src/error.js", "src/frames.js", "src/http.js", "src/index.d.ts", "src/index.js", "src/limiter.js"]);
   assert.equal(packed.name, "@canvas-relay/client");
 
   const app = join(dir, "app");

@@ -44,7 +44,25 @@ export async function usage(WebSocket: declared.WebSocketConstructor) {
   } catch (error) {
     if (error instanceof declared.RelayError) error.code satisfies string;
   }
+  const past: declared.HistoryState = await board.history({ at: 3 });
+  const shape: string | undefined = past.objects.get("r1")?.kind;
+  const page: declared.VersionPage = await board.versions({ limit: 10 });
+  const older = page.next === null ? null : await board.versions({ before: page.next });
+  const name: string | null | undefined = page.versions[0]?.name;
+  const named: { seq: number; name: string } = await board.nameVersion("before-review");
+  const restored: { seq: number; ops: number } = await board.restore(named.seq);
+  try {
+    await board.history({ at: 1e9 });
+  } catch (error) {
+    if (error instanceof declared.RelayError && error.code === "seq_ahead") error.httpStatus satisfies number | null | undefined;
+  }
   board.leave();
   client.close();
-  return [same, seq, comment, sent, x, users, status, board.seq, board.epoch, board.role, board.connection];
+  return [same, seq, comment, sent, x, users, status, board.seq, board.epoch, board.role, board.connection,
+    shape, older, name, restored.ops];
+}
+
+// The HTTP API's options: where it is, which credential, which fetch.
+export function historyOptions(WebSocket: declared.WebSocketConstructor, fetch: typeof globalThis.fetch) {
+  return new declared.RelayClient({ url: "wss://relay.example", WebSocket, apiKey: "k", httpUrl: "https://api.example/relay", fetch });
 }
