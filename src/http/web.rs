@@ -18,6 +18,7 @@ const FILES: &[(&str, &str, &str)] = &[
     ("two.js", "text/javascript; charset=utf-8", include_str!("../../web/two.js")),
     ("page.js", "text/javascript; charset=utf-8", include_str!("../../web/page.js")),
     ("draw.js", "text/javascript; charset=utf-8", include_str!("../../web/draw.js")),
+    ("history.js", "text/javascript; charset=utf-8", include_str!("../../web/history.js")),
     ("style.css", "text/css; charset=utf-8", include_str!("../../web/style.css")),
 ];
 
@@ -30,6 +31,7 @@ const SDK: &[(&str, &str, &str)] = &[
     ("emitter.js", "text/javascript; charset=utf-8", include_str!("../../clients/js/src/emitter.js")),
     ("error.js", "text/javascript; charset=utf-8", include_str!("../../clients/js/src/error.js")),
     ("frames.js", "text/javascript; charset=utf-8", include_str!("../../clients/js/src/frames.js")),
+    ("http.js", "text/javascript; charset=utf-8", include_str!("../../clients/js/src/http.js")),
     ("limiter.js", "text/javascript; charset=utf-8", include_str!("../../clients/js/src/limiter.js")),
     ("index.d.ts", "text/plain; charset=utf-8", include_str!("../../clients/js/src/index.d.ts")),
 ];
