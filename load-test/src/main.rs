@@ -6,6 +6,7 @@
 
 mod client;
 mod contention;
+mod history;
 mod events;
 mod fill;
 mod flood;
@@ -111,6 +112,31 @@ enum Scenario {
     /// targets, each update its own object flat out; reports ops acked per second, error frames, and the
     /// guarded commits the relays had to stage again (`relay_commit_conflicts_total`, per target).
     Contention(ContentionArgs),
+    /// History (issue 29): fills one canvas with --objects objects and changes --changed of them, then times
+    /// --reads `?at=` reads spread over the whole history, and a restore of the state before the changes
+    /// until --watchers clients (alternating targets) have all received it.
+    History(HistoryArgs),
+}
+
+#[derive(Args, Clone)]
+pub struct HistoryArgs {
+    #[command(flatten)]
+    common: Common,
+    /// The relays' API key (their --api-key), sent as `Authorization: Bearer`.
+    #[arg(long)]
+    api_key: Option<String>,
+    #[arg(long, default_value_t = 100_000)]
+    objects: usize,
+    /// About how many bytes of JSON each object is.
+    #[arg(long, default_value_t = 100)]
+    object_bytes: usize,
+    /// Objects changed after the fill (one update each), and so created again by the restore.
+    #[arg(long, default_value_t = 10_000)]
+    changed: usize,
+    #[arg(long, default_value_t = 200)]
+    reads: usize,
+    #[arg(long, default_value_t = 4)]
+    watchers: usize,
 }
 
 #[derive(Args, Clone)]
@@ -343,6 +369,10 @@ async fn main() -> anyhow::Result<()> {
             check_targets(&args.common)?;
             check_target(&args.receiver)?;
             return webhook::webhook(&args).await;
+        }
+        Scenario::History(args) => {
+            check_targets(&args.common)?;
+            return history::history(&args).await;
         }
         Scenario::Contention(args) => {
             check_targets(&args.common)?;
