@@ -106,7 +106,8 @@ local function idempotency_key(canvas, gen, user, key)
 end
 
 -- What is new since the generation and seq the fold knew: the ops after it when they are all kept (the ops
--- stream keeps them back to the newest snapshot), else a read of the whole canvas.
+-- stream keeps them back to the history's floor, which is never above the newest snapshot), else a read of
+-- the whole canvas.
 local function moved(canvas, h, known_gen, known_seq)
   if not h or h.gen ~= known_gen or known_seq < h.snap or known_seq > h.seq then
     return { 'w' }
@@ -123,14 +124,15 @@ local function moved(canvas, h, known_gen, known_seq)
 end
 
 -- A new head, in a generation never used before by any canvas (so a canvas forgotten when idle and created
--- again starts a new epoch), added to the index of canvases.
+-- again starts a new epoch), added to the index of canvases; its history starts now, from seq 0.
 local function create_head(canvas)
   redis.call('ZADD', 'relay:canvases', 0, canvas)
   local h = { created = true }
   h.gen = redis.call('INCR', 'relay:generations')
-  for _, name in ipairs({ 'seq', 'rev', 'version', 'bytes', 'objects', 'connections', 'users', 'snap' }) do
+  for _, name in ipairs({ 'seq', 'rev', 'version', 'bytes', 'objects', 'connections', 'users', 'snap', 'hfrom' }) do
     h[name] = 0
   end
+  h.genat = now
   return h
 end
 
