@@ -246,3 +246,5 @@ fn history_due(value: &Value) -> Option<HistoryDue> {
     })
 }
 
+#[cfg(test)]
+mod tests;

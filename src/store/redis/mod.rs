@@ -38,6 +38,8 @@ mod reader;
 mod reads;
 mod scripts;
 mod store;
+#[cfg(test)]
+mod testing;
 mod upkeep;
 
 use std::sync::Arc;
