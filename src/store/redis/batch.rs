@@ -73,7 +73,12 @@ pub(super) fn encode(invocation: &mut Args, writes: &Writes<'_>) {
             .arg(entry.data.get())
             .arg(entry.conn.map_or_else(String::new, |conn| conn.to_string()))
             .arg(encode_optional(entry.reference))
-            .arg(if entry.changes_objects { "1" } else { "0" });
+            .arg(match (entry.restore, entry.changes_objects) {
+                // A restore's ops all change the objects (the fold makes no other).
+                (true, _) => "2",
+                (false, true) => "1",
+                (false, false) => "0",
+            });
     }
     for write in writes.conns {
         match write {

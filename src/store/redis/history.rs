@@ -1,59 +1,250 @@
-//! Redis's side of history (see `crate::store::history`). Not built yet: every call answers that.
+//! Redis's side of history (see `crate::store::history`; the keys are described at the end of
+//! `lua/common.lua`): a canvas's snapshots kept past the newest, indexed by seq with the commit time of
+//! their seq, their size and an optional name, and the floor its ops stream is kept back to. Every read and
+//! write of it is one script; a snapshot's blob goes to a key of its own with a plain SET beside the script
+//! (no script holds Redis while megabytes go in) and is read with one GET after it, as joins read theirs
+//! (`reads.rs`). What to keep as snapshots age is the core's (`core::history`); this only keeps and drops.
 
 use bytes::Bytes;
+use redis::Value;
 
-use super::RedisStore;
+use super::entry::{array, head, int, log_entries, optional, string, text, uint};
+use super::keys;
+use super::reads::{MAX_UP_TO, SNAPSHOT_TRIES};
+use super::scripts::{FORK, HISTORY_DUE, NAME_VERSION, READ_AT, THIN, UNNAME_VERSION, VERSIONS};
+use super::{malformed, unavailable, RedisStore};
 use crate::protocol::CanvasId;
 use crate::store::history::{AtRead, Fork, HistoryDue, Named, Thinning, Version};
-use crate::store::{BusError, Unavailable};
+use crate::store::{epoch, BusError, Unavailable};
 
-fn not_yet() -> BusError {
-    Unavailable::UnexpectedReply("history on Redis is not built yet").into()
-}
+/// How long a snapshot's blob written before the script that keeps it lives if this instance dies in
+/// between.
+pub(super) const UNCLAIMED_SNAPSHOT_MS: u64 = 60_000;
+
+/// The largest page a script is asked for (Redis reads a LIMIT's count as a signed 64-bit number).
+const MAX_LIMIT: usize = i64::MAX as usize;
 
 impl RedisStore {
-    pub(super) async fn history_read_at(&self, _canvas: &CanvasId, _at: u64) -> Result<AtRead, BusError> {
-        Err(not_yet())
+    /// Writes a snapshot's blob to `key` with an expiry, for a script to keep (or delete).
+    pub(super) async fn unclaimed_snapshot(&self, key: &str, json: &[u8]) -> Result<(), BusError> {
+        redis::cmd("SET")
+            .arg(key)
+            .arg(json)
+            .arg("PX")
+            .arg(UNCLAIMED_SNAPSHOT_MS)
+            .query_async(&mut self.inner.state_conn.clone())
+            .await
+            .map_err(unavailable)
     }
 
+    /// `read_at.lua`, then the snapshot's blob; read again from the start if a thinning dropped the
+    /// snapshot in between.
+    pub(super) async fn history_read_at(&self, canvas: &CanvasId, at: u64) -> Result<AtRead, BusError> {
+        let at = at.min(MAX_UP_TO);
+        for _ in 0..SNAPSHOT_TRIES {
+            let reply: Value = self
+                .read_twice(|mut conn| {
+                    let mut invocation = READ_AT.prepare_invoke();
+                    invocation.arg(canvas.as_str()).arg(at);
+                    async move { invocation.invoke_async(&mut conn).await }
+                })
+                .await?;
+            let (mut read, snapshot) = parse_at(canvas, &reply).ok_or_else(|| malformed("a read at a seq"))?;
+            let Some((seq, key)) = snapshot else { return Ok(read) };
+            if let Some(snapshot) = self.snapshot_blob(seq, &key).await? {
+                read.snapshot = Some(snapshot);
+                return Ok(read);
+            }
+        }
+        tracing::warn!(%canvas, at, "the snapshot of a read at a seq kept going while it was read");
+        Err(Unavailable::JoinRaced.into())
+    }
+
+    /// `versions.lua`.
     pub(super) async fn history_versions(
         &self,
-        _canvas: &CanvasId,
-        _generation: u64,
-        _before: u64,
-        _limit: usize,
+        canvas: &CanvasId,
+        generation: u64,
+        before: u64,
+        limit: usize,
     ) -> Result<Vec<Version>, BusError> {
-        Err(not_yet())
+        if limit == 0 || before == 0 {
+            return Ok(Vec::new());
+        }
+        let reply: Value = VERSIONS
+            .arg(canvas.as_str())
+            .arg(generation)
+            .arg(before.min(MAX_UP_TO))
+            .arg(limit.min(MAX_LIMIT))
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        versions(&reply).ok_or_else(|| malformed("a page of versions"))
     }
 
+    /// The blob to a key of its own, then `name_version.lua`, which keeps it only if no snapshot is kept at
+    /// that seq (naming that one instead).
     pub(super) async fn history_name(
         &self,
-        _canvas: &CanvasId,
-        _at: (u64, u64),
-        _name: &str,
-        _json: Bytes,
+        canvas: &CanvasId,
+        (generation, seq): (u64, u64),
+        name: &str,
+        json: Bytes,
     ) -> Result<Named, BusError> {
-        Err(not_yet())
+        let key = keys::snapshot(canvas, generation, seq, &nonce());
+        self.unclaimed_snapshot(&key, &json).await?;
+        let named: i64 = NAME_VERSION
+            .arg(canvas.as_str())
+            .arg(generation)
+            .arg(seq.min(MAX_UP_TO))
+            .arg(name)
+            .arg(&key)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(match named {
+            1 => Named::Done,
+            _ => Named::Moved,
+        })
     }
 
-    pub(super) async fn history_unname(&self, _canvas: &CanvasId, _at: (u64, u64)) -> Result<bool, BusError> {
-        Err(not_yet())
+    /// `unname_version.lua`.
+    pub(super) async fn history_unname(
+        &self,
+        canvas: &CanvasId,
+        (generation, seq): (u64, u64),
+    ) -> Result<bool, BusError> {
+        let removed: i64 = UNNAME_VERSION
+            .arg(canvas.as_str())
+            .arg(generation)
+            .arg(seq)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(removed == 1)
     }
 
-    pub(super) async fn history_fork(&self, _to: &CanvasId, _fork: Fork) -> Result<Option<String>, BusError> {
-        Err(not_yet())
+    /// The blob to a key of its own, then `fork.lua`: the new generation's epoch, `None` when `to` exists.
+    pub(super) async fn history_fork(&self, to: &CanvasId, fork: Fork) -> Result<Option<String>, BusError> {
+        let key = keys::fork_snapshot(to, &nonce());
+        self.unclaimed_snapshot(&key, &fork.json).await?;
+        let reply: Value = FORK
+            .arg(to.as_str())
+            .arg(&key)
+            .arg(fork.objects)
+            .arg(fork.bytes)
+            .arg(self.inner.settings.forget_after_ms)
+            .arg(RedisStore::candidate())
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        match array(&reply).ok_or_else(|| malformed("a fork"))? {
+            [] => Ok(None),
+            [store_epoch, generation] => {
+                let (Some(store_epoch), Some(generation)) = (string(store_epoch), uint(generation)) else {
+                    return Err(malformed("a fork"));
+                };
+                let inner = &self.inner;
+                inner.link.observe_epoch(&store_epoch, &inner.hub);
+                Ok(Some(epoch(&store_epoch, generation)))
+            }
+            _ => Err(malformed("a fork")),
+        }
     }
 
-    pub(super) async fn history_due(&self, _before: i64, _limit: usize) -> Result<Vec<HistoryDue>, BusError> {
-        Ok(Vec::new())
+    /// `history_due.lua`.
+    pub(super) async fn history_due(&self, before: i64, limit: usize) -> Result<Vec<HistoryDue>, BusError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let reply: Value = HISTORY_DUE
+            .arg(before)
+            .arg(limit.min(MAX_LIMIT))
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        let due = array(&reply).ok_or_else(|| malformed("canvases due for thinning"))?;
+        let parsed = due.iter().filter_map(|value| {
+            let canvas = history_due(value);
+            if canvas.is_none() {
+                tracing::error!(?value, "a canvas due for thinning this relay did not write; skipped");
+            }
+            canvas
+        });
+        Ok(parsed.collect())
     }
 
+    /// `thin.lua`.
     pub(super) async fn history_thin(
         &self,
-        _canvas: &CanvasId,
-        _generation: u64,
-        _thinning: Thinning,
+        canvas: &CanvasId,
+        generation: u64,
+        thinning: Thinning,
     ) -> Result<(), BusError> {
-        Err(not_yet())
+        let mut invocation = THIN.prepare_invoke();
+        invocation.arg(canvas.as_str()).arg(generation).arg(thinning.floor.min(MAX_UP_TO));
+        for seq in &thinning.drop {
+            invocation.arg(*seq);
+        }
+        let _dropped: i64 = invocation.invoke_async(&mut self.conn()).await.map_err(unavailable)?;
+        Ok(())
     }
 }
+
+/// A part of a snapshot's key no other write picks.
+pub(super) fn nonce() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..12].to_owned()
+}
+
+/// `read_at.lua`'s reply, and the snapshot's seq and key to fetch when there is one.
+fn parse_at(canvas: &CanvasId, reply: &Value) -> Option<(AtRead, Option<(u64, String)>)> {
+    match array(reply)? {
+        [kind] if uint(kind)? == 0 => Some((AtRead::default(), None)),
+        [kind, head_reply, floor, seq, key, ops] if uint(kind)? == 1 => {
+            let read = AtRead {
+                head: Some(head(head_reply)?),
+                floor: uint(floor)?,
+                snapshot: None,
+                ops: log_entries(canvas, ops),
+            };
+            let key = string(key)?;
+            let snapshot = (!key.is_empty()).then(|| uint(seq).map(|seq| (seq, key))).flatten();
+            Some((read, snapshot))
+        }
+        _ => None,
+    }
+}
+
+/// Versions as `versions_of` in `common.lua` writes them: seq, ts, bytes, encoded name.
+fn versions(value: &Value) -> Option<Vec<Version>> {
+    let items = array(value)?;
+    if items.len() % 4 != 0 {
+        return None;
+    }
+    items
+        .chunks_exact(4)
+        .map(|version| {
+            Some(Version {
+                seq: uint(&version[0])?,
+                ts: int(&version[1])?,
+                bytes: uint(&version[2])?,
+                name: optional(text(&version[3])?).map(str::to_owned),
+            })
+        })
+        .collect()
+}
+
+/// One canvas of `history_due.lua`'s reply: canvas, generation, floor, genat, versions.
+fn history_due(value: &Value) -> Option<HistoryDue> {
+    let [canvas, generation, floor, started, listed] = array(value)? else { return None };
+    Some(HistoryDue {
+        canvas: CanvasId::parse(text(canvas)?).ok()?,
+        generation: uint(generation)?,
+        floor: uint(floor)?,
+        started: int(started)?,
+        versions: versions(listed)?,
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -35,6 +35,11 @@ pub fn snapshot(canvas: &CanvasId, generation: u64, seq: u64, nonce: &str) -> St
     canvas_key(canvas, &format!("snap:{generation}-{seq}-{nonce}"))
 }
 
+/// Where the first snapshot of a fork is written (its generation is the script's to pick).
+pub fn fork_snapshot(canvas: &CanvasId, nonce: &str) -> String {
+    canvas_key(canvas, &format!("snap:fork-{nonce}"))
+}
+
 /// Present while `user` is blocked from `canvas` (it expires when the block ends).
 pub fn block(canvas: &CanvasId, user: &UserId) -> String {
     canvas_key(canvas, &format!("block:{}", user.as_str()))

@@ -13,6 +13,9 @@
 //!   (a compare-and-set at its seq keeps it: `Store::put_snapshot`); a read is one script (head,
 //!   connections, the snapshot's key, the ops after it) and one GET of the blob. No script reads a whole
 //!   state, so Redis is never held for long.
+//! - **History** (`history.rs`): older snapshots stay indexed by seq with their time, size and name, and
+//!   the ops stream keeps the object ops back to the history's floor; reads at a seq, naming, forks and
+//!   thinning are each one script (the blobs beside them, as above).
 //! - **Delivery without polling.** Each process blocks in one XREAD over the logs of the canvases it has
 //!   clients on (`reader.rs`), from where each room has delivered.
 //! - **Upkeep** (`upkeep.rs`): heartbeats (which also catch a Redis that lost writes: a new store epoch,
@@ -35,6 +38,8 @@ mod reader;
 mod reads;
 mod scripts;
 mod store;
+#[cfg(test)]
+mod testing;
 mod upkeep;
 
 use std::sync::Arc;
@@ -107,6 +112,12 @@ struct Settings {
     presence_timeout_ms: i64,
     /// `--cleanup-batch`: what one cleanup script looks at, at most.
     cleanup_batch: u32,
+    /// `--history-retention` (0: no history): whether a new snapshot leaves the older ones for thinning.
+    history_ms: i64,
+    /// How long after its last commit a canvas with neither objects nor connections may be forgotten, as
+    /// the fold's rules say (`Config::forget_after`): what an empty fork and a layout-3 canvas that was
+    /// expiring get.
+    forget_after_ms: i64,
 }
 
 struct Inner {
@@ -140,8 +151,10 @@ impl RedisStore {
             retention_ms: config.consumers.retention().map_or(0, |r| r.as_millis().max(1) as i64),
             presence_timeout_ms: config.presence_timeout.as_millis() as i64,
             cleanup_batch: config.cleanup_batch,
+            history_ms: config.history_retention.as_millis().min(i64::MAX as u128) as i64,
+            forget_after_ms: config.forget_after().as_millis().min(i64::MAX as u128) as i64,
         };
-        migrate::run(&mut conn.clone(), settings.forget_after_ms()).await?;
+        migrate::run(&mut conn.clone(), settings.forget_after_ms).await?;
         let (hub, metrics) = (setup.hub().clone(), setup.metrics().clone());
         let stop_reader = CancellationToken::new();
         let store = RedisStore {
@@ -200,12 +213,6 @@ impl Settings {
     /// How long any entry is kept at most: the TTL, or the webhook's retention if longer.
     fn keep_ms(&self) -> i64 {
         self.ttl_ms.max(self.retention_ms)
-    }
-
-    /// How long after its last commit a canvas with neither objects nor connections may be forgotten, as
-    /// the fold's rules say (`core::committer::Setup`): what a layout-3 canvas that was expiring gets.
-    fn forget_after_ms(&self) -> i64 {
-        self.ttl_ms + self.keep_ms()
     }
 }
 

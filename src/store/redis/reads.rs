@@ -15,8 +15,8 @@ use crate::store::records::{ConnRow, Head, LogEntry};
 use crate::store::{BusError, CanvasRead, SnapshotRead, Unavailable, Want, Whose};
 
 /// How many times a read of a canvas starts over when a newer snapshot replaced the one it found (the old
-/// one stays readable for a while after, so once is nearly always enough).
-const SNAPSHOT_TRIES: usize = 5;
+/// one stays readable for a while after, so once is nearly always enough), or a thinning dropped it.
+pub(super) const SNAPSHOT_TRIES: usize = 5;
 
 /// How long a replaced snapshot stays readable: a reader that found its key just before reads it still.
 pub(super) const SNAPSHOT_GRACE_MS: u64 = 30_000;
@@ -24,8 +24,8 @@ pub(super) const SNAPSHOT_GRACE_MS: u64 = 30_000;
 /// Connections read per command from an index of connections.
 const INDEX_CHUNK: usize = 1000;
 
-/// The largest `up_to` a script is given: Lua's numbers are doubles, exact up to 2^53.
-const MAX_UP_TO: u64 = 1 << 53;
+/// The largest `up_to` (or seq) a script is given: Lua's numbers are doubles, exact up to 2^53.
+pub(super) const MAX_UP_TO: u64 = 1 << 53;
 
 /// A canvas read by `read_canvas.lua`, and the snapshot's seq and key when the objects are wanted.
 type ScriptRead = (CanvasRead, Option<(u64, String)>);
@@ -49,19 +49,21 @@ impl RedisStore {
                 .await?;
             let (mut read, snapshot) = parse_read(canvas, &reply).ok_or_else(|| malformed("a canvas read"))?;
             let Some((seq, key)) = snapshot else { return Ok(read) };
-            let blob: Option<Vec<u8>> = self
-                .read_twice(|mut conn| {
-                    let key = key.clone();
-                    async move { redis::cmd("GET").arg(key).query_async(&mut conn).await }
-                })
-                .await?;
-            if let Some(blob) = blob {
-                read.snapshot = Some(SnapshotRead { seq, json: Bytes::from(blob) });
+            if let Some(snapshot) = self.snapshot_blob(seq, &key).await? {
+                read.snapshot = Some(snapshot);
                 return Ok(read);
             }
         }
         tracing::warn!(%canvas, "the canvas's snapshot kept being replaced while it was read");
         Err(Unavailable::JoinRaced.into())
+    }
+
+    /// The blob of the snapshot at `seq` a script named, by its key: `None` when it went in between (a
+    /// replaced one past its grace, a thinned one).
+    pub(super) async fn snapshot_blob(&self, seq: u64, key: &str) -> Result<Option<SnapshotRead>, BusError> {
+        let blob: Option<Vec<u8>> =
+            self.read_twice(|mut conn| async move { redis::cmd("GET").arg(key).query_async(&mut conn).await }).await?;
+        Ok(blob.map(|blob| SnapshotRead { seq, json: Bytes::from(blob) }))
     }
 
     /// The entries of `generation` with `after < seq <= upto`, at most `limit`, in seq order: one XRANGE.

@@ -37,6 +37,20 @@ scripts! {
     HEADS = "lua/heads.lua";
     /// Canvases with object ops after their newest snapshot, quiet since a time.
     STALE = "lua/stale.lua";
+    /// A canvas at one seq of its history: head, floor, the nearest snapshot's key and the ops after it.
+    READ_AT = "lua/read_at.lua";
+    /// A page of a canvas's kept snapshots, newest first.
+    VERSIONS = "lua/versions.lua";
+    /// Names a version, keeping a snapshot already written to its key if none is kept at its seq.
+    NAME_VERSION = "lua/name_version.lua";
+    /// Takes a version's name off.
+    UNNAME_VERSION = "lua/unname_version.lua";
+    /// A new generation of a canvas that has no seq, object or connection, from a snapshot already written.
+    FORK = "lua/fork.lua";
+    /// Canvases whose history may be thinned, with their snapshots.
+    HISTORY_DUE = "lua/history_due.lua";
+    /// Drops a canvas's aged snapshots and raises its history's floor.
+    THIN = "lua/thin.lua";
     /// An instance's heartbeat, the store's epoch and write count, and the live instances.
     HEARTBEAT = "lua/heartbeat.lua";
     /// A new store epoch after Redis lost writes.

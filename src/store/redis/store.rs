@@ -5,6 +5,7 @@
 use async_trait::async_trait;
 use bytes::Bytes;
 
+use super::history::nonce;
 use super::reads::SNAPSHOT_GRACE_MS;
 use super::scripts::SNAPSHOT;
 use super::{keys, unavailable, RedisStore};
@@ -13,9 +14,6 @@ use crate::store::figures::BusFigures;
 use crate::store::history::{AtRead, Fork, HistoryDue, Named, Thinning, Version};
 use crate::store::records::{ConnRow, Head, LogEntry};
 use crate::store::{BusError, CanvasRead, CanvasReader, Instance, Post, Store, Want, Whose};
-
-/// How long a snapshot's blob written before its compare-and-set lives if this instance dies in between.
-const UNCLAIMED_SNAPSHOT_MS: u64 = 60_000;
 
 #[async_trait]
 impl CanvasReader for RedisStore {
@@ -55,24 +53,17 @@ impl Store for RedisStore {
 
     /// The blob to a key of its own first (a plain SET: no script holds Redis while megabytes go in),
     /// expiring unless `snapshot.lua` then keeps it: only if it is newer than the newest of its generation
-    /// and at or below the head.
+    /// and at or below the head. With history, the older ones stay for thinning.
     async fn put_snapshot(&self, canvas: &CanvasId, generation: u64, seq: u64, json: Bytes) -> Result<bool, BusError> {
-        let nonce = uuid::Uuid::new_v4().simple().to_string();
-        let key = keys::snapshot(canvas, generation, seq, &nonce[..12]);
-        let () = redis::cmd("SET")
-            .arg(&key)
-            .arg(&json[..])
-            .arg("PX")
-            .arg(UNCLAIMED_SNAPSHOT_MS)
-            .query_async(&mut self.inner.state_conn.clone())
-            .await
-            .map_err(unavailable)?;
+        let key = keys::snapshot(canvas, generation, seq, &nonce());
+        self.unclaimed_snapshot(&key, &json).await?;
         let kept: i64 = SNAPSHOT
             .arg(canvas.as_str())
             .arg(generation)
             .arg(seq)
             .arg(&key)
             .arg(SNAPSHOT_GRACE_MS)
+            .arg(if self.inner.settings.history_ms > 0 { "1" } else { "0" })
             .invoke_async(&mut self.conn())
             .await
             .map_err(unavailable)?;

@@ -59,7 +59,8 @@ impl RedisStore {
     /// Trims the canvas logs that are due (the TTL; what the webhook has not delivered stays up to its
     /// retention), then the log of every canvas (the TTL), then forgets idle canvases past their forget
     /// time. Expired idempotency keys, blocks, cursor streams and batch markers expire by themselves. Object
-    /// ops are kept back to the newest snapshot by the snapshot's own compare-and-set (`snapshot.lua`).
+    /// ops are kept back to the history's floor: the ops stream is trimmed where the floor moves
+    /// (`snapshot.lua` without history, `thin.lua` as the core thins it).
     pub(super) async fn clean(&self) -> Result<usize, BusError> {
         let settings = self.inner.settings;
         let limit = settings.cleanup_batch as i64;

@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::store::redis::entry::bulk;
+use crate::store::redis::testing::Server;
 
 /// An entry of `relay:stream` as `log_everywhere` writes it.
 fn global(id: &str, canvas: &str, seq: u64) -> Value {
@@ -48,44 +49,6 @@ fn a_reader_before_the_newest_trimmed_id_has_a_gap_and_no_other_does() {
     let (_, page) = log_page(&reply("0-0", "0-0", vec![]), (0, 0)).unwrap();
     assert_eq!(page.oldest, None, "an empty log has no gap");
     assert!(log_page(&Value::Nil, (0, 0)).is_none());
-}
-
-/// A `redis-server` of this test's own on a free loopback port, killed when dropped.
-struct Server(std::process::Child, u16);
-
-impl Server {
-    /// `None` when Redis tests are skipped (`RELAY_SKIP_REDIS_TESTS=1`).
-    fn start() -> Option<Server> {
-        if std::env::var("RELAY_SKIP_REDIS_TESTS").is_ok_and(|v| v == "1") {
-            eprintln!("RELAY_SKIP_REDIS_TESTS=1: skipping a Redis test");
-            return None;
-        }
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let child = std::process::Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("redis-server is not installed: run the README's test command, or set RELAY_SKIP_REDIS_TESTS=1");
-        Some(Server(child, port))
-    }
-
-    async fn connection(&self) -> redis::aio::MultiplexedConnection {
-        let client = redis::Client::open(format!("redis://127.0.0.1:{}/0", self.1)).unwrap();
-        for _ in 0..500 {
-            if let Ok(conn) = client.get_multiplexed_async_connection().await {
-                return conn;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
-        panic!("redis-server did not start");
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 fn at(generation: u64, seq: u64, inflight: Option<u64>) -> Position {

@@ -23,11 +23,12 @@
 --   created again starts its rev over), the head's bytes, objects, connections and users as staged,
 --   forget_after ('' for none), then how many entries, connection writes and keys follow; per entry 6:
 --   type, from, data, conn ('' for none), ref ('' for none, else '=' and the ref), changes objects ('1' or
---   '0'); per connection write 6: 'p' (put) or 'r' (remove), conn, instance, user, then for a put the
---   encoded name and opened, for a remove '' and unless_alive_within ('' for none, else ms: a survivor's
---   expiry, applied only if the row's instance has had no heartbeat for that long); per key 3: user, key,
---   the entry it names (0-based; '' for a key only checked: its publish was refused by the state, and is
---   a duplicate if the key is taken; nothing is kept for it).
+--   '0', or '2' for an object op of a restore, which changes the objects and is marked `x` 1 in the log
+--   and the ops stream); per connection write 6: 'p' (put) or 'r' (remove), conn, instance, user, then
+--   for a put the encoded name and opened, for a remove '' and unless_alive_within ('' for none, else ms:
+--   a survivor's expiry, applied only if the row's instance has had no heartbeat for that long); per key
+--   3: user, key, the entry it names (0-based; '' for a key only checked: its publish was refused by the
+--   state, and is a duplicate if the key is taken; nothing is kept for it).
 -- Returns { 'ok', epoch, writes, now, then per canvas one of:
 --   { 'p', head..., first seq }: applied (head: gen, seq, rev, version, bytes, objects, connections,
 --     users, as kept now),
@@ -67,7 +68,7 @@ while at <= #ARGV do
     local e = at + PART
     for k = 0, ne - 1 do
       local changes = ARGV[e + 6 * k + 5]
-      ok = ok and (changes == '1' or changes == '0')
+      ok = ok and (changes == '1' or changes == '0' or changes == '2')
     end
     local c = e + 6 * ne
     for k = 0, nc - 1 do
@@ -105,7 +106,8 @@ local function idempotency_key(canvas, gen, user, key)
 end
 
 -- What is new since the generation and seq the fold knew: the ops after it when they are all kept (the ops
--- stream keeps them back to the newest snapshot), else a read of the whole canvas.
+-- stream keeps them back to the history's floor, which is never above the newest snapshot), else a read of
+-- the whole canvas.
 local function moved(canvas, h, known_gen, known_seq)
   if not h or h.gen ~= known_gen or known_seq < h.snap or known_seq > h.seq then
     return { 'w' }
@@ -122,14 +124,15 @@ local function moved(canvas, h, known_gen, known_seq)
 end
 
 -- A new head, in a generation never used before by any canvas (so a canvas forgotten when idle and created
--- again starts a new epoch), added to the index of canvases.
+-- again starts a new epoch), added to the index of canvases; its history starts now, from seq 0.
 local function create_head(canvas)
   redis.call('ZADD', 'relay:canvases', 0, canvas)
   local h = { created = true }
   h.gen = redis.call('INCR', 'relay:generations')
-  for _, name in ipairs({ 'seq', 'rev', 'version', 'bytes', 'objects', 'connections', 'users', 'snap' }) do
+  for _, name in ipairs({ 'seq', 'rev', 'version', 'bytes', 'objects', 'connections', 'users', 'snap', 'hfrom' }) do
     h[name] = 0
   end
+  h.genat = now
   return h
 end
 
@@ -198,10 +201,13 @@ local function append(p, canvas, h)
     local kind, from, data = ARGV[w], ARGV[w + 1], ARGV[w + 2]
     h.seq = h.seq + 1
     local id = entry_id(h.gen, h.seq)
+    -- `ts` first: cleanup reads an entry's time there. A restore's op is marked last.
+    local restore = ARGV[w + 5] == '2' and { 'x', '1' } or {}
     redis.call('XADD', log, id, 'ts', now, 's', h.seq, 't', kind, 'f', from, 'd', data, 'i', instance,
-      'c', ARGV[w + 3], 'r', ARGV[w + 4])
-    if ARGV[w + 5] == '1' then
-      redis.call('XADD', ops, id, 'ts', now, 's', h.seq, 't', kind, 'f', from, 'd', data, 'i', instance)
+      'c', ARGV[w + 3], 'r', ARGV[w + 4], unpack(restore))
+    if ARGV[w + 5] ~= '0' then
+      redis.call('XADD', ops, id, 'ts', now, 's', h.seq, 't', kind, 'f', from, 'd', data, 'i', instance,
+        unpack(restore))
       h.version = h.seq
     end
     log_everywhere(canvas, h.gen, h.seq, kind, from, data, now)

@@ -1,7 +1,9 @@
 -- Forgets the canvases whose forget time has passed (`relay:forget`; the head's `forget_at` is the truth:
 -- a commit since moved or cleared it): a canvas left with neither objects nor connections, idle since. Its
 -- keys go (UNLINK: freed off Redis's main thread) and it leaves every index; created again, it starts in a
--- new generation. One whose log still holds an entry kept for the webhook waits until it is not. At most
+-- new generation. One whose log still holds an entry kept for the webhook waits until it is not; one with
+-- a named version is not forgotten (it leaves the index until its last name goes: `unname_version.lua`),
+-- and one forgotten loses its whole history. At most
 -- `limit` canvases are looked at per call (each one is forgotten, or leaves the index, or is scored past
 -- now), so the caller calls again while a call says more may be due.
 -- ARGV: keep_ms (how long any entry is kept at most: the TTL, or the webhook's retention if longer), limit
@@ -19,14 +21,14 @@ for _, canvas in ipairs(due) do
     redis.call('ZREM', 'relay:forget', canvas)
   elseif h.forget_at > now or kept_until > now then
     redis.call('ZADD', 'relay:forget', math.max(h.forget_at, kept_until), canvas)
+  elseif redis.call('EXISTS', canvas_key(canvas, 'vnames')) == 1 then
+    redis.call('ZREM', 'relay:forget', canvas)
   else
     local keys = { 'head', 'log', 'ops', 'conns', 'pstates', 'webhook', 'cursors' }
     for k, part in ipairs(keys) do
       keys[k] = canvas_key(canvas, part)
     end
-    if h.snapkey then
-      keys[#keys + 1] = h.snapkey
-    end
+    drop_history(canvas, h)
     redis.call('UNLINK', unpack(keys))
     for _, index in ipairs({ 'relay:canvases', 'relay:forget', 'relay:trim', 'relay:unsnapped' }) do
       redis.call('ZREM', index, canvas)

@@ -1,6 +1,7 @@
 -- Canvases with object ops after their newest snapshot and no commit since a time (`relay:unsnapped`, scored
--- by the last commit), for cleanup to snapshot, so that their ops stream can go. An entry whose canvas has
--- no such ops any more (snapshotted since, forgotten) leaves the index here.
+-- by the last commit), for cleanup to snapshot, so that a join reads a snapshot rather than the ops (and,
+-- without history, the ops stream can go). An entry whose canvas has no such ops any more (snapshotted
+-- since, forgotten) leaves the index here.
 -- ARGV: before (unix ms, exclusive), limit
 -- Returns: the canvases
 
