@@ -206,7 +206,8 @@ async fn a_redis_restored_from_an_older_snapshot_is_caught_and_every_client_relo
 async fn the_log_is_trimmed_by_the_ttl_and_object_ops_are_kept_back_to_the_newest_snapshot() {
     const TTL_MS: i64 = 1000;
     let Some(redis) = RedisServer::start(true).await else { return };
-    let args = ["--message-ttl", "1s", "--cleanup-interval", "100ms"];
+    // Without history (kept, the ops go back to its floor instead: tests/history.rs).
+    let args = ["--message-ttl", "1s", "--cleanup-interval", "100ms", "--history-retention", "0"];
     let a = Instance::start_on_redis(&redis.url(), &args).await;
     let mut ann = a.connect("trim", "ann").await;
     ann.publish("object-create", json!({"id": "o1"}), "c").await;
