@@ -1,7 +1,7 @@
 -- canvas-relay: the whole current schema (what migrations/ builds, in order). Read this to know the tables;
 -- change the schema by adding a numbered file to migrations/ and updating this file to match
 -- (a unit test in src/store/sqlite/schema.rs checks the two agree). Times are unix milliseconds.
-PRAGMA user_version = 11;
+PRAGMA user_version = 12;
 
 CREATE TABLE meta (
     key   TEXT PRIMARY KEY,
@@ -24,17 +24,24 @@ CREATE TABLE canvases (
     objects INTEGER NOT NULL DEFAULT 0,
     connections INTEGER NOT NULL DEFAULT 0,
     users INTEGER NOT NULL DEFAULT 0,
-    -- the newest snapshot's seq (of this generation): the object ops after it are kept whatever the TTL
+    -- the newest snapshot's seq (of this generation)
     snap_seq INTEGER NOT NULL DEFAULT 0,
     -- up to where cleanup dropped object ops (of this generation)
     pruned_seq INTEGER NOT NULL DEFAULT 0,
     -- an empty canvas (no objects, no connections) is forgotten forget_after ms after its last commit
     forget_after INTEGER,
-    forget_at INTEGER
+    forget_at INTEGER,
+    -- 0012: history's floor (every state from it to the head is kept, and the object ops after it,
+    -- whatever the TTL; 0 while the generation's start is), when the generation started, and when its
+    -- history was last thinned
+    hist_seq INTEGER NOT NULL DEFAULT 0,
+    gen_at INTEGER NOT NULL DEFAULT 0,
+    thinned_at INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;
 CREATE INDEX idx_canvases_updated_at ON canvases (updated_at);
 CREATE INDEX idx_canvases_forget_at ON canvases (forget_at) WHERE forget_at IS NOT NULL;
 CREATE INDEX idx_canvases_stale ON canvases (updated_at) WHERE state_seq > snap_seq;
+CREATE INDEX idx_canvases_history ON canvases (thinned_at) WHERE hist_seq < snap_seq;
 
 CREATE TABLE message_queue (
     id              INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -49,12 +56,13 @@ CREATE TABLE message_queue (
     generation      INTEGER NOT NULL DEFAULT 0,
     -- when cleanup may delete it: expires_at, or later while a webhook has not delivered it
     purge_at        INTEGER NOT NULL DEFAULT 0,
-    -- 0011: 1 for an object op the fold applied: kept past purge_at until a snapshot covers it
+    -- 0011: 1 for an object op the fold applied (0012: 2 for one a restore logged): kept past purge_at
+    -- while it is above its canvas's history floor (hist_seq)
     op              INTEGER NOT NULL DEFAULT 0
 );
 CREATE UNIQUE INDEX idx_message_queue_canvas_seq ON message_queue (canvas_id, seq, generation);
 CREATE INDEX idx_message_queue_purge_at ON message_queue (purge_at);
-CREATE INDEX idx_message_queue_ops ON message_queue (canvas_id, generation, seq) WHERE op = 1;
+CREATE INDEX idx_message_queue_ops ON message_queue (canvas_id, generation, seq) WHERE op > 0;
 
 CREATE TABLE canvas_watermarks (
     id                 INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -163,5 +171,8 @@ CREATE TABLE snapshots (
     created_at INTEGER NOT NULL,
     -- the objects' JSON, {"id":object,...} in id order, as the fold writes it
     json       BLOB NOT NULL,
+    -- 0012: the commit time of its seq, and its name for a named version (kept until unnamed)
+    ts         INTEGER NOT NULL DEFAULT 0,
+    name       TEXT,
     UNIQUE (canvas_id, generation, seq)
 );

@@ -45,7 +45,9 @@ pub async fn history(args: &HistoryArgs) -> anyhow::Result<()> {
     for i in 0..args.reads {
         let seq = end * i as u64 / (args.reads.max(2) - 1) as u64;
         let started = Instant::now();
-        let (status, body) = request(&targets[i % targets.len()], "GET", &format!("/api/v1/canvases/{canvas}?at={seq}"), key, "").await?;
+        let (status, body) =
+            request(&targets[i % targets.len()], "GET", &format!("/api/v1/canvases/{canvas}?at={seq}"), key, "")
+                .await?;
         reads.push(started.elapsed().as_secs_f64() * 1000.0);
         anyhow::ensure!(status == 200, "?at={seq}: HTTP {status}: {}", &body[..body.len().min(300)]);
         bytes += body.len();
@@ -74,8 +76,10 @@ pub async fn history(args: &HistoryArgs) -> anyhow::Result<()> {
     let last = answer["seq"].as_u64().unwrap_or(0);
     let mut converged = Duration::ZERO;
     for (i, seen) in waiting.into_iter().enumerate() {
-        let (seq, at) = seen?;
-        anyhow::ensure!(seq >= last, "watcher {i} stopped at seq {seq}, before the restore's last, {last}");
+        let seen = seen?;
+        let Some(&(_, at)) = seen.iter().find(|(seq, _)| *seq >= last) else {
+            anyhow::bail!("watcher {i} never got the restore's last seq, {last}");
+        };
         converged = converged.max(at);
     }
     let report = serde_json::json!({
@@ -121,20 +125,20 @@ async fn change(mut socket: Socket, count: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Reads a watcher's frames until it hears nothing for three seconds: the highest seq it got, and when.
-async fn follow(mut socket: Socket, since: Instant) -> anyhow::Result<(u64, Duration)> {
-    let (mut seq, mut at) = (0, Duration::ZERO);
+/// Reads a watcher's frames until it hears nothing for three seconds: each seq it got, and when.
+async fn follow(mut socket: Socket, since: Instant) -> anyhow::Result<Vec<(u64, Duration)>> {
+    let mut seen = Vec::new();
     while let Ok(Some(frame)) = tokio::time::timeout(Duration::from_secs(3), socket.next()).await {
         let Message::Text(text) = frame? else { continue };
         // Only the seq is read: `"seq":N` as the relay writes it, without parsing the frame.
         if let Some(n) = text.split("\"seq\":").nth(1).and_then(|rest| rest.split([',', '}']).next()) {
             if let Ok(n) = n.parse::<u64>() {
-                (seq, at) = (seq.max(n), since.elapsed());
+                seen.push((n, since.elapsed()));
             }
         }
     }
     welcome::close(socket).await;
-    Ok((seq, at))
+    Ok(seen)
 }
 
 /// The canvas's head seq (`GET /api/v1/canvases/{c}/versions` would not say it: the current state's read).
@@ -146,7 +150,13 @@ async fn head(target: &str, canvas: &str, key: Option<&str>) -> anyhow::Result<u
 }
 
 /// One plain HTTP/1.1 request, `Connection: close`: (status, body).
-async fn request(target: &str, method: &str, path: &str, key: Option<&str>, body: &str) -> anyhow::Result<(u16, String)> {
+async fn request(
+    target: &str,
+    method: &str,
+    path: &str,
+    key: Option<&str>,
+    body: &str,
+) -> anyhow::Result<(u16, String)> {
     let mut stream = tokio::net::TcpStream::connect(target).await?;
     let auth = key.map(|key| format!("Authorization: Bearer {key}\r\n")).unwrap_or_default();
     let request = format!(

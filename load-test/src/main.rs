@@ -6,10 +6,10 @@
 
 mod client;
 mod contention;
-mod history;
 mod events;
 mod fill;
 mod flood;
+mod history;
 mod join;
 mod judge;
 mod ledger;

@@ -299,11 +299,12 @@ fn folded(dir: &tempfile::TempDir) -> crate::core::fold::canvas::Canvas {
     crate::core::fold::canvas::Canvas::from_read(read).unwrap()
 }
 
-/// Cleanup as it runs a day from now: everything past its keep time, except what must stay.
+/// Cleanup as it runs eight days from now (past the TTL and a week of history): everything past its keep
+/// time, except what must stay.
 fn clean_up_later(dir: &tempfile::TempDir) {
     let mut conn = file(dir);
     let tx = conn.transaction().unwrap();
-    let later = crate::clock::now_ms() + 86_400_000;
+    let later = crate::clock::now_ms() + 8 * 86_400_000;
     super::jobs::clean_up(&tx, 1000, later, 0).unwrap();
     tx.commit().unwrap();
 }
