@@ -1,6 +1,6 @@
 // The history panel of one board (PROTOCOL.md v1.2 "History", through the SDK's board.history, versions,
 // nameVersion and restore): a "history" button in the board's toolbar opens it in the side column. Open, it
-// lists the canvas's versions, and a slider over the seqs from the oldest one listed to the head shows the board
+// lists the canvas's versions, and a slider over the seqs from 0 to the head shows the board
 // as it was right after the chosen seq, read-only (draw.js's `showPast`); a version clicked moves the slider to
 // it. "name" names the live state, "restore this" brings the canvas back to the state shown (every page
 // converges by the ops the relay logs). Closing it, or restoring, returns to the live board. The SDK sends whatever this
@@ -91,7 +91,9 @@ export function mountHistory(view, { readOnly }) {
     } catch (error) {
       return note(`${error.code}: ${error.message}`);
     }
-    slider.min = String(versions.length ? Math.min(...versions.map((v) => v.seq)) : 0);
+    // From seq 0: history may reach below the oldest listed snapshot (the relay keeps the ops back to its
+    // floor, which it does not list); a seq no longer kept answers history_expired, and the panel says so.
+    slider.min = "0";
     $(".versions").replaceChildren(...versions.map((version) => {
       const item = document.createElement("li");
       const button = document.createElement("button");

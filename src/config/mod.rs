@@ -339,10 +339,15 @@ impl Config {
     }
 
     /// How long after its last commit a canvas left with neither objects nor connections is forgotten: once
-    /// its log has expired for clients and the webhook, and its history (a canvas emptied by a bad bulk
-    /// delete can still be restored).
+    /// its log has expired for clients and the webhook.
     pub fn forget_after(&self) -> Duration {
-        (self.message_ttl + self.keep()).max(self.history_retention)
+        self.message_ttl + self.keep()
+    }
+
+    /// ... or, for one that had objects in its epoch, once its history has expired too (a canvas emptied
+    /// by a bad bulk delete can still be restored).
+    pub fn forget_after_history(&self) -> Duration {
+        self.forget_after().max(self.history_retention)
     }
 
     /// How many bytes of canvas states a process holds in memory at most (the committer's canvases, the

@@ -41,8 +41,13 @@ impl Setup {
         leaving: Arc<Leaving>,
     ) -> Setup {
         // An empty canvas is forgotten once its log is gone for clients and for the webhook.
-        let forget_after = config.forget_after().as_millis() as u64;
-        let rules = Rules { max_state: config.max_canvas_state, instance: Arc::from(instance_id), forget_after };
+        let (forget_after, with_history) = (config.forget_after(), config.forget_after_history());
+        let rules = Rules {
+            max_state: config.max_canvas_state,
+            instance: Arc::from(instance_id),
+            forget_after: forget_after.as_millis() as u64,
+            forget_after_history: with_history.as_millis() as u64,
+        };
         let settings = Settings { rules, max_batch: config.max_batch, local_broadcast: config.local_broadcast };
         let budget = config.state_budget() as u64;
         let policy = SnapshotPolicy { every_ops: config.snapshot_every, every_bytes: config.snapshot_bytes as u64 };

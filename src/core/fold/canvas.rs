@@ -44,6 +44,8 @@ pub struct Rules {
     /// How long after a commit leaves a canvas with neither objects nor connections it may be forgotten
     /// (ms): its log has expired for clients by then, and for the webhook.
     pub forget_after: u64,
+    /// ... and one that had objects in its epoch, once its history has expired too.
+    pub forget_after_history: u64,
 }
 
 /// What staging decided for one publish.
@@ -315,7 +317,9 @@ impl Staging {
             false => canvas.objects.is_empty(),
         };
         let empty = no_objects && canvas.presence.connections() == 0;
-        self.forget_after = empty.then_some(rules.forget_after);
+        let had_objects = canvas.head.version > 0 || self.entries.iter().any(|&(_, changes)| changes);
+        let after = if had_objects { rules.forget_after_history } else { rules.forget_after };
+        self.forget_after = empty.then_some(after);
     }
 }
 

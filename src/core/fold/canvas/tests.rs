@@ -6,7 +6,7 @@ use super::*;
 use crate::protocol::{CanvasId, LoggedMessage};
 
 fn rules() -> Rules {
-    Rules { max_state: 1 << 20, instance: "i1".into(), forget_after: 60_000 }
+    Rules { max_state: 1 << 20, instance: "i1".into(), forget_after: 60_000, forget_after_history: 600_000 }
 }
 
 fn message(kind: &str, data: &str, key: Option<&str>, user: &str) -> Publish {
@@ -204,4 +204,52 @@ fn a_canvas_read_without_its_objects_keeps_its_heads_counts_through_presence_and
     assert_eq!((partial.head.bytes, partial.head.objects, partial.head.connections), (bytes, objects, 1));
     let staging = commit(&mut partial, &[presence(PresenceChange::Disconnect, "ann", ann, None)]);
     assert_eq!(staging.forget_after, None, "its objects are still there: not an empty canvas");
+}
+
+#[test]
+fn a_canvas_emptied_of_its_objects_is_forgotten_only_once_its_history_has_expired() {
+    let mut canvas = Canvas::default();
+    let staging = commit(&mut canvas, &[message("object-create", r#"{"id":"a"}"#, None, "u")]);
+    assert_eq!(staging.forget_after, None);
+    canvas.head.version = canvas.head.seq; // as the store sets it
+    let staging = commit(&mut canvas, &[message("object-delete", r#"{"id":"a"}"#, None, "u")]);
+    assert_eq!(staging.forget_after, Some(600_000), "it can still be restored: kept as long as its history");
+    let staging = Canvas::default().stage(
+        &[&message("object-create", r#"{"id":"b"}"#, None, "u"), &message("object-delete", r#"{"id":"b"}"#, None, "u")],
+        &Told::default(),
+        &rules(),
+    );
+    assert_eq!(staging.forget_after, Some(600_000), "objects in this very commit count too");
+}
+
+#[test]
+fn a_restore_stages_the_ops_from_the_canvas_as_it_stands_to_the_target_in_id_order() {
+    let mut canvas = Canvas::default();
+    let creates = ["a", "b", "c"].map(|id| message("object-create", &format!(r#"{{"id":"{id}","v":1}}"#), None, "u"));
+    commit(&mut canvas, &creates);
+    let target = canvas.objects.clone();
+    let edits = [
+        message("object-update", r#"{"id":"b","v":2}"#, None, "u"),
+        message("object-delete", r#"{"id":"c"}"#, None, "u"),
+        message("object-create", r#"{"id":"d"}"#, None, "u"),
+    ];
+    commit(&mut canvas, &edits);
+    let rules = Rules { max_state: 16, ..rules() }; // far below the target's size: a restore is never refused for it
+    let restore = Publish::restore(CanvasId::parse("c").unwrap(), target.clone(), oneshot::channel().0);
+    let staging = canvas.stage(&[&restore], &Told::default(), &rules);
+    assert_eq!(staging.outcomes, [Staged::Restored { first: 0, ops: 3 }]);
+    let made: Vec<(&str, &str)> = staging.made.iter().map(|(_, made)| (made.kind, made.data.get())).collect();
+    assert_eq!(
+        made,
+        [
+            ("object-create", r#"{"id":"b","v":1}"#),
+            ("object-create", r#"{"id":"c","v":1}"#),
+            ("object-delete", r#"{"id":"d"}"#)
+        ]
+    );
+    assert_eq!(staging.entries, [(0, true), (0, true), (0, true)], "three entries of the one publish");
+    assert_eq!(staging.after.objects, target);
+    let again = staging.after.stage(&[&restore], &Told::default(), &rules);
+    assert_eq!(again.outcomes, [Staged::Restored { first: 0, ops: 0 }], "nothing differs: nothing logged");
+    assert!(!again.writes_anything());
 }
