@@ -56,8 +56,9 @@ CREATE TABLE message_queue (
     generation      INTEGER NOT NULL DEFAULT 0,
     -- when cleanup may delete it: expires_at, or later while a webhook has not delivered it
     purge_at        INTEGER NOT NULL DEFAULT 0,
-    -- 0011: 1 for an object op the fold applied (0012: 2 for one a restore logged): kept past purge_at
-    -- while it is above its canvas's history floor (hist_seq)
+    -- 0011: 1 for an object op the fold applied (0012: 2 for one a restore logged); past purge_at, one
+    -- above its canvas's history floor (hist_seq) is kept for history only, as 3 (4), out of every reader
+    -- of the log, with purge_at at i64::MAX, until the floor passes it
     op              INTEGER NOT NULL DEFAULT 0
 );
 CREATE UNIQUE INDEX idx_message_queue_canvas_seq ON message_queue (canvas_id, seq, generation);

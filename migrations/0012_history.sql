@@ -12,6 +12,7 @@ ALTER TABLE canvases ADD COLUMN gen_at INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE canvases ADD COLUMN thinned_at INTEGER NOT NULL DEFAULT 0;
 UPDATE canvases SET hist_seq = snap_seq, gen_at = created_at;
 CREATE INDEX idx_canvases_history ON canvases (thinned_at) WHERE hist_seq < snap_seq;
--- op = 2: an object op logged by a restore (a client's queue counts a restore's frames as one entry).
+-- op = 2: an object op logged by a restore (a client's queue counts a restore's frames as one entry);
+-- op 3 and 4: those past their keep time that only history keeps (no reader of the log sees them).
 DROP INDEX idx_message_queue_ops;
 CREATE INDEX idx_message_queue_ops ON message_queue (canvas_id, generation, seq) WHERE op > 0;

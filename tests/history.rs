@@ -323,3 +323,20 @@ async fn an_editor_token_may_use_history_on_its_canvas_a_viewer_may_not(store: S
     let (status, _) = a.api("POST", "/api/v1/canvases/guarded/fork", Some(&editor), json!({"to": "mine"})).await;
     assert_eq!(status, 401, "but not fork");
 }
+
+on_both_buses!(history_outlives_the_message_ttl_while_the_log_follows_it);
+async fn history_outlives_the_message_ttl_while_the_log_follows_it(store: Store) {
+    let args = ["--api-key", KEY, "--message-ttl", "1s", "--cleanup-interval", "100ms", "--snapshot-every", "6"];
+    let a = store.start(&args).await;
+    let mut ann = a.connect("aging", "ann").await;
+    let states = edit(&mut ann, 30).await;
+    ann.close().await;
+    eventually("cleanup to drop the expired log", || async { store.logged("aging").await.is_empty() }).await;
+    let (_, log) = a.api("GET", "/api/v1/canvases/aging/messages?since=0", Some(KEY), Value::Null).await;
+    assert_eq!(log["messages"], json!([]), "clients see the log as the TTL leaves it");
+    let b = store.start(&args).await;
+    for seq in 0..states.len() as u64 {
+        let (status, body) = at(&b, "aging", seq).await;
+        assert_eq!((status, objects(&body)), (200, states[seq as usize].clone()), "at {seq}, past the TTL");
+    }
+}

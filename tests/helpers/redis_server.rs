@@ -18,10 +18,13 @@ pub enum Store {
 }
 
 /// The current generation's rows of canvas `?1` in the shared file (see [`Store::logged`]).
+// `op <= 2`: the log as its readers see it (rows with op 3 and 4 are object ops kept only for history, as
+// Redis keeps them only in the canvas's ops stream).
 const GENERATION_TYPES: &str = "SELECT message_type FROM message_queue
-     WHERE canvas_id = ?1 AND generation = (SELECT generation FROM canvases WHERE canvas_id = ?1) ORDER BY id";
+     WHERE canvas_id = ?1 AND generation = (SELECT generation FROM canvases WHERE canvas_id = ?1) AND op <= 2
+     ORDER BY id";
 const GENERATION_ROWS: &str = "SELECT seq, sender, payload FROM message_queue
-     WHERE canvas_id = ?1 AND generation = (SELECT generation FROM canvases WHERE canvas_id = ?1)";
+     WHERE canvas_id = ?1 AND generation = (SELECT generation FROM canvases WHERE canvas_id = ?1) AND op <= 2";
 
 impl Store {
     pub fn sqlite() -> Store {

@@ -9,7 +9,7 @@ use tokio::sync::oneshot;
 
 use super::consumer_jobs::ConsumerJob;
 use super::jobs::WriterJob;
-use super::reads;
+use super::reads::{self, RETIRED};
 use super::SqliteStore;
 use crate::protocol::CanvasId;
 use crate::store::consumer::{ConsumerStore, LogPage, Position, Saved};
@@ -43,7 +43,9 @@ impl ConsumerStore for SqliteStore {
             // below the highest id deleted may still be there, among others that are gone: a position
             // below it goes on from after it, with a gap.
             let entries = tx
-                .prepare_cached(&format!("SELECT {COLUMNS} FROM message_queue WHERE id > ?1 ORDER BY id LIMIT ?2"))?
+                .prepare_cached(&format!(
+                    "SELECT {COLUMNS} FROM message_queue WHERE id > ?1 AND op <= {RETIRED} ORDER BY id LIMIT ?2"
+                ))?
                 .query_map(params![after.max(pruned), limit as i64], |row| {
                     let entry = reads::entry_of(row)?;
                     Ok((entry.id.to_string(), entry))

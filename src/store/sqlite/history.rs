@@ -7,8 +7,9 @@ use deadpool_sqlite::rusqlite::{params, Connection, OptionalExtension, Result};
 
 use super::commit::next_generation;
 use super::jobs::Reply;
+use super::reads::{self, RETIRED};
+use super::unavailable;
 use super::writer::SqliteWriter;
-use super::{reads, unavailable};
 use crate::protocol::CanvasId;
 use crate::store::history::{AtRead, Fork, HistoryDue, Named, Thinning, Version};
 
@@ -106,6 +107,7 @@ pub(in crate::store::sqlite) fn put_snapshot(
             .execute(params![canvas.as_str(), seq as i64])?;
         tx.prepare_cached("UPDATE canvases SET hist_seq = max(hist_seq, ?2) WHERE canvas_id = ?1")?
             .execute(params![canvas.as_str(), seq as i64])?;
+        drop_retired(tx, canvas, generation)?;
     }
     Ok(true)
 }
@@ -204,7 +206,13 @@ pub fn history_due(conn: &Connection, before: i64, limit: usize) -> Result<Vec<H
 }
 
 /// `WriterJob::Thin`: only in the generation thinned, never the newest snapshot nor a named one.
-pub(super) fn thin(tx: &Connection, canvas: &CanvasId, generation: u64, thinning: &Thinning, now: i64) -> Result<()> {
+pub(in crate::store::sqlite) fn thin(
+    tx: &Connection,
+    canvas: &CanvasId,
+    generation: u64,
+    thinning: &Thinning,
+    now: i64,
+) -> Result<()> {
     let mut drop = tx.prepare_cached(
         "DELETE FROM snapshots WHERE canvas_id = ?1 AND generation = ?2 AND seq = ?3 AND name IS NULL
            AND seq < (SELECT snap_seq FROM canvases WHERE canvas_id = ?1)",
@@ -217,6 +225,17 @@ pub(super) fn thin(tx: &Connection, canvas: &CanvasId, generation: u64, thinning
          WHERE canvas_id = ?1 AND generation = ?2",
     )?
     .execute(params![canvas.as_str(), generation as i64, thinning.floor as i64, now])?;
+    drop_retired(tx, canvas, generation)
+}
+
+/// Deletes the object ops kept only for history (see `jobs::retire`) that the floor has passed: no state
+/// kept needs them. (`op > 0` names the index of object ops, `idx_message_queue_ops`.)
+fn drop_retired(tx: &Connection, canvas: &CanvasId, generation: u64) -> Result<()> {
+    tx.prepare_cached(&format!(
+        "DELETE FROM message_queue WHERE canvas_id = ?1 AND generation = ?2 AND op > 0 AND op > {RETIRED}
+           AND seq <= (SELECT hist_seq FROM canvases WHERE canvas_id = ?1)"
+    ))?
+    .execute(params![canvas.as_str(), generation as i64])?;
     Ok(())
 }
 

@@ -8,12 +8,16 @@ use tokio::sync::oneshot;
 use super::consumer_jobs::{self, ConsumerJob};
 use super::history::{self, HistoryJob};
 use super::queries;
+use super::reads::RETIRED;
 use super::unavailable;
 use super::writer::SqliteWriter;
 use crate::clock::now_ms;
 use crate::hub::Watermark;
 use crate::protocol::{CanvasId, ConnId};
 use crate::store::{BusError, Instance, Post};
+
+/// The `purge_at` of a row cleanup does not delete by time (history's, see `retire`).
+pub(super) const NEVER: i64 = i64::MAX;
 
 /// How long a cursor batch is kept: long enough for every watcher to read it, short enough to stay small.
 const CURSOR_TTL_MS: i64 = 10_000;
@@ -191,7 +195,8 @@ pub(super) fn clean_up(tx: &Connection, limit: u32, now: i64, forget_instances_b
     for (_, canvas, generation, seq, _) in deleted.iter().filter(|(.., op)| *op) {
         pruned.execute(params![canvas, generation, seq])?;
     }
-    let ids: Vec<i64> = deleted.iter().map(|(id, ..)| *id).collect();
+    let retired = retire(tx, limit, now)?;
+    let ids: Vec<i64> = deleted.iter().map(|(id, ..)| *id).chain(retired).collect();
     let orphans = tx
         .prepare_cached(&format!(
             "DELETE FROM message_queue WHERE id IN
@@ -219,6 +224,22 @@ pub(super) fn clean_up(tx: &Connection, limit: u32, now: i64, forget_instances_b
         [],
     )?;
     Ok(ids.len() + orphans.len() + keys + forgotten)
+}
+
+/// Up to `limit` object ops past their keep time that history still keeps (above their canvas's floor):
+/// gone for every reader of the log (the stream counts them dropped), kept for the fold's reads until the
+/// floor passes them (`history.rs`). Out of the `purge_at` order for good, so that cleanup never scans
+/// them again. Returns their ids.
+fn retire(tx: &Connection, limit: u32, now: i64) -> Result<Vec<i64>, SqlError> {
+    tx.prepare_cached(&format!(
+        "UPDATE message_queue SET op = op + {RETIRED}, purge_at = {NEVER} WHERE id IN
+         (SELECT m.id FROM message_queue m JOIN canvases c ON c.canvas_id = m.canvas_id
+          WHERE m.purge_at <= ?1 AND m.op IN (1, 2) AND m.generation = c.generation AND m.seq > c.hist_seq
+          ORDER BY m.purge_at LIMIT {limit})
+         RETURNING id"
+    ))?
+    .query_map(params![now], |row| row.get::<_, i64>(0))?
+    .collect()
 }
 
 /// Deletes up to `limit` canvases whose forget time has passed and that keep no row for a webhook, with

@@ -47,7 +47,7 @@ impl StoredMessage {
             created_at: row.get(6)?,
             generation: row.get::<_, i64>(7)? as u64,
             origin: row.get(8)?,
-            restore: row.get::<_, i64>(9)? == 2,
+            restore: super::reads::is_restore(row.get(9)?),
         })
     }
 

@@ -100,11 +100,22 @@ pub fn entry_of(row: &Row<'_>) -> Result<LogEntry> {
         instance: row.get(8)?,
         conn: None,
         reference: None,
-        restore: row.get::<_, i64>(9)? == 2,
+        restore: is_restore(row.get(9)?),
     })
 }
 
-/// The object ops of a canvas's generation with `after < seq <= upto`, in seq order.
+/// `message_queue.op`: 0 for a message that is no object op; 1 for an object op, 2 for one a restore logged;
+/// 3 and 4 for those once past their keep time, kept only for history (below its floor they go): no
+/// reader of the log sees them, only the fold's reads of object ops.
+pub const RETIRED: i64 = 2;
+
+/// Whether a row's `op` says a restore logged it.
+pub fn is_restore(op: i64) -> bool {
+    op > 0 && op % 2 == 0
+}
+
+/// The object ops of a canvas's generation with `after < seq <= upto`, in seq order (those kept only for
+/// history too).
 pub fn ops_after(
     conn: &Connection,
     canvas: &CanvasId,
@@ -133,7 +144,8 @@ pub fn log(
     let (Ok(after), Ok(upto)) = (i64::try_from(after), i64::try_from(upto)) else { return Ok(Vec::new()) };
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {LOG_COLUMNS} FROM message_queue
-         WHERE canvas_id = ?1 AND generation = ?2 AND seq > ?3 AND seq <= ?4 ORDER BY seq LIMIT ?5"
+         WHERE canvas_id = ?1 AND generation = ?2 AND seq > ?3 AND seq <= ?4 AND op <= {RETIRED}
+         ORDER BY seq LIMIT ?5"
     ))?;
     let rows = stmt.query_map(params![canvas.as_str(), generation as i64, after, upto, limit as i64], entry_of)?;
     rows.collect()

@@ -20,6 +20,7 @@ use crate::metrics::Metrics;
 use crate::protocol::{CanvasId, IdempotencyKey, LoggedMessage, UserId};
 use crate::store::Commit;
 
+mod history;
 mod loads;
 
 type Answer = oneshot::Receiver<Result<Committed, BusError>>;
