@@ -8,14 +8,14 @@
 use bytes::Bytes;
 use redis::Value;
 
-use super::entry::{array, head, int, log_entries, optional, string, text, uint};
+use super::entry::{array, head, int, log_entries, optional, stream_id, string, text, uint};
 use super::keys;
 use super::reads::{MAX_UP_TO, SNAPSHOT_TRIES};
 use super::scripts::{FORK, HISTORY_DUE, NAME_VERSION, READ_AT, THIN, UNNAME_VERSION, VERSIONS};
 use super::{malformed, unavailable, RedisStore};
 use crate::protocol::CanvasId;
 use crate::store::history::{AtRead, Fork, HistoryDue, Named, Thinning, Version};
-use crate::store::{epoch, BusError, Unavailable};
+use crate::store::{epoch, BusError, SnapshotRead, Unavailable};
 
 /// How long a snapshot's blob written before the script that keeps it lives if this instance dies in
 /// between.
@@ -37,8 +37,9 @@ impl RedisStore {
             .map_err(unavailable)
     }
 
-    /// `read_at.lua`, then the snapshot's blob; read again from the start if a thinning dropped the
-    /// snapshot in between.
+    /// `read_at.lua` says where the state is; then one MULTI reads the ops after the snapshot, its blob,
+    /// and the head's generation and floor again: read again from the start if a thinning (or a reset)
+    /// came in between.
     pub(super) async fn history_read_at(&self, canvas: &CanvasId, at: u64) -> Result<AtRead, BusError> {
         let at = at.min(MAX_UP_TO);
         for _ in 0..SNAPSHOT_TRIES {
@@ -49,12 +50,44 @@ impl RedisStore {
                     async move { invocation.invoke_async(&mut conn).await }
                 })
                 .await?;
-            let (mut read, snapshot) = parse_at(canvas, &reply).ok_or_else(|| malformed("a read at a seq"))?;
-            let Some((seq, key)) = snapshot else { return Ok(read) };
-            if let Some(snapshot) = self.snapshot_blob(seq, &key).await? {
-                read.snapshot = Some(snapshot);
-                return Ok(read);
+            let (mut read, place) = parse_at(&reply).ok_or_else(|| malformed("a read at a seq"))?;
+            let Some(place) = place else { return Ok(read) };
+            let generation = read.head.map_or(0, |head| head.generation);
+            let mut pipe = redis::pipe();
+            pipe.atomic();
+            if place.read_ops {
+                let (from, upto) = (stream_id(generation, place.from + 1), stream_id(generation, place.upto));
+                pipe.cmd("XRANGE").arg(keys::ops(canvas)).arg(from).arg(upto);
             }
+            if !place.key.is_empty() {
+                pipe.cmd("GET").arg(&place.key);
+            }
+            pipe.cmd("HMGET").arg(keys::head(canvas)).arg("gen").arg("hfrom").arg("snap");
+            let replies: Vec<Value> = self
+                .read_twice(|mut conn| {
+                    let pipe = &pipe;
+                    async move { pipe.query_async(&mut conn).await }
+                })
+                .await?;
+            let mut replies = replies.iter();
+            if place.read_ops {
+                read.ops = log_entries(canvas, replies.next().ok_or_else(|| malformed("a read at a seq"))?);
+            }
+            let blob = match place.key.is_empty() {
+                true => None,
+                false => match replies.next() {
+                    Some(Value::BulkString(blob)) => Some(Bytes::from(blob.clone())),
+                    _ => continue, // thinned meanwhile
+                },
+            };
+            let now = replies.next().and_then(array).ok_or_else(|| malformed("a head"))?;
+            let number = |i: usize| now.get(i).and_then(|value| text(value)?.parse::<u64>().ok());
+            let floor = number(1).or(number(2)).unwrap_or(0);
+            if number(0) != Some(generation) || (place.read_ops && floor > place.from) {
+                continue; // a reset, or the floor passed the snapshot the ops were read after: some may be gone
+            }
+            read.snapshot = blob.map(|json| SnapshotRead { seq: place.from, json });
+            return Ok(read);
         }
         tracing::warn!(%canvas, at, "the snapshot of a read at a seq kept going while it was read");
         Err(Unavailable::JoinRaced.into())
@@ -196,20 +229,24 @@ pub(super) fn nonce() -> String {
     uuid::Uuid::new_v4().simple().to_string()[..12].to_owned()
 }
 
-/// `read_at.lua`'s reply, and the snapshot's seq and key to fetch when there is one.
-fn parse_at(canvas: &CanvasId, reply: &Value) -> Option<(AtRead, Option<(u64, String)>)> {
+/// Where `read_at.lua` found a state: the snapshot at or below the seq (`key` empty for none, `from` 0),
+/// and whether the ops after it up to `upto` are to be read.
+struct Place {
+    from: u64,
+    key: String,
+    read_ops: bool,
+    upto: u64,
+}
+
+/// `read_at.lua`'s reply: the read as far as the script goes, and where the rest is (`None`: no head).
+fn parse_at(reply: &Value) -> Option<(AtRead, Option<Place>)> {
     match array(reply)? {
         [kind] if uint(kind)? == 0 => Some((AtRead::default(), None)),
-        [kind, head_reply, floor, seq, key, ops] if uint(kind)? == 1 => {
-            let read = AtRead {
-                head: Some(head(head_reply)?),
-                floor: uint(floor)?,
-                snapshot: None,
-                ops: log_entries(canvas, ops),
-            };
-            let key = string(key)?;
-            let snapshot = (!key.is_empty()).then(|| uint(seq).map(|seq| (seq, key))).flatten();
-            Some((read, snapshot))
+        [kind, head_reply, floor, from, key, read_ops, upto] if uint(kind)? == 1 => {
+            let read = AtRead { head: Some(head(head_reply)?), floor: uint(floor)?, ..AtRead::default() };
+            let place =
+                Place { from: uint(from)?, key: string(key)?, read_ops: uint(read_ops)? == 1, upto: uint(upto)? };
+            Some((read, Some(place)))
         }
         _ => None,
     }

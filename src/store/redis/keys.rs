@@ -30,6 +30,11 @@ pub fn log(canvas: &CanvasId) -> String {
     canvas_key(canvas, "log")
 }
 
+/// A canvas's object ops (a stream at the log's ids), kept back to its history's floor.
+pub fn ops(canvas: &CanvasId) -> String {
+    canvas_key(canvas, "ops")
+}
+
 /// Where a snapshot of a canvas's objects at (generation, seq) is written: a key of its own, never changed.
 pub fn snapshot(canvas: &CanvasId, generation: u64, seq: u64, nonce: &str) -> String {
     canvas_key(canvas, &format!("snap:{generation}-{seq}-{nonce}"))
