@@ -112,6 +112,9 @@ pub enum Refusal {
     Unreadable { id: String, reason: String },
     /// The op would take the canvas state past `--max-canvas-state` (`size`: what it would be, when
     /// known).
+    /// A restore whose target was read in another epoch of the canvas (a reset came between).
+    #[error("the canvas was reset after the state to restore was read: nothing was restored")]
+    EpochChanged,
     #[error("the canvas state would be {}, over its limit of {limit} bytes (--max-canvas-state)",
         .size.map_or_else(|| "too big".to_owned(), |size| format!("{size} bytes")))]
     CanvasFull { size: Option<u64>, limit: usize },

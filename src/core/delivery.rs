@@ -254,7 +254,7 @@ mod tests {
     #[test]
     fn a_batch_of_commits_reaches_a_waiting_session_in_one_wake_up() {
         let (hub, metrics, canvas) = (Hub::new(), Metrics::default(), CanvasId::parse("c1").unwrap());
-        let (outbox, inbox) = outbox(Bounds { frames: 64, bytes: 1 << 20 });
+        let (outbox, inbox) = outbox(Bounds { frames: 64, bytes: 1 << 20, riding_bytes: 1 << 20 });
         let room = hub.room_for_join(&canvas);
         room.lock().start_at(0, 0, &metrics);
         let user = UserId::parse("u2").unwrap();

@@ -47,6 +47,8 @@ pub enum HistoryError {
 pub struct StateAt {
     pub seq: u64,
     pub epoch: String,
+    /// The canvas's generation it was read in (part of `epoch`).
+    pub generation: u64,
     pub objects: Objects,
 }
 
@@ -75,7 +77,7 @@ impl Bus {
         }
         let read = CanvasRead { head: read.head, conns: Vec::new(), snapshot: read.snapshot, ops: read.ops };
         let objects = fold(read).await?;
-        Ok(StateAt { seq: at, epoch: self.epoch_of(head.generation), objects })
+        Ok(StateAt { seq: at, epoch: self.epoch_of(head.generation), generation: head.generation, objects })
     }
 
     /// The canvas's kept versions with a seq below `before`, newest first, at most `limit`.
@@ -115,10 +117,10 @@ impl Bus {
 
     /// Logs, as user `server` and in one commit, the object ops that turn the canvas into its state at `at`.
     pub async fn restore(&self, canvas: &CanvasId, at: u64) -> Result<Restored, HistoryError> {
-        let target = self.state_at(canvas, at).await?.objects;
+        let state = self.state_at(canvas, at).await?;
         let (reply, restored) = oneshot::channel();
         let restore = async {
-            self.publish(Publish::restore(canvas.clone(), target, reply)).await?;
+            self.publish(Publish::restore(canvas.clone(), (state.objects, state.generation), reply)).await?;
             restored.await.map_err(|_| BusError::ShuttingDown)?
         };
         let restored = tokio::time::timeout(self.publish_timeout(), restore).await;
@@ -163,7 +165,8 @@ pub(crate) async fn thin(bus: &Bus, retention: Duration) -> Result<usize, BusErr
 /// ones always; of the others, none older than the retention, and within it all of the last hour, the
 /// newest of each hour for a day, then the newest of each day. The epoch's start (the empty state at seq
 /// 0, while the floor is 0) is kept like a snapshot of the time the epoch started. The floor is the
-/// oldest kept base that is not named (a named version older than it stands alone: its own state only).
+/// oldest kept base that is not named (a named version older than it stands alone: its own state only);
+/// an unnamed snapshot below the floor goes.
 pub fn thinning(due: &HistoryDue, now: i64, retention_ms: i64) -> Thinning {
     // (seq, ts, named, a snapshot rather than the epoch's start)
     let starts_empty = due.floor == 0 && due.versions.first().is_none_or(|version| version.seq > 0);
@@ -177,9 +180,11 @@ pub fn thinning(due: &HistoryDue, now: i64, retention_ms: i64) -> Thinning {
     let mut drop = Vec::new();
     for &(seq, ts, named, snapshot) in bases.iter().rev() {
         let age = now.saturating_sub(ts);
+        // An unnamed snapshot below the floor (a version unnamed since) has no ops kept after it: it goes.
         let keep = named
             || seq == newest
-            || (age <= retention_ms
+            || (seq >= due.floor
+                && age <= retention_ms
                 && match age {
                     age if age <= HOUR_MS => true,
                     age if age <= DAY_MS => buckets.insert((HOUR_MS, ts.div_euclid(HOUR_MS))),

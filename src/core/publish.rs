@@ -42,7 +42,8 @@ pub enum Origin {
     Caller(oneshot::Sender<Result<Committed, BusError>>),
     /// A restore (the HTTP API): the object ops that turn the canvas, as it stands when this commits, into
     /// `target` are logged as user `server`, in one commit of consecutive seqs.
-    Restore { target: Box<Objects>, reply: oneshot::Sender<Result<Restored, BusError>> },
+    /// `target` was read in `generation`: a canvas reset since is not restored.
+    Restore { target: Box<Objects>, generation: u64, reply: oneshot::Sender<Result<Restored, BusError>> },
     /// A connection opening (`user-connected`) or closing (`user-disconnected`): registered in or removed from
     /// the shared connection list in the same transaction, and logged only when it is the user's first or
     /// last connection to the canvas across instances. `done`, if any, learns when that is committed.
@@ -125,12 +126,16 @@ impl Publish {
         Publish { canvas, kind, data, from: user, object: None, idempotency_key: None, origin }
     }
 
-    /// A restore of `canvas` to `target` (see [`Origin::Restore`]).
-    pub fn restore(canvas: CanvasId, target: Objects, reply: oneshot::Sender<Result<Restored, BusError>>) -> Self {
+    /// A restore of `canvas` to `target`, read in `generation` (see [`Origin::Restore`]).
+    pub fn restore(
+        canvas: CanvasId,
+        (target, generation): (Objects, u64),
+        reply: oneshot::Sender<Result<Restored, BusError>>,
+    ) -> Self {
         // Never logged itself (the ops it makes are): its type and data only carry it to the fold.
         let kind = MsgType::parse("restore").expect("a valid type");
         let (data, from) = (null_value(), UserId::server());
-        let origin = Origin::Restore { target: Box::new(target), reply };
+        let origin = Origin::Restore { target: Box::new(target), generation, reply };
         Publish { canvas, kind, data, from, object: None, idempotency_key: None, origin }
     }
 

@@ -87,7 +87,11 @@ async fn connect(
         Ok(opening) => opening,
         Err((status, why)) => return json_error(status, why),
     };
-    let bounds = hub::Bounds { frames: app.config.client_queue, bytes: app.config.client_queue_bytes };
+    let bounds = hub::Bounds {
+        frames: app.config.client_queue,
+        bytes: app.config.client_queue_bytes,
+        riding_bytes: hub::Bounds::riding_for(app.config.max_canvas_state),
+    };
     let (outbox, inbox) = hub::outbox(bounds);
     let request = JoinRequest {
         canvas: params.canvas,
@@ -138,7 +142,11 @@ async fn connect_multiplexed(
     };
     let expires_at = grant.as_ref().map(|grant| grant.expires_at);
     let mux = Mux::new(grant, params.role, params.name, app.config.max_canvases_per_connection);
-    let bounds = hub::Bounds { frames: app.config.client_queue, bytes: app.config.client_queue_bytes };
+    let bounds = hub::Bounds {
+        frames: app.config.client_queue,
+        bytes: app.config.client_queue_bytes,
+        riding_bytes: hub::Bounds::riding_for(app.config.max_canvas_state),
+    };
     opening.upgrade(app, user, expires_at, hub::outbox(bounds), Start::Multiplexed(mux))
 }
 

@@ -233,7 +233,7 @@ mod tests {
     use crate::metrics::Metrics;
 
     fn bounds(frames: usize) -> Bounds {
-        Bounds { frames, bytes: 1 << 20 }
+        Bounds { frames, bytes: 1 << 20, riding_bytes: 1 << 20 }
     }
 
     #[test]

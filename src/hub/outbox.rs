@@ -50,6 +50,18 @@ const MAX_EPHEMERAL_BYTES: usize = 256 * 1024;
 pub struct Bounds {
     pub frames: usize,
     pub bytes: usize,
+    /// How many bytes of restore frames may ride (see [`Outbox::push_run`]): enough for a restore of the
+    /// biggest state (`Bounds::riding_for`), so that back-to-back restores to a client that reads nothing
+    /// still end in a cut.
+    pub riding_bytes: usize,
+}
+
+impl Bounds {
+    /// The riding allowance for canvases of at most `max_state` bytes: a restore's frames are its objects'
+    /// texts and a few dozen bytes of frame per object, twice the state covers both.
+    pub fn riding_for(max_state: usize) -> usize {
+        max_state.saturating_mul(2)
+    }
 }
 
 /// The sending side of one client's queue.
@@ -124,7 +136,7 @@ impl Queue {
 pub fn outbox(bounds: Bounds) -> (Outbox, Inbox) {
     let channel = Arc::new(Channel {
         queue: Mutex::new(Queue::default()),
-        bounds: Bounds { frames: bounds.frames.max(1), bytes: bounds.bytes.max(1) },
+        bounds: Bounds { frames: bounds.frames.max(1), bytes: bounds.bytes.max(1), ..bounds },
         ready: Notify::new(),
         kicked: Notify::new(),
     });
@@ -195,7 +207,8 @@ impl Outbox {
         let mut queued = 0;
         for (frame, restore) in frames {
             let cost = frame.len() + FRAME_OVERHEAD;
-            let rides = restore && std::mem::replace(&mut queue.in_restore, restore);
+            let after_restore = std::mem::replace(&mut queue.in_restore, restore);
+            let rides = restore && after_restore && queue.riding_bytes + cost <= bounds.riding_bytes;
             let (frames_counted, bytes_counted) =
                 (queue.logged.len() + queue.held - queue.riding, queue.logged_bytes - queue.riding_bytes);
             if rides {

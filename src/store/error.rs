@@ -44,9 +44,12 @@ impl BusError {
     pub fn code(&self) -> ErrorCode {
         match self {
             BusError::Refused(Refusal::CanvasFull { .. }) => ErrorCode::CanvasFull,
-            BusError::Refused(Refusal::Missing { .. } | Refusal::Unmergeable { .. } | Refusal::Unreadable { .. }) => {
-                ErrorCode::InvalidFrame
-            }
+            BusError::Refused(
+                Refusal::Missing { .. }
+                | Refusal::Unmergeable { .. }
+                | Refusal::Unreadable { .. }
+                | Refusal::EpochChanged,
+            ) => ErrorCode::InvalidFrame,
             BusError::Unavailable(_) | BusError::ShuttingDown => ErrorCode::Unavailable,
             BusError::Blocked { .. } | BusError::Removed { .. } => ErrorCode::Forbidden,
         }

@@ -261,7 +261,10 @@ impl Staging {
                 Change::Done { logged: false } => return Staged::Unlogged { changed: true },
                 Change::Done { logged: true } => {}
             }
-        } else if let Origin::Restore { target, .. } = &publish.origin {
+        } else if let Origin::Restore { target, generation, .. } = &publish.origin {
+            if *generation != self.after.head.generation {
+                return Staged::Refused(Refusal::EpochChanged);
+            }
             return self.restore(at, target);
         } else if let Some(op) = &publish.object {
             if canvas.objects_unread {

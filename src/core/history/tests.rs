@@ -63,3 +63,20 @@ fn a_forks_snapshot_at_seq_0_is_the_epochs_start() {
     let thinned = thinning(&due(0, NOW - 9 * DAY_MS, versions), NOW, WEEK);
     assert_eq!(thinned, Thinning { drop: vec![0], floor: 5 }, "past the week: the fork's start goes");
 }
+
+#[test]
+fn an_unnamed_snapshot_below_the_floor_goes_and_the_floor_is_a_kept_snapshot() {
+    // 10 was a named version below the floor (20), unnamed since; 20 and 30 share an hour a few hours back.
+    let versions = vec![
+        version(10, NOW - 2 * DAY_MS, None),
+        version(20, NOW - 5 * HOUR_MS + 60_000, None),
+        version(30, NOW - 5 * HOUR_MS + 120_000, None),
+        version(40, NOW - 60_000, None),
+    ];
+    let thinned = thinning(&due(20, NOW - 3 * DAY_MS, versions), NOW, WEEK);
+    assert_eq!(
+        thinned,
+        Thinning { drop: vec![10, 20], floor: 30 },
+        "the floor moves to the snapshot that won its hour"
+    );
+}

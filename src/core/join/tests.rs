@@ -24,7 +24,7 @@ fn request(user: &str) -> JoinRequest {
         user: UserId::parse(user).unwrap(),
         name: None,
         resume: None,
-        outbox: outbox(Bounds { frames: 64, bytes: 1 << 20 }).0,
+        outbox: outbox(Bounds { frames: 64, bytes: 1 << 20, riding_bytes: 1 << 20 }).0,
     }
 }
 

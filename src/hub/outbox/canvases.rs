@@ -165,7 +165,7 @@ mod tests {
 
     #[test]
     fn a_joining_canvas_waits_for_its_welcome_while_the_others_flow() {
-        let (socket, inbox) = outbox(Bounds { frames: 16, bytes: 1 << 20 });
+        let (socket, inbox) = outbox(Bounds { frames: 16, bytes: 1 << 20, riding_bytes: 1 << 20 });
         let (c1, c2) = (socket.for_canvas(canvas("c1")), socket.for_canvas(canvas("c2")));
         inbox.hold(&canvas("c2"));
         assert!(c2.push(Message::text("c2-1")));
@@ -181,7 +181,7 @@ mod tests {
 
     #[test]
     fn ephemeral_frames_held_for_a_joining_canvas_never_cut_the_socket() {
-        let (socket, inbox) = outbox(Bounds { frames: 4, bytes: 1 << 20 });
+        let (socket, inbox) = outbox(Bounds { frames: 4, bytes: 1 << 20, riding_bytes: 1 << 20 });
         let c1 = socket.for_canvas(canvas("c1"));
         inbox.hold(&canvas("c1"));
         let held = (0..1000).filter(|_| c1.push_ephemeral(ConnId::nil(), Message::text("cursor")) == Ephemeral::Queued);
@@ -194,7 +194,7 @@ mod tests {
 
     #[test]
     fn held_frames_count_against_the_sockets_bounds_and_a_failed_join_drops_them() {
-        let (socket, inbox) = outbox(Bounds { frames: 2, bytes: 1 << 20 });
+        let (socket, inbox) = outbox(Bounds { frames: 2, bytes: 1 << 20, riding_bytes: 1 << 20 });
         let c1 = socket.for_canvas(canvas("c1"));
         inbox.hold(&canvas("c1"));
         assert!(c1.push(Message::text("a")) && c1.push(Message::text("b")));
@@ -207,7 +207,7 @@ mod tests {
 
     #[test]
     fn a_removal_leaves_one_canvas_of_a_multiplexed_socket_and_closes_a_single_one() {
-        let (socket, inbox) = outbox(Bounds { frames: 4, bytes: 1 << 20 });
+        let (socket, inbox) = outbox(Bounds { frames: 4, bytes: 1 << 20, riding_bytes: 1 << 20 });
         socket.for_canvas(canvas("c1")).kick(Cut::Removed);
         let kicked = futures_util::FutureExt::now_or_never(inbox.kicked());
         assert_eq!(kicked, Some(Kick::Removed(vec![canvas("c1")])));

@@ -7,7 +7,7 @@ use uuid::Uuid;
 use super::*;
 
 fn bounds(frames: usize) -> Bounds {
-    Bounds { frames, bytes: 1 << 20 }
+    Bounds { frames, bytes: 1 << 20, riding_bytes: 1 << 20 }
 }
 
 fn texts(frames: Vec<Message>) -> Vec<String> {
@@ -31,7 +31,7 @@ fn a_full_logged_lane_cuts_the_client_as_slow_and_ephemeral_frames_never_do() {
 
 #[test]
 fn a_restores_frames_count_as_one_entry_however_they_arrive_and_what_follows_is_bounded_as_ever() {
-    let (outbox, inbox) = outbox(Bounds { frames: 3, bytes: 1000 });
+    let (outbox, inbox) = outbox(Bounds { frames: 3, bytes: 1000, riding_bytes: 1 << 20 });
     assert!(outbox.push(Message::text("before")));
     let restore = (0..50).map(|n| (Message::text(format!("r{n}-{}", "x".repeat(40))), true));
     assert_eq!(outbox.push_run(restore.clone().take(20)), Some(20), "past both bounds, counted as one");
@@ -40,7 +40,7 @@ fn a_restores_frames_count_as_one_entry_however_they_arrive_and_what_follows_is_
     assert!(!outbox.push(Message::text("one too many")), "then the bound holds as ever");
     assert_eq!(inbox.cut().now_or_never(), Some(Cut::Slow));
 
-    let (again, inbox) = super::outbox(Bounds { frames: 3, bytes: 1000 });
+    let (again, inbox) = super::outbox(Bounds { frames: 3, bytes: 1000, riding_bytes: 1 << 20 });
     let restore = |n: usize| (0..n).map(|i| (Message::text(format!("r{i}")), true));
     assert_eq!(again.push_run(restore(10)), Some(10));
     assert_eq!(inbox.take_flush(8, usize::MAX).len(), 8, "a flush writes part of it");
@@ -50,8 +50,26 @@ fn a_restores_frames_count_as_one_entry_however_they_arrive_and_what_follows_is_
 }
 
 #[test]
+fn each_restore_counts_once_and_what_rides_is_bounded_too() {
+    let restore = |n: usize| (0..n).map(|i| (Message::text(format!("r{i}")), true));
+    let (queue, inbox) = outbox(Bounds { frames: 3, bytes: 1000, riding_bytes: 1 << 20 });
+    let outbox = queue;
+    assert_eq!(outbox.push_run(restore(10)), Some(10), "one entry");
+    assert!(outbox.push(Message::text("between")), "two");
+    assert_eq!(outbox.push_run(restore(10)), Some(10), "three: a frame between, so its first counts");
+    assert_eq!(outbox.push_run(restore(1)), Some(1), "it rides on the one before");
+    assert!(!outbox.push(Message::text("four")), "past 3");
+    assert_eq!(inbox.cut().now_or_never(), Some(Cut::Slow));
+
+    let (outbox, inbox) = super::outbox(Bounds { frames: 3, bytes: 1 << 20, riding_bytes: 100 });
+    let pushed = outbox.push_run((0..100).map(|i| (Message::text(format!("{i:08}")), true)));
+    assert_eq!(pushed, None, "restores back to back to a client that reads nothing: past what may ride, cut");
+    assert_eq!(inbox.cut().now_or_never(), Some(Cut::Slow));
+}
+
+#[test]
 fn the_logged_lane_is_bounded_by_bytes_too() {
-    let (outbox, inbox) = outbox(Bounds { frames: 1000, bytes: 1000 });
+    let (outbox, inbox) = outbox(Bounds { frames: 1000, bytes: 1000, riding_bytes: 1 << 20 });
     assert!(outbox.push(Message::text("x".repeat(800))));
     assert!(!outbox.push(Message::text("x".repeat(200))), "800 + 200 + overhead is past 1000 bytes");
     assert_eq!(inbox.cut().now_or_never(), Some(Cut::Slow));
@@ -59,7 +77,7 @@ fn the_logged_lane_is_bounded_by_bytes_too() {
 
 #[test]
 fn draining_frees_room_in_both_bounds() {
-    let (outbox, inbox) = outbox(Bounds { frames: 2, bytes: 1000 });
+    let (outbox, inbox) = outbox(Bounds { frames: 2, bytes: 1000, riding_bytes: 1 << 20 });
     for _ in 0..10 {
         assert!(outbox.push(Message::text("x".repeat(400))));
         assert_eq!(inbox.take_flush(64, 64 * 1024).len(), 1);

@@ -18,7 +18,7 @@ fn texts(inbox: &mut Inbox) -> Vec<String> {
 }
 
 fn queue(frames: usize) -> (Outbox, Inbox) {
-    outbox(Bounds { frames, bytes: 1 << 20 })
+    outbox(Bounds { frames, bytes: 1 << 20, riding_bytes: 1 << 20 })
 }
 
 fn started_room(at: u64) -> (RoomState, Inbox, Metrics) {

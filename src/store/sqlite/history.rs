@@ -229,13 +229,21 @@ pub(in crate::store::sqlite) fn thin(
 }
 
 /// Deletes the object ops kept only for history (see `jobs::retire`) that the floor has passed: no state
-/// kept needs them. (`op > 0` names the index of object ops, `idx_message_queue_ops`.)
+/// kept needs them. Like any deletion of object ops it raises `pruned_seq`, so that a fold that knew the
+/// canvas before them reads it whole (`commit.rs`). (`op > 0` names the index of object ops.)
 fn drop_retired(tx: &Connection, canvas: &CanvasId, generation: u64) -> Result<()> {
-    tx.prepare_cached(&format!(
-        "DELETE FROM message_queue WHERE canvas_id = ?1 AND generation = ?2 AND op > 0 AND op > {RETIRED}
-           AND seq <= (SELECT hist_seq FROM canvases WHERE canvas_id = ?1)"
-    ))?
-    .execute(params![canvas.as_str(), generation as i64])?;
+    let dropped: Option<i64> = tx
+        .prepare_cached(&format!(
+            "DELETE FROM message_queue WHERE canvas_id = ?1 AND generation = ?2 AND op > 0 AND op > {RETIRED}
+               AND seq <= (SELECT hist_seq FROM canvases WHERE canvas_id = ?1)
+             RETURNING seq"
+        ))?
+        .query_map(params![canvas.as_str(), generation as i64], |row| row.get::<_, i64>(0))?
+        .try_fold(None, |max: Option<i64>, seq| seq.map(|seq| max.max(Some(seq))))?;
+    if let Some(seq) = dropped {
+        tx.prepare_cached("UPDATE canvases SET pruned_seq = max(pruned_seq, ?2) WHERE canvas_id = ?1")?
+            .execute(params![canvas.as_str(), seq])?;
+    }
     Ok(())
 }
 

@@ -235,7 +235,12 @@ fn a_restore_stages_the_ops_from_the_canvas_as_it_stands_to_the_target_in_id_ord
     ];
     commit(&mut canvas, &edits);
     let rules = Rules { max_state: 16, ..rules() }; // far below the target's size: a restore is never refused for it
-    let restore = Publish::restore(CanvasId::parse("c").unwrap(), target.clone(), oneshot::channel().0);
+    let restore = |generation| {
+        Publish::restore(CanvasId::parse("c").unwrap(), (target.clone(), generation), oneshot::channel().0)
+    };
+    let elsewhere = canvas.stage(&[&restore(canvas.head.generation + 1)], &Told::default(), &rules);
+    assert_eq!(elsewhere.outcomes, [Staged::Refused(Refusal::EpochChanged)], "read before a reset: not restored");
+    let restore = restore(canvas.head.generation);
     let staging = canvas.stage(&[&restore], &Told::default(), &rules);
     assert_eq!(staging.outcomes, [Staged::Restored { first: 0, ops: 3 }]);
     let made: Vec<(&str, &str)> = staging.made.iter().map(|(_, made)| (made.kind, made.data.get())).collect();

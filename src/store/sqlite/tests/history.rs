@@ -60,3 +60,28 @@ async fn ops_past_their_keep_time_are_retired_for_history_and_go_once_thinning_p
     let due = super::super::history::history_due(&file(&dir), i64::MAX, 10).unwrap();
     assert!(due.is_empty(), "the floor is at the newest snapshot: nothing left to thin");
 }
+
+/// A committer that held the canvas from before ops that history then dropped reads it whole: the ops it
+/// missed are gone from the log, and the snapshot has them.
+#[tokio::test]
+async fn a_fold_that_knew_the_canvas_before_ops_thinning_dropped_reads_it_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut stale, mut busy) = (committer(&dir, "i1"), committer(&dir, "i2"));
+    commit(&mut stale, vec![message("c", "object-create", r#"{"id":"a"}"#, None)]).await;
+    for n in 0..4 {
+        commit(&mut busy, vec![message("c", "object-create", &format!(r#"{{"id":"b{n}"}}"#), None)]).await;
+    }
+    let generation = super::super::reads::head(&file(&dir), &canvas()).unwrap().unwrap().generation;
+    put_snapshot(&dir, generation, 5, &String::from_utf8(folded(&dir).objects.to_json().to_vec()).unwrap());
+    clean_up_later(&dir);
+    let mut conn = file(&dir);
+    let tx = conn.transaction().unwrap();
+    super::super::history::thin(&tx, &canvas(), generation, &Thinning { drop: vec![], floor: 5 }, 0).unwrap();
+    tx.commit().unwrap();
+    assert!(ops(&dir, "op > 0").is_empty(), "the ops went: the snapshot at 5 has them");
+    commit(&mut stale, vec![message("c", "object-create", r#"{"id":"c"}"#, None)]).await;
+    let objects = folded(&dir).objects;
+    assert_eq!(objects.len(), 6, "a, b0..b3 and c: {}", String::from_utf8_lossy(&objects.to_json()));
+    let head = super::super::reads::head(&file(&dir), &canvas()).unwrap().unwrap();
+    assert_eq!((head.objects, head.bytes), (6, objects.bytes()), "the stale fold's state is the canvas's");
+}
