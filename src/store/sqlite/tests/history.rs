@@ -72,7 +72,8 @@ async fn a_fold_that_knew_the_canvas_before_ops_thinning_dropped_reads_it_whole(
         commit(&mut busy, vec![message("c", "object-create", &format!(r#"{{"id":"b{n}"}}"#), None)]).await;
     }
     let generation = super::super::reads::head(&file(&dir), &canvas()).unwrap().unwrap().generation;
-    put_snapshot(&dir, generation, 5, &String::from_utf8(folded(&dir).objects.to_json().to_vec()).unwrap());
+    let json = folded(&dir).objects.to_json();
+    put_snapshot(&dir, generation, 5, std::str::from_utf8(&json).unwrap());
     clean_up_later(&dir);
     let mut conn = file(&dir);
     let tx = conn.transaction().unwrap();
