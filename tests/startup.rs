@@ -75,7 +75,7 @@ async fn a_webhook_that_cannot_work_is_refused_at_start_naming_the_flag() {
     // (flags, environment, exit code, what the refusal says): a value that is no URL at all is refused by the
     // flag parser (a usage error, as for any bad flag value), the others when the webhook is checked.
     type Refusal<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], i32, &'a str);
-    let refusals: [Refusal; 5] = [
+    let refusals: [Refusal; 6] = [
         (&["--webhook-url", "not a url", "--webhook-secret", "s"], &[], 2, "'--webhook-url <URL>': not a URL"),
         (&["--webhook-url", "https://example.com/hook", "--webhook-secret", "s"], &[], 1, "must be an http:// URL"),
         (&["--webhook-url", "http://127.0.0.1:9/hook"], &[], 1, "--webhook-url needs --webhook-secret"),
@@ -86,6 +86,12 @@ async fn a_webhook_that_cannot_work_is_refused_at_start_naming_the_flag() {
             "needs --webhook-secret",
         ),
         (&["--webhook-secret", "s"], &[], 1, "--webhook-secret is set but --webhook-url is not"),
+        (
+            &["--webhook-url", "http://127.0.0.1:9/hook", "--webhook-secret", "whsec_not*base64"],
+            &[],
+            1,
+            "--webhook-secret starts with whsec_ but what follows is not base64",
+        ),
     ];
     for (flags, env, exit, message) in refusals {
         let args: Vec<&str> = serve.iter().chain(flags).copied().collect();

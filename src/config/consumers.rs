@@ -16,7 +16,8 @@ pub struct ConsumerConfig {
     #[arg(long, env = "RELAY_WEBHOOK_URL", value_name = "URL", hide_env_values = true, value_parser = WebhookUrlParser)]
     pub webhook_url: Option<WebhookUrl>,
 
-    /// The HMAC-SHA256 key of `X-Relay-Signature`; required with --webhook-url.
+    /// The HMAC-SHA256 key of `X-Relay-Signature` and of the Standard Webhooks `webhook-signature` (for
+    /// which a `whsec_` secret is base64 after the prefix); required with --webhook-url.
     #[arg(long, env = "RELAY_WEBHOOK_SECRET", value_name = "SECRET", hide_env_values = true)]
     pub webhook_secret: Option<Secret>,
 
@@ -99,6 +100,7 @@ impl ConsumerConfig {
                 anyhow::bail!("--webhook-url needs --webhook-secret (RELAY_WEBHOOK_SECRET): receivers check signatures")
             }
         };
+        crate::consumers::webhook::standard::SigningKey::from_secret(secret.expose()).map_err(anyhow::Error::msg)?;
         anyhow::ensure!((1..=10_000).contains(&self.webhook_batch), "--webhook-batch must be between 1 and 10000");
         anyhow::ensure!(
             (1..=10_000).contains(&self.webhook_concurrency),

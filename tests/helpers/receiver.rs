@@ -54,6 +54,10 @@ pub struct Delivery {
     pub raw: String,
     /// `X-Relay-Signature` is `sha256=<lowercase hex HMAC-SHA256 of the raw body>` keyed with [`SECRET`].
     pub signature_ok: bool,
+    /// The Standard Webhooks headers verify as the spec says (and its libraries do): `webhook-id` is the
+    /// idempotency key, `webhook-timestamp` within five minutes of now, `webhook-signature` a `v1,` base64
+    /// HMAC-SHA256 of "id.timestamp.body" keyed with [`SECRET`]'s bytes (it has no `whsec_` prefix).
+    pub standard_ok: bool,
     /// What the receiver answered; `None` when the request ended before an answer.
     pub status: Option<u16>,
 }
@@ -228,6 +232,9 @@ impl Receiver {
             if !d.signature_ok {
                 found.push(format!("{what}: bad or missing X-Relay-Signature"));
             }
+            if !d.standard_ok {
+                found.push(format!("{what}: bad or missing Standard Webhooks headers"));
+            }
             if d.key.is_none() || d.key != d.expected_key() {
                 found.push(format!("{what}: expected key {:?} for body {}", d.expected_key(), d.body));
             }
@@ -316,10 +323,17 @@ async fn handle(shared: Arc<Shared>, request: Request<Incoming>) -> Result<Respo
     let header = |name: &str| request.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
     let (key, signature, content_type) =
         (header("idempotency-key"), header("x-relay-signature"), header("content-type"));
+    let standard = (header("webhook-id"), header("webhook-timestamp"), header("webhook-signature"));
     let method = request.method().to_string();
     let raw = read_body(request.into_body()).await;
     let body: Value = raw.as_deref().and_then(|raw| serde_json::from_slice(raw).ok()).unwrap_or(Value::Null);
     let signature_ok = matches!((&raw, &signature), (Some(raw), Some(s)) if *s == sign(raw));
+    let standard_ok = match (&raw, standard) {
+        (Some(raw), (Some(id), Some(timestamp), Some(signature))) => {
+            Some(&id) == key.as_ref() && verify_standard(&id, &timestamp, &signature, raw)
+        }
+        _ => false,
+    };
     let canvas = body["canvas"].as_str().unwrap_or_default().to_owned();
     let answer = shared.overrides.lock().unwrap().get(&canvas).copied().unwrap_or(*shared.answer.lock().unwrap());
     let raw_text = String::from_utf8_lossy(raw.as_deref().unwrap_or_default()).into_owned();
@@ -333,6 +347,7 @@ async fn handle(shared: Arc<Shared>, request: Request<Incoming>) -> Result<Respo
         body,
         raw: raw_text,
         signature_ok,
+        standard_ok,
         status: None,
     };
     let index = {
@@ -369,6 +384,22 @@ async fn read_body(mut body: Incoming) -> Option<Vec<u8>> {
 }
 
 /// `sha256=<lowercase hex HMAC-SHA256(SECRET, body)>`, the header the relay must send.
+/// A Standard Webhooks signature checked as the spec's libraries do: the timestamp within five minutes of
+/// now, one of the space-separated `v1,` signatures the HMAC-SHA256 of "id.timestamp.body".
+fn verify_standard(id: &str, timestamp: &str, signatures: &str, body: &[u8]) -> bool {
+    use base64::Engine;
+    let Ok(seconds) = timestamp.parse::<u64>() else { return false };
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    if now.abs_diff(seconds) > 300 {
+        return false;
+    }
+    let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).expect("HMAC takes any key length");
+    mac.update(format!("{id}.{timestamp}.").as_bytes());
+    mac.update(body);
+    let expected = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+    signatures.split(' ').any(|signature| signature.strip_prefix("v1,") == Some(expected.as_str()))
+}
+
 pub fn sign(body: &[u8]) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).expect("HMAC takes any key length");
     mac.update(body);

@@ -16,6 +16,7 @@ mod batch;
 mod canvas;
 mod leases;
 mod post;
+pub mod standard;
 mod turns;
 
 use std::collections::HashMap;

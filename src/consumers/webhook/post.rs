@@ -14,6 +14,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
 use super::batch::{signature, WebhookBatch};
+use super::standard::SigningKey;
 use crate::config::Webhook;
 
 /// The first retry's delay; each next one doubles, up to `--webhook-max-backoff`.
@@ -36,6 +37,8 @@ pub enum Answer {
 pub struct Poster {
     client: Client<HttpConnector, Full<Bytes>>,
     webhook: Webhook,
+    /// The Standard Webhooks key of `--webhook-secret` (checked when the configuration was read).
+    key: SigningKey,
 }
 
 impl Poster {
@@ -44,18 +47,24 @@ impl Poster {
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(webhook.timeout));
         let client = Client::builder(TokioExecutor::new()).build(connector);
-        Poster { client, webhook }
+        let key = SigningKey::from_secret(webhook.secret.expose()).expect("--webhook-secret was checked when read");
+        Poster { client, webhook, key }
     }
 
     /// One attempt of `batch`, given at most `within` (the webhook's timeout, or less when the lease ends
     /// sooner).
     pub async fn post(&self, batch: &WebhookBatch, body: &Bytes, within: Duration) -> Answer {
+        // Standard Webhooks: the id is the batch's key; the time and the signature are this attempt's.
+        let (id, timestamp) = (batch.idempotency_key(), crate::clock::now_ms().max(0) as u64 / 1000);
         let request = Request::builder()
             .method(Method::POST)
             .uri(self.webhook.url.uri().clone())
             .header("content-type", "application/json")
             .header("x-relay-signature", signature(self.webhook.secret.expose(), body))
-            .header("idempotency-key", batch.idempotency_key())
+            .header("webhook-signature", self.key.sign(&id, timestamp, body))
+            .header("webhook-id", &id)
+            .header("webhook-timestamp", timestamp)
+            .header("idempotency-key", id)
             .header("user-agent", concat!("canvas-relay/", env!("CARGO_PKG_VERSION")))
             .body(Full::new(body.clone()))
             .expect("a request of a valid URI and ASCII headers builds");
