@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use clap::Args;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
 use tokio::time::Instant;
@@ -17,7 +18,19 @@ use crate::client::Socket;
 use crate::fill::Answer;
 use crate::scenario::metric;
 use crate::welcome;
-use crate::ContentionArgs;
+use crate::Common;
+
+#[derive(Args, Clone)]
+pub struct ContentionArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// Clients on the canvas, alternating targets, each with an object of its own.
+    #[arg(long, default_value_t = 8)]
+    pub clients: usize,
+    /// Ops each client keeps unacked.
+    #[arg(long, default_value_t = 32)]
+    pub window: usize,
+}
 
 /// After the last send, this long without a frame means the relay stalled.
 const STALL: Duration = Duration::from_secs(30);

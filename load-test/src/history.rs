@@ -8,6 +8,7 @@
 
 use std::time::{Duration, Instant};
 
+use clap::Args;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -17,7 +18,28 @@ use crate::client::Socket;
 use crate::fill::{self, Answer};
 use crate::report::nearest_rank;
 use crate::welcome;
-use crate::HistoryArgs;
+use crate::Common;
+
+#[derive(Args, Clone)]
+pub struct HistoryArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// The relays' API key (their --api-key), sent as `Authorization: Bearer`.
+    #[arg(long)]
+    pub api_key: Option<String>,
+    #[arg(long, default_value_t = 100_000)]
+    pub objects: usize,
+    /// About how many bytes of JSON each object is.
+    #[arg(long, default_value_t = 100)]
+    pub object_bytes: usize,
+    /// Objects changed after the fill (one update each), and so created again by the restore.
+    #[arg(long, default_value_t = 10_000)]
+    pub changed: usize,
+    #[arg(long, default_value_t = 200)]
+    pub reads: usize,
+    #[arg(long, default_value_t = 4)]
+    pub watchers: usize,
+}
 
 /// Updates in flight at once.
 const WINDOW: usize = 256;

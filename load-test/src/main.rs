@@ -27,6 +27,9 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use contention::ContentionArgs;
+use history::HistoryArgs;
+
 #[derive(Parser)]
 #[command(name = "load-test", about = "Measure canvas-relay through real WebSockets")]
 struct Cli {
@@ -116,39 +119,6 @@ enum Scenario {
     /// --reads `?at=` reads spread over the whole history, and a restore of the state before the changes
     /// until --watchers clients (alternating targets) have all received it.
     History(HistoryArgs),
-}
-
-#[derive(Args, Clone)]
-pub struct HistoryArgs {
-    #[command(flatten)]
-    common: Common,
-    /// The relays' API key (their --api-key), sent as `Authorization: Bearer`.
-    #[arg(long)]
-    api_key: Option<String>,
-    #[arg(long, default_value_t = 100_000)]
-    objects: usize,
-    /// About how many bytes of JSON each object is.
-    #[arg(long, default_value_t = 100)]
-    object_bytes: usize,
-    /// Objects changed after the fill (one update each), and so created again by the restore.
-    #[arg(long, default_value_t = 10_000)]
-    changed: usize,
-    #[arg(long, default_value_t = 200)]
-    reads: usize,
-    #[arg(long, default_value_t = 4)]
-    watchers: usize,
-}
-
-#[derive(Args, Clone)]
-pub struct ContentionArgs {
-    #[command(flatten)]
-    common: Common,
-    /// Clients on the canvas, alternating targets, each with an object of its own.
-    #[arg(long, default_value_t = 8)]
-    clients: usize,
-    /// Ops each client keeps unacked.
-    #[arg(long, default_value_t = 32)]
-    window: usize,
 }
 
 #[derive(Args, Clone)]
