@@ -22,6 +22,8 @@ const DAY_MS: i64 = 24 * HOUR_MS;
 /// Canvases whose history one cleanup round thins, and how long a canvas's thinning holds.
 const THIN_PER_ROUND: usize = 100;
 const THIN_EVERY_MS: i64 = 10 * 60_000;
+/// Reads of the head a naming makes before it gives up on a canvas reset again and again meanwhile.
+const NAME_TRIES: usize = 3;
 
 /// Why a history request was not answered as asked.
 #[derive(Debug, thiserror::Error)]
@@ -95,15 +97,16 @@ impl Bus {
 
     /// Names the state at the canvas's head; returns its seq.
     pub async fn name_version(&self, canvas: &CanvasId, name: &str) -> Result<u64, BusError> {
-        loop {
+        for _ in 0..NAME_TRIES {
             let read = self.store().read_canvas(canvas, Want::all()).await?;
             let head = read.head.unwrap_or_default();
             let json = fold(read).await?.to_json();
-            match self.store().name_version(canvas, head.generation, head.seq, name, json).await? {
-                Named::Done => return Ok(head.seq),
-                Named::Moved => continue, // a reset came between: name the new epoch's head
+            if let Named::Done = self.store().name_version(canvas, head.generation, head.seq, name, json).await? {
+                return Ok(head.seq);
             }
+            // A reset came between: name the new epoch's head.
         }
+        Err(Unavailable::KeptMoving.into())
     }
 
     /// Takes the name off the version at `seq` of the canvas's current epoch.

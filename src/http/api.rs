@@ -75,14 +75,12 @@ impl warp::reject::Reject for Denied {}
 pub(super) fn authorized(app: Arc<App>) -> impl Filter<Extract = (Arc<App>,), Error = warp::Rejection> + Clone {
     warp::header::optional::<String>("authorization").and(with_state(app)).and_then(
         |header: Option<String>, app: Arc<App>| async move {
-            let Some(key) = app.config.api_key.as_ref().map(|k| k.expose()) else {
+            if app.config.api_key.is_none() {
                 return Err(warp::reject::custom(Denied::Disabled));
-            };
-            let given = header.as_deref().and_then(|h| h.strip_prefix("Bearer ")).unwrap_or("");
-            if constant_time_eq(given.as_bytes(), key.as_bytes()) {
-                Ok(app)
-            } else {
-                Err(warp::reject::custom(Denied::Unauthorized))
+            }
+            match carries_api_key(&app, header.as_deref()) {
+                true => Ok(app),
+                false => Err(warp::reject::custom(Denied::Unauthorized)),
             }
         },
     )
@@ -98,6 +96,15 @@ pub fn denied_response(rejection: &warp::Rejection) -> Option<Response> {
         Denied::Unauthorized => {
             Some(json_error(StatusCode::UNAUTHORIZED, "missing or wrong API key: send Authorization: Bearer KEY"))
         }
+    }
+}
+
+/// Whether an `Authorization` header is `Bearer <--api-key>` (never, with no key configured).
+pub(super) fn carries_api_key(app: &App, header: Option<&str>) -> bool {
+    let given = header.and_then(|h| h.strip_prefix("Bearer "));
+    match (given, app.config.api_key.as_ref()) {
+        (Some(given), Some(key)) => constant_time_eq(given.as_bytes(), key.expose().as_bytes()),
+        _ => false,
     }
 }
 

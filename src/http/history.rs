@@ -7,13 +7,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde::Deserialize;
-use subtle::ConstantTimeEq;
 use warp::filters::BoxedFilter;
 use warp::http::StatusCode;
 use warp::reply::Response;
 use warp::{Filter, Reply};
 
-use super::api::{authorized, bad_request, canvas_id, json, ApiError};
+use super::api::{authorized, bad_request, canvas_id, carries_api_key, json, ApiError};
 use super::with_state;
 use crate::core::history::HistoryError;
 use crate::protocol::{CanvasId, Role};
@@ -126,14 +125,11 @@ impl From<HistoryError> for Refused {
 /// Lets in the API key, a JWT granting `editor` on `canvas`, or anyone when the server has no
 /// `--jwt-secret`.
 fn may_edit(app: &App, header: Option<&str>, canvas: &CanvasId) -> Result<(), ApiError> {
-    let given = header.and_then(|header| header.strip_prefix("Bearer "));
-    let key = app.config.api_key.as_ref().map(|key| key.expose());
-    if let (Some(given), Some(key)) = (given, key) {
-        if bool::from(given.as_bytes().ct_eq(key.as_bytes())) {
-            return Ok(());
-        }
+    if carries_api_key(app, header) {
+        return Ok(());
     }
     let Some(verifier) = &app.verifier else { return Ok(()) };
+    let given = header.and_then(|header| header.strip_prefix("Bearer "));
     let unauthorized = |why: String| ApiError(StatusCode::UNAUTHORIZED, why);
     let Some(given) = given else {
         return Err(unauthorized("send Authorization: Bearer with the API key or a client token".into()));
